@@ -1,0 +1,115 @@
+"""``create_app``: the gateway's ASGI application. The lifespan builds and closes the object graph."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from groupqwen import __version__, log
+from groupqwen.api import admin, errors, openai
+from groupqwen.api.errors import error_body
+from groupqwen.api.services import Services, build_services
+from groupqwen.config import Settings
+from groupqwen.errors import GroupQwenError, PayloadTooLarge
+
+_log = log.get(__name__)
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Gives every request an ``x-request-id`` (the client's, if it sent a sane one), caps the request
+    body at ``max_body_bytes`` (413), and turns anything unexpected into a logged OpenAI-shaped 500."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = log.request_id.set(request_id)
+        started = False
+        received = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def fail(error: GroupQwenError) -> None:
+            body = json.dumps(error_body(error)).encode()
+            await send_with_id(
+                {
+                    "type": "http.response.start",
+                    "status": error.status_code,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send_with_id({"type": "http.response.body", "body": body})
+
+        too_large = PayloadTooLarge(
+            f"The request body is larger than {self.max_body_bytes} bytes (max_body_bytes)"
+        )
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                await fail(too_large)
+                return
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            if not started:
+                await fail(too_large)
+        except Exception as exc:
+            _log.exception("unexpected error", error=type(exc).__name__)
+            if not started:
+                await fail(GroupQwenError("The server had an internal error; the request id identifies it."))
+        finally:
+            log.request_id.reset(token)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = services or build_services(settings)
+        app.state.services = built
+        try:
+            yield
+        finally:
+            await built.close()
+
+    app = FastAPI(title="GroupQwen", version=__version__, lifespan=lifespan)
+    if services is not None:
+        app.state.services = services
+    errors.install(app)
+    app.include_router(openai.router)
+    app.include_router(admin.router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,73 @@
+"""The one place that turns exceptions into OpenAI's error JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from groupqwen import log
+from groupqwen.errors import GroupQwenError, InvalidRequest
+
+_log = log.get(__name__)
+
+
+def error_body(exc: GroupQwenError) -> dict[str, Any]:
+    return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
+
+
+def error_response(exc: GroupQwenError) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=exc.status_code, headers=exc.headers())
+
+
+def param_path(loc: tuple[int | str, ...]) -> str:
+    """``("messages", 0, "content")`` → ``"messages[0].content"`` (OpenAI's way of naming a field)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def from_validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequest:
+    first = exc.errors()[0]
+    loc = tuple(p for p in first["loc"] if p != "body")
+    param = param_path(loc) or None
+    message = first["msg"]
+    if param:
+        message = f"Invalid value for '{param}': {message}"
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return InvalidRequest(message, param=param)
+
+
+def install(app: FastAPI) -> None:
+    async def on_groupqwen_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GroupQwenError)
+        level = _log.error if exc.status_code >= 500 else _log.info
+        level("request failed", status=exc.status_code, code=exc.code, error=exc.message)
+        return error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError | ValidationError)
+        return error_response(from_validation_error(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        error = GroupQwenError(str(exc.detail))
+        error.status_code = exc.status_code
+        error.error_type = "invalid_request_error" if exc.status_code < 500 else "api_error"
+        error.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(error_body(error), status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(GroupQwenError, on_groupqwen_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)

