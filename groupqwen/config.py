@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from groupqwen.errors import ConfigError
 
-BackendKind = Literal["llamacpp", "fake"]
+BackendKind = Literal["llamacpp", "openai_http", "fake"]
 AUTO_MODEL = "auto"
 
 
@@ -67,6 +67,12 @@ class ModelSpec:
     backend: BackendKind = "llamacpp"
     n_ctx: int | None = None  # context to allocate; None: min(context_length, settings.n_ctx)
     fake_reply: str | None = None  # backend "fake" only: the text it answers with
+    urls: tuple[str, ...] = ()  # backend "openai_http": the replicas' base URLs (…/v1)
+    remote_model: str | None = None  # backend "openai_http": the model name the server knows
+    api_key: str | None = None  # backend "openai_http"
+    keep_alive: float = 300.0  # seconds idle before unloading; -1 never, 0 right after each request
+    pinned: bool = False  # never evicted to make room for another model
+    max_parallel: int = 1  # requests served at once (llama.cpp: 1; HTTP backends: more)
 
 
 _GB = 1_000_000_000
@@ -184,6 +190,29 @@ class ModelConfig(BaseModel):
     context_length: int | None = Field(None, ge=64, description="The model's trained context length")
     thinking: bool | None = Field(None, description="Whether the model understands enable_thinking")
     fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
+    urls: list[str] | None = Field(None, description="backend 'openai_http': replica base URLs (…/v1)")
+    remote_model: str | None = Field(None, description="backend 'openai_http': the server's model name")
+    api_key: str | None = Field(None, description="backend 'openai_http': bearer token")
+    keep_alive: float | None = Field(None, ge=-1, description="Seconds idle before unload; -1 never")
+    pinned: bool | None = Field(None, description="Never evict this model")
+    max_parallel: int | None = Field(None, ge=1, le=1024, description="Requests served at once")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_are_http(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("needs at least one URL")
+            for url in value:
+                if not url.startswith(("http://", "https://")):
+                    raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> ModelConfig:
+        if self.backend == "openai_http" and not self.urls:
+            raise ValueError("backend 'openai_http' needs 'urls'")
+        return self
 
     @field_validator("path")
     @classmethod
@@ -215,6 +244,10 @@ class Settings(BaseSettings):
     max_queue: int = Field(16, ge=0, description="Requests that may wait per model before 503")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes)")
     max_stop_sequences: int = Field(4, ge=1, le=64, description="Most 'stop' strings per request")
+    keep_alive: float = Field(300, ge=-1, description="Default seconds idle before a model is unloaded")
+    memory_budget_mb: int | None = Field(None, ge=1, description="Memory for models (MiB); default: a share")
+    memory_share: float = Field(0.8, gt=0, le=1, description="Share of available memory for models")
+    memory_margin_mb: int = Field(256, ge=0, description="Safety margin kept free (MiB)")
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="Catalog overrides/additions")
 
     @classmethod
@@ -236,7 +269,7 @@ class Settings(BaseSettings):
         known = builtin_catalog()
         errors = []
         for model_id, cfg in self.models.items():
-            if model_id not in known and cfg.path is None and cfg.backend != "fake":
+            if model_id not in known and cfg.path is None and cfg.backend == "llamacpp":
                 errors.append(f"models.{model_id}.path: a model not in the catalog needs a GGUF path")
         if self.default_model not in known and self.default_model not in self.models:
             errors.append(f"default_model: unknown model {self.default_model!r}")
@@ -257,19 +290,25 @@ class Settings(BaseSettings):
                 parameters="?",
                 context_length=cfg.n_ctx or self.n_ctx,
                 size_bytes=cfg.path.stat().st_size if cfg.path else 0,
+                quantization="?",
                 architecture="?",
             )
-            overrides: dict[str, Any] = {"backend": cfg.backend}
-            for name in ("path", "n_ctx", "context_length", "thinking", "fake_reply"):
+            overrides: dict[str, Any] = {"backend": cfg.backend, "keep_alive": self.keep_alive}
+            for name in ModelConfig.model_fields:
                 value = getattr(cfg, name)
-                if value is not None:
-                    overrides[name] = value
+                if value is not None and name != "backend":
+                    overrides[name] = tuple(value) if name == "urls" else value
             specs[model_id] = replace(base, **overrides)
+        for spec_id, spec in specs.items():
+            if spec_id not in self.models:
+                specs[spec_id] = replace(spec, keep_alive=self.keep_alive)
         return specs
 
     def available(self) -> dict[str, ModelSpec]:
-        """The models that can be served here: weights on disk, or a fake backend."""
-        return {k: s for k, s in self.catalog().items() if s.path is not None or s.backend == "fake"}
+        """The models that can be served here: weights on disk, a server to call, or a fake backend."""
+        return {
+            k: s for k, s in self.catalog().items() if s.path is not None or s.urls or s.backend == "fake"
+        }
 
 
 def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
