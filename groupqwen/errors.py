@@ -12,7 +12,9 @@ that escapes is a bug and becomes a logged 500.
     │   ├── ContextLengthExceeded       400 invalid_request_error       context_length_exceeded
     │   └── PayloadTooLarge             413 invalid_request_error       payload_too_large
     ├── ModelNotFound                   404 invalid_request_error       model_not_found
+    ├── ModelBusy                       409 invalid_request_error       model_busy
     ├── Overloaded                      503 server_error                overloaded        (Retry-After)
+    ├── InsufficientMemory              503 server_error                insufficient_memory
     ├── BackendError                    502 api_error                   backend_error
     │   └── ModelLoadError              502 api_error                   model_load_failed
     └── ConfigError                     500 api_error                   config_error      (field names)
@@ -110,3 +112,19 @@ class ConfigError(GroupQwenError):
     def __init__(self, errors: list[tuple[str, str]]) -> None:
         self.errors = errors
         super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors))
+
+
+class InsufficientMemory(GroupQwenError):
+    """A model does not fit the memory budget even after evicting every idle model."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "insufficient_memory"
+
+
+class ModelBusy(GroupQwenError):
+    """An admin action needs the model idle, and it is serving requests."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "model_busy"

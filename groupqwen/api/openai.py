@@ -129,7 +129,12 @@ async def list_models(request: Request) -> dict[str, Any]:
             "groupqwen": {"status": "alias", "resolves_to": default},
         }
     )
-    return {"object": "list", "data": data}
+    pool = services.pool
+    return {
+        "object": "list",
+        "data": data,
+        "groupqwen": {"memory": {"budget_bytes": pool.budget, "used_bytes": pool.used}},
+    }
 
 
 @router.get("/v1/models/{model_id:path}")

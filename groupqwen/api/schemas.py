@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,7 +80,12 @@ class ChatCompletionRequest(_Wire):
     chat_template_kwargs: dict[str, Any] | None = None
 
 
-_ROLES: dict[str, Role] = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
 
 # Fields whose meaning we cannot honour: silently ignoring them would change what the client gets.
 REFUSED = {
@@ -264,6 +270,7 @@ class ChunkWriter:
 
 def model_json(state: ModelState, created: int) -> dict[str, Any]:
     spec: ModelSpec = state.spec
+    replicas = getattr(state.backend, "replicas", None)
     return {
         "id": spec.id,
         "object": "model",
@@ -279,7 +286,13 @@ def model_json(state: ModelState, created: int) -> dict[str, Any]:
             "quantization": spec.quantization,
             "context_length": spec.context_length,
             "capabilities": {"thinking": spec.thinking, "vision": spec.vision, "tools": spec.tools},
+            "memory": {"estimated_bytes": state.estimated_bytes, "measured_bytes": state.measured_bytes},
             "active_requests": state.active,
             "queued_requests": state.queued,
+            "last_used": state.last_used,
+            "keep_alive": spec.keep_alive,
+            "pinned": spec.pinned,
+            "max_parallel": spec.max_parallel,
+            "replicas": [asdict(r) for r in replicas()] if callable(replicas) else None,
         },
     }

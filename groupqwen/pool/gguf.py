@@ -17,7 +17,19 @@ from groupqwen.errors import ModelLoadError
 _MAGIC = b"GGUF"
 # GGUF value types: uint8, int8, uint16, int16, uint32, int32, float32, bool, string, array, uint64, int64,
 # float64.
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 _MAX_KEYS = 100_000
 _MAX_STRING = 64 * 1024 * 1024

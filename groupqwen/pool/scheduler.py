@@ -1,8 +1,10 @@
-"""The single owner of model lifetimes: loads a model on first use, leases it to requests, bounds the queue.
+"""The single owner of model lifetimes: loads, leases, unloads and evicts models within a memory budget.
 
-``async with pool.lease(model_id) as backend`` waits for a free slot of that model (at most ``max_queue``
-requests wait; past that ``Overloaded`` with a ``Retry-After``), loads the model once however many requests
-arrive for it while it is cold, and never makes a request for one model wait on another model's load.
+``async with pool.lease(model_id) as backend`` waits for a free slot of that model (past ``max_queue``
+waiting requests: ``Overloaded`` with ``Retry-After``), loads the model once however many requests arrive
+for it while it is cold, and never makes a request for a loaded model wait on another model's load. A load
+that does not fit evicts idle, unpinned models, least recently used first; if it still cannot fit:
+``InsufficientMemory``. An idle model is unloaded after its ``keep_alive``.
 """
 
 from __future__ import annotations
@@ -10,19 +12,29 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Literal
 
 from groupqwen import log
 from groupqwen.backends.base import Backend
 from groupqwen.config import ModelSpec
-from groupqwen.errors import GroupQwenError, ModelLoadError, ModelNotFound, Overloaded
+from groupqwen.errors import (
+    GroupQwenError,
+    InsufficientMemory,
+    ModelBusy,
+    ModelLoadError,
+    ModelNotFound,
+    Overloaded,
+)
+from groupqwen.pool.budget import MiB, Resident, to_evict
+from groupqwen.pool.memory import current_rss
 
 _log = log.get(__name__)
 
 Status = Literal["unloaded", "loading", "loaded", "failed"]
 BackendFactory = Callable[[ModelSpec], Backend]
+NeedEstimator = Callable[[ModelSpec], int]
 
 
 @dataclass(frozen=True)
@@ -34,45 +46,73 @@ class ModelState:
     error: str | None
     active: int
     queued: int
-    last_used: float | None
+    last_used: float | None  # wall-clock seconds
+    estimated_bytes: int | None
+    measured_bytes: int | None
+    backend: Backend | None
 
 
 class _Entry:
-    def __init__(self, spec: ModelSpec, max_parallel: int) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.backend: Backend | None = None
         self.status: Status = "unloaded"
         self.error: str | None = None
-        self.slots = asyncio.Semaphore(max_parallel)
+        self.slots = asyncio.Semaphore(spec.max_parallel)
         self.load_lock = asyncio.Lock()
         self.active = 0
         self.queued = 0
         self.last_used: float | None = None
+        self.last_used_mono = 0.0
+        self.estimated: int | None = None
+        self.measured: int | None = None
+        self.expiry: asyncio.Task[None] | None = None
+
+    @property
+    def resident_bytes(self) -> int:
+        return max(self.estimated or 0, self.measured or 0)
+
+    @property
+    def busy(self) -> bool:
+        return self.active > 0 or self.queued > 0
 
 
 class Pool:
-    """Owns every backend. ``specs`` are the models that can be served; ``factory`` builds a backend."""
+    """Owns every backend. ``specs``: the models that can be served; ``factory`` builds a backend;
+    ``need`` estimates a model's memory before loading; ``budget`` is the bytes models may use."""
 
     def __init__(
         self,
         specs: Mapping[str, ModelSpec],
         factory: BackendFactory,
         *,
+        need: NeedEstimator,
+        budget: int,
         max_queue: int = 16,
-        max_parallel: int = 1,
         retry_after: int = 2,
+        measure: Callable[[], int] = current_rss,
     ) -> None:
-        self._entries = {model_id: _Entry(spec, max_parallel) for model_id, spec in specs.items()}
+        self._entries = {model_id: _Entry(spec) for model_id, spec in specs.items()}
         self._factory = factory
+        self._need = need
+        self.budget = budget
         self._max_queue = max_queue
         self._retry_after = retry_after
+        self._measure = measure
+        self._placement = asyncio.Lock()  # one load or eviction decision at a time
 
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._entries
 
+    @property
+    def used(self) -> int:
+        return sum(e.resident_bytes for e in self._entries.values() if e.backend is not None)
+
     def states(self) -> list[ModelState]:
         return [
-            ModelState(e.spec, e.status, e.error, e.active, e.queued, e.last_used)
+            ModelState(
+                e.spec, e.status, e.error, e.active, e.queued, e.last_used, e.estimated, e.measured, e.backend
+            )
             for e in self._entries.values()
         ]
 
@@ -92,44 +132,120 @@ class Pool:
                 retry_after=self._retry_after,
             )
         entry.queued += 1
+        self._cancel_expiry(entry)
         try:
             await entry.slots.acquire()
         finally:
             entry.queued -= 1
         entry.active += 1
         try:
-            backend = await self._load(entry)
+            backend = entry.backend or await self._load(entry)
             yield backend
         finally:
             entry.active -= 1
-            entry.last_used = time.time()
+            entry.last_used, entry.last_used_mono = time.time(), time.monotonic()
             entry.slots.release()
+            if not entry.busy:
+                self._schedule_expiry(entry)
 
-    async def load(self, model_id: str) -> None:
-        """Load a model now (idempotent)."""
-        await self._load(self._entry(model_id))
+    async def load(self, model_id: str) -> ModelState:
+        """Load a model now (idempotent); it then idles out after its keep_alive like any other."""
+        entry = self._entry(model_id)
+        await self._load(entry)
+        if not entry.busy:
+            self._schedule_expiry(entry)
+        return next(s for s in self.states() if s.spec.id == model_id)
+
+    async def unload(self, model_id: str) -> None:
+        """Unload a model now; ``ModelBusy`` while it serves or queues requests."""
+        entry = self._entry(model_id)
+        async with entry.load_lock, self._placement:
+            if entry.busy:
+                raise ModelBusy(
+                    f"Model {model_id!r} has {entry.active} active and {entry.queued} queued requests; "
+                    "unload it when they are done",
+                    param="model",
+                )
+            await self._unload(entry)
 
     async def _load(self, entry: _Entry) -> Backend:
         async with entry.load_lock:
             if entry.backend is not None:
                 return entry.backend
-            entry.status = "loading"
-            started = time.perf_counter()
-            backend = self._factory(entry.spec)
-            try:
-                await backend.load()
-            except GroupQwenError as exc:
-                entry.status, entry.error = "failed", exc.message
-                raise
-            except Exception as exc:
-                entry.status, entry.error = "failed", f"{type(exc).__name__}: {exc}"
-                raise ModelLoadError(f"Could not load model {entry.spec.id!r}: {entry.error}") from exc
-            entry.backend, entry.status, entry.error = backend, "loaded", None
-            _log.info("model loaded", model=entry.spec.id, seconds=round(time.perf_counter() - started, 3))
+            async with self._placement:
+                need = self._need(entry.spec)
+                for victim in self._make_room(entry, need):
+                    _log.info("evicting model", model=victim.spec.id, to_load=entry.spec.id)
+                    await self._unload(victim)
+                entry.status, entry.error, entry.estimated = "loading", None, need
+                started, rss_before = time.perf_counter(), self._measure()
+                backend = self._factory(entry.spec)
+                try:
+                    await backend.load()
+                except GroupQwenError as exc:
+                    entry.status, entry.error = "failed", exc.message
+                    raise
+                except Exception as exc:
+                    entry.status, entry.error = "failed", f"{type(exc).__name__}: {exc}"
+                    raise ModelLoadError(f"Could not load model {entry.spec.id!r}: {entry.error}") from exc
+                entry.measured = max(0, self._measure() - rss_before) if need else 0
+                entry.backend, entry.status = backend, "loaded"
+            _log.info(
+                "model loaded",
+                model=entry.spec.id,
+                seconds=round(time.perf_counter() - started, 3),
+                estimated_mib=need // MiB,
+                measured_mib=entry.measured // MiB,
+            )
             return backend
+
+    def _make_room(self, entry: _Entry, need: int) -> list[_Entry]:
+        """What to evict so that ``need`` more bytes fit; raise ``InsufficientMemory`` if nothing does."""
+        loaded = [e for e in self._entries.values() if e.backend is not None and e is not entry]
+        resident = [
+            Resident(e.spec.id, e.resident_bytes, e.last_used_mono, e.spec.pinned, e.busy) for e in loaded
+        ]
+        free = self.budget - sum(r.bytes for r in resident)
+        chosen = to_evict(need, free, resident)
+        if chosen is None:
+            blocked = [r.model_id for r in resident if r.pinned or r.busy]
+            raise InsufficientMemory(
+                f"Model {entry.spec.id!r} needs {need // MiB} MiB but only {max(free, 0) // MiB} MiB of the "
+                f"{self.budget // MiB} MiB budget is free"
+                + (f"; {', '.join(blocked)} cannot be evicted (pinned or busy)" if blocked else ""),
+            )
+        return [self._entries[model_id] for model_id in chosen]
+
+    async def _unload(self, entry: _Entry) -> None:
+        self._cancel_expiry(entry)
+        backend, entry.backend = entry.backend, None
+        if backend is not None:
+            await backend.close()
+            _log.info("model unloaded", model=entry.spec.id)
+        entry.status, entry.measured = "unloaded", None
+
+    def _schedule_expiry(self, entry: _Entry) -> None:
+        if entry.spec.keep_alive < 0 or entry.backend is None:
+            return
+        self._cancel_expiry(entry)
+        entry.expiry = asyncio.get_running_loop().create_task(self._expire(entry, entry.spec.keep_alive))
+
+    @staticmethod
+    def _cancel_expiry(entry: _Entry) -> None:
+        if entry.expiry is not None and entry.expiry is not asyncio.current_task():
+            entry.expiry.cancel()
+        entry.expiry = None
+
+    async def _expire(self, entry: _Entry, delay: float) -> None:
+        await asyncio.sleep(delay)
+        async with entry.load_lock, self._placement:
+            if entry.busy or entry.expiry is not asyncio.current_task():
+                return
+            _log.info("model idle, unloading", model=entry.spec.id, keep_alive=entry.spec.keep_alive)
+            await self._unload(entry)
 
     async def close(self) -> None:
         for entry in self._entries.values():
-            if entry.backend is not None:
-                await entry.backend.close()
-                entry.backend, entry.status = None, "unloaded"
+            self._cancel_expiry(entry)
+            with suppress(Exception):
+                await self._unload(entry)

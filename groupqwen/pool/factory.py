@@ -1,0 +1,40 @@
+"""How the pool builds a backend for a catalog entry, and what that backend will need in memory."""
+
+from __future__ import annotations
+
+import re
+
+from groupqwen.backends.base import Backend
+from groupqwen.backends.fake import FakeBackend
+from groupqwen.config import ModelSpec, Settings
+from groupqwen.pool.budget import estimate
+from groupqwen.pool.gguf import read_metadata
+
+
+def context_size(spec: ModelSpec, settings: Settings) -> int:
+    """The context window to allocate: the model's own setting, else the default capped by what it was
+    trained for."""
+    return spec.n_ctx or min(spec.context_length, settings.n_ctx)
+
+
+def backend_for(spec: ModelSpec, settings: Settings) -> Backend:
+    if spec.backend == "fake":
+        reply = spec.fake_reply or "Hello from the fake backend."
+        return FakeBackend(
+            model_id=spec.id, tokens=re.findall(r"\s*\S+", reply), n_ctx=context_size(spec, settings)
+        )
+    if spec.backend == "openai_http":
+        from groupqwen.backends.openai_http import OpenAIHTTPBackend
+
+        return OpenAIHTTPBackend(spec)
+    from groupqwen.backends.llamacpp import LlamaCppBackend  # llama-cpp-python is an optional extra
+
+    return LlamaCppBackend(spec, n_ctx=context_size(spec, settings), n_threads=settings.n_threads)
+
+
+def memory_need(spec: ModelSpec, settings: Settings) -> int:
+    """Bytes a model needs resident here: its GGUF's estimate; nothing for remote or fake backends."""
+    if spec.backend != "llamacpp" or spec.path is None:
+        return 0
+    meta = read_metadata(spec.path)
+    return estimate(meta, spec.path.stat().st_size, context_size(spec, settings)).total
