@@ -79,7 +79,7 @@ _GB = 1_000_000_000
 
 _QWEN3 = [
     # id, Hugging Face repository, parameters, native context, approximate Q4_K_M GGUF size (GB)
-    ("qwen3-0.6b", "Qwen/Qwen3-0.6B-GGUF", "0.6B", 32_768, 0.48),
+    ("qwen3-0.6b", "Qwen/Qwen3-0.6B-GGUF", "0.6B", 32_768, 0.64),
     ("qwen3-1.7b", "Qwen/Qwen3-1.7B-GGUF", "1.7B", 32_768, 1.28),
     ("qwen3-4b", "Qwen/Qwen3-4B-GGUF", "4B", 32_768, 2.50),
     ("qwen3-8b", "Qwen/Qwen3-8B-GGUF", "8.2B", 32_768, 5.03),
@@ -134,8 +134,11 @@ def builtin_catalog() -> dict[str, ModelSpec]:
         ),
     ]
     for model_id, repo, params, ctx, gb in _QWEN3:
+        quantization = "Q8_0" if model_id == "qwen3-0.6b" else "Q4_K_M"  # the official 0.6B repo has Q8_0
         specs.append(
             ModelSpec(
+                quantization=quantization,
+                filename=f"{repo.split('/')[1].removesuffix('-GGUF')}-{quantization}.gguf",
                 id=model_id,
                 family="qwen3",
                 parameters=params,
@@ -149,6 +152,7 @@ def builtin_catalog() -> dict[str, ModelSpec]:
     for model_id, repo, params, ctx, gb in _QWEN3_VL:
         specs.append(
             ModelSpec(
+                filename=f"{repo.split('/')[1].removesuffix('-GGUF')}-Q4_K_M.gguf",
                 id=model_id,
                 family="qwen3-vl",
                 parameters=params,
@@ -170,6 +174,7 @@ def builtin_catalog() -> dict[str, ModelSpec]:
             size_bytes=int(0.64 * _GB),
             quantization="Q8_0",
             source="hf:Qwen/Qwen3-Embedding-0.6B-GGUF",
+            filename="Qwen3-Embedding-0.6B-Q8_0.gguf",
         )
     )
     return {spec.id: spec for spec in specs}
@@ -278,10 +283,11 @@ class Settings(BaseSettings):
         return self
 
     def catalog(self) -> dict[str, ModelSpec]:
-        """The builtin catalog merged with the configured models; bundled models found in ``models_dir``."""
+        """The builtin catalog merged with the configured models; files found in ``models_dir`` (bundled or
+        pulled) give their entries a path."""
         specs = builtin_catalog()
         for spec_id, spec in specs.items():
-            if spec.bundled is not None and (self.models_dir / spec.filename).is_file():
+            if spec.filename and (self.models_dir / spec.filename).is_file():
                 specs[spec_id] = replace(spec, path=self.models_dir / spec.filename)
         for model_id, cfg in self.models.items():
             base = specs.get(model_id) or ModelSpec(

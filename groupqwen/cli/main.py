@@ -122,6 +122,36 @@ def models_fetch(config: ConfigOption = None) -> None:
         typer.echo(f"{spec.id}: {path}")
 
 
+@models_app.command("pull")
+def models_pull(
+    what: Annotated[str, typer.Argument(help="A catalog id, hf:Org/Repo/file.gguf, or an http(s) URL")],
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of the file")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Download a GGUF into models_dir: resumes after interruption, verifies, renames atomically."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from groupqwen.pool.download import download, resolve
+
+    settings = _settings(config)
+    try:
+        source = resolve(what, settings.catalog())
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
+        ) as bar:
+            task = bar.add_task(source.filename, total=None)
+            path = download(
+                source,
+                settings.models_dir,
+                sha256=sha256,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except GroupQwenError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{path}")
+
+
 @app.command()
 def chat(
     question: Annotated[str, typer.Argument(help="What to ask")],
