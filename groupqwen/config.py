@@ -8,6 +8,7 @@ Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` e
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -268,6 +269,19 @@ class Settings(BaseSettings):
         if settings_cls.model_config.get("yaml_file"):
             sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _env_names_to_ids(cls, value: Any) -> Any:
+        """``GROUPQWEN_MODELS__QWEN2_5_CODER_0_5B__N_CTX`` names ``qwen2.5-coder-0.5b``: environment
+        variables cannot hold ``.`` or ``-``."""
+        if not isinstance(value, dict):
+            return value
+        by_env_name = {re.sub(r"[^a-z0-9]", "_", model_id): model_id for model_id in builtin_catalog()}
+        return {
+            (key if key in by_env_name.values() else by_env_name.get(str(key).lower(), key)): cfg
+            for key, cfg in value.items()
+        }
 
     @model_validator(mode="after")
     def _check_models(self) -> Settings:

@@ -11,6 +11,7 @@ that escapes is a bug and becomes a logged 500.
     │   ├── UnsupportedParameter        400 invalid_request_error       unsupported_parameter
     │   ├── ContextLengthExceeded       400 invalid_request_error       context_length_exceeded
     │   └── PayloadTooLarge             413 invalid_request_error       payload_too_large
+    ├── ClientDisconnected              499 invalid_request_error       client_disconnected (never sent)
     ├── ModelNotFound                   404 invalid_request_error       model_not_found
     ├── ModelBusy                       409 invalid_request_error       model_busy
     ├── Overloaded                      503 server_error                overloaded        (Retry-After)
@@ -65,6 +66,14 @@ class ContextLengthExceeded(InvalidRequest):
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
     code = "payload_too_large"
+
+
+class ClientDisconnected(GroupQwenError):
+    """The client went away before its answer; the work was cancelled. Logged, never delivered."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_disconnected"
 
 
 class ModelNotFound(GroupQwenError):

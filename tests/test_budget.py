@@ -60,7 +60,12 @@ def test_reads_scalars_strings_and_skips_large_arrays(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"NOPE" + b"\0" * 40, b"GGUF" + struct.pack("<IQQ", 9, 0, 0), b"GGUF" + struct.pack("<IQQ", 3, 0, 5)],
+    [
+        b"",
+        b"NOPE" + b"\0" * 40,
+        b"GGUF" + struct.pack("<IQQ", 9, 0, 0),
+        b"GGUF" + struct.pack("<IQQ", 3, 0, 5),
+    ],
     ids=["empty", "bad-magic", "bad-version", "truncated"],
 )
 def test_a_bad_file_is_a_model_load_error_naming_it(tmp_path: Path, content: bytes) -> None:

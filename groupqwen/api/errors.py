@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -35,9 +36,16 @@ def param_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+# pydantic names the union member it tried in an error's location ("stop.str", "content.list[…]");
+# a client only wants the field.
+_UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|[A-Z]\w*)$")
+
+
 def from_validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequest:
     first = exc.errors()[0]
-    loc = tuple(p for p in first["loc"] if p != "body")
+    loc = tuple(
+        p for p in first["loc"] if p != "body" and not (isinstance(p, str) and _UNION_MEMBER.match(p))
+    )
     param = param_path(loc) or None
     message = first["msg"]
     if param:

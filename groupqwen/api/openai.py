@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import aclosing, suppress
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -22,10 +23,12 @@ from groupqwen.api.schemas import (
     to_chat_request,
 )
 from groupqwen.api.services import Services
-from groupqwen.errors import GroupQwenError, InvalidRequest, ModelNotFound
+from groupqwen.config import AUTO_MODEL
+from groupqwen.errors import ClientDisconnected, GroupQwenError, InvalidRequest, ModelNotFound
 from groupqwen.messages import ChatRequest, Decision, Delta
 
 router = APIRouter()
+T = TypeVar("T")
 _log = log.get(__name__)
 
 
@@ -63,6 +66,29 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` but cancel it if the client goes away first (its body is read, so the only message
+    left to receive is ``http.disconnect``)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            _log.info("client disconnected before the answer; generation cancelled")
+            raise ClientDisconnected("The client closed the connection")
+    return task.result()
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     services = _services(request)
@@ -71,13 +97,13 @@ async def chat_completions(request: Request) -> Response:
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     _log.info("chat completion", model=decision.model, route=decision.route, stream=body.stream)
     if not body.stream:
-        completion = await services.pipeline.complete(chat, decision)
+        completion = await _unless_disconnected(request, services.pipeline.complete(chat, decision))
         payload = completion_json(completion_id, decision, completion, chat.logprobs)
         return JSONResponse(payload, headers=_headers(decision))
 
     deltas = services.pipeline.stream(chat, decision)
-    try:
-        first = await anext(deltas)  # errors before the first token are plain HTTP errors
+    try:  # errors before the first token are plain HTTP errors
+        first = await _unless_disconnected(request, anext(deltas))
     except BaseException:
         await deltas.aclose()
         raise
@@ -114,25 +140,24 @@ async def _stream(
     yield b"data: [DONE]\n\n"
 
 
+def _auto_json(services: Services) -> dict[str, Any]:
+    return {
+        "id": AUTO_MODEL,
+        "object": "model",
+        "created": services.started,
+        "owned_by": "groupqwen",
+        "groupqwen": {"status": "alias", "resolves_to": services.settings.default_model},
+    }
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     services = _services(request)
-    created = services.started
-    data = [model_json(state, created) for state in services.pool.states()]
-    default = services.settings.default_model
-    data.append(
-        {
-            "id": "auto",
-            "object": "model",
-            "created": created,
-            "owned_by": "groupqwen",
-            "groupqwen": {"status": "alias", "resolves_to": default},
-        }
-    )
     pool = services.pool
+    data = [model_json(state, services.started) for state in pool.states()]
     return {
         "object": "list",
-        "data": data,
+        "data": [*data, _auto_json(services)],
         "groupqwen": {"memory": {"budget_bytes": pool.budget, "used_bytes": pool.used}},
     }
 
@@ -140,6 +165,8 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model_id:path}")
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     services = _services(request)
+    if model_id == AUTO_MODEL:
+        return _auto_json(services)
     for state in services.pool.states():
         if state.spec.id == model_id:
             return model_json(state, services.started)

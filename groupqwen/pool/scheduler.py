@@ -182,6 +182,11 @@ class Pool:
                 backend = self._factory(entry.spec)
                 try:
                     await backend.load()
+                except asyncio.CancelledError:
+                    entry.status, entry.estimated = "unloaded", None
+                    with suppress(Exception):
+                        await backend.close()
+                    raise
                 except GroupQwenError as exc:
                     entry.status, entry.error = "failed", exc.message
                     raise

@@ -1,0 +1,284 @@
+"""Hostile and broken requests over raw HTTP: each is a 4xx in OpenAI's error shape; the server lives on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from groupqwen.api.app import create_app
+from groupqwen.api.services import Services
+from groupqwen.backends.fake import FakeBackend
+from groupqwen.config import Settings, load_settings
+from groupqwen.orchestrator.pipeline import Pipeline
+from groupqwen.pool.scheduler import Pool
+
+URL = "/v1/chat/completions"
+GOOD: dict[str, Any] = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def fake() -> FakeBackend:
+    return FakeBackend(model_id="fake")
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory, fake: FakeBackend) -> Services:
+    settings = load_settings(
+        models={"fake": {"backend": "fake"}},
+        default_model="fake",
+        keep_alive=-1,
+        models_dir=tmp_path_factory.mktemp("m"),
+    )
+    return _services(settings, fake)
+
+
+def _services(settings: Settings, backend: FakeBackend) -> Services:
+    """The app's object graph, every model served by ``backend``, no memory limit."""
+    pool = Pool(
+        settings.available(),
+        lambda spec: backend,
+        need=lambda spec: 0,
+        budget=1 << 40,
+        max_queue=settings.max_queue,
+    )
+    return Services(settings, pool, Pipeline(settings.catalog(), pool, settings.default_model))
+
+
+@pytest.fixture(scope="module")
+def http(services: Services) -> Iterator[TestClient]:
+    """One server for the whole module: every bad request hits the same process, then a good one must work."""
+    with TestClient(create_app(services.settings, services)) as client:
+        yield client
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    body = json.loads(json.dumps(GOOD))
+    for key, value in changes.items():
+        if value is _DROP:
+            body.pop(key)
+        else:
+            body[key] = value
+    return body
+
+
+_DROP = object()
+
+
+def _error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["x-request-id"]
+    payload = response.json()
+    assert set(payload) == {"error"}
+    error = payload["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["type"] == "invalid_request_error"
+    return error  # type: ignore[no-any-return]
+
+
+RAW_CASES: list[tuple[str, bytes, int, str | None]] = [
+    ("malformed JSON", b'{"model": "fake", "messages": [', 400, None),
+    ("not JSON at all", b"hello", 400, None),
+    ("empty body", b"", 400, None),
+    ("JSON list", b'[{"model": "fake"}]', 400, None),
+    ("JSON string", b'"hello"', 400, None),
+    ("JSON null", b"null", 400, None),
+    ("invalid UTF-8", b'{"model": "fake", "messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, None),
+    (
+        "NaN temperature",
+        b'{"model": "fake", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        400,
+        "temperature",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "param"), RAW_CASES, ids=[c[0] for c in RAW_CASES])
+def test_raw_body(http: TestClient, name: str, body: bytes, status: int, param: str | None) -> None:
+    response = http.post(URL, content=body, headers={"content-type": "application/json"})
+    error = _error(response, status)
+    assert error["param"] == param
+
+
+JSON_CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("messages as a string", _with(messages="hello"), "messages"),
+    ("messages empty", _with(messages=[]), "messages"),
+    ("messages missing", _with(messages=_DROP), "messages"),
+    ("message not an object", _with(messages=["hi"]), "messages[0]"),
+    ("role wizard", _with(messages=[{"role": "wizard", "content": "x"}]), "messages[0].role"),
+    ("role missing", _with(messages=[{"content": "x"}]), "messages[0].role"),
+    ("content null", _with(messages=[{"role": "user", "content": None}]), "messages[0].content"),
+    ("content missing", _with(messages=[{"role": "user"}]), "messages[0].content"),
+    ("content a number", _with(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
+    (
+        "content part text a number",
+        _with(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
+        "messages[0].content",
+    ),
+    (
+        "second message bad",
+        _with(messages=[{"role": "user", "content": "a"}, {"role": "user", "content": None}]),
+        "messages[1].content",
+    ),
+    ("max_tokens ten", _with(max_tokens="ten"), "max_tokens"),
+    ("max_tokens negative", _with(max_tokens=-1), "max_tokens"),
+    ("max_tokens float", _with(max_tokens=1.5), "max_tokens"),
+    ("temperature 5", _with(temperature=5), "temperature"),
+    ("temperature string", _with(temperature="hot"), "temperature"),
+    ("top_p 0", _with(top_p=0), "top_p"),
+    ("stream a string", _with(stream="yes"), "stream"),
+    ("stop a number", _with(stop=5), "stop"),
+    ("stop 100 strings", _with(stop=[f"s{i}" for i in range(100)]), "stop"),
+    ("n 0", _with(n=0), "n"),
+    ("n 2", _with(n=2), "n"),
+    ("top_logprobs 50", _with(logprobs=True, top_logprobs=50), "top_logprobs"),
+    ("top_logprobs without logprobs", _with(top_logprobs=3), "top_logprobs"),
+    ("logprobs a string", _with(logprobs="true"), "logprobs"),
+    ("model missing", _with(model=_DROP), "model"),
+    ("model empty", _with(model=""), "model"),
+    ("model a number", _with(model=7), "model"),
+    ("tools", _with(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
+    ("response_format unknown", _with(response_format={"type": "xml"}), "response_format.type"),
+    ("stream_options a list", _with(stream=True, stream_options=[1]), "stream_options"),
+    (
+        "image part",
+        _with(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+        "messages[0].content[0].type",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "param"), JSON_CASES, ids=[c[0] for c in JSON_CASES])
+def test_bad_field_names_the_param(http: TestClient, name: str, body: dict[str, Any], param: str) -> None:
+    error = _error(http.post(URL, json=body), 400)
+    assert error["param"] == param
+    assert error["code"] in ("invalid_request", "unsupported_parameter")
+
+
+def test_unknown_model_is_404(http: TestClient) -> None:
+    error = _error(http.post(URL, json=_with(model="gpt-17")), 404)
+    assert (error["param"], error["code"]) == ("model", "model_not_found")
+
+
+def test_ten_megabyte_body_is_413(http: TestClient) -> None:
+    body = json.dumps(_with(messages=[{"role": "user", "content": "x" * 10_000_000}])).encode()
+    error = _error(http.post(URL, content=body, headers={"content-type": "application/json"}), 413)
+    assert error["code"] == "payload_too_large"
+    assert error["param"] is None
+
+
+def test_large_body_without_content_length_is_413(http: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "fake", "messages": [{"role": "user", "content": "'
+        for _ in range(200):
+            yield b"x" * 10_000
+        yield b'"}]}'
+
+    error = _error(http.post(URL, content=chunks(), headers={"content-type": "application/json"}), 413)
+    assert error["code"] == "payload_too_large"
+
+
+def test_lying_content_length_is_handled(http: TestClient) -> None:
+    response = http.post(
+        URL, content=b"{}", headers={"content-type": "application/json", "content-length": "abc"}
+    )
+    assert 400 <= response.status_code < 500
+
+
+def test_unknown_fields_are_ignored(http: TestClient) -> None:
+    response = http.post(URL, json=_with(frequency_penalty=0.5, metadata={"a": "b"}, store=False))
+    assert response.status_code == 200, response.text
+
+
+def test_integer_temperature_is_accepted(http: TestClient) -> None:
+    assert http.post(URL, json=_with(temperature=1)).status_code == 200
+
+
+def test_unknown_route_and_method_are_openai_shaped(http: TestClient) -> None:
+    error = _error(http.get("/v1/nothing-here"), 404)
+    assert error["code"] == "not_found"
+    error = _error(http.get(URL), 405)
+    assert error["code"] == "method_not_allowed"
+
+
+def test_server_still_answers_after_all_of_that(http: TestClient, fake: FakeBackend) -> None:
+    # a few more in a row, then a good one
+    for body in (b"{", b"[]", b"\xff", json.dumps(_with(messages=[])).encode()):
+        assert 400 <= http.post(URL, content=body).status_code < 500
+    response = http.post(URL, json=GOOD)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "Hello, world!"
+    response = http.post(URL, json={**GOOD, "stream": True})
+    assert response.status_code == 200
+    assert response.text.rstrip().endswith("data: [DONE]")
+    assert fake.active == 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Unexpected exceptions
+
+
+def _app_with_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> TestClient:
+    settings = load_settings(
+        models={"fake": {"backend": "fake"}}, default_model="fake", keep_alive=-1, models_dir=tmp_path
+    )
+    backend = FakeBackend(model_id="fake")
+    services = _services(settings, backend)
+    pipeline = services.pipeline
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("a bug, with a secret prompt in it")
+
+    monkeypatch.setattr(pipeline, where, boom)
+    return TestClient(create_app(settings, services))
+
+
+@pytest.mark.parametrize("where", ["decide", "complete"])
+def test_unexpected_exception_is_an_openai_shaped_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    with _app_with_broken(tmp_path, monkeypatch, where) as http:
+        response = http.post(URL, json=GOOD, headers={"x-request-id": "trace-me"})
+        assert response.status_code == 500
+        assert response.headers["x-request-id"] == "trace-me"
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "api_error"
+        assert "secret" not in error["message"]  # internals do not leak
+        assert "request id" in error["message"]
+        # the app still serves
+        assert http.get("/health").status_code == 200
+
+
+def test_unexpected_exception_mid_stream_ends_the_stream_with_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_settings(
+        models={"fake": {"backend": "fake"}}, default_model="fake", keep_alive=-1, models_dir=tmp_path
+    )
+    backend = FakeBackend(model_id="fake")
+    services = _services(settings, backend)
+    pipeline = services.pipeline
+    real_stream = pipeline.stream
+
+    async def broken_stream(request: Any, decision: Any) -> Any:
+        async for delta in real_stream(request, decision):
+            yield delta
+            raise KeyError("oops")
+
+    monkeypatch.setattr(pipeline, "stream", broken_stream)
+    with TestClient(create_app(settings, services)) as http:
+        response = http.post(URL, json={**GOOD, "stream": True})
+    assert response.status_code == 200
+    frames = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    error = json.loads(frames[-2])["error"]
+    assert error["type"] == "api_error"
+    assert "oops" not in error["message"]
+    assert backend.active == 0

