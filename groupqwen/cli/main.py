@@ -12,6 +12,7 @@ import httpx
 import typer
 
 from groupqwen import log
+from groupqwen.cli.data import data_app
 from groupqwen.config import AUTO_MODEL, Settings, load_settings
 from groupqwen.errors import ConfigError, GroupQwenError
 from groupqwen.messages import ChatRequest, Message, Sampling
@@ -25,6 +26,7 @@ models_app = typer.Typer(
 config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file")]
 
@@ -50,7 +52,7 @@ def serve(
     from groupqwen.api.app import create_app
 
     settings = _settings(config, host=host, port=port)
-    log.setup(settings.log_level)
+    log.setup(settings.log_level, settings.log_format)
     available = settings.available()
     if not available:
         typer.echo(
@@ -244,3 +246,4 @@ def config_check(path: Annotated[Path, typer.Argument(help="YAML configuration f
     settings = _settings(path)
     available = settings.available()
     typer.echo(f"{path}: ok ({len(available)} model(s) available, default {settings.default_model!r})")
+

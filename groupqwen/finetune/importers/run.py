@@ -1,0 +1,251 @@
+"""Import one or more exports (files, folders or ZIP archives) into one conversations JSONL file.
+
+The format of each file is detected from its content (and ``.md`` for Perplexity's Markdown). Each file
+gets a :class:`FileReport`; a malformed record is reported and skipped; a file that stops early keeps what
+was read and says why. A file given by name that is not an export at all is an :class:`InvalidExport`, and
+so is an import that recognises nothing. Output is written to a temporary file and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import ijson  # type: ignore[import-untyped]
+
+from groupqwen.finetune.archive import CountingReader, Readable, SafeZip
+from groupqwen.finetune.errors import InvalidExport
+from groupqwen.finetune.importers.base import FileReport, ImportOptions, Tally
+from groupqwen.finetune.importers.chatgpt import read_chatgpt
+from groupqwen.finetune.importers.claude import read_claude, read_users
+from groupqwen.finetune.importers.perplexity import read_markdown, read_thread_json
+from groupqwen.finetune.records import Conversation, Identity, Meta, dumps
+
+Progress = Callable[[int, int], None]  # (bytes read so far, bytes to read)
+_SNIFF_EVENTS = 5000
+_CONVERSATION_FORMATS = ("chatgpt", "claude", "perplexity-json", "perplexity-md")
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    files: tuple[FileReport, ...]
+    skipped: tuple[tuple[str, str], ...]  # (file, why it was not read)
+    identity: Identity = field(default_factory=Identity)
+
+    @property
+    def written(self) -> int:
+        return sum(f.written for f in self.files)
+
+    @property
+    def rejected(self) -> int:
+        return sum(len(f.rejected) for f in self.files)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        return tuple(f"{f.name}: {f.error}" for f in self.files if f.error)
+
+
+@dataclass(frozen=True)
+class _Source:
+    name: str
+    size: int
+    opener: Callable[[Callable[[int], None] | None], Readable]
+    explicit: bool  # named on the command line, not found inside a folder or an archive
+
+
+def sniff(stream: Readable | CountingReader) -> str | None:
+    """The export format of a JSON stream, from its first keys; ``None`` if JSON but not an export."""
+    seen_top: str | None = None
+    for count, (prefix, event, value) in enumerate(ijson.parse(stream)):
+        if count == 0:
+            seen_top = event
+        if event == "map_key" and prefix == "item":
+            if value == "mapping":
+                return "chatgpt"
+            if value == "chat_messages":
+                return "claude"
+            if value == "entries":
+                return "perplexity-json"
+            if value in ("email_address", "full_name"):
+                return "claude-users"
+        elif event == "map_key" and prefix == "":
+            if value == "entries":
+                return "perplexity-json"
+            if value == "chatgpt_plus_user":
+                return "chatgpt-user"
+        elif (event == "end_map" and prefix == "item") or count > _SNIFF_EVENTS:
+            return None
+        elif event == "end_array" and prefix == "" and seen_top == "start_array":
+            return "empty"
+    return None
+
+
+def _detect(source: _Source) -> str | None:
+    if source.name.lower().endswith((".md", ".markdown")):
+        return "perplexity-md"
+    if not source.name.lower().endswith(".json"):
+        return None
+    stream = source.opener(None)
+    try:
+        return sniff(stream)
+    except ijson.JSONError as exc:
+        raise InvalidExport(f"{source.name}: not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidExport(f"{source.name}: not UTF-8 text") from None
+    finally:
+        _close(stream)
+
+
+def _close(stream: Readable) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+
+
+def _file_source(path: Path, name: str, explicit: bool) -> _Source:
+    def opener(on_bytes: Callable[[int], None] | None) -> CountingReader:
+        return CountingReader(path.open("rb"), name, 2**62, on_bytes)
+
+    return _Source(name, path.stat().st_size, opener, explicit)
+
+
+def _zip_source(archive: SafeZip, info: zipfile.ZipInfo) -> _Source:
+    return _Source(
+        f"{archive.path.name}:{info.filename}",
+        info.file_size,
+        lambda on_bytes: archive.open(info, on_bytes),
+        explicit=False,
+    )
+
+
+def _sources(paths: Sequence[Path], stack: contextlib.ExitStack, options: ImportOptions) -> Iterator[_Source]:
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+                yield _file_source(file, str(file.relative_to(path.parent)), explicit=False)
+        elif zipfile.is_zipfile(path):
+            archive = stack.enter_context(SafeZip(path, options.limits))
+            for info in archive.members:
+                yield _zip_source(archive, info)
+            yield from (_Source(f"{path.name}:{n}", 0, _no_open, False) for n, _ in archive.skipped)
+        elif path.is_file():
+            yield _file_source(path, path.name, explicit=True)
+        else:
+            raise InvalidExport(f"{path}: no such file or folder")
+
+
+def _no_open(on_bytes: Callable[[int], None] | None) -> Readable:
+    raise AssertionError("skipped members are never opened")
+
+
+def import_paths(
+    paths: Sequence[Path], out: Path, options: ImportOptions | None = None, progress: Progress | None = None
+) -> ImportReport:
+    """Import every export under ``paths`` into ``out`` (JSONL) and ``out.meta.json`` (the identity)."""
+    options = options or ImportOptions()
+    reports: list[FileReport] = []
+    skipped: list[tuple[str, str]] = []
+    identity = Identity()
+    tmp = out.with_name(out.name + ".partial")
+    with contextlib.ExitStack() as stack:
+        sources = list(_sources(paths, stack, options))
+        archives_skipped = {s.name for s in sources if s.opener is _no_open}
+        total = sum(s.size for s in sources)
+        done = 0
+
+        def on_bytes(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        with tmp.open("w", encoding="utf-8") as f:
+            for source in sources:
+                if source.name in archives_skipped:
+                    skipped.append((source.name, "symbolic link ignored"))
+                    continue
+                try:
+                    fmt = _detect(source)
+                except zipfile.BadZipFile as exc:
+                    reports.append(Tally().report(source.name, "unknown", f"corrupt archive member: {exc}"))
+                    continue
+                except InvalidExport:
+                    if source.explicit:
+                        tmp.unlink(missing_ok=True)
+                        raise
+                    fmt = None
+                if fmt is None:
+                    skipped.append((source.name, "not a chat export file"))
+                    on_bytes(source.size)
+                    continue
+                if fmt in ("claude-users", "chatgpt-user"):
+                    identity = identity.merge(_identity(source, fmt))
+                    continue
+                report = _import_one(source, fmt, options, f, on_bytes)
+                reports.append(report)
+        if not reports or (all(r.error for r in reports) and not sum(r.written for r in reports)):
+            tmp.unlink(missing_ok=True)
+            why = "; ".join([*(f"{r.name}: {r.error}" for r in reports), *(f"{n}: {w}" for n, w in skipped)])
+            raise InvalidExport(
+                f"no chat export found in {', '.join(map(str, paths))}" + (f" ({why})" if why else "")
+            )
+    os.replace(tmp, out)
+    result = ImportReport(tuple(reports), tuple(skipped), identity)
+    Meta(identity=identity).write(out)
+    return result
+
+
+def _import_one(
+    source: _Source, fmt: str, options: ImportOptions, out: IO[str], on_bytes: Callable[[int], None]
+) -> FileReport:
+    tally = Tally()
+    error: str | None = None
+    stream = source.opener(on_bytes)
+    try:
+        for conv in _read(stream, fmt, source.name, tally, options):
+            out.write(dumps(conv) + "\n")
+    except ijson.JSONError as exc:
+        error = f"invalid JSON after {tally.conversations} conversation(s): {exc}"
+    except zipfile.BadZipFile as exc:  # CRC mismatch: the member's bytes are corrupt
+        error = f"corrupt archive member after {tally.conversations} conversation(s): {exc}"
+    except UnicodeDecodeError as exc:
+        error = f"not UTF-8 text: {exc}"
+    finally:
+        _close(stream)
+    return tally.report(source.name, fmt, error)
+
+
+def _read(
+    stream: Readable | CountingReader, fmt: str, name: str, tally: Tally, options: ImportOptions
+) -> Iterator[Conversation]:
+    if fmt == "chatgpt":
+        return read_chatgpt(stream, tally, options)
+    if fmt == "claude":
+        return read_claude(stream, tally, options)
+    if fmt == "perplexity-json":
+        return read_thread_json(stream, name, tally)
+    if fmt == "perplexity-md":
+        return read_markdown(stream.read().decode("utf-8"), name, tally)
+    return iter(())  # "empty": a valid export without conversations
+
+
+def _identity(source: _Source, fmt: str) -> Identity:
+    stream = source.opener(None)
+    try:
+        if fmt == "claude-users":
+            return read_users(stream)
+        data = json.loads(stream.read())
+        return Identity(
+            emails=(data["email"],) if isinstance(data.get("email"), str) else (),
+            phones=(data["phone_number"],) if isinstance(data.get("phone_number"), str) else (),
+        )
+    except (ijson.JSONError, ValueError, AttributeError):
+        return Identity()
+    finally:
+        _close(stream)

@@ -1,0 +1,126 @@
+"""``groupqwen data …`` through typer's ``CliRunner``: import → curate → review → build → validate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from groupqwen.cli.data import _interactive, data_app
+from groupqwen.finetune.records import Conversation, Turn, read_jsonl, write_jsonl
+from groupqwen.finetune.review import ReviewStore
+
+runner = CliRunner()
+
+
+def test_the_whole_pipeline(fixtures: Path, tmp_path: Path) -> None:
+    convs = tmp_path / "conversations.jsonl"
+    result = runner.invoke(
+        data_app, ["import", str(fixtures / "chatgpt"), str(fixtures / "claude"), "-o", str(convs)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "chatgpt/conversations.json" in result.output and "records rejected" in result.output
+    assert "conv-no-mapping" in result.output and "export owner: 1 name(s)" in result.output
+
+    curated = tmp_path / "curated.jsonl"
+    result = runner.invoke(
+        data_app, ["curate", str(convs), "-o", str(curated), "--rejected", str(tmp_path / "rej.jsonl")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Curated into" in result.output and "kept" in result.output
+
+    dataset = tmp_path / "dataset"
+    result = runner.invoke(
+        data_app, ["build", str(curated), "-o", str(dataset), "--format", "chatml", "--val-fraction", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "train.jsonl" in result.output
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["settings"]["format"] == "chatml"
+
+    result = runner.invoke(data_app, ["validate", str(dataset / "train.jsonl")])
+    assert result.exit_code == 0 and result.output.strip().endswith("train.jsonl: ok")
+
+
+def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "conversations.json"
+    bad.write_text("nope")
+    result = runner.invoke(data_app, ["import", str(bad), "-o", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 1 and "error: " in result.output and "not valid JSON" in result.output
+    result = runner.invoke(data_app, ["build", str(tmp_path / "o.jsonl"), "--format", "alpaca"])
+    assert (
+        result.exit_code == 1
+        and "--format must be one of openai, sharegpt, chatml, not 'alpaca'" in result.output
+    )
+    lines = tmp_path / "d.jsonl"
+    lines.write_text('{"messages": []}\n\n')
+    result = runner.invoke(data_app, ["validate", str(lines)])
+    assert result.exit_code == 1
+    assert f"{lines}:1: no messages" in result.output and f"{lines}:2: empty line" in result.output
+
+
+def _three(tmp_path: Path) -> Path:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(
+        source,
+        [
+            Conversation(f"c{i}", "chatgpt", (Turn("user", f"q{i}?"), Turn("assistant", f"a{i}.")))
+            for i in range(3)
+        ],
+    )
+    return source
+
+
+def test_batch_review_and_apply(tmp_path: Path) -> None:
+    source = _three(tmp_path)
+    decisions = tmp_path / "decisions.jsonl"
+    (tmp_path / "reject.txt").write_text("c1\n")
+    result = runner.invoke(
+        data_app,
+        [
+            "review",
+            str(source),
+            "--decisions",
+            str(decisions),
+            "--reject-ids",
+            str(tmp_path / "reject.txt"),
+            "--accept-all",
+            "--apply",
+            str(tmp_path / "out.jsonl"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "accepted 2, rejected 1" in result.output
+    assert [c.id for c in read_jsonl(tmp_path / "out.jsonl")] == ["c0", "c2"]
+
+
+def test_interactive_review_resumes_and_edits(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    source = _three(tmp_path)
+    store = ReviewStore(tmp_path / "decisions.jsonl")
+    answers = iter(["a", "q"])
+    _interactive(store, source, ask=lambda *a, **k: next(answers))
+    assert len(ReviewStore(tmp_path / "decisions.jsonl")) == 1  # stored as it went
+
+    edited = json.dumps(
+        {
+            "id": "c1",
+            "source": "chatgpt",
+            "turns": [{"role": "user", "content": "q1?"}, {"role": "assistant", "content": "EDITED"}],
+        }
+    )
+    monkeypatch.setattr("click.edit", lambda *a, **k: edited)
+    answers = iter(["e", "r"])
+    store = ReviewStore(tmp_path / "decisions.jsonl")  # resumes at c1
+    _interactive(store, source, ask=lambda *a, **k: next(answers))
+    kept = list(ReviewStore(tmp_path / "decisions.jsonl").apply(read_jsonl(source)))
+    assert [(c.id, c.turns[1].content) for c in kept] == [("c0", "a0."), ("c1", "EDITED")]
+
+
+def test_a_bad_decisions_file_names_its_line(tmp_path: Path) -> None:
+    source = _three(tmp_path)
+    decisions = tmp_path / "decisions.jsonl"
+    decisions.write_text('{"key": "c0#0", "verdict": "accept"}\n{"key": "c1#0", "verdict": "maybe"}\n')
+    result = runner.invoke(data_app, ["review", str(source), "--decisions", str(decisions), "--accept-all"])
+    assert result.exit_code == 1
+    assert "decisions.jsonl:2: 'verdict' must be one of accept, reject, edit, not 'maybe'" in result.output
