@@ -1,0 +1,426 @@
+"""A model served by OpenAI-compatible servers (vLLM, llama-server, Ollama, llama-cpp-python's server).
+
+One pooled ``httpx.AsyncClient`` reaches all of ``spec.urls`` (the replicas). A request goes to the healthy
+replica with the fewest outstanding requests (ties: round robin). A replica is unhealthy while the active
+check (``GET {url}/models`` every ``health_interval``) fails, and for ``eject_seconds`` after a connect
+error, a timeout or a 5xx (passive health); when none is healthy, all are tried.
+
+A failure before the first token (connect error, 5xx, 429, no token within ``first_token_timeout``, a
+stream that ends empty) is retried on another replica, each at most once; when all fail: ``Overloaded``
+if they all said 429/503, else ``BackendError`` naming each replica and its reason. After the first token
+a failure (connection lost, nothing for ``idle_timeout``) raises ``BackendError``. A 400 that says the
+context is exceeded raises ``ContextLengthExceeded``; other 4xx ``BackendError`` with the server's
+message, never retried. Closing the stream early closes the HTTP response: the server stops generating.
+
+Logprobs are always asked for (the cascade scores every answer; llama-cpp-python's server needs
+``--logits_all true``). ``delta.reasoning_content`` (vLLM's reasoning parser) is re-wrapped as
+``<think>…</think>`` text, split by the pipeline like a model's own tags. Usage comes from the
+``include_usage`` chunk; without one (llama-cpp-python) ``completion_tokens`` counts the logprob entries
+(or text deltas) and ``prompt_tokens`` is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import AsyncExitStack, aclosing, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from groupqwen import log
+from groupqwen.backends.base import map_backend_errors
+from groupqwen.config import ModelSpec
+from groupqwen.errors import BackendError, ContextLengthExceeded, GroupQwenError, ModelLoadError, Overloaded
+from groupqwen.messages import Chunk, FinishReason, GenerationRequest, TokenLogprob, TopLogprob, Usage
+
+_log = log.get(__name__)
+
+_CONTEXT_EXCEEDED = re.compile(r"context[ _-]?(length|size|window)|maximum context|exceed_context", re.I)
+_MAX_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """One replica, for ``/v1/models``. ``served``: streams finished there; ``failures``: attempts that
+    failed there; ``ejected_for``: seconds left of a passive ejection."""
+
+    url: str
+    healthy: bool
+    outstanding: int
+    served: int
+    failures: int
+    last_error: str | None
+    ejected_for: float
+
+
+class _Replica:
+    def __init__(self, index: int, url: str) -> None:
+        self.index, self.url = index, url.rstrip("/")
+        self.outstanding = self.served = self.failures = 0
+        self.down = False  # the active check failed and has not passed since
+        self.ejected_until = 0.0  # monotonic: passive ejection
+        self.last_error: str | None = None
+
+    def healthy(self, now: float) -> bool:
+        return not self.down and now >= self.ejected_until
+
+    def state(self, now: float) -> ReplicaState:
+        left = round(max(0.0, self.ejected_until - now), 3)
+        counts = (self.outstanding, self.served, self.failures)
+        return ReplicaState(self.url, self.healthy(now), *counts, self.last_error, left)
+
+
+class _Retry(BackendError):
+    """An attempt failed before its first token: try another replica. It never leaves ``stream``; being a
+    ``BackendError`` lets it through ``map_backend_errors``."""
+
+    def __init__(self, reason: str, *, overloaded: bool = False, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.overloaded, self.retry_after = reason, overloaded, retry_after
+
+
+class _StreamIncomplete(Exception):
+    """The stream ended without a finish reason, or carried an error event or a malformed one."""
+
+
+class OpenAIHTTPBackend:
+    """``spec.urls`` (base URLs ending in ``/v1``) serving ``spec.remote_model or spec.id``. A ``client``
+    passed in is used as is and not closed."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        connect_timeout: float = 5.0,
+        first_token_timeout: float = 60.0,
+        idle_timeout: float = 30.0,
+        eject_seconds: float = 10.0,
+        health_interval: float = 5.0,
+        health_timeout: float = 2.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not spec.urls:
+            raise ModelLoadError(f"model {spec.id!r}: backend 'openai_http' needs at least one URL")
+        self.model_id, self.spec, self.remote_model = spec.id, spec, spec.remote_model or spec.id
+        self.connect_timeout, self.first_token_timeout = connect_timeout, first_token_timeout
+        self.idle_timeout, self.eject_seconds = idle_timeout, eject_seconds
+        self.health_interval, self.health_timeout = health_interval, health_timeout
+        self._replicas = [_Replica(i, url) for i, url in enumerate(spec.urls)]
+        self._rr = 0
+        self._client, self._owns_client = client, client is None
+        self._health: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        """Check every replica once, then every ``health_interval``; ``ModelLoadError`` if none answers."""
+        if self._health is not None:
+            return
+        if self._client is None or self._client.is_closed:
+            if not self._owns_client:
+                raise ModelLoadError(f"model {self.model_id!r}: the HTTP client it was given is closed")
+            self._client = self._new_client()
+        await self._check_all()
+        if all(r.down for r in self._replicas):
+            reasons = "; ".join(f"{r.url}: {r.last_error}" for r in self._replicas)
+            await self.close()
+            raise ModelLoadError(f"model {self.model_id!r}: no replica answers ({reasons})")
+        self._health = asyncio.get_running_loop().create_task(self._health_loop())
+        healthy = sum(not r.down for r in self._replicas)
+        _log.info("http backend ready", model=self.model_id, healthy=healthy, replicas=len(self._replicas))
+
+    async def close(self) -> None:
+        """Stop the health checks and close the connections (idempotent)."""
+        task, self._health = self._health, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+
+    def replicas(self) -> tuple[ReplicaState, ...]:
+        """Each replica's health and counters, in ``spec.urls`` order."""
+        return tuple(r.state(time.monotonic()) for r in self._replicas)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        connections = self.spec.max_parallel + len(self._replicas)  # the requests + a health check each
+        headers = {"Accept": "text/event-stream"}
+        if self.spec.api_key:
+            headers["Authorization"] = f"Bearer {self.spec.api_key}"
+        # httpx enforces connect; ``_attempt`` the first-token and idle deadlines (read is a backstop)
+        timeout = httpx.Timeout(
+            connect=self.connect_timeout,
+            read=max(self.first_token_timeout, self.idle_timeout),
+            write=self.connect_timeout,
+            pool=self.first_token_timeout,
+        )
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout)
+
+    # -- health --------------------------------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval)
+            await self._check_all()
+
+    async def _check_all(self) -> None:
+        await asyncio.gather(*(self._check(r) for r in self._replicas))
+
+    async def _check(self, replica: _Replica) -> None:
+        assert self._client is not None
+        try:
+            response = await self._client.get(f"{replica.url}/models", timeout=self.health_timeout)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            busy = isinstance(exc, httpx.ReadTimeout) and replica.outstanding
+            if busy or isinstance(exc, httpx.PoolTimeout):
+                return  # not down: llama-cpp-python's server answers /models only between generations
+            if not replica.down:
+                _log.warning("replica down", model=self.model_id, url=replica.url, error=_describe(exc))
+            replica.down, replica.last_error = True, _describe(exc)
+            return
+        if replica.down:
+            _log.info("replica back", model=self.model_id, url=replica.url)
+        replica.down = False
+
+    def _eject(self, replica: _Replica, reason: str) -> None:
+        replica.ejected_until = time.monotonic() + self.eject_seconds
+        _log.warning("replica ejected", model=self.model_id, url=replica.url, error=reason)
+
+    def _pick(self, tried: set[int], panic: bool) -> _Replica | None:
+        now = time.monotonic()
+        free = [r for r in self._replicas if r.index not in tried and (panic or r.healthy(now))]
+        if not free:
+            return None
+        count = len(self._replicas)
+        best = min(free, key=lambda r: (r.outstanding, (r.index - self._rr) % count))
+        self._rr = (best.index + 1) % count
+        return best
+
+    # -- streaming -----------------------------------------------------------------------------------------
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        client = self._client
+        if client is None or client.is_closed or self._health is None:
+            raise BackendError(f"model {self.model_id!r} is not loaded")
+        body = self._body(request)
+        tried: set[int] = set()
+        failures: list[tuple[_Replica, _Retry]] = []
+        panic = not any(r.healthy(time.monotonic()) for r in self._replicas)
+        while (replica := self._pick(tried, panic)) is not None:
+            tried.add(replica.index)
+            replica.outstanding += 1
+            try:
+                async with aclosing(self._attempt(client, replica, body, request.top_logprobs)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
+                replica.served += 1
+                replica.down = False  # it just served a request
+                return
+            except BackendError as exc:
+                replica.failures += 1
+                replica.last_error = exc.message[:_MAX_MESSAGE]
+                if not isinstance(exc, _Retry):
+                    raise
+                failures.append((replica, exc))
+                _log.info("retrying on another replica", model=self.model_id, url=replica.url, error=exc)
+            finally:
+                replica.outstanding -= 1
+        raise self._all_failed(failures)
+
+    def _all_failed(self, failures: list[tuple[_Replica, _Retry]]) -> GroupQwenError:
+        reasons = "; ".join(f"{replica.url}: {exc.reason}" for replica, exc in failures)
+        if failures and all(exc.overloaded for _, exc in failures):
+            waits = [exc.retry_after for _, exc in failures if exc.retry_after is not None]
+            message = f"model {self.model_id!r}: every replica is overloaded ({reasons})"
+            return Overloaded(message, retry_after=min(waits, default=1))
+        return BackendError(f"model {self.model_id!r}: no replica could serve the request ({reasons})")
+
+    def _body(self, request: GenerationRequest) -> dict[str, Any]:
+        sampling, fmt = request.sampling, request.response_format
+        body: dict[str, Any] = {
+            "model": self.remote_model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "logprobs": True,
+            "top_logprobs": request.top_logprobs,
+            "chat_template_kwargs": {"enable_thinking": request.enable_thinking},
+        }
+        optional = {"seed": sampling.seed, "stop": list(sampling.stop), "max_tokens": sampling.max_tokens}
+        body.update((k, v) for k, v in optional.items() if v is not None and v != [])
+        if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
+            schema = {"name": "response", "schema": fmt.schema, "strict": True}
+            body["response_format"] = {"type": "json_schema", "json_schema": schema}
+        elif fmt is not None:
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, replica: _Replica, body: dict[str, Any], top_n: int
+    ) -> AsyncGenerator[Chunk, None]:
+        """One request to one replica; a failure before the first token raises ``_Retry``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.first_token_timeout
+        parser, started = _StreamParser(top_n), False
+        with map_backend_errors(self.model_id):
+            try:
+                async with AsyncExitStack() as stack:
+                    async with asyncio.timeout_at(deadline):
+                        url = f"{replica.url}/chat/completions"
+                        response = await stack.enter_async_context(client.stream("POST", url, json=body))
+                        if response.is_error:
+                            await response.aread()
+                    if response.is_error:
+                        raise self._http_error(replica, response)
+                    async with aclosing(_sse_data(response)) as events:
+                        while True:  # to the end of the body, so that the connection can be reused
+                            when = loop.time() + self.idle_timeout if started else deadline
+                            try:
+                                async with asyncio.timeout_at(when):
+                                    event = await anext(events, None)
+                            except (TimeoutError, httpx.TransportError):
+                                if parser.done:
+                                    break
+                                raise
+                            if event is None:
+                                break
+                            chunk = parser.feed(event)
+                            if chunk is not None:
+                                started = True
+                                yield chunk
+                    yield parser.finish()
+            except _StreamIncomplete as exc:
+                if started:
+                    raise BackendError(f"model {self.model_id!r}: {replica.url}: {exc}") from exc
+                raise _Retry(str(exc)) from exc
+            except (httpx.TransportError, TimeoutError) as exc:
+                reason = _describe(exc, started, self.first_token_timeout, self.idle_timeout)
+                self._eject(replica, reason)
+                if started:
+                    raise BackendError(f"model {self.model_id!r}: {replica.url}: {reason}") from exc
+                raise _Retry(reason) from exc
+
+    def _http_error(self, replica: _Replica, response: httpx.Response) -> GroupQwenError:
+        status = response.status_code
+        try:
+            message = _message_of(response.json())[:_MAX_MESSAGE]
+        except ValueError:
+            message = response.text[:_MAX_MESSAGE] or response.reason_phrase
+        if status == 429 or status >= 500:
+            if status >= 500:
+                self._eject(replica, f"HTTP {status}")
+            overloaded, retry_after = status in (429, 503), _retry_after(response.headers)
+            return _Retry(f"HTTP {status}: {message}", overloaded=overloaded, retry_after=retry_after)
+        if status == 400 and _CONTEXT_EXCEEDED.search(response.text[:2000]):
+            return ContextLengthExceeded(message, param="messages")
+        return BackendError(f"model {self.model_id!r}: {replica.url} answered HTTP {status}: {message}")
+
+
+class _StreamParser:
+    """Turns SSE ``data`` payloads into ``Chunk``s; ``finish()`` gives the last one."""
+
+    def __init__(self, top_n: int) -> None:
+        self.top_n, self.done, self.reasoning, self.tokens = top_n, False, False, 0
+        self.finish_reason: FinishReason | None = None
+        self.usage: Usage | None = None
+
+    def feed(self, payload: str) -> Chunk | None:
+        if self.done:
+            return None
+        try:
+            return self._feed(payload)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _StreamIncomplete(f"malformed event ({type(exc).__name__}): {payload[:100]!r}") from exc
+
+    def _feed(self, payload: str) -> Chunk | None:
+        if payload.strip() == "[DONE]":
+            self.done = True
+            return None
+        event = json.loads(payload)
+        if not isinstance(event, dict):
+            raise TypeError("not an object")
+        if "error" in event or event.get("object") == "error":
+            raise _StreamIncomplete(f"error event: {_message_of(event)[:_MAX_MESSAGE]}")
+        if isinstance(usage := event.get("usage"), dict):
+            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        if not (choices := event.get("choices")):
+            return None
+        choice, text = choices[0], ""
+        delta = choice.get("delta") or {}
+        if reasoning := delta.get("reasoning_content") or delta.get("reasoning"):
+            text += reasoning if self.reasoning else "<think>" + reasoning
+            self.reasoning = True
+        if content := delta.get("content"):
+            text += "</think>" + content if self.reasoning else content
+            self.reasoning = False
+        entries = (choice.get("logprobs") or {}).get("content") or ()
+        logprobs = tuple(self._logprob(entry) for entry in entries)
+        self.tokens += len(logprobs) or (1 if text else 0)
+        if reason := choice.get("finish_reason"):
+            self.finish_reason = "length" if reason == "length" else "stop"
+        return Chunk(text=text, logprobs=logprobs) if text or logprobs else None
+
+    def _logprob(self, entry: Mapping[str, Any]) -> TokenLogprob:
+        top = tuple(
+            TopLogprob(t["token"], float(t["logprob"]), _bytes(t)) for t in entry.get("top_logprobs") or ()
+        )
+        return TokenLogprob(entry["token"], float(entry["logprob"]), _bytes(entry), top[: self.top_n])
+
+    def finish(self) -> Chunk:
+        if self.finish_reason is None:
+            raise _StreamIncomplete("the stream ended without a finish reason")
+        return Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
+
+
+async def _sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
+    """The ``data`` of each server-sent event (comments, ``event:`` and ``id:`` lines are ignored)."""
+    lines: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            lines.append(line[5:].removeprefix(" "))
+        elif not line and lines:
+            yield "\n".join(lines)
+            lines = []
+    if lines:
+        yield "\n".join(lines)
+
+
+def _bytes(entry: Mapping[str, Any]) -> tuple[int, ...]:
+    raw = entry.get("bytes")
+    return tuple(raw) if isinstance(raw, list) else tuple(str(entry["token"]).encode())
+
+
+def _message_of(body: Any) -> str:
+    """The message of an error body: OpenAI/llama.cpp ``{"error": {"message"}}``, Ollama ``{"error": "…"}``,
+    older vLLM ``{"object": "error", "message"}``, FastAPI ``{"detail"}``."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        for key in ("message", "detail"):
+            if body.get(key):
+                return str(body[key])
+    return json.dumps(body)
+
+
+def _retry_after(headers: httpx.Headers) -> int | None:
+    value = headers.get("retry-after", "")
+    return max(1, int(value)) if value.isdigit() else None
+
+
+def _describe(exc: BaseException, started: bool = False, first: float = 0.0, idle: float = 0.0) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no data for {idle:g} s" if started else f"no first token within {first:g} s"
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection failed: {exc}" if str(exc) else "connection failed"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,567 @@
+"""The ``openai_http`` backend against real servers.
+
+Two replicas of llama-cpp-python's own OpenAI-compatible server (SmolLM2-135M, one thread each) serve the
+normal paths; failures come from small raw-socket servers on loopback that misbehave on purpose (hang,
+drop the connection after one chunk, answer 4xx/5xx, stream ``reasoning_content``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from groupqwen.backends.base import Backend
+from groupqwen.backends.openai_http import OpenAIHTTPBackend
+from groupqwen.config import ModelSpec, Settings, builtin_catalog
+from groupqwen.errors import BackendError, ContextLengthExceeded, ModelLoadError, Overloaded
+from groupqwen.messages import Chunk, GenerationRequest, Message, ResponseFormat, Sampling, Usage
+from groupqwen.orchestrator.thinking import ThinkSplitter
+
+pytestmark = pytest.mark.integration
+
+ALIAS = "smollm2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlamaServer:
+    """One ``python -m llama_cpp.server`` process on loopback."""
+
+    def __init__(self, model: Path) -> None:
+        self.model = model
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # one thread (2 cores here); logits_all: logprobs; interrupt_requests false: a queued request must
+        # not cut the one streaming
+        args = ["--model", str(self.model), "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--n_threads", "1", "--n_ctx", "1024", "--model_alias", ALIAS, "--logits_all", "true"]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", *args, "--interrupt_requests", "false"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, "llama server exited"
+            try:
+                if httpx.get(f"{self.url}/models", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"llama server at {self.url} did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[LlamaServer]]:
+    from groupqwen.pool.bundled import ensure_bundled
+
+    model = ensure_bundled(builtin_catalog()["smollm2-135m"], Settings().models_dir)
+    pair = [LlamaServer(model), LlamaServer(model)]
+    try:
+        for server in pair:
+            server.start()
+        for server in pair:
+            server.wait_ready()
+        yield pair
+    finally:
+        for server in pair:
+            if server.proc is not None:
+                server.proc.terminate()
+                try:
+                    server.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+
+
+def spec_for(*urls: str, max_parallel: int = 4, api_key: str | None = None) -> ModelSpec:
+    return replace(
+        builtin_catalog()["smollm2-135m"],
+        backend="openai_http",
+        urls=urls,
+        remote_model=ALIAS,
+        max_parallel=max_parallel,
+        api_key=api_key,
+    )
+
+
+@asynccontextmanager
+async def loaded(*urls: str, **options: float) -> AsyncIterator[OpenAIHTTPBackend]:
+    backend = OpenAIHTTPBackend(spec_for(*urls), **options)
+    await backend.load()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+def ask(
+    text: str = "Say hi", max_tokens: int = 4, top_logprobs: int = 0, seed: int | None = None, **kw: object
+) -> GenerationRequest:
+    return GenerationRequest(
+        messages=(Message("user", text),),
+        sampling=Sampling(temperature=0.0, max_tokens=max_tokens, seed=seed),
+        top_logprobs=top_logprobs,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def collect(backend: Backend, request: GenerationRequest) -> list[Chunk]:
+    async with aclosing(backend.stream(request)) as chunks:
+        return [chunk async for chunk in chunks]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A raw HTTP/1.1 server that misbehaves on purpose. GET …/models answers 200 (so it passes health checks);
+# POST …/chat/completions runs ``handler``.
+
+Handler = Callable[["Exchange"], Awaitable[None]]
+
+
+@dataclass
+class Exchange:
+    headers: dict[str, str]
+    body: dict[str, object]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def send_head(self, status: int = 200) -> None:
+        self.writer.write(
+            f"HTTP/1.1 {status} X\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n"
+            "connection: close\r\n\r\n".encode()
+        )
+        await self.writer.drain()
+
+    async def send_event(self, payload: object) -> None:
+        data = ("data: " + (payload if isinstance(payload, str) else json.dumps(payload)) + "\n\n").encode()
+        self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await self.writer.drain()
+
+    async def end(self) -> None:
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+    async def send_json(self, status: int, body: object, extra: str = "") -> None:
+        data = json.dumps(body).encode()
+        self.writer.write(
+            f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n"
+            f"connection: close\r\n{extra}\r\n".encode()
+            + data
+        )
+        await self.writer.drain()
+
+
+@dataclass
+class RawServer:
+    """Answers each POST with ``handler`` and then closes the connection."""
+
+    handler: Handler
+    requests: list[Exchange] = field(default_factory=list)
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    server: asyncio.Server | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self, port: int = 0) -> RawServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                method = lines[0].split(" ", 1)[0]
+                headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+                raw = await reader.readexactly(int(headers.get("content-length", "0")))
+                if method == "GET":
+                    data = b'{"object":"list","data":[{"id":"smollm2","object":"model"}]}'
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(data), data))
+                    await writer.drain()
+                    continue
+                exchange = Exchange(headers, json.loads(raw), reader, writer)
+                self.requests.append(exchange)
+                await self.handler(exchange)
+                return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.tasks.discard(task)
+            writer.close()
+            self.disconnected.set()
+
+
+@asynccontextmanager
+async def raw_server(handler: Handler, port: int = 0) -> AsyncIterator[RawServer]:
+    server = await RawServer(handler).start(port)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def token_event(text: str, logprob: float = -0.5) -> dict[str, object]:
+    entry = {"token": text, "logprob": logprob, "bytes": list(text.encode()), "top_logprobs": []}
+    return {"choices": [{"index": 0, "delta": {"content": text}, "logprobs": {"content": [entry]}}]}
+
+
+async def hang(exchange: Exchange) -> None:
+    await asyncio.sleep(3600)
+
+
+async def one_chunk_then_drop(exchange: Exchange) -> None:
+    await exchange.send_head()
+    await exchange.send_event(token_event("Hel"))
+    exchange.writer.transport.abort()
+
+
+async def one_chunk_then_hold(exchange: Exchange) -> None:
+    await exchange.send_head()
+    await exchange.send_event(token_event("Hel"))
+    await exchange.reader.read()  # nothing more until the client goes away
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Against the real llama.cpp servers
+
+
+async def test_streams_with_logprobs_and_usage(servers: list[LlamaServer]) -> None:
+    async with loaded(servers[0].url) as backend:
+        assert isinstance(backend, Backend)
+        chunks = await collect(backend, ask(max_tokens=5, top_logprobs=2))
+    *tokens, last = chunks
+    assert tokens and all(c.text for c in tokens)
+    logprobs = [lp for c in tokens for lp in c.logprobs]
+    assert len(logprobs) == 5  # one per generated token
+    assert all(lp.logprob <= 0 and lp.bytes == tuple(lp.token.encode()) for lp in logprobs)
+    assert all(len(lp.top) == 2 and lp.top[0].logprob >= lp.top[1].logprob for lp in logprobs)
+    assert "".join(lp.token for lp in logprobs) == "".join(c.text for c in tokens)
+    # llama-cpp-python sends no usage chunk: tokens are counted from the logprob entries, prompt as 0
+    assert last.finish_reason == "length" and last.usage == Usage(0, 5)
+    assert not last.text and not last.logprobs
+
+
+async def test_non_streaming_answer_is_the_joined_stream(servers: list[LlamaServer]) -> None:
+    """What ``Pipeline.complete`` builds: the same text as the stream, with usage; logprobs without
+    top alternatives unless asked for."""
+    async with loaded(servers[1].url) as backend:
+        chunks = await collect(backend, ask("What is 2+2?", max_tokens=6))
+        again = await collect(backend, ask("What is 2+2?", max_tokens=6))
+    text = "".join(c.text for c in chunks)
+    assert text and text == "".join(c.text for c in again)  # temperature 0: deterministic
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 6
+    assert all(lp.top == () for c in chunks for lp in c.logprobs)
+
+
+async def test_balances_concurrent_requests_over_both_replicas(servers: list[LlamaServer]) -> None:
+    async with loaded(servers[0].url, servers[1].url) as backend:
+        results = await asyncio.gather(*(collect(backend, ask(max_tokens=2)) for _ in range(4)))
+        states = backend.replicas()
+    assert all(r[-1].finish_reason is not None for r in results)
+    assert [s.served for s in states] == [2, 2]
+    assert all(s.healthy and s.outstanding == 0 and s.failures == 0 for s in states)
+
+
+async def test_dead_replica_is_ejected_and_requests_still_succeed(servers: list[LlamaServer]) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    async with loaded(servers[0].url, servers[1].url, dead) as backend:
+        assert not backend.replicas()[2].healthy
+        for _ in range(3):
+            chunks = await collect(backend, ask(max_tokens=2))
+            assert chunks[-1].finish_reason == "length"
+        states = backend.replicas()
+    assert states[2].served == 0 and states[2].failures == 0  # never tried: the health check ejected it
+    assert "connection failed" in (states[2].last_error or "")
+    assert states[0].served + states[1].served == 3
+
+
+async def test_closing_the_stream_stops_the_server(servers: list[LlamaServer]) -> None:
+    """A client that goes away closes the upstream response: the one-thread server is free again at
+    once instead of generating 300 more tokens (≈ 40 s here)."""
+    async with loaded(servers[0].url, first_token_timeout=15.0) as backend:
+        async with aclosing(backend.stream(ask("Write a long story.", max_tokens=300))) as chunks:
+            first = await anext(chunks)
+            assert first.text
+        assert backend.replicas()[0].outstanding == 0
+        after = await collect(backend, ask(max_tokens=2))  # would time out if the server were still busy
+    assert after[-1].finish_reason == "length"
+
+
+async def test_killing_a_replica_during_a_load_run(servers: list[LlamaServer]) -> None:
+    """30 requests, 4 at a time (so each one-slot server has one generating and one waiting); one replica
+    is killed after 8: every request that had not started streaming succeeds (retried on the other
+    replica); only the one cut mid-stream may fail."""
+    victim = servers[0]
+    outcomes: list[tuple[bool, BaseException | None]] = []  # (had started streaming, error)
+    eighth = asyncio.Event()
+
+    async def one(backend: OpenAIHTTPBackend) -> None:
+        started = False
+        try:
+            async with aclosing(backend.stream(ask(max_tokens=2))) as chunks:
+                async for chunk in chunks:
+                    started = started or bool(chunk.text)
+            outcomes.append((started, None))
+        except BackendError as exc:
+            outcomes.append((started, exc))
+        if len(outcomes) == 8:
+            eighth.set()
+
+    try:
+        async with loaded(victim.url, servers[1].url, health_interval=0.5) as backend:
+            todo = list(range(30))
+
+            async def worker() -> None:
+                while todo:
+                    todo.pop()
+                    await one(backend)
+
+            async def killer() -> None:
+                await eighth.wait()
+                assert backend.replicas()[0].outstanding > 0
+                await asyncio.to_thread(victim.kill)
+
+            await asyncio.gather(killer(), *(worker() for _ in range(4)))
+            states = backend.replicas()
+    finally:
+        victim.start()
+        victim.wait_ready()
+    failed = [(started, e) for started, e in outcomes if e is not None]
+    assert len(outcomes) == 30
+    assert [e for started, e in failed if not started] == []
+    assert len(failed) <= 1
+    assert states[0].failures > len(failed)  # some request failed there before its first token: retried
+    assert not states[0].healthy and states[0].served >= 2 and states[1].served >= 20
+
+
+async def test_context_exceeded_on_llama_cpp_python_server(servers: list[LlamaServer]) -> None:
+    """llama-cpp-python's server answers a too-long streamed prompt with an empty 200 stream (it cannot
+    say 400 once streaming began): every replica is tried, then a ``BackendError`` says so."""
+    async with loaded(servers[0].url, servers[1].url) as backend:
+        with pytest.raises(BackendError, match="without a finish reason") as info:
+            await collect(backend, ask("hello " * 1500))
+        assert all(s.healthy for s in backend.replicas())  # not the replicas' fault: none ejected
+    assert servers[0].url in str(info.value) and servers[1].url in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Failures, from servers that misbehave on purpose (with a real llama.cpp replica beside them)
+
+
+async def test_first_token_timeout_is_retried_on_another_replica(servers: list[LlamaServer]) -> None:
+    async with (
+        raw_server(hang) as silent,
+        loaded(silent.url, servers[1].url, first_token_timeout=1.0) as backend,
+    ):
+        chunks = await collect(backend, ask(max_tokens=2))  # round robin starts with the silent one
+        states = backend.replicas()
+    assert len(silent.requests) == 1 and chunks[-1].finish_reason == "length"
+    assert states[0].failures == 1 and not states[0].healthy and states[0].ejected_for > 0
+    assert "no first token within 1 s" in (states[0].last_error or "")
+    assert states[1].served == 1
+
+
+async def test_first_token_timeout_everywhere_is_a_backend_error() -> None:
+    async with (
+        raw_server(hang) as a,
+        raw_server(hang) as b,
+        loaded(a.url, b.url, first_token_timeout=0.5) as backend,
+    ):
+        started = time.monotonic()
+        with pytest.raises(BackendError) as info:
+            await collect(backend, ask())
+        elapsed = time.monotonic() - started
+    assert a.url in str(info.value) and b.url in str(info.value) and "no first token" in str(info.value)
+    assert elapsed < 5
+
+
+async def test_failure_after_the_first_token_is_a_backend_error(servers: list[LlamaServer]) -> None:
+    async with raw_server(one_chunk_then_drop) as dropper, loaded(dropper.url, servers[1].url) as backend:
+        received: list[Chunk] = []
+        with pytest.raises(BackendError, match=dropper.url):
+            async with aclosing(backend.stream(ask())) as chunks:
+                async for chunk in chunks:
+                    received.append(chunk)
+        states = backend.replicas()
+    assert [c.text for c in received] == ["Hel"]  # streamed, then failed: not retried
+    assert states[1].served == 0 and states[0].failures == 1
+
+
+async def test_idle_timeout_after_the_first_token() -> None:
+    async with raw_server(one_chunk_then_hold) as holder, loaded(holder.url, idle_timeout=0.5) as backend:
+        with pytest.raises(BackendError, match=r"no data for 0\.5 s"):
+            await collect(backend, ask())
+
+
+async def test_closing_the_generator_closes_the_upstream_connection() -> None:
+    async with raw_server(one_chunk_then_hold) as holder, loaded(holder.url) as backend:
+        async with aclosing(backend.stream(ask())) as chunks:
+            assert (await anext(chunks)).text == "Hel"
+        await asyncio.wait_for(holder.disconnected.wait(), 2.0)
+        assert backend.replicas()[0].outstanding == 0
+
+
+async def test_server_errors_are_retried_and_4xx_are_not(servers: list[LlamaServer]) -> None:
+    async def unavailable(exchange: Exchange) -> None:
+        await exchange.send_json(503, {"error": {"message": "warming up"}})
+
+    async with raw_server(unavailable) as bad, loaded(bad.url, servers[1].url) as backend:
+        chunks = await collect(backend, ask(max_tokens=2))
+        states = backend.replicas()
+    assert chunks[-1].finish_reason == "length"
+    assert states[0].ejected_for > 0 and "HTTP 503: warming up" in (states[0].last_error or "")
+
+    async def bad_request(exchange: Exchange) -> None:
+        await exchange.send_json(400, {"object": "error", "message": "temperature must be >= 0"})
+
+    async with (
+        raw_server(bad_request) as a,
+        raw_server(bad_request) as b,
+        loaded(a.url, b.url) as backend,
+    ):
+        with pytest.raises(BackendError, match="HTTP 400: temperature must be >= 0"):
+            await collect(backend, ask())
+        assert all(s.healthy for s in backend.replicas())
+    assert len(a.requests) + len(b.requests) == 1  # not retried
+
+
+async def test_context_length_exceeded_400() -> None:
+    """vLLM's and llama-server's answers to a prompt that does not fit."""
+    bodies = [
+        {"error": {"message": "This model's maximum context length is 2048 tokens. However, you requested "
+                   "4000 tokens", "type": "BadRequestError", "code": 400}},
+        {"error": {"code": 400, "message": "the request exceeds the available context size, try increasing "
+                   "it", "type": "exceed_context_size_error"}},
+    ]  # fmt: skip
+    for body in bodies:
+
+        async def too_long(exchange: Exchange, body: object = body) -> None:
+            await exchange.send_json(400, body)
+
+        async with (
+            raw_server(too_long) as a,
+            raw_server(too_long) as b,
+            loaded(a.url, b.url) as backend,
+        ):
+            with pytest.raises(ContextLengthExceeded) as info:
+                await collect(backend, ask())
+        assert info.value.status_code == 400 and info.value.param == "messages"
+        assert len(a.requests) + len(b.requests) == 1
+
+
+async def test_all_replicas_overloaded_is_overloaded_with_retry_after() -> None:
+    async def busy(exchange: Exchange) -> None:
+        await exchange.send_json(429, {"error": "too many requests"}, extra="retry-after: 7\r\n")
+
+    async with raw_server(busy) as a, raw_server(busy) as b, loaded(a.url, b.url) as backend:
+        with pytest.raises(Overloaded) as info:
+            await collect(backend, ask())
+        assert all(s.healthy for s in backend.replicas())  # 429 is not a fault: nobody ejected
+    assert info.value.retry_after == 7 and info.value.headers() == {"Retry-After": "7"}
+    assert len(a.requests) == 1 and len(b.requests) == 1
+
+
+async def test_request_body_headers_usage_and_reasoning_content() -> None:
+    """What goes over the wire, a server-sent usage chunk, and vLLM's ``reasoning_content`` re-wrapped
+    as ``<think>`` text that the pipeline's splitter takes apart."""
+
+    async def reasoning(exchange: Exchange) -> None:
+        await exchange.send_head()
+        await exchange.send_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+        for piece in ("Two", " plus two."):
+            await exchange.send_event({"choices": [{"index": 0, "delta": {"reasoning_content": piece}}]})
+        await exchange.send_event(token_event("Four"))
+        await exchange.send_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        await exchange.send_event({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 9}})
+        await exchange.send_event("[DONE]")
+        await exchange.end()
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    async with raw_server(reasoning) as server:
+        backend = OpenAIHTTPBackend(spec_for(server.url, api_key="sekret"))
+        await backend.load()
+        try:
+            fmt = ResponseFormat("json_schema", schema)
+            request = ask(seed=1, enable_thinking=True, response_format=fmt)
+            chunks = await collect(backend, request)
+        finally:
+            await backend.close()
+    text = "".join(c.text for c in chunks)
+    assert text == "<think>Two plus two.</think>Four"
+    splitter = ThinkSplitter()
+    assert splitter.feed(text) == ("Two plus two.", "Four")
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].usage == Usage(11, 9)
+    sent = server.requests[0]
+    assert sent.headers["authorization"] == "Bearer sekret"
+    assert sent.body["model"] == ALIAS and sent.body["stream"] is True
+    assert sent.body["stream_options"] == {"include_usage": True}
+    assert sent.body["chat_template_kwargs"] == {"enable_thinking": True}
+    assert sent.body["logprobs"] is True and sent.body["top_logprobs"] == 0
+    assert sent.body["max_tokens"] == 4 and sent.body["seed"] == 1 and sent.body["temperature"] == 0.0
+    assert sent.body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": schema, "strict": True},
+    }
+
+
+async def test_load_fails_only_when_no_replica_answers() -> None:
+    backend = OpenAIHTTPBackend(spec_for(f"http://127.0.0.1:{free_port()}/v1"))
+    with pytest.raises(ModelLoadError, match="no replica answers"):
+        await backend.load()
+    await backend.close()
+
+
+async def test_active_health_check_brings_a_replica_back() -> None:
+    port = free_port()
+    async with (
+        raw_server(hang) as up,
+        loaded(up.url, f"http://127.0.0.1:{port}/v1", health_interval=0.2) as backend,
+    ):
+        assert [s.healthy for s in backend.replicas()] == [True, False]
+        async with raw_server(hang, port=port):
+            for _ in range(50):
+                if backend.replicas()[1].healthy:
+                    break
+                await asyncio.sleep(0.1)
+            assert backend.replicas()[1].healthy
