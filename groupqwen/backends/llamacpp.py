@@ -1,0 +1,427 @@
+"""A GGUF served in-process by llama-cpp-python.
+
+One instance owns one ``llama_cpp.Llama`` and serves one stream at a time: each stream holds ``_lock``
+from start to end and runs in its own worker thread, which hands ``Chunk``s to the event loop through an
+``asyncio.Queue``. The worker alone releases the lock, when it exits, so a stream closed early (client
+gone) frees the model only once llama.cpp is no longer in use; it checks a ``threading.Event`` between
+tokens and between prompt batches.
+
+Log-probabilities come from the last logits row that llama.cpp keeps (``logits_all=False``), read in
+place with numpy: the sampled token's on every token, the top ``k`` only when asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import ctypes
+import json
+import math
+import os
+import threading
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jinja2
+import jinja2.ext
+import numpy as np
+import numpy.typing as npt
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from groupqwen import log
+from groupqwen.backends.base import map_backend_errors
+from groupqwen.config import ModelSpec
+from groupqwen.errors import BackendError, ContextLengthExceeded, InvalidRequest, ModelLoadError
+from groupqwen.messages import (
+    Chunk,
+    FinishReason,
+    GenerationRequest,
+    ResponseFormat,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+_log = log.get(__name__)
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% endif %}"
+)
+MAX_TOP_LOGPROBS = 20
+N_BATCH = 512
+# llama.cpp's defaults (as llama-server uses them) besides what the request sets
+_SAMPLER_DEFAULTS: dict[str, Any] = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0}
+
+_Item = Chunk | BaseException | None
+
+
+class LlamaCppBackend:
+    """``spec.path``'s GGUF with a context of ``n_ctx`` tokens on ``n_threads`` threads (0: all cores)."""
+
+    def __init__(self, spec: ModelSpec, *, n_ctx: int, n_threads: int) -> None:
+        self.model_id = spec.id
+        self.spec = spec
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self._lock = asyncio.Lock()
+        self._model: _Loaded | None = None
+        self._cancel: threading.Event | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    async def load(self) -> None:
+        async with self._lock:
+            if self._model is None:
+                self._model = await asyncio.to_thread(self._load_sync)
+
+    async def close(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+        async with self._lock:
+            model, self._model = self._model, None
+        if model is not None:
+            await asyncio.to_thread(model.llm.close)
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        await self.load()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        done: asyncio.Future[None] = loop.create_future()
+        cancel = threading.Event()
+        await self._lock.acquire()
+        started = False
+        try:
+            model = self._model
+            if model is None:
+                raise BackendError(f"model {self.model_id!r} was closed")
+            self._cancel = cancel
+            worker = threading.Thread(
+                target=self._work,
+                args=(model, request, loop, queue, done, cancel),
+                name=f"llamacpp-{self.model_id}",
+                daemon=True,
+            )
+            worker.start()
+            started = True
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            if started:
+                await asyncio.shield(done)  # the worker releases the lock as it exits
+            else:
+                self._lock.release()
+
+    # -- worker thread -------------------------------------------------------------------------------
+
+    def _work(
+        self,
+        model: _Loaded,
+        request: GenerationRequest,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[_Item],
+        done: asyncio.Future[None],
+        cancel: threading.Event,
+    ) -> None:
+        error: BaseException | None = None
+        try:
+            with map_backend_errors(self.model_id):
+                self._generate(
+                    model, request, lambda chunk: loop.call_soon_threadsafe(queue.put_nowait, chunk), cancel
+                )
+        except BaseException as exc:  # handed to the consumer
+            error = exc
+        finally:
+
+            def finished() -> None:
+                if error is not None:
+                    queue.put_nowait(error)
+                queue.put_nowait(None)
+                self._cancel = None
+                self._lock.release()
+                if not done.done():
+                    done.set_result(None)
+
+            with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(finished)
+
+    def _generate(
+        self,
+        model: _Loaded,
+        request: GenerationRequest,
+        emit: Callable[[Chunk], Any],
+        cancel: threading.Event,
+    ) -> None:
+        import llama_cpp
+
+        llm = model.llm
+        prompt, opens_thinking = model.prompt(request)
+        max_tokens = request.sampling.max_tokens
+        n_prompt = len(prompt)
+        if n_prompt >= self.n_ctx or (max_tokens is not None and n_prompt + max_tokens > self.n_ctx):
+            asked = f" and asks for {max_tokens} completion tokens" if max_tokens else ""
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self.n_ctx} tokens; the request has "
+                f"{n_prompt} prompt tokens{asked}.",
+                param="messages",
+            )
+        limit = max_tokens if max_tokens is not None else self.n_ctx - n_prompt
+        grammar = model.grammar(request.response_format)
+        if not _eval_prompt(llm, prompt, cancel):
+            raise BackendError(f"model {self.model_id!r}: generation cancelled")
+        sampling = request.sampling
+        llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        top_k = min(max(request.top_logprobs, 0), MAX_TOP_LOGPROBS)
+        text = _StopFilter(sampling.stop)
+        first = opens_thinking
+        produced = 0
+        finish: FinishReason = "length"
+        tokens = llm.generate(
+            prompt, temp=max(sampling.temperature, 0.0), top_p=sampling.top_p, grammar=grammar, reset=True,
+            **_SAMPLER_DEFAULTS,
+        )  # fmt: skip
+        try:
+            while produced < limit:
+                token = next(tokens)
+                if cancel.is_set():
+                    raise BackendError(f"model {self.model_id!r}: generation cancelled")
+                if model.is_eog(token):
+                    finish = "stop"
+                    break
+                produced += 1
+                logprob = model.logprob(token, top_k)
+                piece, stopped = text.feed(model.piece(token))
+                emit(Chunk(text=piece, logprobs=(logprob,), prompt_opens_thinking=first))
+                first = False
+                if stopped:
+                    finish = "stop"
+                    break
+        finally:
+            tokens.close()
+        usage = Usage(prompt_tokens=n_prompt, completion_tokens=produced)
+        emit(Chunk(text=text.flush(), finish_reason=finish, usage=usage, prompt_opens_thinking=first))
+
+    def _load_sync(self) -> _Loaded:
+        import llama_cpp
+
+        path = self.spec.path
+        if path is None:
+            raise ModelLoadError(f"model {self.model_id!r} has no GGUF file on this machine")
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ModelLoadError(f"model {self.model_id!r}: no readable GGUF file at {path}")
+        with path.open("rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise ModelLoadError(f"model {self.model_id!r}: {path} is not a GGUF file (bad magic {magic!r})")
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                n_threads_batch=self.n_threads, n_batch=N_BATCH, logits_all=False, verbose=False,
+            )  # fmt: skip
+        except Exception as exc:
+            raise ModelLoadError(f"model {self.model_id!r}: llama.cpp could not load {path}: {exc}") from exc
+        with map_backend_errors(self.model_id):
+            return _Loaded(llm, self.model_id)
+
+
+def _eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:
+    """Evaluate the prompt batch by batch, reusing the cached prefix; ``False`` when cancelled.
+
+    Afterwards ``llm.generate(prompt, reset=True)`` finds it fully cached and samples at once.
+    """
+    cached = llm.input_ids[: llm.n_tokens]
+    n = min(len(cached), len(prompt))
+    same = np.flatnonzero(cached[:n] != np.asarray(prompt[:n], dtype=cached.dtype))
+    keep = int(same[0]) if same.size else n
+    keep = min(keep, len(prompt) - 1)  # always decode at least one token: fresh logits to sample from
+    if keep <= 0:
+        llm.reset()
+    else:
+        llm.n_tokens = keep  # eval() drops the KV cache past n_tokens
+    for start in range(keep, len(prompt), llm.n_batch):
+        if cancel.is_set():
+            return False
+        llm.eval(prompt[start : start + llm.n_batch])
+    return True
+
+
+class _StopFilter:
+    """Incremental text with stop strings: never emits a stop string, holds back a possible start of one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+        self._stopped = False
+
+    def feed(self, data: bytes) -> tuple[str, bool]:
+        """Return (text safe to emit, whether a stop string was hit)."""
+        text = self._pending + self._decoder.decode(data)
+        if not self._stops:
+            self._pending = ""
+            return text, False
+        hits = [i for i in (text.find(s) for s in self._stops) if i >= 0]
+        if hits:
+            self._pending, self._stopped = "", True
+            return text[: min(hits)], True
+        hold = 0
+        for stop in self._stops:
+            for size in range(min(len(stop) - 1, len(text)), hold, -1):
+                if text.endswith(stop[:size]):
+                    hold = size
+                    break
+        self._pending = text[len(text) - hold :]
+        return text[: len(text) - hold], False
+
+    def flush(self) -> str:
+        if self._stopped:
+            return ""
+        text = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return text
+
+
+@dataclass
+class _Loaded:
+    """A loaded ``Llama`` with what each request needs from it, computed once."""
+
+    llm: Any
+    model_id: str
+
+    def __post_init__(self) -> None:
+        import llama_cpp
+
+        self._llama_cpp = llama_cpp
+        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.n_vocab = int(self.llm.n_vocab())
+        self.bos = int(self.llm.token_bos())
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self._pieces: dict[int, bytes] = {}
+        self._scratch: npt.NDArray[np.float32] = np.empty(self.n_vocab, dtype=np.float32)
+        self._json_grammar: Any = None
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+        )
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        env.filters["tojson"] = _tojson
+        source = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        try:
+            self.template = env.from_string(source)
+        except jinja2.TemplateError as exc:
+            _log.warning("bad chat template, using ChatML", model=self.model_id, error=str(exc))
+            self.template = env.from_string(CHATML_TEMPLATE)
+        self.special = {"bos_token": self._text(self.bos), "eos_token": self._text(int(self.llm.token_eos()))}
+
+    def _text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        text: bytes = self._llama_cpp.llama_vocab_get_text(self.vocab, token)
+        return text.decode("utf-8", errors="replace")
+
+    def prompt(self, request: GenerationRequest) -> tuple[list[int], bool]:
+        """The rendered, tokenized prompt, and whether it ends inside an open ``<think>``."""
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        try:
+            rendered = self.template.render(
+                messages=messages, add_generation_prompt=True, enable_thinking=request.enable_thinking,
+                **self.special,
+            )  # fmt: skip
+        except jinja2.TemplateError as exc:
+            raise InvalidRequest(f"the chat template rejected the messages: {exc}", param="messages") from exc
+        tokens: list[int] = self.llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
+        if self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
+            tokens.insert(0, self.bos)
+        return tokens, rendered.rstrip().endswith("<think>")
+
+    def grammar(self, response_format: ResponseFormat | None) -> Any:
+        if response_format is None:
+            return None
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if response_format.type == "json_object" or response_format.schema is None:
+            if self._json_grammar is None:
+                self._json_grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+            return self._json_grammar
+        try:
+            grammar = LlamaGrammar.from_json_schema(json.dumps(response_format.schema), verbose=False)
+        except Exception as exc:
+            raise InvalidRequest(f"unusable JSON schema: {exc}", param="response_format") from exc
+        sampler = self._llama_cpp.llama_sampler_init_grammar(
+            self.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+        )
+        if not sampler:
+            raise InvalidRequest(
+                "unusable JSON schema: llama.cpp rejected its grammar", param="response_format"
+            )
+        self._llama_cpp.llama_sampler_free(sampler)
+        return grammar
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def piece(self, token: int) -> bytes:
+        """The token's raw bytes (special tokens render as nothing)."""
+        data = self._pieces.get(token)
+        if data is None:
+            size = 64
+            while True:
+                buf = (ctypes.c_char * size)()
+                n = self._llama_cpp.llama_token_to_piece(self.vocab, token, buf, size, 0, False)
+                if n >= 0:
+                    break
+                size = -n
+            data = self._pieces[token] = buf.raw[:n]
+        return data
+
+    def logprob(self, token: int, top_k: int) -> TokenLogprob:
+        """The sampled token's log-probability from the logits row it was sampled from."""
+        pointer = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        if not pointer:
+            raise BackendError(f"model {self.model_id!r}: llama.cpp kept no logits")
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        high = float(logits.max())
+        np.subtract(logits, high, out=self._scratch)
+        np.exp(self._scratch, out=self._scratch)
+        norm = high + math.log(float(self._scratch.sum()))
+        top: tuple[TopLogprob, ...] = ()
+        if top_k > 0:
+            # the top k are among the logits near the max when at least k are: partition only those
+            best = np.flatnonzero(logits >= high - 10.0)
+            if best.size < top_k:
+                best = np.arange(self.n_vocab)
+            best = best[np.argpartition(logits[best], -top_k)[-top_k:]] if best.size > top_k else best
+            best = best[np.argsort(-logits[best], kind="stable")]
+            top = tuple(self._top(int(i), float(logits[i]) - norm) for i in best)
+        data = self.piece(token)
+        return TokenLogprob(
+            token=data.decode("utf-8", errors="replace"),
+            logprob=min(float(logits[token]) - norm, 0.0),
+            bytes=tuple(data),
+            top=top,
+        )
+
+    def _top(self, token: int, logprob: float) -> TopLogprob:
+        data = self.piece(token)
+        return TopLogprob(
+            token=data.decode("utf-8", errors="replace"), logprob=min(logprob, 0.0), bytes=tuple(data)
+        )
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.TemplateError(message)
+
+
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, sort_keys: bool = False
+) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, sort_keys=sort_keys)
