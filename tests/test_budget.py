@@ -71,7 +71,7 @@ def test_reads_scalars_strings_and_skips_large_arrays(tmp_path: Path) -> None:
 def test_a_bad_file_is_a_model_load_error_naming_it(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.gguf"
     path.write_bytes(content)
-    with pytest.raises(ModelLoadError, match="bad.gguf"):
+    with pytest.raises(ModelLoadError, match=r"bad\.gguf"):
         read_metadata(path)
 
 
@@ -79,7 +79,7 @@ def test_a_truncated_real_header_is_rejected(tmp_path: Path) -> None:
     whole = _llama_header(tmp_path).read_bytes()
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(whole[: len(whole) - 100])
-    with pytest.raises(ModelLoadError, match="cut.gguf"):
+    with pytest.raises(ModelLoadError, match=r"cut\.gguf"):
         read_metadata(cut)
 
 

@@ -29,6 +29,7 @@ from groupqwen.errors import (
 )
 from groupqwen.pool.budget import MiB, Resident, to_evict
 from groupqwen.pool.memory import current_rss
+from groupqwen.telemetry import timing
 
 _log = log.get(__name__)
 
@@ -131,6 +132,7 @@ class Pool:
                 "Retry later.",
                 retry_after=self._retry_after,
             )
+        asked = time.perf_counter()
         entry.queued += 1
         self._cancel_expiry(entry)
         try:
@@ -140,6 +142,7 @@ class Pool:
         entry.active += 1
         try:
             backend = entry.backend or await self._load(entry)
+            timing.queue_waited(time.perf_counter() - asked)
             yield backend
         finally:
             entry.active -= 1
@@ -173,7 +176,11 @@ class Pool:
             if entry.backend is not None:
                 return entry.backend
             async with self._placement:
-                need = self._need(entry.spec)
+                try:
+                    need = self._need(entry.spec)  # reads the GGUF header: a corrupt file fails here
+                except GroupQwenError as exc:
+                    entry.status, entry.error = "failed", exc.message
+                    raise
                 for victim in self._make_room(entry, need):
                     _log.info("evicting model", model=victim.spec.id, to_load=entry.spec.id)
                     await self._unload(victim)
