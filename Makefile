@@ -5,9 +5,19 @@ BIN := $(VENV)/bin
 # A portable llama.cpp build: a wheel built for this exact CPU can die with "illegal instruction" elsewhere.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test lint models setup clean bench
+.PHONY: run test lint models setup clean bench postgres
 
 setup: $(VENV)/.installed
+
+# PostgreSQL for the telemetry tests (they start their own throwaway cluster): Debian's package, installed
+# only when no /usr/lib/postgresql/*/bin/initdb exists; as root on Debian (no sudo), else a clear message.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else \
+	    echo "PostgreSQL is missing: as root, apt-get install postgresql" >&2; exit 1; \
+	  fi; }
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +37,7 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup models lint
+test: setup models postgres lint
 	$(BIN)/pytest
 
 bench: setup models

@@ -1,7 +1,8 @@
-"""Structured key=value logging with the current ``request_id`` on every line."""
+"""Structured logging (key=value for consoles, or JSON lines) with the ``request_id`` on every line."""
 
 from __future__ import annotations
 
+import json
 import logging
 from contextvars import ContextVar
 from typing import Any
@@ -32,15 +33,38 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-def setup(level: str = "info") -> None:
-    """Install the key=value formatter on the root logger (idempotent)."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``request_id``, ``msg`` and the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": request_id.get(),
+            "msg": record.getMessage(),
+        }
+        fields.update(getattr(record, "kv", {}))
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return json.dumps(fields, ensure_ascii=False, default=str)
+
+
+def formatter(fmt: str = "console") -> logging.Formatter:
+    """``console`` (key=value) or ``json``."""
+    return JsonFormatter() if fmt == "json" else KeyValueFormatter()
+
+
+def setup(level: str = "info", fmt: str = "console") -> None:
+    """Install the ``fmt`` formatter (``console`` or ``json``) on the root logger (idempotent)."""
     root = logging.getLogger()
     root.setLevel(level.upper())
     for handler in root.handlers:
-        if isinstance(handler.formatter, KeyValueFormatter):
+        if isinstance(handler.formatter, KeyValueFormatter | JsonFormatter):
+            handler.setFormatter(formatter(fmt))
             return
     handler = logging.StreamHandler()
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(formatter(fmt))
     root.addHandler(handler)
 
 

@@ -1,0 +1,143 @@
+"""One Prometheus registry per gateway, fed by the same ``RequestRecord``s as the JSON summary.
+
+Names and labels follow Prometheus conventions (``groupqwen_`` prefix, base units, ``_total`` counters).
+Label values are bounded: ``model`` and ``route`` keep the first ``max_label_values`` values they see and
+fold the rest into ``other``; ``status`` is the HTTP status class (``2xx`` … ``5xx``); ``cache`` is one of
+hit/miss/bypass. Tenants and request ids are never labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from groupqwen.telemetry.records import CACHE_RESULTS, RequestRecord
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OTHER = "other"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+SPEED_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+class BoundedLabel:
+    """Keeps at most ``limit`` distinct values; later newcomers become ``other``."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return OTHER
+        self._seen.add(value)
+        return value
+
+
+def status_class(status: int) -> str:
+    return f"{min(max(status // 100, 1), 5)}xx"
+
+
+class _WriterCollector(Collector):
+    """The persistence buffer's counters, read at scrape time."""
+
+    def __init__(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> list[Metric]:
+        written, dropped, pending = self._read()
+        out: list[Metric] = [
+            CounterMetricFamily(
+                "groupqwen_telemetry_records_written", "Request records persisted to the database", written
+            ),
+            CounterMetricFamily(
+                "groupqwen_telemetry_records_dropped",
+                "Request records dropped because the persistence buffer was full",
+                dropped,
+            ),
+            GaugeMetricFamily(
+                "groupqwen_telemetry_records_pending", "Request records waiting to be persisted", pending
+            ),
+        ]
+        return out
+
+
+class Metrics:
+    def __init__(self, *, max_label_values: int = 32) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._model = BoundedLabel(max_label_values)
+        self._route = BoundedLabel(max_label_values)
+        r = self.registry
+        self.requests = Counter(
+            "groupqwen_requests",
+            "Chat completions finished, by model, route, status class and cache result",
+            ["model", "route", "status", "cache"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "groupqwen_request_duration_seconds",
+            "Total latency of successful chat completions",
+            ["model", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "groupqwen_time_to_first_token_seconds",
+            "Time to the first token of successful chat completions",
+            ["model", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "groupqwen_queue_wait_seconds",
+            "Time waiting for a model (a free slot, and its load when cold)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.speed = Histogram(
+            "groupqwen_generation_tokens_per_second",
+            "Decode speed of successful chat completions",
+            ["model"],
+            buckets=SPEED_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "groupqwen_tokens",
+            "Tokens processed, by model and kind (prompt, completion)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "groupqwen_escalations", "Escalations to a larger model", ["model", "route"], registry=r
+        )
+        self.in_flight = Gauge("groupqwen_requests_in_flight", "Chat completions running now", registry=r)
+
+    def watch_writer(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        """Expose the persistence counters ``(written, dropped, pending)`` read at scrape time."""
+        self.registry.register(_WriterCollector(read))
+
+    def observe(self, record: RequestRecord) -> None:
+        model, route = self._model(record.model), self._route(record.route)
+        cache = record.cache if record.cache in CACHE_RESULTS else OTHER
+        self.requests.labels(model, route, status_class(record.status), cache).inc()
+        self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+        self.tokens.labels(model, "completion").inc(record.completion_tokens)
+        if record.escalations:
+            self.escalations.labels(model, route).inc(record.escalations)
+        if not record.ok:
+            return
+        self.latency.labels(model, route).observe(record.latency_s)
+        if record.ttft_s is not None:
+            self.ttft.labels(model, route).observe(record.ttft_s)
+        if record.queue_wait_s is not None:
+            self.queue_wait.labels(model).observe(record.queue_wait_s)
+        if record.tokens_per_s is not None:
+            self.speed.labels(model).observe(record.tokens_per_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

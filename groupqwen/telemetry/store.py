@@ -1,0 +1,221 @@
+"""Where request records persist: SQLite (the default) or PostgreSQL, through SQLAlchemy Core.
+
+``SqlStore`` is synchronous (the writer calls it from a worker thread) and migrates its schema on first
+use, so a database that is down at start-up is simply retried. Inserts are idempotent on the record's
+``id``: a batch retried after a timeout never duplicates rows. ``MemoryStore`` is the shipped fake.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from groupqwen.telemetry.records import RequestRecord
+
+
+class RecordStore(Protocol):
+    """The persistence seam: every method may block (callers run it in a thread) and may raise."""
+
+    name: str
+
+    def write(self, records: Sequence[RequestRecord]) -> None: ...
+
+    def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]: ...
+
+    def prune(self, before: float) -> int: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+metadata = sa.MetaData()
+migrations_table = sa.Table(
+    "groupqwen_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+records_table = sa.Table(
+    "request_records",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False, index=True),
+    sa.Column("tenant", sa.String(96), nullable=False),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("route", sa.String(64), nullable=False),
+    sa.Column("stream", sa.Boolean, nullable=False),
+    sa.Column("escalations", sa.Integer, nullable=False),
+    sa.Column("cache", sa.String(16), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("error", sa.String(64)),
+    sa.Column("queue_wait_s", sa.Float),
+    sa.Column("ttft_s", sa.Float),
+    sa.Column("latency_s", sa.Float, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("tokens_per_s", sa.Float),
+)
+
+
+def _v1(conn: Connection) -> None:
+    records_table.create(conn, checkfirst=True)
+
+
+# Ordered, append-only: (version, step). A new column is a new step (``ALTER TABLE …``), never an edit.
+MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1),)
+_PG_MIGRATION_LOCK = 0x67715F7465  # pg_advisory_xact_lock key: replicas migrate one at a time
+
+
+def engine_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` use psycopg 3; anything else is passed through."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+class SqlStore:
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        url = engine_url(url)
+        self._sqlite = url.startswith("sqlite")
+        self.name = "sqlite" if self._sqlite else "postgresql"
+        kwargs: dict[str, Any]
+        if self._sqlite:
+            database = sa.engine.make_url(url).database
+            if database and database != ":memory:":
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs = {"connect_args": {"timeout": timeout, "check_same_thread": False}}
+        else:
+            statement_ms = int(timeout * 1000)
+            kwargs = {
+                "connect_args": {
+                    "connect_timeout": max(1, int(timeout)),
+                    "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
+                },
+                "pool_pre_ping": True,
+                "pool_size": 2,
+                "max_overflow": 2,
+                "pool_timeout": timeout,
+            }
+        self._engine: Engine = sa.create_engine(url, **kwargs)
+        self._migrated = False
+        self._lock = threading.Lock()
+
+    def migrate(self) -> int:
+        """Apply the migrations this database lacks; return the schema version."""
+        with self._lock:
+            with self._engine.begin() as conn:
+                if not self._sqlite:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                migrations_table.create(conn, checkfirst=True)
+                done = conn.execute(sa.select(sa.func.max(migrations_table.c.version))).scalar() or 0
+                for version, step in MIGRATIONS:
+                    if version > done:
+                        step(conn)
+                        conn.execute(
+                            migrations_table.insert().values(version=version, applied_at=time.time())
+                        )
+                        done = version
+            self._migrated = True
+            return done
+
+    def _ready(self) -> None:
+        if not self._migrated:
+            self.migrate()
+
+    def _dispose_on_error(self) -> None:
+        # a restarted server leaves dead pooled connections: start over with fresh ones
+        self._engine.dispose()
+
+    def write(self, records: Sequence[RequestRecord]) -> None:
+        if not records:
+            return
+        try:
+            self._ready()
+            rows = [_row(r) for r in records]
+            dialect = sqlite if self._sqlite else postgresql
+            statement = dialect.insert(records_table).on_conflict_do_nothing(index_elements=["id"])
+            with self._engine.begin() as conn:
+                conn.execute(statement, rows)
+        except sa.exc.DBAPIError:
+            self._dispose_on_error()
+            raise
+
+    def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]:
+        """Records that started in ``[since, until]``, oldest first."""
+        self._ready()
+        t = records_table
+        statement = (
+            sa.select(t).where(t.c.started_at >= since, t.c.started_at <= until).order_by(t.c.started_at)
+        ).limit(limit)
+        with self._engine.connect() as conn:
+            return [RequestRecord(**row._asdict()) for row in conn.execute(statement)]
+
+    def prune(self, before: float) -> int:
+        """Delete records that started before ``before``; return how many."""
+        self._ready()
+        with self._engine.begin() as conn:
+            return conn.execute(records_table.delete().where(records_table.c.started_at < before)).rowcount
+
+    def ping(self) -> None:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.DBAPIError:
+            self._dispose_on_error()
+            raise
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _row(record: RequestRecord) -> dict[str, Any]:
+    return {c.name: getattr(record, c.name) for c in records_table.columns}
+
+
+class MemoryStore:
+    """The shipped fake: a list, with ``down`` to simulate an unreachable database."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.records: dict[str, RequestRecord] = {}
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("memory store is down")
+
+    def write(self, records: Sequence[RequestRecord]) -> None:
+        self._check()
+        for r in records:
+            self.records.setdefault(r.id, r)
+
+    def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]:
+        self._check()
+        found = sorted(
+            (r for r in self.records.values() if since <= r.started_at <= until), key=lambda r: r.started_at
+        )
+        return found[:limit]
+
+    def prune(self, before: float) -> int:
+        self._check()
+        old = [k for k, r in self.records.items() if r.started_at < before]
+        for k in old:
+            del self.records[k]
+        return len(old)
+
+    def ping(self) -> None:
+        self._check()
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,139 @@
+"""The per-request ``Trace``: what the API, the pool and the pipeline learn about one chat completion.
+
+The API creates a trace (``Telemetry.trace``), which also becomes the *current* trace of the request's
+context; layers below the API mark it without knowing about telemetry's other parts::
+
+    timing.queue_waited(seconds)   # the pool, once it hands out a model
+    timing.first_token()           # the pipeline, on the first piece of the answer
+
+Both are no-ops outside a traced request. A trace holds no prompt or answer text, only numbers and names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from contextvars import ContextVar
+
+from groupqwen.telemetry.records import RequestRecord
+
+_current: ContextVar[Trace | None] = ContextVar("groupqwen_trace", default=None)
+
+NO_MODEL = "none"  # the model/route of a request that failed before the orchestrator decided
+
+
+class Trace:
+    """Mutable while the request runs; ``record()`` freezes it into a ``RequestRecord``."""
+
+    __slots__ = (
+        "cache",
+        "completion_tokens",
+        "error",
+        "escalations",
+        "finished",
+        "first_token_at",
+        "model",
+        "prompt_tokens",
+        "queue_wait",
+        "request_id",
+        "route",
+        "started",
+        "started_wall",
+        "status",
+        "stream",
+        "tenant",
+    )
+
+    def __init__(self, request_id: str, *, clock: float | None = None, wall: float | None = None) -> None:
+        self.request_id = request_id
+        self.started = time.perf_counter() if clock is None else clock
+        self.started_wall = time.time() if wall is None else wall
+        self.tenant = "anonymous"
+        self.model = NO_MODEL
+        self.route = NO_MODEL
+        self.stream = False
+        self.escalations = 0
+        self.cache = "bypass"  # hit | miss | bypass: the cache sets it once it lands
+        self.queue_wait: float | None = None
+        self.first_token_at: float | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.status = 200
+        self.error: str | None = None
+        self.finished = False
+
+    def activate(self) -> Trace:
+        """Make this the current trace of the running context (and of tasks it starts)."""
+        _current.set(self)
+        return self
+
+    def decided(self, model: str, route: str) -> None:
+        self.model, self.route = model, route
+
+    def used(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
+
+    def failed(self, status: int, code: str | None) -> None:
+        self.status, self.error = status, code
+
+    def record(self, now: float | None = None) -> RequestRecord:
+        end = time.perf_counter() if now is None else now
+        latency = max(0.0, end - self.started)
+        ttft = None if self.first_token_at is None else max(0.0, self.first_token_at - self.started)
+        generating = latency - ttft if ttft is not None else 0.0
+        # decode speed: the tokens after the first over the time after the first
+        tokens_per_second = (
+            (self.completion_tokens - 1) / generating
+            if generating > 0 and self.completion_tokens > 1
+            else None
+        )
+        return RequestRecord(
+            id=uuid.uuid4().hex,
+            request_id=self.request_id,
+            started_at=self.started_wall,
+            tenant=self.tenant,
+            model=self.model,
+            route=self.route,
+            stream=self.stream,
+            escalations=self.escalations,
+            cache=self.cache,
+            status=self.status,
+            error=self.error,
+            queue_wait_s=self.queue_wait,
+            ttft_s=ttft,
+            latency_s=latency,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            tokens_per_s=tokens_per_second,
+        )
+
+
+def current() -> Trace | None:
+    """The trace of the request running in this context, if any."""
+    return _current.get()
+
+
+def queue_waited(seconds: float) -> None:
+    """The pool handed out a model after ``seconds`` (waiting for a slot, and loading it when cold)."""
+    trace = _current.get()
+    if trace is not None and trace.queue_wait is None:
+        trace.queue_wait = seconds
+
+
+def first_token() -> None:
+    """The first piece of the answer exists now (marks the current trace once)."""
+    trace = _current.get()
+    if trace is not None and trace.first_token_at is None:
+        trace.first_token_at = time.perf_counter()
+
+
+def tenant(user: str | None, authorization: str | None) -> str:
+    """Who asked: the request's ``user`` field, else a hash of its API key (never the key), else anonymous."""
+    if user:
+        return "user:" + user[:64]
+    if authorization:
+        token = authorization.removeprefix("Bearer ").strip()
+        if token:
+            return "key:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    return "anonymous"

@@ -1,0 +1,151 @@
+"""Records persist on SQLite and on a real PostgreSQL server; a database that stops loses nothing that fits
+the buffer, the dropped counter is exact, and health follows the database down and back up."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from groupqwen.api.app import create_app
+from groupqwen.backends.fake import FakeBackend
+from groupqwen.telemetry.records import RequestRecord
+from groupqwen.telemetry.store import MIGRATIONS, SqlStore
+
+from .conftest import PostgresServer, gateway, wait_until
+
+URL = "/v1/chat/completions"
+CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+def record(i: int, **changes: Any) -> RequestRecord:
+    base: dict[str, Any] = dict(
+        id=f"r{i:04d}",
+        request_id=f"req-{i}",
+        started_at=1_790_000_000.0 + i,
+        tenant="user:alice",
+        model="fake",
+        route="explicit",
+        stream=bool(i % 2),
+        escalations=0,
+        cache="bypass",
+        status=200,
+        error=None,
+        queue_wait_s=0.001 * i,
+        ttft_s=0.01 * i,
+        latency_s=0.1 * i,
+        prompt_tokens=i,
+        completion_tokens=2 * i,
+        tokens_per_s=None if i == 0 else 10.0 * i,
+    )
+    base.update(changes)
+    return RequestRecord(**base)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sub' / 'telemetry.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+def test_records_round_trip(store_url: str) -> None:
+    store = SqlStore(store_url)
+    try:
+        assert store.migrate() == MIGRATIONS[-1][0]
+        assert store.migrate() == MIGRATIONS[-1][0]  # idempotent
+        records = [record(i) for i in range(5)] + [record(5, status=502, error="backend_error", ttft_s=None)]
+        store.write(records)
+        store.write(records[:3])  # a retried batch: no duplicates
+        assert store.query(0, 2e9) == records
+        assert store.query(records[2].started_at, records[3].started_at) == records[2:4]
+        assert store.prune(records[2].started_at) == 2
+        assert store.query(0, 2e9) == records[2:]
+        store.ping()
+    finally:
+        store.close()
+
+
+def test_stored_summary_equals_the_live_one(pg_url: str, tmp_path: Path) -> None:
+    services = gateway(tmp_path, {"fake": FakeBackend()}, database_url=pg_url)
+    with TestClient(create_app(services.settings, services)) as http:
+        for i in range(6):
+            http.post(URL, json={**CHAT, "stream": i % 2 == 0})
+        http.post(URL, json={**CHAT, "model": "missing"})
+        wait_until(lambda: services.telemetry.writer.written == 7, what="7 records written")
+        live = http.get("/v1/metrics?window=1h").json()
+        stored = http.get("/v1/metrics?window=1h&source=store").json()
+    assert stored["source"] == "postgresql" and live["source"] == "memory"
+    for key in ("requests", "errors", "status", "tokens", "cache", "by_model", "by_route", "latency_seconds"):
+        assert stored[key] == live[key], key  # doubles round-trip exactly
+
+
+def _status(http: TestClient) -> tuple[str, dict[str, Any]]:
+    report = http.get("/v1/health").json()
+    return report["status"], report["checks"]["database"]
+
+
+def test_postgres_stopped_mid_run_loses_nothing_and_health_follows_it(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    services = gateway(tmp_path, {"fake": FakeBackend()}, database_url=pg_url)
+    writer = services.telemetry.writer
+    with TestClient(create_app(services.settings, services)) as http:
+        for _ in range(4):
+            assert http.post(URL, json=CHAT).status_code == 200
+        wait_until(lambda: writer.written == 4, what="4 records written")
+        assert _status(http)[0] == "ok", http.get("/v1/health").json()
+
+        postgres.stop()
+        started = time.perf_counter()
+        for i in range(6):  # requests do not notice the database is down
+            assert http.post(URL, json={**CHAT, "stream": i % 2 == 0}).status_code == 200
+        assert time.perf_counter() - started < 5
+        status, database = _status(http)
+        assert status == "degraded" and database["status"] == "down"
+        assert "postgresql unreachable" in database["reason"]
+        wait_until(lambda: writer.last_error is not None, what="a failed write")
+        assert writer.pending == 6 and writer.dropped == 0
+
+        postgres.start()
+        wait_until(lambda: writer.pending == 0, what="the backlog written after the restart")
+        status, database = _status(http)
+        assert status == "ok" and database["written"] == 10 and database["last_error"] is None
+    rows = services.telemetry.writer.store  # closed with the app; a fresh store reads the database
+    fresh = SqlStore(pg_url)
+    try:
+        assert len(fresh.query(0, 2e9)) == 10
+    finally:
+        fresh.close()
+    assert rows.name == "postgresql"
+
+
+def test_dropped_counter_is_exact_when_the_buffer_overflows(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    services = gateway(tmp_path, {"fake": FakeBackend()}, database_url=pg_url, telemetry_buffer_records=5)
+    writer = services.telemetry.writer
+    with TestClient(create_app(services.settings, services)) as http:
+        for _ in range(3):
+            http.post(URL, json=CHAT)
+        wait_until(lambda: writer.written == 3, what="3 records written")
+        postgres.stop()
+        for _ in range(12):
+            assert http.post(URL, json=CHAT).status_code == 200
+        assert (writer.pending, writer.dropped) == (5, 7)
+        metrics = http.get("/metrics").text
+        assert "groupqwen_telemetry_records_dropped_total 7.0" in metrics
+        assert "groupqwen_telemetry_records_pending 5.0" in metrics
+        assert http.get("/v1/metrics?window=1h").json()["telemetry"]["dropped"] == 7
+        postgres.start()
+        wait_until(lambda: writer.pending == 0, what="the buffer written after the restart")
+        assert writer.submitted == writer.written + writer.dropped == 15
+    fresh = SqlStore(pg_url)
+    try:
+        assert len(fresh.query(0, 2e9)) == 8  # 3 before + the 5 the buffer held
+    finally:
+        fresh.close()
