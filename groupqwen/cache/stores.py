@@ -1,0 +1,269 @@
+"""Where cached answers live. ``VectorStore`` is the seam; ``EmbeddedStore`` (SQLite file + in-process
+index, also the in-memory fake with ``path=None``) and ``RedisStore`` (``redis_store.py``) implement it.
+
+A store keeps entries under a ``key`` (``scope:exact-digest``) and finds near neighbours inside a scope;
+policy (what is cacheable, thresholds, the guard) lives in ``semantic.py``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from groupqwen.cache.index import VectorIndex, Vectors
+from groupqwen.errors import GroupQwenError
+from groupqwen.messages import FinishReason
+
+
+class CacheUnavailable(GroupQwenError):
+    """The store did not answer in time or at all; the cache is bypassed. Never reaches a client."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "cache_unavailable"
+
+
+@dataclass(frozen=True)
+class Answer:
+    content: str
+    reasoning: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Answer:
+        data = json.loads(text)
+        return cls(
+            content=str(data["content"]),
+            reasoning=str(data["reasoning"]),
+            finish_reason="length" if data["finish_reason"] == "length" else "stop",
+            prompt_tokens=int(data["prompt_tokens"]),
+            completion_tokens=int(data["completion_tokens"]),
+        )
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    key: str  # f"{scope}:{exact digest}"
+    scope: str
+    model: str  # the model that answered
+    text: str  # the normalised last user turn (for the guard and pattern invalidation)
+    vector: Vectors = field(compare=False, repr=False)
+    answer: Answer
+    created: float
+    expires: float | None  # epoch seconds; None: never
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and self.expires <= now
+
+    def size(self) -> int:
+        text = len(self.key) + len(self.text.encode()) + len(self.answer.to_json().encode())
+        return text + self.vector.nbytes
+
+
+@dataclass(frozen=True)
+class Invalidation:
+    """Which entries to drop: all given conditions must hold; none given drops nothing (use ``clear``)."""
+
+    model: str | None = None
+    older_than_s: float | None = None
+    pattern: str | None = None  # a glob on the cached prompt text, e.g. "*weather*"
+
+    def empty(self) -> bool:
+        return self.model is None and self.older_than_s is None and self.pattern is None
+
+    def matches(self, model: str, text: str, created: float, now: float) -> bool:
+        if self.empty():
+            return False
+        if self.model is not None and model != self.model:
+            return False
+        if self.older_than_s is not None and now - created < self.older_than_s:
+            return False
+        return self.pattern is None or fnmatch.fnmatchcase(text, self.pattern.lower())
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    backend: str
+    entries: int
+    bytes: int
+    evictions: int
+    expired: int
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Raises ``CacheUnavailable`` when it cannot answer; never blocks longer than its timeout."""
+
+    name: str
+
+    async def get(self, key: str) -> CacheEntry | None: ...
+
+    async def search(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]]: ...
+
+    async def put(self, entry: CacheEntry) -> None: ...
+
+    async def invalidate(self, selector: Invalidation) -> int: ...
+
+    async def clear(self) -> int: ...
+
+    async def stats(self) -> StoreStats: ...
+
+    async def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, scope TEXT NOT NULL, model TEXT NOT NULL, text TEXT NOT NULL,
+    vector BLOB NOT NULL, answer TEXT NOT NULL, created REAL NOT NULL, expires REAL
+)
+"""
+
+
+class EmbeddedStore:
+    """Entries in memory and in a SQLite file (``path``; ``None``: memory only), reloaded on start.
+
+    At most ``max_entries``: the least recently used entry is evicted first. Expired entries are dropped
+    when met and at every ``purge_every``-th store.
+    """
+
+    name = "embedded"
+
+    def __init__(
+        self,
+        path: Path | None,
+        dim: int,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.time,
+        purge_every: int = 256,
+    ) -> None:
+        self._clock = clock
+        self._max_entries = max_entries
+        self._purge_every = purge_every
+        self._puts = 0
+        self._bytes = 0
+        self.evictions = 0
+        self.expired = 0
+        self._index = VectorIndex(dim)
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path) if path is not None else ":memory:", check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._load()
+
+    def _load(self) -> None:
+        now = self._clock()
+        self._db.execute("DELETE FROM entries WHERE expires IS NOT NULL AND expires <= ?", (now,))
+        self._db.commit()
+        rows = self._db.execute(
+            "SELECT key, scope, model, text, vector, answer, created, expires FROM entries ORDER BY created"
+        )
+        for key, scope, model, text, vector, answer, created, expires in rows:
+            vec = np.frombuffer(vector, dtype=np.float32).copy()
+            if vec.shape != (self._index.dim,):
+                continue  # written by another embedder: unusable
+            entry = CacheEntry(key, scope, model, text, vec, Answer.from_json(answer), created, expires)
+            self._remember(entry)
+
+    def _remember(self, entry: CacheEntry) -> None:
+        self._forget([entry.key])
+        self._entries[entry.key] = entry
+        self._bytes += entry.size()
+        self._index.add(entry.scope, entry.key, entry.vector)
+
+    def _forget(self, keys: list[str]) -> None:
+        for key in keys:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size()
+        self._index.remove(keys)
+
+    def _delete(self, keys: list[str]) -> int:
+        present = [k for k in keys if k in self._entries]
+        self._forget(present)
+        self._db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in present])
+        self._db.commit()
+        return len(present)
+
+    def _live(self, key: str, now: float) -> CacheEntry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expired(now):
+            self.expired += self._delete([key])
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    async def get(self, key: str) -> CacheEntry | None:
+        return self._live(key, self._clock())
+
+    async def search(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]]:
+        now = self._clock()
+        out = []
+        for key, score in self._index.search(scope, vector, k):
+            entry = self._live(key, now)
+            if entry is not None:
+                out.append((entry, score))
+        return out
+
+    async def put(self, entry: CacheEntry) -> None:
+        self._remember(entry)
+        self._db.execute(
+            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.key,
+                entry.scope,
+                entry.model,
+                entry.text,
+                entry.vector.astype(np.float32).tobytes(),
+                entry.answer.to_json(),
+                entry.created,
+                entry.expires,
+            ),
+        )
+        self._puts += 1
+        if self._puts % self._purge_every == 0:
+            now = self._clock()
+            self.expired += self._delete([k for k, e in self._entries.items() if e.expired(now)])
+        if len(self._entries) > self._max_entries:
+            excess = list(itertools.islice(self._entries, len(self._entries) - self._max_entries))
+            self.evictions += self._delete(excess)
+        self._db.commit()
+
+    async def invalidate(self, selector: Invalidation) -> int:
+        now = self._clock()
+        doomed = [k for k, e in self._entries.items() if selector.matches(e.model, e.text, e.created, now)]
+        return self._delete(doomed)
+
+    async def clear(self) -> int:
+        count = len(self._entries)
+        self._entries.clear()
+        self._index.clear()
+        self._bytes = 0
+        self._db.execute("DELETE FROM entries")
+        self._db.commit()
+        return count
+
+    async def stats(self) -> StoreStats:
+        return StoreStats(self.name, len(self._entries), self._bytes, self.evictions, self.expired)
+
+    async def close(self) -> None:
+        self._db.close()

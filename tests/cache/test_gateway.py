@@ -1,0 +1,274 @@
+"""The cache inside the gateway, in-process with the fake backend: headers, scoping, streams, admin, Redis
+outages and bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from groupqwen.api.app import create_app
+from groupqwen.api.services import Services, cache_from_settings
+from groupqwen.backends.fake import FakeBackend
+from groupqwen.cache.embedder import MiniLMEmbedder
+from groupqwen.cache.redis_store import RedisStore
+from groupqwen.cache.semantic import CachePolicy, SemanticCache
+from groupqwen.cache.stores import EmbeddedStore, VectorStore
+from groupqwen.config import load_settings
+from groupqwen.orchestrator.pipeline import Pipeline
+from groupqwen.pool.scheduler import Pool
+
+from .conftest import ValkeyServer
+
+REPLY = "Paris is the capital of France."
+
+
+@contextmanager
+def gateway(
+    tmp_path: Path, store: VectorStore, embedder: MiniLMEmbedder
+) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
+    backends = {
+        m: FakeBackend(model_id=m, tokens=[f"{w} " for w in REPLY.split()]) for m in ("fake", "other")
+    }
+    models = {m: {"backend": "fake"} for m in backends}
+    settings = load_settings(
+        models=models, default_model="fake", models_dir=tmp_path, data_dir=tmp_path, keep_alive=-1
+    )
+    pool = Pool(settings.available(), lambda spec: backends[spec.id], need=lambda spec: 0, budget=1 << 40)
+    cache = SemanticCache(store, embedder, CachePolicy())
+    services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
+    with TestClient(create_app(settings, services)) as client:
+        yield client, backends
+
+
+def chat(
+    client: TestClient, text: str, *, key: str = "k1", headers: dict[str, str] | None = None, **body: Any
+) -> Any:
+    payload = {"model": "fake", "messages": [{"role": "user", "content": text}], "temperature": 0, **body}
+    return client.post(
+        "/v1/chat/completions", json=payload, headers={"authorization": f"Bearer {key}", **(headers or {})}
+    )
+
+
+@pytest.fixture
+def embedded(tmp_path: Path, minilm: MiniLMEmbedder) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
+    with gateway(tmp_path, EmbeddedStore(None, minilm.dim), minilm) as pair:
+        yield pair
+
+
+def test_miss_then_exact_and_semantic_hits(embedded: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    client, backends = embedded
+    first = chat(client, "What is the capital of France?")
+    assert first.status_code == 200 and first.headers["x-groupqwen-cache"] == "miss"
+    assert first.headers["x-groupqwen-route"] == "explicit"
+    again = chat(client, "what is the capital of france?")
+    assert again.headers["x-groupqwen-cache"] == "hit"
+    assert again.headers["x-groupqwen-cache-similarity"] == "1.0000"
+    assert again.headers["x-groupqwen-route"] == "cache" and again.headers["x-groupqwen-model"] == "fake"
+    assert (
+        again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    )
+    near = chat(client, "Which city is the capital of France?")
+    assert near.headers["x-groupqwen-cache"] == "hit"
+    assert 0.86 <= float(near.headers["x-groupqwen-cache-similarity"]) < 1.0
+    assert len(backends["fake"].requests) == 1
+    refused = chat(client, "What is the capital of Germany?")
+    assert refused.headers["x-groupqwen-cache"] == "miss" and len(backends["fake"].requests) == 2
+
+
+def test_never_a_hit_across_tenants_models_system_prompts_or_sampling(
+    embedded: tuple[TestClient, dict[str, FakeBackend]],
+) -> None:
+    client, _ = embedded
+    assert chat(client, "Tell me about the Moon.").headers["x-groupqwen-cache"] == "miss"
+    variants: list[dict[str, Any]] = [
+        {"key": "k2"},
+        {"user": "alice"},
+        {"model": "other"},
+        {"temperature": 0.3},
+        {"max_tokens": 50},
+        {"top_p": 0.5},
+        {"stop": ["\n"]},
+        {"response_format": {"type": "json_object"}},
+    ]
+    for variant in variants:
+        assert chat(client, "Tell me about the Moon.", **variant).headers["x-groupqwen-cache"] == "miss", (
+            variant
+        )
+    system = {"role": "system", "content": "Answer like a pirate."}
+    payload = {
+        "model": "fake",
+        "temperature": 0,
+        "messages": [system, {"role": "user", "content": "Tell me about the Moon."}],
+    }
+    response = client.post("/v1/chat/completions", json=payload, headers={"authorization": "Bearer k1"})
+    assert response.headers["x-groupqwen-cache"] == "miss"
+    assert chat(client, "Tell me about the Moon.").headers["x-groupqwen-cache"] == "hit"
+
+
+def test_bypass_for_hot_or_seeded_requests(embedded: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    client, _ = embedded
+    for body in ({"temperature": 1.5}, {"seed": 3}, {"logprobs": True}):
+        response = chat(client, "Name a prime number.", **body)
+        assert response.status_code == 200 and response.headers["x-groupqwen-cache"] == "bypass"
+        assert "x-groupqwen-cache-similarity" not in response.headers
+
+
+def sse(response: Any) -> list[dict[str, Any]]:
+    frames = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    return [json.loads(f) for f in frames[:-1]]
+
+
+def test_a_hit_is_served_to_a_stream_and_a_stream_is_stored(
+    embedded: tuple[TestClient, dict[str, FakeBackend]],
+) -> None:
+    client, backends = embedded
+    streamed = chat(client, "How far away is the Sun?", stream=True, stream_options={"include_usage": True})
+    assert streamed.headers["x-groupqwen-cache"] == "miss"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in sse(streamed) if c["choices"])
+    replay = chat(client, "How far away is the Sun?", stream=True, stream_options={"include_usage": True})
+    assert replay.headers["x-groupqwen-cache"] == "hit"
+    assert replay.headers["content-type"].startswith("text/event-stream")
+    chunks = sse(replay)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == text
+    assert any(c["choices"] and c["choices"][0]["finish_reason"] == "stop" for c in chunks)
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+    plain = chat(client, "How far away is the Sun?")  # and to a plain request
+    assert plain.headers["x-groupqwen-cache"] == "hit"
+    assert plain.json()["choices"][0]["message"]["content"] == text
+    assert len(backends["fake"].requests) == 1
+
+
+def test_ttl_header_and_cache_control(embedded: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    client, _ = embedded
+    assert (
+        chat(client, "What is a quasar?", headers={"x-groupqwen-cache-ttl": "0"}).headers["x-groupqwen-cache"]
+        == "miss"
+    )
+    assert chat(client, "What is a quasar?").headers["x-groupqwen-cache"] == "miss"  # the first was not kept
+    assert chat(client, "What is a quasar?").headers["x-groupqwen-cache"] == "hit"
+    assert (
+        chat(client, "What is a quasar?", headers={"cache-control": "no-cache"}).headers["x-groupqwen-cache"]
+        == "bypass"
+    )
+    assert (
+        chat(client, "What is a pulsar?", headers={"x-groupqwen-cache-ttl": "3600"}).headers[
+            "x-groupqwen-cache"
+        ]
+        == "miss"
+    )
+    assert chat(client, "What is a magnetar?", headers={"cache-control": "no-store"}).status_code == 200
+    assert chat(client, "What is a magnetar?").headers["x-groupqwen-cache"] == "miss"
+
+
+@pytest.mark.parametrize("ttl", ["soon", "-5", "nan", "inf", ""])
+def test_a_bad_ttl_header_is_a_400(embedded: tuple[TestClient, dict[str, FakeBackend]], ttl: str) -> None:
+    client, backends = embedded
+    response = chat(client, "hello there", headers={"x-groupqwen-cache-ttl": ttl})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "x-groupqwen-cache-ttl" and "seconds" in error["message"]
+    assert backends["fake"].requests == []
+
+
+def test_admin_stats_invalidate_and_clear(embedded: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    client, _ = embedded
+    chat(client, "What is the weather like on Mars?")
+    chat(client, "What is the weather like on Mars?")
+    chat(client, "Who discovered penicillin?", model="other")
+    stats = client.get("/v1/cache/stats").json()
+    assert stats["backend"] == "embedded" and stats["status"] == "ok"
+    assert (stats["entries"], stats["hits"], stats["misses"]) == (2, 1, 2)
+    assert stats["hit_rate"] == pytest.approx(1 / 3, abs=1e-3) and stats["bytes"] > 0
+    removed = client.post("/v1/cache/invalidate", json={"pattern": "*mars*"})
+    assert removed.status_code == 200 and removed.json()["removed"] == 1
+    assert (
+        client.post("/v1/cache/invalidate", json={"model": "other", "older_than_s": 0}).json()["removed"] == 1
+    )
+    chat(client, "Who discovered penicillin?", model="other")
+    cleared = client.delete("/v1/cache")
+    assert cleared.status_code == 200 and cleared.json()["removed"] == 1
+    assert client.get("/v1/cache/stats").json()["entries"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{}", "body"),
+        (b"not json", None),
+        (b'{"model": 5}', "model"),
+        (b'{"older_than_s": -1}', "older_than_s"),
+        (b'{"pattern": "*x*", "surprise": true}', "surprise"),
+        (b"[]", None),
+    ],
+)
+def test_a_bad_invalidation_is_a_400(
+    embedded: tuple[TestClient, dict[str, FakeBackend]], body: bytes, param: str | None
+) -> None:
+    client, _ = embedded
+    response = client.post("/v1/cache/invalidate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param
+
+
+def test_redis_stopped_requests_still_succeed(
+    tmp_path: Path, redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
+) -> None:
+    store = RedisStore(redis_url, minilm.dim, timeout_s=0.1, retry_after_s=0.2)
+    with gateway(tmp_path, store, minilm) as (client, backends):
+        assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "miss"
+        assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "hit"
+        valkey.stop()
+        try:
+            for stream in (False, True):
+                response = chat(client, "What is the speed of sound?", stream=stream)
+                assert response.status_code == 200 and response.headers["x-groupqwen-cache"] == "bypass"
+            health = client.get("/v1/health").json()
+            assert health["checks"]["cache"]["status"] == "degraded"
+            assert client.get("/v1/cache/stats").status_code == 503
+        finally:
+            valkey.start()
+        time.sleep(0.25)  # the store waits retry_after_s before it tries Redis again
+        assert client.get("/v1/health").json()["checks"]["cache"]["status"] == "ok"
+        assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "miss"
+        assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "hit"
+        assert len(backends["fake"].requests) == 4
+
+
+def test_settings_build_the_embedded_cache(tmp_path: Path) -> None:
+    """``cache:`` settings → the cache ``build_services`` wires in (here with in-memory telemetry)."""
+
+    def app_for(backend: str) -> Any:
+        settings = load_settings(
+            models={"fake": {"backend": "fake", "fake_reply": "Four."}},
+            default_model="fake",
+            models_dir=tmp_path,
+            data_dir=tmp_path,
+            cache={"backend": backend, "threshold": 0.9},
+        )
+        cache = cache_from_settings(settings)
+        backend_ = FakeBackend(model_id="fake", tokens=["Four."])
+        pool = Pool(settings.available(), lambda spec: backend_, need=lambda spec: 0, budget=1 << 40)
+        pipeline = Pipeline(settings.catalog(), pool, "fake", cache)
+        return create_app(settings, Services(settings, pool, pipeline, cache=cache))
+
+    with TestClient(app_for("embedded")) as client:
+        assert chat(client, "What is two plus two?").headers["x-groupqwen-cache"] == "miss"
+        assert chat(client, "What is two plus two?").headers["x-groupqwen-cache"] == "hit"
+    assert (tmp_path / "cache.sqlite").is_file()  # data_dir/cache.sqlite by default
+    with TestClient(app_for("embedded")) as client:  # a restarted gateway keeps its cache
+        assert chat(client, "What is two plus two?").headers["x-groupqwen-cache"] == "hit"
+    with TestClient(app_for("off")) as client:
+        response = chat(client, "What is two plus two?")
+        assert response.status_code == 200 and "x-groupqwen-cache" not in response.headers
+        assert client.get("/v1/cache/stats").json() == {"object": "cache.stats", "backend": "off"}

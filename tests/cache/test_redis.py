@@ -1,0 +1,106 @@
+"""RedisStore against a real Valkey server: sharing between gateways, restarts, TTL, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis
+
+from groupqwen.cache.embedder import MiniLMEmbedder
+from groupqwen.cache.redis_store import RedisStore
+from groupqwen.cache.semantic import CachePolicy, SemanticCache
+from groupqwen.cache.stores import Invalidation
+
+from .conftest import ValkeyServer
+from .test_semantic import answer, ask
+
+
+def gateway(url: str, embedder: MiniLMEmbedder) -> SemanticCache:
+    return SemanticCache(
+        RedisStore(url, embedder.dim, timeout_s=0.2, retry_after_s=0.2), embedder, CachePolicy()
+    )
+
+
+async def synced(cache: SemanticCache) -> SemanticCache:
+    """Wait for the background load of the local index (a real gateway just misses meanwhile)."""
+    store = cache._store
+    assert isinstance(store, RedisStore)
+    await store.sync()
+    return cache
+
+
+async def test_two_gateways_share_entries_and_a_restart_sees_them(
+    redis_url: str, minilm: MiniLMEmbedder
+) -> None:
+    a, b = await synced(gateway(redis_url, minilm)), await synced(gateway(redis_url, minilm))
+    lookup = await a.lookup(ask("How many legs does a spider have?"), "t", "m")
+    await a.store(lookup, "m", answer("eight"), 60)
+    exact = await b.lookup(ask("how many legs does a spider have?"), "t", "m")
+    assert exact.status == "hit" and exact.completion().content == "eight"
+    near = await b.lookup(ask("How many legs do spiders have?"), "t", "m")  # via the event stream
+    assert near.status == "hit" and near.reason == "semantic match"
+    assert (await b.lookup(ask("How many legs does a spider have?"), "other", "m")).status == "miss"
+    await b.close()
+    restarted = gateway(redis_url, minilm)  # loads the index with SCAN, in the background
+    assert (await restarted.lookup(ask("How many legs do spiders have?"), "t", "m")).status == "miss"
+    await synced(restarted)
+    near = await restarted.lookup(ask("How many legs do spiders have?"), "t", "m")
+    assert near.status == "hit"
+    stats = await restarted.stats()
+    assert stats.backend == "redis" and stats.entries == 1 and stats.bytes > 0
+    ttl = redis.Redis.from_url(redis_url).pttl(f"groupqwen:cache:e:{near.entry.key}")  # type: ignore[union-attr]
+    assert 0 < ttl <= 60_000
+    await a.close()
+    await restarted.close()
+
+
+async def test_invalidation_and_clear_reach_the_other_gateway(redis_url: str, minilm: MiniLMEmbedder) -> None:
+    a, b = await synced(gateway(redis_url, minilm)), await synced(gateway(redis_url, minilm))
+    for text, model in [("What is the tallest tree species?", "x"), ("Name the largest desert.", "y")]:
+        lookup = await a.lookup(ask(text), "t", model)
+        await a.store(lookup, model, answer("z"), None)
+    assert (await b.lookup(ask("Which tree species is the tallest?"), "t", "x")).status == "hit"
+    assert await a.invalidate(Invalidation(model="x")) == 1
+    assert (await b.lookup(ask("Which tree species is the tallest?"), "t", "x")).status == "miss"
+    assert (await b.lookup(ask("Name the largest desert."), "t", "y")).status == "hit"
+    assert await b.clear() == 1
+    assert (await a.lookup(ask("Name the largest desert."), "t", "y")).status == "miss"
+    assert (await a.stats()).entries == 0
+    await a.close()
+    await b.close()
+
+
+async def test_entries_expire_in_redis(redis_url: str, minilm: MiniLMEmbedder) -> None:
+    cache = gateway(redis_url, minilm)
+    lookup = await cache.lookup(ask("a short-lived question"), "t", "m")
+    await cache.store(lookup, "m", answer("soon gone"), 0.2)
+    assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "hit"
+    await asyncio.sleep(0.35)
+    assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "miss"
+    await cache.close()
+
+
+async def test_redis_down_means_bypass_then_caching_resumes(
+    redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
+) -> None:
+    cache = gateway(redis_url, minilm)
+    lookup = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
+    await cache.store(lookup, "m", answer("Paris"), None)
+    valkey.stop()
+    try:
+        started = time.monotonic()
+        down = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
+        assert down.status == "bypass" and cache.health() == "degraded"
+        again = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")  # circuit open: instant
+        assert again.status == "bypass"
+        assert time.monotonic() - started < 1.0
+    finally:
+        valkey.start()  # an empty server, as after a Redis restart without persistence
+    await asyncio.sleep(0.25)
+    back = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
+    assert back.status == "miss" and cache.health() == "ok"
+    await cache.store(back, "m", answer("Paris"), None)
+    await synced(cache)  # reloaded after the outage
+    assert (await cache.lookup(ask("Where is the Eiffel Tower located?"), "t", "m")).status == "hit"
+    await cache.close()

@@ -1,0 +1,215 @@
+"""SemanticCache over the embedded store with the real embedder: scoping, thresholds, TTL, admin."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from groupqwen.cache import build_cache
+from groupqwen.cache.embedder import MiniLMEmbedder
+from groupqwen.cache.semantic import CachePolicy, SemanticCache
+from groupqwen.cache.stores import CacheUnavailable, EmbeddedStore, Invalidation
+from groupqwen.messages import ChatRequest, Completion, Message, Sampling, Usage
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ask(text: str, *, system: str | None = None, temperature: float = 0.0, **kw: object) -> ChatRequest:
+    messages = ([Message("system", system)] if system else []) + [Message("user", text)]
+    return ChatRequest(messages=tuple(messages), model="m", sampling=Sampling(temperature=temperature), **kw)  # type: ignore[arg-type]
+
+
+def answer(text: str) -> Completion:
+    return Completion(text, "", "stop", Usage(5, 3))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(minilm: MiniLMEmbedder, clock: Clock) -> SemanticCache:
+    return SemanticCache(EmbeddedStore(None, minilm.dim, clock=clock), minilm, CachePolicy(), clock=clock)
+
+
+async def remember(
+    cache: SemanticCache, request: ChatRequest, text: str, tenant: str = "t", ttl: float | None = None
+) -> None:
+    lookup = await cache.lookup(request, tenant, "m")
+    assert lookup.status == "miss", lookup
+    await cache.store(lookup, "m", answer(text), ttl)
+
+
+async def test_exact_then_semantic_hit_and_guarded_miss(cache: SemanticCache) -> None:
+    await remember(cache, ask("How do I convert Celsius to Fahrenheit?"), "multiply by 9/5, add 32")
+    exact = await cache.lookup(ask("how do I  convert celsius to Fahrenheit?"), "t", "m")
+    assert exact.status == "hit" and exact.reason == "exact match" and exact.similarity == 1.0
+    assert exact.completion().content == "multiply by 9/5, add 32"
+    near = await cache.lookup(ask("What is the formula to change Celsius into Fahrenheit?"), "t", "m")
+    assert near.status == "hit" and near.reason == "semantic match"
+    assert near.similarity is not None and 0.86 <= near.similarity < 1.0
+    swapped = await cache.lookup(ask("How do I convert Fahrenheit to Celsius?"), "t", "m")
+    assert swapped.status == "miss" and swapped.similarity is not None and swapped.similarity > 0.95
+    unrelated = await cache.lookup(ask("Who painted the Mona Lisa?"), "t", "m")
+    assert unrelated.status == "miss"
+    stats = await cache.stats()
+    assert (stats.hits, stats.misses, stats.exact_hits, stats.semantic_hits) == (2, 3, 1, 1)
+    assert stats.guard_rejections == 1 and stats.entries == 1 and stats.bytes > 1536
+    assert stats.hit_rate == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("changed", "tenant", "model"),
+    [
+        (ask("What is the capital of France?"), "other-tenant", "m"),
+        (ask("What is the capital of France?"), "t", "other-model"),
+        (ask("What is the capital of France?", system="Answer in French."), "t", "m"),
+        (ask("What is the capital of France?", temperature=0.5), "t", "m"),
+        (ask("What is the capital of France?", enable_thinking=True), "t", "m"),
+        (replace(ask("What is the capital of France?"), sampling=Sampling(0.0, max_tokens=5)), "t", "m"),
+        (
+            ChatRequest(
+                (
+                    Message("user", "hi"),
+                    Message("assistant", "hello"),
+                    Message("user", "What is the capital of France?"),
+                ),
+                "m",
+                Sampling(0.0),
+            ),
+            "t",
+            "m",
+        ),
+    ],
+    ids=["tenant", "model", "system", "temperature", "thinking", "max_tokens", "history"],
+)
+async def test_never_a_hit_across_scopes(
+    cache: SemanticCache, changed: ChatRequest, tenant: str, model: str
+) -> None:
+    await remember(cache, ask("What is the capital of France?"), "Paris")
+    lookup = await cache.lookup(changed, tenant, model)
+    assert lookup.status == "miss"
+
+
+@pytest.mark.parametrize(
+    ("request_", "reason"),
+    [
+        (ask("hello", temperature=1.5), "temperature"),
+        (replace(ask("hello"), sampling=Sampling(0.0, seed=7)), "seed"),
+        (replace(ask("hello"), logprobs=True), "logprobs"),
+        (ChatRequest((Message("user", "hi"), Message("assistant", "Hel")), "m"), "user turn"),
+    ],
+)
+async def test_bypasses(cache: SemanticCache, request_: ChatRequest, reason: str) -> None:
+    lookup = await cache.lookup(request_, "t", "m")
+    assert lookup.status == "bypass" and reason in lookup.reason
+    await cache.store(lookup, "m", answer("x"), None)  # nothing to store
+    assert (await cache.stats()).entries == 0
+
+
+async def test_seeded_requests_cached_when_configured(minilm: MiniLMEmbedder) -> None:
+    cache = SemanticCache(EmbeddedStore(None, minilm.dim), minilm, CachePolicy(cache_seeded=True))
+    seeded = replace(ask("hello there"), sampling=Sampling(0.0, seed=7))
+    await remember(cache, seeded, "hi")
+    assert (await cache.lookup(seeded, "t", "m")).status == "hit"
+    other_seed = replace(seeded, sampling=Sampling(0.0, seed=8))
+    assert (await cache.lookup(other_seed, "t", "m")).status == "miss"
+
+
+async def test_no_cache_read_still_stores(cache: SemanticCache) -> None:
+    lookup = await cache.lookup(ask("What is a monad?"), "t", "m", read=False)
+    assert lookup.status == "bypass" and lookup.key is not None
+    await cache.store(lookup, "m", answer("a monoid in the category of endofunctors"), None)
+    assert (await cache.lookup(ask("What is a monad?"), "t", "m")).status == "hit"
+
+
+async def test_ttl_default_override_and_zero(cache: SemanticCache, clock: Clock) -> None:
+    await remember(cache, ask("first question about ttl"), "a")
+    await remember(cache, ask("second question about caching"), "b", ttl=10)
+    await remember(cache, ask("third question, never kept"), "c", ttl=0)
+    clock.now += 11
+    assert (await cache.lookup(ask("first question about ttl"), "t", "m")).status == "hit"
+    assert (await cache.lookup(ask("second question about caching"), "t", "m")).status == "miss"
+    assert (await cache.lookup(ask("third question, never kept"), "t", "m")).status == "miss"
+    clock.now += 86_400
+    assert (await cache.lookup(ask("first question about ttl"), "t", "m")).status == "miss"
+    assert (await cache.stats()).expired == 2
+
+
+async def test_invalidation_by_model_age_pattern_and_clear(cache: SemanticCache, clock: Clock) -> None:
+    for text, model in [("old weather question", "a"), ("old news question", "b")]:
+        lookup = await cache.lookup(ask(text), "t", model)
+        await cache.store(lookup, model, answer("x"), None)
+    clock.now += 100
+    lookup = await cache.lookup(ask("new weather question"), "t", "a")
+    await cache.store(lookup, "a", answer("y"), None)
+    assert await cache.invalidate(Invalidation()) == 0
+    assert await cache.invalidate(Invalidation(pattern="*WEATHER*", older_than_s=50)) == 1
+    assert await cache.invalidate(Invalidation(model="b")) == 1
+    assert (await cache.lookup(ask("new weather question"), "t", "a")).status == "hit"
+    assert await cache.clear() == 1
+    assert (await cache.stats()).entries == 0
+
+
+async def test_eviction_keeps_the_most_recently_used(minilm: MiniLMEmbedder) -> None:
+    cache = SemanticCache(EmbeddedStore(None, minilm.dim, max_entries=2), minilm)
+    await remember(cache, ask("alpha question about rivers"), "1")
+    await remember(cache, ask("beta question about mountains"), "2")
+    assert (await cache.lookup(ask("alpha question about rivers"), "t", "m")).status == "hit"
+    await remember(cache, ask("gamma question about deserts"), "3")
+    assert (await cache.lookup(ask("beta question about mountains"), "t", "m")).status == "miss"
+    assert (await cache.lookup(ask("alpha question about rivers"), "t", "m")).status == "hit"
+    assert (await cache.stats()).evictions == 1
+
+
+async def test_embedded_store_survives_a_restart(minilm: MiniLMEmbedder, tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    first = build_cache("embedded", policy=CachePolicy(), path=path, embedder=minilm)
+    assert first is not None
+    await remember(first, ask("How many legs does a spider have?"), "eight")
+    await first.close()
+    second = build_cache("embedded", policy=CachePolicy(), path=path, embedder=minilm)
+    assert second is not None
+    hit = await second.lookup(ask("How many legs do spiders have?"), "t", "m")
+    assert hit.status == "hit" and hit.completion().content == "eight"
+    await second.close()
+    assert build_cache("off", policy=CachePolicy()) is None
+
+
+class BrokenStore(EmbeddedStore):
+    def __init__(self, dim: int) -> None:
+        super().__init__(None, dim)
+        self.broken = True
+
+    async def get(self, key: str):  # type: ignore[no-untyped-def]
+        if self.broken:
+            raise CacheUnavailable("down")
+        return await super().get(key)
+
+    async def put(self, entry) -> None:  # type: ignore[no-untyped-def]
+        if self.broken:
+            raise CacheUnavailable("down")
+        await super().put(entry)
+
+
+async def test_a_failing_store_means_bypass_and_degraded(minilm: MiniLMEmbedder) -> None:
+    store = BrokenStore(minilm.dim)
+    cache = SemanticCache(store, minilm)
+    lookup = await cache.lookup(ask("anything at all"), "t", "m")
+    assert lookup.status == "bypass" and cache.health() == "degraded"
+    key = cache.key(ask("anything at all"), "t", "m")
+    assert not isinstance(key, str)
+    await cache.store(replace(lookup, status="miss", key=key), "m", answer("x"), None)  # logged, not raised
+    store.broken = False
+    lookup = await cache.lookup(ask("anything at all"), "t", "m")
+    assert lookup.status == "miss" and cache.health() == "ok"
+    assert (await cache.stats()).errors == 2
