@@ -1,0 +1,159 @@
+"""Routing policies compared on the same answers: accuracy, share escalated, latency, PGR, APGR, CPT, ECE.
+
+    .venv/bin/python bench/routing_questions.py   # the question set (shipped; deterministic)
+    .venv/bin/python bench/routing_collect.py     # each bundled model answers every question once
+    .venv/bin/python scripts/train_router.py      # classifier + calibration from the calibration split
+    .venv/bin/python bench/routing.py             # this table, on the test split only
+
+Policies: the small model alone, the large alone, a random split, the router's complexity classifier
+alone, the confidence cascade (small first, escalate below the bar) at several bars and at the bars the
+shipped table gives for a few targets, and ``auto`` (classifier + cascade, as configured by default).
+Metrics follow RouteLLM (arXiv 2406.18665): PGR = (acc − acc_small) / (acc_large − acc_small);
+APGR = mean PGR over 0 %, 10 %, …, 100 % of calls to the large model, the routing score ranking which
+calls go; CPT(x) = the least share of calls to the large model reaching PGR ≥ x. Latency: the cascade pays
+the small model's time and then the large model's on escalation (answers here are shorter than the
+cascade's buffer, so each is scored whole). ECE: 10 equal-width bins of the calibrated confidence.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
+
+from routing_questions import is_correct  # noqa: E402
+from train_router import LARGE, SMALL, load_bench, request_of, tokens_of  # noqa: E402
+
+from groupqwen.orchestrator import weights  # noqa: E402
+from groupqwen.orchestrator.features import extract, vector  # noqa: E402
+
+Array = np.ndarray
+
+
+def pgr(acc: float, weak: float, strong: float) -> float:
+    return (acc - weak) / (strong - weak) if strong != weak else float("nan")
+
+
+def sweep(score: Array, small_ok: Array, large_ok: Array) -> Array:
+    """Accuracy when the k highest-scoring questions go to the large model, k = 0..n."""
+    order = np.argsort(-score, kind="stable")
+    n = len(score)
+    accs = [small_ok.mean()]
+    ok = small_ok.astype(float).copy()
+    for k in range(n):
+        ok[order[k]] = large_ok[order[k]]
+        accs.append(ok.mean())
+    return np.asarray(accs) if n else np.zeros(1)
+
+
+def apgr_cpt(score: Array, small_ok: Array, large_ok: Array) -> tuple[float, float, float]:
+    weak, strong = small_ok.mean(), large_ok.mean()
+    accs = sweep(score, small_ok, large_ok)
+    n = len(score)
+    gains = np.asarray([pgr(a, weak, strong) for a in accs])
+    grid = [gains[round(c * n)] for c in np.linspace(0, 1, 11)]
+    cpt = []
+    for target in (0.8, 0.95):
+        reached = np.flatnonzero(gains >= target - 1e-12)
+        cpt.append(reached[0] / n if reached.size else float("nan"))
+    return float(np.mean(grid)), cpt[0], cpt[1]
+
+
+def ece(conf: Array, ok: Array, bins: int = 10) -> float:
+    idx = np.minimum((conf * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = idx == b
+        if mask.any():
+            total += mask.sum() / len(conf) * abs(ok[mask].mean() - conf[mask].mean())
+    return total
+
+
+def main() -> None:
+    test, answers = load_bench("test")
+    w = weights.load()
+    system = answers["system"]
+    small, large = answers["models"][SMALL], answers["models"][LARGE]
+    s_ok = np.asarray([is_correct(small[q["id"]]["text"], q["answer"]) for q in test])
+    l_ok = np.asarray([is_correct(large[q["id"]]["text"], q["answer"]) for q in test])
+    s_t = np.asarray([small[q["id"]]["seconds"] for q in test])
+    l_t = np.asarray([large[q["id"]]["seconds"] for q in test])
+    conf_s = np.asarray([w.scorer.score(SMALL, tokens_of(small[q["id"]]["tokens"])) for q in test])
+    conf_l = np.asarray([w.scorer.score(LARGE, tokens_of(large[q["id"]]["tokens"])) for q in test])
+    cplx = np.asarray(
+        [w.heads.complexity.probability(vector(extract(request_of(q["question"], system)))) for q in test]
+    )
+    weak, strong = s_ok.mean(), l_ok.mean()
+    rng = random.Random(0)
+    rand = np.asarray([rng.random() for _ in test])
+
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, to_large: Array, cascaded: Array, score: Array | None) -> None:
+        ok = np.where(to_large, l_ok, s_ok)
+        latency = np.where(to_large, l_t, 0.0) + np.where(~to_large | cascaded, s_t, 0.0)
+        acc = ok.mean()
+        apgr, c80, c95 = apgr_cpt(score, s_ok, l_ok) if score is not None else (float("nan"),) * 3
+        rows.append(
+            {"policy": name, "accuracy": acc, "of_large": acc / strong, "to_large": to_large.mean(),
+             "latency_s": latency.mean(), "pgr": pgr(acc, weak, strong), "apgr": apgr,
+             "cpt80": c80, "cpt95": c95}
+        )  # fmt: skip
+
+    none = np.zeros(len(test), bool)
+    add("small only", none, none, None)
+    add("large only", ~none, none, None)
+    add("random 50 %", rand < 0.5, none, rand)
+    add("classifier (p ≥ 0.5 → large)", cplx >= 0.5, none, cplx)
+    for bar in (0.3, 0.5, 0.7):
+        add(f"cascade, bar {bar:.2f}", conf_s < bar, ~none, 1 - conf_s)
+    calibration = w.scorer.calibrations[SMALL]
+    for target in (0.02, 0.05, 0.1):
+        bar = calibration.bar_for(target)
+        add(f"cascade, target {target:.0%} (bar {bar:.2f})", conf_s < bar, ~none, 1 - conf_s)
+    for target, edge in ((0.05, 0.5), (0.1, 0.5), (0.1, 0.8)):
+        bar = calibration.bar_for(target)
+        direct = cplx > edge
+        name = f"auto: p > {edge} → large, else cascade target {target:.0%} (bar {bar:.2f})"
+        add(name, direct | (conf_s < bar), ~direct, np.maximum(cplx, 1 - conf_s))
+
+    head = (
+        "| policy | accuracy | % of large | to large | mean latency (s) | PGR | APGR | CPT(80%) | CPT(95%) |"
+    )
+    print(f"test split: {len(test)} questions; small {weak:.3f}, large {strong:.3f}\n")
+    print(head)
+    print("|" + "---|" * 9)
+    for r in rows:
+
+        def pct(v: float) -> str:
+            return "–" if v != v else f"{v:.0%}"
+
+        def num(v: float) -> str:
+            return "–" if v != v else f"{v:.2f}"
+
+        print(
+            f"| {r['policy']} | {r['accuracy']:.3f} | {pct(r['of_large'])} | {pct(r['to_large'])} | "
+            f"{r['latency_s']:.3f} | {num(r['pgr'])} | {num(r['apgr'])} | "
+            f"{pct(r['cpt80'])} | {pct(r['cpt95'])} |"
+        )
+    print(
+        f"\nconfidence ECE (test split, 10 bins): {SMALL} {ece(conf_s, s_ok.astype(float)):.3f}, "
+        f"{LARGE} {ece(conf_l, l_ok.astype(float)):.3f}"
+    )
+    by_cat: dict[str, list[int]] = {}
+    for q, a, b in zip(test, s_ok, l_ok, strict=True):
+        by_cat.setdefault(q["category"], [0, 0, 0])
+        by_cat[q["category"]][0] += 1
+        by_cat[q["category"]][1] += int(a)
+        by_cat[q["category"]][2] += int(b)
+    print("per category (n, small right, large right):", {k: tuple(v) for k, v in sorted(by_cat.items())})
+
+
+if __name__ == "__main__":
+    main()

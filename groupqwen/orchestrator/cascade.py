@@ -1,0 +1,160 @@
+"""Run a routed ``Decision``: answer with its first model, score confidence, escalate below the bar.
+
+The client sees one answer. Stream policy (the same for streamed and non-streamed requests): a step that
+may escalate holds its output back until its confidence is known — at the end of the answer, or after
+``buffer_tokens`` tokens, whichever comes first. Below the step's bar, the generation is stopped and the
+next step starts; nothing of the abandoned answer reaches the client. At or above the bar the held tokens
+are released and the rest streams live; from then on the answer is committed (no later escalation).
+The final step (``bar`` None) streams live from its first token.
+
+A step that fails before anything was released (backend error, overload, no memory, prompt too long for
+its context) also escalates; the last step's failure is raised. Scored steps ask the backend for
+``confidence.TOP_K`` alternatives per token; the client gets only the alternatives it asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+from groupqwen import log
+from groupqwen.backends.base import map_backend_errors
+from groupqwen.errors import (
+    BackendError,
+    ContextLengthExceeded,
+    GroupQwenError,
+    InsufficientMemory,
+    Overloaded,
+)
+from groupqwen.messages import CascadeStep, ChatRequest, Chunk, Decision, GenerationRequest, TokenLogprob
+from groupqwen.orchestrator.confidence import TOP_K, Scorer
+from groupqwen.pool.scheduler import Pool
+
+_log = log.get(__name__)
+_ESCALATE_ON = (BackendError, ContextLengthExceeded, InsufficientMemory, Overloaded)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    model: str
+    confidence: float | None  # None: not scored (final step, or it failed)
+    outcome: str  # "accepted", "escalated", "failed: <code>"
+    tokens: int
+
+
+class _Escalate(Exception):
+    def __init__(self, attempt: Attempt) -> None:
+        self.attempt = attempt
+
+
+class Cascade:
+    def __init__(self, pool: Pool, scorer: Scorer, *, buffer_tokens: int = 48) -> None:
+        self._pool = pool
+        self._scorer = scorer
+        self._buffer_tokens = max(1, buffer_tokens)
+
+    @staticmethod
+    def _decided(decision: Decision, step: CascadeStep, attempts: tuple[Attempt, ...]) -> Decision:
+        left = [a for a in attempts if a.outcome != "accepted"]
+        reason = decision.reason + "".join(
+            f"; {a.model} {a.outcome}"
+            + (f" at confidence {a.confidence:.2f}" if a.confidence is not None else "")
+            for a in left
+        )
+        accepted = attempts[-1].confidence if attempts and attempts[-1].outcome == "accepted" else None
+        return replace(
+            decision,
+            model=step.model,
+            thinking=step.thinking,
+            reason=reason,
+            escalations=len(left),
+            confidence=accepted,
+        )
+
+    async def stream(
+        self, request: ChatRequest, decision: Decision, on_decided: Callable[[Decision], None] | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        """The chunks of the one answer the client sees, from ``decision.steps`` (or ``decision.model``
+        alone). ``on_decided`` gets the final ``Decision`` before the first chunk is yielded."""
+        steps = decision.steps or (CascadeStep(decision.model, None, decision.thinking),)
+        attempts: list[Attempt] = []
+        for index, step in enumerate(steps):
+            last = index == len(steps) - 1
+            run = self._run(request, decision, step, last, tuple(attempts), on_decided)
+            try:
+                async with aclosing(run):
+                    async for chunk in run:
+                        yield chunk
+                return
+            except _Escalate as escalation:
+                attempts.append(escalation.attempt)
+                _log.info(
+                    "cascade escalates",
+                    model=step.model,
+                    to=steps[index + 1].model,
+                    outcome=escalation.attempt.outcome,
+                    confidence=escalation.attempt.confidence,
+                )
+
+    async def _run(
+        self,
+        request: ChatRequest,
+        decision: Decision,
+        step: CascadeStep,
+        last: bool,
+        attempts: tuple[Attempt, ...],
+        on_decided: Callable[[Decision], None] | None,
+    ) -> AsyncGenerator[Chunk, None]:
+        bar = None if last else step.bar
+        asked_top = request.top_logprobs if request.logprobs else 0
+        generation = GenerationRequest(
+            messages=request.messages,
+            sampling=request.sampling,
+            top_logprobs=max(asked_top, TOP_K) if bar is not None else asked_top,
+            response_format=request.response_format,
+            enable_thinking=step.thinking,
+        )
+        held: list[Chunk] = []
+        tokens: list[TokenLogprob] = []
+        below: Attempt | None = None
+        committed = bar is None
+        if committed and on_decided is not None:
+            on_decided(self._decided(decision, step, attempts))
+        try:
+            async with self._pool.lease(step.model) as backend:
+                with map_backend_errors(step.model):
+                    async with aclosing(backend.stream(generation)) as chunks:
+                        async for chunk in chunks:
+                            if committed:
+                                yield _trim(chunk, asked_top)
+                                continue
+                            held.append(chunk)
+                            tokens.extend(chunk.logprobs)
+                            if chunk.finish_reason is None and len(tokens) < self._buffer_tokens:
+                                continue
+                            confidence = self._scorer.score(step.model, tokens)
+                            if bar is not None and confidence < bar:
+                                below = Attempt(step.model, confidence, "escalated", len(tokens))
+                                break  # closes the generation before the next step leases its model
+                            attempt = Attempt(step.model, confidence, "accepted", len(tokens))
+                            if on_decided is not None:
+                                on_decided(self._decided(decision, step, (*attempts, attempt)))
+                            committed = True
+                            for piece in held:
+                                yield _trim(piece, asked_top)
+                            held.clear()
+        except _ESCALATE_ON as exc:
+            if committed or last:
+                raise
+            assert isinstance(exc, GroupQwenError)
+            raise _Escalate(Attempt(step.model, None, f"failed: {exc.code}", len(tokens))) from exc
+        if below is not None:
+            raise _Escalate(below)
+
+
+def _trim(chunk: Chunk, asked: int) -> Chunk:
+    """Keep the ``asked`` alternatives per token (the cascade asked for more to score confidence)."""
+    if not chunk.logprobs or all(len(t.top) <= asked for t in chunk.logprobs):
+        return chunk
+    return replace(chunk, logprobs=tuple(replace(t, top=t.top[:asked]) for t in chunk.logprobs))

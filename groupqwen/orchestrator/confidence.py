@@ -1,0 +1,122 @@
+"""How sure a model is of its answer: one calibrated number from the answer's token logprobs.
+
+``measures`` reads the tokens (mean and minimum logprob, entropy and top-1/top-2 margin from the top
+alternatives, share of unsure tokens, the first tokens' mean, length) — all length-normalised. A
+per-model logistic calibration (``Calibration``, fitted against correctness labels by
+``scripts/train_router.py`` and shipped in ``data/router.json``) turns them into the probability that the
+answer is right. A model without a calibration falls back to the geometric mean token probability.
+
+Each calibration carries a ``bars`` table: for a target ``X`` ("at most X of answers may be worse than the
+top tier's"), the lowest bar that kept to it on the calibration data. ``bar_for`` reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from groupqwen.messages import TokenLogprob
+from groupqwen.orchestrator.classifier import Array, Logistic
+
+TOP_K = 5  # alternatives the cascade asks for on answers it scores
+UNSURE = math.log(0.5)
+MEASURES = (
+    "mean_logprob",
+    "min_logprob",
+    "mean_entropy",
+    "mean_margin",
+    "min_margin",
+    "unsure_share",
+    "first_tokens_logprob",
+    "log_tokens",
+)
+
+
+def _entropy_and_margin(token: TokenLogprob) -> tuple[float, float]:
+    """Entropy of the top alternatives plus one bucket for the rest; margin between the two best."""
+    if not token.top:
+        p = math.exp(token.logprob)
+        rest = max(1.0 - p, 1e-12)
+        return -(p * token.logprob) - rest * math.log(rest), -token.logprob
+    probs = [math.exp(t.logprob) for t in token.top]
+    rest = max(1.0 - sum(probs), 1e-12)
+    entropy = -sum(p * math.log(max(p, 1e-12)) for p in probs) - rest * math.log(rest)
+    second = token.top[1].logprob if len(token.top) > 1 else math.log(rest)
+    return entropy, token.top[0].logprob - second
+
+
+def measures(tokens: Sequence[TokenLogprob]) -> Array:
+    """The ``MEASURES`` of an answer (or of its first tokens, while it streams)."""
+    if not tokens:
+        return np.asarray([-10.0, -10.0, 3.0, 0.0, 0.0, 1.0, -10.0, 0.0])
+    logprobs = np.asarray([t.logprob for t in tokens])
+    em = np.asarray([_entropy_and_margin(t) for t in tokens])
+    return np.asarray(
+        [
+            float(logprobs.mean()),
+            float(logprobs.min()),
+            float(em[:, 0].mean()),
+            float(em[:, 1].mean()),
+            float(em[:, 1].min()),
+            float((logprobs < UNSURE).mean()),
+            float(logprobs[:3].mean()),
+            math.log1p(len(tokens)),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One model's calibration: measures → probability the answer is right, and its bars by target."""
+
+    model: Logistic
+    bars: tuple[tuple[float, float], ...] = ()  # (target share worse than top tier, bar), target ascending
+
+    def score(self, tokens: Sequence[TokenLogprob]) -> float:
+        return self.model.probability(measures(tokens))
+
+    def bar_for(self, target: float) -> float:
+        """The bar meeting ``target`` (linear between the table's rows; the strictest beyond them)."""
+        if not self.bars:
+            return 1.0 - target
+        targets = [t for t, _ in self.bars]
+        bars = [b for _, b in self.bars]
+        return float(np.interp(target, targets, bars))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.model.to_json(), "bars": [[round(t, 4), round(b, 6)] for t, b in self.bars]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Calibration:
+        bars = tuple((float(t), float(b)) for t, b in data.get("bars", ()))
+        return cls(Logistic.from_json(dict(data)), tuple(sorted(bars)))
+
+
+def uncalibrated(tokens: Sequence[TokenLogprob]) -> float:
+    """The geometric mean token probability: the fallback when a model has no calibration."""
+    if not tokens:
+        return 0.0
+    return math.exp(sum(t.logprob for t in tokens) / len(tokens))
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """The calibrations of every model that has one."""
+
+    calibrations: Mapping[str, Calibration] = field(default_factory=dict)
+
+    def score(self, model: str, tokens: Sequence[TokenLogprob]) -> float:
+        calibration = self.calibrations.get(model)
+        return calibration.score(tokens) if calibration else uncalibrated(tokens)
+
+    def bar(self, model: str, target: float) -> float:
+        calibration = self.calibrations.get(model)
+        return calibration.bar_for(target) if calibration else 1.0 - target
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Scorer:
+        return cls({model: Calibration.from_json(c) for model, c in data.items()})

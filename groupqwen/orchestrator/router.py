@@ -1,0 +1,210 @@
+"""Pure routing decisions: request features + what the pool holds → a ``Route``. No I/O here.
+
+Named routes (the request's ``model``):
+
+- ``auto`` — the learned complexity score picks the first tier to try (the smallest whose
+  ``max_complexity`` covers it); the cascade then escalates up the remaining tiers while confidence is
+  below each tier's bar. A warm tier just below the pick beats a cold pick when the score is within
+  ``warm_margin`` of that tier's edge. Tiers whose context is too short, or English-only tiers for a
+  non-English prompt, are skipped. An explicit translation request goes to ``auto:translate`` when that
+  route is configured; images to ``auto:vision``.
+- ``auto:cascade`` — always start at the smallest eligible tier and escalate.
+- ``auto:fast`` — the smallest eligible tier, never escalated. ``auto:best`` — the largest, alone.
+- ``auto:<name>`` from ``RouterPolicy.routes`` — a plain model (translation, vision, …).
+
+Thinking (Qwen3) is a second axis: what the request says (``enable_thinking``, ``/think``, ``/no_think``)
+wins; otherwise the thinking head decides. Without learned heads, transparent rules stand in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from groupqwen.config import AUTO_MODEL
+from groupqwen.errors import InvalidRequest, ModelNotFound
+from groupqwen.messages import CascadeStep, ChatRequest, Decision
+from groupqwen.orchestrator.classifier import Logistic
+from groupqwen.orchestrator.features import DENSE, Features, extract, vector
+from groupqwen.orchestrator.thinking import wants_thinking
+
+FIXED_ROUTES = ("auto", "auto:cascade", "auto:fast", "auto:best")
+
+
+@dataclass(frozen=True)
+class Tier:
+    model: str
+    max_complexity: float = 1.0  # tried first for requests scoring up to this
+    bar: float | None = None  # confidence below which its answers escalate; None: never
+    multilingual: bool = True
+
+
+@dataclass(frozen=True)
+class RouterPolicy:
+    tiers: tuple[Tier, ...]  # smallest first
+    routes: Mapping[str, str] = field(default_factory=dict)  # "auto:translate" → a plain model
+    thinking_threshold: float = 0.5
+    warm_margin: float = 0.1
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One servable model as the router sees it (from the catalog and the pool)."""
+
+    warm: bool
+    context_length: int
+    thinking: bool = False
+
+
+@dataclass(frozen=True)
+class Heads:
+    """The learned classifier: probability that a request needs more than the fast tier, and that
+    reasoning (thinking) helps."""
+
+    complexity: Logistic
+    thinking: Logistic
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    steps: tuple[CascadeStep, ...]  # each step's ``thinking``: wished for and supported by its model
+    thinking: bool  # wished for
+    reason: str
+    complexity: float | None = None
+
+    @property
+    def model(self) -> str:
+        return self.steps[0].model
+
+    def decision(self) -> Decision:
+        first = self.steps[0]
+        steps = self.steps if len(self.steps) > 1 else ()
+        return Decision(first.model, self.name, self.reason, first.thinking, steps=steps)
+
+
+def _rules_complexity(f: Features) -> tuple[float, str]:
+    fired = [
+        (1.4, "code", f.code_markers > 0),
+        (1.0, "math", f.math_markers > 0 or f.operators > 0),
+        (0.8, "reasoning", f.reasoning_markers > 0),
+        (0.8, "long output", f.long_output_markers > 0 or (f.max_tokens or 0) > 1024),
+        (0.6, "long prompt", len(f.words) > 80),
+        (0.5, "JSON schema", f.json_schema),
+        (0.4, "deep conversation", f.turns > 4),
+    ]
+    z = -1.2 + sum(w for w, _, on in fired if on)
+    names = [name for _, name, on in fired if on]
+    return 1 / (1 + math.exp(-z)), "rules: " + (", ".join(names) if names else "no complexity markers")
+
+
+def _rules_thinking(f: Features) -> bool:
+    return f.math_markers + f.reasoning_markers >= 2
+
+
+@dataclass(frozen=True)
+class Router:
+    policy: RouterPolicy
+    heads: Heads | None = None
+
+    def names(self) -> tuple[str, ...]:
+        return (*FIXED_ROUTES, *sorted(self.policy.routes))
+
+    def route(self, request: ChatRequest, models: Mapping[str, ModelView]) -> Route:
+        """``request.model`` is ``auto`` or ``auto:…``; ``models``: the servable models."""
+        name = request.model
+        if name not in self.names():
+            raise ModelNotFound(
+                f"Unknown route {name!r}: the routes here are {', '.join(self.names())}, or name a model "
+                "(GET /v1/models).",
+                param="model",
+            )
+        features = extract(request)
+        if name in self.policy.routes:
+            return self._plain(name, request, models, f"route {name} is served by a plain model")
+        if name == AUTO_MODEL and features.images and "auto:vision" in self.policy.routes:
+            return self._plain("auto:vision", request, models, "the request carries images")
+        if name == AUTO_MODEL and features.translate_to and "auto:translate" in self.policy.routes:
+            reason = f"explicit translation request (into {features.translate_to})"
+            return self._plain("auto:translate", request, models, reason)
+        tiers, skipped = self._eligible(features, models)
+        complexity, why = self._complexity(features)
+        think_default = self._thinking(features)
+        thinking = wants_thinking(request.messages, request.enable_thinking, think_default)
+
+        def step(model: str, bar: float | None) -> CascadeStep:
+            return CascadeStep(model, bar, thinking and models[model].thinking)
+
+        if name == "auto:best":
+            return Route(name, (step(tiers[-1].model, None),), thinking, "the largest tier" + skipped)
+        if name == "auto:fast":
+            return Route(name, (step(tiers[0].model, None),), thinking, "the smallest tier" + skipped)
+        start = 0
+        reason = f"complexity {complexity:.2f} ({why})"
+        if name == AUTO_MODEL:
+            start = next((i for i, t in enumerate(tiers) if complexity <= t.max_complexity), len(tiers) - 1)
+            below = tiers[start - 1] if start > 0 else None
+            if (
+                below is not None
+                and not models[tiers[start].model].warm
+                and models[below.model].warm
+                and complexity - below.max_complexity <= self.policy.warm_margin
+            ):
+                start -= 1
+                reason += f"; {tiers[start + 1].model} is cold and {below.model} warm and nearly adequate"
+        else:
+            reason = "cascade from the smallest tier"
+        steps = tuple(
+            step(t.model, t.bar if i < len(tiers) - 1 else None) for i, t in enumerate(tiers) if i >= start
+        )
+        bar = steps[0].bar
+        reason += f" → {steps[0].model}" + (
+            f", escalates below confidence {bar:.2f}" if bar is not None else ""
+        )
+        return Route(name, steps, thinking, reason + skipped, complexity)
+
+    def _plain(self, name: str, request: ChatRequest, models: Mapping[str, ModelView], reason: str) -> Route:
+        model = self.policy.routes[name]
+        if model not in models:
+            raise ModelNotFound(
+                f"Route {name!r} is configured to model {model!r}, which is not servable here.", param="model"
+            )
+        thinking = wants_thinking(request.messages, request.enable_thinking, False)
+        step = CascadeStep(model, None, thinking and models[model].thinking)
+        return Route(name, (step,), thinking, reason + f" → {model}")
+
+    def _eligible(self, f: Features, models: Mapping[str, ModelView]) -> tuple[list[Tier], str]:
+        needed = f.est_prompt_tokens + (f.max_tokens or 0)
+        tiers, notes = [], []
+        for tier in self.policy.tiers:
+            view = models.get(tier.model)
+            if view is None:
+                notes.append(f"{tier.model} unavailable")
+            elif view.context_length < needed:
+                notes.append(f"{tier.model} context too short")
+            elif f.non_english and not tier.multilingual:
+                notes.append(f"{tier.model} is English-only")
+            else:
+                tiers.append(tier)
+        if not tiers:
+            if not self.policy.tiers:
+                raise ModelNotFound("No routing tiers are configured (router.tiers).", param="model")
+            raise InvalidRequest(
+                "No configured tier can serve this request: " + "; ".join(notes), param="model"
+            )
+        return tiers, (f" (skipped: {'; '.join(notes)})" if notes else "")
+
+    def _complexity(self, f: Features) -> tuple[float, str]:
+        if self.heads is None:
+            return _rules_complexity(f)
+        x = vector(f)
+        top = [
+            f"{n} {c:+.1f}" for n, c in self.heads.complexity.contributions(x, DENSE)[:3] if abs(c) >= 0.05
+        ]
+        return self.heads.complexity.probability(x), "classifier: " + (", ".join(top) or "no strong signal")
+
+    def _thinking(self, f: Features) -> bool:
+        if self.heads is None:
+            return _rules_thinking(f)
+        return self.heads.thinking.probability(vector(f)) >= self.policy.thinking_threshold

@@ -1,0 +1,118 @@
+"""Routing through the HTTP API: decisions visible in headers and the ``groupqwen`` body object."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from groupqwen.api.app import create_app
+from groupqwen.api.services import Services
+from groupqwen.backends.fake import FakeBackend
+from groupqwen.config import load_settings
+from groupqwen.orchestrator.pipeline import Pipeline
+from groupqwen.orchestrator.weights import routing_from_settings
+from groupqwen.pool.scheduler import Pool
+
+SURE, UNSURE = math.log(0.97), math.log(0.1)
+QUESTION = [{"role": "user", "content": "Hi there, how are you?"}]
+
+
+def client(tmp_path: Path, small_logprob: float) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
+    backends = {
+        "small": FakeBackend("small", tokens=("Fine",), logprob=small_logprob),
+        "large": FakeBackend("large", tokens=("Very", " well"), logprob=SURE),
+    }
+    settings = load_settings(
+        models={m: {"backend": "fake"} for m in backends},
+        models_dir=tmp_path,
+        default_model="large",
+        keep_alive=-1,
+        router={"tiers": [{"model": "small", "bar": 0.5}, {"model": "large"}], "routes": {}},
+        cache={"backend": "off"},
+    )
+    pool = Pool(settings.available(), lambda s: backends[s.id], need=lambda s: 0, budget=1 << 40)
+    pipeline = Pipeline(
+        settings.catalog(), pool, settings.default_model, routing=routing_from_settings(settings)
+    )
+    services = Services(settings, pool, pipeline)
+    with TestClient(create_app(settings, services)) as http:
+        yield http, backends
+
+
+@pytest.fixture
+def sure(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
+    yield from client(tmp_path, SURE)
+
+
+@pytest.fixture
+def unsure(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
+    yield from client(tmp_path, UNSURE)
+
+
+def post(http: TestClient, **body: object) -> tuple[dict[str, str], dict[str, object]]:
+    response = http.post("/v1/chat/completions", json={"messages": QUESTION, **body})
+    return dict(response.headers), response.json()
+
+
+def test_confident_small_tier_answers(sure: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    http, backends = sure
+    headers, body = post(http, model="auto")
+    assert headers["x-groupqwen-model"] == "small" and headers["x-groupqwen-route"] == "auto"
+    assert headers["x-groupqwen-escalations"] == "0"
+    info = body["groupqwen"]
+    assert isinstance(info, dict)
+    assert info["model"] == "small" and info["escalations"] == 0 and info["confidence"] == pytest.approx(0.97)
+    assert "complexity" in info["reason"] and backends["large"].requests == []
+
+
+def test_unsure_small_tier_escalates_once(unsure: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    http, _ = unsure
+    headers, body = post(http, model="auto")
+    assert headers["x-groupqwen-model"] == "large" and headers["x-groupqwen-escalations"] == "1"
+    assert body["model"] == "large"
+    assert body["choices"][0]["message"]["content"] == "Very well"  # type: ignore[index]
+    assert body["groupqwen"]["escalations"] == 1  # type: ignore[index]
+
+
+def test_stream_escalates_before_the_first_token(unsure: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    http, _ = unsure
+    with http.stream(
+        "POST", "/v1/chat/completions", json={"messages": QUESTION, "model": "auto", "stream": True}
+    ) as r:
+        assert r.headers["x-groupqwen-model"] == "large" and r.headers["x-groupqwen-escalations"] == "1"
+        frames = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    text = "".join(f["choices"][0]["delta"].get("content", "") for f in frames if f["choices"])
+    assert text == "Very well" and all(f["model"] == "large" for f in frames)
+    final = next(f for f in frames if f["choices"] and f["choices"][0]["finish_reason"])
+    assert final["groupqwen"]["model"] == "large" and final["groupqwen"]["escalations"] == 1
+
+
+def test_explicit_model_always_wins(unsure: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    http, backends = unsure
+    headers, _body = post(http, model="small")
+    assert headers["x-groupqwen-model"] == "small" and headers["x-groupqwen-route"] == "explicit"
+    assert headers["x-groupqwen-escalations"] == "0" and backends["large"].requests == []
+
+
+def test_named_routes(sure: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    http, _ = sure
+    assert post(http, model="auto:best")[0]["x-groupqwen-model"] == "large"
+    assert post(http, model="auto:fast")[0]["x-groupqwen-model"] == "small"
+
+
+def test_unknown_route_is_a_404_naming_the_model_param(
+    sure: tuple[TestClient, dict[str, FakeBackend]],
+) -> None:
+    http, _ = sure
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as err:
+        sdk.chat.completions.create(model="auto:nope", messages=QUESTION)  # type: ignore[arg-type]
+    assert err.value.status_code == 404
+    body = err.value.body
+    assert isinstance(body, dict) and body["param"] == "model" and "auto:nope" in body["message"]

@@ -1,0 +1,112 @@
+"""The cascade with scripted fake backends: logprobs that force escalation and that avoid it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pytest
+
+from groupqwen.backends.fake import FakeBackend
+from groupqwen.config import ModelSpec
+from groupqwen.errors import BackendError
+from groupqwen.messages import CascadeStep, ChatRequest, Chunk, Decision, Message
+from groupqwen.orchestrator.cascade import Cascade
+from groupqwen.orchestrator.confidence import TOP_K, Scorer
+from groupqwen.pool.scheduler import Pool
+
+SURE, UNSURE = math.log(0.95), math.log(0.2)  # uncalibrated score: the geometric mean probability
+
+
+def spec(model_id: str, thinking: bool = False) -> ModelSpec:
+    return ModelSpec(model_id, "fake", "?", 4096, 0, backend="fake", thinking=thinking)
+
+
+def cascade(small: FakeBackend, large: FakeBackend, buffer_tokens: int = 8) -> Cascade:
+    specs = {"small": spec("small"), "large": spec("large", thinking=True)}
+    backends = {"small": small, "large": large}
+    pool = Pool(specs, lambda s: backends[s.id], need=lambda s: 0, budget=1 << 40)
+    return Cascade(pool, Scorer(), buffer_tokens=buffer_tokens)
+
+
+STEPS = (CascadeStep("small", 0.5, False), CascadeStep("large", None, True))
+ROUTE = Decision("small", "auto", "test", False, steps=STEPS)
+
+
+def ask(**kwargs: object) -> ChatRequest:
+    return ChatRequest(messages=(Message("user", "2+2?"),), model="auto", **kwargs)  # type: ignore[arg-type]
+
+
+async def run(
+    c: Cascade, request: ChatRequest, route: Decision = ROUTE
+) -> tuple[str, list[Chunk], list[Decision]]:
+    decisions: list[Decision] = []
+    chunks: list[Chunk] = []
+    async for chunk in c.stream(request, route, decisions.append):
+        assert decisions, "the decision is known before the first chunk"
+        chunks.append(chunk)
+    return "".join(ch.text for ch in chunks), chunks, decisions
+
+
+def fake(model_id: str, tokens: Sequence[str], logprob: float, **kwargs: object) -> FakeBackend:
+    return FakeBackend(model_id=model_id, tokens=tuple(tokens), logprob=logprob, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_confident_small_answer_is_kept() -> None:
+    small, large = fake("small", ["4"], SURE), fake("large", ["Four"], SURE)
+    text, chunks, decisions = await run(cascade(small, large), ask())
+    assert text == "4" and chunks[-1].finish_reason == "stop"
+    (decision,) = decisions
+    assert decision.model == "small" and decision.escalations == 0
+    assert decision.confidence == pytest.approx(0.95) and decision.thinking is False
+    assert large.requests == [] and small.requests[0].top_logprobs == TOP_K
+
+
+async def test_unsure_small_answer_escalates_and_the_client_sees_one_answer() -> None:
+    small, large = fake("small", ["5"], UNSURE), fake("large", ["4"], SURE)
+    text, _, decisions = await run(cascade(small, large), ask())
+    assert text == "4"
+    final = decisions[-1]
+    assert final.model == "large" and final.escalations == 1 and final.confidence is None
+    assert final.thinking is True  # the large model supports it and the route wished it
+    assert "small escalated at confidence 0.20" in final.reason
+    assert large.requests[0].top_logprobs == 0  # the final step is not scored
+
+
+async def test_long_unsure_answer_is_abandoned_after_the_buffer() -> None:
+    small = fake("small", [" la"] * 100, UNSURE)
+    large = fake("large", ["ok"], SURE)
+    text, _, decisions = await run(cascade(small, large, buffer_tokens=8), ask())
+    assert text == "ok" and decisions[-1].model == "large"
+    assert small.cancelled == 1  # stopped after 8 of its 100 tokens
+
+
+async def test_long_confident_answer_commits_after_the_buffer_and_streams_the_rest() -> None:
+    small = fake("small", [f" w{i}" for i in range(30)], SURE)
+    large = fake("large", ["never"], SURE)
+    text, _chunks, decisions = await run(cascade(small, large, buffer_tokens=8), ask())
+    assert text == "".join(f" w{i}" for i in range(30)) and len(decisions) == 1
+    assert decisions[0].model == "small" and large.requests == []
+
+
+async def test_failing_small_tier_escalates_and_failing_last_tier_raises() -> None:
+    small = fake("small", ["4"], SURE, fail_after=0)
+    text, _, decisions = await run(cascade(small, fake("large", ["4"], SURE)), ask())
+    assert text == "4" and "small failed: backend_error" in decisions[-1].reason
+    broken = fake("large", ["4"], SURE, fail_after=0)
+    with pytest.raises(BackendError):
+        await run(cascade(fake("small", ["5"], UNSURE), broken), ask())
+
+
+async def test_client_gets_only_the_alternatives_it_asked_for() -> None:
+    small = fake("small", ["4"], SURE)
+    _, chunks, _ = await run(cascade(small, fake("large", ["4"], SURE)), ask(logprobs=True, top_logprobs=1))
+    assert small.requests[0].top_logprobs == TOP_K
+    assert all(len(t.top) <= 1 for ch in chunks for t in ch.logprobs)
+
+
+async def test_single_step_route_streams_live() -> None:
+    large = fake("large", ["a", "b"], UNSURE)
+    route = Decision("large", "auto:best", "best", False)
+    text, _, decisions = await run(cascade(fake("small", ["x"], SURE), large), ask(), route)
+    assert text == "ab" and decisions[0].model == "large" and decisions[0].escalations == 0

@@ -1,0 +1,130 @@
+"""Router decisions as pure functions: features and what the pool holds in, a ``Route`` out."""
+
+from __future__ import annotations
+
+import pytest
+
+from groupqwen.errors import InvalidRequest, ModelNotFound
+from groupqwen.messages import ChatRequest, Message, ResponseFormat, Sampling
+from groupqwen.orchestrator import weights
+from groupqwen.orchestrator.features import extract, size, vector
+from groupqwen.orchestrator.router import ModelView, Router, RouterPolicy, Tier
+
+SMALL, LARGE, TRANSLATOR = "small", "large", "translator"
+POLICY = RouterPolicy(
+    tiers=(Tier(SMALL, max_complexity=0.5, bar=0.6, multilingual=False), Tier(LARGE)),
+    routes={"auto:translate": TRANSLATOR},
+)
+WARM = {
+    SMALL: ModelView(warm=True, context_length=8192),
+    LARGE: ModelView(warm=True, context_length=32768, thinking=True),
+    TRANSLATOR: ModelView(warm=True, context_length=8192),
+}
+
+
+def ask(text: str, model: str = "auto", **kwargs: object) -> ChatRequest:
+    return ChatRequest(messages=(Message("user", text),), model=model, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["rules", "classifier"])
+def router(request: pytest.FixtureRequest) -> Router:
+    heads = weights.load().heads if request.param == "classifier" else None
+    return Router(POLICY, heads)
+
+
+def test_simple_question_starts_small_and_may_escalate(router: Router) -> None:
+    route = router.route(ask("Hello, how are you?"), WARM)
+    assert [s.model for s in route.steps] == [SMALL, LARGE]
+    assert route.steps[0].bar == 0.6 and route.steps[1].bar is None
+    assert route.name == "auto" and "complexity" in route.reason
+
+
+def test_code_request_goes_straight_to_the_large_tier(router: Router) -> None:
+    prompt = "Write a Python function that merges overlapping intervals, with unit tests and a class API."
+    route = router.route(ask(prompt), WARM)
+    assert [s.model for s in route.steps] == [LARGE]
+    assert route.complexity is not None and route.complexity > 0.5
+
+
+def test_fast_best_and_cascade_routes(router: Router) -> None:
+    hard = "Prove that the sum of two even numbers is even, step by step."
+    assert [s.model for s in router.route(ask(hard, "auto:fast"), WARM).steps] == [SMALL]
+    assert [s.model for s in router.route(ask("Hi", "auto:best"), WARM).steps] == [LARGE]
+    cascade = router.route(ask(hard, "auto:cascade"), WARM)
+    assert [s.model for s in cascade.steps] == [SMALL, LARGE] and cascade.steps[-1].bar is None
+
+
+def test_unknown_route_is_a_clear_4xx_naming_the_model_param(router: Router) -> None:
+    with pytest.raises(ModelNotFound) as err:
+        router.route(ask("Hi", "auto:nope"), WARM)
+    assert err.value.status_code == 404 and err.value.param == "model"
+    assert "auto:nope" in err.value.message and "auto:fast" in err.value.message
+
+
+def test_translation_request_takes_the_translation_route(router: Router) -> None:
+    route = router.route(ask("Translate 'good morning' into French"), WARM)
+    assert route.name == "auto:translate" and route.model == TRANSLATOR
+    assert "french" in route.reason
+
+
+def test_non_english_prompt_skips_english_only_tier(router: Router) -> None:
+    route = router.route(ask("Wie spät ist es jetzt bitte in der Stadt Berlin?"), WARM)
+    assert [s.model for s in route.steps] == [LARGE] and "English-only" in route.reason
+    assert router.route(ask("Сколько будет два плюс два?"), WARM).model == LARGE
+
+
+def test_context_too_short_skips_tier(router: Router) -> None:
+    route = router.route(ask("Hi", sampling=Sampling(max_tokens=9000)), WARM)
+    assert route.model == LARGE and "context too short" in route.reason
+
+
+def test_no_eligible_tier_is_a_4xx(router: Router) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        router.route(ask("Hi", sampling=Sampling(max_tokens=100_000)), WARM)
+    assert err.value.param == "model"
+
+
+def test_warm_adequate_model_beats_cold_slightly_better_one() -> None:
+    policy = RouterPolicy(tiers=(Tier(SMALL, max_complexity=0.2, bar=0.6), Tier(LARGE)), warm_margin=0.5)
+    router = Router(policy)  # rules: a reasoning marker gives complexity ≈ 0.40
+    request = ask("Explain the rainbow")
+    cold_large = {**WARM, LARGE: ModelView(warm=False, context_length=32768)}
+    assert router.route(request, WARM).model == LARGE
+    route = router.route(request, cold_large)
+    assert route.model == SMALL and "cold" in route.reason and route.steps[-1].model == LARGE
+    tight = Router(RouterPolicy(tiers=policy.tiers, warm_margin=0.05))
+    assert tight.route(request, cold_large).model == LARGE
+
+
+def test_thinking_request_wins_over_classifier(router: Router) -> None:
+    hard = "Solve step by step: a train leaves at 30 km/h and another at 45 km/h; why and when do they meet?"
+    assert router.route(ask(hard), WARM).thinking is True
+    assert router.route(ask(hard + " /no_think"), WARM).thinking is False
+    assert router.route(ask(hard, enable_thinking=False), WARM).thinking is False
+    assert router.route(ask("Hi"), WARM).thinking is False
+    assert router.route(ask("Hi /think"), WARM).thinking is True
+
+
+def test_features_read_structure_language_and_format() -> None:
+    request = ChatRequest(
+        messages=(
+            Message("system", "be brief"),
+            Message("user", "hi"),
+            Message("assistant", "hello"),
+            Message("user", "```python\ndef f(x):\n    return x * 2 + 1\n```\n- one\n- two\nWhy?"),
+        ),
+        model="auto",
+        response_format=ResponseFormat("json_schema", {"type": "object"}),
+        sampling=Sampling(max_tokens=64),
+    )
+    f = extract(request)
+    assert f.turns == 2 and f.has_system and f.code_markers >= 2 and f.list_items == 2
+    assert f.json_schema and f.json_output and f.max_tokens == 64 and f.questions == 1
+    assert not f.non_english and f.translate_to is None
+    v = vector(f)
+    assert v.shape == (size(),) and (v == vector(extract(request))).all()  # deterministic
+
+
+def test_rules_explain_themselves_without_weights() -> None:
+    route = Router(POLICY).route(ask("Write a Python function to solve 3 + 4 * x = 19"), WARM)
+    assert route.reason.startswith("complexity") and "rules: code, math" in route.reason
