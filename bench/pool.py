@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import sys
 import threading
 import time
 
-from groupqwen.config import ModelSpec, Settings
+from groupqwen.config import Settings
 from groupqwen.messages import GenerationRequest, Message, Sampling
 from groupqwen.pool.bundled import ensure_bundled
 from groupqwen.pool.factory import backend_for, memory_need
@@ -66,17 +65,27 @@ async def _answer(pool: Pool, model_id: str) -> float:
     return ready
 
 
-def _raw_load(spec: ModelSpec, settings: Settings) -> float:
+def _raw_load(model: str, threads: int) -> float:
+    """Seconds llama-cpp-python takes to load ``model``, measured in a child process (so that this
+    process's RSS is the pool's alone)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--raw-load", model, str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def raw_load_child(model: str, threads: int) -> None:
     from llama_cpp import Llama
 
+    settings = Settings(n_threads=threads, n_ctx=2048)
+    spec = settings.catalog()[model]
     assert spec.path is not None
     started = time.perf_counter()
-    llm = Llama(model_path=str(spec.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads, verbose=False)
-    elapsed = time.perf_counter() - started
-    llm.close()
-    del llm
-    gc.collect()
-    return elapsed
+    Llama(model_path=str(spec.path), n_ctx=settings.n_ctx, n_threads=settings.n_threads, verbose=False)
+    print(time.perf_counter() - started)
 
 
 def swap(swaps: int, threads: int) -> None:
@@ -91,7 +100,7 @@ def swap(swaps: int, threads: int) -> None:
     async def run() -> None:
         for i in range(swaps):
             model = MODELS[i % 2]
-            raw = _raw_load(specs[model], settings)  # measured side by side, while nothing is loaded… almost
+            raw = _raw_load(model, threads)  # side by side with the swap it is compared to
             rows.append((model, await _answer(pool, model), raw))
         await pool.close()
 
@@ -111,7 +120,8 @@ def swap(swaps: int, threads: int) -> None:
 
 
 def measure_one(model: str, n_ctx: int) -> None:
-    """Child process: load through the backend, run a long prompt, print estimate and measured RSS."""
+    """Child process: load through the backend, run a long prompt, print the estimate and the peak RSS
+    it added (the high-water mark: this kernel reclaims cold pages, so the current RSS understates)."""
     settings = Settings(n_threads=2, n_ctx=n_ctx)
     spec = settings.catalog()[model]
     need = memory_need(spec, settings)
@@ -120,17 +130,22 @@ def measure_one(model: str, n_ctx: int) -> None:
     async def run() -> None:
         backend = backend_for(spec, settings)
         await backend.load()
-        prompt = "word " * int(n_ctx * 0.6)
+        prompt = "word " * int(n_ctx * 0.9)
         request = GenerationRequest(messages=(Message("user", prompt),), sampling=Sampling(max_tokens=8))
         async for _ in backend.stream(request):
             pass
 
     asyncio.run(run())
-    print(json.dumps({"estimated": need, "measured": current_rss() - before}))
+    print(json.dumps({"estimated": need, "measured": _peak_rss() - before}))
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def memory() -> None:
-    print("\n### Estimated vs measured memory (RSS after loading and a prompt filling 60% of the context)\n")
+    print("\n### Estimated vs measured memory (peak RSS added by loading and a prompt filling 90% of the context)\n")
     print("| model | n_ctx | estimated MiB | measured MiB | estimate / measured |")
     print("|---|---:|---:|---:|---:|")
     worst = 10.0
@@ -159,7 +174,11 @@ def main() -> None:
     parser.add_argument("--swaps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--measure", nargs=2, metavar=("MODEL", "N_CTX"), help=argparse.SUPPRESS)
+    parser.add_argument("--raw-load", nargs=2, metavar=("MODEL", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.raw_load:
+        raw_load_child(args.raw_load[0], int(args.raw_load[1]))
+        return
     if args.measure:
         measure_one(args.measure[0], int(args.measure[1]))
         return

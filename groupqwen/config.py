@@ -33,6 +33,11 @@ def default_models_dir() -> Path:
     return Path(base) / "groupqwen" / "models"
 
 
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "groupqwen"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The catalog: what we know about each model, whether or not its weights are here.
 
@@ -230,6 +235,81 @@ class ModelConfig(BaseModel):
         return value
 
 
+class CacheConfig(BaseModel):
+    """The semantic cache (docs/cache.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["embedded", "redis", "off"] = Field(
+        "embedded", description="embedded: in-process index + SQLite file; redis: shared; off"
+    )
+    path: Path | None = Field(None, description="embedded: the SQLite file; default: data_dir/cache.sqlite")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: where the shared cache lives")
+    redis_prefix: str = Field("groupqwen:cache:", min_length=1, description="redis: key prefix")
+    redis_timeout_s: float = Field(0.05, gt=0, le=10, description="redis: a call slower than this bypasses")
+    threshold: float = Field(0.86, gt=0, le=1, description="Least cosine similarity served as a hit")
+    ttl_s: float = Field(86_400, gt=0, description="Default seconds an answer is kept")
+    max_ttl_s: float = Field(30 * 86_400, gt=0, description="Largest TTL a request may ask for")
+    max_temperature: float = Field(0.5, ge=0, le=2, description="Hotter requests bypass the cache")
+    cache_seeded: bool = Field(False, description="Also cache requests that set a seed (per seed)")
+    max_entries: int = Field(100_000, ge=1, description="embedded: entries kept (least recently used go)")
+    timeout_s: float = Field(0.5, gt=0, le=30, description="A lookup or store slower than this bypasses")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+class TierConfig(BaseModel):
+    """One tier of the ``auto`` ladder (docs/routing.md). The bar comes from ``bar`` if set, else from
+    ``target`` through the model's calibration table; the last tier is never escalated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="A model id from the catalog or models")
+    max_complexity: float = Field(1.0, ge=0, le=1, description="Tried first for requests scoring up to this")
+    target: float = Field(
+        0.1, ge=0, le=1, description="At most this share of answers may be worse than the top tier's"
+    )
+    bar: float | None = Field(None, ge=0, le=1, description="Confidence below which answers escalate")
+    multilingual: bool = Field(True, description="False: skipped for non-English prompts")
+
+
+def _default_tiers() -> list[TierConfig]:
+    return [
+        TierConfig(model="smollm2-135m", max_complexity=0.5, multilingual=False),  # type: ignore[call-arg]
+        TierConfig(model="qwen2.5-coder-0.5b"),  # type: ignore[call-arg]
+    ]
+
+
+class RouterConfig(BaseModel):
+    """``model: auto`` and the named routes ``auto:…`` (docs/routing.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiers: list[TierConfig] = Field(default_factory=_default_tiers, description="Smallest first")
+    routes: dict[str, str] = Field(
+        default_factory=lambda: {"auto:translate": "qwen2.5-coder-0.5b", "auto:vision": "qwen2.5-coder-0.5b"},
+        description="Named routes served by a plain model (until their handlers land)",
+    )
+    classifier: bool = Field(True, description="Use the learned complexity classifier (False: rules only)")
+    weights: Path | None = Field(None, description="Router weights JSON; default: the shipped file")
+    thinking_threshold: float = Field(0.5, ge=0, le=1, description="Thinking head probability to think")
+    warm_margin: float = Field(0.1, ge=0, le=1, description="Prefer a warm lower tier within this margin")
+    buffer_tokens: int = Field(48, ge=1, le=4096, description="Tokens held back while confidence is unknown")
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not name.startswith("auto:") or name in ("auto:fast", "auto:best", "auto:cascade"):
+                raise ValueError(f"{name!r}: a route name starts with 'auto:' and is not a built-in route")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything GroupQwen reads from its configuration; see ``config.example.yaml``."""
 
@@ -255,6 +335,21 @@ class Settings(BaseSettings):
     memory_share: float = Field(0.8, gt=0, le=1, description="Share of available memory for models")
     memory_margin_mb: int = Field(256, ge=0, description="Safety margin kept free (MiB)")
     models: dict[str, ModelConfig] = Field(default_factory=dict, description="Catalog overrides/additions")
+    # telemetry (docs/telemetry.md)
+    log_format: Literal["console", "json"] = Field("console", description="Log lines: key=value or JSON")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where the gateway keeps its data")
+    database_url: str | None = Field(
+        None,
+        description="Telemetry database: sqlite:///<path> or postgresql://…; default: SQLite in data_dir",
+    )
+    telemetry_retention_days: float = Field(30, gt=0, description="Days request records are kept")
+    telemetry_buffer_records: int = Field(
+        10_000, ge=1, description="Records held while the database is slow or down; beyond: dropped, counted"
+    )
+    health_timeout_s: float = Field(2.0, gt=0, le=60, description="Seconds each health check may take")
+    health_min_free_disk_mb: int = Field(1024, ge=0, description="Less free disk than this: degraded")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="The semantic cache")  # type: ignore[arg-type]
+    router: RouterConfig = Field(default_factory=RouterConfig, description="Routing and the cascade")  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
@@ -269,6 +364,14 @@ class Settings(BaseSettings):
         if settings_cls.model_config.get("yaml_file"):
             sources.append(YamlConfigSettingsSource(settings_cls))
         return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_scheme(cls, value: str | None) -> str | None:
+        schemes = ("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+        if value is not None and not value.startswith(schemes):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
 
     @field_validator("models", mode="before")
     @classmethod
@@ -292,6 +395,12 @@ class Settings(BaseSettings):
                 errors.append(f"models.{model_id}.path: a model not in the catalog needs a GGUF path")
         if self.default_model not in known and self.default_model not in self.models:
             errors.append(f"default_model: unknown model {self.default_model!r}")
+        for i, tier in enumerate(self.router.tiers):
+            if tier.model not in known and tier.model not in self.models:
+                errors.append(f"router.tiers.{i}.model: unknown model {tier.model!r}")
+        for name, model in self.router.routes.items():
+            if model not in known and model not in self.models:
+                errors.append(f"router.routes.{name}: unknown model {model!r}")
         if errors:
             raise ValueError("; ".join(errors))
         return self

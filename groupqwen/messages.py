@@ -111,6 +111,15 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class CascadeStep:
+    """A model the cascade may answer with; it escalates past it while confidence is below ``bar``."""
+
+    model: str
+    bar: float | None  # None: the last step, never escalated
+    thinking: bool
+
+
+@dataclass(frozen=True)
 class Decision:
     """What the orchestrator decided for a request, reported in headers and telemetry."""
 
@@ -118,6 +127,9 @@ class Decision:
     route: str
     reason: str
     thinking: bool
+    escalations: int = 0  # tiers the cascade tried and left before this model
+    confidence: float | None = None  # the accepted answer's calibrated confidence, when it was scored
+    steps: tuple[CascadeStep, ...] = ()  # the cascade's ladder from ``model`` up; () for one model
 
 
 @dataclass(frozen=True)

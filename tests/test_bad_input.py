@@ -267,8 +267,8 @@ def test_unexpected_exception_mid_stream_ends_the_stream_with_an_error(
     pipeline = services.pipeline
     real_stream = pipeline.stream
 
-    async def broken_stream(request: Any, decision: Any) -> Any:
-        async for delta in real_stream(request, decision):
+    async def broken_stream(request: Any, decision: Any, *rest: Any) -> Any:
+        async for delta in real_stream(request, decision, *rest):
             yield delta
             raise KeyError("oops")
 

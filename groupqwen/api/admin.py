@@ -1,14 +1,25 @@
-"""Operational routes: health and model lifetimes."""
+"""Operational routes: health, metrics and model lifetimes."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from groupqwen.api.errors import from_validation_error
 from groupqwen.api.schemas import model_json
 from groupqwen.api.services import Services
-from groupqwen.errors import ModelNotFound
+from groupqwen.cache import Invalidation
+from groupqwen.errors import InvalidRequest, ModelNotFound
+from groupqwen.telemetry.metrics import CONTENT_TYPE
+from groupqwen.telemetry.records import parse_window
+from groupqwen.telemetry.service import Telemetry
 
 router = APIRouter()
 
@@ -45,3 +56,120 @@ async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
     await services.pool.unload(model_id)
     state = next(s for s in services.pool.states() if s.spec.id == model_id)
     return model_json(state, services.started)
+
+
+# -- telemetry (docs/telemetry.md) ----------------------------------------------------------------------
+
+
+@router.get("/v1/health")
+async def health_detailed(request: Request) -> JSONResponse:
+    """Every check (models, database, disk, GPU, and Redis when configured) with its reason; 503 if down."""
+    report = await _services(request).telemetry.health.run()
+    return JSONResponse(report, status_code=503 if report["status"] == "down" else 200)
+
+
+@router.get("/v1/metrics")
+async def metrics_summary(
+    request: Request,
+    window: str = Query("5m", description="90s, 5m, 1h, 7d …"),
+    source: Literal["memory", "store"] = Query("memory", description="recent records, or the database"),
+) -> dict[str, Any]:
+    """The JSON summary of the chat completions that finished within ``window``."""
+    telemetry = _services(request).telemetry
+    if source == "memory":
+        return telemetry.summary(parse_window(window, maximum=telemetry.recent_window_s))
+    if telemetry.writer is None:
+        raise InvalidRequest("Invalid value for 'source': this gateway persists no records", param="source")
+    return await telemetry.stored_summary(parse_window(window, maximum=telemetry.retention_s))
+
+
+@router.get("/metrics")
+async def metrics_prometheus(request: Request) -> Response:
+    """Prometheus text format."""
+    return Response(_services(request).telemetry.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/v1/metrics/stream")
+async def metrics_stream(
+    request: Request,
+    window: str = Query("1m", description="the window of each summary"),
+    interval: float = Query(2.0, ge=0.1, le=60, description="seconds between summaries"),
+    events: int | None = Query(None, ge=1, description="stop after this many events"),
+) -> StreamingResponse:
+    """Server-sent events: ``summary`` every ``interval`` seconds and ``request`` for each finished one."""
+    telemetry = _services(request).telemetry
+    seconds = parse_window(window, maximum=telemetry.recent_window_s)
+    telemetry.live.check_room()
+    frames = _live_frames(telemetry, seconds, interval, events)
+    return StreamingResponse(
+        frames,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+async def _live_frames(
+    telemetry: Telemetry, window_s: float, interval: float, events: int | None
+) -> AsyncIterator[bytes]:
+    sent = 0
+    async with telemetry.live.subscribe() as subscription:
+        next_summary = time.monotonic()
+        while events is None or sent < events:
+            wait = next_summary - time.monotonic()
+            record = await subscription.next(wait) if wait > 0 else None
+            if record is not None:
+                yield _event("request", dataclasses.asdict(record))
+            else:
+                yield _event("summary", {**telemetry.summary(window_s), "missed": subscription.missed})
+                next_summary = time.monotonic() + interval
+            sent += 1
+
+
+# -- the semantic cache (docs/cache.md) ----------------------------------------------------------------
+
+
+class CacheInvalidation(BaseModel):
+    """``POST /v1/cache/invalidate``: entries matching every given condition are dropped."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str | None = Field(None, min_length=1, description="Entries answered by this model")
+    older_than_s: float | None = Field(None, ge=0, description="Entries older than this many seconds")
+    pattern: str | None = Field(None, min_length=1, max_length=500, description="Glob on the prompt text")
+
+
+@router.get("/v1/cache/stats")
+async def cache_stats(request: Request) -> dict[str, Any]:
+    cache = _services(request).cache
+    if cache is None:
+        return {"object": "cache.stats", "backend": "off"}
+    return {"object": "cache.stats", **dataclasses.asdict(await cache.stats())}
+
+
+@router.post("/v1/cache/invalidate")
+async def cache_invalidate(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = CacheInvalidation.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    selector = Invalidation(body.model, body.older_than_s, body.pattern)
+    if selector.empty():
+        raise InvalidRequest(
+            "Give at least one of 'model', 'older_than_s' or 'pattern'; DELETE /v1/cache clears everything",
+            param="body",
+        )
+    cache = _services(request).cache
+    removed = await cache.invalidate(selector) if cache is not None else 0
+    return {"object": "cache.invalidation", "removed": removed}
+
+
+@router.delete("/v1/cache")
+async def cache_clear(request: Request) -> dict[str, Any]:
+    cache = _services(request).cache
+    removed = await cache.clear() if cache is not None else 0
+    return {"object": "cache.cleared", "removed": removed}

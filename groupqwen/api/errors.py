@@ -44,7 +44,9 @@ _UNION_MEMBER = re.compile(r"^(str|int|float|bool|none|dict\[.*\]|list\[.*\]|[A-
 def from_validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequest:
     first = exc.errors()[0]
     loc = tuple(
-        p for p in first["loc"] if p != "body" and not (isinstance(p, str) and _UNION_MEMBER.match(p))
+        p
+        for p in first["loc"]
+        if p not in ("body", "query") and not (isinstance(p, str) and _UNION_MEMBER.match(p))
     )
     param = param_path(loc) or None
     message = first["msg"]

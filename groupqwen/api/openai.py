@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing, suppress
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -23,9 +25,13 @@ from groupqwen.api.schemas import (
     to_chat_request,
 )
 from groupqwen.api.services import Services
+from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL
 from groupqwen.errors import ClientDisconnected, GroupQwenError, InvalidRequest, ModelNotFound
 from groupqwen.messages import ChatRequest, Decision, Delta
+from groupqwen.telemetry import timing
+from groupqwen.telemetry.service import Telemetry, status_of
+from groupqwen.telemetry.timing import Trace
 
 router = APIRouter()
 T = TypeVar("T")
@@ -58,8 +64,60 @@ async def _parse(request: Request, max_stop_sequences: int) -> tuple[ChatRequest
     return to_chat_request(body, max_stop_sequences), body
 
 
-def _headers(decision: Decision) -> dict[str, str]:
-    return {"x-groupqwen-model": decision.model, "x-groupqwen-route": decision.route}
+def _headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:
+    headers = {
+        "x-groupqwen-model": decision.model,
+        "x-groupqwen-route": decision.route,
+        "x-groupqwen-escalations": str(decision.escalations),
+    }
+    if cached is not None:
+        headers["x-groupqwen-cache"] = cached.status
+        if cached.similarity is not None:
+            headers["x-groupqwen-cache-similarity"] = f"{cached.similarity:.4f}"
+    return headers
+
+
+def _groupqwen(decision: Decision) -> dict[str, Any]:
+    """The decision in the response body (JSON) or the final stream chunk."""
+    return {
+        "route": decision.route,
+        "model": decision.model,
+        "reason": decision.reason,
+        "confidence": None if decision.confidence is None else round(decision.confidence, 4),
+        "escalations": decision.escalations,
+        "thinking": decision.thinking,
+    }
+
+
+CACHE_TTL_HEADER = "x-groupqwen-cache-ttl"
+
+
+def _cache_control(request: Request) -> tuple[float | None, bool]:
+    """The request's cache wishes: (TTL for its answer, whether to read the cache).
+
+    ``x-groupqwen-cache-ttl`` sets the TTL in seconds (0: do not store; above ``cache.max_ttl_s``: that);
+    ``Cache-Control: no-cache`` skips reading the cache, ``no-store`` reading and storing."""
+    ttl_s: float | None = None
+    raw = request.headers.get(CACHE_TTL_HEADER)
+    if raw is not None:
+        try:
+            ttl_s = float(raw)
+        except ValueError:
+            ttl_s = -1.0
+        if not math.isfinite(ttl_s) or ttl_s < 0:
+            raise InvalidRequest(
+                f"The {CACHE_TTL_HEADER} header must be a number of seconds >= 0, not {raw[:40]!r}",
+                param=CACHE_TTL_HEADER,
+            )
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    if "no-store" in directives:
+        return 0.0, False
+    return ttl_s, "no-cache" not in directives
+
+
+def _cache_tenant(request: Request, chat: ChatRequest) -> str:
+    """The cache's tenant: the API key and the ``user`` together (hashed by the cache, never stored)."""
+    return f"{request.headers.get('authorization', '')}\x00{chat.user or ''}"
 
 
 def _sse(payload: dict[str, Any]) -> bytes:
@@ -91,25 +149,60 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
+    """Every chat completion, streamed or not, errors included, ends in one telemetry record."""
     services = _services(request)
+    trace = services.telemetry.trace()
+    try:
+        return await _chat_completions(request, services, trace)
+    except BaseException as exc:
+        services.telemetry.finish(trace, exc)
+        raise
+
+
+async def _chat_completions(request: Request, services: Services, trace: Trace) -> Response:
     chat, body = await _parse(request, services.settings.max_stop_sequences)
+    trace.tenant = timing.tenant(chat.user, request.headers.get("authorization"))
+    trace.stream = bool(body.stream)
     decision = services.pipeline.decide(chat)
+    ttl_s, read_cache = _cache_control(request)
+    cached = await services.pipeline.lookup(chat, decision, _cache_tenant(request, chat), read=read_cache)
+    if cached is not None and cached.entry is not None and cached.status == "hit":
+        decision = replace(decision, model=cached.entry.model, route="cache", reason=cached.reason)
+    trace.decided(decision.model, decision.route)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     _log.info("chat completion", model=decision.model, route=decision.route, stream=body.stream)
-    if not body.stream:
-        completion = await _unless_disconnected(request, services.pipeline.complete(chat, decision))
-        payload = completion_json(completion_id, decision, completion, chat.logprobs)
-        return JSONResponse(payload, headers=_headers(decision))
+    final = [decision]  # the cascade's final decision, known before the first delta
 
-    deltas = services.pipeline.stream(chat, decision)
+    def decided(outcome: Decision) -> None:
+        final[0] = outcome
+        trace.decided(outcome.model, outcome.route)
+
+    if not body.stream:
+        completion = await _unless_disconnected(
+            request, services.pipeline.complete(chat, decision, cached, ttl_s, decided)
+        )
+        decision = final[0]
+        payload = completion_json(completion_id, decision, completion, chat.logprobs)
+        payload["groupqwen"] = _groupqwen(decision)
+        trace.used(completion.usage.prompt_tokens, completion.usage.completion_tokens)
+        services.telemetry.finish(trace)
+        return JSONResponse(payload, headers=_headers(decision, cached))
+
+    deltas = services.pipeline.stream(chat, decision, cached, ttl_s, decided)
     try:  # errors before the first token are plain HTTP errors
         first = await _unless_disconnected(request, anext(deltas))
     except BaseException:
         await deltas.aclose()
         raise
+    decision = final[0]
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    frames = _stream(deltas, first, ChunkWriter(completion_id, decision.model), chat.logprobs, include_usage)
-    headers = {**_headers(decision), "cache-control": "no-cache", "x-accel-buffering": "no"}
+    writer = ChunkWriter(completion_id, decision.model)
+    frames = _observed(
+        _stream(deltas, first, writer, chat.logprobs, include_usage, trace, _groupqwen(decision)),
+        services.telemetry,
+        trace,
+    )
+    headers = {**_headers(decision, cached), "cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
 
@@ -119,25 +212,50 @@ async def _stream(
     writer: ChunkWriter,
     logprobs: bool,
     include_usage: bool,
-) -> AsyncIterator[bytes]:
+    trace: Trace,
+    info: dict[str, Any],
+) -> AsyncGenerator[bytes, None]:
     async with aclosing(deltas):
         yield _sse(writer.role())
         try:
             delta: Delta | None = first
             while delta is not None:
-                yield _sse(writer.delta(delta, logprobs))
+                frame = writer.delta(delta, logprobs)
+                if delta.finish_reason is not None:
+                    frame["groupqwen"] = info  # the decision, in the final chunk
+                yield _sse(frame)
+                if delta.usage is not None:
+                    trace.used(delta.usage.prompt_tokens, delta.usage.completion_tokens)
                 if delta.usage is not None and include_usage:
                     yield _sse(writer.usage(delta.usage))
                 delta = await anext(deltas, None)
         except GroupQwenError as exc:
+            trace.failed(*status_of(exc))
             _log.error("stream failed", code=exc.code, error=exc.message)
             yield _sse(error_body(exc))
         except Exception as exc:
+            trace.failed(*status_of(exc))
             _log.exception("stream failed", error=type(exc).__name__)
             yield _sse(
                 error_body(GroupQwenError("The stream failed; the request id identifies it in the logs"))
             )
     yield b"data: [DONE]\n\n"
+
+
+async def _observed(
+    frames: AsyncGenerator[bytes, None], telemetry: Telemetry, trace: Trace
+) -> AsyncIterator[bytes]:
+    """Pass ``frames`` through, then finish the request's trace (499 if the client went away first)."""
+    failure: BaseException | None = None
+    try:
+        async with aclosing(frames):
+            async for frame in frames:
+                yield frame
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        telemetry.finish(trace, failure)
 
 
 def _auto_json(services: Services) -> dict[str, Any]:

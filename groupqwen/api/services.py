@@ -1,15 +1,19 @@
-"""The object graph behind the API: settings, the model pool and the pipeline."""
+"""The object graph behind the API: settings, the model pool, the pipeline and telemetry."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+from groupqwen.cache import CachePolicy, SemanticCache, build_cache
 from groupqwen.config import Settings
 from groupqwen.orchestrator.pipeline import Pipeline
+from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
 from groupqwen.pool.factory import backend_for, memory_need
 from groupqwen.pool.scheduler import Pool
+from groupqwen.telemetry.health import CheckResult, ModelHealth, gpu_check, models_check
+from groupqwen.telemetry.service import Telemetry
 
 
 @dataclass
@@ -18,9 +22,56 @@ class Services:
     pool: Pool
     pipeline: Pipeline
     started: int = field(default_factory=lambda: int(time.time()))
+    telemetry: Telemetry = field(default_factory=Telemetry)  # in memory only unless given
+    cache: SemanticCache | None = None
+
+    def __post_init__(self) -> None:
+        pool = self.pool
+        cache = self.cache
+        if cache is not None:
+
+            async def cache_check() -> CheckResult:
+                status, reason = await cache.probe()
+                return CheckResult(status, reason)
+
+            self.telemetry.health.add("cache", cache_check)
+        self.telemetry.health.add(
+            "models",
+            models_check(lambda: [ModelHealth(s.spec.id, s.status, s.error) for s in pool.states()]),
+            critical=True,
+        )
+        self.telemetry.health.add("gpu", gpu_check(memory.gpu_memory))
 
     async def close(self) -> None:
-        await self.pool.close()
+        try:
+            await self.pool.close()
+        finally:
+            try:
+                await self.telemetry.close()
+            finally:
+                if self.cache is not None:
+                    await self.cache.close()
+
+
+def cache_from_settings(settings: Settings) -> SemanticCache | None:
+    c = settings.cache
+    policy = CachePolicy(
+        threshold=c.threshold,
+        ttl_s=c.ttl_s,
+        max_ttl_s=c.max_ttl_s,
+        max_temperature=c.max_temperature,
+        cache_seeded=c.cache_seeded,
+        timeout_s=c.timeout_s,
+    )
+    return build_cache(
+        c.backend,
+        policy=policy,
+        path=c.path or settings.data_dir / "cache.sqlite",
+        redis_url=c.redis_url,
+        redis_prefix=c.redis_prefix,
+        redis_timeout_s=c.redis_timeout_s,
+        max_entries=c.max_entries,
+    )
 
 
 def build_services(settings: Settings) -> Services:
@@ -35,4 +86,11 @@ def build_services(settings: Settings) -> Services:
         budget=budget.limit,
         max_queue=settings.max_queue,
     )
-    return Services(settings, pool, Pipeline(catalog, pool, settings.default_model))
+    cache = cache_from_settings(settings)
+    return Services(
+        settings,
+        pool,
+        Pipeline(catalog, pool, settings.default_model, cache, routing_from_settings(settings)),
+        telemetry=Telemetry.from_settings(settings),
+        cache=cache,
+    )

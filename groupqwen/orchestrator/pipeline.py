@@ -1,29 +1,90 @@
-"""A request's way through: resolve the model → lease it from the pool → stream → split thinking.
+"""A request's way through: resolve the model or route → the cascade leases and streams → split thinking.
 
-``decide`` is cheap and raises before any work (unknown model); ``stream`` yields ``Delta``s, the last with
-``finish_reason`` and ``usage``.
+``decide`` is cheap and raises before any work (unknown model or route); an explicit model name always
+wins, ``auto`` and ``auto:…`` go through the router (docs/routing.md). ``stream`` yields ``Delta``s, the
+last with ``finish_reason`` and ``usage``; its ``on_decided`` learns the final ``Decision`` (after any
+escalation) before the first delta.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 
-from groupqwen.backends.base import map_backend_errors
+from groupqwen.cache import Lookup, SemanticCache
 from groupqwen.config import AUTO_MODEL, ModelSpec
 from groupqwen.errors import BackendError, ModelNotFound
-from groupqwen.messages import ChatRequest, Completion, Decision, Delta, GenerationRequest, TokenLogprob
+from groupqwen.messages import (
+    ChatRequest,
+    Chunk,
+    Completion,
+    Decision,
+    Delta,
+    TokenLogprob,
+)
+from groupqwen.orchestrator.cascade import Cascade
+from groupqwen.orchestrator.confidence import Scorer
+from groupqwen.orchestrator.router import ModelView
 from groupqwen.orchestrator.thinking import ThinkSplitter, wants_thinking
+from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
+from groupqwen.telemetry import timing
 
 
 class Pipeline:
-    def __init__(self, catalog: Mapping[str, ModelSpec], pool: Pool, default_model: str) -> None:
+    def __init__(
+        self,
+        catalog: Mapping[str, ModelSpec],
+        pool: Pool,
+        default_model: str,
+        cache: SemanticCache | None = None,
+        routing: Routing | None = None,
+    ) -> None:
         self._catalog = catalog
         self._pool = pool
         self._default_model = default_model
+        self._cache = cache
+        self._routing = routing
+        scorer, buffer_tokens = (routing.scorer, routing.buffer_tokens) if routing else (Scorer(), 48)
+        self._cascade = Cascade(pool, scorer, buffer_tokens=buffer_tokens)
+
+    async def lookup(
+        self, request: ChatRequest, decision: Decision, tenant: str, *, read: bool = True
+    ) -> Lookup | None:
+        """Ask the semantic cache (before any lease); ``None`` when no cache is configured. A hit's
+        ``entry.model`` is the model that answered."""
+        if self._cache is None:
+            return None
+        scope = request.model if self._routed(request) else decision.model  # a route's answers share it
+        return await self._cache.lookup(request, tenant, scope, read=read)
+
+    def _routed(self, request: ChatRequest) -> bool:
+        auto = request.model == AUTO_MODEL or request.model.startswith("auto:")
+        return self._routing is not None and auto
+
+    def _route(self, request: ChatRequest) -> Decision | None:
+        """The router's decision for ``auto…``; ``None`` for plain ``auto`` when no tier is servable here
+        (it then resolves to the default model)."""
+        if self._routing is None or not self._routed(request):
+            return None
+        router = self._routing.router
+        views = {
+            s.spec.id: ModelView(s.status == "loaded", s.spec.n_ctx or s.spec.context_length, s.spec.thinking)
+            for s in self._pool.states()
+        }
+        if request.model == AUTO_MODEL and not any(t.model in views for t in router.policy.tiers):
+            return None
+        return router.route(request, views).decision()
 
     def decide(self, request: ChatRequest) -> Decision:
+        routed = self._route(request)
+        if routed is not None:
+            return routed
+        if request.model.startswith("auto:"):
+            raise ModelNotFound(
+                f"Unknown route {request.model!r}: routing is not configured here; use 'auto' or a model.",
+                param="model",
+            )
         if request.model == AUTO_MODEL:
             model_id, route, reason = self._default_model, "default", "auto resolves to the default model"
         else:
@@ -43,43 +104,84 @@ class Pipeline:
         thinking = spec.thinking and wants_thinking(request.messages, request.enable_thinking, True)
         return Decision(model=model_id, route=route, reason=reason, thinking=thinking)
 
-    async def stream(self, request: ChatRequest, decision: Decision) -> AsyncGenerator[Delta, None]:
-        generation = GenerationRequest(
-            messages=request.messages,
-            sampling=request.sampling,
-            top_logprobs=request.top_logprobs if request.logprobs else 0,
-            response_format=request.response_format,
-            enable_thinking=decision.thinking,
-        )
-        async with self._pool.lease(decision.model) as backend:
-            splitter: ThinkSplitter | None = None
-            with map_backend_errors(decision.model):
-                async with aclosing(backend.stream(generation)) as chunks:
-                    async for chunk in chunks:
-                        if splitter is None:
-                            splitter = ThinkSplitter(inside=chunk.prompt_opens_thinking)
-                        reasoning, content = splitter.feed(chunk.text)
-                        if chunk.finish_reason is not None:
-                            tail_reasoning, tail_content = splitter.flush()
-                            reasoning, content = reasoning + tail_reasoning, content + tail_content
-                        logprobs = chunk.logprobs if request.logprobs else ()
-                        if reasoning or content or logprobs or chunk.finish_reason:
-                            yield Delta(
-                                content=content,
-                                reasoning=reasoning,
-                                logprobs=logprobs,
-                                finish_reason=chunk.finish_reason,
-                                usage=chunk.usage,
-                            )
-                        if chunk.finish_reason is not None:
-                            return
-            raise BackendError(f"model {decision.model!r} ended its stream without a finish reason")
+    async def stream(
+        self,
+        request: ChatRequest,
+        decision: Decision,
+        cached: Lookup | None = None,
+        ttl_s: float | None = None,
+        on_decided: Callable[[Decision], None] | None = None,
+    ) -> AsyncGenerator[Delta, None]:
+        """Generate through the cascade, or replay ``cached`` when it is a hit; a miss's answer is stored
+        (``ttl_s``: its TTL, ``None`` the default) before the last delta is yielded."""
+        if cached is not None and cached.status == "hit":
+            answer = cached.completion()
+            if answer.reasoning:
+                yield Delta(reasoning=answer.reasoning)
+            yield Delta(content=answer.content, finish_reason=answer.finish_reason, usage=answer.usage)
+            return
+        texts: list[str] = []
+        thoughts: list[str] = []
+        final = [decision]
 
-    async def complete(self, request: ChatRequest, decision: Decision) -> Completion:
+        def decided(outcome: Decision) -> None:
+            final[0] = outcome
+            if on_decided is not None:
+                on_decided(outcome)
+
+        splitter: ThinkSplitter | None = None
+        async with aclosing(self._cascade.stream(request, decision, decided)) as chunks:
+            async for chunk in chunks:
+                if splitter is None:
+                    splitter = ThinkSplitter(inside=chunk.prompt_opens_thinking)
+                reasoning, content = splitter.feed(chunk.text)
+                if chunk.finish_reason is not None:
+                    tail_reasoning, tail_content = splitter.flush()
+                    reasoning, content = reasoning + tail_reasoning, content + tail_content
+                logprobs = chunk.logprobs if request.logprobs else ()
+                texts.append(content)
+                thoughts.append(reasoning)
+                if chunk.finish_reason is not None and chunk.usage is not None:
+                    await self._store(cached, final[0], texts, thoughts, chunk, ttl_s)
+                if reasoning or content or logprobs or chunk.finish_reason:
+                    timing.first_token()  # telemetry's TTFT (marks the request's trace once)
+                    yield Delta(
+                        content=content,
+                        reasoning=reasoning,
+                        logprobs=logprobs,
+                        finish_reason=chunk.finish_reason,
+                        usage=chunk.usage,
+                    )
+                if chunk.finish_reason is not None:
+                    return
+        raise BackendError(f"model {final[0].model!r} ended its stream without a finish reason")
+
+    async def _store(
+        self,
+        cached: Lookup | None,
+        decision: Decision,
+        texts: list[str],
+        thoughts: list[str],
+        last: Chunk,
+        ttl_s: float | None,
+    ) -> None:
+        if self._cache is None or cached is None or last.finish_reason is None or last.usage is None:
+            return
+        answer = Completion("".join(texts), "".join(thoughts).strip(), last.finish_reason, last.usage)
+        await self._cache.store(cached, decision.model, answer, ttl_s)
+
+    async def complete(
+        self,
+        request: ChatRequest,
+        decision: Decision,
+        cached: Lookup | None = None,
+        ttl_s: float | None = None,
+        on_decided: Callable[[Decision], None] | None = None,
+    ) -> Completion:
         content: list[str] = []
         reasoning: list[str] = []
         logprobs: list[TokenLogprob] = []
-        async with aclosing(self.stream(request, decision)) as deltas:
+        async with aclosing(self.stream(request, decision, cached, ttl_s, on_decided)) as deltas:
             async for delta in deltas:
                 content.append(delta.content)
                 reasoning.append(delta.reasoning)
