@@ -4,11 +4,11 @@ The estimate of a llama.cpp model's resident memory is
 
     weights (the GGUF file, mmapped and fully touched once it has generated)
   + KV cache  = layers × n_ctx × kv_heads × (key_length + value_length) × 2 bytes (f16)
-  + compute   = n_ctx × heads × 640 B      (attention scratch that a long prompt touches)
+  + compute   = n_ctx × heads × 3 KiB      (f32 attention scores of a 512-token batch, and their softmax)
   + runtime   = 16 MiB + n_vocab × 700 B    (vocabulary tables, output buffers, allocator slack)
 
-The last two terms are fitted on RSS measured here (see docs/benchmarks.md, bench/pool.py); the pool
-corrects every estimate with the RSS it measures once the model is loaded.
+The last two terms are fitted on the peak RSS measured here with prompts filling 90% of the context
+(bench/pool.py, docs/benchmarks.md); the pool also records the RSS each load really added.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from groupqwen.pool.gguf import GGUFMetadata
 MiB = 1024 * 1024
 _RUNTIME_BASE = 16 * MiB
 _RUNTIME_PER_VOCAB = 700
-_COMPUTE_PER_CTX_HEAD = 640
+_COMPUTE_PER_CTX_HEAD = 3 * 1024
 _KV_BYTES = 2  # f16 K and V
 
 

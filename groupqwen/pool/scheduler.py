@@ -65,6 +65,7 @@ class _Entry:
         self.queued = 0
         self.last_used: float | None = None
         self.last_used_mono = 0.0
+        self.need: int | None = None  # estimated before the first load
         self.estimated: int | None = None
         self.measured: int | None = None
         self.expiry: asyncio.Task[None] | None = None
@@ -177,10 +178,12 @@ class Pool:
                 return entry.backend
             async with self._placement:
                 try:
-                    need = self._need(entry.spec)  # reads the GGUF header: a corrupt file fails here
+                    if entry.need is None:  # reads the GGUF header once: a corrupt file fails here
+                        entry.need = self._need(entry.spec)
                 except GroupQwenError as exc:
                     entry.status, entry.error = "failed", exc.message
                     raise
+                need = entry.need
                 for victim in self._make_room(entry, need):
                     _log.info("evicting model", model=victim.spec.id, to_load=entry.spec.id)
                     await self._unload(victim)
