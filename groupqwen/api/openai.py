@@ -166,8 +166,10 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
     decision = services.pipeline.decide(chat)
     ttl_s, read_cache = _cache_control(request)
     cached = await services.pipeline.lookup(chat, decision, _cache_tenant(request, chat), read=read_cache)
-    if cached is not None and cached.entry is not None and cached.status == "hit":
-        decision = replace(decision, model=cached.entry.model, route="cache", reason=cached.reason)
+    if cached is not None:
+        trace.cache = cached.status
+        if cached.entry is not None and cached.status == "hit":
+            decision = replace(decision, model=cached.entry.model, route="cache", reason=cached.reason)
     trace.decided(decision.model, decision.route)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     _log.info("chat completion", model=decision.model, route=decision.route, stream=body.stream)
@@ -175,7 +177,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
 
     def decided(outcome: Decision) -> None:
         final[0] = outcome
-        trace.decided(outcome.model, outcome.route)
+        trace.decided(outcome.model, outcome.route, outcome.escalations)
 
     if not body.stream:
         completion = await _unless_disconnected(

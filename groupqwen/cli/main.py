@@ -246,4 +246,3 @@ def config_check(path: Annotated[Path, typer.Argument(help="YAML configuration f
     settings = _settings(path)
     available = settings.available()
     typer.echo(f"{path}: ok ({len(available)} model(s) available, default {settings.default_model!r})")
-

@@ -115,6 +115,7 @@ class Pipeline:
         """Generate through the cascade, or replay ``cached`` when it is a hit; a miss's answer is stored
         (``ttl_s``: its TTL, ``None`` the default) before the last delta is yielded."""
         if cached is not None and cached.status == "hit":
+            timing.first_token()
             answer = cached.completion()
             if answer.reasoning:
                 yield Delta(reasoning=answer.reasoning)

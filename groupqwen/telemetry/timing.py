@@ -54,7 +54,7 @@ class Trace:
         self.route = NO_MODEL
         self.stream = False
         self.escalations = 0
-        self.cache = "bypass"  # hit | miss | bypass: the cache sets it once it lands
+        self.cache = "bypass"  # hit | miss | bypass
         self.queue_wait: float | None = None
         self.first_token_at: float | None = None
         self.prompt_tokens = 0
@@ -68,8 +68,8 @@ class Trace:
         _current.set(self)
         return self
 
-    def decided(self, model: str, route: str) -> None:
-        self.model, self.route = model, route
+    def decided(self, model: str, route: str, escalations: int = 0) -> None:
+        self.model, self.route, self.escalations = model, route, escalations
 
     def used(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens

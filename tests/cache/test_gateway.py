@@ -80,6 +80,9 @@ def test_miss_then_exact_and_semantic_hits(embedded: tuple[TestClient, dict[str,
     assert len(backends["fake"].requests) == 1
     refused = chat(client, "What is the capital of Germany?")
     assert refused.headers["x-groupqwen-cache"] == "miss" and len(backends["fake"].requests) == 2
+    metrics = client.get("/v1/metrics", params={"window": "1h"}).json()  # telemetry saw each result
+    assert metrics["cache"] == {"hit": 2, "miss": 2, "bypass": 0, "hit_rate": 0.5}
+    assert metrics["by_route"]["cache"]["requests"] == 2
 
 
 def test_never_a_hit_across_tenants_models_system_prompts_or_sampling(

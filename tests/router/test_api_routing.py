@@ -78,6 +78,8 @@ def test_unsure_small_tier_escalates_once(unsure: tuple[TestClient, dict[str, Fa
     assert body["model"] == "large"
     assert body["choices"][0]["message"]["content"] == "Very well"  # type: ignore[index]
     assert body["groupqwen"]["escalations"] == 1  # type: ignore[index]
+    metrics = http.get("/v1/metrics", params={"window": "1h"}).json()  # telemetry saw the escalation
+    assert metrics["escalations"] == 1 and metrics["by_model"]["large"]["requests"] == 1
 
 
 def test_stream_escalates_before_the_first_token(unsure: tuple[TestClient, dict[str, FakeBackend]]) -> None:
