@@ -145,7 +145,7 @@ def _peak_rss() -> int:
 
 
 def memory() -> None:
-    print("\n### Estimated vs measured memory (peak RSS added by loading and a prompt filling 90% of the context)\n")
+    print("\n### Estimated vs measured memory (peak RSS added by a load and a prompt filling 90% of n_ctx)\n")
     print("| model | n_ctx | estimated MiB | measured MiB | estimate / measured |")
     print("|---|---:|---:|---:|---:|")
     worst = 10.0

@@ -326,6 +326,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=default_models_dir, description="Where GGUF files live")
     default_model: str = Field("qwen2.5-coder-0.5b", description="What model 'auto' resolves to")
     n_threads: int = Field(0, ge=0, description="llama.cpp threads per model (0: all cores)")
+    n_gpu_layers: int = Field(
+        0, ge=-1, description="Layers offloaded to the GPU (-1: all; CUDA llama.cpp); the budget is VRAM"
+    )
     n_ctx: int = Field(4096, ge=64, description="Default context window to allocate per model (tokens)")
     max_queue: int = Field(16, ge=0, description="Requests that may wait per model before 503")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes)")

@@ -77,7 +77,10 @@ def cache_from_settings(settings: Settings) -> SemanticCache | None:
 def build_services(settings: Settings) -> Services:
     catalog = settings.catalog()
     budget = memory.detect(
-        settings.memory_budget_mb, settings.memory_share, settings.memory_margin_mb, use_gpu=False
+        settings.memory_budget_mb,
+        settings.memory_share,
+        settings.memory_margin_mb,
+        use_gpu=settings.n_gpu_layers != 0,
     )
     pool = Pool(
         settings.available(),

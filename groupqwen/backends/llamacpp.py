@@ -61,13 +61,15 @@ _Item = Chunk | BaseException | None
 
 
 class LlamaCppBackend:
-    """``spec.path``'s GGUF with a context of ``n_ctx`` tokens on ``n_threads`` threads (0: all cores)."""
+    """``spec.path``'s GGUF with a context of ``n_ctx`` tokens on ``n_threads`` threads (0: all cores),
+    ``n_gpu_layers`` of its layers offloaded to the GPU (-1: all; needs a CUDA build of llama.cpp)."""
 
-    def __init__(self, spec: ModelSpec, *, n_ctx: int, n_threads: int) -> None:
+    def __init__(self, spec: ModelSpec, *, n_ctx: int, n_threads: int, n_gpu_layers: int = 0) -> None:
         self.model_id = spec.id
         self.spec = spec
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_gpu_layers = n_gpu_layers
         self._lock = asyncio.Lock()
         self._model: _Loaded | None = None
         self._cancel: threading.Event | None = None
@@ -225,7 +227,8 @@ class LlamaCppBackend:
         try:
             llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                n_threads_batch=self.n_threads, n_batch=N_BATCH, logits_all=False, verbose=False,
+                n_threads_batch=self.n_threads, n_gpu_layers=self.n_gpu_layers, n_batch=N_BATCH,
+                logits_all=False, verbose=False,
             )  # fmt: skip
         except Exception as exc:
             raise ModelLoadError(f"model {self.model_id!r}: llama.cpp could not load {path}: {exc}") from exc

@@ -29,7 +29,12 @@ def backend_for(spec: ModelSpec, settings: Settings) -> Backend:
         return OpenAIHTTPBackend(spec)
     from groupqwen.backends.llamacpp import LlamaCppBackend  # llama-cpp-python is an optional extra
 
-    return LlamaCppBackend(spec, n_ctx=context_size(spec, settings), n_threads=settings.n_threads)
+    return LlamaCppBackend(
+        spec,
+        n_ctx=context_size(spec, settings),
+        n_threads=settings.n_threads,
+        n_gpu_layers=settings.n_gpu_layers,
+    )
 
 
 def memory_need(spec: ModelSpec, settings: Settings) -> int:
