@@ -170,6 +170,12 @@ def curate(
     near_threshold: Annotated[float, typer.Option(help="Near-duplicate similarity (0 to 1)")] = 0.85,
     no_dedupe: Annotated[bool, typer.Option("--no-dedupe", help="Keep duplicates")] = False,
     no_near_dedupe: Annotated[bool, typer.Option("--no-near-dedupe", help="Exact duplicates only")] = False,
+    semantic_dedupe: Annotated[
+        bool, typer.Option(help="Also drop rewordings, found with the cache's embedder (slower)")
+    ] = False,
+    semantic_threshold: Annotated[
+        float, typer.Option(help="Semantic-duplicate cosine similarity (above 0, at most 1)")
+    ] = 0.95,
     no_pii: Annotated[bool, typer.Option("--no-pii", help="Leave personal data in place")] = False,
     ner: Annotated[
         bool, typer.Option(help="Also find names and places with Presidio (if installed)")
@@ -183,7 +189,10 @@ def curate(
     from groupqwen.finetune.curate import CurateConfig, curate_file
     from groupqwen.finetune.quality import QualityConfig
     from groupqwen.finetune.records import Identity
+    from groupqwen.finetune.semantic import check_threshold
 
+    with _errors():
+        check_threshold(semantic_threshold, "--semantic-threshold")
     config = CurateConfig(
         quality=QualityConfig(
             min_chars=min_chars,
@@ -196,6 +205,7 @@ def curate(
         dedupe=not no_dedupe,
         near_dedupe=not no_near_dedupe,
         near_threshold=near_threshold,
+        semantic_threshold=semantic_threshold if semantic_dedupe else None,
         pii=not no_pii,
         ner=ner,
     )

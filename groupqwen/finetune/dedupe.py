@@ -20,7 +20,7 @@ _WORD = re.compile(r"\w+")
 
 @dataclass(frozen=True)
 class Duplicate:
-    kind: str  # "exact" or "near"
+    kind: str  # "exact", "near" or "semantic"
     of: str  # the id of the conversation kept
 
 

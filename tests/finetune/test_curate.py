@@ -29,7 +29,7 @@ def conv(cid: str, *texts: str) -> Conversation:
 def run(convs: list[Conversation], **config: object) -> tuple[list[Conversation], dict[str, str]]:
     curator = Curator(CurateConfig(**config), IDENTITY)  # type: ignore[arg-type]
     rejected: dict[str, str] = {}
-    kept = list(curator.run(convs, lambda c, why: rejected.__setitem__(c.id, why)))
+    kept = list(curator.run(convs, lambda c, why, _of: rejected.__setitem__(c.id, why)))
     return kept, rejected
 
 
@@ -238,7 +238,7 @@ def test_curate_file(tmp_path: Path) -> None:
     assert dict(report.pii) == {"USER_NAME": 1, "USER_EMAIL": 1}
     rejected = [json.loads(x) for x in (tmp_path / "rejected.jsonl").read_text().splitlines()]
     assert rejected == [
-        {"id": "b", "branch": 0, "reason": "exact duplicate"},
+        {"id": "b", "branch": 0, "reason": "exact duplicate", "of": "a"},
         {"id": "c", "branch": 0, "reason": "refusal"},
     ]
     assert Meta.read(tmp_path / "out.jsonl").identity == IDENTITY
