@@ -22,7 +22,8 @@ from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
 from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.config import ModelSpec, Settings, load_settings
+from groupqwen.catalog import ModelSpec
+from groupqwen.config import Settings, load_settings
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from groupqwen.config import BundledSource, ModelSpec
+from groupqwen.catalog import BundledSource, ModelSpec
 from groupqwen.errors import ModelLoadError
 from groupqwen.pool.bundled import ensure_bundled
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from groupqwen.config import Settings, builtin_catalog, load_settings
+from groupqwen.catalog import builtin_catalog
+from groupqwen.config import Settings, load_settings
 from groupqwen.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

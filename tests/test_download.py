@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from groupqwen.catalog import builtin_catalog
 from groupqwen.cli.main import app
-from groupqwen.config import builtin_catalog
 from groupqwen.errors import InvalidRequest
 from groupqwen.pool.download import DownloadError, Source, download, resolve
 

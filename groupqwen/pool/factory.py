@@ -6,7 +6,8 @@ import re
 
 from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.config import ModelSpec, Settings
+from groupqwen.catalog import ModelSpec
+from groupqwen.config import Settings
 from groupqwen.pool.budget import estimate
 from groupqwen.pool.gguf import read_metadata
 

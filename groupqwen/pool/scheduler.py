@@ -18,7 +18,7 @@ from typing import Literal
 
 from groupqwen import log
 from groupqwen.backends.base import Backend
-from groupqwen.config import ModelSpec
+from groupqwen.catalog import ModelSpec
 from groupqwen.errors import (
     GroupQwenError,
     InsufficientMemory,

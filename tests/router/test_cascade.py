@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.config import ModelSpec
+from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError
 from groupqwen.messages import CascadeStep, ChatRequest, Chunk, Decision, Message
 from groupqwen.orchestrator.cascade import Cascade

