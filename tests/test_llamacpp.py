@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from groupqwen.backends.base import Backend
-from groupqwen.backends.llamacpp import LlamaCppBackend, _StopFilter
-from groupqwen.config import ModelSpec, builtin_catalog, load_settings
+from groupqwen.backends.llamacpp import LlamaCppBackend
+from groupqwen.backends.text import StopFilter
+from groupqwen.catalog import ModelSpec, builtin_catalog
+from groupqwen.config import load_settings
 from groupqwen.errors import BackendError, ContextLengthExceeded, InvalidRequest, ModelLoadError
 from groupqwen.messages import Chunk, GenerationRequest, Message, ResponseFormat, Sampling
 from groupqwen.pool.bundled import ensure_bundled
@@ -273,7 +275,7 @@ async def test_corrupt_file_is_a_load_error(smol: ModelSpec, tmp_path: Path) -> 
 
 
 def test_stop_filter_holds_back_and_decodes_split_characters() -> None:
-    f = _StopFilter(("END",))
+    f = StopFilter(("END",))
     assert f.feed(b"caf") == ("caf", False)
     e_acute = "é".encode()
     assert f.feed(e_acute[:1]) == ("", False)
@@ -281,7 +283,7 @@ def test_stop_filter_holds_back_and_decodes_split_characters() -> None:
     assert f.feed(b"N") == ("", False)
     assert f.feed(b"Dless") == ("", True)
     assert f.flush() == ""
-    g = _StopFilter(("END",))
+    g = StopFilter(("END",))
     assert g.feed(b"a EN") == ("a ", False)
     assert g.feed(b"!") == ("EN!", False)
     assert g.feed(b" E") == (" ", False)

@@ -23,7 +23,8 @@ import pytest
 
 from groupqwen.backends.base import Backend
 from groupqwen.backends.openai_http import OpenAIHTTPBackend
-from groupqwen.config import ModelSpec, Settings, builtin_catalog
+from groupqwen.catalog import ModelSpec, builtin_catalog
+from groupqwen.config import Settings
 from groupqwen.errors import BackendError, ContextLengthExceeded, ModelLoadError, Overloaded
 from groupqwen.messages import Chunk, GenerationRequest, Message, ResponseFormat, Sampling, Usage
 from groupqwen.orchestrator.thinking import ThinkSplitter

@@ -13,7 +13,6 @@ place with numpy: the sampled token's on every token, the top ``k`` only when as
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import ctypes
 import json
@@ -22,18 +21,16 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import jinja2
-import jinja2.ext
 import numpy as np
 import numpy.typing as npt
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
-from groupqwen.config import ModelSpec
+from groupqwen.backends.text import CHATML_TEMPLATE, StopFilter, chat_template
+from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, InvalidRequest, ModelLoadError
 from groupqwen.messages import (
     Chunk,
@@ -47,11 +44,6 @@ from groupqwen.messages import (
 
 _log = log.get(__name__)
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
-    "{% endif %}"
-)
 MAX_TOP_LOGPROBS = 20
 N_BATCH = 512
 # llama.cpp's defaults (as llama-server uses them) besides what the request sets
@@ -183,7 +175,7 @@ class LlamaCppBackend:
         sampling = request.sampling
         llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         top_k = min(max(request.top_logprobs, 0), MAX_TOP_LOGPROBS)
-        text = _StopFilter(sampling.stop)
+        text = StopFilter(sampling.stop)
         first = opens_thinking
         produced = 0
         finish: FinishReason = "length"
@@ -257,42 +249,6 @@ def _eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:
     return True
 
 
-class _StopFilter:
-    """Incremental text with stop strings: never emits a stop string, holds back a possible start of one."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self._stops = tuple(s for s in stops if s)
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-        self._stopped = False
-
-    def feed(self, data: bytes) -> tuple[str, bool]:
-        """Return (text safe to emit, whether a stop string was hit)."""
-        text = self._pending + self._decoder.decode(data)
-        if not self._stops:
-            self._pending = ""
-            return text, False
-        hits = [i for i in (text.find(s) for s in self._stops) if i >= 0]
-        if hits:
-            self._pending, self._stopped = "", True
-            return text[: min(hits)], True
-        hold = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(text)), hold, -1):
-                if text.endswith(stop[:size]):
-                    hold = size
-                    break
-        self._pending = text[len(text) - hold :]
-        return text[: len(text) - hold], False
-
-    def flush(self) -> str:
-        if self._stopped:
-            return ""
-        text = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        return text
-
-
 @dataclass
 class _Loaded:
     """A loaded ``Llama`` with what each request needs from it, computed once."""
@@ -311,18 +267,12 @@ class _Loaded:
         self._pieces: dict[int, bytes] = {}
         self._scratch: npt.NDArray[np.float32] = np.empty(self.n_vocab, dtype=np.float32)
         self._json_grammar: Any = None
-        env = ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
-        )
-        env.globals["raise_exception"] = _raise_exception
-        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-        env.filters["tojson"] = _tojson
         source = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         try:
-            self.template = env.from_string(source)
+            self.template = chat_template(source)
         except jinja2.TemplateError as exc:
             _log.warning("bad chat template, using ChatML", model=self.model_id, error=str(exc))
-            self.template = env.from_string(CHATML_TEMPLATE)
+            self.template = chat_template(CHATML_TEMPLATE)
         self.special = {"bos_token": self._text(self.bos), "eos_token": self._text(int(self.llm.token_eos()))}
 
     def _text(self, token: int) -> str:
@@ -418,13 +368,3 @@ class _Loaded:
         return TopLogprob(
             token=data.decode("utf-8", errors="replace"), logprob=min(logprob, 0.0), bytes=tuple(data)
         )
-
-
-def _raise_exception(message: str) -> None:
-    raise jinja2.TemplateError(message)
-
-
-def _tojson(
-    value: Any, ensure_ascii: bool = False, indent: int | None = None, sort_keys: bool = False
-) -> str:
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, sort_keys=sort_keys)

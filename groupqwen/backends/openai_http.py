@@ -22,10 +22,9 @@ Logprobs are always asked for (the cascade scores every answer; llama-cpp-python
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, aclosing, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +33,14 @@ import httpx
 
 from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
-from groupqwen.config import ModelSpec
+from groupqwen.backends.openai_sse import MAX_MESSAGE, StreamIncomplete, StreamParser, message_of, sse_data
+from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, GroupQwenError, ModelLoadError, Overloaded
-from groupqwen.messages import Chunk, FinishReason, GenerationRequest, TokenLogprob, TopLogprob, Usage
+from groupqwen.messages import Chunk, GenerationRequest
 
 _log = log.get(__name__)
 
 _CONTEXT_EXCEEDED = re.compile(r"context[ _-]?(length|size|window)|maximum context|exceed_context", re.I)
-_MAX_MESSAGE = 500
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,6 @@ class _Retry(BackendError):
     def __init__(self, reason: str, *, overloaded: bool = False, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.reason, self.overloaded, self.retry_after = reason, overloaded, retry_after
-
-
-class _StreamIncomplete(Exception):
-    """The stream ended without a finish reason, or carried an error event or a malformed one."""
 
 
 class OpenAIHTTPBackend:
@@ -224,7 +219,7 @@ class OpenAIHTTPBackend:
                 return
             except BackendError as exc:
                 replica.failures += 1
-                replica.last_error = exc.message[:_MAX_MESSAGE]
+                replica.last_error = exc.message[:MAX_MESSAGE]
                 if not isinstance(exc, _Retry):
                     raise
                 failures.append((replica, exc))
@@ -269,7 +264,7 @@ class OpenAIHTTPBackend:
         """One request to one replica; a failure before the first token raises ``_Retry``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.first_token_timeout
-        parser, started = _StreamParser(top_n), False
+        parser, started = StreamParser(top_n), False
         with map_backend_errors(self.model_id):
             try:
                 async with AsyncExitStack() as stack:
@@ -280,7 +275,7 @@ class OpenAIHTTPBackend:
                             await response.aread()
                     if response.is_error:
                         raise self._http_error(replica, response)
-                    async with aclosing(_sse_data(response)) as events:
+                    async with aclosing(sse_data(response)) as events:
                         while True:  # to the end of the body, so that the connection can be reused
                             when = loop.time() + self.idle_timeout if started else deadline
                             try:
@@ -297,7 +292,7 @@ class OpenAIHTTPBackend:
                                 started = True
                                 yield chunk
                     yield parser.finish()
-            except _StreamIncomplete as exc:
+            except StreamIncomplete as exc:
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {exc}") from exc
                 raise _Retry(str(exc)) from exc
@@ -311,9 +306,9 @@ class OpenAIHTTPBackend:
     def _http_error(self, replica: _Replica, response: httpx.Response) -> GroupQwenError:
         status = response.status_code
         try:
-            message = _message_of(response.json())[:_MAX_MESSAGE]
+            message = message_of(response.json())[:MAX_MESSAGE]
         except ValueError:
-            message = response.text[:_MAX_MESSAGE] or response.reason_phrase
+            message = response.text[:MAX_MESSAGE] or response.reason_phrase
         if status == 429 or status >= 500:
             if status >= 500:
                 self._eject(replica, f"HTTP {status}")
@@ -322,95 +317,6 @@ class OpenAIHTTPBackend:
         if status == 400 and _CONTEXT_EXCEEDED.search(response.text[:2000]):
             return ContextLengthExceeded(message, param="messages")
         return BackendError(f"model {self.model_id!r}: {replica.url} answered HTTP {status}: {message}")
-
-
-class _StreamParser:
-    """Turns SSE ``data`` payloads into ``Chunk``s; ``finish()`` gives the last one."""
-
-    def __init__(self, top_n: int) -> None:
-        self.top_n, self.done, self.reasoning, self.tokens = top_n, False, False, 0
-        self.finish_reason: FinishReason | None = None
-        self.usage: Usage | None = None
-
-    def feed(self, payload: str) -> Chunk | None:
-        if self.done:
-            return None
-        try:
-            return self._feed(payload)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _StreamIncomplete(f"malformed event ({type(exc).__name__}): {payload[:100]!r}") from exc
-
-    def _feed(self, payload: str) -> Chunk | None:
-        if payload.strip() == "[DONE]":
-            self.done = True
-            return None
-        event = json.loads(payload)
-        if not isinstance(event, dict):
-            raise TypeError("not an object")
-        if "error" in event or event.get("object") == "error":
-            raise _StreamIncomplete(f"error event: {_message_of(event)[:_MAX_MESSAGE]}")
-        if isinstance(usage := event.get("usage"), dict):
-            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-        if not (choices := event.get("choices")):
-            return None
-        choice, text = choices[0], ""
-        delta = choice.get("delta") or {}
-        if reasoning := delta.get("reasoning_content") or delta.get("reasoning"):
-            text += reasoning if self.reasoning else "<think>" + reasoning
-            self.reasoning = True
-        if content := delta.get("content"):
-            text += "</think>" + content if self.reasoning else content
-            self.reasoning = False
-        entries = (choice.get("logprobs") or {}).get("content") or ()
-        logprobs = tuple(self._logprob(entry) for entry in entries)
-        self.tokens += len(logprobs) or (1 if text else 0)
-        if reason := choice.get("finish_reason"):
-            self.finish_reason = "length" if reason == "length" else "stop"
-        return Chunk(text=text, logprobs=logprobs) if text or logprobs else None
-
-    def _logprob(self, entry: Mapping[str, Any]) -> TokenLogprob:
-        top = tuple(
-            TopLogprob(t["token"], float(t["logprob"]), _bytes(t)) for t in entry.get("top_logprobs") or ()
-        )
-        return TokenLogprob(entry["token"], float(entry["logprob"]), _bytes(entry), top[: self.top_n])
-
-    def finish(self) -> Chunk:
-        if self.finish_reason is None:
-            raise _StreamIncomplete("the stream ended without a finish reason")
-        return Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
-
-
-async def _sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
-    """The ``data`` of each server-sent event (comments, ``event:`` and ``id:`` lines are ignored)."""
-    lines: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            lines.append(line[5:].removeprefix(" "))
-        elif not line and lines:
-            yield "\n".join(lines)
-            lines = []
-    if lines:
-        yield "\n".join(lines)
-
-
-def _bytes(entry: Mapping[str, Any]) -> tuple[int, ...]:
-    raw = entry.get("bytes")
-    return tuple(raw) if isinstance(raw, list) else tuple(str(entry["token"]).encode())
-
-
-def _message_of(body: Any) -> str:
-    """The message of an error body: OpenAI/llama.cpp ``{"error": {"message"}}``, Ollama ``{"error": "…"}``,
-    older vLLM ``{"object": "error", "message"}``, FastAPI ``{"detail"}``."""
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-        if isinstance(error, str):
-            return error
-        for key in ("message", "detail"):
-            if body.get(key):
-                return str(body[key])
-    return json.dumps(body)
 
 
 def _retry_after(headers: httpx.Headers) -> int | None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from groupqwen.cli.data import _interactive, data_app
+from groupqwen.cli.data import data_app
+from groupqwen.cli.review import _interactive
 from groupqwen.finetune.records import Conversation, Turn, read_jsonl, write_jsonl
 from groupqwen.finetune.review import ReviewStore
 

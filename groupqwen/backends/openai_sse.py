@@ -1,0 +1,112 @@
+"""Reading an OpenAI-compatible chat-completions stream: server-sent events into ``Chunk``s.
+
+``sse_data`` yields each event's ``data``; ``StreamParser`` turns those payloads into ``Chunk``s with
+``TokenLogprob``s, re-wrapping ``delta.reasoning_content`` (vLLM's reasoning parser) as
+``<think>…</think>`` text and keeping the finish reason and usage for its last chunk. A stream that ends
+without a finish reason, or carries an error event or a malformed one, raises ``StreamIncomplete``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import httpx
+
+from groupqwen.messages import Chunk, FinishReason, TokenLogprob, TopLogprob, Usage
+
+MAX_MESSAGE = 500
+
+
+class StreamIncomplete(Exception):
+    """The stream ended without a finish reason, or carried an error event or a malformed one."""
+
+
+class StreamParser:
+    """Turns SSE ``data`` payloads into ``Chunk``s; ``finish()`` gives the last one."""
+
+    def __init__(self, top_n: int) -> None:
+        self.top_n, self.done, self.reasoning, self.tokens = top_n, False, False, 0
+        self.finish_reason: FinishReason | None = None
+        self.usage: Usage | None = None
+
+    def feed(self, payload: str) -> Chunk | None:
+        if self.done:
+            return None
+        try:
+            return self._feed(payload)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StreamIncomplete(f"malformed event ({type(exc).__name__}): {payload[:100]!r}") from exc
+
+    def _feed(self, payload: str) -> Chunk | None:
+        if payload.strip() == "[DONE]":
+            self.done = True
+            return None
+        event = json.loads(payload)
+        if not isinstance(event, dict):
+            raise TypeError("not an object")
+        if "error" in event or event.get("object") == "error":
+            raise StreamIncomplete(f"error event: {message_of(event)[:MAX_MESSAGE]}")
+        if isinstance(usage := event.get("usage"), dict):
+            self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        if not (choices := event.get("choices")):
+            return None
+        choice, text = choices[0], ""
+        delta = choice.get("delta") or {}
+        if reasoning := delta.get("reasoning_content") or delta.get("reasoning"):
+            text += reasoning if self.reasoning else "<think>" + reasoning
+            self.reasoning = True
+        if content := delta.get("content"):
+            text += "</think>" + content if self.reasoning else content
+            self.reasoning = False
+        entries = (choice.get("logprobs") or {}).get("content") or ()
+        logprobs = tuple(self._logprob(entry) for entry in entries)
+        self.tokens += len(logprobs) or (1 if text else 0)
+        if reason := choice.get("finish_reason"):
+            self.finish_reason = "length" if reason == "length" else "stop"
+        return Chunk(text=text, logprobs=logprobs) if text or logprobs else None
+
+    def _logprob(self, entry: Mapping[str, Any]) -> TokenLogprob:
+        top = tuple(
+            TopLogprob(t["token"], float(t["logprob"]), _bytes(t)) for t in entry.get("top_logprobs") or ()
+        )
+        return TokenLogprob(entry["token"], float(entry["logprob"]), _bytes(entry), top[: self.top_n])
+
+    def finish(self) -> Chunk:
+        if self.finish_reason is None:
+            raise StreamIncomplete("the stream ended without a finish reason")
+        return Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
+
+
+async def sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
+    """The ``data`` of each server-sent event (comments, ``event:`` and ``id:`` lines are ignored)."""
+    lines: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            lines.append(line[5:].removeprefix(" "))
+        elif not line and lines:
+            yield "\n".join(lines)
+            lines = []
+    if lines:
+        yield "\n".join(lines)
+
+
+def _bytes(entry: Mapping[str, Any]) -> tuple[int, ...]:
+    raw = entry.get("bytes")
+    return tuple(raw) if isinstance(raw, list) else tuple(str(entry["token"]).encode())
+
+
+def message_of(body: Any) -> str:
+    """The message of an error body: OpenAI/llama.cpp ``{"error": {"message"}}``, Ollama ``{"error": "…"}``,
+    older vLLM ``{"object": "error", "message"}``, FastAPI ``{"detail"}``."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        for key in ("message", "detail"):
+            if body.get(key):
+                return str(body[key])
+    return json.dumps(body)
