@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, errors, openai
+from groupqwen.api import admin, errors, openai, review
 from groupqwen.api.errors import error_body
 from groupqwen.api.services import Services, build_services
 from groupqwen.config import Settings
@@ -112,5 +112,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(openai.router)
     app.include_router(admin.router)
+    app.include_router(review.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

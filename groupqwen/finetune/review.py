@@ -38,7 +38,8 @@ class ReviewStore:
         self.path = path
         self._decisions: dict[str, Decision] = {}
         if path.exists():
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            # split on "\n" only: an edit may hold U+2028 and such, which splitlines() would cut at
+            for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
                 if line.strip():
                     decision = _parse(line, f"{path}:{number}")
                     self._decisions[decision.key] = decision
