@@ -256,9 +256,6 @@ def test_concurrent_decisions_do_not_corrupt_the_file(uploaded: TestClient, data
 
 
 def test_an_edit_holding_a_line_separator_character_survives_a_reload(tmp_path: Path) -> None:
-    from groupqwen.finetune.records import Conversation, Turn
-    from groupqwen.finetune.review import ReviewStore
-
     original = Conversation("c1", "chatgpt", (Turn("user", "hi"), Turn("assistant", "hello")))
     edited = Conversation("c1", "chatgpt", (Turn("user", "hi"), Turn("assistant", "line\u2028break")))
     store = ReviewStore(tmp_path / "decisions.jsonl")
