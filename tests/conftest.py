@@ -1,10 +1,18 @@
-"""Shared fixtures: every test starts from an environment without ``GROUPQWEN_*`` variables."""
+"""Shared fixtures: every test starts from an environment without ``GROUPQWEN_*`` variables; ``live_server``
+serves an app on a real loopback socket."""
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +20,31 @@ def _clean_groupqwen_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("GROUPQWEN_"):
             monkeypatch.delenv(name)
+
+
+@contextmanager
+def _serve(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn on a loopback port in a thread: real sockets, so a client can really go
+    away mid-stream (httpx's ``ASGITransport`` buffers the whole response)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture
+def live_server() -> Callable[[FastAPI], AbstractContextManager[str]]:
+    """``with live_server(app) as url:`` — the app on a real loopback port for the block."""
+    return _serve

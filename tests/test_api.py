@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -14,8 +11,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from groupqwen.api.app import create_app
@@ -619,30 +614,7 @@ def test_backend_failure_mid_stream_sync(tmp_path: Path) -> None:
 # A client that goes away cancels the backend work
 
 
-@contextmanager
-def live_server(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn on a loopback port in a thread (real sockets: disconnects are real;
-    httpx's ``ASGITransport`` buffers the whole response, so a client cannot go away early through it)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-async def test_client_closing_the_stream_cancels_the_backend(tmp_path: Path) -> None:
+async def test_client_closing_the_stream_cancels_the_backend(tmp_path: Path, live_server: Any) -> None:
     fake = FakeBackend(model_id="long", tokens=tuple(f" t{i}" for i in range(200)), delay=0.01)
     services = make_services(tmp_path, {"long": fake})
     with live_server(create_app(services.settings, services)) as url:
@@ -675,7 +647,9 @@ def test_the_auto_alias_listed_by_models_list_can_be_retrieved(client: openai.Op
     assert (auto.model_extra or {})["groupqwen"] == {"status": "alias", "resolves_to": "fake"}
 
 
-async def test_client_giving_up_on_a_non_streamed_request_cancels_the_backend(tmp_path: Path) -> None:
+async def test_client_giving_up_on_a_non_streamed_request_cancels_the_backend(
+    tmp_path: Path, live_server: Any
+) -> None:
     """DESIGN: "a client disconnect cancels the backend work" — for plain JSON answers too."""
     fake = FakeBackend(model_id="long", tokens=tuple(f" t{i}" for i in range(200)), delay=0.01)
     services = make_services(tmp_path, {"long": fake})

@@ -6,17 +6,14 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from groupqwen import log
@@ -76,26 +73,6 @@ def test_every_line_of_a_request_carries_its_request_id(tmp_path: Path, fmt: str
     assert "secret prompt" not in out.getvalue()  # no prompt text at INFO
 
 
-@contextmanager
-def live_server(app: FastAPI) -> Iterator[str]:
-    """``app`` served by uvicorn on a loopback port in a thread (the SSE stream needs real sockets)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 def _events(lines: Iterator[str], count: int) -> list[tuple[str, dict[str, object]]]:
     events: list[tuple[str, dict[str, object]]] = []
     name = ""
@@ -109,7 +86,7 @@ def _events(lines: Iterator[str], count: int) -> list[tuple[str, dict[str, objec
     return events
 
 
-def test_live_stream_sends_summaries_and_finished_requests(tmp_path: Path) -> None:
+def test_live_stream_sends_summaries_and_finished_requests(tmp_path: Path, live_server: Any) -> None:
     services = gateway(tmp_path, {"fake": FakeBackend()}, persist=False)
     with (
         live_server(create_app(services.settings, services)) as url,
