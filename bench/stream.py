@@ -100,6 +100,7 @@ def serve(model: str, threads: int) -> Iterator[str]:
         "GROUPQWEN_N_CTX": "2048",
         "GROUPQWEN_DEFAULT_MODEL": model,
         "GROUPQWEN_LOG_LEVEL": "warning",
+        "GROUPQWEN_CACHE__BACKEND": "off",  # the same prompts come back each round: measure generation
     }
     process = subprocess.Popen([str(Path(sys.executable).with_name("groupqwen")), "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
