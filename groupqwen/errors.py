@@ -13,12 +13,17 @@ that escapes is a bug and becomes a logged 500.
     │   └── PayloadTooLarge             413 invalid_request_error       payload_too_large
     ├── ClientDisconnected              499 invalid_request_error       client_disconnected (never sent)
     ├── ModelNotFound                   404 invalid_request_error       model_not_found
+    ├── NotFound                        404 invalid_request_error       not_found         (a review dataset …)
     ├── ModelBusy                       409 invalid_request_error       model_busy
     ├── Overloaded                      503 server_error                overloaded        (Retry-After)
     ├── InsufficientMemory              503 server_error                insufficient_memory
     ├── BackendError                    502 api_error                   backend_error
     │   └── ModelLoadError              502 api_error                   model_load_failed
-    └── ConfigError                     500 api_error                   config_error      (field names)
+    ├── ConfigError                     500 api_error                   config_error      (field names)
+    └── FinetuneError                   400 invalid_request_error       finetune_error    (the data pipeline)
+        ├── InvalidExport               400                             invalid_export    (not an export)
+        ├── UnsafeArchive               400                             unsafe_archive    (zip-slip, bombs)
+        └── InvalidRecords              400                             invalid_records   (a JSONL stage file)
 """
 
 from __future__ import annotations
@@ -74,6 +79,14 @@ class ClientDisconnected(GroupQwenError):
     status_code = 499
     error_type = "invalid_request_error"
     code = "client_disconnected"
+
+
+class NotFound(GroupQwenError):
+    """Something the path names does not exist (a review dataset, a conversation in it)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
 
 
 class ModelNotFound(GroupQwenError):
@@ -137,3 +150,29 @@ class ModelBusy(GroupQwenError):
     status_code = 409
     error_type = "invalid_request_error"
     code = "model_busy"
+
+
+class FinetuneError(GroupQwenError):
+    """Base class of the data pipeline's errors: the input is at fault, hence a 400."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "finetune_error"
+
+
+class InvalidExport(FinetuneError):
+    """A file is not a readable chat export (wrong format, not JSON, truncated before any conversation)."""
+
+    code = "invalid_export"
+
+
+class UnsafeArchive(FinetuneError):
+    """A ZIP archive is refused: a path escapes the work folder, or it is too big or has too many files."""
+
+    code = "unsafe_archive"
+
+
+class InvalidRecords(FinetuneError):
+    """A stage file (conversations JSONL, decisions JSONL) has a bad line; the message names the line."""
+
+    code = "invalid_records"

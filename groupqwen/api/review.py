@@ -24,8 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from groupqwen.api.errors import from_validation_error
 from groupqwen.config import Settings
-from groupqwen.errors import GroupQwenError, InvalidRequest
-from groupqwen.finetune.errors import InvalidRecords
+from groupqwen.errors import InvalidRecords, InvalidRequest, NotFound
 from groupqwen.finetune.records import Conversation, dumps, from_dict, read_jsonl, to_dict
 from groupqwen.finetune.review import Decision, ReviewStore, key_of
 
@@ -36,14 +35,6 @@ Status = Literal["pending", "accepted", "rejected", "edited"]
 STATUSES: tuple[Status, ...] = ("pending", "accepted", "rejected", "edited")
 _STATUS_OF: dict[str, Status] = {"accept": "accepted", "reject": "rejected", "edit": "edited"}
 NDJSON = "application/x-ndjson"
-
-
-class ReviewNotFound(GroupQwenError):
-    """No such review dataset, or no such conversation in it."""
-
-    status_code = 404
-    error_type = "invalid_request_error"
-    code = "not_found"
 
 
 class DecisionBody(BaseModel):
@@ -71,7 +62,7 @@ class _Dataset:
 
     def require(self) -> None:
         if not self.conversations.is_file():
-            raise ReviewNotFound(f"There is no review dataset {self.name!r}", param="name")
+            raise NotFound(f"There is no review dataset {self.name!r}", param="name")
 
     def load(self) -> tuple[list[Conversation], ReviewStore]:
         self.require()
@@ -175,7 +166,7 @@ async def decide(request: Request, name: str) -> dict[str, Any]:
         conversations, store = dataset.load()
         original = next((c for c in conversations if key_of(c) == body.key), None)
         if original is None:
-            raise ReviewNotFound(f"There is no conversation {body.key!r} in {dataset.name!r}", param="key")
+            raise NotFound(f"There is no conversation {body.key!r} in {dataset.name!r}", param="key")
         edited = None
         if body.conversation is not None:
             try:

@@ -39,7 +39,7 @@ def _console() -> Console:
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    from groupqwen.finetune.errors import FinetuneError
+    from groupqwen.errors import FinetuneError
 
     try:
         yield

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import IO, Protocol
 
-from groupqwen.finetune.errors import InvalidExport, UnsafeArchive
+from groupqwen.errors import InvalidExport, UnsafeArchive
 
 
 @dataclass(frozen=True)

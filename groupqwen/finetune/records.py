@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from groupqwen.finetune.errors import InvalidRecords
+from groupqwen.errors import InvalidRecords
 
 Role = Literal["system", "user", "assistant"]
 Source = Literal["chatgpt", "claude", "perplexity"]

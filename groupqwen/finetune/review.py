@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from groupqwen.finetune.errors import InvalidRecords
+from groupqwen.errors import InvalidRecords
 from groupqwen.finetune.records import Conversation, from_dict, to_dict
 
 Verdict = Literal["accept", "reject", "edit"]

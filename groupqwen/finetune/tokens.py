@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
-from groupqwen.finetune.errors import FinetuneError
+from groupqwen.errors import FinetuneError
 
 _PIECES = re.compile(r"<\|[a-z_]+\|>|</?think>|\w+|[^\w\s]|\s+")
 

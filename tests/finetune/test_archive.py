@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from groupqwen.errors import InvalidExport, UnsafeArchive
 from groupqwen.finetune.archive import CountingReader, ZipLimits, unsafe_name
-from groupqwen.finetune.errors import InvalidExport, UnsafeArchive
 from groupqwen.finetune.importers import ImportOptions, import_paths
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from groupqwen.errors import InvalidRecords
 from groupqwen.finetune.curate import CurateConfig, Curator, curate_file
-from groupqwen.finetune.errors import InvalidRecords
 from groupqwen.finetune.pii import PatternDetector, PresidioDetector, Scrubber, iban_ok, luhn_ok
 from groupqwen.finetune.quality import Quality, QualityConfig
 from groupqwen.finetune.records import Conversation, Identity, Meta, Turn, read_jsonl, write_jsonl

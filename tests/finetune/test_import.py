@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from groupqwen.finetune.errors import InvalidExport
+from groupqwen.errors import InvalidExport
 from groupqwen.finetune.importers import ImportOptions, import_paths
 from groupqwen.finetune.importers.base import Tally
 from groupqwen.finetune.importers.chatgpt import read_chatgpt

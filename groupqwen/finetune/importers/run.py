@@ -19,8 +19,8 @@ from typing import IO
 
 import ijson  # type: ignore[import-untyped]
 
+from groupqwen.errors import InvalidExport
 from groupqwen.finetune.archive import CountingReader, Readable, SafeZip
-from groupqwen.finetune.errors import InvalidExport
 from groupqwen.finetune.importers.base import FileReport, ImportOptions, Tally
 from groupqwen.finetune.importers.chatgpt import read_chatgpt
 from groupqwen.finetune.importers.claude import read_claude, read_users
