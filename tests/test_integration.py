@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from servers import free_port
 
 from groupqwen.config import Settings
 from groupqwen.pool.bundled import ensure_bundled
@@ -24,20 +24,13 @@ SMALL = "smollm2-135m"
 DEFAULT = "qwen2.5-coder-0.5b"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings()
     for spec in settings.catalog().values():
         if spec.bundled is not None:
             ensure_bundled(spec, settings.models_dir)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "GROUPQWEN_N_THREADS": "1", "GROUPQWEN_N_CTX": "1024", "GROUPQWEN_PORT": str(port)}
     groupqwen = Path(sys.executable).with_name("groupqwen")

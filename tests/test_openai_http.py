@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import free_port
 
 from groupqwen.backends.base import Backend
 from groupqwen.backends.openai_http import OpenAIHTTPBackend
@@ -32,12 +32,6 @@ from groupqwen.orchestrator.thinking import ThinkSplitter
 pytestmark = pytest.mark.integration
 
 ALIAS = "smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LlamaServer:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from servers import ValkeyServer
 
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services, cache_from_settings
@@ -23,8 +24,6 @@ from groupqwen.cache.stores import EmbeddedStore, VectorStore
 from groupqwen.config import load_settings
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
-
-from .conftest import ValkeyServer
 
 REPLY = "Paris is the capital of France."
 

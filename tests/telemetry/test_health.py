@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
+from servers import ValkeyServer
 
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
@@ -23,7 +24,7 @@ from groupqwen.telemetry.health import (
     ping_check,
 )
 
-from .conftest import RedisServer, gateway
+from .conftest import gateway
 
 
 async def test_a_hung_check_times_out_and_the_others_still_answer() -> None:
@@ -91,7 +92,7 @@ def test_detailed_health_is_503_when_down(tmp_path: Path) -> None:
 
 
 def test_health_flips_to_degraded_when_redis_stops_and_back(
-    redis_server: RedisServer, tmp_path: Path
+    redis_server: ValkeyServer, tmp_path: Path
 ) -> None:
     services = gateway(tmp_path, {"fake": FakeBackend()})
     client = aioredis.Redis(
