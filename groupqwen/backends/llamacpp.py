@@ -1,10 +1,14 @@
 """A GGUF served in-process by llama-cpp-python.
 
 One instance owns one ``llama_cpp.Llama`` and serves one stream at a time: each stream holds ``_lock``
-from start to end and runs in its own worker thread, which hands ``Chunk``s to the event loop through an
-``asyncio.Queue``. The worker alone releases the lock, when it exits, so a stream closed early (client
-gone) frees the model only once llama.cpp is no longer in use; it checks a ``threading.Event`` between
-tokens and between prompt batches.
+from start to end and runs on the instance's one worker thread, which hands ``Chunk``s to the event loop
+through an ``asyncio.Queue``. The worker alone releases the lock, when its job ends, so a stream closed
+early (client gone) frees the model only once llama.cpp is no longer in use; it checks a
+``threading.Event`` between tokens and between prompt batches.
+
+The worker thread lives as long as the model: llama.cpp's OpenMP thread team belongs to the thread that
+calls it, and a fresh thread per request paid for a new team (about 15 ms more to the first token on two
+cores; see docs/benchmarks.md).
 
 Log-probabilities come from the last logits row that llama.cpp keeps (``logits_all=False``), read in
 place with numpy: the sampled token's on every token, the top ``k`` only when asked for.
@@ -13,6 +17,7 @@ place with numpy: the sampled token's on every token, the top ``k`` only when as
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -65,6 +70,7 @@ class LlamaCppBackend:
         self._lock = asyncio.Lock()
         self._model: _Loaded | None = None
         self._cancel: threading.Event | None = None
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def loaded(self) -> bool:
@@ -73,15 +79,22 @@ class LlamaCppBackend:
     async def load(self) -> None:
         async with self._lock:
             if self._model is None:
-                self._model = await asyncio.to_thread(self._load_sync)
+                if self._worker is None:
+                    self._worker = concurrent.futures.ThreadPoolExecutor(
+                        1, thread_name_prefix=f"llamacpp-{self.model_id}"
+                    )
+                self._model = await asyncio.get_running_loop().run_in_executor(self._worker, self._load_sync)
 
     async def close(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
         async with self._lock:
             model, self._model = self._model, None
-        if model is not None:
-            await asyncio.to_thread(model.llm.close)
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            if model is not None:
+                await asyncio.get_running_loop().run_in_executor(worker, model.llm.close)
+            worker.shutdown(wait=False)
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         await self.load()
@@ -92,17 +105,11 @@ class LlamaCppBackend:
         await self._lock.acquire()
         started = False
         try:
-            model = self._model
-            if model is None:
+            model, worker = self._model, self._worker
+            if model is None or worker is None:
                 raise BackendError(f"model {self.model_id!r} was closed")
             self._cancel = cancel
-            worker = threading.Thread(
-                target=self._work,
-                args=(model, request, loop, queue, done, cancel),
-                name=f"llamacpp-{self.model_id}",
-                daemon=True,
-            )
-            worker.start()
+            worker.submit(self._work, model, request, loop, queue, done, cancel)
             started = True
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
