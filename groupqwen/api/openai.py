@@ -8,7 +8,6 @@ import math
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing, suppress
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -166,31 +165,32 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
     decision = services.pipeline.decide(chat)
     ttl_s, read_cache = _cache_control(request)
     cached = await services.pipeline.lookup(chat, decision, _cache_tenant(request, chat), read=read_cache)
-    if cached is not None:
-        trace.cache = cached.status
-        if cached.entry is not None and cached.status == "hit":
-            decision = replace(decision, model=cached.entry.model, route="cache", reason=cached.reason)
     trace.decided(decision.model, decision.route)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     _log.info("chat completion", model=decision.model, route=decision.route, stream=body.stream)
-    final = [decision]  # the cascade's final decision, known before the first delta
+    final = [decision]  # the final decision (the cascade's or the cache's), known before the first delta
+    looked = [cached]  # the cache's final answer, known before the first delta
 
     def decided(outcome: Decision) -> None:
         final[0] = outcome
         trace.decided(outcome.model, outcome.route, outcome.escalations)
 
+    def on_cached(lookup: Lookup) -> None:
+        looked[0] = lookup
+        trace.cache = lookup.status
+
     if not body.stream:
         completion = await _unless_disconnected(
-            request, services.pipeline.complete(chat, decision, cached, ttl_s, decided)
+            request, services.pipeline.complete(chat, decision, cached, ttl_s, decided, on_cached)
         )
         decision = final[0]
         payload = completion_json(completion_id, decision, completion, chat.logprobs)
         payload["groupqwen"] = _groupqwen(decision)
         trace.used(completion.usage.prompt_tokens, completion.usage.completion_tokens)
         services.telemetry.finish(trace)
-        return JSONResponse(payload, headers=_headers(decision, cached))
+        return JSONResponse(payload, headers=_headers(decision, looked[0]))
 
-    deltas = services.pipeline.stream(chat, decision, cached, ttl_s, decided)
+    deltas = services.pipeline.stream(chat, decision, cached, ttl_s, decided, on_cached)
     try:  # errors before the first token are plain HTTP errors
         first = await _unless_disconnected(request, anext(deltas))
     except BaseException:
@@ -204,7 +204,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
         services.telemetry,
         trace,
     )
-    headers = {**_headers(decision, cached), "cache-control": "no-cache", "x-accel-buffering": "no"}
+    headers = {**_headers(decision, looked[0]), "cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
 
 

@@ -3,7 +3,10 @@
 A lookup is an exact match first (the scope plus the normalised last user turn, hashed), then a semantic
 one: the last user turn is embedded and its nearest neighbours *in the same scope* are tried, best first;
 one is served only when its cosine similarity reaches ``threshold`` and the guard (``guard.py``) accepts
-the pair. The scope hashes everything else that shapes an answer: tenant, model, system prompt, the
+the pair. The two layers can run apart (``lookup_exact``, then ``lookup_similar`` on its ``pending``
+result), so that the orchestrator overlaps the embedding with the start of generation.
+
+The scope hashes everything else that shapes an answer: tenant, model, system prompt, the
 conversation before the last user turn, sampling settings, response format, thinking, and the embedder.
 
 Requests hotter than ``max_temperature``, with a ``seed`` (unless ``cache_seeded``), asking for logprobs,
@@ -19,9 +22,9 @@ import json
 import re
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from groupqwen import log
 from groupqwen.cache.embedder import Embedder, Vectors
@@ -30,6 +33,7 @@ from groupqwen.cache.stores import Answer, CacheEntry, CacheUnavailable, Invalid
 from groupqwen.messages import ChatRequest, Completion, Usage
 
 _log = log.get(__name__)
+T = TypeVar("T")
 Status = Literal["hit", "miss", "bypass"]
 _SPACE = re.compile(r"\s+")
 
@@ -68,6 +72,7 @@ class Lookup:
     entry: CacheEntry | None = None
     similarity: float | None = None
     vector: Vectors | None = field(default=None, compare=False, repr=False)
+    pending: bool = False  # a miss of the exact layer whose semantic search has not run yet
 
     def completion(self) -> Completion:
         """The cached answer of a hit."""
@@ -169,8 +174,14 @@ class SemanticCache:
     # -- the request path ----------------------------------------------------------------------------
 
     async def lookup(self, request: ChatRequest, tenant: str, model: str, *, read: bool = True) -> Lookup:
-        """Find a cached answer. ``read=False`` (``Cache-Control: no-cache``) skips it but keeps the key so
-        the fresh answer is stored."""
+        """Find a cached answer, both layers. ``read=False`` (``Cache-Control: no-cache``) skips it but keeps
+        the key so the fresh answer is stored."""
+        return await self.lookup_similar(await self.lookup_exact(request, tenant, model, read=read))
+
+    async def lookup_exact(
+        self, request: ChatRequest, tenant: str, model: str, *, read: bool = True
+    ) -> Lookup:
+        """The exact layer alone: a hit, a bypass, or a ``pending`` miss for ``lookup_similar``."""
         key = self.key(request, tenant, model)
         if isinstance(key, str):
             self._counters.bypasses += 1
@@ -178,9 +189,33 @@ class SemanticCache:
         if not read:
             self._counters.bypasses += 1
             return Lookup("bypass", "the client asked not to read the cache", key)
+        entry = await self._guarded(self._store.get(key.entry_key))
+        if isinstance(entry, Lookup):
+            return entry
+        if entry is not None and not entry.expired(self._clock()):
+            self._counters.exact_hits += 1
+            self._counters.hits += 1
+            return Lookup("hit", "exact match", key, entry, 1.0)
+        return Lookup("miss", "no exact match", key, pending=True)
+
+    async def lookup_similar(self, lookup: Lookup) -> Lookup:
+        """The semantic layer for a ``pending`` miss (anything else is returned as it is)."""
+        if not lookup.pending or lookup.key is None:
+            return lookup
+        found = await self._guarded(self._similar(lookup.key))
+        if isinstance(found, Lookup) and found.status == "bypass":
+            return found
+        if found.status == "hit":
+            self._counters.hits += 1
+        else:
+            self._counters.misses += 1
+        return found
+
+    async def _guarded(self, work: Awaitable[T]) -> T | Lookup:
+        """``work`` within the timeout; a failing or slow store turns the lookup into a bypass."""
         try:
             async with asyncio.timeout(self.policy.timeout_s):
-                found = await self._find(key)
+                result = await work
         except (CacheUnavailable, TimeoutError) as exc:
             self._counters.errors += 1
             self._counters.bypasses += 1
@@ -188,17 +223,9 @@ class SemanticCache:
             _log.warning("cache bypassed", error=type(exc).__name__)
             return Lookup("bypass", "the cache store is unavailable")
         self._degraded = False
-        if found.status == "hit":
-            self._counters.hits += 1
-        else:
-            self._counters.misses += 1
-        return found
+        return result
 
-    async def _find(self, key: CacheKey) -> Lookup:
-        entry = await self._store.get(key.entry_key)
-        if entry is not None and not entry.expired(self._clock()):
-            self._counters.exact_hits += 1
-            return Lookup("hit", "exact match", key, entry, 1.0)
+    async def _similar(self, key: CacheKey) -> Lookup:
         vector = (await asyncio.to_thread(self.embedder.embed, [key.text]))[0]
         best: float | None = None
         for candidate, similarity in await self._store.search(key.scope, vector, self.policy.candidates):

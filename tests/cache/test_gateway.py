@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from servers import ValkeyServer
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services, cache_from_settings
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.cache.embedder import MiniLMEmbedder
+from groupqwen.cache.embedder import MiniLMEmbedder, Vectors
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
 from groupqwen.cache.stores import EmbeddedStore, VectorStore
@@ -55,6 +55,14 @@ def chat(
     )
 
 
+def settle(backend: FakeBackend) -> None:
+    """Wait for generations the gateway abandoned (closed in the background) to end."""
+    deadline = time.monotonic() + 5
+    while backend.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert backend.active == 0
+
+
 @pytest.fixture
 def embedded(tmp_path: Path, minilm: MiniLMEmbedder) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
     with gateway(tmp_path, EmbeddedStore(None, minilm.dim), minilm) as pair:
@@ -73,12 +81,19 @@ def test_miss_then_exact_and_semantic_hits(embedded: tuple[TestClient, dict[str,
     assert (
         again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
     )
+    assert len(backends["fake"].requests) == 1  # the model was cold: the semantic layer ran before it
     near = chat(client, "Which city is the capital of France?")
     assert near.headers["x-groupqwen-cache"] == "hit"
     assert 0.86 <= float(near.headers["x-groupqwen-cache-similarity"]) < 1.0
-    assert len(backends["fake"].requests) == 1
+    assert near.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    # the model was warm: generation started beside the semantic layer, and the hit cancelled it
+    settle(backends["fake"])
+    assert len(backends["fake"].requests) == 2 and backends["fake"].cancelled == 1
     refused = chat(client, "What is the capital of Germany?")
-    assert refused.headers["x-groupqwen-cache"] == "miss" and len(backends["fake"].requests) == 2
+    assert refused.headers["x-groupqwen-cache"] == "miss"
+    assert refused.json()["choices"][0]["message"]["content"] == REPLY + " "
+    settle(backends["fake"])
+    assert len(backends["fake"].requests) == 3 and backends["fake"].cancelled == 1
     metrics = client.get("/v1/metrics", params={"window": "1h"}).json()  # telemetry saw each result
     assert metrics["cache"] == {"hit": 2, "miss": 2, "bypass": 0, "hit_rate": 0.5}
     assert metrics["by_route"]["cache"]["requests"] == 2
@@ -146,6 +161,58 @@ def test_a_hit_is_served_to_a_stream_and_a_stream_is_stored(
     assert plain.headers["x-groupqwen-cache"] == "hit"
     assert plain.json()["choices"][0]["message"]["content"] == text
     assert len(backends["fake"].requests) == 1
+
+
+class Watching:
+    """MiniLM that, once ``armed``, waits (up to 5 s) inside the embedding until the backend has been asked
+    for one more generation than before the request: it only sees that when the gateway generates while
+    the semantic layer is still looking."""
+
+    def __init__(self, inner: MiniLMEmbedder, backend: FakeBackend) -> None:
+        self.inner, self.backend = inner, backend
+        self.name, self.dim = inner.name, inner.dim
+        self.armed = False
+        self.before = 0
+        self.saw_generation: list[bool] = []
+
+    def ask(self, client: TestClient, text: str, **body: Any) -> Any:
+        self.armed, self.before = True, len(self.backend.requests)
+        return chat(client, text, **body)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if self.armed:
+            deadline = time.monotonic() + 5
+            while len(self.backend.requests) == self.before and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.saw_generation.append(len(self.backend.requests) > self.before)
+        return self.inner.embed(texts)
+
+
+def test_a_warm_model_generates_while_the_semantic_layer_looks(
+    tmp_path: Path, minilm: MiniLMEmbedder
+) -> None:
+    backend = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()])
+    watching = Watching(minilm, backend)
+    settings = load_settings(
+        models={"fake": {"backend": "fake"}}, default_model="fake", models_dir=tmp_path, data_dir=tmp_path
+    )
+    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
+    cache = SemanticCache(EmbeddedStore(None, minilm.dim), watching, CachePolicy(timeout_s=10))
+    services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
+    with TestClient(create_app(settings, services)) as client:
+        assert chat(client, "What is the capital of France?").headers["x-groupqwen-cache"] == "miss"  # loads
+        plain = watching.ask(client, "How tall is Mount Everest?")
+        streamed = watching.ask(client, "How deep is the Mariana Trench?", stream=True)
+        near = watching.ask(client, "Which city is the capital of France?", stream=True)
+    assert plain.headers["x-groupqwen-cache"] == "miss"
+    assert plain.json()["choices"][0]["message"]["content"] == REPLY + " "
+    assert streamed.headers["x-groupqwen-cache"] == "miss"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in sse(streamed)) == REPLY + " "
+    assert near.headers["x-groupqwen-cache"] == "hit" and near.headers["x-groupqwen-route"] == "cache"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in sse(near)) == REPLY + " "
+    assert watching.saw_generation == [True, True, True]
+    settle(backend)
+    assert backend.cancelled == 1  # the hit's speculative generation
 
 
 def test_ttl_header_and_cache_control(embedded: tuple[TestClient, dict[str, FakeBackend]]) -> None:
