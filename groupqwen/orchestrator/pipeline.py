@@ -141,6 +141,9 @@ class Pipeline:
         if cached is not None and cached.pending and self._cache is not None:
             if self._warm(decision):  # generate while the semantic layer looks
                 first = asyncio.ensure_future(anext(chunks))
+                # let it reach the model before the embedding thread starts: that thread holds the GIL in
+                # its tokenizer and numpy steps, and a waiting thread gets it only every 5 ms
+                await asyncio.sleep(0)
             try:
                 cached = await self._cache.lookup_similar(cached)
             except BaseException:
