@@ -5,9 +5,12 @@
     .venv/bin/python scripts/train_router.py      # classifier + calibration from the calibration split
     .venv/bin/python bench/routing.py             # this table, on the test split only
 
-Policies: the small model alone, the large alone, a random split, the router's complexity classifier
-alone, the confidence cascade (small first, escalate below the bar) at several bars and at the bars the
-shipped table gives for a few targets, and ``auto`` (classifier + cascade, as configured by default).
+Policies: the small model alone, the large alone, a random split, the router's classifier alone (its
+probability that the large model wins), the confidence cascade (small first, escalate below the bar) at
+several bars and at the bars the shipped table gives for a few targets, and ``auto`` (classifier +
+cascade: straight to the large model above ``max_complexity``, else small first and escalate below the
+bar) at the pairs the shipped ``auto`` table gives for a few targets and as configured by default. ``auto``
+ranks requests by ``max(p − max_complexity, bar − confidence)`` for APGR and CPT.
 Metrics follow RouteLLM (arXiv 2406.18665): PGR = (acc − acc_small) / (acc_large − acc_small);
 APGR = mean PGR over 0 %, 10 %, …, 100 % of calls to the large model, the routing score ranking which
 calls go; CPT(x) = the least share of calls to the large model reaching PGR ≥ x. Latency: the cascade pays
@@ -30,8 +33,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 from routing_questions import is_correct  # noqa: E402
 from train_router import LARGE, SMALL, load_bench, request_of, tokens_of  # noqa: E402
 
+from groupqwen.config import load_settings  # noqa: E402
 from groupqwen.orchestrator import weights  # noqa: E402
 from groupqwen.orchestrator.features import extract, vector  # noqa: E402
+from groupqwen.orchestrator.weights import routing_from_settings  # noqa: E402
 
 Array = np.ndarray
 
@@ -110,18 +115,30 @@ def main() -> None:
     add("small only", none, none, None)
     add("large only", ~none, none, None)
     add("random 50 %", rand < 0.5, none, rand)
-    add("classifier (p ≥ 0.5 → large)", cplx >= 0.5, none, cplx)
+    add("classifier alone (P(large wins) > 0.5 → large)", cplx > 0.5, none, cplx)
     for bar in (0.3, 0.5, 0.7):
         add(f"cascade, bar {bar:.2f}", conf_s < bar, ~none, 1 - conf_s)
     calibration = w.scorer.calibrations[SMALL]
     for target in (0.02, 0.05, 0.1):
         bar = calibration.bar_for(target)
         add(f"cascade, target {target:.0%} (bar {bar:.2f})", conf_s < bar, ~none, 1 - conf_s)
-    for target, edge in ((0.05, 0.5), (0.1, 0.5), (0.1, 0.8)):
-        bar = calibration.bar_for(target)
+    for target in (0.02, 0.05, 0.1):
+        pair = calibration.auto_for(target)
+        if pair is None:
+            continue
+        edge, bar = pair
         direct = cplx > edge
-        name = f"auto: p > {edge} → large, else cascade target {target:.0%} (bar {bar:.2f})"
-        add(name, direct | (conf_s < bar), ~direct, np.maximum(cplx, 1 - conf_s))
+        name = f"auto, target {target:.0%} (max_complexity {edge:.2f}, bar {bar:.2f})"
+        add(name, direct | (conf_s < bar), ~direct, np.maximum(cplx - edge, bar - conf_s))
+    settings = load_settings()  # the defaults (and GROUPQWEN_ environment), as the gateway would read them
+    small_tier = routing_from_settings(settings).router.policy.tiers[0]
+    edge, bar = small_tier.max_complexity, small_tier.bar or 0.0
+    direct = cplx > edge
+    add(
+        f"**auto as configured by default** (target {settings.router.tiers[0].target:.0%})",
+        direct | (conf_s < bar), ~direct, np.maximum(cplx - edge, bar - conf_s),
+    )  # fmt: skip
+    default_to_large = direct | (conf_s < bar)
 
     head = (
         "| policy | accuracy | % of large | to large | mean latency (s) | PGR | APGR | CPT(80%) | CPT(95%) |"
@@ -145,6 +162,24 @@ def main() -> None:
     print(
         f"\nconfidence ECE (test split, 10 bins): {SMALL} {ece(conf_s, s_ok.astype(float)):.3f}, "
         f"{LARGE} {ece(conf_l, l_ok.astype(float)):.3f}"
+    )
+    print(
+        f"classifier ECE (P(large wins), test split, 10 bins): {ece(cplx, (l_ok & ~s_ok).astype(float)):.3f}"
+    )
+    # how noisy the default row is: resample the test questions (bootstrap, 2000 draws, fixed seed)
+    boot = np.random.default_rng(0)
+    ratios, shares = [], []
+    chosen = np.where(default_to_large, l_ok, s_ok)
+    for _ in range(2000):
+        i = boot.integers(0, len(test), len(test))
+        if l_ok[i].mean() > 0:
+            ratios.append(chosen[i].mean() / l_ok[i].mean())
+            shares.append(default_to_large[i].mean())
+    lo, hi = np.percentile(ratios, [5, 95])
+    slo, shi = np.percentile(shares, [5, 95])
+    print(
+        f"default auto, 90% bootstrap interval: {lo:.0%}–{hi:.0%} of the large model's accuracy, "
+        f"{slo:.0%}–{shi:.0%} of requests to the large model"
     )
     by_cat: dict[str, list[int]] = {}
     for q, a, b in zip(test, s_ok, l_ok, strict=True):

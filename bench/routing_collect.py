@@ -3,7 +3,8 @@
     .venv/bin/python bench/routing_collect.py [--threads 2] [--max-tokens 24]
 
 One model at a time (two generating models would share 2 cores and distort latencies). Policies are then
-evaluated by ``bench/routing.py`` from these same answers, so every policy sees identical outputs.
+evaluated by ``bench/routing.py`` from these same answers, so every policy sees identical outputs. The
+shipped answers were collected with ``--threads 1`` at ``nice 10`` on a shared 2-core machine.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/routing_questions.py   # writes bench/data/routing_questions.jsonl
 
-Arithmetic (sums, differences, products, two-step), short facts (capitals, chemical symbols, everyday
-facts) and word questions. ``split`` is ``calibration`` (used to train the router and calibrate the
-confidence score) or ``test`` (only for the reported numbers).
+300 questions, in about the shares of the first 154-question set: 120 arithmetic (sums, differences,
+products by a digit, ``a + b * c``; one-, two- and three-digit operands in turn), 60 capitals, 28 chemical
+symbols, 56 everyday facts and 36 word questions. ``split`` is ``calibration`` (used to train the router
+and calibrate the confidence score) or ``test`` (only for the reported numbers).
 """
 
 from __future__ import annotations
@@ -58,6 +59,33 @@ CAPITALS = {
     "Nigeria": "Abuja",
     "Pakistan": "Islamabad",
     "Iran": "Tehran",
+    "Romania": "Bucharest",
+    "Bulgaria": "Sofia",
+    "Croatia": "Zagreb",
+    "Serbia": "Belgrade",
+    "Iceland": "Reykjavik",
+    "Estonia": "Tallinn",
+    "Latvia": "Riga",
+    "Lithuania": "Vilnius",
+    "Slovakia": "Bratislava",
+    "Morocco": "Rabat",
+    "Ethiopia": "Addis Ababa",
+    "Ghana": "Accra",
+    "Senegal": "Dakar",
+    "Uganda": "Kampala",
+    "Indonesia": "Jakarta",
+    "Philippines": "Manila",
+    "Malaysia": "Kuala Lumpur",
+    "Saudi Arabia": "Riyadh",
+    "Iraq": "Baghdad",
+    "Afghanistan": "Kabul",
+    "Bangladesh": "Dhaka",
+    "Nepal": "Kathmandu",
+    "Venezuela": "Caracas",
+    "Ecuador": "Quito",
+    "Uruguay": "Montevideo",
+    "New Zealand": "Wellington",
+    "United Kingdom": "London",
 }
 SYMBOLS = {
     "hydrogen": "H",
@@ -78,6 +106,18 @@ SYMBOLS = {
     "zinc": "Zn",
     "sulfur": "S",
     "chlorine": "Cl",
+    "fluorine": "F",
+    "neon": "Ne",
+    "magnesium": "Mg",
+    "silicon": "Si",
+    "phosphorus": "P",
+    "argon": "Ar",
+    "nickel": "Ni",
+    "platinum": "Pt",
+    "lithium": "Li",
+    "cobalt": "Co",
+    "manganese": "Mn",
+    "chromium": "Cr",
 }
 FACTS = [
     ("How many days are in a week?", "7"),
@@ -110,32 +150,85 @@ FACTS = [
     ("What is the last month of the year?", "December"),
     ("What day comes after Monday?", "Tuesday"),
     ("What is the square root of 81?", "9"),
+    ("How many days are in a leap year?", "366"),
+    ("How many seconds are in a minute?", "60"),
+    ("How many sides does a square have?", "4"),
+    ("How many sides does a pentagon have?", "5"),
+    ("How many sides does an octagon have?", "8"),
+    ("How many legs does a dog have?", "4"),
+    ("How many wheels does a bicycle have?", "2"),
+    ("How many weeks are in a year?", "52"),
+    ("How many colors are in a rainbow?", "7"),
+    ("What is the smallest prime number?", "2"),
+    ("At what temperature in Fahrenheit does water boil at sea level?", "212"),
+    ("At what temperature in Fahrenheit does water freeze?", "32"),
+    ("What is the square root of 64?", "8"),
+    ("Which planet is closest to the Sun?", "Mercury"),
+    ("What is the tallest mountain in the world?", "Everest"),
+    ("What is the longest river in Africa?", "Nile"),
+    ("What is the hardest natural substance?", "diamond"),
+    ("What language is spoken in Brazil?", "Portuguese"),
+    ("What is the currency of Japan?", "yen"),
+    ("Who painted the Mona Lisa?", "Leonardo"),
+    ("What is the opposite of day?", "night"),
+    ("What is the opposite of big?", "small"),
+    ("What color is a ripe banana?", "yellow"),
+    ("What color do you get by mixing red and yellow?", "orange"),
+    ("What is the second month of the year?", "February"),
+    ("What day comes after Friday?", "Saturday"),
 ]
-WORDS = ["apple", "banana", "cherry", "garden", "pencil", "window", "rocket", "turtle", "planet", "silver"]
+WORDS = [
+    "apple",
+    "banana",
+    "cherry",
+    "garden",
+    "pencil",
+    "window",
+    "rocket",
+    "turtle",
+    "planet",
+    "silver",
+    "orange",
+    "bridge",
+    "monkey",
+    "castle",
+    "dragon",
+    "guitar",
+    "jungle",
+    "marble",
+]
+DIGITS = ((2, 9), (12, 99), (100, 999))  # one-, two- and three-digit operands, in turn
 
 
 def _arithmetic(rng: random.Random, n: int) -> list[dict[str, str]]:
+    """Sums, differences, products by a digit and ``a + b * c``, in turn; operands of one, two and three
+    digits in turn within each kind (real traffic has all sizes)."""
     items: list[dict[str, str]] = []
+    seen: set[str] = set()
     for i in range(n):
         kind = i % 4
-        a, b, c = rng.randint(12, 99), rng.randint(12, 99), rng.randint(2, 9)
-        if kind == 0:
-            q, ans = f"What is {a} + {b}?", a + b
-        elif kind == 1:
-            a, b = max(a, b), min(a, b)
-            q, ans = f"What is {a} - {b}?", a - b
-        elif kind == 2:
-            q, ans = f"What is {a} * {c}?", a * c
-        else:
-            q, ans = f"What is {a} + {b} * {c}?", a + b * c
+        low, high = DIGITS[(i // 4) % len(DIGITS)]
+        q = ""
+        while not q or q in seen:  # no repeats (a repeat could land in both splits)
+            a, b, c = rng.randint(low, high), rng.randint(low, high), rng.randint(2, 9)
+            if kind == 0:
+                q, ans = f"What is {a} + {b}?", a + b
+            elif kind == 1:
+                a, b = max(a, b), min(a, b)
+                q, ans = f"What is {a} - {b}?", a - b
+            elif kind == 2:
+                q, ans = f"What is {a} * {c}?", a * c
+            else:
+                q, ans = f"What is {a} + {b} * {c}?", a + b * c
+        seen.add(q)
         items.append({"category": "arithmetic", "question": q, "answer": str(ans)})
     return items
 
 
 def generate() -> list[dict[str, str]]:
     rng = random.Random(SEED)
-    items = _arithmetic(rng, 60)
-    for country in rng.sample(sorted(CAPITALS), 30):
+    items = _arithmetic(rng, 120)
+    for country in rng.sample(sorted(CAPITALS), 60):
         items.append(
             {
                 "category": "capital",
@@ -143,7 +236,7 @@ def generate() -> list[dict[str, str]]:
                 "answer": CAPITALS[country],
             }
         )
-    for element in rng.sample(sorted(SYMBOLS), 14):
+    for element in rng.sample(sorted(SYMBOLS), 28):
         items.append(
             {
                 "category": "symbol",

@@ -117,12 +117,19 @@ class CacheConfig(BaseModel):
 
 class TierConfig(BaseModel):
     """One tier of the ``auto`` ladder (docs/routing.md). The bar comes from ``bar`` if set, else from
-    ``target`` through the model's calibration table; the last tier is never escalated."""
+    ``target`` through the model's calibration table; ``max_complexity`` likewise (the pair measured
+    together for ``target``). The last tier is never escalated."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="A model id from the catalog or models")
-    max_complexity: float = Field(1.0, ge=0, le=1, description="Tried first for requests scoring up to this")
+    max_complexity: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Tried first for requests scoring up to this; default: from the calibration for "
+        "`target` (1.0 without one)",
+    )
     target: float = Field(
         0.1, ge=0, le=1, description="At most this share of answers may be worse than the top tier's"
     )
@@ -132,7 +139,7 @@ class TierConfig(BaseModel):
 
 def _default_tiers() -> list[TierConfig]:
     return [
-        TierConfig(model="smollm2-135m", max_complexity=0.5, multilingual=False),  # type: ignore[call-arg]
+        TierConfig(model="smollm2-135m", multilingual=False),  # type: ignore[call-arg]
         TierConfig(model="qwen2.5-coder-0.5b"),  # type: ignore[call-arg]
     ]
 

@@ -5,10 +5,21 @@
 Inputs, all shipped in the repo (no downloads):
 - ``scripts/router_corpus.py``: synthetic prompts labelled ``complex`` / ``think``;
 - ``bench/data/routing_questions.jsonl`` + ``bench/data/routing_answers.json`` (``bench/routing_collect.py``):
-  the bundled models' answers to the *calibration* split. A question the small model got wrong is labelled
-  ``complex`` (it needs more than the fast tier); each model's answers, checked against the known answer,
-  calibrate its confidence score; the small model's ``bars`` table maps a target ("at most X of answers
-  worse than the top tier's") to the lowest bar that met it on this split.
+  the bundled models' answers to the *calibration* split.
+
+The complexity head estimates the probability that the large model *wins* — it answers right where the
+small one answers wrong (RouteLLM's label) — so it learns where escalating pays, not merely where the small
+model fails (on arithmetic the small model fails everything but the large one only wins on part of it).
+Synthetic prompts keep their ``complex`` label (code, essays, proofs: where a larger model helps). The
+inputs (dense measures with or without the arithmetic ones, with or without the hashed words) and the L2
+strength are chosen by k-fold cross-validation on the calibration split only (log-loss; the synthetic
+corpus joins every training fold and is never scored); the script prints train and cross-validated scores.
+
+Each model's answers, checked against the known answer, calibrate its confidence score (L2 chosen the same
+way). From out-of-fold classifier and confidence scores the small model gets two tables for targets "at
+most X of all answers worse than the large model's": ``bars`` (the cascade alone: the lowest bar that met
+X) and ``auto`` (the classifier's ``max_complexity`` and the bar together: the pair that met X with the
+fewest requests reaching the large model).
 The *test* split is never read here: ``bench/routing.py`` reports on it.
 """
 
@@ -20,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
@@ -29,13 +41,27 @@ from routing_questions import is_correct  # noqa: E402
 
 from groupqwen.messages import ChatRequest, Message, TokenLogprob, TopLogprob  # noqa: E402
 from groupqwen.orchestrator import features  # noqa: E402
-from groupqwen.orchestrator.classifier import DATA_DIR, fit  # noqa: E402
+from groupqwen.orchestrator.classifier import (  # noqa: E402
+    DATA_DIR,
+    Array,
+    auc,
+    cross_validated,
+    fit,
+    folds,
+    log_loss,
+    probabilities,
+)
 from groupqwen.orchestrator.confidence import Calibration, measures  # noqa: E402
 
 QUESTIONS = ROOT / "bench" / "data" / "routing_questions.jsonl"
 ANSWERS = ROOT / "bench" / "data" / "routing_answers.json"
 SMALL, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b"
 TARGETS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
+K = 5
+L2_GRID = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
+GRID = np.round(np.linspace(0.0, 1.0, 41), 3)  # thresholds searched for the tables
+Bools = npt.NDArray[np.bool_]
+ARITHMETIC = ("single_operation", "multi_step", "operand_digits", "one_digit_operands", "round_operands")
 
 
 def request_of(question: str, system: str | None = None) -> ChatRequest:
@@ -53,7 +79,22 @@ def load_bench(split: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return [q for q in questions if q["split"] == split], answers
 
 
-def bars_table(scores: np.ndarray, small_ok: np.ndarray, large_ok: np.ndarray) -> list[tuple[float, float]]:
+def feature_sets() -> dict[str, Bools]:
+    """The input subsets cross-validation chooses from (masks over ``features.vector``)."""
+    dense = np.zeros(features.size(), bool)
+    dense[: len(features.DENSE)] = True
+    # has_system is left out: in this training data it marks the source (every benchmark question carries
+    # the benchmark's system prompt, no synthetic prompt has one), not how hard a request is
+    dense[features.DENSE.index("has_system")] = False
+    everything = np.ones(features.size(), bool)
+    everything[features.DENSE.index("has_system")] = False
+    plain = dense.copy()
+    for name in ARITHMETIC:
+        plain[features.DENSE.index(name)] = False
+    return {"dense": plain, "dense+arithmetic": dense, "all (+ hashed words)": everything}
+
+
+def bars_table(scores: Array, small_ok: Bools, large_ok: Bools) -> list[tuple[float, float]]:
     """For each target, the lowest bar whose kept answers are worse than the large model's on at most
     that share of all questions."""
     n = len(scores)
@@ -68,6 +109,57 @@ def bars_table(scores: np.ndarray, small_ok: np.ndarray, large_ok: np.ndarray) -
     return table
 
 
+def auto_table(
+    gain: Array, confidence: Array, small_ok: Bools, large_ok: Bools
+) -> list[tuple[float, float, float]]:
+    """For each target, the (max_complexity, bar) pair on ``GRID`` that kept the share of all answers
+    worse than the large model's within the target with the fewest requests reaching the large model
+    (ties: the higher accuracy, then the higher max_complexity). Direct to large: ``gain > max_complexity``;
+    otherwise the small model answers and escalates when ``confidence < bar``."""
+    worse = (~small_ok) & large_ok
+    rows = []  # (share to large, -accuracy, -max_complexity, share kept and worse, max_complexity, bar)
+    for edge in GRID:
+        direct = gain > edge
+        for bar in GRID:
+            to_large = direct | (confidence < bar)
+            kept_worse = float((~to_large & worse).mean())
+            accuracy = float(np.where(to_large, large_ok, small_ok).mean())
+            rows.append(
+                (float(to_large.mean()), -accuracy, -float(edge), kept_worse, float(edge), float(bar))
+            )
+    table = []
+    for target in TARGETS:
+        best = min(r for r in rows if r[3] <= target + 1e-12)  # bar 1.0 (all to large) always fits
+        table.append((target, best[4], best[5]))
+    return table
+
+
+def choose(
+    x: Array,
+    y: Array,
+    weight: Array,
+    extra: tuple[Array, Array, Array],
+    fold: npt.NDArray[np.int64],
+    sets: dict[str, Bools],
+) -> tuple[str, float, list[tuple[str, float, float, float, float, float]]]:
+    """Every (input set, L2) scored by out-of-fold log-loss on the calibration rows, and the best one
+    (ties: the stronger L2)."""
+    scores = []
+    for name, use in sets.items():
+        for l2 in L2_GRID:
+            oof = cross_validated(x, y, fold, l2=l2, weight=weight, use=use, extra=extra)
+            model = fit(np.concatenate([extra[0], x]), np.concatenate([extra[1], y]), l2=l2,
+                        weight=np.concatenate([extra[2], weight]), use=use)  # fmt: skip
+            train = probabilities(model, x)
+            scores.append((name, l2, log_loss(train, y), auc(train, y), log_loss(oof, y), auc(oof, y)))
+    best = min(scores, key=lambda s: (round(s[4], 4), -s[1]))  # ties: the stronger L2
+    return best[0], best[1], scores
+
+
+def accuracy(p: Array, y: Array) -> float:
+    return float(((p >= 0.5) == (y > 0.5)).mean())
+
+
 def main() -> None:
     rows = corpus()
     calibration, answers = load_bench("calibration")
@@ -76,31 +168,81 @@ def main() -> None:
     large = answers["models"][LARGE]
     small_ok = np.asarray([is_correct(small[q["id"]]["text"], q["answer"]) for q in calibration])
     large_ok = np.asarray([is_correct(large[q["id"]]["text"], q["answer"]) for q in calibration])
+    fold = folds(len(calibration), K)
 
-    # complexity head: synthetic prompts + the calibration questions labelled by the small model's success
+    # complexity head: P(the large model wins), chosen and scored by cross-validation on the calibration rows
     x_syn = np.stack([features.vector(features.extract(request_of(p))) for p, _, _ in rows])
     x_bench = np.stack(
         [features.vector(features.extract(request_of(q["question"], system))) for q in calibration]
     )
-    # "the small model got it wrong" (tried: "wrong and the large one right" — worse on the test split)
-    y_complex = np.concatenate([np.asarray([c for _, c, _ in rows], float), (~small_ok).astype(float)])
-    x_all = np.concatenate([x_syn, x_bench])
-    weight = np.concatenate([np.ones(len(rows)), np.full(len(calibration), len(rows) / len(calibration))])
-    complexity = fit(x_all, y_complex, l2=4.0, weight=weight)
+    y_win = (large_ok & ~small_ok).astype(float)
+    y_syn = np.asarray([c for _, c, _ in rows], float)
+    w_bench = np.full(len(calibration), len(rows) / len(calibration))  # the two sources weigh the same
+    extra = (x_syn, y_syn, np.ones(len(rows)))
+    sets = feature_sets()
+    chosen, l2, scores = choose(x_bench, y_win, w_bench, extra, fold, sets)
+    print(f"complexity head = P(large right and small wrong); {K}-fold CV on {len(calibration)} calibration")
+    print(f"questions ({int(y_win.sum())} wins) + {len(rows)} synthetic prompts in every training fold")
+    print("| inputs | L2 | train log-loss | train AUC | CV log-loss | CV AUC |")
+    print("|---|---|---|---|---|---|")
+    for name, reg, tl, ta, cl, ca in scores:
+        mark = " **chosen**" if (name, reg) == (chosen, l2) else ""
+        print(f"| {name} | {reg:g} | {tl:.3f} | {ta:.3f} | {cl:.3f} | {ca:.3f} |{mark}")
+    use = sets[chosen]
+    complexity = fit(
+        np.concatenate([x_syn, x_bench]), np.concatenate([y_syn, y_win]), l2=l2,
+        weight=np.concatenate([np.ones(len(rows)), w_bench]), use=use,
+    )  # fmt: skip
+    gain_train = probabilities(complexity, x_bench)
+    gain_oof = cross_validated(x_bench, y_win, fold, l2=l2, weight=w_bench, use=use, extra=extra)
+    syn_train = accuracy(probabilities(complexity, x_syn), y_syn)
+    head_scores = {
+        "inputs": chosen,
+        "l2": l2,
+        "train_accuracy": round(accuracy(gain_train, y_win), 3),
+        "cv_accuracy": round(accuracy(gain_oof, y_win), 3),
+        "train_log_loss": round(log_loss(gain_train, y_win), 3),
+        "cv_log_loss": round(log_loss(gain_oof, y_win), 3),
+        "train_auc": round(auc(gain_train, y_win), 3),
+        "cv_auc": round(auc(gain_oof, y_win), 3),
+        "synthetic_train_accuracy": round(syn_train, 3),
+    }
+    print(
+        f"chosen: {chosen}, L2 {l2:g}: "
+        + ", ".join(f"{k} {v}" for k, v in head_scores.items() if k[:2] in "trcv")
+    )
     thinking = fit(x_syn, np.asarray([t for _, _, t in rows], float), l2=4.0)
 
     confidence: dict[str, Any] = {}
+    conf_scores: dict[str, Any] = {}
     for model, ok in ((SMALL, small_ok), (LARGE, large_ok)):
         m = np.stack([measures(tokens_of(answers["models"][model][q["id"]]["tokens"])) for q in calibration])
-        logistic = fit(m, ok.astype(float), l2=2.0)
-        scores = np.asarray([logistic.probability(row) for row in m])
-        bars = bars_table(scores, small_ok, large_ok) if model == SMALL else []
-        confidence[model] = Calibration(logistic, tuple(bars)).to_json()
-        print(f"{model}: {ok.mean():.2f} right on calibration; bars {bars}")
+        y = ok.astype(float)
+        by_l2 = {reg: cross_validated(m, y, fold, l2=reg) for reg in L2_GRID}
+        reg = min(L2_GRID, key=lambda r: (round(log_loss(by_l2[r], y), 4), -r))
+        logistic = fit(m, y, l2=reg)
+        oof = by_l2[reg]
+        train = probabilities(logistic, m)
+        conf_scores[model] = {
+            "l2": reg,
+            "train_log_loss": round(log_loss(train, y), 3),
+            "cv_log_loss": round(log_loss(oof, y), 3),
+            "train_auc": round(auc(train, y), 3),
+            "cv_auc": round(auc(oof, y), 3),
+        }
+        bars: list[tuple[float, float]] = []
+        auto: list[tuple[float, float, float]] = []
+        if model == SMALL:  # both tables from out-of-fold scores: what a new question would see
+            bars = bars_table(oof, small_ok, large_ok)
+            auto = auto_table(gain_oof, oof, small_ok, large_ok)
+        confidence[model] = Calibration(logistic, tuple(bars), tuple(auto)).to_json()
+        print(f"{model}: {ok.mean():.2f} right on calibration; confidence {conf_scores[model]}")
+        if model == SMALL:
+            print(f"  bars (target, bar): {[(t, round(b, 3)) for t, b in bars]}")
+            print(f"  auto (target, max_complexity, bar): {auto}")
 
-    train_acc = ((np.asarray([complexity.probability(x) for x in x_all]) >= 0.5) == (y_complex > 0.5)).mean()
     out = {
-        "version": 1,
+        "version": 2,
         "features": {"dense": list(features.DENSE), "hash_buckets": features.HASH_BUCKETS},
         "complexity": complexity.to_json(),
         "thinking": thinking.to_json(),
@@ -108,14 +250,17 @@ def main() -> None:
         "trained_on": {
             "synthetic_prompts": len(rows),
             "calibration_questions": len(calibration),
-            "complexity_train_accuracy": round(float(train_acc), 3),
+            "complexity_label": "large model right and small model wrong",
+            "complexity": head_scores,
+            "confidence": conf_scores,
+            "folds": K,
             "small_model": SMALL,
             "large_model": LARGE,
         },
     }
     path = DATA_DIR / "router.json"
     path.write_text(json.dumps(out, separators=(",", ":")) + "\n", encoding="utf-8")
-    print(f"wrote {path} ({path.stat().st_size} bytes); complexity train accuracy {train_acc:.3f}")
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@ per-model logistic calibration (``Calibration``, fitted against correctness labe
 answer is right. A model without a calibration falls back to the geometric mean token probability.
 
 Each calibration carries a ``bars`` table: for a target ``X`` ("at most X of answers may be worse than the
-top tier's"), the lowest bar that kept to it on the calibration data. ``bar_for`` reads it.
+top tier's"), the lowest bar that kept to it on the calibration data. ``bar_for`` reads it. A fast tier's
+calibration also carries an ``auto`` table for the same targets: the pair (``max_complexity``, bar) — send
+a request straight to the next tier when the classifier scores it above ``max_complexity``, else answer
+here and escalate below the bar — that met the target with the fewest requests reaching the next tier.
+``auto_for`` reads it.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class Calibration:
 
     model: Logistic
     bars: tuple[tuple[float, float], ...] = ()  # (target share worse than top tier, bar), target ascending
+    auto: tuple[tuple[float, float, float], ...] = ()  # (target, max_complexity, bar), target ascending
 
     def score(self, tokens: Sequence[TokenLogprob]) -> float:
         return self.model.probability(measures(tokens))
@@ -87,13 +92,27 @@ class Calibration:
         bars = [b for _, b in self.bars]
         return float(np.interp(target, targets, bars))
 
+    def auto_for(self, target: float) -> tuple[float, float] | None:
+        """``(max_complexity, bar)`` of the table's row with the largest target not above ``target`` (the
+        strictest row below the table); None without a table. Rows are not interpolated: each pair was
+        measured as a pair."""
+        if not self.auto:
+            return None
+        row = next((r for r in reversed(self.auto) if r[0] <= target + 1e-12), self.auto[0])
+        return row[1], row[2]
+
     def to_json(self) -> dict[str, Any]:
-        return {**self.model.to_json(), "bars": [[round(t, 4), round(b, 6)] for t, b in self.bars]}
+        out = {**self.model.to_json(), "bars": [[round(t, 4), round(b, 6)] for t, b in self.bars]}
+        if self.auto:
+            out["auto"] = [[round(t, 4), round(e, 6), round(b, 6)] for t, e, b in self.auto]
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Calibration:
         bars = tuple((float(t), float(b)) for t, b in data.get("bars", ()))
-        return cls(Logistic.from_json(dict(data)), tuple(sorted(bars)))
+        auto = tuple((float(t), float(e), float(b)) for t, e, b in data.get("auto", ()))
+        model = Logistic.from_json({k: data[k] for k in ("weights", "bias", "mean", "scale")})
+        return cls(model, tuple(sorted(bars)), tuple(sorted(auto)))
 
 
 def uncalibrated(tokens: Sequence[TokenLogprob]) -> float:
@@ -116,6 +135,11 @@ class Scorer:
     def bar(self, model: str, target: float) -> float:
         calibration = self.calibrations.get(model)
         return calibration.bar_for(target) if calibration else 1.0 - target
+
+    def auto(self, model: str, target: float) -> tuple[float, float] | None:
+        """``(max_complexity, bar)`` for ``model`` as the fast tier at ``target``; None when not trained."""
+        calibration = self.calibrations.get(model)
+        return calibration.auto_for(target) if calibration else None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Scorer:

@@ -47,11 +47,12 @@ _TRANSLATE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _FENCED = re.compile(r"```.*?(```|$)", re.DOTALL)  # code is no evidence of the prose's language
+_INTEGER = re.compile(r"(?<![\d.])\d{1,18}(?![\d.])")
 _WORD = re.compile(r"[^\W_]+|\d+|[-+*/=^<>{}()\[\]#`]", re.UNICODE)
 
 DENSE = (
     "bias_one",
-    "log_chars",
+    "log_user_chars",
     "log_words",
     "turns",
     "has_system",
@@ -67,6 +68,11 @@ DENSE = (
     "log_max_tokens",
     "json_output",
     "non_english",
+    "single_operation",
+    "multi_step",
+    "operand_digits",
+    "one_digit_operands",
+    "round_operands",
 )
 
 
@@ -76,6 +82,7 @@ class Features:
 
     chars: int
     words: tuple[str, ...]
+    user_chars: int  # of the latest user turn (a fixed system prompt says little about difficulty)
     est_prompt_tokens: int
     turns: int
     has_system: bool
@@ -94,6 +101,7 @@ class Features:
     script: str  # "latin", "cyrillic", "cjk", "arabic", … of the latest user turn
     non_english: bool
     translate_to: str | None  # an explicit translation request's target language
+    operands: tuple[int, ...] = ()  # the integers of the latest user turn (at most 12)
     images: int = 0  # image parts (the API rejects them until a vision handler lands)
 
 
@@ -133,6 +141,7 @@ def extract(request: ChatRequest) -> Features:
     return Features(
         chars=len(everything),
         words=words,
+        user_chars=len(last_user),
         est_prompt_tokens=len(everything) // 3 + 8 * len(request.messages),
         turns=sum(m.role == "user" for m in request.messages),
         has_system=any(m.role == "system" for m in request.messages),
@@ -153,7 +162,25 @@ def extract(request: ChatRequest) -> Features:
             tuple(w.lower() for w in _WORD.findall(_FENCED.sub(" ", last_user))), script
         ),
         translate_to=translate.group(1).lower() if translate else None,
+        operands=tuple(int(n) for n in _INTEGER.findall(last_user)[:12]),
     )
+
+
+def _arithmetic(f: Features) -> list[float]:
+    """How hard a bare calculation is: one operation or several, operand size, round numbers. (A small
+    model fails most calculations; a larger one gets one operation on small or round operands right and
+    multi-step ones wrong, so these tell where escalating pays.)"""
+    if not f.operands or not f.operators:
+        return [0.0, 0.0, 0.0, 0.0, 0.0]
+    digits = [len(str(n)) for n in f.operands]
+    multi = [n for n in f.operands if n >= 10]
+    return [
+        float(f.operators == 1 and len(f.operands) == 2),
+        float(f.operators >= 2),
+        float(min(max(digits), 6)),
+        float(max(digits) == 1),
+        sum(n % 10 == 0 for n in multi) / len(multi) if multi else 0.0,
+    ]
 
 
 def _bucket(token: str) -> int:
@@ -165,7 +192,7 @@ def vector(features: Features) -> npt.NDArray[np.float64]:
     f = features
     dense = [
         1.0,
-        math.log1p(f.chars),
+        math.log1p(f.user_chars),
         math.log1p(len(f.words)),
         min(f.turns, 10) / 5.0,
         float(f.has_system),
@@ -181,6 +208,7 @@ def vector(features: Features) -> npt.NDArray[np.float64]:
         math.log1p(f.max_tokens) / 5.0 if f.max_tokens is not None else 1.0,
         float(f.json_output) + float(f.json_schema),
         float(f.non_english),
+        *_arithmetic(f),
     ]
     hashed = np.zeros(HASH_BUCKETS)
     words = f.words

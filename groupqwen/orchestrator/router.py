@@ -8,7 +8,8 @@ Named routes (the request's ``model``):
   ``warm_margin`` of that tier's edge. Tiers whose context is too short, or English-only tiers for a
   non-English prompt, are skipped. An explicit translation request goes to ``auto:translate`` when that
   route is configured; images to ``auto:vision``.
-- ``auto:cascade`` — always start at the smallest eligible tier and escalate.
+- ``auto:cascade`` — always start at the smallest eligible tier and escalate (at each tier's
+  ``cascade_bar`` when set: a bar chosen for the cascade alone, without the classifier's skip).
 - ``auto:fast`` — the smallest eligible tier, never escalated. ``auto:best`` — the largest, alone.
 - ``auto:<name>`` from ``RouterPolicy.routes`` — a plain model (translation, vision, …).
 
@@ -38,6 +39,7 @@ class Tier:
     max_complexity: float = 1.0  # tried first for requests scoring up to this
     bar: float | None = None  # confidence below which its answers escalate; None: never
     multilingual: bool = True
+    cascade_bar: float | None = None  # the bar under ``auto:cascade`` (no classifier skip); None: ``bar``
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,14 @@ class Router:
                 reason += f"; {tiers[start + 1].model} is cold and {below.model} warm and nearly adequate"
         else:
             reason = "cascade from the smallest tier"
+
+        def bar_of(t: Tier) -> float | None:
+            return t.cascade_bar if name == "auto:cascade" and t.cascade_bar is not None else t.bar
+
         steps = tuple(
-            step(t.model, t.bar if i < len(tiers) - 1 else None) for i, t in enumerate(tiers) if i >= start
+            step(t.model, bar_of(t) if i < len(tiers) - 1 else None)
+            for i, t in enumerate(tiers)
+            if i >= start
         )
         bar = steps[0].bar
         reason += f" → {steps[0].model}" + (

@@ -14,6 +14,7 @@ from groupqwen.orchestrator.confidence import Scorer
 from groupqwen.orchestrator.router import Heads, Router, RouterPolicy, Tier
 
 SHIPPED = DATA_DIR / "router.json"
+RULES_EDGE = 0.5  # max_complexity under the rules when not configured (code, or two other markers, is over)
 
 
 @dataclass(frozen=True)
@@ -50,19 +51,32 @@ class Routing:
 
 
 def routing_from_settings(settings: Settings) -> Routing:
-    """The configured tiers and routes, with bars set from targets by the model's calibration table."""
+    """The configured tiers and routes. A tier's ``max_complexity`` and bar not set in the configuration
+    come from its calibration's ``auto`` table at the tier's ``target`` (the pair that met the target on the
+    calibration data); a bar alone comes from the ``bars`` table (the cascade's), and so does the bar
+    ``auto:cascade`` uses unless ``bar`` is configured."""
     cfg = settings.router
     loaded = load(cfg.weights)
     tiers = []
     for index, tier in enumerate(cfg.tiers):
         last = index == len(cfg.tiers) - 1
+        # the pair measured together for the target (classifier edge, confidence bar), when trained; the
+        # rules (classifier off) score on another scale: their edge stays RULES_EDGE, the bar the cascade's
+        pair = None if last or not cfg.classifier else loaded.scorer.auto(tier.model, tier.target)
         if last:
             bar = None
         elif tier.bar is not None:
             bar = tier.bar
+        elif pair is not None and tier.max_complexity is None:
+            bar = pair[1]
         else:
             bar = loaded.scorer.bar(tier.model, tier.target)
-        tiers.append(Tier(tier.model, tier.max_complexity, bar, tier.multilingual))
+        edge = tier.max_complexity
+        if edge is None:
+            edge = pair[0] if pair is not None else RULES_EDGE if not cfg.classifier else 1.0
+        # auto:cascade skips nothing, so it escalates at the cascade-alone bar for the same target
+        cascade_bar = None if last or tier.bar is not None else loaded.scorer.bar(tier.model, tier.target)
+        tiers.append(Tier(tier.model, edge, bar, tier.multilingual, cascade_bar))
     policy = RouterPolicy(
         tiers=tuple(tiers),
         routes=dict(cfg.routes),

@@ -128,3 +128,54 @@ def test_features_read_structure_language_and_format() -> None:
 def test_rules_explain_themselves_without_weights() -> None:
     route = Router(POLICY).route(ask("Write a Python function to solve 3 + 4 * x = 19"), WARM)
     assert route.reason.startswith("complexity") and "rules: code, math" in route.reason
+
+
+def test_default_auto_sends_arithmetic_where_the_large_model_wins(tmp_path: object) -> None:
+    """The shipped classifier estimates where the large model *wins*: one operation on small operands (it
+    gets those right, the small model does not), but not multi-step sums it also gets wrong."""
+    from pathlib import Path
+
+    from groupqwen.config import load_settings
+
+    settings = load_settings(models_dir=Path(str(tmp_path)))
+    router = weights.routing_from_settings(settings).router
+    models = {
+        "smollm2-135m": ModelView(warm=True, context_length=8192),
+        "qwen2.5-coder-0.5b": ModelView(warm=True, context_length=32768),
+    }
+    easy = router.route(ask("What is 7 * 8?"), models)
+    assert [s.model for s in easy.steps] == ["qwen2.5-coder-0.5b"]
+    assert "one_digit_operands +" in easy.reason or "single_operation +" in easy.reason
+    hard = router.route(ask("What is 47 + 25 * 3?"), models)
+    assert [s.model for s in hard.steps] == ["smollm2-135m", "qwen2.5-coder-0.5b"]
+    assert "multi_step -" in hard.reason
+    assert easy.complexity is not None and hard.complexity is not None and easy.complexity > hard.complexity
+    # a system prompt is not a difficulty signal: the same question routes the same way with one
+    with_system = ChatRequest(
+        messages=(Message("system", "Answer briefly."), Message("user", "What is 7 * 8?")), model="auto"
+    )
+    assert router.route(with_system, models).complexity == pytest.approx(easy.complexity)
+
+
+def test_cascade_route_uses_the_cascade_alone_bar(tmp_path: object) -> None:
+    """``auto`` escalates at the bar paired with the classifier; ``auto:cascade`` skips nothing, so it
+    takes the bar measured for the cascade alone (same target)."""
+    from pathlib import Path
+
+    from groupqwen.config import load_settings
+
+    settings = load_settings(models_dir=Path(str(tmp_path)))
+    routing = weights.routing_from_settings(settings)
+    scorer = weights.load().scorer
+    models = {
+        "smollm2-135m": ModelView(warm=True, context_length=8192),
+        "qwen2.5-coder-0.5b": ModelView(warm=True, context_length=32768),
+    }
+    pair = scorer.auto("smollm2-135m", 0.1)
+    assert pair is not None
+    hello = ask("Hello, how are you?")
+    assert routing.router.route(hello, models).steps[0].bar == pytest.approx(pair[1])
+    cascade = routing.router.route(ask("Hello, how are you?", "auto:cascade"), models)
+    assert cascade.steps[0].bar == pytest.approx(scorer.bar("smollm2-135m", 0.1))
+    policy = RouterPolicy(tiers=(Tier(SMALL, 0.5, bar=0.6), Tier(LARGE)))  # no cascade_bar: bar for both
+    assert Router(policy).route(ask("Hi", "auto:cascade"), WARM).steps[0].bar == 0.6
