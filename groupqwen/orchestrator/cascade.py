@@ -118,7 +118,9 @@ class Cascade:
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []
         below: Attempt | None = None
-        committed = bar is None
+        # no bar, or a bar of 0 that accepts every answer: nothing to score, so nothing is held back
+        committed = bar is None or bar <= 0
+        sent = False  # a failure escalates only while the client has seen nothing of this step
         if committed and on_decided is not None:
             on_decided(self._decided(decision, step, attempts))
         try:
@@ -127,6 +129,7 @@ class Cascade:
                     async with aclosing(backend.stream(generation)) as chunks:
                         async for chunk in chunks:
                             if committed:
+                                sent = True
                                 yield _trim(chunk, asked_top)
                                 continue
                             held.append(chunk)
@@ -140,12 +143,12 @@ class Cascade:
                             attempt = Attempt(step.model, confidence, "accepted", len(tokens))
                             if on_decided is not None:
                                 on_decided(self._decided(decision, step, (*attempts, attempt)))
-                            committed = True
+                            committed = sent = True
                             for piece in held:
                                 yield _trim(piece, asked_top)
                             held.clear()
         except _ESCALATE_ON as exc:
-            if committed or last:
+            if sent or last:
                 raise
             assert isinstance(exc, GroupQwenError)
             raise _Escalate(Attempt(step.model, None, f"failed: {exc.code}", len(tokens))) from exc

@@ -98,6 +98,23 @@ async def test_failing_small_tier_escalates_and_failing_last_tier_raises() -> No
         await run(cascade(fake("small", ["5"], UNSURE), broken), ask())
 
 
+async def test_a_bar_of_zero_streams_live_and_still_escalates_a_failure() -> None:
+    small = fake("small", [f" w{i}" for i in range(30)], UNSURE, fail_after=3)
+    route = Decision("small", "auto", "test", False, steps=(CascadeStep("small", 0.0, False), STEPS[1]))
+    decisions: list[Decision] = []
+    stream = cascade(small, fake("large", ["never"], SURE), buffer_tokens=8).stream(
+        ask(), route, decisions.append
+    )
+    # passed on as they come: a held-back buffer would have escalated on the failure at the 4th token
+    assert [(await anext(stream)).text for _ in range(3)] == [" w0", " w1", " w2"]
+    with pytest.raises(BackendError):
+        await anext(stream)
+    assert [d.model for d in decisions] == ["small"] and decisions[0].confidence is None
+    failing = fake("small", ["5"], UNSURE, fail_after=0)
+    text, _, decisions = await run(cascade(failing, fake("large", ["4"], SURE)), ask(), route)
+    assert text == "4" and "small failed: backend_error" in decisions[-1].reason
+
+
 async def test_client_gets_only_the_alternatives_it_asked_for() -> None:
     small = fake("small", ["4"], SURE)
     _, chunks, _ = await run(cascade(small, fake("large", ["4"], SURE)), ask(logprobs=True, top_logprobs=1))
