@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, suppress
 from typing import Any, TypeVar
 
@@ -200,7 +200,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     writer = ChunkWriter(completion_id, decision.model)
     frames = _observed(
-        _stream(deltas, first, writer, chat.logprobs, include_usage, trace, _groupqwen(decision)),
+        _stream(deltas, first, writer, chat.logprobs, include_usage, trace, lambda: _groupqwen(final[0])),
         services.telemetry,
         trace,
     )
@@ -215,7 +215,7 @@ async def _stream(
     logprobs: bool,
     include_usage: bool,
     trace: Trace,
-    info: dict[str, Any],
+    info: Callable[[], dict[str, Any]],
 ) -> AsyncGenerator[bytes, None]:
     async with aclosing(deltas):
         yield _sse(writer.role())
@@ -224,7 +224,7 @@ async def _stream(
             while delta is not None:
                 frame = writer.delta(delta, logprobs)
                 if delta.finish_reason is not None:
-                    frame["groupqwen"] = info  # the decision, in the final chunk
+                    frame["groupqwen"] = info()  # the decision as it stands at the end (confidence known)
                 yield _sse(frame)
                 if delta.usage is not None:
                     trace.used(delta.usage.prompt_tokens, delta.usage.completion_tokens)

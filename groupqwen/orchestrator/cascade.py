@@ -5,7 +5,9 @@ may escalate holds its output back until its confidence is known — at the end 
 ``buffer_tokens`` tokens, whichever comes first. Below the step's bar, the generation is stopped and the
 next step starts; nothing of the abandoned answer reaches the client. At or above the bar the held tokens
 are released and the rest streams live; from then on the answer is committed (no later escalation).
-The final step (``bar`` None) streams live from its first token.
+The final step (``bar`` None) streams live from its first token, and so does a step whose bar is 0 (it
+accepts every answer): its confidence is still scored over the same first tokens and reported through
+``on_decided`` once known, after the first chunks.
 
 A step that fails before anything was released (backend error, overload, no memory, prompt too long for
 its context) also escalates; the last step's failure is raised. Scored steps ask the backend for
@@ -118,8 +120,9 @@ class Cascade:
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []
         below: Attempt | None = None
-        # no bar, or a bar of 0 that accepts every answer: nothing to score, so nothing is held back
+        # no bar, or a bar of 0 that accepts every answer: nothing is held back
         committed = bar is None or bar <= 0
+        scoring = committed and bar is not None  # a bar of 0 still reports the confidence once known
         sent = False  # a failure escalates only while the client has seen nothing of this step
         if committed and on_decided is not None:
             on_decided(self._decided(decision, step, attempts))
@@ -129,6 +132,14 @@ class Cascade:
                     async with aclosing(backend.stream(generation)) as chunks:
                         async for chunk in chunks:
                             if committed:
+                                if scoring:
+                                    tokens.extend(chunk.logprobs)
+                                    if chunk.finish_reason is not None or len(tokens) >= self._buffer_tokens:
+                                        scoring = False
+                                        confidence = self._scorer.score(step.model, tokens)
+                                        attempt = Attempt(step.model, confidence, "accepted", len(tokens))
+                                        if on_decided is not None:
+                                            on_decided(self._decided(decision, step, (*attempts, attempt)))
                                 sent = True
                                 yield _trim(chunk, asked_top)
                                 continue
