@@ -52,6 +52,7 @@ class ModelConfig(BaseModel):
     n_ctx: int | None = Field(None, ge=64, description="Context window to allocate (tokens)")
     context_length: int | None = Field(None, ge=64, description="The model's trained context length")
     thinking: bool | None = Field(None, description="Whether the model understands enable_thinking")
+    vision: bool | None = Field(None, description="Whether the model takes images (image_url parts)")
     fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
     urls: list[str] | None = Field(None, description="backend 'openai_http': replica base URLs (…/v1)")
     remote_model: str | None = Field(None, description="backend 'openai_http': the server's model name")
@@ -151,8 +152,8 @@ class RouterConfig(BaseModel):
 
     tiers: list[TierConfig] = Field(default_factory=_default_tiers, description="Smallest first")
     routes: dict[str, str] = Field(
-        default_factory=lambda: {"auto:translate": "qwen2.5-coder-0.5b", "auto:vision": "qwen2.5-coder-0.5b"},
-        description="Named routes served by a plain model (until their handlers land)",
+        default_factory=lambda: {"auto:translate": "qwen2.5-coder-0.5b"},
+        description="Named routes served by a plain model; auto:vision takes requests with images",
     )
     classifier: bool = Field(True, description="Use the learned complexity classifier (False: rules only)")
     weights: Path | None = Field(None, description="Router weights JSON; default: the shipped file")
@@ -192,6 +193,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(16, ge=0, description="Requests that may wait per model before 503")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes)")
     max_stop_sequences: int = Field(4, ge=1, le=64, description="Most 'stop' strings per request")
+    max_images: int = Field(8, ge=1, le=256, description="Most image parts per request")
     keep_alive: float = Field(300, ge=-1, description="Default seconds idle before a model is unloaded")
     memory_budget_mb: int | None = Field(None, ge=1, description="Memory for models (MiB); default: a share")
     memory_share: float = Field(0.8, gt=0, le=1, description="Share of available memory for models")
@@ -263,6 +265,11 @@ class Settings(BaseSettings):
         for name, model in self.router.routes.items():
             if model not in known and model not in self.models:
                 errors.append(f"router.routes.{name}: unknown model {model!r}")
+            elif name == "auto:vision" and not self.catalog()[model].vision:
+                errors.append(
+                    f"router.routes.{name}: {model!r} does not take images: point it at a model that does "
+                    f"(a Qwen3-VL model such as qwen3-vl-8b), or set models.{model}.vision: true if it does"
+                )
         if errors:
             raise ValueError("; ".join(errors))
         return self

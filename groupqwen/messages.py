@@ -10,9 +10,26 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
+class ImagePart:
+    """An image in a user message, as OpenAI's ``image_url`` part carries it: an ``http(s)`` URL or a
+    ``data:image/…;base64,`` URL (validated by the API), and the client's ``detail`` if it sent one."""
+
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+@dataclass(frozen=True)
 class Message:
+    """One turn. ``content`` is its text; a turn with images also has ``parts``: its text parts (``str``)
+    and images in the client's order, and ``content`` is then those text parts joined by newlines."""
+
     role: Role
     content: str
+    parts: tuple[str | ImagePart, ...] = ()
+
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,11 @@ class ChatRequest:
     user: str | None = None
     enable_thinking: bool | None = None  # None: soft switch in the last user turn, else the model's default
 
+    @property
+    def images(self) -> tuple[ImagePart, ...]:
+        """Every image of the conversation, in order."""
+        return tuple(image for m in self.messages for image in m.images)
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -52,7 +74,8 @@ class GenerationRequest:
 
     messages: tuple[Message, ...]
     sampling: Sampling
-    top_logprobs: int = 0
+    logprobs: bool = False  # each token's log-probability (the cascade's confidence, or the client asked)
+    top_logprobs: int = 0  # and that many alternatives per token (implies ``logprobs``)
     response_format: ResponseFormat | None = None
     enable_thinking: bool = True
 

@@ -476,8 +476,17 @@ def test_unknown_model(client: openai.OpenAI) -> None:
                     }
                 ]
             },
-            "messages[0].content[1].type",
+            "model",  # "fake" does not take images
             "unsupported_parameter",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "a.png"}}]}
+                ]
+            },
+            "messages[0].content[0].image_url.url",
+            "invalid_request",
         ),
         (
             {"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]},

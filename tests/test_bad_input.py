@@ -67,6 +67,19 @@ def _with(**changes: Any) -> dict[str, Any]:
 
 
 _DROP = object()
+# a 1×1 transparent PNG
+PNG = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
+_PNG_PART = {"type": "image_url", "image_url": {"url": PNG}}
+_IMAGE_URL = "messages[0].content[1].image_url.url"
+
+
+def _image(image_url: Any) -> dict[str, Any]:
+    """A user message of a text part and an image part whose ``image_url`` is ``image_url``."""
+    part = {"type": "image_url", "image_url": image_url}
+    return _with(messages=[{"role": "user", "content": [{"type": "text", "text": "What is it?"}, part]}])
 
 
 def _error(response: Any, status: int) -> dict[str, Any]:
@@ -146,10 +159,51 @@ JSON_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("tools", _with(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
     ("response_format unknown", _with(response_format={"type": "xml"}), "response_format.type"),
     ("stream_options a list", _with(stream=True, stream_options=[1]), "stream_options"),
+    ("image URL without a scheme", _image({"url": "x"}), "messages[0].content[1].image_url.url"),
+    ("image URL ftp", _image({"url": "ftp://host/a.png"}), "messages[0].content[1].image_url.url"),
+    ("image URL file", _image({"url": "file:///etc/passwd"}), "messages[0].content[1].image_url.url"),
+    ("image URL without host", _image({"url": "https:///a.png"}), "messages[0].content[1].image_url.url"),
+    ("image data URL broken base64", _image({"url": "data:image/png;base64,iVBOR%%w0KGgo="}), _IMAGE_URL),
+    ("image data URL bad padding", _image({"url": "data:image/png;base64,iVBORw0KGgo"}), _IMAGE_URL),
+    ("image data URL empty", _image({"url": "data:image/png;base64,"}), _IMAGE_URL),
+    ("image data URL not an image", _image({"url": "data:text/html;base64,PGI+aGk8L2I+"}), _IMAGE_URL),
+    ("image data URL not base64", _image({"url": "data:image/svg+xml,<svg/>"}), _IMAGE_URL),
     (
-        "image part",
-        _with(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+        "image detail unknown",
+        _image({"url": "https://a.example/x.png", "detail": "max"}),
+        _IMAGE_URL[:-4] + ".detail",
+    ),
+    ("image_url a string", _image("https://a.example/x.png"), "messages[0].content[1].image_url"),
+    ("image_url missing", _image(None), "messages[0].content[1].image_url"),
+    (
+        "text part without text",
+        _with(messages=[{"role": "user", "content": [{"type": "text"}]}]),
+        "messages[0].content[0].text",
+    ),
+    (
+        "audio part",
+        _with(messages=[{"role": "user", "content": [{"type": "input_audio"}]}]),
         "messages[0].content[0].type",
+    ),
+    (
+        "image in a system message",
+        _with(messages=[{"role": "system", "content": [_PNG_PART]}, {"role": "user", "content": "hi"}]),
+        "messages[0].content[0].type",
+    ),
+    (
+        "image in an assistant message",
+        _with(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": [_PNG_PART]}]),
+        "messages[1].content[0].type",
+    ),
+    (
+        "more images than max_images (8)",
+        _with(
+            messages=[
+                {"role": "user", "content": [_PNG_PART] * 5},
+                {"role": "user", "content": [_PNG_PART] * 5},
+            ]
+        ),
+        "messages[1].content[3]",
     ),
 ]
 

@@ -47,6 +47,7 @@ async def backend(smol: ModelSpec) -> AsyncIterator[LlamaCppBackend]:
 def _request(
     messages: tuple[Message, ...] = QUESTION,
     *,
+    logprobs: bool = False,
     top_logprobs: int = 0,
     response_format: ResponseFormat | None = None,
     **sampling: object,
@@ -55,6 +56,7 @@ def _request(
     return GenerationRequest(
         messages=messages,
         sampling=Sampling(**options),  # type: ignore[arg-type]
+        logprobs=logprobs,
         top_logprobs=top_logprobs,
         response_format=response_format,
     )
@@ -100,9 +102,14 @@ async def test_answers_with_usage_and_a_logprob_per_token(backend: LlamaCppBacke
 
 
 async def test_logprobs_come_without_top_when_not_asked(backend: LlamaCppBackend) -> None:
-    chunks = await _collect(backend, _request(max_tokens=4))
-    assert all(c.logprobs[0].top == () for c in chunks[:-1])
+    chunks = await _collect(backend, _request(max_tokens=4, logprobs=True))
+    assert all(len(c.logprobs) == 1 and c.logprobs[0].top == () for c in chunks[:-1])
     assert all(c.logprobs[0].logprob <= 0.0 for c in chunks[:-1])
+
+
+async def test_no_logprobs_are_computed_unless_asked(backend: LlamaCppBackend) -> None:
+    chunks = await _collect(backend, _request(max_tokens=4))
+    assert _text(chunks) and all(c.logprobs == () for c in chunks)
 
 
 async def test_max_tokens_finishes_with_length(backend: LlamaCppBackend) -> None:

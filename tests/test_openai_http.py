@@ -16,17 +16,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from servers import free_port
 
+from groupqwen.api.app import create_app
 from groupqwen.backends.base import Backend
 from groupqwen.backends.openai_http import OpenAIHTTPBackend
 from groupqwen.catalog import ModelSpec, builtin_catalog
-from groupqwen.config import Settings
+from groupqwen.config import Settings, load_settings
 from groupqwen.errors import BackendError, ContextLengthExceeded, ModelLoadError, Overloaded
-from groupqwen.messages import Chunk, GenerationRequest, Message, ResponseFormat, Sampling, Usage
+from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, ResponseFormat, Sampling, Usage
 from groupqwen.orchestrator.thinking import ThinkSplitter
 
 pytestmark = pytest.mark.integration
@@ -37,8 +40,8 @@ ALIAS = "smollm2"
 class LlamaServer:
     """One ``python -m llama_cpp.server`` process on loopback."""
 
-    def __init__(self, model: Path) -> None:
-        self.model = model
+    def __init__(self, model: Path, *extra: str) -> None:
+        self.model, self.extra = model, extra
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -49,7 +52,7 @@ class LlamaServer:
         args = ["--model", str(self.model), "--host", "127.0.0.1", "--port", str(self.port)]
         args += ["--n_threads", "1", "--n_ctx", "1024", "--model_alias", ALIAS, "--logits_all", "true"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", *args, "--interrupt_requests", "false"],
+            [sys.executable, "-m", "llama_cpp.server", *args, "--interrupt_requests", "false", *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -520,6 +523,7 @@ async def test_request_body_headers_usage_and_reasoning_content() -> None:
             fmt = ResponseFormat("json_schema", schema)
             request = ask(seed=1, enable_thinking=True, response_format=fmt)
             chunks = await collect(backend, request)
+            await collect(backend, replace(request, logprobs=True))
         finally:
             await backend.close()
     text = "".join(c.text for c in chunks)
@@ -532,7 +536,9 @@ async def test_request_body_headers_usage_and_reasoning_content() -> None:
     assert sent.body["model"] == ALIAS and sent.body["stream"] is True
     assert sent.body["stream_options"] == {"include_usage": True}
     assert sent.body["chat_template_kwargs"] == {"enable_thinking": True}
-    assert sent.body["logprobs"] is True and sent.body["top_logprobs"] == 0
+    assert "logprobs" not in sent.body and "top_logprobs" not in sent.body  # not asked: not paid for
+    scored = server.requests[1].body
+    assert scored["logprobs"] is True and scored["top_logprobs"] == 0
     assert sent.body["max_tokens"] == 4 and sent.body["seed"] == 1 and sent.body["temperature"] == 0.0
     assert sent.body["response_format"] == {
         "type": "json_schema",
@@ -560,3 +566,132 @@ async def test_active_health_check_brings_a_replica_back() -> None:
                     break
                 await asyncio.sleep(0.1)
             assert backend.replicas()[1].healthy
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Images: forwarded as the client sent them, in order with the text
+
+PNG = (  # a 1×1 PNG
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+)
+# A ChatML template that reads OpenAI content parts and puts each image where it stands among the text, as
+# Qwen-VL's template puts its vision placeholder. With no projector here, the image enters the prompt as its
+# URL's text, so what the server answers depends on exactly which image parts it was sent, and where.
+SEEING_TEMPLATE = (
+    "{% for m in messages %}{% if loop.last and m.role == 'assistant' and not m.content %}"
+    "{{ '<|im_start|>assistant\\n' }}{% else %}{{ '<|im_start|>' + m.role + '\\n' }}"
+    "{% if m.content is string %}{{ m.content }}{% else %}{% for p in m.content %}"
+    "{% if p.type == 'image_url' %}{{ '<image>' + p.image_url.url + '</image>' }}"
+    "{% else %}{{ p.text }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '<|im_end|>\\n' }}{% endif %}{% endfor %}"
+)
+
+
+async def test_image_parts_are_forwarded_unchanged_and_in_order() -> None:
+    async def answer(exchange: Exchange) -> None:
+        await exchange.send_head()
+        await exchange.send_event(token_event("A cat"))
+        await exchange.send_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        await exchange.send_event("[DONE]")
+        await exchange.end()
+
+    parts = ("Compare", ImagePart(PNG), "with", ImagePart("https://img.example/cat.jpg", "low"))
+    messages = (Message("system", "Be brief."), Message("user", "Compare\nwith", parts))
+    async with raw_server(answer) as server, loaded(server.url) as backend:
+        await collect(backend, replace(ask(), messages=messages))
+    assert server.requests[0].body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Compare"},
+                {"type": "image_url", "image_url": {"url": PNG}},
+                {"type": "text", "text": "with"},
+                {"type": "image_url", "image_url": {"url": "https://img.example/cat.jpg", "detail": "low"}},
+            ],
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def seeing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    from groupqwen.pool.bundled import ensure_bundled
+
+    config = tmp_path_factory.mktemp("seeing") / "tokenizer_config.json"
+    tokens = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": SEEING_TEMPLATE}
+    config.write_text(json.dumps(tokens))
+    model = ensure_bundled(builtin_catalog()["smollm2-135m"], Settings().models_dir)
+    server = LlamaServer(
+        model, "--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(config)
+    )
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        assert server.proc is not None
+        server.proc.terminate()
+        try:
+            server.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_gateway_sends_images_through_the_vision_route_to_a_real_server(
+    seeing_server: LlamaServer, tmp_path: Path
+) -> None:
+    """``auto`` with an image goes to ``auto:vision`` (a model marked ``vision: true``), and the server
+    answers exactly as it does when sent the image part itself: not as it answers the text alone, nor the
+    same parts in another order."""
+    remote = {"backend": "openai_http", "urls": [seeing_server.url], "remote_model": ALIAS}
+    settings = load_settings(
+        models={"smol-text": remote, "smol-seeing": {**remote, "vision": True}},
+        models_dir=tmp_path,
+        data_dir=tmp_path,
+        default_model="smol-text",
+        router={"tiers": [{"model": "smol-text"}], "routes": {"auto:vision": "smol-seeing"}},
+        cache={"backend": "off"},
+    )
+    text = {"type": "text", "text": "What is in this picture?"}
+    image = {"type": "image_url", "image_url": {"url": PNG}}
+    sampling = {"temperature": 0, "max_tokens": 5, "logprobs": True, "top_logprobs": 2}
+
+    def direct(*content: dict[str, object]) -> tuple[list[tuple[str, float]], int]:
+        body = {"model": ALIAS, "messages": [{"role": "user", "content": list(content)}], **sampling}
+        answer = httpx.post(f"{seeing_server.url}/chat/completions", json=body, timeout=60).json()
+        return tokens_of(answer), answer["usage"]["prompt_tokens"]
+
+    with TestClient(create_app(settings)) as http:
+        response = http.post(
+            "/v1/chat/completions",
+            json={"model": "auto", "messages": [{"role": "user", "content": [text, image]}], **sampling},
+        )
+        assert response.status_code == 200, response.text
+        refused = http.post(
+            "/v1/chat/completions",
+            json={"model": "smol-text", "messages": [{"role": "user", "content": [text, image]}]},
+        )
+    assert response.headers["x-groupqwen-route"] == "auto:vision"
+    assert response.headers["x-groupqwen-model"] == "smol-seeing"
+    assert response.json()["groupqwen"]["route"] == "auto:vision"
+    via_gateway = tokens_of(response.json())
+    with_image, prompt_with_image = direct(text, image)
+    text_only, prompt_text_only = direct(text)
+    reordered, _ = direct(image, text)
+    assert prompt_with_image > prompt_text_only + 30  # the server's own count: the image part was rendered
+    assert same_answer(via_gateway, with_image)
+    assert not same_answer(via_gateway, text_only) and not same_answer(via_gateway, reordered)
+    assert (
+        refused.status_code == 400 and "models.smol-text.vision: true" in refused.json()["error"]["message"]
+    )
+
+
+def tokens_of(answer: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(t["token"], t["logprob"]) for t in answer["choices"][0]["logprobs"]["content"]]
+
+
+def same_answer(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
+    """The same tokens with the same log-probabilities (to float noise: a cached prompt prefix may be
+    evaluated in other batch sizes)."""
+    return len(a) == len(b) and all(x == y and abs(p - q) < 1e-3 for (x, p), (y, q) in zip(a, b, strict=True))

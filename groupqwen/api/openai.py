@@ -25,7 +25,7 @@ from groupqwen.api.schemas import (
 )
 from groupqwen.api.services import Services
 from groupqwen.cache import Lookup
-from groupqwen.config import AUTO_MODEL
+from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import ClientDisconnected, GroupQwenError, InvalidRequest, ModelNotFound
 from groupqwen.messages import ChatRequest, Decision, Delta
 from groupqwen.telemetry import timing
@@ -42,7 +42,7 @@ def _services(request: Request) -> Services:
     return services
 
 
-async def _parse(request: Request, max_stop_sequences: int) -> tuple[ChatRequest, ChatCompletionRequest]:
+async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
@@ -60,7 +60,7 @@ async def _parse(request: Request, max_stop_sequences: int) -> tuple[ChatRequest
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return to_chat_request(body, max_stop_sequences), body
+    return to_chat_request(body, settings.max_stop_sequences, settings.max_images), body
 
 
 def _headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:
@@ -159,7 +159,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _chat_completions(request: Request, services: Services, trace: Trace) -> Response:
-    chat, body = await _parse(request, services.settings.max_stop_sequences)
+    chat, body = await _parse(request, services.settings)
     trace.tenant = timing.tenant(chat.user, request.headers.get("authorization"))
     trace.stream = bool(body.stream)
     decision = services.pipeline.decide(chat)
@@ -218,14 +218,15 @@ async def _stream(
     info: Callable[[], dict[str, Any]],
 ) -> AsyncGenerator[bytes, None]:
     async with aclosing(deltas):
-        yield _sse(writer.role())
+        lead = _sse(writer.role())  # sent with the first delta: one write for the first token
         try:
             delta: Delta | None = first
             while delta is not None:
                 frame = writer.delta(delta, logprobs)
                 if delta.finish_reason is not None:
                     frame["groupqwen"] = info()  # the decision as it stands at the end (confidence known)
-                yield _sse(frame)
+                yield lead + _sse(frame)
+                lead = b""
                 if delta.usage is not None:
                     trace.used(delta.usage.prompt_tokens, delta.usage.completion_tokens)
                 if delta.usage is not None and include_usage:
@@ -234,13 +235,12 @@ async def _stream(
         except GroupQwenError as exc:
             trace.failed(*status_of(exc))
             _log.error("stream failed", code=exc.code, error=exc.message)
-            yield _sse(error_body(exc))
+            yield lead + _sse(error_body(exc))
         except Exception as exc:
             trace.failed(*status_of(exc))
             _log.exception("stream failed", error=type(exc).__name__)
-            yield _sse(
-                error_body(GroupQwenError("The stream failed; the request id identifies it in the logs"))
-            )
+            failure = GroupQwenError("The stream failed; the request id identifies it in the logs")
+            yield lead + _sse(error_body(failure))
     yield b"data: [DONE]\n\n"
 
 

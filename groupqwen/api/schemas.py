@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import time
 from dataclasses import asdict
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +20,7 @@ from groupqwen.messages import (
     Completion,
     Decision,
     Delta,
+    ImagePart,
     Message,
     ResponseFormat,
     Role,
@@ -35,6 +40,7 @@ class _Wire(BaseModel):
 class ContentPart(_Wire):
     type: str
     text: str | None = None
+    image_url: object = None  # checked by ``_image_of``, which names the exact field that is wrong
 
 
 class ChatMessage(_Wire):
@@ -98,24 +104,96 @@ REFUSED = {
 }
 
 
-def _text_of(message: ChatMessage, index: int) -> str:
+_DETAILS = ("auto", "low", "high")
+_DATA_URL = re.compile(r"data:(?P<type>[^;,]*)(?P<params>[^,]*),(?P<payload>.*)", re.DOTALL | re.IGNORECASE)
+
+
+def _image_of(part: ContentPart, where: str) -> ImagePart:
+    """An ``image_url`` part: ``{"url": http(s) URL | data:image/…;base64,…, "detail": auto|low|high}``."""
+    value = part.image_url
+    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+        raise InvalidRequest(
+            f"{where}.image_url must be an object with a string 'url'", param=f"{where}.image_url"
+        )
+    url, detail = value["url"], value.get("detail")
+    if detail is not None and detail not in _DETAILS:
+        raise InvalidRequest(
+            f"{where}.image_url.detail must be one of {', '.join(_DETAILS)}",
+            param=f"{where}.image_url.detail",
+        )
+    param = f"{where}.image_url.url"
+    scheme = url.partition(":")[0].lower() if ":" in url else ""
+    if scheme in ("http", "https"):
+        try:
+            host = urlsplit(url).hostname
+        except ValueError:
+            host = None
+        if not host:
+            raise InvalidRequest(f"{param} is not a valid {scheme} URL (no host)", param=param)
+    elif scheme == "data":
+        _check_data_url(url, param)
+    else:
+        shown = f"{scheme!r}" if scheme else "none"
+        raise InvalidRequest(
+            f"{param} must be an http(s) URL or a data:image/…;base64,… URL (scheme: {shown})", param=param
+        )
+    return ImagePart(url, detail)
+
+
+def _check_data_url(url: str, param: str) -> None:
+    match = _DATA_URL.fullmatch(url)
+    media_type = match["type"].lower() if match else ""
+    if match is None or not media_type.startswith("image/") or len(media_type) == len("image/"):
+        raise InvalidRequest(
+            f"{param} is a data URL of type {media_type or 'none'!r}: only image/* is accepted", param=param
+        )
+    if "base64" not in match["params"].lower().split(";"):
+        raise InvalidRequest(f"{param} must be a base64 data URL (data:{media_type};base64,…)", param=param)
+    try:
+        data = base64.b64decode(match["payload"], validate=True)
+    except binascii.Error as exc:
+        raise InvalidRequest(f"{param} has a broken base64 payload: {exc}", param=param) from None
+    if not data:
+        raise InvalidRequest(f"{param} has an empty payload", param=param)
+
+
+def _message_of(message: ChatMessage, index: int, images: list[ImagePart], max_images: int) -> Message:
+    """The internal ``Message``; its images are appended to ``images`` (the request's, for the cap)."""
+    role: Role = _ROLES[message.role]
     if message.content is None:
         raise InvalidRequest(f"messages[{index}].content is required", param=f"messages[{index}].content")
     if isinstance(message.content, str):
-        return message.content
-    texts = []
+        return Message(role, message.content)
+    parts: list[str | ImagePart] = []
     for j, part in enumerate(message.content):
-        if part.type != "text" or part.text is None:
+        where = f"messages[{index}].content[{j}]"
+        if part.type == "text":
+            if part.text is None:
+                raise InvalidRequest(f"{where}.text is required", param=f"{where}.text")
+            parts.append(part.text)
+        elif part.type == "image_url":
+            if role != "user":
+                raise InvalidRequest(
+                    f"{where} is an image in a {message.role!r} message: images go in user messages only",
+                    param=f"{where}.type",
+                )
+            if len(images) == max_images:
+                raise InvalidRequest(
+                    f"{where}: a request may carry at most {max_images} images (max_images)", param=where
+                )
+            images.append(_image_of(part, where))
+            parts.append(images[-1])
+        else:
             raise UnsupportedParameter(
-                f"messages[{index}].content[{j}] has type {part.type!r}: only 'text' parts are supported "
-                "(images need a vision model, which is not configured here)",
-                param=f"messages[{index}].content[{j}].type",
+                f"{where} has type {part.type!r}: only 'text' and 'image_url' parts are supported",
+                param=f"{where}.type",
             )
-        texts.append(part.text)
-    return "\n".join(texts)
+    text = "\n".join(p for p in parts if isinstance(p, str))
+    has_images = any(isinstance(p, ImagePart) for p in parts)
+    return Message(role, text, tuple(parts) if has_images else ())
 
 
-def to_chat_request(body: ChatCompletionRequest, max_stop_sequences: int) -> ChatRequest:
+def to_chat_request(body: ChatCompletionRequest, max_stop_sequences: int, max_images: int) -> ChatRequest:
     """Validate what pydantic cannot, and build the internal ``ChatRequest``."""
     extra = dict(body.model_extra or {})
     for name, why in REFUSED.items():
@@ -129,15 +207,15 @@ def to_chat_request(body: ChatCompletionRequest, max_stop_sequences: int) -> Cha
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
 
-    messages = []
+    messages: list[Message] = []
+    images: list[ImagePart] = []
     for i, message in enumerate(body.messages):
         if message.role in ("tool", "function"):
             raise UnsupportedParameter(
                 f"messages[{i}] has role {message.role!r}: tool results need tool calling, not supported yet",
                 param=f"messages[{i}].role",
             )
-        role: Role = _ROLES[message.role]
-        messages.append(Message(role=role, content=_text_of(message, i)))
+        messages.append(_message_of(message, i, images, max_images))
 
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stops) > max_stop_sequences:

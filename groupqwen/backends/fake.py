@@ -77,9 +77,12 @@ class FakeBackend:
                     TopLogprob(token=t, logprob=self.logprob - i, bytes=tuple(t.encode()))
                     for i, t in enumerate([token, "<alt>"][: request.top_logprobs])
                 )
+                scored = request.logprobs or request.top_logprobs > 0
                 yield Chunk(
                     text=token,
-                    logprobs=(TokenLogprob(token, self.logprob, tuple(token.encode()), top),),
+                    logprobs=(TokenLogprob(token, self.logprob, tuple(token.encode()), top),)
+                    if scored
+                    else (),
                 )
             finished = True
             yield Chunk(finish_reason=finish, usage=Usage(prompt_tokens, produced))

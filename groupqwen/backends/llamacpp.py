@@ -11,7 +11,8 @@ calls it, and a fresh thread per request paid for a new team (about 15 ms more t
 cores; see docs/benchmarks.md).
 
 Log-probabilities come from the last logits row that llama.cpp keeps (``logits_all=False``), read in
-place with numpy: the sampled token's on every token, the top ``k`` only when asked for.
+place with numpy, only for requests that ask (``logprobs``: the cascade's confidence, or the client): the
+sampled token's on every token, and the top ``k`` alternatives when ``top_logprobs`` is set.
 """
 
 from __future__ import annotations
@@ -164,6 +165,12 @@ class LlamaCppBackend:
     ) -> None:
         import llama_cpp
 
+        if any(m.images for m in request.messages):
+            raise InvalidRequest(
+                f"model {self.model_id!r} runs in-process on llama.cpp, which cannot take images here (no "
+                "multimodal projector): serve it with backend openai_http (vLLM, or llama-server --mmproj)",
+                param="messages",
+            )
         llm = model.llm
         prompt, opens_thinking = model.prompt(request)
         max_tokens = request.sampling.max_tokens
@@ -182,6 +189,7 @@ class LlamaCppBackend:
         sampling = request.sampling
         llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         top_k = min(max(request.top_logprobs, 0), MAX_TOP_LOGPROBS)
+        scored = request.logprobs or top_k > 0  # a softmax over the vocabulary per token: only when asked
         text = StopFilter(sampling.stop)
         first = opens_thinking
         produced = 0
@@ -199,9 +207,9 @@ class LlamaCppBackend:
                     finish = "stop"
                     break
                 produced += 1
-                logprob = model.logprob(token, top_k)
+                logprobs = (model.logprob(token, top_k),) if scored else ()
                 piece, stopped = text.feed(model.piece(token))
-                emit(Chunk(text=piece, logprobs=(logprob,), prompt_opens_thinking=first))
+                emit(Chunk(text=piece, logprobs=logprobs, prompt_opens_thinking=first))
                 first = False
                 if stopped:
                     finish = "stop"

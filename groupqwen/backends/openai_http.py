@@ -16,7 +16,8 @@ Logprobs are always asked for (the cascade scores every answer; llama-cpp-python
 ``--logits_all true``). ``delta.reasoning_content`` (vLLM's reasoning parser) is re-wrapped as
 ``<think>…</think>`` text, split by the pipeline like a model's own tags. Usage comes from the
 ``include_usage`` chunk; without one (llama-cpp-python) ``completion_tokens`` counts the logprob entries
-(or text deltas) and ``prompt_tokens`` is 0.
+(or text deltas) and ``prompt_tokens`` is 0. Images (``image_url`` parts) are forwarded as the client sent
+them, in order with the text parts; the server fetches or decodes them (vLLM serving Qwen3-VL).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from groupqwen.backends.base import map_backend_errors
 from groupqwen.backends.openai_sse import MAX_MESSAGE, StreamIncomplete, StreamParser, message_of, sse_data
 from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, GroupQwenError, ModelLoadError, Overloaded
-from groupqwen.messages import Chunk, GenerationRequest
+from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message
 
 _log = log.get(__name__)
 
@@ -240,15 +241,15 @@ class OpenAIHTTPBackend:
         sampling, fmt = request.sampling, request.response_format
         body: dict[str, Any] = {
             "model": self.remote_model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
-            "logprobs": True,
-            "top_logprobs": request.top_logprobs,
             "chat_template_kwargs": {"enable_thinking": request.enable_thinking},
         }
+        if request.logprobs or request.top_logprobs:
+            body.update(logprobs=True, top_logprobs=request.top_logprobs)
         optional = {"seed": sampling.seed, "stop": list(sampling.stop), "max_tokens": sampling.max_tokens}
         body.update((k, v) for k, v in optional.items() if v is not None and v != [])
         if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
@@ -317,6 +318,20 @@ class OpenAIHTTPBackend:
         if status == 400 and _CONTEXT_EXCEEDED.search(response.text[:2000]):
             return ContextLengthExceeded(message, param="messages")
         return BackendError(f"model {self.model_id!r}: {replica.url} answered HTTP {status}: {message}")
+
+
+def _message(message: Message) -> dict[str, Any]:
+    """A message as OpenAI's wire has it; one with images as its text and ``image_url`` parts in order."""
+    if not message.parts:
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, ImagePart):
+            image = {"url": part.url} if part.detail is None else {"url": part.url, "detail": part.detail}
+            parts.append({"type": "image_url", "image_url": image})
+        else:
+            parts.append({"type": "text", "text": part})
+    return {"role": message.role, "content": parts}
 
 
 def _retry_after(headers: httpx.Headers) -> int | None:

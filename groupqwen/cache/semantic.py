@@ -7,7 +7,8 @@ the pair. The two layers can run apart (``lookup_exact``, then ``lookup_similar`
 result), so that the orchestrator overlaps the embedding with the start of generation.
 
 The scope hashes everything else that shapes an answer: tenant, model, system prompt, the
-conversation before the last user turn, sampling settings, response format, thinking, and the embedder.
+conversation before the last user turn, sampling settings, response format, thinking, the embedder, and a
+digest of every image in the conversation (so the same words about another image never hit).
 
 Requests hotter than ``max_temperature``, with a ``seed`` (unless ``cache_seeded``), asking for logprobs,
 or not ending on a user turn are bypassed. A store that fails or is slow makes the lookup a bypass: the
@@ -155,19 +156,20 @@ class SemanticCache:
         if request.logprobs:
             return "logprobs are not cached"
         *before, last = request.messages
-        scope = _digest(
-            {
-                "v": 1,
-                "tenant": hashlib.sha256(tenant.encode()).hexdigest(),
-                "model": model,
-                "system": [m.content for m in before if m.role == "system"],
-                "history": [(m.role, m.content) for m in before if m.role != "system"],
-                "sampling": [s.temperature, s.top_p, s.seed, list(s.stop), s.max_tokens],
-                "format": request.response_format,
-                "thinking": request.enable_thinking,
-                "embedder": [self.embedder.name, self.embedder.dim],
-            }
-        )
+        shaping: dict[str, object] = {
+            "v": 1,
+            "tenant": hashlib.sha256(tenant.encode()).hexdigest(),
+            "model": model,
+            "system": [m.content for m in before if m.role == "system"],
+            "history": [(m.role, m.content) for m in before if m.role != "system"],
+            "sampling": [s.temperature, s.top_p, s.seed, list(s.stop), s.max_tokens],
+            "format": request.response_format,
+            "thinking": request.enable_thinking,
+            "embedder": [self.embedder.name, self.embedder.dim],
+        }
+        if request.images:  # each message's images (URL and detail), digested; text-only scopes unchanged
+            shaping["images"] = [[_digest([i.url, i.detail]) for i in m.images] for m in request.messages]
+        scope = _digest(shaping)
         text = normalise(last.content)
         return CacheKey(scope=scope, exact=_digest(text), text=text)
 

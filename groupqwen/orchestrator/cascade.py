@@ -113,6 +113,7 @@ class Cascade:
         generation = GenerationRequest(
             messages=request.messages,
             sampling=request.sampling,
+            logprobs=request.logprobs or bar is not None,
             top_logprobs=max(asked_top, TOP_K) if bar is not None else asked_top,
             response_format=request.response_format,
             enable_thinking=step.thinking,

@@ -1,4 +1,4 @@
-"""What the router knows about a request, computed from its text alone (pure, no I/O).
+"""What the router knows about a request: measures of its text and its number of images (pure, no I/O).
 
 ``extract`` reads a ``ChatRequest`` into ``Features``; ``vector`` turns them into the classifier's input:
 a few dense, human-readable measures (their names in ``DENSE``) followed by hashed word unigrams and
@@ -102,7 +102,7 @@ class Features:
     non_english: bool
     translate_to: str | None  # an explicit translation request's target language
     operands: tuple[int, ...] = ()  # the integers of the latest user turn (at most 12)
-    images: int = 0  # image parts (the API rejects them until a vision handler lands)
+    images: int = 0  # image parts in the whole conversation (they need a model that takes images)
 
 
 def _script(text: str) -> str:
@@ -163,6 +163,7 @@ def extract(request: ChatRequest) -> Features:
         ),
         translate_to=translate.group(1).lower() if translate else None,
         operands=tuple(int(n) for n in _INTEGER.findall(last_user)[:12]),
+        images=len(request.images),
     )
 
 

@@ -1,9 +1,10 @@
 """A request's way through: resolve the model or route → the cascade leases and streams → split thinking.
 
-``decide`` is cheap and raises before any work (unknown model or route); an explicit model name always
-wins, ``auto`` and ``auto:…`` go through the router (docs/routing.md). ``stream`` yields ``Delta``s, the
-last with ``finish_reason`` and ``usage``; its ``on_decided`` learns the final ``Decision`` (after any
-escalation, or the cache's) and ``on_cached`` the cache's final ``Lookup``, both before the first delta.
+``decide`` is cheap and raises before any work (unknown model or route, images for a model that cannot
+take them); an explicit model name always wins, ``auto`` and ``auto:…`` go through the router
+(docs/routing.md). ``stream`` yields ``Delta``s, the last with ``finish_reason`` and ``usage``; its
+``on_decided`` learns the final ``Decision`` (after any escalation, or the cache's) and ``on_cached`` the
+cache's final ``Lookup``, both before the first delta.
 
 ``lookup`` runs only the cache's exact layer. When it misses and the model is already loaded, ``stream``
 starts generating at once and runs the semantic layer (an embedding: about 11 ms on one core here) beside
@@ -34,7 +35,7 @@ from groupqwen.messages import (
 )
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.confidence import Scorer
-from groupqwen.orchestrator.router import ModelView
+from groupqwen.orchestrator.router import ModelView, images_refused
 from groupqwen.orchestrator.thinking import ThinkSplitter, wants_thinking
 from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
@@ -80,10 +81,17 @@ class Pipeline:
             return None
         router = self._routing.router
         views = {
-            s.spec.id: ModelView(s.status == "loaded", s.spec.n_ctx or s.spec.context_length, s.spec.thinking)
+            s.spec.id: ModelView(
+                s.status == "loaded", s.spec.n_ctx or s.spec.context_length, s.spec.thinking, s.spec.vision
+            )
             for s in self._pool.states()
         }
-        if request.model == AUTO_MODEL and not any(t.model in views for t in router.policy.tiers):
+        to_vision = bool(request.images) and "auto:vision" in router.policy.routes
+        if (
+            request.model == AUTO_MODEL
+            and not to_vision
+            and not any(t.model in views for t in router.policy.tiers)
+        ):
             return None
         return router.route(request, views).decision()
 
@@ -112,6 +120,10 @@ class Pipeline:
                 f"models.{model_id}.path in the configuration to a local GGUF file ({spec.source}).",
                 param="model",
             )
+        if request.images and not spec.vision:
+            named = f"'auto' resolves to the default model {model_id!r}" if route == "default" else None
+            what = f"This request carries images, but {named}, which" if named else f"The model {model_id!r}"
+            raise images_refused(f"{what} does not take images", model_id)
         thinking = spec.thinking and wants_thinking(request.messages, request.enable_thinking, True)
         return Decision(model=model_id, route=route, reason=reason, thinking=thinking)
 

@@ -7,11 +7,14 @@ Named routes (the request's ``model``):
   below each tier's bar. A warm tier just below the pick beats a cold pick when the score is within
   ``warm_margin`` of that tier's edge. Tiers whose context is too short, or English-only tiers for a
   non-English prompt, are skipped. An explicit translation request goes to ``auto:translate`` when that
-  route is configured; images to ``auto:vision``.
+  route is configured; a request with images to ``auto:vision``, else to the tiers that take images.
 - ``auto:cascade`` — always start at the smallest eligible tier and escalate (at each tier's
   ``cascade_bar`` when set: a bar chosen for the cascade alone, without the classifier's skip).
 - ``auto:fast`` — the smallest eligible tier, never escalated. ``auto:best`` — the largest, alone.
 - ``auto:<name>`` from ``RouterPolicy.routes`` — a plain model (translation, vision, …).
+
+Images are never dropped: a request with images that would reach a model that cannot take them is a 400
+(``images_refused``) that says what to configure.
 
 Thinking (Qwen3) is a second axis: what the request says (``enable_thinking``, ``/think``, ``/no_think``)
 wins; otherwise the thinking head decides. Without learned heads, transparent rules stand in.
@@ -24,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from groupqwen.config import AUTO_MODEL
-from groupqwen.errors import InvalidRequest, ModelNotFound
+from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from groupqwen.messages import CascadeStep, ChatRequest, Decision
 from groupqwen.orchestrator.classifier import Logistic
 from groupqwen.orchestrator.features import DENSE, Features, extract, vector
@@ -57,6 +60,7 @@ class ModelView:
     warm: bool
     context_length: int
     thinking: bool = False
+    vision: bool = False  # takes images
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,19 @@ class Route:
         first = self.steps[0]
         steps = self.steps if len(self.steps) > 1 else ()
         return Decision(first.model, self.name, self.reason, first.thinking, steps=steps)
+
+
+def images_refused(what: str, model: str | None) -> UnsupportedParameter:
+    """The 400 for images that the chosen ``model`` (or none) could not take: ``what`` went wrong, then
+    what to configure."""
+    fix = (
+        "name a model that takes images (capabilities.vision in GET /v1/models), or send model 'auto' with "
+        "router.routes.auto:vision set to one (a Qwen3-VL model such as qwen3-vl-8b, served by an "
+        "OpenAI-compatible server like vLLM: backend openai_http)"
+    )
+    if model is not None:
+        fix += f"; if {model!r} does take images, set models.{model}.vision: true"
+    return UnsupportedParameter(f"{what}. To send images, {fix}.", param="model")
 
 
 def _rules_complexity(f: Features) -> tuple[float, str]:
@@ -124,12 +141,13 @@ class Router:
             )
         features = extract(request)
         if name in self.policy.routes:
-            return self._plain(name, request, models, f"route {name} is served by a plain model")
+            return self._plain(name, request, models, features, f"route {name} is served by a plain model")
         if name == AUTO_MODEL and features.images and "auto:vision" in self.policy.routes:
-            return self._plain("auto:vision", request, models, "the request carries images")
+            reason = f"the request carries {features.images} image{'s' if features.images > 1 else ''}"
+            return self._plain("auto:vision", request, models, features, reason)
         if name == AUTO_MODEL and features.translate_to and "auto:translate" in self.policy.routes:
             reason = f"explicit translation request (into {features.translate_to})"
-            return self._plain("auto:translate", request, models, reason)
+            return self._plain("auto:translate", request, models, features, reason)
         tiers, skipped = self._eligible(features, models)
         complexity, why = self._complexity(features)
         think_default = self._thinking(features)
@@ -172,11 +190,19 @@ class Router:
         )
         return Route(name, steps, thinking, reason + skipped, complexity)
 
-    def _plain(self, name: str, request: ChatRequest, models: Mapping[str, ModelView], reason: str) -> Route:
+    def _plain(
+        self, name: str, request: ChatRequest, models: Mapping[str, ModelView], f: Features, reason: str
+    ) -> Route:
         model = self.policy.routes[name]
         if model not in models:
             raise ModelNotFound(
                 f"Route {name!r} is configured to model {model!r}, which is not servable here.", param="model"
+            )
+        if f.images and not models[model].vision:
+            raise images_refused(
+                f"This request carries images, but route {name!r} is served by {model!r}, which does not "
+                "take them",
+                model,
             )
         thinking = wants_thinking(request.messages, request.enable_thinking, False)
         step = CascadeStep(model, None, thinking and models[model].thinking)
@@ -193,11 +219,18 @@ class Router:
                 notes.append(f"{tier.model} context too short")
             elif f.non_english and not tier.multilingual:
                 notes.append(f"{tier.model} is English-only")
+            elif f.images and not view.vision:
+                notes.append(f"{tier.model} takes no images")
             else:
                 tiers.append(tier)
         if not tiers:
             if not self.policy.tiers:
                 raise ModelNotFound("No routing tiers are configured (router.tiers).", param="model")
+            if f.images:
+                why = f"This request carries images, but no configured tier can serve it ({'; '.join(notes)})"
+                if "auto:vision" not in self.policy.routes:
+                    why += ", and router.routes.auto:vision is not set"
+                raise images_refused(why, None)
             raise InvalidRequest(
                 "No configured tier can serve this request: " + "; ".join(notes), param="model"
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -11,7 +12,7 @@ from groupqwen.cache import build_cache
 from groupqwen.cache.embedder import MiniLMEmbedder
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
 from groupqwen.cache.stores import CacheUnavailable, EmbeddedStore, Invalidation
-from groupqwen.messages import ChatRequest, Completion, Message, Sampling, Usage
+from groupqwen.messages import ChatRequest, Completion, ImagePart, Message, Sampling, Usage
 
 
 class Clock:
@@ -98,6 +99,55 @@ async def test_never_a_hit_across_scopes(
     await remember(cache, ask("What is the capital of France?"), "Paris")
     lookup = await cache.lookup(changed, tenant, model)
     assert lookup.status == "miss"
+
+
+def with_images(text: str, *urls: str, detail: Literal["low", "high"] | None = None) -> ChatRequest:
+    parts = (text, *(ImagePart(url, detail) for url in urls))
+    return replace(ask(text), messages=(Message("user", text, parts),))
+
+
+async def test_images_are_part_of_the_scope(cache: SemanticCache) -> None:
+    """The same words about another image (or the same image at another detail, or none) never hit; the
+    same words about the same image do."""
+    question = "What animal is in this photo?"
+    await remember(cache, with_images(question, "https://img.example/cat.jpg"), "A cat")
+    for other in (
+        with_images(question, "https://img.example/dog.jpg"),
+        with_images(question, "data:image/png;base64,iVBORw0KGgo="),
+        with_images(question, "https://img.example/cat.jpg", detail="high"),
+        with_images(question, "https://img.example/cat.jpg", "https://img.example/dog.jpg"),
+        with_images("What animal is in the photo?", "https://img.example/dog.jpg"),  # semantic layer too
+        ask(question),
+    ):
+        lookup = await cache.lookup(other, "t", "m")
+        assert lookup.status == "miss", other
+    same = await cache.lookup(
+        with_images("what animal is in this photo?", "https://img.example/cat.jpg"), "t", "m"
+    )
+    assert same.status == "hit" and same.completion().content == "A cat"
+    near = await cache.lookup(
+        with_images("What animal is in the photo?", "https://img.example/cat.jpg"), "t", "m"
+    )
+    assert near.status == "hit" and near.reason == "semantic match"
+    # an image earlier in the conversation shapes the answer as well
+    history = ChatRequest(
+        (
+            Message("user", "Look", ("Look", ImagePart("https://img.example/cat.jpg"))),
+            Message("assistant", "I see it."),
+            Message("user", question),
+        ),
+        "m",
+        Sampling(0.0),
+    )
+    await remember(cache, history, "A cat")
+    swapped = replace(
+        history,
+        messages=(
+            Message("user", "Look", ("Look", ImagePart("https://img.example/dog.jpg"))),
+            *history.messages[1:],
+        ),
+    )
+    assert (await cache.lookup(swapped, "t", "m")).status == "miss"
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from groupqwen.errors import InvalidRequest, ModelNotFound
-from groupqwen.messages import ChatRequest, Message, ResponseFormat, Sampling
+from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
+from groupqwen.messages import ChatRequest, ImagePart, Message, ResponseFormat, Sampling
 from groupqwen.orchestrator import weights
 from groupqwen.orchestrator.features import extract, size, vector
 from groupqwen.orchestrator.router import ModelView, Router, RouterPolicy, Tier
@@ -82,6 +84,47 @@ def test_no_eligible_tier_is_a_4xx(router: Router) -> None:
     with pytest.raises(InvalidRequest) as err:
         router.route(ask("Hi", sampling=Sampling(max_tokens=100_000)), WARM)
     assert err.value.param == "model"
+
+
+SEEING = "seeing"
+PHOTO = ImagePart("https://images.example/cat.jpg")
+
+
+def with_image(text: str, model: str = "auto") -> ChatRequest:
+    return ChatRequest((Message("user", text, (text, PHOTO)),), model)
+
+
+def test_images_take_the_vision_route(router: Router) -> None:
+    vision = Router(replace(POLICY, routes={**POLICY.routes, "auto:vision": SEEING}), router.heads)
+    models = {**WARM, SEEING: ModelView(warm=False, context_length=32768, vision=True)}
+    assert extract(with_image("Translate the sign into French")).images == 1
+    route = vision.route(with_image("Translate the sign into French"), models)  # images beat translation
+    assert (route.name, route.model) == ("auto:vision", SEEING) and "1 image" in route.reason
+    assert vision.route(ask("Hi"), models).name == "auto"  # no image: the tiers
+
+
+def test_images_never_reach_a_model_that_cannot_take_them(router: Router) -> None:
+    """No vision route and text-only tiers, or a route to a text model: a 400 that says what to set."""
+    for model in ("auto", "auto:fast", "auto:best", "auto:cascade"):
+        with pytest.raises(UnsupportedParameter) as err:
+            router.route(with_image("What is this?", model), WARM)
+        assert err.value.status_code == 400 and err.value.param == "model"
+        assert "small takes no images" in err.value.message
+        assert "router.routes.auto:vision is not set" in err.value.message
+        assert "router.routes.auto:vision set to one (a Qwen3-VL model" in err.value.message
+    with pytest.raises(UnsupportedParameter) as err:
+        router.route(with_image("What is this?", "auto:translate"), WARM)
+    assert "route 'auto:translate' is served by 'translator', which does not take them" in err.value.message
+    assert "set models.translator.vision: true" in err.value.message
+    blind = Router(replace(POLICY, routes={"auto:vision": TRANSLATOR}), router.heads)
+    with pytest.raises(UnsupportedParameter, match="route 'auto:vision' is served by 'translator'"):
+        blind.route(with_image("What is this?"), WARM)
+
+
+def test_images_go_to_the_tiers_that_take_them(router: Router) -> None:
+    models = {**WARM, LARGE: replace(WARM[LARGE], vision=True)}
+    route = router.route(with_image("What is this?"), models)
+    assert [s.model for s in route.steps] == [LARGE] and "small takes no images" in route.reason
 
 
 def test_warm_adequate_model_beats_cold_slightly_better_one() -> None:
