@@ -31,6 +31,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -46,6 +47,7 @@ from groupqwen.cache.stores import Answer, CacheEntry, CacheUnavailable, Invalid
 _log = log.get(__name__)
 T = TypeVar("T")
 _SCAN_BATCH = 1000
+_DELETE_BATCH = 1000
 _EVENTS_PER_SEARCH = 2000  # a lagging replica catches up over several searches, each within its timeout
 _FIELDS = ("scope", "model", "text", "vector", "answer", "created", "expires")
 _DISTANCE = "__distance"  # the KNN distance's name in an FT.SEARCH reply
@@ -369,13 +371,13 @@ class RedisStore:
             self._index.add(entry.scope, entry.key, entry.vector)
 
     async def _delete(self, keys: list[str]) -> int:
-        if not keys:
-            return 0
+        """Delete in batches, each within the sync timeout: a server-side vector index makes every
+        deletion cost an index update, so clearing a large cache is many bounded calls, not one."""
 
-        async def drop() -> int:
+        async def drop(batch: list[str]) -> int:
             remote = await self._probe()  # the server's index forgets deleted hashes by itself
             pipe = self._redis.pipeline(transaction=False)
-            for key in keys:
+            for key in batch:
                 pipe.unlink(self._entry_key(key))
                 if not remote:
                     pipe.xadd(
@@ -384,8 +386,11 @@ class RedisStore:
             results = await pipe.execute()
             return sum(int(r) for r in (results if remote else results[0::2]))
 
-        removed = await self._call(drop, self._sync_timeout_s)
-        self._index.remove(keys)
+        removed = 0
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[start : start + _DELETE_BATCH]
+            removed += await self._call(partial(drop, batch), self._sync_timeout_s)
+            self._index.remove(batch)
         return removed
 
     async def _scan(self) -> list[tuple[str, list[Any]]]:

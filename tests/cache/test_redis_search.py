@@ -220,3 +220,23 @@ async def test_replies_in_either_protocol(search_url: str, protocol: int) -> Non
         assert (await store.stats()).entries == 2
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("vector_search", [True, False])
+async def test_clear_deletes_a_large_cache_in_bounded_batches(search_url: str, vector_search: bool) -> None:
+    """More entries than one delete batch: every one goes, each batch within the store's timeouts."""
+    store = RedisStore(search_url, DIM, timeout_s=0.5, vector_search=vector_search)
+    try:
+        rng = np.random.default_rng(7)
+        rows = rng.standard_normal((2500, DIM)).astype(np.float32)
+        for start in range(0, len(rows), 100):
+            batch = rows[start : start + 100]
+            await asyncio.gather(
+                *(store.put(entry("s", f"n{start + i}", unit(*r))) for i, r in enumerate(batch))
+            )
+        assert (await store.stats()).entries == 2500
+        assert await store.clear() == 2500
+        assert (await store.stats()).entries == 0
+        assert await store.search("s", unit(*rows[0]), 4) == []
+    finally:
+        await store.close()
