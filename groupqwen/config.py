@@ -106,7 +106,7 @@ class CacheConfig(BaseModel):
     max_temperature: float = Field(0.5, ge=0, le=2, description="Hotter requests bypass the cache")
     cache_seeded: bool = Field(False, description="Also cache requests that set a seed (per seed)")
     max_entries: int = Field(100_000, ge=1, description="embedded: entries kept (least recently used go)")
-    timeout_s: float = Field(0.5, gt=0, le=30, description="A lookup or store slower than this bypasses")
+    timeout_s: float = Field(0.5, gt=0, le=30, description="A lookup step or store slower than this bypasses")
 
     @field_validator("redis_url")
     @classmethod

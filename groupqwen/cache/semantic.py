@@ -51,7 +51,7 @@ class CachePolicy:
     max_temperature: float = 0.5
     cache_seeded: bool = False
     candidates: int = 4
-    timeout_s: float = 0.5  # a whole lookup (embedding included) or store
+    timeout_s: float = 0.5  # each layer of a lookup (the semantic one with its embedding), or a store
 
 
 @dataclass(frozen=True)
