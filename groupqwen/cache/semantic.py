@@ -205,11 +205,9 @@ class SemanticCache:
         if not lookup.pending or lookup.key is None:
             return lookup
         found = await self._guarded(self._similar(lookup.key))
-        if isinstance(found, Lookup) and found.status == "bypass":
-            return found
         if found.status == "hit":
             self._counters.hits += 1
-        else:
+        elif found.status == "miss":
             self._counters.misses += 1
         return found
 

@@ -121,9 +121,9 @@ class Cascade:
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []
         below: Attempt | None = None
-        # no bar, or a bar of 0 that accepts every answer: nothing is held back
+        scoring = bar is not None  # until the confidence is known, over the first ``buffer_tokens``
+        # no bar, or a bar of 0 that accepts every answer: nothing is held back while scoring
         committed = bar is None or bar <= 0
-        scoring = committed and bar is not None  # a bar of 0 still reports the confidence once known
         sent = False  # a failure escalates only while the client has seen nothing of this step
         if committed and on_decided is not None:
             on_decided(self._decided(decision, step, attempts))
@@ -132,31 +132,23 @@ class Cascade:
                 with map_backend_errors(step.model):
                     async with aclosing(backend.stream(generation)) as chunks:
                         async for chunk in chunks:
-                            if committed:
-                                if scoring:
-                                    tokens.extend(chunk.logprobs)
-                                    if chunk.finish_reason is not None or len(tokens) >= self._buffer_tokens:
-                                        scoring = False
-                                        confidence = self._scorer.score(step.model, tokens)
-                                        attempt = Attempt(step.model, confidence, "accepted", len(tokens))
-                                        if on_decided is not None:
-                                            on_decided(self._decided(decision, step, (*attempts, attempt)))
-                                sent = True
-                                yield _trim(chunk, asked_top)
+                            if scoring:
+                                tokens.extend(chunk.logprobs)
+                                if chunk.finish_reason is not None or len(tokens) >= self._buffer_tokens:
+                                    scoring = False
+                                    confidence = self._scorer.score(step.model, tokens)
+                                    if bar is not None and confidence < bar:
+                                        below = Attempt(step.model, confidence, "escalated", len(tokens))
+                                        break  # closes the generation before the next step leases its model
+                                    attempt = Attempt(step.model, confidence, "accepted", len(tokens))
+                                    if on_decided is not None:
+                                        on_decided(self._decided(decision, step, (*attempts, attempt)))
+                                    committed = True
+                            if not committed:
+                                held.append(chunk)
                                 continue
-                            held.append(chunk)
-                            tokens.extend(chunk.logprobs)
-                            if chunk.finish_reason is None and len(tokens) < self._buffer_tokens:
-                                continue
-                            confidence = self._scorer.score(step.model, tokens)
-                            if bar is not None and confidence < bar:
-                                below = Attempt(step.model, confidence, "escalated", len(tokens))
-                                break  # closes the generation before the next step leases its model
-                            attempt = Attempt(step.model, confidence, "accepted", len(tokens))
-                            if on_decided is not None:
-                                on_decided(self._decided(decision, step, (*attempts, attempt)))
-                            committed = sent = True
-                            for piece in held:
+                            sent = True
+                            for piece in (*held, chunk):
                                 yield _trim(piece, asked_top)
                             held.clear()
         except _ESCALATE_ON as exc:
