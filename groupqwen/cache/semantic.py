@@ -6,6 +6,15 @@ one is served only when its cosine similarity reaches ``threshold`` and the guar
 the pair. The two layers can run apart (``lookup_exact``, then ``lookup_similar`` on its ``pending``
 result), so that the orchestrator overlaps the embedding with the start of generation.
 
+``store`` does not wait for the vector store: it schedules the write as a background task and returns,
+so a miss's last delta never waits for Redis or SQLite. Within the process a write is read back all the
+same: the exact layer waits for a write in flight to the same key, the semantic layer (after its
+embedding) for the writes to its scope scheduled before it began, both within the lookup's timeout; with
+nothing in flight neither waits.
+``invalidate`` and ``clear`` first let the writes scheduled before them land (or cancel those that outlast
+the drain), so a write never brings back what they dropped; ``stats`` waits for them too, and ``close``
+drains them before closing the store. Other processes see a write once it has landed (milliseconds).
+
 The scope hashes everything else that shapes an answer: tenant, model, system prompt, the
 conversation before the last user turn, sampling settings, response format, thinking, the embedder, and a
 digest of every image in the conversation (so the same words about another image never hit).
@@ -31,12 +40,18 @@ from groupqwen import log
 from groupqwen.cache.embedder import Embedder, Vectors
 from groupqwen.cache.guard import LexicalGuard, Verdict
 from groupqwen.cache.stores import Answer, CacheEntry, CacheUnavailable, Invalidation, VectorStore
+from groupqwen.cache.writes import Writes, settled
 from groupqwen.messages import ChatRequest, Completion, Usage
 
 _log = log.get(__name__)
 T = TypeVar("T")
 Status = Literal["hit", "miss", "bypass"]
 _SPACE = re.compile(r"\s+")
+# turns of the event loop a write lets pass before it starts (its first steps, the embedded store's whole
+# SQLite write, run on the loop): enough for a JSON answer's handler to wake up once its pipeline task has
+# ended and send the body (a stream's last delta goes out before the write's first turn anyway); checked by
+# tests/cache/test_background_store.py, never needed for correctness
+_YIELDS_BEFORE_WRITE = 2
 
 
 class Guard(Protocol):
@@ -141,6 +156,7 @@ class SemanticCache:
         self._clock = clock
         self._counters = _Counters()
         self._degraded = False
+        self._writes = Writes()
 
     # -- keys ----------------------------------------------------------------------------------------
 
@@ -191,7 +207,7 @@ class SemanticCache:
         if not read:
             self._counters.bypasses += 1
             return Lookup("bypass", "the client asked not to read the cache", key)
-        entry = await self._guarded(self._store.get(key.entry_key))
+        entry = await self._guarded(self._get(key.entry_key))
         if isinstance(entry, Lookup):
             return entry
         if entry is not None and not entry.expired(self._clock()):
@@ -225,8 +241,18 @@ class SemanticCache:
         self._degraded = False
         return result
 
+    async def _get(self, entry_key: str) -> CacheEntry | None:
+        write = self._writes.by_key.get(entry_key)
+        if write is not None:  # read this process's own write to the key
+            await settled([write])
+        return await self._store.get(entry_key)
+
     async def _similar(self, key: CacheKey) -> Lookup:
+        writes = self._writes.by_scope.get(key.scope)
+        earlier = list(writes) if writes else None  # this process's writes to the scope so far ...
         vector = (await asyncio.to_thread(self.embedder.embed, [key.text]))[0]
+        if earlier:  # ... read back: most likely they landed during the embedding
+            await settled(earlier)
         best: float | None = None
         for candidate, similarity in await self._store.search(key.scope, vector, self.policy.candidates):
             best = similarity if best is None else max(best, similarity)
@@ -240,34 +266,83 @@ class SemanticCache:
             _log.debug("guard refused a neighbour", reason=verdict.reason, similarity=round(similarity, 4))
         return Lookup("miss", "no close neighbour", key, None, best, vector)
 
-    async def store(self, lookup: Lookup, model: str, completion: Completion, ttl_s: float | None) -> None:
-        """Keep a fresh answer. A failing store is logged and counted, never raised."""
+    def store(
+        self, lookup: Lookup, model: str, completion: Completion, ttl_s: float | None
+    ) -> asyncio.Task[None] | None:
+        """Keep a fresh answer: the write is scheduled as a background task (the cache holds it; awaiting
+        the returned task is optional) and this returns at once; ``None`` when there is nothing to keep.
+        A failing or slow write (``timeout_s``) is logged and counted, never raised. Needs a running loop."""
         ttl = self.policy.ttl_s if ttl_s is None else min(ttl_s, self.policy.max_ttl_s)
         key = lookup.key
         if key is None or lookup.status == "hit" or ttl <= 0 or not completion.content:
-            return
+            return None
+        usage = completion.usage
+        answer = Answer(
+            completion.content,
+            completion.reasoning,
+            completion.finish_reason,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        )
+        earlier = self._writes.by_key.get(key.entry_key)
+        write = self._write(key, model, answer, lookup.vector, self._clock(), ttl, earlier)
+        task = asyncio.get_running_loop().create_task(write, name="cache-store")
+        self._writes.add(key.entry_key, key.scope, task)
+        return task
+
+    async def _write(
+        self,
+        key: CacheKey,
+        model: str,
+        answer: Answer,
+        vector: Vectors | None,
+        now: float,
+        ttl: float,
+        earlier: asyncio.Task[None] | None,
+    ) -> None:
+        for _ in range(_YIELDS_BEFORE_WRITE):  # the request that scheduled the write sends its answer first
+            await asyncio.sleep(0)
+        if earlier is not None and not earlier.done():  # the same key: writes land in the order scheduled
+            await asyncio.wait([earlier], timeout=self.policy.timeout_s)
         try:
             async with asyncio.timeout(self.policy.timeout_s):
-                vector = lookup.vector
                 if vector is None:
                     vector = (await asyncio.to_thread(self.embedder.embed, [key.text]))[0]
-                now = self._clock()
-                usage = completion.usage
-                answer = Answer(
-                    completion.content,
-                    completion.reasoning,
-                    completion.finish_reason,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
-                )
                 entry = CacheEntry(key.entry_key, key.scope, model, key.text, vector, answer, now, now + ttl)
                 await self._store.put(entry)
         except (CacheUnavailable, TimeoutError) as exc:
-            self._counters.errors += 1
-            self._degraded = True
+            self._failed()
             _log.warning("cache store failed", error=type(exc).__name__)
             return
+        except Exception as exc:  # nobody awaits this task: a bug in a store must still be seen
+            self._failed()
+            _log.exception("cache store failed", error=type(exc).__name__)
+            return
         self._counters.stores += 1
+
+    def _failed(self) -> None:
+        self._counters.errors += 1
+        self._degraded = True
+
+    async def drain(self, timeout_s: float | None = None, *, cancel: bool = False) -> bool:
+        """Wait for the writes scheduled so far, at most ``timeout_s`` (default twice the policy's
+        ``timeout_s``: a write waits at most that long for an earlier one to its key, then that long for
+        the store). True when all have finished; a drain that outlasts its bound is logged, and with
+        ``cancel`` the late writes are cancelled (and counted as errors)."""
+        running = [t for t in self._writes.tasks if not t.done()]
+        if not running:
+            return True
+        bound = 2 * self.policy.timeout_s if timeout_s is None else timeout_s
+        _, late = await asyncio.wait(running, timeout=bound)
+        if not late:
+            return True
+        _log.warning("cache writes outlasted the drain", writes=len(late), timeout_s=bound, cancel=cancel)
+        if cancel:
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late)
+            self._counters.errors += len(late)
+        return False
 
     # -- administration ------------------------------------------------------------------------------
 
@@ -288,6 +363,9 @@ class SemanticCache:
         return "degraded" if degraded else "ok"
 
     async def stats(self) -> CacheStats:
+        """The counters and the store's figures, once the writes scheduled so far have landed (or the
+        drain's bound has passed)."""
+        await self.drain()
         c = self._counters
         store = await self._store.stats()
         looked = c.hits + c.misses
@@ -310,10 +388,18 @@ class SemanticCache:
         )
 
     async def invalidate(self, selector: Invalidation) -> int:
+        """Drop the matching entries, the ones written by writes scheduled before this call included."""
+        await self.drain(cancel=True)
         return await self._store.invalidate(selector)
 
     async def clear(self) -> int:
+        """Drop every entry; a write scheduled before this call lands first (or is cancelled), never after."""
+        await self.drain(cancel=True)
         return await self._store.clear()
 
     async def close(self) -> None:
-        await self._store.close()
+        """Let the writes in flight land (the last answers of a gateway shutting down), then close."""
+        try:
+            await self.drain(cancel=True)
+        finally:
+            await self._store.close()

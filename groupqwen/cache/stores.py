@@ -107,7 +107,11 @@ class StoreStats:
 
 @runtime_checkable
 class VectorStore(Protocol):
-    """Raises ``CacheUnavailable`` when it cannot answer; never blocks longer than its timeout."""
+    """Raises ``CacheUnavailable`` when it cannot answer; never blocks longer than its timeout.
+
+    ``put`` runs in a background task (``SemanticCache.store``), concurrently with ``get`` and ``search``
+    of other requests; ``SemanticCache`` orders it before its own process's later reads of the same entry
+    and before ``invalidate`` and ``clear``."""
 
     name: str
 

@@ -11,7 +11,8 @@ starts generating at once and runs the semantic layer (an embedding: about 11 ms
 it: a semantic hit cancels the generation and is replayed, a miss lets the generation go on. Nothing is
 sent before the semantic layer has answered, so a hit is never lost to a faster model; a miss costs no
 time to first token once the model's own first token takes longer than the embedding. A cold model is
-not loaded for what may be a hit: the semantic layer runs first.
+not loaded for what may be a hit: the semantic layer runs first. A miss's answer is handed to
+``SemanticCache.store``, which writes it in the background: the last delta never waits for the store.
 """
 
 from __future__ import annotations
@@ -137,8 +138,8 @@ class Pipeline:
         on_cached: Callable[[Lookup], None] | None = None,
     ) -> AsyncGenerator[Delta, None]:
         """Generate through the cascade, or replay ``cached`` when it is (or its semantic layer finds) a
-        hit; a miss's answer is stored (``ttl_s``: its TTL, ``None`` the default) before the last delta is
-        yielded."""
+        hit; a miss's answer is handed to the cache (``ttl_s``: its TTL, ``None`` the default) as the last
+        delta is yielded: the cache writes it in the background, so the delta does not wait for the store."""
         texts: list[str] = []
         thoughts: list[str] = []
         final = [decision]
@@ -185,7 +186,7 @@ class Pipeline:
                 texts.append(content)
                 thoughts.append(reasoning)
                 if chunk.finish_reason is not None and chunk.usage is not None:
-                    await self._store(cached, final[0], texts, thoughts, chunk, ttl_s)
+                    self._store(cached, final[0], texts, thoughts, chunk, ttl_s)
                 if reasoning or content or logprobs or chunk.finish_reason:
                     timing.first_token()  # telemetry's TTFT (marks the request's trace once)
                     yield Delta(
@@ -236,7 +237,7 @@ class Pipeline:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _store(
+    def _store(
         self,
         cached: Lookup | None,
         decision: Decision,
@@ -248,7 +249,7 @@ class Pipeline:
         if self._cache is None or cached is None or last.finish_reason is None or last.usage is None:
             return
         answer = Completion("".join(texts), "".join(thoughts).strip(), last.finish_reason, last.usage)
-        await self._cache.store(cached, decision.model, answer, ttl_s)
+        self._cache.store(cached, decision.model, answer, ttl_s)  # scheduled, not awaited
 
     async def complete(
         self,

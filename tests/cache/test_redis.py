@@ -14,8 +14,9 @@ from servers import ValkeyServer
 
 from groupqwen.cache.embedder import MiniLMEmbedder
 from groupqwen.cache.redis_store import RedisStore
-from groupqwen.cache.semantic import CachePolicy, SemanticCache
+from groupqwen.cache.semantic import CachePolicy, Lookup, SemanticCache
 from groupqwen.cache.stores import Invalidation
+from groupqwen.messages import ChatRequest
 
 from .test_semantic import answer, ask
 
@@ -44,14 +45,25 @@ async def synced(cache: SemanticCache) -> SemanticCache:
     return cache
 
 
+async def eventually(cache: SemanticCache, request: ChatRequest, tenant: str = "t") -> Lookup:
+    """The lookup, repeated until it hits (at most 5 s): another gateway's write is scheduled in the
+    background, so it becomes visible here once it has landed in Redis, not at once."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = await cache.lookup(request, tenant, "m")
+        if found.status == "hit" or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.01)
+
+
 async def test_two_gateways_share_entries_and_a_restart_sees_them(
     redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
 ) -> None:
     a, b = await synced(gateway(redis_url, minilm)), await synced(gateway(redis_url, minilm))
     assert a._store.vector_search is valkey.search  # type: ignore[attr-defined]
     lookup = await a.lookup(ask("How many legs does a spider have?"), "t", "m")
-    await a.store(lookup, "m", answer("eight"), 60)
-    exact = await b.lookup(ask("how many legs does a spider have?"), "t", "m")
+    a.store(lookup, "m", answer("eight"), 60)  # in the background, as the gateway does
+    exact = await eventually(b, ask("how many legs does a spider have?"))
     assert exact.status == "hit" and exact.completion().content == "eight"
     near = await b.lookup(ask("How many legs do spiders have?"), "t", "m")  # via the event stream
     assert near.status == "hit" and near.reason == "semantic match"
@@ -75,7 +87,8 @@ async def test_invalidation_and_clear_reach_the_other_gateway(redis_url: str, mi
     a, b = await synced(gateway(redis_url, minilm)), await synced(gateway(redis_url, minilm))
     for text, model in [("What is the tallest tree species?", "x"), ("Name the largest desert.", "y")]:
         lookup = await a.lookup(ask(text), "t", model)
-        await a.store(lookup, model, answer("z"), None)
+        a.store(lookup, model, answer("z"), None)
+    assert await a.drain()  # both writes have landed in Redis
     assert (await b.lookup(ask("Which tree species is the tallest?"), "t", "x")).status == "hit"
     assert await a.invalidate(Invalidation(model="x")) == 1
     assert (await b.lookup(ask("Which tree species is the tallest?"), "t", "x")).status == "miss"
@@ -90,7 +103,7 @@ async def test_invalidation_and_clear_reach_the_other_gateway(redis_url: str, mi
 async def test_entries_expire_in_redis(redis_url: str, minilm: MiniLMEmbedder) -> None:
     cache = gateway(redis_url, minilm)
     lookup = await cache.lookup(ask("a short-lived question"), "t", "m")
-    await cache.store(lookup, "m", answer("soon gone"), 0.2)
+    cache.store(lookup, "m", answer("soon gone"), 0.2)  # read back in this process while in flight
     assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "hit"
     await asyncio.sleep(0.35)
     assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "miss"
@@ -102,7 +115,8 @@ async def test_redis_down_means_bypass_then_caching_resumes(
 ) -> None:
     cache = gateway(redis_url, minilm)
     lookup = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
-    await cache.store(lookup, "m", answer("Paris"), None)
+    cache.store(lookup, "m", answer("Paris"), None)
+    assert await cache.drain()  # stored before the outage
     valkey.stop()
     try:
         started = time.monotonic()
@@ -116,7 +130,35 @@ async def test_redis_down_means_bypass_then_caching_resumes(
     await asyncio.sleep(0.25)
     back = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
     assert back.status == "miss" and cache.health() == "ok"
-    await cache.store(back, "m", answer("Paris"), None)
+    cache.store(back, "m", answer("Paris"), None)
     await synced(cache)  # reloaded after the outage
     assert (await cache.lookup(ask("Where is the Eiffel Tower located?"), "t", "m")).status == "hit"
     await cache.close()
+
+
+async def test_a_write_in_flight_is_read_back_here_and_close_lands_it(
+    redis_url: str, minilm: MiniLMEmbedder
+) -> None:
+    """The write of a miss goes to Redis in the background: this gateway reads it back at once (exact and
+    semantic layers), another sees it once it has landed, and a gateway closing right after the answer
+    still lands it."""
+    a, b = await synced(gateway(redis_url, minilm)), await synced(gateway(redis_url, minilm))
+    lookup = await a.lookup(ask("What is the largest ocean on Earth?"), "t", "m")
+    write = a.store(lookup, "m", answer("the Pacific"), None)
+    assert write is not None and not write.done()
+    exact = await a.lookup(ask("what is the largest ocean on earth?"), "t", "m")
+    assert exact.status == "hit" and exact.completion().content == "the Pacific"
+    assert write.done()
+    near = await a.lookup(ask("Which ocean on Earth is the largest?"), "t", "m")
+    assert near.status == "hit" and near.reason == "semantic match"
+    assert (await eventually(b, ask("Which ocean on Earth is the largest?"))).status == "hit"
+
+    lookup = await a.lookup(ask("What is the smallest ocean on Earth?"), "t", "m")
+    last = a.store(lookup, "m", answer("the Arctic"), None)
+    await a.close()  # drains: the last answer is in Redis, not lost with the gateway
+    assert last is not None and last.done() and not last.cancelled()
+    hit = await b.lookup(ask("What is the smallest ocean on Earth?"), "t", "m")
+    assert hit.status == "hit" and hit.completion().content == "the Arctic"
+    stats = await b.stats()
+    assert stats.entries == 2 and stats.errors == 0
+    await b.close()

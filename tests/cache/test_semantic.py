@@ -45,9 +45,10 @@ def cache(minilm: MiniLMEmbedder, clock: Clock) -> SemanticCache:
 async def remember(
     cache: SemanticCache, request: ChatRequest, text: str, tenant: str = "t", ttl: float | None = None
 ) -> None:
+    """Store an answer the way the gateway does: scheduled, not awaited (lookups read it back)."""
     lookup = await cache.lookup(request, tenant, "m")
     assert lookup.status == "miss", lookup
-    await cache.store(lookup, "m", answer(text), ttl)
+    cache.store(lookup, "m", answer(text), ttl)
 
 
 async def test_exact_then_semantic_hit_and_guarded_miss(cache: SemanticCache) -> None:
@@ -162,7 +163,7 @@ async def test_images_are_part_of_the_scope(cache: SemanticCache) -> None:
 async def test_bypasses(cache: SemanticCache, request_: ChatRequest, reason: str) -> None:
     lookup = await cache.lookup(request_, "t", "m")
     assert lookup.status == "bypass" and reason in lookup.reason
-    await cache.store(lookup, "m", answer("x"), None)  # nothing to store
+    assert cache.store(lookup, "m", answer("x"), None) is None  # nothing to store
     assert (await cache.stats()).entries == 0
 
 
@@ -178,7 +179,7 @@ async def test_seeded_requests_cached_when_configured(minilm: MiniLMEmbedder) ->
 async def test_no_cache_read_still_stores(cache: SemanticCache) -> None:
     lookup = await cache.lookup(ask("What is a monad?"), "t", "m", read=False)
     assert lookup.status == "bypass" and lookup.key is not None
-    await cache.store(lookup, "m", answer("a monoid in the category of endofunctors"), None)
+    cache.store(lookup, "m", answer("a monoid in the category of endofunctors"), None)
     assert (await cache.lookup(ask("What is a monad?"), "t", "m")).status == "hit"
 
 
@@ -198,10 +199,10 @@ async def test_ttl_default_override_and_zero(cache: SemanticCache, clock: Clock)
 async def test_invalidation_by_model_age_pattern_and_clear(cache: SemanticCache, clock: Clock) -> None:
     for text, model in [("old weather question", "a"), ("old news question", "b")]:
         lookup = await cache.lookup(ask(text), "t", model)
-        await cache.store(lookup, model, answer("x"), None)
+        cache.store(lookup, model, answer("x"), None)
     clock.now += 100
     lookup = await cache.lookup(ask("new weather question"), "t", "a")
-    await cache.store(lookup, "a", answer("y"), None)
+    cache.store(lookup, "a", answer("y"), None)  # still in flight: the invalidation lets it land first
     assert await cache.invalidate(Invalidation()) == 0
     assert await cache.invalidate(Invalidation(pattern="*WEATHER*", older_than_s=50)) == 1
     assert await cache.invalidate(Invalidation(model="b")) == 1
@@ -214,8 +215,10 @@ async def test_eviction_keeps_the_most_recently_used(minilm: MiniLMEmbedder) -> 
     cache = SemanticCache(EmbeddedStore(None, minilm.dim, max_entries=2), minilm)
     await remember(cache, ask("alpha question about rivers"), "1")
     await remember(cache, ask("beta question about mountains"), "2")
+    assert await cache.drain()  # both written before alpha is used again: beta is the least recent
     assert (await cache.lookup(ask("alpha question about rivers"), "t", "m")).status == "hit"
     await remember(cache, ask("gamma question about deserts"), "3")
+    assert await cache.drain()  # gamma's write evicts
     assert (await cache.lookup(ask("beta question about mountains"), "t", "m")).status == "miss"
     assert (await cache.lookup(ask("alpha question about rivers"), "t", "m")).status == "hit"
     assert (await cache.stats()).evictions == 1
@@ -258,7 +261,9 @@ async def test_a_failing_store_means_bypass_and_degraded(minilm: MiniLMEmbedder)
     assert lookup.status == "bypass" and cache.health() == "degraded"
     key = cache.key(ask("anything at all"), "t", "m")
     assert not isinstance(key, str)
-    await cache.store(replace(lookup, status="miss", key=key), "m", answer("x"), None)  # logged, not raised
+    write = cache.store(replace(lookup, status="miss", key=key), "m", answer("x"), None)
+    assert write is not None
+    await write  # failed in the background: logged and counted, not raised
     store.broken = False
     lookup = await cache.lookup(ask("anything at all"), "t", "m")
     assert lookup.status == "miss" and cache.health() == "ok"
