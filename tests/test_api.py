@@ -623,7 +623,9 @@ def test_backend_failure_mid_stream_sync(tmp_path: Path) -> None:
 # A client that goes away cancels the backend work
 
 
-async def test_client_closing_the_stream_cancels_the_backend(tmp_path: Path, live_server: Any) -> None:
+async def test_client_closing_the_stream_cancels_the_backend(
+    tmp_path: Path, live_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     fake = FakeBackend(model_id="long", tokens=tuple(f" t{i}" for i in range(200)), delay=0.01)
     services = make_services(tmp_path, {"long": fake})
     with live_server(create_app(services.settings, services)) as url:
@@ -645,6 +647,9 @@ async def test_client_closing_the_stream_cancels_the_backend(tmp_path: Path, liv
             completion = await sdk.chat.completions.create(model="long", messages=USER, max_tokens=3)  # type: ignore[arg-type]
             assert completion.choices[0].message.content == " t0 t1 t2"
     assert fake.cancelled == 1
+    # recorded as the client's doing (499), and nothing escaped to the server as an error
+    assert services.telemetry.summary(60)["status"] == {"200": 1, "499": 1}
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
 
 
 def test_the_auto_alias_listed_by_models_list_can_be_retrieved(client: openai.OpenAI) -> None:
@@ -657,7 +662,7 @@ def test_the_auto_alias_listed_by_models_list_can_be_retrieved(client: openai.Op
 
 
 async def test_client_giving_up_on_a_non_streamed_request_cancels_the_backend(
-    tmp_path: Path, live_server: Any
+    tmp_path: Path, live_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """DESIGN: "a client disconnect cancels the backend work" — for plain JSON answers too."""
     fake = FakeBackend(model_id="long", tokens=tuple(f" t{i}" for i in range(200)), delay=0.01)
@@ -668,4 +673,7 @@ async def test_client_giving_up_on_a_non_streamed_request_cancels_the_backend(
             with pytest.raises(openai.APITimeoutError):
                 await sdk.chat.completions.create(model="long", messages=USER, timeout=0.3)  # type: ignore[arg-type]
             await _until(lambda: fake.cancelled == 1 and fake.active == 0, within=1.5)
+            await _until(lambda: bool(services.telemetry.summary(60)["status"]), within=1.5)
     assert fake.cancelled == 1
+    assert services.telemetry.summary(60)["status"] == {"499": 1}
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

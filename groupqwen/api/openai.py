@@ -6,13 +6,14 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing, suppress
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
 
 from groupqwen import log
 from groupqwen.api.errors import error_body, from_validation_error
@@ -33,7 +34,6 @@ from groupqwen.telemetry.service import Telemetry, status_of
 from groupqwen.telemetry.timing import Trace
 
 router = APIRouter()
-T = TypeVar("T")
 _log = log.get(__name__)
 
 
@@ -123,27 +123,58 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work`` but cancel it if the client goes away first (its body is read, so the only message
-    left to receive is ``http.disconnect``)."""
-    task = asyncio.ensure_future(work)
+class _Disconnect:
+    """Watches for the client going away while the request's task works: the body is read, so the only
+    message left to receive is ``http.disconnect``; it then cancels that task, which stops the generation
+    wherever it waits. ``stop`` before the response's last message (after it, uvicorn answers every
+    ``receive`` with a disconnect). One watcher per request, for the answer and its whole stream."""
 
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.gone = False
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
             pass
+        self.gone = True
+        _log.info("client disconnected; generation cancelled")
+        self._task.cancel()
 
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
-            _log.info("client disconnected before the answer; generation cancelled")
-            raise ClientDisconnected("The client closed the connection")
-    return task.result()
+    def stop(self) -> None:
+        self._watcher.cancel()
+
+    def absorb(self, exc: asyncio.CancelledError) -> ClientDisconnected:
+        """The error that replaces this watcher's cancellation (raise ``exc`` itself when it is not one)."""
+        if not self.gone:
+            raise exc
+        self._task.uncancel()
+        return ClientDisconnected("The client closed the connection")
+
+
+class _EventStream(StreamingResponse):
+    """Server-sent events written from the request's own task (Starlette's ``StreamingResponse`` starts a
+    task group and a second task for them: a loop turn and more before the first token goes out); the
+    request's ``_Disconnect`` stops the stream when the client goes away."""
+
+    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str], watch: _Disconnect) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers=headers)
+        self._watch = watch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await send(start)
+            async for frame in self.body_iterator:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except asyncio.CancelledError as exc:
+            self._watch.absorb(exc)
+            return  # the client is gone: nobody to finish the response for
+        finally:
+            self._watch.stop()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 @router.post("/v1/chat/completions")
@@ -179,10 +210,14 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
         looked[0] = lookup
         trace.cache = lookup.status
 
+    watch = _Disconnect(request.receive)
     if not body.stream:
-        completion = await _unless_disconnected(
-            request, services.pipeline.complete(chat, decision, cached, ttl_s, decided, on_cached)
-        )
+        try:
+            completion = await services.pipeline.complete(chat, decision, cached, ttl_s, decided, on_cached)
+        except asyncio.CancelledError as exc:
+            raise watch.absorb(exc) from None
+        finally:
+            watch.stop()
         decision = final[0]
         payload = completion_json(completion_id, decision, completion, chat.logprobs)
         payload["groupqwen"] = _groupqwen(decision)
@@ -192,9 +227,12 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
 
     deltas = services.pipeline.stream(chat, decision, cached, ttl_s, decided, on_cached)
     try:  # errors before the first token are plain HTTP errors
-        first = await _unless_disconnected(request, anext(deltas))
-    except BaseException:
+        first = await anext(deltas)
+    except BaseException as exc:
+        watch.stop()
         await deltas.aclose()
+        if isinstance(exc, asyncio.CancelledError):
+            raise watch.absorb(exc) from None
         raise
     decision = final[0]
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -205,7 +243,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
         trace,
     )
     headers = {**_headers(decision, looked[0]), "cache-control": "no-cache", "x-accel-buffering": "no"}
-    return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+    return _EventStream(frames, headers, watch)
 
 
 async def _stream(
