@@ -1,6 +1,7 @@
 """Streaming through the gateway vs llama-cpp-python directly: same model, same prompts, one run.
 
     .venv/bin/python bench/stream.py [--model qwen2.5-coder-0.5b] [--max-tokens 128] [--rounds 3]
+                                     [--ttft-model smollm2-135m] [--ttft-prompts 200]
 
 Prints a table of tokens/s and time to first token for each prompt, direct and through the gateway (the
 gateway runs as a `groupqwen serve` subprocess; the two never generate at the same time), and the same
@@ -11,7 +12,10 @@ both evaluate the same uncached tokens; llama-cpp-python skips evaluation entire
 seen, which the gateway leaves to its cache), one token out, the order alternating within each pair and a
 pause before each request so that neither side's idle llama.cpp threads still spin while the other runs.
 It is measured with two clients, pairs interleaved: the standard library's `http.client` (the gateway's
-own cost) and `httpx` (what that client library adds on top, as the `openai` SDK uses it).
+own cost) and `httpx` (what that client library adds on top, as the `openai` SDK uses it). It runs on
+`--ttft-model` (default the small bundled model, through a second gateway): the same prompt's evaluation
+time varies by several percent from one run to the next, and the added time is a few ms, so a model that
+evaluates the prompt in tens of ms rather than hundreds measures it far more tightly.
 """
 
 from __future__ import annotations
@@ -184,6 +188,44 @@ def serve(model: str, threads: int) -> Iterator[httpx.Client]:
         process.wait(timeout=30)
 
 
+def load(settings: Settings, model: str, threads: int) -> Llama:
+    spec = settings.catalog()[model]
+    path = spec.path or ensure_bundled(spec, settings.models_dir)
+    return Llama(model_path=str(path), n_ctx=2048, n_threads=threads, verbose=False)
+
+
+def probe_first_token(
+    llm: Llama, client: httpx.Client, model: str, pairs: int, pause: float
+) -> dict[str, list[tuple[float, float]]]:
+    """(direct, gateway) seconds to the first token, one pair per new prompt, for each client."""
+    first_token: dict[str, list[tuple[float, float]]] = {"http.client": [], "httpx": []}
+    stdlib = http.client.HTTPConnection(client.base_url.host, client.base_url.port, timeout=300)
+    gateway_stdlib(stdlib, model, "Hi")
+    gateway(client, model, "Hi", 1, False)
+    direct(llm, "Hi", 1)
+    prompts = ttft_prompts(2 * pairs)
+    for i in range(2 * pairs):  # pairs for the two clients interleaved
+        kind = ("http.client", "httpx")[i % 2]
+
+        def through_gateway(prompt: str, kind: str = kind) -> float:
+            if kind == "httpx":
+                return gateway(client, model, prompt, 1, False).ttft
+            return gateway_stdlib(stdlib, model, prompt)
+
+        time.sleep(pause)
+        if (i // 2) % 2:
+            d = direct(llm, prompts[i], 1).ttft
+            time.sleep(pause)
+            g = through_gateway(prompts[i])
+        else:
+            g = through_gateway(prompts[i])
+            time.sleep(pause)
+            d = direct(llm, prompts[i], 1).ttft
+        first_token[kind].append((d, g))
+    stdlib.close()
+    return first_token
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -192,20 +234,18 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ttft-prompts", type=int, default=200, help="pairs in the added-TTFT probe")
+    parser.add_argument("--ttft-model", default="smollm2-135m", help="the model of the added-TTFT probe")
+    parser.add_argument(
+        "--ttft-prompts", type=int, default=200, help="pairs in the added-TTFT probe (0: no probe)"
+    )
     parser.add_argument("--pause", type=float, default=0.2, help="seconds of quiet before each request")
     args = parser.parse_args()
 
     settings = Settings()
-    spec = settings.catalog()[args.model]
-    path = spec.path or ensure_bundled(spec, settings.models_dir)
-    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=args.threads, verbose=False)
+    llm = load(settings, args.model, args.threads)
     results: dict[str, list[Run]] = {"direct": [], "gateway": [], "gateway+logprobs": []}
     per_prompt: list[tuple[str, Run, Run, Run]] = []
-    # (direct, gateway) seconds, one pair per prompt, for each client
-    first_token: dict[str, list[tuple[float, float]]] = {"http.client": [], "httpx": []}
     with serve(args.model, args.threads) as client:
-        stdlib = http.client.HTTPConnection(client.base_url.host, client.base_url.port, timeout=300)
         gateway(client, args.model, "Hi", 4, False)  # load and warm up
         direct(llm, "Hi", 4)
         for round_ in range(args.rounds):
@@ -225,27 +265,12 @@ def main() -> None:
                 results["gateway"].append(g)
                 results["gateway+logprobs"].append(gl)
                 per_prompt.append((prompt, d, g, gl))
-        gateway_stdlib(stdlib, args.model, "Hi")
-        prompts = ttft_prompts(2 * args.ttft_prompts)
-        for i in range(2 * args.ttft_prompts):  # pairs for the two clients interleaved
-            kind = ("http.client", "httpx")[i % 2]
-
-            def through_gateway(prompt: str, kind: str = kind) -> float:
-                if kind == "httpx":
-                    return gateway(client, args.model, prompt, 1, False).ttft
-                return gateway_stdlib(stdlib, args.model, prompt)
-
-            time.sleep(args.pause)
-            if (i // 2) % 2:
-                d = direct(llm, prompts[i], 1).ttft
-                time.sleep(args.pause)
-                g = through_gateway(prompts[i])
-            else:
-                g = through_gateway(prompts[i])
-                time.sleep(args.pause)
-                d = direct(llm, prompts[i], 1).ttft
-            first_token[kind].append((d, g))
-        stdlib.close()
+    del llm
+    first_token: dict[str, list[tuple[float, float]]] = {}
+    if args.ttft_prompts:  # 0: tokens/s only
+        small = load(settings, args.ttft_model, args.threads)
+        with serve(args.ttft_model, args.threads) as client:
+            first_token = probe_first_token(small, client, args.ttft_model, args.ttft_prompts, args.pause)
 
     print(
         f"model {args.model}, {args.threads} threads, temperature 0, max_tokens {args.max_tokens}, "
@@ -277,10 +302,15 @@ def main() -> None:
             f"{statistics.median(ratios(name)):.3f} (quartiles {quartiles[0]:.3f} … {quartiles[2]:.3f}; "
             f"target >= {target})"
         )
+    if first_token:
+        report_first_token(args.ttft_model, args.ttft_prompts, first_token)
+
+
+def report_first_token(model: str, prompts: int, first_token: dict[str, list[tuple[float, float]]]) -> None:
     print(
-        f"\ntime to first token, {args.ttft_prompts} new short prompts per client, 1 token out, the order "
-        "alternating in each pair:\n\n| client | direct ms | gateway ms | added ms (median) | quartiles of "
-        "the added |\n|---|---:|---:|---:|---|"
+        f"\ntime to first token, {model}, {prompts} new short prompts per client, "
+        "1 token out, the order alternating in each pair:\n\n| client | direct ms | gateway ms "
+        "| added ms (median) | quartiles of the added |\n|---|---:|---:|---:|---|"
     )
     added: dict[str, float] = {}
     for kind, pairs in first_token.items():
