@@ -47,11 +47,6 @@ _log = log.get(__name__)
 T = TypeVar("T")
 Status = Literal["hit", "miss", "bypass"]
 _SPACE = re.compile(r"\s+")
-# turns of the event loop a write lets pass before it starts (its first steps, the embedded store's whole
-# SQLite write, run on the loop): enough for a JSON answer's handler to wake up once its pipeline task has
-# ended and send the body (a stream's last delta goes out before the write's first turn anyway); checked by
-# tests/cache/test_background_store.py, never needed for correctness
-_YIELDS_BEFORE_WRITE = 2
 
 
 class Guard(Protocol):
@@ -300,8 +295,6 @@ class SemanticCache:
         ttl: float,
         earlier: asyncio.Task[None] | None,
     ) -> None:
-        for _ in range(_YIELDS_BEFORE_WRITE):  # the request that scheduled the write sends its answer first
-            await asyncio.sleep(0)
         if earlier is not None and not earlier.done():  # the same key: writes land in the order scheduled
             await asyncio.wait([earlier], timeout=self.policy.timeout_s)
         try:
