@@ -169,3 +169,20 @@ def test_serve_with_a_bad_port(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "-c", str(_fake_config(tmp_path, "x")), "--port", "70000"])
     assert result.exit_code == 1
     assert "config error: port:" in result.stderr
+
+
+def test_models_fetch_builds_the_cache_embedder_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``models fetch`` (what ``make run`` and ``make test`` call) leaves the bundled models and the
+    embedder's int8 build ready, and a second run reuses both."""
+    from groupqwen.config import default_models_dir
+
+    monkeypatch.setenv("GROUPQWEN_MODELS_DIR", str(default_models_dir()))  # the bundled GGUFs, fetched once
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a fresh place for the embedder's build
+    first = runner.invoke(app, ["models", "fetch"])
+    assert first.exit_code == 0, first.output
+    built = sorted((tmp_path / "cache" / "groupqwen" / "embedders").glob("*.onnx"))
+    assert len(built) == 1 and f"embedder: {built[0]}" in first.stdout
+    stamp = built[0].stat().st_mtime_ns
+    second = runner.invoke(app, ["models", "fetch"])
+    assert second.exit_code == 0 and f"embedder: {built[0]}" in second.stdout
+    assert built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
