@@ -17,8 +17,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from groupqwen.api.app import create_app
-from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache.embedder import Embedder, MiniLMEmbedder, Vectors
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
@@ -28,7 +26,7 @@ from groupqwen.messages import Delta
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 
-from .test_gateway import chat, sse
+from .test_gateway import chat, gateway_app, sse
 from .test_semantic import answer, ask
 
 REPLY = "The Nile is the longest river."
@@ -299,19 +297,9 @@ class ThreadGatedStore(EmbeddedStore):
 
 @pytest.fixture
 def blocked(tmp_path: Path, minilm: MiniLMEmbedder) -> Iterator[tuple[TestClient, ThreadGatedStore]]:
-    backend = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()])
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}},
-        default_model="fake",
-        models_dir=tmp_path,
-        data_dir=tmp_path,
-        keep_alive=-1,
-    )
-    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
     store = ThreadGatedStore(minilm.dim)
-    cache = cache_over(store, minilm)
-    services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
-    with TestClient(create_app(settings, services)) as client:
+    app, _ = gateway_app(tmp_path, cache_over(store, minilm), REPLY)
+    with TestClient(app) as client:
         try:
             yield client, store
         finally:
@@ -353,19 +341,8 @@ async def test_the_answer_is_sent_before_the_write_starts(tmp_path: Path, minilm
     write's first step runs: an embedded store's SQLite write, or the building of a Redis pipeline, costs
     the response nothing."""
     events: list[str] = []
-    backend = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()])
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}},
-        default_model="fake",
-        models_dir=tmp_path,
-        data_dir=tmp_path,
-        keep_alive=-1,
-    )
-    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
     cache = cache_over(Recording(minilm.dim, events), minilm)
-    app = create_app(
-        settings, Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
-    )
+    app, _ = gateway_app(tmp_path, cache, REPLY)
 
     async def server(scope: Any, receive: Any, send: Any) -> None:
         async def sending(message: Any) -> None:

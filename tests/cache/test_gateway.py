@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from servers import ValkeyServer
 
@@ -28,21 +29,28 @@ from groupqwen.pool.scheduler import Pool
 REPLY = "Paris is the capital of France."
 
 
-@contextmanager
-def gateway(
-    tmp_path: Path, store: VectorStore, embedder: MiniLMEmbedder
-) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
+def gateway_app(
+    tmp_path: Path, cache: SemanticCache, reply: str = REPLY
+) -> tuple[FastAPI, dict[str, FakeBackend]]:
+    """The gateway over ``cache``, with two fake models ("fake", "other") answering ``reply``."""
     backends = {
-        m: FakeBackend(model_id=m, tokens=[f"{w} " for w in REPLY.split()]) for m in ("fake", "other")
+        m: FakeBackend(model_id=m, tokens=[f"{w} " for w in reply.split()]) for m in ("fake", "other")
     }
     models = {m: {"backend": "fake"} for m in backends}
     settings = load_settings(
         models=models, default_model="fake", models_dir=tmp_path, data_dir=tmp_path, keep_alive=-1
     )
     pool = Pool(settings.available(), lambda spec: backends[spec.id], need=lambda spec: 0, budget=1 << 40)
-    cache = SemanticCache(store, embedder, CachePolicy())
     services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
-    with TestClient(create_app(settings, services)) as client:
+    return create_app(settings, services), backends
+
+
+@contextmanager
+def gateway(
+    tmp_path: Path, store: VectorStore, embedder: MiniLMEmbedder
+) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
+    app, backends = gateway_app(tmp_path, SemanticCache(store, embedder, CachePolicy()))
+    with TestClient(app) as client:
         yield client, backends
 
 
