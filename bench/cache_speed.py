@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/cache_speed.py [--sizes 1000,10000,100000] [--ft-sizes 1000,10000]
         [--requests 100] [--first-token-ms 60]
+    .venv/bin/python bench/cache_speed.py --real-model smollm2-135m [--requests 40]
 
 The gateway runs in-process (httpx over ASGI) on a fake backend whose one-token answer takes
 ``--first-token-ms`` (60 ms: SmolLM2-135M's time to first token for a short prompt on this machine; 0: an
@@ -17,6 +18,12 @@ times, per request, p50 and p95 of:
 - miss: a new question, with the cache on, against the same request with the cache off (the difference is
   what a miss adds: the exact layer, the embedding where generation does not hide it, and storing the
   answer).
+
+``--real-model``: instead, semantic hits and misses with a real bundled model, each gateway a `groupqwen
+serve` subprocess (the model's threads on the same cores as the embedding), with ``cache.overlap`` always
+(generation starts beside the embedding) and never (the semantic layer first), the two gateways' requests
+interleaved: a question (a miss), then a paraphrase of it from the tuning pairs (a semantic hit when it hits),
+each timed to its first content delta (streamed).
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ import argparse
 import asyncio
 import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +59,7 @@ from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from cache_quality import load as load_pairs  # beside this file
 from servers import ValkeyServer
 
 STORED = [
@@ -197,6 +207,94 @@ async def measure(
     }
 
 
+@contextmanager
+def served(model: str, overlap: str, data_dir: Path) -> Iterator[httpx.Client]:
+    """A `groupqwen serve` subprocess with the embedded cache in ``data_dir``, and a kept-alive client."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "GROUPQWEN_PORT": str(port),
+        "GROUPQWEN_DEFAULT_MODEL": model,
+        "GROUPQWEN_DATA_DIR": str(data_dir),
+        "GROUPQWEN_LOG_LEVEL": "warning",
+        "GROUPQWEN_CACHE__OVERLAP": overlap,
+    }
+    process = subprocess.Popen([str(Path(sys.executable).with_name("groupqwen")), "serve"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.Client(base_url=url, timeout=120) as client:
+            yield client
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def first_delta(client: httpx.Client, model: str, text: str) -> tuple[float, str]:
+    """Milliseconds to the first content delta of a streamed answer, and the cache's header."""
+    body = {
+        "model": model,
+        "temperature": 0,
+        "max_tokens": 16,
+        "stream": True,
+        "messages": [{"role": "user", "content": text}],
+    }
+    started = time.perf_counter()
+    first = None
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            has_text = '"content":"' in line and '"content":""' not in line
+            if first is None and line.startswith("data: {") and has_text:
+                first = time.perf_counter()
+    assert first is not None
+    return (first - started) * 1000, response.headers["x-groupqwen-cache"]
+
+
+def real_model(model: str, requests: int) -> None:
+    """Semantic hits and misses with a real model beside the embedding, ``cache.overlap`` always and never."""
+    pairs = [(r[2], r[3]) for r in load_pairs(Path(__file__).parent / "data" / "cache_pairs.tsv") if r[0]]
+    workdir = Path(tempfile.mkdtemp(prefix="cache-speed-real-"))
+    hits: dict[str, list[float]] = {"always": [], "never": []}
+    misses: dict[str, list[float]] = {"always": [], "never": []}
+    try:
+        with served(model, "always", workdir / "a") as on, served(model, "never", workdir / "n") as off:
+            clients = {"always": on, "never": off}
+            for client in clients.values():
+                first_delta(client, model, "Hello")  # load the model
+            for i, (question, paraphrase) in enumerate(pairs[:requests]):
+                for overlap in ("always", "never") if i % 2 else ("never", "always"):
+                    time.sleep(0.2)  # the other gateway's model threads idle again
+                    ms, status = first_delta(clients[overlap], model, question)
+                    if status == "miss":
+                        misses[overlap].append(ms)
+                    time.sleep(0.2)
+                    ms, status = first_delta(clients[overlap], model, paraphrase)
+                    if status == "hit":
+                        hits[overlap].append(ms)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"model {model} in a `groupqwen serve` each ({os.cpu_count()} cores), embedded store, {requests} "
+        "question pairs; time to the first content delta (streamed), in ms\n"
+    )
+    print("| cache.overlap | semantic hits | hit p50 / p90 | misses | miss p50 / p90 |")
+    print("|---|---:|---|---:|---:|")
+    for overlap in ("always", "never"):
+        h, m = hits[overlap], misses[overlap]
+        print(
+            f"| {overlap} | {len(h)} | {pct(h, 50):.2f} / {pct(h, 90):.2f} | {len(m)} | "
+            f"{pct(m, 50):.1f} / {pct(m, 90):.1f} |"
+        )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -205,7 +303,11 @@ async def main() -> None:
     parser.add_argument(
         "--first-token-ms", type=float, default=60.0, help="the fake model's time to its (one) token"
     )
+    parser.add_argument("--real-model", help="a bundled model: semantic hits beside it, overlap on and off")
     args = parser.parse_args()
+    if args.real_model:
+        real_model(args.real_model, args.requests)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     embedder = TimedEmbedder(threads=1)
     embedder.embed(["warm up"])

@@ -107,6 +107,11 @@ class CacheConfig(BaseModel):
     cache_seeded: bool = Field(False, description="Also cache requests that set a seed (per seed)")
     max_entries: int = Field(100_000, ge=1, description="embedded: entries kept (least recently used go)")
     timeout_s: float = Field(0.5, gt=0, le=30, description="A lookup step or store slower than this bypasses")
+    overlap: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Start generating on a loaded model while the semantic layer embeds: always, never, or "
+        "auto: unless the model runs in-process on CPU threads that fill the cores (docs/cache.md)",
+    )
 
     @field_validator("redis_url")
     @classmethod

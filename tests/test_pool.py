@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.catalog import ModelSpec
+from groupqwen.config import Settings
 from groupqwen.errors import GroupQwenError, ModelLoadError, ModelNotFound, Overloaded
 from groupqwen.pool.scheduler import Pool
 
@@ -355,3 +358,21 @@ async def test_request_cancelled_during_a_cold_load_does_not_leave_the_model_loa
     async with pool.lease("m") as backend:  # the next request loads it
         assert isinstance(backend, FakeBackend) and backend.loads == 1
     assert _state(pool, "m").status == "loaded"
+
+
+def test_shares_the_cpu_only_for_in_process_models_on_every_core() -> None:
+    """Decides ``cache.overlap: auto``: overlap the embedding with generation where they do not compete."""
+    from groupqwen.api.services import overlap_from_settings
+    from groupqwen.pool.factory import shares_the_cpu
+
+    local = ModelSpec(id="m", family="f", parameters="1B", context_length=4096, size_bytes=1)
+    remote = replace(local, backend="openai_http", urls=("http://127.0.0.1:1/v1",))
+    assert shares_the_cpu(local, Settings(), cores=2)  # n_threads 0: every core
+    assert shares_the_cpu(local, Settings(n_threads=4), cores=2)
+    assert not shares_the_cpu(local, Settings(n_threads=1), cores=2)  # a core left for the embedding
+    assert not shares_the_cpu(local, Settings(n_gpu_layers=-1), cores=2)  # computes on the GPU
+    assert not shares_the_cpu(remote, Settings(), cores=2)  # computes elsewhere
+    auto = overlap_from_settings(Settings(n_threads=os.cpu_count() or 1))
+    assert not auto(local) and auto(remote)
+    assert overlap_from_settings(Settings(cache={"overlap": "always"}))(local)
+    assert not overlap_from_settings(Settings(cache={"overlap": "never"}))(remote)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from groupqwen.cache import CachePolicy, SemanticCache, build_cache
+from groupqwen.catalog import ModelSpec
 from groupqwen.config import Settings
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
-from groupqwen.pool.factory import backend_for, memory_need
+from groupqwen.pool.factory import backend_for, memory_need, shares_the_cpu
 from groupqwen.pool.scheduler import Pool
 from groupqwen.telemetry.health import CheckResult, ModelHealth, gpu_check, models_check
 from groupqwen.telemetry.service import Telemetry
@@ -53,6 +55,14 @@ class Services:
                     await self.cache.close()
 
 
+def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
+    """For which models generation starts while the cache's semantic layer embeds (``cache.overlap``)."""
+    mode = settings.cache.overlap
+    if mode == "auto":
+        return lambda spec: not shares_the_cpu(spec, settings)
+    return lambda spec: mode == "always"
+
+
 def cache_from_settings(settings: Settings) -> SemanticCache | None:
     c = settings.cache
     policy = CachePolicy(
@@ -93,7 +103,14 @@ def build_services(settings: Settings) -> Services:
     return Services(
         settings,
         pool,
-        Pipeline(catalog, pool, settings.default_model, cache, routing_from_settings(settings)),
+        Pipeline(
+            catalog,
+            pool,
+            settings.default_model,
+            cache,
+            routing_from_settings(settings),
+            overlap=overlap_from_settings(settings),
+        ),
         telemetry=Telemetry.from_settings(settings),
         cache=cache,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from groupqwen.backends.base import Backend
@@ -16,6 +17,14 @@ def context_size(spec: ModelSpec, settings: Settings) -> int:
     """The context window to allocate: the model's own setting, else the default capped by what it was
     trained for."""
     return spec.n_ctx or min(spec.context_length, settings.n_ctx)
+
+
+def shares_the_cpu(spec: ModelSpec, settings: Settings, cores: int | None = None) -> bool:
+    """Whether the model computes in this process on CPU threads that fill the cores (llama.cpp, nothing
+    offloaded to a GPU, ``n_threads`` 0 or at least the cores): then any other work here competes with it."""
+    cores = cores or os.cpu_count() or 1
+    in_process = spec.backend == "llamacpp" and settings.n_gpu_layers == 0
+    return in_process and (settings.n_threads == 0 or settings.n_threads >= cores)
 
 
 def backend_for(spec: ModelSpec, settings: Settings) -> Backend:

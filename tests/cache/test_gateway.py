@@ -172,12 +172,12 @@ def test_a_hit_is_served_to_a_stream_and_a_stream_is_stored(
 
 
 class Watching:
-    """MiniLM that, once ``armed``, waits (up to 5 s) inside the embedding until the backend has been asked
-    for one more generation than before the request: it only sees that when the gateway generates while
-    the semantic layer is still looking."""
+    """MiniLM that, once ``armed``, waits (up to ``patience_s``) inside the embedding until the backend has
+    been asked for one more generation than before the request: it only sees that when the gateway
+    generates while the semantic layer is still looking."""
 
-    def __init__(self, inner: MiniLMEmbedder, backend: FakeBackend) -> None:
-        self.inner, self.backend = inner, backend
+    def __init__(self, inner: MiniLMEmbedder, backend: FakeBackend, patience_s: float = 5.0) -> None:
+        self.inner, self.backend, self.patience_s = inner, backend, patience_s
         self.name, self.dim = inner.name, inner.dim
         self.armed = False
         self.before = 0
@@ -189,7 +189,7 @@ class Watching:
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if self.armed:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + self.patience_s
             while len(self.backend.requests) == self.before and time.monotonic() < deadline:
                 time.sleep(0.005)
             self.saw_generation.append(len(self.backend.requests) > self.before)
@@ -221,6 +221,32 @@ def test_a_warm_model_generates_while_the_semantic_layer_looks(
     assert watching.saw_generation == [True, True, True]
     settle(backend)
     assert backend.cancelled == 1  # the hit's speculative generation
+
+
+def test_with_overlap_off_the_semantic_layer_answers_before_any_generation(
+    tmp_path: Path, minilm: MiniLMEmbedder
+) -> None:
+    """Overlap off (``cache.overlap: never``, or ``auto`` for a model that fills the CPU): a loaded model is
+    not asked to generate until the semantic layer has answered, so a semantic hit never starts (and
+    cancels) a generation."""
+    backend = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()])
+    watching = Watching(minilm, backend, patience_s=0.3)
+    cache = SemanticCache(EmbeddedStore(None, minilm.dim), watching, CachePolicy(timeout_s=10))
+    settings = load_settings(
+        models={"fake": {"backend": "fake"}}, default_model="fake", models_dir=tmp_path, data_dir=tmp_path
+    )
+    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
+    pipeline = Pipeline(settings.catalog(), pool, "fake", cache, overlap=lambda spec: False)
+    services = Services(settings, pool, pipeline, cache=cache)
+    with TestClient(create_app(settings, services)) as client:
+        assert chat(client, "What is the capital of France?").headers["x-groupqwen-cache"] == "miss"  # loads
+        plain = watching.ask(client, "How tall is Mount Everest?")
+        near = watching.ask(client, "Which city is the capital of France?", stream=True)
+    assert plain.headers["x-groupqwen-cache"] == "miss"
+    assert plain.json()["choices"][0]["message"]["content"] == REPLY + " "
+    assert near.headers["x-groupqwen-cache"] == "hit"
+    assert watching.saw_generation == [False, False]
+    assert len(backend.requests) == 2 and backend.cancelled == 0  # the two misses only
 
 
 def test_ttl_header_and_cache_control(embedded: tuple[TestClient, dict[str, FakeBackend]]) -> None:
