@@ -20,10 +20,11 @@ times, per request, p50 and p95 of:
   answer).
 
 ``--real-model``: instead, semantic hits and misses with a real bundled model, each gateway a `groupqwen
-serve` subprocess (the model's threads on the same cores as the embedding), with ``cache.overlap`` always
-(generation starts beside the embedding) and never (the semantic layer first), the two gateways' requests
-interleaved: a question (a miss), then a paraphrase of it from the tuning pairs (a semantic hit when it hits),
-each timed to its first content delta (streamed).
+serve` subprocess (the model's threads on the same cores as the embedding): one with ``cache.overlap`` always
+(generation starts beside the embedding), one never (the semantic layer first), and one without a cache, their
+requests interleaved in rotating order: a question (a miss; uncached for the third), then a paraphrase of it
+from the tuning pairs (a semantic hit when it hits), each timed to its first content delta (streamed). A
+miss's cost is the median of its paired difference with the uncached gateway on the same question.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,8 @@ async def measure(
 
 @contextmanager
 def served(model: str, overlap: str, data_dir: Path) -> Iterator[httpx.Client]:
-    """A `groupqwen serve` subprocess with the embedded cache in ``data_dir``, and a kept-alive client."""
+    """A `groupqwen serve` subprocess with the embedded cache in ``data_dir`` (``overlap`` "off": no cache),
+    and a kept-alive client."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -219,7 +221,8 @@ def served(model: str, overlap: str, data_dir: Path) -> Iterator[httpx.Client]:
         "GROUPQWEN_DEFAULT_MODEL": model,
         "GROUPQWEN_DATA_DIR": str(data_dir),
         "GROUPQWEN_LOG_LEVEL": "warning",
-        "GROUPQWEN_CACHE__OVERLAP": overlap,
+        "GROUPQWEN_CACHE__BACKEND": "off" if overlap == "off" else "embedded",
+        "GROUPQWEN_CACHE__OVERLAP": "never" if overlap == "off" else overlap,
     }
     process = subprocess.Popen([str(Path(sys.executable).with_name("groupqwen")), "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -255,44 +258,51 @@ def first_delta(client: httpx.Client, model: str, text: str) -> tuple[float, str
             if first is None and line.startswith("data: {") and has_text:
                 first = time.perf_counter()
     assert first is not None
-    return (first - started) * 1000, response.headers["x-groupqwen-cache"]
+    return (first - started) * 1000, response.headers.get("x-groupqwen-cache", "off")
 
 
 def real_model(model: str, requests: int) -> None:
-    """Semantic hits and misses with a real model beside the embedding, ``cache.overlap`` always and never."""
+    """Semantic hits and misses with a real model beside the embedding, ``cache.overlap`` always and never,
+    and the same questions to a gateway without a cache."""
     pairs = [(r[2], r[3]) for r in load_pairs(Path(__file__).parent / "data" / "cache_pairs.tsv") if r[0]]
     workdir = Path(tempfile.mkdtemp(prefix="cache-speed-real-"))
-    hits: dict[str, list[float]] = {"always": [], "never": []}
-    misses: dict[str, list[float]] = {"always": [], "never": []}
+    variants = ("always", "never", "off")
+    hits: dict[str, list[float]] = {v: [] for v in variants}
+    firsts: dict[str, list[float]] = {v: [] for v in variants}  # each question, a miss (or uncached)
     try:
-        with served(model, "always", workdir / "a") as on, served(model, "never", workdir / "n") as off:
-            clients = {"always": on, "never": off}
+        with ExitStack() as stack:
+            clients = {v: stack.enter_context(served(model, v, workdir / v)) for v in variants}
             for client in clients.values():
                 first_delta(client, model, "Hello")  # load the model
             for i, (question, paraphrase) in enumerate(pairs[:requests]):
-                for overlap in ("always", "never") if i % 2 else ("never", "always"):
-                    time.sleep(0.2)  # the other gateway's model threads idle again
-                    ms, status = first_delta(clients[overlap], model, question)
-                    if status == "miss":
-                        misses[overlap].append(ms)
+                shift = i % len(variants)
+                for variant in variants[shift:] + variants[:shift]:
+                    time.sleep(0.2)  # the other gateways' model threads idle again
+                    ms, status = first_delta(clients[variant], model, question)
+                    assert status in ("miss", "off"), status
+                    firsts[variant].append(ms)
+                    if variant == "off":
+                        continue
                     time.sleep(0.2)
-                    ms, status = first_delta(clients[overlap], model, paraphrase)
+                    ms, status = first_delta(clients[variant], model, paraphrase)
                     if status == "hit":
-                        hits[overlap].append(ms)
+                        hits[variant].append(ms)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"model {model} in a `groupqwen serve` each ({os.cpu_count()} cores), embedded store, {requests} "
         "question pairs; time to the first content delta (streamed), in ms\n"
     )
-    print("| cache.overlap | semantic hits | hit p50 / p90 | misses | miss p50 / p90 |")
-    print("|---|---:|---|---:|---:|")
-    for overlap in ("always", "never"):
-        h, m = hits[overlap], misses[overlap]
+    print("| cache.overlap | semantic hits | hit p50 / p90 | miss p50 / p90 | miss adds (median of pairs) |")
+    print("|---|---:|---|---|---:|")
+    for variant in ("always", "never"):
+        h, m = hits[variant], firsts[variant]
+        added = statistics.median(a - b for a, b in zip(m, firsts["off"], strict=True))
         print(
-            f"| {overlap} | {len(h)} | {pct(h, 50):.2f} / {pct(h, 90):.2f} | {len(m)} | "
-            f"{pct(m, 50):.1f} / {pct(m, 90):.1f} |"
+            f"| {variant} | {len(h)} | {pct(h, 50):.2f} / {pct(h, 90):.2f} | {pct(m, 50):.1f} / "
+            f"{pct(m, 90):.1f} | {added:+.1f} |"
         )
+    print(f"| (cache off) | | | {pct(firsts['off'], 50):.1f} / {pct(firsts['off'], 90):.1f} | |")
 
 
 async def main() -> None:
