@@ -152,6 +152,10 @@ class VectorIndex:
                 del self._scopes[scope]
         return removed
 
+    def holds(self, scope: str) -> bool:
+        """Whether ``scope`` has any key (a scope's last key removed drops the scope)."""
+        return scope in self._scopes
+
     def search(self, scope: str, vector: Vectors, k: int) -> list[tuple[str, float]]:
         """The ``k`` nearest keys of ``scope`` with their cosine similarity, best first."""
         found = self._scopes.get(scope)

@@ -283,6 +283,14 @@ class RedisStore:
         row = await self._call(lambda: self._redis.hmget(self._entry_key(key), list(_FIELDS)))
         return self._decode(key, row)
 
+    async def holds(self, scope: str) -> bool:
+        """From the local index, caught up first; with the server's vector search: True (it cannot tell
+        without a query of its own)."""
+        if self.vector_search is not False and await self._call(self._probe):
+            return True
+        await self._ensure_synced()
+        return self._index.holds(scope)
+
     async def search(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]]:
         if self.vector_search is not False:
             found_remotely = await self._call(lambda: self._knn(scope, vector, k))

@@ -245,6 +245,10 @@ class SemanticCache:
     async def _similar(self, key: CacheKey) -> Lookup:
         writes = self._writes.by_scope.get(key.scope)
         earlier = list(writes) if writes else None  # this process's writes to the scope so far ...
+        if not earlier and not await self._store.holds(key.scope):
+            # an empty scope (a conversation's follow-up turn, usually): no embedding on the request's
+            # path; the answer's write embeds it in the background
+            return Lookup("miss", "nothing cached in this scope", key)
         vector = (await asyncio.to_thread(self.embedder.embed, [key.text]))[0]
         if earlier:  # ... read back: most likely they landed during the embedding
             await settled(earlier)

@@ -119,6 +119,11 @@ class VectorStore(Protocol):
 
     async def search(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]]: ...
 
+    async def holds(self, scope: str) -> bool:
+        """Whether ``scope`` may hold entries; True when the store cannot tell cheaply. False lets a lookup
+        skip the embedding: nothing there to be near."""
+        ...
+
     async def put(self, entry: CacheEntry) -> None: ...
 
     async def invalidate(self, selector: Invalidation) -> int: ...
@@ -218,6 +223,9 @@ class EmbeddedStore:
 
     async def get(self, key: str) -> CacheEntry | None:
         return self._live(key, self._clock())
+
+    async def holds(self, scope: str) -> bool:
+        return self._index.holds(scope)
 
     async def search(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]]:
         now = self._clock()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -52,6 +52,14 @@ async def turns(n: int = 20) -> None:
     """Let the event loop run other tasks ``n`` times (what is blocked on the gate stays blocked)."""
     for _ in range(n):
         await asyncio.sleep(0)
+
+
+async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Wait (letting the loop and threads run) until ``condition`` holds; fail after ``within_s``."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
 
 
 class Signalling:
@@ -103,9 +111,10 @@ async def test_a_miss_completes_while_its_store_is_blocked_and_is_read_back(
         else:
             content = (await pipe.complete(request, decision, cached)).content
         assert content == REPLY + " "
-        # the answer is out; its write is still waiting for the store
-        await turns()
-        assert store.entered == 1 and store.landed == 0
+        # the answer is out; its write (which embeds the question: the lookup skipped that, its scope
+        # being empty) is still waiting for the store
+        await until(lambda: store.entered == 1)
+        assert store.landed == 0
         assert await store.get(cached.key.entry_key) is None  # type: ignore[union-attr]
 
         # the same process reads its own write: the exact layer waits for the write to its key ...
@@ -268,7 +277,8 @@ async def test_writes_to_one_key_land_in_the_order_scheduled(minilm: MiniLMEmbed
     first = cache.store(lookup, "m", answer("red"), None)
     second = cache.store(lookup, "m", answer("blue"), None)
     assert first is not None and second is not None
-    await turns()
+    await until(lambda: store.entered == 1)  # the first embeds (its scope was empty), then reaches the store
+    await asyncio.sleep(0.05)
     assert store.entered == 1  # the second waits for the first
     store.gate.set()
     await second

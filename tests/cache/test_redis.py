@@ -15,7 +15,7 @@ from servers import ValkeyServer
 from groupqwen.cache.embedder import MiniLMEmbedder
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import CachePolicy, Lookup, SemanticCache
-from groupqwen.cache.stores import Invalidation
+from groupqwen.cache.stores import Answer, CacheEntry, Invalidation
 from groupqwen.messages import ChatRequest
 
 from .test_semantic import answer, ask
@@ -162,3 +162,20 @@ async def test_a_write_in_flight_is_read_back_here_and_close_lands_it(
     stats = await b.stats()
     assert stats.entries == 2 and stats.errors == 0
     await b.close()
+
+
+async def test_holds_tells_an_empty_scope_only_from_the_local_index(
+    redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
+) -> None:
+    """The local index knows which scopes have entries (a lookup then skips the embedding); with the
+    server's vector search the store cannot tell without a query, and says it may hold some."""
+    store = RedisStore(redis_url, minilm.dim, timeout_s=0.5)
+    await store.clear()
+    await store.sync()
+    assert await store.holds("empty-scope") is valkey.search
+    vector = minilm.embed(["Which planet has the most moons?"])[0]
+    entry = CacheEntry("s1:k", "s1", "m", "which planet has the most moons?", vector,
+                       Answer("Saturn", "", "stop", 1, 1), time.time(), None)  # fmt: skip
+    await store.put(entry)
+    assert await store.holds("s1")
+    await store.close()

@@ -9,7 +9,7 @@ from typing import Literal
 import pytest
 
 from groupqwen.cache import build_cache
-from groupqwen.cache.embedder import MiniLMEmbedder
+from groupqwen.cache.embedder import HashingEmbedder, MiniLMEmbedder
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
 from groupqwen.cache.stores import CacheUnavailable, EmbeddedStore, Invalidation
 from groupqwen.messages import ChatRequest, Completion, ImagePart, Message, Sampling, Usage
@@ -268,3 +268,22 @@ async def test_a_failing_store_means_bypass_and_degraded(minilm: MiniLMEmbedder)
     lookup = await cache.lookup(ask("anything at all"), "t", "m")
     assert lookup.status == "miss" and cache.health() == "ok"
     assert (await cache.stats()).errors == 2
+
+
+async def test_an_empty_scope_skips_the_embedding_and_the_write_embeds_later() -> None:
+    """A scope without entries (a conversation's follow-up turn, usually) cannot have a close neighbour:
+    its lookup is a miss without an embedding on the request's path; the answer's write embeds it, so
+    the next paraphrase in that scope is compared as usual."""
+    embedder = HashingEmbedder()
+    cache = SemanticCache(EmbeddedStore(None, embedder.dim), embedder, CachePolicy(threshold=0.5))
+    first = await cache.lookup(ask("Which planet has the most moons?"), "t", "m")
+    assert (first.status, first.reason, embedder.calls) == ("miss", "nothing cached in this scope", 0)
+    write = cache.store(first, "m", answer("Saturn"), None)
+    assert write is not None
+    await write
+    assert embedder.calls == 1  # the write embedded the question
+    near = await cache.lookup(ask("Which planet has the most moons now?"), "t", "m")
+    assert near.status == "hit" and near.reason == "semantic match" and embedder.calls == 2
+    other = await cache.lookup(ask("Which planet has the most moons now?"), "another tenant", "m")
+    assert other.reason == "nothing cached in this scope" and embedder.calls == 2
+    await cache.close()
