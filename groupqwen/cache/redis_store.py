@@ -284,9 +284,12 @@ class RedisStore:
         return self._decode(key, row)
 
     async def holds(self, scope: str) -> bool:
-        """From the local index, caught up first; with the server's vector search: True (it cannot tell
-        without a query of its own)."""
+        """From the local index, caught up first when the scope looks empty (a scope it holds is caught up
+        by the search that follows: one round trip, not two); with the server's vector search: True (it
+        cannot tell without a query of its own)."""
         if self.vector_search is not False and await self._call(self._probe):
+            return True
+        if self._index.holds(scope):
             return True
         await self._ensure_synced()
         return self._index.holds(scope)
