@@ -33,14 +33,12 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +59,7 @@ from groupqwen.pool.scheduler import Pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from cache_quality import load as load_pairs  # beside this file
+from gateway_process import gateway_process
 from servers import ValkeyServer
 
 STORED = [
@@ -208,36 +207,18 @@ async def measure(
     }
 
 
-@contextmanager
-def served(model: str, overlap: str, data_dir: Path) -> Iterator[httpx.Client]:
+def served(model: str, overlap: str, data_dir: Path) -> AbstractContextManager[httpx.Client]:
     """A `groupqwen serve` subprocess with the embedded cache in ``data_dir`` (``overlap`` "off": no cache),
     and a kept-alive client."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "GROUPQWEN_PORT": str(port),
-        "GROUPQWEN_DEFAULT_MODEL": model,
-        "GROUPQWEN_DATA_DIR": str(data_dir),
-        "GROUPQWEN_LOG_LEVEL": "warning",
-        "GROUPQWEN_CACHE__BACKEND": "off" if overlap == "off" else "embedded",
-        "GROUPQWEN_CACHE__OVERLAP": "never" if overlap == "off" else overlap,
-    }
-    process = subprocess.Popen([str(Path(sys.executable).with_name("groupqwen")), "serve"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        with httpx.Client(base_url=url, timeout=120) as client:
-            yield client
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    return gateway_process(
+        {
+            "default_model": model,
+            "data_dir": str(data_dir),
+            "cache__backend": "off" if overlap == "off" else "embedded",
+            "cache__overlap": "never" if overlap == "off" else overlap,
+        },
+        timeout_s=120,
+    )
 
 
 def first_delta(client: httpx.Client, model: str, text: str) -> tuple[float, str]:

@@ -23,18 +23,13 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
+from gateway_process import gateway_process  # beside this file
 from llama_cpp import Llama
 
 from groupqwen.config import Settings
@@ -157,35 +152,16 @@ def gateway_stdlib(connection: http.client.HTTPConnection, model: str, prompt: s
     return first - started
 
 
-@contextmanager
-def serve(model: str, threads: int) -> Iterator[httpx.Client]:
+def serve(model: str, threads: int) -> AbstractContextManager[httpx.Client]:
     """A `groupqwen serve` subprocess, and a client that keeps its connection open (as SDKs do)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "GROUPQWEN_PORT": str(port),
-        "GROUPQWEN_N_THREADS": str(threads),
-        "GROUPQWEN_N_CTX": "2048",
-        "GROUPQWEN_DEFAULT_MODEL": model,
-        "GROUPQWEN_LOG_LEVEL": "warning",
-        "GROUPQWEN_CACHE__BACKEND": "off",  # the same prompts come back each round: measure generation
-    }
-    process = subprocess.Popen([str(Path(sys.executable).with_name("groupqwen")), "serve"], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        with httpx.Client(base_url=url, timeout=300) as client:
-            yield client
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    return gateway_process(
+        {
+            "n_threads": str(threads),
+            "n_ctx": "2048",
+            "default_model": model,
+            "cache__backend": "off",  # the same prompts come back each round: measure generation
+        }
+    )
 
 
 def load(settings: Settings, model: str, threads: int) -> Llama:
