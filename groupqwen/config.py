@@ -28,9 +28,13 @@ from groupqwen.errors import ConfigError
 AUTO_MODEL = "auto"
 
 
+def cache_home() -> Path:
+    """GroupQwen's cache directory: ``$XDG_CACHE_HOME/groupqwen`` (default ``~/.cache/groupqwen``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "groupqwen"
+
+
 def default_models_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "groupqwen" / "models"
+    return cache_home() / "models"
 
 
 def default_data_dir() -> Path:

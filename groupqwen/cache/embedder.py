@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from groupqwen import log
+from groupqwen.config import cache_home
 from groupqwen.errors import ConfigError
 
 Vectors = npt.NDArray[np.float32]
@@ -83,8 +84,7 @@ def _normalise(rows: Vectors) -> Vectors:
 def default_cache_dir() -> Path:
     """Where built embedding models live: ``$XDG_CACHE_HOME/groupqwen/embedders`` (default
     ``~/.cache/groupqwen/embedders``, beside the GGUF files' default ``models_dir``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "groupqwen" / "embedders"
+    return cache_home() / "embedders"
 
 
 def packaged_model_path() -> Path:
