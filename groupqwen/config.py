@@ -12,6 +12,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -92,6 +93,51 @@ class ModelConfig(BaseModel):
         return value
 
 
+class EmbedderConfig(BaseModel):
+    """What turns the cache's questions into vectors (docs/cache.md, "Embedder")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["minilm", "openai"] = Field(
+        "minilm", description="minilm: the bundled model, in-process; openai: a /v1/embeddings server"
+    )
+    url: str | None = Field(None, description="openai: the server's base URL (…/v1)")
+    model: str | None = Field(None, description="openai: the model to ask the server for")
+    api_key: str | None = Field(None, description="openai: bearer token")
+    dim: int | None = Field(
+        None, ge=1, le=65_536, description="openai: the vectors' width; unset: asked of the server at start"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and (
+            urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname
+        ):
+            raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_fits_a_header(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isascii() and value.isprintable()):
+            raise ValueError("must be printable ASCII (it is sent in the Authorization header)")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> EmbedderConfig:
+        remote = {"url": self.url, "model": self.model, "api_key": self.api_key, "dim": self.dim}
+        if self.kind == "openai":
+            missing = [name for name in ("url", "model") if not remote[name]]
+            if missing:
+                raise ValueError(f"kind 'openai' needs {' and '.join(map(repr, missing))}")
+        else:
+            given = [name for name, value in remote.items() if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(map(repr, given))}: only for kind 'openai'")
+        return self
+
+
 class CacheConfig(BaseModel):
     """The semantic cache (docs/cache.md)."""
 
@@ -115,6 +161,10 @@ class CacheConfig(BaseModel):
         "auto",
         description="Start generating on a loaded model while the semantic layer embeds: always, never, or "
         "auto: unless the model runs in-process on CPU threads that fill the cores (docs/cache.md)",
+    )
+    embedder: EmbedderConfig = Field(
+        default_factory=EmbedderConfig,  # type: ignore[arg-type]
+        description="What embeds the questions: the bundled MiniLM or a /v1/embeddings server",
     )
 
     @field_validator("redis_url")

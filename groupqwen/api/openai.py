@@ -20,14 +20,23 @@ from groupqwen.api.errors import error_body, from_validation_error
 from groupqwen.api.schemas import (
     ChatCompletionRequest,
     ChunkWriter,
+    EmbeddingRequest,
     completion_json,
+    embedding_texts,
+    embeddings_json,
     model_json,
     to_chat_request,
 )
 from groupqwen.api.services import Services
-from groupqwen.cache import Lookup
+from groupqwen.cache import Lookup, MiniLMEmbedder
 from groupqwen.config import AUTO_MODEL, Settings
-from groupqwen.errors import ClientDisconnected, GroupQwenError, InvalidRequest, ModelNotFound
+from groupqwen.errors import (
+    ClientDisconnected,
+    GroupQwenError,
+    InvalidRequest,
+    ModelNotFound,
+    UnsupportedParameter,
+)
 from groupqwen.messages import ChatRequest, Decision, Delta
 from groupqwen.telemetry import timing
 from groupqwen.telemetry.service import Telemetry, status_of
@@ -42,7 +51,7 @@ def _services(request: Request) -> Services:
     return services
 
 
-async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
+async def _json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
@@ -56,6 +65,11 @@ async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, Cha
         ) from None
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object")
+    return data
+
+
+async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
+    data = await _json_object(request)
     try:
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -329,3 +343,28 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
         if state.spec.id == model_id:
             return model_json(state, services.started)
     raise ModelNotFound(f"The model {model_id!r} does not exist", param="model")
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(request: Request) -> dict[str, Any]:
+    """Vectors from the semantic cache's embedder (``cache.embedder``; its ``name`` is the model), so any
+    OpenAI client, and another gateway's ``cache.embedder.kind: openai``, can use them."""
+    services = _services(request)
+    try:
+        body = EmbeddingRequest.model_validate(await _json_object(request))
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    texts = embedding_texts(body)
+    embedder = await services.embedder()
+    if body.model != embedder.name:
+        raise ModelNotFound(
+            f"The embedding model {body.model!r} does not exist; this gateway embeds with {embedder.name!r}",
+            param="model",
+        )
+    if body.dimensions is not None and body.dimensions != embedder.dim:
+        raise UnsupportedParameter(
+            f"{embedder.name!r} gives {embedder.dim} dimensions, not {body.dimensions}", param="dimensions"
+        )
+    vectors = await asyncio.to_thread(embedder.embed, texts)
+    tokens = embedder.count_tokens(texts) if isinstance(embedder, MiniLMEmbedder) else 0
+    return embeddings_json(vectors, embedder.name, body.encoding_format, tokens)

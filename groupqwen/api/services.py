@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from groupqwen.cache import CachePolicy, SemanticCache, build_cache
+from groupqwen.cache import CachePolicy, Embedder, MiniLMEmbedder, OpenAIEmbedder, SemanticCache, build_cache
 from groupqwen.catalog import ModelSpec
 from groupqwen.config import Settings
 from groupqwen.orchestrator.pipeline import Pipeline
@@ -26,6 +27,17 @@ class Services:
     started: int = field(default_factory=lambda: int(time.time()))
     telemetry: Telemetry = field(default_factory=Telemetry)  # in memory only unless given
     cache: SemanticCache | None = None
+    _embedder: Embedder | None = field(default=None, init=False, repr=False)
+    _embedder_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+
+    async def embedder(self) -> Embedder:
+        """The cache's embedder; with the cache off, one built on first use (``cache.embedder``)."""
+        if self.cache is not None:
+            return self.cache.embedder
+        async with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = await asyncio.to_thread(embedder_from_settings, self.settings)
+            return self._embedder
 
     def __post_init__(self) -> None:
         pool = self.pool
@@ -63,8 +75,21 @@ def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
     return lambda spec: mode == "always"
 
 
+def embedder_from_settings(settings: Settings) -> Embedder:
+    """The configured embedder (``cache.embedder``): the bundled MiniLM, or a ``/v1/embeddings`` server
+    asked within the cache's lookup timeout."""
+    e = settings.cache.embedder
+    if e.kind == "openai":
+        assert e.url is not None and e.model is not None  # EmbedderConfig checks it
+        timeout_s = settings.cache.timeout_s
+        return OpenAIEmbedder(e.url, e.model, api_key=e.api_key, dim=e.dim, timeout_s=timeout_s)
+    return MiniLMEmbedder()
+
+
 def cache_from_settings(settings: Settings) -> SemanticCache | None:
     c = settings.cache
+    if c.backend == "off":
+        return None
     policy = CachePolicy(
         threshold=c.threshold,
         ttl_s=c.ttl_s,
@@ -81,6 +106,7 @@ def cache_from_settings(settings: Settings) -> SemanticCache | None:
         redis_prefix=c.redis_prefix,
         redis_timeout_s=c.redis_timeout_s,
         max_entries=c.max_entries,
+        embedder=embedder_from_settings(settings),
     )
 
 

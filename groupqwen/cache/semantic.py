@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 from groupqwen import log
-from groupqwen.cache.embedder import Embedder, Vectors
+from groupqwen.cache.embedder import Embedder, EmbedderUnavailable, Vectors
 from groupqwen.cache.guard import LexicalGuard, Verdict
 from groupqwen.cache.stores import Answer, CacheEntry, CacheUnavailable, Invalidation, VectorStore
 from groupqwen.cache.writes import Writes, settled
@@ -151,6 +151,7 @@ class SemanticCache:
         self._clock = clock
         self._counters = _Counters()
         self._degraded = False
+        self._embedder_error: str | None = None  # a remote embedder's last failure, until it answers again
         self._writes = Writes()
 
     # -- keys ----------------------------------------------------------------------------------------
@@ -231,8 +232,9 @@ class SemanticCache:
             self._counters.errors += 1
             self._counters.bypasses += 1
             self._degraded = True
-            _log.warning("cache bypassed", error=type(exc).__name__)
-            return Lookup("bypass", "the cache store is unavailable")
+            _log.warning("cache bypassed", error=type(exc).__name__, reason=str(exc)[:300])
+            failed = "embedder" if isinstance(exc, EmbedderUnavailable) else "store"
+            return Lookup("bypass", f"the cache {failed} is unavailable")
         self._degraded = False
         return result
 
@@ -249,7 +251,7 @@ class SemanticCache:
             # an empty scope (a conversation's follow-up turn, usually): no embedding on the request's
             # path; the answer's write embeds it in the background
             return Lookup("miss", "nothing cached in this scope", key)
-        vector = (await asyncio.to_thread(self.embedder.embed, [key.text]))[0]
+        vector = await self._embed(key.text)
         if earlier:  # ... read back: most likely they landed during the embedding
             await settled(earlier)
         best: float | None = None
@@ -264,6 +266,16 @@ class SemanticCache:
             self._counters.guard_rejections += 1
             _log.debug("guard refused a neighbour", reason=verdict.reason, similarity=round(similarity, 4))
         return Lookup("miss", "no close neighbour", key, None, best, vector)
+
+    async def _embed(self, text: str) -> Vectors:
+        try:
+            vectors = await asyncio.to_thread(self.embedder.embed, [text])
+        except EmbedderUnavailable as exc:
+            self._embedder_error = exc.message
+            raise
+        self._embedder_error = None
+        row: Vectors = vectors[0]
+        return row
 
     def store(
         self, lookup: Lookup, model: str, completion: Completion, ttl_s: float | None
@@ -304,7 +316,7 @@ class SemanticCache:
         try:
             async with asyncio.timeout(self.policy.timeout_s):
                 if vector is None:
-                    vector = (await asyncio.to_thread(self.embedder.embed, [key.text]))[0]
+                    vector = await self._embed(key.text)
                 entry = CacheEntry(key.entry_key, key.scope, model, key.text, vector, answer, now, now + ttl)
                 await self._store.put(entry)
         except (CacheUnavailable, TimeoutError) as exc:
@@ -344,7 +356,10 @@ class SemanticCache:
     # -- administration ------------------------------------------------------------------------------
 
     async def probe(self) -> tuple[Literal["ok", "degraded"], str | None]:
-        """For the health endpoint. A remote store is pinged, so a recovered Redis shows ``ok`` again."""
+        """For the health endpoint. A remote store is pinged, so a recovered Redis shows ``ok`` again; a
+        remote embedder that failed shows ``degraded`` until a lookup or a write embeds again."""
+        if self._embedder_error is not None:
+            return "degraded", f"the embedder fails ({self._embedder_error}); requests bypass the cache"
         ping = getattr(self._store, "ping", None)
         if ping is not None:
             if await ping():
@@ -356,7 +371,8 @@ class SemanticCache:
         return "ok", None
 
     def health(self) -> Literal["ok", "degraded"]:
-        degraded = self._degraded or bool(getattr(self._store, "degraded", False))
+        degraded = self._degraded or self._embedder_error is not None
+        degraded = degraded or bool(getattr(self._store, "degraded", False))
         return "degraded" if degraded else "ok"
 
     async def stats(self) -> CacheStats:
