@@ -8,8 +8,9 @@ so a noisy neighbour slows both sides alike; the paired ratio (packaged / q8 on 
 is the number to read. By default each call is timed once, right after the other three embedders ran (their
 weights pushed this one's out of the CPU caches: as in the gateway, where a model generates between two
 lookups); ``--warm`` times a second call on the same question instead (the weights still cached).
-Also reported: what the tokenizer and the pooling (mean, L2 norm) take of one ``embed`` call, and how
-close the two embedders' vectors are (cosine, and the drift in pair similarities).
+Also reported: what the tokenizer and the pooling (mean, L2 norm) take of one ``embed`` call, what a call
+costs by its length in tokens (a fixed part and a part per token), and how close the two embedders' vectors
+are (cosine, and the drift in pair similarities).
 Prints Markdown.
 """
 
@@ -78,7 +79,7 @@ def main() -> None:
                 times[key].append(ms(lambda: embed([text])))  # noqa: B023 - called at once
 
     q8 = embedders[("q8", 1)]
-    tokens = [len(q8._tokenizer.encode(t).ids) for t in texts]
+    tokens = [q8.count_tokens([t]) for t in texts]
     mode = "warm" if args.warm else "cold"
     print(f"{len(texts)} questions ({min(tokens)}–{max(tokens)} tokens, median {int(np.median(tokens))}), ")
     print(f"{args.rounds} rounds, interleaved, {mode}; ms a question, one per call.\n")
@@ -108,6 +109,8 @@ def main() -> None:
         f"q8 call on one thread ({whole:.2f} ms)."
     )
 
+    by_length(q8)
+
     old_vectors = embedders[("packaged", 1)].embed(texts)
     new_vectors = q8.embed(texts)
     cosine = (old_vectors * new_vectors).sum(axis=1)
@@ -117,6 +120,25 @@ def main() -> None:
         f"pair-similarity drift median {np.median(drift):.4f}, p99 {np.percentile(drift, 99):.4f}, "
         f"max {drift.max():.4f}."
     )
+
+
+def by_length(embedder: MiniLMEmbedder, repeats: int = 100) -> None:
+    """What a call costs against its length in tokens: a fixed part and a part per token (least squares).
+    The lengths take turns within each repeat, so a slower spell of the machine slows them all alike."""
+    texts = [" ".join(["word"] * words) for words in (1, 4, 8, 14, 20, 30, 45, 62)]
+    lengths = [embedder.count_tokens([text]) for text in texts]
+    calls: list[list[float]] = [[] for _ in texts]
+    embedder.embed(texts)
+    for _ in range(repeats):
+        for i, text in enumerate(texts):
+            calls[i].append(ms(lambda t=text: embedder.embed([t])))  # type: ignore[misc]
+    medians = [float(np.median(c)) for c in calls]
+    slope, fixed = np.polyfit(lengths, medians, 1)
+    print(f"\nq8 on one thread by length (median of {repeats} calls each, the lengths in turn):\n")
+    print("| tokens | " + " | ".join(map(str, lengths)) + " |")
+    print("|---" * (len(lengths) + 1) + "|")
+    print("| ms | " + " | ".join(f"{m:.2f}" for m in medians) + " |")
+    print(f"\nFit: {fixed:.2f} ms + {slope * 1000:.0f} µs a token.")
 
 
 def _pool(hidden: np.typing.NDArray[np.float32]) -> np.typing.NDArray[np.float32]:
