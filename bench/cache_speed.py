@@ -3,6 +3,7 @@
     .venv/bin/python bench/cache_speed.py [--sizes 1000,10000,100000] [--ft-sizes 1000,10000]
         [--requests 100] [--first-token-ms 60]
     .venv/bin/python bench/cache_speed.py --real-model smollm2-135m [--requests 40]
+    .venv/bin/python bench/cache_speed.py --remote-embedder [--sizes 10000]
 
 The gateway runs in-process (httpx over ASGI) on a fake backend whose one-token answer takes
 ``--first-token-ms`` (60 ms: SmolLM2-135M's time to first token for a short prompt on this machine; 0: an
@@ -25,6 +26,10 @@ serve` subprocess (the model's threads on the same cores as the embedding): one 
 requests interleaved in rotating order: a question (a miss; uncached for the third), then a paraphrase of it
 from the tuning pairs (a semantic hit when it hits), each timed to its first content delta (streamed). A
 miss's cost is the median of its paired difference with the uncached gateway on the same question.
+
+``--remote-embedder``: the embedded store only, first with the embedder in-process, then with the same model
+behind another gateway's ``/v1/embeddings`` (a ``groupqwen serve`` on loopback; ``cache.embedder.kind:
+openai``): what embedding over HTTP adds to a semantic hit.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import numpy as np
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.cache.embedder import MiniLMEmbedder, Vectors
+from groupqwen.cache.embedder import Embedder, MiniLMEmbedder, OpenAIEmbedder, Vectors
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import CachePolicy, Lookup, SemanticCache
 from groupqwen.cache.stores import Answer, CacheEntry, EmbeddedStore, VectorStore
@@ -92,12 +97,16 @@ class Recording(SemanticCache):
         return self.last
 
 
-class TimedEmbedder(MiniLMEmbedder):
-    last_ms: float = 0.0
+class TimedEmbedder:
+    """``inner``, remembering how long its last ``embed`` took."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self.last_ms = 0.0
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         started = time.perf_counter()
-        out = super().embed(texts)
+        out = self.inner.embed(texts)
         self.last_ms = (time.perf_counter() - started) * 1000
         return out
 
@@ -156,7 +165,7 @@ def pct(samples: list[float], q: float) -> float:
 async def measure(
     name: str,
     store: VectorStore,
-    embedder: MiniLMEmbedder,
+    embedder: TimedEmbedder,
     n: int,
     requests: int,
     workdir: Path,
@@ -185,8 +194,7 @@ async def measure(
             assert status == "hit", (status, STORED[i % len(STORED)][1])
             semantic.append(ms)
             lookup.append(cache.last_ms)
-            if isinstance(embedder, TimedEmbedder):
-                embedding.append(embedder.last_ms)
+            embedding.append(embedder.last_ms)
             ms, status = await ask(
                 client, f"Question number {i} about {name} at size {n}, never asked before?"
             )
@@ -202,7 +210,7 @@ async def measure(
         "miss": (pct(miss, 50), pct(miss, 95)),
         "off": (pct(off, 50), pct(off, 95)),
         "lookup": pct(lookup, 50),
-        "embedding": pct(embedding, 50) if embedding else float("nan"),
+        "embedding": pct(embedding, 50),
         "load": os.getloadavg()[0],
     }
 
@@ -295,12 +303,20 @@ async def main() -> None:
         "--first-token-ms", type=float, default=60.0, help="the fake model's time to its (one) token"
     )
     parser.add_argument("--real-model", help="a bundled model: semantic hits beside it, overlap on and off")
+    parser.add_argument(
+        "--remote-embedder",
+        action="store_true",
+        help="the embedded store only, embedding in-process and through another gateway's /v1/embeddings",
+    )
     args = parser.parse_args()
     if args.real_model:
         real_model(args.real_model, args.requests)
         return
+    if args.remote_embedder:
+        await remote_embedder([int(s) for s in args.sizes.split(",")], args.requests, args.first_token_ms)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
-    embedder = TimedEmbedder(threads=1)
+    embedder = TimedEmbedder(MiniLMEmbedder(threads=1))
     embedder.embed(["warm up"])
     timings = []
     for _ in range(50):
@@ -336,6 +352,34 @@ async def main() -> None:
         search.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nembedding one query: p50 {statistics.median(timings):.2f} ms (MiniLM int8, 1 thread)\n")
+    table(rows, args.first_token_ms)
+
+
+async def remote_embedder(sizes: list[int], requests: int, first_token_ms: float) -> None:
+    """The embedded store with the embedder in-process, then with it behind another gateway's
+    ``/v1/embeddings`` (a ``groupqwen serve`` on loopback, the same model): what the round trip adds."""
+    workdir = Path(tempfile.mkdtemp(prefix="cache-speed-"))
+    local = TimedEmbedder(MiniLMEmbedder(threads=1))
+    rows = []
+    settings = {"default_model": "smollm2-135m", "data_dir": str(workdir / "server")}
+    try:
+        with gateway_process(settings) as server:
+            remote = TimedEmbedder(
+                OpenAIEmbedder(str(server.base_url).rstrip("/") + "/v1", local.name, timeout_s=2.0)
+            )
+            for n in sizes:
+                for name, embedder in (("in-process", local), ("remote, loopback", remote)):
+                    store = EmbeddedStore(None, embedder.dim)
+                    row = await measure(name, store, embedder, n, requests, workdir, first_token_ms / 1000)
+                    rows.append(row)
+                    print(row, file=sys.stderr)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\nThe embedded store; the embedder in-process, or another gateway's /v1/embeddings on loopback.\n")
+    table(rows, first_token_ms)
+
+
+def table(rows: list[dict[str, Any]], first_token_ms: float) -> None:
     columns = ["store", "entries", "exact hit", "semantic hit", "miss", "cache off"]
     print(
         "| "
@@ -349,7 +393,7 @@ async def main() -> None:
         print(f"| {r['store']} | {r['entries']:,} | {cells} | {r['miss'][0] - r['off'][0]:.2f} | {more} |")
     print(
         f"\nall times in ms, per request through the in-process gateway; the model answers in "
-        f"{args.first_token_ms:g} ms"
+        f"{first_token_ms:g} ms"
     )
 
 
