@@ -1,5 +1,5 @@
-"""Shared fixtures: every test starts from an environment without ``GROUPQWEN_*`` variables; ``live_server``
-serves an app on a real loopback socket."""
+"""Shared fixtures: every test starts from an environment without ``GROUPQWEN_*`` variables, with its data in
+a temporary folder; ``live_server`` serves an app on a real loopback socket."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ from fastapi import FastAPI
 
 
 @pytest.fixture(autouse=True)
-def _clean_groupqwen_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_groupqwen_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No ``GROUPQWEN_*`` variables, and the default ``data_dir`` in the session's temporary folder, never
+    the user's ``~/.local/share`` (models stay in the shared ``~/.cache``: fetched once by ``make``)."""
     for name in list(os.environ):
         if name.upper().startswith("GROUPQWEN_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "xdg-data"))
 
 
 @contextmanager

@@ -31,8 +31,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if spec.bundled is not None:
             ensure_bundled(spec, settings.models_dir)
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    workdir = tmp_path_factory.mktemp("server")
+    log_path = workdir / "server.log"
     env = {**os.environ, "GROUPQWEN_N_THREADS": "1", "GROUPQWEN_N_CTX": "1024", "GROUPQWEN_PORT": str(port)}
+    env["GROUPQWEN_DATA_DIR"] = str(workdir / "data")  # a module fixture: set up before the autouse one
     groupqwen = Path(sys.executable).with_name("groupqwen")
     with log_path.open("wb") as log_file:
         process = subprocess.Popen([str(groupqwen), "serve"], env=env, stdout=log_file, stderr=log_file)
