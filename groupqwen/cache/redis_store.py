@@ -242,19 +242,24 @@ class RedisStore:
         read = 0
         while limit is None or read < limit:
             batch: Any = await self._redis.xread({self._events: self._last_event}, count=_SCAN_BATCH)
-            if not batch:
+            applied = self._apply_events(batch)
+            read += applied
+            if applied < _SCAN_BATCH:
                 return
-            events = batch[0][1]
-            for event_id, fields in events:
-                self._last_event = event_id
-                op, key = fields.get(b"op"), fields.get(b"key", b"").decode()
-                if op == b"put":
-                    self._add_local(fields[b"scope"].decode(), key, fields[b"vector"])
-                elif op == b"del":
-                    self._index.remove([key])
-            read += len(events)
-            if len(events) < _SCAN_BATCH:
-                return
+
+    def _apply_events(self, batch: Any) -> int:
+        """Fold one ``XREAD`` reply into the local index; how many events it held."""
+        if not batch:
+            return 0
+        events = batch[0][1]
+        for event_id, fields in events:
+            self._last_event = event_id
+            op, key = fields.get(b"op"), fields.get(b"key", b"").decode()
+            if op == b"put":
+                self._add_local(fields[b"scope"].decode(), key, fields[b"vector"])
+            elif op == b"del":
+                self._index.remove([key])
+        return len(events)
 
     def _add_local(self, scope: str, key: str, vector: bytes) -> None:
         vec = np.frombuffer(vector, dtype=np.float32)
@@ -299,27 +304,44 @@ class RedisStore:
             found_remotely = await self._call(lambda: self._knn(scope, vector, k))
             if found_remotely is not None:
                 return found_remotely
-        await self._ensure_synced()
+        if not self._synced:
+            await self._ensure_synced()  # loads in the background; meanwhile, what is loaded so far
         found = self._index.search(scope, vector, k)
-        if not found:
-            return []
-
-        async def fetch() -> list[Any]:
-            pipe = self._redis.pipeline(transaction=False)
-            for key, _ in found:
-                pipe.hmget(self._entry_key(key), list(_FIELDS))
-            return list(await pipe.execute())
-
-        rows = await self._call(fetch)
+        rows: dict[str, Any] = {}
+        if self._synced:
+            # one round trip: the events since the last look and these candidates' entries, pipelined
+            events, rows = await self._call(lambda: self._catch_up_and_fetch([key for key, _ in found]))
+            if events:  # the index moved: a candidate may have come or gone (rarely: a second trip)
+                if events >= _SCAN_BATCH:
+                    await self._call(lambda: self._read_events(_EVENTS_PER_SEARCH))
+                found = self._index.search(scope, vector, k)
+        missing = [key for key, _ in found if key not in rows]
+        if missing:
+            _, more = await self._call(lambda: self._catch_up_and_fetch(missing, events=False))
+            rows |= more
         out, gone = [], []
-        for (key, score), row in zip(found, rows, strict=True):
-            entry = self._decode(key, row)
+        for key, score in found:
+            entry = self._decode(key, rows[key])
             if entry is None:
                 gone.append(key)
             else:
                 out.append((entry, score))
         self._index.remove(gone)  # expired or deleted while we did not look
         return out
+
+    async def _catch_up_and_fetch(
+        self, keys: list[str], *, events: bool = True
+    ) -> tuple[int, dict[str, Any]]:
+        """Inside a ``_call``, one pipelined round trip: the entries of ``keys`` (``HMGET`` rows) and, with
+        ``events``, a batch of events folded into the local index; how many events it held, and the rows."""
+        pipe = self._redis.pipeline(transaction=False)
+        if events:
+            pipe.xread({self._events: self._last_event}, count=_SCAN_BATCH)
+        for key in keys:
+            pipe.hmget(self._entry_key(key), list(_FIELDS))
+        replies = list(await pipe.execute())
+        applied = self._apply_events(replies.pop(0)) if events else 0
+        return applied, dict(zip(keys, replies, strict=True))
 
     async def _knn(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]] | None:
         """Inside a ``_call``: the server's ``k`` nearest entries of ``scope``; ``None`` without a search

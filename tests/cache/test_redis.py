@@ -179,3 +179,55 @@ async def test_holds_tells_an_empty_scope_only_from_the_local_index(
     await store.put(entry)
     assert await store.holds("s1")
     await store.close()
+
+
+async def test_a_search_catches_up_with_other_replicas_in_its_own_round_trip(
+    redis_url: str, minilm: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a local index, a search reads the events since its last look in the round trip that fetches
+    its candidates: another replica's new entry is found, and its deleted one is not, at the first search
+    after them; a second trip only when the events changed the candidates."""
+    writer, reader = (RedisStore(redis_url, minilm.dim, timeout_s=0.5, vector_search=False) for _ in range(2))
+    await writer.clear()
+    await reader.sync()
+    trips = 0
+
+    def counted(call):  # type: ignore[no-untyped-def]
+        async def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal trips
+            trips += 1
+            return await call(*args, **kwargs)
+
+        return wrapper
+
+    def pipeline(*args, **kwargs):  # type: ignore[no-untyped-def]
+        pipe = real_pipeline(*args, **kwargs)
+        pipe.execute = counted(pipe.execute)
+        return pipe
+
+    real_pipeline = reader._redis.pipeline
+    monkeypatch.setattr(reader._redis, "pipeline", pipeline)
+    monkeypatch.setattr(reader._redis, "execute_command", counted(reader._redis.execute_command))
+
+    def entry(key: str, text: str) -> CacheEntry:
+        return CacheEntry(f"s:{key}", "s", "m", text, minilm.embed([text])[0],
+                          Answer(text.upper(), "", "stop", 1, 1), time.time(), None)  # fmt: skip
+
+    moons, rings = (
+        entry("moons", "which planet has the most moons?"),
+        entry("rings", "which planet has rings?"),
+    )
+    await writer.put(moons)
+    found = await reader.search("s", moons.vector, 4)
+    assert [e.key for e, _ in found] == ["s:moons"] and trips == 2  # new to it: the index moved, a 2nd trip
+    trips = 0
+    found = await reader.search("s", moons.vector, 4)
+    assert [e.key for e, _ in found] == ["s:moons"] and trips == 1  # nothing new: one trip
+    await writer.put(rings)
+    await writer.invalidate(Invalidation(pattern="*moons*"))
+    trips = 0
+    found = await reader.search("s", moons.vector, 4)
+    assert [e.key for e, _ in found] == ["s:rings"], found
+    assert trips == 2
+    await writer.close()
+    await reader.close()
