@@ -47,6 +47,7 @@ _log = log.get(__name__)
 T = TypeVar("T")
 Status = Literal["hit", "miss", "bypass"]
 _SPACE = re.compile(r"\s+")
+_CLOSING = re.compile(r"\s*[?!.。？！]+$")
 
 
 class Guard(Protocol):
@@ -118,6 +119,13 @@ def normalise(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
+def exact_form(text: str) -> str:
+    """What the exact layer compares: ``normalise``'s text without the sentence's closing ``?``, ``!`` or
+    ``.`` ("what is x?" and "What is x" are one key), unless that is all there is. The semantic layer
+    still sees the whole text, which its guard and threshold were tuned on."""
+    return _CLOSING.sub("", text) or text
+
+
 def _digest(value: object) -> str:
     data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(data.encode()).hexdigest()[:32]
@@ -183,7 +191,7 @@ class SemanticCache:
             shaping["images"] = [[_digest([i.url, i.detail]) for i in m.images] for m in request.messages]
         scope = _digest(shaping)
         text = normalise(last.content)
-        return CacheKey(scope=scope, exact=_digest(text), text=text)
+        return CacheKey(scope=scope, exact=_digest(exact_form(text)), text=text)
 
     # -- the request path ----------------------------------------------------------------------------
 

@@ -515,7 +515,7 @@ async def test_a_failing_remote_embedder_makes_the_cache_bypass_until_it_recover
     cache = SemanticCache(EmbeddedStore(None, embedder.dim), embedder, CachePolicy(timeout_s=5.0))
     try:
         question = ask("What is the capital of France?")
-        paraphrase = ask("what is the capital of France")  # another exact key, the same words
+        paraphrase = ask("what is the capital of France, please?")  # another exact key, nearly the same words
         first = await cache.lookup(question, "t", "m")
         assert first.status == "miss"
         task = cache.store(first, "m", Completion("Paris", "", "stop", Usage(5, 1)), None)
@@ -572,11 +572,11 @@ async def test_a_remote_embedder_that_answers_an_error_status_makes_the_cache_by
             lambda s: Reply(body=embeddings(raw_rows(s.texts, DIM + 1))),
         ):
             server.reply = reply
-            lookup = await cache.lookup(ask("how do I boil an egg"), "t", "m")
+            lookup = await cache.lookup(ask("how do I boil an egg, please?"), "t", "m")
             assert lookup.status == "bypass"
             assert (await cache.probe())[0] == "degraded"
         server.reply = server.embed_well
-        assert (await cache.lookup(ask("how do I boil an egg"), "t", "m")).status == "hit"
+        assert (await cache.lookup(ask("how do I boil an egg, please?"), "t", "m")).status == "hit"
         assert await cache.probe() == ("ok", None)
     finally:
         await cache.close()

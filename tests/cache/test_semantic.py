@@ -69,6 +69,24 @@ async def test_exact_then_semantic_hit_and_guarded_miss(cache: SemanticCache) ->
     assert stats.hit_rate == pytest.approx(0.4)
 
 
+async def test_the_exact_layer_ignores_the_closing_punctuation_only(cache: SemanticCache) -> None:
+    """ "What is x?" and "what is x" are one exact key (no embedding); what is inside the text still counts,
+    and a prompt that is only punctuation keeps its own key."""
+    await remember(cache, ask("What is the boiling point of water?"), "100 °C at sea level")
+    for variant in (
+        "what is the boiling point of water",
+        "What is the boiling point of water ?!",
+        "what is the boiling point of water.",
+    ):
+        found = await cache.lookup(ask(variant), "t", "m")
+        assert (found.status, found.reason) == ("hit", "exact match"), variant
+    inside = await cache.lookup(ask("What is the boiling point, of water?"), "t", "m")
+    assert inside.reason != "exact match"
+    await remember(cache, ask("?"), "a question mark")
+    for other in ("!", "...", "??"):
+        assert (await cache.lookup(ask(other), "t", "m")).reason != "exact match", other
+
+
 @pytest.mark.parametrize(
     ("changed", "tenant", "model"),
     [
