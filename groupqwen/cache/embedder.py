@@ -356,6 +356,9 @@ class MiniLMEmbedder:
         return _normalise(out)
 
 
+MAX_ANSWER_BYTES = 64 << 20  # a remote embedder's answer (a float as JSON is ≈ 20 bytes: 3M floats)
+
+
 class EmbedderUnavailable(CacheUnavailable):
     """A remote embedder failed (unreachable, slow, an error status, a malformed answer): the cache is
     bypassed, and ``/v1/embeddings`` answers 503."""
@@ -422,6 +425,8 @@ class OpenAIEmbedder:
                     received += chunk
                     if time.monotonic() > deadline:
                         raise EmbedderUnavailable(f"{self.url} took more than {self._timeout_s} s to answer")
+                    if len(received) > MAX_ANSWER_BYTES:
+                        raise EmbedderUnavailable(f"{self.url} sent more than {MAX_ANSWER_BYTES} bytes")
         except httpx.HTTPError as exc:
             raise EmbedderUnavailable(f"{self.url}: {type(exc).__name__}: {str(exc) or 'no answer'}") from exc
         if response.status_code != 200:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from servers import free_port
 
+from groupqwen.cache import embedder as embedder_module
 from groupqwen.cache.embedder import EmbedderUnavailable, HashingEmbedder, OpenAIEmbedder
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
 from groupqwen.cache.stores import CacheUnavailable, EmbeddedStore
@@ -407,6 +408,15 @@ def test_indices_that_are_not_one_per_text_are_refused(server: EmbeddingServer, 
     server.reply = lambda seen: Reply(body={"object": "list", "data": data})
     with client(server.url, dim=DIM) as embedder:
         unavailable(embedder, [f"text {i}" for i in range(len(indices))])
+
+
+def test_an_answer_over_the_size_bound_is_refused(
+    server: EmbeddingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedder_module, "MAX_ANSWER_BYTES", 200)
+    with client(server.url, dim=DIM) as embedder:
+        failure = unavailable(embedder, ["first text", "second text"])
+    assert "sent more than 200 bytes" in failure.message
 
 
 def test_the_error_message_of_a_long_body_is_kept_short(server: EmbeddingServer) -> None:
