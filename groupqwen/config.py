@@ -11,11 +11,19 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +55,15 @@ def default_data_dir() -> Path:
 # Settings
 
 
+def _fits_a_header(value: str) -> str:
+    if not (value.isascii() and value.isprintable()):
+        raise ValueError("must be printable ASCII (it is sent in the Authorization header)")
+    return value
+
+
+BearerToken = Annotated[str, AfterValidator(_fits_a_header)]
+
+
 class ModelConfig(BaseModel):
     """A catalog override or a new model. A new id needs ``path`` (or ``backend: fake``)."""
 
@@ -61,7 +78,7 @@ class ModelConfig(BaseModel):
     fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
     urls: list[str] | None = Field(None, description="backend 'openai_http': replica base URLs (…/v1)")
     remote_model: str | None = Field(None, description="backend 'openai_http': the server's model name")
-    api_key: str | None = Field(None, description="backend 'openai_http': bearer token")
+    api_key: BearerToken | None = Field(None, description="backend 'openai_http': bearer token")
     keep_alive: float | None = Field(None, ge=-1, description="Seconds idle before unload; -1 never")
     pinned: bool | None = Field(None, description="Never evict this model")
     max_parallel: int | None = Field(None, ge=1, le=1024, description="Requests served at once")
@@ -103,7 +120,7 @@ class EmbedderConfig(BaseModel):
     )
     url: str | None = Field(None, description="openai: the server's base URL (…/v1)")
     model: str | None = Field(None, description="openai: the model to ask the server for")
-    api_key: str | None = Field(None, description="openai: bearer token")
+    api_key: BearerToken | None = Field(None, description="openai: bearer token")
     dim: int | None = Field(
         None, ge=1, le=65_536, description="openai: the vectors' width; unset: asked of the server at start"
     )
@@ -115,13 +132,6 @@ class EmbedderConfig(BaseModel):
             urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname
         ):
             raise ValueError(f"{value!r} is not an http(s) URL with a host")
-        return value
-
-    @field_validator("api_key")
-    @classmethod
-    def _key_fits_a_header(cls, value: str | None) -> str | None:
-        if value is not None and not (value.isascii() and value.isprintable()):
-            raise ValueError("must be printable ASCII (it is sent in the Authorization header)")
         return value
 
     @model_validator(mode="after")

@@ -151,6 +151,10 @@ def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
         ({"models": {"foo": {"backend": "onnx"}}}, "models.foo.backend"),
         ({"models": {"qwen3-8b": {"n_ctx": 1}}}, "models.qwen3-8b.n_ctx"),
         ({"models": {"qwen3-8b": {"colour": "red"}}}, "models.qwen3-8b.colour"),
+        (
+            {"models": {"r": {"backend": "openai_http", "urls": ["http://h/v1"], "api_key": "clé"}}},
+            "models.r.api_key",
+        ),
     ],
 )
 def test_bad_value_names_the_field(overrides: dict[str, object], field: str) -> None:
