@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from servers import free_port
 from typer.testing import CliRunner
 
 from groupqwen.cli.main import app
@@ -163,6 +164,23 @@ def test_serve_without_the_default_model_exits(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "qwen3-8b" in result.stderr
     assert "echo" in result.stderr
+
+
+def test_serve_with_an_embedding_server_that_does_not_answer_exits(tmp_path: Path) -> None:
+    """The services are built before the server starts: a remote embedder that cannot be probed is one
+    clear line and exit code 1, not a traceback from the app's start-up."""
+    closed = free_port()
+    path = _fake_config(tmp_path, "x")
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        + f"data_dir: {tmp_path / 'data'}\ncache:\n  embedder:\n    kind: openai\n"
+        f"    url: http://127.0.0.1:{closed}/v1\n    model: qwen3-embedding\n",
+        encoding="utf-8",
+    )
+    result = runner.invoke(app, ["serve", "-c", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"cache.embedder: http://127.0.0.1:{closed}/v1/embeddings: ConnectError")
+    assert "set cache.embedder.dim" in result.stderr and "Traceback" not in result.output
 
 
 def test_serve_with_a_bad_port(tmp_path: Path) -> None:

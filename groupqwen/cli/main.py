@@ -50,6 +50,7 @@ def serve(
     import uvicorn
 
     from groupqwen.api.app import create_app
+    from groupqwen.api.services import build_services
 
     settings = _settings(config, host=host, port=port)
     log.setup(settings.log_level, settings.log_format)
@@ -68,8 +69,13 @@ def serve(
             err=True,
         )
         raise typer.Exit(1)
+    try:  # here rather than in the app's start-up, so that a setting that fails is one clear line
+        services = build_services(settings)
+    except GroupQwenError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(1) from None
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, services),
         host=settings.host,
         port=settings.port,
         log_config=None,
