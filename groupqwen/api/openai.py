@@ -355,7 +355,7 @@ async def create_embeddings(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     texts = embedding_texts(body)
-    embedder = await services.embedder()
+    embedder = await services.load_embedder()
     if body.model != embedder.name:
         raise ModelNotFound(
             f"The embedding model {body.model!r} does not exist; this gateway embeds with {embedder.name!r}",

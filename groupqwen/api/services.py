@@ -27,17 +27,17 @@ class Services:
     started: int = field(default_factory=lambda: int(time.time()))
     telemetry: Telemetry = field(default_factory=Telemetry)  # in memory only unless given
     cache: SemanticCache | None = None
-    _embedder: Embedder | None = field(default=None, init=False, repr=False)
+    embedder: Embedder | None = None  # what /v1/embeddings serves; None: the cache's, or built on first use
     _embedder_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
-    async def embedder(self) -> Embedder:
-        """The cache's embedder; with the cache off, one built on first use (``cache.embedder``)."""
-        if self.cache is not None:
-            return self.cache.embedder
+    async def load_embedder(self) -> Embedder:
+        """``embedder``, else the cache's; with neither, the configured one, built once."""
+        if self.embedder is None and self.cache is not None:
+            self.embedder = self.cache.embedder
         async with self._embedder_lock:
-            if self._embedder is None:
-                self._embedder = await asyncio.to_thread(embedder_from_settings, self.settings)
-            return self._embedder
+            if self.embedder is None:
+                self.embedder = await asyncio.to_thread(embedder_from_settings, self.settings)
+            return self.embedder
 
     def __post_init__(self) -> None:
         pool = self.pool
@@ -65,6 +65,8 @@ class Services:
             finally:
                 if self.cache is not None:
                     await self.cache.close()
+                if isinstance(self.embedder, OpenAIEmbedder):
+                    self.embedder.close()
 
 
 def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
@@ -126,6 +128,9 @@ def build_services(settings: Settings) -> Services:
         max_queue=settings.max_queue,
     )
     cache = cache_from_settings(settings)
+    embedder = cache.embedder if cache is not None else None
+    if embedder is None and settings.cache.embedder.kind == "openai":  # probed at start, as with a cache
+        embedder = embedder_from_settings(settings)
     return Services(
         settings,
         pool,
@@ -139,4 +144,5 @@ def build_services(settings: Settings) -> Services:
         ),
         telemetry=Telemetry.from_settings(settings),
         cache=cache,
+        embedder=embedder,
     )

@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 import numpy as np
@@ -372,8 +372,9 @@ class OpenAIEmbedder:
 
     ``name`` is ``model``: gateways that ask for the same model share cache entries (a GroupQwen asked
     for ``all-minilm-l6-v2-q8`` returns the vectors of that build). ``dim``: the vectors' width; ``None``
-    asks the server once, here, and a server that cannot answer is a ``ConfigError``. Every call has
-    ``timeout_s`` (the cache's lookup timeout); a failure raises ``EmbedderUnavailable``. Vectors are
+    asks the server once, here, within ``probe_timeout_s``, and a server that cannot answer is a
+    ``ConfigError``. Every later call has ``timeout_s`` in all (the cache's lookup timeout); a failure
+    raises ``EmbedderUnavailable``. Vectors are
     L2-normalised here, whatever the server does. Blocking and thread-safe, like the other embedders.
     """
 
@@ -385,6 +386,7 @@ class OpenAIEmbedder:
         api_key: str | None = None,
         dim: int | None = None,
         timeout_s: float = 0.5,
+        probe_timeout_s: float = 30.0,
     ) -> None:
         self.name = model
         self.url = url.rstrip("/") + "/embeddings"
@@ -392,8 +394,8 @@ class OpenAIEmbedder:
         self._timeout_s = timeout_s
         self._client = httpx.Client(headers=headers, timeout=timeout_s)
         if dim is None:
-            try:
-                dim = int(self._request(["dimension probe"]).shape[1])
+            try:  # a server may load its model on the first request (Ollama): a start-up's patience
+                dim = int(self._request(["dimension probe"], max(timeout_s, probe_timeout_s)).shape[1])
             except EmbedderUnavailable as exc:
                 self._client.close()
                 hint = "check url and model, or set cache.embedder.dim to start without the server"
@@ -403,7 +405,7 @@ class OpenAIEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        rows = self._request(list(texts))
+        rows = self._request(list(texts), self._timeout_s)
         if rows.shape[1] != self.dim:
             raise EmbedderUnavailable(
                 f"{self.url} sent {rows.shape[1]}-wide vectors for {self.name!r}, expected {self.dim}"
@@ -413,18 +415,18 @@ class OpenAIEmbedder:
     def close(self) -> None:
         self._client.close()
 
-    def _request(self, texts: list[str]) -> Vectors:
+    def _request(self, texts: list[str], timeout_s: float) -> Vectors:
         """One POST within ``timeout_s`` in all (httpx bounds each read, not the call: a server that
         trickles its answer is cut off here), and its vectors, checked, in the order of ``texts``."""
-        deadline = time.monotonic() + self._timeout_s
+        deadline = time.monotonic() + timeout_s
         body = {"model": self.name, "input": texts, "encoding_format": "float"}
         try:
-            with self._client.stream("POST", self.url, json=body) as response:
+            with self._client.stream("POST", self.url, json=body, timeout=timeout_s) as response:
                 received = bytearray()
                 for chunk in response.iter_bytes():
                     received += chunk
                     if time.monotonic() > deadline:
-                        raise EmbedderUnavailable(f"{self.url} took more than {self._timeout_s} s to answer")
+                        raise EmbedderUnavailable(f"{self.url} took more than {timeout_s} s to answer")
                     if len(received) > MAX_ANSWER_BYTES:
                         raise EmbedderUnavailable(f"{self.url} sent more than {MAX_ANSWER_BYTES} bytes")
         except httpx.HTTPError as exc:
@@ -434,12 +436,17 @@ class OpenAIEmbedder:
                 f"{self.url} answered {response.status_code}: {_reason(response, received)}"
             )
         try:
-            data = sorted(json.loads(received)["data"], key=lambda item: int(item["index"]))
-            indices = [int(item["index"]) for item in data]
-            rows = [item["embedding"] for item in data]
-        except (ValueError, KeyError, TypeError) as exc:
+            return self._vectors(json.loads(received), len(texts))
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:  # whatever JSON holds
             raise EmbedderUnavailable(f"{self.url} sent a malformed answer ({type(exc).__name__})") from exc
-        if indices != list(range(len(texts))):
+
+    def _vectors(self, answer: Any, count: int) -> Vectors:
+        """``answer``'s ``count`` vectors in the order of the texts, or ``EmbedderUnavailable`` saying what is
+        wrong with them."""
+        data = sorted(answer["data"], key=lambda item: int(item["index"]))
+        indices = [int(item["index"]) for item in data]
+        rows = [item["embedding"] for item in data]
+        if indices != list(range(count)):
             raise EmbedderUnavailable(f"{self.url} sent vectors for indices {indices[:8]}, not one per text")
         if any(isinstance(row, list) and row and isinstance(row[0], list) for row in rows):
             raise EmbedderUnavailable(
@@ -463,7 +470,7 @@ def _reason(response: httpx.Response, body: bytes | bytearray) -> str:
     try:
         error = json.loads(body).get("error")
         message = error.get("message") if isinstance(error, dict) else error
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         message = None
     return str(message or body.decode("utf-8", "replace") or response.reason_phrase)[:300]
 

@@ -47,7 +47,7 @@ _log = log.get(__name__)
 T = TypeVar("T")
 Status = Literal["hit", "miss", "bypass"]
 _SPACE = re.compile(r"\s+")
-_CLOSING = re.compile(r"\s*[?!.。？！]+$")
+_CLOSING = re.compile(r"(?<=[^\W\d_])[?!.。？！]$")  # one mark, right after a letter
 
 
 class Guard(Protocol):
@@ -120,10 +120,10 @@ def normalise(text: str) -> str:
 
 
 def exact_form(text: str) -> str:
-    """What the exact layer compares: ``normalise``'s text without the sentence's closing ``?``, ``!`` or
-    ``.`` ("what is x?" and "What is x" are one key), unless that is all there is. The semantic layer
-    still sees the whole text, which its guard and threshold were tuned on."""
-    return _CLOSING.sub("", text) or text
+    """What the exact layer compares: ``normalise``'s text without one closing ``?``, ``!`` or ``.`` right
+    after a letter ("what is x?" and "What is x" are one key; "what is 10!" and "cd .." keep theirs: the
+    exact layer has no guard). The semantic layer still sees the whole text."""
+    return _CLOSING.sub("", text)
 
 
 def _digest(value: object) -> str:
@@ -241,6 +241,8 @@ class SemanticCache:
             self._counters.bypasses += 1
             self._degraded = True
             _log.warning("cache bypassed", error=type(exc).__name__, reason=str(exc)[:300])
+            if isinstance(exc, TimeoutError):
+                return Lookup("bypass", f"the cache took more than {self.policy.timeout_s} s")
             failed = "embedder" if isinstance(exc, EmbedderUnavailable) else "store"
             return Lookup("bypass", f"the cache {failed} is unavailable")
         self._degraded = False
@@ -276,10 +278,17 @@ class SemanticCache:
         return Lookup("miss", "no close neighbour", key, None, best, vector)
 
     async def _embed(self, text: str) -> Vectors:
+        """The embedding; a failure, or an embedding that the step's timeout cut short, shows in the
+        health (``probe``) until one succeeds."""
+        started = time.monotonic()
         try:
             vectors = await asyncio.to_thread(self.embedder.embed, [text])
         except EmbedderUnavailable as exc:
             self._embedder_error = exc.message
+            raise
+        except asyncio.CancelledError:  # the timeout, or the client leaving: only a long wait counts
+            if time.monotonic() - started >= 0.9 * self.policy.timeout_s:
+                self._embedder_error = f"no embedding within {self.policy.timeout_s} s"
             raise
         self._embedder_error = None
         row: Vectors = vectors[0]

@@ -16,14 +16,16 @@ import openai
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from servers import free_port
 
 from groupqwen.api.app import create_app
-from groupqwen.api.services import Services
+from groupqwen.api.services import Services, build_services
 from groupqwen.cache.embedder import QUANTISED_NAME, MiniLMEmbedder, OpenAIEmbedder
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
 from groupqwen.cache.stores import EmbeddedStore
-from groupqwen.config import load_settings
+from groupqwen.config import Settings, load_settings
+from groupqwen.errors import ConfigError
 
 from .test_gateway import REPLY, chat, gateway_app
 
@@ -122,12 +124,41 @@ def test_served_with_the_cache_off(tmp_path: Path) -> None:
     )
     with TestClient(create_app(settings)) as test_client:
         services: Services = test_client.app.state.services  # type: ignore[attr-defined]
-        assert services.cache is None
+        assert services.cache is None and services.embedder is None  # MiniLM: loaded when first asked
         first = embed(test_client, input="hello")
         assert first.status_code == 200, first.text
-        built = services._embedder
+        built = services.embedder
         assert embed(test_client, input="world").status_code == 200
-        assert services._embedder is built and isinstance(built, MiniLMEmbedder)
+        assert services.embedder is built and isinstance(built, MiniLMEmbedder)
+
+
+def test_a_remote_embedder_is_probed_at_start_with_the_cache_off(
+    tmp_path: Path, minilm: MiniLMEmbedder, live_server: LiveServer
+) -> None:
+    """Cache or not, a configured embedding server is asked for its width at start: down, the gateway
+    does not start; up, /v1/embeddings relays it."""
+
+    def settings(url: str) -> Settings:
+        embedder = {"kind": "openai", "url": url, "model": QUANTISED_NAME}
+        return load_settings(
+            models={"fake": {"backend": "fake"}},
+            default_model="fake",
+            data_dir=tmp_path,
+            cache={"backend": "off", "embedder": embedder},
+        )
+
+    with pytest.raises(ConfigError, match=r"cache\.embedder: .*ConnectError"):
+        build_services(settings(f"http://127.0.0.1:{free_port()}/v1"))
+    a, _ = gateway_app(tmp_path / "a", SemanticCache(EmbeddedStore(None, minilm.dim), minilm, CachePolicy()))
+    with live_server(a) as url:
+        services = build_services(settings(url + "/v1"))
+        assert services.cache is None and isinstance(services.embedder, OpenAIEmbedder)
+        with TestClient(create_app(services.settings, services)) as b:
+            relayed = embed(b, input="hello")
+        assert relayed.status_code == 200, relayed.text
+        assert np.array_equal(
+            np.asarray([relayed.json()["data"][0]["embedding"]], np.float32), minilm.embed(["hello"])
+        )
 
 
 def test_a_gateway_embeds_through_another(

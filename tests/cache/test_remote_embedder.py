@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -381,6 +381,18 @@ MISBEHAVIOURS: dict[str, tuple[Callable[[Seen], Reply], list[str]]] = {
     "non-numeric": (lambda s: Reply(body=embeddings([["x"] * DIM, ["y"] * DIM])), ["not lists of numbers"]),
     "null-vector": (lambda s: Reply(body=embeddings([None, None])), ["not lists of numbers"]),
     "dropped": (lambda s: Reply(drop=True), ["RemoteProtocolError"]),
+    "infinite-index": (
+        lambda s: Reply(body={"data": [{"index": float("inf"), "embedding": [1.0] * DIM}] * 2}),
+        ["malformed", "OverflowError"],
+    ),
+    "huge-integer": (
+        lambda s: Reply(body=embeddings([[10**400] * DIM, [1] * DIM])),
+        ["malformed", "OverflowError"],
+    ),
+    "deeply-nested": (
+        lambda s: Reply(body=b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        ["malformed"],
+    ),
 }
 
 
@@ -506,9 +518,20 @@ def test_a_probe_that_hangs_is_a_config_error_within_the_timeout(server: Embeddi
     server.reply = lambda seen: Reply(body=embeddings(_rows(1)), delay_s=30)
     started = time.monotonic()
     with pytest.raises(ConfigError) as info:
-        OpenAIEmbedder(server.url, MODEL, timeout_s=0.2)
-    assert time.monotonic() - started < 5
+        OpenAIEmbedder(server.url, MODEL, timeout_s=0.1, probe_timeout_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 5  # the probe's own, longer timeout
     assert "ReadTimeout" in info.value.message and HINT in info.value.message
+
+
+def test_the_probe_waits_for_a_server_loading_its_model(server: EmbeddingServer) -> None:
+    """A first request slower than the lookup timeout (Ollama loading the model) still starts the
+    gateway; later calls have the short timeout."""
+    slow = server.embed_well
+    server.reply = lambda seen: replace(slow(seen), delay_s=0.4)
+    with client(server.url, timeout_s=0.1, probe_timeout_s=5.0) as embedder:
+        assert embedder.dim == DIM and len(server.requests) == 1
+        failure = unavailable(embedder, ["hello"])
+        assert "ReadTimeout" in failure.message
 
 
 # -- behind the semantic cache ---------------------------------------------------------------------------
@@ -587,6 +610,35 @@ async def test_a_remote_embedder_that_answers_an_error_status_makes_the_cache_by
             assert (await cache.probe())[0] == "degraded"
         server.reply = server.embed_well
         assert (await cache.lookup(ask("how do I boil an egg, please?"), "t", "m")).status == "hit"
+        assert await cache.probe() == ("ok", None)
+    finally:
+        await cache.close()
+        embedder.close()
+
+
+async def test_an_embedder_slower_than_the_lookup_shows_in_the_health(server: EmbeddingServer) -> None:
+    """As configured by default: the embedder's timeout is the lookup's, so the lookup's own timeout cuts
+    a slow embedding short. The request is answered without the cache, and the health names the embedder
+    until an embedding succeeds again."""
+    policy = CachePolicy(timeout_s=0.3)
+    embedder = OpenAIEmbedder(server.url, MODEL, timeout_s=policy.timeout_s)
+    cache = SemanticCache(EmbeddedStore(None, embedder.dim), embedder, policy)
+    try:
+        first = await cache.lookup(ask("How do I boil an egg?"), "t", "m")
+        task = cache.store(first, "m", Completion("Ten minutes.", "", "stop", Usage(5, 3)), None)
+        assert task is not None
+        await task
+        well = server.reply
+        server.reply = lambda seen: replace(well(seen), delay_s=3)
+        slow = await cache.lookup(ask("how do I boil an egg, please?"), "t", "m")
+        assert (slow.status, slow.reason) == ("bypass", "the cache took more than 0.3 s")
+        assert await cache.probe() == (
+            "degraded",
+            "the embedder fails (no embedding within 0.3 s); requests bypass the cache",
+        )
+        server.reply = well
+        again = await cache.lookup(ask("how do I boil an egg, please?"), "t", "m")
+        assert (again.status, again.reason) == ("hit", "semantic match")
         assert await cache.probe() == ("ok", None)
     finally:
         await cache.close()

@@ -69,22 +69,22 @@ async def test_exact_then_semantic_hit_and_guarded_miss(cache: SemanticCache) ->
     assert stats.hit_rate == pytest.approx(0.4)
 
 
-async def test_the_exact_layer_ignores_the_closing_punctuation_only(cache: SemanticCache) -> None:
-    """ "What is x?" and "what is x" are one exact key (no embedding); what is inside the text still counts,
-    and a prompt that is only punctuation keeps its own key."""
+async def test_the_exact_layer_ignores_one_closing_mark_after_a_letter(cache: SemanticCache) -> None:
+    """ "What is x?" and "what is x" are one exact key (no embedding). The exact layer has no guard, so
+    nothing else is dropped: "10!" is a factorial, "cd .." a path, and a text of punctuation stays whole."""
     await remember(cache, ask("What is the boiling point of water?"), "100 °C at sea level")
-    for variant in (
-        "what is the boiling point of water",
-        "What is the boiling point of water ?!",
-        "what is the boiling point of water.",
-    ):
+    for variant in ("what is the boiling point of water", "What is the boiling point of water."):
         found = await cache.lookup(ask(variant), "t", "m")
         assert (found.status, found.reason) == ("hit", "exact match"), variant
-    inside = await cache.lookup(ask("What is the boiling point, of water?"), "t", "m")
-    assert inside.reason != "exact match"
-    await remember(cache, ask("?"), "a question mark")
-    for other in ("!", "...", "??"):
+    for other in ("What is the boiling point, of water?", "what is the boiling point of water?!"):
         assert (await cache.lookup(ask(other), "t", "m")).reason != "exact match", other
+    await remember(cache, ask("What is 10!"), "3628800")
+    assert (await cache.lookup(ask("What is 10"), "t", "m")).reason != "exact match"
+    await remember(cache, ask("cd .."), "goes up one directory")
+    assert (await cache.lookup(ask("cd"), "t", "m")).reason != "exact match"
+    await remember(cache, ask("?"), "a question mark")
+    for text in ("!", "...", "??"):
+        assert (await cache.lookup(ask(text), "t", "m")).reason != "exact match", text
 
 
 @pytest.mark.parametrize(
