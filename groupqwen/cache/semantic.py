@@ -159,7 +159,7 @@ class SemanticCache:
         self._clock = clock
         self._counters = _Counters()
         self._degraded = False
-        self._embedder_error: str | None = None  # a remote embedder's last failure, until it answers again
+        self._embedder_error: str | None = None  # why the last embedding failed; None once one works
         self._writes = Writes()
 
     # -- keys ----------------------------------------------------------------------------------------
