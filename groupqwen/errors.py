@@ -17,9 +17,12 @@ that escapes is a bug and becomes a logged 500.
     ├── ModelBusy                       409 invalid_request_error       model_busy
     ├── Overloaded                      503 server_error                overloaded        (Retry-After)
     ├── InsufficientMemory              503 server_error                insufficient_memory
+    ├── CacheUnavailable                503 server_error                cache_unavailable (cache admin routes)
+    │   └── EmbedderUnavailable         503 server_error                embedder_unavailable (/v1/embeddings)
     ├── BackendError                    502 api_error                   backend_error
     │   └── ModelLoadError              502 api_error                   model_load_failed
     ├── ConfigError                     500 api_error                   config_error      (field names)
+    ├── DownloadError                   500 api_error                   download_failed   (models pull)
     └── FinetuneError                   400 invalid_request_error       finetune_error    (the data pipeline)
         ├── InvalidExport               400                             invalid_export    (not an export)
         ├── UnsafeArchive               400                             unsafe_archive    (zip-slip, bombs)
@@ -142,6 +145,28 @@ class InsufficientMemory(GroupQwenError):
     status_code = 503
     error_type = "server_error"
     code = "insufficient_memory"
+
+
+class CacheUnavailable(GroupQwenError):
+    """The cache's store or embedder did not answer in time or at all. A chat request then bypasses the
+    cache (it never fails because of it); the cache's own routes (stats, invalidate, clear) answer 503."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "cache_unavailable"
+
+
+class EmbedderUnavailable(CacheUnavailable):
+    """A remote embedder failed (unreachable, slow, an error status, a malformed answer): the cache is
+    bypassed, and ``/v1/embeddings`` answers 503."""
+
+    code = "embedder_unavailable"
+
+
+class DownloadError(GroupQwenError):
+    """Model weights could not be fetched (unreachable host, bad status, size or checksum mismatch)."""
+
+    code = "download_failed"
 
 
 class ModelBusy(GroupQwenError):

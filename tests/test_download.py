@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from groupqwen.catalog import builtin_catalog
 from groupqwen.cli.main import app
-from groupqwen.errors import InvalidRequest
-from groupqwen.pool.download import DownloadError, Source, download, resolve
+from groupqwen.errors import DownloadError, InvalidRequest
+from groupqwen.pool.download import Source, download, resolve
 
 PAYLOAD = b"GGUF" + bytes(range(256)) * 4096  # ~1 MB that starts like a GGUF
 

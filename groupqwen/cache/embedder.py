@@ -46,9 +46,8 @@ import numpy as np
 import numpy.typing as npt
 
 from groupqwen import log
-from groupqwen.cache.stores import CacheUnavailable
 from groupqwen.config import cache_home
-from groupqwen.errors import ConfigError
+from groupqwen.errors import ConfigError, EmbedderUnavailable
 
 Vectors = npt.NDArray[np.float32]
 
@@ -357,13 +356,6 @@ class MiniLMEmbedder:
 
 
 MAX_ANSWER_BYTES = 64 << 20  # a remote embedder's answer (a float as JSON is ≈ 20 bytes: 3M floats)
-
-
-class EmbedderUnavailable(CacheUnavailable):
-    """A remote embedder failed (unreachable, slow, an error status, a malformed answer): the cache is
-    bypassed, and ``/v1/embeddings`` answers 503."""
-
-    code = "embedder_unavailable"
 
 
 class OpenAIEmbedder:

@@ -42,7 +42,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from groupqwen import log
 from groupqwen.cache.index import VectorIndex, Vectors
-from groupqwen.cache.stores import Answer, CacheEntry, CacheUnavailable, Invalidation, StoreStats
+from groupqwen.cache.stores import Answer, CacheEntry, Invalidation, StoreStats
+from groupqwen.errors import CacheUnavailable
 
 _log = log.get(__name__)
 T = TypeVar("T")

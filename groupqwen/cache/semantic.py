@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 from groupqwen import log
-from groupqwen.cache.embedder import Embedder, EmbedderUnavailable, Vectors
+from groupqwen.cache.embedder import Embedder, Vectors
 from groupqwen.cache.guard import LexicalGuard, Verdict
-from groupqwen.cache.stores import Answer, CacheEntry, CacheUnavailable, Invalidation, VectorStore
+from groupqwen.cache.stores import Answer, CacheEntry, Invalidation, VectorStore
 from groupqwen.cache.writes import Writes, settled
+from groupqwen.errors import CacheUnavailable, EmbedderUnavailable
 from groupqwen.messages import ChatRequest, Completion, Usage
 
 _log = log.get(__name__)

@@ -21,16 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from groupqwen.cache.index import VectorIndex, Vectors
-from groupqwen.errors import GroupQwenError
+from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import FinishReason
-
-
-class CacheUnavailable(GroupQwenError):
-    """The store did not answer in time or at all; the cache is bypassed. Never reaches a client."""
-
-    status_code = 503
-    error_type = "server_error"
-    code = "cache_unavailable"
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,12 @@ import httpx
 
 from groupqwen import log
 from groupqwen.catalog import ModelSpec
-from groupqwen.errors import GroupQwenError, InvalidRequest
+from groupqwen.errors import DownloadError, InvalidRequest
 
 _log = log.get(__name__)
 _HF = "https://huggingface.co"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int, int | None], None]  # (bytes done, total or None)
-
-
-class DownloadError(GroupQwenError):
-    code = "download_failed"
 
 
 @dataclass(frozen=True)

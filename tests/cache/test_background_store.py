@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache.embedder import Embedder, MiniLMEmbedder, Vectors
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
-from groupqwen.cache.stores import CacheEntry, CacheUnavailable, EmbeddedStore, Invalidation
+from groupqwen.cache.stores import CacheEntry, EmbeddedStore, Invalidation
+from groupqwen.errors import CacheUnavailable
 from groupqwen.config import load_settings
 from groupqwen.messages import Delta
 from groupqwen.orchestrator.pipeline import Pipeline

@@ -23,11 +23,11 @@ import pytest
 from servers import free_port
 
 from groupqwen.cache import embedder as embedder_module
-from groupqwen.cache.embedder import EmbedderUnavailable, HashingEmbedder, OpenAIEmbedder
+from groupqwen.cache.embedder import HashingEmbedder, OpenAIEmbedder
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
-from groupqwen.cache.stores import CacheUnavailable, EmbeddedStore
+from groupqwen.cache.stores import EmbeddedStore
 from groupqwen.config import EmbedderConfig, load_settings
-from groupqwen.errors import ConfigError
+from groupqwen.errors import CacheUnavailable, ConfigError, EmbedderUnavailable
 from groupqwen.messages import ChatRequest, Completion, Message, Sampling, Usage
 
 DIM = 16

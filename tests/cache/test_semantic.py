@@ -11,7 +11,8 @@ import pytest
 from groupqwen.cache import build_cache
 from groupqwen.cache.embedder import HashingEmbedder, MiniLMEmbedder
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
-from groupqwen.cache.stores import CacheUnavailable, EmbeddedStore, Invalidation
+from groupqwen.cache.stores import EmbeddedStore, Invalidation
+from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import ChatRequest, Completion, ImagePart, Message, Sampling, Usage
 
 
