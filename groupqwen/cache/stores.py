@@ -21,7 +21,6 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from groupqwen.cache.index import VectorIndex, Vectors
-from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import FinishReason
 
 

@@ -21,8 +21,8 @@ from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache.embedder import Embedder, MiniLMEmbedder, Vectors
 from groupqwen.cache.semantic import CachePolicy, SemanticCache
 from groupqwen.cache.stores import CacheEntry, EmbeddedStore, Invalidation
-from groupqwen.errors import CacheUnavailable
 from groupqwen.config import load_settings
+from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import Delta
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
