@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from groupqwen.catalog import ModelSpec
+
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length"]
 
@@ -162,3 +164,36 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """One server behind a backend (``Backend.replicas``). ``served``: streams finished there;
+    ``failures``: attempts that failed there; ``ejected_for``: seconds left of a passive ejection."""
+
+    url: str
+    healthy: bool
+    outstanding: int
+    served: int
+    failures: int
+    last_error: str | None
+    ejected_for: float
+
+
+ModelStatus = Literal["unloaded", "loading", "loaded", "failed"]
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A snapshot of one model in the pool, for ``/v1/models`` and the CLI. ``replicas``: what its
+    backend reports of its servers while loaded (``Backend.replicas``); () when unloaded or in-process."""
+
+    spec: ModelSpec
+    status: ModelStatus
+    error: str | None
+    active: int
+    queued: int
+    last_used: float | None  # wall-clock seconds
+    estimated_bytes: int | None
+    measured_bytes: int | None
+    replicas: tuple[ReplicaState, ...] = ()

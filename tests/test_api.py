@@ -19,6 +19,7 @@ from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.catalog import ModelSpec
 from groupqwen.config import Settings, load_settings
+from groupqwen.messages import ReplicaState
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 
@@ -390,6 +391,37 @@ def test_list_models(tmp_path: Path) -> None:
         with pytest.raises(openai.NotFoundError) as error:
             sdk.models.retrieve("qwen3-8b")  # in the catalog, but no weights here
         assert error.value.code == "model_not_found"
+
+
+def test_models_show_the_replicas_a_loaded_backend_reports(tmp_path: Path) -> None:
+    """``replicas``: what the backend declares (``Backend.replicas``) while loaded; null when it runs
+    in-process or is not loaded."""
+    replica = ReplicaState("http://a:8000/v1", True, 0, 3, 1, "HTTP 500: boom", 0.0)
+
+    class Replicated(FakeBackend):
+        def replicas(self) -> tuple[ReplicaState, ...]:
+            return (replica,)
+
+    services = make_services(tmp_path, {"fake": FakeBackend(), "remote": Replicated(model_id="remote")})
+    with sync_client(services) as (sdk, http):
+
+        def replicas(model_id: str) -> Any:
+            return http.get(f"/v1/models/{model_id}").json()["groupqwen"]["replicas"]
+
+        assert (replicas("remote"), replicas("fake")) == (None, None)
+        for model_id in ("remote", "fake"):
+            sdk.chat.completions.create(model=model_id, messages=USER)  # type: ignore[arg-type]
+        listed = {m["id"]: m["groupqwen"]["replicas"] for m in http.get("/v1/models").json()["data"][:2]}
+    expected = {
+        "url": "http://a:8000/v1",
+        "healthy": True,
+        "outstanding": 0,
+        "served": 3,
+        "failures": 1,
+        "last_error": "HTTP 500: boom",
+        "ejected_for": 0.0,
+    }
+    assert listed == {"fake": None, "remote": [expected]}
 
 
 def test_list_models_shows_sizes_of_real_files(tmp_path: Path) -> None:

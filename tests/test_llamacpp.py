@@ -291,6 +291,20 @@ async def test_corrupt_file_is_a_load_error(smol: ModelSpec, tmp_path: Path) -> 
             await b.load()
 
 
+async def test_a_foreign_error_while_loading_leaves_as_a_load_error(
+    smol: ModelSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(self: LlamaCppBackend) -> None:
+        raise PermissionError("the file went away")
+
+    monkeypatch.setattr(LlamaCppBackend, "_load_sync", unreadable)
+    b = LlamaCppBackend(smol, n_ctx=256, n_threads=1)
+    with pytest.raises(ModelLoadError, match=r"smollm2-135m.*PermissionError: the file went away") as info:
+        await b.load()
+    assert isinstance(info.value.__cause__, PermissionError)
+    await b.close()
+
+
 def test_stop_filter_holds_back_and_decodes_split_characters() -> None:
     f = StopFilter(("END",))
     assert f.feed(b"caf") == ("caf", False)

@@ -553,6 +553,14 @@ async def test_load_fails_only_when_no_replica_answers() -> None:
     await backend.close()
 
 
+async def test_a_foreign_error_while_loading_leaves_as_a_load_error() -> None:
+    backend = OpenAIHTTPBackend(spec_for("http://[::1/v1"))  # httpx refuses the URL: not an HTTPError
+    with pytest.raises(ModelLoadError, match="InvalidURL") as info:
+        await backend.load()
+    assert isinstance(info.value.__cause__, httpx.InvalidURL)
+    await backend.close()
+
+
 async def test_active_health_check_brings_a_replica_back() -> None:
     port = free_port()
     async with (

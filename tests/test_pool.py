@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -251,10 +252,12 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     await asyncio.gather(first, third)
 
 
-async def test_failed_load_is_marked_and_other_models_still_work() -> None:
-    factory = Factory(broken=lambda model_id: RuntimeError("corrupt GGUF") if model_id == "bad" else None)
+async def test_failed_load_is_marked_logged_once_and_other_models_still_work(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    factory = Factory(broken=lambda model_id: ModelLoadError("corrupt GGUF") if model_id == "bad" else None)
     pool = _pool(["bad", "good"], factory)
-    with pytest.raises(ModelLoadError) as info:
+    with caplog.at_level(logging.INFO, logger="groupqwen"), pytest.raises(ModelLoadError) as info:
         async with pool.lease("bad"):
             pytest.fail("a failed load must not lease")
     assert "corrupt GGUF" in info.value.message
@@ -264,6 +267,8 @@ async def test_failed_load_is_marked_and_other_models_still_work() -> None:
     assert state.status == "failed"
     assert state.error is not None and "corrupt GGUF" in state.error
     assert (state.active, state.queued) == (0, 0)
+    [logged] = [r for r in caplog.records if r.levelno >= logging.WARNING]  # by the pool, which handles it
+    assert logged.getMessage() == "model load failed" and logged.kv["model"] == "bad"  # type: ignore[attr-defined]
 
     async with pool.lease("good") as backend:
         assert backend is factory.backends["good"]
@@ -281,8 +286,20 @@ async def test_failed_load_with_a_groupqwen_error_keeps_its_message() -> None:
     assert (state.status, state.error) == ("failed", "no file at /x.gguf")
 
 
+async def test_a_bug_in_a_backends_load_is_not_translated_by_the_pool() -> None:
+    """A backend translates its own foreign errors; anything else that escapes it is a bug: the model is
+    marked failed and the exception goes up unchanged (the API makes it a logged 500)."""
+    factory = Factory(broken=lambda _: RuntimeError("a bug"))
+    pool = _pool(["m"], factory)
+    with pytest.raises(RuntimeError, match="a bug"):
+        async with pool.lease("m"):
+            pass
+    state = _state(pool, "m")
+    assert (state.status, state.error) == ("failed", "RuntimeError: a bug")
+
+
 async def test_concurrent_requests_for_a_failing_model_all_fail() -> None:
-    factory = Factory(broken=lambda _: RuntimeError("boom"))
+    factory = Factory(broken=lambda _: ModelLoadError("boom"))
     pool = _pool(["m"], factory, max_parallel=4)
 
     async def one() -> None:

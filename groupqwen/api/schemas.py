@@ -25,13 +25,13 @@ from groupqwen.messages import (
     Delta,
     ImagePart,
     Message,
+    ModelState,
     ResponseFormat,
     Role,
     Sampling,
     TokenLogprob,
     Usage,
 )
-from groupqwen.pool.scheduler import ModelState
 
 _log = log.get(__name__)
 
@@ -351,7 +351,6 @@ class ChunkWriter:
 
 def model_json(state: ModelState, created: int) -> dict[str, Any]:
     spec: ModelSpec = state.spec
-    replicas = getattr(state.backend, "replicas", None)
     return {
         "id": spec.id,
         "object": "model",
@@ -374,7 +373,7 @@ def model_json(state: ModelState, created: int) -> dict[str, Any]:
             "keep_alive": spec.keep_alive,
             "pinned": spec.pinned,
             "max_parallel": spec.max_parallel,
-            "replicas": [asdict(r) for r in replicas()] if callable(replicas) else None,
+            "replicas": [asdict(r) for r in state.replicas] or None,
         },
     }
 

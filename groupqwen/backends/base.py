@@ -1,4 +1,10 @@
-"""The ``Backend`` protocol every model server implements, and the error boundary around it."""
+"""The ``Backend`` protocol every model server implements, and the error boundary around it.
+
+A backend is the boundary between GroupQwen and a foreign library or server: whatever llama.cpp, httpx or
+the operating system raise inside ``load`` and ``stream`` leaves the backend as a ``GroupQwenError``
+(``map_backend_errors``), so the pool and the cascade above only ever see those. Nothing is logged here:
+an error is logged where it is handled.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,8 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
-from groupqwen import log
 from groupqwen.errors import BackendError, GroupQwenError
-from groupqwen.messages import Chunk, GenerationRequest
-
-_log = log.get(__name__)
+from groupqwen.messages import Chunk, GenerationRequest, ReplicaState
 
 
 @runtime_checkable
@@ -18,8 +21,9 @@ class Backend(Protocol):
     """One loaded model.
 
     ``stream`` yields ``Chunk``s; the last one carries ``finish_reason`` and ``usage``. It raises
-    ``ContextLengthExceeded`` before yielding anything when the prompt does not fit. Closing the iterator
-    early (a client went away) stops the generation promptly and frees the model.
+    ``ContextLengthExceeded`` before yielding anything when the prompt does not fit, and ``BackendError``
+    when the model fails. Closing the iterator early (a client went away) stops the generation promptly
+    and frees the model.
     """
 
     model_id: str
@@ -30,18 +34,22 @@ class Backend(Protocol):
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]: ...
 
+    def replicas(self) -> tuple[ReplicaState, ...]:
+        """The servers behind this model, each with its health and counters; () when it runs in-process."""
+        ...
+
     async def close(self) -> None:
         """Free the model's memory; idempotent."""
         ...
 
 
 @contextmanager
-def map_backend_errors(model_id: str) -> Iterator[None]:
-    """Translate foreign exceptions raised by a backend into ``BackendError`` (502)."""
+def map_backend_errors(model_id: str, error: type[BackendError] = BackendError) -> Iterator[None]:
+    """Translate a foreign exception raised inside into ``error`` (``BackendError``, 502; ``ModelLoadError``
+    around a load) that names the model; a ``GroupQwenError`` passes unchanged."""
     try:
         yield
     except GroupQwenError:
         raise
     except Exception as exc:
-        _log.exception("backend failed", model=model_id, error=type(exc).__name__)
-        raise BackendError(f"model {model_id!r} failed: {type(exc).__name__}: {exc}") from exc
+        raise error(f"model {model_id!r} failed: {type(exc).__name__}: {exc}") from exc

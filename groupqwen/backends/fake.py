@@ -6,8 +6,16 @@ import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
-from groupqwen.errors import ContextLengthExceeded
-from groupqwen.messages import Chunk, FinishReason, GenerationRequest, TokenLogprob, TopLogprob, Usage
+from groupqwen.errors import BackendError, ContextLengthExceeded
+from groupqwen.messages import (
+    Chunk,
+    FinishReason,
+    GenerationRequest,
+    ReplicaState,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
 
 
 @dataclass
@@ -15,9 +23,9 @@ class FakeBackend:
     """Streams ``tokens`` (each with ``logprob``), honouring ``max_tokens`` and ``stop``.
 
     A prompt's token count is its number of whitespace-separated words; over ``n_ctx`` it raises
-    ``ContextLengthExceeded`` like a real model. ``fail_after`` raises ``RuntimeError`` after that many
-    tokens; ``delay`` sleeps between tokens. ``requests`` records what it was asked, ``cancelled`` counts
-    streams closed before their end, ``loads`` counts loads.
+    ``ContextLengthExceeded`` like a real model. ``fail_after`` raises ``BackendError`` (what any real
+    backend's failure becomes) after that many tokens; ``delay`` sleeps between tokens. ``requests`` records
+    what it was asked, ``cancelled`` counts streams closed before their end, ``loads`` counts loads.
     """
 
     model_id: str = "fake"
@@ -36,6 +44,9 @@ class FakeBackend:
 
     async def close(self) -> None:
         return None
+
+    def replicas(self) -> tuple[ReplicaState, ...]:
+        return ()
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         self.requests.append(request)
@@ -58,7 +69,7 @@ class FakeBackend:
                     finish = "length"
                     break
                 if self.fail_after is not None and produced >= self.fail_after:
-                    raise RuntimeError("scripted failure")
+                    raise BackendError(f"model {self.model_id!r} failed: scripted failure")
                 if self.delay:
                     await asyncio.sleep(self.delay)
                 else:

@@ -42,6 +42,7 @@ from groupqwen.messages import (
     Chunk,
     FinishReason,
     GenerationRequest,
+    ReplicaState,
     ResponseFormat,
     TokenLogprob,
     TopLogprob,
@@ -84,7 +85,12 @@ class LlamaCppBackend:
                     self._worker = concurrent.futures.ThreadPoolExecutor(
                         1, thread_name_prefix=f"llamacpp-{self.model_id}"
                     )
-                self._model = await asyncio.get_running_loop().run_in_executor(self._worker, self._load_sync)
+                loop = asyncio.get_running_loop()
+                with map_backend_errors(self.model_id, ModelLoadError):
+                    self._model = await loop.run_in_executor(self._worker, self._load_sync)
+
+    def replicas(self) -> tuple[ReplicaState, ...]:
+        return ()  # in-process
 
     async def close(self) -> None:
         if self._cancel is not None:
@@ -239,8 +245,7 @@ class LlamaCppBackend:
             )  # fmt: skip
         except Exception as exc:
             raise ModelLoadError(f"model {self.model_id!r}: llama.cpp could not load {path}: {exc}") from exc
-        with map_backend_errors(self.model_id):
-            return _Loaded(llm, self.model_id)
+        return _Loaded(llm, self.model_id)
 
 
 def _eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:

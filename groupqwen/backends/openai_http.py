@@ -27,7 +27,6 @@ import re
 import time
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack, aclosing, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -37,25 +36,11 @@ from groupqwen.backends.base import map_backend_errors
 from groupqwen.backends.openai_sse import MAX_MESSAGE, StreamIncomplete, StreamParser, message_of, sse_data
 from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, GroupQwenError, ModelLoadError, Overloaded
-from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message
+from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, ReplicaState
 
 _log = log.get(__name__)
 
 _CONTEXT_EXCEEDED = re.compile(r"context[ _-]?(length|size|window)|maximum context|exceed_context", re.I)
-
-
-@dataclass(frozen=True)
-class ReplicaState:
-    """One replica, for ``/v1/models``. ``served``: streams finished there; ``failures``: attempts that
-    failed there; ``ejected_for``: seconds left of a passive ejection."""
-
-    url: str
-    healthy: bool
-    outstanding: int
-    served: int
-    failures: int
-    last_error: str | None
-    ejected_for: float
 
 
 class _Replica:
@@ -115,11 +100,12 @@ class OpenAIHTTPBackend:
         """Check every replica once, then every ``health_interval``; ``ModelLoadError`` if none answers."""
         if self._health is not None:
             return
-        if self._client is None or self._client.is_closed:
-            if not self._owns_client:
-                raise ModelLoadError(f"model {self.model_id!r}: the HTTP client it was given is closed")
-            self._client = self._new_client()
-        await self._check_all()
+        with map_backend_errors(self.model_id, ModelLoadError):
+            if self._client is None or self._client.is_closed:
+                if not self._owns_client:
+                    raise ModelLoadError(f"model {self.model_id!r}: the HTTP client it was given is closed")
+                self._client = self._new_client()
+            await self._check_all()
         if all(r.down for r in self._replicas):
             reasons = "; ".join(f"{r.url}: {r.last_error}" for r in self._replicas)
             await self.close()

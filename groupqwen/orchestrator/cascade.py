@@ -10,7 +10,8 @@ accepts every answer): its confidence is still scored over the same first tokens
 ``on_decided`` once known, after the first chunks.
 
 A step that fails before anything was released (backend error, overload, no memory, prompt too long for
-its context) also escalates; the last step's failure is raised. Scored steps ask the backend for
+its context) also escalates, logged here with its error; the last step's failure is raised. Only
+``GroupQwenError``s arrive here: the backends translate their foreign errors. Scored steps ask the backend for
 ``confidence.TOP_K`` alternatives per token; the client gets only the alternatives it asked for.
 """
 
@@ -21,7 +22,6 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from groupqwen import log
-from groupqwen.backends.base import map_backend_errors
 from groupqwen.errors import (
     BackendError,
     ContextLengthExceeded,
@@ -91,13 +91,17 @@ class Cascade:
                 return
             except _Escalate as escalation:
                 attempts.append(escalation.attempt)
-                _log.info(
-                    "cascade escalates",
-                    model=step.model,
-                    to=steps[index + 1].model,
-                    outcome=escalation.attempt.outcome,
-                    confidence=escalation.attempt.confidence,
-                )
+                attempt, failure = escalation.attempt, escalation.__cause__
+                fields = {
+                    "model": step.model,
+                    "to": steps[index + 1].model,
+                    "outcome": attempt.outcome,
+                    "confidence": attempt.confidence,
+                }
+                if isinstance(failure, GroupQwenError):  # a failure handled here, so logged here
+                    _log.warning("cascade escalates", **fields, error=failure.message)
+                else:
+                    _log.info("cascade escalates", **fields)
 
     async def _run(
         self,
@@ -128,29 +132,30 @@ class Cascade:
         if committed and on_decided is not None:
             on_decided(self._decided(decision, step, attempts))
         try:
-            async with self._pool.lease(step.model) as backend:
-                with map_backend_errors(step.model):
-                    async with aclosing(backend.stream(generation)) as chunks:
-                        async for chunk in chunks:
-                            if scoring:
-                                tokens.extend(chunk.logprobs)
-                                if chunk.finish_reason is not None or len(tokens) >= self._buffer_tokens:
-                                    scoring = False
-                                    confidence = self._scorer.score(step.model, tokens)
-                                    if bar is not None and confidence < bar:
-                                        below = Attempt(step.model, confidence, "escalated", len(tokens))
-                                        break  # closes the generation before the next step leases its model
-                                    attempt = Attempt(step.model, confidence, "accepted", len(tokens))
-                                    if on_decided is not None:
-                                        on_decided(self._decided(decision, step, (*attempts, attempt)))
-                                    committed = True
-                            if not committed:
-                                held.append(chunk)
-                                continue
-                            sent = True
-                            for piece in (*held, chunk):
-                                yield _trim(piece, asked_top)
-                            held.clear()
+            async with (
+                self._pool.lease(step.model) as backend,
+                aclosing(backend.stream(generation)) as chunks,
+            ):
+                async for chunk in chunks:
+                    if scoring:
+                        tokens.extend(chunk.logprobs)
+                        if chunk.finish_reason is not None or len(tokens) >= self._buffer_tokens:
+                            scoring = False
+                            confidence = self._scorer.score(step.model, tokens)
+                            if bar is not None and confidence < bar:
+                                below = Attempt(step.model, confidence, "escalated", len(tokens))
+                                break  # closes the generation before the next step leases its model
+                            attempt = Attempt(step.model, confidence, "accepted", len(tokens))
+                            if on_decided is not None:
+                                on_decided(self._decided(decision, step, (*attempts, attempt)))
+                            committed = True
+                    if not committed:
+                        held.append(chunk)
+                        continue
+                    sent = True
+                    for piece in (*held, chunk):
+                        yield _trim(piece, asked_top)
+                    held.clear()
         except _ESCALATE_ON as exc:
             if sent or last:
                 raise

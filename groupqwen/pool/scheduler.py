@@ -4,7 +4,8 @@
 waiting requests: ``Overloaded`` with ``Retry-After``), loads the model once however many requests arrive
 for it while it is cold, and never makes a request for a loaded model wait on another model's load. A load
 that does not fit evicts idle, unpinned models, least recently used first; if it still cannot fit:
-``InsufficientMemory``. An idle model is unloaded after its ``keep_alive``.
+``InsufficientMemory``. An idle model is unloaded after its ``keep_alive``. A load that fails (the backend
+raises ``ModelLoadError``) marks the model ``failed`` and is logged here.
 """
 
 from __future__ import annotations
@@ -13,51 +14,27 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
-from typing import Literal
 
 from groupqwen import log
 from groupqwen.backends.base import Backend
 from groupqwen.catalog import ModelSpec
-from groupqwen.errors import (
-    GroupQwenError,
-    InsufficientMemory,
-    ModelBusy,
-    ModelLoadError,
-    ModelNotFound,
-    Overloaded,
-)
+from groupqwen.errors import GroupQwenError, InsufficientMemory, ModelBusy, ModelNotFound, Overloaded
+from groupqwen.messages import ModelState, ModelStatus
 from groupqwen.pool.budget import MiB, Resident, to_evict
 from groupqwen.pool.memory import current_rss
 from groupqwen.telemetry import timing
 
 _log = log.get(__name__)
 
-Status = Literal["unloaded", "loading", "loaded", "failed"]
 BackendFactory = Callable[[ModelSpec], Backend]
 NeedEstimator = Callable[[ModelSpec], int]
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """A snapshot of one model in the pool, for ``/v1/models`` and the CLI."""
-
-    spec: ModelSpec
-    status: Status
-    error: str | None
-    active: int
-    queued: int
-    last_used: float | None  # wall-clock seconds
-    estimated_bytes: int | None
-    measured_bytes: int | None
-    backend: Backend | None
 
 
 class _Entry:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.backend: Backend | None = None
-        self.status: Status = "unloaded"
+        self.status: ModelStatus = "unloaded"
         self.error: str | None = None
         self.slots = asyncio.Semaphore(spec.max_parallel)
         self.load_lock = asyncio.Lock()
@@ -69,6 +46,11 @@ class _Entry:
         self.estimated: int | None = None
         self.measured: int | None = None
         self.expiry: asyncio.Task[None] | None = None
+
+    def state(self) -> ModelState:
+        replicas = self.backend.replicas() if self.backend is not None else ()
+        counts = (self.active, self.queued, self.last_used, self.estimated, self.measured)
+        return ModelState(self.spec, self.status, self.error, *counts, replicas)
 
     @property
     def resident_bytes(self) -> int:
@@ -111,12 +93,7 @@ class Pool:
         return sum(e.resident_bytes for e in self._entries.values() if e.backend is not None)
 
     def states(self) -> list[ModelState]:
-        return [
-            ModelState(
-                e.spec, e.status, e.error, e.active, e.queued, e.last_used, e.estimated, e.measured, e.backend
-            )
-            for e in self._entries.values()
-        ]
+        return [e.state() for e in self._entries.values()]
 
     def _entry(self, model_id: str) -> _Entry:
         try:
@@ -181,7 +158,7 @@ class Pool:
                     if entry.need is None:  # reads the GGUF header once: a corrupt file fails here
                         entry.need = self._need(entry.spec)
                 except GroupQwenError as exc:
-                    entry.status, entry.error = "failed", exc.message
+                    self._failed(entry, exc)
                     raise
                 need = entry.need
                 for victim in self._make_room(entry, need):
@@ -197,12 +174,12 @@ class Pool:
                     with suppress(Exception):
                         await backend.close()
                     raise
-                except GroupQwenError as exc:
-                    entry.status, entry.error = "failed", exc.message
+                except GroupQwenError as exc:  # a backend raises nothing else (anything else is a bug)
+                    self._failed(entry, exc)
                     raise
-                except Exception as exc:
+                except Exception as exc:  # a bug, logged where it is handled: the model is not loaded
                     entry.status, entry.error = "failed", f"{type(exc).__name__}: {exc}"
-                    raise ModelLoadError(f"Could not load model {entry.spec.id!r}: {entry.error}") from exc
+                    raise
                 entry.measured = max(0, self._measure() - rss_before) if need else 0
                 entry.backend, entry.status = backend, "loaded"
             _log.info(
@@ -213,6 +190,11 @@ class Pool:
                 measured_mib=entry.measured // MiB,
             )
             return backend
+
+    @staticmethod
+    def _failed(entry: _Entry, exc: GroupQwenError) -> None:
+        entry.status, entry.error = "failed", exc.message
+        _log.warning("model load failed", model=entry.spec.id, code=exc.code, error=exc.message)
 
     def _make_room(self, entry: _Entry, need: int) -> list[_Entry]:
         """What to evict so that ``need`` more bytes fit; raise ``InsufficientMemory`` if nothing does."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -96,6 +97,24 @@ async def test_failing_small_tier_escalates_and_failing_last_tier_raises() -> No
     broken = fake("large", ["4"], SURE, fail_after=0)
     with pytest.raises(BackendError):
         await run(cascade(fake("small", ["5"], UNSURE), broken), ask())
+
+
+async def test_a_failing_tier_is_logged_once_by_the_cascade_that_escalates(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    small = fake("small", ["4"], SURE, fail_after=0)
+    with caplog.at_level(logging.INFO, logger="groupqwen"):
+        text, _, _ = await run(cascade(small, fake("large", ["4"], SURE)), ask())
+    assert text == "4"
+    [logged] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert logged.getMessage() == "cascade escalates" and logged.name == "groupqwen.orchestrator.cascade"
+    assert logged.kv == {  # type: ignore[attr-defined]
+        "model": "small",
+        "to": "large",
+        "outcome": "failed: backend_error",
+        "confidence": None,
+        "error": "model 'small' failed: scripted failure",
+    }
 
 
 async def test_a_bar_of_zero_streams_live_and_still_escalates_a_failure() -> None:
