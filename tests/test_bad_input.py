@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
@@ -308,6 +309,34 @@ def test_unexpected_exception_is_an_openai_shaped_500(
         assert "request id" in error["message"]
         # the app still serves
         assert http.get("/health").status_code == 200
+
+
+def test_an_internal_validation_error_is_a_500_not_the_clients_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the client's input is the client's fault: the adapters convert the wire models' validation
+    errors (400), and a pydantic ``ValidationError`` from anywhere else is a bug."""
+    settings = load_settings(
+        models={"fake": {"backend": "fake"}}, default_model="fake", keep_alive=-1, models_dir=tmp_path
+    )
+    services = _services(settings, FakeBackend(model_id="fake"))
+
+    def states() -> Any:
+        return TypeAdapter(int).validate_python("not a number")  # a bug inside: raises ValidationError
+
+    monkeypatch.setattr(services.pool, "states", states)
+    with TestClient(create_app(settings, services)) as http:
+        response = http.get("/v1/models", headers={"x-request-id": "trace-me"})
+        assert response.status_code == 500, response.text
+        assert response.headers["x-request-id"] == "trace-me"
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "api_error" and error["param"] is None
+        assert "request id" in error["message"]
+        bad = http.post(URL, json=_with(temperature="hot"))  # the client's own mistake is still a 400
+        assert _error(bad, 400)["param"] == "temperature"
+    [logged] = [r for r in caplog.records if r.getMessage() == "unexpected error"]
+    assert logged.levelname == "ERROR" and logged.exc_info is not None
 
 
 def test_unexpected_exception_mid_stream_ends_the_stream_with_an_error(

@@ -61,12 +61,17 @@ def from_validation_error(exc: ValidationError | RequestValidationError) -> Inva
 def install(app: FastAPI) -> None:
     async def on_groupqwen_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GroupQwenError)
-        level = _log.error if exc.status_code >= 500 else _log.info
-        level("request failed", status=exc.status_code, code=exc.code, error=exc.message)
+        fields = {"status": exc.status_code, "code": exc.code, "error": exc.message}
+        if exc.status_code < 500:
+            _log.info("request failed", **fields)
+        elif exc.__cause__ is not None:  # a foreign error translated at a boundary: its traceback, once
+            _log.exception("request failed", **fields)
+        else:
+            _log.error("request failed", **fields)
         return error_response(exc)
 
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError | ValidationError)
+    async def on_request_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
         return error_response(from_validation_error(exc))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -78,6 +83,7 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(error), status_code=exc.status_code, headers=exc.headers)
 
     app.add_exception_handler(GroupQwenError, on_groupqwen_error)
-    app.add_exception_handler(RequestValidationError, on_validation_error)
-    app.add_exception_handler(ValidationError, on_validation_error)
+    # FastAPI's own validation of a route's parameters is the client's fault; any other pydantic
+    # ValidationError is a bug (a wire model's is converted by its adapter) and becomes a logged 500
+    app.add_exception_handler(RequestValidationError, on_request_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
