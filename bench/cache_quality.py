@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from groupqwen.cache.embedder import MiniLMEmbedder, packaged_model_path
+from groupqwen.cache.embedders import MiniLMEmbedder, packaged_model_path
 from groupqwen.cache.guard import LexicalGuard, Verdict
-from groupqwen.cache.semantic import CachePolicy
+from groupqwen.config import CacheConfig
 
 DATA = Path(__file__).parent / "data"
 DEFAULT_PAIRS = DATA / "cache_pairs.tsv"
@@ -237,7 +237,7 @@ def main() -> None:
     guard = LexicalGuard()
     tuning = score(load(args.pairs), embedder, guard)
     heldout = score(load(args.heldout), embedder, guard)
-    shipped = CachePolicy().threshold
+    shipped = CacheConfig().threshold
     picked = pick_threshold(tuning.similarity, tuning.labels, tuning.passes)
     print(f"Embedder: {embedder.name} ({embedder.model_path}).")
     print(f"Rule: {RULE}.")

@@ -53,11 +53,12 @@ import numpy as np
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.cache.embedder import Embedder, MiniLMEmbedder, OpenAIEmbedder, Vectors
+from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder, Vectors
+from groupqwen.cache.policy import CachePolicy, Lookup
 from groupqwen.cache.redis_store import RedisStore
-from groupqwen.cache.semantic import CachePolicy, Lookup, SemanticCache
+from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import Answer, CacheEntry, EmbeddedStore, VectorStore
-from groupqwen.config import load_settings
+from groupqwen.config import CacheConfig, load_settings
 from groupqwen.messages import ChatRequest
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
@@ -67,6 +68,7 @@ from cache_quality import load as load_pairs  # beside this file
 from gateway_process import gateway_process
 from servers import ValkeyServer
 
+DEFAULTS = CacheConfig()  # the settings' defaults
 STORED = [
     ("How do I reverse a list in Python?", "What's the way to reverse a Python list?"),
     ("What is the capital of France?", "Which city is the capital of France?"),
@@ -97,6 +99,10 @@ class Recording(SemanticCache):
         return self.last
 
 
+def redis_store(url: str, dim: int) -> RedisStore:
+    return RedisStore(url, dim, prefix=DEFAULTS.redis_prefix, timeout_s=1.0)
+
+
 class TimedEmbedder:
     """``inner``, remembering how long its last ``embed`` took."""
 
@@ -109,6 +115,12 @@ class TimedEmbedder:
         out = self.inner.embed(texts)
         self.last_ms = (time.perf_counter() - started) * 1000
         return out
+
+    def count_tokens(self, texts: Sequence[str]) -> int | None:
+        return self.inner.count_tokens(texts)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @asynccontextmanager
@@ -171,7 +183,7 @@ async def measure(
     workdir: Path,
     first_token_s: float,
 ) -> dict[str, Any]:
-    cache = Recording(store, embedder, CachePolicy())
+    cache = Recording(store, embedder, CachePolicy.from_config(DEFAULTS))
     on, off = gateway(cache, workdir / "on", first_token_s), gateway(None, workdir / "off", first_token_s)
     async with on as client, off as plain:
         await ask(client, STORED[0][0])
@@ -339,11 +351,11 @@ async def main() -> None:
     try:
         for n in sizes:
             stores: list[tuple[str, VectorStore]] = [
-                ("embedded", EmbeddedStore(None, embedder.dim)),
-                ("redis, local index", RedisStore(plain.url, embedder.dim, timeout_s=1.0)),
+                ("embedded", EmbeddedStore(None, embedder.dim, max_entries=DEFAULTS.max_entries)),
+                ("redis, local index", redis_store(plain.url, embedder.dim)),
             ]
             if n in ft_sizes:
-                stores.append(("redis, FT.SEARCH", RedisStore(search.url, embedder.dim, timeout_s=1.0)))
+                stores.append(("redis, FT.SEARCH", redis_store(search.url, embedder.dim)))
             for name, store in stores:
                 rows.append(await measure(name, store, embedder, n, args.requests, workdir, first_token_s))
                 print(rows[-1], file=sys.stderr)  # the gateway closed the store
@@ -369,7 +381,7 @@ async def remote_embedder(sizes: list[int], requests: int, first_token_ms: float
             )
             for n in sizes:
                 for name, embedder in (("in-process", local), ("remote, loopback", remote)):
-                    store = EmbeddedStore(None, embedder.dim)
+                    store = EmbeddedStore(None, embedder.dim, max_entries=DEFAULTS.max_entries)
                     row = await measure(name, store, embedder, n, requests, workdir, first_token_ms / 1000)
                     rows.append(row)
                     print(row, file=sys.stderr)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from groupqwen.cache.embedder import MiniLMEmbedder, packaged_model_path
+from groupqwen.cache.embedders import MiniLMEmbedder, packaged_model_path
 
 DATA = Path(__file__).parent / "data"
 

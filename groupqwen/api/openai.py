@@ -28,7 +28,7 @@ from groupqwen.api.schemas import (
     to_chat_request,
 )
 from groupqwen.api.services import Services
-from groupqwen.cache import Lookup, MiniLMEmbedder
+from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import (
     ClientDisconnected,
@@ -366,7 +366,7 @@ async def create_embeddings(request: Request) -> Response:
             f"{embedder.name!r} gives {embedder.dim} dimensions, not {body.dimensions}", param="dimensions"
         )
     vectors = await asyncio.to_thread(embedder.embed, texts)
-    tokens = embedder.count_tokens(texts) if isinstance(embedder, MiniLMEmbedder) else 0
+    tokens = embedder.count_tokens(texts) or 0
     body_json = embeddings_json(vectors, embedder.name, body.encoding_format, tokens)
     # serialised here: FastAPI's encoder walks every float first, a third of a millisecond per vector
     return Response(json.dumps(body_json, separators=(",", ":")), media_type="application/json")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from groupqwen.cache import CachePolicy, Embedder, MiniLMEmbedder, OpenAIEmbedder, SemanticCache, build_cache
+from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
 from groupqwen.config import Settings
 from groupqwen.orchestrator.pipeline import Pipeline
@@ -65,7 +65,7 @@ class Services:
             finally:
                 if self.cache is not None:
                     await self.cache.close()
-                if isinstance(self.embedder, OpenAIEmbedder):
+                if self.embedder is not None:
                     self.embedder.close()
 
 
@@ -75,41 +75,6 @@ def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
     if mode == "auto":
         return lambda spec: not shares_the_cpu(spec, settings)
     return lambda spec: mode == "always"
-
-
-def embedder_from_settings(settings: Settings) -> Embedder:
-    """The configured embedder (``cache.embedder``): the bundled MiniLM, or a ``/v1/embeddings`` server
-    asked within the cache's lookup timeout."""
-    e = settings.cache.embedder
-    if e.kind == "openai":
-        assert e.url is not None and e.model is not None  # EmbedderConfig checks it
-        timeout_s = settings.cache.timeout_s
-        return OpenAIEmbedder(e.url, e.model, api_key=e.api_key, dim=e.dim, timeout_s=timeout_s)
-    return MiniLMEmbedder()
-
-
-def cache_from_settings(settings: Settings) -> SemanticCache | None:
-    c = settings.cache
-    if c.backend == "off":
-        return None
-    policy = CachePolicy(
-        threshold=c.threshold,
-        ttl_s=c.ttl_s,
-        max_ttl_s=c.max_ttl_s,
-        max_temperature=c.max_temperature,
-        cache_seeded=c.cache_seeded,
-        timeout_s=c.timeout_s,
-    )
-    return build_cache(
-        c.backend,
-        policy=policy,
-        path=c.path or settings.data_dir / "cache.sqlite",
-        redis_url=c.redis_url,
-        redis_prefix=c.redis_prefix,
-        redis_timeout_s=c.redis_timeout_s,
-        max_entries=c.max_entries,
-        embedder=embedder_from_settings(settings),
-    )
 
 
 def build_services(settings: Settings) -> Services:

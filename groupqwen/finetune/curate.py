@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from groupqwen.cache.embedder import Embedder, MiniLMEmbedder
+from groupqwen.cache.embedders import Embedder, MiniLMEmbedder
 from groupqwen.finetune.dedupe import Deduplicator
 from groupqwen.finetune.pii import Detector, PatternDetector, PresidioDetector, Scrubber
 from groupqwen.finetune.quality import Quality, QualityConfig

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from groupqwen.cache.embedder import Embedder, Vectors
+from groupqwen.cache.embedders import Embedder, Vectors
 from groupqwen.finetune.dedupe import Duplicate
 from groupqwen.finetune.records import Conversation
 

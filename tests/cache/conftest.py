@@ -8,7 +8,7 @@ import pytest
 import redis
 from servers import ValkeyServer
 
-from groupqwen.cache.embedder import MiniLMEmbedder
+from groupqwen.cache.embedders import MiniLMEmbedder
 
 
 @pytest.fixture(scope="session")

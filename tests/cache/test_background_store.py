@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.cache.embedder import Embedder, MiniLMEmbedder, Vectors
-from groupqwen.cache.semantic import CachePolicy, SemanticCache
+from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, Vectors
+from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import CacheEntry, EmbeddedStore, Invalidation
 from groupqwen.config import load_settings
 from groupqwen.errors import CacheUnavailable
@@ -27,6 +27,7 @@ from groupqwen.messages import Delta
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 
+from .helpers import DEFAULTS, embedded_store, policy
 from .test_gateway import chat, gateway_app, sse
 from .test_semantic import answer, ask
 
@@ -37,7 +38,7 @@ class GatedStore(EmbeddedStore):
     """An embedded store whose ``put`` waits for ``gate`` (an asyncio event of the test's loop)."""
 
     def __init__(self, dim: int, path: Path | None = None) -> None:
-        super().__init__(path, dim)
+        super().__init__(path, dim, max_entries=DEFAULTS.max_entries)
         self.gate = asyncio.Event()
         self.entered = 0
         self.landed = 0
@@ -75,9 +76,15 @@ class Signalling:
         self.embedded.set()
         return out
 
+    def count_tokens(self, texts: Sequence[str]) -> int | None:
+        return self.inner.count_tokens(texts)
+
+    def close(self) -> None:
+        self.inner.close()
+
 
 def cache_over(store: EmbeddedStore, embedder: Embedder, timeout_s: float = 30.0) -> SemanticCache:
-    return SemanticCache(store, embedder, CachePolicy(timeout_s=timeout_s))
+    return SemanticCache(store, embedder, policy(timeout_s=timeout_s))
 
 
 @asynccontextmanager
@@ -159,7 +166,7 @@ async def test_nothing_in_flight_means_no_waiting(minilm: MiniLMEmbedder) -> Non
 
 class FailingStore(EmbeddedStore):
     def __init__(self, dim: int, error: Exception) -> None:
-        super().__init__(None, dim)
+        super().__init__(None, dim, max_entries=DEFAULTS.max_entries)
         self.error = error
 
     async def put(self, entry: CacheEntry) -> None:
@@ -220,7 +227,7 @@ async def test_close_drains_the_writes_in_flight(minilm: MiniLMEmbedder, tmp_pat
     store.gate.set()
     await closing
     assert store.landed == 1
-    reopened = cache_over(EmbeddedStore(path, minilm.dim), minilm)  # the answer survived the shutdown
+    reopened = cache_over(embedded_store(minilm.dim, path), minilm)  # the answer survived the shutdown
     hit = await reopened.lookup(ask("What is the capital of Australia?"), "t", "m")
     assert hit.status == "hit" and hit.completion().content == "Canberra"
     await reopened.close()
@@ -296,7 +303,7 @@ class ThreadGatedStore(EmbeddedStore):
     """``put`` waits for a ``threading.Event``: the test's thread opens it, the app's loop waits."""
 
     def __init__(self, dim: int) -> None:
-        super().__init__(None, dim)
+        super().__init__(None, dim, max_entries=DEFAULTS.max_entries)
         self.gate = threading.Event()
         self.landed = 0
 
@@ -339,7 +346,7 @@ def test_the_gateway_answers_a_miss_before_its_store_lands(
 
 class Recording(EmbeddedStore):
     def __init__(self, dim: int, events: list[str]) -> None:
-        super().__init__(None, dim)
+        super().__init__(None, dim, max_entries=DEFAULTS.max_entries)
         self.events = events
 
     async def put(self, entry: CacheEntry) -> None:

@@ -5,12 +5,15 @@ of one MatMul, so that each build takes milliseconds; one test builds the real m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,16 +21,16 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from groupqwen.cache import embedder as embedder_module
-from groupqwen.cache.embedder import (
+from groupqwen.cache.embedders import (
     QUANTISED_NAME,
     Embedder,
     HashingEmbedder,
     MiniLMEmbedder,
-    QuantisedModel,
     ensure_quantised,
+    int8_build,
     packaged_model_path,
 )
+from groupqwen.cache.embedders.int8_build import QuantisedModel
 from groupqwen.errors import ConfigError
 
 TEXTS = ["How do I bake bread?", "What is a recipe for baking bread?", "What is the capital of Peru?"]
@@ -60,7 +63,7 @@ def test_the_packaged_model_is_built_once_and_stays_close(tmp_path: Path, minilm
     assert first.built and first.model_path.parent == tmp_path and first.name == QUANTISED_NAME
     manifest = json.loads(first.model_path.with_suffix(".json").read_text())
     assert manifest["onnxruntime"] == ort.__version__
-    assert manifest["source_sha256"] == embedder_module._sha256(packaged_model_path().read_bytes())
+    assert manifest["source_sha256"] == int8_build._sha256(packaged_model_path().read_bytes())
     second = MiniLMEmbedder(cache_dir=tmp_path)
     assert not second.built and second.model_path == first.model_path
     assert np.allclose(first.embed(TEXTS), minilm.embed(TEXTS), atol=1e-5)
@@ -135,11 +138,11 @@ def test_a_changed_source_or_runtime_rebuilds_and_drops_the_old_build(
     new = ensure_quantised(source, cache)
     assert new.built and new.path != old.path and new.data != old.data and runs(new)
     manifest = json.loads(new.path.with_suffix(".json").read_text())
-    assert manifest["source_sha256"] == embedder_module._sha256(source.read_bytes())
-    assert manifest["sha256"] == embedder_module._sha256(new.data)
+    assert manifest["source_sha256"] == int8_build._sha256(source.read_bytes())
+    assert manifest["sha256"] == int8_build._sha256(new.data)
     assert files(cache) == [new.path.with_suffix(".json").name, new.path.name]
 
-    monkeypatch.setattr(embedder_module, "_ort_version", lambda: "0.0.1-other")
+    monkeypatch.setattr(int8_build, "_ort_version", lambda: "0.0.1-other")
     upgraded = ensure_quantised(source, cache)
     assert upgraded.built and upgraded.path != new.path
     assert json.loads(upgraded.path.with_suffix(".json").read_text())["onnxruntime"] == "0.0.1-other"
@@ -173,16 +176,25 @@ def test_concurrent_builders_in_threads_build_once(
     tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = tmp_path / "cache"
-    build = embedder_module._build
+    build, locked = int8_build._build, int8_build._locked
     builds = 0
+    waiting = threading.Semaphore(0)
+
+    @contextlib.contextmanager
+    def counted_lock(*args: Any) -> Iterator[None]:
+        waiting.release()  # this thread has reached the lock
+        with locked(*args):
+            yield
 
     def slow_build(*args: object) -> None:
         nonlocal builds
         builds += 1
-        time.sleep(0.5)  # both threads are surely waiting by now
+        # the other thread is at the lock: it waits for this build, then loads it
+        assert waiting.acquire(timeout=30) and waiting.acquire(timeout=30)
         build(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(embedder_module, "_build", slow_build)
+    monkeypatch.setattr(int8_build, "_locked", counted_lock)
+    monkeypatch.setattr(int8_build, "_build", slow_build)
     start = threading.Barrier(2)
     results: list[QuantisedModel] = []
 
@@ -204,7 +216,7 @@ def test_concurrent_builders_in_threads_build_once(
 _BUILDER = """
 import sys, time
 from pathlib import Path
-from groupqwen.cache.embedder import ensure_quantised
+from groupqwen.cache.embedders import ensure_quantised
 time.sleep(max(0.0, float(sys.argv[3]) - time.time()))
 build = ensure_quantised(Path(sys.argv[1]), Path(sys.argv[2]))
 print(build.built, build.path)

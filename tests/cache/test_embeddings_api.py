@@ -20,13 +20,12 @@ from servers import free_port
 
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services, build_services
-from groupqwen.cache.embedder import QUANTISED_NAME, MiniLMEmbedder, OpenAIEmbedder
-from groupqwen.cache.redis_store import RedisStore
-from groupqwen.cache.semantic import CachePolicy, SemanticCache
-from groupqwen.cache.stores import EmbeddedStore
+from groupqwen.cache.embedders import QUANTISED_NAME, MiniLMEmbedder, OpenAIEmbedder
+from groupqwen.cache.semantic import SemanticCache
 from groupqwen.config import Settings, load_settings
 from groupqwen.errors import ConfigError
 
+from .helpers import embedded_store, policy, redis_store
 from .test_gateway import REPLY, chat, gateway_app
 
 LiveServer = Callable[[FastAPI], AbstractContextManager[str]]
@@ -35,7 +34,7 @@ NO_STORE = {"x-groupqwen-cache-ttl": "0"}  # read the cache, keep no answer
 
 @pytest.fixture
 def client(tmp_path: Path, minilm: MiniLMEmbedder) -> Iterator[TestClient]:
-    app, _ = gateway_app(tmp_path, SemanticCache(EmbeddedStore(None, minilm.dim), minilm, CachePolicy()))
+    app, _ = gateway_app(tmp_path, SemanticCache(embedded_store(minilm.dim), minilm, policy()))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -149,7 +148,7 @@ def test_a_remote_embedder_is_probed_at_start_with_the_cache_off(
 
     with pytest.raises(ConfigError, match=r"cache\.embedder: .*ConnectError"):
         build_services(settings(f"http://127.0.0.1:{free_port()}/v1"))
-    a, _ = gateway_app(tmp_path / "a", SemanticCache(EmbeddedStore(None, minilm.dim), minilm, CachePolicy()))
+    a, _ = gateway_app(tmp_path / "a", SemanticCache(embedded_store(minilm.dim), minilm, policy()))
     with live_server(a) as url:
         services = build_services(settings(url + "/v1"))
         assert services.cache is None and isinstance(services.embedder, OpenAIEmbedder)
@@ -166,15 +165,15 @@ def test_a_gateway_embeds_through_another(
 ) -> None:
     """Gateway B asks gateway A's /v1/embeddings (over a real socket) for the same model that gateway C
     runs in-process: the vectors are the same, so B and C share one Redis cache, semantic hits included."""
-    a, _ = gateway_app(tmp_path / "a", SemanticCache(EmbeddedStore(None, minilm.dim), minilm, CachePolicy()))
+    a, _ = gateway_app(tmp_path / "a", SemanticCache(embedded_store(minilm.dim), minilm, policy()))
     with live_server(a) as url:
-        remote = OpenAIEmbedder(url + "/v1", QUANTISED_NAME)
+        remote = OpenAIEmbedder(url + "/v1", QUANTISED_NAME, timeout_s=policy().timeout_s)
         assert remote.name == minilm.name and remote.dim == minilm.dim  # probed
         texts = ["What is the capital of France?", "Which city is the capital of France?"]
         assert np.array_equal(remote.embed(texts), minilm.embed(texts))
 
         def redis_cache(embedder: MiniLMEmbedder | OpenAIEmbedder) -> SemanticCache:
-            return SemanticCache(RedisStore(redis_url, embedder.dim), embedder, CachePolicy())
+            return SemanticCache(redis_store(redis_url, embedder.dim), embedder, policy())
 
         b_app, _ = gateway_app(tmp_path / "b", redis_cache(remote))
         c_app, c_backends = gateway_app(tmp_path / "c", redis_cache(minilm))
@@ -195,7 +194,7 @@ def test_settings_embed_through_a_server(
 ) -> None:
     """``cache.embedder.kind: openai`` from settings: the gateway probes the width at start, then its
     semantic layer embeds through the server."""
-    a, _ = gateway_app(tmp_path / "a", SemanticCache(EmbeddedStore(None, minilm.dim), minilm, CachePolicy()))
+    a, _ = gateway_app(tmp_path / "a", SemanticCache(embedded_store(minilm.dim), minilm, policy()))
     with live_server(a) as url:
         embedder = {"kind": "openai", "url": url + "/v1", "model": QUANTISED_NAME}
         settings = load_settings(

@@ -16,15 +16,15 @@ from fastapi.testclient import TestClient
 from servers import ValkeyServer
 
 from groupqwen.api.app import create_app
-from groupqwen.api.services import Services, cache_from_settings
+from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.cache.embedder import MiniLMEmbedder, Vectors
-from groupqwen.cache.redis_store import RedisStore
-from groupqwen.cache.semantic import CachePolicy, SemanticCache
-from groupqwen.cache.stores import EmbeddedStore, VectorStore
+from groupqwen.cache import SemanticCache, VectorStore, cache_from_settings
+from groupqwen.cache.embedders import MiniLMEmbedder, Vectors
 from groupqwen.config import load_settings
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
+
+from .helpers import ManualClock, embedded_store, policy, redis_store
 
 REPLY = "Paris is the capital of France."
 
@@ -49,7 +49,7 @@ def gateway_app(
 def gateway(
     tmp_path: Path, store: VectorStore, embedder: MiniLMEmbedder
 ) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
-    app, backends = gateway_app(tmp_path, SemanticCache(store, embedder, CachePolicy()))
+    app, backends = gateway_app(tmp_path, SemanticCache(store, embedder, policy()))
     with TestClient(app) as client:
         yield client, backends
 
@@ -73,7 +73,7 @@ def settle(backend: FakeBackend) -> None:
 
 @pytest.fixture
 def embedded(tmp_path: Path, minilm: MiniLMEmbedder) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
-    with gateway(tmp_path, EmbeddedStore(None, minilm.dim), minilm) as pair:
+    with gateway(tmp_path, embedded_store(minilm.dim), minilm) as pair:
         yield pair
 
 
@@ -92,7 +92,7 @@ def test_miss_then_exact_and_semantic_hits(embedded: tuple[TestClient, dict[str,
     assert len(backends["fake"].requests) == 1  # the model was cold: the semantic layer ran before it
     near = chat(client, "Which city is the capital of France?")
     assert near.headers["x-groupqwen-cache"] == "hit"
-    assert CachePolicy().threshold <= float(near.headers["x-groupqwen-cache-similarity"]) < 1.0
+    assert policy().threshold <= float(near.headers["x-groupqwen-cache-similarity"]) < 1.0
     assert near.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
     # the model was warm: generation started beside the semantic layer, and the hit cancelled it
     settle(backends["fake"])
@@ -195,6 +195,12 @@ class Watching:
             self.saw_generation.append(len(self.backend.requests) > self.before)
         return self.inner.embed(texts)
 
+    def count_tokens(self, texts: Sequence[str]) -> int | None:
+        return self.inner.count_tokens(texts)
+
+    def close(self) -> None:
+        self.inner.close()
+
 
 def test_a_warm_model_generates_while_the_semantic_layer_looks(
     tmp_path: Path, minilm: MiniLMEmbedder
@@ -205,7 +211,7 @@ def test_a_warm_model_generates_while_the_semantic_layer_looks(
         models={"fake": {"backend": "fake"}}, default_model="fake", models_dir=tmp_path, data_dir=tmp_path
     )
     pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
-    cache = SemanticCache(EmbeddedStore(None, minilm.dim), watching, CachePolicy(timeout_s=10))
+    cache = SemanticCache(embedded_store(minilm.dim), watching, policy(timeout_s=10))
     services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
     with TestClient(create_app(settings, services)) as client:
         assert chat(client, "What is the capital of France?").headers["x-groupqwen-cache"] == "miss"  # loads
@@ -231,7 +237,7 @@ def test_with_overlap_off_the_semantic_layer_answers_before_any_generation(
     cancels) a generation."""
     backend = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()])
     watching = Watching(minilm, backend, patience_s=0.3)
-    cache = SemanticCache(EmbeddedStore(None, minilm.dim), watching, CachePolicy(timeout_s=10))
+    cache = SemanticCache(embedded_store(minilm.dim), watching, policy(timeout_s=10))
     settings = load_settings(
         models={"fake": {"backend": "fake"}}, default_model="fake", models_dir=tmp_path, data_dir=tmp_path
     )
@@ -327,7 +333,8 @@ def test_a_bad_invalidation_is_a_400(
 def test_redis_stopped_requests_still_succeed(
     tmp_path: Path, redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
 ) -> None:
-    store = RedisStore(redis_url, minilm.dim, timeout_s=0.1, retry_after_s=0.2)
+    breaker = ManualClock()  # the store's monotonic clock: its retry window moves only when told
+    store = redis_store(redis_url, minilm.dim, timeout_s=5.0, retry_after_s=1.0, monotonic=breaker)
     with gateway(tmp_path, store, minilm) as (client, backends):
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "miss"
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "hit"
@@ -341,7 +348,8 @@ def test_redis_stopped_requests_still_succeed(
             assert client.get("/v1/cache/stats").status_code == 503
         finally:
             valkey.start()
-        time.sleep(0.25)  # the store waits retry_after_s before it tries Redis again
+        assert client.get("/v1/health").json()["checks"]["cache"]["status"] == "degraded"  # still waiting
+        breaker.advance(1.0)  # retry_after_s has passed: the store tries Redis again
         assert client.get("/v1/health").json()["checks"]["cache"]["status"] == "ok"
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "miss"
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "hit"

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from servers import ValkeyServer
 
-from groupqwen.cache.embedder import MiniLMEmbedder
+from groupqwen.cache.embedders import MiniLMEmbedder
+from groupqwen.cache.policy import Lookup
 from groupqwen.cache.redis_store import RedisStore
-from groupqwen.cache.semantic import CachePolicy, Lookup, SemanticCache
+from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation
 from groupqwen.messages import ChatRequest
 
+from .helpers import ManualClock, policy, redis_store
 from .test_semantic import answer, ask
 
 
@@ -31,10 +33,17 @@ def valkey(
     server.stop()
 
 
-def gateway(url: str, embedder: MiniLMEmbedder) -> SemanticCache:
-    return SemanticCache(
-        RedisStore(url, embedder.dim, timeout_s=0.2, retry_after_s=0.2), embedder, CachePolicy()
-    )
+def gateway(
+    url: str,
+    embedder: MiniLMEmbedder,
+    *,
+    clock: Callable[[], float] = time.time,
+    breaker: Callable[[], float] = time.monotonic,
+) -> SemanticCache:
+    """A gateway's cache over Redis; ``clock``: wall time (expiry), ``breaker``: the store's monotonic clock
+    (its retry window after a failure). Timeouts generous: no call here may time out on a busy machine."""
+    store = redis_store(url, embedder.dim, timeout_s=5.0, retry_after_s=1.0, clock=clock, monotonic=breaker)
+    return SemanticCache(store, embedder, policy(timeout_s=10.0), clock=clock)
 
 
 async def synced(cache: SemanticCache) -> SemanticCache:
@@ -101,33 +110,44 @@ async def test_invalidation_and_clear_reach_the_other_gateway(redis_url: str, mi
 
 
 async def test_entries_expire_in_redis(redis_url: str, minilm: MiniLMEmbedder) -> None:
-    cache = gateway(redis_url, minilm)
+    """Redis itself drops an entry when its TTL ends: the gateway's own clock stands still here, so only
+    the server can turn the hit into a miss."""
+    cache = gateway(redis_url, minilm, clock=ManualClock(time.time()))
     lookup = await cache.lookup(ask("a short-lived question"), "t", "m")
     cache.store(lookup, "m", answer("soon gone"), 0.2)  # read back in this process while in flight
     assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "hit"
-    await asyncio.sleep(0.35)
-    assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "miss"
+    deadline = time.monotonic() + 10  # Redis expires it 0.2 s after the write: wait for that, generously
+    while (found := await cache.lookup(ask("a short-lived question"), "t", "m")).status == "hit":
+        assert time.monotonic() < deadline, "Redis never expired the entry"
+        await asyncio.sleep(0.02)
+    assert found.status == "miss"
     await cache.close()
 
 
 async def test_redis_down_means_bypass_then_caching_resumes(
     redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
 ) -> None:
-    cache = gateway(redis_url, minilm)
+    breaker = ManualClock()
+    cache = gateway(redis_url, minilm, breaker=breaker)
+    store = cache._store
+    assert isinstance(store, RedisStore)
     lookup = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
     cache.store(lookup, "m", answer("Paris"), None)
     assert await cache.drain()  # stored before the outage
+    await synced(cache)  # nothing of the store's own left running when Redis goes
     valkey.stop()
     try:
-        started = time.monotonic()
         down = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
         assert down.status == "bypass" and cache.health() == "degraded"
-        again = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")  # circuit open: instant
-        assert again.status == "bypass"
-        assert time.monotonic() - started < 1.0
+        failures = store.failures
+        again = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
+        assert again.status == "bypass" and store.failures == failures  # circuit open: Redis not tried
+        breaker.advance(0.5)  # still within retry_after_s
+        assert (await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")).status == "bypass"
+        assert store.failures == failures
     finally:
         valkey.start()  # an empty server, as after a Redis restart without persistence
-    await asyncio.sleep(0.25)
+    breaker.advance(0.5)  # retry_after_s has passed: the store tries Redis again
     back = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
     assert back.status == "miss" and cache.health() == "ok"
     cache.store(back, "m", answer("Paris"), None)
@@ -169,7 +189,7 @@ async def test_holds_tells_an_empty_scope_only_from_the_local_index(
 ) -> None:
     """The local index knows which scopes have entries (a lookup then skips the embedding); with the
     server's vector search the store cannot tell without a query, and says it may hold some."""
-    store = RedisStore(redis_url, minilm.dim, timeout_s=0.5)
+    store = redis_store(redis_url, minilm.dim, timeout_s=5.0)
     await store.clear()
     await store.sync()
     assert await store.holds("empty-scope") is valkey.search
@@ -187,7 +207,9 @@ async def test_a_search_catches_up_with_other_replicas_in_its_own_round_trip(
     """With a local index, a search reads the events since its last look in the round trip that fetches
     its candidates: another replica's new entry is found, and its deleted one is not, at the first search
     after them; a second trip only when the events changed the candidates."""
-    writer, reader = (RedisStore(redis_url, minilm.dim, timeout_s=0.5, vector_search=False) for _ in range(2))
+    writer, reader = (
+        redis_store(redis_url, minilm.dim, timeout_s=5.0, vector_search=False) for _ in range(2)
+    )
     await writer.clear()
     await reader.sync()
     trips = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from servers import ValkeyServer
 from groupqwen.cache.index import Vectors
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation
+
+from .helpers import ManualClock, redis_store
 
 DIM = 8
 PREFIX = "groupqwen:cache:"
@@ -38,7 +41,7 @@ def search_url(search_server: ValkeyServer) -> str:
 
 @pytest.fixture
 async def stores(search_url: str) -> AsyncIterator[list[RedisStore]]:
-    made = [RedisStore(search_url, DIM, timeout_s=0.5) for _ in range(2)]
+    made = [redis_store(search_url, DIM, timeout_s=5.0) for _ in range(2)]
     yield made
     for store in made:
         await store.close()
@@ -94,7 +97,7 @@ async def test_two_stores_see_each_others_entries_through_ft_search(
     assert [e.key for e, _ in await a.search("s", unit(0, 1), 1)] == ["s:z"]
     # the server found them: neither store keeps a local index nor writes the event stream
     assert a.vector_search is True and b.vector_search is True
-    assert len(a._index) == 0 and len(b._index) == 0 and not events_exist(search_url)
+    assert len(a._local.index) == 0 and len(b._local.index) == 0 and not events_exist(search_url)
     assert server_indexes(search_url) == {f"{PREFIX}idx:{DIM}"}
     assert (await b.stats()).entries == 3
 
@@ -128,15 +131,23 @@ async def test_search_never_crosses_scopes(stores: list[RedisStore]) -> None:
     assert await b.search("nobody", unit(1, 0), 4) == []
 
 
-async def test_entries_leave_the_index_when_their_ttl_ends(stores: list[RedisStore]) -> None:
-    a, b = stores
-    await a.put(entry("s", "brief", unit(1, 0), ttl_s=0.3))
-    await a.put(entry("s", "kept", unit(0, 1)))
-    assert [e.key for e, _ in await b.search("s", unit(1, 0), 1)] == ["s:brief"]
-    await asyncio.sleep(0.5)
-    assert [e.key for e, _ in await b.search("s", unit(1, 0), 4)] == ["s:kept"]
-    assert await b.get("s:brief") is None
-    assert (await b.stats()).entries == 1
+async def test_entries_leave_the_index_when_their_ttl_ends(stores: list[RedisStore], search_url: str) -> None:
+    """The server drops an expired entry from its index: the searching store's own clock stands still, so
+    only the server can make the entry go."""
+    a, _ = stores
+    b = redis_store(search_url, DIM, timeout_s=5.0, clock=ManualClock(time.time()))
+    try:
+        await a.put(entry("s", "brief", unit(1, 0), ttl_s=0.3))
+        await a.put(entry("s", "kept", unit(0, 1)))
+        assert [e.key for e, _ in await b.search("s", unit(1, 0), 1)] == ["s:brief"]
+        deadline = time.monotonic() + 10  # Redis expires it 0.3 s after the write: wait for that, generously
+        while (found := [e.key for e, _ in await b.search("s", unit(1, 0), 4)]) != ["s:kept"]:
+            assert time.monotonic() < deadline, found
+            await asyncio.sleep(0.02)
+        assert await b.get("s:brief") is None
+        assert (await b.stats()).entries == 1
+    finally:
+        await b.close()
 
 
 async def test_a_vanished_index_is_created_again(stores: list[RedisStore], search_url: str) -> None:
@@ -153,16 +164,19 @@ async def test_a_vanished_index_is_created_again(stores: list[RedisStore], searc
 
 
 async def test_an_outage_then_the_index_is_back(search_server: ValkeyServer, search_url: str) -> None:
-    store = RedisStore(search_url, DIM, timeout_s=0.2, retry_after_s=0.1)
+    breaker = ManualClock()
+    store = redis_store(search_url, DIM, timeout_s=5.0, retry_after_s=1.0, monotonic=breaker)
     await store.put(entry("s", "x", unit(1, 0)))
     search_server.stop()
     try:
         with pytest.raises(Exception, match="unavailable"):
             await store.search("s", unit(1, 0), 1)
         assert store.vector_search is None  # probed again once the server is back
+        assert store.degraded
     finally:
         search_server.start()  # empty: no entries, no index
-    await asyncio.sleep(0.15)
+    breaker.advance(1.0)  # retry_after_s has passed: the store tries Redis again
+    assert not store.degraded
     assert await store.search("s", unit(1, 0), 1) == []
     await store.put(entry("s", "y", unit(1, 0)))
     assert [e.key for e, _ in await store.search("s", unit(1, 0), 1)] == ["s:y"]
@@ -172,7 +186,7 @@ async def test_an_outage_then_the_index_is_back(search_server: ValkeyServer, sea
 
 async def test_an_index_per_dimension(stores: list[RedisStore], search_url: str) -> None:
     a, _ = stores
-    wide = RedisStore(search_url, 2 * DIM, timeout_s=0.5)
+    wide = redis_store(search_url, 2 * DIM, timeout_s=5.0)
     try:
         await a.put(entry("s", "narrow", unit(1, 0)))
         vec = np.zeros(2 * DIM, dtype=np.float32)
@@ -187,19 +201,19 @@ async def test_an_index_per_dimension(stores: list[RedisStore], search_url: str)
 
 async def test_without_the_module_the_local_index_is_used(redis_url: str) -> None:
     """The fallback: a plain server (no FT.* commands) → each store's local index, kept in sync by events."""
-    a, b = RedisStore(redis_url, DIM, timeout_s=0.5), RedisStore(redis_url, DIM, timeout_s=0.5)
+    a, b = redis_store(redis_url, DIM, timeout_s=5.0), redis_store(redis_url, DIM, timeout_s=5.0)
     await b.sync()
     await a.put(entry("s", "x", unit(1, 0)))
     assert [e.key for e, _ in await b.search("s", unit(1, 0), 1)] == ["s:x"]
     assert a.vector_search is False and b.vector_search is False
-    assert len(b._index) == 1 and events_exist(redis_url)
+    assert len(b._local.index) == 1 and events_exist(redis_url)
     await a.close()
     await b.close()
 
 
 async def test_vector_search_can_be_turned_off(search_url: str) -> None:
-    a = RedisStore(search_url, DIM, timeout_s=0.5, vector_search=False)
-    b = RedisStore(search_url, DIM, timeout_s=0.5, vector_search=False)
+    a = redis_store(search_url, DIM, timeout_s=5.0, vector_search=False)
+    b = redis_store(search_url, DIM, timeout_s=5.0, vector_search=False)
     await b.sync()
     await a.put(entry("s", "x", unit(1, 0)))
     assert [e.key for e, _ in await b.search("s", unit(1, 0), 1)] == ["s:x"]
@@ -211,7 +225,7 @@ async def test_vector_search_can_be_turned_off(search_url: str) -> None:
 @pytest.mark.parametrize("protocol", [2, 3])
 async def test_replies_in_either_protocol(search_url: str, protocol: int) -> None:
     """FT.SEARCH and FT.INFO answer a flat array in RESP2 and a map in RESP3: both are read."""
-    store = RedisStore(f"{search_url}?protocol={protocol}", DIM, timeout_s=0.5)
+    store = redis_store(f"{search_url}?protocol={protocol}", DIM, timeout_s=5.0)
     try:
         await store.put(entry("s", "x", unit(1, 0)))
         await store.put(entry("s", "y", unit(0, 1)))
@@ -224,8 +238,16 @@ async def test_replies_in_either_protocol(search_url: str, protocol: int) -> Non
 
 @pytest.mark.parametrize("vector_search", [True, False])
 async def test_clear_deletes_a_large_cache_in_bounded_batches(search_url: str, vector_search: bool) -> None:
-    """More entries than one delete batch: every one goes, each batch within the store's timeouts."""
-    store = RedisStore(search_url, DIM, timeout_s=0.5, vector_search=vector_search)
+    """More entries than one delete batch: every one goes, in batches, each its own bounded call. The
+    timeouts are generous: filling the cache on a busy machine must not fail the test."""
+    store = redis_store(search_url, DIM, timeout_s=30.0, vector_search=vector_search)
+    calls = []
+    call = store._call
+
+    async def counted(make: Any, timeout_s: float | None = None) -> Any:
+        calls.append(timeout_s)
+        return await call(make, timeout_s)
+
     try:
         rng = np.random.default_rng(7)
         rows = rng.standard_normal((2500, DIM)).astype(np.float32)
@@ -235,7 +257,10 @@ async def test_clear_deletes_a_large_cache_in_bounded_batches(search_url: str, v
                 *(store.put(entry("s", f"n{start + i}", unit(*r))) for i, r in enumerate(batch))
             )
         assert (await store.stats()).entries == 2500
+        store._call = counted  # type: ignore[method-assign]
         assert await store.clear() == 2500
+        assert len(calls) == 1 + 3  # one scan, then three batches of at most 1,000 deletions
+        store._call = call  # type: ignore[method-assign]
         assert (await store.stats()).entries == 0
         assert await store.search("s", unit(*rows[0]), 4) == []
     finally:

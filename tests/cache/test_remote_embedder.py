@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 from servers import free_port
 
-from groupqwen.cache import embedder as embedder_module
-from groupqwen.cache.embedder import HashingEmbedder, OpenAIEmbedder
-from groupqwen.cache.semantic import CachePolicy, SemanticCache
-from groupqwen.cache.stores import EmbeddedStore
+from groupqwen.cache.embedders import HashingEmbedder, OpenAIEmbedder, openai_http
+from groupqwen.cache.semantic import SemanticCache
 from groupqwen.config import EmbedderConfig, load_settings
 from groupqwen.errors import CacheUnavailable, ConfigError, EmbedderUnavailable
 from groupqwen.messages import ChatRequest, Completion, Message, Sampling, Usage
+
+from .helpers import embedded_store, policy
 
 DIM = 16
 MODEL = "Qwen/Qwen3-Embedding-0.6B"
@@ -425,7 +425,7 @@ def test_indices_that_are_not_one_per_text_are_refused(server: EmbeddingServer, 
 def test_an_answer_over_the_size_bound_is_refused(
     server: EmbeddingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(embedder_module, "MAX_ANSWER_BYTES", 200)
+    monkeypatch.setattr(openai_http, "MAX_ANSWER_BYTES", 200)
     with client(server.url, dim=DIM) as embedder:
         failure = unavailable(embedder, ["first text", "second text"])
     assert "sent more than 200 bytes" in failure.message
@@ -545,7 +545,7 @@ async def test_a_failing_remote_embedder_makes_the_cache_bypass_until_it_recover
     server: EmbeddingServer,
 ) -> None:
     embedder = OpenAIEmbedder(server.url, MODEL, timeout_s=2.0)
-    cache = SemanticCache(EmbeddedStore(None, embedder.dim), embedder, CachePolicy(timeout_s=5.0))
+    cache = SemanticCache(embedded_store(embedder.dim), embedder, policy(timeout_s=5.0))
     try:
         question = ask("What is the capital of France?")
         paraphrase = ask("what is the capital of France, please?")  # another exact key, nearly the same words
@@ -594,7 +594,7 @@ async def test_a_remote_embedder_that_answers_an_error_status_makes_the_cache_by
 ) -> None:
     """A server that is up but answers 500 (or the wrong width) is an outage too."""
     embedder = OpenAIEmbedder(server.url, MODEL, timeout_s=2.0)
-    cache = SemanticCache(EmbeddedStore(None, embedder.dim), embedder, CachePolicy(timeout_s=5.0))
+    cache = SemanticCache(embedded_store(embedder.dim), embedder, policy(timeout_s=5.0))
     try:
         first = await cache.lookup(ask("How do I boil an egg?"), "t", "m")
         task = cache.store(first, "m", Completion("Ten minutes.", "", "stop", Usage(5, 3)), None)
@@ -620,9 +620,9 @@ async def test_an_embedder_slower_than_the_lookup_shows_in_the_health(server: Em
     """As configured by default: the embedder's timeout is the lookup's, so the lookup's own timeout cuts
     a slow embedding short. The request is answered without the cache, and the health names the embedder
     until an embedding succeeds again."""
-    policy = CachePolicy(timeout_s=0.3)
-    embedder = OpenAIEmbedder(server.url, MODEL, timeout_s=policy.timeout_s)
-    cache = SemanticCache(EmbeddedStore(None, embedder.dim), embedder, policy)
+    quick = policy(timeout_s=0.3)
+    embedder = OpenAIEmbedder(server.url, MODEL, timeout_s=quick.timeout_s)
+    cache = SemanticCache(embedded_store(embedder.dim), embedder, quick)
     try:
         first = await cache.lookup(ask("How do I boil an egg?"), "t", "m")
         task = cache.store(first, "m", Completion("Ten minutes.", "", "stop", Usage(5, 3)), None)

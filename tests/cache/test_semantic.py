@@ -9,19 +9,14 @@ from typing import Literal
 import pytest
 
 from groupqwen.cache import build_cache
-from groupqwen.cache.embedder import HashingEmbedder, MiniLMEmbedder
-from groupqwen.cache.semantic import CachePolicy, SemanticCache
+from groupqwen.cache.embedders import HashingEmbedder, MiniLMEmbedder
+from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import EmbeddedStore, Invalidation
+from groupqwen.config import CacheConfig
 from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import ChatRequest, Completion, ImagePart, Message, Sampling, Usage
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .helpers import DEFAULTS, ManualClock, embedded_store, policy
 
 
 def ask(text: str, *, system: str | None = None, temperature: float = 0.0, **kw: object) -> ChatRequest:
@@ -34,13 +29,13 @@ def answer(text: str) -> Completion:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def cache(minilm: MiniLMEmbedder, clock: Clock) -> SemanticCache:
-    return SemanticCache(EmbeddedStore(None, minilm.dim, clock=clock), minilm, CachePolicy(), clock=clock)
+def cache(minilm: MiniLMEmbedder, clock: ManualClock) -> SemanticCache:
+    return SemanticCache(embedded_store(minilm.dim, clock=clock), minilm, policy(), clock=clock)
 
 
 async def remember(
@@ -59,7 +54,7 @@ async def test_exact_then_semantic_hit_and_guarded_miss(cache: SemanticCache) ->
     assert exact.completion().content == "multiply by 9/5, add 32"
     near = await cache.lookup(ask("What is the formula to change Celsius into Fahrenheit?"), "t", "m")
     assert near.status == "hit" and near.reason == "semantic match"
-    assert near.similarity is not None and CachePolicy().threshold <= near.similarity < 1.0
+    assert near.similarity is not None and policy().threshold <= near.similarity < 1.0
     swapped = await cache.lookup(ask("How do I convert Fahrenheit to Celsius?"), "t", "m")
     assert swapped.status == "miss" and swapped.similarity is not None and swapped.similarity > 0.95
     unrelated = await cache.lookup(ask("Who painted the Mona Lisa?"), "t", "m")
@@ -187,7 +182,7 @@ async def test_bypasses(cache: SemanticCache, request_: ChatRequest, reason: str
 
 
 async def test_seeded_requests_cached_when_configured(minilm: MiniLMEmbedder) -> None:
-    cache = SemanticCache(EmbeddedStore(None, minilm.dim), minilm, CachePolicy(cache_seeded=True))
+    cache = SemanticCache(embedded_store(minilm.dim), minilm, policy(cache_seeded=True))
     seeded = replace(ask("hello there"), sampling=Sampling(0.0, seed=7))
     await remember(cache, seeded, "hi")
     assert (await cache.lookup(seeded, "t", "m")).status == "hit"
@@ -202,7 +197,7 @@ async def test_no_cache_read_still_stores(cache: SemanticCache) -> None:
     assert (await cache.lookup(ask("What is a monad?"), "t", "m")).status == "hit"
 
 
-async def test_ttl_default_override_and_zero(cache: SemanticCache, clock: Clock) -> None:
+async def test_ttl_default_override_and_zero(cache: SemanticCache, clock: ManualClock) -> None:
     await remember(cache, ask("first question about ttl"), "a")
     await remember(cache, ask("second question about caching"), "b", ttl=10)
     await remember(cache, ask("third question, never kept"), "c", ttl=0)
@@ -215,7 +210,7 @@ async def test_ttl_default_override_and_zero(cache: SemanticCache, clock: Clock)
     assert (await cache.stats()).expired == 2
 
 
-async def test_invalidation_by_model_age_pattern_and_clear(cache: SemanticCache, clock: Clock) -> None:
+async def test_invalidation_by_model_age_pattern_and_clear(cache: SemanticCache, clock: ManualClock) -> None:
     for text, model in [("old weather question", "a"), ("old news question", "b")]:
         lookup = await cache.lookup(ask(text), "t", model)
         cache.store(lookup, model, answer("x"), None)
@@ -231,7 +226,7 @@ async def test_invalidation_by_model_age_pattern_and_clear(cache: SemanticCache,
 
 
 async def test_eviction_keeps_the_most_recently_used(minilm: MiniLMEmbedder) -> None:
-    cache = SemanticCache(EmbeddedStore(None, minilm.dim, max_entries=2), minilm)
+    cache = SemanticCache(embedded_store(minilm.dim, max_entries=2), minilm, policy())
     await remember(cache, ask("alpha question about rivers"), "1")
     await remember(cache, ask("beta question about mountains"), "2")
     assert await cache.drain()  # both written before alpha is used again: beta is the least recent
@@ -245,21 +240,22 @@ async def test_eviction_keeps_the_most_recently_used(minilm: MiniLMEmbedder) -> 
 
 async def test_embedded_store_survives_a_restart(minilm: MiniLMEmbedder, tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
-    first = build_cache("embedded", policy=CachePolicy(), path=path, embedder=minilm)
+    config = CacheConfig(path=path)
+    first = build_cache(config, data_dir=tmp_path, embedder=minilm)
     assert first is not None
     await remember(first, ask("How many legs does a spider have?"), "eight")
     await first.close()
-    second = build_cache("embedded", policy=CachePolicy(), path=path, embedder=minilm)
+    second = build_cache(config, data_dir=tmp_path, embedder=minilm)
     assert second is not None
     hit = await second.lookup(ask("How many legs do spiders have?"), "t", "m")
     assert hit.status == "hit" and hit.completion().content == "eight"
     await second.close()
-    assert build_cache("off", policy=CachePolicy()) is None
+    assert build_cache(CacheConfig(backend="off"), data_dir=tmp_path, embedder=minilm) is None
 
 
 class BrokenStore(EmbeddedStore):
     def __init__(self, dim: int) -> None:
-        super().__init__(None, dim)
+        super().__init__(None, dim, max_entries=DEFAULTS.max_entries)
         self.broken = True
 
     async def get(self, key: str):  # type: ignore[no-untyped-def]
@@ -275,7 +271,7 @@ class BrokenStore(EmbeddedStore):
 
 async def test_a_failing_store_means_bypass_and_degraded(minilm: MiniLMEmbedder) -> None:
     store = BrokenStore(minilm.dim)
-    cache = SemanticCache(store, minilm)
+    cache = SemanticCache(store, minilm, policy())
     lookup = await cache.lookup(ask("anything at all"), "t", "m")
     assert lookup.status == "bypass" and cache.health() == "degraded"
     key = cache.key(ask("anything at all"), "t", "m")
@@ -294,7 +290,7 @@ async def test_an_empty_scope_skips_the_embedding_and_the_write_embeds_later() -
     its lookup is a miss without an embedding on the request's path; the answer's write embeds it, so
     the next paraphrase in that scope is compared as usual."""
     embedder = HashingEmbedder()
-    cache = SemanticCache(EmbeddedStore(None, embedder.dim), embedder, CachePolicy(threshold=0.5))
+    cache = SemanticCache(embedded_store(embedder.dim), embedder, policy(threshold=0.5))
     first = await cache.lookup(ask("Which planet has the most moons?"), "t", "m")
     assert (first.status, first.reason, embedder.calls) == ("miss", "nothing cached in this scope", 0)
     write = cache.store(first, "m", answer("Saturn"), None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from groupqwen.cache.embedder import HashingEmbedder, MiniLMEmbedder
+from groupqwen.cache.embedders import HashingEmbedder, MiniLMEmbedder
 from groupqwen.cli.data import data_app
 from groupqwen.finetune.curate import SEMANTIC_BATCH, CurateConfig, Curator
 from groupqwen.finetune.records import Conversation, Turn, read_jsonl, write_jsonl

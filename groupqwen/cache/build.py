@@ -1,0 +1,48 @@
+"""The cache and its embedder, built from the settings (``cache:``, docs/cache.md); every default is
+``CacheConfig``'s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
+from groupqwen.cache.policy import CachePolicy
+from groupqwen.cache.semantic import SemanticCache
+from groupqwen.cache.stores import EmbeddedStore, VectorStore
+from groupqwen.config import CacheConfig, Settings
+
+
+def build_cache(config: CacheConfig, *, data_dir: Path, embedder: Embedder) -> SemanticCache | None:
+    """The cache ``config`` describes, or ``None`` when its backend is ``off``. The embedded store's file
+    is ``config.path``, by default ``data_dir/cache.sqlite``."""
+    if config.backend == "off":
+        return None
+    store: VectorStore
+    if config.backend == "redis":
+        from groupqwen.cache.redis_store import RedisStore
+
+        store = RedisStore(
+            config.redis_url, embedder.dim, prefix=config.redis_prefix, timeout_s=config.redis_timeout_s
+        )
+    else:
+        path = config.path or data_dir / "cache.sqlite"
+        store = EmbeddedStore(path, embedder.dim, max_entries=config.max_entries)
+    return SemanticCache(store, embedder, CachePolicy.from_config(config))
+
+
+def embedder_from_settings(settings: Settings) -> Embedder:
+    """The configured embedder (``cache.embedder``): the bundled MiniLM, or a ``/v1/embeddings`` server
+    asked within the cache's lookup timeout."""
+    e = settings.cache.embedder
+    if e.kind == "openai":
+        assert e.url is not None and e.model is not None  # EmbedderConfig checks it
+        timeout_s = settings.cache.timeout_s
+        return OpenAIEmbedder(e.url, e.model, api_key=e.api_key, dim=e.dim, timeout_s=timeout_s)
+    return MiniLMEmbedder()
+
+
+def cache_from_settings(settings: Settings) -> SemanticCache | None:
+    """The configured cache (``None`` with ``cache.backend: off``), over the configured embedder."""
+    if settings.cache.backend == "off":
+        return None
+    return build_cache(settings.cache, data_dir=settings.data_dir, embedder=embedder_from_settings(settings))

@@ -1,0 +1,70 @@
+"""What the cache may keep and serve (``CachePolicy``, from ``CacheConfig``), and what a lookup answers
+(``Lookup``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from groupqwen.cache.embedders import Vectors
+from groupqwen.cache.keys import CacheKey
+from groupqwen.cache.stores import CacheEntry
+from groupqwen.config import CacheConfig
+from groupqwen.messages import ChatRequest, Completion, Usage
+
+Status = Literal["hit", "miss", "bypass"]
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    threshold: float  # the least cosine similarity served as a hit
+    ttl_s: float  # an answer's TTL unless the request sets one
+    max_ttl_s: float  # the longest TTL a request may set
+    max_temperature: float  # hotter requests bypass
+    cache_seeded: bool  # whether requests with a seed are cached (each seed its own scope)
+    timeout_s: float  # each layer of a lookup (the semantic one with its embedding), or a store
+    candidates: int = 4  # neighbours tried, best first
+
+    @classmethod
+    def from_config(cls, config: CacheConfig) -> CachePolicy:
+        return cls(
+            threshold=config.threshold,
+            ttl_s=config.ttl_s,
+            max_ttl_s=config.max_ttl_s,
+            max_temperature=config.max_temperature,
+            cache_seeded=config.cache_seeded,
+            timeout_s=config.timeout_s,
+        )
+
+    def refusal(self, request: ChatRequest) -> str | None:
+        """Why ``request`` may not be cached; ``None`` when it may."""
+        s = request.sampling
+        if not request.messages or request.messages[-1].role != "user":
+            return "the conversation does not end on a user turn"
+        if s.temperature > self.max_temperature:
+            return f"temperature above {self.max_temperature}"
+        if s.seed is not None and not self.cache_seeded:
+            return "a seed asks for a particular sample"
+        if request.logprobs:
+            return "logprobs are not cached"
+        return None
+
+
+@dataclass(frozen=True)
+class Lookup:
+    status: Status
+    reason: str
+    key: CacheKey | None = None
+    entry: CacheEntry | None = None
+    similarity: float | None = None
+    vector: Vectors | None = field(default=None, compare=False, repr=False)
+    pending: bool = False  # a miss of the exact layer whose semantic search has not run yet
+
+    def completion(self) -> Completion:
+        """The cached answer of a hit."""
+        if self.entry is None:
+            raise ValueError("only a hit has a completion")
+        a = self.entry.answer
+        return Completion(
+            a.content, a.reasoning, a.finish_reason, Usage(a.prompt_tokens, a.completion_tokens)
+        )
