@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from groupqwen.api.errors import from_validation_error
-from groupqwen.api.schemas import model_json
+from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
 from groupqwen.cache import Invalidation
 from groupqwen.errors import InvalidRequest, ModelNotFound

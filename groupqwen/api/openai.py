@@ -17,16 +17,15 @@ from starlette.types import Receive, Scope, Send
 
 from groupqwen import log
 from groupqwen.api.errors import error_body, from_validation_error
-from groupqwen.api.schemas import (
+from groupqwen.api.schemas.chat import (
     ChatCompletionRequest,
     ChunkWriter,
-    EmbeddingRequest,
     completion_json,
-    embedding_texts,
-    embeddings_json,
-    model_json,
+    decision_json,
     to_chat_request,
 )
+from groupqwen.api.schemas.embeddings import EmbeddingRequest, embedding_texts, embeddings_json
+from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
 from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
@@ -88,18 +87,6 @@ def _headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]
         if cached.similarity is not None:
             headers["x-groupqwen-cache-similarity"] = f"{cached.similarity:.4f}"
     return headers
-
-
-def _groupqwen(decision: Decision) -> dict[str, Any]:
-    """The decision in the response body (JSON) or the final stream chunk."""
-    return {
-        "route": decision.route,
-        "model": decision.model,
-        "reason": decision.reason,
-        "confidence": None if decision.confidence is None else round(decision.confidence, 4),
-        "escalations": decision.escalations,
-        "thinking": decision.thinking,
-    }
 
 
 CACHE_TTL_HEADER = "x-groupqwen-cache-ttl"
@@ -234,7 +221,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
             watch.stop()
         decision = final[0]
         payload = completion_json(completion_id, decision, completion, chat.logprobs)
-        payload["groupqwen"] = _groupqwen(decision)
+        payload["groupqwen"] = decision_json(decision)
         trace.used(completion.usage.prompt_tokens, completion.usage.completion_tokens)
         services.telemetry.finish(trace)
         return JSONResponse(payload, headers=_headers(decision, looked[0]))
@@ -252,7 +239,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     writer = ChunkWriter(completion_id, decision.model)
     frames = _observed(
-        _stream(deltas, first, writer, chat.logprobs, include_usage, trace, lambda: _groupqwen(final[0])),
+        _stream(deltas, first, writer, chat.logprobs, include_usage, trace, lambda: decision_json(final[0])),
         services.telemetry,
         trace,
     )

@@ -1,5 +1,5 @@
-"""OpenAI wire models for chat completions and embeddings, and conversion to and from the internal
-``messages`` types."""
+"""``POST /v1/chat/completions`` on the wire: the request (→ ``ChatRequest``), the JSON answer and the
+chunks of a streamed one."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ import base64
 import binascii
 import re
 import time
-from dataclasses import asdict
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import numpy as np
-import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from groupqwen import log
-from groupqwen.catalog import ModelSpec
+from groupqwen.api.schemas import Wire
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,
@@ -25,7 +22,6 @@ from groupqwen.messages import (
     Delta,
     ImagePart,
     Message,
-    ModelState,
     ResponseFormat,
     Role,
     Sampling,
@@ -36,38 +32,34 @@ from groupqwen.messages import (
 _log = log.get(__name__)
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-
-class ContentPart(_Wire):
+class ContentPart(Wire):
     type: str
     text: str | None = None
     image_url: object = None  # checked by ``_image_of``, which names the exact field that is wrong
 
 
-class ChatMessage(_Wire):
+class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
 
-class StreamOptions(_Wire):
+class StreamOptions(Wire):
     include_usage: bool = False
 
 
-class JsonSchema(_Wire):
+class JsonSchema(Wire):
     name: str = "response"
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormatIn(_Wire):
+class ResponseFormatIn(Wire):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchema | None = None
 
 
-class ChatCompletionRequest(_Wire):
+class ChatCompletionRequest(Wire):
     """``POST /v1/chat/completions``. Unknown fields are accepted and logged, except ``REFUSED`` ones."""
 
     model: str = Field(min_length=1)
@@ -349,80 +341,13 @@ class ChunkWriter:
         return {**self._base, "choices": [], "usage": usage_json(usage)}
 
 
-def model_json(state: ModelState, created: int) -> dict[str, Any]:
-    spec: ModelSpec = state.spec
+def decision_json(decision: Decision) -> dict[str, Any]:
+    """The decision, as the ``groupqwen`` object of a JSON answer or of a stream's last chunk."""
     return {
-        "id": spec.id,
-        "object": "model",
-        "created": created,
-        "owned_by": "groupqwen",
-        "groupqwen": {
-            "status": state.status,
-            "error": state.error,
-            "backend": spec.backend,
-            "size_bytes": spec.size_bytes,
-            "family": spec.family,
-            "parameters": spec.parameters,
-            "quantization": spec.quantization,
-            "context_length": spec.context_length,
-            "capabilities": {"thinking": spec.thinking, "vision": spec.vision, "tools": spec.tools},
-            "memory": {"estimated_bytes": state.estimated_bytes, "measured_bytes": state.measured_bytes},
-            "active_requests": state.active,
-            "queued_requests": state.queued,
-            "last_used": state.last_used,
-            "keep_alive": spec.keep_alive,
-            "pinned": spec.pinned,
-            "max_parallel": spec.max_parallel,
-            "replicas": [asdict(r) for r in state.replicas] or None,
-        },
+        "route": decision.route,
+        "model": decision.model,
+        "reason": decision.reason,
+        "confidence": None if decision.confidence is None else round(decision.confidence, 4),
+        "escalations": decision.escalations,
+        "thinking": decision.thinking,
     }
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Embeddings
-
-MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit on inputs per request
-
-
-class EmbeddingRequest(_Wire):
-    model: str
-    input: str | list[Any]  # ``embedding_texts`` says exactly what is wrong with a list
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
-    user: str | None = None
-
-
-def embedding_texts(body: EmbeddingRequest) -> list[str]:
-    """The texts to embed; token arrays, empty texts and too many inputs are refused with what to fix."""
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts:
-        raise InvalidRequest("'input' must not be empty", param="input")
-    if len(texts) > MAX_EMBEDDING_INPUTS:
-        raise InvalidRequest(
-            f"'input' has {len(texts)} items; at most {MAX_EMBEDDING_INPUTS} a request", param="input"
-        )
-    for index, text in enumerate(texts):
-        where = "input" if isinstance(body.input, str) else f"input[{index}]"
-        if not isinstance(text, str):
-            raise UnsupportedParameter(
-                f"'{where}' is not a string: token arrays are not accepted, send the text", param=where
-            )
-        if not text:
-            raise InvalidRequest(f"'{where}' is empty", param=where)
-    return texts
-
-
-def embeddings_json(
-    vectors: npt.NDArray[np.float32], model: str, encoding_format: str, prompt_tokens: int
-) -> dict[str, Any]:
-    """OpenAI's embedding list; ``base64``: each vector's little-endian float32 bytes (what the ``openai``
-    SDK asks for by default)."""
-    data: list[dict[str, Any]] = []
-    for index, row in enumerate(vectors):
-        if encoding_format == "base64":
-            embedding: Any = base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
-        else:
-            embedding = row.tolist()
-        data.append({"object": "embedding", "index": index, "embedding": embedding})
-    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-    return {"object": "list", "data": data, "model": model, "usage": usage}

@@ -1,0 +1,13 @@
+"""OpenAI wire models, by surface, and their conversion to and from the internal ``messages`` types:
+``chat`` (chat completions: the request, the JSON answer, the stream's chunks), ``models`` (the model list),
+``embeddings``. Pydantic only here, at the edge."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Wire(BaseModel):
+    """A request body: strict types; unknown fields kept (each surface says which it refuses)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
