@@ -1,12 +1,16 @@
 """The per-request ``Trace``: what the API, the pool and the pipeline learn about one chat completion.
 
 The API creates a trace (``Telemetry.trace``), which also becomes the *current* trace of the request's
-context; layers below the API mark it without knowing about telemetry's other parts::
+context, sets what only it knows (``tenant``, ``stream``) and finishes it (``Telemetry.finish``); layers
+below the API mark it without knowing about telemetry's other parts::
 
+    timing.decided(decision)       # the pipeline: which model and route answer (again after escalating)
+    timing.cached(status)          # the pipeline: the cache's outcome (hit, miss, bypass)
     timing.queue_waited(seconds)   # the pool, once it hands out a model
     timing.first_token()           # the pipeline, on the first piece of the answer
+    timing.used(usage)             # the pipeline, with the answer's last piece
 
-Both are no-ops outside a traced request. A trace holds no prompt or answer text, only numbers and names.
+All are no-ops outside a traced request. A trace holds no prompt or answer text, only numbers and names.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 import uuid
 from contextvars import ContextVar
 
+from groupqwen.messages import Decision, Usage
 from groupqwen.telemetry.records import RequestRecord
 
 _current: ContextVar[Trace | None] = ContextVar("groupqwen_trace", default=None)
@@ -112,6 +117,27 @@ class Trace:
 def current() -> Trace | None:
     """The trace of the request running in this context, if any."""
     return _current.get()
+
+
+def decided(decision: Decision) -> None:
+    """``decision`` answers the request (so far: the cascade may escalate, the cache may answer)."""
+    trace = _current.get()
+    if trace is not None:
+        trace.decided(decision.model, decision.route, decision.escalations)
+
+
+def cached(status: str) -> None:
+    """The cache's outcome: ``hit``, ``miss`` or ``bypass`` (the default, for a request it never saw)."""
+    trace = _current.get()
+    if trace is not None:
+        trace.cache = status
+
+
+def used(usage: Usage) -> None:
+    """The answer's token counts, known with its last piece."""
+    trace = _current.get()
+    if trace is not None:
+        trace.used(usage.prompt_tokens, usage.completion_tokens)
 
 
 def queue_waited(seconds: float) -> None:
