@@ -15,6 +15,8 @@ from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.config import Settings, load_settings
+from groupqwen.messages import Delta
+from groupqwen.orchestrator.answer import Answer
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 
@@ -285,16 +287,18 @@ def _app_with_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
     )
     backend = FakeBackend(model_id="fake")
     services = _services(settings, backend)
-    pipeline = services.pipeline
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("a bug, with a secret prompt in it")
 
-    monkeypatch.setattr(pipeline, where, boom)
+    if where == "run":  # before the answer starts
+        monkeypatch.setattr(services.pipeline, "run", boom)
+    else:  # while a JSON answer is collected
+        monkeypatch.setattr(Answer, "collect", boom)
     return TestClient(create_app(settings, services))
 
 
-@pytest.mark.parametrize("where", ["decide", "complete"])
+@pytest.mark.parametrize("where", ["run", "collect"])
 def test_unexpected_exception_is_an_openai_shaped_500(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -347,15 +351,16 @@ def test_unexpected_exception_mid_stream_ends_the_stream_with_an_error(
     )
     backend = FakeBackend(model_id="fake")
     services = _services(settings, backend)
-    pipeline = services.pipeline
-    real_stream = pipeline.stream
+    real_next = Answer.__anext__
+    read: list[Delta] = []
 
-    async def broken_stream(request: Any, decision: Any, *rest: Any) -> Any:
-        async for delta in real_stream(request, decision, *rest):
-            yield delta
+    async def broken_next(answer: Answer) -> Delta:
+        if read:  # after the first delta
             raise KeyError("oops")
+        read.append(await real_next(answer))
+        return read[-1]
 
-    monkeypatch.setattr(pipeline, "stream", broken_stream)
+    monkeypatch.setattr(Answer, "__anext__", broken_next)
     with TestClient(create_app(settings, services)) as http:
         response = http.post(URL, json={**GOOD, "stream": True})
     assert response.status_code == 200

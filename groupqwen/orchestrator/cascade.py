@@ -7,7 +7,7 @@ next step starts; nothing of the abandoned answer reaches the client. At or abov
 are released and the rest streams live; from then on the answer is committed (no later escalation).
 The final step (``bar`` None) streams live from its first token, and so does a step whose bar is 0 (it
 accepts every answer): its confidence is still scored over the same first tokens and reported through
-``on_decided`` once known, after the first chunks.
+``on_decided`` (the pipeline's) once known, after the first chunks.
 
 A step that fails before anything was released (backend error, overload, no memory, prompt too long for
 its context) also escalates, logged here with its error; the last step's failure is raised. Only
@@ -30,7 +30,8 @@ from groupqwen.errors import (
     Overloaded,
 )
 from groupqwen.messages import CascadeStep, ChatRequest, Chunk, Decision, GenerationRequest, TokenLogprob
-from groupqwen.orchestrator.confidence import TOP_K, Scorer
+from groupqwen.orchestrator.confidence import TOP_K
+from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
 
 _log = log.get(__name__)
@@ -51,10 +52,12 @@ class _Escalate(Exception):
 
 
 class Cascade:
-    def __init__(self, pool: Pool, scorer: Scorer, *, buffer_tokens: int = 48) -> None:
+    """``routing``: the confidence scorer and ``buffer_tokens`` (``router.buffer_tokens``) for the steps
+    that may escalate; ``None`` where nothing is routed, so that every decision is one step, never scored."""
+
+    def __init__(self, pool: Pool, routing: Routing | None) -> None:
         self._pool = pool
-        self._scorer = scorer
-        self._buffer_tokens = max(1, buffer_tokens)
+        self._routing = routing
 
     @staticmethod
     def _decided(decision: Decision, step: CascadeStep, attempts: tuple[Attempt, ...]) -> Decision:
@@ -139,9 +142,10 @@ class Cascade:
                 async for chunk in chunks:
                     if scoring:
                         tokens.extend(chunk.logprobs)
-                        if chunk.finish_reason is not None or len(tokens) >= self._buffer_tokens:
+                        assert self._routing is not None  # only routed decisions have bars
+                        if chunk.finish_reason is not None or len(tokens) >= self._routing.buffer_tokens:
                             scoring = False
-                            confidence = self._scorer.score(step.model, tokens)
+                            confidence = self._routing.scorer.score(step.model, tokens)
                             if bar is not None and confidence < bar:
                                 below = Attempt(step.model, confidence, "escalated", len(tokens))
                                 break  # closes the generation before the next step leases its model

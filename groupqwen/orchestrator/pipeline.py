@@ -1,19 +1,24 @@
-"""A request's way through: resolve the model or route → the cascade leases and streams → split thinking.
+"""A request's way through, in one call: ``Pipeline.run(request, context) -> Answer``.
 
-``decide`` is cheap and raises before any work (unknown model or route, images for a model that cannot
-take them); an explicit model name always wins, ``auto`` and ``auto:…`` go through the router
-(docs/routing.md). ``stream`` yields ``Delta``s, the last with ``finish_reason`` and ``usage``; its
-``on_decided`` learns the final ``Decision`` (after any escalation, or the cache's) and ``on_cached`` the
-cache's final ``Lookup``, both before the first delta.
+1. Decide (cheap, raises before any work: unknown model or route, images for a model that cannot take
+   them): an explicit model name always wins, ``auto`` and ``auto:…`` go through the router
+   (docs/routing.md).
+2. The cache's exact layer (before any lease).
+3. On an exact miss, the semantic layer. When the model is already loaded, generation starts at once and
+   the semantic layer (an embedding: about 4 ms on one core here) runs beside it: a semantic hit cancels
+   the generation and is replayed, a miss lets the generation go on. Nothing is sent before the semantic
+   layer has answered, so a hit is never lost to a faster model; a miss costs no time to first token once
+   the model's own first token takes longer than the embedding. A cold model is not loaded for what may be
+   a hit: the semantic layer runs first, as it does for a model whose generation would compete with the
+   embedding for the same cores (``overlap``: ``cache.overlap``, docs/cache.md).
+4. On a miss, the cascade leases the model(s) and streams, escalating below a step's confidence bar
+   (``cascade.py``); the answer's ``<think>`` part is split off as reasoning.
+5. A miss's answer is handed to ``SemanticCache.store``, which writes it in the background: the last delta
+   never waits for the store.
 
-``lookup`` runs only the cache's exact layer. When it misses and the model is already loaded, ``stream``
-starts generating at once and runs the semantic layer (an embedding: about 4 ms on one core here) beside it: a
-semantic hit cancels the generation and is replayed, a miss lets the generation go on. Nothing is sent before
-the semantic layer has answered, so a hit is never lost to a faster model; a miss costs no time to first token
-once the model's own first token takes longer than the embedding. A cold model is not loaded for what may be a
-hit: the semantic layer runs first, as it does for a model whose generation would compete with the embedding
-for the same cores (``overlap``: ``cache.overlap``, docs/cache.md). A miss's answer is handed to
-``SemanticCache.store``, which writes it in the background: the last delta never waits for the store.
+``run`` returns the ``Answer`` once its first delta exists, so its decision (after any escalation, or the
+cache's) and cache outcome are final; errors before the first delta raise from ``run``. The pipeline marks
+the request's trace (``telemetry.timing``): decision, cache outcome, first token, usage.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import replace
 
+from groupqwen import log
 from groupqwen.cache import Lookup, SemanticCache
 from groupqwen.catalog import ModelSpec
 from groupqwen.config import AUTO_MODEL
@@ -33,18 +39,23 @@ from groupqwen.messages import (
     Completion,
     Decision,
     Delta,
-    TokenLogprob,
 )
+from groupqwen.orchestrator.answer import Answer, Outcome, RequestContext
 from groupqwen.orchestrator.cascade import Cascade
-from groupqwen.orchestrator.confidence import Scorer
 from groupqwen.orchestrator.router import ModelView, images_refused
 from groupqwen.orchestrator.thinking import ThinkSplitter, wants_thinking
 from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
 from groupqwen.telemetry import timing
 
+_log = log.get(__name__)
+
 
 class Pipeline:
+    """``routing``: what ``auto`` routes need (``routing_from_settings``); ``None`` where nothing is routed
+    (``auto`` is the default model). ``overlap``: for which models generation starts while the semantic
+    layer looks (``overlap_from_settings``, from ``cache.overlap``)."""
+
     def __init__(
         self,
         catalog: Mapping[str, ModelSpec],
@@ -60,19 +71,33 @@ class Pipeline:
         self._default_model = default_model
         self._cache = cache
         self._routing = routing
-        scorer, buffer_tokens = (routing.scorer, routing.buffer_tokens) if routing else (Scorer(), 48)
-        self._cascade = Cascade(pool, scorer, buffer_tokens=buffer_tokens)
+        self._cascade = Cascade(pool, routing)
         self._background: set[asyncio.Task[None]] = set()
 
-    async def lookup(
-        self, request: ChatRequest, decision: Decision, tenant: str, *, read: bool = True
+    async def run(self, request: ChatRequest, context: RequestContext) -> Answer:
+        """Answer ``request``: returns once the answer's first delta exists (see the module's docstring)."""
+        decision = self._decide(request)
+        cached = await self._lookup_exact(request, decision, context)
+        timing.decided(decision)
+        _log.info("chat completion", model=decision.model, route=decision.route, stream=context.stream)
+        outcome = Outcome(decision, cached)
+        deltas = self._answer(request, outcome, context.ttl_s)
+        try:
+            first = await anext(deltas)
+        except BaseException:
+            await deltas.aclose()
+            raise
+        return Answer(outcome, deltas, first)
+
+    async def _lookup_exact(
+        self, request: ChatRequest, decision: Decision, context: RequestContext
     ) -> Lookup | None:
-        """Ask the cache's exact layer (before any lease); ``None`` when no cache is configured. A miss
-        comes back ``pending``: ``stream`` runs the semantic layer."""
+        """The cache's exact layer; ``None`` when no cache is configured. A miss comes back ``pending``
+        for the semantic layer."""
         if self._cache is None:
             return None
         scope = request.model if self._routed(request) else decision.model  # a route's answers share it
-        return await self._cache.lookup_exact(request, tenant, scope, read=read)
+        return await self._cache.lookup_exact(request, context.tenant, scope, read=context.read_cache)
 
     def _routed(self, request: ChatRequest) -> bool:
         auto = request.model == AUTO_MODEL or request.model.startswith("auto:")
@@ -99,7 +124,7 @@ class Pipeline:
             return None
         return router.route(request, views).decision()
 
-    def decide(self, request: ChatRequest) -> Decision:
+    def _decide(self, request: ChatRequest) -> Decision:
         routed = self._route(request)
         if routed is not None:
             return routed
@@ -131,31 +156,24 @@ class Pipeline:
         thinking = spec.thinking and wants_thinking(request.messages, request.enable_thinking, True)
         return Decision(model=model_id, route=route, reason=reason, thinking=thinking)
 
-    async def stream(
-        self,
-        request: ChatRequest,
-        decision: Decision,
-        cached: Lookup | None = None,
-        ttl_s: float | None = None,
-        on_decided: Callable[[Decision], None] | None = None,
-        on_cached: Callable[[Lookup], None] | None = None,
+    async def _answer(
+        self, request: ChatRequest, outcome: Outcome, ttl_s: float | None
     ) -> AsyncGenerator[Delta, None]:
-        """Generate through the cascade, or replay ``cached`` when it is (or its semantic layer finds) a
-        hit; a miss's answer is handed to the cache (``ttl_s``: its TTL, ``None`` the default) as the last
-        delta is yielded: the cache writes it in the background, so the delta does not wait for the store."""
+        """Generate through the cascade, or replay the cache's answer when the exact layer (or the semantic
+        layer, asked here) has one; ``outcome`` is settled before the first delta. A miss's answer is
+        handed to the cache (``ttl_s``: its TTL, ``None`` the default) as the last delta is yielded."""
         texts: list[str] = []
         thoughts: list[str] = []
-        final = [decision]
 
-        def decided(outcome: Decision) -> None:
-            final[0] = outcome
-            if on_decided is not None:
-                on_decided(outcome)
+        def decided(decision: Decision) -> None:
+            outcome.decision = decision
+            timing.decided(decision)
 
-        chunks = self._cascade.stream(request, decision, decided)
+        chunks = self._cascade.stream(request, outcome.decision, decided)
+        cached = outcome.cache
         first: asyncio.Future[Chunk] | None = None
         if cached is not None and cached.pending and self._cache is not None:
-            if self._warm(decision):  # generate while the semantic layer looks
+            if self._warm(outcome.decision):  # generate while the semantic layer looks
                 first = asyncio.ensure_future(anext(chunks))
                 # let it reach the model before the embedding thread starts: that thread holds the GIL in
                 # its tokenizer and numpy steps, and a waiting thread gets it only every 5 ms
@@ -165,15 +183,17 @@ class Pipeline:
             except BaseException:
                 self._abandon(chunks, first)
                 raise
-        if cached is not None and on_cached is not None:
-            on_cached(cached)
+        if cached is not None:
+            outcome.cache = cached
+            timing.cached(cached.status)
         if cached is not None and cached.status == "hit":
             self._abandon(chunks, first)
-            decided(self.cached_decision(decision, cached))
+            decided(_cached_decision(outcome.decision, cached))
             timing.first_token()
             answer = cached.completion()
             if answer.reasoning:
                 yield Delta(reasoning=answer.reasoning)
+            timing.used(answer.usage)
             yield Delta(content=answer.content, finish_reason=answer.finish_reason, usage=answer.usage)
             return
         splitter: ThinkSplitter | None = None
@@ -189,9 +209,11 @@ class Pipeline:
                 texts.append(content)
                 thoughts.append(reasoning)
                 if chunk.finish_reason is not None and chunk.usage is not None:
-                    self._store(cached, final[0], texts, thoughts, chunk, ttl_s)
+                    self._store(cached, outcome.decision, texts, thoughts, chunk, ttl_s)
                 if reasoning or content or logprobs or chunk.finish_reason:
                     timing.first_token()  # telemetry's TTFT (marks the request's trace once)
+                    if chunk.usage is not None:
+                        timing.used(chunk.usage)
                     yield Delta(
                         content=content,
                         reasoning=reasoning,
@@ -201,13 +223,7 @@ class Pipeline:
                     )
                 if chunk.finish_reason is not None:
                     return
-        raise BackendError(f"model {final[0].model!r} ended its stream without a finish reason")
-
-    @staticmethod
-    def cached_decision(decision: Decision, hit: Lookup) -> Decision:
-        """What answered a cache hit: the cache, on behalf of the model that wrote the answer."""
-        model = hit.entry.model if hit.entry is not None else decision.model
-        return replace(decision, model=model, route="cache", reason=hit.reason, escalations=0)
+        raise BackendError(f"model {outcome.decision.model!r} ended its stream without a finish reason")
 
     def _warm(self, decision: Decision) -> bool:
         """Whether to generate while the semantic layer looks: the model is loaded, and ``overlap`` says
@@ -259,30 +275,8 @@ class Pipeline:
         answer = Completion("".join(texts), "".join(thoughts).strip(), last.finish_reason, last.usage)
         self._cache.store(cached, decision.model, answer, ttl_s)  # scheduled, not awaited
 
-    async def complete(
-        self,
-        request: ChatRequest,
-        decision: Decision,
-        cached: Lookup | None = None,
-        ttl_s: float | None = None,
-        on_decided: Callable[[Decision], None] | None = None,
-        on_cached: Callable[[Lookup], None] | None = None,
-    ) -> Completion:
-        content: list[str] = []
-        reasoning: list[str] = []
-        logprobs: list[TokenLogprob] = []
-        stream = self.stream(request, decision, cached, ttl_s, on_decided, on_cached)
-        async with aclosing(stream) as deltas:
-            async for delta in deltas:
-                content.append(delta.content)
-                reasoning.append(delta.reasoning)
-                logprobs.extend(delta.logprobs)
-                if delta.finish_reason is not None and delta.usage is not None:
-                    return Completion(
-                        content="".join(content),
-                        reasoning="".join(reasoning).strip(),
-                        finish_reason=delta.finish_reason,
-                        usage=delta.usage,
-                        logprobs=tuple(logprobs),
-                    )
-        raise BackendError(f"model {decision.model!r} ended its stream without usage")
+
+def _cached_decision(decision: Decision, hit: Lookup) -> Decision:
+    """What answered a cache hit: the cache, on behalf of the model that wrote the answer."""
+    model = hit.entry.model if hit.entry is not None else decision.model
+    return replace(decision, model=model, route="cache", reason=hit.reason, escalations=0)

@@ -24,6 +24,7 @@ from groupqwen.cache.stores import CacheEntry, EmbeddedStore, Invalidation
 from groupqwen.config import load_settings
 from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import Delta
+from groupqwen.orchestrator.answer import RequestContext
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 
@@ -109,15 +110,15 @@ async def test_a_miss_completes_while_its_store_is_blocked_and_is_read_back(
     cache = cache_over(store, embedder)
     async with pipeline(tmp_path, cache) as pipe:
         request = replace(ask("Which is the longest river in the world?"), model="fake")
-        decision = pipe.decide(request)
-        cached = await pipe.lookup(request, decision, "t")
+        answered = await pipe.run(request, RequestContext(tenant="t"))
+        cached = answered.cache
         assert cached is not None and cached.status == "miss"
         if streamed:
-            deltas: list[Delta] = [d async for d in pipe.stream(request, decision, cached)]
+            deltas: list[Delta] = [d async for d in answered]
             assert deltas[-1].finish_reason == "stop" and deltas[-1].usage is not None
             content = "".join(d.content for d in deltas)
         else:
-            content = (await pipe.complete(request, decision, cached)).content
+            content = (await answered.collect()).content
         assert content == REPLY + " "
         # the answer is out; its write (which embeds the question: the lookup skipped that, its scope
         # being empty) is still waiting for the store

@@ -14,6 +14,8 @@ from groupqwen.errors import BackendError
 from groupqwen.messages import CascadeStep, ChatRequest, Chunk, Decision, Message
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.confidence import TOP_K, Scorer
+from groupqwen.orchestrator.router import Router, RouterPolicy
+from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
 
 SURE, UNSURE = math.log(0.95), math.log(0.2)  # uncalibrated score: the geometric mean probability
@@ -27,7 +29,7 @@ def cascade(small: FakeBackend, large: FakeBackend, buffer_tokens: int = 8) -> C
     specs = {"small": spec("small"), "large": spec("large", thinking=True)}
     backends = {"small": small, "large": large}
     pool = Pool(specs, lambda s: backends[s.id], need=lambda s: 0, budget=1 << 40)
-    return Cascade(pool, Scorer(), buffer_tokens=buffer_tokens)
+    return Cascade(pool, Routing(Router(RouterPolicy(tiers=())), Scorer(), buffer_tokens))
 
 
 STEPS = (CascadeStep("small", 0.5, False), CascadeStep("large", None, True))

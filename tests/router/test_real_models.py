@@ -10,6 +10,7 @@ import pytest
 
 from groupqwen.config import Settings, load_settings
 from groupqwen.messages import ChatRequest, Decision, Message, Sampling
+from groupqwen.orchestrator.answer import RequestContext
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool.bundled import ensure_bundled
@@ -51,10 +52,9 @@ async def answer(models_dir: Path, bar: float) -> tuple[str, Decision]:
         sampling=Sampling(temperature=0.0, max_tokens=6),
     )
     try:
-        decided: list[Decision] = []
-        decision = pipeline.decide(request)
-        completion = await pipeline.complete(request, decision, on_decided=decided.append)
-        return completion.content, decided[-1]
+        answered = await pipeline.run(request, RequestContext())
+        completion = await answered.collect()
+        return completion.content, answered.decision
     finally:
         await pool.close()
 

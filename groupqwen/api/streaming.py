@@ -1,0 +1,139 @@
+"""Server-sent events and the client's going away: the plumbing under the chat routes.
+
+``Disconnect`` watches one request for the client leaving and cancels the request's task (which stops the
+generation wherever it waits); ``EventStream`` writes SSE from the request's own task; ``answer_frames``
+frames an ``Answer``'s deltas as ``chat.completion.chunk`` events, the first with the role chunk in one
+write, a failure mid-stream as an error event, always ending with ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from groupqwen import log
+from groupqwen.api.errors import error_body
+from groupqwen.api.schemas.chat import ChunkWriter, decision_json
+from groupqwen.errors import ClientDisconnected, GroupQwenError
+from groupqwen.orchestrator.answer import Answer
+
+_log = log.get(__name__)
+T = TypeVar("T")
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+class Disconnect:
+    """Watches for the client going away while the request's task works: the body is read, so the only
+    message left to receive is ``http.disconnect``; it then cancels that task, which stops the generation
+    wherever it waits. ``stop`` before the response's last message (after it, uvicorn answers every
+    ``receive`` with a disconnect). One watcher per request, for the answer and its whole stream."""
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.gone = False
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        _log.info("client disconnected; generation cancelled")
+        self._task.cancel()
+
+    def stop(self) -> None:
+        self._watcher.cancel()
+
+    def absorb(self, exc: asyncio.CancelledError) -> ClientDisconnected:
+        """The error that replaces this watcher's cancellation (raise ``exc`` itself when it is not one)."""
+        if not self.gone:
+            raise exc
+        self._task.uncancel()
+        return ClientDisconnected("The client closed the connection")
+
+    async def watching(self, work: Awaitable[T]) -> T:
+        """``await work`` while watching; on any error the watcher stops, and the client's going away
+        becomes ``ClientDisconnected``. On success the watcher goes on (for the stream that follows)."""
+        try:
+            return await work
+        except asyncio.CancelledError as exc:
+            self.stop()
+            raise self.absorb(exc) from None
+        except BaseException:
+            self.stop()
+            raise
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events written from the request's own task (Starlette's ``StreamingResponse`` starts a
+    task group and a second task for them: a loop turn and more before the first token goes out); the
+    request's ``Disconnect`` stops the stream when the client goes away."""
+
+    def __init__(self, frames: AsyncIterator[bytes], headers: dict[str, str], watch: Disconnect) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers=headers)
+        self._watch = watch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await send(start)
+            async for frame in self.body_iterator:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except asyncio.CancelledError as exc:
+            self._watch.absorb(exc)
+            return  # the client is gone: nobody to finish the response for
+        finally:
+            self._watch.stop()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def answer_frames(
+    answer: Answer,
+    writer: ChunkWriter,
+    *,
+    logprobs: bool,
+    include_usage: bool,
+    finish: Callable[[BaseException | None], object],
+) -> AsyncIterator[bytes]:
+    """``answer`` as SSE frames, then ``[DONE]``. A failure after the first delta ends the stream with an
+    error event (logged here); ``finish`` gets what ended the stream once: ``None``, that failure, or the
+    client's going away."""
+    failure: BaseException | None = None
+    try:
+        async with aclosing(answer):
+            lead = sse(writer.role())  # sent with the first delta: one write for the first token
+            try:
+                async for delta in answer:
+                    frame = writer.delta(delta, logprobs)
+                    if delta.finish_reason is not None:  # the decision as it stands (confidence known)
+                        frame["groupqwen"] = decision_json(answer.decision)
+                    yield lead + sse(frame)
+                    lead = b""
+                    if delta.usage is not None and include_usage:
+                        yield sse(writer.usage(delta.usage))
+            except GroupQwenError as exc:
+                failure = exc
+                _log.error("stream failed", code=exc.code, error=exc.message)
+                yield lead + sse(error_body(exc))
+            except Exception as exc:
+                failure = exc
+                _log.exception("stream failed", error=type(exc).__name__)
+                unexpected = GroupQwenError("The stream failed; the request id identifies it in the logs")
+                yield lead + sse(error_body(unexpected))
+        yield DONE
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        finish(failure)

@@ -1,0 +1,93 @@
+"""What an adapter hands ``Pipeline.run`` besides the request (``RequestContext``), and what it gets back
+(``Answer``): an answer that has started, its decision and cache outcome known, its deltas to read."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from groupqwen.errors import BackendError
+from groupqwen.messages import Completion, Decision, Delta, TokenLogprob
+
+if TYPE_CHECKING:
+    from groupqwen.cache import Lookup
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the adapter knows besides the body."""
+
+    tenant: str = ""  # the cache's tenant (``cache_tenant``; hashed by the cache, never stored)
+    ttl_s: float | None = None  # the answer's cache TTL (None: the default, 0: do not store)
+    read_cache: bool = True  # False: skip reading the cache (the fresh answer is still stored)
+    stream: bool = False  # the client reads the answer as it is generated (logged)
+
+
+def cache_tenant(api_key: str | None, user: str | None) -> str:
+    """The cache's tenant: the API key (the whole ``Authorization`` header) and the ``user`` together, so
+    that nobody reads another's answers. The CLI, with neither, shares the answers of keyless HTTP calls."""
+    return f"{api_key or ''}\x00{user or ''}"
+
+
+@dataclass
+class Outcome:
+    """What answers a request, as the pipeline settles it: the ``decision`` (the cascade's final one, or
+    the cache's on a hit) and the cache's ``Lookup`` (``None``: no cache configured)."""
+
+    decision: Decision
+    cache: Lookup | None
+
+
+class Answer:
+    """An answer that has started: ``Pipeline.run`` returns it once the first delta exists, so the
+    ``decision`` and the ``cache`` outcome are final; only ``decision.confidence`` of a step that accepts
+    every answer may be filled in later, by the last delta. Read it once: iterate its deltas (the last has
+    ``finish_reason`` and ``usage``) or ``collect`` them; ``aclose`` stops the generation."""
+
+    def __init__(self, outcome: Outcome, deltas: AsyncGenerator[Delta, None], first: Delta) -> None:
+        self._outcome = outcome
+        self._deltas = deltas
+        self._first: Delta | None = first
+
+    @property
+    def decision(self) -> Decision:
+        return self._outcome.decision
+
+    @property
+    def cache(self) -> Lookup | None:
+        return self._outcome.cache
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        return self
+
+    async def __anext__(self) -> Delta:
+        first, self._first = self._first, None
+        if first is not None:
+            return first
+        return await anext(self._deltas)
+
+    async def collect(self) -> Completion:
+        """The whole answer, for a client that does not stream it."""
+        content: list[str] = []
+        reasoning: list[str] = []
+        logprobs: list[TokenLogprob] = []
+        async with aclosing(self):
+            async for delta in self:
+                content.append(delta.content)
+                reasoning.append(delta.reasoning)
+                logprobs.extend(delta.logprobs)
+                if delta.finish_reason is not None and delta.usage is not None:
+                    return Completion(
+                        content="".join(content),
+                        reasoning="".join(reasoning).strip(),
+                        finish_reason=delta.finish_reason,
+                        usage=delta.usage,
+                        logprobs=tuple(logprobs),
+                    )
+        raise BackendError(f"model {self.decision.model!r} ended its stream without usage")
+
+    async def aclose(self) -> None:
+        """Stop the generation (its model is released); what was not read is lost."""
+        await self._deltas.aclose()
