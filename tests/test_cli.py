@@ -25,6 +25,7 @@ def _fake_config(tmp_path: Path, reply: str, *, thinking: bool = False) -> Path:
         tmp_path,
         f"""
 models_dir: {tmp_path / "weights"}
+data_dir: {tmp_path / "data"}
 default_model: echo
 models:
   echo:
@@ -126,6 +127,23 @@ def test_chat_in_process_with_a_fake_model(tmp_path: Path) -> None:
     result = runner.invoke(app, ["chat", "Say hello", "-c", str(path), "-m", "echo", "--max-tokens", "2"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "Hello from"
+
+
+def test_chat_in_process_reads_and_writes_the_cache(tmp_path: Path) -> None:
+    """The same path as the HTTP API's: the first answer is stored, the same question and a near one are
+    answered from the cache (the model now answers otherwise, so the old answer can only come from there)."""
+
+    def ask(question: str, reply: str, *options: str) -> str:
+        path = _fake_config(tmp_path, reply)
+        result = runner.invoke(app, ["chat", question, "-c", str(path), "--temperature", "0", *options])
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip()
+
+    assert ask("What is the capital of Peru?", "Stored answer.") == "Stored answer."
+    assert ask("What is the capital of Peru?", "Fresh answer.") == "Stored answer."
+    assert ask("Which city is the capital of Peru?", "Fresh answer.") == "Stored answer."  # semantic
+    assert ask("How tall is Mount Everest?", "Fresh answer.") == "Fresh answer."
+    assert ask("What is the capital of Peru?", "Fresh answer.", "--temperature", "0.9") == "Fresh answer."
 
 
 def test_chat_reasoning_goes_to_stderr(tmp_path: Path) -> None:

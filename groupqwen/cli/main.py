@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from contextlib import aclosing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -203,12 +204,14 @@ def chat(
 
 async def _chat_local(settings: Settings, request: ChatRequest) -> None:
     from groupqwen.api.services import build_services
+    from groupqwen.orchestrator.answer import RequestContext, cache_tenant
 
     services = build_services(settings)
-    try:
-        decision = services.pipeline.decide(request)
-        async for delta in services.pipeline.stream(request, decision):
-            _emit(delta.reasoning, delta.content)
+    try:  # the same call as the HTTP API's, the cache included (shared with keyless HTTP calls)
+        answer = await services.pipeline.run(request, RequestContext(cache_tenant(None, None), stream=True))
+        async with aclosing(answer):
+            async for delta in answer:
+                _emit(delta.reasoning, delta.content)
     finally:
         await services.close()
 
