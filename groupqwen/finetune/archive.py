@@ -5,13 +5,18 @@ path can escape the work folder). The archive is refused as a whole (:class:`Uns
 name would escape the folder it would be extracted to (zip-slip), or when it declares more files, more
 bytes or a higher compression ratio than the limits allow (zip bombs); reading is also counted, so a member
 that inflates past its declared size stops at the limit. Symbolic links and folders are skipped and listed.
-A CRC mismatch surfaces as ``zipfile.BadZipFile`` when a member's last byte is read.
+
+Every way a member's bytes can fail to come back (a CRC mismatch when its last byte is read, a corrupt
+deflate stream, a member cut short, a bad local header, an encrypted member or an unsupported compression
+method) surfaces as one exception, ``zipfile.BadZipFile``, which the importer reports.
 """
 
 from __future__ import annotations
 
+import lzma
 import stat
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,6 +30,7 @@ from groupqwen.errors import InvalidExport, UnsafeArchive
 class ZipLimits:
     max_files: int = 100_000
     max_total_bytes: int = 8 * 2**30  # uncompressed, all members together
+    max_member_bytes: int = 4 * 2**30  # uncompressed, one member
     max_ratio: float = 200.0  # uncompressed / compressed, checked for members over 1 MiB
 
 
@@ -50,7 +56,7 @@ class CountingReader:
     """A read-only stream that counts bytes, reports progress and stops a member inflating past ``limit``."""
 
     def __init__(
-        self, raw: IO[bytes], name: str, limit: int, on_bytes: Callable[[int], None] | None = None
+        self, raw: IO[bytes] | _Member, name: str, limit: int, on_bytes: Callable[[int], None] | None = None
     ) -> None:
         self._raw = raw
         self._name = name
@@ -66,6 +72,32 @@ class CountingReader:
         if self._on_bytes is not None and data:
             self._on_bytes(len(data))
         return data
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+# What zipfile lets through from a member's compressed bytes: zlib.error (deflate), EOFError (the archive
+# ends inside the member), OSError (bzip2, the file itself), LZMAError.
+_READ_ERRORS = (zlib.error, EOFError, OSError, lzma.LZMAError)
+
+
+class _Member:
+    """A member's stream whose read failures are all ``zipfile.BadZipFile`` (as a CRC mismatch already is)."""
+
+    def __init__(self, raw: IO[bytes], name: str) -> None:
+        self._raw = raw
+        self._name = name
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._raw.read(size)
+        except zipfile.BadZipFile:
+            raise
+        except EOFError as exc:
+            raise zipfile.BadZipFile(f"{self._name!r} is cut short: {exc}") from None
+        except _READ_ERRORS as exc:
+            raise zipfile.BadZipFile(f"corrupt compressed data in {self._name!r}: {exc}") from None
 
     def close(self) -> None:
         self._raw.close()
@@ -107,6 +139,11 @@ class SafeZip:
             if info.is_dir():
                 continue
             total += info.file_size
+            if info.file_size > self.limits.max_member_bytes:
+                raise UnsafeArchive(
+                    f"{self.path}: member {info.filename!r} expands to {info.file_size} bytes, more than the "
+                    f"limit {self.limits.max_member_bytes}"
+                )
             if info.file_size > 2**20 and info.file_size > self.limits.max_ratio * max(info.compress_size, 1):
                 raise UnsafeArchive(
                     f"{self.path}: member {info.filename!r} expands {info.file_size} bytes from "
@@ -120,8 +157,14 @@ class SafeZip:
         return tuple(members), tuple(skipped)
 
     def open(self, info: zipfile.ZipInfo, on_bytes: Callable[[int], None] | None = None) -> CountingReader:
-        limit = min(info.file_size, self.limits.max_total_bytes)
-        return CountingReader(self._zip.open(info), f"{self.path}:{info.filename}", limit, on_bytes)
+        limit = min(info.file_size, self.limits.max_member_bytes, self.limits.max_total_bytes)
+        try:
+            raw = self._zip.open(info)
+        except zipfile.BadZipFile:
+            raise
+        except (*_READ_ERRORS, NotImplementedError, RuntimeError) as exc:  # RuntimeError: encrypted
+            raise zipfile.BadZipFile(f"cannot read {info.filename!r}: {exc}") from None
+        return CountingReader(_Member(raw, info.filename), f"{self.path}:{info.filename}", limit, on_bytes)
 
     def close(self) -> None:
         self._zip.close()

@@ -10,12 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from groupqwen.finetune.archive import ZipLimits
+from groupqwen.finetune.importers.bounded import ParseLimits
 
 
 @dataclass(frozen=True)
 class ImportOptions:
     all_branches: bool = False  # also export the branches the user did not keep (regenerations, edits)
     limits: ZipLimits = field(default_factory=ZipLimits)
+    parse: ParseLimits = field(default_factory=ParseLimits)  # JSON depth, size of one record
 
 
 class Malformed(ValueError):

@@ -10,6 +10,8 @@ such threads); older entries carry the answer in ``text`` as a JSON list of step
 
 from __future__ import annotations
 
+import codecs
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -17,13 +19,15 @@ from typing import Any
 
 import ijson  # type: ignore[import-untyped]
 
+from groupqwen.errors import InvalidExport
 from groupqwen.finetune.archive import Readable
 from groupqwen.finetune.importers.base import Malformed, Tally, as_dict, as_list, emit, tidy, timestamp
 from groupqwen.finetune.records import Conversation, Turn
 
-_SEPARATOR = re.compile(r"^\s*(?:-{3,}|\*{3,}|<div align=\"center\">\s*⁂\s*</div>)\s*$", re.MULTILINE)
+_SEPARATOR_LINE = re.compile(r"\s*(?:-{3,}|\*{3,}|<div align=\"center\">\s*⁂\s*</div>)\s*$")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
-_LOGO = re.compile(r"^\s*<img [^>]*perplexity[^>]*>\s*$", re.MULTILINE | re.IGNORECASE)
+_LOGO_LINE = re.compile(r"\s*<img [^>]*perplexity[^>]*>\s*$", re.IGNORECASE)
+_CHUNK = 64 * 1024
 _MARKERS = re.compile(r"\[\^?\d+(?:_\d+)?\]")
 _SOURCES_HEADER = re.compile(r"^\s*(?:\*\*)?(?:citations|sources)(?:\*\*)?:?\s*$", re.IGNORECASE)
 _SOURCE_LINE = re.compile(r"^\s*(?:\[\^?\d+(?:_\d+)?\]:?|\d+\.)\s+\S+")
@@ -51,35 +55,72 @@ def strip_citations(text: str) -> tuple[str, bool]:
     return tidy(re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)), found or cleaned != joined
 
 
-def read_markdown(text: str, name: str, tally: Tally) -> Iterator[Conversation]:
-    """One thread per file; an exchange without a query heading is dropped and counted."""
-    body = _LOGO.sub("", text)
+def read_markdown(stream: Readable, name: str, tally: Tally, max_bytes: int) -> Iterator[Conversation]:
+    """One thread per file, read line by line: one exchange is held at a time. An exchange without a query
+    heading is dropped and counted. A file over ``max_bytes`` is refused (:class:`InvalidExport`)."""
     turns: list[Turn] = []
-    title = ""
-    for section in _SEPARATOR.split(body):
-        lines = section.strip().splitlines()
-        if not lines:
-            continue
-        heading = _HEADING.match(lines[0])
-        if heading is None:
-            tally.drop("exchange without a query heading")
-            continue
-        query = heading.group(1).strip()
-        answer, cited = strip_citations("\n".join(lines[1:]))
-        if not answer:
-            tally.drop("query without an answer")
-            continue
-        title = title or query
-        turns.append(Turn("user", query))
-        turns.append(Turn("assistant", answer, flags=("citations",) if cited else ()))
+    section: list[str] = []
+    for line in _lines(stream, name, max_bytes):
+        if _SEPARATOR_LINE.match(line):
+            turns += _exchange(section, tally)
+            section = []
+        elif not _LOGO_LINE.match(line):
+            section.append(line)
+    turns += _exchange(section, tally)
+    title = turns[0].content if turns else ""
     stem = name.rsplit("/", 1)[-1].removesuffix(".md")
     yield from emit(tally, stem, [Conversation(f"perplexity:{stem}", "perplexity", tuple(turns), title)])
 
 
+def _lines(stream: Readable, name: str, max_bytes: int) -> Iterator[str]:
+    """The lines of a UTF-8 stream, without their ends, reading ``_CHUNK`` bytes at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pending: list[str] = []  # the start of a line that goes on in the next chunk
+    read = 0
+    while True:
+        data = stream.read(_CHUNK)
+        read += len(data)
+        if read > max_bytes:
+            raise InvalidExport(f"{name}: a Markdown thread larger than {max_bytes} bytes, the limit")
+        text = decoder.decode(data, final=not data)
+        *complete, last = text.split("\n")
+        for line in complete:
+            pending.append(line)
+            yield "".join(pending).removesuffix("\r")
+            pending = []
+        if last:
+            pending.append(last)
+        if not data:
+            break
+    if pending:
+        yield "".join(pending).removesuffix("\r")
+
+
+def _exchange(lines: list[str], tally: Tally) -> list[Turn]:
+    """A query heading and its answer, from one section between separators; ``[]`` if it has none."""
+    lines = "\n".join(lines).strip().splitlines()
+    if not lines:
+        return []
+    heading = _HEADING.match(lines[0])
+    if heading is None:
+        tally.drop("exchange without a query heading")
+        return []
+    query = heading.group(1).strip()
+    answer, cited = strip_citations("\n".join(lines[1:]))
+    if not answer:
+        tally.drop("query without an answer")
+        return []
+    return [Turn("user", query), Turn("assistant", answer, flags=("citations",) if cited else ())]
+
+
 def read_thread_json(stream: Readable, name: str, tally: Tally) -> Iterator[Conversation]:
-    """A thread object, or a list of them."""
-    data = next(ijson.items(stream, ""))
-    threads = data if isinstance(data, list) else [data]
+    """A thread object, or a list of them read one at a time."""
+    events = ijson.parse(stream)
+    first = next(events, None)
+    if first is None:
+        return
+    prefix = "item" if first[1] == "start_array" else ""
+    threads = ijson.items(itertools.chain([first], events), prefix)
     for index, raw in enumerate(threads):
         record = f"{name}#{index}"
         try:
@@ -145,7 +186,7 @@ def _answer(entry: dict[str, Any]) -> str:
     if isinstance(text, str):
         try:
             steps = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or JSON too deep to be steps): the answer itself
             return text
         for step in steps if isinstance(steps, list) else []:
             if isinstance(step, dict) and step.get("step_type") == "FINAL":
@@ -153,6 +194,6 @@ def _answer(entry: dict[str, Any]) -> str:
                 try:
                     inner = json.loads(answer)
                     return str(inner.get("answer", "")) if isinstance(inner, dict) else str(answer)
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, RecursionError):
                     return str(answer)
     return ""

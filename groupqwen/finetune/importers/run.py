@@ -9,7 +9,6 @@ so is an import that recognises nothing. Output is written to a temporary file a
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +21,7 @@ import ijson  # type: ignore[import-untyped]
 from groupqwen.errors import InvalidExport
 from groupqwen.finetune.archive import CountingReader, Readable, SafeZip
 from groupqwen.finetune.importers.base import FileReport, ImportOptions, Tally
+from groupqwen.finetune.importers.bounded import JsonGuard, ParseLimits
 from groupqwen.finetune.importers.chatgpt import read_chatgpt
 from groupqwen.finetune.importers.claude import read_claude, read_users
 from groupqwen.finetune.importers.perplexity import read_markdown, read_thread_json
@@ -60,43 +60,60 @@ class _Source:
 
 
 def sniff(stream: Readable | CountingReader) -> str | None:
-    """The export format of a JSON stream, from its first keys; ``None`` if JSON but not an export."""
-    seen_top: str | None = None
-    for count, (prefix, event, value) in enumerate(ijson.parse(stream)):
-        if count == 0:
-            seen_top = event
-        if event == "map_key" and prefix == "item":
-            if value == "mapping":
-                return "chatgpt"
-            if value == "chat_messages":
-                return "claude"
-            if value == "entries":
-                return "perplexity-json"
-            if value in ("email_address", "full_name"):
-                return "claude-users"
-        elif event == "map_key" and prefix == "":
-            if value == "entries":
-                return "perplexity-json"
-            if value == "chatgpt_plus_user":
-                return "chatgpt-user"
-        elif (event == "end_map" and prefix == "item") or count > _SNIFF_EVENTS:
+    """The export format of a JSON stream, from its first keys; ``None`` if JSON but not an export.
+
+    Reads at most a few thousand parser events, and keeps nothing per level but a counter: no prefixes (a
+    prefix per open level is quadratic in the depth)."""
+    top: str | None = None
+    depth = 0
+    for count, (event, value) in enumerate(ijson.basic_parse(stream)):
+        if count > _SNIFF_EVENTS:
             return None
-        elif event == "end_array" and prefix == "" and seen_top == "start_array":
-            return "empty"
+        if top is None:
+            top = event
+        if event == "map_key":
+            if depth == 2 and top == "start_array":  # a key of the first item of a list
+                if value == "mapping":
+                    return "chatgpt"
+                if value == "chat_messages":
+                    return "claude"
+                if value == "entries":
+                    return "perplexity-json"
+                if value in ("email_address", "full_name"):
+                    return "claude-users"
+            elif depth == 1 and top == "start_map":  # a key of the document's object
+                if value == "entries":
+                    return "perplexity-json"
+                if value == "chatgpt_plus_user":
+                    return "chatgpt-user"
+        elif event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+            if event == "end_map" and depth == 1 and top == "start_array":
+                return None  # the first item ended without a telling key
+            if depth == 0 and top == "start_array":
+                return "empty"
     return None
 
 
-def _detect(source: _Source) -> str | None:
+def _detect(source: _Source, limits: ParseLimits) -> str | None:
+    """The format of a file; ``None`` if it is no export. Bad JSON in a file named on the command line is an
+    error; in a folder or an archive it is skipped. JSON past the limits is an error wherever it is."""
     if source.name.lower().endswith((".md", ".markdown")):
         return "perplexity-md"
     if not source.name.lower().endswith(".json"):
         return None
-    stream = source.opener(None)
+    stream = JsonGuard(source.opener(None), source.name, limits)
     try:
         return sniff(stream)
     except ijson.JSONError as exc:
+        if not source.explicit:
+            return None
         raise InvalidExport(f"{source.name}: not valid JSON: {exc}") from None
     except UnicodeDecodeError:
+        if not source.explicit:
+            return None
         raise InvalidExport(f"{source.name}: not UTF-8 text") from None
     finally:
         _close(stream)
@@ -147,12 +164,34 @@ def _no_open(on_bytes: Callable[[int], None] | None) -> Readable:
 def import_paths(
     paths: Sequence[Path], out: Path, options: ImportOptions | None = None, progress: Progress | None = None
 ) -> ImportReport:
-    """Import every export under ``paths`` into ``out`` (JSONL) and ``out.meta.json`` (the identity)."""
+    """Import every export under ``paths`` into ``out`` (JSONL) and ``out.meta.json`` (the identity).
+
+    ``out`` appears complete or not at all: the conversations go to ``out.partial``, renamed when the import
+    succeeds and removed when anything fails."""
     options = options or ImportOptions()
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            reports, skipped, identity = _import_all(paths, f, options, progress)
+        if not reports or (all(r.error for r in reports) and not sum(r.written for r in reports)):
+            why = "; ".join([*(f"{r.name}: {r.error}" for r in reports), *(f"{n}: {w}" for n, w in skipped)])
+            raise InvalidExport(
+                f"no chat export found in {', '.join(map(str, paths))}" + (f" ({why})" if why else "")
+            )
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    Meta(identity=identity).write(out)
+    return ImportReport(tuple(reports), tuple(skipped), identity)
+
+
+def _import_all(
+    paths: Sequence[Path], out: IO[str], options: ImportOptions, progress: Progress | None
+) -> tuple[list[FileReport], list[tuple[str, str]], Identity]:
     reports: list[FileReport] = []
     skipped: list[tuple[str, str]] = []
     identity = Identity()
-    tmp = out.with_name(out.name + ".partial")
     with contextlib.ExitStack() as stack:
         sources = list(_sources(paths, stack, options))
         archives_skipped = {s.name for s in sources if s.opener is _no_open}
@@ -165,40 +204,27 @@ def import_paths(
             if progress is not None:
                 progress(done, total)
 
-        with tmp.open("w", encoding="utf-8") as f:
-            for source in sources:
-                if source.name in archives_skipped:
-                    skipped.append((source.name, "symbolic link ignored"))
-                    continue
+        for source in sources:
+            if source.name in archives_skipped:
+                skipped.append((source.name, "symbolic link ignored"))
+                continue
+            try:
+                fmt = _detect(source, options.parse)
+            except zipfile.BadZipFile as exc:
+                reports.append(Tally().report(source.name, "unknown", f"corrupt archive member: {exc}"))
+                continue
+            if fmt is None:
+                skipped.append((source.name, "not a chat export file"))
+                on_bytes(source.size)
+                continue
+            if fmt in ("claude-users", "chatgpt-user"):
                 try:
-                    fmt = _detect(source)
+                    identity = identity.merge(_identity(source, fmt, options.parse))
                 except zipfile.BadZipFile as exc:
-                    reports.append(Tally().report(source.name, "unknown", f"corrupt archive member: {exc}"))
-                    continue
-                except InvalidExport:
-                    if source.explicit:
-                        tmp.unlink(missing_ok=True)
-                        raise
-                    fmt = None
-                if fmt is None:
-                    skipped.append((source.name, "not a chat export file"))
-                    on_bytes(source.size)
-                    continue
-                if fmt in ("claude-users", "chatgpt-user"):
-                    identity = identity.merge(_identity(source, fmt))
-                    continue
-                report = _import_one(source, fmt, options, f, on_bytes)
-                reports.append(report)
-        if not reports or (all(r.error for r in reports) and not sum(r.written for r in reports)):
-            tmp.unlink(missing_ok=True)
-            why = "; ".join([*(f"{r.name}: {r.error}" for r in reports), *(f"{n}: {w}" for n, w in skipped)])
-            raise InvalidExport(
-                f"no chat export found in {', '.join(map(str, paths))}" + (f" ({why})" if why else "")
-            )
-    os.replace(tmp, out)
-    result = ImportReport(tuple(reports), tuple(skipped), identity)
-    Meta(identity=identity).write(out)
-    return result
+                    skipped.append((source.name, f"corrupt archive member: {exc}"))
+                continue
+            reports.append(_import_one(source, fmt, options, out, on_bytes))
+    return reports, skipped, identity
 
 
 def _import_one(
@@ -206,23 +232,27 @@ def _import_one(
 ) -> FileReport:
     tally = Tally()
     error: str | None = None
-    stream = source.opener(on_bytes)
+    stream: Readable | None = None
     try:
+        stream = source.opener(on_bytes)
+        if fmt != "perplexity-md":
+            stream = JsonGuard(stream, source.name, options.parse)
         for conv in _read(stream, fmt, source.name, tally, options):
             out.write(dumps(conv) + "\n")
     except ijson.JSONError as exc:
         error = f"invalid JSON after {tally.conversations} conversation(s): {exc}"
-    except zipfile.BadZipFile as exc:  # CRC mismatch: the member's bytes are corrupt
+    except zipfile.BadZipFile as exc:  # CRC mismatch, corrupt or truncated data: the member's bytes are bad
         error = f"corrupt archive member after {tally.conversations} conversation(s): {exc}"
     except UnicodeDecodeError as exc:
         error = f"not UTF-8 text: {exc}"
     finally:
-        _close(stream)
+        if stream is not None:
+            _close(stream)
     return tally.report(source.name, fmt, error)
 
 
 def _read(
-    stream: Readable | CountingReader, fmt: str, name: str, tally: Tally, options: ImportOptions
+    stream: Readable, fmt: str, name: str, tally: Tally, options: ImportOptions
 ) -> Iterator[Conversation]:
     if fmt == "chatgpt":
         return read_chatgpt(stream, tally, options)
@@ -231,21 +261,23 @@ def _read(
     if fmt == "perplexity-json":
         return read_thread_json(stream, name, tally)
     if fmt == "perplexity-md":
-        return read_markdown(stream.read().decode("utf-8"), name, tally)
+        return read_markdown(stream, name, tally, options.parse.max_record_bytes)
     return iter(())  # "empty": a valid export without conversations
 
 
-def _identity(source: _Source, fmt: str) -> Identity:
-    stream = source.opener(None)
+def _identity(source: _Source, fmt: str, limits: ParseLimits) -> Identity:
+    stream = JsonGuard(source.opener(None), source.name, limits)
     try:
         if fmt == "claude-users":
             return read_users(stream)
-        data = json.loads(stream.read())
+        data = next(ijson.items(stream, ""), None)
+        if not isinstance(data, dict):
+            return Identity()
         return Identity(
             emails=(data["email"],) if isinstance(data.get("email"), str) else (),
             phones=(data["phone_number"],) if isinstance(data.get("phone_number"), str) else (),
         )
-    except (ijson.JSONError, ValueError, AttributeError):
+    except (ijson.JSONError, UnicodeDecodeError):
         return Identity()
     finally:
         _close(stream)
