@@ -51,17 +51,15 @@ import httpx
 import numpy as np
 
 from groupqwen.api.app import create_app
-from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder, Vectors
 from groupqwen.cache.policy import CachePolicy, Lookup
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import Answer, CacheEntry, EmbeddedStore, VectorStore
-from groupqwen.config import CacheConfig, load_settings
+from groupqwen.config import CacheConfig
 from groupqwen.messages import ChatRequest
-from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.pool.scheduler import Pool
+from groupqwen.testing import fake_services, fake_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from cache_quality import load as load_pairs  # beside this file
@@ -128,16 +126,8 @@ async def gateway(
     cache: SemanticCache | None, workdir: Path, first_token_s: float
 ) -> AsyncIterator[httpx.AsyncClient]:
     backend = FakeBackend(model_id="fake", tokens=["An answer."], delay=first_token_s)
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}},
-        default_model="fake",
-        models_dir=workdir,
-        data_dir=workdir,
-        keep_alive=-1,
-        log_level="warning",
-    )
-    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
-    services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
+    settings = fake_settings(workdir, data_dir=workdir, log_level="warning")
+    services = fake_services(settings, backend, cache=cache)
     app = create_app(settings, services)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -30,11 +30,9 @@ import httpx
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.config import load_settings
-from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.pool.scheduler import Pool
 from groupqwen.telemetry.service import Telemetry
 from groupqwen.telemetry.timing import Trace
+from groupqwen.testing import fake_services, fake_settings
 
 BODY = {"model": "fake", "messages": [{"role": "user", "content": "How are you today?"}]}
 
@@ -80,21 +78,12 @@ def postgres() -> Iterator[str]:
 
 def services(tmp: Path, variant: str, pg_url: str | None) -> Services:
     extra: dict[str, Any] = {"database_url": pg_url} if variant == "postgresql" else {}
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}},
-        default_model="fake",
-        keep_alive=-1,
-        models_dir=tmp,
-        data_dir=tmp / variant,
-        **extra,
-    )
-    backend = FakeBackend(model_id="fake")
-    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
+    settings = fake_settings(tmp, data_dir=tmp / variant, **extra)
     telemetry = {
         "off": OffTelemetry,
         "metrics only": Telemetry,
     }.get(variant, lambda: Telemetry.from_settings(settings))()
-    return Services(settings, pool, Pipeline(settings.catalog(), pool, "fake"), telemetry=telemetry)
+    return fake_services(settings, FakeBackend(model_id="fake"), telemetry=telemetry)
 
 
 async def measure(svc: Services, requests: int, stream: bool) -> tuple[float, float]:

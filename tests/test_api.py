@@ -15,13 +15,10 @@ from fastapi.testclient import TestClient
 
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
-from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.catalog import ModelSpec
-from groupqwen.config import Settings, load_settings
+from groupqwen.config import load_settings
 from groupqwen.messages import ReplicaState
-from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.pool.scheduler import Pool
+from groupqwen.testing import fake_services, fake_settings, gateway
 
 USER = [{"role": "user", "content": "Say hello"}]
 
@@ -34,25 +31,13 @@ def make_services(
     **settings: Any,
 ) -> Services:
     """Settings with one ``backend: fake`` model per entry of ``backends``, served by those very objects."""
-    models = {model_id: {"backend": "fake", "thinking": model_id in thinking} for model_id in backends}
-    settings.setdefault("default_model", next(iter(backends)))
-    settings.setdefault("keep_alive", -1)
-    config: Settings = load_settings(models=models, models_dir=tmp_path, **settings)
-    return services_for(config, lambda spec: backends[spec.id])
-
-
-def services_for(settings: Settings, factory: Callable[[ModelSpec], Backend]) -> Services:
-    """The app's object graph with our own backend factory, and no memory limit."""
-    pool = Pool(
-        settings.available(), factory, need=lambda spec: 0, budget=1 << 40, max_queue=settings.max_queue
-    )
-    return Services(settings, pool, Pipeline(settings.catalog(), pool, settings.default_model))
+    config = fake_settings(tmp_path, {m: {"thinking": m in thinking} for m in backends}, **settings)
+    return fake_services(config, backends)
 
 
 @contextmanager
 def sync_client(services: Services) -> Iterator[tuple[openai.OpenAI, TestClient]]:
-    app = create_app(services.settings, services)
-    with TestClient(app) as http:
+    with gateway(services) as http:
         yield (
             openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0),
             http,
@@ -427,11 +412,8 @@ def test_models_show_the_replicas_a_loaded_backend_reports(tmp_path: Path) -> No
 def test_list_models_shows_sizes_of_real_files(tmp_path: Path) -> None:
     gguf = tmp_path / "custom.gguf"
     gguf.write_bytes(b"GGUF" * 256)
-    settings = load_settings(
-        models={"custom": {"path": str(gguf)}}, default_model="custom", models_dir=tmp_path
-    )
-    fake = FakeBackend(model_id="custom")
-    services = services_for(settings, lambda spec: fake)
+    settings = fake_settings(tmp_path, ["custom"], models={"custom": {"path": str(gguf)}})
+    services = fake_services(settings, FakeBackend(model_id="custom"))
     with sync_client(services) as (sdk, _):
         info = (sdk.models.retrieve("custom").model_extra or {})["groupqwen"]
     assert info["size_bytes"] == 1024

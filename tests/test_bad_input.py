@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 
-from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.config import Settings, load_settings
 from groupqwen.messages import Delta
 from groupqwen.orchestrator.answer import Answer
-from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.pool.scheduler import Pool
+from groupqwen.testing import fake_services, fake_settings, gateway
 
 URL = "/v1/chat/completions"
 GOOD: dict[str, Any] = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
@@ -31,31 +29,13 @@ def fake() -> FakeBackend:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory, fake: FakeBackend) -> Services:
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}},
-        default_model="fake",
-        keep_alive=-1,
-        models_dir=tmp_path_factory.mktemp("m"),
-    )
-    return _services(settings, fake)
-
-
-def _services(settings: Settings, backend: FakeBackend) -> Services:
-    """The app's object graph, every model served by ``backend``, no memory limit."""
-    pool = Pool(
-        settings.available(),
-        lambda spec: backend,
-        need=lambda spec: 0,
-        budget=1 << 40,
-        max_queue=settings.max_queue,
-    )
-    return Services(settings, pool, Pipeline(settings.catalog(), pool, settings.default_model))
+    return fake_services(fake_settings(tmp_path_factory.mktemp("m")), fake)
 
 
 @pytest.fixture(scope="module")
 def http(services: Services) -> Iterator[TestClient]:
     """One server for the whole module: every bad request hits the same process, then a good one must work."""
-    with TestClient(create_app(services.settings, services)) as client:
+    with gateway(services) as client:
         yield client
 
 
@@ -281,12 +261,10 @@ def test_server_still_answers_after_all_of_that(http: TestClient, fake: FakeBack
 # Unexpected exceptions
 
 
-def _app_with_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> TestClient:
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}}, default_model="fake", keep_alive=-1, models_dir=tmp_path
-    )
-    backend = FakeBackend(model_id="fake")
-    services = _services(settings, backend)
+def _app_with_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> AbstractContextManager[TestClient]:
+    services = fake_services(fake_settings(tmp_path), FakeBackend(model_id="fake"))
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("a bug, with a secret prompt in it")
@@ -295,7 +273,7 @@ def _app_with_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
         monkeypatch.setattr(services.pipeline, "run", boom)
     else:  # while a JSON answer is collected
         monkeypatch.setattr(Answer, "collect", boom)
-    return TestClient(create_app(settings, services))
+    return gateway(services)
 
 
 @pytest.mark.parametrize("where", ["run", "collect"])
@@ -320,16 +298,13 @@ def test_an_internal_validation_error_is_a_500_not_the_clients_fault(
 ) -> None:
     """Only the client's input is the client's fault: the adapters convert the wire models' validation
     errors (400), and a pydantic ``ValidationError`` from anywhere else is a bug."""
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}}, default_model="fake", keep_alive=-1, models_dir=tmp_path
-    )
-    services = _services(settings, FakeBackend(model_id="fake"))
+    services = fake_services(fake_settings(tmp_path), FakeBackend(model_id="fake"))
 
     def states() -> Any:
         return TypeAdapter(int).validate_python("not a number")  # a bug inside: raises ValidationError
 
     monkeypatch.setattr(services.pool, "states", states)
-    with TestClient(create_app(settings, services)) as http:
+    with gateway(services) as http:
         response = http.get("/v1/models", headers={"x-request-id": "trace-me"})
         assert response.status_code == 500, response.text
         assert response.headers["x-request-id"] == "trace-me"
@@ -346,11 +321,8 @@ def test_an_internal_validation_error_is_a_500_not_the_clients_fault(
 def test_unexpected_exception_mid_stream_ends_the_stream_with_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}}, default_model="fake", keep_alive=-1, models_dir=tmp_path
-    )
     backend = FakeBackend(model_id="fake")
-    services = _services(settings, backend)
+    services = fake_services(fake_settings(tmp_path), backend)
     real_next = Answer.__anext__
     read: list[Delta] = []
 
@@ -361,7 +333,7 @@ def test_unexpected_exception_mid_stream_ends_the_stream_with_an_error(
         return read[-1]
 
     monkeypatch.setattr(Answer, "__anext__", broken_next)
-    with TestClient(create_app(settings, services)) as http:
+    with gateway(services) as http:
         response = http.post(URL, json={**GOOD, "stream": True})
     assert response.status_code == 200
     frames = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]

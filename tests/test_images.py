@@ -12,18 +12,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from groupqwen.api.app import create_app
-from groupqwen.api.services import Services
+from groupqwen import testing
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.backends.llamacpp import LlamaCppBackend
 from groupqwen.catalog import builtin_catalog
 from groupqwen.config import load_settings
 from groupqwen.errors import ConfigError, InvalidRequest
 from groupqwen.messages import GenerationRequest, ImagePart, Message, Sampling
-from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool.bundled import ensure_bundled
-from groupqwen.pool.scheduler import Pool
+from groupqwen.testing import fake_services, fake_settings
 
 URL = "/v1/chat/completions"
 PNG = (  # a 1×1 PNG
@@ -51,17 +48,12 @@ def gateway(tmp_path: Path, tiers: list[str], routes: dict[str, str]) -> Iterato
         "text": FakeBackend("text", tokens=("Words",)),
         "seeing": FakeBackend("seeing", tokens=("A cat",)),
     }
-    settings = load_settings(
-        models={"text": {"backend": "fake"}, "seeing": {"backend": "fake", "vision": True}},
-        models_dir=tmp_path,
-        default_model="text",
+    settings = fake_settings(
+        tmp_path,
+        {"text": {}, "seeing": {"vision": True}},
         router={"tiers": [{"model": m} for m in tiers], "routes": routes},
-        cache={"backend": "off"},
     )
-    pool = Pool(settings.available(), lambda s: backends[s.id], need=lambda s: 0, budget=1 << 40)
-    routing = routing_from_settings(settings)
-    pipeline = Pipeline(settings.catalog(), pool, settings.default_model, routing=routing)
-    with TestClient(create_app(settings, Services(settings, pool, pipeline))) as http:
+    with testing.gateway(fake_services(settings, backends)) as http:
         yield http, backends
 
 

@@ -1,8 +1,9 @@
-"""The pool's memory budget: eviction, keep_alive, pinning, unload, and what it reports."""
+"""The pool's memory budget: eviction, keep_alive (on a fake clock), pinning, unload, and what it reports."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -12,6 +13,7 @@ from groupqwen.catalog import ModelSpec
 from groupqwen.errors import InsufficientMemory, ModelBusy
 from groupqwen.pool.budget import MiB
 from groupqwen.pool.scheduler import Pool
+from groupqwen.testing import FakeClock
 
 
 def _spec(model_id: str, **kw: object) -> ModelSpec:
@@ -22,11 +24,13 @@ def _spec(model_id: str, **kw: object) -> ModelSpec:
 
 
 class Harness:
-    """A pool of fake models, each needing ``sizes[id]`` MiB, that records loads and closes."""
+    """A pool of fake models, each needing ``sizes[id]`` MiB, that records loads and closes, on a fake
+    clock that each use moves one second on (so that least recently used is well defined)."""
 
     def __init__(self, specs: list[ModelSpec], sizes: dict[str, int], budget_mib: int) -> None:
         self.backends: dict[str, list[FakeBackend]] = {s.id: [] for s in specs}
         self.closed: list[str] = []
+        self.clock = FakeClock()
         harness = self
 
         class Recording(FakeBackend):
@@ -44,10 +48,29 @@ class Harness:
             need=lambda spec: sizes[spec.id] * MiB,
             budget=budget_mib * MiB,
             measure=lambda: 0,
+            clock=self.clock,
         )
+
+    async def use(self, model_id: str) -> None:
+        await _use(self.pool, model_id)
+        self.clock.advance(1)
 
     def status(self, model_id: str) -> str:
         return next(s.status for s in self.pool.states() if s.spec.id == model_id)
+
+
+async def _turns(n: int = 20) -> None:
+    """Let the event loop run whatever is ready ``n`` times (what waits on the fake clock stays waiting)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll ``condition`` (reached by another task) until it holds; fail after ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.001)
 
 
 async def _use(pool: Pool, model_id: str) -> None:
@@ -64,10 +87,10 @@ def _request():  # type: ignore[no-untyped-def]
 
 async def test_loading_a_model_that_does_not_fit_evicts_the_least_recently_used() -> None:
     h = Harness([_spec("a"), _spec("b"), _spec("c")], {"a": 400, "b": 400, "c": 400}, budget_mib=1000)
-    await _use(h.pool, "a")
-    await _use(h.pool, "b")
-    await _use(h.pool, "a")  # b is now the least recently used
-    await _use(h.pool, "c")
+    await h.use("a")
+    await h.use("b")
+    await h.use("a")  # b is now the least recently used
+    await h.use("c")
     assert h.closed == ["b"]
     assert [h.status(m) for m in "abc"] == ["loaded", "unloaded", "loaded"]
     assert h.pool.used == 800 * MiB
@@ -79,54 +102,97 @@ async def test_pinned_and_busy_models_are_never_evicted() -> None:
         {"pinned": 400, "busy": 400, "new": 400},
         budget_mib=1000,
     )
-    await _use(h.pool, "pinned")
+    await h.use("pinned")
     async with h.pool.lease("busy"):
         with pytest.raises(InsufficientMemory) as info:
-            await _use(h.pool, "new")
+            await h.use("new")
     message = info.value.message
     assert "needs 400 MiB" in message and "200 MiB" in message and "pinned" in message and "busy" in message
     assert info.value.status_code == 503 and info.value.code == "insufficient_memory"
     assert h.closed == []
     assert h.status("new") == "unloaded"
-    await _use(h.pool, "new")  # once 'busy' is idle it can go
+    await h.use("new")  # once 'busy' is idle it can go
     assert h.closed == ["busy"]
 
 
 async def test_a_model_larger_than_the_budget_is_refused_without_evicting() -> None:
     h = Harness([_spec("a"), _spec("huge")], {"a": 100, "huge": 5000}, budget_mib=1000)
-    await _use(h.pool, "a")
+    await h.use("a")
     with pytest.raises(InsufficientMemory):
-        await _use(h.pool, "huge")
+        await h.use("huge")
     assert h.closed == [] and h.status("a") == "loaded"
 
 
 async def test_keep_alive_unloads_idle_models() -> None:
     h = Harness(
-        [_spec("quick", keep_alive=0.05), _spec("never", keep_alive=-1), _spec("now", keep_alive=0)],
+        [_spec("quick", keep_alive=5), _spec("never", keep_alive=-1), _spec("now", keep_alive=0)],
         {"quick": 1, "never": 1, "now": 1},
         budget_mib=1000,
     )
     for model in ("quick", "never", "now"):
         await _use(h.pool, model)
-    await asyncio.sleep(0.01)
-    assert h.status("now") == "unloaded"
-    assert h.status("quick") == "loaded"
-    await asyncio.sleep(0.2)
-    assert h.status("quick") == "unloaded"
-    assert h.status("never") == "loaded"
+    assert await h.pool.expire_idle() == ["now"]
+    assert [h.status(m) for m in ("quick", "never", "now")] == ["loaded", "loaded", "unloaded"]
+    h.clock.advance(4.9)
+    assert await h.pool.expire_idle() == []
+    h.clock.advance(0.1)
+    assert await h.pool.expire_idle() == ["quick"]
+    h.clock.advance(1e9)
+    assert await h.pool.expire_idle() == []
+    assert [h.status(m) for m in ("quick", "never", "now")] == ["unloaded", "loaded", "unloaded"]
     await h.pool.close()
 
 
-async def test_a_new_request_cancels_the_idle_timer() -> None:
-    h = Harness([_spec("m", keep_alive=0.1)], {"m": 1}, budget_mib=10)
+async def test_the_pools_own_timer_unloads_an_idle_model() -> None:
+    h = Harness([_spec("m", keep_alive=5)], {"m": 1}, budget_mib=10)
     await _use(h.pool, "m")
-    await asyncio.sleep(0.06)
-    await _use(h.pool, "m")  # restarts the 0.1 s idle window
-    await asyncio.sleep(0.06)
+    await _until(lambda: h.clock.sleepers == 1)  # the idle timer waits on the clock
+    h.clock.advance(4)
+    await _turns()
     assert h.status("m") == "loaded"
-    await asyncio.sleep(0.1)
-    assert h.status("m") == "unloaded"
+    h.clock.advance(1)
+    await _until(lambda: h.status("m") == "unloaded")
+    assert h.closed == ["m"]
+    await h.pool.close()
+
+
+async def test_a_new_request_restarts_the_idle_window() -> None:
+    h = Harness([_spec("m", keep_alive=10)], {"m": 1}, budget_mib=10)
+    await _use(h.pool, "m")
+    h.clock.advance(6)
+    await _use(h.pool, "m")  # restarts the 10 s idle window
+    h.clock.advance(6)
+    assert await h.pool.expire_idle() == []
+    await _turns()  # nor has the idle timer the second request started
+    assert h.status("m") == "loaded"
+    h.clock.advance(4)
+    assert await h.pool.expire_idle() == ["m"]
     assert len(h.backends["m"]) == 1
+    await h.pool.close()
+
+
+async def test_a_model_loaded_ahead_idles_out_from_its_load() -> None:
+    h = Harness([_spec("m", keep_alive=10)], {"m": 1}, budget_mib=10)
+    h.clock.advance(1000)
+    await h.pool.load("m")
+    await _turns()
+    h.clock.advance(9)
+    assert await h.pool.expire_idle() == []
+    assert h.status("m") == "loaded"
+    h.clock.advance(1)
+    assert await h.pool.expire_idle() == ["m"]
+
+
+async def test_a_busy_model_never_expires() -> None:
+    h = Harness([_spec("m", keep_alive=1)], {"m": 1}, budget_mib=10)
+    await _use(h.pool, "m")
+    async with h.pool.lease("m"):
+        h.clock.advance(100)
+        assert await h.pool.expire_idle() == []
+    assert h.status("m") == "loaded"
+    h.clock.advance(1)
+    assert await h.pool.expire_idle() == ["m"]
+    await h.pool.close()
 
 
 async def test_unload_refuses_a_busy_model_and_load_is_idempotent() -> None:
@@ -162,8 +228,7 @@ async def test_requests_for_a_loaded_model_do_not_wait_for_another_models_load()
     )
     await _use(pool, "fast")
     slow = asyncio.create_task(_use(pool, "slow"))
-    await asyncio.sleep(0.01)
-    assert next(s.status for s in pool.states() if s.spec.id == "slow") == "loading"
-    await asyncio.wait_for(_use(pool, "fast"), timeout=2)
+    await _until(lambda: next(s.status for s in pool.states() if s.spec.id == "slow") == "loading")
+    await asyncio.wait_for(_use(pool, "fast"), timeout=30)  # would hang: the slow load waits for release
     release.set()
     await slow

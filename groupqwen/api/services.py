@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
+from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.config import Settings
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
 from groupqwen.pool.factory import backend_for, memory_need, shares_the_cpu
-from groupqwen.pool.scheduler import Pool
+from groupqwen.pool.scheduler import BackendFactory, Pool
 from groupqwen.telemetry.health import CheckResult, ModelHealth, gpu_check, models_check
 from groupqwen.telemetry.service import Telemetry
 
@@ -77,8 +78,21 @@ def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
     return lambda spec: mode == "always"
 
 
-def build_services(settings: Settings) -> Services:
-    catalog = settings.catalog()
+def build_services(
+    settings: Settings,
+    *,
+    backend_factory: BackendFactory | None = None,
+    telemetry: Telemetry | None = None,
+    cache: SemanticCache | None = None,
+    embedder: Embedder | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Services:
+    """The gateway's object graph. Every part left out is built from ``settings`` as in production:
+    ``backend_factory`` the pool's (llama.cpp, OpenAI-compatible HTTP or the fake, by each model's
+    ``backend``); ``telemetry`` persisting to ``telemetry.database_url``; ``cache`` as ``cache:`` says
+    (none with ``backend: off``); ``embedder`` the cache's (or, with no cache, the configured one, built
+    on first use). ``clock`` times the pool's idle models and queue waits. ``groupqwen.testing`` builds
+    it around fakes."""
     budget = memory.detect(
         settings.memory_budget_mb,
         settings.memory_share,
@@ -87,27 +101,30 @@ def build_services(settings: Settings) -> Services:
     )
     pool = Pool(
         settings.available(),
-        lambda spec: backend_for(spec, settings),
+        backend_factory or (lambda spec: backend_for(spec, settings)),
         need=lambda spec: memory_need(spec, settings),
         budget=budget.limit,
         max_queue=settings.max_queue,
+        clock=clock,
     )
-    cache = cache_from_settings(settings)
-    embedder = cache.embedder if cache is not None else None
+    if cache is None:
+        cache = cache_from_settings(settings)
+    if embedder is None:
+        embedder = cache.embedder if cache is not None else None
     if embedder is None and settings.cache.embedder.kind == "openai":  # probed at start, as with a cache
         embedder = embedder_from_settings(settings)
     return Services(
         settings,
         pool,
         Pipeline(
-            catalog,
+            settings.catalog(),
             pool,
             settings.default_model,
             cache,
             routing_from_settings(settings),
             overlap=overlap_from_settings(settings),
         ),
-        telemetry=Telemetry.from_settings(settings),
+        telemetry=telemetry if telemetry is not None else Telemetry.from_settings(settings),
         cache=cache,
         embedder=embedder,
     )

@@ -4,20 +4,21 @@
 waiting requests: ``Overloaded`` with ``Retry-After``), loads the model once however many requests arrive
 for it while it is cold, and never makes a request for a loaded model wait on another model's load. A load
 that does not fit evicts idle, unpinned models, least recently used first; if it still cannot fit:
-``InsufficientMemory``. An idle model is unloaded after its ``keep_alive``. A load that fails (the backend
-raises ``ModelLoadError``) marks the model ``failed`` and is logged here.
+``InsufficientMemory``. An idle model is unloaded after its ``keep_alive``, measured on the pool's
+``Clock`` (``expire_idle`` runs that check now: a test with a fake clock advances it, then calls it). A load
+that fails (the backend raises ``ModelLoadError``) marks the model ``failed`` and is logged here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 
 from groupqwen import log
 from groupqwen.backends.base import Backend
 from groupqwen.catalog import ModelSpec
+from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.errors import GroupQwenError, InsufficientMemory, ModelBusy, ModelNotFound, Overloaded
 from groupqwen.messages import ModelState, ModelStatus
 from groupqwen.pool.budget import MiB, Resident, to_evict
@@ -42,6 +43,7 @@ class _Entry:
         self.queued = 0
         self.last_used: float | None = None
         self.last_used_mono = 0.0
+        self.idle_since = 0.0  # monotonic; when it last became idle (a lease ended, or ``load`` loaded it)
         self.need: int | None = None  # estimated before the first load
         self.estimated: int | None = None
         self.measured: int | None = None
@@ -63,7 +65,8 @@ class _Entry:
 
 class Pool:
     """Owns every backend. ``specs``: the models that can be served; ``factory`` builds a backend;
-    ``need`` estimates a model's memory before loading; ``budget`` is the bytes models may use."""
+    ``need`` estimates a model's memory before loading; ``budget`` is the bytes models may use; ``clock``
+    times idle models, queue waits and loads."""
 
     def __init__(
         self,
@@ -75,6 +78,7 @@ class Pool:
         max_queue: int = 16,
         retry_after: int = 2,
         measure: Callable[[], int] = current_rss,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._entries = {model_id: _Entry(spec) for model_id, spec in specs.items()}
         self._factory = factory
@@ -83,6 +87,7 @@ class Pool:
         self._max_queue = max_queue
         self._retry_after = retry_after
         self._measure = measure
+        self._clock = clock
         self._placement = asyncio.Lock()  # one load or eviction decision at a time
 
     def __contains__(self, model_id: object) -> bool:
@@ -110,7 +115,7 @@ class Pool:
                 "Retry later.",
                 retry_after=self._retry_after,
             )
-        asked = time.perf_counter()
+        asked = self._clock.monotonic()
         entry.queued += 1
         self._cancel_expiry(entry)
         try:
@@ -120,11 +125,11 @@ class Pool:
         entry.active += 1
         try:
             backend = entry.backend or await self._load(entry)
-            timing.queue_waited(time.perf_counter() - asked)
+            timing.queue_waited(self._clock.monotonic() - asked)
             yield backend
         finally:
             entry.active -= 1
-            entry.last_used, entry.last_used_mono = time.time(), time.monotonic()
+            entry.last_used, entry.last_used_mono = self._clock.time(), self._clock.monotonic()
             entry.slots.release()
             if not entry.busy:
                 self._schedule_expiry(entry)
@@ -165,7 +170,7 @@ class Pool:
                     _log.info("evicting model", model=victim.spec.id, to_load=entry.spec.id)
                     await self._unload(victim)
                 entry.status, entry.error, entry.estimated = "loading", None, need
-                started, rss_before = time.perf_counter(), self._measure()
+                started, rss_before = self._clock.monotonic(), self._measure()
                 backend = self._factory(entry.spec)
                 try:
                     await backend.load()
@@ -185,7 +190,7 @@ class Pool:
             _log.info(
                 "model loaded",
                 model=entry.spec.id,
-                seconds=round(time.perf_counter() - started, 3),
+                seconds=round(self._clock.monotonic() - started, 3),
                 estimated_mib=need // MiB,
                 measured_mib=entry.measured // MiB,
             )
@@ -221,11 +226,18 @@ class Pool:
             _log.info("model unloaded", model=entry.spec.id)
         entry.status, entry.measured = "unloaded", None
 
+    def _idle_left(self, entry: _Entry) -> float:
+        """Seconds until ``entry``'s keep_alive ends (``inf`` if it never expires or is not idle)."""
+        if entry.spec.keep_alive < 0 or entry.backend is None or entry.busy:
+            return float("inf")
+        return entry.idle_since + entry.spec.keep_alive - self._clock.monotonic()
+
     def _schedule_expiry(self, entry: _Entry) -> None:
         if entry.spec.keep_alive < 0 or entry.backend is None:
             return
         self._cancel_expiry(entry)
-        entry.expiry = asyncio.get_running_loop().create_task(self._expire(entry, entry.spec.keep_alive))
+        entry.idle_since = self._clock.monotonic()
+        entry.expiry = asyncio.get_running_loop().create_task(self._expire(entry))
 
     @staticmethod
     def _cancel_expiry(entry: _Entry) -> None:
@@ -233,13 +245,29 @@ class Pool:
             entry.expiry.cancel()
         entry.expiry = None
 
-    async def _expire(self, entry: _Entry, delay: float) -> None:
-        await asyncio.sleep(delay)
-        async with entry.load_lock, self._placement:
-            if entry.busy or entry.expiry is not asyncio.current_task():
+    async def _expire(self, entry: _Entry) -> None:
+        """The idle timer of ``entry``: sleeps on the clock until its keep_alive has passed, then unloads it
+        (a lease in the meantime cancels this task and starts another when it ends)."""
+        while (left := self._idle_left(entry)) > 0:
+            if left == float("inf"):
                 return
+            await self._clock.sleep(left)
+        await self._unload_if_expired(entry)
+
+    async def _unload_if_expired(self, entry: _Entry) -> bool:
+        if self._idle_left(entry) > 0:
+            return False
+        async with entry.load_lock, self._placement:
+            if self._idle_left(entry) > 0:
+                return False
             _log.info("model idle, unloading", model=entry.spec.id, keep_alive=entry.spec.keep_alive)
             await self._unload(entry)
+            return True
+
+    async def expire_idle(self) -> list[str]:
+        """Unload every model idle for its keep_alive or longer, by the pool's clock, now; the ids unloaded.
+        The pool's own timers do this when each keep_alive ends."""
+        return [e.spec.id for e in self._entries.values() if await self._unload_if_expired(e)]
 
     async def close(self) -> None:
         for entry in self._entries.values():

@@ -21,12 +21,11 @@ from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, Vectors
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import CacheEntry, EmbeddedStore, Invalidation
-from groupqwen.config import load_settings
 from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import Delta
 from groupqwen.orchestrator.answer import RequestContext
 from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.pool.scheduler import Pool
+from groupqwen.testing import fake_services, fake_settings
 
 from .helpers import DEFAULTS, embedded_store, policy
 from .test_gateway import chat, gateway_app, sse
@@ -91,14 +90,12 @@ def cache_over(store: EmbeddedStore, embedder: Embedder, timeout_s: float = 30.0
 @asynccontextmanager
 async def pipeline(tmp_path: Path, cache: SemanticCache) -> AsyncIterator[Pipeline]:
     backend = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()])
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}}, default_model="fake", models_dir=tmp_path, data_dir=tmp_path
-    )
-    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
+    settings = fake_settings(tmp_path, data_dir=tmp_path)
+    services = fake_services(settings, backend, cache=cache)
     try:
-        yield Pipeline(settings.catalog(), pool, "fake", cache)
+        yield services.pipeline
     finally:
-        await pool.close()
+        await services.pool.close()
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])

@@ -15,14 +15,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from servers import ValkeyServer
 
+from groupqwen import testing
 from groupqwen.api.app import create_app
-from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.cache import SemanticCache, VectorStore, cache_from_settings
+from groupqwen.cache import SemanticCache, VectorStore
 from groupqwen.cache.embedders import MiniLMEmbedder, Vectors
-from groupqwen.config import load_settings
-from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.pool.scheduler import Pool
+from groupqwen.testing import fake_services, fake_settings
 
 from .helpers import ManualClock, embedded_store, policy, redis_store
 
@@ -36,13 +34,10 @@ def gateway_app(
     backends = {
         m: FakeBackend(model_id=m, tokens=[f"{w} " for w in reply.split()]) for m in ("fake", "other")
     }
-    models = {m: {"backend": "fake"} for m in backends}
-    settings = load_settings(
-        models=models, default_model="fake", models_dir=tmp_path, data_dir=tmp_path, keep_alive=-1
+    services = fake_services(
+        fake_settings(tmp_path, list(backends), data_dir=tmp_path), backends, cache=cache
     )
-    pool = Pool(settings.available(), lambda spec: backends[spec.id], need=lambda spec: 0, budget=1 << 40)
-    services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
-    return create_app(settings, services), backends
+    return create_app(services.settings, services), backends
 
 
 @contextmanager
@@ -207,13 +202,9 @@ def test_a_warm_model_generates_while_the_semantic_layer_looks(
 ) -> None:
     backend = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()])
     watching = Watching(minilm, backend)
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}}, default_model="fake", models_dir=tmp_path, data_dir=tmp_path
-    )
-    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
     cache = SemanticCache(embedded_store(minilm.dim), watching, policy(timeout_s=10))
-    services = Services(settings, pool, Pipeline(settings.catalog(), pool, "fake", cache), cache=cache)
-    with TestClient(create_app(settings, services)) as client:
+    settings = fake_settings(tmp_path, data_dir=tmp_path)
+    with testing.gateway(fake_services(settings, backend, cache=cache)) as client:
         assert chat(client, "What is the capital of France?").headers["x-groupqwen-cache"] == "miss"  # loads
         plain = watching.ask(client, "How tall is Mount Everest?")
         streamed = watching.ask(client, "How deep is the Mariana Trench?", stream=True)
@@ -238,13 +229,8 @@ def test_with_overlap_off_the_semantic_layer_answers_before_any_generation(
     backend = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()])
     watching = Watching(minilm, backend, patience_s=0.3)
     cache = SemanticCache(embedded_store(minilm.dim), watching, policy(timeout_s=10))
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}}, default_model="fake", models_dir=tmp_path, data_dir=tmp_path
-    )
-    pool = Pool(settings.available(), lambda spec: backend, need=lambda spec: 0, budget=1 << 40)
-    pipeline = Pipeline(settings.catalog(), pool, "fake", cache, overlap=lambda spec: False)
-    services = Services(settings, pool, pipeline, cache=cache)
-    with TestClient(create_app(settings, services)) as client:
+    settings = fake_settings(tmp_path, data_dir=tmp_path, cache={"overlap": "never"})
+    with testing.gateway(fake_services(settings, backend, cache=cache)) as client:
         assert chat(client, "What is the capital of France?").headers["x-groupqwen-cache"] == "miss"  # loads
         plain = watching.ask(client, "How tall is Mount Everest?")
         near = watching.ask(client, "Which city is the capital of France?", stream=True)
@@ -360,18 +346,9 @@ def test_settings_build_the_embedded_cache(tmp_path: Path) -> None:
     """``cache:`` settings → the cache ``build_services`` wires in (here with in-memory telemetry)."""
 
     def app_for(backend: str) -> Any:
-        settings = load_settings(
-            models={"fake": {"backend": "fake", "fake_reply": "Four."}},
-            default_model="fake",
-            models_dir=tmp_path,
-            data_dir=tmp_path,
-            cache={"backend": backend, "threshold": 0.9},
-        )
-        cache = cache_from_settings(settings)
-        backend_ = FakeBackend(model_id="fake", tokens=["Four."])
-        pool = Pool(settings.available(), lambda spec: backend_, need=lambda spec: 0, budget=1 << 40)
-        pipeline = Pipeline(settings.catalog(), pool, "fake", cache)
-        return create_app(settings, Services(settings, pool, pipeline, cache=cache))
+        settings = fake_settings(tmp_path, data_dir=tmp_path, cache={"backend": backend, "threshold": 0.9})
+        services = fake_services(settings, FakeBackend(model_id="fake", tokens=["Four."]))
+        return create_app(settings, services)
 
     with TestClient(app_for("embedded")) as client:
         assert chat(client, "What is two plus two?").headers["x-groupqwen-cache"] == "miss"

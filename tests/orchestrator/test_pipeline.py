@@ -15,13 +15,14 @@ import pytest
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache import CachePolicy, EmbeddedStore, HashingEmbedder, SemanticCache
 from groupqwen.cache.embedders import Vectors
-from groupqwen.config import CacheConfig, load_settings
+from groupqwen.config import CacheConfig
 from groupqwen.errors import BackendError, ContextLengthExceeded, ModelNotFound
 from groupqwen.messages import ChatRequest, Message, Sampling
 from groupqwen.orchestrator.answer import Answer, RequestContext
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.pool.scheduler import Pool
 from groupqwen.telemetry.timing import Trace
+from groupqwen.testing import fake_services, fake_settings
 
 REPLY = "Paris is the capital of France."
 CONTEXT = RequestContext(tenant="t")
@@ -54,22 +55,23 @@ async def setup(
     tmp_path: Path, *, overlap: bool = True, cached: bool = True, **backend: object
 ) -> AsyncIterator[Setup]:
     fake = FakeBackend(model_id="fake", tokens=[f"{w} " for w in REPLY.split()], **backend)  # type: ignore[arg-type]
-    settings = load_settings(
-        models={"fake": {"backend": "fake"}}, default_model="fake", models_dir=tmp_path, data_dir=tmp_path
+    overlapping = "always" if overlap else "never"
+    settings = fake_settings(
+        tmp_path,
+        data_dir=tmp_path,
+        cache={"backend": "embedded" if cached else "off", "overlap": overlapping},
     )
-    pool = Pool(settings.available(), lambda spec: fake, need=lambda spec: 0, budget=1 << 40)
     embedder = Watching(fake)
     config = CacheConfig(threshold=0.75, timeout_s=10)  # the hashing embedder knows no synonyms
     store = EmbeddedStore(None, embedder.dim, max_entries=config.max_entries)
     cache = SemanticCache(store, embedder, CachePolicy.from_config(config))
-    pipeline = Pipeline(
-        settings.catalog(), pool, "fake", cache if cached else None, overlap=lambda spec: overlap
-    )
+    services = fake_services(settings, fake, cache=cache if cached else None)
     try:
-        yield Setup(pipeline, fake, cache, embedder, pool)
+        yield Setup(services.pipeline, fake, cache, embedder, services.pool)
     finally:
-        await cache.close()
-        await pool.close()
+        await services.close()
+        if not cached:
+            await cache.close()
 
 
 def ask(question: str, model: str = "fake", **sampling: object) -> ChatRequest:
@@ -152,7 +154,7 @@ async def test_without_overlap_the_semantic_layer_answers_before_any_generation(
     ("request_", "backend", "error"),
     [
         (ask("hi", model="nope"), {}, ModelNotFound),
-        (ask("hi", model="auto:cascade"), {}, ModelNotFound),  # no routing configured
+        (ask("hi", model="auto:nope"), {}, ModelNotFound),  # no such route
         (ask("hi"), {"fail_after": 0}, BackendError),
         (ask("hi", max_tokens=10_000), {"n_ctx": 64}, ContextLengthExceeded),
     ],

@@ -11,13 +11,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from groupqwen.api.app import create_app
-from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.config import load_settings
-from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.orchestrator.weights import routing_from_settings
-from groupqwen.pool.scheduler import Pool
+from groupqwen.testing import fake_services, fake_settings, gateway
 
 SURE, UNSURE = math.log(0.97), math.log(0.1)
 QUESTION = [{"role": "user", "content": "Hi there, how are you?"}]
@@ -28,20 +23,13 @@ def client(tmp_path: Path, small_logprob: float) -> Iterator[tuple[TestClient, d
         "small": FakeBackend("small", tokens=("Fine",), logprob=small_logprob),
         "large": FakeBackend("large", tokens=("Very", " well"), logprob=SURE),
     }
-    settings = load_settings(
-        models={m: {"backend": "fake"} for m in backends},
-        models_dir=tmp_path,
+    settings = fake_settings(
+        tmp_path,
+        list(backends),
         default_model="large",
-        keep_alive=-1,
         router={"tiers": [{"model": "small", "bar": 0.5}, {"model": "large"}], "routes": {}},
-        cache={"backend": "off"},
     )
-    pool = Pool(settings.available(), lambda s: backends[s.id], need=lambda s: 0, budget=1 << 40)
-    pipeline = Pipeline(
-        settings.catalog(), pool, settings.default_model, routing=routing_from_settings(settings)
-    )
-    services = Services(settings, pool, pipeline)
-    with TestClient(create_app(settings, services)) as http:
+    with gateway(fake_services(settings, backends)) as http:
         yield http, backends
 
 

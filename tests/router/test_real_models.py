@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from groupqwen.api.services import build_services
 from groupqwen.config import Settings, load_settings
 from groupqwen.messages import ChatRequest, Decision, Message, Sampling
 from groupqwen.orchestrator.answer import RequestContext
-from groupqwen.orchestrator.pipeline import Pipeline
-from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool.bundled import ensure_bundled
-from groupqwen.pool.factory import backend_for, memory_need
-from groupqwen.pool.scheduler import Pool
+from groupqwen.telemetry.service import Telemetry
 
 SMALL, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b"
 pytestmark = pytest.mark.integration
@@ -36,16 +34,10 @@ async def answer(models_dir: Path, bar: float) -> tuple[str, Decision]:
         n_ctx=512,
         cache={"backend": "off"},
         router={"tiers": [{"model": SMALL, "bar": bar}, {"model": LARGE}]},
+        memory_budget_mb=16 * 1024,
     )
-    pool = Pool(
-        settings.available(),
-        lambda s: backend_for(s, settings),
-        need=lambda s: memory_need(s, settings),
-        budget=1 << 34,
-    )
-    pipeline = Pipeline(
-        settings.catalog(), pool, settings.default_model, routing=routing_from_settings(settings)
-    )
+    services = build_services(settings, telemetry=Telemetry())
+    pipeline = services.pipeline
     request = ChatRequest(
         messages=(Message("user", "What is the capital of France? Answer in one word."),),
         model="auto:cascade",
@@ -56,7 +48,7 @@ async def answer(models_dir: Path, bar: float) -> tuple[str, Decision]:
         completion = await answered.collect()
         return completion.content, answered.decision
     finally:
-        await pool.close()
+        await services.close()
 
 
 async def test_bar_zero_keeps_the_small_answer(models_dir: Path) -> None:

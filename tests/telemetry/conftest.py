@@ -116,24 +116,18 @@ def wait_until(condition: Any, within: float = 10.0, what: str = "condition") ->
         time.sleep(0.02)
 
 
-def gateway(tmp_path: Path, backends: dict[str, Any], *, persist: bool = True, **settings: Any) -> Any:
+def gateway(
+    tmp_path: Path, backends: dict[str, Any], *, persist: bool = True, clock: Any = None, **settings: Any
+) -> Any:
     """Services with one fake model per entry of ``backends`` (``FakeBackend`` objects), persisting to
-    ``database_url`` (default: SQLite in ``tmp_path``) with fast writer timings."""
-    from groupqwen.api.services import Services
-    from groupqwen.config import load_settings
-    from groupqwen.orchestrator.pipeline import Pipeline
-    from groupqwen.pool.scheduler import Pool
+    ``database_url`` (default: SQLite in ``tmp_path``) with fast writer timings; ``clock``: the
+    pool's."""
     from groupqwen.telemetry.service import Telemetry
+    from groupqwen.testing import fake_services, fake_settings
 
-    models = {model_id: {"backend": "fake"} for model_id in backends}
-    settings.setdefault("default_model", next(iter(backends)))
-    settings.setdefault("keep_alive", -1)
     settings.setdefault("health_timeout_s", 1.0)
-    config = load_settings(models=models, models_dir=tmp_path, data_dir=tmp_path / "data", **settings)
-    pool = Pool(
-        config.available(), lambda spec: backends[spec.id], need=lambda spec: 0, budget=1 << 40, max_queue=8
-    )
+    config = fake_settings(tmp_path, list(backends), max_queue=8, **settings)
     telemetry = (
         Telemetry.from_settings(config, flush_interval=0.05, max_backoff=0.2) if persist else Telemetry()
     )
-    return Services(config, pool, Pipeline(config.catalog(), pool, config.default_model), telemetry=telemetry)
+    return fake_services(config, backends, telemetry=telemetry, **({"clock": clock} if clock else {}))

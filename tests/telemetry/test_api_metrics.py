@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.config import load_settings
+from groupqwen.messages import Chunk, GenerationRequest
+from groupqwen.testing import FakeClock
 
 from .conftest import gateway
 
@@ -170,8 +173,24 @@ def test_tenant_is_the_user_field_or_a_key_hash_and_no_text_is_kept(tmp_path: Pa
 
 
 async def test_queue_wait_is_measured_by_the_pool(tmp_path: Path) -> None:
-    slow = FakeBackend(model_id="slow", tokens=("a", "b", "c", "d"), delay=0.05)  # ~0.2 s a request
-    services = gateway(tmp_path, {"slow": slow}, persist=False)
+    """On the pool's clock: the first answer holds the one slot until the second request queues, then
+    takes 0.2 s; the second waited exactly that."""
+    clock = FakeClock()
+    services: Any = None
+
+    class Held(FakeBackend):
+        async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+            if not self.requests:  # the first answer
+                deadline = asyncio.get_running_loop().time() + 10
+                while services.pool.states()[0].queued < 1:
+                    assert asyncio.get_running_loop().time() < deadline, "the second request never queued"
+                    await asyncio.sleep(0.001)
+                clock.advance(0.2)
+            async for chunk in super().stream(request):
+                yield chunk
+
+    slow = Held(model_id="slow", tokens=("a", "b", "c", "d"), delay=0.05)
+    services = gateway(tmp_path, {"slow": slow}, persist=False, clock=clock)
     app = create_app(services.settings, services)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -180,6 +199,6 @@ async def test_queue_wait_is_measured_by_the_pool(tmp_path: Path) -> None:
         )
     assert first.status_code == second.status_code == 200
     waits = sorted(r.queue_wait_s or 0 for r in services.telemetry._recent)
-    assert waits[0] < 0.05 and waits[1] >= 0.1  # the second waited for the first (one slot)
+    assert waits == [0, pytest.approx(0.2)]  # the second waited for the first (one slot)
     ttfts = [r.ttft_s or 0 for r in services.telemetry._recent]
     assert all(t >= 0.05 for t in ttfts)

@@ -4,6 +4,8 @@ live hub."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +19,14 @@ from groupqwen.telemetry.timing import Trace, tenant
 from groupqwen.telemetry.writer import BufferedWriter
 
 from .test_persistence import record
+
+
+async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll ``condition`` (reached by the writer's task and thread) until it holds; fail after ``within``."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
 
 
 def test_nearest_rank_percentiles() -> None:
@@ -88,10 +98,10 @@ async def test_writer_buffers_while_down_and_counts_drops_exactly() -> None:
     store.down = True
     accepted = [writer.submit(record(i)) for i in range(10)]
     assert accepted == [True] * 4 + [False] * 6
-    await asyncio.sleep(0.1)
+    await _until(lambda: writer.last_error is not None)
     assert (writer.written, writer.pending, writer.dropped) == (0, 4, 6) and writer.last_error
     store.down = False
-    assert await writer.flush(2)
+    assert await writer.flush(30)
     assert (writer.written, writer.pending, writer.dropped) == (4, 0, 6) and writer.last_error is None
     assert sorted(store.records) == [f"r{i:04d}" for i in range(4)]
     await writer.close()
@@ -101,14 +111,9 @@ async def test_writer_prunes_past_retention() -> None:
     store = MemoryStore()
     store.write([record(0, started_at=1.0)])  # decades old
     writer = BufferedWriter(store, flush_interval=0.01, retention_s=86400)
-    import time
-
     writer.submit(record(1, started_at=time.time()))
-    assert await writer.flush(2)
-    for _ in range(100):
-        if "r0000" not in store.records:
-            break
-        await asyncio.sleep(0.01)
+    assert await writer.flush(30)
+    await _until(lambda: "r0000" not in store.records)  # pruned once the buffer is empty
     assert list(store.records) == ["r0001"]
     await writer.close()
 
