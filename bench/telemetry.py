@@ -77,7 +77,7 @@ def postgres() -> Iterator[str]:
 
 
 def services(tmp: Path, variant: str, pg_url: str | None) -> Services:
-    extra: dict[str, Any] = {"database_url": pg_url} if variant == "postgresql" else {}
+    extra: dict[str, Any] = {"telemetry": {"database_url": pg_url}} if variant == "postgresql" else {}
     settings = fake_settings(tmp, data_dir=tmp / variant, **extra)
     telemetry = {
         "off": OffTelemetry,

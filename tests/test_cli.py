@@ -70,6 +70,8 @@ def test_config_check_good(tmp_path: Path) -> None:
         ("colour: blue\n", "colour"),
         ("default_model: nope\n", "default_model"),
         ("models:\n  foo:\n    n_ctx: 2048\n", "models.foo.path"),
+        ("database_url: sqlite:///x.db\n", "database_url"),  # moved: the message says to telemetry.…
+        ("telemetry:\n  retention_days: 0\n", "telemetry.retention_days"),
         ("port: [1\n", "config"),
         ("- a list\n", "config"),
     ],
@@ -80,6 +82,12 @@ def test_config_check_bad(tmp_path: Path, text: str, field: str) -> None:
     assert f"config error: {field}:" in result.stderr
     assert result.stdout == ""
     assert "Traceback" not in result.output
+
+
+def test_config_check_says_where_a_setting_moved(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config", "check", str(_config(tmp_path, "health_timeout_s: 3\n"))])
+    assert result.exit_code == 1
+    assert "config error: health_timeout_s: moved to telemetry.health_timeout_s" in result.stderr
 
 
 def test_config_check_missing_file(tmp_path: Path) -> None:

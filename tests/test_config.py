@@ -316,3 +316,44 @@ def test_env_var_for_a_catalog_model_as_documented(monkeypatch: pytest.MonkeyPat
     assert available["qwen3-8b"].family == "qwen3"
     assert available["qwen3-8b"].thinking is True
     assert settings.catalog()["qwen2.5-coder-0.5b"].n_ctx == 2048
+
+
+def test_telemetry_settings_are_a_section(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("telemetry:\n  retention_days: 7\n  database_url: postgresql://db/x\n", encoding="utf-8")
+    monkeypatch.setenv("GROUPQWEN_TELEMETRY__HEALTH_TIMEOUT_S", "5")
+    settings = load_settings(path, telemetry={"buffer_records": 50, "retention_days": 7})
+    telemetry = settings.telemetry
+    assert (telemetry.retention_days, telemetry.buffer_records, telemetry.health_timeout_s) == (7, 50, 5)
+    assert load_settings(path).telemetry.database_url == "postgresql://db/x"
+    assert load_settings().telemetry.health_min_free_disk_mb == 1024
+    with pytest.raises(ConfigError) as info:
+        load_settings(telemetry={"database_url": "mysql://x"})
+    assert info.value.errors[0][0] == "telemetry.database_url"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("database_url", "telemetry.database_url"),
+        ("telemetry_retention_days", "telemetry.retention_days"),
+        ("telemetry_buffer_records", "telemetry.buffer_records"),
+        ("health_timeout_s", "telemetry.health_timeout_s"),
+        ("health_min_free_disk_mb", "telemetry.health_min_free_disk_mb"),
+    ],
+)
+def test_a_flat_telemetry_setting_names_where_it_moved(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, old: str, new: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"port: 8001\n{old}: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert info.value.errors == [
+        (old, f"moved to {new} (the YAML section or environment GROUPQWEN_{new.replace('.', '__').upper()})")
+    ]
+    monkeypatch.setenv(f"GROUPQWEN_{old.upper()}", "1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    env_new = "GROUPQWEN_" + new.replace(".", "__").upper()
+    assert info.value.errors == [(f"GROUPQWEN_{old.upper()}", f"moved to {env_new} ({new})")]

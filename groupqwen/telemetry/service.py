@@ -35,7 +35,7 @@ def status_of(error: BaseException) -> tuple[int, str]:
 
 
 def database_url(settings: Settings) -> str:
-    return settings.database_url or f"sqlite:///{settings.data_dir / 'telemetry.db'}"
+    return settings.telemetry.database_url or f"sqlite:///{settings.data_dir / 'telemetry.db'}"
 
 
 class Telemetry:
@@ -72,21 +72,22 @@ class Telemetry:
         flush_interval: float = 1.0,
         max_backoff: float = 30.0,
     ) -> Telemetry:
-        """Persistence to ``settings.database_url`` (SQLite under ``data_dir`` by default), health checks
-        of the database and disks; the caller adds model, GPU and cache checks."""
-        store = store or SqlStore(database_url(settings), timeout=settings.health_timeout_s * 2)
-        retention_s = settings.telemetry_retention_days * DAY
+        """Persistence to ``settings.telemetry.database_url`` (SQLite under ``data_dir`` by default),
+        health checks of the database and disks; the caller adds model, GPU and cache checks."""
+        config = settings.telemetry
+        store = store or SqlStore(database_url(settings), timeout=config.health_timeout_s * 2)
+        retention_s = config.retention_days * DAY
         writer = BufferedWriter(
             store,
-            capacity=settings.telemetry_buffer_records,
+            capacity=config.buffer_records,
             retention_s=retention_s,
             flush_interval=flush_interval,
             max_backoff=max_backoff,
         )
-        health = Health(timeout=settings.health_timeout_s)
+        health = Health(timeout=config.health_timeout_s)
         health.add("database", database_check(store.ping, store.name, lambda: _backlog(writer)))
         paths: dict[str, Path] = {"models_dir": settings.models_dir, "data_dir": settings.data_dir}
-        health.add("disk", disk_check(paths, settings.health_min_free_disk_mb * 1024 * 1024))
+        health.add("disk", disk_check(paths, config.health_min_free_disk_mb * 1024 * 1024))
         return cls(writer=writer, health=health, retention_s=retention_s)
 
     def start(self) -> None:

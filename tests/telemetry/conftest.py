@@ -120,12 +120,12 @@ def gateway(
     tmp_path: Path, backends: dict[str, Any], *, persist: bool = True, clock: Any = None, **settings: Any
 ) -> Any:
     """Services with one fake model per entry of ``backends`` (``FakeBackend`` objects), persisting to
-    ``database_url`` (default: SQLite in ``tmp_path``) with fast writer timings; ``clock``: the
+    ``telemetry.database_url`` (default: SQLite in ``tmp_path``) with fast writer timings; ``clock``: the
     pool's."""
     from groupqwen.telemetry.service import Telemetry
     from groupqwen.testing import fake_services, fake_settings
 
-    settings.setdefault("health_timeout_s", 1.0)
+    settings["telemetry"] = {"health_timeout_s": 1.0, **settings.get("telemetry", {})}
     config = fake_settings(tmp_path, list(backends), max_queue=8, **settings)
     telemetry = (
         Telemetry.from_settings(config, flush_interval=0.05, max_backoff=0.2) if persist else Telemetry()

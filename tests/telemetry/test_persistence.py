@@ -71,7 +71,7 @@ def test_records_round_trip(store_url: str) -> None:
 
 
 def test_stored_summary_equals_the_live_one(pg_url: str, tmp_path: Path) -> None:
-    services = gateway(tmp_path, {"fake": FakeBackend()}, database_url=pg_url)
+    services = gateway(tmp_path, {"fake": FakeBackend()}, telemetry={"database_url": pg_url})
     with TestClient(create_app(services.settings, services)) as http:
         for i in range(6):
             http.post(URL, json={**CHAT, "stream": i % 2 == 0})
@@ -92,7 +92,7 @@ def _status(http: TestClient) -> tuple[str, dict[str, Any]]:
 def test_postgres_stopped_mid_run_loses_nothing_and_health_follows_it(
     postgres: PostgresServer, pg_url: str, tmp_path: Path
 ) -> None:
-    services = gateway(tmp_path, {"fake": FakeBackend()}, database_url=pg_url)
+    services = gateway(tmp_path, {"fake": FakeBackend()}, telemetry={"database_url": pg_url})
     writer = services.telemetry.writer
     with TestClient(create_app(services.settings, services)) as http:
         for _ in range(4):
@@ -127,7 +127,9 @@ def test_postgres_stopped_mid_run_loses_nothing_and_health_follows_it(
 def test_dropped_counter_is_exact_when_the_buffer_overflows(
     postgres: PostgresServer, pg_url: str, tmp_path: Path
 ) -> None:
-    services = gateway(tmp_path, {"fake": FakeBackend()}, database_url=pg_url, telemetry_buffer_records=5)
+    services = gateway(
+        tmp_path, {"fake": FakeBackend()}, telemetry={"database_url": pg_url, "buffer_records": 5}
+    )
     writer = services.telemetry.writer
     with TestClient(create_app(services.settings, services)) as http:
         for _ in range(3):

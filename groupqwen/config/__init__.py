@@ -1,0 +1,34 @@
+"""One ``Settings`` object, merged with the model catalog (``catalog.py``), nested per area.
+
+Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` environment variables
+(nested fields with ``__``, e.g. ``GROUPQWEN_MODELS__QWEN3_8B__PATH``, ``GROUPQWEN_TELEMETRY__DATABASE_URL``),
+an optional YAML file (``--config``), then the defaults. Every validation error names its field.
+
+``settings.py`` holds ``Settings`` and ``load_settings``; each area's section has its own module
+(``models``, ``cache``, ``router``, ``telemetry``); ``paths`` the default locations, ``fields`` the field
+types they share.
+"""
+
+from groupqwen.config.cache import CacheConfig, EmbedderConfig
+from groupqwen.config.fields import BearerToken
+from groupqwen.config.models import ModelConfig
+from groupqwen.config.paths import cache_home, default_data_dir, default_models_dir
+from groupqwen.config.router import AUTO_MODEL, RouterConfig, TierConfig
+from groupqwen.config.settings import Settings, load_settings
+from groupqwen.config.telemetry import TelemetryConfig
+
+__all__ = [
+    "AUTO_MODEL",
+    "BearerToken",
+    "CacheConfig",
+    "EmbedderConfig",
+    "ModelConfig",
+    "RouterConfig",
+    "Settings",
+    "TelemetryConfig",
+    "TierConfig",
+    "cache_home",
+    "default_data_dir",
+    "default_models_dir",
+    "load_settings",
+]

@@ -1,0 +1,86 @@
+"""``cache:``: the semantic cache and its embedder (docs/cache.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from groupqwen.config.fields import BearerToken
+
+
+class EmbedderConfig(BaseModel):
+    """What turns the cache's questions into vectors (docs/cache.md, "Embedder")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["minilm", "openai"] = Field(
+        "minilm", description="minilm: the bundled model, in-process; openai: a /v1/embeddings server"
+    )
+    url: str | None = Field(None, description="openai: the server's base URL (…/v1)")
+    model: str | None = Field(None, description="openai: the model to ask the server for")
+    api_key: BearerToken | None = Field(None, description="openai: bearer token")
+    dim: int | None = Field(
+        None, ge=1, le=65_536, description="openai: the vectors' width; unset: asked of the server at start"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and (
+            urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname
+        ):
+            raise ValueError(f"{value!r} is not an http(s) URL with a host")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> EmbedderConfig:
+        remote = {"url": self.url, "model": self.model, "api_key": self.api_key, "dim": self.dim}
+        if self.kind == "openai":
+            missing = [name for name in ("url", "model") if not remote[name]]
+            if missing:
+                raise ValueError(f"kind 'openai' needs {' and '.join(map(repr, missing))}")
+        else:
+            given = [name for name, value in remote.items() if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(map(repr, given))}: only for kind 'openai'")
+        return self
+
+
+class CacheConfig(BaseModel):
+    """The semantic cache (docs/cache.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["embedded", "redis", "off"] = Field(
+        "embedded", description="embedded: in-process index + SQLite file; redis: shared; off"
+    )
+    path: Path | None = Field(None, description="embedded: the SQLite file; default: data_dir/cache.sqlite")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: where the shared cache lives")
+    redis_prefix: str = Field("groupqwen:cache:", min_length=1, description="redis: key prefix")
+    redis_timeout_s: float = Field(0.05, gt=0, le=10, description="redis: a call slower than this bypasses")
+    threshold: float = Field(0.83, gt=0, le=1, description="Least cosine similarity served as a hit")
+    ttl_s: float = Field(86_400, gt=0, description="Default seconds an answer is kept")
+    max_ttl_s: float = Field(30 * 86_400, gt=0, description="Largest TTL a request may ask for")
+    max_temperature: float = Field(0.5, ge=0, le=2, description="Hotter requests bypass the cache")
+    cache_seeded: bool = Field(False, description="Also cache requests that set a seed (per seed)")
+    max_entries: int = Field(100_000, ge=1, description="embedded: entries kept (least recently used go)")
+    timeout_s: float = Field(0.5, gt=0, le=30, description="A lookup step or store slower than this bypasses")
+    overlap: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Start generating on a loaded model while the semantic layer embeds: always, never, or "
+        "auto: unless the model runs in-process on CPU threads that fill the cores (docs/cache.md)",
+    )
+    embedder: EmbedderConfig = Field(
+        default_factory=EmbedderConfig,  # type: ignore[arg-type]
+        description="What embeds the questions: the bundled MiniLM or a /v1/embeddings server",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value

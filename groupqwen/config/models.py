@@ -1,0 +1,56 @@
+"""``models:``: a catalog override or a new model, one entry per model id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from groupqwen.catalog import BackendKind
+from groupqwen.config.fields import BearerToken
+
+
+class ModelConfig(BaseModel):
+    """A catalog override or a new model. A new id needs ``path`` (or ``backend: fake``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = Field(None, description="Local GGUF file")
+    backend: BackendKind = Field("llamacpp", description="Which backend serves it")
+    n_ctx: int | None = Field(None, ge=64, description="Context window to allocate (tokens)")
+    context_length: int | None = Field(None, ge=64, description="The model's trained context length")
+    thinking: bool | None = Field(None, description="Whether the model understands enable_thinking")
+    vision: bool | None = Field(None, description="Whether the model takes images (image_url parts)")
+    fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
+    urls: list[str] | None = Field(None, description="backend 'openai_http': replica base URLs (…/v1)")
+    remote_model: str | None = Field(None, description="backend 'openai_http': the server's model name")
+    api_key: BearerToken | None = Field(None, description="backend 'openai_http': bearer token")
+    keep_alive: float | None = Field(None, ge=-1, description="Seconds idle before unload; -1 never")
+    pinned: bool | None = Field(None, description="Never evict this model")
+    max_parallel: int | None = Field(None, ge=1, le=1024, description="Requests served at once")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_are_http(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("needs at least one URL")
+            for url in value:
+                if not url.startswith(("http://", "https://")):
+                    raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> ModelConfig:
+        if self.backend == "openai_http" and not self.urls:
+            raise ValueError("backend 'openai_http' needs 'urls'")
+        return self
+
+    @field_validator("path")
+    @classmethod
+    def _path_is_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            value = value.expanduser()
+            if not value.is_file():
+                raise ValueError(f"no file at {value}")
+        return value

@@ -1,0 +1,63 @@
+"""``router:``: the ``auto`` ladder and the named routes (docs/routing.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+AUTO_MODEL = "auto"
+
+
+class TierConfig(BaseModel):
+    """One tier of the ``auto`` ladder (docs/routing.md). The bar comes from ``bar`` if set, else from
+    ``target`` through the model's calibration table; ``max_complexity`` likewise (the pair measured
+    together for ``target``). The last tier is never escalated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="A model id from the catalog or models")
+    max_complexity: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Tried first for requests scoring up to this; default: from the calibration for "
+        "`target` (1.0 without one)",
+    )
+    target: float = Field(
+        0.1, ge=0, le=1, description="At most this share of answers may be worse than the top tier's"
+    )
+    bar: float | None = Field(None, ge=0, le=1, description="Confidence below which answers escalate")
+    multilingual: bool = Field(True, description="False: skipped for non-English prompts")
+
+
+def _default_tiers() -> list[TierConfig]:
+    return [
+        TierConfig(model="smollm2-135m", multilingual=False),  # type: ignore[call-arg]
+        TierConfig(model="qwen2.5-coder-0.5b"),  # type: ignore[call-arg]
+    ]
+
+
+class RouterConfig(BaseModel):
+    """``model: auto`` and the named routes ``auto:…`` (docs/routing.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiers: list[TierConfig] = Field(default_factory=_default_tiers, description="Smallest first")
+    routes: dict[str, str] = Field(
+        default_factory=lambda: {"auto:translate": "qwen2.5-coder-0.5b"},
+        description="Named routes served by a plain model; auto:vision takes requests with images",
+    )
+    classifier: bool = Field(True, description="Use the learned complexity classifier (False: rules only)")
+    weights: Path | None = Field(None, description="Router weights JSON; default: the shipped file")
+    thinking_threshold: float = Field(0.5, ge=0, le=1, description="Thinking head probability to think")
+    warm_margin: float = Field(0.1, ge=0, le=1, description="Prefer a warm lower tier within this margin")
+    buffer_tokens: int = Field(48, ge=1, le=4096, description="Tokens held back while confidence is unknown")
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not name.startswith("auto:") or name in ("auto:fast", "auto:best", "auto:cascade"):
+                raise ValueError(f"{name!r}: a route name starts with 'auto:' and is not a built-in route")
+        return value

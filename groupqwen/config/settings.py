@@ -1,0 +1,226 @@
+"""``Settings`` (the sections of ``models``, ``cache``, ``router``, ``telemetry`` put together, checked
+against the catalog) and ``load_settings``, which reads them and names every bad field."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from groupqwen.catalog import ModelSpec, builtin_catalog
+from groupqwen.config.cache import CacheConfig
+from groupqwen.config.models import ModelConfig
+from groupqwen.config.paths import default_data_dir, default_models_dir
+from groupqwen.config.router import RouterConfig
+from groupqwen.config.telemetry import TelemetryConfig
+from groupqwen.errors import ConfigError
+
+ENV_PREFIX = "GROUPQWEN_"
+# settings that moved into a section: old flat name → new dotted name (CHANGELOG.md, "Changed")
+_MOVED = {
+    "database_url": "telemetry.database_url",
+    "telemetry_retention_days": "telemetry.retention_days",
+    "telemetry_buffer_records": "telemetry.buffer_records",
+    "health_timeout_s": "telemetry.health_timeout_s",
+    "health_min_free_disk_mb": "telemetry.health_min_free_disk_mb",
+}
+
+
+def _env_name(dotted: str) -> str:
+    return ENV_PREFIX + dotted.replace(".", "__").upper()
+
+
+def _moved_errors(given: Any) -> list[str]:
+    """One ``name: where it went`` per old flat setting in ``given`` or in the environment."""
+    errors = []
+    if isinstance(given, dict):
+        for old, new in _MOVED.items():
+            if old in given:
+                errors.append(f"{old}: moved to {new} (the YAML section or environment {_env_name(new)})")
+    environment = {name.upper() for name in os.environ}
+    for old, new in _MOVED.items():
+        if _env_name(old) in environment:
+            errors.append(f"{_env_name(old)}: moved to {_env_name(new)} ({new})")
+    return errors
+
+
+class Settings(BaseSettings):
+    """Everything GroupQwen reads from its configuration; see ``config.example.yaml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        yaml_file=None,
+    )
+
+    host: str = Field("127.0.0.1", description="Address the gateway listens on")
+    port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
+    models_dir: Path = Field(default_factory=default_models_dir, description="Where GGUF files live")
+    default_model: str = Field("qwen2.5-coder-0.5b", description="What model 'auto' resolves to")
+    n_threads: int = Field(0, ge=0, description="llama.cpp threads per model (0: all cores)")
+    n_gpu_layers: int = Field(
+        0, ge=-1, description="Layers offloaded to the GPU (-1: all; CUDA llama.cpp); the budget is VRAM"
+    )
+    n_ctx: int = Field(4096, ge=64, description="Default context window to allocate per model (tokens)")
+    max_queue: int = Field(16, ge=0, description="Requests that may wait per model before 503")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes)")
+    max_stop_sequences: int = Field(4, ge=1, le=64, description="Most 'stop' strings per request")
+    max_images: int = Field(8, ge=1, le=256, description="Most image parts per request")
+    keep_alive: float = Field(300, ge=-1, description="Default seconds idle before a model is unloaded")
+    memory_budget_mb: int | None = Field(None, ge=1, description="Memory for models (MiB); default: a share")
+    memory_share: float = Field(0.8, gt=0, le=1, description="Share of available memory for models")
+    memory_margin_mb: int = Field(256, ge=0, description="Safety margin kept free (MiB)")
+    models: dict[str, ModelConfig] = Field(default_factory=dict, description="Catalog overrides/additions")
+    log_format: Literal["console", "json"] = Field("console", description="Log lines: key=value or JSON")
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where the gateway keeps its data")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="The semantic cache")  # type: ignore[arg-type]
+    router: RouterConfig = Field(default_factory=RouterConfig, description="Routing and the cascade")  # type: ignore[arg-type]
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig,  # type: ignore[arg-type]
+        description="Request records, their database, and the health checks",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("yaml_file"):
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_moved_settings(cls, value: Any) -> Any:
+        """A setting that moved into a section is an error naming its new place, not an unknown field."""
+        errors = _moved_errors(value)
+        if errors:
+            raise ValueError("; ".join(errors))
+        return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _env_names_to_ids(cls, value: Any) -> Any:
+        """``GROUPQWEN_MODELS__QWEN2_5_CODER_0_5B__N_CTX`` names ``qwen2.5-coder-0.5b``: environment
+        variables cannot hold ``.`` or ``-``."""
+        if not isinstance(value, dict):
+            return value
+        by_env_name = {re.sub(r"[^a-z0-9]", "_", model_id): model_id for model_id in builtin_catalog()}
+        return {
+            (key if key in by_env_name.values() else by_env_name.get(str(key).lower(), key)): cfg
+            for key, cfg in value.items()
+        }
+
+    @model_validator(mode="after")
+    def _check_models(self) -> Settings:
+        known = builtin_catalog()
+        errors = []
+        for model_id, cfg in self.models.items():
+            if model_id not in known and cfg.path is None and cfg.backend == "llamacpp":
+                errors.append(f"models.{model_id}.path: a model not in the catalog needs a GGUF path")
+        if self.default_model not in known and self.default_model not in self.models:
+            errors.append(f"default_model: unknown model {self.default_model!r}")
+        for i, tier in enumerate(self.router.tiers):
+            if tier.model not in known and tier.model not in self.models:
+                errors.append(f"router.tiers.{i}.model: unknown model {tier.model!r}")
+        for name, model in self.router.routes.items():
+            if model not in known and model not in self.models:
+                errors.append(f"router.routes.{name}: unknown model {model!r}")
+            elif name == "auto:vision" and not self.catalog()[model].vision:
+                errors.append(
+                    f"router.routes.{name}: {model!r} does not take images: point it at a model that does "
+                    f"(a Qwen3-VL model such as qwen3-vl-8b), or set models.{model}.vision: true if it does"
+                )
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def catalog(self) -> dict[str, ModelSpec]:
+        """The builtin catalog merged with the configured models; files found in ``models_dir`` (bundled or
+        pulled) give their entries a path."""
+        specs = builtin_catalog()
+        for spec_id, spec in specs.items():
+            if spec.filename and (self.models_dir / spec.filename).is_file():
+                specs[spec_id] = replace(spec, path=self.models_dir / spec.filename)
+        for model_id, cfg in self.models.items():
+            base = specs.get(model_id) or ModelSpec(
+                id=model_id,
+                family="custom",
+                parameters="?",
+                context_length=cfg.n_ctx or self.n_ctx,
+                size_bytes=cfg.path.stat().st_size if cfg.path else 0,
+                quantization="?",
+                architecture="?",
+            )
+            overrides: dict[str, Any] = {"backend": cfg.backend, "keep_alive": self.keep_alive}
+            for name in ModelConfig.model_fields:
+                value = getattr(cfg, name)
+                if value is not None and name != "backend":
+                    overrides[name] = tuple(value) if name == "urls" else value
+            specs[model_id] = replace(base, **overrides)
+        for spec_id, spec in specs.items():
+            if spec_id not in self.models:
+                specs[spec_id] = replace(spec, keep_alive=self.keep_alive)
+        return specs
+
+    def available(self) -> dict[str, ModelSpec]:
+        """The models that can be served here: weights on disk, a server to call, or a fake backend."""
+        return {
+            k: s for k, s in self.catalog().items() if s.path is not None or s.urls or s.backend == "fake"
+        }
+
+
+def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(root)"
+        message = err["msg"]
+        if field == "(root)" and message.startswith("Value error, "):
+            for part in message.removeprefix("Value error, ").split("; "):
+                name, _, msg = part.partition(": ")
+                out.append((name, msg))
+            continue
+        out.append((field, message))
+    return out
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build ``Settings`` from the environment and an optional YAML file; raise ``ConfigError`` naming
+    every bad field."""
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError([("config", f"no such file: {config_file}")])
+        try:
+            data = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError([("config", f"{config_file} is not valid YAML: {exc}")]) from exc
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError([("config", f"{config_file} must hold a mapping of settings")])
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(yaml_file=config_file)
+
+        settings_cls = FileSettings
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_field_errors(exc)) from exc
