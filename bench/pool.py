@@ -94,7 +94,13 @@ def swap(swaps: int, threads: int) -> None:
     needs = {m: memory_need(spec, settings) for m, spec in specs.items()}
     budget = max(needs.values()) + 32 * MiB  # room for the larger one, never for both
     baseline = current_rss()
-    pool = Pool(specs, lambda s: backend_for(s, settings), need=lambda s: needs[s.id], budget=budget)
+    pool = Pool(
+        specs,
+        lambda s: backend_for(s, settings),
+        need=lambda s: needs[s.id],
+        budget=budget,
+        max_queue=settings.max_queue,
+    )
     rows: list[tuple[str, float, float]] = []
 
     async def run() -> None:

@@ -61,9 +61,9 @@ class Pipeline:
         catalog: Mapping[str, ModelSpec],
         pool: Pool,
         default_model: str,
-        cache: SemanticCache | None = None,
-        routing: Routing | None = None,
-        overlap: Callable[[ModelSpec], bool] = lambda spec: True,
+        cache: SemanticCache | None,
+        routing: Routing | None,
+        overlap: Callable[[ModelSpec], bool],
     ) -> None:
         self._catalog = catalog
         self._overlap = overlap

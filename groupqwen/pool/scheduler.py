@@ -75,7 +75,7 @@ class Pool:
         *,
         need: NeedEstimator,
         budget: int,
-        max_queue: int = 16,
+        max_queue: int,
         retry_after: int = 2,
         measure: Callable[[], int] = current_rss,
         clock: Clock = SYSTEM_CLOCK,

@@ -28,7 +28,7 @@ def spec(model_id: str, thinking: bool = False) -> ModelSpec:
 def cascade(small: FakeBackend, large: FakeBackend, buffer_tokens: int = 8) -> Cascade:
     specs = {"small": spec("small"), "large": spec("large", thinking=True)}
     backends = {"small": small, "large": large}
-    pool = Pool(specs, lambda s: backends[s.id], need=lambda s: 0, budget=1 << 40)
+    pool = Pool(specs, lambda s: backends[s.id], need=lambda s: 0, budget=1 << 40, max_queue=16)
     return Cascade(pool, Routing(Router(RouterPolicy(tiers=())), Scorer(), buffer_tokens))
 
 

@@ -35,7 +35,7 @@ def _spec(model_id: str, max_parallel: int = 1) -> ModelSpec:
 def _pool(ids: list[str], factory: Callable[[ModelSpec], Backend], max_parallel: int = 1, **kw: Any) -> Pool:
     """A pool with room for everything: memory accounting is not what these tests are about."""
     specs = {model_id: _spec(model_id, max_parallel) for model_id in ids}
-    return Pool(specs, factory, need=lambda spec: 0, budget=1 << 40, **kw)
+    return Pool(specs, factory, need=lambda spec: 0, budget=1 << 40, **{"max_queue": 16, **kw})
 
 
 class Factory:

@@ -47,6 +47,7 @@ class Harness:
             factory,
             need=lambda spec: sizes[spec.id] * MiB,
             budget=budget_mib * MiB,
+            max_queue=16,
             measure=lambda: 0,
             clock=self.clock,
         )
@@ -224,6 +225,7 @@ async def test_requests_for_a_loaded_model_do_not_wait_for_another_models_load()
         factory,
         need=lambda spec: 0,
         budget=MiB,
+        max_queue=16,
         measure=lambda: 0,
     )
     await _use(pool, "fast")
