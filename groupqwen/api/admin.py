@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
@@ -154,7 +155,7 @@ async def cache_stats(request: Request) -> dict[str, Any]:
 async def cache_invalidate(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        body = CacheInvalidation.model_validate_json(raw or b"{}")
+        body = CacheInvalidation.model_validate(json_object(raw or b"{}"))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     selector = Invalidation(body.model, body.older_than_s, body.pattern)

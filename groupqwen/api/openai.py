@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.schemas.chat import (
     ChatCompletionRequest,
@@ -42,25 +43,8 @@ def _services(request: Request) -> Services:
     return services
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object")
-    return data
-
-
 async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
-    data = await _json_object(request)
+    data = json_object(await request.body())
     try:
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -187,7 +171,7 @@ async def create_embeddings(request: Request) -> Response:
     OpenAI client, and another gateway's ``cache.embedder.kind: openai``, can use them."""
     services = _services(request)
     try:
-        body = EmbeddingRequest.model_validate(await _json_object(request))
+        body = EmbeddingRequest.model_validate(json_object(await request.body()))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     texts = embedding_texts(body)

@@ -10,7 +10,6 @@ decisions made by the terminal review are seen at once. Writes to one dataset ar
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import tempfile
@@ -22,6 +21,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from groupqwen.api.body import json_object, loads
 from groupqwen.api.errors import from_validation_error
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRecords, InvalidRequest, NotFound
@@ -120,9 +120,11 @@ def _parse_upload(body: bytes) -> list[Conversation]:
         if not line.strip():
             continue
         try:
-            conv = from_dict(json.loads(line))
-        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            conv = from_dict(loads(line))
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError and body.BodyProblem are ValueErrors
             raise InvalidRecords(f"line {number}: {exc}", param="body") from None
+        except RecursionError:
+            raise InvalidRecords(f"line {number}: nested too deeply", param="body") from None
         if key_of(conv) in seen:
             raise InvalidRecords(
                 f"line {number}: the conversation {key_of(conv)!r} appears twice", param="body"
@@ -154,7 +156,7 @@ async def decide(request: Request, name: str) -> dict[str, Any]:
     """Record a decision through the shared ReviewStore; the last decision about a conversation wins."""
     dataset = _dataset(request, name)
     try:
-        body = DecisionBody.model_validate_json(await request.body() or b"{}")
+        body = DecisionBody.model_validate(json_object(await request.body() or b"{}"))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     if body.verdict != "edit" and body.conversation is not None:

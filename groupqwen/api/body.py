@@ -1,0 +1,117 @@
+"""Request bodies parsed as JSON, once, at the edge: every route that reads a JSON body parses it here.
+
+Python's ``json`` accepts two things no layer behind the edge can use, so they are refused here with a
+400 that names the field (``messages[0].content``), never left to fail deep inside as a 500:
+
+- a lone UTF-16 surrogate escape (``"\\ud800"``): valid JSON, but not a Unicode character, so the text
+  cannot be encoded as UTF-8 (the cache key, a backend's request, the embedder, the logs all encode it);
+- an integer with more than ``MAX_INT_DIGITS`` digits: Python refuses to convert it (its int-string
+  limit), and no field means anything with it.
+
+A body nested deeper than the parser's recursion limit is refused the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from groupqwen.errors import InvalidRequest
+
+MAX_INT_DIGITS = 4300  # Python's own default limit on int-string conversion (sys.int_info)
+
+# a \uD800-\uDFFF escape: only a body holding one can hold a surrogate (UTF-8 input cannot encode one)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BodyProblem(ValueError):
+    """A parsed JSON value that the gateway refuses; ``param`` is the path to it (``None``: the top)."""
+
+    def __init__(self, param: str | None, problem: str) -> None:
+        where = f"Invalid value for '{param}'" if param else "Invalid request body"
+        super().__init__(f"{where}: {problem}")
+        self.param = param
+
+
+class _HugeInt:
+    """Stands in for an integer too long to convert until the walk finds where it is."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` that raises :class:`BodyProblem` for a lone surrogate or a huge integer (besides
+    ``json.JSONDecodeError`` for bad JSON and ``RecursionError`` for deep nesting)."""
+    huge = False
+
+    def parse_int(literal: str) -> int | _HugeInt:
+        nonlocal huge
+        digits = len(literal) - literal.startswith("-")
+        if digits > MAX_INT_DIGITS:
+            huge = True
+            return _HugeInt(digits)
+        return int(literal)
+
+    value = json.loads(text, parse_int=parse_int)
+    if huge or _SURROGATE_ESCAPE.search(text):
+        _check(value)
+    return value
+
+
+def _check(value: Any) -> None:
+    """Raise :class:`BodyProblem` for the first refused value, in document order."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise BodyProblem(path or None, _surrogate_problem(item, "string"))
+        elif isinstance(item, _HugeInt):
+            raise BodyProblem(
+                path or None, f"an integer with {item.digits} digits; at most {MAX_INT_DIGITS} are accepted"
+            )
+        elif isinstance(item, dict):
+            children: list[tuple[str, Any]] = []
+            for key, child in item.items():
+                if _SURROGATE.search(key):
+                    raise BodyProblem(path or None, _surrogate_problem(key, "key"))
+                children.append((f"{path}.{key}" if path else key, child))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in reversed(list(enumerate(item))))
+
+
+def _surrogate_problem(text: str, what: str) -> str:
+    found = _SURROGATE.search(text)
+    assert found is not None
+    escape = f"\\u{ord(found.group()):04x}"
+    return (
+        f"the {what} holds a lone UTF-16 surrogate ({escape}), which is not a Unicode character; "
+        "send text as UTF-8, or a surrogate pair's two escapes together"
+    )
+
+
+def json_object(raw: bytes, what: str = "The request body") -> dict[str, Any]:
+    """A request body that must be one JSON object; every problem is an :class:`InvalidRequest`."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except BodyProblem as exc:
+        raise InvalidRequest(str(exc), param=exc.param) from None
+    except RecursionError:
+        raise InvalidRequest(f"{what} is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"{what} must be a JSON object")
+    return data
