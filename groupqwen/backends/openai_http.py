@@ -200,9 +200,10 @@ class OpenAIHTTPBackend:
             try:
                 async with aclosing(self._attempt(client, replica, body, request.top_logprobs)) as chunks:
                     async for chunk in chunks:
+                        if chunk.finish_reason is not None:  # counted before the consumer may stop reading
+                            replica.served += 1
+                            replica.down = False  # it just served a request
                         yield chunk
-                replica.served += 1
-                replica.down = False  # it just served a request
                 return
             except BackendError as exc:
                 replica.failures += 1

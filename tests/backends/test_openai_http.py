@@ -301,6 +301,49 @@ async def test_balances_concurrent_requests_over_both_replicas(servers: list[Lla
     assert all(s.healthy and s.outstanding == 0 and s.failures == 0 for s in states)
 
 
+async def until_finished(backend: Backend, request: GenerationRequest) -> list[Chunk]:
+    """Read as the pipeline does: stop at the chunk with ``finish_reason`` and close the stream."""
+    got: list[Chunk] = []
+    async with aclosing(backend.stream(request)) as chunks:
+        async for chunk in chunks:
+            got.append(chunk)
+            if chunk.finish_reason is not None:
+                break
+    return got
+
+
+async def test_served_counts_answers_read_only_to_their_last_chunk(servers: list[LlamaServer]) -> None:
+    """``served`` counted after the generator's end, which a reader that stops at ``finish_reason``
+    never reaches: it read 0 after a thousand answers through the gateway."""
+    async with loaded(servers[0].url, servers[1].url) as backend:
+        for _ in range(4):
+            assert (await until_finished(backend, ask(max_tokens=2)))[-1].finish_reason == "length"
+        states = backend.replicas()
+    assert [s.served for s in states] == [2, 2]
+    assert all(s.outstanding == 0 and s.failures == 0 for s in states)
+
+
+def test_gateway_models_list_counts_each_replicas_answers(servers: list[LlamaServer], tmp_path: Path) -> None:
+    remote = {"backend": "openai_http", "urls": [s.url for s in servers], "remote_model": ALIAS}
+    settings = load_settings(
+        models={"smol": remote},
+        models_dir=tmp_path,
+        data_dir=tmp_path,
+        default_model="smol",
+        cache={"backend": "off"},
+    )
+    body = {"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
+    with TestClient(create_app(settings)) as http:
+        for stream in (False, False, True, True):
+            response = http.post("/v1/chat/completions", json={**body, "stream": stream})
+            assert response.status_code == 200, response.text
+        (model,) = [m for m in http.get("/v1/models").json()["data"] if m["id"] == "smol"]
+    replicas = model["groupqwen"]["replicas"]
+    assert [r["url"] for r in replicas] == [s.url for s in servers]
+    assert sum(r["served"] for r in replicas) == 4 and all(r["served"] for r in replicas)
+    assert all(r["outstanding"] == 0 and r["failures"] == 0 for r in replicas)
+
+
 async def test_dead_replica_is_ejected_and_requests_still_succeed(servers: list[LlamaServer]) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     async with loaded(servers[0].url, servers[1].url, dead) as backend:
