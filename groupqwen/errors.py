@@ -18,6 +18,7 @@ that escapes is a bug and becomes a logged 500.
     ├── Overloaded                      503 server_error                overloaded        (Retry-After)
     ├── InsufficientMemory              503 server_error                insufficient_memory
     ├── CacheUnavailable                503 server_error                cache_unavailable (cache admin routes)
+    │   ├── CacheSlow                   503 server_error                cache_slow        (a slow store)
     │   └── EmbedderUnavailable         503 server_error                embedder_unavailable (/v1/embeddings)
     ├── BackendError                    502 api_error                   backend_error
     │   └── ModelLoadError              502 api_error                   model_load_failed
@@ -154,6 +155,13 @@ class CacheUnavailable(GroupQwenError):
     status_code = 503
     error_type = "server_error"
     code = "cache_unavailable"
+
+
+class CacheSlow(CacheUnavailable):
+    """The cache's store is alive but did not answer within its timeout (a busy host, a slow command):
+    that request bypasses the cache, and the store is not taken for down unless the slowness persists."""
+
+    code = "cache_slow"
 
 
 class EmbedderUnavailable(CacheUnavailable):

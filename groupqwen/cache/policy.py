@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from groupqwen.cache.embedders import Vectors
 from groupqwen.cache.keys import CacheKey
@@ -13,6 +13,11 @@ from groupqwen.config import CacheConfig
 from groupqwen.messages import ChatRequest, Completion, Usage
 
 Status = Literal["hit", "miss", "bypass"]
+# why a lookup was a bypass: the policy refused the request; the client said ``no-cache``; the store was
+# slow (no answer within its timeout) or down (refused, reset, or slow for long); the embedder failed;
+# the lookup step outlasted ``timeout_s``
+BypassReason = Literal["policy", "no_cache", "store_slow", "store_down", "embedder", "timeout"]
+BYPASS_REASONS: tuple[BypassReason, ...] = get_args(BypassReason)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Lookup:
     similarity: float | None = None
     vector: Vectors | None = field(default=None, compare=False, repr=False)
     pending: bool = False  # a miss of the exact layer whose semantic search has not run yet
+    bypass: BypassReason | None = None  # a bypass's reason
 
     def completion(self) -> Completion:
         """The cached answer of a hit."""

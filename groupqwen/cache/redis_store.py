@@ -4,8 +4,15 @@ own vector search when it has one (``redis_search.py``), else in a local index k
 ``HMGET``.
 
 Which way neighbours are found is probed (``FT._LIST``) at the first call that needs it and again after
-every outage. Every call has a ``timeout_s`` bound; after a failure the store answers ``CacheUnavailable``
-at once for ``retry_after_s`` (on the ``monotonic`` clock), then tries Redis again.
+every outage. Every call has a ``timeout_s`` bound, and a failed call is one of two things:
+
+- *slow*: no answer within the bound (Redis alive but busy, or the host is). That call raises
+  ``CacheSlow`` (its request bypasses the cache) and nothing else changes: one slow answer is not an
+  outage. Only when calls keep timing out for ``down_after_s`` with none answering in between is Redis
+  taken for down.
+- *down*: the connection is refused or reset, or any other Redis error; or slowness that persisted. The
+  store opens its circuit breaker: it answers ``CacheUnavailable`` at once, and says ``degraded``, for
+  ``retry_after_s`` (on the ``monotonic`` clock), then tries Redis again.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from groupqwen import log
 from groupqwen.cache.index import Vectors
@@ -28,7 +36,7 @@ from groupqwen.cache.redis_entries import FIELDS, Names, decode, fields, scan
 from groupqwen.cache.redis_local import LocalIndex
 from groupqwen.cache.redis_search import ServerSearch
 from groupqwen.cache.stores import CacheEntry, Invalidation, StoreStats
-from groupqwen.errors import CacheUnavailable
+from groupqwen.errors import CacheSlow, CacheUnavailable
 
 _log = log.get(__name__)
 T = TypeVar("T")
@@ -37,7 +45,8 @@ _DELETE_BATCH = 1000
 
 class RedisStore:
     """``prefix`` and ``timeout_s`` come from the cache's settings (``redis_prefix``,
-    ``redis_timeout_s``). ``clock``: wall time, for entries' expiry; ``monotonic``: the circuit breaker's."""
+    ``redis_timeout_s``). ``clock``: wall time, for entries' expiry; ``monotonic``: the circuit breaker's
+    (``retry_after_s`` after an outage, ``down_after_s`` of persisting timeouts before one is declared)."""
 
     name = "redis"
 
@@ -50,6 +59,7 @@ class RedisStore:
         timeout_s: float,
         sync_timeout_s: float = 30.0,
         retry_after_s: float = 1.0,
+        down_after_s: float = 3.0,
         max_events: int = 100_000,
         max_connections: int = 64,
         vector_search: bool = True,
@@ -57,11 +67,12 @@ class RedisStore:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         # one immediate retry: a pooled connection that went stale in an outage reconnects transparently;
-        # ``_call`` bounds the whole call, retry included, by ``timeout_s``
+        # ``_call`` bounds the whole call, retry and the wait for a free connection included, by
+        # ``timeout_s`` (the pool's own wait would fail as a ConnectionError: "down", not "slow")
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_s,  # waiting for a free connection counts against the same bound
+            timeout=None,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1),
@@ -71,6 +82,7 @@ class RedisStore:
         self._timeout_s = timeout_s
         self._sync_timeout_s = sync_timeout_s
         self._retry_after_s = retry_after_s
+        self._down_after_s = down_after_s
         self._clock = clock
         self._monotonic = monotonic
         self._server = ServerSearch(self._redis, self._names, dim, enabled=vector_search, clock=clock)
@@ -83,7 +95,10 @@ class RedisStore:
             sync_timeout_s=sync_timeout_s,
         )
         self._down_until = 0.0  # on the monotonic clock
-        self.failures = 0
+        self._slow_since: float | None = None  # the first timeout of the current run (no answer since)
+        self._slow_last = 0.0  # the run's latest timeout
+        self.failures = 0  # outages declared (the breaker opened)
+        self.slow_calls = 0  # calls that timed out
 
     @property
     def vector_search(self) -> bool | None:
@@ -98,17 +113,38 @@ class RedisStore:
     async def _call(self, make: Callable[[], Awaitable[T]], timeout_s: float | None = None) -> T:
         if self._down_until > self._monotonic():
             raise CacheUnavailable("Redis is unavailable; retrying shortly")
+        bound = timeout_s or self._timeout_s
         try:
-            async with asyncio.timeout(timeout_s or self._timeout_s):
+            async with asyncio.timeout(bound):
                 result = await make()
-        except (RedisError, OSError, TimeoutError) as exc:
-            self.failures += 1
-            self._local.forget()
-            self._server.forget()
-            self._down_until = self._monotonic() + self._retry_after_s
-            _log.warning("redis cache unavailable", error=f"{type(exc).__name__}: {exc}"[:200])
-            raise CacheUnavailable(f"Redis cache unavailable: {type(exc).__name__}") from None
+        except (TimeoutError, RedisTimeout):  # before OSError: TimeoutError is one
+            raise self._timed_out(bound) from None
+        except (RedisError, OSError) as exc:
+            raise self._down(type(exc).__name__, str(exc)) from None
+        self._slow_since = None
         return result
+
+    def _timed_out(self, bound: float) -> CacheUnavailable:
+        """A call without an answer within ``bound``: slow, unless calls have been timing out (each within
+        ``down_after_s`` of the last, none answered) for ``down_after_s``."""
+        self.slow_calls += 1
+        now = self._monotonic()
+        if self._slow_since is None or now - self._slow_last > self._down_after_s:
+            self._slow_since = now  # a new run: a lone timeout long ago says nothing about now
+        self._slow_last = now
+        if now - self._slow_since >= self._down_after_s:
+            return self._down("no answer", f"every call timed out for {now - self._slow_since:.1f} s")
+        _log.info("redis cache slow", timeout_s=bound)
+        return CacheSlow(f"Redis did not answer within {bound:g} s")
+
+    def _down(self, what: str, detail: str) -> CacheUnavailable:
+        """Open the circuit: Redis is not asked again for ``retry_after_s``."""
+        self.failures += 1
+        self._local.forget()
+        self._server.forget()
+        self._down_until = self._monotonic() + self._retry_after_s
+        _log.warning("redis cache unavailable", error=f"{what}: {detail}"[:200])
+        return CacheUnavailable(f"Redis cache unavailable: {what}")
 
     async def sync(self) -> None:
         """Load or catch up the local index completely (bounded by ``sync_timeout_s``); with the server's
@@ -215,8 +251,11 @@ class RedisStore:
         )
 
     async def ping(self) -> bool:
+        """True when Redis answers, or is only slow (an answer late is not an outage)."""
         try:
             await self._call(self._redis.ping)
+        except CacheSlow:
+            return True
         except CacheUnavailable:
             return False
         return True

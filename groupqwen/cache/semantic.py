@@ -17,9 +17,11 @@ drains them before closing the store. Other processes see a write once it has la
 
 The scope hashes everything else that shapes an answer (``keys.py``). Requests the policy refuses
 (``policy.py``: hotter than ``max_temperature``, with a ``seed`` unless ``cache_seeded``, asking for
-logprobs, or not ending on a user turn) are bypassed. A store that fails or is slow makes the lookup a
-bypass: the request goes on without the cache, and ``health()`` says ``degraded`` until the store answers
-again.
+logprobs, or not ending on a user turn) are bypassed. A store or embedder that fails or is slow makes the
+lookup a bypass: the request goes on without the cache. Only a failure (a store down, an embedder
+failing) makes ``health()`` say ``degraded`` until the store answers again; a slow answer (``CacheSlow``,
+or a lookup step that outlasts ``timeout_s``) costs that request its lookup and nothing more. Each bypass
+is counted by its reason (``policy.BYPASS_REASONS``) in ``stats()``.
 """
 
 from __future__ import annotations
@@ -27,17 +29,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from groupqwen import log
 from groupqwen.cache.embedders import Embedder, Vectors
 from groupqwen.cache.guard import Guard, LexicalGuard
 from groupqwen.cache.keys import CacheKey, cache_key
-from groupqwen.cache.policy import CachePolicy, Lookup
+from groupqwen.cache.policy import BYPASS_REASONS, BypassReason, CachePolicy, Lookup
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation, VectorStore
 from groupqwen.cache.writes import Writes, settled
-from groupqwen.errors import CacheUnavailable, EmbedderUnavailable
+from groupqwen.errors import CacheSlow, CacheUnavailable, EmbedderUnavailable
 from groupqwen.messages import ChatRequest, Completion
 
 _log = log.get(__name__)
@@ -53,6 +55,7 @@ class CacheStats:
     hits: int
     misses: int
     bypasses: int
+    bypass_reasons: dict[str, int]  # bypasses by reason: every one of ``policy.BYPASS_REASONS``
     hit_rate: float
     exact_hits: int
     semantic_hits: int
@@ -68,6 +71,7 @@ class _Counters:
     hits: int = 0
     misses: int = 0
     bypasses: int = 0
+    bypass_reasons: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BYPASS_REASONS, 0))
     exact_hits: int = 0
     semantic_hits: int = 0
     guard_rejections: int = 0
@@ -116,11 +120,9 @@ class SemanticCache:
         """The exact layer alone: a hit, a bypass, or a ``pending`` miss for ``lookup_similar``."""
         key = self.key(request, tenant, model)
         if isinstance(key, str):
-            self._counters.bypasses += 1
-            return Lookup("bypass", key)
+            return self._bypass("policy", key)
         if not read:
-            self._counters.bypasses += 1
-            return Lookup("bypass", "the client asked not to read the cache", key)
+            return self._bypass("no_cache", "the client asked not to read the cache", key)
         entry = await self._guarded(self._get(key.entry_key))
         if isinstance(entry, Lookup):
             return entry
@@ -141,20 +143,30 @@ class SemanticCache:
             self._counters.misses += 1
         return found
 
+    def _bypass(self, reason: BypassReason, text: str, key: CacheKey | None = None) -> Lookup:
+        self._counters.bypasses += 1
+        self._counters.bypass_reasons[reason] += 1
+        return Lookup("bypass", text, key, bypass=reason)
+
     async def _guarded(self, work: Awaitable[T]) -> T | Lookup:
-        """``work`` within the timeout; a failing or slow store turns the lookup into a bypass."""
+        """``work`` within the timeout; a failing or slow store or embedder turns the lookup into a bypass.
+        A failure marks the cache degraded; slowness does not (the store says when it persists)."""
         try:
             async with asyncio.timeout(self.policy.timeout_s):
                 result = await work
         except (CacheUnavailable, TimeoutError) as exc:
             self._counters.errors += 1
-            self._counters.bypasses += 1
-            self._degraded = True
-            _log.warning("cache bypassed", error=type(exc).__name__, reason=str(exc)[:300])
+            slow = isinstance(exc, CacheSlow | TimeoutError)
+            log = _log.info if slow else _log.warning
+            log("cache bypassed", error=type(exc).__name__, reason=str(exc)[:300])
             if isinstance(exc, TimeoutError):
-                return Lookup("bypass", f"the cache took more than {self.policy.timeout_s} s")
-            failed = "embedder" if isinstance(exc, EmbedderUnavailable) else "store"
-            return Lookup("bypass", f"the cache {failed} is unavailable")
+                return self._bypass("timeout", f"the cache took more than {self.policy.timeout_s} s")
+            if isinstance(exc, CacheSlow):
+                return self._bypass("store_slow", "the cache store was slow to answer")
+            self._degraded = True
+            if isinstance(exc, EmbedderUnavailable):
+                return self._bypass("embedder", "the cache embedder is unavailable")
+            return self._bypass("store_down", "the cache store is unavailable")
         self._degraded = False
         return result
 
@@ -246,7 +258,11 @@ class SemanticCache:
                     vector = await self._embed(key.text)
                 entry = CacheEntry(key.entry_key, key.scope, model, key.text, vector, answer, now, now + ttl)
                 await self._store.put(entry)
-        except (CacheUnavailable, TimeoutError) as exc:
+        except (CacheSlow, TimeoutError) as exc:  # slow: this answer is not kept, nothing is down
+            self._counters.errors += 1
+            _log.info("cache store failed", error=type(exc).__name__)
+            return
+        except CacheUnavailable as exc:
             self._failed()
             _log.warning("cache store failed", error=type(exc).__name__)
             return
@@ -316,6 +332,7 @@ class SemanticCache:
             hits=c.hits,
             misses=c.misses,
             bypasses=c.bypasses,
+            bypass_reasons=dict(c.bypass_reasons),
             hit_rate=round(c.hits / looked, 4) if looked else 0.0,
             exact_hits=c.exact_hits,
             semantic_hits=c.semantic_hits,

@@ -60,7 +60,13 @@ class CacheConfig(BaseModel):
     path: Path | None = Field(None, description="embedded: the SQLite file; default: data_dir/cache.sqlite")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: where the shared cache lives")
     redis_prefix: str = Field("groupqwen:cache:", min_length=1, description="redis: key prefix")
-    redis_timeout_s: float = Field(0.05, gt=0, le=10, description="redis: a call slower than this bypasses")
+    redis_timeout_s: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="redis: a call slower than this bypasses the cache for that request (Redis is taken "
+        "for down only when calls keep timing out for 3 s, or a connection is refused or reset)",
+    )
     threshold: float = Field(0.83, gt=0, le=1, description="Least cosine similarity served as a hit")
     ttl_s: float = Field(86_400, gt=0, description="Default seconds an answer is kept")
     max_ttl_s: float = Field(30 * 86_400, gt=0, description="Largest TTL a request may ask for")

@@ -185,7 +185,7 @@ class Pipeline:
                 raise
         if cached is not None:
             outcome.cache = cached
-            timing.cached(cached.status)
+            timing.cached(cached.status, cached.bypass)
         if cached is not None and cached.status == "hit":
             self._abandon(chunks, first)
             decided(_cached_decision(outcome.decision, cached))

@@ -3,7 +3,9 @@
 Names and labels follow Prometheus conventions (``groupqwen_`` prefix, base units, ``_total`` counters).
 Label values are bounded: ``model`` and ``route`` keep the first ``max_label_values`` values they see and
 fold the rest into ``other``; ``status`` is the HTTP status class (``2xx`` … ``5xx``); ``cache`` is one of
-hit/miss/bypass. Tenants and request ids are never labels.
+hit/miss/bypass, and a bypass's ``reason`` (the cache's own short names: ``policy``, ``no_cache``,
+``store_slow``, ``store_down``, ``embedder``, ``timeout``) is bounded the same way. Tenants and request ids
+are never labels.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._model = BoundedLabel(max_label_values)
         self._route = BoundedLabel(max_label_values)
+        self._bypass_reason = BoundedLabel(max_label_values)
         r = self.registry
         self.requests = Counter(
             "groupqwen_requests",
@@ -112,6 +115,12 @@ class Metrics:
             ["model", "kind"],
             registry=r,
         )
+        self.cache_bypasses = Counter(
+            "groupqwen_cache_bypasses",
+            "Chat completions that bypassed the cache, by the cache's reason",
+            ["reason"],
+            registry=r,
+        )
         self.escalations = Counter(
             "groupqwen_escalations", "Escalations to a larger model", ["model", "route"], registry=r
         )
@@ -121,10 +130,13 @@ class Metrics:
         """Expose the persistence counters ``(written, dropped, pending)`` read at scrape time."""
         self.registry.register(_WriterCollector(read))
 
-    def observe(self, record: RequestRecord) -> None:
+    def observe(self, record: RequestRecord, *, cache_bypass: str | None = None) -> None:
+        """``cache_bypass``: why the cache was bypassed (the trace knows it; the record does not keep it)."""
         model, route = self._model(record.model), self._route(record.route)
         cache = record.cache if record.cache in CACHE_RESULTS else OTHER
         self.requests.labels(model, route, status_class(record.status), cache).inc()
+        if cache == "bypass" and cache_bypass is not None:
+            self.cache_bypasses.labels(self._bypass_reason(cache_bypass)).inc()
         self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
         self.tokens.labels(model, "completion").inc(record.completion_tokens)
         if record.escalations:

@@ -114,7 +114,7 @@ class Telemetry:
         if error is not None:
             trace.failed(*status_of(error))
         record = trace.record()
-        self.metrics.observe(record)
+        self.metrics.observe(record, cache_bypass=trace.cache_bypass)
         if len(self._recent) == self._recent.maxlen and self._recent:
             self._recent_evicted_until = self._recent[0].finished_at
         self._recent.append(record)
@@ -128,6 +128,7 @@ class Telemetry:
             model=record.model,
             route=record.route,
             cache=record.cache,
+            cache_bypass=trace.cache_bypass or "",
             stream=record.stream,
             latency_ms=round(record.latency_s * 1000, 1),
             ttft_ms="" if record.ttft_s is None else round(record.ttft_s * 1000, 1),

@@ -5,7 +5,7 @@ context, sets what only it knows (``tenant``, ``stream``) and finishes it (``Tel
 below the API mark it without knowing about telemetry's other parts::
 
     timing.decided(decision)       # the pipeline: which model and route answer (again after escalating)
-    timing.cached(status)          # the pipeline: the cache's outcome (hit, miss, bypass)
+    timing.cached(status, bypass)  # the pipeline: the cache's outcome (hit, miss, bypass and why)
     timing.queue_waited(seconds)   # the pool, once it hands out a model
     timing.first_token()           # the pipeline, on the first piece of the answer
     timing.used(usage)             # the pipeline, with the answer's last piece
@@ -33,6 +33,7 @@ class Trace:
 
     __slots__ = (
         "cache",
+        "cache_bypass",
         "completion_tokens",
         "error",
         "escalations",
@@ -60,6 +61,7 @@ class Trace:
         self.stream = False
         self.escalations = 0
         self.cache = "bypass"  # hit | miss | bypass
+        self.cache_bypass: str | None = None  # why the cache was bypassed, when it said so
         self.queue_wait: float | None = None
         self.first_token_at: float | None = None
         self.prompt_tokens = 0
@@ -126,11 +128,12 @@ def decided(decision: Decision) -> None:
         trace.decided(decision.model, decision.route, decision.escalations)
 
 
-def cached(status: str) -> None:
-    """The cache's outcome: ``hit``, ``miss`` or ``bypass`` (the default, for a request it never saw)."""
+def cached(status: str, bypass: str | None = None) -> None:
+    """The cache's outcome: ``hit``, ``miss`` or ``bypass`` (the default, for a request it never saw);
+    ``bypass``: the cache's reason for one (``policy``, ``no_cache``, ``store_slow``, …)."""
     trace = _current.get()
     if trace is not None:
-        trace.cache = status
+        trace.cache, trace.cache_bypass = status, bypass
 
 
 def used(usage: Usage) -> None:

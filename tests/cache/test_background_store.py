@@ -198,8 +198,8 @@ async def test_a_failing_background_store_is_counted_and_logged_never_raised(
 
 
 async def test_a_slow_background_store_times_out(minilm: MiniLMEmbedder) -> None:
-    """The policy's ``timeout_s`` still bounds a write; a timed-out write is counted, and a lookup waiting
-    for it goes on to the store (a miss)."""
+    """The policy's ``timeout_s`` still bounds a write; a timed-out write is counted (slow, not a failure:
+    the cache stays ``ok``), and a lookup waiting for it goes on to the store (a miss)."""
     store = GatedStore(minilm.dim)  # never opened
     cache = cache_over(store, minilm, timeout_s=0.2)
     lookup = await cache.lookup(ask("Who wrote Don Quixote?"), "t", "m")
@@ -209,7 +209,7 @@ async def test_a_slow_background_store_times_out(minilm: MiniLMEmbedder) -> None
     await turns()
     assert store.entered == 1 and store.landed == 0  # cancelled by the timeout: it never lands
     stats = await cache.stats()
-    assert (stats.errors, stats.stores, stats.status) == (1, 0, "degraded")
+    assert (stats.errors, stats.stores, stats.status) == (1, 0, "ok")
     await cache.close()
 
 

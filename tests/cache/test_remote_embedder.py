@@ -576,6 +576,7 @@ async def test_a_failing_remote_embedder_makes_the_cache_bypass_until_it_recover
         assert cache.health() == "degraded"
         stats = await cache.stats()
         assert stats.status == "degraded" and stats.bypasses == 1 and stats.errors == 1
+        assert stats.bypass_reasons["embedder"] == 1
 
         server.start()  # it is back, on the same port
         again = await cache.lookup(paraphrase, "t", "m")
@@ -629,7 +630,11 @@ async def test_an_embedder_slower_than_the_lookup_shows_in_the_health(server: Em
         well = server.reply
         server.reply = lambda seen: replace(well(seen), delay_s=3)
         slow = await cache.lookup(ask("how do I boil an egg, please?"), "t", "m")
-        assert (slow.status, slow.reason) == ("bypass", "the cache took more than 0.3 s")
+        assert (slow.status, slow.reason, slow.bypass) == (
+            "bypass",
+            "the cache took more than 0.3 s",
+            "timeout",
+        )
         assert await cache.probe() == (
             "degraded",
             "the embedder fails (no embedding within 0.3 s); requests bypass the cache",
