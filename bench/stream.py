@@ -139,9 +139,18 @@ def gateway_stdlib(connection: http.client.HTTPConnection, model: str, prompt: s
         "stream": True,
     }
     payload = json.dumps(body).encode()
-    started = time.perf_counter()
-    connection.request("POST", "/v1/chat/completions", payload, {"content-type": "application/json"})
-    response = connection.getresponse()
+    for attempt in range(2):
+        started = time.perf_counter()
+        try:
+            connection.request("POST", "/v1/chat/completions", payload, {"content-type": "application/json"})
+            response = connection.getresponse()
+            break
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # the server closed the kept-alive connection while it idled (uvicorn's keep-alive is 5 s, and
+            # a busy machine can stretch the pauses between two requests past it): reconnect and retry
+            connection.close()
+            if attempt:
+                raise
     first = None
     for line in response:
         if first is None and line.startswith(b"data: {"):
