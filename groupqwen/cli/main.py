@@ -153,8 +153,12 @@ def models_pull(
     settings = _settings(config)
     try:
         source = resolve(what, settings.catalog())
-        with Progress(
-            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
+        with Progress(  # transient: a failure leaves its one error line, not an empty bar
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            transient=True,
         ) as bar:
             task = bar.add_task(source.filename, total=None)
             path = download(
@@ -165,6 +169,9 @@ def models_pull(
             )
     except GroupQwenError as exc:
         typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # models_dir not writable, disk full …
+        typer.echo(f"error: {exc.filename or settings.models_dir}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{path}")
 

@@ -2,6 +2,8 @@
 
 A download writes ``<name>.partial`` next to its destination and resumes it with an HTTP ``Range`` request,
 both when the connection drops mid-file (retried here) and when a later ``pull`` finds the partial file.
+A host that cannot be reached at all (refused, unknown name, connect timeout) is tried ``connect_retries``
+more times, briefly, then reported in one line: there is nothing to resume.
 The result is checked (sha256 when known — given, or from Hugging Face's ``X-Linked-Etag`` — and the GGUF
 magic) before it is renamed into place, so a partial or corrupt file never carries the final name.
 """
@@ -78,9 +80,15 @@ def download(
     progress: Progress | None = None,
     client: httpx.Client | None = None,
     retries: int = 5,
+    connect_retries: int = 2,
     timeout: float = 30.0,
+    sleep: Callable[[float], None] | None = None,
 ) -> Path:
-    """Download ``source`` into ``dest_dir``; return the final path. Already there: returned as is."""
+    """Download ``source`` into ``dest_dir``; return the final path. Already there: returned as is.
+
+    ``retries``: how many times a transfer cut short is resumed; ``connect_retries``: how many times a host
+    that could not be connected to is tried again (both wait ``sleep``, backing off, between tries)."""
+    sleep = sleep or time.sleep
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / source.filename
     expected = (sha256 or source.sha256 or "").lower() or None
@@ -92,18 +100,24 @@ def download(
     own_client = client is None
     http = client or httpx.Client(follow_redirects=True, timeout=httpx.Timeout(timeout))
     try:
-        for attempt in range(retries + 1):
+        attempt = 0
+        while True:
             try:
                 total, etag_sha = _fetch(http, source.url, partial, progress)
                 break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt >= connect_retries:
+                    raise DownloadError(_unreachable(source.url, exc, attempt + 1, partial)) from None
+                _log.debug("cannot connect, trying again", url=source.url, error=str(exc))
             except (httpx.TransportError, _Truncated) as exc:
-                if attempt == retries:
+                if attempt >= retries:
                     raise DownloadError(
-                        f"download of {source.url} failed after {retries + 1} attempts: {exc}; "
-                        f"run the same command again to resume from {partial.stat().st_size} bytes"
-                    ) from exc
+                        f"download of {source.url} failed after {attempt + 1} attempts: {exc}"
+                        + _resume_hint(partial)
+                    ) from None
                 _log.warning("download interrupted, resuming", url=source.url, error=str(exc))
-                time.sleep(min(2**attempt * 0.2, 5))
+            sleep(min(2**attempt * 0.2, 5))
+            attempt += 1
     finally:
         if own_client:
             http.close()
@@ -123,6 +137,21 @@ def download(
         os.fsync(f.fileno())
     os.replace(partial, final)
     return final
+
+
+def _resume_hint(partial: Path) -> str:
+    if partial.is_file() and partial.stat().st_size:
+        return f"; run the same command again to resume from {partial.stat().st_size} bytes"
+    return ""
+
+
+def _unreachable(url: str, exc: Exception, attempts: int, partial: Path) -> str:
+    """One line: which host could not be reached, and why (refused, unknown name, timed out)."""
+    parsed = urlparse(url)
+    host = parsed.netloc or url
+    why = str(exc) or type(exc).__name__
+    tries = f" ({attempts} attempts)" if attempts > 1 else ""
+    return f"cannot reach {host}{tries}: {why} (while fetching {url})" + _resume_hint(partial)
 
 
 class _Truncated(Exception):

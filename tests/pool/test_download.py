@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import threading
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import free_port
 from typer.testing import CliRunner
 
 from groupqwen.catalog import builtin_catalog
@@ -156,3 +158,36 @@ def test_cli_pull_downloads_into_models_dir(
     result = CliRunner().invoke(app, ["models", "pull", "not-a-model"])
     assert result.exit_code == 1
     assert "neither a catalog id" in result.output
+
+
+def test_an_unreachable_host_is_one_clear_error_after_a_bounded_wait(tmp_path: Path) -> None:
+    """Nothing listens on the port: a few quick retries (the sleep is injected), then one line naming the
+    host, and no ``.partial`` file left behind (nor a FileNotFoundError about one)."""
+    url = f"http://127.0.0.1:{free_port()}/model.gguf"
+    slept: list[float] = []
+    with pytest.raises(DownloadError) as info:
+        download(Source(url, "model.gguf"), tmp_path, sleep=slept.append)
+    message = info.value.message
+    assert message.startswith("cannot reach 127.0.0.1:")
+    assert "refused" in message.lower()
+    assert "\n" not in message and "resume" not in message
+    assert len(slept) == 2 and sum(slept) < 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_pull_from_an_unreachable_host_prints_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import groupqwen.pool.download as module
+
+    monkeypatch.setenv("GROUPQWEN_MODELS_DIR", str(tmp_path))
+    slept: list[float] = []
+    monkeypatch.setattr(module, "download", functools.partial(module.download, sleep=slept.append))
+    port = free_port()
+    for what in (f"http://127.0.0.1:{port}/model.gguf", f"https://127.0.0.1:{port}/x/y.gguf"):
+        result = CliRunner().invoke(app, ["models", "pull", what])
+        assert result.exit_code == 1
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert lines == [lines[0]] and lines[0].startswith(f"error: cannot reach 127.0.0.1:{port}")
+    assert slept  # retried, without waiting
