@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -39,14 +39,42 @@ def _console() -> Console:
 
 @contextmanager
 def _errors() -> Iterator[None]:
+    """One ``error: …`` line and exit status 1 for the input's problems, files that cannot be opened
+    included (``OSError``: missing, a folder, no permission, an output folder that does not exist)."""
     from groupqwen.errors import FinetuneError
 
     try:
         yield
     except (FinetuneError, ValueError, RuntimeError) as exc:
-        message = escape(str(getattr(exc, "message", exc)))
-        _console().print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        _fail(str(getattr(exc, "message", exc)))
+    except OSError as exc:
+        _fail(_os_message(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    _console().print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from None
+
+
+def _os_message(exc: OSError) -> str:
+    """``missing.jsonl: no such file or folder``, not ``[Errno 2] No such file or directory: '…'``."""
+    reason = {
+        FileNotFoundError: "no such file or folder",
+        IsADirectoryError: "is a folder, not a file",
+        NotADirectoryError: "a part of the path is not a folder",
+        PermissionError: "permission denied",
+        FileExistsError: "already exists",
+    }.get(type(exc), (exc.strerror or str(exc)).lower())
+    return f"{exc.filename}: {reason}" if exc.filename else reason
+
+
+def input_file(path: Path) -> Path:
+    """``path`` if it is a file this process can read; else an ``OSError`` naming it (see :func:`_errors`)."""
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    with path.open("rb"):  # FileNotFoundError, PermissionError, … with the file name
+        pass
+    return path
 
 
 def _table(title: str, *columns: str) -> Table:
@@ -207,7 +235,7 @@ def curate(
     console = _console()
     columns = (TextColumn("curating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with _errors(), Progress(*columns, console=console, transient=True) as progress:
-        total = sum(1 for _ in source.open(encoding="utf-8")) if source.exists() else 0
+        total = sum(1 for _ in input_file(source).open("rb"))
         task = progress.add_task("curate", total=total)
         report = curate_file(
             source, out, config, identity, rejected, lambda n: progress.update(task, completed=n)
@@ -264,7 +292,8 @@ def build(
             augment=augment,
             attachments=not no_attachments,
         )
-        counter: TokenCounter = GGUFCounter(tokenizer) if tokenizer else ApproxCounter()
+        input_file(source)
+        counter: TokenCounter = GGUFCounter(input_file(tokenizer)) if tokenizer else ApproxCounter()
         with Progress(
             TextColumn("building"), BarColumn(), TimeElapsedColumn(), console=_console(), transient=True
         ):
@@ -313,8 +342,7 @@ def validate(
     from groupqwen.finetune.formats import FORMATS, validate_dataset
 
     with _errors():
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file")
+        input_file(path)
         problems = validate_dataset(path, _choice(fmt, FORMATS, "--format") if fmt else None)
     for problem in problems:
         typer.echo(f"{path}:{problem.line}: {problem.message}")

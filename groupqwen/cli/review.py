@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.prompt import Prompt
 
-from groupqwen.cli.data import _errors, data_app
+from groupqwen.cli.data import _errors, data_app, input_file
 
 if TYPE_CHECKING:  # the pipeline's imports are heavy: the command imports them when run
     from groupqwen.finetune.records import Conversation
@@ -45,6 +45,7 @@ def review(
     from groupqwen.finetune.review import ReviewStore
 
     with _errors():
+        input_file(source)
         store = ReviewStore(decisions)
         batch = accept_all or reject_ids or accept_ids
         if batch:
@@ -59,7 +60,8 @@ def review(
 def _ids(path: Path | None) -> set[str]:
     if path is None:
         return set()
-    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    lines = input_file(path).read_text(encoding="utf-8").splitlines()
+    return {line.strip() for line in lines if line.strip()}
 
 
 def _batch(store: ReviewStore, source: Path, accept_all: bool, reject: set[str], accept: set[str]) -> None:

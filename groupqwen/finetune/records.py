@@ -194,8 +194,12 @@ def from_dict(data: Any) -> Conversation:
 
 def read_jsonl(path: Path) -> Iterator[Conversation]:
     """Stream conversations from a JSONL file; a bad line raises :class:`InvalidRecords` with its number."""
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidRecords(f"{path}:{number}: not UTF-8 text ({exc.reason})") from None
             if not line.strip():
                 continue
             try:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from groupqwen.cli.data import data_app
@@ -59,6 +62,10 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     result = runner.invoke(data_app, ["validate", str(lines)])
     assert result.exit_code == 1
     assert f"{lines}:1: no messages" in result.output and f"{lines}:2: empty line" in result.output
+
+
+def _conv(conv_id: str) -> Conversation:
+    return Conversation(conv_id, "chatgpt", (Turn("user", "q?"), Turn("assistant", "a.")))
 
 
 def _three(tmp_path: Path) -> Path:
@@ -125,3 +132,82 @@ def test_a_bad_decisions_file_names_its_line(tmp_path: Path) -> None:
     result = runner.invoke(data_app, ["review", str(source), "--decisions", str(decisions), "--accept-all"])
     assert result.exit_code == 1
     assert "decisions.jsonl:2: 'verdict' must be one of accept, reject, edit, not 'maybe'" in result.output
+
+
+_COMMANDS = {
+    "curate": ["curate", "{input}", "-o", "{tmp}/curated.jsonl"],
+    "build": ["build", "{input}", "-o", "{tmp}/dataset"],
+    "review": ["review", "{input}", "--decisions", "{tmp}/decisions.jsonl", "--accept-all"],
+    "review-apply": ["review", "{input}", "--decisions", "{tmp}/decisions.jsonl", "--apply", "{tmp}/o"],
+    "validate": ["validate", "{input}"],
+    "import": ["import", "{input}", "-o", "{tmp}/conversations.jsonl"],
+}
+
+
+def _one_error_line(result: Result, *needles: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("command", sorted(_COMMANDS))
+@pytest.mark.parametrize("problem", ["missing", "folder", "unreadable"])
+def test_every_data_command_says_in_one_line_what_is_wrong_with_its_input(
+    command: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / ("conversations.json" if command == "import" else "conversations.jsonl")
+    if problem == "folder":
+        source.mkdir()
+    elif problem == "unreadable":  # the tests run as root, where chmod 000 does not stop a read
+        write_jsonl(source, [_conv("a")])
+        real_open = Path.open
+
+        def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+            if self == source:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refuse)
+    argv = [a.format(input=source, tmp=tmp_path) for a in _COMMANDS[command]]
+    result = runner.invoke(data_app, argv)
+    expected = {"missing": "no such file", "folder": "", "unreadable": "permission denied"}[problem]
+    if command == "import" and problem == "folder":  # a folder of exports is a valid input; empty here
+        _one_error_line(result, "no chat export found")
+    else:
+        _one_error_line(result, str(source), expected)
+
+
+def test_files_next_to_the_input_are_checked_as_well(tmp_path: Path) -> None:
+    source = tmp_path / "curated.jsonl"
+    write_jsonl(source, [_conv("a")])
+    missing = tmp_path / "nope.txt"
+    for argv in (
+        ["review", str(source), "--decisions", str(tmp_path / "d.jsonl"), "--reject-ids", str(missing)],
+        ["review", str(source), "--decisions", str(tmp_path / "d.jsonl"), "--accept-ids", str(missing)],
+        ["build", str(source), "-o", str(tmp_path / "ds"), "--tokenizer", str(missing)],
+    ):
+        _one_error_line(runner.invoke(data_app, argv), str(missing), "no such file")
+    _one_error_line(
+        runner.invoke(data_app, ["review", str(source), "--decisions", str(tmp_path), "--accept-all"]),
+        str(tmp_path),
+        "folder",
+    )
+    _one_error_line(
+        runner.invoke(data_app, ["curate", str(source), "-o", str(tmp_path / "no" / "out.jsonl")]),
+        str(tmp_path / "no"),
+    )
+
+
+def test_an_input_that_is_not_utf8_names_the_file_and_line(tmp_path: Path) -> None:
+    source = tmp_path / "binary.jsonl"
+    write_jsonl(source, [_conv("a")])
+    with source.open("ab") as f:
+        f.write(b"\xff\xfe\x00garbage\n")
+    for command in ("curate", "build", "review"):
+        argv = [command, str(source)] + (["--accept-all"] if command == "review" else [])
+        argv += ["--decisions", str(tmp_path / "d.jsonl")] if command == "review" else []
+        argv += ["-o", str(tmp_path / f"{command}.out")] if command != "review" else []
+        _one_error_line(runner.invoke(data_app, argv), f"{source}:2: not UTF-8")
