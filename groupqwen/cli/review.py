@@ -24,6 +24,10 @@ if TYPE_CHECKING:  # the pipeline's imports are heavy: the command imports them 
     from groupqwen.finetune.review import ReviewStore
 
 
+# Rich reads "[a]" as a style tag and drops it ("ccept eject …"): escaped, the keys show
+PROMPT = escape("[a]ccept [r]eject [e]dit [s]kip [q]uit")
+
+
 @data_app.command()
 def review(
     source: Annotated[Path, typer.Argument(help="Conversations JSONL to review")],
@@ -86,9 +90,7 @@ def _interactive(store: ReviewStore, source: Path, ask: Callable[..., str] = Pro
     for conv in store.pending(read_jsonl(source)):
         console.print(_panel(conv, len(store) + 1, total))
         while True:
-            choice = ask(
-                "[a]ccept [r]eject [e]dit [s]kip [q]uit", choices=["a", "r", "e", "s", "q"], default="a"
-            )
+            choice = ask(PROMPT, choices=["a", "r", "e", "s", "q"], default="a")
             if choice == "q":
                 console.print(f"{len(store)} of {total} decided; run again to resume")
                 return

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import Result
+from rich.console import Console
+from rich.prompt import Prompt
 from typer.testing import CliRunner
 
 from groupqwen.cli.data import data_app
@@ -211,3 +214,15 @@ def test_an_input_that_is_not_utf8_names_the_file_and_line(tmp_path: Path) -> No
         argv += ["--decisions", str(tmp_path / "d.jsonl")] if command == "review" else []
         argv += ["-o", str(tmp_path / f"{command}.out")] if command != "review" else []
         _one_error_line(runner.invoke(data_app, argv), f"{source}:2: not UTF-8")
+
+
+def test_the_review_prompt_shows_its_keys(tmp_path: Path) -> None:
+    """Rich markup must not swallow ``[a]`` and friends: the rendered prompt reads as written."""
+    source = _three(tmp_path)
+    console = Console(file=io.StringIO(), record=True, width=200)
+
+    def ask(prompt: str, **kwargs: Any) -> str:
+        return Prompt.ask(prompt, console=console, stream=io.StringIO("q\n"), **kwargs)
+
+    _interactive(ReviewStore(tmp_path / "decisions.jsonl"), source, ask=ask)
+    assert "[a]ccept [r]eject [e]dit [s]kip [q]uit [a/r/e/s/q] (a): " in console.export_text()
