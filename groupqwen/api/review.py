@@ -198,9 +198,12 @@ async def decide(request: Request, name: str) -> dict[str, Any]:
 async def export(
     request: Request,
     name: str,
-    keep_pending: bool = Query(False, description="Also keep the undecided conversations"),
+    keep_pending: bool = Query(
+        True, description="Keep the conversations not reviewed yet (false: drop them)"
+    ),
 ) -> Response:
-    """The accepted and edited conversations as JSONL: what ``groupqwen data review --apply`` writes."""
+    """The conversations the review did not reject as JSONL (accepted, edited as edited, and not reviewed
+    unless ``keep_pending=false``): what ``groupqwen data review --apply`` writes."""
     dataset = _dataset(request, name)
 
     def render() -> str:

@@ -323,6 +323,12 @@ def build(
     console.print(table)
     if (t2 := _pairs("dropped", manifest["dropped"])) is not None:
         console.print(t2)
+    if not any(info["samples"] for info in manifest["files"].values()):
+        dropped = ", ".join(f"{n} {why}" for why, n in manifest["dropped"].items())
+        _fail(
+            f"no samples built from {source}: "
+            + (f"every conversation was dropped ({dropped})" if dropped else "it holds no conversations")
+        )
 
 
 def _choice(value: str, options: tuple[str, ...], option: str) -> Any:

@@ -6,6 +6,7 @@ Registers itself on :data:`groupqwen.cli.data.data_app` (``data.py`` imports thi
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -38,14 +39,18 @@ def review(
     reject_ids: Annotated[Path | None, typer.Option(help="Batch: reject the ids listed in this file")] = None,
     accept_ids: Annotated[Path | None, typer.Option(help="Batch: accept the ids listed in this file")] = None,
     apply: Annotated[
-        Path | None, typer.Option(help="Write the accepted and edited conversations here")
+        Path | None,
+        typer.Option(help="Write the conversations not rejected here (accepted, edited, not reviewed)"),
     ] = None,
     keep_pending: Annotated[
-        bool, typer.Option(help="With --apply: keep undecided conversations too")
-    ] = False,
+        bool,
+        typer.Option(
+            "--keep-pending/--reviewed-only",
+            help="With --apply: keep the conversations not reviewed yet (default), or only the reviewed",
+        ),
+    ] = True,
 ) -> None:
     """Accept, reject or edit conversations: interactively, or in batch with the options."""
-    from groupqwen.finetune.records import read_jsonl, write_jsonl
     from groupqwen.finetune.review import ReviewStore
 
     with _errors():
@@ -57,8 +62,26 @@ def review(
         elif apply is None:
             _interactive(store, source)
         if apply is not None:
-            count = write_jsonl(apply, store.apply(read_jsonl(source), keep_pending))
-            typer.echo(f"{count} conversation(s) written to {apply}")
+            _apply(store, source, apply, keep_pending)
+
+
+def _apply(store: ReviewStore, source: Path, out: Path, keep_pending: bool) -> None:
+    """Write what the review kept and say what it was; warn when that is nothing."""
+    from groupqwen.finetune.records import read_jsonl, write_jsonl
+
+    verdicts: Counter[str] = Counter()
+    for conv in read_jsonl(source):
+        decision = store.get(conv)
+        verdicts[decision.verdict if decision else "pending"] += 1
+    count = write_jsonl(out, store.apply(read_jsonl(source), keep_pending))
+    pending = f"{verdicts['pending']} not reviewed" + ("" if keep_pending else " (left out: --reviewed-only)")
+    kept = f"{verdicts['accept']} accepted, {verdicts['edit']} edited, {pending}"
+    typer.echo(f"{count} conversation(s) written to {out}: {kept}; {verdicts['reject']} rejected left out")
+    if count == 0:
+        why = "the input has no conversations" if not verdicts.total() else "nothing was kept"
+        Console(stderr=True).print(
+            f"[yellow]warning:[/yellow] {escape(str(out))} is empty: {why}", highlight=False, soft_wrap=True
+        )
 
 
 def _ids(path: Path | None) -> set[str]:

@@ -2,7 +2,8 @@
 
 This is the API both the terminal review (``groupqwen data review``) and, later, the web UI use: read the
 pending conversations, record a decision, apply the decisions to a file. The last decision about a
-conversation wins; an edit stores the edited conversation.
+conversation wins; an edit stores the edited conversation. Applying keeps what was not rejected: accepted,
+edited and not yet reviewed conversations (review is optional).
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ class ReviewStore:
         return decision
 
     def apply(
-        self, conversations: Iterable[Conversation], keep_pending: bool = False
+        self, conversations: Iterable[Conversation], keep_pending: bool = True
     ) -> Iterator[Conversation]:
-        """Accepted conversations, edited ones as edited; undecided ones only with ``keep_pending``."""
+        """Every conversation the review did not reject: accepted ones, edited ones as edited, and the ones
+        not reviewed yet (review is optional: skipping it must not empty the dataset); ``keep_pending=False``
+        keeps only what was accepted or edited."""
         for conv in conversations:
             decision = self._decisions.get(key_of(conv))
             if decision is None:

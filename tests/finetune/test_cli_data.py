@@ -226,3 +226,80 @@ def test_the_review_prompt_shows_its_keys(tmp_path: Path) -> None:
 
     _interactive(ReviewStore(tmp_path / "decisions.jsonl"), source, ask=ask)
     assert "[a]ccept [r]eject [e]dit [s]kip [q]uit [a/r/e/s/q] (a): " in console.export_text()
+
+
+def test_skipping_review_passes_the_conversations_through(tmp_path: Path) -> None:
+    """Review is optional: ``--apply`` with no decisions keeps everything, and a build from it has samples."""
+    source = _three(tmp_path)
+    reviewed = tmp_path / "reviewed.jsonl"
+    decisions = tmp_path / "decisions.jsonl"
+    result = runner.invoke(
+        data_app, ["review", str(source), "--decisions", str(decisions), "--apply", str(reviewed)]
+    )
+    assert result.exit_code == 0, result.output
+    assert [c.id for c in read_jsonl(reviewed)] == ["c0", "c1", "c2"]
+    assert "3 conversation(s) written" in result.output and "3 not reviewed" in result.output
+
+    result = runner.invoke(
+        data_app, ["build", str(reviewed), "-o", str(tmp_path / "ds"), "--val-fraction", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "ds" / "train.jsonl").read_text().splitlines()) == 3
+
+
+def test_apply_leaves_out_only_what_was_rejected(tmp_path: Path) -> None:
+    source = _three(tmp_path)
+    decisions = tmp_path / "decisions.jsonl"
+    (tmp_path / "reject.txt").write_text("c1\n")
+    (tmp_path / "accept.txt").write_text("c2\n")
+    base = ["review", str(source), "--decisions", str(decisions)]
+    result = runner.invoke(data_app, [*base, "--reject-ids", str(tmp_path / "reject.txt")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(data_app, [*base, "--accept-ids", str(tmp_path / "accept.txt")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(data_app, [*base, "--apply", str(tmp_path / "all.jsonl")])
+    assert [c.id for c in read_jsonl(tmp_path / "all.jsonl")] == ["c0", "c2"]
+    assert "1 accepted, 0 edited, 1 not reviewed; 1 rejected left out" in result.output
+    result = runner.invoke(data_app, [*base, "--apply", str(tmp_path / "only.jsonl"), "--reviewed-only"])
+    assert [c.id for c in read_jsonl(tmp_path / "only.jsonl")] == ["c2"]
+    result = runner.invoke(data_app, [*base, "--apply", str(tmp_path / "kept.jsonl"), "--keep-pending"])
+    assert [c.id for c in read_jsonl(tmp_path / "kept.jsonl")] == ["c0", "c2"]
+
+
+def test_an_empty_result_is_said_clearly(tmp_path: Path) -> None:
+    source = _three(tmp_path)
+    decisions = tmp_path / "decisions.jsonl"
+    (tmp_path / "reject.txt").write_text("c0\nc1\nc2\n")
+    empty = tmp_path / "reviewed.jsonl"
+    argv = [
+        "review",
+        str(source),
+        "--decisions",
+        str(decisions),
+        "--reject-ids",
+        str(tmp_path / "reject.txt"),
+    ]
+    result = runner.invoke(data_app, [*argv, "--apply", str(empty)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {empty} is empty: nothing was kept" in result.output
+
+    result = runner.invoke(data_app, ["build", str(empty), "-o", str(tmp_path / "ds")])
+    assert result.exit_code == 1
+    assert f"error: no samples built from {empty}: it holds no conversations" in result.output
+
+    long = tmp_path / "long.jsonl"
+    write_jsonl(
+        long,
+        [
+            Conversation(
+                f"c{i}", "chatgpt", (Turn("user", "why? " * 40), Turn("assistant", "because. " * 40))
+            )
+            for i in range(3)
+        ],
+    )
+    result = runner.invoke(
+        data_app,
+        ["build", str(long), "-o", str(tmp_path / "ds"), "--max-tokens", "16", "--overflow", "drop"],
+    )
+    assert result.exit_code == 1
+    assert "every conversation was dropped (3 over max_tokens)" in result.output

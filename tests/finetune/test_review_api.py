@@ -124,7 +124,7 @@ def test_export_is_what_apply_writes(uploaded: TestClient) -> None:
     decide(uploaded, "c1#0", "accept")
     decide(uploaded, "c2#1", "reject")
     decide(uploaded, "c3#0", "edit", conversation={"title": "Arithmetic"})
-    r = uploaded.get("/v1/review/chats/export")
+    r = uploaded.get("/v1/review/chats/export", params={"keep_pending": False})
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/x-ndjson")
     exported = [json.loads(line) for line in r.text.splitlines()]
@@ -133,8 +133,10 @@ def test_export_is_what_apply_writes(uploaded: TestClient) -> None:
         ("c3", 0, "Arithmetic"),
     ]
 
-    r = uploaded.get("/v1/review/chats/export", params={"keep_pending": True})
-    assert [json.loads(line)["id"] for line in r.text.splitlines()] == ["c1", "c2", "c3"]
+    # by default, as `--apply`: what was not rejected, the conversations not reviewed (c2#0) included
+    r = uploaded.get("/v1/review/chats/export")
+    exported = [json.loads(line) for line in r.text.splitlines()]
+    assert [(c["id"], c["branch"]) for c in exported] == [("c1", 0), ("c2", 0), ("c3", 0)]
 
 
 def test_resume_with_the_terminal_review(uploaded: TestClient, data_dir: Path) -> None:
