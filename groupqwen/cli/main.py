@@ -32,6 +32,17 @@ app.add_typer(data_app, name="data")
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file")]
 
 
+def gateway_url(url: str, path: str) -> str:
+    """``path`` (such as ``/v1/models``) on the gateway at ``url``, which may be the server's root or its
+    OpenAI base URL, with or without a trailing slash: ``http://127.0.0.1:8000``, ``…:8000/``,
+    ``…:8000/v1`` and ``…:8000/v1/`` all name the same gateway."""
+    base = url.strip().rstrip("/")
+    base = base.removesuffix("/v1").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise GroupQwenError(f"--url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {url!r}")
+    return base + path
+
+
 def _settings(config: Path | None, **overrides: Any) -> Settings:
     try:
         return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -88,7 +99,10 @@ def serve(
 def models(
     ctx: typer.Context,
     config: ConfigOption = None,
-    url: Annotated[str | None, typer.Option(help="Ask a running gateway what it has loaded")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Ask a running gateway what it has loaded (http://HOST:PORT, with or without /v1)"),
+    ] = None,
 ) -> None:
     """List the catalog: which models have weights here and, with --url, which are loaded."""
     if ctx.invoked_subcommand is not None:
@@ -97,10 +111,13 @@ def models(
     loaded: dict[str, str] = {}
     if url:
         try:
-            response = httpx.get(url.rstrip("/") + "/v1/models", timeout=10)
+            response = httpx.get(gateway_url(url, "/v1/models"), timeout=10)
             response.raise_for_status()
         except httpx.HTTPError as exc:
             typer.echo(f"cannot reach the gateway at {url}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        except GroupQwenError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(1) from None
         loaded = {m["id"]: m["groupqwen"]["status"] for m in response.json()["data"]}
     typer.echo(f"{'MODEL':<22} {'PARAMS':<20} {'CONTEXT':>8} {'SIZE':>9}  {'STATUS':<10} SOURCE")
@@ -185,7 +202,8 @@ def chat(
     temperature: Annotated[float, typer.Option(help="Sampling temperature")] = 0.7,
     think: Annotated[bool | None, typer.Option("--think/--no-think", help="Qwen3 thinking")] = None,
     url: Annotated[
-        str | None, typer.Option(help="Use a running gateway instead of loading in-process")
+        str | None,
+        typer.Option(help="Use a running gateway instead of loading in-process (http://HOST:PORT[/v1])"),
     ] = None,
     config: ConfigOption = None,
 ) -> None:
@@ -237,11 +255,11 @@ def _chat_http(
         body["enable_thinking"] = think
     try:
         with httpx.stream(
-            "POST", url.rstrip("/") + "/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=300)
+            "POST", gateway_url(url, "/v1/chat/completions"), json=body, timeout=httpx.Timeout(10, read=300)
         ) as response:
             if response.status_code != 200:
                 response.read()
-                raise GroupQwenError(response.json()["error"]["message"])
+                raise GroupQwenError(_error_message(response))
             for line in response.iter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
@@ -253,6 +271,17 @@ def _chat_http(
                     _emit(delta.get("reasoning_content") or "", delta.get("content") or "")
     except httpx.HTTPError as exc:
         raise GroupQwenError(f"cannot reach the gateway at {url}: {exc}") from None
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The gateway's OpenAI-shaped error message, or the status and body of whatever else answered."""
+    try:
+        message = response.json()["error"]["message"]
+        if isinstance(message, str):
+            return message
+    except (ValueError, KeyError, TypeError):
+        pass
+    return f"HTTP {response.status_code} from {response.request.url}: {response.text[:200]}"
 
 
 def _emit(reasoning: str, content: str) -> None:

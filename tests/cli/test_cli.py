@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from servers import free_port
 from typer.testing import CliRunner
 
-from groupqwen.cli.main import app
+from groupqwen.api.app import create_app
+from groupqwen.api.services import build_services
+from groupqwen.cli.main import app, gateway_url
+from groupqwen.config import load_settings
+from groupqwen.errors import GroupQwenError
 
 runner = CliRunner()
 
@@ -230,3 +238,45 @@ def test_models_fetch_builds_the_cache_embedder_once(tmp_path: Path, monkeypatch
     second = runner.invoke(app, ["models", "fetch"])
     assert second.exit_code == 0 and f"embedder: {built[0]}" in second.stdout
     assert built[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/"])
+def test_url_takes_the_readmes_base_url_and_the_bare_server(
+    tmp_path: Path, live_server: Callable[[FastAPI], AbstractContextManager[str]], suffix: str
+) -> None:
+    """README's ``http://127.0.0.1:8000/v1`` (what the OpenAI SDK takes) and ``http://127.0.0.1:8000`` both
+    work with every command that has ``--url``, with or without a trailing slash."""
+    config = _fake_config(tmp_path, "hello over http")
+    settings = load_settings(config)
+    with live_server(create_app(settings, build_services(settings))) as root:
+        url = root + suffix
+        result = runner.invoke(app, ["models", "--url", url, "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        assert re.search(r"^echo .* unloaded ", result.stdout, re.M), result.stdout  # the gateway's word
+        result = runner.invoke(app, ["chat", "hi", "-m", "echo", "--url", url])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == "hello over http"
+
+
+def test_gateway_url_forms() -> None:
+    for url in (
+        "http://h:8000",
+        "http://h:8000/",
+        "http://h:8000/v1",
+        "http://h:8000/v1/",
+        " http://h:8000/v1// ",
+    ):
+        assert gateway_url(url, "/v1/models") == "http://h:8000/v1/models"
+    assert gateway_url("https://h/proxy/v1", "/v1/models") == "https://h/proxy/v1/models"
+    with pytest.raises(GroupQwenError, match="http"):
+        gateway_url("127.0.0.1:8000", "/v1/models")
+
+
+def test_chat_url_that_is_not_a_gateway_is_one_error_line(
+    live_server: Callable[[FastAPI], AbstractContextManager[str]],
+) -> None:
+    with live_server(FastAPI()) as root:  # answers 404 {"detail": "Not Found"} to everything
+        result = runner.invoke(app, ["chat", "hi", "--url", root])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # not a KeyError
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: HTTP 404 from {root}/v1/chat/completions")
