@@ -14,7 +14,7 @@ from groupqwen.config import Settings
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
-from groupqwen.pool.factory import backend_for, memory_need, shares_the_cpu
+from groupqwen.pool.factory import backend_for, memory_need, served, shares_the_cpu
 from groupqwen.pool.scheduler import BackendFactory, Pool
 from groupqwen.telemetry.health import CheckResult, ModelHealth, gpu_check, models_check
 from groupqwen.telemetry.service import Telemetry
@@ -100,7 +100,7 @@ def build_services(
         use_gpu=settings.n_gpu_layers != 0,
     )
     pool = Pool(
-        settings.available(),
+        {model_id: served(spec, settings) for model_id, spec in settings.available().items()},
         backend_factory or (lambda spec: backend_for(spec, settings)),
         need=lambda spec: memory_need(spec, settings),
         budget=budget.limit,

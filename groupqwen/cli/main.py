@@ -104,7 +104,10 @@ def models(
         typer.Option(help="Ask a running gateway what it has loaded (http://HOST:PORT, with or without /v1)"),
     ] = None,
 ) -> None:
-    """List the catalog: which models have weights here and, with --url, which are loaded."""
+    """List the catalog: which models have weights here and, with --url, which are loaded. CONTEXT is the
+    limit requests are held to (the context allocated, n_ctx); NATIVE what the model was trained for."""
+    from groupqwen.pool.factory import served
+
     if ctx.invoked_subcommand is not None:
         return
     settings = _settings(config)
@@ -120,14 +123,17 @@ def models(
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(1) from None
         loaded = {m["id"]: m["groupqwen"]["status"] for m in response.json()["data"]}
-    typer.echo(f"{'MODEL':<22} {'PARAMS':<20} {'CONTEXT':>8} {'SIZE':>9}  {'STATUS':<10} SOURCE")
+    typer.echo(
+        f"{'MODEL':<22} {'PARAMS':<20} {'CONTEXT':>8} {'NATIVE':>8} {'SIZE':>9}  {'STATUS':<10} SOURCE"
+    )
     for spec in settings.catalog().values():
         here = spec.path is not None or spec.backend == "fake"
         status = loaded.get(spec.id) or ("available" if here else "-")
         size = f"{spec.size_bytes / 1e9:.2f} GB" if spec.size_bytes else "?"
+        context = served(spec, settings).n_ctx or spec.context_length  # the limit requests are held to
         typer.echo(
-            f"{spec.id:<22} {spec.parameters:<20} {spec.context_length:>8} {size:>9}  {status:<10} "
-            f"{spec.path or spec.source}"
+            f"{spec.id:<22} {spec.parameters:<20} {context:>8} {spec.context_length:>8} {size:>9}  "
+            f"{status:<10} {spec.path or spec.source}"
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 
 from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
@@ -17,6 +18,15 @@ def context_size(spec: ModelSpec, settings: Settings) -> int:
     """The context window to allocate: the model's own setting, else the default capped by what it was
     trained for."""
     return spec.n_ctx or min(spec.context_length, settings.n_ctx)
+
+
+def served(spec: ModelSpec, settings: Settings) -> ModelSpec:
+    """``spec`` as the pool serves it: ``n_ctx`` set to the context actually allocated for in-process (and
+    fake) backends, so ``/v1/models``, the router and the backend agree on the limit. A remote server sets
+    its own: its ``n_ctx`` stays as configured (``None``: its native context is assumed)."""
+    if spec.backend == "openai_http":
+        return spec
+    return replace(spec, n_ctx=context_size(spec, settings))
 
 
 def shares_the_cpu(spec: ModelSpec, settings: Settings, cores: int | None = None) -> bool:

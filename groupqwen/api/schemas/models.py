@@ -1,4 +1,7 @@
-"""``GET /v1/models`` on the wire: one served model and its state in the pool."""
+"""``GET /v1/models`` on the wire: one served model and its state in the pool.
+
+``groupqwen.context_length`` is the limit requests are held to (the context the pool allocates, ``n_ctx``);
+``groupqwen.native_context_length`` the model's own (what it was trained for)."""
 
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ def model_json(state: ModelState, created: int) -> dict[str, Any]:
             "family": spec.family,
             "parameters": spec.parameters,
             "quantization": spec.quantization,
-            "context_length": spec.context_length,
+            "context_length": spec.n_ctx or spec.context_length,
+            "native_context_length": spec.context_length,
             "capabilities": {"thinking": spec.thinking, "vision": spec.vision, "tools": spec.tools},
             "memory": {"estimated_bytes": state.estimated_bytes, "measured_bytes": state.measured_bytes},
             "active_requests": state.active,
