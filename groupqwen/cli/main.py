@@ -301,7 +301,15 @@ def _emit(reasoning: str, content: str) -> None:
 
 @config_app.command("check")
 def config_check(path: Annotated[Path, typer.Argument(help="YAML configuration file")]) -> None:
-    """Validate a configuration file; print each error with its field."""
+    """Validate a configuration file; print each error with its field, and check that the default model has
+    weights (a bundled one not fetched yet is a warning)."""
+    from groupqwen.cli.checks import default_model_problems
+
     settings = _settings(path)
+    problems = default_model_problems(settings)
+    for problem in problems:
+        typer.echo(f"config {problem.severity}: {problem.field}: {problem.message}", err=True)
+    if any(p.severity == "error" for p in problems):
+        raise typer.Exit(1)
     available = settings.available()
     typer.echo(f"{path}: ok ({len(available)} model(s) available, default {settings.default_model!r})")

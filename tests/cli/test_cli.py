@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from groupqwen.api.app import create_app
 from groupqwen.api.services import build_services
+from groupqwen.cli.checks import default_model_problems
 from groupqwen.cli.main import app, gateway_url
 from groupqwen.config import load_settings
 from groupqwen.errors import GroupQwenError
@@ -285,3 +286,42 @@ def test_chat_url_that_is_not_a_gateway_is_one_error_line(
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # not a KeyError
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: HTTP 404 from {root}/v1/chat/completions")
+
+
+def test_config_check_warns_of_a_bundled_default_model_not_fetched_yet(tmp_path: Path) -> None:
+    config = _config(tmp_path, f"models_dir: {tmp_path / 'weights'}\ndefault_model: qwen2.5-coder-0.5b\n")
+    result = runner.invoke(app, ["config", "check", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.stdout
+    assert result.stderr.startswith("config warning: default_model: 'qwen2.5-coder-0.5b' has no weights in")
+    assert "groupqwen models fetch" in result.stderr
+
+    filename = load_settings(config).catalog()["qwen2.5-coder-0.5b"].filename
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / filename).write_bytes(b"GGUF")
+    result = runner.invoke(app, ["config", "check", str(config)])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+
+
+def test_config_check_refuses_a_default_model_without_weights_nothing_fetches(tmp_path: Path) -> None:
+    config = _config(tmp_path, f"models_dir: {tmp_path}\ndefault_model: qwen3-8b\n")
+    result = runner.invoke(app, ["config", "check", str(config)])
+    assert result.exit_code == 1
+    assert "config error: default_model: 'qwen3-8b' has no weights" in result.stderr
+    assert "groupqwen models pull qwen3-8b" in result.stderr
+
+
+def test_config_check_refuses_a_configured_path_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "mine.gguf"
+    text = f"models_dir: {tmp_path}\ndefault_model: mine\nmodels:\n  mine:\n    path: {missing}\n"
+    result = runner.invoke(app, ["config", "check", str(_config(tmp_path, text))])
+    assert result.exit_code == 1
+    assert "config error: models.mine.path:" in result.stderr and str(missing) in result.stderr
+
+    # the check itself, whether or not validation looked first: the file went away after loading
+    missing.write_bytes(b"GGUF")
+    settings = load_settings(_config(tmp_path, text))
+    assert default_model_problems(settings) == []
+    missing.unlink()
+    [problem] = default_model_problems(settings)
+    assert (problem.severity, problem.field) == ("error", "models.mine.path")
