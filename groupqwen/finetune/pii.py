@@ -2,7 +2,8 @@
 
 Detectors are regular expressions whose hits are validated where a checksum or a grammar exists (Luhn for
 card numbers, mod-97 for IBANs, ``ipaddress`` for IPs, digit counts and date shapes for phone numbers). The
-export owner's own name, e-mail and phone (from the export's user file) get their own placeholders. When
+export owner's own name, e-mail and phone (from the export's user file) get their own placeholders; the name
+is matched as a name (:mod:`groupqwen.finetune.names`), not as every word it is made of. When
 Presidio and a spaCy model are installed, :class:`PresidioDetector` adds names and places (NER).
 
 Overlapping hits are resolved by priority (a key beats an e-mail inside it, a card number beats a phone).
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
+from groupqwen.finetune.names import NameMatcher
 from groupqwen.finetune.records import Attachment, Conversation, Identity, Turn
 
 
@@ -125,12 +127,7 @@ class PatternDetector:
         identity = identity or Identity()
         self._user_emails = {e.lower() for e in identity.emails}
         self._user_phones = {_digits(p)[-9:] for p in identity.phones if len(_digits(p)) >= 7}
-        names: list[str] = []
-        for full in identity.names:
-            names.append(full)
-            names.extend(part for part in full.split() if len(part) >= 3)
-        alternatives = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
-        self._names = re.compile(rf"\b(?:{alternatives})\b") if names else None
+        self._names = NameMatcher(identity.names)
 
     def find(self, text: str) -> list[Span]:
         spans: list[Span] = []
@@ -150,8 +147,8 @@ class PatternDetector:
             spans.extend(self._emails(text))
         if _DIGIT.search(text):
             spans.extend(self._numbers(text))
-        if self._names is not None:
-            spans.extend(Span(m.start(), m.end(), "USER_NAME", m.group()) for m in self._names.finditer(text))
+        if self._names:
+            spans.extend(Span(s, e, "USER_NAME", text[s:e]) for s, e in self._names.find(text))
         return resolve(spans)
 
     def _emails(self, text: str) -> Iterator[Span]:
