@@ -104,9 +104,22 @@ class Metrics:
         )
         self.speed = Histogram(
             "groupqwen_generation_tokens_per_second",
-            "Decode speed of successful chat completions",
+            "Decode speed of successful chat completions a model generated (cache hits excluded)",
             ["model"],
             buckets=SPEED_BUCKETS,
+            registry=r,
+        )
+        self.cache_served_tokens = Counter(
+            "groupqwen_cache_served_tokens",
+            "Completion tokens answered from the cache instead of generated, by the model that wrote them",
+            ["model"],
+            registry=r,
+        )
+        self.cache_hit_latency = Histogram(
+            "groupqwen_cache_hit_duration_seconds",
+            "Total latency of successful chat completions answered from the cache",
+            ["model", "route"],
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(
@@ -148,7 +161,10 @@ class Metrics:
             self.ttft.labels(model, route).observe(record.ttft_s)
         if record.queue_wait_s is not None:
             self.queue_wait.labels(model).observe(record.queue_wait_s)
-        if record.tokens_per_s is not None:
+        if record.hit:
+            self.cache_served_tokens.labels(model).inc(record.completion_tokens)
+            self.cache_hit_latency.labels(model, route).observe(record.latency_s)
+        elif record.tokens_per_s is not None:
             self.speed.labels(model).observe(record.tokens_per_s)
 
     def render(self) -> bytes:

@@ -2,7 +2,9 @@
 
 Percentiles are nearest-rank (the smallest value with at least p% of the values at or below it), so they
 are always a value that was observed. Latency and TTFT percentiles cover successful requests (status <
-400); error rate counts every status ≥ 400 (client disconnects, 499, included).
+400); error rate counts every status ≥ 400 (client disconnects, 499, included). Cache hits never enter the
+decode speed (nothing was generated): the ``cache`` part reports them apart, with the completion tokens
+they served and their latency.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ class RequestRecord:
     @property
     def ok(self) -> bool:
         return self.status < 400
+
+    @property
+    def hit(self) -> bool:
+        """Answered from the cache: nothing was generated, so it has no decode speed (records stored
+        before hits were told apart kept one; the summary ignores it)."""
+        return self.cache == "hit"
 
     @property
     def finished_at(self) -> float:
@@ -87,7 +95,7 @@ def _ratio(part: int, whole: int) -> float | None:
 
 def _group(records: Sequence[RequestRecord], total: int) -> dict[str, Any]:
     ok = [r for r in records if r.ok]
-    speeds = [r.tokens_per_s for r in ok if r.tokens_per_s is not None]
+    speeds = [r.tokens_per_s for r in ok if r.tokens_per_s is not None and not r.hit]
     prompt = sum(r.prompt_tokens for r in records)
     completion = sum(r.completion_tokens for r in records)
     errors = len(records) - len(ok)
@@ -115,6 +123,7 @@ def summarize(records: Sequence[RequestRecord], *, window_s: float, until: float
     statuses: dict[str, int] = {}
     for r in chosen:
         statuses[str(r.status)] = statuses.get(str(r.status), 0) + 1
+    hits = [r for r in chosen if r.hit and r.ok]
     overall = _group(chosen, total)
     del overall["share"]
     return {
@@ -123,7 +132,12 @@ def summarize(records: Sequence[RequestRecord], *, window_s: float, until: float
         "until": until,
         **overall,
         "status": dict(sorted(statuses.items())),
-        "cache": {**cache, "hit_rate": _ratio(cache["hit"], looked_up)},
+        "cache": {
+            **cache,
+            "hit_rate": _ratio(cache["hit"], looked_up),
+            "served_tokens": sum(r.completion_tokens for r in hits),
+            "hit_latency_seconds": _percentiles(r.latency_s for r in hits),
+        },
         "escalations": sum(r.escalations for r in chosen),
         "escalation_rate": _ratio(escalated, total),
         "by_model": {

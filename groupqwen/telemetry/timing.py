@@ -89,10 +89,12 @@ class Trace:
         latency = max(0.0, end - self.started)
         ttft = None if self.first_token_at is None else max(0.0, self.first_token_at - self.started)
         generating = latency - ttft if ttft is not None else 0.0
-        # decode speed: the tokens after the first over the time after the first
+        # decode speed: the tokens after the first over the time after the first. A cache hit generated
+        # nothing (its answer is replayed in one piece): it has no speed, and its tokens are counted as
+        # served by the cache instead (records.summarize, metrics.Metrics.observe)
         tokens_per_second = (
             (self.completion_tokens - 1) / generating
-            if generating > 0 and self.completion_tokens > 1
+            if generating > 0 and self.completion_tokens > 1 and self.cache != "hit"
             else None
         )
         return RequestRecord(

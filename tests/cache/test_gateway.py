@@ -98,8 +98,16 @@ def test_miss_then_exact_and_semantic_hits(embedded: tuple[TestClient, dict[str,
     settle(backends["fake"])
     assert len(backends["fake"].requests) == 3 and backends["fake"].cancelled == 1
     metrics = client.get("/v1/metrics", params={"window": "1h"}).json()  # telemetry saw each result
-    assert metrics["cache"] == {"hit": 2, "miss": 2, "bypass": 0, "hit_rate": 0.5}
+    served = sum(r.json()["usage"]["completion_tokens"] for r in (again, near))
+    hit_latency = metrics["cache"].pop("hit_latency_seconds")
+    assert metrics["cache"] == {"hit": 2, "miss": 2, "bypass": 0, "hit_rate": 0.5, "served_tokens": served}
+    assert served > 2 and hit_latency["p50"] is not None
     assert metrics["by_route"]["cache"]["requests"] == 2
+    # hits generated nothing: they have no decode speed (they read as hundreds of thousands of tokens/s)
+    assert metrics["by_route"]["cache"]["tokens_per_second_mean"] is None
+    prometheus = client.get("/metrics").text
+    assert f'groupqwen_cache_served_tokens_total{{model="fake"}} {float(served)}' in prometheus
+    assert 'groupqwen_cache_hit_duration_seconds_count{model="fake",route="cache"} 2.0' in prometheus
 
 
 def test_never_a_hit_across_tenants_models_system_prompts_or_sampling(

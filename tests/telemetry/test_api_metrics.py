@@ -69,7 +69,14 @@ def test_numbers_match_a_known_sequence_of_requests(tmp_path: Path) -> None:
     assert summary["errors"] == 4
     assert summary["error_rate"] == pytest.approx(0.4)
     assert summary["status"] == {"200": 6, "400": 1, "404": 1, "502": 2}
-    assert summary["cache"] == {"hit": 0, "miss": 0, "bypass": 10, "hit_rate": None}
+    assert summary["cache"] == {
+        "hit": 0,
+        "miss": 0,
+        "bypass": 10,
+        "hit_rate": None,
+        "served_tokens": 0,
+        "hit_latency_seconds": {"p50": None, "p95": None, "p99": None},
+    }
     assert summary["escalations"] == 0 and summary["escalation_rate"] == 0.0
     # tokens: 4 fake requests (6 + 4 each), 2 small (6 + 1), the failed flaky ones count no usage
     assert summary["tokens"] == {"prompt": 36, "completion": 18, "total": 54}

@@ -92,6 +92,45 @@ def test_tenant_and_trace() -> None:
     )  # 10 tokens after the first in 2 s
 
 
+def test_a_cache_hit_has_no_decode_speed() -> None:
+    """A hit replays a stored answer in one piece: 200 tokens a tenth of a millisecond after the first
+    token is not a speed (it read as 2,000,000 tokens/s)."""
+    trace = Trace("req", clock=10.0, wall=1000.0)
+    trace.cache = "hit"
+    trace.first_token_at = 10.001
+    trace.used(7, 200)
+    done = trace.record(now=10.0011)
+    assert done.cache == "hit" and done.tokens_per_s is None and done.completion_tokens == 200
+
+
+def test_hits_are_reported_apart_from_generation_speed() -> None:
+    # a hit as builds before the fix stored it: with a "speed" of 600,000 tokens/s
+    generated = record(1, cache="miss", tokens_per_s=40.0, completion_tokens=20, latency_s=2.0)
+    old_hit = record(2, cache="hit", tokens_per_s=600_000.0, completion_tokens=30, latency_s=0.004)
+    hit = record(3, cache="hit", tokens_per_s=None, completion_tokens=50, latency_s=0.002)
+    failed_hit = record(4, cache="hit", status=500, error="internal_error", tokens_per_s=None)
+    summary = summarize([generated, old_hit, hit, failed_hit], window_s=1e9, until=2e9)
+    assert summary["tokens_per_second_mean"] == 40.0
+    assert summary["by_model"]["fake"]["tokens_per_second_mean"] == 40.0
+    assert summary["cache"]["served_tokens"] == 80
+    assert summary["cache"]["hit_latency_seconds"] == {"p50": 0.002, "p95": 0.004, "p99": 0.004}
+
+    metrics = Metrics()
+    for r in (generated, old_hit, hit):
+        metrics.observe(r)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    speed_count = samples[("groupqwen_generation_tokens_per_second_count", (("model", "fake"),))]
+    speed_sum = samples[("groupqwen_generation_tokens_per_second_sum", (("model", "fake"),))]
+    assert (speed_count, speed_sum) == (1, 40.0)
+    assert samples[("groupqwen_cache_served_tokens_total", (("model", "fake"),))] == 80
+    hits = (("model", "fake"), ("route", "explicit"))
+    assert samples[("groupqwen_cache_hit_duration_seconds_count", hits)] == 2
+
+
 async def test_writer_buffers_while_down_and_counts_drops_exactly() -> None:
     store = MemoryStore()
     writer = BufferedWriter(store, capacity=4, batch_size=3, flush_interval=0.01, max_backoff=0.02)
