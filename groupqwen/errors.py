@@ -20,6 +20,7 @@ that escapes is a bug and becomes a logged 500.
     ├── CacheUnavailable                503 server_error                cache_unavailable (cache admin routes)
     │   ├── CacheSlow                   503 server_error                cache_slow        (a slow store)
     │   └── EmbedderUnavailable         503 server_error                embedder_unavailable (/v1/embeddings)
+    ├── TelemetryUnavailable            503 server_error                telemetry_unavailable (metrics' store)
     ├── BackendError                    502 api_error                   backend_error
     │   └── ModelLoadError              502 api_error                   model_load_failed
     ├── ConfigError                     500 api_error                   config_error      (field names)
@@ -169,6 +170,16 @@ class EmbedderUnavailable(CacheUnavailable):
     bypassed, and ``/v1/embeddings`` answers 503."""
 
     code = "embedder_unavailable"
+
+
+class TelemetryUnavailable(GroupQwenError):
+    """The telemetry database cannot be read (down, unreachable, too slow): ``/v1/metrics?source=store``
+    answers 503. Requests are not affected (their records wait in the writer's buffer), and the summary
+    from memory (``source=memory``) still answers."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "telemetry_unavailable"
 
 
 class DownloadError(GroupQwenError):

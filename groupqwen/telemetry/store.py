@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from groupqwen.errors import TelemetryUnavailable
 from groupqwen.telemetry.records import RequestRecord
 
 
@@ -27,7 +28,10 @@ class RecordStore(Protocol):
 
     def write(self, records: Sequence[RequestRecord]) -> None: ...
 
-    def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]: ...
+    def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]:
+        """Records that started in ``[since, until]``, oldest first; ``TelemetryUnavailable`` when the
+        database cannot be read (a client asked for them: this is what it sees)."""
+        ...
 
     def prune(self, before: float) -> int: ...
 
@@ -151,14 +155,29 @@ class SqlStore:
             raise
 
     def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]:
-        """Records that started in ``[since, until]``, oldest first."""
-        self._ready()
+        """Records that started in ``[since, until]``, oldest first; ``TelemetryUnavailable`` when the
+        database is down, unreachable or too slow."""
         t = records_table
         statement = (
             sa.select(t).where(t.c.started_at >= since, t.c.started_at <= until).order_by(t.c.started_at)
         ).limit(limit)
-        with self._engine.connect() as conn:
-            return [RequestRecord(**row._asdict()) for row in conn.execute(statement)]
+        try:
+            self._ready()
+            with self._engine.connect() as conn:
+                return [RequestRecord(**row._asdict()) for row in conn.execute(statement)]
+        except sa.exc.DBAPIError as exc:
+            self._dispose_on_error()
+            raise self._unavailable(exc) from None
+        except sa.exc.TimeoutError as exc:  # no pooled connection came free in time
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> TelemetryUnavailable:
+        # an expected outage, not a bug: the reason in the message, no traceback in the logs
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        return TelemetryUnavailable(
+            f"The telemetry database ({self.name}) cannot be read: {reason[:300]}; "
+            "the summary from memory (source=memory) still answers"
+        )
 
     def prune(self, before: float) -> int:
         """Delete records that started before ``before``; return how many."""
@@ -201,7 +220,8 @@ class MemoryStore:
             self.records.setdefault(r.id, r)
 
     def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]:
-        self._check()
+        if self.down:
+            raise TelemetryUnavailable("The telemetry database (memory) cannot be read: it is down")
         found = sorted(
             (r for r in self.records.values() if since <= r.started_at <= until), key=lambda r: r.started_at
         )

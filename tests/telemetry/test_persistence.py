@@ -121,6 +121,32 @@ def test_postgres_stopped_mid_run_loses_nothing_and_health_follows_it(
     assert rows.name == "postgresql"
 
 
+def test_stored_metrics_while_postgres_is_down_are_a_clear_503_not_a_crash(
+    postgres: PostgresServer, pg_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = gateway(tmp_path, {"fake": FakeBackend()}, telemetry={"database_url": pg_url})
+    with TestClient(create_app(services.settings, services)) as http:
+        assert http.post(URL, json=CHAT).status_code == 200
+        wait_until(lambda: services.telemetry.writer.written == 1, what="1 record written")
+        assert http.get("/v1/metrics?window=1h&source=store").status_code == 200
+        postgres.stop()
+        try:
+            assert _status(http)[0] == "degraded"
+            caplog.clear()
+            response = http.get("/v1/metrics?window=1h&source=store")
+            assert response.status_code == 503, response.text
+            error = response.json()["error"]
+            assert error["type"] == "server_error" and error["code"] == "telemetry_unavailable"
+            assert error["message"].startswith("The telemetry database (postgresql) cannot be read: ")
+            assert "source=memory" in error["message"]
+            # an outage, not a crash: no traceback logged
+            assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+            assert http.get("/v1/metrics?window=1h").status_code == 200  # memory still answers
+        finally:
+            postgres.start()
+        assert http.get("/v1/metrics?window=1h&source=store").status_code == 200  # and back
+
+
 def test_dropped_counter_is_exact_when_the_buffer_overflows(
     postgres: PostgresServer, pg_url: str, tmp_path: Path
 ) -> None:
