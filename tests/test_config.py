@@ -357,3 +357,28 @@ def test_a_flat_telemetry_setting_names_where_it_moved(
         load_settings()
     env_new = "GROUPQWEN_" + new.replace(".", "__").upper()
     assert info.value.errors == [(f"GROUPQWEN_{old.upper()}", f"moved to {env_new} ({new})")]
+
+
+@pytest.mark.parametrize("word", ["off", "Off", "OFF", "no", "false", "'off'", '"off"'])
+def test_cache_off_as_the_docs_write_it(tmp_path: Path, word: str) -> None:
+    """YAML 1.1 reads a bare ``off`` (and ``no``) as false; the example config and docs/cache.md write
+    ``backend: … | off``."""
+    settings = load_settings(_yaml(tmp_path, f"cache:\n  backend: {word}\n"))
+    assert settings.cache.backend == "off"
+
+
+def test_cache_off_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GROUPQWEN_CACHE__BACKEND", "off")
+    assert load_settings().cache.backend == "off"
+
+
+@pytest.mark.parametrize(
+    ("word", "says"),
+    [("on", "write embedded"), ("yes", "write embedded"), ("true", "write embedded"), ("rdis", "'rdis'")],
+)
+def test_a_cache_backend_that_names_none_says_what_to_write(tmp_path: Path, word: str, says: str) -> None:
+    error = _bad(_yaml(tmp_path, f"cache:\n  backend: {word}\n"))
+    assert _fields(error) == ["cache.backend"]
+    message = error.errors[0][1]
+    assert says in message and "embedded" in message and "redis" in message and "off" in message
+    assert not message.startswith("Value error")

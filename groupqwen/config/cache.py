@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -55,7 +55,9 @@ class CacheConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: Literal["embedded", "redis", "off"] = Field(
-        "embedded", description="embedded: in-process index + SQLite file; redis: shared; off"
+        "embedded",
+        description="embedded: in-process index + SQLite file; redis: shared by replicas; off (YAML's bare "
+        "off, no and false mean off too)",
     )
     path: Path | None = Field(None, description="embedded: the SQLite file; default: data_dir/cache.sqlite")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: where the shared cache lives")
@@ -83,6 +85,22 @@ class CacheConfig(BaseModel):
         default_factory=EmbedderConfig,  # type: ignore[arg-type]
         description="What embeds the questions: the bundled MiniLM or a /v1/embeddings server",
     )
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare ``off`` or ``no`` as ``false`` (and ``on``/``yes`` as ``true``): false means
+        off; true names no backend, so the error says what to write."""
+        if value is False or (isinstance(value, str) and value.strip().lower() in ("false", "no")):
+            return "off"
+        if value is True or (isinstance(value, str) and value.strip().lower() in ("true", "yes", "on")):
+            raise ValueError(
+                "on/yes/true names no backend: write embedded (in-process, the default) or redis "
+                "(shared by replicas); off turns the cache off"
+            )
+        if not isinstance(value, str) or value not in ("embedded", "redis", "off"):
+            raise ValueError(f"{value!r} is not a cache backend: write embedded, redis or off")
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -198,7 +198,7 @@ def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
                 name, _, msg = part.partition(": ")
                 out.append((name, msg))
             continue
-        out.append((field, message))
+        out.append((field, message.removeprefix("Value error, ")))  # our validators' own words
     return out
 
 
