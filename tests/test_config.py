@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from groupqwen.catalog import builtin_catalog
 from groupqwen.config import Settings, load_settings
@@ -295,11 +299,91 @@ def test_settings_class_reads_env_directly(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings().max_queue == 3  # type: ignore[call-arg]
 
 
-def test_shipped_example_config_loads() -> None:
+def test_shipped_example_config_loads_to_the_defaults() -> None:
     example = REPO / "config.example.yaml"
     settings = load_settings(example)
     assert isinstance(settings, Settings)
-    assert settings.port == 8000
+    assert settings.model_dump() == load_settings().model_dump()
+
+
+def test_example_config_is_generated_from_the_settings() -> None:
+    """config.example.yaml is scripts/gen_config_example.py's output: a field added, renamed or described
+    anew without rerunning it fails here."""
+    from groupqwen.config.example import render
+
+    committed = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    assert committed == render(), "config.example.yaml is stale: run scripts/gen_config_example.py"
+
+
+def _template(text: str, name: str) -> dict[str, Any]:
+    """The commented entry template that follows ``name: {}`` (every field of one entry), as YAML."""
+    lines = text.splitlines()
+    start = lines.index(f"{name}: {{}}") + 1
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# ") or line == "# for example:":
+            break
+        block.append(line[2:])
+    entries = yaml.safe_load("\n".join(block))
+    assert isinstance(entries, dict) and len(entries) == 1
+    entry: dict[str, Any] = next(iter(entries.values()))
+    return entry
+
+
+def _missing(model: type[BaseModel], data: Any, where: str, text: str) -> list[str]:
+    """Every field of ``model`` (and of its sections, list items and entries) absent from ``data``."""
+    assert isinstance(data, dict), where
+    missing = []
+    for name, info in model.model_fields.items():
+        path = f"{where}{name}"
+        if name not in data:
+            missing.append(path)
+            continue
+        annotation, value = info.annotation, data[name]
+        args = typing.get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            missing += _missing(annotation, value, path + ".", text)
+        elif (
+            typing.get_origin(annotation) is list
+            and isinstance(args[0], type)
+            and issubclass(args[0], BaseModel)
+        ):
+            assert isinstance(value, list) and value, path
+            missing += _missing(args[0], value[0], path + "[0].", text)
+        elif (
+            typing.get_origin(annotation) is dict
+            and isinstance(args[1], type)
+            and issubclass(args[1], BaseModel)
+        ):
+            missing += _missing(args[1], _template(text, name), path + ".<id>.", text)
+    return missing
+
+
+def test_example_config_has_every_field() -> None:
+    text = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    assert _missing(Settings, yaml.safe_load(text), "", text) == []
+    assert "n_gpu_layers: 0" in text  # the field the hand-written example lacked
+
+
+def test_a_field_missing_from_the_example_is_found() -> None:
+    text = (REPO / "config.example.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    del data["n_gpu_layers"], data["cache"]["embedder"]["dim"], data["router"]["tiers"][0]["bar"]
+    without_urls = text.replace("#   urls: null\n", "")
+    assert _missing(Settings, data, "", without_urls) == [
+        "n_gpu_layers",
+        "models.<id>.urls",
+        "cache.embedder.dim",
+        "router.tiers[0].bar",
+    ]
+
+
+def test_null_places_mean_the_default_ones(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "d"))
+    settings = load_settings(_yaml(tmp_path, "models_dir: null\ndata_dir: null\n"))
+    assert settings.models_dir == tmp_path / "c" / "groupqwen" / "models"
+    assert settings.data_dir == tmp_path / "d" / "groupqwen"
 
 
 def test_env_var_for_a_catalog_model_as_documented(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -19,8 +19,12 @@ class EmbedderConfig(BaseModel):
     kind: Literal["minilm", "openai"] = Field(
         "minilm", description="minilm: the bundled model, in-process; openai: a /v1/embeddings server"
     )
-    url: str | None = Field(None, description="openai: the server's base URL (…/v1)")
-    model: str | None = Field(None, description="openai: the model to ask the server for")
+    url: str | None = Field(None, description="openai: the server's base URL, e.g. http://gpu-box:8000/v1")
+    model: str | None = Field(
+        None,
+        description="openai: the model asked for, e.g. Qwen/Qwen3-Embedding-0.6B; also the cache scope's "
+        "embedder name",
+    )
     api_key: BearerToken | None = Field(None, description="openai: bearer token")
     dim: int | None = Field(
         None, ge=1, le=65_536, description="openai: the vectors' width; unset: asked of the server at start"
@@ -69,11 +73,21 @@ class CacheConfig(BaseModel):
         description="redis: a call slower than this bypasses the cache for that request (Redis is taken "
         "for down only when calls keep timing out for 3 s, or a connection is refused or reset)",
     )
-    threshold: float = Field(0.83, gt=0, le=1, description="Least cosine similarity served as a hit")
-    ttl_s: float = Field(86_400, gt=0, description="Default seconds an answer is kept")
+    threshold: float = Field(
+        0.83, gt=0, le=1, description="Least cosine similarity served as a hit (bench/cache_quality.py)"
+    )
+    ttl_s: float = Field(
+        86_400,
+        gt=0,
+        description="Default seconds an answer is kept; per request: the header x-groupqwen-cache-ttl",
+    )
     max_ttl_s: float = Field(30 * 86_400, gt=0, description="Largest TTL a request may ask for")
-    max_temperature: float = Field(0.5, ge=0, le=2, description="Hotter requests bypass the cache")
-    cache_seeded: bool = Field(False, description="Also cache requests that set a seed (per seed)")
+    max_temperature: float = Field(
+        0.5, ge=0, le=2, description="Hotter requests bypass the cache (no temperature given: 0.7)"
+    )
+    cache_seeded: bool = Field(
+        False, description="Also cache requests that set a seed (per seed); false: they bypass the cache"
+    )
     max_entries: int = Field(100_000, ge=1, description="embedded: entries kept (least recently used go)")
     timeout_s: float = Field(0.5, gt=0, le=30, description="A lookup step or store slower than this bypasses")
     overlap: Literal["auto", "always", "never"] = Field(

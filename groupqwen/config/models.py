@@ -16,8 +16,11 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path | None = Field(None, description="Local GGUF file")
-    backend: BackendKind = Field("llamacpp", description="Which backend serves it")
-    n_ctx: int | None = Field(None, ge=64, description="Context window to allocate (tokens)")
+    backend: BackendKind = Field(
+        "llamacpp",
+        description="llamacpp (in-process) | openai_http (vLLM, llama-server, Ollama) | fake (tests)",
+    )
+    n_ctx: int | None = Field(None, ge=64, description="Context window to allocate (tokens); null: n_ctx")
     context_length: int | None = Field(None, ge=64, description="The model's trained context length")
     thinking: bool | None = Field(None, description="Whether the model understands enable_thinking")
     vision: bool | None = Field(None, description="Whether the model takes images (image_url parts)")
@@ -25,8 +28,10 @@ class ModelConfig(BaseModel):
     urls: list[str] | None = Field(None, description="backend 'openai_http': replica base URLs (…/v1)")
     remote_model: str | None = Field(None, description="backend 'openai_http': the server's model name")
     api_key: BearerToken | None = Field(None, description="backend 'openai_http': bearer token")
-    keep_alive: float | None = Field(None, ge=-1, description="Seconds idle before unload; -1 never")
-    pinned: bool | None = Field(None, description="Never evict this model")
+    keep_alive: float | None = Field(
+        None, ge=-1, description="Seconds idle before unload (-1 never, 0 right away); null: keep_alive"
+    )
+    pinned: bool | None = Field(None, description="Never evicted to make room for another model")
     max_parallel: int | None = Field(None, ge=1, le=1024, description="Requests served at once")
 
     @field_validator("urls")

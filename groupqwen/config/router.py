@@ -25,10 +25,16 @@ class TierConfig(BaseModel):
         "`target` (1.0 without one)",
     )
     target: float = Field(
-        0.1, ge=0, le=1, description="At most this share of answers may be worse than the top tier's"
+        0.1,
+        ge=0,
+        le=1,
+        description="At most this share of answers may be worse than the top tier's: sets max_complexity "
+        "and bar",
     )
-    bar: float | None = Field(None, ge=0, le=1, description="Confidence below which answers escalate")
-    multilingual: bool = Field(True, description="False: skipped for non-English prompts")
+    bar: float | None = Field(
+        None, ge=0, le=1, description="Answers less confident than this escalate; null: from target"
+    )
+    multilingual: bool = Field(True, description="false: skipped for non-English prompts")
 
 
 def _default_tiers() -> list[TierConfig]:
@@ -43,16 +49,31 @@ class RouterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tiers: list[TierConfig] = Field(default_factory=_default_tiers, description="Smallest first")
+    tiers: list[TierConfig] = Field(
+        default_factory=_default_tiers,
+        description="The ladder of model 'auto', smallest first; the last tier is never escalated",
+    )
     routes: dict[str, str] = Field(
         default_factory=lambda: {"auto:translate": "qwen2.5-coder-0.5b"},
-        description="Named routes served by a plain model; auto:vision takes requests with images",
+        description="Named routes auto:<name> served by a plain model; auto:vision takes the requests with "
+        "images (model 'auto') and needs a model that takes images",
+        examples=[{"auto:translate": "qwen2.5-coder-0.5b", "auto:vision": "qwen3-vl-8b"}],
     )
-    classifier: bool = Field(True, description="Use the learned complexity classifier (False: rules only)")
-    weights: Path | None = Field(None, description="Router weights JSON; default: the shipped file")
-    thinking_threshold: float = Field(0.5, ge=0, le=1, description="Thinking head probability to think")
-    warm_margin: float = Field(0.1, ge=0, le=1, description="Prefer a warm lower tier within this margin")
-    buffer_tokens: int = Field(48, ge=1, le=4096, description="Tokens held back while confidence is unknown")
+    classifier: bool = Field(
+        True, description="Use the learned complexity classifier (false: explainable rules instead)"
+    )
+    weights: Path | None = Field(
+        None, description="Router weights JSON; null: the shipped weights (scripts/train_router.py)"
+    )
+    thinking_threshold: float = Field(
+        0.5, ge=0, le=1, description="The thinking head's probability above which 'auto' thinks"
+    )
+    warm_margin: float = Field(
+        0.1, ge=0, le=1, description="A warm lower tier beats a cold pick within this complexity margin"
+    )
+    buffer_tokens: int = Field(
+        48, ge=1, le=4096, description="Tokens held back while a tier's confidence is unknown (stream policy)"
+    )
 
     @field_validator("routes")
     @classmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -67,30 +67,102 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the gateway listens on")
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level")
-    models_dir: Path = Field(default_factory=default_models_dir, description="Where GGUF files live")
-    default_model: str = Field("qwen2.5-coder-0.5b", description="What model 'auto' resolves to")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level: debug | info | warning | error"
+    )
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Where GGUF files live (the bundled models are fetched here); null: "
+        "$XDG_CACHE_HOME/groupqwen/models (~/.cache/groupqwen/models)",
+    )
+    default_model: str = Field(
+        "qwen2.5-coder-0.5b",
+        description="The model 'auto' resolves to when none of the router's tiers is served here "
+        "(docs/routing.md); its weights must be here for serve",
+    )
     n_threads: int = Field(0, ge=0, description="llama.cpp threads per model (0: all cores)")
     n_gpu_layers: int = Field(
         0, ge=-1, description="Layers offloaded to the GPU (-1: all; CUDA llama.cpp); the budget is VRAM"
     )
-    n_ctx: int = Field(4096, ge=64, description="Default context window to allocate per model (tokens)")
-    max_queue: int = Field(16, ge=0, description="Requests that may wait per model before 503")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes)")
-    max_stop_sequences: int = Field(4, ge=1, le=64, description="Most 'stop' strings per request")
-    max_images: int = Field(8, ge=1, le=256, description="Most image parts per request")
-    keep_alive: float = Field(300, ge=-1, description="Default seconds idle before a model is unloaded")
-    memory_budget_mb: int | None = Field(None, ge=1, description="Memory for models (MiB); default: a share")
-    memory_share: float = Field(0.8, gt=0, le=1, description="Share of available memory for models")
-    memory_margin_mb: int = Field(256, ge=0, description="Safety margin kept free (MiB)")
-    models: dict[str, ModelConfig] = Field(default_factory=dict, description="Catalog overrides/additions")
-    log_format: Literal["console", "json"] = Field("console", description="Log lines: key=value or JSON")
-    data_dir: Path = Field(default_factory=default_data_dir, description="Where the gateway keeps its data")
-    cache: CacheConfig = Field(default_factory=CacheConfig, description="The semantic cache")  # type: ignore[arg-type]
-    router: RouterConfig = Field(default_factory=RouterConfig, description="Routing and the cascade")  # type: ignore[arg-type]
+    n_ctx: int = Field(
+        4096, ge=64, description="Context window allocated per model (tokens), unless the model sets its own"
+    )
+    max_queue: int = Field(
+        16, ge=0, description="Requests that may wait per model before a 503 with Retry-After"
+    )
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body accepted (bytes; 413 above it)"
+    )
+    max_stop_sequences: int = Field(4, ge=1, le=64, description="Most 'stop' strings a request may send")
+    max_images: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most image parts a request may carry (each costs the vision model many tokens)",
+    )
+    keep_alive: float = Field(
+        300,
+        ge=-1,
+        description="Seconds a model may idle before it is unloaded (-1 never, 0 right away); per model: "
+        "models.<id>.keep_alive",
+    )
+    memory_budget_mb: int | None = Field(
+        None, ge=1, description="Memory for models (MiB); null: memory_share of what is available at start"
+    )
+    memory_share: float = Field(
+        0.8, gt=0, le=1, description="Share of the memory available at start given to models"
+    )
+    memory_margin_mb: int = Field(256, ge=0, description="Kept free on top of the budget's share (MiB)")
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict,
+        description="Catalog entries pointed at local weights or servers, and models of your own, by id",
+        examples=[
+            {
+                "qwen3-8b": {
+                    "path": "/models/Qwen3-8B-Q4_K_M.gguf",
+                    "n_ctx": 8192,
+                    "keep_alive": -1,
+                    "pinned": True,
+                },
+                "my-finetune": {
+                    "path": "/models/my-finetune.gguf",
+                    "context_length": 32768,
+                    "thinking": True,
+                },
+                "qwen3-vl-8b": {
+                    "backend": "openai_http",
+                    "urls": ["http://gpu-1:8000/v1"],
+                    "remote_model": "Qwen/Qwen3-VL-8B-Instruct",
+                },
+                "qwen3-32b": {
+                    "backend": "openai_http",
+                    "urls": ["http://gpu-1:8000/v1", "http://gpu-2:8000/v1"],
+                    "remote_model": "Qwen/Qwen3-32B",
+                    "max_parallel": 64,
+                },
+            }
+        ],
+    )
+    log_format: Literal["console", "json"] = Field(
+        "console", description="Log lines: console (key=value) | json (one object per line)"
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Where the gateway keeps its data (telemetry, cache, reviews); null: "
+        "$XDG_DATA_HOME/groupqwen (~/.local/share/groupqwen)",
+    )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig,  # type: ignore[arg-type]
+        description="The semantic cache (docs/cache.md)",
+    )
+    router: RouterConfig = Field(
+        default_factory=RouterConfig,  # type: ignore[arg-type]
+        description="Routing for model 'auto' and the routes auto:fast, auto:best, auto:cascade, auto:<name> "
+        "(docs/routing.md)",
+    )
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig,  # type: ignore[arg-type]
-        description="Request records, their database, and the health checks",
+        description="Request records, their database, and the health checks (docs/telemetry.md)",
     )
 
     @classmethod
@@ -114,6 +186,14 @@ class Settings(BaseSettings):
         errors = _moved_errors(value)
         if errors:
             raise ValueError("; ".join(errors))
+        return value
+
+    @field_validator("models_dir", "data_dir", mode="before")
+    @classmethod
+    def _null_is_the_default_place(cls, value: Any, info: ValidationInfo) -> Any:
+        """``null`` (as config.example.yaml writes it) means the default location."""
+        if value is None:
+            return default_models_dir() if info.field_name == "models_dir" else default_data_dir()
         return value
 
     @field_validator("models", mode="before")

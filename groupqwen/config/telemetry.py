@@ -14,7 +14,9 @@ class TelemetryConfig(BaseModel):
         None,
         description="Telemetry database: sqlite:///<path> or postgresql://…; default: SQLite in data_dir",
     )
-    retention_days: float = Field(30, gt=0, description="Days request records are kept")
+    retention_days: float = Field(
+        30, gt=0, description="Request records older than this many days are deleted (hourly)"
+    )
     buffer_records: int = Field(
         10_000, ge=1, description="Records held while the database is slow or down; beyond: dropped, counted"
     )
