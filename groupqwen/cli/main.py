@@ -209,17 +209,37 @@ def chat(
     think: Annotated[bool | None, typer.Option("--think/--no-think", help="Qwen3 thinking")] = None,
     url: Annotated[
         str | None,
-        typer.Option(help="Use a running gateway instead of loading in-process (http://HOST:PORT[/v1])"),
+        typer.Option(
+            help="The gateway to use (http://HOST:PORT[/v1]); default: the configured host and port"
+        ),
     ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Load the models in this process, even if a gateway is running")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Ask one question and stream the answer (reasoning, if any, goes to stderr)."""
+    """Ask one question and stream the answer (reasoning, if any, goes to stderr). Without --url it uses
+    the gateway at the configured host and port when one answers, else loads the models in-process."""
     messages = ([Message("system", system)] if system else []) + [Message("user", question)]
+    if url and local:
+        typer.echo(
+            "error: --url and --local exclude each other: a gateway, or the models in-process", err=True
+        )
+        raise typer.Exit(2)
     try:
+        settings = None if url else _settings(config)
+        if settings is not None and not local:
+            candidate = configured_gateway(settings)
+            if gateway_answers(candidate):
+                typer.echo(
+                    f"using the gateway at {candidate} (--local: load the models in-process)", err=True
+                )
+                url = candidate
+            else:
+                typer.echo(f"no gateway at {candidate}: loading the models in-process", err=True)
         if url:
             _chat_http(url, model, messages, max_tokens, temperature, think)
-        else:
-            settings = _settings(config)
+        elif settings is not None:
             request = ChatRequest(
                 messages=tuple(messages),
                 model=model,
@@ -231,6 +251,31 @@ def chat(
         typer.echo(f"\nerror: {exc.message}", err=True)
         raise typer.Exit(1) from None
     typer.echo()
+
+
+PROBE_TIMEOUT_S = 0.5  # a gateway on this machine answers /health in milliseconds
+
+
+def configured_gateway(settings: Settings) -> str:
+    """Where a gateway started with ``settings`` listens: its host and port, a listen-everywhere host
+    (``0.0.0.0``, ``::``) reached on loopback."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+
+
+def gateway_answers(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a GroupQwen gateway answers ``GET /health`` at ``url`` within ``timeout`` seconds."""
+    try:
+        response = httpx.get(gateway_url(url, "/health"), timeout=timeout)
+        body = response.json()
+    except (httpx.HTTPError, ValueError):  # nothing listening, too slow, not JSON
+        return False
+    return (
+        response.status_code == 200
+        and isinstance(body, dict)
+        and body.get("status") == "ok"
+        and "models" in body
+    )
 
 
 async def _chat_local(settings: Settings, request: ChatRequest) -> None:

@@ -16,23 +16,28 @@ from typer.testing import CliRunner
 from groupqwen.api.app import create_app
 from groupqwen.api.services import build_services
 from groupqwen.cli.checks import default_model_problems
-from groupqwen.cli.main import app, gateway_url
+from groupqwen.cli.main import app, configured_gateway, gateway_url
 from groupqwen.config import load_settings
 from groupqwen.errors import GroupQwenError
 
 runner = CliRunner()
 
 
-def _config(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "config.yaml"
+def _config(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def _fake_config(tmp_path: Path, reply: str, *, thinking: bool = False) -> Path:
+def _fake_config(
+    tmp_path: Path, reply: str, *, thinking: bool = False, port: int | None = None, name: str = "config.yaml"
+) -> Path:
+    """A fake model ``echo`` answering ``reply``; ``port``: where ``chat`` looks for a gateway (default: a
+    free port, so that it finds none and loads the model in-process, whatever else runs on this machine)."""
     return _config(
         tmp_path,
         f"""
+port: {port or free_port()}
 models_dir: {tmp_path / "weights"}
 data_dir: {tmp_path / "data"}
 default_model: echo
@@ -42,6 +47,7 @@ models:
     thinking: {str(thinking).lower()}
     fake_reply: {reply!r}
 """,
+        name,
     )
 
 
@@ -325,3 +331,58 @@ def test_config_check_refuses_a_configured_path_that_does_not_exist(tmp_path: Pa
     missing.unlink()
     [problem] = default_model_problems(settings)
     assert (problem.severity, problem.field) == ("error", "models.mine.path")
+
+
+def _port(root: str) -> int:
+    return int(root.rsplit(":", 1)[1])
+
+
+def test_chat_uses_the_gateway_running_at_the_configured_address(
+    tmp_path: Path, live_server: Callable[[FastAPI], AbstractContextManager[str]]
+) -> None:
+    """Without --url, ``chat`` asks the gateway at the configured host and port when one answers, instead of
+    loading its own copy of the models; --local loads them in-process anyway."""
+    served = load_settings(_fake_config(tmp_path, "from the gateway", name="gateway.yaml"))
+    with live_server(create_app(served, build_services(served))) as root:
+        config = _fake_config(tmp_path, "from in-process", port=_port(root))
+        result = runner.invoke(app, ["chat", "hi", "-c", str(config)])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == "from the gateway"
+        # (``in``: the server thread's log lines may reach this stderr too)
+        assert f"using the gateway at {root} (--local: load the models in-process)\n" in result.stderr
+        result = runner.invoke(app, ["chat", "hi", "-c", str(config), "--local"])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip() == "from in-process"
+        assert "using the gateway" not in result.stderr and "no gateway" not in result.stderr
+
+
+def test_chat_with_no_gateway_listening_loads_the_models_in_process(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = runner.invoke(
+        app, ["chat", "hi", "-c", str(_fake_config(tmp_path, "from in-process", port=port))]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "from in-process"
+    assert f"no gateway at http://127.0.0.1:{port}: loading the models in-process\n" in result.stderr
+
+
+def test_chat_with_something_else_at_the_address_loads_the_models_in_process(
+    tmp_path: Path, live_server: Callable[[FastAPI], AbstractContextManager[str]]
+) -> None:
+    with live_server(FastAPI()) as root:  # answers 404 to /health: not a gateway
+        config = _fake_config(tmp_path, "from in-process", port=_port(root))
+        result = runner.invoke(app, ["chat", "hi", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "from in-process"
+    assert f"no gateway at {root}: loading the models in-process\n" in result.stderr
+
+
+def test_chat_url_and_local_exclude_each_other(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["chat", "hi", "--url", "http://127.0.0.1:9", "--local"])
+    assert result.exit_code == 2 and "--url and --local" in result.stderr
+
+
+def test_configured_gateway_reaches_a_listen_everywhere_host_on_loopback(tmp_path: Path) -> None:
+    assert configured_gateway(load_settings(host="0.0.0.0", port=8123)) == "http://127.0.0.1:8123"
+    assert configured_gateway(load_settings(host="::", port=8123)) == "http://[::1]:8123"
+    assert configured_gateway(load_settings(host="gpu-1", port=80)) == "http://gpu-1:80"
