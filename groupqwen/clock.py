@@ -1,6 +1,7 @@
 """Time, as the parts that wait for it see it: ``Clock`` (monotonic and wall time, and an async sleep) and
-``SYSTEM_CLOCK``, the real one. Code with timers of its own (the pool's keep-alive) takes a ``Clock``, so
-that a test can drive it with ``groupqwen.testing.FakeClock`` instead of sleeping."""
+``SYSTEM_CLOCK``, the real one. Code with timers of its own (the pool's keep-alive and queue waits, the
+cache's entry expiry, the Redis store's circuit breaker) takes a ``Clock``, so that a test can drive it
+with ``groupqwen.testing.FakeClock`` instead of sleeping."""
 
 from __future__ import annotations
 

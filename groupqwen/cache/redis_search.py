@@ -10,7 +10,6 @@ failure; the index is created when missing (at the first call, after an outage, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from groupqwen import log
 from groupqwen.cache.index import Vectors
 from groupqwen.cache.redis_entries import FIELDS, Names, decode
 from groupqwen.cache.stores import CacheEntry
+from groupqwen.clock import Clock
 
 _log = log.get(__name__)
 _DISTANCE = "__distance"  # the KNN distance's name in an FT.SEARCH reply
@@ -57,9 +57,7 @@ class ServerSearch:
     ``available``: whether the server does the search; ``None`` until probed (at the first call that
     needs it, and again after a failure: ``forget``); always False when not ``enabled``."""
 
-    def __init__(
-        self, redis: aioredis.Redis, names: Names, dim: int, *, enabled: bool, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, names: Names, dim: int, *, enabled: bool, clock: Clock) -> None:
         self._redis = redis
         self._names = names
         self._dim = dim
@@ -119,7 +117,7 @@ class ServerSearch:
             reply = await self._knn_reply(args)
         if reply is None:
             return None
-        now = self._clock()
+        now = self._clock.time()
         out = []
         for name, fields in _hits(reply):
             entry = decode(self._names.key_of(name), [fields.get(f.encode()) for f in FIELDS])

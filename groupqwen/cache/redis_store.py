@@ -12,13 +12,12 @@ every outage. Every call has a ``timeout_s`` bound, and a failed call is one of 
   taken for down.
 - *down*: the connection is refused or reset, or any other Redis error; or slowness that persisted. The
   store opens its circuit breaker: it answers ``CacheUnavailable`` at once, and says ``degraded``, for
-  ``retry_after_s`` (on the ``monotonic`` clock), then tries Redis again.
+  ``retry_after_s`` (on the monotonic time of the store's ``clock``), then tries Redis again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -36,6 +35,7 @@ from groupqwen.cache.redis_entries import FIELDS, Names, decode, fields, scan
 from groupqwen.cache.redis_local import LocalIndex
 from groupqwen.cache.redis_search import ServerSearch
 from groupqwen.cache.stores import CacheEntry, Invalidation, StoreStats
+from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.errors import CacheSlow, CacheUnavailable
 
 _log = log.get(__name__)
@@ -45,8 +45,9 @@ _DELETE_BATCH = 1000
 
 class RedisStore:
     """``prefix`` and ``timeout_s`` come from the cache's settings (``redis_prefix``,
-    ``redis_timeout_s``). ``clock``: wall time, for entries' expiry; ``monotonic``: the circuit breaker's
-    (``retry_after_s`` after an outage, ``down_after_s`` of persisting timeouts before one is declared)."""
+    ``redis_timeout_s``). ``clock``: its wall time for entries' expiry, its monotonic time for the circuit
+    breaker (``retry_after_s`` after an outage, ``down_after_s`` of persisting timeouts before one is
+    declared)."""
 
     name = "redis"
 
@@ -63,8 +64,7 @@ class RedisStore:
         max_events: int = 100_000,
         max_connections: int = 64,
         vector_search: bool = True,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         # one immediate retry: a pooled connection that went stale in an outage reconnects transparently;
         # ``_call`` bounds the whole call, retry and the wait for a free connection included, by
@@ -84,7 +84,6 @@ class RedisStore:
         self._retry_after_s = retry_after_s
         self._down_after_s = down_after_s
         self._clock = clock
-        self._monotonic = monotonic
         self._server = ServerSearch(self._redis, self._names, dim, enabled=vector_search, clock=clock)
         self._local = LocalIndex(
             self._redis,
@@ -94,7 +93,7 @@ class RedisStore:
             max_events=max_events,
             sync_timeout_s=sync_timeout_s,
         )
-        self._down_until = 0.0  # on the monotonic clock
+        self._down_until = 0.0  # on clock.monotonic()
         self._slow_since: float | None = None  # the first timeout of the current run (no answer since)
         self._slow_last = 0.0  # the run's latest timeout
         self.failures = 0  # outages declared (the breaker opened)
@@ -108,10 +107,10 @@ class RedisStore:
 
     @property
     def degraded(self) -> bool:
-        return self._down_until > self._monotonic()
+        return self._down_until > self._clock.monotonic()
 
     async def _call(self, make: Callable[[], Awaitable[T]], timeout_s: float | None = None) -> T:
-        if self._down_until > self._monotonic():
+        if self._down_until > self._clock.monotonic():
             raise CacheUnavailable("Redis is unavailable; retrying shortly")
         bound = timeout_s or self._timeout_s
         try:
@@ -128,7 +127,7 @@ class RedisStore:
         """A call without an answer within ``bound``: slow, unless calls have been timing out (each within
         ``down_after_s`` of the last, none answered) for ``down_after_s``."""
         self.slow_calls += 1
-        now = self._monotonic()
+        now = self._clock.monotonic()
         if self._slow_since is None or now - self._slow_last > self._down_after_s:
             self._slow_since = now  # a new run: a lone timeout long ago says nothing about now
         self._slow_last = now
@@ -142,7 +141,7 @@ class RedisStore:
         self.failures += 1
         self._local.forget()
         self._server.forget()
-        self._down_until = self._monotonic() + self._retry_after_s
+        self._down_until = self._clock.monotonic() + self._retry_after_s
         _log.warning("redis cache unavailable", error=f"{what}: {detail}"[:200])
         return CacheUnavailable(f"Redis cache unavailable: {what}")
 
@@ -219,7 +218,7 @@ class RedisStore:
         return await self._call(every, self._sync_timeout_s)
 
     async def invalidate(self, selector: Invalidation) -> int:
-        now = self._clock()
+        now = self._clock.time()
         doomed = [
             key
             for key, (model, text, created) in await self._scan()

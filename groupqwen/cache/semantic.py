@@ -27,8 +27,7 @@ is counted by its reason (``policy.BYPASS_REASONS``) in ``stats()``.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -39,6 +38,7 @@ from groupqwen.cache.keys import CacheKey, cache_key
 from groupqwen.cache.policy import BYPASS_REASONS, BypassReason, CachePolicy, Lookup
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation, VectorStore
 from groupqwen.cache.writes import Writes, settled
+from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.errors import CacheSlow, CacheUnavailable, EmbedderUnavailable
 from groupqwen.messages import ChatRequest, Completion
 
@@ -80,13 +80,16 @@ class _Counters:
 
 
 class SemanticCache:
+    """The cache over ``store`` and ``embedder``. ``clock``'s wall time stamps the answers it keeps and
+    decides when they expire; give the store the same clock."""
+
     def __init__(
         self,
         store: VectorStore,
         embedder: Embedder,
         policy: CachePolicy,
         guard: Guard | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._store = store
         self.embedder = embedder
@@ -126,7 +129,7 @@ class SemanticCache:
         entry = await self._guarded(self._get(key.entry_key))
         if isinstance(entry, Lookup):
             return entry
-        if entry is not None and not entry.expired(self._clock()):
+        if entry is not None and not entry.expired(self._clock.time()):
             self._counters.exact_hits += 1
             self._counters.hits += 1
             return Lookup("hit", "exact match", key, entry, 1.0)
@@ -201,15 +204,17 @@ class SemanticCache:
 
     async def _embed(self, text: str) -> Vectors:
         """The embedding; a failure, or an embedding that the step's timeout cut short, shows in the
-        health (``probe``) until one succeeds."""
-        started = time.monotonic()
+        health (``probe``) until one succeeds. The wait is measured on the event loop's clock, the one
+        ``asyncio.timeout`` cuts it short by (a fake ``clock`` cannot move that deadline)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             vectors = await asyncio.to_thread(self.embedder.embed, [text])
         except EmbedderUnavailable as exc:
             self._embedder_error = exc.message
             raise
         except asyncio.CancelledError:  # the timeout, or the client leaving: only a long wait counts
-            if time.monotonic() - started >= 0.9 * self.policy.timeout_s:
+            if loop.time() - started >= 0.9 * self.policy.timeout_s:
                 self._embedder_error = f"no embedding within {self.policy.timeout_s} s"
             raise
         self._embedder_error = None
@@ -235,7 +240,7 @@ class SemanticCache:
             usage.completion_tokens,
         )
         earlier = self._writes.by_key.get(key.entry_key)
-        write = self._write(key, model, answer, lookup.vector, self._clock(), ttl, earlier)
+        write = self._write(key, model, answer, lookup.vector, self._clock.time(), ttl, earlier)
         task = asyncio.get_running_loop().create_task(write, name="cache-store")
         self._writes.add(key.entry_key, key.scope, task)
         return task

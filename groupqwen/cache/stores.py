@@ -11,9 +11,7 @@ import fnmatch
 import itertools
 import json
 import sqlite3
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -21,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from groupqwen.cache.index import VectorIndex, Vectors
+from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.messages import FinishReason
 
 
@@ -149,7 +148,7 @@ class EmbeddedStore:
     """Entries in memory and in a SQLite file (``path``; ``None``: memory only), reloaded on start.
 
     At most ``max_entries``: the least recently used entry is evicted first. Expired entries are dropped
-    when met and at every ``purge_every``-th store.
+    when met and at every ``purge_every``-th store; expiry is on ``clock``'s wall time.
     """
 
     name = "embedded"
@@ -160,7 +159,7 @@ class EmbeddedStore:
         dim: int,
         *,
         max_entries: int,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
         purge_every: int = 256,
     ) -> None:
         self._clock = clock
@@ -181,7 +180,7 @@ class EmbeddedStore:
         self._load()
 
     def _load(self) -> None:
-        now = self._clock()
+        now = self._clock.time()
         self._db.execute("DELETE FROM entries WHERE expires IS NOT NULL AND expires <= ?", (now,))
         self._db.commit()
         rows = self._db.execute(
@@ -225,13 +224,13 @@ class EmbeddedStore:
         return entry
 
     async def get(self, key: str) -> CacheEntry | None:
-        return self._live(key, self._clock())
+        return self._live(key, self._clock.time())
 
     async def holds(self, scope: str) -> bool:
         return self._index.holds(scope)
 
     async def search(self, scope: str, vector: Vectors, k: int) -> list[tuple[CacheEntry, float]]:
-        now = self._clock()
+        now = self._clock.time()
         out = []
         for key, score in self._index.search(scope, vector, k):
             entry = self._live(key, now)
@@ -256,7 +255,7 @@ class EmbeddedStore:
         )
         self._puts += 1
         if self._puts % self._purge_every == 0:
-            now = self._clock()
+            now = self._clock.time()
             self.expired += self._delete([k for k, e in self._entries.items() if e.expired(now)])
         if len(self._entries) > self._max_entries:
             excess = list(itertools.islice(self._entries, len(self._entries) - self._max_entries))
@@ -264,7 +263,7 @@ class EmbeddedStore:
         self._db.commit()
 
     async def invalidate(self, selector: Invalidation) -> int:
-        now = self._clock()
+        now = self._clock.time()
         doomed = [k for k, e in self._entries.items() if selector.matches(e.model, e.text, e.created, now)]
         return self._delete(doomed)
 

@@ -1,5 +1,5 @@
-"""Cache parts built by hand with the settings' defaults (``CacheConfig``, the one place they are defined),
-and a clock the tests move."""
+"""Cache parts built by hand with the settings' defaults (``CacheConfig``, the one place they are defined).
+A test that moves time gives them a ``groupqwen.testing.FakeClock`` (``clock=``)."""
 
 from __future__ import annotations
 
@@ -28,16 +28,3 @@ def redis_store(url: str, dim: int, **options: Any) -> RedisStore:
     options.setdefault("prefix", DEFAULTS.redis_prefix)
     options.setdefault("timeout_s", DEFAULTS.redis_timeout_s)
     return RedisStore(url, dim, **options)
-
-
-class ManualClock:
-    """A clock that moves only when a test moves it."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds

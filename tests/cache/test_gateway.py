@@ -20,9 +20,10 @@ from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache import SemanticCache, VectorStore
 from groupqwen.cache.embedders import MiniLMEmbedder, Vectors
-from groupqwen.testing import fake_services, fake_settings
+from groupqwen.clock import SYSTEM_CLOCK, Clock
+from groupqwen.testing import FakeClock, fake_services, fake_settings
 
-from .helpers import ManualClock, embedded_store, policy, redis_store
+from .helpers import embedded_store, policy, redis_store
 
 REPLY = "Paris is the capital of France."
 
@@ -42,9 +43,10 @@ def gateway_app(
 
 @contextmanager
 def gateway(
-    tmp_path: Path, store: VectorStore, embedder: MiniLMEmbedder
+    tmp_path: Path, store: VectorStore, embedder: MiniLMEmbedder, clock: Clock = SYSTEM_CLOCK
 ) -> Iterator[tuple[TestClient, dict[str, FakeBackend]]]:
-    app, backends = gateway_app(tmp_path, SemanticCache(store, embedder, policy()))
+    """The gateway over a cache on ``store``; give the cache the store's ``clock``."""
+    app, backends = gateway_app(tmp_path, SemanticCache(store, embedder, policy(), clock=clock))
     with TestClient(app) as client:
         yield client, backends
 
@@ -327,9 +329,9 @@ def test_a_bad_invalidation_is_a_400(
 def test_redis_stopped_requests_still_succeed(
     tmp_path: Path, redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
 ) -> None:
-    breaker = ManualClock()  # the store's monotonic clock: its retry window moves only when told
-    store = redis_store(redis_url, minilm.dim, timeout_s=5.0, retry_after_s=1.0, monotonic=breaker)
-    with gateway(tmp_path, store, minilm) as (client, backends):
+    clock = FakeClock(wall=time.time())  # the store's retry window moves only when told
+    store = redis_store(redis_url, minilm.dim, timeout_s=5.0, retry_after_s=1.0, clock=clock)
+    with gateway(tmp_path, store, minilm, clock) as (client, backends):
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "miss"
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "hit"
         valkey.stop()
@@ -343,7 +345,7 @@ def test_redis_stopped_requests_still_succeed(
         finally:
             valkey.start()
         assert client.get("/v1/health").json()["checks"]["cache"]["status"] == "degraded"  # still waiting
-        breaker.advance(1.0)  # retry_after_s has passed: the store tries Redis again
+        clock.advance(1.0)  # retry_after_s has passed: the store tries Redis again
         assert client.get("/v1/health").json()["checks"]["cache"]["status"] == "ok"
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "miss"
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "hit"

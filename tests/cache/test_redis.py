@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,9 +17,11 @@ from groupqwen.cache.policy import Lookup
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation
+from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.messages import ChatRequest
+from groupqwen.testing import FakeClock
 
-from .helpers import ManualClock, policy, redis_store
+from .helpers import policy, redis_store
 from .test_semantic import answer, ask
 
 
@@ -33,16 +35,11 @@ def valkey(
     server.stop()
 
 
-def gateway(
-    url: str,
-    embedder: MiniLMEmbedder,
-    *,
-    clock: Callable[[], float] = time.time,
-    breaker: Callable[[], float] = time.monotonic,
-) -> SemanticCache:
-    """A gateway's cache over Redis; ``clock``: wall time (expiry), ``breaker``: the store's monotonic clock
-    (its retry window after a failure). Timeouts generous: no call here may time out on a busy machine."""
-    store = redis_store(url, embedder.dim, timeout_s=5.0, retry_after_s=1.0, clock=clock, monotonic=breaker)
+def gateway(url: str, embedder: MiniLMEmbedder, *, clock: Clock = SYSTEM_CLOCK) -> SemanticCache:
+    """A gateway's cache over Redis, the cache and its store on ``clock`` (wall time: expiry; monotonic:
+    the store's retry window after a failure). Timeouts generous: no call here may time out on a busy
+    machine."""
+    store = redis_store(url, embedder.dim, timeout_s=5.0, retry_after_s=1.0, clock=clock)
     return SemanticCache(store, embedder, policy(timeout_s=10.0), clock=clock)
 
 
@@ -112,7 +109,7 @@ async def test_invalidation_and_clear_reach_the_other_gateway(redis_url: str, mi
 async def test_entries_expire_in_redis(redis_url: str, minilm: MiniLMEmbedder) -> None:
     """Redis itself drops an entry when its TTL ends: the gateway's own clock stands still here, so only
     the server can turn the hit into a miss."""
-    cache = gateway(redis_url, minilm, clock=ManualClock(time.time()))
+    cache = gateway(redis_url, minilm, clock=FakeClock(wall=time.time()))
     lookup = await cache.lookup(ask("a short-lived question"), "t", "m")
     cache.store(lookup, "m", answer("soon gone"), 0.2)  # read back in this process while in flight
     assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "hit"
@@ -127,8 +124,8 @@ async def test_entries_expire_in_redis(redis_url: str, minilm: MiniLMEmbedder) -
 async def test_redis_down_means_bypass_then_caching_resumes(
     redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
 ) -> None:
-    breaker = ManualClock()
-    cache = gateway(redis_url, minilm, breaker=breaker)
+    clock = FakeClock(wall=time.time())  # Redis expires entries at the wall time the gateway gives them
+    cache = gateway(redis_url, minilm, clock=clock)
     store = cache._store
     assert isinstance(store, RedisStore)
     lookup = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
@@ -142,12 +139,12 @@ async def test_redis_down_means_bypass_then_caching_resumes(
         failures = store.failures
         again = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
         assert again.status == "bypass" and store.failures == failures  # circuit open: Redis not tried
-        breaker.advance(0.5)  # still within retry_after_s
+        clock.advance(0.5)  # still within retry_after_s
         assert (await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")).status == "bypass"
         assert store.failures == failures
     finally:
         valkey.start()  # an empty server, as after a Redis restart without persistence
-    breaker.advance(0.5)  # retry_after_s has passed: the store tries Redis again
+    clock.advance(0.5)  # retry_after_s has passed: the store tries Redis again
     back = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
     assert back.status == "miss" and cache.health() == "ok"
     cache.store(back, "m", answer("Paris"), None)

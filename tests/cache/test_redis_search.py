@@ -16,8 +16,9 @@ from servers import ValkeyServer
 from groupqwen.cache.index import Vectors
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation
+from groupqwen.testing import FakeClock
 
-from .helpers import ManualClock, redis_store
+from .helpers import redis_store
 
 DIM = 8
 PREFIX = "groupqwen:cache:"
@@ -135,7 +136,7 @@ async def test_entries_leave_the_index_when_their_ttl_ends(stores: list[RedisSto
     """The server drops an expired entry from its index: the searching store's own clock stands still, so
     only the server can make the entry go."""
     a, _ = stores
-    b = redis_store(search_url, DIM, timeout_s=5.0, clock=ManualClock(time.time()))
+    b = redis_store(search_url, DIM, timeout_s=5.0, clock=FakeClock(wall=time.time()))
     try:
         await a.put(entry("s", "brief", unit(1, 0), ttl_s=0.3))
         await a.put(entry("s", "kept", unit(0, 1)))
@@ -164,8 +165,8 @@ async def test_a_vanished_index_is_created_again(stores: list[RedisStore], searc
 
 
 async def test_an_outage_then_the_index_is_back(search_server: ValkeyServer, search_url: str) -> None:
-    breaker = ManualClock()
-    store = redis_store(search_url, DIM, timeout_s=5.0, retry_after_s=1.0, monotonic=breaker)
+    clock = FakeClock(wall=time.time())
+    store = redis_store(search_url, DIM, timeout_s=5.0, retry_after_s=1.0, clock=clock)
     await store.put(entry("s", "x", unit(1, 0)))
     search_server.stop()
     try:
@@ -175,7 +176,7 @@ async def test_an_outage_then_the_index_is_back(search_server: ValkeyServer, sea
         assert store.degraded
     finally:
         search_server.start()  # empty: no entries, no index
-    breaker.advance(1.0)  # retry_after_s has passed: the store tries Redis again
+    clock.advance(1.0)  # retry_after_s has passed: the store tries Redis again
     assert not store.degraded
     assert await store.search("s", unit(1, 0), 1) == []
     await store.put(entry("s", "y", unit(1, 0)))

@@ -6,6 +6,7 @@ is counted by its reason, in the cache's stats and in Prometheus."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,28 +18,35 @@ from groupqwen.cache import HashingEmbedder, SemanticCache
 from groupqwen.cache.policy import BYPASS_REASONS
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.errors import CacheSlow, CacheUnavailable
+from groupqwen.testing import FakeClock
 
-from .helpers import ManualClock, policy, redis_store
+from .helpers import policy, redis_store
 from .test_gateway import chat, gateway_app
 from .test_semantic import answer, ask
 
 SLOW_S = 1.0  # the store's timeout: generous, so that no call to a thawed server reaches it
-DOWN_AFTER_S = 3.0  # on the ManualClock: timeouts persisting this long mean down
+DOWN_AFTER_S = 3.0  # on the FakeClock: timeouts persisting this long mean down
 
 
-def slow_store(url: str, clock: ManualClock) -> RedisStore:
+def slow_store(url: str, clock: FakeClock) -> RedisStore:
     return redis_store(
         url,
         HashingEmbedder().dim,
         timeout_s=SLOW_S,
         retry_after_s=1.0,
         down_after_s=DOWN_AFTER_S,
-        monotonic=clock,
+        clock=clock,
     )
 
 
+def slow_cache(url: str) -> SemanticCache:
+    """A cache over a ``slow_store``, both on one clock that stands still."""
+    clock = FakeClock(wall=time.time())
+    return SemanticCache(slow_store(url, clock), HashingEmbedder(), policy(timeout_s=10.0), clock=clock)
+
+
 async def test_a_timeout_is_slow_and_nothing_else(redis_url: str, valkey: ValkeyServer) -> None:
-    store = slow_store(redis_url, ManualClock())
+    store = slow_store(redis_url, FakeClock(wall=time.time()))
     assert await store.get("nothing") is None  # connected
     with valkey.frozen():
         with pytest.raises(CacheSlow):
@@ -53,7 +61,7 @@ async def test_a_timeout_is_slow_and_nothing_else(redis_url: str, valkey: Valkey
 async def test_timeouts_that_persist_are_down_until_redis_answers(
     redis_url: str, valkey: ValkeyServer
 ) -> None:
-    clock = ManualClock()
+    clock = FakeClock(wall=time.time())
     store = slow_store(redis_url, clock)
     assert await store.get("nothing") is None
     with valkey.frozen():
@@ -82,7 +90,7 @@ async def test_timeouts_that_persist_are_down_until_redis_answers(
 
 
 async def test_a_lone_timeout_long_ago_does_not_count(redis_url: str, valkey: ValkeyServer) -> None:
-    clock = ManualClock()
+    clock = FakeClock(wall=time.time())
     store = slow_store(redis_url, clock)
     with valkey.frozen():
         with pytest.raises(CacheSlow):
@@ -97,7 +105,7 @@ async def test_a_lone_timeout_long_ago_does_not_count(redis_url: str, valkey: Va
 async def test_a_slow_store_bypasses_the_request_and_the_cache_stays_ok(
     redis_url: str, valkey: ValkeyServer
 ) -> None:
-    cache = SemanticCache(slow_store(redis_url, ManualClock()), HashingEmbedder(), policy(timeout_s=10.0))
+    cache = slow_cache(redis_url)
     question = ask("How far is the Moon?")
     first = await cache.lookup(question, "t", "m")
     cache.store(first, "m", answer("384,400 km"), None)
@@ -119,7 +127,7 @@ async def test_a_slow_store_bypasses_the_request_and_the_cache_stays_ok(
 
 @pytest.fixture
 def redis_gateway(tmp_path: Path, redis_url: str) -> Iterator[TestClient]:
-    cache = SemanticCache(slow_store(redis_url, ManualClock()), HashingEmbedder(), policy(timeout_s=10.0))
+    cache = slow_cache(redis_url)
     app, _ = gateway_app(tmp_path, cache)
     with TestClient(app) as client:
         yield client

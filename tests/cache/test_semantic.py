@@ -15,8 +15,9 @@ from groupqwen.cache.stores import EmbeddedStore, Invalidation
 from groupqwen.config import CacheConfig
 from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import ChatRequest, Completion, ImagePart, Message, Sampling, Usage
+from groupqwen.testing import FakeClock
 
-from .helpers import DEFAULTS, ManualClock, embedded_store, policy
+from .helpers import DEFAULTS, embedded_store, policy
 
 
 def ask(text: str, *, system: str | None = None, temperature: float = 0.0, **kw: object) -> ChatRequest:
@@ -29,12 +30,12 @@ def answer(text: str) -> Completion:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def cache(minilm: MiniLMEmbedder, clock: ManualClock) -> SemanticCache:
+def cache(minilm: MiniLMEmbedder, clock: FakeClock) -> SemanticCache:
     return SemanticCache(embedded_store(minilm.dim, clock=clock), minilm, policy(), clock=clock)
 
 
@@ -197,24 +198,24 @@ async def test_no_cache_read_still_stores(cache: SemanticCache) -> None:
     assert (await cache.lookup(ask("What is a monad?"), "t", "m")).status == "hit"
 
 
-async def test_ttl_default_override_and_zero(cache: SemanticCache, clock: ManualClock) -> None:
+async def test_ttl_default_override_and_zero(cache: SemanticCache, clock: FakeClock) -> None:
     await remember(cache, ask("first question about ttl"), "a")
     await remember(cache, ask("second question about caching"), "b", ttl=10)
     await remember(cache, ask("third question, never kept"), "c", ttl=0)
-    clock.now += 11
+    clock.advance(11)
     assert (await cache.lookup(ask("first question about ttl"), "t", "m")).status == "hit"
     assert (await cache.lookup(ask("second question about caching"), "t", "m")).status == "miss"
     assert (await cache.lookup(ask("third question, never kept"), "t", "m")).status == "miss"
-    clock.now += 86_400
+    clock.advance(86_400)
     assert (await cache.lookup(ask("first question about ttl"), "t", "m")).status == "miss"
     assert (await cache.stats()).expired == 2
 
 
-async def test_invalidation_by_model_age_pattern_and_clear(cache: SemanticCache, clock: ManualClock) -> None:
+async def test_invalidation_by_model_age_pattern_and_clear(cache: SemanticCache, clock: FakeClock) -> None:
     for text, model in [("old weather question", "a"), ("old news question", "b")]:
         lookup = await cache.lookup(ask(text), "t", model)
         cache.store(lookup, model, answer("x"), None)
-    clock.now += 100
+    clock.advance(100)
     lookup = await cache.lookup(ask("new weather question"), "t", "a")
     cache.store(lookup, "a", answer("y"), None)  # still in flight: the invalidation lets it land first
     assert await cache.invalidate(Invalidation()) == 0
