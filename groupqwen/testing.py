@@ -12,7 +12,8 @@
 
 ``fake_settings`` gives settings whose catalog serves fake models only; ``fake_services`` is
 ``build_services`` with those backends (and telemetry in memory); ``gateway`` serves the app in-process
-for the block; ``FakeClock`` stands in for the pool's clock, so idle expiry is tested without sleeping.
+for the block; ``FakeClock`` stands in for the clock of the pool and the cache (``fake_services(...,
+clock=...)``), so idle expiry, cache TTLs and the Redis store's breaker are tested without sleeping.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def build_services(
     ``backend_factory`` the pool's (llama.cpp, OpenAI-compatible HTTP or the fake, by each model's
     ``backend``); ``telemetry`` persisting to ``telemetry.database_url``; ``cache`` as ``cache:`` says
     (none with ``backend: off``); ``embedder`` the cache's (or, with no cache, the configured one, built
-    on first use). ``clock`` times the pool's idle models and queue waits. ``groupqwen.testing`` builds
+    on first use). ``clock`` times the pool's idle models and queue waits, and the cache it builds (entries'
+    expiry, the Redis store's breaker; a ``cache`` passed in keeps its own). ``groupqwen.testing`` builds
     it around fakes."""
     budget = memory.detect(
         settings.memory_budget_mb,
@@ -108,7 +109,7 @@ def build_services(
         clock=clock,
     )
     if cache is None:
-        cache = cache_from_settings(settings)
+        cache = cache_from_settings(settings, clock=clock)
     if embedder is None:
         embedder = cache.embedder if cache is not None else None
     if embedder is None and settings.cache.embedder.kind == "openai":  # probed at start, as with a cache

@@ -9,12 +9,16 @@ from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
 from groupqwen.cache.policy import CachePolicy
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import EmbeddedStore, VectorStore
+from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.config import CacheConfig, Settings
 
 
-def build_cache(config: CacheConfig, *, data_dir: Path, embedder: Embedder) -> SemanticCache | None:
+def build_cache(
+    config: CacheConfig, *, data_dir: Path, embedder: Embedder, clock: Clock = SYSTEM_CLOCK
+) -> SemanticCache | None:
     """The cache ``config`` describes, or ``None`` when its backend is ``off``. The embedded store's file
-    is ``config.path``, by default ``data_dir/cache.sqlite``."""
+    is ``config.path``, by default ``data_dir/cache.sqlite``. The cache and its store share ``clock``
+    (entries' expiry; the Redis store's circuit breaker)."""
     if config.backend == "off":
         return None
     store: VectorStore
@@ -22,12 +26,16 @@ def build_cache(config: CacheConfig, *, data_dir: Path, embedder: Embedder) -> S
         from groupqwen.cache.redis_store import RedisStore
 
         store = RedisStore(
-            config.redis_url, embedder.dim, prefix=config.redis_prefix, timeout_s=config.redis_timeout_s
+            config.redis_url,
+            embedder.dim,
+            prefix=config.redis_prefix,
+            timeout_s=config.redis_timeout_s,
+            clock=clock,
         )
     else:
         path = config.path or data_dir / "cache.sqlite"
-        store = EmbeddedStore(path, embedder.dim, max_entries=config.max_entries)
-    return SemanticCache(store, embedder, CachePolicy.from_config(config))
+        store = EmbeddedStore(path, embedder.dim, max_entries=config.max_entries, clock=clock)
+    return SemanticCache(store, embedder, CachePolicy.from_config(config), clock=clock)
 
 
 def embedder_from_settings(settings: Settings) -> Embedder:
@@ -41,8 +49,10 @@ def embedder_from_settings(settings: Settings) -> Embedder:
     return MiniLMEmbedder()
 
 
-def cache_from_settings(settings: Settings) -> SemanticCache | None:
-    """The configured cache (``None`` with ``cache.backend: off``), over the configured embedder."""
+def cache_from_settings(settings: Settings, *, clock: Clock = SYSTEM_CLOCK) -> SemanticCache | None:
+    """The configured cache (``None`` with ``cache.backend: off``), over the configured embedder, timed by
+    ``clock``."""
     if settings.cache.backend == "off":
         return None
-    return build_cache(settings.cache, data_dir=settings.data_dir, embedder=embedder_from_settings(settings))
+    embedder = embedder_from_settings(settings)
+    return build_cache(settings.cache, data_dir=settings.data_dir, embedder=embedder, clock=clock)

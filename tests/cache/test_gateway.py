@@ -370,3 +370,18 @@ def test_settings_build_the_embedded_cache(tmp_path: Path) -> None:
         response = chat(client, "What is two plus two?")
         assert response.status_code == 200 and "x-groupqwen-cache" not in response.headers
         assert client.get("/v1/cache/stats").json() == {"object": "cache.stats", "backend": "off"}
+
+
+def test_the_services_clock_times_the_cache(tmp_path: Path) -> None:
+    """``build_services(clock=…)`` builds the cache on that clock: an answer expires when it moves."""
+    clock = FakeClock()
+    settings = fake_settings(tmp_path, data_dir=tmp_path, cache={"backend": "embedded"})
+    services = fake_services(settings, FakeBackend(model_id="fake", tokens=["Four."]), clock=clock)
+    ttl = {"x-groupqwen-cache-ttl": "60"}
+    with TestClient(create_app(settings, services)) as client:
+        assert chat(client, "What is two plus two?", headers=ttl).headers["x-groupqwen-cache"] == "miss"
+        clock.advance(59)
+        assert chat(client, "What is two plus two?").headers["x-groupqwen-cache"] == "hit"
+        clock.advance(2)
+        assert chat(client, "What is two plus two?").headers["x-groupqwen-cache"] == "miss"
+        assert client.get("/v1/cache/stats").json()["expired"] == 1
