@@ -34,8 +34,8 @@ run: setup models
 	$(BIN)/groupqwen serve
 
 lint: setup
-	$(BIN)/ruff check groupqwen tests bench
-	$(BIN)/ruff format --check groupqwen tests bench
+	$(BIN)/ruff check groupqwen tests bench scripts
+	$(BIN)/ruff format --check groupqwen tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
