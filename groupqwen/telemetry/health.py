@@ -103,12 +103,18 @@ def blocking(probe: Callable[[], CheckResult]) -> Check:
 
 
 def database_check(ping: Callable[[], None], store: str, backlog: Callable[[], Mapping[str, Any]]) -> Check:
+    """``down`` when the database does not answer a ping; ``degraded`` when it answers but the writer's
+    writes keep failing (``backlog()["last_error"]``: a missing table, a full disk, a read-only file)."""
+
     def probe() -> CheckResult:
         details = {"store": store, **backlog()}
         try:
             ping()
         except Exception as exc:
             return CheckResult("down", f"{store} unreachable: {_error(exc)}", details)
+        failing = details.get("last_error")
+        if failing:
+            return CheckResult("degraded", f"{store} writes failing: {failing}", details)
         return CheckResult("ok", None, details)
 
     return blocking(probe)

@@ -47,19 +47,24 @@ def status_class(status: int) -> str:
 class _WriterCollector(Collector):
     """The persistence buffer's counters, read at scrape time."""
 
-    def __init__(self, read: Callable[[], tuple[int, int, int]]) -> None:
+    def __init__(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
         self._read = read
 
     def collect(self) -> list[Metric]:
-        written, dropped, pending = self._read()
+        written, dropped, pending, rejected = self._read()
         out: list[Metric] = [
             CounterMetricFamily(
                 "groupqwen_telemetry_records_written", "Request records persisted to the database", written
             ),
             CounterMetricFamily(
                 "groupqwen_telemetry_records_dropped",
-                "Request records dropped because the persistence buffer was full",
+                "Request records dropped: the persistence buffer was full, or the database refused them",
                 dropped,
+            ),
+            CounterMetricFamily(
+                "groupqwen_telemetry_records_rejected",
+                "Request records the database refused for their values (dropped; part of dropped)",
+                rejected,
             ),
             GaugeMetricFamily(
                 "groupqwen_telemetry_records_pending", "Request records waiting to be persisted", pending
@@ -139,8 +144,8 @@ class Metrics:
         )
         self.in_flight = Gauge("groupqwen_requests_in_flight", "Chat completions running now", registry=r)
 
-    def watch_writer(self, read: Callable[[], tuple[int, int, int]]) -> None:
-        """Expose the persistence counters ``(written, dropped, pending)`` read at scrape time."""
+    def watch_writer(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
+        """Expose the persistence counters ``(written, dropped, pending, rejected)`` read at scrape time."""
         self.registry.register(_WriterCollector(read))
 
     def observe(self, record: RequestRecord, *, cache_bypass: str | None = None) -> None:

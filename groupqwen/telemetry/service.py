@@ -177,5 +177,8 @@ def _backlog(writer: BufferedWriter) -> dict[str, Any]:
         "written": writer.written,
         "pending": writer.pending,
         "dropped": writer.dropped,
+        "rejected": writer.rejected,
         "last_error": writer.last_error,
+        "failing_since": writer.failing_since,
+        "last_rejected": writer.last_rejected,
     }

@@ -3,6 +3,11 @@
 ``SqlStore`` is synchronous (the writer calls it from a worker thread) and migrates its schema on first
 use, so a database that is down at start-up is simply retried. Inserts are idempotent on the record's
 ``id``: a batch retried after a timeout never duplicates rows. ``MemoryStore`` is the shipped fake.
+
+Text is made storable on the way in (a lone surrogate or a NUL escaped as ``\\ud800`` / ``\\x00``, cut to
+its column's length), so odd text from any path is written, not refused. What the database still refuses
+for the records' own sake (a number out of range, a constraint) is raised as ``RecordRejected``, distinct
+from the database being unreachable or broken, so the writer can set those records aside and go on.
 """
 
 from __future__ import annotations
@@ -21,12 +26,19 @@ from groupqwen.errors import TelemetryUnavailable
 from groupqwen.telemetry.records import RequestRecord
 
 
+class RecordRejected(Exception):
+    """The records themselves cannot be stored (their values, not the database, are at fault): retrying
+    the same records can never succeed."""
+
+
 class RecordStore(Protocol):
     """The persistence seam: every method may block (callers run it in a thread) and may raise."""
 
     name: str
 
-    def write(self, records: Sequence[RequestRecord]) -> None: ...
+    def write(self, records: Sequence[RequestRecord]) -> None:
+        """Insert ``records`` (idempotent on ``id``); ``RecordRejected`` when their values are at fault."""
+        ...
 
     def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]:
         """Records that started in ``[since, until]``, oldest first; ``TelemetryUnavailable`` when the
@@ -134,7 +146,11 @@ class SqlStore:
 
     def _ready(self) -> None:
         if not self._migrated:
-            self.migrate()
+            try:
+                self.migrate()
+            except sa.exc.DBAPIError:
+                self._dispose_on_error()
+                raise
 
     def _dispose_on_error(self) -> None:
         # a restarted server leaves dead pooled connections: start over with fresh ones
@@ -143,16 +159,22 @@ class SqlStore:
     def write(self, records: Sequence[RequestRecord]) -> None:
         if not records:
             return
+        self._ready()
+        rows = [_row(r) for r in records]
+        dialect = sqlite if self._sqlite else postgresql
+        statement = dialect.insert(records_table).on_conflict_do_nothing(index_elements=["id"])
         try:
-            self._ready()
-            rows = [_row(r) for r in records]
-            dialect = sqlite if self._sqlite else postgresql
-            statement = dialect.insert(records_table).on_conflict_do_nothing(index_elements=["id"])
             with self._engine.begin() as conn:
                 conn.execute(statement, rows)
+        except (sa.exc.DataError, sa.exc.IntegrityError) as exc:  # the values, as the database judged them
+            raise RecordRejected(_first_line(exc)) from exc
         except sa.exc.DBAPIError:
             self._dispose_on_error()
             raise
+        except sa.exc.StatementError as exc:  # a value the driver could not bind (not a DBAPI error)
+            raise RecordRejected(_first_line(exc)) from exc
+        except (ValueError, TypeError, ArithmeticError) as exc:  # sqlite3 binds in the driver: an int too big
+            raise RecordRejected(_first_line(exc)) from exc
 
     def query(self, since: float, until: float, limit: int = 100_000) -> list[RequestRecord]:
         """Records that started in ``[since, until]``, oldest first; ``TelemetryUnavailable`` when the
@@ -197,8 +219,30 @@ class SqlStore:
         self._engine.dispose()
 
 
+def _first_line(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0][:300]
+
+
+def storable_text(value: str, length: int | None = None) -> str:
+    """``value`` as any database takes it: what UTF-8 cannot encode (a lone surrogate) and NUL (which
+    PostgreSQL's text refuses) escaped with backslashes, and cut to ``length`` characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if "\x00" in value:
+        value = value.replace("\x00", "\\x00")
+    return value if length is None else value[:length]
+
+
 def _row(record: RequestRecord) -> dict[str, Any]:
-    return {c.name: getattr(record, c.name) for c in records_table.columns}
+    row: dict[str, Any] = {}
+    for column in records_table.columns:
+        value = getattr(record, column.name)
+        if isinstance(value, str) and isinstance(column.type, sa.String):
+            value = storable_text(value, column.type.length)
+        row[column.name] = value
+    return row
 
 
 class MemoryStore:

@@ -4,6 +4,10 @@
 buffer already holds ``capacity`` records — drops the record and counts it. A background task writes
 batches through one worker thread; a failed batch stays at the head of the buffer and is retried with
 backoff (the store reconnects), so a database that is down loses nothing until the buffer overflows.
+
+A batch the store refuses for its records' values (``RecordRejected``: never a database that is down) is
+written again one record at a time: each record the store refuses on its own is dropped and counted
+(``rejected``, part of ``dropped``), so one poison record never holds back the ones queued behind it.
 At all times: ``submitted == written + pending + dropped``.
 """
 
@@ -20,7 +24,7 @@ from typing import TypeVar
 
 from groupqwen import log
 from groupqwen.telemetry.records import RequestRecord
-from groupqwen.telemetry.store import RecordStore
+from groupqwen.telemetry.store import RecordRejected, RecordStore
 
 _log = log.get(__name__)
 T = TypeVar("T")
@@ -55,15 +59,18 @@ class BufferedWriter:
         self._next_prune = 0.0
         self.submitted = 0
         self.written = 0
-        self.dropped = 0
+        self.dropped = 0  # the buffer was full, or the store refused the record (``rejected``)
+        self.rejected = 0
         self.last_error: str | None = None  # set while writes fail, cleared by the next success
+        self.failing_since: float | None = None  # wall time of the first failure of the current run
+        self.last_rejected: str | None = None  # why the store refused the latest record it refused
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def counters(self) -> tuple[int, int, int]:
-        return self.written, self.dropped, self.pending
+    def counters(self) -> tuple[int, int, int, int]:
+        return self.written, self.dropped, self.pending, self.rejected
 
     def submit(self, record: RequestRecord) -> bool:
         """Queue ``record`` for persistence; ``False`` (and counted) if the buffer is full."""
@@ -91,25 +98,62 @@ class BufferedWriter:
             return await loop.run_in_executor(self._executor, fn, *args)
 
     async def _write_some(self) -> bool:
-        """Write up to one batch; ``True`` if it was written."""
+        """Write up to one batch; ``True`` if it was written (or its refused records set aside)."""
         batch = list(islice(self._pending, self._batch_size))
         try:
             await self._in_thread(self.store.write, batch)
         except asyncio.CancelledError:
             raise
+        except RecordRejected:
+            return await self._write_one_by_one(batch)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            if self.last_error is None:
-                _log.warning("telemetry writes failing; buffering", store=self.store.name, error=error)
-            self.last_error = error
+            self._failed(exc)
             return False
         for _ in batch:
             self._pending.popleft()
         self.written += len(batch)
+        self._succeeded()
+        return True
+
+    async def _write_one_by_one(self, batch: list[RequestRecord]) -> bool:
+        """``batch`` (the head of the buffer) one record at a time: a record the store refuses on its own
+        is dropped and counted; any other failure stops here, the rest kept for the retry."""
+        for record in batch:
+            try:
+                await self._in_thread(self.store.write, [record])
+            except asyncio.CancelledError:
+                raise
+            except RecordRejected as exc:
+                self.rejected += 1
+                self.dropped += 1
+                self.last_rejected = _first_line(exc)
+                _log.warning(
+                    "telemetry record refused by the store; dropped",
+                    store=self.store.name,
+                    record=record.id,
+                    error=self.last_rejected,
+                )
+            except Exception as exc:
+                self._failed(exc)
+                return False
+            else:
+                self.written += 1
+            self._pending.popleft()
+        self._succeeded()
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        error = _first_line(exc)
+        if self.last_error is None:
+            _log.warning("telemetry writes failing; buffering", store=self.store.name, error=error)
+            self.failing_since = time.time()
+        self.last_error = error
+
+    def _succeeded(self) -> None:
         if self.last_error is not None:
             _log.info("telemetry writes recovered", store=self.store.name, pending=self.pending)
             self.last_error = None
-        return True
+            self.failing_since = None
 
     async def _prune(self) -> None:
         if self._retention_s is None or time.monotonic() < self._next_prune:
@@ -120,7 +164,7 @@ class BufferedWriter:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            _log.warning("telemetry retention pruning failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            _log.warning("telemetry retention pruning failed", error=_first_line(exc))
             self._next_prune = time.monotonic() + 60
             return
         if removed:
@@ -170,3 +214,7 @@ class BufferedWriter:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
         self.store.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0][:300]
