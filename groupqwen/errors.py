@@ -10,7 +10,8 @@ that escapes is a bug and becomes a logged 500.
     ├── InvalidRequest                  400 invalid_request_error       (param names the field)
     │   ├── UnsupportedParameter        400 invalid_request_error       unsupported_parameter
     │   ├── ContextLengthExceeded       400 invalid_request_error       context_length_exceeded
-    │   └── PayloadTooLarge             413 invalid_request_error       payload_too_large
+    │   ├── PayloadTooLarge             413 invalid_request_error       payload_too_large
+    │   └── RequestTimeout              408 invalid_request_error       request_timeout   (Connection: close)
     ├── ClientDisconnected              499 invalid_request_error       client_disconnected (never sent)
     ├── ModelNotFound                   404 invalid_request_error       model_not_found
     ├── NotFound                        404 invalid_request_error       not_found         (a review dataset …)
@@ -76,6 +77,16 @@ class ContextLengthExceeded(InvalidRequest):
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    """The client stopped sending its request body (``server.body_timeout_s``); the connection is closed."""
+
+    status_code = 408
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"connection": "close"}
 
 
 class ClientDisconnected(GroupQwenError):

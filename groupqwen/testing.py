@@ -14,13 +14,23 @@
 ``build_services`` with those backends (and telemetry in memory); ``gateway`` serves the app in-process
 for the block; ``FakeClock`` stands in for the clock of the pool and the cache (``fake_services(...,
 clock=...)``), so idle expiry, cache TTLs and the Redis store's breaker are tested without sleeping.
+``serve_process`` runs a real ``groupqwen serve`` process on loopback for what needs real sockets and a
+process of its own (slow clients, soak runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +43,7 @@ from groupqwen.catalog import ModelSpec
 from groupqwen.config import Settings, load_settings
 from groupqwen.telemetry.service import Telemetry
 
-__all__ = ["FakeClock", "fake_services", "fake_settings", "gateway"]
+__all__ = ["FakeClock", "ServedProcess", "fake_services", "fake_settings", "gateway", "serve_process"]
 
 
 def fake_settings(
@@ -131,3 +141,77 @@ class FakeClock:
         for deadline, woken in list(self._sleepers):
             if deadline <= self.now and not woken.done():
                 woken.set_result(None)
+
+
+@dataclass(frozen=True)
+class ServedProcess:
+    url: str  # http://127.0.0.1:<port>
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@contextmanager
+def serve_process(
+    directory: Path,
+    fakes: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    start_within: float = 60.0,
+    **settings: Any,
+) -> Iterator[ServedProcess]:
+    """``groupqwen serve`` as a subprocess on a free loopback port for the block, serving the fake models
+    ``fakes`` names (default: one ``fake``) with ``settings`` on top (written to a YAML file in
+    ``directory``; data in ``directory / "data"``, the cache off unless given). Stopped with SIGTERM
+    (then killed) at the end; its output is in ``log_path``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    models = {model_id: {"backend": "fake", **cfg} for model_id, cfg in (fakes or {"fake": {}}).items()}
+    config: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "models": models,
+        "default_model": next(iter(models)),
+        "models_dir": str(directory / "models"),
+        "data_dir": str(directory / "data"),
+        "keep_alive": -1,
+        "cache": {"backend": "off"},
+        **settings,
+    }
+    config_path = directory / "groupqwen.yaml"
+    config_path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
+    log_path = directory / "server.log"
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("GROUPQWEN_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [
+        sys.executable,
+        "-c",
+        "from groupqwen.cli.main import app; app()",
+        "serve",
+        "-c",
+        str(config_path),
+    ]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_within
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"groupqwen serve did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield ServedProcess(url, port, process, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -16,7 +17,7 @@ from groupqwen.api import admin, errors, openai, review
 from groupqwen.api.errors import error_body
 from groupqwen.api.services import Services, build_services
 from groupqwen.config import Settings
-from groupqwen.errors import GroupQwenError, PayloadTooLarge
+from groupqwen.errors import GroupQwenError, PayloadTooLarge, RequestTimeout
 
 _log = log.get(__name__)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -28,11 +29,17 @@ class _BodyTooLarge(Exception):
 
 class RequestContextMiddleware:
     """Gives every request an ``x-request-id`` (the client's, if it sent a sane one), caps the request
-    body at ``max_body_bytes`` (413), and turns anything unexpected into a logged OpenAI-shaped 500."""
+    body at ``max_body_bytes`` (413), answers a body that stops arriving for ``body_timeout_s`` with a 408
+    that closes the connection, and turns anything unexpected into a logged OpenAI-shaped 500.
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    The body timeout bounds each wait for the next piece of the body, until its last piece: once the body
+    is complete, a ``receive`` (a route watching for the client's disconnect) waits as long as it likes.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,6 +51,7 @@ class RequestContextMiddleware:
         token = log.request_id.set(request_id)
         started = False
         received = 0
+        body_done = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
@@ -53,12 +61,24 @@ class RequestContextMiddleware:
             await send(message)
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"The request body stopped arriving: no bytes for {self.body_timeout_s:g} s "
+                    "(server.body_timeout_s)"
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise _BodyTooLarge
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def fail(error: GroupQwenError) -> None:
@@ -70,6 +90,7 @@ class RequestContextMiddleware:
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
+                        *((k.encode(), v.encode()) for k, v in error.headers().items()),
                     ],
                 }
             )
@@ -87,6 +108,10 @@ class RequestContextMiddleware:
         except _BodyTooLarge:
             if not started:
                 await fail(too_large)
+        except RequestTimeout as exc:  # raised outside a route's handlers (they answer it themselves)
+            _log.info("request failed", status=exc.status_code, code=exc.code, error=exc.message)
+            if not started:
+                await fail(exc)
         except Exception as exc:
             _log.exception("unexpected error", error=type(exc).__name__)
             if not started:
@@ -113,5 +138,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(admin.router)
     app.include_router(review.router)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.server.body_timeout_s,
+    )
     return app

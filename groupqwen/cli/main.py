@@ -59,10 +59,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,
 ) -> None:
     """Start the gateway."""
-    import uvicorn
-
     from groupqwen.api.app import create_app
     from groupqwen.api.services import build_services
+    from groupqwen.api.serving import serve as serve_app
 
     settings = _settings(config, host=host, port=port)
     log.setup(settings.log_level, settings.log_format)
@@ -86,13 +85,8 @@ def serve(
     except GroupQwenError as exc:
         typer.echo(exc.message, err=True)
         raise typer.Exit(1) from None
-    uvicorn.run(
-        create_app(settings, services),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=5,
-    )
+    if not serve_app(create_app(settings, services), settings):
+        raise typer.Exit(3)  # uvicorn's own exit status for a server that failed to start
 
 
 @models_app.callback()

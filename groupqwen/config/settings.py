@@ -1,5 +1,5 @@
-"""``Settings`` (the sections of ``models``, ``cache``, ``router``, ``telemetry`` put together, checked
-against the catalog) and ``load_settings``, which reads them and names every bad field."""
+"""``Settings`` (the sections of ``server``, ``models``, ``cache``, ``router``, ``telemetry`` put together,
+checked against the catalog) and ``load_settings``, which reads them and names every bad field."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from groupqwen.config.cache import CacheConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import default_data_dir, default_models_dir
 from groupqwen.config.router import RouterConfig
+from groupqwen.config.server import ServerConfig
 from groupqwen.config.telemetry import TelemetryConfig
 from groupqwen.errors import ConfigError
 
@@ -67,6 +68,10 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the gateway listens on")
     port: int = Field(8000, ge=1, le=65535, description="Port the gateway listens on")
+    server: ServerConfig = Field(
+        default_factory=ServerConfig,  # type: ignore[arg-type]
+        description="Slow clients, idle and concurrent connections (docs/api.md)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level: debug | info | warning | error"
     )

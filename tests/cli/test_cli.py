@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from servers import free_port
 from typer.testing import CliRunner
 
+from groupqwen.api import serving
 from groupqwen.api.app import create_app
 from groupqwen.api.services import build_services
 from groupqwen.cli.checks import default_model_problems
@@ -55,10 +56,11 @@ models:
 def _no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Never start a real server from these tests: ``serve`` must fail before it gets there."""
 
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("uvicorn.run was called")
+    def refuse(*args: object, **kwargs: object) -> bool:
+        raise AssertionError("a server was started")
 
     monkeypatch.setattr(uvicorn, "run", refuse)
+    monkeypatch.setattr(serving, "serve", refuse)
 
 
 def test_help() -> None:

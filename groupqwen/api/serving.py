@@ -1,0 +1,95 @@
+"""``serve``: the app on uvicorn with the settings' ``server:`` section, plus the one guard uvicorn lacks.
+
+What uvicorn (its h11 protocol) gives, and what holds:
+
+- ``timeout_keep_alive`` (``server.keep_alive_timeout_s``) closes a kept-alive connection left idle *after a
+  response*. It arms no timer on a fresh connection, and the first byte of the next request disarms it.
+- So a client that connects and sends nothing, or half a request line or headers, would hold its connection
+  forever: ``GuardedH11Protocol`` closes a connection whose request line and headers are not complete
+  ``server.header_timeout_s`` after it opened (or after the first byte of a kept-alive connection's next
+  request).
+- A body that stops arriving is the ASGI middleware's (``RequestContextMiddleware``): a 408 after
+  ``server.body_timeout_s`` without new bytes, then the connection is closed.
+- ``limit_concurrency`` (``server.limit_concurrency``): with that many connections open (or requests in
+  progress), a new request gets uvicorn's plain-text 503 instead of reaching the app.
+- ``h11_max_incomplete_event_size`` (``server.max_header_bytes``): a longer request line plus headers is a
+  400 and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import h11
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from groupqwen.config import Settings
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection that takes longer than ``header_timeout_s`` to send a
+    request line and headers."""
+
+    header_timeout_s: ClassVar[float] = 30.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(  # type: ignore[override]
+        self, transport: asyncio.Transport
+    ) -> None:
+        super().connection_made(transport)
+        self._guard_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE:  # no complete request line and headers yet
+            self._guard_headers()
+        else:
+            self._unguard_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._unguard_headers()
+        super().connection_lost(exc)
+
+    def _guard_headers(self) -> None:
+        if self._header_timer is None and not self.transport.is_closing():
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_timed_out)
+
+    def _unguard_headers(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``: address, timeouts and limits from ``settings``; ``options``
+    (any other ``uvicorn.Config`` argument) win."""
+    server = settings.server
+    timeout = {"header_timeout_s": server.header_timeout_s}
+    protocol = type("GuardedH11Protocol", (GuardedH11Protocol,), timeout)
+    kwargs: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "http": protocol,
+        "timeout_keep_alive": server.keep_alive_timeout_s,
+        "limit_concurrency": server.limit_concurrency,
+        "h11_max_incomplete_event_size": server.max_header_bytes,
+        "log_config": None,
+        "timeout_graceful_shutdown": 5,
+        **options,
+    }
+    return uvicorn.Config(app, **kwargs)
+
+
+def serve(app: ASGIApp, settings: Settings) -> bool:
+    """Serve ``app`` until the process is told to stop; ``False`` if the server failed to start."""
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    server.run()
+    return server.started
