@@ -20,6 +20,12 @@ class TelemetryConfig(BaseModel):
     buffer_records: int = Field(
         10_000, ge=1, description="Records held while the database is slow or down; beyond: dropped, counted"
     )
+    recent_max_mb: float = Field(
+        32,
+        gt=0,
+        description="Memory (MiB) for the recent request records /v1/metrics reads (the last 24 h); "
+        "beyond: the oldest go",
+    )
     health_timeout_s: float = Field(2.0, gt=0, le=60, description="Seconds each health check may take")
     health_min_free_disk_mb: int = Field(1024, ge=0, description="Less free disk than this: degraded")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ PERCENTILES = (50, 95, 99)
 CACHE_RESULTS = ("hit", "miss", "bypass")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestRecord:
     id: str  # unique per record (the primary key; makes retried batch writes idempotent)
     request_id: str
@@ -54,6 +55,17 @@ class RequestRecord:
     @property
     def finished_at(self) -> float:
         return self.started_at + self.latency_s
+
+    def size_bytes(self) -> int:
+        """Memory this record holds (the object, its strings, floats and large ints; small ints, ``None``
+        and booleans are shared), plus a container's slot: an estimate that errs on the high side
+        (a string shared with other records, such as a model id, is counted for each)."""
+        total = sys.getsizeof(self) + 8
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, str | float) or (type(value) is int and not -5 <= value <= 256):
+                total += sys.getsizeof(value)
+        return total
 
 
 _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$")

@@ -21,6 +21,7 @@ from groupqwen.telemetry.writer import BufferedWriter
 
 _log = log.get(__name__)
 DAY = 86400.0
+MiB = 1024 * 1024
 CLIENT_CLOSED = 499
 MAX_REQUEST_S = 3600.0
 
@@ -39,8 +40,9 @@ def database_url(settings: Settings) -> str:
 
 
 class Telemetry:
-    """``recent_window_s``/``recent_max_records``: what ``summary`` can see from memory; older windows
-    come from the store (``stored_summary``)."""
+    """``recent_window_s``/``recent_max_bytes``: what ``summary`` can see from memory (the records of the
+    last ``recent_window_s`` seconds, the oldest going first once they hold more than ``recent_max_bytes``);
+    older windows come from the store (``stored_summary``)."""
 
     def __init__(
         self,
@@ -48,7 +50,7 @@ class Telemetry:
         writer: BufferedWriter | None = None,
         health: Health | None = None,
         recent_window_s: float = DAY,
-        recent_max_records: int = 100_000,
+        recent_max_bytes: int = 32 * MiB,
         retention_s: float = 30 * DAY,
         max_label_values: int = 32,
     ) -> None:
@@ -58,8 +60,10 @@ class Telemetry:
         self.live = LiveHub()
         self.recent_window_s = recent_window_s
         self.retention_s = retention_s
-        self._recent: deque[RequestRecord] = deque(maxlen=recent_max_records)
-        self._recent_evicted_until = 0.0  # finished_at of the newest record the count cap pushed out
+        self.recent_max_bytes = recent_max_bytes
+        self._recent: deque[RequestRecord] = deque()
+        self._recent_bytes = 0  # the records' size_bytes(), summed
+        self._recent_evicted_until = 0.0  # finished_at of the newest record the byte cap pushed out
         if writer is not None:
             self.metrics.watch_writer(writer.counters)
 
@@ -88,7 +92,12 @@ class Telemetry:
         health.add("database", database_check(store.ping, store.name, lambda: _backlog(writer)))
         paths: dict[str, Path] = {"models_dir": settings.models_dir, "data_dir": settings.data_dir}
         health.add("disk", disk_check(paths, config.health_min_free_disk_mb * 1024 * 1024))
-        return cls(writer=writer, health=health, retention_s=retention_s)
+        return cls(
+            writer=writer,
+            health=health,
+            retention_s=retention_s,
+            recent_max_bytes=int(config.recent_max_mb * MiB),
+        )
 
     def start(self) -> None:
         if self.writer is not None:
@@ -115,9 +124,7 @@ class Telemetry:
             trace.failed(*status_of(error))
         record = trace.record()
         self.metrics.observe(record, cache_bypass=trace.cache_bypass)
-        if len(self._recent) == self._recent.maxlen and self._recent:
-            self._recent_evicted_until = self._recent[0].finished_at
-        self._recent.append(record)
+        self._remember(record)
         self.live.publish(record)
         if self.writer is not None:
             self.writer.submit(record)
@@ -138,6 +145,19 @@ class Telemetry:
         )
         return record
 
+    def _remember(self, record: RequestRecord) -> None:
+        self._recent.append(record)
+        self._recent_bytes += record.size_bytes()
+        while self._recent_bytes > self.recent_max_bytes and len(self._recent) > 1:
+            evicted = self._recent.popleft()
+            self._recent_bytes -= evicted.size_bytes()
+            self._recent_evicted_until = evicted.finished_at
+
+    @property
+    def recent_bytes(self) -> int:
+        """Memory held by the records kept for ``summary`` (their estimated size)."""
+        return self._recent_bytes
+
     # -- reading -------------------------------------------------------------------------------------
 
     def _persistence(self) -> dict[str, Any]:
@@ -149,7 +169,7 @@ class Telemetry:
         """The summary over the last ``window_s`` seconds from the records kept in memory."""
         until = time.time() if until is None else until
         while self._recent and self._recent[0].finished_at <= until - self.recent_window_s:
-            self._recent.popleft()
+            self._recent_bytes -= self._recent.popleft().size_bytes()
         result = summarize(list(self._recent), window_s=window_s, until=until)
         result["source"] = "memory"
         result["complete"] = self._recent_evicted_until <= until - window_s

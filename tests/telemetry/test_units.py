@@ -4,6 +4,7 @@ live hub."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -169,3 +170,40 @@ async def test_live_hub_drops_for_slow_subscribers_and_caps_them() -> None:
             async with hub.subscribe():
                 pass
     assert hub.subscribers == 0
+
+
+def test_recent_records_are_bounded_by_bytes_not_count() -> None:
+    """/v1/metrics' memory of recent requests holds at most ``recent_max_bytes``: the oldest go first, and
+    a window reaching past them says it is not complete. Measured with tracemalloc, not trusted."""
+    import tracemalloc
+
+    from groupqwen.telemetry.service import Telemetry
+
+    cap = 64 * 1024
+    telemetry = Telemetry(recent_max_bytes=cap)
+    now = time.time()
+
+    def finish(i: int) -> None:
+        trace = telemetry.trace()
+        trace.started_wall = now - 600 + i * 0.01  # all inside the last 10 minutes
+        telemetry.finish(trace)
+
+    logging.disable(logging.INFO)  # the "request finished" lines: whatever handlers keep is not ours
+    try:
+        for i in range(2000):
+            finish(i)
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2000, 6000):
+            finish(i)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        logging.disable(logging.NOTSET)
+    assert telemetry.recent_bytes <= cap
+    kept = len(telemetry._recent)
+    assert 0 < kept < 2000  # ~700 bytes each
+    assert grown < cap // 2, grown  # 4,000 more requests held no more memory (2.8 MB unbounded)
+    summary = telemetry.summary(3600)
+    assert summary["requests"] == kept and summary["complete"] is False
+    assert telemetry.summary(1)["complete"] is True  # the last second is all there
