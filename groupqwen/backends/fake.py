@@ -25,7 +25,8 @@ class FakeBackend:
     A prompt's token count is its number of whitespace-separated words; over ``n_ctx`` it raises
     ``ContextLengthExceeded`` like a real model. ``fail_after`` raises ``BackendError`` (what any real
     backend's failure becomes) after that many tokens; ``delay`` sleeps between tokens. ``requests`` records
-    what it was asked, ``cancelled`` counts streams closed before their end, ``loads`` counts loads.
+    what it was asked (the last ``keep_requests`` of them, when set: a served fake keeps 1,000, so a long run
+    does not grow), ``cancelled`` counts streams closed before their end, ``loads`` counts loads.
     """
 
     model_id: str = "fake"
@@ -35,6 +36,7 @@ class FakeBackend:
     delay: float = 0.0
     fail_after: int | None = None
     requests: list[GenerationRequest] = field(default_factory=list)
+    keep_requests: int | None = None
     cancelled: int = 0
     loads: int = 0
     active: int = 0
@@ -50,6 +52,8 @@ class FakeBackend:
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         self.requests.append(request)
+        if self.keep_requests is not None and len(self.requests) > self.keep_requests:
+            del self.requests[: len(self.requests) - self.keep_requests]
         prompt_tokens = sum(len(m.content.split()) + 4 for m in request.messages)
         max_tokens = request.sampling.max_tokens
         if prompt_tokens + (max_tokens or 0) > self.n_ctx:

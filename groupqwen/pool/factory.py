@@ -41,7 +41,10 @@ def backend_for(spec: ModelSpec, settings: Settings) -> Backend:
     if spec.backend == "fake":
         reply = spec.fake_reply or "Hello from the fake backend."
         return FakeBackend(
-            model_id=spec.id, tokens=re.findall(r"\s*\S+", reply), n_ctx=context_size(spec, settings)
+            model_id=spec.id,
+            tokens=re.findall(r"\s*\S+", reply),
+            n_ctx=context_size(spec, settings),
+            keep_requests=1000,  # a served fake answers for as long as it runs: keep its memory bounded
         )
     if spec.backend == "openai_http":
         from groupqwen.backends.openai_http import OpenAIHTTPBackend
