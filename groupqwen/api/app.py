@@ -23,10 +23,6 @@ _log = log.get(__name__)
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class RequestContextMiddleware:
     """Gives every request an ``x-request-id`` (the client's, if it sent a sane one), caps the request
     body at ``max_body_bytes`` (413), answers a body that stops arriving for ``body_timeout_s`` with a 408
@@ -75,7 +71,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    raise too_large()
                 body_done = not message.get("more_body", False)
             else:
                 body_done = True
@@ -96,19 +92,17 @@ class RequestContextMiddleware:
             )
             await send_with_id({"type": "http.response.body", "body": body})
 
-        too_large = PayloadTooLarge(
-            f"The request body is larger than {self.max_body_bytes} bytes (max_body_bytes)"
-        )
+        def too_large() -> PayloadTooLarge:
+            limit = self.max_body_bytes
+            return PayloadTooLarge(f"The request body is larger than {limit} bytes (max_body_bytes)")
+
         try:
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await fail(too_large)
+                await fail(too_large())
                 return
             await self.app(scope, limited_receive, send_with_id)
-        except _BodyTooLarge:
-            if not started:
-                await fail(too_large)
-        except RequestTimeout as exc:  # raised outside a route's handlers (they answer it themselves)
+        except (PayloadTooLarge, RequestTimeout) as exc:  # outside a route's handlers (they answer it)
             _log.info("request failed", status=exc.status_code, code=exc.code, error=exc.message)
             if not started:
                 await fail(exc)

@@ -171,13 +171,15 @@ class Pool:
                     await self._unload(victim)
                 entry.status, entry.error, entry.estimated = "loading", None, need
                 started, rss_before = self._clock.monotonic(), self._measure()
-                backend = self._factory(entry.spec)
+                backend: Backend | None = None
                 try:
+                    backend = self._factory(entry.spec)
                     await backend.load()
                 except asyncio.CancelledError:
                     entry.status, entry.estimated = "unloaded", None
-                    with suppress(Exception):
-                        await backend.close()
+                    if backend is not None:
+                        with suppress(Exception):
+                            await backend.close()
                     raise
                 except GroupQwenError as exc:  # a backend raises nothing else (anything else is a bug)
                     self._failed(entry, exc)

@@ -210,15 +210,18 @@ def test_ten_megabyte_body_is_413(http: TestClient) -> None:
     assert error["param"] is None
 
 
-def test_large_body_without_content_length_is_413(http: TestClient) -> None:
+def test_large_body_without_content_length_is_413(http: TestClient, services: Services) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"model": "fake", "messages": [{"role": "user", "content": "'
         for _ in range(200):
             yield b"x" * 10_000
         yield b'"}]}'
 
+    before = services.telemetry.summary(3600)["status"].get("413", 0)
     error = _error(http.post(URL, content=chunks(), headers={"content-type": "application/json"}), 413)
     assert error["code"] == "payload_too_large"
+    # the route's record says what the client got (the refusal came from inside the body's reading)
+    assert services.telemetry.summary(3600)["status"].get("413", 0) == before + 1
 
 
 def test_lying_content_length_is_handled(http: TestClient) -> None:

@@ -276,6 +276,25 @@ async def test_failed_load_is_marked_logged_once_and_other_models_still_work(
     assert _state(pool, "bad").status == "failed"
 
 
+async def test_a_backend_factory_that_raises_marks_the_model_failed_not_loading() -> None:
+    """Building the backend is part of the load: a factory that refuses the model (a setting it cannot
+    serve) leaves it ``failed`` with the reason, and the next request tries again."""
+    refusals = [ModelLoadError("no server configured for m")]
+
+    def factory(spec: ModelSpec) -> Backend:
+        if refusals:
+            raise refusals.pop()
+        return FakeBackend(model_id=spec.id, tokens=["ok"])
+
+    pool = _pool(["m"], factory)
+    with pytest.raises(ModelLoadError):
+        async with pool.lease("m"):
+            pytest.fail("a failed load must not lease")
+    assert (_state(pool, "m").status, _state(pool, "m").error) == ("failed", "no server configured for m")
+    async with pool.lease("m"):
+        assert _state(pool, "m").status == "loaded"
+
+
 async def test_failed_load_with_a_groupqwen_error_keeps_its_message() -> None:
     factory = Factory(broken=lambda _: ModelLoadError("no file at /x.gguf"))
     pool = _pool(["m"], factory)
