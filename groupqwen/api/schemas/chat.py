@@ -3,17 +3,14 @@ chunks of a streamed one."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import time
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from groupqwen import log
 from groupqwen.api.schemas import Wire
+from groupqwen.api.schemas.images import image_of
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,
@@ -35,7 +32,7 @@ _log = log.get(__name__)
 class ContentPart(Wire):
     type: str
     text: str | None = None
-    image_url: object = None  # checked by ``_image_of``, which names the exact field that is wrong
+    image_url: object = None  # checked by ``image_of``, which names the exact field that is wrong
 
 
 class ChatMessage(Wire):
@@ -99,59 +96,6 @@ REFUSED = {
 }
 
 
-_DETAILS = ("auto", "low", "high")
-_DATA_URL = re.compile(r"data:(?P<type>[^;,]*)(?P<params>[^,]*),(?P<payload>.*)", re.DOTALL | re.IGNORECASE)
-
-
-def _image_of(part: ContentPart, where: str) -> ImagePart:
-    """An ``image_url`` part: ``{"url": http(s) URL | data:image/…;base64,…, "detail": auto|low|high}``."""
-    value = part.image_url
-    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
-        raise InvalidRequest(
-            f"{where}.image_url must be an object with a string 'url'", param=f"{where}.image_url"
-        )
-    url, detail = value["url"], value.get("detail")
-    if detail is not None and detail not in _DETAILS:
-        raise InvalidRequest(
-            f"{where}.image_url.detail must be one of {', '.join(_DETAILS)}",
-            param=f"{where}.image_url.detail",
-        )
-    param = f"{where}.image_url.url"
-    scheme = url.partition(":")[0].lower() if ":" in url else ""
-    if scheme in ("http", "https"):
-        try:
-            host = urlsplit(url).hostname
-        except ValueError:
-            host = None
-        if not host:
-            raise InvalidRequest(f"{param} is not a valid {scheme} URL (no host)", param=param)
-    elif scheme == "data":
-        _check_data_url(url, param)
-    else:
-        shown = f"{scheme!r}" if scheme else "none"
-        raise InvalidRequest(
-            f"{param} must be an http(s) URL or a data:image/…;base64,… URL (scheme: {shown})", param=param
-        )
-    return ImagePart(url, detail)
-
-
-def _check_data_url(url: str, param: str) -> None:
-    match = _DATA_URL.fullmatch(url)
-    media_type = match["type"].lower() if match else ""
-    if match is None or not media_type.startswith("image/") or len(media_type) == len("image/"):
-        raise InvalidRequest(
-            f"{param} is a data URL of type {media_type or 'none'!r}: only image/* is accepted", param=param
-        )
-    if "base64" not in match["params"].lower().split(";"):
-        raise InvalidRequest(f"{param} must be a base64 data URL (data:{media_type};base64,…)", param=param)
-    try:
-        data = base64.b64decode(match["payload"], validate=True)
-    except binascii.Error as exc:
-        raise InvalidRequest(f"{param} has a broken base64 payload: {exc}", param=param) from None
-    if not data:
-        raise InvalidRequest(f"{param} has an empty payload", param=param)
-
-
 def _message_of(message: ChatMessage, index: int, images: list[ImagePart], max_images: int) -> Message:
     """The internal ``Message``; its images are appended to ``images`` (the request's, for the cap)."""
     role: Role = _ROLES[message.role]
@@ -176,7 +120,7 @@ def _message_of(message: ChatMessage, index: int, images: list[ImagePart], max_i
                 raise InvalidRequest(
                     f"{where}: a request may carry at most {max_images} images (max_images)", param=where
                 )
-            images.append(_image_of(part, where))
+            images.append(image_of(part.image_url, where))
             parts.append(images[-1])
         else:
             raise UnsupportedParameter(
