@@ -49,7 +49,7 @@ async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, Cha
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return to_chat_request(body, settings.max_stop_sequences, settings.max_images), body
+    return to_chat_request(body, settings.max_stop_sequences, settings.max_images, settings.images), body
 
 
 def _headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:

@@ -17,7 +17,8 @@ Logprobs are always asked for (the cascade scores every answer; llama-cpp-python
 ``<think>…</think>`` text, split by the pipeline like a model's own tags. Usage comes from the
 ``include_usage`` chunk; without one (llama-cpp-python) ``completion_tokens`` counts the logprob entries
 (or text deltas) and ``prompt_tokens`` is 0. Images (``image_url`` parts) are forwarded as the client sent
-them, in order with the text parts; the server fetches or decodes them (vLLM serving Qwen3-VL).
+them, in order with the text parts; the server fetches or decodes them (vLLM serving Qwen3-VL). Which URLs
+get this far is the API's decision (``images:`` in the settings, ``api/schemas/images.py``).
 """
 
 from __future__ import annotations

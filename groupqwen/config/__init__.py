@@ -5,12 +5,13 @@ Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` e
 an optional YAML file (``--config``), then the defaults. Every validation error names its field.
 
 ``settings.py`` holds ``Settings`` and ``load_settings``; each area's section has its own module
-(``server``, ``models``, ``cache``, ``router``, ``telemetry``); ``paths`` the default locations,
+(``server``, ``images``, ``models``, ``cache``, ``router``, ``telemetry``); ``paths`` the default locations,
 ``fields`` the field types they share.
 """
 
 from groupqwen.config.cache import CacheConfig, EmbedderConfig
 from groupqwen.config.fields import BearerToken
+from groupqwen.config.images import ImagesConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import cache_home, default_data_dir, default_models_dir
 from groupqwen.config.router import AUTO_MODEL, RouterConfig, TierConfig
@@ -23,6 +24,7 @@ __all__ = [
     "BearerToken",
     "CacheConfig",
     "EmbedderConfig",
+    "ImagesConfig",
     "ModelConfig",
     "RouterConfig",
     "ServerConfig",

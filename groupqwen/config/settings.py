@@ -1,5 +1,5 @@
-"""``Settings`` (the sections of ``server``, ``models``, ``cache``, ``router``, ``telemetry`` put together,
-checked against the catalog) and ``load_settings``, which reads them and names every bad field."""
+"""``Settings`` (the sections of ``server``, ``images``, ``models``, ``cache``, ``router``, ``telemetry`` put
+together, checked against the catalog) and ``load_settings``, which reads them and names every bad field."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from groupqwen.catalog import ModelSpec, builtin_catalog
 from groupqwen.config.cache import CacheConfig
+from groupqwen.config.images import ImagesConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import default_data_dir, default_models_dir
 from groupqwen.config.router import RouterConfig
@@ -104,6 +105,11 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="Most image parts a request may carry (each costs the vision model many tokens)",
+    )
+    images: ImagesConfig = Field(
+        default_factory=ImagesConfig,  # type: ignore[arg-type]
+        description="Which http(s) image URLs are forwarded to a model's server, which fetches them "
+        "(docs/api.md, Images)",
     )
     keep_alive: float = Field(
         300,

@@ -11,6 +11,7 @@ from pydantic import Field
 from groupqwen import log
 from groupqwen.api.schemas import Wire
 from groupqwen.api.schemas.images import image_of
+from groupqwen.config import ImagesConfig
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,
@@ -96,8 +97,11 @@ REFUSED = {
 }
 
 
-def _message_of(message: ChatMessage, index: int, images: list[ImagePart], max_images: int) -> Message:
-    """The internal ``Message``; its images are appended to ``images`` (the request's, for the cap)."""
+def _message_of(
+    message: ChatMessage, index: int, images: list[ImagePart], max_images: int, policy: ImagesConfig
+) -> Message:
+    """The internal ``Message``; its images are appended to ``images`` (the request's, for the cap) once
+    ``policy`` lets them through."""
     role: Role = _ROLES[message.role]
     if message.content is None:
         raise InvalidRequest(f"messages[{index}].content is required", param=f"messages[{index}].content")
@@ -120,7 +124,7 @@ def _message_of(message: ChatMessage, index: int, images: list[ImagePart], max_i
                 raise InvalidRequest(
                     f"{where}: a request may carry at most {max_images} images (max_images)", param=where
                 )
-            images.append(image_of(part.image_url, where))
+            images.append(image_of(part.image_url, where, policy))
             parts.append(images[-1])
         else:
             raise UnsupportedParameter(
@@ -132,8 +136,11 @@ def _message_of(message: ChatMessage, index: int, images: list[ImagePart], max_i
     return Message(role, text, tuple(parts) if has_images else ())
 
 
-def to_chat_request(body: ChatCompletionRequest, max_stop_sequences: int, max_images: int) -> ChatRequest:
-    """Validate what pydantic cannot, and build the internal ``ChatRequest``."""
+def to_chat_request(
+    body: ChatCompletionRequest, max_stop_sequences: int, max_images: int, images: ImagesConfig
+) -> ChatRequest:
+    """Validate what pydantic cannot, and build the internal ``ChatRequest``; ``images`` says which image
+    URLs may be forwarded (``api/schemas/images.py``)."""
     extra = dict(body.model_extra or {})
     for name, why in REFUSED.items():
         if extra.get(name) not in (None, [], "none"):
@@ -147,14 +154,14 @@ def to_chat_request(body: ChatCompletionRequest, max_stop_sequences: int, max_im
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
 
     messages: list[Message] = []
-    images: list[ImagePart] = []
+    parts: list[ImagePart] = []
     for i, message in enumerate(body.messages):
         if message.role in ("tool", "function"):
             raise UnsupportedParameter(
                 f"messages[{i}] has role {message.role!r}: tool results need tool calling, not supported yet",
                 param=f"messages[{i}].role",
             )
-        messages.append(_message_of(message, i, images, max_images))
+        messages.append(_message_of(message, i, parts, max_images, images))
 
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stops) > max_stop_sequences:

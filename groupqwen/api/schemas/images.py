@@ -1,13 +1,31 @@
-"""``image_url`` parts on the wire → ``ImagePart``: an http(s) URL with a host, or a base64
-``data:image/…`` URL, and the client's ``detail``."""
+"""``image_url`` parts on the wire → ``ImagePart``, and which http(s) URLs may be forwarded at all.
+
+A model's server fetches the http(s) image URLs it is sent, from its own network: a URL naming a loopback,
+private or metadata address would make it fetch from there on the client's behalf (server-side request
+forgery). So, before anything is forwarded, following ``images:`` in the settings (docs/api.md, "Images"):
+
+- ``forward_urls: false`` refuses every http(s) URL (data URLs only);
+- a URL with credentials (``user:password@``) is refused;
+- with ``only_allowed_hosts``, a host ``allowed_hosts`` does not list is refused;
+- with ``refuse_private`` (the default), a host that is a literal address in a refused range, however
+  written (``2130706433``, ``0x7f000001``, ``0177.0.0.1``, ``[::ffff:127.0.0.1]`` are all 127.0.0.1, as the
+  WHATWG URL standard and ``inet_aton`` read them), or a name kept for such places (``localhost``,
+  ``metadata.google.internal`` …), is refused unless ``allowed_hosts`` lists it.
+
+Other names are not resolved here: an answer looked up now could differ from the one the model's server
+gets when it fetches (DNS rebinding), so that server's own network policy must cover names.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import re
-from urllib.parse import urlsplit
+import unicodedata
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from urllib.parse import unquote, urlsplit
 
+from groupqwen.config import ImagesConfig
 from groupqwen.errors import InvalidRequest
 from groupqwen.messages import ImagePart
 
@@ -15,7 +33,7 @@ _DETAILS = ("auto", "low", "high")
 _DATA_URL = re.compile(r"data:(?P<type>[^;,]*)(?P<params>[^,]*),(?P<payload>.*)", re.DOTALL | re.IGNORECASE)
 
 
-def image_of(value: object, where: str) -> ImagePart:
+def image_of(value: object, where: str, policy: ImagesConfig) -> ImagePart:
     """An ``image_url`` part's object, checked: ``{"url": http(s) URL | data:image/…;base64,…, "detail":
     auto|low|high}`` (``where`` names the part: ``messages[i].content[j]``)."""
     if not isinstance(value, dict) or not isinstance(value.get("url"), str):
@@ -31,12 +49,7 @@ def image_of(value: object, where: str) -> ImagePart:
     param = f"{where}.image_url.url"
     scheme = url.partition(":")[0].lower() if ":" in url else ""
     if scheme in ("http", "https"):
-        try:
-            host = urlsplit(url).hostname
-        except ValueError:
-            host = None
-        if not host:
-            raise InvalidRequest(f"{param} is not a valid {scheme} URL (no host)", param=param)
+        _check_forwardable(url, scheme, param, policy)
     elif scheme == "data":
         _check_data_url(url, param)
     else:
@@ -62,3 +75,218 @@ def _check_data_url(url: str, param: str) -> None:
         raise InvalidRequest(f"{param} has a broken base64 payload: {exc}", param=param) from None
     if not data:
         raise InvalidRequest(f"{param} has an empty payload", param=param)
+
+
+# --------------------------------------------------------------------------------------------------------
+# http(s) URLs
+
+Address = IPv4Address | IPv6Address
+
+_LOCAL_NAME = "a name for the model's server itself"
+_INTERNAL_NAME = "a name kept for internal networks and cloud metadata services"
+_REFUSED_NAMES = {
+    "localhost": _LOCAL_NAME,
+    "ip6-localhost": _LOCAL_NAME,
+    "ip6-loopback": _LOCAL_NAME,
+    "metadata": _INTERNAL_NAME,
+    "metadata.goog": _INTERNAL_NAME,
+    "instance-data": _INTERNAL_NAME,
+}
+_REFUSED_SUFFIXES = {
+    ".localhost": _LOCAL_NAME,
+    ".localdomain": _LOCAL_NAME,
+    ".internal": _INTERNAL_NAME,  # metadata.google.internal, instance-data.ec2.internal
+    ".local": "a multicast DNS name of the local network",
+    ".home.arpa": "a name of a home network",
+}
+_REFUSED_V4: tuple[tuple[IPv4Network, str], ...] = tuple(
+    (IPv4Network(network), reason)
+    for network, reason in (
+        ("0.0.0.0/8", "an unspecified ('this host')"),
+        ("127.0.0.0/8", "a loopback"),
+        ("10.0.0.0/8", "a private"),
+        ("172.16.0.0/12", "a private"),
+        ("192.168.0.0/16", "a private"),
+        ("169.254.0.0/16", "a link-local (cloud metadata: 169.254.169.254)"),
+        ("100.64.0.0/10", "a shared (carrier-grade NAT, some cloud metadata)"),
+        ("192.0.0.0/24", "a reserved (IETF protocol assignments)"),
+        ("198.18.0.0/15", "a reserved (benchmarking)"),
+        ("224.0.0.0/4", "a multicast"),
+        ("240.0.0.0/4", "a reserved (and broadcast)"),
+    )
+)
+_REFUSED_V6: tuple[tuple[IPv6Network, str], ...] = tuple(
+    (IPv6Network(network), reason)
+    for network, reason in (
+        ("::/128", "an unspecified"),
+        ("::1/128", "a loopback"),
+        ("fc00::/7", "a unique local (private)"),
+        ("fe80::/10", "a link-local"),
+        ("fec0::/10", "a site-local (private)"),
+        ("ff00::/8", "a multicast"),
+    )
+)
+# ``unquote``d and NFKC-folded, a host still holding one of these is no host (WHATWG's forbidden domain
+# code points); rejecting them also closes the gaps between URL parsers (``http://127.0.0.1\.example.com``)
+_FORBIDDEN = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")
+_DIGITS = {16: re.compile(r"[0-9a-f]+"), 8: re.compile(r"[0-7]+"), 10: re.compile(r"[0-9]+")}
+
+
+def _check_forwardable(url: str, scheme: str, param: str, policy: ImagesConfig) -> None:
+    if not policy.forward_urls:
+        raise InvalidRequest(
+            f"{param} is an {scheme} URL, and this gateway forwards none (images.forward_urls: false): send "
+            "the image inline as a data:image/…;base64,… URL",
+            param=param,
+        )
+    if _UNSAFE.search(url):
+        raise InvalidRequest(f"{param} holds whitespace or control characters", param=param)
+    no_host = InvalidRequest(f"{param} is not a valid {scheme} URL (no host)", param=param)
+    try:
+        split = urlsplit(url)
+        hostname = split.hostname
+    except ValueError:
+        raise no_host from None
+    if not hostname:
+        raise no_host
+    if "@" in split.netloc:
+        raise InvalidRequest(
+            f"{param} carries credentials (user:password@host): they are not forwarded; send the image "
+            "inline as a data: URL, or from a URL that needs none",
+            param=param,
+        )
+    host = _host(hostname, param)
+    if policy.only_allowed_hosts and not _allowed(host, policy.allowed_hosts):
+        raise InvalidRequest(
+            f"{param} points at {hostname!r}, which images.allowed_hosts does not list, and only the hosts "
+            "it lists are forwarded (images.only_allowed_hosts: true)",
+            param=param,
+        )
+    if not policy.refuse_private:
+        return
+    reason = _refusal(host)
+    if reason is None or _allowed(host, policy.allowed_hosts):
+        return
+    shown = f"{hostname!r}" if str(host) == hostname else f"{hostname!r} ({host})"
+    entry = host if isinstance(host, str) else type(host)(int(host))  # without an IPv6 zone
+    raise InvalidRequest(
+        f"{param} points at {shown}, {reason}: the model's server would fetch it from inside its own "
+        f"network, so it is not forwarded. To allow it, add {entry} to images.allowed_hosts (or set "
+        "images.refuse_private: false)",
+        param=param,
+    )
+
+
+def _host(hostname: str, param: str) -> Address | str:
+    """The host as the model's server will read it: an address (however written), or a lower-case name."""
+    if ":" in hostname:  # only a bracketed IPv6 address holds one
+        try:
+            return ip_address(unquote(hostname))
+        except ValueError:
+            raise InvalidRequest(f"{param} has an invalid IPv6 address [{hostname}]", param=param) from None
+    try:
+        name = unquote(hostname, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            f"{param} has a host that is not UTF-8 once percent-decoded", param=param
+        ) from None
+    name = unicodedata.normalize("NFKC", name).replace("\u3002", ".").lower()
+    if _FORBIDDEN.search(name):
+        raise InvalidRequest(f"{param} has a host with characters no host name can hold", param=param)
+    labels = name.split(".")
+    if len(labels) > 1 and labels[-1] == "":
+        labels.pop()
+    if _NUMBER.fullmatch(labels[-1]):  # WHATWG: a host ending in a number is an IPv4 address or invalid
+        address = _ipv4(labels)
+        if address is None:
+            raise InvalidRequest(
+                f"{param} has a host {hostname!r} that is not a valid IPv4 address", param=param
+            )
+        return address
+    return ".".join(labels)
+
+
+def _ipv4(labels: list[str]) -> IPv4Address | None:
+    """``labels`` read as ``inet_aton`` and the WHATWG URL standard do: one to four parts, each decimal,
+    octal (``0`` first) or hexadecimal (``0x`` first), the last filling the remaining bytes."""
+    if len(labels) > 4:
+        return None
+    numbers = [_ipv4_number(label) for label in labels]
+    parts = [n for n in numbers if n is not None]
+    if len(parts) < len(numbers) or any(n > 255 for n in parts[:-1]) or parts[-1] >= 256 ** (5 - len(parts)):
+        return None
+    return IPv4Address(parts[-1] + sum(n << 8 * (3 - i) for i, n in enumerate(parts[:-1])))
+
+
+def _ipv4_number(label: str) -> int | None:
+    if not label:
+        return None
+    if label.startswith("0x"):
+        digits, base = label[2:], 16
+    elif len(label) > 1 and label.startswith("0"):
+        digits, base = label[1:], 8
+    else:
+        digits, base = label, 10
+    if not digits:
+        return 0
+    if not _DIGITS[base].fullmatch(digits):
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits, base) if len(digits) <= 12 else 1 << 64  # too large either way; int() stays short
+
+
+def _embedded(address: IPv6Address) -> IPv4Address | None:
+    """The IPv4 address an IPv6 one carries: IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    packed = int(address)
+    if packed >> 32 == 0x64FF9B << 64 or (packed >> 32 == 0 and packed > 1):  # NAT64, IPv4-compatible
+        return IPv4Address(packed & 0xFFFFFFFF)
+    return None
+
+
+def _refusal(host: Address | str) -> str | None:
+    """Why ``host`` is not forwarded (``refuse_private``), or ``None``."""
+    if isinstance(host, str):
+        if host in _REFUSED_NAMES:
+            return _REFUSED_NAMES[host]
+        for suffix, why in _REFUSED_SUFFIXES.items():
+            if host.endswith(suffix):
+                return why
+        return None
+    if isinstance(host, IPv6Address):
+        for network6, why in _REFUSED_V6:
+            if host in network6:
+                return f"{why} address ({network6})"
+        inner = _embedded(host)
+        if inner is None:
+            return None
+        reason = _refusal(inner)
+        return None if reason is None else f"an IPv6 form of {inner}, {reason}"
+    for network4, why in _REFUSED_V4:
+        if host in network4:
+            return f"{why} address ({network4})"
+    return None
+
+
+def _allowed(host: Address | str, allowed_hosts: list[str]) -> bool:
+    """Whether ``allowed_hosts`` (normalised by ``ImagesConfig``) lists ``host``."""
+    inner = _embedded(host) if isinstance(host, IPv6Address) else None
+    for entry in allowed_hosts:
+        if isinstance(host, str):
+            if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
+                return True
+            continue
+        try:
+            network = ip_network(entry)
+        except ValueError:
+            continue  # a name
+        if host in network or (inner is not None and inner in network):
+            return True
+    return False
