@@ -214,6 +214,10 @@ def chat(
 ) -> None:
     """Ask one question and stream the answer (reasoning, if any, goes to stderr). Without --url it uses
     the gateway at the configured host and port when one answers, else loads the models in-process."""
+    for what, text in (("the question", question), ("--system", system or "")):
+        if not _is_utf8(text):  # bytes the terminal could not decode arrive as lone surrogates
+            typer.echo(f"error: {what} is not valid UTF-8 text; check the terminal's encoding", err=True)
+            raise typer.Exit(2)
     messages = ([Message("system", system)] if system else []) + [Message("user", question)]
     if url and local:
         typer.echo(
@@ -245,6 +249,14 @@ def chat(
         typer.echo(f"\nerror: {exc.message}", err=True)
         raise typer.Exit(1) from None
     typer.echo()
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 PROBE_TIMEOUT_S = 0.5  # a gateway on this machine answers /health in milliseconds

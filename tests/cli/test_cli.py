@@ -185,6 +185,20 @@ def test_chat_reasoning_goes_to_stderr(tmp_path: Path) -> None:
     assert "plan it" not in result.stdout
 
 
+@pytest.mark.parametrize("argv", [["q\udcff"], ["q", "--system", "be \udce9"]])
+def test_chat_with_text_the_terminal_could_not_decode_is_one_error_line(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """Python hands undecodable argument bytes over as lone surrogates, which no model, cache key or
+    gateway takes: the command says so before any work."""
+    result = runner.invoke(app, ["chat", *argv, "-c", str(_fake_config(tmp_path, "x"))])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {'--system' if '--system' in argv else 'the question'} is not valid UTF-8 text; "
+        "check the terminal's encoding"
+    ]
+
+
 def test_chat_unknown_model_fails_cleanly(tmp_path: Path) -> None:
     result = runner.invoke(app, ["chat", "q", "-c", str(_fake_config(tmp_path, "x")), "-m", "nope"])
     assert result.exit_code == 1
