@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from waiting import until
 
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, Vectors
@@ -54,14 +55,6 @@ async def turns(n: int = 20) -> None:
     """Let the event loop run other tasks ``n`` times (what is blocked on the gate stays blocked)."""
     for _ in range(n):
         await asyncio.sleep(0)
-
-
-async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    """Wait (letting the loop and threads run) until ``condition`` holds; fail after ``within_s``."""
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.005)
 
 
 class Signalling:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from waiting import until
 
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.catalog import ModelSpec
@@ -64,14 +64,6 @@ async def _turns(n: int = 20) -> None:
     """Let the event loop run whatever is ready ``n`` times (what waits on the fake clock stays waiting)."""
     for _ in range(n):
         await asyncio.sleep(0)
-
-
-async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``condition`` (reached by another task) until it holds; fail after ``within`` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.001)
 
 
 async def _use(pool: Pool, model_id: str) -> None:
@@ -147,12 +139,12 @@ async def test_keep_alive_unloads_idle_models() -> None:
 async def test_the_pools_own_timer_unloads_an_idle_model() -> None:
     h = Harness([_spec("m", keep_alive=5)], {"m": 1}, budget_mib=10)
     await _use(h.pool, "m")
-    await _until(lambda: h.clock.sleepers == 1)  # the idle timer waits on the clock
+    await until(lambda: h.clock.sleepers == 1)  # the idle timer waits on the clock
     h.clock.advance(4)
     await _turns()
     assert h.status("m") == "loaded"
     h.clock.advance(1)
-    await _until(lambda: h.status("m") == "unloaded")
+    await until(lambda: h.status("m") == "unloaded")
     assert h.closed == ["m"]
     await h.pool.close()
 
@@ -230,7 +222,7 @@ async def test_requests_for_a_loaded_model_do_not_wait_for_another_models_load()
     )
     await _use(pool, "fast")
     slow = asyncio.create_task(_use(pool, "slow"))
-    await _until(lambda: next(s.status for s in pool.states() if s.spec.id == "slow") == "loading")
+    await until(lambda: next(s.status for s in pool.states() if s.spec.id == "slow") == "loading")
     await asyncio.wait_for(_use(pool, "fast"), timeout=30)  # would hang: the slow load waits for release
     release.set()
     await slow

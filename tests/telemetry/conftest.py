@@ -131,3 +131,13 @@ def gateway(
         Telemetry.from_settings(config, flush_interval=0.05, max_backoff=0.2) if persist else Telemetry()
     )
     return fake_services(config, backends, telemetry=telemetry, **({"clock": clock} if clock else {}))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A telemetry database of each kind: SQLite in a folder that does not exist yet, and the suite's
+    PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sub' / 'telemetry.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -44,14 +44,6 @@ def record(i: int, **changes: Any) -> RequestRecord:
     return RequestRecord(**base)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'sub' / 'telemetry.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def test_records_round_trip(store_url: str) -> None:
     store = SqlStore(store_url)
     try:

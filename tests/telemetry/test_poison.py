@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
+from waiting import until
 
 from groupqwen.telemetry.service import Telemetry
 from groupqwen.telemetry.store import SqlStore, engine_url, records_table
@@ -15,15 +15,6 @@ from groupqwen.telemetry.writer import BufferedWriter
 from groupqwen.testing import fake_settings
 
 from .test_persistence import record
-from .test_units import _until
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'telemetry.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 def _stored(url: str) -> dict[str, str]:
@@ -84,7 +75,7 @@ async def test_writes_failing_while_the_database_answers_show_in_health(
     try:
         records_table.drop(engine)  # the database answers SELECT 1, but no insert can succeed
         writer.submit(record(1))
-        await _until(lambda: writer.last_error is not None, within=30)
+        await until(lambda: writer.last_error is not None, within_s=30)
         report = await telemetry.health.run()
         database = report["checks"]["database"]
         assert report["status"] == "degraded" and database["status"] == "degraded", report

@@ -3,13 +3,12 @@ live hub."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import until
 
 from groupqwen.errors import InvalidRequest, Overloaded
 from groupqwen.telemetry.live import LiveHub
@@ -20,14 +19,6 @@ from groupqwen.telemetry.timing import Trace, tenant
 from groupqwen.telemetry.writer import BufferedWriter
 
 from .test_persistence import record
-
-
-async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll ``condition`` (reached by the writer's task and thread) until it holds; fail after ``within``."""
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 def test_nearest_rank_percentiles() -> None:
@@ -138,7 +129,7 @@ async def test_writer_buffers_while_down_and_counts_drops_exactly() -> None:
     store.down = True
     accepted = [writer.submit(record(i)) for i in range(10)]
     assert accepted == [True] * 4 + [False] * 6
-    await _until(lambda: writer.last_error is not None)
+    await until(lambda: writer.last_error is not None)
     assert (writer.written, writer.pending, writer.dropped) == (0, 4, 6) and writer.last_error
     store.down = False
     assert await writer.flush(30)
@@ -153,7 +144,7 @@ async def test_writer_prunes_past_retention() -> None:
     writer = BufferedWriter(store, flush_interval=0.01, retention_s=86400)
     writer.submit(record(1, started_at=time.time()))
     assert await writer.flush(30)
-    await _until(lambda: "r0000" not in store.records)  # pruned once the buffer is empty
+    await until(lambda: "r0000" not in store.records)  # pruned once the buffer is empty
     assert list(store.records) == ["r0001"]
     await writer.close()
 

@@ -1,0 +1,15 @@
+"""Waiting for something another task or thread brings about (a writer's flush, a model's release), with a
+generous deadline: the test asserts that it happens, never how fast."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Poll ``condition`` (letting the loop and threads run) until it holds; fail after ``within_s``."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.001)
