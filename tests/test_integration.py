@@ -133,6 +133,29 @@ def test_json_mode_gives_json(client: openai.OpenAI) -> None:
         assert content.lstrip().startswith("{")
 
 
+def test_responses_api_remembers_the_conversation(client: openai.OpenAI) -> None:
+    """The Responses API on the real model: a stored response, continued by ``previous_response_id``."""
+    first = client.responses.create(
+        model=DEFAULT, input="My name is Ada. Reply with one word: OK.", max_output_tokens=8, temperature=0
+    )
+    assert first.status in ("completed", "incomplete") and first.output_text
+    events = list(
+        client.responses.create(
+            model=DEFAULT,
+            input="What is my name? Answer with the name only.",
+            previous_response_id=first.id,
+            max_output_tokens=8,
+            temperature=0,
+            stream=True,
+        )
+    )
+    done = events[-1]
+    assert done.type in ("response.completed", "response.incomplete")
+    streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert streamed == done.response.output_text
+    assert "Ada" in streamed
+
+
 def test_context_overflow_is_a_clear_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=SMALL, messages=_ask("word " * 3000), max_tokens=8)

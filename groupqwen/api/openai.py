@@ -52,7 +52,7 @@ async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, Cha
     return to_chat_request(body, settings.max_stop_sequences, settings.max_images, settings.images), body
 
 
-def _headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:
+def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:
     headers = {
         "x-groupqwen-model": decision.model,
         "x-groupqwen-route": decision.route,
@@ -68,7 +68,7 @@ def _headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]
 CACHE_TTL_HEADER = "x-groupqwen-cache-ttl"
 
 
-def _cache_control(request: Request) -> tuple[float | None, bool]:
+def cache_control(request: Request) -> tuple[float | None, bool]:
     """The request's cache wishes: (TTL for its answer, whether to read the cache).
 
     ``x-groupqwen-cache-ttl`` sets the TTL in seconds (0: do not store; above ``cache.max_ttl_s``: that);
@@ -108,7 +108,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
     authorization = request.headers.get("authorization")
     trace.tenant = timing.tenant(chat.user, authorization)
     trace.stream = bool(body.stream)
-    ttl_s, read_cache = _cache_control(request)
+    ttl_s, read_cache = cache_control(request)
     context = RequestContext(cache_tenant(authorization, chat.user), ttl_s, read_cache, bool(body.stream))
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     watch = Disconnect(request.receive)
@@ -119,7 +119,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
         payload = completion_json(completion_id, answer.decision, completion, chat.logprobs)
         payload["groupqwen"] = decision_json(answer.decision)
         services.telemetry.finish(trace)
-        return JSONResponse(payload, headers=_headers(answer.decision, answer.cache))
+        return JSONResponse(payload, headers=decision_headers(answer.decision, answer.cache))
     frames = answer_frames(
         answer,
         ChunkWriter(completion_id, answer.decision.model),
@@ -127,7 +127,7 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         finish=partial(services.telemetry.finish, trace),
     )
-    headers = _headers(answer.decision, answer.cache)
+    headers = decision_headers(answer.decision, answer.cache)
     headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
     return EventStream(frames, headers, watch)
 

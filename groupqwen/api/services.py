@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from groupqwen.api.stored_responses import ResponseStore
 from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
 from groupqwen.clock import SYSTEM_CLOCK, Clock
@@ -29,6 +30,8 @@ class Services:
     telemetry: Telemetry = field(default_factory=Telemetry)  # in memory only unless given
     cache: SemanticCache | None = None
     embedder: Embedder | None = None  # what /v1/embeddings serves; None: the cache's, or built on first use
+    clock: Clock = SYSTEM_CLOCK  # the stored responses' expiry
+    responses: ResponseStore = field(init=False)  # the Responses API's stored responses
     _embedder_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def load_embedder(self) -> Embedder:
@@ -41,6 +44,8 @@ class Services:
             return self.embedder
 
     def __post_init__(self) -> None:
+        stored = self.settings.responses
+        self.responses = ResponseStore(stored.max_stored, stored.max_bytes, stored.ttl_s, self.clock)
         pool = self.pool
         cache = self.cache
         if cache is not None:
@@ -91,9 +96,9 @@ def build_services(
     ``backend_factory`` the pool's (llama.cpp, OpenAI-compatible HTTP or the fake, by each model's
     ``backend``); ``telemetry`` persisting to ``telemetry.database_url``; ``cache`` as ``cache:`` says
     (none with ``backend: off``); ``embedder`` the cache's (or, with no cache, the configured one, built
-    on first use). ``clock`` times the pool's idle models and queue waits, and the cache it builds (entries'
-    expiry, the Redis store's breaker; a ``cache`` passed in keeps its own). ``groupqwen.testing`` builds
-    it around fakes."""
+    on first use). ``clock`` times the pool's idle models and queue waits, the stored responses' expiry, and
+    the cache it builds (entries' expiry, the Redis store's breaker; a ``cache`` passed in keeps its own).
+    ``groupqwen.testing`` builds it around fakes."""
     budget = memory.detect(
         settings.memory_budget_mb,
         settings.memory_share,
@@ -128,4 +133,5 @@ def build_services(
         telemetry=telemetry if telemetry is not None else Telemetry.from_settings(settings),
         cache=cache,
         embedder=embedder,
+        clock=clock,
     )

@@ -5,8 +5,8 @@ Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` e
 an optional YAML file (``--config``), then the defaults. Every validation error names its field.
 
 ``settings.py`` holds ``Settings`` and ``load_settings``; each area's section has its own module
-(``server``, ``images``, ``models``, ``cache``, ``router``, ``telemetry``); ``paths`` the default locations,
-``fields`` the field types they share.
+(``server``, ``images``, ``responses``, ``models``, ``cache``, ``router``, ``telemetry``); ``paths`` the
+default locations, ``fields`` the field types they share.
 """
 
 from groupqwen.config.cache import CacheConfig, EmbedderConfig
@@ -14,6 +14,7 @@ from groupqwen.config.fields import BearerToken
 from groupqwen.config.images import ImagesConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import cache_home, default_data_dir, default_models_dir
+from groupqwen.config.responses import ResponsesConfig
 from groupqwen.config.router import AUTO_MODEL, RouterConfig, TierConfig
 from groupqwen.config.server import ServerConfig
 from groupqwen.config.settings import Settings, load_settings
@@ -26,6 +27,7 @@ __all__ = [
     "EmbedderConfig",
     "ImagesConfig",
     "ModelConfig",
+    "ResponsesConfig",
     "RouterConfig",
     "ServerConfig",
     "Settings",

@@ -1,5 +1,6 @@
-"""``Settings`` (the sections of ``server``, ``images``, ``models``, ``cache``, ``router``, ``telemetry`` put
-together, checked against the catalog) and ``load_settings``, which reads them and names every bad field."""
+"""``Settings`` (the sections of ``server``, ``images``, ``responses``, ``models``, ``cache``, ``router``,
+``telemetry`` put together, checked against the catalog) and ``load_settings``, which reads them and names
+every bad field."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from groupqwen.config.cache import CacheConfig
 from groupqwen.config.images import ImagesConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import default_data_dir, default_models_dir
+from groupqwen.config.responses import ResponsesConfig
 from groupqwen.config.router import RouterConfig
 from groupqwen.config.server import ServerConfig
 from groupqwen.config.telemetry import TelemetryConfig
@@ -110,6 +112,10 @@ class Settings(BaseSettings):
         default_factory=ImagesConfig,  # type: ignore[arg-type]
         description="Which http(s) image URLs are forwarded to a model's server, which fetches them "
         "(docs/api.md, Images)",
+    )
+    responses: ResponsesConfig = Field(
+        default_factory=ResponsesConfig,  # type: ignore[arg-type]
+        description="The Responses API's stored responses (previous_response_id; docs/api.md, Responses)",
     )
     keep_alive: float = Field(
         300,

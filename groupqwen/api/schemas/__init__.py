@@ -1,6 +1,7 @@
 """OpenAI wire models, by surface, and their conversion to and from the internal ``messages`` types:
 ``chat`` (chat completions: the request, the JSON answer, the stream's chunks), ``models`` (the model list),
-``embeddings``. Pydantic only here, at the edge."""
+``embeddings``, ``responses`` (the Responses API: the request, the response object, its stream's events).
+Pydantic only here, at the edge."""
 
 from __future__ import annotations
 

@@ -214,21 +214,24 @@ def to_chat_request(
 # Responses, built as plain dicts (they are on the hot path of streaming).
 
 
+def logprobs_json(items: tuple[TokenLogprob, ...]) -> list[dict[str, Any]]:
+    """Each token's log-probability and its alternatives, as chat choices and Responses' text parts give
+    them."""
+    return [
+        {
+            "token": lp.token,
+            "logprob": lp.logprob,
+            "bytes": list(lp.bytes),
+            "top_logprobs": [
+                {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top
+            ],
+        }
+        for lp in items
+    ]
+
+
 def _logprobs(items: tuple[TokenLogprob, ...]) -> dict[str, Any]:
-    return {
-        "content": [
-            {
-                "token": lp.token,
-                "logprob": lp.logprob,
-                "bytes": list(lp.bytes),
-                "top_logprobs": [
-                    {"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in lp.top
-                ],
-            }
-            for lp in items
-        ],
-        "refusal": None,
-    }
+    return {"content": logprobs_json(items), "refusal": None}
 
 
 def usage_json(usage: Usage) -> dict[str, int]:
