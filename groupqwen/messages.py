@@ -63,6 +63,7 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     user: str | None = None
     enable_thinking: bool | None = None  # None: soft switch in the last user turn, else the model's default
+    raw_prompt: bool = False  # a text completion: the one user turn is continued as written, no chat template
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
@@ -80,6 +81,7 @@ class GenerationRequest:
     top_logprobs: int = 0  # and that many alternatives per token (implies ``logprobs``)
     response_format: ResponseFormat | None = None
     enable_thinking: bool = True
+    raw_prompt: bool = False  # continue the last message's text as written (``ChatRequest.raw_prompt``)
 
 
 @dataclass(frozen=True)

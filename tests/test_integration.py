@@ -156,6 +156,18 @@ def test_responses_api_remembers_the_conversation(client: openai.OpenAI) -> None
     assert "Ada" in streamed
 
 
+def test_text_completion_continues_the_prompt(client: openai.OpenAI) -> None:
+    """``/v1/completions`` on the real model: the prompt continued as written (no chat template)."""
+    prompt = "def add(a, b):\n    return"
+    completion = client.completions.create(model=DEFAULT, prompt=prompt, max_tokens=6, temperature=0)
+    text = completion.choices[0].text
+    assert "a + b" in text or "a+b" in text, text
+    streamed = client.completions.create(
+        model=DEFAULT, prompt=prompt, max_tokens=6, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == text
+
+
 def test_context_overflow_is_a_clear_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=SMALL, messages=_ask("word " * 3000), max_tokens=8)

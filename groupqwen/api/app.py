@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, errors, openai, responses, review
+from groupqwen.api import admin, completions, errors, openai, responses, review
 from groupqwen.api.errors import error_body
 from groupqwen.api.services import Services, build_services
 from groupqwen.config import Settings
@@ -130,6 +130,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.state.services = services
     errors.install(app)
     app.include_router(openai.router)
+    app.include_router(completions.router)
     app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(review.router)

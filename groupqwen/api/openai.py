@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -26,12 +27,12 @@ from groupqwen.api.schemas.chat import (
 from groupqwen.api.schemas.embeddings import EmbeddingRequest, embedding_texts, embeddings_json
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
-from groupqwen.api.streaming import Disconnect, EventStream, answer_frames
+from groupqwen.api.streaming import ChunkFrames, Disconnect, EventStream, answer_frames
 from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
-from groupqwen.messages import ChatRequest, Decision
-from groupqwen.orchestrator.answer import RequestContext, cache_tenant
+from groupqwen.messages import ChatRequest, Completion, Decision
+from groupqwen.orchestrator.answer import Answer, RequestContext, cache_tenant
 from groupqwen.telemetry import timing
 from groupqwen.telemetry.timing import Trace
 
@@ -105,31 +106,59 @@ async def chat_completions(request: Request) -> Response:
 
 async def _chat_completions(request: Request, services: Services, trace: Trace) -> Response:
     chat, body = await _parse(request, services.settings)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    return await respond(
+        request,
+        services,
+        trace,
+        chat,
+        stream=bool(body.stream),
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        payload=lambda answer, completion: completion_json(
+            completion_id, answer.decision, completion, chat.logprobs
+        ),
+        frames=lambda answer: ChunkWriter(completion_id, answer.decision.model),
+    )
+
+
+async def respond(
+    request: Request,
+    services: Services,
+    trace: Trace,
+    chat: ChatRequest,
+    *,
+    stream: bool,
+    include_usage: bool,
+    payload: Callable[[Answer, Completion], dict[str, Any]],
+    frames: Callable[[Answer], ChunkFrames],
+) -> Response:
+    """Run ``chat`` and answer with JSON (``payload``'s object, plus the ``groupqwen`` decision) or SSE
+    (``frames``' chunks): what chat and text completions share. The trace learns the tenant and the mode;
+    errors before the first token raise from here."""
     authorization = request.headers.get("authorization")
     trace.tenant = timing.tenant(chat.user, authorization)
-    trace.stream = bool(body.stream)
+    trace.stream = stream
     ttl_s, read_cache = cache_control(request)
-    context = RequestContext(cache_tenant(authorization, chat.user), ttl_s, read_cache, bool(body.stream))
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    context = RequestContext(cache_tenant(authorization, chat.user), ttl_s, read_cache, stream)
     watch = Disconnect(request.receive)
     answer = await watch.watching(services.pipeline.run(chat, context))  # errors before the first token
-    if not body.stream:
+    if not stream:
         completion = await watch.watching(answer.collect())
         watch.stop()
-        payload = completion_json(completion_id, answer.decision, completion, chat.logprobs)
-        payload["groupqwen"] = decision_json(answer.decision)
+        body = payload(answer, completion)
+        body["groupqwen"] = decision_json(answer.decision)
         services.telemetry.finish(trace)
-        return JSONResponse(payload, headers=decision_headers(answer.decision, answer.cache))
-    frames = answer_frames(
+        return JSONResponse(body, headers=decision_headers(answer.decision, answer.cache))
+    events = answer_frames(
         answer,
-        ChunkWriter(completion_id, answer.decision.model),
+        frames(answer),
         logprobs=chat.logprobs,
-        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        include_usage=include_usage,
         finish=partial(services.telemetry.finish, trace),
     )
     headers = decision_headers(answer.decision, answer.cache)
     headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-    return EventStream(frames, headers, watch)
+    return EventStream(events, headers, watch)
 
 
 def _auto_json(services: Services) -> dict[str, Any]:

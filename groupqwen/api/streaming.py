@@ -3,7 +3,8 @@
 ``Disconnect`` watches one request for the client leaving and cancels the request's task (which stops the
 generation wherever it waits); ``EventStream`` writes SSE from the request's own task; ``answer_frames``
 frames an ``Answer``'s deltas as ``chat.completion.chunk`` events, the first with the role chunk in one
-write, a failure mid-stream as an error event, always ending with ``[DONE]``.
+write, a failure mid-stream as an error event, always ending with ``[DONE]`` (text completions' chunks
+likewise).
 """
 
 from __future__ import annotations
@@ -12,20 +13,33 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from groupqwen import log
 from groupqwen.api.errors import error_body
-from groupqwen.api.schemas.chat import ChunkWriter, decision_json
+from groupqwen.api.schemas.chat import decision_json
 from groupqwen.errors import ClientDisconnected, GroupQwenError
+from groupqwen.messages import Delta, Usage
 from groupqwen.orchestrator.answer import Answer
 
 _log = log.get(__name__)
 T = TypeVar("T")
 DONE = b"data: [DONE]\n\n"
+
+
+class ChunkFrames(Protocol):
+    """The chunk objects of one streamed answer (``chat.completion.chunk``, or ``text_completion``)."""
+
+    def role(self) -> dict[str, Any] | None:
+        """The chunk that leads the first delta (chat: the role), or ``None``."""
+        ...
+
+    def delta(self, delta: Delta, logprobs: bool) -> dict[str, Any]: ...
+
+    def usage(self, usage: Usage) -> dict[str, Any]: ...
 
 
 def sse(payload: dict[str, Any]) -> bytes:
@@ -100,7 +114,7 @@ class EventStream(StreamingResponse):
 
 async def answer_frames(
     answer: Answer,
-    writer: ChunkWriter,
+    writer: ChunkFrames,
     *,
     logprobs: bool,
     include_usage: bool,
@@ -112,7 +126,8 @@ async def answer_frames(
     failure: BaseException | None = None
     try:
         async with aclosing(answer):
-            lead = sse(writer.role())  # sent with the first delta: one write for the first token
+            first = writer.role()
+            lead = b"" if first is None else sse(first)  # sent with the first delta: one write for it
             try:
                 async for delta in answer:
                     frame = writer.delta(delta, logprobs)

@@ -302,7 +302,10 @@ class _Loaded:
         return text.decode("utf-8", errors="replace")
 
     def prompt(self, request: GenerationRequest) -> tuple[list[int], bool]:
-        """The rendered, tokenized prompt, and whether it ends inside an open ``<think>``."""
+        """The rendered, tokenized prompt, and whether it ends inside an open ``<think>``; a raw prompt is
+        tokenized as written (special tokens in it are read as such, as llama.cpp's completion does)."""
+        if request.raw_prompt:
+            return self._tokens(request.messages[-1].content), False
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         try:
             rendered = self.template.render(
@@ -311,10 +314,13 @@ class _Loaded:
             )  # fmt: skip
         except jinja2.TemplateError as exc:
             raise InvalidRequest(f"the chat template rejected the messages: {exc}", param="messages") from exc
-        tokens: list[int] = self.llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
+        return self._tokens(rendered), rendered.rstrip().endswith("<think>")
+
+    def _tokens(self, text: str) -> list[int]:
+        tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         if self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
             tokens.insert(0, self.bos)
-        return tokens, rendered.rstrip().endswith("<think>")
+        return tokens
 
     def grammar(self, response_format: ResponseFormat | None) -> Any:
         if response_format is None:

@@ -226,18 +226,25 @@ class OpenAIHTTPBackend:
         return BackendError(f"model {self.model_id!r}: no replica could serve the request ({reasons})")
 
     def _body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The upstream's request: a chat completion, or for a raw prompt a text completion
+        (``/completions``, its ``logprobs`` the number of alternatives)."""
         sampling, fmt = request.sampling, request.response_format
         body: dict[str, Any] = {
             "model": self.remote_model,
-            "messages": [_message(m) for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
-            "chat_template_kwargs": {"enable_thinking": request.enable_thinking},
         }
-        if request.logprobs or request.top_logprobs:
-            body.update(logprobs=True, top_logprobs=request.top_logprobs)
+        if request.raw_prompt:
+            body["prompt"] = request.messages[-1].content
+            if request.logprobs or request.top_logprobs:
+                body["logprobs"] = request.top_logprobs
+        else:
+            body["messages"] = [_message(m) for m in request.messages]
+            body["chat_template_kwargs"] = {"enable_thinking": request.enable_thinking}
+            if request.logprobs or request.top_logprobs:
+                body.update(logprobs=True, top_logprobs=request.top_logprobs)
         optional = {"seed": sampling.seed, "stop": list(sampling.stop), "max_tokens": sampling.max_tokens}
         body.update((k, v) for k, v in optional.items() if v is not None and v != [])
         if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
@@ -258,7 +265,11 @@ class OpenAIHTTPBackend:
             try:
                 async with AsyncExitStack() as stack:
                     async with asyncio.timeout_at(deadline):
-                        url = f"{replica.url}/chat/completions"
+                        url = (
+                            f"{replica.url}/completions"
+                            if "prompt" in body
+                            else f"{replica.url}/chat/completions"
+                        )
                         response = await stack.enter_async_context(client.stream("POST", url, json=body))
                         if response.is_error:
                             await response.aread()

@@ -1,9 +1,11 @@
-"""Reading an OpenAI-compatible chat-completions stream: server-sent events into ``Chunk``s.
+"""Reading an OpenAI-compatible chat-completions (or text-completions) stream: server-sent events into
+``Chunk``s.
 
 ``sse_data`` yields each event's ``data``; ``StreamParser`` turns those payloads into ``Chunk``s with
-``TokenLogprob``s, re-wrapping ``delta.reasoning_content`` (vLLM's reasoning parser) as
-``<think>…</think>`` text and keeping the finish reason and usage for its last chunk. A stream that ends
-without a finish reason, or carries an error event or a malformed one, raises ``StreamIncomplete``.
+``TokenLogprob``s (a text completion's ``choices[].text`` and legacy ``logprobs`` too), re-wrapping
+``delta.reasoning_content`` (vLLM's reasoning parser) as ``<think>…</think>`` text and keeping the finish
+reason and usage for its last chunk. A stream that ends without a finish reason, or carries an error event
+or a malformed one, raises ``StreamIncomplete``.
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ class StreamParser:
             self.usage = Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
         if not (choices := event.get("choices")):
             return None
-        choice, text = choices[0], ""
+        choice = choices[0]
+        if "text" in choice:  # a text completion
+            return self._text(choice)
+        text = ""
         delta = choice.get("delta") or {}
         if reasoning := delta.get("reasoning_content") or delta.get("reasoning"):
             text += reasoning if self.reasoning else "<think>" + reasoning
@@ -66,6 +71,30 @@ class StreamParser:
         if reason := choice.get("finish_reason"):
             self.finish_reason = "length" if reason == "length" else "stop"
         return Chunk(text=text, logprobs=logprobs) if text or logprobs else None
+
+    def _text(self, choice: Mapping[str, Any]) -> Chunk | None:
+        """A text completion's choice: ``text``, and legacy ``logprobs`` (``tokens``, ``token_logprobs``,
+        ``top_logprobs`` as one ``{token: logprob}`` object per token)."""
+        text = str(choice.get("text") or "")
+        legacy = choice.get("logprobs") or {}
+        tokens = legacy.get("tokens") or []
+        values = legacy.get("token_logprobs") or []
+        tops = legacy.get("top_logprobs") or [None] * len(tokens)
+        if not len(tokens) == len(values) == len(tops):
+            raise ValueError("logprobs' tokens, token_logprobs and top_logprobs differ in length")
+        logprobs = tuple(self._legacy(t, v, top) for t, v, top in zip(tokens, values, tops, strict=True))
+        self.tokens += len(logprobs) or (1 if text else 0)
+        if reason := choice.get("finish_reason"):
+            self.finish_reason = "length" if reason == "length" else "stop"
+        return Chunk(text=text, logprobs=logprobs) if text or logprobs else None
+
+    def _legacy(self, token: Any, logprob: Any, top: Mapping[str, Any] | None) -> TokenLogprob:
+        alternatives = tuple(
+            TopLogprob(str(t), float(lp), tuple(str(t).encode())) for t, lp in (top or {}).items()
+        )
+        return TokenLogprob(
+            str(token), float(logprob), tuple(str(token).encode()), alternatives[: self.top_n]
+        )
 
     def _logprob(self, entry: Mapping[str, Any]) -> TokenLogprob:
         top = tuple(

@@ -66,6 +66,8 @@ def cache_key(request: ChatRequest, tenant: str, model: str, embedder: tuple[str
         "thinking": request.enable_thinking,
         "embedder": list(embedder),
     }
+    if request.raw_prompt:  # a text completion never shares a chat answer
+        shaping["raw"] = True
     if request.images:  # each message's images (URL and detail), digested; text-only scopes unchanged
         shaping["images"] = [[_digest([i.url, i.detail]) for i in m.images] for m in request.messages]
     scope = _digest(shaping)

@@ -124,6 +124,7 @@ class Cascade:
             top_logprobs=max(asked_top, TOP_K) if bar is not None else asked_top,
             response_format=request.response_format,
             enable_thinking=step.thinking,
+            raw_prompt=request.raw_prompt,
         )
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []

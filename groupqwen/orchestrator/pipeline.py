@@ -200,7 +200,7 @@ class Pipeline:
         async with aclosing(chunks):
             async for chunk in self._resume(chunks, first):
                 if splitter is None:
-                    splitter = ThinkSplitter(inside=chunk.prompt_opens_thinking)
+                    splitter = ThinkSplitter(chunk.prompt_opens_thinking, enabled=not request.raw_prompt)
                 reasoning, content = splitter.feed(chunk.text)
                 if chunk.finish_reason is not None:
                     tail_reasoning, tail_content = splitter.flush()

@@ -37,14 +37,18 @@ def _partial_tag_suffix(text: str, tag: str) -> int:
 
 
 class ThinkSplitter:
-    """Feed text pieces; get ``(reasoning, content)`` pieces back. ``flush()`` at the end of the stream."""
+    """Feed text pieces; get ``(reasoning, content)`` pieces back. ``flush()`` at the end of the stream.
+    ``enabled=False`` (a text completion's output, wanted as written): everything is content."""
 
-    def __init__(self, inside: bool = False) -> None:
+    def __init__(self, inside: bool = False, *, enabled: bool = True) -> None:
         self._inside = inside
+        self._enabled = enabled
         self._buffer = ""
         self._strip_leading = inside  # whitespace right after a tag is layout, not text
 
     def feed(self, text: str) -> tuple[str, str]:
+        if not self._enabled:
+            return "", text
         self._buffer += text
         reasoning: list[str] = []
         content: list[str] = []

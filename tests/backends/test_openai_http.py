@@ -280,6 +280,22 @@ async def test_streams_with_logprobs_and_usage(servers: list[LlamaServer]) -> No
     assert not last.text and not last.logprobs
 
 
+async def test_a_raw_prompt_is_a_text_completion_upstream(servers: list[LlamaServer]) -> None:
+    """``raw_prompt``: the server's ``/completions`` continues the text as written, with legacy logprobs."""
+    async with loaded(servers[0].url) as backend:
+        chunks = await collect(
+            backend, ask("The capital of France is", max_tokens=4, top_logprobs=2, raw_prompt=True)
+        )
+        chat = await collect(backend, ask("The capital of France is", max_tokens=4))
+    *tokens, last = chunks
+    text = "".join(c.text for c in tokens)
+    logprobs = [lp for c in tokens for lp in c.logprobs]
+    assert text and "".join(lp.token for lp in logprobs) == text
+    assert len(logprobs) == 4 and all(lp.logprob <= 0 and len(lp.top) == 2 for lp in logprobs)
+    assert last.finish_reason == "length"
+    assert text != "".join(c.text for c in chat)  # the chat template would make it an assistant's answer
+
+
 async def test_non_streaming_answer_is_the_joined_stream(servers: list[LlamaServer]) -> None:
     """What ``Pipeline.complete`` builds: the same text as the stream, with usage; logprobs without
     top alternatives unless asked for."""

@@ -106,8 +106,9 @@ async def test_the_exact_layer_ignores_one_closing_mark_after_a_letter(cache: Se
             "t",
             "m",
         ),
+        (replace(ask("What is the capital of France?"), raw_prompt=True), "t", "m"),
     ],
-    ids=["tenant", "model", "system", "temperature", "thinking", "max_tokens", "history"],
+    ids=["tenant", "model", "system", "temperature", "thinking", "max_tokens", "history", "text completion"],
 )
 async def test_never_a_hit_across_scopes(
     cache: SemanticCache, changed: ChatRequest, tenant: str, model: str

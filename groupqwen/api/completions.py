@@ -1,0 +1,59 @@
+"""``POST /v1/completions`` (OpenAI's legacy text completions), thin like the chat route: parse the body →
+one ``Pipeline.run`` (the prompt continued as written) → JSON or SSE ``text_completion`` chunks
+(``openai.respond``)."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from groupqwen.api.body import json_object
+from groupqwen.api.errors import from_validation_error
+from groupqwen.api.openai import respond
+from groupqwen.api.schemas.completions import (
+    CompletionRequest,
+    TextChunkWriter,
+    completion_json,
+    to_chat_request,
+)
+from groupqwen.api.services import Services
+from groupqwen.telemetry.timing import Trace
+
+router = APIRouter()
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    """Every text completion, streamed or not, errors included, ends in one telemetry record."""
+    services: Services = request.app.state.services
+    trace = services.telemetry.trace()
+    try:
+        return await _completions(request, services, trace)
+    except BaseException as exc:
+        services.telemetry.finish(trace, exc)
+        raise
+
+
+async def _completions(request: Request, services: Services, trace: Trace) -> Response:
+    try:
+        body = CompletionRequest.model_validate(json_object(await request.body()))
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    chat = to_chat_request(body, services.settings.max_stop_sequences)
+    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    echo = chat.messages[0].content if body.echo else ""
+    return await respond(
+        request,
+        services,
+        trace,
+        chat,
+        stream=body.stream,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        payload=lambda answer, completion: completion_json(
+            completion_id, answer.decision, completion, chat.logprobs, echo
+        ),
+        frames=lambda answer: TextChunkWriter(completion_id, answer.decision.model, echo),
+    )
