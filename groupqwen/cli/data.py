@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-if TYPE_CHECKING:  # the pipeline's imports (lingua, datasketch) are heavy: commands import them when run
+if TYPE_CHECKING:  # heavy imports (datasketch, language ID): commands import them when run
     from groupqwen.finetune.importers import ImportReport
 
 data_app = typer.Typer(
@@ -178,7 +178,9 @@ def curate(
     source: Annotated[Path, typer.Argument(help="Conversations JSONL (from `data import`)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Curated JSONL to write")] = Path("curated.jsonl"),
     rejected: Annotated[Path | None, typer.Option(help="Also write rejected ids and reasons here")] = None,
-    lang: Annotated[list[str] | None, typer.Option(help="Target language (ISO 639-1), repeatable")] = None,
+    lang: Annotated[
+        list[str] | None, typer.Option(help="Target language (ISO 639: en, fr…), repeatable")
+    ] = None,
     any_language: Annotated[bool, typer.Option(help="Keep every language")] = False,
     min_chars: Annotated[int, typer.Option(help="Shortest question or answer kept")] = 2,
     max_chars: Annotated[int, typer.Option(help="Longest turn kept")] = 32_000,

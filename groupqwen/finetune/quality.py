@@ -2,7 +2,7 @@
 
 A bad exchange (a question and its answer) cuts the conversation there: later turns build on earlier ones,
 so the conversation keeps only what came before it, and is rejected if nothing is left. The language is
-judged on the whole conversation with ``lingua`` (offline, statistical), built once per :class:`Quality`.
+judged on the whole conversation by ``modalities.langid`` (fastText's language-ID model, offline).
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lingua import IsoCode639_1, Language, LanguageDetector, LanguageDetectorBuilder
-
 from groupqwen.finetune.records import Conversation, Turn
+from groupqwen.modalities import langid
 
 _REFUSAL = re.compile(
     r"^\s*(?:I'?m sorry,? but|I am sorry,? but|I apologi[sz]e,? but|Sorry,? (?:but )?I can(?:'|no)t|"
@@ -25,19 +24,13 @@ _MOJIBAKE = re.compile(r"\ufffd|Ã[\x80-\xbf©¨§¤¶¼½]|â€[™œ\x9d“�
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _URL = re.compile(r"https?://\S+|www\.\S+")
-# Candidates of language identification besides the targets: widely used languages (fewer is faster:
-# 29 languages at 500 characters take ~2.5 ms a conversation, all 75 take ~6 ms).
-_COMMON = (
-    *("EN", "ES", "FR", "DE", "IT", "PT", "NL", "RU", "ZH", "JA", "KO", "AR", "HI", "TR", "PL"),
-    *("UK", "SV", "DA", "FI", "NB", "CS", "EL", "HE", "ID", "VI", "TH", "FA", "RO", "HU"),
-)
 
 
 @dataclass(frozen=True)
 class QualityConfig:
     min_chars: int = 2  # a question or answer shorter than this is "too short"
     max_chars: int = 32_000  # per turn
-    languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes; empty: any language
+    languages: tuple[str, ...] = ("en",)  # ISO 639 codes (``langid.languages()``); empty: any language
     drop_refusals: bool = True
     max_code_fraction: float | None = None  # e.g. 0.9: drop answers that are nearly all code
     max_url_fraction: float | None = 0.5  # drop answers that are mostly links
@@ -60,28 +53,18 @@ def is_refusal(text: str) -> bool:
 
 
 class Quality:
-    """The configured filters; owns the language detector (built on first use)."""
+    """The configured filters."""
 
     def __init__(self, config: QualityConfig) -> None:
         self.config = config
-        self._detector: LanguageDetector | None = None
         for code in config.languages:
-            if not hasattr(IsoCode639_1, code.upper()):
-                raise ValueError(f"unknown ISO 639-1 language code {code!r}")
+            if code not in langid.languages():
+                raise ValueError(f"unknown language code {code!r}: use an ISO 639 code such as en, fr, zh")
 
     def language(self, text: str) -> str | None:
-        """The ISO 639-1 code of ``text`` (500 characters without code and links); ``None``: unsure."""
-        if self._detector is None:
-            codes = dict.fromkeys((*_COMMON, *(c.upper() for c in self.config.languages)))
-            languages = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c)) for c in codes]
-            self._detector = (
-                LanguageDetectorBuilder.from_languages(*languages).with_low_accuracy_mode().build()
-            )
-        sample = _URL.sub(" ", _FENCE.sub(" ", text))[:500]
-        if len(sample.split()) < 3:
-            return None
-        found = self._detector.detect_language_of(sample)
-        return found.iso_code_639_1.name.lower() if found is not None else None
+        """The language code of ``text`` (500 characters without code and links); ``None``: unsure."""
+        found = langid.identify(text, max_chars=500)
+        return found.code if found is not None else None
 
     def turn_problem(self, turn: Turn) -> str | None:
         c = self.config

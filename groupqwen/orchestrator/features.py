@@ -1,4 +1,5 @@
-"""What the router knows about a request: measures of its text and its number of images (pure, no I/O).
+"""What the router knows about a request: measures of its text and its number of images (no I/O but the
+language-ID model's one load, ``modalities.langid``).
 
 ``extract`` reads a ``ChatRequest`` into ``Features``; ``vector`` turns them into the classifier's input:
 a few dense, human-readable measures (their names in ``DENSE``) followed by hashed word unigrams and
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from groupqwen.messages import ChatRequest
+from groupqwen.modalities import langid
 
 HASH_BUCKETS = 256
 
@@ -46,7 +48,6 @@ _TRANSLATE = re.compile(
     r"([A-Za-zÀ-ÿ]+)",
     re.IGNORECASE | re.DOTALL,
 )
-_FENCED = re.compile(r"```.*?(```|$)", re.DOTALL)  # code is no evidence of the prose's language
 _INTEGER = re.compile(r"(?<![\d.])\d{1,18}(?![\d.])")
 _WORD = re.compile(r"[^\W_]+|\d+|[-+*/=^<>{}()\[\]#`]", re.UNICODE)
 
@@ -117,20 +118,6 @@ def _script(text: str) -> str:
     return max(counts, key=lambda k: counts[k]) if counts else "latin"
 
 
-_ENGLISH_WORDS = """the a an is are was of to and in on for with what how why which who when where do does can
-you i it this that be me my please write give tell make list"""
-_ENGLISH = frozenset(_ENGLISH_WORDS.split())
-
-
-def _non_english(words: tuple[str, ...], script: str) -> bool:
-    if script != "latin":
-        return True
-    latin_words = [w for w in words if w.isalpha()]
-    if len(latin_words) < 4:
-        return False
-    return sum(w in _ENGLISH for w in latin_words) / len(latin_words) < 0.15
-
-
 def extract(request: ChatRequest) -> Features:
     last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
     everything = "\n".join(m.content for m in request.messages)
@@ -158,9 +145,7 @@ def extract(request: ChatRequest) -> Features:
         json_output=fmt is not None,
         json_schema=fmt is not None and fmt.schema is not None,
         script=script,
-        non_english=_non_english(
-            tuple(w.lower() for w in _WORD.findall(_FENCED.sub(" ", last_user))), script
-        ),
+        non_english=not langid.detect(last_user).english,
         translate_to=translate.group(1).lower() if translate else None,
         operands=tuple(int(n) for n in _INTEGER.findall(last_user)[:12]),
         images=len(request.images),

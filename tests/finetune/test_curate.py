@@ -92,7 +92,7 @@ def test_non_target_languages_are_rejected() -> None:
     assert [c.id for c in kept] == ["en"] and rejected == {"fr": "language fr"}
     kept, _ = run([french, english], quality=QualityConfig(languages=("en", "fr")))
     assert len(kept) == 2
-    with pytest.raises(ValueError, match="unknown ISO 639-1 language code 'xx'"):
+    with pytest.raises(ValueError, match="unknown language code 'xx'"):
         Quality(QualityConfig(languages=("xx",)))
 
 

@@ -222,3 +222,8 @@ def test_cascade_route_uses_the_cascade_alone_bar(tmp_path: object) -> None:
     assert cascade.steps[0].bar == pytest.approx(scorer.bar("smollm2-135m", 0.1))
     policy = RouterPolicy(tiers=(Tier(SMALL, 0.5, bar=0.6), Tier(LARGE)))  # no cascade_bar: bar for both
     assert Router(policy).route(ask("Hi", "auto:cascade"), WARM).steps[0].bar == 0.6
+
+
+def test_short_english_prompts_keep_the_english_only_tier(router: Router) -> None:
+    for text in ("Name three prime numbers.", "7 times 8", "What is the capital of Italy?"):
+        assert not extract(ask(text)).non_english, text
