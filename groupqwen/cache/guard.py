@@ -58,7 +58,7 @@ class Verdict:
     reason: str = ""
 
 
-def _tokens(text: str) -> list[str]:
+def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower().replace("n't", "nt").replace("\u2019", "'"))
 
 
@@ -75,22 +75,22 @@ def _is_number(token: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class Parsed:
     words: list[str]  # every token, stemmed, in order
     negations: int
     numbers: frozenset[str]
     content: tuple[str, ...]  # content words, in order of first appearance
 
 
-def _parse(text: str) -> _Parsed:
-    words = [t if t in _STOPWORDS or t in _NEGATIONS else _stem(t.replace("'", "")) for t in _tokens(text)]
+def parse(text: str) -> Parsed:
+    words = [t if t in _STOPWORDS or t in _NEGATIONS else _stem(t.replace("'", "")) for t in tokens(text)]
     negations = sum(1 for t in words if t in _NEGATIONS)
     numbers = frozenset(t for t in words if _is_number(t))
     content: list[str] = []
     for word in words:
         if word not in _NEGATIONS and word not in _STOPWORDS and not _is_number(word) and word not in content:
             content.append(word)
-    return _Parsed(words, negations, numbers, tuple(content))
+    return Parsed(words, negations, numbers, tuple(content))
 
 
 def _antonym_prefixed(words: set[str], others: set[str]) -> bool:
@@ -156,7 +156,7 @@ class LexicalGuard:
         self.max_substitution = max_substitution
 
     def check(self, query: str, cached: str) -> Verdict:
-        q, c = _parse(query), _parse(cached)
+        q, c = parse(query), parse(cached)
         if (q.negations > 0) != (c.negations > 0):
             return Verdict(False, "negation")
         q_words, c_words = set(q.content), set(c.content)
