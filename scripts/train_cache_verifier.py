@@ -4,15 +4,16 @@
 
 Inputs: Quora Question Pairs (``bench/qqp.py``: the ``tune`` part fits the weights, the ``calibrate`` part
 maps accepted false-hit rates to bars; the ``heldout`` part is never read here) and the project's
-hand-made tuning pairs (``bench/data/cache_pairs.tsv``: negations, swaps, numbers, entities), which join
-the training rows with ``HAND_WEIGHT`` each so the rare minimal pairs are not drowned; the hand-made
-held-out pairs are never read here either.
+hand-made tuning pairs (``bench/data/cache_pairs.tsv``: negations, swaps, numbers, entities), which may
+join the training rows with a weight each (``HAND_WEIGHTS``, 0: not at all); the hand-made held-out pairs
+are never read here either.
 
-The model sees only candidates (cosine ≥ its floor): the pairs a lookup would verify. The floor (``FLOORS``)
-and the L2 strength are chosen by ``K``-fold cross-validation on the tune part (the recall at a 1 % false-hit
-rate, pair-level over all of a fold's pairs, the way ``bench/cache_quality.py`` reports). The calibration
-table: for each target rate, the lowest bar whose false-hit rate on the calibrate part (non-duplicates served,
-over all of them) stays within ``MARGIN`` × the target, so that the rate holds on pairs the fit never saw.
+The model sees only candidates (cosine ≥ its floor): the pairs a lookup would verify. The floor (``FLOORS``),
+the hand-made pairs' weight and the L2 strength are chosen by ``K``-fold cross-validation on the tune part
+(the recall at a 1 % false-hit rate, pair-level over all of a fold's pairs, the way ``bench/cache_quality.py``
+reports). The calibration table: for each target rate, the lowest bar whose false-hit rate on the calibrate
+part (non-duplicates served, over all of them) stays within ``MARGIN`` × the target, so that the rate holds on
+pairs the fit never saw.
 Deterministic: the same data give the same file.
 """
 
@@ -41,7 +42,7 @@ from groupqwen.orchestrator.classifier import Logistic, folds, probabilities  # 
 Array = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
 HAND = ROOT / "bench" / "data" / "cache_pairs.tsv"
-HAND_WEIGHT = 2.0
+HAND_WEIGHTS = (0.0, 2.0)
 K = 4
 FLOORS = (0.70, 0.80, 0.85)
 L2_GRID = (1.0, 10.0)
@@ -104,10 +105,6 @@ def hand_pairs() -> tuple[list[str], list[str], Bools]:
     return a, b, np.array(labels)
 
 
-def pick(mask: Bools, *lists: list[str]) -> list[list[str]]:
-    return [[t for t, k in zip(items, mask, strict=True) if k] for items in lists]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=qqp.DEFAULT_DATA)
@@ -123,11 +120,11 @@ def main() -> None:
     x = matrix(tune.a, tune.b, tune.cosine.astype(np.float64), idf)
     y = tune.labels.astype(np.float64)
     fold = folds(len(y), K)
-    print(f"tune: {len(y)} pairs; hand-made: {len(hand_labels)} pairs (weight {HAND_WEIGHT})")
+    print(f"tune: {len(y)} pairs; hand-made: {len(hand_labels)} pairs")
 
-    def fitted(rows: Bools, floor: float, l2: float) -> Logistic:
-        keep, hand = rows & (x[:, 0] >= floor), hand_x[:, 0] >= floor
-        weight = np.concatenate([np.ones(int(keep.sum())), np.full(int(hand.sum()), HAND_WEIGHT)])
+    def fitted(rows: Bools, floor: float, l2: float, hand_weight: float) -> Logistic:
+        keep, hand = rows & (x[:, 0] >= floor), (hand_x[:, 0] >= floor) & (hand_weight > 0)
+        weight = np.concatenate([np.ones(int(keep.sum())), np.full(int(hand.sum()), hand_weight)])
         xs = np.concatenate([x[keep], hand_x[hand]])
         ys = np.concatenate([y[keep], hand_labels[hand].astype(np.float64)])
         return fit(xs, ys, l2=l2, weight=weight)
@@ -135,21 +132,21 @@ def main() -> None:
     def scored(model: Logistic, floor: float, inputs: Array) -> Array:
         return np.where(inputs[:, 0] >= floor, probabilities(model, inputs), -np.inf)
 
-    best: tuple[float, float, float] | None = None  # (recall, floor, l2)
-    for floor in FLOORS:
-        for l2 in L2_GRID:
-            scores = np.zeros(len(y))
-            for k in range(K):
-                scores[fold == k] = scored(fitted(fold != k, floor, l2), floor, x[fold == k])
-            got = [recall_at(scores[fold == k], tune.labels[fold == k], 0.01) for k in range(K)]
-            print(
-                f"floor {floor:.2f}, l2 {l2:>5}: cross-validated recall at 1 % false hits {np.mean(got):.3f}"
-            )
-            if best is None or np.mean(got) > best[0]:
-                best = (float(np.mean(got)), floor, l2)
+    best: tuple[float, float, float, float] | None = None  # (recall, floor, l2, hand weight)
+    for hand_weight in HAND_WEIGHTS:
+        for floor in FLOORS:
+            for l2 in L2_GRID:
+                scores = np.zeros(len(y))
+                for k in range(K):
+                    model = fitted(fold != k, floor, l2, hand_weight)
+                    scores[fold == k] = scored(model, floor, x[fold == k])
+                got = np.mean([recall_at(scores[fold == k], tune.labels[fold == k], 0.01) for k in range(K)])
+                print(f"hand-made weight {hand_weight}, floor {floor}, l2 {l2}: CV recall at 1 % {got:.3f}")
+                if best is None or got > best[0]:
+                    best = (float(got), floor, l2, hand_weight)
     assert best is not None
-    _, floor, l2 = best
-    model = fitted(np.ones(len(y), bool), floor, l2)
+    _, floor, l2, hand_weight = best
+    model = fitted(np.ones(len(y), bool), floor, l2, hand_weight)
 
     scores = scored(model, floor, matrix(calibrate.a, calibrate.b, calibrate.cosine.astype(np.float64), idf))
     negatives = ~calibrate.labels
@@ -178,7 +175,7 @@ def main() -> None:
         "trained_on": {
             "tune_pairs": len(tune.labels),
             "hand_pairs": len(hand_labels),
-            "hand_weight": HAND_WEIGHT,
+            "hand_weight": hand_weight,
             "l2": l2,
             "cv_recall_at_1pct": round(best[0], 4),
             "calibrate_pairs": len(calibrate.labels),
