@@ -63,33 +63,45 @@ def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[s
         headers["x-groupqwen-cache"] = cached.status
         if cached.similarity is not None:
             headers["x-groupqwen-cache-similarity"] = f"{cached.similarity:.4f}"
+        if cached.stage is not None:
+            headers["x-groupqwen-cache-stage"] = cached.stage
+        if cached.score is not None:
+            headers["x-groupqwen-cache-score"] = f"{cached.score:.4f}"
     return headers
 
 
 CACHE_TTL_HEADER = "x-groupqwen-cache-ttl"
+CACHE_RATE_HEADER = "x-groupqwen-cache-max-false-hit-rate"
 
 
-def cache_control(request: Request) -> tuple[float | None, bool]:
-    """The request's cache wishes: (TTL for its answer, whether to read the cache).
+def _header_number(request: Request, name: str, low: float, high: float, what: str) -> float | None:
+    """The header ``name`` as a number in [``low``, ``high``]; ``None`` when absent; else a 400."""
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InvalidRequest(f"The {name} header must be {what}, not {raw[:40]!r}", param=name)
+    return value
+
+
+def cache_control(request: Request) -> tuple[float | None, bool, float | None]:
+    """The request's cache wishes: (TTL for its answer, whether to read the cache, accepted false-hit
+    rate).
 
     ``x-groupqwen-cache-ttl`` sets the TTL in seconds (0: do not store; above ``cache.max_ttl_s``: that);
-    ``Cache-Control: no-cache`` skips reading the cache, ``no-store`` reading and storing."""
-    ttl_s: float | None = None
-    raw = request.headers.get(CACHE_TTL_HEADER)
-    if raw is not None:
-        try:
-            ttl_s = float(raw)
-        except ValueError:
-            ttl_s = -1.0
-        if not math.isfinite(ttl_s) or ttl_s < 0:
-            raise InvalidRequest(
-                f"The {CACHE_TTL_HEADER} header must be a number of seconds >= 0, not {raw[:40]!r}",
-                param=CACHE_TTL_HEADER,
-            )
+    ``x-groupqwen-cache-max-false-hit-rate`` (0 to 1) the verifier's accepted false-hit rate for this
+    request instead of ``cache.max_false_hit_rate``; ``Cache-Control: no-cache`` skips reading the cache,
+    ``no-store`` reading and storing."""
+    ttl_s = _header_number(request, CACHE_TTL_HEADER, 0.0, math.inf, "a number of seconds >= 0")
+    rate = _header_number(request, CACHE_RATE_HEADER, 0.0, 1.0, "a fraction from 0 to 1, e.g. 0.01")
     directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
     if "no-store" in directives:
-        return 0.0, False
-    return ttl_s, "no-cache" not in directives
+        return 0.0, False, rate
+    return ttl_s, "no-cache" not in directives, rate
 
 
 @router.post("/v1/chat/completions")
@@ -138,15 +150,16 @@ async def respond(
     authorization = request.headers.get("authorization")
     trace.tenant = timing.tenant(chat.user, authorization)
     trace.stream = stream
-    ttl_s, read_cache = cache_control(request)
-    context = RequestContext(cache_tenant(authorization, chat.user), ttl_s, read_cache, stream)
+    ttl_s, read_cache, rate = cache_control(request)
+    tenant = cache_tenant(authorization, chat.user)
+    context = RequestContext(tenant, ttl_s, read_cache, stream, max_false_hit_rate=rate)
     watch = Disconnect(request.receive)
     answer = await watch.watching(services.pipeline.run(chat, context))  # errors before the first token
     if not stream:
         completion = await watch.watching(answer.collect())
         watch.stop()
         body = payload(answer, completion)
-        body["groupqwen"] = decision_json(answer.decision)
+        body["groupqwen"] = decision_json(answer.decision, answer.cache)
         services.telemetry.finish(trace)
         return JSONResponse(body, headers=decision_headers(answer.decision, answer.cache))
     events = answer_frames(

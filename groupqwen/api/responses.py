@@ -100,8 +100,9 @@ async def _create_response(request: Request, services: Services, trace: timing.T
     authorization = request.headers.get("authorization")
     trace.tenant = timing.tenant(chat.user, authorization)
     trace.stream = body.stream
-    ttl_s, read_cache = cache_control(request)
-    context = RequestContext(cache_tenant(authorization, chat.user), ttl_s, read_cache, body.stream)
+    ttl_s, read_cache, rate = cache_control(request)
+    tenant = cache_tenant(authorization, chat.user)
+    context = RequestContext(tenant, ttl_s, read_cache, body.stream, max_false_hit_rate=rate)
     writer = ResponseWriter(body, new_id("resp"))
     watch = Disconnect(request.receive)
     answer = await watch.watching(services.pipeline.run(chat, context))

@@ -132,7 +132,7 @@ async def answer_frames(
                 async for delta in answer:
                     frame = writer.delta(delta, logprobs)
                     if delta.finish_reason is not None:  # the decision as it stands (confidence known)
-                        frame["groupqwen"] = decision_json(answer.decision)
+                        frame["groupqwen"] = decision_json(answer.decision, answer.cache)
                     yield lead + sse(frame)
                     lead = b""
                     if delta.usage is not None and include_usage:

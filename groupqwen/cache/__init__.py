@@ -8,9 +8,10 @@ health), ``keys.py`` (scope and exact key), ``policy.py`` (what may be cached; `
 from __future__ import annotations
 
 from groupqwen.cache.build import build_cache, cache_from_settings, embedder_from_settings
+from groupqwen.cache.counters import CacheStats
 from groupqwen.cache.embedders import Embedder, HashingEmbedder, MiniLMEmbedder, OpenAIEmbedder
 from groupqwen.cache.policy import CachePolicy, Lookup
-from groupqwen.cache.semantic import CacheStats, SemanticCache
+from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import EmbeddedStore, Invalidation, VectorStore
 
 __all__ = [

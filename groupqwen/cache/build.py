@@ -5,20 +5,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from groupqwen import log
 from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
 from groupqwen.cache.policy import CachePolicy
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import EmbeddedStore, VectorStore
+from groupqwen.cache.verifier import load as load_verifier
 from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.config import CacheConfig, Settings
+
+_log = log.get(__name__)
 
 
 def build_cache(
     config: CacheConfig, *, data_dir: Path, embedder: Embedder, clock: Clock = SYSTEM_CLOCK
 ) -> SemanticCache | None:
-    """The cache ``config`` describes, or ``None`` when its backend is ``off``. The embedded store's file
-    is ``config.path``, by default ``data_dir/cache.sqlite``. The cache and its store share ``clock``
-    (entries' expiry; the Redis store's circuit breaker)."""
+    """The cache ``config`` describes, or ``None`` when its backend is ``off``. The embedded store's file is
+    ``config.path``, by default ``data_dir/cache.sqlite``. The shipped verifier checks candidate hits when
+    ``config.verifier`` is on and ``embedder`` is the one it was fitted for. The cache and its store share
+    ``clock`` (entries' expiry; the Redis store's circuit breaker)."""
     if config.backend == "off":
         return None
     store: VectorStore
@@ -35,7 +40,14 @@ def build_cache(
     else:
         path = config.path or data_dir / "cache.sqlite"
         store = EmbeddedStore(path, embedder.dim, max_entries=config.max_entries, clock=clock)
-    return SemanticCache(store, embedder, CachePolicy.from_config(config), clock=clock)
+    verifier = None
+    if config.verifier:
+        shipped = load_verifier()
+        if shipped.embedder == embedder.name:
+            verifier = shipped
+        else:
+            _log.info("cache verifier off: fitted for another embedder", fitted=shipped.embedder)
+    return SemanticCache(store, embedder, CachePolicy.from_config(config), clock=clock, verifier=verifier)
 
 
 def embedder_from_settings(settings: Settings) -> Embedder:

@@ -18,17 +18,22 @@ Status = Literal["hit", "miss", "bypass"]
 # the lookup step outlasted ``timeout_s``
 BypassReason = Literal["policy", "no_cache", "store_slow", "store_down", "embedder", "timeout"]
 BYPASS_REASONS: tuple[BypassReason, ...] = get_args(BypassReason)
+# which stage served a hit: the exact layer; the verifier (``verifier.py``); the cosine threshold and the
+# lexical guard (where no verifier fits the embedder, or it is turned off)
+Stage = Literal["exact", "verifier", "threshold"]
 
 
 @dataclass(frozen=True)
 class CachePolicy:
-    threshold: float  # the least cosine similarity served as a hit
+    threshold: float  # without a verifier: the least cosine similarity served as a hit
     ttl_s: float  # an answer's TTL unless the request sets one
     max_ttl_s: float  # the longest TTL a request may set
     max_temperature: float  # hotter requests bypass
     cache_seeded: bool  # whether requests with a seed are cached (each seed its own scope)
     timeout_s: float  # each layer of a lookup (the semantic one with its embedding), or a store
     candidates: int = 4  # neighbours tried, best first
+    max_false_hit_rate: float = 0.01  # with a verifier: the false-hit rate accepted (its calibrated bar)
+    min_confidence: float = 0.5  # scored answers below it are not kept (``answers.py``)
 
     @classmethod
     def from_config(cls, config: CacheConfig) -> CachePolicy:
@@ -39,6 +44,8 @@ class CachePolicy:
             max_temperature=config.max_temperature,
             cache_seeded=config.cache_seeded,
             timeout_s=config.timeout_s,
+            max_false_hit_rate=config.max_false_hit_rate,
+            min_confidence=config.min_confidence,
         )
 
     def refusal(self, request: ChatRequest) -> str | None:
@@ -65,6 +72,9 @@ class Lookup:
     vector: Vectors | None = field(default=None, compare=False, repr=False)
     pending: bool = False  # a miss of the exact layer whose semantic search has not run yet
     bypass: BypassReason | None = None  # a bypass's reason
+    stage: Stage | None = None  # a hit's: which stage accepted it
+    score: float | None = None  # a verifier's hit or best refusal: its probability that the answer serves
+    max_false_hit_rate: float | None = None  # the request's own accepted rate (None: the policy's)
 
     def completion(self) -> Completion:
         """The cached answer of a hit."""

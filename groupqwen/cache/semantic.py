@@ -1,19 +1,22 @@
 """``SemanticCache``: what may be cached, under which scope, and when a neighbour is close enough.
 
 A lookup is an exact match first (the scope plus the normalised last user turn, hashed), then a semantic
-one: the last user turn is embedded and its nearest neighbours *in the same scope* are tried, best first;
-one is served only when its cosine similarity reaches ``threshold`` and the guard (``guard.py``) accepts
-the pair. The two layers can run apart (``lookup_exact``, then ``lookup_similar`` on its ``pending``
-result), so that the orchestrator overlaps the embedding with the start of generation.
+one: the last user turn is embedded and its nearest neighbours *in the same scope* are tried, best first.
+With the verifier (``verifier.py``: the bundled embedder, ``cache.verifier`` on) every neighbour at or above
+its floor is a candidate, served when the verifier's probability reaches the bar that the accepted
+false-hit rate maps to (the request's, else the policy's); without it, one at or above ``threshold`` that
+the guard (``guard.py``) accepts. An entry may have learned a stricter bar of its own (``bars.py``). The
+two layers can run apart (``lookup_exact``, then ``lookup_similar`` on its ``pending`` result), so that the
+orchestrator overlaps the embedding with the start of generation.
 
-``store`` does not wait for the vector store: it schedules the write as a background task and returns,
-so a miss's last delta never waits for Redis or SQLite. Within the process a write is read back all the
-same: the exact layer waits for a write in flight to the same key, the semantic layer (after its
-embedding) for the writes to its scope scheduled before it began, both within the lookup's timeout; with
-nothing in flight neither waits.
-``invalidate`` and ``clear`` first let the writes scheduled before them land (or cancel those that outlast
-the drain), so a write never brings back what they dropped; ``stats`` waits for them too, and ``close``
-drains them before closing the store. Other processes see a write once it has landed (milliseconds).
+``store`` keeps only answers worth reusing (``answers.py``), and does not wait for the vector store: it
+schedules the write as a background task and returns, so a miss's last delta never waits for Redis or SQLite.
+Within the process a write is read back all the same: the exact layer waits for a write in flight to the same
+key, the semantic layer (after its embedding) for the writes to its scope scheduled before it began, both
+within the lookup's timeout; with nothing in flight neither waits. ``invalidate`` and ``clear`` first let the
+writes scheduled before them land (or cancel those that outlast the drain), so a write never brings back what
+they dropped; ``stats`` waits for them too, and ``close`` drains them before closing the store. Other
+processes see a write once it has landed (milliseconds).
 
 The scope hashes everything else that shapes an answer (``keys.py``). Requests the policy refuses
 (``policy.py``: hotter than ``max_temperature``, with a ``seed`` unless ``cache_seeded``, asking for
@@ -28,60 +31,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from groupqwen import log
+from groupqwen.cache.answers import unworthy
+from groupqwen.cache.bars import EntryBars
+from groupqwen.cache.counters import CacheStats, Counters
 from groupqwen.cache.embedders import Embedder, Vectors
 from groupqwen.cache.guard import Guard, LexicalGuard
 from groupqwen.cache.keys import CacheKey, cache_key
-from groupqwen.cache.policy import BYPASS_REASONS, BypassReason, CachePolicy, Lookup
+from groupqwen.cache.policy import BypassReason, CachePolicy, Lookup, Stage
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation, VectorStore
+from groupqwen.cache.verifier import Verifier
 from groupqwen.cache.writes import Writes, settled
 from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.errors import CacheSlow, CacheUnavailable, EmbedderUnavailable
-from groupqwen.messages import ChatRequest, Completion
+from groupqwen.messages import ChatRequest, Completion, Decision
 
 _log = log.get(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class CacheStats:
-    backend: str
-    status: Literal["ok", "degraded"]
-    entries: int
-    bytes: int
-    hits: int
-    misses: int
-    bypasses: int
-    bypass_reasons: dict[str, int]  # bypasses by reason: every one of ``policy.BYPASS_REASONS``
-    hit_rate: float
-    exact_hits: int
-    semantic_hits: int
-    guard_rejections: int
-    stores: int
-    evictions: int
-    expired: int
-    errors: int
-
-
-@dataclass
-class _Counters:
-    hits: int = 0
-    misses: int = 0
-    bypasses: int = 0
-    bypass_reasons: dict[str, int] = field(default_factory=lambda: dict.fromkeys(BYPASS_REASONS, 0))
-    exact_hits: int = 0
-    semantic_hits: int = 0
-    guard_rejections: int = 0
-    stores: int = 0
-    errors: int = 0
-
-
 class SemanticCache:
     """The cache over ``store`` and ``embedder``. ``clock``'s wall time stamps the answers it keeps and
-    decides when they expire; give the store the same clock."""
+    decides when they expire (give the store the same clock), and the window in which a regeneration
+    teaches the served entry its own bar (``bars.py``). ``verifier``: the second stage on candidates
+    (``verifier.py``); ``None``: the threshold and the guard decide."""
 
     def __init__(
         self,
@@ -90,13 +65,16 @@ class SemanticCache:
         policy: CachePolicy,
         guard: Guard | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        verifier: Verifier | None = None,
     ) -> None:
         self._store = store
         self.embedder = embedder
         self.policy = policy
         self.guard: Guard = guard or LexicalGuard()
+        self.verifier = verifier
+        self.bars = EntryBars(clock)
         self._clock = clock
-        self._counters = _Counters()
+        self._counters = Counters()
         self._degraded = False
         self._embedder_error: str | None = None  # why the last embedding failed; None once one works
         self._writes = Writes()
@@ -112,19 +90,40 @@ class SemanticCache:
 
     # -- the request path ----------------------------------------------------------------------------
 
-    async def lookup(self, request: ChatRequest, tenant: str, model: str, *, read: bool = True) -> Lookup:
+    async def lookup(
+        self,
+        request: ChatRequest,
+        tenant: str,
+        model: str,
+        *,
+        read: bool = True,
+        max_false_hit_rate: float | None = None,
+    ) -> Lookup:
         """Find a cached answer, both layers. ``read=False`` (``Cache-Control: no-cache``) skips it but keeps
-        the key so the fresh answer is stored."""
-        return await self.lookup_similar(await self.lookup_exact(request, tenant, model, read=read))
+        the key so the fresh answer is stored; a semantic hit served for the same question shortly before
+        then tightens its entry's bar (``bars.py``). ``max_false_hit_rate``: the request's own accepted
+        rate (the verifier's bar), instead of the policy's."""
+        exact = await self.lookup_exact(
+            request, tenant, model, read=read, max_false_hit_rate=max_false_hit_rate
+        )
+        return await self.lookup_similar(exact)
 
     async def lookup_exact(
-        self, request: ChatRequest, tenant: str, model: str, *, read: bool = True
+        self,
+        request: ChatRequest,
+        tenant: str,
+        model: str,
+        *,
+        read: bool = True,
+        max_false_hit_rate: float | None = None,
     ) -> Lookup:
         """The exact layer alone: a hit, a bypass, or a ``pending`` miss for ``lookup_similar``."""
         key = self.key(request, tenant, model)
         if isinstance(key, str):
             return self._bypass("policy", key)
         if not read:
+            if self.bars.regenerated(key.entry_key) is not None:
+                self._counters.regenerated += 1
             return self._bypass("no_cache", "the client asked not to read the cache", key)
         entry = await self._guarded(self._get(key.entry_key))
         if isinstance(entry, Lookup):
@@ -132,14 +131,14 @@ class SemanticCache:
         if entry is not None and not entry.expired(self._clock.time()):
             self._counters.exact_hits += 1
             self._counters.hits += 1
-            return Lookup("hit", "exact match", key, entry, 1.0)
-        return Lookup("miss", "no exact match", key, pending=True)
+            return Lookup("hit", "exact match", key, entry, 1.0, stage="exact")
+        return Lookup("miss", "no exact match", key, pending=True, max_false_hit_rate=max_false_hit_rate)
 
     async def lookup_similar(self, lookup: Lookup) -> Lookup:
         """The semantic layer for a ``pending`` miss (anything else is returned as it is)."""
         if not lookup.pending or lookup.key is None:
             return lookup
-        found = await self._guarded(self._similar(lookup.key))
+        found = await self._guarded(self._similar(lookup.key, lookup.max_false_hit_rate))
         if found.status == "hit":
             self._counters.hits += 1
         elif found.status == "miss":
@@ -179,7 +178,7 @@ class SemanticCache:
             await settled([write])
         return await self._store.get(entry_key)
 
-    async def _similar(self, key: CacheKey) -> Lookup:
+    async def _similar(self, key: CacheKey, max_false_hit_rate: float | None) -> Lookup:
         writes = self._writes.by_scope.get(key.scope)
         earlier = list(writes) if writes else None  # this process's writes to the scope so far ...
         if not earlier and not await self._store.holds(key.scope):
@@ -189,18 +188,37 @@ class SemanticCache:
         vector = await self._embed(key.text)
         if earlier:  # ... read back: most likely they landed during the embedding
             await settled(earlier)
+        verifier = self.verifier
+        rate = self.policy.max_false_hit_rate if max_false_hit_rate is None else max_false_hit_rate
+        floor = self.policy.threshold if verifier is None else verifier.floor
+        shared_bar = 0.0 if verifier is None else verifier.bar_for(rate)
         best: float | None = None
+        best_score: float | None = None
+        stage: Stage
         for candidate, similarity in await self._store.search(key.scope, vector, self.policy.candidates):
             best = similarity if best is None else max(best, similarity)
-            if similarity < self.policy.threshold:
+            if similarity < floor:
                 break
-            verdict = self.guard.check(key.text, candidate.text)
-            if verdict.ok:
+            bar = max(shared_bar, self.bars.bar(candidate.key))
+            if verifier is None:
+                verdict = self.guard.check(key.text, candidate.text)
+                score, stage = similarity, "threshold"
+                if not verdict.ok:
+                    self._counters.guard_rejections += 1
+                    _log.debug("guard refused a neighbour", reason=verdict.reason, similarity=round(score, 4))
+                    continue
+            else:
+                score, stage = verifier.probability(key.text, candidate.text, similarity), "verifier"
+                best_score = score if best_score is None else max(best_score, score)
+            if score >= bar:
                 self._counters.semantic_hits += 1
-                return Lookup("hit", "semantic match", key, candidate, similarity, vector)
-            self._counters.guard_rejections += 1
-            _log.debug("guard refused a neighbour", reason=verdict.reason, similarity=round(similarity, 4))
-        return Lookup("miss", "no close neighbour", key, None, best, vector)
+                self.bars.served(key.entry_key, candidate.key, score)
+                return Lookup(
+                    "hit", "semantic match", key, candidate, similarity, vector, stage=stage, score=score
+                )
+            if verifier is not None:
+                self._counters.verifier_rejections += 1
+        return Lookup("miss", "no close neighbour", key, None, best, vector, score=best_score)
 
     async def _embed(self, text: str) -> Vectors:
         """The embedding; a failure, or an embedding that the step's timeout cut short, shows in the
@@ -222,14 +240,26 @@ class SemanticCache:
         return row
 
     def store(
-        self, lookup: Lookup, model: str, completion: Completion, ttl_s: float | None
+        self,
+        lookup: Lookup,
+        model: str,
+        completion: Completion,
+        ttl_s: float | None,
+        decision: Decision | None = None,
     ) -> asyncio.Task[None] | None:
         """Keep a fresh answer: the write is scheduled as a background task (the cache holds it; awaiting
-        the returned task is optional) and this returns at once; ``None`` when there is nothing to keep.
-        A failing or slow write (``timeout_s``) is logged and counted, never raised. Needs a running loop."""
+        the returned task is optional) and this returns at once; ``None`` when there is nothing to keep,
+        or the answer is not worth keeping (``answers.py``: unsure by ``decision``'s confidence, about the
+        current date or time, or about earlier turns; counted by reason). A failing or slow write
+        (``timeout_s``) is logged and counted, never raised. Needs a running loop."""
         ttl = self.policy.ttl_s if ttl_s is None else min(ttl_s, self.policy.max_ttl_s)
         key = lookup.key
         if key is None or lookup.status == "hit" or ttl <= 0 or not completion.content:
+            return None
+        reason = unworthy(key.text, completion.content, decision, self.policy.min_confidence)
+        if reason is not None:
+            self._counters.not_stored[reason] = self._counters.not_stored.get(reason, 0) + 1
+            _log.debug("answer not cached", reason=reason)
             return None
         usage = completion.usage
         answer = Answer(
@@ -342,7 +372,11 @@ class SemanticCache:
             exact_hits=c.exact_hits,
             semantic_hits=c.semantic_hits,
             guard_rejections=c.guard_rejections,
+            verifier_rejections=c.verifier_rejections,
+            regenerated=c.regenerated,
+            learned_bars=len(self.bars),
             stores=c.stores,
+            not_stored=dict(c.not_stored),
             evictions=store.evictions,
             expired=store.expired,
             errors=c.errors,

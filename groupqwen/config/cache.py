@@ -74,7 +74,31 @@ class CacheConfig(BaseModel):
         "for down only when calls keep timing out for 3 s, or a connection is refused or reset)",
     )
     threshold: float = Field(
-        0.83, gt=0, le=1, description="Least cosine similarity served as a hit (bench/cache_quality.py)"
+        0.83,
+        gt=0,
+        le=1,
+        description="Without the verifier (off, or another embedder): least cosine similarity served as a "
+        "hit, after the lexical guard (bench/cache_quality.py)",
+    )
+    verifier: bool = Field(
+        True,
+        description="Check each candidate hit with the shipped pair classifier (docs/cache.md); it applies "
+        "where the embedder is the bundled MiniLM it was fitted for, the threshold elsewhere",
+    )
+    max_false_hit_rate: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="With the verifier: the share of different questions you accept to be served another's "
+        "answer (measured on Quora Question Pairs); per request: the header "
+        "x-groupqwen-cache-max-false-hit-rate",
+    )
+    min_confidence: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="An answer the cascade scored below this confidence (or below its step's bar) is not "
+        "cached",
     )
     ttl_s: float = Field(
         86_400,

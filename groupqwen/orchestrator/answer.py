@@ -23,6 +23,7 @@ class RequestContext:
     ttl_s: float | None = None  # the answer's cache TTL (None: the default, 0: do not store)
     read_cache: bool = True  # False: skip reading the cache (the fresh answer is still stored)
     stream: bool = False  # the client reads the answer as it is generated (logged)
+    max_false_hit_rate: float | None = None  # the cache verifier's accepted rate (None: the setting's)
 
 
 def cache_tenant(api_key: str | None, user: str | None) -> str:

@@ -97,7 +97,13 @@ class Pipeline:
         if self._cache is None:
             return None
         scope = request.model if self._routed(request) else decision.model  # a route's answers share it
-        return await self._cache.lookup_exact(request, context.tenant, scope, read=context.read_cache)
+        return await self._cache.lookup_exact(
+            request,
+            context.tenant,
+            scope,
+            read=context.read_cache,
+            max_false_hit_rate=context.max_false_hit_rate,
+        )
 
     def _routed(self, request: ChatRequest) -> bool:
         auto = request.model == AUTO_MODEL or request.model.startswith("auto:")
@@ -273,7 +279,7 @@ class Pipeline:
         if self._cache is None or cached is None or last.finish_reason is None or last.usage is None:
             return
         answer = Completion("".join(texts), "".join(thoughts).strip(), last.finish_reason, last.usage)
-        self._cache.store(cached, decision.model, answer, ttl_s)  # scheduled, not awaited
+        self._cache.store(cached, decision.model, answer, ttl_s, decision)  # scheduled, not awaited
 
 
 def _cached_decision(decision: Decision, hit: Lookup) -> Decision:

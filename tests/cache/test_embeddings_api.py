@@ -209,9 +209,12 @@ def test_settings_embed_through_a_server(
             remote = services.cache.embedder
             assert isinstance(remote, OpenAIEmbedder) and remote.dim == minilm.dim
             assert remote.url == url + "/v1/embeddings"
-            assert chat(b, "What is the capital of France?").headers["x-groupqwen-cache"] == "miss"
+            assert chat(b, "How do I center a div in CSS?").headers["x-groupqwen-cache"] == "miss"
             b.get("/v1/cache/stats")  # drains the background write
-            hit = chat(b, "Which city is the capital of France?")
+            hit = chat(b, "How can I center a div with CSS?")
             assert (
                 hit.headers["x-groupqwen-cache"] == "hit" and hit.json()["choices"][0]["message"]["content"]
             )
+            # the server embeds with the bundled model under its name: the verifier fits and decides
+            assert services.cache.verifier is not None
+            assert hit.headers["x-groupqwen-cache-stage"] == "verifier"

@@ -11,6 +11,7 @@ from pydantic import Field
 from groupqwen import log
 from groupqwen.api.schemas import Wire
 from groupqwen.api.schemas.images import image_of
+from groupqwen.cache import Lookup
 from groupqwen.config import ImagesConfig
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
@@ -295,13 +296,28 @@ class ChunkWriter:
         return {**self._base, "choices": [], "usage": usage_json(usage)}
 
 
-def decision_json(decision: Decision) -> dict[str, Any]:
-    """The decision, as the ``groupqwen`` object of a JSON answer or of a stream's last chunk."""
-    return {
+def decision_json(decision: Decision, cached: Lookup | None = None) -> dict[str, Any]:
+    """The decision, as the ``groupqwen`` object of a JSON answer or of a stream's last chunk, with the
+    cache's outcome (``cache``) where a cache is configured."""
+    out: dict[str, Any] = {
         "route": decision.route,
         "model": decision.model,
         "reason": decision.reason,
         "confidence": None if decision.confidence is None else round(decision.confidence, 4),
         "escalations": decision.escalations,
         "thinking": decision.thinking,
+    }
+    if cached is not None:
+        out["cache"] = cache_json(cached)
+    return out
+
+
+def cache_json(cached: Lookup) -> dict[str, Any]:
+    """The cache's outcome: status, a hit's stage, the similarity and the verifier's score."""
+    return {
+        "status": cached.status,
+        "stage": cached.stage,
+        "similarity": None if cached.similarity is None else round(cached.similarity, 4),
+        "score": None if cached.score is None else round(cached.score, 4),
+        "reason": cached.bypass or cached.reason,
     }
