@@ -20,7 +20,6 @@ reported at that threshold and around it, with Wilson 95 % intervals. Prints Mar
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,9 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import qqp
+from qqp import wilson
 
 from groupqwen.cache.embedders import MiniLMEmbedder, packaged_model_path
 from groupqwen.cache.guard import LexicalGuard, Verdict
+from groupqwen.cache.keys import normalise
+from groupqwen.cache.verifier import Verifier
+from groupqwen.cache.verifier import load as load_verifier
 from groupqwen.config import CacheConfig
 
 DATA = Path(__file__).parent / "data"
@@ -102,17 +106,6 @@ def pick_threshold(
     if not allowed:
         return None
     return max(allowed, key=lambda r: (r.recall, -r.false_hits, r.threshold)).threshold
-
-
-def wilson(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a proportion (95 % for the default z); (0, 1) when there are no trials."""
-    if trials == 0:
-        return (0.0, 1.0)
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def load(path: Path) -> list[Row]:
@@ -221,10 +214,42 @@ def failures(s: Scored, threshold: float) -> None:
     print(f"guard refusals of label-0 pairs: {dict(reasons)}; of label-1 pairs: {dict(wrong)}")
 
 
+def verified(s: Scored, verifier: Verifier, rate: float) -> Bools:
+    """The pairs the verifier serves at ``rate`` (vectors as ``score`` embedded them)."""
+    bar = verifier.bar_for(rate)
+    return np.array(
+        [
+            bool(
+                c >= verifier.floor
+                and verifier.probability(normalise(r[2]), normalise(r[3]), float(c)) >= bar
+            )
+            for r, c in zip(s.rows, s.similarity, strict=True)
+        ]
+    )
+
+
+def verifier_by_kind(sets: Sequence[tuple[str, Scored]], verifier: Verifier, threshold: float) -> None:
+    """Pairs served by kind: the old default (cosine ≥ ``threshold`` + guard) against the verifier at the
+    default rate, label 0 (wrong hits) and label 1 (right ones) apart."""
+    rate = CacheConfig().max_false_hit_rate
+    print(f"| set | kind | pairs | wrong hits: {threshold} + guard → verifier | right hits: same |")
+    print("|---|---|---|---|---|")
+    for name, s in sets:
+        new, old = verified(s, verifier, rate), (s.similarity >= threshold) & s.passes
+        for kind in s.kinds:
+            mask = np.array([r[1] == kind for r in s.rows])
+            cells = [
+                f"{int((old & m).sum())} → {int((new & m).sum())}"
+                for m in (mask & ~s.labels, mask & s.labels)
+            ]
+            print(f"| {name} | {kind} | {int(mask.sum())} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS, help="the tuning set")
     parser.add_argument("--heldout", type=Path, default=DEFAULT_HELDOUT, help="the held-out set")
+    parser.add_argument("--qqp", type=Path, default=qqp.DEFAULT_DATA, help="Quora Question Pairs (JSONL)")
     parser.add_argument(
         "--embedder",
         choices=("q8", "packaged"),
@@ -266,6 +291,17 @@ def main() -> None:
     print(f"\nAt {picked:.2f}, pairs served by kind (without guard → with guard):\n")
     by_kind(tuning, heldout, picked)
     failures(heldout, picked)
+    verifier = load_verifier()
+    if verifier.embedder != embedder.name:
+        print(f"\nThe verifier was fitted for {verifier.embedder}, not {embedder.name}: no verifier tables.")
+        return
+    print(f"\nThe verifier (floor {verifier.floor}) on the hand-made sets, by kind, at the default rate:\n")
+    verifier_by_kind((("tuning", tuning), ("held-out", heldout)), verifier, shipped)
+    if args.qqp.exists():
+        parts = qqp.load(args.qqp, embedder)
+        print(f"\nQuora Question Pairs, the held-out part ({args.qqp.name}; nothing was fitted on it):\n")
+        rates = (0.005, 0.02, 0.05, 0.1)
+        qqp.report(parts["heldout"], verifier, shipped, CacheConfig().max_false_hit_rate, rates)
 
 
 if __name__ == "__main__":

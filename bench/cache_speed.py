@@ -15,7 +15,8 @@ many entries (random unit vectors: the worst case, one tenant and one model hold
 times, per request, p50 and p95 of:
 
 - exact hit: a question asked before (normalised hash, no embedding);
-- semantic hit: a paraphrase of a stored question (embedding + nearest neighbours + guard);
+- semantic hit: a paraphrase of a stored question (embedding + nearest neighbours + the verifier, the
+  default stage; each stage's own cost is printed last);
 - miss: a new question, with the cache on, against the same request with the cache off (the difference is
   what a miss adds: the exact layer, the embedding where generation does not hide it, and storing the
   answer).
@@ -53,10 +54,13 @@ import numpy as np
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder, Vectors
+from groupqwen.cache.guard import LexicalGuard
+from groupqwen.cache.keys import normalise
 from groupqwen.cache.policy import CachePolicy, Lookup
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import Answer, CacheEntry, EmbeddedStore, VectorStore
+from groupqwen.cache.verifier import load as load_verifier
 from groupqwen.config import CacheConfig
 from groupqwen.messages import ChatRequest
 from groupqwen.testing import fake_services, fake_settings
@@ -69,10 +73,10 @@ from servers import ValkeyServer
 DEFAULTS = CacheConfig()  # the settings' defaults
 STORED = [
     ("How do I reverse a list in Python?", "What's the way to reverse a Python list?"),
-    ("What is the capital of France?", "Which city is the capital of France?"),
+    ("How do I become a better writer?", "How can I become a better writer?"),
     ("How do I center a div in CSS?", "How can I center a div with CSS?"),
     ("What causes earthquakes?", "Why do earthquakes happen?"),
-    ("How do I delete a git branch?", "How can I remove a branch in git?"),
+    ("How do I learn to cook?", "What is the best way to learn cooking?"),
 ]
 
 
@@ -83,10 +87,18 @@ class Recording(SemanticCache):
     last_ms: float = 0.0
 
     async def lookup_exact(
-        self, request: ChatRequest, tenant: str, model: str, *, read: bool = True
+        self,
+        request: ChatRequest,
+        tenant: str,
+        model: str,
+        *,
+        read: bool = True,
+        max_false_hit_rate: float | None = None,
     ) -> Lookup:
         started = time.perf_counter()
-        self.last = await super().lookup_exact(request, tenant, model, read=read)
+        self.last = await super().lookup_exact(
+            request, tenant, model, read=read, max_false_hit_rate=max_false_hit_rate
+        )
         self.last_ms = (time.perf_counter() - started) * 1000
         return self.last
 
@@ -173,7 +185,9 @@ async def measure(
     workdir: Path,
     first_token_s: float,
 ) -> dict[str, Any]:
-    cache = Recording(store, embedder, CachePolicy.from_config(DEFAULTS))
+    shipped = load_verifier()
+    verifier = shipped if DEFAULTS.verifier and shipped.embedder == embedder.name else None
+    cache = Recording(store, embedder, CachePolicy.from_config(DEFAULTS), verifier=verifier)
     on, off = gateway(cache, workdir / "on", first_token_s), gateway(None, workdir / "off", first_token_s)
     async with on as client, off as plain:
         await ask(client, STORED[0][0])
@@ -194,6 +208,9 @@ async def measure(
             exact.append(ms)
             ms, status = await ask(client, STORED[i % len(STORED)][1])
             assert status == "hit", (status, STORED[i % len(STORED)][1])
+            assert cache.last is not None and cache.last.stage == (
+                "threshold" if verifier is None else "verifier"
+            )
             semantic.append(ms)
             lookup.append(cache.last_ms)
             embedding.append(embedder.last_ms)
@@ -215,6 +232,36 @@ async def measure(
         "embedding": pct(embedding, 50),
         "load": os.getloadavg()[0],
     }
+
+
+def stage_costs(embedder: Embedder, rounds: int = 200) -> None:
+    """What each stage of a semantic hit costs on its own (p50 over ``rounds`` calls, the ``STORED`` pairs
+    in turn): the embedding (every semantic lookup), and per candidate the guard (without the verifier)
+    or the verifier (features + model). A miss with no neighbour at the verifier's floor runs neither."""
+    verifier, guard = load_verifier(), LexicalGuard()
+    pairs = [(normalise(a), normalise(b)) for a, b in STORED]
+    cosines = [float(embedder.embed([a])[0] @ embedder.embed([b])[0]) for a, b in pairs]
+    costs: dict[str, list[float]] = {"embedding": [], "guard": [], "verifier": []}
+    for i in range(rounds):
+        (a, b), cosine = pairs[i % len(pairs)], cosines[i % len(pairs)]
+        started = time.perf_counter()
+        embedder.embed([b])
+        costs["embedding"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        guard.check(b, a)
+        costs["guard"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        verifier.probability(b, a, cosine)
+        costs["verifier"].append((time.perf_counter() - started) * 1000)
+    print("| stage | runs on | p50 ms | p95 ms |")
+    print("|---|---|---|---|")
+    runs_on = {
+        "embedding": "every semantic lookup (an exact hit skips it)",
+        "guard": "each candidate ≥ threshold, verifier off",
+        "verifier": f"each candidate ≥ its floor ({verifier.floor}), verifier on",
+    }
+    for stage, samples in costs.items():
+        print(f"| {stage} | {runs_on[stage]} | {pct(samples, 50):.3f} | {pct(samples, 95):.3f} |")
 
 
 def served(model: str, overlap: str, data_dir: Path) -> AbstractContextManager[httpx.Client]:
@@ -355,6 +402,8 @@ async def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nembedding one query: p50 {statistics.median(timings):.2f} ms (MiniLM int8, 1 thread)\n")
     table(rows, args.first_token_ms)
+    print("\nEach stage of a semantic hit on its own:\n")
+    stage_costs(embedder.inner)
 
 
 async def remote_embedder(sizes: list[int], requests: int, first_token_ms: float) -> None:
