@@ -4,6 +4,7 @@
         [--requests 100] [--first-token-ms 60]
     .venv/bin/python bench/cache_speed.py --real-model smollm2-135m [--requests 40]
     .venv/bin/python bench/cache_speed.py --remote-embedder [--sizes 10000]
+    .venv/bin/python bench/cache_speed.py --stages
 
 The gateway runs in-process (httpx over ASGI) on a fake backend whose one-token answer takes
 ``--first-token-ms`` (60 ms: SmolLM2-135M's time to first token for a short prompt on this machine; 0: an
@@ -53,6 +54,7 @@ import numpy as np
 
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
+from groupqwen.cache.answers import unworthy
 from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder, Vectors
 from groupqwen.cache.guard import LexicalGuard
 from groupqwen.cache.keys import normalise
@@ -237,11 +239,13 @@ async def measure(
 def stage_costs(embedder: Embedder, rounds: int = 200) -> None:
     """What each stage of a semantic hit costs on its own (p50 over ``rounds`` calls, the ``STORED`` pairs
     in turn): the embedding (every semantic lookup), and per candidate the guard (without the verifier)
-    or the verifier (features + model). A miss with no neighbour at the verifier's floor runs neither."""
+    or the verifier (features + model); a miss with no neighbour at the verifier's floor runs neither.
+    And what a miss's store adds: the check that its answer is worth keeping (``answers.py``)."""
     verifier, guard = load_verifier(), LexicalGuard()
     pairs = [(normalise(a), normalise(b)) for a, b in STORED]
     cosines = [float(embedder.embed([a])[0] @ embedder.embed([b])[0]) for a, b in pairs]
-    costs: dict[str, list[float]] = {"embedding": [], "guard": [], "verifier": []}
+    costs: dict[str, list[float]] = {"embedding": [], "guard": [], "verifier": [], "answer check": []}
+    reply = "A long answer, with steps and examples. " * 50  # 2,000 characters
     for i in range(rounds):
         (a, b), cosine = pairs[i % len(pairs)], cosines[i % len(pairs)]
         started = time.perf_counter()
@@ -253,12 +257,16 @@ def stage_costs(embedder: Embedder, rounds: int = 200) -> None:
         started = time.perf_counter()
         verifier.probability(b, a, cosine)
         costs["verifier"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        unworthy(b, reply, None, DEFAULTS.min_confidence)
+        costs["answer check"].append((time.perf_counter() - started) * 1000)
     print("| stage | runs on | p50 ms | p95 ms |")
     print("|---|---|---|---|")
     runs_on = {
         "embedding": "every semantic lookup (an exact hit skips it)",
         "guard": "each candidate ≥ threshold, verifier off",
         "verifier": f"each candidate ≥ its floor ({verifier.floor}), verifier on",
+        "answer check": "each miss's answer before it is stored (2,000 characters)",
     }
     for stage, samples in costs.items():
         print(f"| {stage} | {runs_on[stage]} | {pct(samples, 50):.3f} | {pct(samples, 95):.3f} |")
@@ -352,6 +360,7 @@ async def main() -> None:
         "--first-token-ms", type=float, default=60.0, help="the fake model's time to its (one) token"
     )
     parser.add_argument("--real-model", help="a bundled model: semantic hits beside it, overlap on and off")
+    parser.add_argument("--stages", action="store_true", help="only each stage of a hit on its own")
     parser.add_argument(
         "--remote-embedder",
         action="store_true",
@@ -360,6 +369,9 @@ async def main() -> None:
     args = parser.parse_args()
     if args.real_model:
         real_model(args.real_model, args.requests)
+        return
+    if args.stages:
+        stage_costs(MiniLMEmbedder(threads=1))
         return
     if args.remote_embedder:
         await remote_embedder([int(s) for s in args.sizes.split(",")], args.requests, args.first_token_ms)

@@ -17,7 +17,7 @@ from groupqwen.api.errors import from_validation_error
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
 from groupqwen.cache import Invalidation
-from groupqwen.errors import InvalidRequest, ModelNotFound
+from groupqwen.errors import InvalidRequest, ModelNotFound, NotFound
 from groupqwen.telemetry.metrics import CONTENT_TYPE
 from groupqwen.telemetry.records import parse_window
 from groupqwen.telemetry.service import Telemetry
@@ -141,6 +141,32 @@ class CacheInvalidation(BaseModel):
     model: str | None = Field(None, min_length=1, description="Entries answered by this model")
     older_than_s: float | None = Field(None, ge=0, description="Entries older than this many seconds")
     pattern: str | None = Field(None, min_length=1, max_length=500, description="Glob on the prompt text")
+
+
+class CacheFeedback(BaseModel):
+    """``POST /v1/cache/feedback``: a semantic hit (``x-groupqwen-cache-hit-id``) that did not answer."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    hit_id: str = Field(min_length=1, max_length=100, description="The hit's x-groupqwen-cache-hit-id")
+    rating: Literal["bad"] = Field(description="bad: the cached answer did not answer the question")
+
+
+@router.post("/v1/cache/feedback")
+async def cache_feedback(request: Request) -> dict[str, Any]:
+    """The hit's entry raises its own bar (docs/cache.md, per-entry bars); an unknown id is a 404."""
+    try:
+        body = CacheFeedback.model_validate(json_object(await request.body()))
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    cache = _services(request).cache
+    if cache is None or not cache.dislike(body.hit_id):
+        raise NotFound(
+            f"No semantic hit {body.hit_id[:40]!r} is remembered here (an exact hit has none; ids are kept "
+            "for the last 100,000 hits of this gateway process)",
+            param="hit_id",
+        )
+    return {"object": "cache.feedback", "hit_id": body.hit_id, "rating": body.rating}
 
 
 @router.get("/v1/cache/stats")

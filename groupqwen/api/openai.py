@@ -67,6 +67,8 @@ def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[s
             headers["x-groupqwen-cache-stage"] = cached.stage
         if cached.score is not None:
             headers["x-groupqwen-cache-score"] = f"{cached.score:.4f}"
+        if cached.hit_id is not None:
+            headers["x-groupqwen-cache-hit-id"] = cached.hit_id
     return headers
 
 

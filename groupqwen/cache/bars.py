@@ -1,7 +1,8 @@
 """Per-entry bars, learned online (after vCache): an entry whose answer was served for a question and
 then regenerated (the client asked the same question again with ``Cache-Control: no-cache`` within
-``window_s``) was a wrong hit for that question, so the entry raises its own bar above the score it was
-served at: halfway from that score to 1 (``TIGHTEN``). Its other neighbours, and every other entry, keep
+``window_s``) or disliked (``POST /v1/cache/feedback`` with the hit's id) was a wrong hit for that
+question, so the entry raises its own bar above the score it was served at: halfway from that score to 1
+(``TIGHTEN``). Its other neighbours, and every other entry, keep
 the shared bar; an entry regenerated again rises again.
 
 Kept in the process (a bounded, least-recently-used table each), not in the store: a replica learns from
@@ -11,6 +12,7 @@ the threshold stage serves.
 
 from __future__ import annotations
 
+import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -34,19 +36,32 @@ class EntryBars:
         self.window_s = window_s
         self._max = max_size
         self._bars: OrderedDict[str, float] = OrderedDict()
-        self._serves: OrderedDict[str, _Serve] = OrderedDict()
+        self._serves: OrderedDict[str, _Serve] = OrderedDict()  # by the question's exact key
+        self._hits: OrderedDict[str, _Serve] = OrderedDict()  # by the hit's id
 
     def bar(self, entry_key: str) -> float:
         """The entry's own bar (0.0: none learned, the shared bar rules)."""
         return self._bars.get(entry_key, 0.0)
 
-    def served(self, request_key: str, entry_key: str, score: float) -> None:
+    def served(self, request_key: str, entry_key: str, score: float) -> str:
         """A semantic hit: ``entry_key``'s answer served for the question whose exact key is
-        ``request_key``, at ``score``."""
-        self._serves[request_key] = _Serve(entry_key, score, self._clock.time())
-        self._serves.move_to_end(request_key)
-        while len(self._serves) > self._max:
-            self._serves.popitem(last=False)
+        ``request_key``, at ``score``. Returns the hit's id (unguessable: only its receiver can use it)."""
+        serve, hit_id = _Serve(entry_key, score, self._clock.time()), secrets.token_hex(12)
+        for table, key in ((self._serves, request_key), (self._hits, hit_id)):
+            table[key] = serve
+            table.move_to_end(key)
+            while len(table) > self._max:
+                table.popitem(last=False)
+        return hit_id
+
+    def disliked(self, hit_id: str) -> str | None:
+        """The client says the hit ``hit_id`` did not answer its question: its entry tightens its bar (once
+        per hit). Returns that entry's key; ``None`` for an unknown (or forgotten) id."""
+        serve = self._hits.pop(hit_id, None)
+        if serve is None:
+            return None
+        self.tighten(serve.entry_key, serve.score)
+        return serve.entry_key
 
     def regenerated(self, request_key: str) -> str | None:
         """The question was asked again, not reading the cache: the entry served for it within the window

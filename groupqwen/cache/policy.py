@@ -75,6 +75,7 @@ class Lookup:
     stage: Stage | None = None  # a hit's: which stage accepted it
     score: float | None = None  # a verifier's hit or best refusal: its probability that the answer serves
     max_false_hit_rate: float | None = None  # the request's own accepted rate (None: the policy's)
+    hit_id: str | None = None  # a semantic hit's id, for ``SemanticCache.dislike``
 
     def completion(self) -> Completion:
         """The cached answer of a hit."""

@@ -212,9 +212,17 @@ class SemanticCache:
                 best_score = score if best_score is None else max(best_score, score)
             if score >= bar:
                 self._counters.semantic_hits += 1
-                self.bars.served(key.entry_key, candidate.key, score)
+                hit_id = self.bars.served(key.entry_key, candidate.key, score)
                 return Lookup(
-                    "hit", "semantic match", key, candidate, similarity, vector, stage=stage, score=score
+                    "hit",
+                    "semantic match",
+                    key,
+                    candidate,
+                    similarity,
+                    vector,
+                    stage=stage,
+                    score=score,
+                    hit_id=hit_id,
                 )
             if verifier is not None:
                 self._counters.verifier_rejections += 1
@@ -333,6 +341,12 @@ class SemanticCache:
 
     # -- administration ------------------------------------------------------------------------------
 
+    def dislike(self, hit_id: str) -> bool:
+        """Feedback on a semantic hit: its entry tightens its bar (``bars.py``). False: an unknown id."""
+        known = self.bars.disliked(hit_id) is not None
+        self._counters.disliked += known
+        return known
+
     async def probe(self) -> tuple[Literal["ok", "degraded"], str | None]:
         """For the health endpoint. A remote store is pinged, so a recovered Redis shows ``ok`` again; a
         remote embedder that failed shows ``degraded`` until a lookup or a write embeds again."""
@@ -356,31 +370,7 @@ class SemanticCache:
         """The counters and the store's figures, once the writes scheduled so far have landed (or the
         drain's bound has passed)."""
         await self.drain()
-        c = self._counters
-        store = await self._store.stats()
-        looked = c.hits + c.misses
-        return CacheStats(
-            backend=store.backend,
-            status=self.health(),
-            entries=store.entries,
-            bytes=store.bytes,
-            hits=c.hits,
-            misses=c.misses,
-            bypasses=c.bypasses,
-            bypass_reasons=dict(c.bypass_reasons),
-            hit_rate=round(c.hits / looked, 4) if looked else 0.0,
-            exact_hits=c.exact_hits,
-            semantic_hits=c.semantic_hits,
-            guard_rejections=c.guard_rejections,
-            verifier_rejections=c.verifier_rejections,
-            regenerated=c.regenerated,
-            learned_bars=len(self.bars),
-            stores=c.stores,
-            not_stored=dict(c.not_stored),
-            evictions=store.evictions,
-            expired=store.expired,
-            errors=c.errors,
-        )
+        return self._counters.stats(await self._store.stats(), self.health(), len(self.bars))
 
     async def invalidate(self, selector: Invalidation) -> int:
         """Drop the matching entries, the ones written by writes scheduled before this call included."""

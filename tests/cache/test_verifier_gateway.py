@@ -92,3 +92,42 @@ def test_asking_again_with_no_cache_tightens_the_served_entry(
     settle(backends["fake"])
     stats = client.get("/v1/cache/stats").json()
     assert stats["regenerated"] == 1 and stats["learned_bars"] == 1
+
+
+def test_feedback_on_a_hit_tightens_its_entry(verified: tuple[TestClient, dict[str, FakeBackend]]) -> None:
+    client, backends = verified
+    chat(client, "How do I learn to cook?")
+    hit = chat(client, "What is the best way to learn cooking?", headers={RATE: "1"})
+    hit_id = hit.headers["x-groupqwen-cache-hit-id"]
+    assert hit.json()["groupqwen"]["cache"]["hit_id"] == hit_id and len(hit_id) >= 24
+    settle(backends["fake"])
+    feedback = client.post("/v1/cache/feedback", json={"hit_id": hit_id, "rating": "bad"})
+    assert feedback.status_code == 200 and feedback.json()["hit_id"] == hit_id
+    stats = client.get("/v1/cache/stats").json()
+    assert stats["disliked"] == 1 and stats["learned_bars"] == 1
+    # the same question no longer reaches that entry at the same score
+    again = chat(client, "What is the best way to learn cooking?", headers={RATE: "1"})
+    assert again.headers["x-groupqwen-cache"] == "miss"
+    settle(backends["fake"])
+    # once per hit: the id is spent; an exact hit has none
+    assert client.post("/v1/cache/feedback", json={"hit_id": hit_id, "rating": "bad"}).status_code == 404
+    assert "x-groupqwen-cache-hit-id" not in chat(client, "How do I learn to cook?").headers
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"hit_id": "nope", "rating": "bad"}, "hit_id"),
+        ({"hit_id": "x", "rating": "meh"}, "rating"),
+        ({"rating": "bad"}, "hit_id"),
+        ({"hit_id": "x", "rating": "bad", "extra": 1}, "extra"),
+    ],
+)
+def test_bad_feedback_is_refused(
+    verified: tuple[TestClient, dict[str, FakeBackend]], body: dict[str, object], param: str
+) -> None:
+    client, _ = verified
+    response = client.post("/v1/cache/feedback", json=body)
+    assert response.status_code == (404 if param == "hit_id" and "hit_id" in body else 400)
+    error = response.json()["error"]
+    assert param in (error.get("param") or "") + error["message"]

@@ -313,11 +313,13 @@ def decision_json(decision: Decision, cached: Lookup | None = None) -> dict[str,
 
 
 def cache_json(cached: Lookup) -> dict[str, Any]:
-    """The cache's outcome: status, a hit's stage, the similarity and the verifier's score."""
+    """The cache's outcome: status, a hit's stage, the similarity, the verifier's score, and a semantic
+    hit's id (for ``POST /v1/cache/feedback``)."""
     return {
         "status": cached.status,
         "stage": cached.stage,
         "similarity": None if cached.similarity is None else round(cached.similarity, 4),
         "score": None if cached.score is None else round(cached.score, 4),
         "reason": cached.bypass or cached.reason,
+        "hit_id": cached.hit_id,
     }
