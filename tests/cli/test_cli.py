@@ -169,11 +169,11 @@ def test_chat_in_process_reads_and_writes_the_cache(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         return result.stdout.strip()
 
-    assert ask("What is the capital of Peru?", "Stored answer.") == "Stored answer."
-    assert ask("What is the capital of Peru?", "Fresh answer.") == "Stored answer."
-    assert ask("Which city is the capital of Peru?", "Fresh answer.") == "Stored answer."  # semantic
+    assert ask("How do I center a div in CSS?", "Stored answer.") == "Stored answer."
+    assert ask("How do I center a div in CSS?", "Fresh answer.") == "Stored answer."
+    assert ask("How can I center a div with CSS?", "Fresh answer.") == "Stored answer."  # semantic
     assert ask("How tall is Mount Everest?", "Fresh answer.") == "Fresh answer."
-    assert ask("What is the capital of Peru?", "Fresh answer.", "--temperature", "0.9") == "Fresh answer."
+    assert ask("How do I center a div in CSS?", "Fresh answer.", "--temperature", "0.9") == "Fresh answer."
 
 
 def test_chat_reasoning_goes_to_stderr(tmp_path: Path) -> None:
