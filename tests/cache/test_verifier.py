@@ -129,3 +129,16 @@ def test_built_only_for_the_embedder_it_was_fitted_for(tmp_path: Path, minilm: M
     assert off is not None and off.verifier is None
     other = build_cache(CacheConfig(), data_dir=tmp_path / "other", embedder=HashingEmbedder(dim=64))
     assert other is not None and other.verifier is None
+
+
+async def test_without_the_verifier_a_regenerated_hit_raises_its_cosine_bar(
+    minilm: MiniLMEmbedder, clock: FakeClock
+) -> None:
+    cache = SemanticCache(embedded_store(minilm.dim, clock=clock), minilm, policy(), clock=clock)
+    await remember(cache, ask("How do I center a div in CSS?"), "margin: auto")
+    asked = ask("How can I center a div with CSS?")
+    served = await cache.lookup(asked, "t", "m")
+    assert (served.status, served.stage) == ("hit", "threshold") and served.similarity is not None
+    await cache.lookup(asked, "t", "m", read=False)
+    assert served.entry is not None and cache.bars.bar(served.entry.key) > served.similarity
+    assert (await cache.lookup(asked, "t", "m")).status == "miss"
