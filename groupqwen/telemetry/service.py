@@ -11,6 +11,7 @@ from typing import Any
 from groupqwen import log
 from groupqwen.config import Settings
 from groupqwen.errors import GroupQwenError
+from groupqwen.telemetry.database import database_url
 from groupqwen.telemetry.health import Health, database_check, disk_check
 from groupqwen.telemetry.live import LiveHub
 from groupqwen.telemetry.metrics import Metrics
@@ -33,10 +34,6 @@ def status_of(error: BaseException) -> tuple[int, str]:
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return CLIENT_CLOSED, "client_disconnected"
     return 500, "internal_error"
-
-
-def database_url(settings: Settings) -> str:
-    return settings.telemetry.database_url or f"sqlite:///{settings.data_dir / 'telemetry.db'}"
 
 
 class Telemetry:

@@ -90,7 +90,7 @@ def pg_url(postgres: PostgresServer) -> Iterator[str]:
         postgres.start()
     import sqlalchemy as sa
 
-    from groupqwen.telemetry.store import engine_url
+    from groupqwen.telemetry.database import engine_url
 
     engine = sa.create_engine(engine_url(postgres.url))
     with engine.begin() as conn:
