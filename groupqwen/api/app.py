@@ -9,11 +9,11 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, completions, errors, openai, responses, review
+from groupqwen.api import admin, auth, completions, errors, openai, responses, review
 from groupqwen.api.errors import error_body
 from groupqwen.api.services import Services, build_services
 from groupqwen.config import Settings
@@ -119,13 +119,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services or build_services(settings)
         app.state.services = built
-        built.telemetry.start()
+        await built.start()
         try:
             yield
         finally:
             await built.close()
 
-    app = FastAPI(title="GroupQwen", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="GroupQwen", version=__version__, lifespan=lifespan, dependencies=[Depends(auth.authorize)]
+    )
     if services is not None:
         app.state.services = services
     errors.install(app)
@@ -134,6 +136,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(review.router)
+    auth.check_rules(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

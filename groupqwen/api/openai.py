@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.schemas.chat import (
@@ -32,8 +33,7 @@ from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from groupqwen.messages import ChatRequest, Completion, Decision
-from groupqwen.orchestrator.answer import Answer, RequestContext, cache_tenant
-from groupqwen.telemetry import timing
+from groupqwen.orchestrator.answer import Answer, RequestContext
 from groupqwen.telemetry.timing import Trace
 
 router = APIRouter()
@@ -149,11 +149,11 @@ async def respond(
     """Run ``chat`` and answer with JSON (``payload``'s object, plus the ``groupqwen`` decision) or SSE
     (``frames``' chunks): what chat and text completions share. The trace learns the tenant and the mode;
     errors before the first token raise from here."""
-    authorization = request.headers.get("authorization")
-    trace.tenant = timing.tenant(chat.user, authorization)
+    auth.check_model(request, chat.model)
+    trace.tenant = auth.trace_tenant(request, chat.user)
     trace.stream = stream
     ttl_s, read_cache, rate = cache_control(request)
-    tenant = cache_tenant(authorization, chat.user)
+    tenant = auth.cache_owner(request, chat.user)
     context = RequestContext(tenant, ttl_s, read_cache, stream, max_false_hit_rate=rate)
     watch = Disconnect(request.receive)
     answer = await watch.watching(services.pipeline.run(chat, context))  # errors before the first token
@@ -188,12 +188,18 @@ def _auto_json(services: Services) -> dict[str, Any]:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
+    """The models (and ``auto``) this key may use."""
     services = _services(request)
     pool = services.pool
-    data = [model_json(state, services.started) for state in pool.states()]
+    principal = auth.principal_of(request)
+    data = [
+        model_json(state, services.started) for state in pool.states() if principal.may_use(state.spec.id)
+    ]
+    if principal.may_use(AUTO_MODEL):
+        data.append(_auto_json(services))
     return {
         "object": "list",
-        "data": [*data, _auto_json(services)],
+        "data": data,
         "groupqwen": {"memory": {"budget_bytes": pool.budget, "used_bytes": pool.used}},
     }
 
@@ -201,6 +207,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model_id:path}")
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     services = _services(request)
+    auth.check_model(request, model_id)
     if model_id == AUTO_MODEL:
         return _auto_json(services)
     for state in services.pool.states():

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from groupqwen import log
+from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openai import cache_control, decision_headers
@@ -34,7 +35,7 @@ from groupqwen.api.services import Services
 from groupqwen.api.streaming import Disconnect, EventStream
 from groupqwen.errors import GroupQwenError, InvalidRequest
 from groupqwen.messages import Completion, Message, TokenLogprob
-from groupqwen.orchestrator.answer import Answer, RequestContext, cache_tenant
+from groupqwen.orchestrator.answer import Answer, RequestContext
 from groupqwen.telemetry import timing
 
 router = APIRouter()
@@ -47,8 +48,9 @@ def _services(request: Request) -> Services:
 
 
 def _owner(request: Request) -> str:
-    """Whose stored responses a request reads and writes: its API key's (hashed; keyless calls share)."""
-    return hashlib.sha256((request.headers.get("authorization") or "").encode()).hexdigest()
+    """Whose stored responses a request reads and writes (``auth.owner``: the key's tenant, or with
+    ``auth: off`` the API key sent; hashed)."""
+    return hashlib.sha256(auth.owner(request).encode()).hexdigest()
 
 
 def _input_items(messages: list[Message]) -> tuple[dict[str, Any], ...]:
@@ -97,11 +99,11 @@ async def _create_response(request: Request, services: Services, trace: timing.T
         ).conversation
     new = input_messages(body, settings.images, settings.max_images)
     chat = chat_request(body, [*history, *new])
-    authorization = request.headers.get("authorization")
-    trace.tenant = timing.tenant(chat.user, authorization)
+    auth.check_model(request, chat.model)
+    trace.tenant = auth.trace_tenant(request, chat.user)
     trace.stream = body.stream
     ttl_s, read_cache, rate = cache_control(request)
-    tenant = cache_tenant(authorization, chat.user)
+    tenant = auth.cache_owner(request, chat.user)
     context = RequestContext(tenant, ttl_s, read_cache, body.stream, max_false_hit_rate=rate)
     writer = ResponseWriter(body, new_id("resp"))
     watch = Disconnect(request.receive)

@@ -13,9 +13,11 @@ import httpx
 import typer
 
 from groupqwen import log
+from groupqwen.cli.common import ConfigOption, settings_or_exit
 from groupqwen.cli.data import data_app
-from groupqwen.config import AUTO_MODEL, Settings, load_settings
-from groupqwen.errors import ConfigError, GroupQwenError
+from groupqwen.cli.keys import keys_app
+from groupqwen.config import AUTO_MODEL, Settings
+from groupqwen.errors import GroupQwenError
 from groupqwen.messages import ChatRequest, Message, Sampling
 
 app = typer.Typer(
@@ -28,8 +30,7 @@ config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file")]
+app.add_typer(keys_app, name="keys")
 
 
 def gateway_url(url: str, path: str) -> str:
@@ -43,15 +44,6 @@ def gateway_url(url: str, path: str) -> str:
     return base + path
 
 
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    try:
-        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        for field, message in exc.errors:
-            typer.echo(f"config error: {field}: {message}", err=True)
-        raise typer.Exit(1) from None
-
-
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -62,9 +54,13 @@ def serve(
     from groupqwen.api.app import create_app
     from groupqwen.api.services import build_services
     from groupqwen.api.serving import serve as serve_app
+    from groupqwen.cli.checks import exposure_problems
 
-    settings = _settings(config, host=host, port=port)
+    settings = settings_or_exit(config, host=host, port=port)
     log.setup(settings.log_level, settings.log_format)
+    for problem in exposure_problems(settings):
+        typer.echo(f"refusing to start: {problem.message}", err=True)
+        raise typer.Exit(1)
     available = settings.available()
     if not available:
         typer.echo(
@@ -104,7 +100,7 @@ def models(
 
     if ctx.invoked_subcommand is not None:
         return
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     loaded: dict[str, str] = {}
     if url:
         try:
@@ -138,7 +134,7 @@ def models_fetch(config: ConfigOption = None) -> None:
     from groupqwen.cache.embedders import MiniLMEmbedder
     from groupqwen.pool.bundled import ensure_bundled
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     for spec in settings.catalog().values():
         if spec.bundled is None:
             continue
@@ -167,7 +163,7 @@ def models_pull(
 
     from groupqwen.pool.download import download, resolve
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
         source = resolve(what, settings.catalog())
         with Progress(  # transient: a failure leaves its one error line, not an empty bar
@@ -225,7 +221,7 @@ def chat(
         )
         raise typer.Exit(2)
     try:
-        settings = None if url else _settings(config)
+        settings = None if url else settings_or_exit(config)
         if settings is not None and not local:
             candidate = configured_gateway(settings)
             if gateway_answers(candidate):
@@ -354,10 +350,10 @@ def _emit(reasoning: str, content: str) -> None:
 def config_check(path: Annotated[Path, typer.Argument(help="YAML configuration file")]) -> None:
     """Validate a configuration file; print each error with its field, and check that the default model has
     weights (a bundled one not fetched yet is a warning)."""
-    from groupqwen.cli.checks import default_model_problems
+    from groupqwen.cli.checks import default_model_problems, exposure_problems
 
-    settings = _settings(path)
-    problems = default_model_problems(settings)
+    settings = settings_or_exit(path)
+    problems = default_model_problems(settings) + exposure_problems(settings)
     for problem in problems:
         typer.echo(f"config {problem.severity}: {problem.field}: {problem.message}", err=True)
     if any(p.severity == "error" for p in problems):

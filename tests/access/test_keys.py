@@ -117,9 +117,10 @@ def test_parse_expiry() -> None:
     assert parse_expiry("30d", NOW) == NOW + 30 * 86400
     assert parse_expiry("12h", NOW) == NOW + 12 * 3600
     assert parse_expiry("2100-01-31", NOW) == dt.datetime(2100, 1, 31, tzinfo=dt.UTC).timestamp()
-    assert parse_expiry("2100-01-31T12:00:00+02:00", NOW) == dt.datetime(
-        2100, 1, 31, 10, tzinfo=dt.UTC
-    ).timestamp()
+    assert (
+        parse_expiry("2100-01-31T12:00:00+02:00", NOW)
+        == dt.datetime(2100, 1, 31, 10, tzinfo=dt.UTC).timestamp()
+    )
     with pytest.raises(InvalidRequest, match="is in the past"):
         parse_expiry("2020-01-01", NOW)
     with pytest.raises(InvalidRequest, match="neither a duration"):
@@ -129,5 +130,11 @@ def test_parse_expiry() -> None:
 def test_keys_are_unguessable_and_well_formed() -> None:
     keys = {generate_key() for _ in range(100)}
     assert len(keys) == 100 and all(parse_key(k) is not None for k in keys)
-    for bad in ("", "gq-", "sk-abc", "gq-XYZ.0123456789012345678901234567890123", "gq-0123456789abcdef.short"):
+    for bad in (
+        "",
+        "gq-",
+        "sk-abc",
+        "gq-XYZ.0123456789012345678901234567890123",
+        "gq-0123456789abcdef.short",
+    ):
         assert parse_key(bad) is None

@@ -1,0 +1,176 @@
+"""Who may call which route: the principal is settled once per request (``authorize``, a dependency of the
+whole app) and put on ``request.state.principal``; ``RULES`` names what each route needs.
+
+``RULES`` maps every route (method, path as FastAPI writes it) to ``"public"`` (no key: health probes),
+``"key"`` (any valid key: listing models) or a scope. ``check_rules`` refuses to build an app with a route
+it does not name, and tests/access/test_matrix.py asks every route of the app with every kind of key.
+
+Denials and admin actions go to the ``groupqwen.audit`` log with the request id, the key's public id and
+the action, never the key itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection, Request
+
+from groupqwen import log
+from groupqwen.access.authenticate import Authenticator
+from groupqwen.access.keys import DEFAULT_TENANT
+from groupqwen.access.principal import NOBODY, Principal, Scope
+from groupqwen.errors import GroupQwenError, ModelNotAllowed, PermissionDenied
+from groupqwen.orchestrator.answer import cache_tenant
+from groupqwen.telemetry import timing
+
+Rule = Scope | Literal["public", "key"]
+_audit = log.get("groupqwen.audit")
+
+RULES: dict[tuple[str, str], Rule] = {
+    ("GET", "/health"): "public",
+    ("GET", "/v1/health"): "public",
+    ("POST", "/v1/chat/completions"): "chat",
+    ("POST", "/v1/completions"): "chat",
+    ("POST", "/v1/responses"): "chat",
+    ("GET", "/v1/responses/{response_id}"): "chat",
+    ("DELETE", "/v1/responses/{response_id}"): "chat",
+    ("GET", "/v1/responses/{response_id}/input_items"): "chat",
+    ("POST", "/v1/embeddings"): "embeddings",
+    ("GET", "/v1/models"): "key",
+    ("GET", "/v1/models/{model_id:path}"): "key",
+    ("POST", "/v1/models/{model_id:path}/load"): "admin",
+    ("POST", "/v1/models/{model_id:path}/unload"): "admin",
+    ("GET", "/v1/metrics"): "admin",
+    ("GET", "/metrics"): "admin",
+    ("GET", "/v1/metrics/stream"): "admin",
+    ("GET", "/v1/cache/stats"): "admin",
+    ("POST", "/v1/cache/invalidate"): "admin",
+    ("DELETE", "/v1/cache"): "admin",
+    ("POST", "/v1/review/{name:path}"): "finetune",
+    ("GET", "/v1/review/{name:path}"): "finetune",
+    ("POST", "/v1/review/{name:path}/decisions"): "finetune",
+    ("GET", "/v1/review/{name:path}/export"): "finetune",
+}
+
+
+def routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves through its API routes."""
+    return [
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        for method in sorted(route.methods or ())
+    ]
+
+
+def check_rules(app: FastAPI) -> None:
+    """A route without a rule is a bug caught when the app is built, never a route left open."""
+    missing = [f"{method} {path}" for method, path in routes(app) if (method, path) not in RULES]
+    if missing:
+        raise RuntimeError(f"api/auth.py RULES names no rule for: {', '.join(missing)}")
+
+
+def _authenticator(connection: HTTPConnection) -> Authenticator:
+    authenticator: Authenticator = connection.app.state.services.access
+    return authenticator
+
+
+def _who(principal: Principal) -> dict[str, str]:
+    return {"key_id": principal.key_id or "-", "tenant": principal.tenant or "-"}
+
+
+def deny(error: GroupQwenError, action: str, principal: Principal | None = None) -> GroupQwenError:
+    """``error``, once it is in the audit log."""
+    who = _who(principal) if principal is not None else {"key_id": "-", "tenant": "-"}
+    _audit.warning("denied", action=action, status=error.status_code, code=error.code, **who)
+    return error
+
+
+async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Principal:
+    """The principal of an HTTP request or a WebSocket upgrade (the same headers), allowed ``rule``; put on
+    ``connection.state.principal``. Raises (and audits) ``AuthenticationFailed`` or ``PermissionDenied``."""
+    authenticator = _authenticator(connection)
+    if rule == "public" and authenticator.enabled:
+        connection.state.principal = NOBODY
+        return NOBODY
+    try:
+        principal = await authenticator.principal(connection.headers.get("authorization"))
+    except GroupQwenError as exc:
+        if exc.status_code == 401:
+            raise deny(exc, action) from None
+        raise
+    connection.state.principal = principal
+    if rule != "public" and rule != "key" and not principal.allows(rule):
+        raise deny(
+            PermissionDenied(
+                f"You have insufficient permissions for this operation. Missing scope: {rule} "
+                f"(this key has: {', '.join(sorted(principal.scopes)) or 'none'})."
+            ),
+            action,
+            principal,
+        )
+    if rule == "admin" and principal.key_id is not None:
+        _audit.info("admin action", action=action, **_who(principal))
+    return principal
+
+
+async def authorize(request: Request) -> None:
+    """The app's dependency: every route runs after it."""
+    route = request.scope["route"]
+    action = f"{request.method} {request.url.path}"
+    await settle(request, RULES[(request.method, route.path)], action)
+
+
+def principal_of(connection: HTTPConnection) -> Principal:
+    principal: Principal = connection.state.principal
+    return principal
+
+
+def check_model(connection: HTTPConnection, model: str) -> None:
+    """A 403 naming ``model`` unless the key's allow-list has it. The list names models and routes: a
+    route (``auto``, ``auto:fast``, ``auto:<name>``) is allowed when named, and then reaches every model
+    behind it."""
+    principal = principal_of(connection)
+    if not principal.may_use(model):
+        allowed = ", ".join(sorted(principal.models or ()))
+        raise deny(
+            ModelNotAllowed(
+                f"This API key may not use the model {model!r}; it may use: {allowed or 'none'}.",
+                param="model",
+            ),
+            f"use model {model}",
+            principal,
+        )
+
+
+def owner(connection: HTTPConnection) -> str:
+    """Who owns what a request stores (cached answers, stored responses): the key's tenant, or with
+    ``auth: off`` the whole ``Authorization`` header (keyless calls share)."""
+    principal = principal_of(connection)
+    if principal.key_id is not None:
+        return f"tenant:{principal.tenant}"
+    return connection.headers.get("authorization") or ""
+
+
+def cache_owner(connection: HTTPConnection, user: str | None) -> str:
+    """Whose cached answers a request reads and writes: its ``owner`` narrowed by ``user`` (``user`` only
+    splits a tenant, never reaches into another)."""
+    return cache_tenant(owner(connection), user)
+
+
+def trace_tenant(connection: HTTPConnection, user: str | None) -> str:
+    """Who asked, as the request's telemetry record says: the key's tenant, or with ``auth: off`` the
+    ``user`` or a hash of the key sent."""
+    principal = principal_of(connection)
+    if principal.key_id is not None:
+        return f"tenant:{principal.tenant}"
+    return timing.tenant(user, connection.headers.get("authorization"))
+
+
+def dataset_tenant(connection: HTTPConnection) -> str | None:
+    """The tenant whose review datasets a request sees; ``None``: the gateway's own (``auth: off``, or the
+    default tenant)."""
+    tenant = principal_of(connection).tenant
+    return None if tenant in ("", DEFAULT_TENANT) else tenant
