@@ -11,15 +11,17 @@ the action, never the key itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection, Request
+from starlette.routing import BaseRoute
 
 from groupqwen import log
 from groupqwen.access.authenticate import Authenticator
-from groupqwen.access.keys import DEFAULT_TENANT
+from groupqwen.access.keys import DEFAULT_TENANT, key_id_of
 from groupqwen.access.principal import NOBODY, Principal, Scope
 from groupqwen.errors import GroupQwenError, ModelNotAllowed, PermissionDenied
 from groupqwen.orchestrator.answer import cache_tenant
@@ -56,13 +58,17 @@ RULES: dict[tuple[str, str], Rule] = {
 
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:
-    """Every (method, path) the app serves through its API routes."""
-    return [
-        (method, route.path)
-        for route in app.routes
-        if isinstance(route, APIRoute)
-        for method in sorted(route.methods or ())
-    ]
+    """Every (method, path) the app serves through its API routes, those of included routers too."""
+    return list(_api_routes(app.routes))
+
+
+def _api_routes(candidates: Sequence[BaseRoute]) -> Iterator[tuple[str, str]]:
+    for route in candidates:
+        if isinstance(route, APIRoute):
+            yield from ((method, route.path) for method in sorted(route.methods or ()))
+        included = getattr(route, "original_router", None)  # FastAPI ≥ 0.16x keeps included routers whole
+        if included is not None:
+            yield from _api_routes(included.routes)
 
 
 def check_rules(app: FastAPI) -> None:
@@ -81,9 +87,11 @@ def _who(principal: Principal) -> dict[str, str]:
     return {"key_id": principal.key_id or "-", "tenant": principal.tenant or "-"}
 
 
-def deny(error: GroupQwenError, action: str, principal: Principal | None = None) -> GroupQwenError:
-    """``error``, once it is in the audit log."""
-    who = _who(principal) if principal is not None else {"key_id": "-", "tenant": "-"}
+def deny(
+    error: GroupQwenError, action: str, principal: Principal | None = None, key_id: str | None = None
+) -> GroupQwenError:
+    """``error``, once it is in the audit log (``key_id``: the public id a refused key claimed)."""
+    who = _who(principal) if principal is not None else {"key_id": key_id or "-", "tenant": "-"}
     _audit.warning("denied", action=action, status=error.status_code, code=error.code, **who)
     return error
 
@@ -95,11 +103,12 @@ async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Princip
     if rule == "public" and authenticator.enabled:
         connection.state.principal = NOBODY
         return NOBODY
+    header = connection.headers.get("authorization")
     try:
-        principal = await authenticator.principal(connection.headers.get("authorization"))
+        principal = await authenticator.principal(header)
     except GroupQwenError as exc:
         if exc.status_code == 401:
-            raise deny(exc, action) from None
+            raise deny(exc, action, key_id=key_id_of((header or "").partition(" ")[2].strip())) from None
         raise
     connection.state.principal = principal
     if rule != "public" and rule != "key" and not principal.allows(rule):

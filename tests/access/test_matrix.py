@@ -1,0 +1,169 @@
+"""The authorization matrix: every route of the app × {no key, wrong key, revoked, expired, user scopes, admin
+scope, finetune scope, another tenant} → the status it must answer.
+
+``ROUTES`` is this test's own statement of the policy (the scope each route needs, and a request that
+succeeds when allowed). It is checked against the app's route table: a route added to the app without a
+row here, or without a rule in ``api/auth.py``'s ``RULES``, fails."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from groupqwen.access.principal import SCOPES
+from groupqwen.api import auth
+from groupqwen.api.app import create_app
+from groupqwen.cache.embedders.fake import HashingEmbedder
+from groupqwen.finetune.records import Conversation, Turn, dumps
+from groupqwen.testing import fake_services, fake_settings
+
+from .conftest import key_store
+
+CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+JSONL = dumps(
+    Conversation(
+        id="c1",
+        source="chatgpt",
+        title="t",
+        created_at=1.7e9,
+        branch=0,
+        turns=(Turn("user", "What is 2+2?"), Turn("assistant", "4")),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    rule: str  # public | key | a scope
+    url: str
+    body: Any = None
+    tenant_data: bool = False  # reads the acme tenant's dataset: another tenant gets a 404
+
+
+ROUTES: dict[tuple[str, str], Sample] = {
+    ("GET", "/health"): Sample("public", "/health"),
+    ("GET", "/v1/health"): Sample("public", "/v1/health"),
+    ("POST", "/v1/chat/completions"): Sample("chat", "/v1/chat/completions", CHAT),
+    ("POST", "/v1/embeddings"): Sample("embeddings", "/v1/embeddings", {"model": "hashing", "input": "hi"}),
+    ("GET", "/v1/models"): Sample("key", "/v1/models"),
+    ("GET", "/v1/models/{model_id:path}"): Sample("key", "/v1/models/fake"),
+    ("POST", "/v1/models/{model_id:path}/load"): Sample("admin", "/v1/models/fake/load"),
+    ("POST", "/v1/models/{model_id:path}/unload"): Sample("admin", "/v1/models/fake/unload"),
+    ("GET", "/v1/metrics"): Sample("admin", "/v1/metrics"),
+    ("GET", "/metrics"): Sample("admin", "/metrics"),
+    ("GET", "/v1/metrics/stream"): Sample("admin", "/v1/metrics/stream?events=1"),
+    ("GET", "/v1/cache/stats"): Sample("admin", "/v1/cache/stats"),
+    ("POST", "/v1/cache/invalidate"): Sample("admin", "/v1/cache/invalidate", {"model": "fake"}),
+    ("DELETE", "/v1/cache"): Sample("admin", "/v1/cache"),
+    ("POST", "/v1/review/{name:path}"): Sample("finetune", "/v1/review/mine", JSONL),
+    ("GET", "/v1/review/{name:path}"): Sample("finetune", "/v1/review/chats", tenant_data=True),
+    ("POST", "/v1/review/{name:path}/decisions"): Sample(
+        "finetune", "/v1/review/chats/decisions", {"key": "c1#0", "verdict": "accept"}, tenant_data=True
+    ),
+    ("GET", "/v1/review/{name:path}/export"): Sample("finetune", "/v1/review/chats/export", tenant_data=True),
+}
+
+# column → the scopes its key holds (None: it gets no further than its key)
+COLUMNS: dict[str, frozenset[str] | None] = {
+    "no key": None,
+    "wrong key": None,
+    "revoked": None,
+    "expired": None,
+    "user scopes": frozenset({"chat", "embeddings"}),
+    "admin scope": frozenset({"admin"}),
+    "finetune scope": frozenset({"finetune"}),
+    "other tenant": frozenset(SCOPES),
+}
+
+
+def expected(sample: Sample, column: str) -> int:
+    if sample.rule == "public":
+        return 200
+    scopes = COLUMNS[column]
+    if scopes is None:
+        return 401
+    if sample.rule != "key" and sample.rule not in scopes:
+        return 403
+    if column == "other tenant" and sample.tenant_data:
+        return 404  # the dataset is acme's: to another tenant it does not exist
+    return 200
+
+
+@pytest.fixture(scope="module")
+def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    folder = tmp_path_factory.mktemp("matrix")
+    settings = fake_settings(folder, auth="keys")
+    services = fake_services(settings, embedder=HashingEmbedder())
+    store = key_store(services)
+    now = time.time()
+
+    def key(name: str, scopes: Any, tenant: str = "acme", **fields: Any) -> str:
+        return store.create(name, now=now, tenant=tenant, scopes=scopes, **fields)[1]
+
+    keys = {
+        "user scopes": key("user", ["chat", "embeddings"]),
+        "admin scope": key("admin", ["admin"]),
+        "finetune scope": key("finetune", ["finetune"]),
+        "other tenant": key("rival", SCOPES, tenant="rival"),
+        "revoked": key("revoked", SCOPES),
+        "expired": key("expired", SCOPES, expires_at=now - 1),
+    }
+    store.revoke(keys["revoked"][3:19], now=now)
+    keys["wrong key"] = keys["user scopes"][:-4] + "AAAA"
+    headers = {column: {"authorization": f"Bearer {k}"} for column, k in keys.items()}
+    headers["no key"] = {}
+    with TestClient(create_app(settings, services)) as client:
+        r = client.post("/v1/review/chats", content=JSONL, headers=headers["finetune scope"])
+        assert r.status_code == 200, r.text
+        yield client, headers  # type: ignore[misc]
+
+
+def call(client: TestClient, sample: Sample, method: str, headers: dict[str, str]) -> Any:
+    if isinstance(sample.body, str):
+        return client.request(method, sample.url, content=sample.body, headers=headers)
+    return client.request(method, sample.url, json=sample.body, headers=headers)
+
+
+def test_every_route_has_a_rule_and_a_row_here() -> None:
+    app = create_app(fake_settings(Path("/nonexistent")))
+    served = set(auth.routes(app))
+    assert served == set(ROUTES), "a route without a row in ROUTES (or a row for a route that is gone)"
+    assert served == set(auth.RULES)
+    assert {k: auth.RULES[k] for k in ROUTES} == {k: s.rule for k, s in ROUTES.items()}
+
+
+def test_an_app_with_a_route_no_rule_names_is_not_built() -> None:
+    app = create_app(fake_settings(Path("/nonexistent")))
+
+    @app.get("/v1/secret")
+    async def secret() -> dict[str, str]:
+        return {}
+
+    with pytest.raises(RuntimeError, match="RULES names no rule for: GET /v1/secret"):
+        auth.check_rules(app)
+
+
+@pytest.mark.parametrize("route", list(ROUTES), ids=[f"{m} {p}" for m, p in ROUTES])
+def test_matrix(matrix_app: tuple[TestClient, dict[str, str]], route: tuple[str, str]) -> None:
+    client, headers = matrix_app
+    method, _ = route
+    sample = ROUTES[route]
+    got, want = {}, {}
+    for column in COLUMNS:
+        response = call(client, sample, method, headers[column])  # type: ignore[arg-type]
+        got[column], want[column] = response.status_code, expected(sample, column)
+        if response.status_code in (401, 403):
+            error = response.json()["error"]
+            assert error["type"] == "invalid_request_error"
+            assert error["code"] == (
+                "invalid_api_key" if response.status_code == 401 else "insufficient_permissions"
+            )
+        if response.status_code == 401:
+            assert response.headers["www-authenticate"].startswith("Bearer")
+    assert got == want
