@@ -43,13 +43,24 @@ class Sample:
     rule: str  # public | key | a scope
     url: str
     body: Any = None
-    tenant_data: bool = False  # reads the acme tenant's dataset: another tenant gets a 404
+    tenant_data: bool = False  # the acme tenant's dataset or stored response: another tenant gets a 404
 
 
 ROUTES: dict[tuple[str, str], Sample] = {
     ("GET", "/health"): Sample("public", "/health"),
     ("GET", "/v1/health"): Sample("public", "/v1/health"),
     ("POST", "/v1/chat/completions"): Sample("chat", "/v1/chat/completions", CHAT),
+    ("POST", "/v1/completions"): Sample(
+        "chat", "/v1/completions", {"model": "fake", "prompt": "hi", "max_tokens": 4}
+    ),
+    ("POST", "/v1/responses"): Sample(
+        "chat", "/v1/responses", {"model": "fake", "input": "hi", "store": False}
+    ),
+    ("GET", "/v1/responses/{response_id}"): Sample("chat", "/v1/responses/{kept}", tenant_data=True),
+    ("GET", "/v1/responses/{response_id}/input_items"): Sample(
+        "chat", "/v1/responses/{kept}/input_items", tenant_data=True
+    ),
+    ("DELETE", "/v1/responses/{response_id}"): Sample("chat", "/v1/responses/{doomed}", tenant_data=True),
     ("POST", "/v1/embeddings"): Sample("embeddings", "/v1/embeddings", {"model": "hashing", "input": "hi"}),
     ("GET", "/v1/models"): Sample("key", "/v1/models"),
     ("GET", "/v1/models/{model_id:path}"): Sample("key", "/v1/models/fake"),
@@ -91,12 +102,14 @@ def expected(sample: Sample, column: str) -> int:
     if sample.rule != "key" and sample.rule not in scopes:
         return 403
     if column == "other tenant" and sample.tenant_data:
-        return 404  # the dataset is acme's: to another tenant it does not exist
+        return 404  # acme's: to another tenant it does not exist
     return 200
 
 
 @pytest.fixture(scope="module")
-def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, str]]]:
+def matrix_app(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
     folder = tmp_path_factory.mktemp("matrix")
     settings = fake_settings(folder, auth="keys")
     services = fake_services(settings, embedder=HashingEmbedder())
@@ -121,13 +134,23 @@ def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestC
     with TestClient(create_app(settings, services)) as client:
         r = client.post("/v1/review/chats", content=JSONL, headers=headers["finetune scope"])
         assert r.status_code == 200, r.text
-        yield client, headers  # type: ignore[misc]
+        stored = {}
+        for name in ("kept", "doomed"):
+            r = client.post(
+                "/v1/responses", json={"model": "fake", "input": "hi"}, headers=headers["user scopes"]
+            )
+            assert r.status_code == 200, r.text
+            stored[name] = r.json()["id"]
+        yield client, headers, stored  # type: ignore[misc]
 
 
-def call(client: TestClient, sample: Sample, method: str, headers: dict[str, str]) -> Any:
+def call(
+    client: TestClient, sample: Sample, method: str, headers: dict[str, str], stored: dict[str, str]
+) -> Any:
+    url = sample.url.format(**stored)
     if isinstance(sample.body, str):
-        return client.request(method, sample.url, content=sample.body, headers=headers)
-    return client.request(method, sample.url, json=sample.body, headers=headers)
+        return client.request(method, url, content=sample.body, headers=headers)
+    return client.request(method, url, json=sample.body, headers=headers)
 
 
 def test_every_route_has_a_rule_and_a_row_here() -> None:
@@ -150,13 +173,15 @@ def test_an_app_with_a_route_no_rule_names_is_not_built() -> None:
 
 
 @pytest.mark.parametrize("route", list(ROUTES), ids=[f"{m} {p}" for m, p in ROUTES])
-def test_matrix(matrix_app: tuple[TestClient, dict[str, str]], route: tuple[str, str]) -> None:
-    client, headers = matrix_app
+def test_matrix(
+    matrix_app: tuple[TestClient, dict[str, str], dict[str, str]], route: tuple[str, str]
+) -> None:
+    client, headers, stored = matrix_app
     method, _ = route
     sample = ROUTES[route]
     got, want = {}, {}
     for column in COLUMNS:
-        response = call(client, sample, method, headers[column])  # type: ignore[arg-type]
+        response = call(client, sample, method, headers[column], stored)  # type: ignore[arg-type]
         got[column], want[column] = response.status_code, expected(sample, column)
         if response.status_code in (401, 403):
             error = response.json()["error"]
