@@ -1,9 +1,10 @@
 """Who may call which route: the principal is settled once per request (``authorize``, a dependency of the
 whole app) and put on ``request.state.principal``; ``RULES`` names what each route needs.
 
-``RULES`` maps every route (method, path as FastAPI writes it) to ``"public"`` (no key: health probes),
-``"key"`` (any valid key: listing models) or a scope. ``check_rules`` refuses to build an app with a route
-it does not name, and tests/access/test_matrix.py asks every route of the app with every kind of key.
+``RULES`` maps every route (method, or ``WEBSOCKET`` for a WebSocket route, and path as FastAPI writes it)
+to ``"public"`` (no key: health probes), ``"key"`` (any valid key: listing models) or a scope.
+``check_rules`` refuses to build an app with a route it does not name, and tests/access/test_matrix.py asks
+every route of the app with every kind of key.
 
 Denials and admin actions go to the ``groupqwen.audit`` log with the request id, the key's public id and
 the action, never the key itself.
@@ -15,9 +16,11 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
-from starlette.requests import HTTPConnection, Request
+from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette.exceptions import WebSocketException
+from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute
+from starlette.status import WS_1008_POLICY_VIOLATION
 
 from groupqwen import log
 from groupqwen.access.authenticate import Authenticator
@@ -28,6 +31,7 @@ from groupqwen.orchestrator.answer import cache_tenant
 from groupqwen.telemetry import timing
 
 Rule = Scope | Literal["public", "key"]
+WEBSOCKET = "WEBSOCKET"  # RULES' method for a WebSocket route: ("WEBSOCKET", "/v1/ws")
 _audit = log.get("groupqwen.audit")
 
 RULES: dict[tuple[str, str], Rule] = {
@@ -66,6 +70,8 @@ def _api_routes(candidates: Sequence[BaseRoute]) -> Iterator[tuple[str, str]]:
     for route in candidates:
         if isinstance(route, APIRoute):
             yield from ((method, route.path) for method in sorted(route.methods or ()))
+        elif isinstance(route, APIWebSocketRoute):
+            yield WEBSOCKET, route.path
         included = getattr(route, "original_router", None)  # FastAPI ≥ 0.16x keeps included routers whole
         if included is not None:
             yield from _api_routes(included.routes)
@@ -125,11 +131,19 @@ async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Princip
     return principal
 
 
-async def authorize(request: Request) -> None:
-    """The app's dependency: every route runs after it."""
-    route = request.scope["route"]
-    action = f"{request.method} {request.url.path}"
-    await settle(request, RULES[(request.method, route.path)], action)
+async def authorize(connection: HTTPConnection) -> None:
+    """The app's dependency: every route, HTTP or WebSocket, runs after it. A WebSocket upgrade that fails
+    is closed before it is accepted with 1008 (policy violation) and the error's message as the reason."""
+    path = connection.scope["route"].path
+    if connection.scope["type"] != "websocket":
+        method = connection.scope["method"]
+        await settle(connection, RULES[(method, path)], f"{method} {connection.url.path}")
+        return
+    try:
+        await settle(connection, RULES[(WEBSOCKET, path)], f"{WEBSOCKET} {connection.url.path}")
+    except GroupQwenError as exc:
+        reason = exc.message.encode()[:120].decode(errors="ignore")  # a close reason holds 123 bytes
+        raise WebSocketException(WS_1008_POLICY_VIOLATION, reason) from None
 
 
 def principal_of(connection: HTTPConnection) -> Principal:

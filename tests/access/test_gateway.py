@@ -13,10 +13,12 @@ from typing import Any
 
 import openai
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from groupqwen import log
+from groupqwen.api import auth
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
 from groupqwen.cache import CachePolicy, EmbeddedStore, SemanticCache
@@ -162,3 +164,36 @@ def test_the_audit_log_names_keys_by_id_and_never_holds_one(
         line = next(ln for ln in audit if f"request_id={request_id} " in ln)
         quoted = f'"{message}"' if " " in message else message
         assert f"msg={quoted} " in line and f'action="{action}"' in line and f"key_id={key_id} " in line
+
+
+def test_a_websocket_upgrade_is_checked_by_the_same_function(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = keyed_services(tmp_path)
+    user = new_key(services, "user", tenant="acme")
+    admin = new_key(services, "ops", scopes=["admin"])
+    app = create_app(services.settings, services)
+
+    @app.websocket("/v1/echo")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"tenant": auth.principal_of(websocket).tenant})
+        await websocket.close()
+
+    with pytest.raises(RuntimeError, match="no rule for: WEBSOCKET /v1/echo"):
+        auth.check_rules(app)
+    monkeypatch.setitem(auth.RULES, (auth.WEBSOCKET, "/v1/echo"), "chat")
+    auth.check_rules(app)
+    with TestClient(app) as client:
+        with client.websocket_connect("/v1/echo", headers=bearer(user)) as ws:
+            assert ws.receive_json() == {"tenant": "acme"}
+        for headers, reason in (
+            ({}, "You didn't provide an API key"),
+            (bearer(admin), "Missing scope: chat"),
+        ):
+            with (
+                pytest.raises(WebSocketDisconnect) as closed,
+                client.websocket_connect("/v1/echo", headers=headers),
+            ):
+                pass
+            assert closed.value.code == 1008 and reason in closed.value.reason
