@@ -2,7 +2,9 @@
 whole app) and put on ``request.state.principal``; ``RULES`` names what each route needs.
 
 ``RULES`` maps every route (method, or ``WEBSOCKET`` for a WebSocket route, and path as FastAPI writes it)
-to ``"public"`` (no key: health probes), ``"key"`` (any valid key: listing models) or a scope.
+to ``"public"`` (no key: health probes), ``"key"`` (any valid key: listing models), a scope, or
+``"operator"``: the ``admin`` scope on a key of the ``default`` tenant, for what acts on the whole gateway
+(models, the cache, gateway-wide counters). An admin key of another tenant reads its own tenant's metrics.
 ``check_rules`` refuses to build an app with a route it does not name, and tests/access/test_matrix.py asks
 every route of the app with every kind of key.
 
@@ -30,7 +32,7 @@ from groupqwen.errors import GroupQwenError, ModelNotAllowed, PermissionDenied
 from groupqwen.orchestrator.answer import cache_tenant
 from groupqwen.telemetry import timing
 
-Rule = Scope | Literal["public", "key"]
+Rule = Scope | Literal["public", "key", "operator"]
 WEBSOCKET = "WEBSOCKET"  # RULES' method for a WebSocket route: ("WEBSOCKET", "/v1/ws")
 _audit = log.get("groupqwen.audit")
 
@@ -46,14 +48,14 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/embeddings"): "embeddings",
     ("GET", "/v1/models"): "key",
     ("GET", "/v1/models/{model_id:path}"): "key",
-    ("POST", "/v1/models/{model_id:path}/load"): "admin",
-    ("POST", "/v1/models/{model_id:path}/unload"): "admin",
+    ("POST", "/v1/models/{model_id:path}/load"): "operator",
+    ("POST", "/v1/models/{model_id:path}/unload"): "operator",
     ("GET", "/v1/metrics"): "admin",
-    ("GET", "/metrics"): "admin",
+    ("GET", "/metrics"): "operator",
     ("GET", "/v1/metrics/stream"): "admin",
-    ("GET", "/v1/cache/stats"): "admin",
-    ("POST", "/v1/cache/invalidate"): "admin",
-    ("DELETE", "/v1/cache"): "admin",
+    ("GET", "/v1/cache/stats"): "operator",
+    ("POST", "/v1/cache/invalidate"): "operator",
+    ("DELETE", "/v1/cache"): "operator",
     ("POST", "/v1/review/{name:path}"): "finetune",
     ("GET", "/v1/review/{name:path}"): "finetune",
     ("POST", "/v1/review/{name:path}/decisions"): "finetune",
@@ -117,18 +119,41 @@ async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Princip
             raise deny(exc, action, key_id=key_id_of((header or "").partition(" ")[2].strip())) from None
         raise
     connection.state.principal = principal
-    if rule != "public" and rule != "key" and not principal.allows(rule):
+    scope = _scope_of(rule)
+    if scope is not None and not principal.allows(scope):
         raise deny(
             PermissionDenied(
-                f"You have insufficient permissions for this operation. Missing scope: {rule} "
+                f"You have insufficient permissions for this operation. Missing scope: {scope} "
                 f"(this key has: {', '.join(sorted(principal.scopes)) or 'none'})."
             ),
             action,
             principal,
         )
-    if rule == "admin" and principal.key_id is not None:
+    if rule == "operator" and not is_operator(principal):
+        raise deny(
+            PermissionDenied(
+                "This operation acts on the whole gateway: it needs an admin key of the 'default' tenant "
+                f"(this key belongs to {principal.tenant!r})."
+            ),
+            action,
+            principal,
+        )
+    if scope == "admin" and principal.key_id is not None:
         _audit.info("admin action", action=action, **_who(principal))
     return principal
+
+
+def _scope_of(rule: Rule) -> Scope | None:
+    if rule == "operator":
+        return "admin"
+    if rule == "public" or rule == "key":
+        return None
+    return rule
+
+
+def is_operator(principal: Principal) -> bool:
+    """The gateway's own: ``auth: off``, or a key of the ``default`` tenant."""
+    return principal.tenant in ("", DEFAULT_TENANT)
 
 
 async def authorize(connection: HTTPConnection) -> None:
@@ -188,12 +213,23 @@ def trace_tenant(connection: HTTPConnection, user: str | None) -> str:
     ``user`` or a hash of the key sent."""
     principal = principal_of(connection)
     if principal.key_id is not None:
-        return f"tenant:{principal.tenant}"
+        return _record_tenant(principal)
     return timing.tenant(user, connection.headers.get("authorization"))
 
 
 def dataset_tenant(connection: HTTPConnection) -> str | None:
     """The tenant whose review datasets a request sees; ``None``: the gateway's own (``auth: off``, or the
     default tenant)."""
-    tenant = principal_of(connection).tenant
-    return None if tenant in ("", DEFAULT_TENANT) else tenant
+    principal = principal_of(connection)
+    return None if is_operator(principal) else principal.tenant
+
+
+def metrics_tenant(connection: HTTPConnection) -> str | None:
+    """Whose request records a metrics summary covers: the key's tenant's (as ``trace_tenant`` writes
+    it), or ``None`` (every record) for the gateway's own keys."""
+    principal = principal_of(connection)
+    return None if is_operator(principal) else _record_tenant(principal)
+
+
+def _record_tenant(principal: Principal) -> str:
+    return f"tenant:{principal.tenant}"

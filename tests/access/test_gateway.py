@@ -4,6 +4,7 @@ audit log that names keys by id and never holds one."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -197,3 +198,34 @@ def test_a_websocket_upgrade_is_checked_by_the_same_function(
             ):
                 pass
             assert closed.value.code == 1008 and reason in closed.value.reason
+
+
+def test_a_tenants_admin_reads_its_own_tenants_metrics_only(tmp_path: Path) -> None:
+    services = keyed_services(tmp_path)
+    users = {tenant: new_key(services, f"{tenant} app", tenant=tenant) for tenant in ("acme", "rival")}
+    admins = {
+        tenant: new_key(services, f"{tenant} ops", tenant=tenant, scopes=["admin"])
+        for tenant in ("acme", "default")
+    }
+    ask = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    with TestClient(create_app(services.settings, services)) as client:
+        for tenant, times in (("acme", 2), ("rival", 1)):
+            for _ in range(times):
+                assert (
+                    client.post("/v1/chat/completions", json=ask, headers=bearer(users[tenant])).status_code
+                    == 200
+                )
+
+        def requests(admin: str) -> tuple[int, int]:
+            summary = client.get("/v1/metrics", params={"window": "1h"}, headers=bearer(admin)).json()
+            stream = client.get(
+                "/v1/metrics/stream", params={"window": "1h", "events": 1}, headers=bearer(admin)
+            )
+            streamed = json.loads(stream.text.split("data: ", 1)[1])
+            return sum(summary["status"].values()), sum(streamed["status"].values())
+
+        assert requests(admins["acme"]) == (2, 2)  # never another tenant's
+        assert requests(admins["default"]) == (3, 3)  # the operator's: the whole gateway
+        refused = client.get("/metrics", headers=bearer(admins["acme"]))  # gateway-wide counters
+        assert refused.status_code == 403 and "needs an admin key of the 'default' tenant" in refused.text
+        assert client.delete("/v1/cache", headers=bearer(admins["acme"])).status_code == 403

@@ -1,5 +1,6 @@
 """The authorization matrix: every route of the app × {no key, wrong key, revoked, expired, user scopes, admin
-scope, finetune scope, another tenant} → the status it must answer.
+scope (the operator's, tenant default), a tenant's admin, finetune scope, another tenant} → the status it must
+answer.
 
 ``ROUTES`` is this test's own statement of the policy (the scope each route needs, and a request that
 succeeds when allowed). It is checked against the app's route table: a route added to the app without a
@@ -40,7 +41,7 @@ JSONL = dumps(
 
 @dataclass(frozen=True)
 class Sample:
-    rule: str  # public | key | a scope
+    rule: str  # public | key | a scope | operator (admin on a key of the default tenant)
     url: str
     body: Any = None
     tenant_data: bool = False  # the acme tenant's dataset or stored response: another tenant gets a 404
@@ -64,14 +65,14 @@ ROUTES: dict[tuple[str, str], Sample] = {
     ("POST", "/v1/embeddings"): Sample("embeddings", "/v1/embeddings", {"model": "hashing", "input": "hi"}),
     ("GET", "/v1/models"): Sample("key", "/v1/models"),
     ("GET", "/v1/models/{model_id:path}"): Sample("key", "/v1/models/fake"),
-    ("POST", "/v1/models/{model_id:path}/load"): Sample("admin", "/v1/models/fake/load"),
-    ("POST", "/v1/models/{model_id:path}/unload"): Sample("admin", "/v1/models/fake/unload"),
+    ("POST", "/v1/models/{model_id:path}/load"): Sample("operator", "/v1/models/fake/load"),
+    ("POST", "/v1/models/{model_id:path}/unload"): Sample("operator", "/v1/models/fake/unload"),
     ("GET", "/v1/metrics"): Sample("admin", "/v1/metrics"),
-    ("GET", "/metrics"): Sample("admin", "/metrics"),
+    ("GET", "/metrics"): Sample("operator", "/metrics"),
     ("GET", "/v1/metrics/stream"): Sample("admin", "/v1/metrics/stream?events=1"),
-    ("GET", "/v1/cache/stats"): Sample("admin", "/v1/cache/stats"),
-    ("POST", "/v1/cache/invalidate"): Sample("admin", "/v1/cache/invalidate", {"model": "fake"}),
-    ("DELETE", "/v1/cache"): Sample("admin", "/v1/cache"),
+    ("GET", "/v1/cache/stats"): Sample("operator", "/v1/cache/stats"),
+    ("POST", "/v1/cache/invalidate"): Sample("operator", "/v1/cache/invalidate", {"model": "fake"}),
+    ("DELETE", "/v1/cache"): Sample("operator", "/v1/cache"),
     ("POST", "/v1/review/{name:path}"): Sample("finetune", "/v1/review/mine", JSONL),
     ("GET", "/v1/review/{name:path}"): Sample("finetune", "/v1/review/chats", tenant_data=True),
     ("POST", "/v1/review/{name:path}/decisions"): Sample(
@@ -80,27 +81,32 @@ ROUTES: dict[tuple[str, str], Sample] = {
     ("GET", "/v1/review/{name:path}/export"): Sample("finetune", "/v1/review/chats/export", tenant_data=True),
 }
 
-# column → the scopes its key holds (None: it gets no further than its key)
-COLUMNS: dict[str, frozenset[str] | None] = {
+# column → the scopes its key holds and its tenant (None: it gets no further than its key)
+COLUMNS: dict[str, tuple[frozenset[str], str] | None] = {
     "no key": None,
     "wrong key": None,
     "revoked": None,
     "expired": None,
-    "user scopes": frozenset({"chat", "embeddings"}),
-    "admin scope": frozenset({"admin"}),
-    "finetune scope": frozenset({"finetune"}),
-    "other tenant": frozenset(SCOPES),
+    "user scopes": (frozenset({"chat", "embeddings"}), "acme"),
+    "admin scope": (frozenset({"admin"}), "default"),  # the operator's
+    "tenant admin": (frozenset({"admin"}), "acme"),
+    "finetune scope": (frozenset({"finetune"}), "acme"),
+    "other tenant": (frozenset(SCOPES), "rival"),
 }
 
 
 def expected(sample: Sample, column: str) -> int:
     if sample.rule == "public":
         return 200
-    scopes = COLUMNS[column]
-    if scopes is None:
+    key = COLUMNS[column]
+    if key is None:
         return 401
-    if sample.rule != "key" and sample.rule not in scopes:
+    scopes, tenant = key
+    needed = "admin" if sample.rule == "operator" else sample.rule
+    if needed != "key" and needed not in scopes:
         return 403
+    if sample.rule == "operator" and tenant != "default":
+        return 403  # acts on the whole gateway
     if column == "other tenant" and sample.tenant_data:
         return 404  # acme's: to another tenant it does not exist
     return 200
@@ -121,7 +127,8 @@ def matrix_app(
 
     keys = {
         "user scopes": key("user", ["chat", "embeddings"]),
-        "admin scope": key("admin", ["admin"]),
+        "admin scope": key("admin", ["admin"], tenant="default"),
+        "tenant admin": key("acme admin", ["admin"]),
         "finetune scope": key("finetune", ["finetune"]),
         "other tenant": key("rival", SCOPES, tenant="rival"),
         "revoked": key("revoked", SCOPES),
