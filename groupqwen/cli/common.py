@@ -21,3 +21,19 @@ def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
         for field, message in exc.errors:
             typer.echo(f"config error: {field}: {message}", err=True)
         raise typer.Exit(1) from None
+
+
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="GROUPQWEN_API_KEY",
+        help="The key to send a gateway that runs with auth: keys (or set GROUPQWEN_API_KEY)",
+        show_envvar=False,
+    ),
+]
+
+
+def bearer(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for ``api_key`` (none without one)."""
+    return {"authorization": f"Bearer {api_key}"} if api_key else {}

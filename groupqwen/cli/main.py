@@ -13,7 +13,7 @@ import httpx
 import typer
 
 from groupqwen import log
-from groupqwen.cli.common import ConfigOption, settings_or_exit
+from groupqwen.cli.common import ApiKeyOption, ConfigOption, bearer, settings_or_exit
 from groupqwen.cli.data import data_app
 from groupqwen.cli.keys import keys_app
 from groupqwen.config import AUTO_MODEL, Settings
@@ -93,6 +93,7 @@ def models(
         str | None,
         typer.Option(help="Ask a running gateway what it has loaded (http://HOST:PORT, with or without /v1)"),
     ] = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """List the catalog: which models have weights here and, with --url, which are loaded. CONTEXT is the
     limit requests are held to (the context allocated, n_ctx); NATIVE what the model was trained for."""
@@ -104,8 +105,9 @@ def models(
     loaded: dict[str, str] = {}
     if url:
         try:
-            response = httpx.get(gateway_url(url, "/v1/models"), timeout=10)
-            response.raise_for_status()
+            response = httpx.get(gateway_url(url, "/v1/models"), headers=bearer(api_key), timeout=10)
+            if response.status_code != 200:
+                raise GroupQwenError(_error_message(response))
         except httpx.HTTPError as exc:
             typer.echo(f"cannot reach the gateway at {url}: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -207,6 +209,7 @@ def chat(
         bool, typer.Option("--local", help="Load the models in this process, even if a gateway is running")
     ] = False,
     config: ConfigOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Ask one question and stream the answer (reasoning, if any, goes to stderr). Without --url it uses
     the gateway at the configured host and port when one answers, else loads the models in-process."""
@@ -232,7 +235,7 @@ def chat(
             else:
                 typer.echo(f"no gateway at {candidate}: loading the models in-process", err=True)
         if url:
-            _chat_http(url, model, messages, max_tokens, temperature, think)
+            _chat_http(url, model, messages, max_tokens, temperature, think, api_key)
         elif settings is not None:
             request = ChatRequest(
                 messages=tuple(messages),
@@ -295,7 +298,13 @@ async def _chat_local(settings: Settings, request: ChatRequest) -> None:
 
 
 def _chat_http(
-    url: str, model: str, messages: list[Message], max_tokens: int, temperature: float, think: bool | None
+    url: str,
+    model: str,
+    messages: list[Message],
+    max_tokens: int,
+    temperature: float,
+    think: bool | None,
+    api_key: str | None,
 ) -> None:
     body: dict[str, Any] = {
         "model": model,
@@ -308,7 +317,11 @@ def _chat_http(
         body["enable_thinking"] = think
     try:
         with httpx.stream(
-            "POST", gateway_url(url, "/v1/chat/completions"), json=body, timeout=httpx.Timeout(10, read=300)
+            "POST",
+            gateway_url(url, "/v1/chat/completions"),
+            json=body,
+            headers=bearer(api_key),
+            timeout=httpx.Timeout(10, read=300),
         ) as response:
             if response.status_code != 200:
                 response.read()

@@ -101,6 +101,16 @@ def test_a_real_server_with_keys(tmp_path: Path) -> None:
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
         models = httpx.get(f"{server.url}/v1/models", headers={"authorization": f"Bearer {key}"})
         assert models.status_code == 200
+        # the commands that talk to a gateway send the key (--api-key or GROUPQWEN_API_KEY)
+        chat = ["chat", "hi", "-m", "fake", "--url", server.url]
+        refused = runner.invoke(app, chat)
+        assert refused.exit_code == 1 and "You didn't provide an API key" in refused.stderr
+        answered = runner.invoke(app, [*chat, "--api-key", key])
+        assert answered.exit_code == 0 and answered.stdout.strip(), answered.stderr
+        listed = runner.invoke(app, ["models", "--url", server.url], env={"GROUPQWEN_API_KEY": key})
+        assert listed.exit_code == 0 and "MODEL" in listed.stdout, listed.stderr
+        wrong = runner.invoke(app, ["models", "--url", server.url, "--api-key", key[:-1] + "x"])
+        assert wrong.exit_code == 1 and "error: Incorrect API key provided" in wrong.stderr
     assert key.split(".")[1] not in server.log_path.read_text()
 
 
