@@ -125,7 +125,9 @@ class Authenticator:
         return record
 
     def bootstrap(self, key: str | None) -> KeyRecord | None:
-        """Ensure the bootstrap admin key (``auth.bootstrap_admin_key``), and the store's table, at start."""
+        """At start: ensure the bootstrap admin key (``auth.bootstrap_admin_key``), which needs the
+        database (``KeysUnavailable`` when it cannot be reached); without one, only warn when there is no
+        key yet, or when the database cannot be read now (requests get a 503 until it can)."""
         if self.store is None:
             return None
         try:
@@ -136,6 +138,9 @@ class Authenticator:
             record = self.store.ensure(key, "bootstrap", now=self.clock.time())
         except sa.exc.SQLAlchemyError as exc:
             reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+            if key is None:
+                _log.warning("the API keys cannot be read yet", error=reason[:300])
+                return None
             raise KeysUnavailable(f"The API keys' database cannot be reached: {reason[:300]}") from exc
         if record.revoked_at is not None:
             _log.warning(

@@ -8,7 +8,7 @@ import pytest
 from servers import PostgresServer
 
 from groupqwen.access.authenticate import NO_KEY, Authenticator
-from groupqwen.access.keys import KeyStore, parse_key
+from groupqwen.access.keys import KeyStore, generate_key, parse_key
 from groupqwen.access.principal import ANONYMOUS
 from groupqwen.errors import AuthenticationFailed, KeysUnavailable
 from groupqwen.testing import FakeClock
@@ -102,4 +102,19 @@ async def test_a_database_outage_keeps_recent_keys_working(
     finally:
         postgres.start()
     assert (await gateway.principal(f"Bearer {unseen}")).name == "unseen"  # back: checked again
+    gateway.close()
+
+
+async def test_a_start_with_the_database_down(pg_keys_url: str, postgres: PostgresServer) -> None:
+    """Without a bootstrap key the gateway starts (keys are checked once the database answers); a bootstrap
+    key needs the database at start."""
+    gateway = replica(pg_keys_url, FakeClock())
+    postgres.stop()
+    try:
+        assert gateway.bootstrap(None) is None
+        with pytest.raises(KeysUnavailable, match="cannot be reached"):
+            gateway.bootstrap(generate_key())
+    finally:
+        postgres.start()
+    assert gateway.bootstrap(generate_key()) is not None
     gateway.close()
