@@ -53,6 +53,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/metrics"): "admin",
     ("GET", "/metrics"): "operator",
     ("GET", "/v1/metrics/stream"): "admin",
+    ("POST", "/v1/cache/feedback"): "chat",  # the client that got the hit; its id is unguessable
     ("GET", "/v1/cache/stats"): "operator",
     ("POST", "/v1/cache/invalidate"): "operator",
     ("DELETE", "/v1/cache"): "operator",

@@ -45,6 +45,7 @@ class Sample:
     url: str
     body: Any = None
     tenant_data: bool = False  # the acme tenant's dataset or stored response: another tenant gets a 404
+    allowed: int = 200  # the status when allowed
 
 
 ROUTES: dict[tuple[str, str], Sample] = {
@@ -70,6 +71,9 @@ ROUTES: dict[tuple[str, str], Sample] = {
     ("GET", "/v1/metrics"): Sample("admin", "/v1/metrics"),
     ("GET", "/metrics"): Sample("operator", "/metrics"),
     ("GET", "/v1/metrics/stream"): Sample("admin", "/v1/metrics/stream?events=1"),
+    ("POST", "/v1/cache/feedback"): Sample(  # no cache here: no hit to dislike
+        "chat", "/v1/cache/feedback", {"hit_id": "h1", "rating": "bad"}, allowed=404
+    ),
     ("GET", "/v1/cache/stats"): Sample("operator", "/v1/cache/stats"),
     ("POST", "/v1/cache/invalidate"): Sample("operator", "/v1/cache/invalidate", {"model": "fake"}),
     ("DELETE", "/v1/cache"): Sample("operator", "/v1/cache"),
@@ -109,7 +113,7 @@ def expected(sample: Sample, column: str) -> int:
         return 403  # acts on the whole gateway
     if column == "other tenant" and sample.tenant_data:
         return 404  # acme's: to another tenant it does not exist
-    return 200
+    return sample.allowed
 
 
 @pytest.fixture(scope="module")
