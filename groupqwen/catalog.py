@@ -44,6 +44,7 @@ class ModelSpec:
     backend: BackendKind = "llamacpp"
     n_ctx: int | None = None  # context to allocate; None: min(context_length, settings.n_ctx)
     fake_reply: str | None = None  # backend "fake" only: the text it answers with
+    fake_delay_s: float | None = None  # backend "fake" only: seconds between its tokens
     urls: tuple[str, ...] = ()  # backend "openai_http": the replicas' base URLs (…/v1)
     remote_model: str | None = None  # backend "openai_http": the model name the server knows
     api_key: str | None = None  # backend "openai_http"

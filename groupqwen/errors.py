@@ -19,6 +19,8 @@ that escapes is a bug and becomes a logged 500.
     ├── ModelNotFound                   404 invalid_request_error       model_not_found
     ├── NotFound                        404 invalid_request_error       not_found         (a review dataset …)
     ├── ModelBusy                       409 invalid_request_error       model_busy
+    ├── ResumeExpired                   410 invalid_request_error       resume_expired    (WebSocket resume)
+    ├── TooManyGenerations              429 rate_limit_error            too_many_generations (one WebSocket)
     ├── Overloaded                      503 server_error                overloaded        (Retry-After)
     ├── InsufficientMemory              503 server_error                insufficient_memory
     ├── CacheUnavailable                503 server_error                cache_unavailable (cache admin routes)
@@ -141,6 +143,23 @@ class ModelNotFound(GroupQwenError):
     status_code = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
+
+
+class ResumeExpired(GroupQwenError):
+    """A WebSocket ``resume`` named a generation that is gone: its resume window passed, its buffer filled
+    while nobody read it, or its frames after the client's ``after_seq`` are no longer kept. Ask again."""
+
+    status_code = 410
+    error_type = "invalid_request_error"
+    code = "resume_expired"
+
+
+class TooManyGenerations(GroupQwenError):
+    """A WebSocket asked for more generations at once than ``ws.max_generations``; the others go on."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "too_many_generations"
 
 
 class Overloaded(GroupQwenError):

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, auth, completions, errors, openai, responses, review
+from groupqwen.api import admin, auth, completions, errors, openai, responses, review, ws
 from groupqwen.api.errors import error_body
 from groupqwen.api.services import Services, build_services
 from groupqwen.config import Settings
@@ -136,6 +136,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(review.router)
+    app.include_router(ws.router)
     auth.check_rules(app)
     app.add_middleware(
         RequestContextMiddleware,

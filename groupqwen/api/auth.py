@@ -57,6 +57,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/cache/stats"): "operator",
     ("POST", "/v1/cache/invalidate"): "operator",
     ("DELETE", "/v1/cache"): "operator",
+    (WEBSOCKET, "/v1/ws"): "chat",  # each chat.create is checked against the key's models, as HTTP
     ("POST", "/v1/review/{name:path}"): "finetune",
     ("GET", "/v1/review/{name:path}"): "finetune",
     ("POST", "/v1/review/{name:path}/decisions"): "finetune",

@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from groupqwen.api import auth
 from groupqwen.api.body import json_object
+from groupqwen.api.chat import parse_chat
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.schemas.chat import (
     ChatCompletionRequest,
     ChunkWriter,
     completion_json,
     decision_json,
-    to_chat_request,
 )
 from groupqwen.api.schemas.embeddings import EmbeddingRequest, embedding_texts, embeddings_json
 from groupqwen.api.schemas.models import model_json
@@ -45,12 +45,7 @@ def _services(request: Request) -> Services:
 
 
 async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
-    data = json_object(await request.body())
-    try:
-        body = ChatCompletionRequest.model_validate(data)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
-    return to_chat_request(body, settings.max_stop_sequences, settings.max_images, settings.images), body
+    return parse_chat(json_object(await request.body()), settings)
 
 
 def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from groupqwen import log
 from groupqwen.access.authenticate import Authenticator
 from groupqwen.api.stored_responses import ResponseStore
+from groupqwen.api.ws_sessions import Sessions
 from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
 from groupqwen.clock import SYSTEM_CLOCK, Clock
@@ -35,9 +36,10 @@ class Services:
     telemetry: Telemetry = field(default_factory=Telemetry)  # in memory only unless given
     cache: SemanticCache | None = None
     embedder: Embedder | None = None  # what /v1/embeddings serves; None: the cache's, or built on first use
-    clock: Clock = SYSTEM_CLOCK  # the stored responses' expiry
+    clock: Clock = SYSTEM_CLOCK  # the stored responses' expiry, the WebSocket sessions' resume window
     responses: ResponseStore = field(init=False)  # the Responses API's stored responses
     access: Authenticator = field(default_factory=lambda: Authenticator(None))  # auth: off unless given
+    sessions: Sessions = field(init=False)  # /v1/ws (api/ws_sessions.py)
     _embedder_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def load_embedder(self) -> Embedder:
@@ -52,6 +54,8 @@ class Services:
     def __post_init__(self) -> None:
         stored = self.settings.responses
         self.responses = ResponseStore(stored.max_stored, stored.max_bytes, stored.ttl_s, self.clock)
+        self.sessions = Sessions(self.settings.ws, self.clock)
+        self.telemetry.watch_websockets(self.sessions.gauges)
         pool = self.pool
         cache = self.cache
         if cache is not None:
@@ -80,6 +84,7 @@ class Services:
 
     async def close(self) -> None:
         try:
+            await self.sessions.close()
             await self.pool.close()
         finally:
             try:
@@ -114,9 +119,9 @@ def build_services(
     ``backend``); ``telemetry`` persisting to ``telemetry.database_url``; ``cache`` as ``cache:`` says
     (none with ``backend: off``); ``embedder`` the cache's (or, with no cache, the configured one, built
     on first use); the API keys as ``auth:`` says. ``clock`` times the pool's idle models and queue waits,
-    the stored responses' expiry, how long keys are trusted, and the cache it builds (entries' expiry, the
-    Redis store's breaker; a ``cache`` passed in keeps its own). ``groupqwen.testing`` builds it around
-    fakes."""
+    the stored responses' expiry, how long keys are trusted, the WebSocket sessions (resume window,
+    heartbeats) and the cache it builds (entries' expiry, the Redis store's breaker; a ``cache`` passed in
+    keeps its own). ``groupqwen.testing`` builds it around fakes."""
     budget = memory.detect(
         settings.memory_budget_mb,
         settings.memory_share,

@@ -14,6 +14,10 @@ What uvicorn (its h11 protocol) gives, and what holds:
   progress), a new request gets uvicorn's plain-text 503 instead of reaching the app.
 - ``h11_max_incomplete_event_size`` (``server.max_header_bytes``): a longer request line plus headers is a
   400 and the connection closed.
+- WebSockets (``/v1/ws``): the implementation is ``ws.implementation`` (chosen by ``bench/ws.py``); a frame
+  over 4 × ``ws.max_frame_bytes`` closes the socket (1009), a smaller one over the limit gets an error
+  frame from the route; uvicorn's protocol pings are off: the route keeps its own heartbeat (``ping``
+  frames a browser's script can see, on the injected clock).
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ def uvicorn_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.
         "timeout_keep_alive": server.keep_alive_timeout_s,
         "limit_concurrency": server.limit_concurrency,
         "h11_max_incomplete_event_size": server.max_header_bytes,
+        "ws": settings.ws.implementation,
+        "ws_max_size": 4 * settings.ws.max_frame_bytes,
+        "ws_ping_interval": None,
+        "ws_ping_timeout": None,
         "log_config": None,
         "timeout_graceful_shutdown": 5,
         **options,

@@ -5,8 +5,8 @@ Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` e
 an optional YAML file (``--config``), then the defaults. Every validation error names its field.
 
 ``settings.py`` holds ``Settings`` and ``load_settings``; each area's section has its own module
-(``server``, ``auth``, ``images``, ``responses``, ``models``, ``cache``, ``router``, ``telemetry``);
-``paths`` the default locations, ``fields`` the field types they share.
+(``server``, ``auth``, ``images``, ``responses``, ``models``, ``cache``, ``router``, ``telemetry``,
+``ws``); ``paths`` the default locations, ``fields`` the field types they share.
 """
 
 from groupqwen.config.access import AuthConfig
@@ -20,6 +20,7 @@ from groupqwen.config.router import AUTO_MODEL, RouterConfig, TierConfig
 from groupqwen.config.server import ServerConfig
 from groupqwen.config.settings import Settings, load_settings
 from groupqwen.config.telemetry import TelemetryConfig
+from groupqwen.config.ws import WsConfig
 
 __all__ = [
     "AUTO_MODEL",
@@ -35,6 +36,7 @@ __all__ = [
     "Settings",
     "TelemetryConfig",
     "TierConfig",
+    "WsConfig",
     "cache_home",
     "default_data_dir",
     "default_models_dir",

@@ -25,6 +25,9 @@ class ModelConfig(BaseModel):
     thinking: bool | None = Field(None, description="Whether the model understands enable_thinking")
     vision: bool | None = Field(None, description="Whether the model takes images (image_url parts)")
     fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
+    fake_delay_s: float | None = Field(
+        None, ge=0, le=10, description="backend 'fake' only: seconds between the tokens it streams"
+    )
     urls: list[str] | None = Field(None, description="backend 'openai_http': replica base URLs (…/v1)")
     remote_model: str | None = Field(None, description="backend 'openai_http': the server's model name")
     api_key: BearerToken | None = Field(None, description="backend 'openai_http': bearer token")

@@ -1,6 +1,6 @@
 """``Settings`` (the sections of ``server``, ``images``, ``responses``, ``models``, ``cache``, ``router``,
-``telemetry`` put together, checked against the catalog) and ``load_settings``, which reads them and names
-every bad field."""
+``telemetry``, ``ws`` put together, checked against the catalog) and ``load_settings``, which reads them
+and names every bad field."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from groupqwen.config.responses import ResponsesConfig
 from groupqwen.config.router import RouterConfig
 from groupqwen.config.server import ServerConfig
 from groupqwen.config.telemetry import TelemetryConfig
+from groupqwen.config.ws import WsConfig
 from groupqwen.errors import ConfigError
 
 ENV_PREFIX = "GROUPQWEN_"
@@ -186,6 +187,10 @@ class Settings(BaseSettings):
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig,  # type: ignore[arg-type]
         description="Request records, their database, and the health checks (docs/telemetry.md)",
+    )
+    ws: WsConfig = Field(
+        default_factory=WsConfig,  # type: ignore[arg-type]
+        description="The WebSocket endpoint /v1/ws: resume window, limits, heartbeats, origins (docs/api.md)",
     )
 
     @classmethod

@@ -43,6 +43,7 @@ def backend_for(spec: ModelSpec, settings: Settings) -> Backend:
         return FakeBackend(
             model_id=spec.id,
             tokens=re.findall(r"\s*\S+", reply),
+            delay=spec.fake_delay_s or 0.0,
             n_ctx=context_size(spec, settings),
             keep_requests=1000,  # a served fake answers for as long as it runs: keep its memory bounded
         )

@@ -73,6 +73,26 @@ class _WriterCollector(Collector):
         return out
 
 
+class _WebSocketCollector(Collector):
+    """The WebSocket endpoint's open connections and parked generations, read at scrape time."""
+
+    def __init__(self, read: Callable[[], tuple[int, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> list[Metric]:
+        open_sockets, parked = self._read()
+        return [
+            GaugeMetricFamily(
+                "groupqwen_websockets_open", "WebSocket connections open on /v1/ws", open_sockets
+            ),
+            GaugeMetricFamily(
+                "groupqwen_websocket_generations_parked",
+                "Generations of dropped WebSocket connections kept for a resume (running or finished)",
+                parked,
+            ),
+        ]
+
+
 class Metrics:
     def __init__(self, *, max_label_values: int = 32) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -147,6 +167,10 @@ class Metrics:
     def watch_writer(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
         """Expose the persistence counters ``(written, dropped, pending, rejected)`` read at scrape time."""
         self.registry.register(_WriterCollector(read))
+
+    def watch_websockets(self, read: Callable[[], tuple[int, int]]) -> None:
+        """Expose ``(open sockets, parked generations)`` of ``/v1/ws`` read at scrape time."""
+        self.registry.register(_WebSocketCollector(read))
 
     def observe(self, record: RequestRecord, *, cache_bypass: str | None = None) -> None:
         """``cache_bypass``: why the cache was bypassed (the trace knows it; the record does not keep it)."""

@@ -41,6 +41,7 @@ class RequestRecord:
     prompt_tokens: int
     completion_tokens: int
     tokens_per_s: float | None
+    transport: str = "http"  # how the client asked: http (JSON or SSE) | ws (a WebSocket generation)
 
     @property
     def ok(self) -> bool:
@@ -159,5 +160,9 @@ def summarize(records: Sequence[RequestRecord], *, window_s: float, until: float
         "by_route": {
             route: _group([r for r in chosen if r.route == route], total)
             for route in sorted({r.route for r in chosen})
+        },
+        "by_transport": {
+            transport: _group([r for r in chosen if r.transport == transport], total)
+            for transport in sorted({r.transport for r in chosen})
         },
     }

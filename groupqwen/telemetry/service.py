@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,10 @@ class Telemetry:
         self._recent: deque[RequestRecord] = deque()
         self._recent_bytes = 0  # the records' size_bytes(), summed
         self._recent_evicted_until = 0.0  # finished_at of the newest record the byte cap pushed out
+        self._websockets: Callable[[], tuple[int, int]] = lambda: (0, 0)
         if writer is not None:
             self.metrics.watch_writer(writer.counters)
+        self.metrics.watch_websockets(lambda: self._websockets())
 
     @classmethod
     def from_settings(
@@ -95,6 +98,11 @@ class Telemetry:
             retention_s=retention_s,
             recent_max_bytes=int(config.recent_max_mb * MiB),
         )
+
+    def watch_websockets(self, read: Callable[[], tuple[int, int]]) -> None:
+        """Where the gauges of ``/v1/ws`` come from: ``(open sockets, parked generations)``, read when
+        asked (``/metrics``, ``/v1/metrics``)."""
+        self._websockets = read
 
     def start(self) -> None:
         if self.writer is not None:
@@ -174,6 +182,8 @@ class Telemetry:
         result = summarize(records, window_s=window_s, until=until)
         result["source"] = "memory"
         result["complete"] = self._recent_evicted_until <= until - window_s
+        open_sockets, parked = self._websockets()
+        result["websockets"] = {"open": open_sockets, "parked_generations": parked}
         result["telemetry"] = self._persistence()
         return result
 

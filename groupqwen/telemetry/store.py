@@ -73,15 +73,24 @@ records_table = sa.Table(
     sa.Column("prompt_tokens", sa.Integer, nullable=False),
     sa.Column("completion_tokens", sa.Integer, nullable=False),
     sa.Column("tokens_per_s", sa.Float),
+    sa.Column("transport", sa.String(8), nullable=False, server_default="http"),
 )
 
 
 def _v1(conn: Connection) -> None:
-    records_table.create(conn, checkfirst=True)
+    records_table.create(conn, checkfirst=True)  # a new database gets the later steps' columns here
+
+
+def _v2(conn: Connection) -> None:
+    """``transport``: http or ws (a WebSocket generation); the records before it were all http."""
+    if "transport" not in {column["name"] for column in sa.inspect(conn).get_columns(records_table.name)}:
+        conn.execute(
+            sa.text("ALTER TABLE request_records ADD COLUMN transport VARCHAR(8) NOT NULL DEFAULT 'http'")
+        )
 
 
 # Ordered, append-only: (version, step). A new column is a new step (``ALTER TABLE …``), never an edit.
-MIGRATIONS: tuple[database.Migration, ...] = ((1, _v1),)
+MIGRATIONS: tuple[database.Migration, ...] = ((1, _v1), (2, _v2))
 _PG_MIGRATION_LOCK = 0x67715F7465  # pg_advisory_xact_lock key: replicas migrate one at a time
 
 

@@ -49,6 +49,7 @@ class Trace:
         "status",
         "stream",
         "tenant",
+        "transport",
     )
 
     def __init__(self, request_id: str, *, clock: float | None = None, wall: float | None = None) -> None:
@@ -69,6 +70,7 @@ class Trace:
         self.status = 200
         self.error: str | None = None
         self.finished = False
+        self.transport = "http"  # the adapter's: http | ws
 
     def activate(self) -> Trace:
         """Make this the current trace of the running context (and of tasks it starts)."""
@@ -115,6 +117,7 @@ class Trace:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             tokens_per_s=tokens_per_second,
+            transport=self.transport,
         )
 
 
