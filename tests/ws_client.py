@@ -3,7 +3,9 @@ library's synchronous client, frames as dicts, the server's heartbeat pings answ
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
 import struct
 import time
@@ -89,3 +91,68 @@ def active_requests(served: ServedProcess, model: str) -> int:
 def websocket_gauges(served: ServedProcess) -> dict[str, int]:
     gauges: dict[str, int] = httpx.get(served.url + "/v1/metrics", timeout=DEADLINE).json()["websockets"]
     return gauges
+
+
+class RawSocket:
+    """A WebSocket client made of a plain socket, for what a library does not let a client do: never read
+    (its receive buffer small, so the server's writes block), or never answer a ping."""
+
+    def __init__(self, served: ServedProcess, receive_buffer: int = 4096) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(DEADLINE)
+        self.sock.connect(("127.0.0.1", served.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        self._buffer = b""
+        while b"\r\n\r\n" not in self._buffer:
+            self._buffer += self._recv()
+        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        return data
+
+    def send(self, frame: dict[str, Any]) -> None:
+        payload = json.dumps(frame).encode()
+        mask = os.urandom(4)
+        size = len(payload)
+        head = bytes([0x81]) + (
+            bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + struct.pack("!H", size)
+        )
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def _exactly(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            self._buffer += self._recv()
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def next_frame(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the server's next frame (servers do not mask)."""
+        first, second = self._exactly(2)
+        size = second & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", self._exactly(2))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", self._exactly(8))[0]
+        return first & 0x0F, self._exactly(size)
+
+    def close_code(self) -> int | None:
+        """Read until the server's close frame: its code (``None`` if the connection ended without one)."""
+        try:
+            while True:
+                opcode, payload = self.next_frame()
+                if opcode == 0x8:
+                    return int(struct.unpack("!H", payload[:2])[0])
+        except (ConnectionError, OSError):
+            return None
+
+    def close(self) -> None:
+        self.sock.close()
