@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.telemetry.records import RequestRecord
-from groupqwen.telemetry.store import MIGRATIONS, SqlStore
+from groupqwen.telemetry.store import MIGRATIONS, SqlStore, engine_url, migrations_table, records_table
 
 from .conftest import PostgresServer, gateway, wait_until
 
@@ -57,6 +58,39 @@ def test_records_round_trip(store_url: str) -> None:
         assert store.prune(records[2].started_at) == 2
         assert store.query(0, 2e9) == records[2:]
         store.ping()
+    finally:
+        store.close()
+
+
+def test_a_database_from_before_transport_gains_it(store_url: str) -> None:
+    """A database migrated by step 1 only (no ``transport`` column) with a record in it: step 2 adds the
+    column, the old record reads as ``http``, and a WebSocket generation's record is stored as ``ws``."""
+    engine = sa.create_engine(engine_url(store_url))
+    if store_url.startswith("sqlite"):
+        Path(sa.engine.make_url(store_url).database or "").parent.mkdir(parents=True, exist_ok=True)
+    old = sa.Table(
+        records_table.name,
+        sa.MetaData(),
+        *(
+            sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in records_table.columns
+            if c.name != "transport"
+        ),
+    )
+    before = record(1)
+    with engine.begin() as conn:
+        old.create(conn)
+        migrations_table.create(conn)
+        conn.execute(migrations_table.insert().values(version=1, applied_at=0.0))
+        row = {c.name: getattr(before, c.name) for c in old.columns}
+        conn.execute(old.insert().values(**row))
+    engine.dispose()
+    store = SqlStore(store_url)
+    try:
+        assert store.migrate() == 2
+        after = record(2, transport="ws")
+        store.write([after])
+        assert store.query(0, 2e9) == [before, after] and before.transport == "http"
     finally:
         store.close()
 
