@@ -134,8 +134,10 @@ class Connection:
             heartbeat.cancel()
             self.sessions.detach(self.session, self)
         if self._closing is not None and not self._gone:
-            with suppress(Exception):  # the peer may be gone already
-                await self.websocket.close(*self._closing)
+            # the peer may be gone, or not reading: the close frame waits for room at most a heartbeat
+            with suppress(Exception):
+                async with asyncio.timeout(self.config.heartbeat_s):
+                    await self.websocket.close(*self._closing)
 
     def _stop(self, code: int | None, reason: str = "") -> None:
         """End this connection from another task: with a close frame (``code``) or, the peer being gone,
