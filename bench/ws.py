@@ -42,7 +42,7 @@ PROMPTS = [
 ]
 
 
-def chat(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+def chat(model: str, prompt: str, max_tokens: int | None = None) -> dict[str, Any]:
     messages = [{"role": "user", "content": prompt}]
     return {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
 
@@ -102,8 +102,11 @@ async def model_rounds(served: ServedProcess, model: str, rounds: int, max_token
     url = f"ws://127.0.0.1:{served.port}/v1/ws"
     async with httpx.AsyncClient(base_url=served.url, timeout=300) as client:
         for i in range(-1, rounds):  # round -1 loads the model and warms both paths
-            body = chat(model, PROMPTS[i % len(PROMPTS)], max_tokens if i >= 0 else 4)
             for kind in ("ws", "sse") if i % 2 == 0 else ("sse", "ws"):
+                # a prompt new to the model for each request (llama.cpp reuses a prompt it has just
+                # evaluated: the second of a pair would skip it), of the same length for both
+                prompt = f"{PROMPTS[i % len(PROMPTS)]} (Request {i + 2:03d}{kind:>3}.)"
+                body = chat(model, prompt, max_tokens if i >= 0 else 4)
                 if kind == "ws":
                     async with connect(url) as ws:  # a socket per round: nobody idles unread
                         await ws.recv()  # hello
@@ -122,7 +125,7 @@ async def model_rounds(served: ServedProcess, model: str, rounds: int, max_token
 async def ws_flood(served: ServedProcess, sockets: int, generations: int) -> float:
     """Frames per second received by ``sockets`` clients, each running ``generations`` one at a time."""
     url = f"ws://127.0.0.1:{served.port}/v1/ws"
-    body = chat("fake", "go", 100_000)
+    body = chat("fake", "go")
 
     async def client() -> int:
         frames = 0
@@ -143,7 +146,7 @@ async def ws_flood(served: ServedProcess, sockets: int, generations: int) -> flo
 
 async def sse_flood(served: ServedProcess, streams: int, generations: int) -> float:
     limits = httpx.Limits(max_connections=streams)
-    body = {**chat("fake", "go", 100_000), "stream": True}
+    body = {**chat("fake", "go"), "stream": True}
 
     async def client(http: httpx.AsyncClient) -> int:
         events = 0
@@ -170,6 +173,7 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=64)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--reply-tokens", type=int, default=500)
+    parser.add_argument("--implementations", nargs="+", default=IMPLEMENTATIONS, choices=IMPLEMENTATIONS)
     args = parser.parse_args()
 
     settings = Settings()
@@ -177,7 +181,7 @@ def main() -> None:
     reply = " ".join(f"w{i}" for i in range(args.reply_tokens))
     fakes = {"fake": {"fake_reply": reply, "max_parallel": args.sockets}}
     rows = []
-    for implementation in IMPLEMENTATIONS:
+    for implementation in args.implementations:
         with (
             tempfile.TemporaryDirectory() as work,
             serve_process(
@@ -191,10 +195,11 @@ def main() -> None:
             ) as served,
         ):
             model = asyncio.run(model_rounds(served, args.model, args.rounds, args.max_tokens))
+            print(f"{implementation}: model rounds done", flush=True)
             ws_rate = asyncio.run(ws_flood(served, args.sockets, args.generations))
             sse_rate = asyncio.run(sse_flood(served, args.sockets, args.generations))
         rows.append((implementation, model, ws_rate, sse_rate))
-        print(f"{implementation}: done", flush=True)
+        print(f"{implementation}: floods done", flush=True)
 
     print(
         f"\n{args.model}, {args.rounds} rounds of {args.max_tokens} tokens, {args.threads} threads (medians)"
