@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from groupqwen.access.principal import SCOPES
 from groupqwen.api import auth
@@ -164,12 +165,17 @@ def call(
     return client.request(method, url, json=sample.body, headers=headers)
 
 
+# WebSocket routes: allowed, the upgrade is accepted (the server's hello); refused, it is closed with 1008
+WEBSOCKETS: dict[tuple[str, str], Sample] = {(auth.WEBSOCKET, "/v1/ws"): Sample("chat", "/v1/ws")}
+
+
 def test_every_route_has_a_rule_and_a_row_here() -> None:
     app = create_app(fake_settings(Path("/nonexistent")))
     served = set(auth.routes(app))
-    assert served == set(ROUTES), "a route without a row in ROUTES (or a row for a route that is gone)"
+    rows = {**ROUTES, **WEBSOCKETS}
+    assert served == set(rows), "a route without a row in ROUTES (or a row for a route that is gone)"
     assert served == set(auth.RULES)
-    assert {k: auth.RULES[k] for k in ROUTES} == {k: s.rule for k, s in ROUTES.items()}
+    assert {k: auth.RULES[k] for k in rows} == {k: s.rule for k, s in rows.items()}
 
 
 def test_an_app_with_a_route_no_rule_names_is_not_built() -> None:
@@ -202,4 +208,22 @@ def test_matrix(
             )
         if response.status_code == 401:
             assert response.headers["www-authenticate"].startswith("Bearer")
+    assert got == want
+
+
+@pytest.mark.parametrize("route", list(WEBSOCKETS), ids=[p for _, p in WEBSOCKETS])
+def test_websocket_matrix(
+    matrix_app: tuple[TestClient, dict[str, str], dict[str, str]], route: tuple[str, str]
+) -> None:
+    client, headers, _ = matrix_app
+    sample = WEBSOCKETS[route]
+    got, want = {}, {}
+    for column in COLUMNS:
+        want[column] = expected(sample, column) == sample.allowed
+        try:
+            with client.websocket_connect(sample.url, headers=headers[column]) as ws:
+                got[column] = ws.receive_json()["type"] == "hello"
+        except WebSocketDisconnect as refused:
+            assert refused.code == 1008 and refused.reason
+            got[column] = False
     assert got == want
