@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
+from groupqwen.telemetry.database import engine_url
 from groupqwen.telemetry.records import RequestRecord
-from groupqwen.telemetry.store import MIGRATIONS, SqlStore, engine_url, migrations_table, records_table
+from groupqwen.telemetry.store import MIGRATIONS, SqlStore, migrations_table, records_table
 
 from .conftest import PostgresServer, gateway, wait_until
 
