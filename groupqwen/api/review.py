@@ -123,8 +123,6 @@ def _parse_upload(body: bytes) -> list[Conversation]:
             conv = from_dict(loads(line))
         except (ValueError, TypeError) as exc:  # json.JSONDecodeError and body.BodyProblem are ValueErrors
             raise InvalidRecords(f"line {number}: {exc}", param="body") from None
-        except RecursionError:
-            raise InvalidRecords(f"line {number}: nested too deeply", param="body") from None
         if key_of(conv) in seen:
             raise InvalidRecords(
                 f"line {number}: the conversation {key_of(conv)!r} appears twice", param="body"
