@@ -1,5 +1,7 @@
 """Shared fixtures: every test starts from an environment without ``GROUPQWEN_*`` variables, with its data in
-a temporary folder; ``live_server`` serves an app on a real loopback socket."""
+a temporary folder; ``live_server`` serves an app on a real loopback socket; ``valkey`` is a real Redis-protocol
+server for the session, and ``redis_url`` its URL, emptied (and the server started again if a test stopped
+it)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import pytest
+import redis
 import uvicorn
 from fastapi import FastAPI
+from servers import ValkeyServer
 
 
 @pytest.fixture(autouse=True)
@@ -51,3 +55,21 @@ def _serve(app: FastAPI) -> Iterator[str]:
 def live_server() -> Callable[[FastAPI], AbstractContextManager[str]]:
     """``with live_server(app) as url:`` — the app on a real loopback port for the block."""
     return _serve
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(valkey: ValkeyServer) -> str:
+    if valkey.process is None:
+        valkey.start()
+    client = redis.Redis.from_url(valkey.url)
+    client.flushall()
+    client.close()
+    return valkey.url

@@ -15,6 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from groupqwen.access.limits import Admission, estimate_tokens
+from groupqwen.access.principal import ANONYMOUS, Principal
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.schemas.chat import (
@@ -42,6 +44,12 @@ router = APIRouter()
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+def _principal(request: Request) -> Principal:
+    """Who the request acts for, as the gateway settled it before the route (``ANONYMOUS``: no key)."""
+    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
+    return principal
 
 
 async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
@@ -147,8 +155,37 @@ async def respond(
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
     """Run ``chat`` and answer with JSON (``payload``'s object, plus the ``groupqwen`` decision) or SSE
-    (``frames``' chunks): what chat and text completions share. The trace learns the tenant and the mode;
-    errors before the first token raise from here."""
+    (``frames``' chunks): what chat and text completions share. The rate limits admit it first (a 429
+    before any work) and are settled with the tokens used when the answer ends; the trace learns the
+    tenant and the mode; errors before the first token raise from here."""
+    admission = await services.limiter.admit(_principal(request), estimate_tokens(chat))
+    try:
+        return await _respond(
+            request, services, trace, chat, admission, stream, include_usage, payload, frames
+        )
+    except BaseException:
+        admission.settle(trace.prompt_tokens + trace.completion_tokens)
+        raise
+
+
+def _finish(services: Services, trace: Trace, admission: Admission, failure: BaseException | None) -> None:
+    """The end of an answer, however it ended: its telemetry record, and its rate limits settled with the
+    tokens it used."""
+    services.telemetry.finish(trace, failure)
+    admission.settle(trace.prompt_tokens + trace.completion_tokens)
+
+
+async def _respond(
+    request: Request,
+    services: Services,
+    trace: Trace,
+    chat: ChatRequest,
+    admission: Admission,
+    stream: bool,
+    include_usage: bool,
+    payload: Callable[[Answer, Completion], dict[str, Any]],
+    frames: Callable[[Answer], ChunkFrames],
+) -> Response:
     authorization = request.headers.get("authorization")
     trace.tenant = timing.tenant(chat.user, authorization)
     trace.stream = stream
@@ -162,17 +199,18 @@ async def respond(
         watch.stop()
         body = payload(answer, completion)
         body["groupqwen"] = decision_json(answer.decision, answer.cache)
-        services.telemetry.finish(trace)
-        return JSONResponse(body, headers=decision_headers(answer.decision, answer.cache))
+        _finish(services, trace, admission, None)
+        headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}
+        return JSONResponse(body, headers=headers)
     events = answer_frames(
         answer,
         frames(answer),
         logprobs=chat.logprobs,
         include_usage=include_usage,
-        finish=partial(services.telemetry.finish, trace),
+        finish=partial(_finish, services, trace, admission),
     )
     headers = decision_headers(answer.decision, answer.cache)
-    headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+    headers.update({"cache-control": "no-cache", "x-accel-buffering": "no", **admission.headers})
     return EventStream(events, headers, watch)
 
 
@@ -219,6 +257,20 @@ async def create_embeddings(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     texts = embedding_texts(body)
+    admission = await services.limiter.admit(_principal(request), math.ceil(sum(map(len, texts)) / 4))
+    used = 0
+    try:
+        body_json = await _embed(services, body, texts)
+        used = body_json["usage"]["total_tokens"]
+    finally:
+        admission.settle(used)
+    # serialised here: FastAPI's encoder walks every float first, a third of a millisecond per vector
+    return Response(
+        json.dumps(body_json, separators=(",", ":")), media_type="application/json", headers=admission.headers
+    )
+
+
+async def _embed(services: Services, body: EmbeddingRequest, texts: list[str]) -> dict[str, Any]:
     embedder = await services.load_embedder()
     if body.model != embedder.name:
         raise ModelNotFound(
@@ -231,6 +283,4 @@ async def create_embeddings(request: Request) -> Response:
         )
     vectors = await asyncio.to_thread(embedder.embed, texts)
     tokens = embedder.count_tokens(texts) or 0
-    body_json = embeddings_json(vectors, embedder.name, body.encoding_format, tokens)
-    # serialised here: FastAPI's encoder walks every float first, a third of a millisecond per vector
-    return Response(json.dumps(body_json, separators=(",", ":")), media_type="application/json")
+    return embeddings_json(vectors, embedder.name, body.encoding_format, tokens)

@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from groupqwen.access.limits import RateLimiter
 from groupqwen.api.stored_responses import ResponseStore
 from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
 from groupqwen.clock import SYSTEM_CLOCK, Clock
-from groupqwen.config import Settings
+from groupqwen.config import LimitsConfig, Settings
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
@@ -32,6 +33,10 @@ class Services:
     embedder: Embedder | None = None  # what /v1/embeddings serves; None: the cache's, or built on first use
     clock: Clock = SYSTEM_CLOCK  # the stored responses' expiry
     responses: ResponseStore = field(init=False)  # the Responses API's stored responses
+    # no limit unless given (build_services gives the one settings.limits describes)
+    limiter: RateLimiter = field(
+        default_factory=lambda: RateLimiter.from_config(LimitsConfig.model_validate({}))
+    )
     _embedder_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def load_embedder(self) -> Embedder:
@@ -46,6 +51,14 @@ class Services:
     def __post_init__(self) -> None:
         stored = self.settings.responses
         self.responses = ResponseStore(stored.max_stored, stored.max_bytes, stored.ttl_s, self.clock)
+        limiter = self.limiter
+        if limiter.shared:
+
+            async def limits_check() -> CheckResult:
+                status, reason = await limiter.probe()
+                return CheckResult(status, reason)
+
+            self.telemetry.health.add("limits", limits_check)
         pool = self.pool
         cache = self.cache
         if cache is not None:
@@ -73,6 +86,7 @@ class Services:
                     await self.cache.close()
                 if self.embedder is not None:
                     self.embedder.close()
+                await self.limiter.close()
 
 
 def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
@@ -90,15 +104,17 @@ def build_services(
     telemetry: Telemetry | None = None,
     cache: SemanticCache | None = None,
     embedder: Embedder | None = None,
+    limiter: RateLimiter | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Services:
     """The gateway's object graph. Every part left out is built from ``settings`` as in production:
     ``backend_factory`` the pool's (llama.cpp, OpenAI-compatible HTTP or the fake, by each model's
     ``backend``); ``telemetry`` persisting to ``telemetry.database_url``; ``cache`` as ``cache:`` says
     (none with ``backend: off``); ``embedder`` the cache's (or, with no cache, the configured one, built
-    on first use). ``clock`` times the pool's idle models and queue waits, the stored responses' expiry, and
-    the cache it builds (entries' expiry, the Redis store's breaker; a ``cache`` passed in keeps its own).
-    ``groupqwen.testing`` builds it around fakes."""
+    on first use); ``limiter`` the rate limits of ``limits:``. ``clock`` times the pool's idle models and
+    queue waits, the stored responses' expiry, the rate limits' buckets, and the cache it builds (entries'
+    expiry, the Redis store's breaker; a ``cache`` passed in keeps its own). ``groupqwen.testing`` builds it
+    around fakes."""
     budget = memory.detect(
         settings.memory_budget_mb,
         settings.memory_share,
@@ -134,4 +150,5 @@ def build_services(
         cache=cache,
         embedder=embedder,
         clock=clock,
+        limiter=limiter or RateLimiter.from_config(settings.limits, clock=clock),
     )

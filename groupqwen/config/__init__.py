@@ -5,13 +5,14 @@ Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` e
 an optional YAML file (``--config``), then the defaults. Every validation error names its field.
 
 ``settings.py`` holds ``Settings`` and ``load_settings``; each area's section has its own module
-(``server``, ``images``, ``responses``, ``models``, ``cache``, ``router``, ``telemetry``); ``paths`` the
-default locations, ``fields`` the field types they share.
+(``server``, ``limits``, ``images``, ``responses``, ``models``, ``cache``, ``router``, ``telemetry``);
+``paths`` the default locations, ``fields`` the field types they share.
 """
 
 from groupqwen.config.cache import CacheConfig, EmbedderConfig
 from groupqwen.config.fields import BearerToken
 from groupqwen.config.images import ImagesConfig
+from groupqwen.config.limits import LimitsConfig, RatesConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import cache_home, default_data_dir, default_models_dir
 from groupqwen.config.responses import ResponsesConfig
@@ -26,7 +27,9 @@ __all__ = [
     "CacheConfig",
     "EmbedderConfig",
     "ImagesConfig",
+    "LimitsConfig",
     "ModelConfig",
+    "RatesConfig",
     "ResponsesConfig",
     "RouterConfig",
     "ServerConfig",

@@ -22,6 +22,7 @@ from pydantic_settings import (
 from groupqwen.catalog import ModelSpec, builtin_catalog
 from groupqwen.config.cache import CacheConfig
 from groupqwen.config.images import ImagesConfig
+from groupqwen.config.limits import LimitsConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import default_data_dir, default_models_dir
 from groupqwen.config.responses import ResponsesConfig
@@ -107,6 +108,11 @@ class Settings(BaseSettings):
         ge=1,
         le=256,
         description="Most image parts a request may carry (each costs the vision model many tokens)",
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,  # type: ignore[arg-type]
+        description="Rate limits per API key and per tenant: requests and tokens per minute, concurrent "
+        "requests (docs/security.md)",
     )
     images: ImagesConfig = Field(
         default_factory=ImagesConfig,  # type: ignore[arg-type]
