@@ -1,7 +1,7 @@
 """Shared fixtures: every test starts from an environment without ``GROUPQWEN_*`` variables, with its data in
-a temporary folder; ``live_server`` serves an app on a real loopback socket; ``valkey`` is a real Redis-protocol
-server for the session, and ``redis_url`` its URL, emptied (and the server started again if a test stopped
-it)."""
+a temporary folder; ``live_server`` serves an app on a real loopback socket; ``valkey`` is a real
+Redis-protocol server for the session, and ``redis_url`` its URL, emptied (and the server started again if
+a test stopped it)."""
 
 from __future__ import annotations
 

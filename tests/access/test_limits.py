@@ -164,10 +164,10 @@ class GatedBackend(FakeBackend):
     def __init__(self) -> None:
         super().__init__(model_id="fake")
         self.gate = asyncio.Event()
-        self.waiting = 0
+        self.waiting = asyncio.Event()
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
-        self.waiting += 1
+        self.waiting.set()
         await self.gate.wait()
         async for chunk in super().stream(request):
             yield chunk
@@ -182,8 +182,7 @@ async def test_concurrent_requests_beyond_the_limit_are_429_until_one_ends(
     transport = httpx.ASGITransport(app=create_app(services.settings, services))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         first = asyncio.create_task(client.post("/v1/chat/completions", json=CHAT))
-        while backend.waiting == 0:
-            await asyncio.sleep(0)
+        await backend.waiting.wait()
         refused = await client.post("/v1/chat/completions", json=CHAT)
         assert refused.status_code == 429, refused.text
         assert refused.headers["retry-after"] == "1"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
+
 from groupqwen.cache.embedders import MiniLMEmbedder
 
 
