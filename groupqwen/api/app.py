@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
@@ -20,6 +21,29 @@ from groupqwen.config import Settings
 from groupqwen.errors import GroupQwenError, PayloadTooLarge, RequestTimeout
 
 _log = log.get(__name__)
+# what a page may send (the openai JS SDK sends its x-stainless-* headers too) and read of an answer
+CORS_REQUEST_HEADERS = [
+    "authorization",
+    "content-type",
+    "cache-control",
+    "x-request-id",
+    "x-groupqwen-cache-ttl",
+]
+CORS_EXPOSED_HEADERS = [
+    "x-request-id",
+    "x-groupqwen-model",
+    "x-groupqwen-route",
+    "x-groupqwen-cache",
+    "x-groupqwen-cache-similarity",
+    "x-groupqwen-escalations",
+    "retry-after",
+    "retry-after-ms",
+    *(
+        f"x-ratelimit-{what}-{kind}"
+        for what in ("limit", "remaining", "reset")
+        for kind in ("requests", "tokens")
+    ),
+]
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -139,4 +163,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.server.body_timeout_s,
     )
+    if settings.server.cors_origins:  # outermost: its headers go on every answer, errors included
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     return app

@@ -58,7 +58,7 @@ async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, Cha
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return to_chat_request(body, settings.max_stop_sequences, settings.max_images, settings.images), body
+    return to_chat_request(body, settings), body
 
 
 def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:

@@ -103,6 +103,19 @@ class Settings(BaseSettings):
         1_000_000, ge=1024, description="Largest request body accepted (bytes; 413 above it)"
     )
     max_stop_sequences: int = Field(4, ge=1, le=64, description="Most 'stop' strings a request may send")
+    max_messages: int = Field(1000, ge=1, description="Most messages a chat request may send (400 above)")
+    max_text_chars: int = Field(
+        400_000,
+        ge=1,
+        description="Longest text of one message, or one text part (characters; 400 above); the body's size "
+        "is max_body_bytes'",
+    )
+    max_output_tokens: int | None = Field(
+        32768,
+        ge=1,
+        description="Largest max_tokens (or max_completion_tokens) a request may ask for (400 above); null: "
+        "up to what the model's context leaves",
+    )
     max_images: int = Field(
         8,
         ge=1,

@@ -145,8 +145,9 @@ def test_an_integer_too_long_to_convert_is_a_400(
 
 def test_the_longest_integer_allowed_is_judged_by_its_field(http: TestClient) -> None:
     response = post(http, "/v1/chat/completions", chat(max_tokens=10**MAX_INT_DIGITS - 1))
-    assert response.status_code == 400, response.text  # the context check's, not the parser's
-    assert response.json()["error"]["code"] == "context_length_exceeded"
+    assert response.status_code == 400, response.text  # the max_output_tokens check's, not the parser's
+    error = response.json()["error"]
+    assert error["param"] == "max_tokens" and "(max_output_tokens)" in error["message"]
 
 
 DEEP_ROUTES = ["/v1/chat/completions", "/v1/embeddings", "/v1/cache/invalidate", "/v1/review/chats/decisions"]
