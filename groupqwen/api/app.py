@@ -14,8 +14,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, completions, errors, openai, responses, review
+from groupqwen.api import admin, completions, errors, openai, openapi, responses, review
 from groupqwen.api.errors import error_body
+from groupqwen.api.schemas.chat import ChatCompletionRequest
+from groupqwen.api.schemas.embeddings import EmbeddingRequest
 from groupqwen.api.services import Services, build_services
 from groupqwen.config import Settings
 from groupqwen.errors import GroupQwenError, PayloadTooLarge, RequestTimeout
@@ -153,6 +155,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     errors.install(app)
+    openapi.install(
+        app,
+        (
+            ChatCompletionRequest,
+            EmbeddingRequest,
+            admin.CacheInvalidation,
+            admin.CacheFeedback,
+            review.DecisionBody,
+        ),
+    )
     app.include_router(openai.router)
     app.include_router(completions.router)
     app.include_router(responses.router)

@@ -19,6 +19,7 @@ from groupqwen.access.limits import Admission, estimate_tokens
 from groupqwen.access.principal import ANONYMOUS, Principal
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
+from groupqwen.api.openapi import SSE, ChatCompletion, EmbeddingList, Model, ModelList, body, errors
 from groupqwen.api.schemas.chat import (
     ChatCompletionRequest,
     ChunkWriter,
@@ -114,7 +115,11 @@ def cache_control(request: Request) -> tuple[float | None, bool, float | None]:
     return ttl_s, "no-cache" not in directives, rate
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    responses={200: {"model": ChatCompletion, "content": SSE}, **errors(404, 429, 502, 503)},
+    openapi_extra=body(ChatCompletionRequest),
+)
 async def chat_completions(request: Request) -> Response:
     """Every chat completion, streamed or not, errors included, ends in one telemetry record."""
     services = _services(request)
@@ -224,7 +229,7 @@ def _auto_json(services: Services) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses={200: {"model": ModelList}})
 async def list_models(request: Request) -> dict[str, Any]:
     services = _services(request)
     pool = services.pool
@@ -236,7 +241,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses={200: {"model": Model}, **errors(404)})
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     services = _services(request)
     if model_id == AUTO_MODEL:
@@ -247,7 +252,11 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     raise ModelNotFound(f"The model {model_id!r} does not exist", param="model")
 
 
-@router.post("/v1/embeddings")
+@router.post(
+    "/v1/embeddings",
+    responses={200: {"model": EmbeddingList}, **errors(404, 429, 503)},
+    openapi_extra=body(EmbeddingRequest),
+)
 async def create_embeddings(request: Request) -> Response:
     """Vectors from the semantic cache's embedder (``cache.embedder``; its ``name`` is the model), so any
     OpenAI client, and another gateway's ``cache.embedder.kind: openai``, can use them."""

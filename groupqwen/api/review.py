@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from groupqwen.api.body import json_object, loads
 from groupqwen.api.errors import from_validation_error
+from groupqwen.api.openapi import body, errors
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRecords, InvalidRequest, NotFound
 from groupqwen.finetune.records import Conversation, dumps, from_dict, read_jsonl, to_dict
@@ -149,7 +150,7 @@ def _write_atomically(path: Path, conversations: list[Conversation]) -> None:
         raise
 
 
-@router.post("/v1/review/{name:path}/decisions")
+@router.post("/v1/review/{name:path}/decisions", responses=errors(404), openapi_extra=body(DecisionBody))
 async def decide(request: Request, name: str) -> dict[str, Any]:
     """Record a decision through the shared ReviewStore; the last decision about a conversation wins."""
     dataset = _dataset(request, name)
@@ -192,7 +193,10 @@ async def decide(request: Request, name: str) -> dict[str, Any]:
         return await asyncio.to_thread(record)
 
 
-@router.get("/v1/review/{name:path}/export")
+@router.get(
+    "/v1/review/{name:path}/export",
+    responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}, **errors(404)},
+)
 async def export(
     request: Request,
     name: str,
@@ -214,7 +218,7 @@ async def export(
     return Response(text, media_type=NDJSON, headers={"content-disposition": disposition})
 
 
-@router.post("/v1/review/{name:path}")
+@router.post("/v1/review/{name:path}", openapi_extra=body(media_type=NDJSON))
 async def upload(request: Request, name: str) -> dict[str, Any]:
     """Create or replace the dataset's conversations from a curated JSONL body; decisions are kept."""
     dataset = _dataset(request, name)
@@ -225,7 +229,7 @@ async def upload(request: Request, name: str) -> dict[str, Any]:
     return {"object": "review.dataset", "name": dataset.name, "conversations": len(conversations)}
 
 
-@router.get("/v1/review/{name:path}")
+@router.get("/v1/review/{name:path}", responses=errors(404))
 async def list_conversations(
     request: Request,
     name: str,
