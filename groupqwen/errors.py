@@ -20,6 +20,7 @@ that escapes is a bug and becomes a logged 500.
     │                                                                   x-ratelimit-* headers)
     ├── Overloaded                      503 server_error                overloaded        (Retry-After)
     ├── InsufficientMemory              503 server_error                insufficient_memory
+    ├── InsufficientStorage             507 server_error                insufficient_storage (data_dir full)
     ├── LimitsUnavailable               503 server_error                limits_unavailable (Redis down,
     │                                                                   on_redis_down: closed)
     ├── CacheUnavailable                503 server_error                cache_unavailable (cache admin routes)
@@ -205,6 +206,15 @@ class InsufficientMemory(GroupQwenError):
     status_code = 503
     error_type = "server_error"
     code = "insufficient_memory"
+
+
+class InsufficientStorage(GroupQwenError):
+    """The disk that holds ``data_dir`` is full (or over quota): what a request would have written was not,
+    and what was there before is intact."""
+
+    status_code = 507
+    error_type = "server_error"
+    code = "insufficient_storage"
 
 
 class CacheUnavailable(GroupQwenError):

@@ -47,6 +47,7 @@ _WHY = {
     500: "An internal error; the request id identifies it in the logs",
     502: "The model's backend failed",
     503: "Overloaded, out of memory, or a store unavailable; Retry-After when it helps",
+    507: "The data directory's disk is full; nothing was written",
 }
 
 

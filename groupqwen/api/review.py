@@ -10,12 +10,14 @@ decisions made by the terminal review are seen at once. Writes to one dataset ar
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -25,7 +27,7 @@ from groupqwen.api.body import json_object, loads
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import body, errors
 from groupqwen.config import Settings
-from groupqwen.errors import InvalidRecords, InvalidRequest, NotFound
+from groupqwen.errors import InsufficientStorage, InvalidRecords, InvalidRequest, NotFound
 from groupqwen.finetune.records import Conversation, dumps, from_dict, read_jsonl, to_dict
 from groupqwen.finetune.review import Decision, ReviewStore, key_of
 
@@ -36,6 +38,7 @@ Status = Literal["pending", "accepted", "rejected", "edited"]
 STATUSES: tuple[Status, ...] = ("pending", "accepted", "rejected", "edited")
 _STATUS_OF: dict[str, Status] = {"accept": "accepted", "reject": "rejected", "edit": "edited"}
 NDJSON = "application/x-ndjson"
+T = TypeVar("T")
 
 
 class DecisionBody(BaseModel):
@@ -135,6 +138,19 @@ def _parse_upload(body: bytes) -> list[Conversation]:
     return conversations
 
 
+async def _on_disk(work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a worker thread; a full disk (or quota) is ``InsufficientStorage``, not a 500."""
+    try:
+        return await asyncio.to_thread(work, *args)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InsufficientStorage(
+            f"The review data could not be written: the disk of data_dir is full ({exc.strerror}); "
+            "nothing was changed"
+        ) from None
+
+
 def _write_atomically(path: Path, conversations: list[Conversation]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".conversations-", suffix=".tmp")
@@ -150,7 +166,7 @@ def _write_atomically(path: Path, conversations: list[Conversation]) -> None:
         raise
 
 
-@router.post("/v1/review/{name:path}/decisions", responses=errors(404), openapi_extra=body(DecisionBody))
+@router.post("/v1/review/{name:path}/decisions", responses=errors(404, 507), openapi_extra=body(DecisionBody))
 async def decide(request: Request, name: str) -> dict[str, Any]:
     """Record a decision through the shared ReviewStore; the last decision about a conversation wins."""
     dataset = _dataset(request, name)
@@ -190,7 +206,7 @@ async def decide(request: Request, name: str) -> dict[str, Any]:
         }
 
     async with _lock(request, dataset):
-        return await asyncio.to_thread(record)
+        return await _on_disk(record)
 
 
 @router.get(
@@ -218,14 +234,14 @@ async def export(
     return Response(text, media_type=NDJSON, headers={"content-disposition": disposition})
 
 
-@router.post("/v1/review/{name:path}", openapi_extra=body(media_type=NDJSON))
+@router.post("/v1/review/{name:path}", responses=errors(507), openapi_extra=body(media_type=NDJSON))
 async def upload(request: Request, name: str) -> dict[str, Any]:
     """Create or replace the dataset's conversations from a curated JSONL body; decisions are kept."""
     dataset = _dataset(request, name)
     body = await request.body()  # RequestContextMiddleware caps its size (max_body_bytes → 413)
     conversations = await asyncio.to_thread(_parse_upload, body)
     async with _lock(request, dataset):
-        await asyncio.to_thread(_write_atomically, dataset.conversations, conversations)
+        await _on_disk(_write_atomically, dataset.conversations, conversations)
     return {"object": "review.dataset", "name": dataset.name, "conversations": len(conversations)}
 
 
