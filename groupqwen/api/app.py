@@ -17,7 +17,9 @@ from groupqwen import __version__, log
 from groupqwen.api import admin, completions, errors, openai, openapi, responses, review
 from groupqwen.api.errors import error_body
 from groupqwen.api.schemas.chat import ChatCompletionRequest
+from groupqwen.api.schemas.completions import CompletionRequest
 from groupqwen.api.schemas.embeddings import EmbeddingRequest
+from groupqwen.api.schemas.responses import ResponsesRequest
 from groupqwen.api.services import Services, build_services
 from groupqwen.config import Settings
 from groupqwen.errors import GroupQwenError, PayloadTooLarge, RequestTimeout
@@ -155,16 +157,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     errors.install(app)
-    openapi.install(
-        app,
-        (
-            ChatCompletionRequest,
-            EmbeddingRequest,
-            admin.CacheInvalidation,
-            admin.CacheFeedback,
-            review.DecisionBody,
-        ),
-    )
+    bodies = (ChatCompletionRequest, CompletionRequest, ResponsesRequest, EmbeddingRequest)
+    admin_bodies = (admin.CacheInvalidation, admin.CacheFeedback, review.DecisionBody)
+    openapi.install(app, (*bodies, *admin_bodies))
     app.include_router(openai.router)
     app.include_router(completions.router)
     app.include_router(responses.router)

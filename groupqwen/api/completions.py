@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openai import respond
+from groupqwen.api.openapi import SSE, body, errors
 from groupqwen.api.schemas.completions import (
     CompletionRequest,
     TextChunkWriter,
@@ -25,7 +26,11 @@ from groupqwen.telemetry.timing import Trace
 router = APIRouter()
 
 
-@router.post("/v1/completions")
+@router.post(
+    "/v1/completions",
+    responses={200: {"content": SSE}, **errors(404, 429, 502, 503)},
+    openapi_extra=body(CompletionRequest),
+)
 async def completions(request: Request) -> Response:
     """Every text completion, streamed or not, errors included, ends in one telemetry record."""
     services: Services = request.app.state.services

@@ -47,7 +47,7 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _principal(request: Request) -> Principal:
+def principal_of(request: Request) -> Principal:
     """Who the request acts for, as the gateway settled it before the route (``ANONYMOUS``: no key)."""
     principal: Principal = getattr(request.state, "principal", ANONYMOUS)
     return principal
@@ -163,7 +163,7 @@ async def respond(
     (``frames``' chunks): what chat and text completions share. The rate limits admit it first (a 429
     before any work) and are settled with the tokens used when the answer ends; the trace learns the
     tenant and the mode; errors before the first token raise from here."""
-    admission = await services.limiter.admit(_principal(request), estimate_tokens(chat))
+    admission = await services.limiter.admit(principal_of(request), estimate_tokens(chat))
     try:
         return await _respond(
             request, services, trace, chat, admission, stream, include_usage, payload, frames
@@ -173,7 +173,9 @@ async def respond(
         raise
 
 
-def _finish(services: Services, trace: Trace, admission: Admission, failure: BaseException | None) -> None:
+def finish_answer(
+    services: Services, trace: Trace, admission: Admission, failure: BaseException | None
+) -> None:
     """The end of an answer, however it ended: its telemetry record, and its rate limits settled with the
     tokens it used."""
     services.telemetry.finish(trace, failure)
@@ -204,7 +206,7 @@ async def _respond(
         watch.stop()
         body = payload(answer, completion)
         body["groupqwen"] = decision_json(answer.decision, answer.cache)
-        _finish(services, trace, admission, None)
+        finish_answer(services, trace, admission, None)
         headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}
         return JSONResponse(body, headers=headers)
     events = answer_frames(
@@ -212,7 +214,7 @@ async def _respond(
         frames(answer),
         logprobs=chat.logprobs,
         include_usage=include_usage,
-        finish=partial(_finish, services, trace, admission),
+        finish=partial(finish_answer, services, trace, admission),
     )
     headers = decision_headers(answer.decision, answer.cache)
     headers.update({"cache-control": "no-cache", "x-accel-buffering": "no", **admission.headers})
@@ -266,7 +268,7 @@ async def create_embeddings(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     texts = embedding_texts(body)
-    admission = await services.limiter.admit(_principal(request), math.ceil(sum(map(len, texts)) / 4))
+    admission = await services.limiter.admit(principal_of(request), math.ceil(sum(map(len, texts)) / 4))
     used = 0
     try:
         body_json = await _embed(services, body, texts)

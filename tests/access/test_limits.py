@@ -208,3 +208,26 @@ def test_embeddings_are_limited_and_settled_with_their_usage(tmp_path: Path, clo
         assert first.headers["x-ratelimit-remaining-requests"] == "1"
         assert client.post("/v1/embeddings", json=body).status_code == 200
         assert client.post("/v1/embeddings", json=body).status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/v1/chat/completions", CHAT),
+        ("/v1/completions", {"model": "fake", "prompt": "Once upon a time"}),
+        ("/v1/responses", {"model": "fake", "input": "hi", "store": False}),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_generating_route_is_limited(
+    tmp_path: Path, clock: FakeClock, url: str, body: dict[str, Any], stream: bool
+) -> None:
+    limits = {"anonymous": True, "key": {"requests_per_minute": 1, "tokens_per_minute": 1000}}
+    with gateway(services_with(tmp_path, clock, **limits)) as client:
+        first = client.post(url, json={**body, "stream": stream})
+        assert first.status_code == 200, first.text
+        assert first.headers["x-ratelimit-remaining-requests"] == "0"
+        refused = client.post(url, json={**body, "stream": stream})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "60"
+        clock.advance(60)
+        assert client.post(url, json={**body, "stream": stream}).status_code == 200
