@@ -14,6 +14,7 @@ from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openai import respond
 from groupqwen.api.openapi import SSE, body, errors
+from groupqwen.api.schemas.chat import check_limits
 from groupqwen.api.schemas.completions import (
     CompletionRequest,
     TextChunkWriter,
@@ -48,6 +49,7 @@ async def _completions(request: Request, services: Services, trace: Trace) -> Re
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     chat = to_chat_request(body, services.settings.max_stop_sequences)
+    check_limits(chat, services.settings, messages="prompt", max_tokens="max_tokens")
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     echo = chat.messages[0].content if body.echo else ""
     return await respond(

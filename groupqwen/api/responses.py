@@ -22,7 +22,7 @@ from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openai import cache_control, decision_headers, finish_answer, principal_of
 from groupqwen.api.openapi import SSE, body, errors
-from groupqwen.api.schemas.chat import logprobs_json
+from groupqwen.api.schemas.chat import check_limits, logprobs_json
 from groupqwen.api.schemas.responses import (
     ResponsesRequest,
     ResponseWriter,
@@ -104,6 +104,7 @@ async def _create_response(request: Request, services: Services, trace: timing.T
         ).conversation
     new = input_messages(body, settings.images, settings.max_images)
     chat = chat_request(body, [*history, *new])
+    check_limits(chat, settings, messages="input", max_tokens="max_output_tokens")
     admission = await services.limiter.admit(principal_of(request), estimate_tokens(chat))
     try:
         authorization = request.headers.get("authorization")

@@ -417,3 +417,24 @@ def test_unexpected_exception_mid_stream_ends_the_stream_with_an_error(
     assert error["type"] == "api_error"
     assert "oops" not in error["message"]
     assert backend.active == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "param"),
+    [
+        ("/v1/completions", {"model": "fake", "prompt": "x" * 400_001}, "prompt"),
+        ("/v1/completions", {"model": "fake", "prompt": "x", "max_tokens": 32769}, "max_tokens"),
+        ("/v1/responses", {"model": "fake", "input": "x" * 400_001}, "input"),
+        ("/v1/responses", {"model": "fake", "input": "x", "max_output_tokens": 32769}, "max_output_tokens"),
+        (
+            "/v1/responses",
+            {"model": "fake", "input": [{"role": "user", "content": "x"}] * 1001, "store": False},
+            "input",
+        ),
+    ],
+)
+def test_the_other_surfaces_keep_the_same_request_limits(
+    http: TestClient, url: str, body: dict[str, Any], param: str
+) -> None:
+    error = _error(http.post(url, json=body), 400)
+    assert error["param"] == param and "(max_" in error["message"]

@@ -148,6 +148,34 @@ def _message_of(message: ChatMessage, index: int, images: list[ImagePart], setti
     return Message(role, text, tuple(parts) if has_images else ())
 
 
+def _count(turns: int, param: str, settings: Settings) -> None:
+    if turns > settings.max_messages:
+        raise InvalidRequest(
+            f"'{param}' has {turns} messages; at most {settings.max_messages} are accepted (max_messages)",
+            param=param,
+        )
+
+
+def _tokens(wanted: int | None, param: str, settings: Settings) -> None:
+    limit = settings.max_output_tokens
+    if limit is not None and wanted is not None and wanted > limit:
+        raise InvalidRequest(
+            f"'{param}' is {wanted}; at most {limit} are accepted (max_output_tokens)", param=param
+        )
+
+
+def check_limits(chat: ChatRequest, settings: Settings, *, messages: str, max_tokens: str) -> None:
+    """The request limits of ``settings`` on a request built by another surface (text completions, the
+    Responses API): ``messages`` names its turns' field (``prompt``, ``input``), ``max_tokens`` its
+    token-limit field."""
+    _count(len(chat.messages), messages, settings)
+    for message in chat.messages:
+        for text in message.parts or (message.content,):
+            if isinstance(text, str):
+                _text(text, messages, settings.max_text_chars)
+    _tokens(chat.sampling.max_tokens, max_tokens, settings)
+
+
 def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequest:
     """Validate what pydantic cannot, and build the internal ``ChatRequest``: the request limits of
     ``settings`` (``max_messages``, ``max_text_chars``, ``max_output_tokens``, ``max_stop_sequences``,
@@ -165,24 +193,9 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
 
-    if len(body.messages) > settings.max_messages:
-        raise InvalidRequest(
-            f"'messages' has {len(body.messages)} messages; at most {settings.max_messages} are accepted "
-            "(max_messages)",
-            param="messages",
-        )
+    _count(len(body.messages), "messages", settings)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    if (
-        settings.max_output_tokens is not None
-        and max_tokens is not None
-        and max_tokens > settings.max_output_tokens
-    ):
-        field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-        raise InvalidRequest(
-            f"'{field}' is {max_tokens}; at most {settings.max_output_tokens} are accepted "
-            "(max_output_tokens)",
-            param=field,
-        )
+    _tokens(max_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens", settings)
     messages: list[Message] = []
     parts: list[ImagePart] = []
     for i, message in enumerate(body.messages):
