@@ -206,10 +206,9 @@ class RateLimiter:
             raise _StoreDown from None
 
     async def probe(self) -> tuple[Literal["ok", "degraded"], str | None]:
-        """For the health endpoint: Redis pinged (an answer closes the breaker at once)."""
+        """For the health endpoint: Redis pinged (once the breaker's wait is over: until then, degraded)."""
         if not self.shared:
             return "ok", None
-        self._down_until = 0.0 if self._down_until <= self._clock.monotonic() else self._down_until
         try:
             await self._guarded(self.store.ping)
         except _StoreDown:
