@@ -72,7 +72,12 @@ def test_redis_killed_and_restarted_under_load_fails_no_request(
     """A real gateway process, 4 clients sending without pause; Redis is killed (SIGKILL) and restarted
     while they do: every request succeeds (``on_redis_down: open``), health is degraded while Redis is
     down and ok once it is back, and the limits count again."""
-    many = {"anonymous": True, "redis_url": redis_url, "key": {"requests_per_minute": 1_000_000}}
+    many = {
+        "anonymous": True,
+        "redis_url": redis_url,
+        "redis_timeout_s": 5,  # a refused connection fails at once; a busy machine's slow answer must not
+        "key": {"requests_per_minute": 1_000_000},
+    }
     with serve_process(tmp_path, limits=many) as served:
         failures: list[str] = []
         sent = 0
@@ -119,8 +124,12 @@ def test_redis_killed_and_restarted_under_load_fails_no_request(
             for worker in workers:
                 worker.join(60)
         assert failures == []
-        counted = httpx.post(served.url + "/v1/chat/completions", json=CHAT, timeout=30)
-        assert int(counted.headers["x-ratelimit-remaining-requests"]) < 1_000_000  # counted in Redis again
+
+        def counted() -> bool:  # in Redis again: the answer carries the count
+            answer = httpx.post(served.url + "/v1/chat/completions", json=CHAT, timeout=30)
+            return "x-ratelimit-remaining-requests" in answer.headers
+
+        wait_for(counted)
 
 
 def test_the_openai_sdk_retries_a_429_after_the_wait_it_names(tmp_path: Path) -> None:
