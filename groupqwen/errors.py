@@ -13,6 +13,9 @@ that escapes is a bug and becomes a logged 500.
     │   ├── PayloadTooLarge             413 invalid_request_error       payload_too_large
     │   └── RequestTimeout              408 invalid_request_error       request_timeout   (Connection: close)
     ├── ClientDisconnected              499 invalid_request_error       client_disconnected (never sent)
+    ├── AuthenticationFailed            401 invalid_request_error       invalid_api_key   (WWW-Authenticate)
+    ├── PermissionDenied                403 invalid_request_error       insufficient_permissions (a scope)
+    │   └── ModelNotAllowed             403 invalid_request_error       model_not_allowed (the key's models)
     ├── ModelNotFound                   404 invalid_request_error       model_not_found
     ├── NotFound                        404 invalid_request_error       not_found         (a review dataset …)
     ├── ModelBusy                       409 invalid_request_error       model_busy
@@ -27,6 +30,7 @@ that escapes is a bug and becomes a logged 500.
     │   ├── CacheSlow                   503 server_error                cache_slow        (a slow store)
     │   └── EmbedderUnavailable         503 server_error                embedder_unavailable (/v1/embeddings)
     ├── TelemetryUnavailable            503 server_error                telemetry_unavailable (metrics' store)
+    ├── KeysUnavailable                 503 server_error                keys_unavailable  (the key store)
     ├── BackendError                    502 api_error                   backend_error
     │   └── ModelLoadError              502 api_error                   model_load_failed
     ├── ConfigError                     500 api_error                   config_error      (field names)
@@ -102,6 +106,32 @@ class ClientDisconnected(GroupQwenError):
     status_code = 499
     error_type = "invalid_request_error"
     code = "client_disconnected"
+
+
+class AuthenticationFailed(GroupQwenError):
+    """No API key, or one that is unknown, wrong, revoked or expired (``auth: keys``). The message names
+    the key by its public id at most, never its secret."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="groupqwen"'}
+
+
+class PermissionDenied(GroupQwenError):
+    """A valid key without the scope the route needs (``chat``, ``embeddings``, ``admin``, ``finetune``)."""
+
+    status_code = 403
+    error_type = "invalid_request_error"
+    code = "insufficient_permissions"
+
+
+class ModelNotAllowed(PermissionDenied):
+    """The key's model allow-list does not name the requested model or route."""
+
+    code = "model_not_allowed"
 
 
 class NotFound(GroupQwenError):
@@ -248,6 +278,18 @@ class TelemetryUnavailable(GroupQwenError):
     status_code = 503
     error_type = "server_error"
     code = "telemetry_unavailable"
+
+
+class KeysUnavailable(GroupQwenError):
+    """``auth: keys`` and the database that holds the keys cannot be read: a key not seen recently cannot be
+    checked (keys seen within ``auth.key_stale_s`` keep working)."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "keys_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class DownloadError(GroupQwenError):

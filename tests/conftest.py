@@ -1,22 +1,26 @@
 """Shared fixtures: every test starts from an environment without ``GROUPQWEN_*`` variables, with its data in
-a temporary folder; ``live_server`` serves an app on a real loopback socket; ``valkey`` is a real
+a temporary folder; ``live_server`` serves an app on a real loopback socket; ``postgres`` is the suite's real
+PostgreSQL (a throwaway cluster on loopback, started once and stopped at the end); ``valkey`` is a real
 Redis-protocol server for the session, and ``redis_url`` its URL, emptied (and the server started again if
 a test stopped it)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 import pytest
 import redis
 import uvicorn
 from fastapi import FastAPI
-from servers import ValkeyServer
+from servers import PostgresServer, ValkeyServer, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +59,21 @@ def _serve(app: FastAPI) -> Iterator[str]:
 def live_server() -> Callable[[FastAPI], AbstractContextManager[str]]:
     """``with live_server(app) as url:`` — the app on a real loopback port for the block."""
     return _serve
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    root = Path(tempfile.mkdtemp(prefix="groupqwen-pg-"))
+    server = PostgresServer(root, free_port())
+    if server.user is not None:
+        shutil.chown(root, server.user)
+    server.init()
+    try:
+        yield server
+    finally:
+        if server.is_running():
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

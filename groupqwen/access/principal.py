@@ -41,3 +41,6 @@ class Principal:
 
 # ``auth: off`` (the embedded default on 127.0.0.1): one person's own machine, every scope
 ANONYMOUS = Principal(key_id=None, name="anonymous", tenant="", scopes=frozenset(SCOPES))
+
+# ``auth: keys``, a public route (health probes): no key was asked for, and no scope is held
+NOBODY = Principal(key_id=None, name="nobody", tenant="", scopes=frozenset())

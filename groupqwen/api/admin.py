@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import SSE, Model, body, errors
@@ -84,13 +85,15 @@ async def metrics_summary(
     window: str = Query("5m", description="90s, 5m, 1h, 7d …"),
     source: Literal["memory", "store"] = Query("memory", description="recent records, or the database"),
 ) -> dict[str, Any]:
-    """The JSON summary of the chat completions that finished within ``window``."""
+    """The JSON summary of the chat completions that finished within ``window`` (a tenant's own admin key:
+    its tenant's only)."""
     telemetry = _services(request).telemetry
+    tenant = auth.metrics_tenant(request)
     if source == "memory":
-        return telemetry.summary(parse_window(window, maximum=telemetry.recent_window_s))
+        return telemetry.summary(parse_window(window, maximum=telemetry.recent_window_s), tenant=tenant)
     if telemetry.writer is None:
         raise InvalidRequest("Invalid value for 'source': this gateway persists no records", param="source")
-    return await telemetry.stored_summary(parse_window(window, maximum=telemetry.retention_s))
+    return await telemetry.stored_summary(parse_window(window, maximum=telemetry.retention_s), tenant=tenant)
 
 
 @router.get(
@@ -108,11 +111,12 @@ async def metrics_stream(
     interval: float = Query(2.0, ge=0.1, le=60, description="seconds between summaries"),
     events: int | None = Query(None, ge=1, description="stop after this many events"),
 ) -> StreamingResponse:
-    """Server-sent events: ``summary`` every ``interval`` seconds and ``request`` for each finished one."""
+    """Server-sent events: ``summary`` every ``interval`` seconds and ``request`` for each finished one (a
+    tenant's own admin key: its tenant's only)."""
     telemetry = _services(request).telemetry
     seconds = parse_window(window, maximum=telemetry.recent_window_s)
     telemetry.live.check_room()
-    frames = _live_frames(telemetry, seconds, interval, events)
+    frames = _live_frames(telemetry, seconds, interval, events, auth.metrics_tenant(request))
     return StreamingResponse(
         frames,
         media_type="text/event-stream",
@@ -125,7 +129,7 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
 
 
 async def _live_frames(
-    telemetry: Telemetry, window_s: float, interval: float, events: int | None
+    telemetry: Telemetry, window_s: float, interval: float, events: int | None, tenant: str | None
 ) -> AsyncIterator[bytes]:
     sent = 0
     async with telemetry.live.subscribe() as subscription:
@@ -134,9 +138,12 @@ async def _live_frames(
             wait = next_summary - time.monotonic()
             record = await subscription.next(wait) if wait > 0 else None
             if record is not None:
+                if tenant is not None and record.tenant != tenant:
+                    continue
                 yield _event("request", dataclasses.asdict(record))
             else:
-                yield _event("summary", {**telemetry.summary(window_s), "missed": subscription.missed})
+                summary = telemetry.summary(window_s, tenant=tenant)
+                yield _event("summary", {**summary, "missed": subscription.missed})
                 next_summary = time.monotonic() + interval
             sent += 1
 

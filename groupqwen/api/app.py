@@ -9,12 +9,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, completions, errors, openai, openapi, responses, review
+from groupqwen.api import admin, auth, completions, errors, openai, openapi, responses, review
 from groupqwen.api.errors import error_body
 from groupqwen.api.schemas.chat import ChatCompletionRequest
 from groupqwen.api.schemas.completions import CompletionRequest
@@ -147,13 +147,15 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = services or build_services(settings)
         app.state.services = built
-        built.telemetry.start()
+        await built.start()
         try:
             yield
         finally:
             await built.close()
 
-    app = FastAPI(title="GroupQwen", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="GroupQwen", version=__version__, lifespan=lifespan, dependencies=[Depends(auth.authorize)]
+    )
     if services is not None:
         app.state.services = services
     errors.install(app)
@@ -165,6 +167,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(review.router)
+    auth.check_rules(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

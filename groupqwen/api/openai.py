@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from groupqwen.access.limits import Admission, estimate_tokens
-from groupqwen.access.principal import ANONYMOUS, Principal
+from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import SSE, ChatCompletion, EmbeddingList, Model, ModelList, body, errors
@@ -35,8 +35,7 @@ from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from groupqwen.messages import ChatRequest, Completion, Decision
-from groupqwen.orchestrator.answer import Answer, RequestContext, cache_tenant
-from groupqwen.telemetry import timing
+from groupqwen.orchestrator.answer import Answer, RequestContext
 from groupqwen.telemetry.timing import Trace
 
 router = APIRouter()
@@ -45,12 +44,6 @@ router = APIRouter()
 def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
-
-
-def principal_of(request: Request) -> Principal:
-    """Who the request acts for, as the gateway settled it before the route (``ANONYMOUS``: no key)."""
-    principal: Principal = getattr(request.state, "principal", ANONYMOUS)
-    return principal
 
 
 async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
@@ -163,7 +156,8 @@ async def respond(
     (``frames``' chunks): what chat and text completions share. The rate limits admit it first (a 429
     before any work) and are settled with the tokens used when the answer ends; the trace learns the
     tenant and the mode; errors before the first token raise from here."""
-    admission = await services.limiter.admit(principal_of(request), estimate_tokens(chat))
+    auth.check_model(request, chat.model)
+    admission = await services.limiter.admit(auth.principal_of(request), estimate_tokens(chat))
     try:
         return await _respond(
             request, services, trace, chat, admission, stream, include_usage, payload, frames
@@ -193,11 +187,10 @@ async def _respond(
     payload: Callable[[Answer, Completion], dict[str, Any]],
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
-    authorization = request.headers.get("authorization")
-    trace.tenant = timing.tenant(chat.user, authorization)
+    trace.tenant = auth.trace_tenant(request, chat.user)
     trace.stream = stream
     ttl_s, read_cache, rate = cache_control(request)
-    tenant = cache_tenant(authorization, chat.user)
+    tenant = auth.cache_owner(request, chat.user)
     context = RequestContext(tenant, ttl_s, read_cache, stream, max_false_hit_rate=rate)
     watch = Disconnect(request.receive)
     answer = await watch.watching(services.pipeline.run(chat, context))  # errors before the first token
@@ -233,12 +226,18 @@ def _auto_json(services: Services) -> dict[str, Any]:
 
 @router.get("/v1/models", responses={200: {"model": ModelList}})
 async def list_models(request: Request) -> dict[str, Any]:
+    """The models (and ``auto``) this key may use."""
     services = _services(request)
     pool = services.pool
-    data = [model_json(state, services.started) for state in pool.states()]
+    principal = auth.principal_of(request)
+    data = [
+        model_json(state, services.started) for state in pool.states() if principal.may_use(state.spec.id)
+    ]
+    if principal.may_use(AUTO_MODEL):
+        data.append(_auto_json(services))
     return {
         "object": "list",
-        "data": [*data, _auto_json(services)],
+        "data": data,
         "groupqwen": {"memory": {"budget_bytes": pool.budget, "used_bytes": pool.used}},
     }
 
@@ -246,6 +245,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/{model_id:path}", responses={200: {"model": Model}, **errors(404)})
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     services = _services(request)
+    auth.check_model(request, model_id)
     if model_id == AUTO_MODEL:
         return _auto_json(services)
     for state in services.pool.states():
@@ -268,7 +268,7 @@ async def create_embeddings(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     texts = embedding_texts(body)
-    admission = await services.limiter.admit(principal_of(request), math.ceil(sum(map(len, texts)) / 4))
+    admission = await services.limiter.admit(auth.principal_of(request), math.ceil(sum(map(len, texts)) / 4))
     used = 0
     try:
         body_json = await _embed(services, body, texts)

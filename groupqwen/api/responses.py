@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from groupqwen import log
 from groupqwen.access.limits import estimate_tokens
+from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
-from groupqwen.api.openai import cache_control, decision_headers, finish_answer, principal_of
+from groupqwen.api.openai import cache_control, decision_headers, finish_answer
 from groupqwen.api.openapi import SSE, body, errors
 from groupqwen.api.schemas.chat import check_limits, logprobs_json
 from groupqwen.api.schemas.responses import (
@@ -37,7 +38,7 @@ from groupqwen.api.services import Services
 from groupqwen.api.streaming import Disconnect, EventStream
 from groupqwen.errors import GroupQwenError, InvalidRequest
 from groupqwen.messages import Completion, Message, TokenLogprob
-from groupqwen.orchestrator.answer import Answer, RequestContext, cache_tenant
+from groupqwen.orchestrator.answer import Answer, RequestContext
 from groupqwen.telemetry import timing
 
 router = APIRouter()
@@ -50,8 +51,9 @@ def _services(request: Request) -> Services:
 
 
 def _owner(request: Request) -> str:
-    """Whose stored responses a request reads and writes: its API key's (hashed; keyless calls share)."""
-    return hashlib.sha256((request.headers.get("authorization") or "").encode()).hexdigest()
+    """Whose stored responses a request reads and writes (``auth.owner``: the key's tenant, or with
+    ``auth: off`` the API key sent; hashed)."""
+    return hashlib.sha256(auth.owner(request).encode()).hexdigest()
 
 
 def _input_items(messages: list[Message]) -> tuple[dict[str, Any], ...]:
@@ -105,13 +107,13 @@ async def _create_response(request: Request, services: Services, trace: timing.T
     new = input_messages(body, settings.images, settings.max_images)
     chat = chat_request(body, [*history, *new])
     check_limits(chat, settings, messages="input", max_tokens="max_output_tokens")
-    admission = await services.limiter.admit(principal_of(request), estimate_tokens(chat))
+    auth.check_model(request, chat.model)
+    admission = await services.limiter.admit(auth.principal_of(request), estimate_tokens(chat))
     try:
-        authorization = request.headers.get("authorization")
-        trace.tenant = timing.tenant(chat.user, authorization)
+        trace.tenant = auth.trace_tenant(request, chat.user)
         trace.stream = body.stream
         ttl_s, read_cache, rate = cache_control(request)
-        tenant = cache_tenant(authorization, chat.user)
+        tenant = auth.cache_owner(request, chat.user)
         context = RequestContext(tenant, ttl_s, read_cache, body.stream, max_false_hit_rate=rate)
         writer = ResponseWriter(body, new_id("resp"))
         watch = Disconnect(request.receive)

@@ -1,10 +1,12 @@
 """Review of curated conversations over HTTP, for the web UI (docs/finetune.md, "Review over HTTP").
 
-A dataset lives in ``data_dir/review/<name>/``: ``conversations.jsonl`` (what ``groupqwen data curate``
-wrote) and ``decisions.jsonl`` (:class:`~groupqwen.finetune.review.ReviewStore`'s file, shared with
-``groupqwen data review``, so either resumes the other). The store is re-read on every request, so
-decisions made by the terminal review are seen at once. Writes to one dataset are serialised by an
-``asyncio.Lock``; file work runs in a worker thread.
+A dataset lives in ``data_dir/review/<name>/`` (for a key of a tenant other than ``default``,
+``data_dir/tenants/<tenant>/review/<name>/``, which no other tenant sees): ``conversations.jsonl`` (what
+``groupqwen data curate`` wrote) and ``decisions.jsonl``
+(:class:`~groupqwen.finetune.review.ReviewStore`'s file, shared with ``groupqwen data review``, so either
+resumes the other). The store is re-read on every request, so decisions made by the terminal review are
+seen at once. Writes to one dataset are serialised by an ``asyncio.Lock``; file work runs in a worker
+thread.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from groupqwen.api import auth
 from groupqwen.api.body import json_object, loads
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import body, errors
@@ -80,7 +83,9 @@ def _dataset(request: Request, name: str) -> _Dataset:
             param="name",
         )
     settings: Settings = request.app.state.services.settings
-    return _Dataset(name, settings.data_dir / "review" / name)
+    tenant = auth.dataset_tenant(request)
+    base = settings.data_dir if tenant is None else settings.data_dir / "tenants" / tenant
+    return _Dataset(name, base / "review" / name)
 
 
 def _lock(request: Request, dataset: _Dataset) -> asyncio.Lock:
@@ -88,7 +93,7 @@ def _lock(request: Request, dataset: _Dataset) -> asyncio.Lock:
     locks: dict[str, asyncio.Lock] | None = getattr(state, "review_locks", None)
     if locks is None:
         locks = state.review_locks = {}
-    return locks.setdefault(dataset.name, asyncio.Lock())
+    return locks.setdefault(str(dataset.folder), asyncio.Lock())
 
 
 def _status(decision: Decision | None) -> Status:

@@ -7,12 +7,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from groupqwen import log
+from groupqwen.access.authenticate import Authenticator
 from groupqwen.access.limits import RateLimiter
 from groupqwen.api.stored_responses import ResponseStore
 from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
 from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.config import LimitsConfig, Settings
+from groupqwen.errors import GroupQwenError
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
@@ -20,6 +23,8 @@ from groupqwen.pool.factory import backend_for, memory_need, served, shares_the_
 from groupqwen.pool.scheduler import BackendFactory, Pool
 from groupqwen.telemetry.health import CheckResult, ModelHealth, gpu_check, models_check
 from groupqwen.telemetry.service import Telemetry
+
+_log = log.get(__name__)
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Services:
     embedder: Embedder | None = None  # what /v1/embeddings serves; None: the cache's, or built on first use
     clock: Clock = SYSTEM_CLOCK  # the stored responses' expiry
     responses: ResponseStore = field(init=False)  # the Responses API's stored responses
+    access: Authenticator = field(default_factory=lambda: Authenticator(None))  # auth: off unless given
     # no limit unless given (build_services gives the one settings.limits describes)
     limiter: RateLimiter = field(
         default_factory=lambda: RateLimiter.from_config(LimitsConfig.model_validate({}))
@@ -75,6 +81,16 @@ class Services:
         )
         self.telemetry.health.add("gpu", gpu_check(memory.gpu_memory))
 
+    async def start(self) -> None:
+        """Ensure the bootstrap admin key (``auth: keys``), then start telemetry's background work."""
+        key = self.settings.auth.bootstrap_admin_key
+        try:
+            await asyncio.to_thread(self.access.bootstrap, key.get_secret_value() if key else None)
+        except GroupQwenError as exc:
+            _log.error("cannot start", error=exc.message)
+            raise
+        self.telemetry.start()
+
     async def close(self) -> None:
         try:
             await self.pool.close()
@@ -82,6 +98,7 @@ class Services:
             try:
                 await self.telemetry.close()
             finally:
+                self.access.close()
                 if self.cache is not None:
                     await self.cache.close()
                 if self.embedder is not None:
@@ -111,10 +128,10 @@ def build_services(
     ``backend_factory`` the pool's (llama.cpp, OpenAI-compatible HTTP or the fake, by each model's
     ``backend``); ``telemetry`` persisting to ``telemetry.database_url``; ``cache`` as ``cache:`` says
     (none with ``backend: off``); ``embedder`` the cache's (or, with no cache, the configured one, built
-    on first use); ``limiter`` the rate limits of ``limits:``. ``clock`` times the pool's idle models and
-    queue waits, the stored responses' expiry, the rate limits' buckets, and the cache it builds (entries'
-    expiry, the Redis store's breaker; a ``cache`` passed in keeps its own). ``groupqwen.testing`` builds it
-    around fakes."""
+    on first use); the API keys as ``auth:`` says; ``limiter`` the rate limits of ``limits:``. ``clock``
+    times the pool's idle models and queue waits, the stored responses' expiry, how long keys are trusted,
+    the rate limits' buckets, and the cache it builds (entries' expiry, the Redis store's breaker; a
+    ``cache`` passed in keeps its own). ``groupqwen.testing`` builds it around fakes."""
     budget = memory.detect(
         settings.memory_budget_mb,
         settings.memory_share,
@@ -150,5 +167,6 @@ def build_services(
         cache=cache,
         embedder=embedder,
         clock=clock,
+        access=Authenticator.from_settings(settings, clock=clock),
         limiter=limiter or RateLimiter.from_config(settings.limits, clock=clock),
     )

@@ -1,13 +1,15 @@
 """``groupqwen config check``'s checks beyond validation: whether what the settings name can be served here.
 
 Validation (``groupqwen.config``) says whether a file is well formed; these say whether the gateway it
-describes would start: the default model's weights. A missing bundled model is a warning, since
+describes would start: the default model's weights, and keys on an address other machines reach. A missing
+bundled model is a warning, since
 ``groupqwen models fetch`` (which ``make run`` runs) fetches it; anything else that ``serve`` would refuse is
 an error.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,3 +54,35 @@ def default_model_problems(settings: Settings) -> list[Problem]:
             f"models.{model_id}.path to a local GGUF file",
         )
     ]
+
+
+def exposure_problems(settings: Settings) -> list[Problem]:
+    """``auth: off`` on an address other machines can reach: refused unless explicitly allowed."""
+    if (
+        settings.auth.mode != "off"
+        or settings.auth.allow_unauthenticated_network
+        or is_loopback(settings.host)
+    ):
+        return []
+    return [
+        Problem(
+            "error",
+            "auth",
+            f"host {settings.host!r} is reachable from other machines and auth is off, so anyone who "
+            "reaches the port could chat, unload models and clear the cache: set auth: keys and create a "
+            "key (`groupqwen keys create --name me --scopes chat,embeddings,admin,finetune`, or "
+            "GROUPQWEN_AUTH__BOOTSTRAP_ADMIN_KEY in a container), listen on 127.0.0.1 (--host 127.0.0.1), "
+            "or, on a network you trust, set auth.allow_unauthenticated_network: true "
+            "(GROUPQWEN_AUTH__ALLOW_UNAUTHENTICATED_NETWORK=true)",
+        )
+    ]
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.0/8``, ``::1`` and ``localhost``; ``0.0.0.0``, ``::`` and every other name are not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -13,9 +13,11 @@ import httpx
 import typer
 
 from groupqwen import log
+from groupqwen.cli.common import ApiKeyOption, ConfigOption, bearer, settings_or_exit
 from groupqwen.cli.data import data_app
-from groupqwen.config import AUTO_MODEL, Settings, load_settings
-from groupqwen.errors import ConfigError, GroupQwenError
+from groupqwen.cli.keys import keys_app
+from groupqwen.config import AUTO_MODEL, Settings
+from groupqwen.errors import GroupQwenError
 from groupqwen.messages import ChatRequest, Message, Sampling
 
 app = typer.Typer(
@@ -28,8 +30,7 @@ config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file")]
+app.add_typer(keys_app, name="keys")
 
 
 def gateway_url(url: str, path: str) -> str:
@@ -43,15 +44,6 @@ def gateway_url(url: str, path: str) -> str:
     return base + path
 
 
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    try:
-        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
-    except ConfigError as exc:
-        for field, message in exc.errors:
-            typer.echo(f"config error: {field}: {message}", err=True)
-        raise typer.Exit(1) from None
-
-
 @app.command()
 def serve(
     config: ConfigOption = None,
@@ -62,9 +54,13 @@ def serve(
     from groupqwen.api.app import create_app
     from groupqwen.api.services import build_services
     from groupqwen.api.serving import serve as serve_app
+    from groupqwen.cli.checks import exposure_problems
 
-    settings = _settings(config, host=host, port=port)
+    settings = settings_or_exit(config, host=host, port=port)
     log.setup(settings.log_level, settings.log_format)
+    for problem in exposure_problems(settings):
+        typer.echo(f"refusing to start: {problem.message}", err=True)
+        raise typer.Exit(1)
     available = settings.available()
     if not available:
         typer.echo(
@@ -97,6 +93,7 @@ def models(
         str | None,
         typer.Option(help="Ask a running gateway what it has loaded (http://HOST:PORT, with or without /v1)"),
     ] = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """List the catalog: which models have weights here and, with --url, which are loaded. CONTEXT is the
     limit requests are held to (the context allocated, n_ctx); NATIVE what the model was trained for."""
@@ -104,12 +101,13 @@ def models(
 
     if ctx.invoked_subcommand is not None:
         return
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     loaded: dict[str, str] = {}
     if url:
         try:
-            response = httpx.get(gateway_url(url, "/v1/models"), timeout=10)
-            response.raise_for_status()
+            response = httpx.get(gateway_url(url, "/v1/models"), headers=bearer(api_key), timeout=10)
+            if response.status_code != 200:
+                raise GroupQwenError(_error_message(response))
         except httpx.HTTPError as exc:
             typer.echo(f"cannot reach the gateway at {url}: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -138,7 +136,7 @@ def models_fetch(config: ConfigOption = None) -> None:
     from groupqwen.cache.embedders import MiniLMEmbedder
     from groupqwen.pool.bundled import ensure_bundled
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     for spec in settings.catalog().values():
         if spec.bundled is None:
             continue
@@ -167,7 +165,7 @@ def models_pull(
 
     from groupqwen.pool.download import download, resolve
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
         source = resolve(what, settings.catalog())
         with Progress(  # transient: a failure leaves its one error line, not an empty bar
@@ -211,6 +209,7 @@ def chat(
         bool, typer.Option("--local", help="Load the models in this process, even if a gateway is running")
     ] = False,
     config: ConfigOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Ask one question and stream the answer (reasoning, if any, goes to stderr). Without --url it uses
     the gateway at the configured host and port when one answers, else loads the models in-process."""
@@ -225,7 +224,7 @@ def chat(
         )
         raise typer.Exit(2)
     try:
-        settings = None if url else _settings(config)
+        settings = None if url else settings_or_exit(config)
         if settings is not None and not local:
             candidate = configured_gateway(settings)
             if gateway_answers(candidate):
@@ -236,7 +235,7 @@ def chat(
             else:
                 typer.echo(f"no gateway at {candidate}: loading the models in-process", err=True)
         if url:
-            _chat_http(url, model, messages, max_tokens, temperature, think)
+            _chat_http(url, model, messages, max_tokens, temperature, think, api_key)
         elif settings is not None:
             request = ChatRequest(
                 messages=tuple(messages),
@@ -299,7 +298,13 @@ async def _chat_local(settings: Settings, request: ChatRequest) -> None:
 
 
 def _chat_http(
-    url: str, model: str, messages: list[Message], max_tokens: int, temperature: float, think: bool | None
+    url: str,
+    model: str,
+    messages: list[Message],
+    max_tokens: int,
+    temperature: float,
+    think: bool | None,
+    api_key: str | None,
 ) -> None:
     body: dict[str, Any] = {
         "model": model,
@@ -312,7 +317,11 @@ def _chat_http(
         body["enable_thinking"] = think
     try:
         with httpx.stream(
-            "POST", gateway_url(url, "/v1/chat/completions"), json=body, timeout=httpx.Timeout(10, read=300)
+            "POST",
+            gateway_url(url, "/v1/chat/completions"),
+            json=body,
+            headers=bearer(api_key),
+            timeout=httpx.Timeout(10, read=300),
         ) as response:
             if response.status_code != 200:
                 response.read()
@@ -354,10 +363,10 @@ def _emit(reasoning: str, content: str) -> None:
 def config_check(path: Annotated[Path, typer.Argument(help="YAML configuration file")]) -> None:
     """Validate a configuration file; print each error with its field, and check that the default model has
     weights (a bundled one not fetched yet is a warning)."""
-    from groupqwen.cli.checks import default_model_problems
+    from groupqwen.cli.checks import default_model_problems, exposure_problems
 
-    settings = _settings(path)
-    problems = default_model_problems(settings)
+    settings = settings_or_exit(path)
+    problems = default_model_problems(settings) + exposure_problems(settings)
     for problem in problems:
         typer.echo(f"config {problem.severity}: {problem.field}: {problem.message}", err=True)
     if any(p.severity == "error" for p in problems):

@@ -5,10 +5,11 @@ Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` e
 an optional YAML file (``--config``), then the defaults. Every validation error names its field.
 
 ``settings.py`` holds ``Settings`` and ``load_settings``; each area's section has its own module
-(``server``, ``limits``, ``images``, ``responses``, ``models``, ``cache``, ``router``, ``telemetry``);
-``paths`` the default locations, ``fields`` the field types they share.
+(``server``, ``auth``, ``limits``, ``images``, ``responses``, ``models``, ``cache``, ``router``,
+``telemetry``); ``paths`` the default locations, ``fields`` the field types they share.
 """
 
+from groupqwen.config.access import AuthConfig
 from groupqwen.config.cache import CacheConfig, EmbedderConfig
 from groupqwen.config.fields import BearerToken
 from groupqwen.config.images import ImagesConfig
@@ -23,6 +24,7 @@ from groupqwen.config.telemetry import TelemetryConfig
 
 __all__ = [
     "AUTO_MODEL",
+    "AuthConfig",
     "BearerToken",
     "CacheConfig",
     "EmbedderConfig",

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from groupqwen.catalog import ModelSpec, builtin_catalog
+from groupqwen.config.access import AuthConfig
 from groupqwen.config.cache import CacheConfig
 from groupqwen.config.images import ImagesConfig
 from groupqwen.config.limits import LimitsConfig
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     server: ServerConfig = Field(
         default_factory=ServerConfig,  # type: ignore[arg-type]
         description="Slow clients, idle and concurrent connections (docs/api.md)",
+    )
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig,  # type: ignore[arg-type]
+        description="API keys, scopes and tenants: off (the default, for 127.0.0.1) or keys "
+        "(docs/security.md)",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level: debug | info | warning | error"

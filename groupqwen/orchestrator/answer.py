@@ -26,10 +26,11 @@ class RequestContext:
     max_false_hit_rate: float | None = None  # the cache verifier's accepted rate (None: the setting's)
 
 
-def cache_tenant(api_key: str | None, user: str | None) -> str:
-    """The cache's tenant: the API key (the whole ``Authorization`` header) and the ``user`` together, so
-    that nobody reads another's answers. The CLI, with neither, shares the answers of keyless HTTP calls."""
-    return f"{api_key or ''}\x00{user or ''}"
+def cache_tenant(owner: str | None, user: str | None) -> str:
+    """The cache's tenant: who owns the answers (with ``auth: keys`` the key's tenant, with ``auth: off``
+    the whole ``Authorization`` header) and the ``user`` together, so that nobody reads another's answers.
+    The CLI, with neither, shares the answers of keyless HTTP calls."""
+    return f"{owner or ''}\x00{user or ''}"
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 from groupqwen import log
 from groupqwen.config import Settings
 from groupqwen.errors import GroupQwenError
+from groupqwen.telemetry.database import database_url
 from groupqwen.telemetry.health import Health, database_check, disk_check
 from groupqwen.telemetry.live import LiveHub
 from groupqwen.telemetry.metrics import Metrics
@@ -33,10 +34,6 @@ def status_of(error: BaseException) -> tuple[int, str]:
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
         return CLIENT_CLOSED, "client_disconnected"
     return 500, "internal_error"
-
-
-def database_url(settings: Settings) -> str:
-    return settings.telemetry.database_url or f"sqlite:///{settings.data_dir / 'telemetry.db'}"
 
 
 class Telemetry:
@@ -165,19 +162,26 @@ class Telemetry:
             return {"store": None}
         return {"store": self.writer.store.name, **_backlog(self.writer)}
 
-    def summary(self, window_s: float, *, until: float | None = None) -> dict[str, Any]:
-        """The summary over the last ``window_s`` seconds from the records kept in memory."""
+    def summary(
+        self, window_s: float, *, until: float | None = None, tenant: str | None = None
+    ) -> dict[str, Any]:
+        """The summary over the last ``window_s`` seconds from the records kept in memory (``tenant``:
+        only the records of that tenant)."""
         until = time.time() if until is None else until
         while self._recent and self._recent[0].finished_at <= until - self.recent_window_s:
             self._recent_bytes -= self._recent.popleft().size_bytes()
-        result = summarize(list(self._recent), window_s=window_s, until=until)
+        records = [r for r in self._recent if tenant is None or r.tenant == tenant]
+        result = summarize(records, window_s=window_s, until=until)
         result["source"] = "memory"
         result["complete"] = self._recent_evicted_until <= until - window_s
         result["telemetry"] = self._persistence()
         return result
 
-    async def stored_summary(self, window_s: float, *, until: float | None = None) -> dict[str, Any]:
-        """The summary over the last ``window_s`` seconds from the database (records already written)."""
+    async def stored_summary(
+        self, window_s: float, *, until: float | None = None, tenant: str | None = None
+    ) -> dict[str, Any]:
+        """The summary over the last ``window_s`` seconds from the database (records already written;
+        ``tenant``: only that tenant's)."""
         if self.writer is None:
             raise RuntimeError("no store")
         until = time.time() if until is None else until
@@ -185,9 +189,12 @@ class Telemetry:
         store = self.writer.store
         # a record is stored by its start; a request may have started up to MAX_REQUEST_S before the window
         records = await asyncio.to_thread(store.query, until - window_s - MAX_REQUEST_S, until, limit)
+        complete = len(records) < limit
+        if tenant is not None:
+            records = [r for r in records if r.tenant == tenant]
         result = summarize(records, window_s=window_s, until=until)
         result["source"] = store.name
-        result["complete"] = len(records) < limit
+        result["complete"] = complete
         result["telemetry"] = self._persistence()
         return result
 

@@ -13,9 +13,7 @@ from the database being unreachable or broken, so the writer can set those recor
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -23,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from groupqwen.errors import TelemetryUnavailable
+from groupqwen.telemetry import database
 from groupqwen.telemetry.records import RequestRecord
 
 
@@ -53,12 +52,7 @@ class RecordStore(Protocol):
 
 
 metadata = sa.MetaData()
-migrations_table = sa.Table(
-    "groupqwen_migrations",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.Float, nullable=False),
-)
+migrations_table = database.migrations_table("groupqwen_migrations", metadata)
 records_table = sa.Table(
     "request_records",
     metadata,
@@ -87,60 +81,22 @@ def _v1(conn: Connection) -> None:
 
 
 # Ordered, append-only: (version, step). A new column is a new step (``ALTER TABLE …``), never an edit.
-MIGRATIONS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _v1),)
+MIGRATIONS: tuple[database.Migration, ...] = ((1, _v1),)
 _PG_MIGRATION_LOCK = 0x67715F7465  # pg_advisory_xact_lock key: replicas migrate one at a time
-
-
-def engine_url(url: str) -> str:
-    """``postgresql://`` and ``postgres://`` use psycopg 3; anything else is passed through."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
 
 
 class SqlStore:
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        url = engine_url(url)
-        self._sqlite = url.startswith("sqlite")
+        self._engine: Engine = database.make_engine(url, timeout=timeout)
+        self._sqlite = database.is_sqlite(self._engine)
         self.name = "sqlite" if self._sqlite else "postgresql"
-        kwargs: dict[str, Any]
-        if self._sqlite:
-            database = sa.engine.make_url(url).database
-            if database and database != ":memory:":
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            kwargs = {"connect_args": {"timeout": timeout, "check_same_thread": False}}
-        else:
-            statement_ms = int(timeout * 1000)
-            kwargs = {
-                "connect_args": {
-                    "connect_timeout": max(1, int(timeout)),
-                    "options": f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms}",
-                },
-                "pool_pre_ping": True,
-                "pool_size": 2,
-                "max_overflow": 2,
-                "pool_timeout": timeout,
-            }
-        self._engine: Engine = sa.create_engine(url, **kwargs)
         self._migrated = False
         self._lock = threading.Lock()
 
     def migrate(self) -> int:
         """Apply the migrations this database lacks; return the schema version."""
         with self._lock:
-            with self._engine.begin() as conn:
-                if not self._sqlite:
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
-                migrations_table.create(conn, checkfirst=True)
-                done = conn.execute(sa.select(sa.func.max(migrations_table.c.version))).scalar() or 0
-                for version, step in MIGRATIONS:
-                    if version > done:
-                        step(conn)
-                        conn.execute(
-                            migrations_table.insert().values(version=version, applied_at=time.time())
-                        )
-                        done = version
+            done = database.migrate(self._engine, migrations_table, MIGRATIONS, _PG_MIGRATION_LOCK)
             self._migrated = True
             return done
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from waiting import until
 
+from groupqwen.telemetry.database import engine_url
 from groupqwen.telemetry.service import Telemetry
-from groupqwen.telemetry.store import SqlStore, engine_url, records_table
+from groupqwen.telemetry.store import SqlStore, records_table
 from groupqwen.telemetry.writer import BufferedWriter
 from groupqwen.testing import fake_settings
 

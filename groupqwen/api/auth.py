@@ -1,0 +1,236 @@
+"""Who may call which route: the principal is settled once per request (``authorize``, a dependency of the
+whole app) and put on ``request.state.principal``; ``RULES`` names what each route needs.
+
+``RULES`` maps every route (method, or ``WEBSOCKET`` for a WebSocket route, and path as FastAPI writes it)
+to ``"public"`` (no key: health probes), ``"key"`` (any valid key: listing models), a scope, or
+``"operator"``: the ``admin`` scope on a key of the ``default`` tenant, for what acts on the whole gateway
+(models, the cache, gateway-wide counters). An admin key of another tenant reads its own tenant's metrics.
+``check_rules`` refuses to build an app with a route it does not name, and tests/access/test_matrix.py asks
+every route of the app with every kind of key.
+
+Denials and admin actions go to the ``groupqwen.audit`` log with the request id, the key's public id and
+the action, never the key itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette.exceptions import WebSocketException
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute
+from starlette.status import WS_1008_POLICY_VIOLATION
+
+from groupqwen import log
+from groupqwen.access.authenticate import Authenticator
+from groupqwen.access.keys import DEFAULT_TENANT, key_id_of
+from groupqwen.access.principal import NOBODY, Principal, Scope
+from groupqwen.errors import GroupQwenError, ModelNotAllowed, PermissionDenied
+from groupqwen.orchestrator.answer import cache_tenant
+from groupqwen.telemetry import timing
+
+Rule = Scope | Literal["public", "key", "operator"]
+WEBSOCKET = "WEBSOCKET"  # RULES' method for a WebSocket route: ("WEBSOCKET", "/v1/ws")
+_audit = log.get("groupqwen.audit")
+
+RULES: dict[tuple[str, str], Rule] = {
+    ("GET", "/health"): "public",
+    ("GET", "/v1/health"): "public",
+    ("POST", "/v1/chat/completions"): "chat",
+    ("POST", "/v1/completions"): "chat",
+    ("POST", "/v1/responses"): "chat",
+    ("GET", "/v1/responses/{response_id}"): "chat",
+    ("DELETE", "/v1/responses/{response_id}"): "chat",
+    ("GET", "/v1/responses/{response_id}/input_items"): "chat",
+    ("POST", "/v1/embeddings"): "embeddings",
+    ("GET", "/v1/models"): "key",
+    ("GET", "/v1/models/{model_id:path}"): "key",
+    ("POST", "/v1/models/{model_id:path}/load"): "operator",
+    ("POST", "/v1/models/{model_id:path}/unload"): "operator",
+    ("GET", "/v1/metrics"): "admin",
+    ("GET", "/metrics"): "operator",
+    ("GET", "/v1/metrics/stream"): "admin",
+    ("POST", "/v1/cache/feedback"): "chat",  # the client that got the hit; its id is unguessable
+    ("GET", "/v1/cache/stats"): "operator",
+    ("POST", "/v1/cache/invalidate"): "operator",
+    ("DELETE", "/v1/cache"): "operator",
+    ("POST", "/v1/review/{name:path}"): "finetune",
+    ("GET", "/v1/review/{name:path}"): "finetune",
+    ("POST", "/v1/review/{name:path}/decisions"): "finetune",
+    ("GET", "/v1/review/{name:path}/export"): "finetune",
+}
+
+
+def routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves through its API routes, those of included routers too."""
+    return list(_api_routes(app.routes))
+
+
+def _api_routes(candidates: Sequence[BaseRoute]) -> Iterator[tuple[str, str]]:
+    for route in candidates:
+        if isinstance(route, APIRoute):
+            yield from ((method, route.path) for method in sorted(route.methods or ()))
+        elif isinstance(route, APIWebSocketRoute):
+            yield WEBSOCKET, route.path
+        included = getattr(route, "original_router", None)  # FastAPI ≥ 0.16x keeps included routers whole
+        if included is not None:
+            yield from _api_routes(included.routes)
+
+
+def check_rules(app: FastAPI) -> None:
+    """A route without a rule is a bug caught when the app is built, never a route left open."""
+    missing = [f"{method} {path}" for method, path in routes(app) if (method, path) not in RULES]
+    if missing:
+        raise RuntimeError(f"api/auth.py RULES names no rule for: {', '.join(missing)}")
+
+
+def _authenticator(connection: HTTPConnection) -> Authenticator:
+    authenticator: Authenticator = connection.app.state.services.access
+    return authenticator
+
+
+def _who(principal: Principal) -> dict[str, str]:
+    return {"key_id": principal.key_id or "-", "tenant": principal.tenant or "-"}
+
+
+def deny(
+    error: GroupQwenError, action: str, principal: Principal | None = None, key_id: str | None = None
+) -> GroupQwenError:
+    """``error``, once it is in the audit log (``key_id``: the public id a refused key claimed)."""
+    who = _who(principal) if principal is not None else {"key_id": key_id or "-", "tenant": "-"}
+    _audit.warning("denied", action=action, status=error.status_code, code=error.code, **who)
+    return error
+
+
+async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Principal:
+    """The principal of an HTTP request or a WebSocket upgrade (the same headers), allowed ``rule``; put on
+    ``connection.state.principal``. Raises (and audits) ``AuthenticationFailed`` or ``PermissionDenied``."""
+    authenticator = _authenticator(connection)
+    if rule == "public" and authenticator.enabled:
+        connection.state.principal = NOBODY
+        return NOBODY
+    header = connection.headers.get("authorization")
+    try:
+        principal = await authenticator.principal(header)
+    except GroupQwenError as exc:
+        if exc.status_code == 401:
+            raise deny(exc, action, key_id=key_id_of((header or "").partition(" ")[2].strip())) from None
+        raise
+    connection.state.principal = principal
+    scope = _scope_of(rule)
+    if scope is not None and not principal.allows(scope):
+        raise deny(
+            PermissionDenied(
+                f"You have insufficient permissions for this operation. Missing scope: {scope} "
+                f"(this key has: {', '.join(sorted(principal.scopes)) or 'none'})."
+            ),
+            action,
+            principal,
+        )
+    if rule == "operator" and not is_operator(principal):
+        raise deny(
+            PermissionDenied(
+                "This operation acts on the whole gateway: it needs an admin key of the 'default' tenant "
+                f"(this key belongs to {principal.tenant!r})."
+            ),
+            action,
+            principal,
+        )
+    if scope == "admin" and principal.key_id is not None:
+        _audit.info("admin action", action=action, **_who(principal))
+    return principal
+
+
+def _scope_of(rule: Rule) -> Scope | None:
+    if rule == "operator":
+        return "admin"
+    if rule == "public" or rule == "key":
+        return None
+    return rule
+
+
+def is_operator(principal: Principal) -> bool:
+    """The gateway's own: ``auth: off``, or a key of the ``default`` tenant."""
+    return principal.tenant in ("", DEFAULT_TENANT)
+
+
+async def authorize(connection: HTTPConnection) -> None:
+    """The app's dependency: every route, HTTP or WebSocket, runs after it. A WebSocket upgrade that fails
+    is closed before it is accepted with 1008 (policy violation) and the error's message as the reason."""
+    path = connection.scope["route"].path
+    if connection.scope["type"] != "websocket":
+        method = connection.scope["method"]
+        await settle(connection, RULES[(method, path)], f"{method} {connection.url.path}")
+        return
+    try:
+        await settle(connection, RULES[(WEBSOCKET, path)], f"{WEBSOCKET} {connection.url.path}")
+    except GroupQwenError as exc:
+        reason = exc.message.encode()[:120].decode(errors="ignore")  # a close reason holds 123 bytes
+        raise WebSocketException(WS_1008_POLICY_VIOLATION, reason) from None
+
+
+def principal_of(connection: HTTPConnection) -> Principal:
+    principal: Principal = connection.state.principal
+    return principal
+
+
+def check_model(connection: HTTPConnection, model: str) -> None:
+    """A 403 naming ``model`` unless the key's allow-list has it. The list names models and routes: a
+    route (``auto``, ``auto:fast``, ``auto:<name>``) is allowed when named, and then reaches every model
+    behind it."""
+    principal = principal_of(connection)
+    if not principal.may_use(model):
+        allowed = ", ".join(sorted(principal.models or ()))
+        raise deny(
+            ModelNotAllowed(
+                f"This API key may not use the model {model!r}; it may use: {allowed or 'none'}.",
+                param="model",
+            ),
+            f"use model {model}",
+            principal,
+        )
+
+
+def owner(connection: HTTPConnection) -> str:
+    """Who owns what a request stores (cached answers, stored responses): the key's tenant, or with
+    ``auth: off`` the whole ``Authorization`` header (keyless calls share)."""
+    principal = principal_of(connection)
+    if principal.key_id is not None:
+        return f"tenant:{principal.tenant}"
+    return connection.headers.get("authorization") or ""
+
+
+def cache_owner(connection: HTTPConnection, user: str | None) -> str:
+    """Whose cached answers a request reads and writes: its ``owner`` narrowed by ``user`` (``user`` only
+    splits a tenant, never reaches into another)."""
+    return cache_tenant(owner(connection), user)
+
+
+def trace_tenant(connection: HTTPConnection, user: str | None) -> str:
+    """Who asked, as the request's telemetry record says: the key's tenant, or with ``auth: off`` the
+    ``user`` or a hash of the key sent."""
+    principal = principal_of(connection)
+    if principal.key_id is not None:
+        return _record_tenant(principal)
+    return timing.tenant(user, connection.headers.get("authorization"))
+
+
+def dataset_tenant(connection: HTTPConnection) -> str | None:
+    """The tenant whose review datasets a request sees; ``None``: the gateway's own (``auth: off``, or the
+    default tenant)."""
+    principal = principal_of(connection)
+    return None if is_operator(principal) else principal.tenant
+
+
+def metrics_tenant(connection: HTTPConnection) -> str | None:
+    """Whose request records a metrics summary covers: the key's tenant's (as ``trace_tenant`` writes
+    it), or ``None`` (every record) for the gateway's own keys."""
+    principal = principal_of(connection)
+    return None if is_operator(principal) else _record_tenant(principal)
+
+
+def _record_tenant(principal: Principal) -> str:
+    return f"tenant:{principal.tenant}"
