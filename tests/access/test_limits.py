@@ -11,10 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
-from groupqwen.access.principal import Limits, Principal
+from groupqwen.access.principal import Limits
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services
 from groupqwen.backends.fake import FakeBackend
@@ -118,44 +117,30 @@ def test_requests_without_a_key_are_not_limited_by_default(tmp_path: Path, clock
             assert not any(h.startswith("x-ratelimit-") for h in response.headers)
 
 
-def as_principal(app: FastAPI, principals: dict[str, Principal]) -> FastAPI:
-    """Sets ``request.state.principal`` from an ``x-test-key`` header, as the keys' middleware will."""
-
-    @app.middleware("http")
-    async def principal(request: Request, call_next: Any) -> Any:
-        key = request.headers.get("x-test-key")
-        if key is not None:
-            request.state.principal = principals[key]
-        return await call_next(request)
-
-    return app
-
-
 def test_keys_have_their_own_buckets_and_a_tenant_shares_one(tmp_path: Path, clock: FakeClock) -> None:
-    def key(name: str, tenant: str, limits: Limits | None = None) -> Principal:
-        return Principal(name, f"{name}'s key", tenant, frozenset({"chat"}), limits=limits or Limits())
-
-    principals = {
-        "a": key("a", "acme"),
-        "b": key("b", "acme"),
-        "vip": key("vip", "solo", Limits(requests_per_minute=5)),
-    }
+    """Real keys (``auth: keys``): each key its own bucket, a tenant's keys one more together, a key's own
+    limits over the default."""
     limits = {"key": {"requests_per_minute": 2}, "tenants": {"acme": {"requests_per_minute": 3}}}
-    services = services_with(tmp_path, clock, **limits)
-    app = as_principal(create_app(services.settings, services), principals)
-    with TestClient(app) as client:
+    services = fake_services(fake_settings(tmp_path, auth={"mode": "keys"}, limits=limits), clock=clock)
+    store = services.access.store
+    assert store is not None
+    now = clock.time()
+    _, a = store.create("a", now=now, tenant="acme")
+    _, b = store.create("b", now=now, tenant="acme")
+    _, vip = store.create("vip", now=now, tenant="solo", limits=Limits(requests_per_minute=5))
+    with gateway(services) as client:
 
-        def status(name: str) -> int:
-            return client.post("/v1/chat/completions", json=CHAT, headers={"x-test-key": name}).status_code
+        def post(key: str) -> Any:
+            return client.post("/v1/chat/completions", json=CHAT, headers={"authorization": f"Bearer {key}"})
 
-        assert [status("a"), status("a"), status("a")] == [200, 200, 429]  # the key's 2
-        refused = client.post("/v1/chat/completions", json=CHAT, headers={"x-test-key": "b"})
-        assert refused.status_code == 200  # b's own bucket; acme's 3rd
-        assert refused.headers["x-ratelimit-remaining-requests"] == "0"  # the tighter: acme's
-        refused = client.post("/v1/chat/completions", json=CHAT, headers={"x-test-key": "b"})
+        assert [post(a).status_code for _ in range(3)] == [200, 200, 429]  # the key's 2
+        third = post(b)
+        assert third.status_code == 200  # b's own bucket; acme's 3rd
+        assert third.headers["x-ratelimit-remaining-requests"] == "0"  # the tighter: acme's
+        refused = post(b)
         assert refused.status_code == 429
         assert "of tenant 'acme': limit 3" in refused.json()["error"]["message"]
-        assert [status("vip") for _ in range(6)] == [200] * 5 + [429]  # its own limit wins
+        assert [post(vip).status_code for _ in range(6)] == [200] * 5 + [429]  # its own limit wins
 
 
 class GatedBackend(FakeBackend):
