@@ -2,17 +2,18 @@
 
     .venv/bin/python bench/soak.py [--minutes 30] [--warmup-minutes 5] [--rate 100] [--clients 4]
 
-The gateway is a ``groupqwen serve`` subprocess on loopback serving fake models (no generation cost, so
-what is soaked is the gateway itself), with the embedded semantic cache and SQLite telemetry. Client
-threads send a mix, each at its share of ``--rate`` requests/s: chat completions as JSON (new questions:
-cache misses) and as SSE streams, repeated questions (cache hits), injected errors (an unknown model, bad
-JSON, a lone surrogate, a context overflow: each must get its 4xx) and clients that leave in the middle of
-a long stream; now and then ``/v1/metrics`` and ``/v1/health``. Every few seconds the server's RSS and
-open file descriptors are read from ``/proc/<pid>``. The table shows one sample a minute; the slopes
-(least squares) cover the steady state after the warm-up. The caps on what the gateway keeps are set
-small (``--recent-max-mb``, ``--cache-entries``) so that they fill during the warm-up: a slope after it is
-a leak, not a cache filling up. "Unexpected" counts anything other than the answer each request should
-get (an error that was not injected, a wrong status, a connection error).
+The gateway is a ``groupqwen serve`` subprocess on loopback serving fake models (no generation cost, so what
+is soaked is the gateway itself), with the embedded semantic cache and SQLite telemetry. Client threads send a
+mix, each at its share of ``--rate`` requests/s: chat completions as JSON (new questions: cache misses) and as
+SSE streams, repeated questions (cache hits), injected errors (an unknown model, bad JSON, a lone surrogate, a
+context overflow: each must get its 4xx) and clients that leave in the middle of a long stream; now and then
+``/v1/metrics`` and ``/v1/health``. Rate limits are on (requests without a key counted, in memory), far above
+the load: every request is admitted and settled, never refused. Every few seconds the server's RSS and open
+file descriptors are read from ``/proc/<pid>``. The table shows one sample a minute; the slopes (least
+squares) cover the steady state after the warm-up. The caps on what the gateway keeps are set small
+(``--recent-max-mb``, ``--cache-entries``) so that they fill during the warm-up: a slope after it is a leak,
+not a cache filling up. "Unexpected" counts anything other than the answer each request should get (an error
+that was not injected, a wrong status, a connection error).
 
 Loopback only; every loop is bounded by the deadline and by ``--max-requests``.
 """
@@ -37,6 +38,7 @@ import httpx
 from groupqwen.testing import ServedProcess, serve_process
 
 LONG_REPLY = " ".join(f"word{i}" for i in range(3000))  # a stream long enough to leave in the middle of
+LIMITS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests")
 REPEATED = [f"What is the capital of country number {i}?" for i in range(20)]
 
 
@@ -179,6 +181,8 @@ def main() -> None:
         "cache": {"backend": "embedded", "max_entries": args.cache_entries},
         "telemetry": {"recent_max_mb": args.recent_max_mb},
         "log_level": "warning",
+        # every request through the rate limiter (in memory), its limits far above the load
+        "limits": {"anonymous": True, "key": dict.fromkeys(LIMITS, 10**9)},
     }
     fakes = {"fake": {}, "long": {"fake_reply": LONG_REPLY}}
     with (

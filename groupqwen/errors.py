@@ -21,8 +21,13 @@ that escapes is a bug and becomes a logged 500.
     ├── ModelBusy                       409 invalid_request_error       model_busy
     ├── ResumeExpired                   410 invalid_request_error       resume_expired    (WebSocket resume)
     ├── TooManyGenerations              429 rate_limit_error            too_many_generations (one WebSocket)
+    ├── RateLimited                     429 requests | tokens           rate_limit_exceeded (Retry-After,
+    │                                                                   x-ratelimit-* headers)
     ├── Overloaded                      503 server_error                overloaded        (Retry-After)
     ├── InsufficientMemory              503 server_error                insufficient_memory
+    ├── InsufficientStorage             507 server_error                insufficient_storage (data_dir full)
+    ├── LimitsUnavailable               503 server_error                limits_unavailable (Redis down,
+    │                                                                   on_redis_down: closed)
     ├── CacheUnavailable                503 server_error                cache_unavailable (cache admin routes)
     │   ├── CacheSlow                   503 server_error                cache_slow        (a slow store)
     │   └── EmbedderUnavailable         503 server_error                embedder_unavailable (/v1/embeddings)
@@ -39,6 +44,8 @@ that escapes is a bug and becomes a logged 500.
 """
 
 from __future__ import annotations
+
+import math
 
 
 class GroupQwenError(Exception):
@@ -177,6 +184,47 @@ class Overloaded(GroupQwenError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class RateLimited(GroupQwenError):
+    """A key's or tenant's rate limit is reached (``limits:``). ``error_type`` says which kind, as OpenAI's
+    does (``requests``: requests per minute or concurrent requests; ``tokens``: tokens per minute);
+    ``limit_headers`` are the ``x-ratelimit-*`` headers, sent with ``Retry-After`` (seconds, rounded up)
+    and ``retry-after-ms`` (which the ``openai`` SDK reads first)."""
+
+    status_code = 429
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, kind: str, retry_after_s: float, limit_headers: dict[str, str]
+    ) -> None:
+        super().__init__(message)
+        self.error_type = kind
+        self.retry_after_s = retry_after_s
+        self.limit_headers = limit_headers
+
+    def headers(self) -> dict[str, str]:
+        return {
+            **self.limit_headers,
+            "retry-after": str(max(1, math.ceil(self.retry_after_s))),
+            "retry-after-ms": str(max(1, math.ceil(self.retry_after_s * 1000))),
+        }
+
+
+class LimitsUnavailable(GroupQwenError):
+    """The rate limits' Redis is down and ``limits.on_redis_down`` is ``closed``: limited requests wait."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "limits_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(max(1, math.ceil(self.retry_after_s)))}
+
+
 class BackendError(GroupQwenError):
     """The model backend failed while serving a request."""
 
@@ -207,6 +255,15 @@ class InsufficientMemory(GroupQwenError):
     status_code = 503
     error_type = "server_error"
     code = "insufficient_memory"
+
+
+class InsufficientStorage(GroupQwenError):
+    """The disk that holds ``data_dir`` is full (or over quota): what a request would have written was not,
+    and what was there before is intact."""
+
+    status_code = 507
+    error_type = "server_error"
+    code = "insufficient_storage"
 
 
 class CacheUnavailable(GroupQwenError):

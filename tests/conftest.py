@@ -1,6 +1,8 @@
 """Shared fixtures: every test starts from an environment without ``GROUPQWEN_*`` variables, with its data in
 a temporary folder; ``live_server`` serves an app on a real loopback socket; ``postgres`` is the suite's real
-PostgreSQL (a throwaway cluster on loopback, started once and stopped at the end)."""
+PostgreSQL (a throwaway cluster on loopback, started once and stopped at the end); ``valkey`` is a real
+Redis-protocol server for the session, and ``redis_url`` its URL, emptied (and the server started again if
+a test stopped it)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 import uvicorn
 from fastapi import FastAPI
-from servers import PostgresServer, free_port
+from servers import PostgresServer, ValkeyServer, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +74,21 @@ def postgres() -> Iterator[PostgresServer]:
         if server.is_running():
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    server = ValkeyServer(tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(valkey: ValkeyServer) -> str:
+    if valkey.process is None:
+        valkey.start()
+    client = redis.Redis.from_url(valkey.url)
+    client.flushall()
+    client.close()
+    return valkey.url

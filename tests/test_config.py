@@ -318,12 +318,13 @@ def test_example_config_is_generated_from_the_settings() -> None:
 def _template(text: str, name: str) -> dict[str, Any]:
     """The commented entry template that follows ``name: {}`` (every field of one entry), as YAML."""
     lines = text.splitlines()
-    start = lines.index(f"{name}: {{}}") + 1
+    start = [line.strip() for line in lines].index(f"{name}: {{}}")  # in a section: indented
+    indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
     block = []
-    for line in lines[start:]:
-        if not line.startswith("# ") or line == "# for example:":
+    for line in lines[start + 1 :]:
+        if not line.startswith(indent + "# ") or line == indent + "# for example:":
             break
-        block.append(line[2:])
+        block.append(line[len(indent) + 2 :])
     entries = yaml.safe_load("\n".join(block))
     assert isinstance(entries, dict) and len(entries) == 1
     entry: dict[str, Any] = next(iter(entries.values()))

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
+from groupqwen.api.openapi import SSE, Model, body, errors
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
 from groupqwen.cache import Invalidation
@@ -42,7 +43,7 @@ def _known(services: Services, model_id: str) -> None:
         raise ModelNotFound(f"The model {model_id!r} is not served here", param="model")
 
 
-@router.post("/v1/models/{model_id:path}/load")
+@router.post("/v1/models/{model_id:path}/load", responses={200: {"model": Model}, **errors(404, 502, 503)})
 async def load_model(request: Request, model_id: str) -> dict[str, Any]:
     """Load a model now (it then idles out after its keep_alive)."""
     services = _services(request)
@@ -50,7 +51,7 @@ async def load_model(request: Request, model_id: str) -> dict[str, Any]:
     return model_json(await services.pool.load(model_id), services.started)
 
 
-@router.post("/v1/models/{model_id:path}/unload")
+@router.post("/v1/models/{model_id:path}/unload", responses={200: {"model": Model}, **errors(404, 409)})
 async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
     """Unload a model now; 409 while it serves requests."""
     services = _services(request)
@@ -63,14 +64,22 @@ async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
 # -- telemetry (docs/telemetry.md) ----------------------------------------------------------------------
 
 
-@router.get("/v1/health")
+@router.get(
+    "/v1/health",
+    responses={
+        503: {
+            "description": "down: the same report",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def health_detailed(request: Request) -> JSONResponse:
     """Every check (models, database, disk, GPU, and Redis when configured) with its reason; 503 if down."""
     report = await _services(request).telemetry.health.run()
     return JSONResponse(report, status_code=503 if report["status"] == "down" else 200)
 
 
-@router.get("/v1/metrics")
+@router.get("/v1/metrics", responses=errors(503))
 async def metrics_summary(
     request: Request,
     window: str = Query("5m", description="90s, 5m, 1h, 7d …"),
@@ -87,13 +96,15 @@ async def metrics_summary(
     return await telemetry.stored_summary(parse_window(window, maximum=telemetry.retention_s), tenant=tenant)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics", responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}}
+)
 async def metrics_prometheus(request: Request) -> Response:
     """Prometheus text format."""
     return Response(_services(request).telemetry.metrics.render(), media_type=CONTENT_TYPE)
 
 
-@router.get("/v1/metrics/stream")
+@router.get("/v1/metrics/stream", responses={200: {"content": SSE}, **errors(503)})
 async def metrics_stream(
     request: Request,
     window: str = Query("1m", description="the window of each summary"),
@@ -159,7 +170,7 @@ class CacheFeedback(BaseModel):
     rating: Literal["bad"] = Field(description="bad: the cached answer did not answer the question")
 
 
-@router.post("/v1/cache/feedback")
+@router.post("/v1/cache/feedback", responses=errors(404), openapi_extra=body(CacheFeedback))
 async def cache_feedback(request: Request) -> dict[str, Any]:
     """The hit's entry raises its own bar (docs/cache.md, per-entry bars); an unknown id is a 404."""
     try:
@@ -176,7 +187,7 @@ async def cache_feedback(request: Request) -> dict[str, Any]:
     return {"object": "cache.feedback", "hit_id": body.hit_id, "rating": body.rating}
 
 
-@router.get("/v1/cache/stats")
+@router.get("/v1/cache/stats", responses=errors(503))
 async def cache_stats(request: Request) -> dict[str, Any]:
     cache = _services(request).cache
     if cache is None:
@@ -184,7 +195,7 @@ async def cache_stats(request: Request) -> dict[str, Any]:
     return {"object": "cache.stats", **dataclasses.asdict(await cache.stats())}
 
 
-@router.post("/v1/cache/invalidate")
+@router.post("/v1/cache/invalidate", responses=errors(503), openapi_extra=body(CacheInvalidation))
 async def cache_invalidate(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
@@ -202,7 +213,7 @@ async def cache_invalidate(request: Request) -> dict[str, Any]:
     return {"object": "cache.invalidation", "removed": removed}
 
 
-@router.delete("/v1/cache")
+@router.delete("/v1/cache", responses=errors(503))
 async def cache_clear(request: Request) -> dict[str, Any]:
     cache = _services(request).cache
     removed = await cache.clear() if cache is not None else 0

@@ -10,16 +10,44 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, auth, completions, errors, openai, responses, review, ws
+from groupqwen.api import admin, auth, completions, errors, openai, openapi, responses, review, ws
 from groupqwen.api.errors import error_body
+from groupqwen.api.schemas.chat import ChatCompletionRequest
+from groupqwen.api.schemas.completions import CompletionRequest
+from groupqwen.api.schemas.embeddings import EmbeddingRequest
+from groupqwen.api.schemas.responses import ResponsesRequest
 from groupqwen.api.services import Services, build_services
 from groupqwen.config import Settings
 from groupqwen.errors import GroupQwenError, PayloadTooLarge, RequestTimeout
 
 _log = log.get(__name__)
+# what a page may send (the openai JS SDK sends its x-stainless-* headers too) and read of an answer
+CORS_REQUEST_HEADERS = [
+    "authorization",
+    "content-type",
+    "cache-control",
+    "x-request-id",
+    "x-groupqwen-cache-ttl",
+]
+CORS_EXPOSED_HEADERS = [
+    "x-request-id",
+    "x-groupqwen-model",
+    "x-groupqwen-route",
+    "x-groupqwen-cache",
+    "x-groupqwen-cache-similarity",
+    "x-groupqwen-escalations",
+    "retry-after",
+    "retry-after-ms",
+    *(
+        f"x-ratelimit-{what}-{kind}"
+        for what in ("limit", "remaining", "reset")
+        for kind in ("requests", "tokens")
+    ),
+]
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -131,6 +159,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     if services is not None:
         app.state.services = services
     errors.install(app)
+    bodies = (ChatCompletionRequest, CompletionRequest, ResponsesRequest, EmbeddingRequest)
+    admin_bodies = (admin.CacheInvalidation, admin.CacheFeedback, review.DecisionBody)
+    openapi.install(app, (*bodies, *admin_bodies))
     app.include_router(openai.router)
     app.include_router(completions.router)
     app.include_router(responses.router)
@@ -143,4 +174,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.server.body_timeout_s,
     )
+    if settings.server.cors_origins:  # outermost: its headers go on every answer, errors included
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["*"],
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     return app

@@ -8,7 +8,10 @@ Python's ``json`` accepts two things no layer behind the edge can use, so they a
 - an integer with more than ``MAX_INT_DIGITS`` digits: Python refuses to convert it (its int-string
   limit), and no field means anything with it.
 
-A body nested deeper than the parser's recursion limit is refused the same way.
+Nesting is limited too: arrays and objects more than ``MAX_JSON_DEPTH`` levels deep are refused before
+the parser runs (a scan over the brackets outside strings, which stops at the first level too deep), so
+depth never reaches Python's recursion limit, in the parser or in any layer that walks the value after it
+(pydantic, the cache key, the logs).
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ import json
 import re
 from typing import Any
 
+import numpy as np
+
 from groupqwen.errors import InvalidRequest
 
 MAX_INT_DIGITS = 4300  # Python's own default limit on int-string conversion (sys.int_info)
+MAX_JSON_DEPTH = 64  # levels of arrays and objects; a JSON schema in response_format needs a dozen
+
+# what is not a bracket outside strings: a JSON string (possessive: no backtracking over a long one), or
+# a run of anything but brackets and quotes
+_NOT_A_BRACKET = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"|[^\[\]{}"]++')
+_OPENING = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSING = np.frombuffer(b"]}", dtype=np.uint8)
 
 # a \uD800-\uDFFF escape: only a body holding one can hold a surrogate (UTF-8 input cannot encode one)
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
@@ -45,8 +57,9 @@ class _HugeInt:
 
 
 def loads(text: str) -> Any:
-    """``json.loads`` that raises :class:`BodyProblem` for a lone surrogate or a huge integer (besides
-    ``json.JSONDecodeError`` for bad JSON and ``RecursionError`` for deep nesting)."""
+    """``json.loads`` that raises :class:`BodyProblem` for nesting deeper than ``MAX_JSON_DEPTH``, a lone
+    surrogate or a huge integer (besides ``json.JSONDecodeError`` for bad JSON)."""
+    _check_depth(text)
     huge = False
 
     def parse_int(literal: str) -> int | _HugeInt:
@@ -61,6 +74,17 @@ def loads(text: str) -> Any:
     if huge or _SURROGATE_ESCAPE.search(text):
         _check(value)
     return value
+
+
+def _check_depth(text: str) -> None:
+    """Raise :class:`BodyProblem` when arrays and objects nest deeper than ``MAX_JSON_DEPTH``: the depth
+    is the running sum of the brackets outside strings (+1 opening, -1 closing), in C however many."""
+    brackets = np.frombuffer(_NOT_A_BRACKET.sub("", text).encode("ascii"), dtype=np.uint8)
+    steps = np.isin(brackets, _OPENING).astype(np.int32) - np.isin(brackets, _CLOSING)
+    if steps.size and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
+        raise BodyProblem(
+            None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects; flatten it"
+        )
 
 
 def _check(value: Any) -> None:
@@ -110,8 +134,6 @@ def json_object(raw: bytes, what: str = "The request body") -> dict[str, Any]:
         ) from None
     except BodyProblem as exc:
         raise InvalidRequest(str(exc), param=exc.param) from None
-    except RecursionError:
-        raise InvalidRequest(f"{what} is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"{what} must be a JSON object")
     return data

@@ -18,4 +18,4 @@ def parse_chat(data: object, settings: Settings) -> tuple[ChatRequest, ChatCompl
         body = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return to_chat_request(body, settings.max_stop_sequences, settings.max_images, settings.images), body
+    return to_chat_request(body, settings), body

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openai import respond
+from groupqwen.api.openapi import SSE, body, errors
+from groupqwen.api.schemas.chat import check_limits
 from groupqwen.api.schemas.completions import (
     CompletionRequest,
     TextChunkWriter,
@@ -25,7 +27,11 @@ from groupqwen.telemetry.timing import Trace
 router = APIRouter()
 
 
-@router.post("/v1/completions")
+@router.post(
+    "/v1/completions",
+    responses={200: {"content": SSE}, **errors(404, 429, 502, 503)},
+    openapi_extra=body(CompletionRequest),
+)
 async def completions(request: Request) -> Response:
     """Every text completion, streamed or not, errors included, ends in one telemetry record."""
     services: Services = request.app.state.services
@@ -43,6 +49,7 @@ async def _completions(request: Request, services: Services, trace: Trace) -> Re
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     chat = to_chat_request(body, services.settings.max_stop_sequences)
+    check_limits(chat, services.settings, messages="prompt", max_tokens="max_tokens")
     completion_id = f"cmpl-{uuid.uuid4().hex}"
     echo = chat.messages[0].content if body.echo else ""
     return await respond(

@@ -15,10 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from groupqwen.access.limits import Admission, estimate_tokens
 from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.chat import parse_chat
 from groupqwen.api.errors import from_validation_error
+from groupqwen.api.openapi import SSE, ChatCompletion, EmbeddingList, Model, ModelList, body, errors
 from groupqwen.api.schemas.chat import (
     ChatCompletionRequest,
     ChunkWriter,
@@ -101,7 +103,11 @@ def cache_control(request: Request) -> tuple[float | None, bool, float | None]:
     return ttl_s, "no-cache" not in directives, rate
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    responses={200: {"model": ChatCompletion, "content": SSE}, **errors(404, 429, 502, 503)},
+    openapi_extra=body(ChatCompletionRequest),
+)
 async def chat_completions(request: Request) -> Response:
     """Every chat completion, streamed or not, errors included, ends in one telemetry record."""
     services = _services(request)
@@ -142,9 +148,40 @@ async def respond(
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
     """Run ``chat`` and answer with JSON (``payload``'s object, plus the ``groupqwen`` decision) or SSE
-    (``frames``' chunks): what chat and text completions share. The trace learns the tenant and the mode;
-    errors before the first token raise from here."""
+    (``frames``' chunks): what chat and text completions share. The rate limits admit it first (a 429
+    before any work) and are settled with the tokens used when the answer ends; the trace learns the
+    tenant and the mode; errors before the first token raise from here."""
     auth.check_model(request, chat.model)
+    admission = await services.limiter.admit(auth.principal_of(request), estimate_tokens(chat))
+    try:
+        return await _respond(
+            request, services, trace, chat, admission, stream, include_usage, payload, frames
+        )
+    except BaseException:
+        admission.settle(trace.prompt_tokens + trace.completion_tokens)
+        raise
+
+
+def finish_answer(
+    services: Services, trace: Trace, admission: Admission, failure: BaseException | None
+) -> None:
+    """The end of an answer, however it ended: its telemetry record, and its rate limits settled with the
+    tokens it used."""
+    services.telemetry.finish(trace, failure)
+    admission.settle(trace.prompt_tokens + trace.completion_tokens)
+
+
+async def _respond(
+    request: Request,
+    services: Services,
+    trace: Trace,
+    chat: ChatRequest,
+    admission: Admission,
+    stream: bool,
+    include_usage: bool,
+    payload: Callable[[Answer, Completion], dict[str, Any]],
+    frames: Callable[[Answer], ChunkFrames],
+) -> Response:
     trace.tenant = auth.trace_tenant(request, chat.user)
     trace.stream = stream
     ttl_s, read_cache, rate = cache_control(request)
@@ -157,17 +194,18 @@ async def respond(
         watch.stop()
         body = payload(answer, completion)
         body["groupqwen"] = decision_json(answer.decision, answer.cache)
-        services.telemetry.finish(trace)
-        return JSONResponse(body, headers=decision_headers(answer.decision, answer.cache))
+        finish_answer(services, trace, admission, None)
+        headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}
+        return JSONResponse(body, headers=headers)
     events = answer_frames(
         answer,
         frames(answer),
         logprobs=chat.logprobs,
         include_usage=include_usage,
-        finish=partial(services.telemetry.finish, trace),
+        finish=partial(finish_answer, services, trace, admission),
     )
     headers = decision_headers(answer.decision, answer.cache)
-    headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+    headers.update({"cache-control": "no-cache", "x-accel-buffering": "no", **admission.headers})
     return EventStream(events, headers, watch)
 
 
@@ -181,7 +219,7 @@ def _auto_json(services: Services) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses={200: {"model": ModelList}})
 async def list_models(request: Request) -> dict[str, Any]:
     """The models (and ``auto``) this key may use."""
     services = _services(request)
@@ -199,7 +237,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", responses={200: {"model": Model}, **errors(404)})
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     services = _services(request)
     auth.check_model(request, model_id)
@@ -211,7 +249,11 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     raise ModelNotFound(f"The model {model_id!r} does not exist", param="model")
 
 
-@router.post("/v1/embeddings")
+@router.post(
+    "/v1/embeddings",
+    responses={200: {"model": EmbeddingList}, **errors(404, 429, 503)},
+    openapi_extra=body(EmbeddingRequest),
+)
 async def create_embeddings(request: Request) -> Response:
     """Vectors from the semantic cache's embedder (``cache.embedder``; its ``name`` is the model), so any
     OpenAI client, and another gateway's ``cache.embedder.kind: openai``, can use them."""
@@ -221,6 +263,20 @@ async def create_embeddings(request: Request) -> Response:
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     texts = embedding_texts(body)
+    admission = await services.limiter.admit(auth.principal_of(request), math.ceil(sum(map(len, texts)) / 4))
+    used = 0
+    try:
+        body_json = await _embed(services, body, texts)
+        used = body_json["usage"]["total_tokens"]
+    finally:
+        admission.settle(used)
+    # serialised here: FastAPI's encoder walks every float first, a third of a millisecond per vector
+    return Response(
+        json.dumps(body_json, separators=(",", ":")), media_type="application/json", headers=admission.headers
+    )
+
+
+async def _embed(services: Services, body: EmbeddingRequest, texts: list[str]) -> dict[str, Any]:
     embedder = await services.load_embedder()
     if body.model != embedder.name:
         raise ModelNotFound(
@@ -233,6 +289,4 @@ async def create_embeddings(request: Request) -> Response:
         )
     vectors = await asyncio.to_thread(embedder.embed, texts)
     tokens = embedder.count_tokens(texts) or 0
-    body_json = embeddings_json(vectors, embedder.name, body.encoding_format, tokens)
-    # serialised here: FastAPI's encoder walks every float first, a third of a millisecond per vector
-    return Response(json.dumps(body_json, separators=(",", ":")), media_type="application/json")
+    return embeddings_json(vectors, embedder.name, body.encoding_format, tokens)

@@ -9,6 +9,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,11 +17,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from groupqwen import log
+from groupqwen.access.limits import estimate_tokens
 from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
-from groupqwen.api.openai import cache_control, decision_headers
-from groupqwen.api.schemas.chat import logprobs_json
+from groupqwen.api.openai import cache_control, decision_headers, finish_answer
+from groupqwen.api.openapi import SSE, body, errors
+from groupqwen.api.schemas.chat import check_limits, logprobs_json
 from groupqwen.api.schemas.responses import (
     ResponsesRequest,
     ResponseWriter,
@@ -71,7 +74,11 @@ def _input_items(messages: list[Message]) -> tuple[dict[str, Any], ...]:
     return tuple(items)
 
 
-@router.post("/v1/responses")
+@router.post(
+    "/v1/responses",
+    responses={200: {"content": SSE}, **errors(404, 429, 502, 503)},
+    openapi_extra=body(ResponsesRequest),
+)
 async def create_response(request: Request) -> Response:
     """Every response, streamed or not, errors included, ends in one telemetry record."""
     services = _services(request)
@@ -99,33 +106,43 @@ async def _create_response(request: Request, services: Services, trace: timing.T
         ).conversation
     new = input_messages(body, settings.images, settings.max_images)
     chat = chat_request(body, [*history, *new])
+    check_limits(chat, settings, messages="input", max_tokens="max_output_tokens")
     auth.check_model(request, chat.model)
-    trace.tenant = auth.trace_tenant(request, chat.user)
-    trace.stream = body.stream
-    ttl_s, read_cache, rate = cache_control(request)
-    tenant = auth.cache_owner(request, chat.user)
-    context = RequestContext(tenant, ttl_s, read_cache, body.stream, max_false_hit_rate=rate)
-    writer = ResponseWriter(body, new_id("resp"))
-    watch = Disconnect(request.receive)
-    answer = await watch.watching(services.pipeline.run(chat, context))
+    admission = await services.limiter.admit(auth.principal_of(request), estimate_tokens(chat))
+    try:
+        trace.tenant = auth.trace_tenant(request, chat.user)
+        trace.stream = body.stream
+        ttl_s, read_cache, rate = cache_control(request)
+        tenant = auth.cache_owner(request, chat.user)
+        context = RequestContext(tenant, ttl_s, read_cache, body.stream, max_false_hit_rate=rate)
+        writer = ResponseWriter(body, new_id("resp"))
+        watch = Disconnect(request.receive)
+        answer = await watch.watching(services.pipeline.run(chat, context))
 
-    def keep(response: dict[str, Any], completion: Completion) -> None:
-        if body.store:
-            answered = Message("assistant", completion.content)
-            conversation = (*history, *new, answered)
-            services.responses.put(response, owner, conversation, _input_items(new))
+        def keep(response: dict[str, Any], completion: Completion) -> None:
+            if body.store:
+                answered = Message("assistant", completion.content)
+                conversation = (*history, *new, answered)
+                services.responses.put(response, owner, conversation, _input_items(new))
 
-    if not body.stream:
-        completion = await watch.watching(answer.collect())
-        watch.stop()
-        payload = writer.done(completion, answer.decision, chat.logprobs)
-        keep(payload, completion)
-        services.telemetry.finish(trace)
-        return JSONResponse(payload, headers=decision_headers(answer.decision, answer.cache))
-    events = _events(answer, writer, chat.logprobs, keep, lambda exc: services.telemetry.finish(trace, exc))
-    headers = decision_headers(answer.decision, answer.cache)
-    headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-    return EventStream(events, headers, watch)
+        if not body.stream:
+            completion = await watch.watching(answer.collect())
+            watch.stop()
+            payload = writer.done(completion, answer.decision, chat.logprobs)
+            keep(payload, completion)
+            finish_answer(services, trace, admission, None)
+            return JSONResponse(
+                payload, headers={**decision_headers(answer.decision, answer.cache), **admission.headers}
+            )
+        events = _events(
+            answer, writer, chat.logprobs, keep, partial(finish_answer, services, trace, admission)
+        )
+        headers = decision_headers(answer.decision, answer.cache)
+        headers.update({"cache-control": "no-cache", "x-accel-buffering": "no", **admission.headers})
+        return EventStream(events, headers, watch)
+    except BaseException:
+        admission.settle(trace.prompt_tokens + trace.completion_tokens)
+        raise
 
 
 def _event(kind: str, seq: int, payload: dict[str, Any]) -> bytes:
@@ -316,18 +333,31 @@ def _close_message(
     ]
 
 
-@router.get("/v1/responses/{response_id}")
+@router.get("/v1/responses/{response_id}", responses=errors(404))
 async def get_response(request: Request, response_id: str) -> dict[str, Any]:
     return _services(request).responses.get(response_id, _owner(request)).response
 
 
-@router.delete("/v1/responses/{response_id}")
+@router.delete("/v1/responses/{response_id}", responses=errors(404))
 async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
     _services(request).responses.delete(response_id, _owner(request))
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
-@router.get("/v1/responses/{response_id}/input_items")
+@router.get(
+    "/v1/responses/{response_id}/input_items",
+    responses=errors(400, 404),
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "order",
+                "in": "query",
+                "required": False,
+                "schema": {"enum": ["asc", "desc"], "default": "desc"},
+            }
+        ]
+    },
+)
 async def list_input_items(request: Request, response_id: str) -> dict[str, Any]:
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):

@@ -12,12 +12,14 @@ thread.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -26,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from groupqwen.api import auth
 from groupqwen.api.body import json_object, loads
 from groupqwen.api.errors import from_validation_error
+from groupqwen.api.openapi import body, errors
 from groupqwen.config import Settings
-from groupqwen.errors import InvalidRecords, InvalidRequest, NotFound
+from groupqwen.errors import InsufficientStorage, InvalidRecords, InvalidRequest, NotFound
 from groupqwen.finetune.records import Conversation, dumps, from_dict, read_jsonl, to_dict
 from groupqwen.finetune.review import Decision, ReviewStore, key_of
 
@@ -38,6 +41,7 @@ Status = Literal["pending", "accepted", "rejected", "edited"]
 STATUSES: tuple[Status, ...] = ("pending", "accepted", "rejected", "edited")
 _STATUS_OF: dict[str, Status] = {"accept": "accepted", "reject": "rejected", "edit": "edited"}
 NDJSON = "application/x-ndjson"
+T = TypeVar("T")
 
 
 class DecisionBody(BaseModel):
@@ -128,8 +132,6 @@ def _parse_upload(body: bytes) -> list[Conversation]:
             conv = from_dict(loads(line))
         except (ValueError, TypeError) as exc:  # json.JSONDecodeError and body.BodyProblem are ValueErrors
             raise InvalidRecords(f"line {number}: {exc}", param="body") from None
-        except RecursionError:
-            raise InvalidRecords(f"line {number}: nested too deeply", param="body") from None
         if key_of(conv) in seen:
             raise InvalidRecords(
                 f"line {number}: the conversation {key_of(conv)!r} appears twice", param="body"
@@ -139,6 +141,19 @@ def _parse_upload(body: bytes) -> list[Conversation]:
     if not conversations:
         raise InvalidRequest("The body holds no conversation (one JSON object per line)", param="body")
     return conversations
+
+
+async def _on_disk(work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a worker thread; a full disk (or quota) is ``InsufficientStorage``, not a 500."""
+    try:
+        return await asyncio.to_thread(work, *args)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InsufficientStorage(
+            f"The review data could not be written: the disk of data_dir is full ({exc.strerror}); "
+            "nothing was changed"
+        ) from None
 
 
 def _write_atomically(path: Path, conversations: list[Conversation]) -> None:
@@ -156,7 +171,7 @@ def _write_atomically(path: Path, conversations: list[Conversation]) -> None:
         raise
 
 
-@router.post("/v1/review/{name:path}/decisions")
+@router.post("/v1/review/{name:path}/decisions", responses=errors(404, 507), openapi_extra=body(DecisionBody))
 async def decide(request: Request, name: str) -> dict[str, Any]:
     """Record a decision through the shared ReviewStore; the last decision about a conversation wins."""
     dataset = _dataset(request, name)
@@ -196,10 +211,13 @@ async def decide(request: Request, name: str) -> dict[str, Any]:
         }
 
     async with _lock(request, dataset):
-        return await asyncio.to_thread(record)
+        return await _on_disk(record)
 
 
-@router.get("/v1/review/{name:path}/export")
+@router.get(
+    "/v1/review/{name:path}/export",
+    responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}, **errors(404)},
+)
 async def export(
     request: Request,
     name: str,
@@ -221,18 +239,18 @@ async def export(
     return Response(text, media_type=NDJSON, headers={"content-disposition": disposition})
 
 
-@router.post("/v1/review/{name:path}")
+@router.post("/v1/review/{name:path}", responses=errors(507), openapi_extra=body(media_type=NDJSON))
 async def upload(request: Request, name: str) -> dict[str, Any]:
     """Create or replace the dataset's conversations from a curated JSONL body; decisions are kept."""
     dataset = _dataset(request, name)
     body = await request.body()  # RequestContextMiddleware caps its size (max_body_bytes → 413)
     conversations = await asyncio.to_thread(_parse_upload, body)
     async with _lock(request, dataset):
-        await asyncio.to_thread(_write_atomically, dataset.conversations, conversations)
+        await _on_disk(_write_atomically, dataset.conversations, conversations)
     return {"object": "review.dataset", "name": dataset.name, "conversations": len(conversations)}
 
 
-@router.get("/v1/review/{name:path}")
+@router.get("/v1/review/{name:path}", responses=errors(404))
 async def list_conversations(
     request: Request,
     name: str,

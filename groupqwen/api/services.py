@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 from groupqwen import log
 from groupqwen.access.authenticate import Authenticator
+from groupqwen.access.limits import RateLimiter
 from groupqwen.api.stored_responses import ResponseStore
 from groupqwen.api.ws_sessions import Sessions
 from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
 from groupqwen.clock import SYSTEM_CLOCK, Clock
-from groupqwen.config import Settings
+from groupqwen.config import LimitsConfig, Settings
 from groupqwen.errors import GroupQwenError
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
@@ -40,6 +41,10 @@ class Services:
     responses: ResponseStore = field(init=False)  # the Responses API's stored responses
     access: Authenticator = field(default_factory=lambda: Authenticator(None))  # auth: off unless given
     sessions: Sessions = field(init=False)  # /v1/ws (api/ws_sessions.py)
+    # no limit unless given (build_services gives the one settings.limits describes)
+    limiter: RateLimiter = field(
+        default_factory=lambda: RateLimiter.from_config(LimitsConfig.model_validate({}))
+    )
     _embedder_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def load_embedder(self) -> Embedder:
@@ -56,6 +61,14 @@ class Services:
         self.responses = ResponseStore(stored.max_stored, stored.max_bytes, stored.ttl_s, self.clock)
         self.sessions = Sessions(self.settings.ws, self.clock)
         self.telemetry.watch_websockets(self.sessions.gauges)
+        limiter = self.limiter
+        if limiter.shared:
+
+            async def limits_check() -> CheckResult:
+                status, reason = await limiter.probe()
+                return CheckResult(status, reason)
+
+            self.telemetry.health.add("limits", limits_check)
         pool = self.pool
         cache = self.cache
         if cache is not None:
@@ -95,6 +108,7 @@ class Services:
                     await self.cache.close()
                 if self.embedder is not None:
                     self.embedder.close()
+                await self.limiter.close()
 
 
 def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
@@ -112,16 +126,18 @@ def build_services(
     telemetry: Telemetry | None = None,
     cache: SemanticCache | None = None,
     embedder: Embedder | None = None,
+    limiter: RateLimiter | None = None,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Services:
     """The gateway's object graph. Every part left out is built from ``settings`` as in production:
     ``backend_factory`` the pool's (llama.cpp, OpenAI-compatible HTTP or the fake, by each model's
     ``backend``); ``telemetry`` persisting to ``telemetry.database_url``; ``cache`` as ``cache:`` says
     (none with ``backend: off``); ``embedder`` the cache's (or, with no cache, the configured one, built
-    on first use); the API keys as ``auth:`` says. ``clock`` times the pool's idle models and queue waits,
-    the stored responses' expiry, how long keys are trusted, the WebSocket sessions (resume window,
-    heartbeats) and the cache it builds (entries' expiry, the Redis store's breaker; a ``cache`` passed in
-    keeps its own). ``groupqwen.testing`` builds it around fakes."""
+    on first use); the API keys as ``auth:`` says; ``limiter`` the rate limits of ``limits:``. ``clock``
+    times the pool's idle models and queue waits, the stored responses' expiry, how long keys are trusted,
+    the rate limits' buckets, the WebSocket sessions (resume window, heartbeats) and the cache it builds
+    (entries' expiry, the Redis store's breaker; a ``cache`` passed in keeps its own).
+    ``groupqwen.testing`` builds it around fakes."""
     budget = memory.detect(
         settings.memory_budget_mb,
         settings.memory_share,
@@ -158,4 +174,5 @@ def build_services(
         embedder=embedder,
         clock=clock,
         access=Authenticator.from_settings(settings, clock=clock),
+        limiter=limiter or RateLimiter.from_config(settings.limits, clock=clock),
     )

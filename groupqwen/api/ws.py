@@ -26,6 +26,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.requests import HTTPConnection
 
 from groupqwen import log
+from groupqwen.access.limits import UNLIMITED, estimate_tokens
 from groupqwen.api import auth
 from groupqwen.api.chat import parse_chat
 from groupqwen.api.errors import error_body
@@ -306,9 +307,12 @@ async def _generate(
     trace.transport = "ws"
     failure: BaseException | None = None
     meta = {"request_id": generation.request_id}
+    admission = UNLIMITED
     try:
         chat, _ = parse_chat(body, services.settings)
         auth.check_model(connection, chat.model)
+        # the same rate limits as HTTP: over them, a 429 error frame for this id only
+        admission = await services.limiter.admit(auth.principal_of(connection), estimate_tokens(chat))
         trace.tenant = auth.trace_tenant(connection, chat.user)
         trace.stream = True
         context = RequestContext(auth.cache_owner(connection, chat.user), stream=True)
@@ -337,6 +341,7 @@ async def _generate(
             await generation.emit("error", {"status": 500, **error_body(unexpected), **meta})
     finally:
         services.telemetry.finish(trace, failure)
+        admission.settle(trace.prompt_tokens + trace.completion_tokens)
         session.finished(generation)
 
 

@@ -5,14 +5,15 @@ Settings come from, highest priority first: keyword arguments, ``GROUPQWEN_*`` e
 an optional YAML file (``--config``), then the defaults. Every validation error names its field.
 
 ``settings.py`` holds ``Settings`` and ``load_settings``; each area's section has its own module
-(``server``, ``auth``, ``images``, ``responses``, ``models``, ``cache``, ``router``, ``telemetry``,
-``ws``); ``paths`` the default locations, ``fields`` the field types they share.
+(``server``, ``auth``, ``limits``, ``images``, ``responses``, ``models``, ``cache``, ``router``,
+``telemetry``, ``ws``); ``paths`` the default locations, ``fields`` the field types they share.
 """
 
 from groupqwen.config.access import AuthConfig
 from groupqwen.config.cache import CacheConfig, EmbedderConfig
 from groupqwen.config.fields import BearerToken
 from groupqwen.config.images import ImagesConfig
+from groupqwen.config.limits import LimitsConfig, RatesConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import cache_home, default_data_dir, default_models_dir
 from groupqwen.config.responses import ResponsesConfig
@@ -29,7 +30,9 @@ __all__ = [
     "CacheConfig",
     "EmbedderConfig",
     "ImagesConfig",
+    "LimitsConfig",
     "ModelConfig",
+    "RatesConfig",
     "ResponsesConfig",
     "RouterConfig",
     "ServerConfig",

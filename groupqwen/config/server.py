@@ -1,9 +1,13 @@
 """``server:``: how the HTTP server treats its connections — slow clients, idle and concurrent connections
-(docs/api.md, "Slow clients and connection limits")."""
+(docs/api.md, "Slow clients and connection limits") — and which web origins may call it (CORS)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:[0-9]{1,5})?")
 
 
 class ServerConfig(BaseModel):
@@ -36,3 +40,20 @@ class ServerConfig(BaseModel):
         ge=1024,
         description="Largest request line plus headers (bytes); above: a 400, connection closed",
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host[:port]) whose pages may call the API from a browser, e.g. "
+        "the web UI's when served elsewhere; * for any; empty: no CORS headers (browsers refuse cross-origin "
+        "calls)",
+        examples=[["http://localhost:5173", "https://chat.example.com"]],
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], without a path or a trailing /"
+                )
+        return origins

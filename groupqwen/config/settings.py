@@ -23,6 +23,7 @@ from groupqwen.catalog import ModelSpec, builtin_catalog
 from groupqwen.config.access import AuthConfig
 from groupqwen.config.cache import CacheConfig
 from groupqwen.config.images import ImagesConfig
+from groupqwen.config.limits import LimitsConfig
 from groupqwen.config.models import ModelConfig
 from groupqwen.config.paths import default_data_dir, default_models_dir
 from groupqwen.config.responses import ResponsesConfig
@@ -109,11 +110,29 @@ class Settings(BaseSettings):
         1_000_000, ge=1024, description="Largest request body accepted (bytes; 413 above it)"
     )
     max_stop_sequences: int = Field(4, ge=1, le=64, description="Most 'stop' strings a request may send")
+    max_messages: int = Field(1000, ge=1, description="Most messages a chat request may send (400 above)")
+    max_text_chars: int = Field(
+        400_000,
+        ge=1,
+        description="Longest text of one message, or one text part (characters; 400 above); the body's size "
+        "is max_body_bytes'",
+    )
+    max_output_tokens: int | None = Field(
+        32768,
+        ge=1,
+        description="Largest max_tokens (or max_completion_tokens) a request may ask for (400 above); null: "
+        "up to what the model's context leaves",
+    )
     max_images: int = Field(
         8,
         ge=1,
         le=256,
         description="Most image parts a request may carry (each costs the vision model many tokens)",
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,  # type: ignore[arg-type]
+        description="Rate limits per API key and per tenant: requests and tokens per minute, concurrent "
+        "requests (docs/security.md)",
     )
     images: ImagesConfig = Field(
         default_factory=ImagesConfig,  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ edited and not yet reviewed conversations (review is optional).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,7 @@ class ReviewStore:
         line: dict[str, object] = {"key": decision.key, "verdict": verdict}
         if edited is not None:
             line["conversation"] = to_dict(edited)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        _append(self.path, (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
         self._decisions[decision.key] = decision
         return decision
 
@@ -95,3 +95,20 @@ def _parse(line: str, where: str) -> Decision:
         return Decision(data["key"], verdict, edited)
     except (ValueError, KeyError) as exc:
         raise InvalidRecords(f"{where}: {exc}") from None
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` whole or not at all: a write cut short (a full disk) is cut back off, so the file
+    never ends in half a line."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)

@@ -191,6 +191,78 @@ JSON_CASES: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+LIMIT_CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "1001 messages",
+        _with(messages=[{"role": "user", "content": "hi"}] * 1001),
+        "messages",
+        "'messages' has 1001 messages; at most 1000 are accepted (max_messages)",
+    ),
+    (
+        "a text too long",
+        _with(messages=[{"role": "user", "content": "x" * 400_001}]),
+        "messages[0].content",
+        "messages[0].content has 400001 characters; at most 400000 are accepted (max_text_chars)",
+    ),
+    (
+        "a text part too long",
+        _with(messages=[{"role": "user", "content": [{"type": "text", "text": "x" * 400_001}]}]),
+        "messages[0].content[0].text",
+        "at most 400000 are accepted (max_text_chars)",
+    ),
+    (
+        "max_tokens above max_output_tokens",
+        _with(max_tokens=32769),
+        "max_tokens",
+        "'max_tokens' is 32769; at most 32768 are accepted (max_output_tokens)",
+    ),
+    (
+        "max_completion_tokens above max_output_tokens",
+        _with(max_completion_tokens=10**9),
+        "max_completion_tokens",
+        "(max_output_tokens)",
+    ),
+    ("a model name of 257 characters", _with(model="m" * 257), "model", "at most 256 characters"),
+    ("a user of 257 characters", _with(user="u" * 257), "user", "at most 256 characters"),
+    (
+        "a stop string of 257 characters",
+        _with(stop=["s" * 257]),
+        "stop[0]",
+        "has 257 characters; at most 256",
+    ),
+    (
+        "a message name of 257 characters",
+        _with(messages=[{"role": "user", "content": "hi", "name": "n" * 257}]),
+        "messages[0].name",
+        "at most 256 characters",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "param", "says"), LIMIT_CASES, ids=[c[0] for c in LIMIT_CASES])
+def test_request_limits_are_400s_that_name_the_field_and_the_setting(
+    http: TestClient, name: str, body: dict[str, Any], param: str, says: str
+) -> None:
+    error = _error(http.post(URL, json=body), 400)
+    assert error["param"] == param
+    assert says in error["message"]
+
+
+def test_request_limits_are_settings(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path, max_messages=2, max_text_chars=3, max_output_tokens=None)
+    with gateway(fake_services(settings)) as client:
+        assert client.post(URL, json=_with(max_tokens=3000)).status_code == 200
+        assert (
+            client.post(URL, json=_with(messages=[{"role": "user", "content": "abc"}] * 2)).status_code == 200
+        )
+        assert (
+            _error(client.post(URL, json=_with(messages=[GOOD["messages"][0]] * 3)), 400)["param"]
+            == "messages"
+        )
+        too_long = _with(messages=[{"role": "user", "content": "abcd"}])
+        assert _error(client.post(URL, json=too_long), 400)["param"] == "messages[0].content"
+
+
 @pytest.mark.parametrize(("name", "body", "param"), JSON_CASES, ids=[c[0] for c in JSON_CASES])
 def test_bad_field_names_the_param(http: TestClient, name: str, body: dict[str, Any], param: str) -> None:
     error = _error(http.post(URL, json=body), 400)
@@ -345,3 +417,24 @@ def test_unexpected_exception_mid_stream_ends_the_stream_with_an_error(
     assert error["type"] == "api_error"
     assert "oops" not in error["message"]
     assert backend.active == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "param"),
+    [
+        ("/v1/completions", {"model": "fake", "prompt": "x" * 400_001}, "prompt"),
+        ("/v1/completions", {"model": "fake", "prompt": "x", "max_tokens": 32769}, "max_tokens"),
+        ("/v1/responses", {"model": "fake", "input": "x" * 400_001}, "input"),
+        ("/v1/responses", {"model": "fake", "input": "x", "max_output_tokens": 32769}, "max_output_tokens"),
+        (
+            "/v1/responses",
+            {"model": "fake", "input": [{"role": "user", "content": "x"}] * 1001, "store": False},
+            "input",
+        ),
+    ],
+)
+def test_the_other_surfaces_keep_the_same_request_limits(
+    http: TestClient, url: str, body: dict[str, Any], param: str
+) -> None:
+    error = _error(http.post(url, json=body), 400)
+    assert error["param"] == param and "(max_" in error["message"]

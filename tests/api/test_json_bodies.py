@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from groupqwen.api.body import MAX_INT_DIGITS
+from groupqwen.api.body import MAX_INT_DIGITS, MAX_JSON_DEPTH
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache import CachePolicy, EmbeddedStore, SemanticCache
 from groupqwen.cache.embedders import HashingEmbedder
@@ -145,16 +145,51 @@ def test_an_integer_too_long_to_convert_is_a_400(
 
 def test_the_longest_integer_allowed_is_judged_by_its_field(http: TestClient) -> None:
     response = post(http, "/v1/chat/completions", chat(max_tokens=10**MAX_INT_DIGITS - 1))
-    assert response.status_code == 400, response.text  # the context check's, not the parser's
-    assert response.json()["error"]["code"] == "context_length_exceeded"
+    assert response.status_code == 400, response.text  # the max_output_tokens check's, not the parser's
+    error = response.json()["error"]
+    assert error["param"] == "max_tokens" and "(max_output_tokens)" in error["message"]
 
 
-def test_a_body_nested_too_deeply_is_a_400(http: TestClient) -> None:
-    depth = 100_000
-    raw = '{"model": "fake", "messages": ' + "[" * depth + "]" * depth + "}"
-    response = http.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+DEEP_ROUTES = ["/v1/chat/completions", "/v1/embeddings", "/v1/cache/invalidate", "/v1/review/chats/decisions"]
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    """``depth`` levels of arrays and objects, alternating, around ``inner``."""
+    text = inner
+    for level in range(depth):
+        text = f"[{text}]" if level % 2 else '{"a": ' + text + "}"
+    return text
+
+
+@pytest.mark.parametrize("url", DEEP_ROUTES)
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 990, 3000, 100_000])
+def test_a_body_nested_too_deeply_is_a_400_on_every_route(http: TestClient, url: str, depth: int) -> None:
+    """Regression (issue 22): a few thousand nested ``[`` were a 500 (RecursionError); nesting just under
+    Python's recursion limit (990) passed the parser and failed behind it. The depth is judged before
+    parsing: one level past ``MAX_JSON_DEPTH`` is a 400, at the limit the body is judged by its fields."""
+    raw = '{"model": "fake", "key": "c1#0", "verdict": "accept", "messages": ' + nested(depth - 1) + "}"
+    response = http.post(url, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
-    assert "nested too deeply" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    too_deep = f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+    assert (too_deep in error["message"]) == (depth > MAX_JSON_DEPTH), error
+    assert error["param"] is None or depth <= MAX_JSON_DEPTH
+
+
+def test_brackets_inside_strings_are_text_not_nesting(http: TestClient) -> None:
+    content = "[" * 5000 + '{"\\"' + "]" * 10
+    response = post(http, "/v1/chat/completions", chat(messages=message(content=content)))
+    assert response.status_code == 200, response.text
+    deep_schema = json.loads(nested(MAX_JSON_DEPTH - 3))  # with response_format and json_schema: 64
+    body = chat(response_format={"type": "json_schema", "json_schema": {"schema": deep_schema}})
+    assert post(http, "/v1/chat/completions", body).status_code == 200
+
+
+def test_a_review_upload_line_nested_too_deeply_names_the_line(http: TestClient) -> None:
+    lines = dumps(CONVERSATION) + "\n" + '{"id": ' + "[" * 3000 + "]" * 3000 + "}\n"
+    response = http.post("/v1/review/deep", content=lines, headers={"content-type": "application/x-ndjson"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"].startswith("line 2: Invalid request body: JSON nested deeper")
 
 
 def test_the_cache_admin_body_names_the_field(http: TestClient) -> None:

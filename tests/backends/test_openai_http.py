@@ -432,6 +432,48 @@ async def test_killing_a_replica_during_a_load_run(servers: list[LlamaServer]) -
     assert not states[0].healthy and states[0].served >= 2 and states[1].served >= 20
 
 
+def test_a_replica_killed_mid_stream_ends_the_gateways_stream_with_an_error_event(
+    servers: list[LlamaServer], tmp_path: Path, live_server: Any
+) -> None:
+    """Through a real gateway (uvicorn, real sockets): the replica serving a stream is killed (SIGKILL)
+    after its first tokens. The client's stream ends cleanly, with an error event then ``[DONE]``, not a
+    cut connection; the next request is answered by the other replica."""
+    remote = {"backend": "openai_http", "urls": [s.url for s in servers], "remote_model": ALIAS}
+    settings = load_settings(
+        models={"smol": remote},
+        models_dir=tmp_path,
+        data_dir=tmp_path,
+        default_model="smol",
+        cache={"backend": "off"},
+    )
+    question = "Count from 1 to 500, one number per line."
+    body = {"model": "smol", "messages": [{"role": "user", "content": question}], "max_tokens": 600}
+    victim: LlamaServer | None = None
+    try:
+        with live_server(create_app(settings)) as url, httpx.Client(base_url=url, timeout=120) as client:
+            with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+                assert response.status_code == 200
+                lines = (line for line in response.iter_lines() if line.startswith("data: "))
+                first = next(lines)
+                assert '"role":"assistant"' in first
+                replicas = client.get("/v1/models/smol").json()["groupqwen"]["replicas"]
+                (victim,) = [s for s, r in zip(servers, replicas, strict=True) if r["outstanding"] > 0]
+                victim.kill()
+                rest = list(lines)
+            assert rest[-1] == "data: [DONE]"
+            error = json.loads(rest[-2].removeprefix("data: "))["error"]
+            assert error["code"] == "backend_error" and error["type"] == "api_error", error
+            assert all('"error"' not in line for line in rest[:-2])  # the tokens before it were tokens
+            again = client.post("/v1/chat/completions", json={**body, "max_tokens": 4})
+            assert again.status_code == 200, again.text
+    finally:
+        if victim is not None:
+            victim.start()
+            victim.wait_ready()
+            warm = {"model": ALIAS, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+            httpx.post(f"{victim.url}/chat/completions", json=warm, timeout=300)  # not cold for the next test
+
+
 async def test_context_exceeded_on_llama_cpp_python_server(servers: list[LlamaServer]) -> None:
     """llama-cpp-python's server answers a too-long streamed prompt with an empty 200 stream (it cannot
     say 400 once streaming began): every replica is tried, then a ``BackendError`` says so."""

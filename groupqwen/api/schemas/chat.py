@@ -12,7 +12,7 @@ from groupqwen import log
 from groupqwen.api.schemas import Wire
 from groupqwen.api.schemas.images import image_of
 from groupqwen.cache import Lookup
-from groupqwen.config import ImagesConfig
+from groupqwen.config import Settings
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,
@@ -31,6 +31,9 @@ from groupqwen.messages import (
 _log = log.get(__name__)
 
 
+MAX_NAME_CHARS = 256  # model, user, a message's name, each stop string
+
+
 class ContentPart(Wire):
     type: str
     text: str | None = None
@@ -40,7 +43,7 @@ class ContentPart(Wire):
 class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
-    name: str | None = None
+    name: str | None = Field(None, max_length=MAX_NAME_CHARS)
 
 
 class StreamOptions(Wire):
@@ -61,7 +64,7 @@ class ResponseFormatIn(Wire):
 class ChatCompletionRequest(Wire):
     """``POST /v1/chat/completions``. Unknown fields are accepted and logged, except ``REFUSED`` ones."""
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -75,7 +78,7 @@ class ChatCompletionRequest(Wire):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormatIn | None = None
-    user: str | None = None
+    user: str | None = Field(None, max_length=MAX_NAME_CHARS)
     enable_thinking: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
@@ -98,23 +101,31 @@ REFUSED = {
 }
 
 
-def _message_of(
-    message: ChatMessage, index: int, images: list[ImagePart], max_images: int, policy: ImagesConfig
-) -> Message:
+def _text(text: str, where: str, max_chars: int) -> str:
+    if len(text) > max_chars:
+        raise InvalidRequest(
+            f"{where} has {len(text)} characters; at most {max_chars} are accepted (max_text_chars)",
+            param=where,
+        )
+    return text
+
+
+def _message_of(message: ChatMessage, index: int, images: list[ImagePart], settings: Settings) -> Message:
     """The internal ``Message``; its images are appended to ``images`` (the request's, for the cap) once
-    ``policy`` lets them through."""
+    ``settings.images`` lets them through."""
     role: Role = _ROLES[message.role]
+    max_images = settings.max_images
     if message.content is None:
         raise InvalidRequest(f"messages[{index}].content is required", param=f"messages[{index}].content")
     if isinstance(message.content, str):
-        return Message(role, message.content)
+        return Message(role, _text(message.content, f"messages[{index}].content", settings.max_text_chars))
     parts: list[str | ImagePart] = []
     for j, part in enumerate(message.content):
         where = f"messages[{index}].content[{j}]"
         if part.type == "text":
             if part.text is None:
                 raise InvalidRequest(f"{where}.text is required", param=f"{where}.text")
-            parts.append(part.text)
+            parts.append(_text(part.text, f"{where}.text", settings.max_text_chars))
         elif part.type == "image_url":
             if role != "user":
                 raise InvalidRequest(
@@ -125,7 +136,7 @@ def _message_of(
                 raise InvalidRequest(
                     f"{where}: a request may carry at most {max_images} images (max_images)", param=where
                 )
-            images.append(image_of(part.image_url, where, policy))
+            images.append(image_of(part.image_url, where, settings.images))
             parts.append(images[-1])
         else:
             raise UnsupportedParameter(
@@ -137,11 +148,39 @@ def _message_of(
     return Message(role, text, tuple(parts) if has_images else ())
 
 
-def to_chat_request(
-    body: ChatCompletionRequest, max_stop_sequences: int, max_images: int, images: ImagesConfig
-) -> ChatRequest:
-    """Validate what pydantic cannot, and build the internal ``ChatRequest``; ``images`` says which image
-    URLs may be forwarded (``api/schemas/images.py``)."""
+def _count(turns: int, param: str, settings: Settings) -> None:
+    if turns > settings.max_messages:
+        raise InvalidRequest(
+            f"'{param}' has {turns} messages; at most {settings.max_messages} are accepted (max_messages)",
+            param=param,
+        )
+
+
+def _tokens(wanted: int | None, param: str, settings: Settings) -> None:
+    limit = settings.max_output_tokens
+    if limit is not None and wanted is not None and wanted > limit:
+        raise InvalidRequest(
+            f"'{param}' is {wanted}; at most {limit} are accepted (max_output_tokens)", param=param
+        )
+
+
+def check_limits(chat: ChatRequest, settings: Settings, *, messages: str, max_tokens: str) -> None:
+    """The request limits of ``settings`` on a request built by another surface (text completions, the
+    Responses API): ``messages`` names its turns' field (``prompt``, ``input``), ``max_tokens`` its
+    token-limit field."""
+    _count(len(chat.messages), messages, settings)
+    for message in chat.messages:
+        for text in message.parts or (message.content,):
+            if isinstance(text, str):
+                _text(text, messages, settings.max_text_chars)
+    _tokens(chat.sampling.max_tokens, max_tokens, settings)
+
+
+def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequest:
+    """Validate what pydantic cannot, and build the internal ``ChatRequest``: the request limits of
+    ``settings`` (``max_messages``, ``max_text_chars``, ``max_output_tokens``, ``max_stop_sequences``,
+    ``max_images``), and which image URLs may be forwarded (``settings.images``:
+    ``api/schemas/images.py``)."""
     extra = dict(body.model_extra or {})
     for name, why in REFUSED.items():
         if extra.get(name) not in (None, [], "none"):
@@ -154,6 +193,9 @@ def to_chat_request(
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
 
+    _count(len(body.messages), "messages", settings)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    _tokens(max_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens", settings)
     messages: list[Message] = []
     parts: list[ImagePart] = []
     for i, message in enumerate(body.messages):
@@ -162,12 +204,19 @@ def to_chat_request(
                 f"messages[{i}] has role {message.role!r}: tool results need tool calling, not supported yet",
                 param=f"messages[{i}].role",
             )
-        messages.append(_message_of(message, i, parts, max_images, images))
+        messages.append(_message_of(message, i, parts, settings))
 
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    if len(stops) > max_stop_sequences:
+    for i, stop in enumerate(stops):
+        if len(stop) > MAX_NAME_CHARS:
+            where = "stop" if isinstance(body.stop, str) else f"stop[{i}]"
+            raise InvalidRequest(
+                f"'{where}' has {len(stop)} characters; at most {MAX_NAME_CHARS}", param=where
+            )
+    if len(stops) > settings.max_stop_sequences:
         raise InvalidRequest(
-            f"'stop' has {len(stops)} sequences; at most {max_stop_sequences} are allowed", param="stop"
+            f"'stop' has {len(stops)} sequences; at most {settings.max_stop_sequences} are allowed",
+            param="stop",
         )
     response_format = None
     if body.response_format is not None and body.response_format.type != "text":
@@ -197,7 +246,7 @@ def to_chat_request(
         top_p=defaults.top_p if body.top_p is None else body.top_p,
         seed=body.seed,
         stop=tuple(s for s in stops if s),
-        max_tokens=body.max_completion_tokens or body.max_tokens,
+        max_tokens=max_tokens,
     )
     return ChatRequest(
         messages=tuple(messages),
