@@ -28,6 +28,14 @@ class ToolCall:
     name: str
     arguments: str
 
+    def as_json(self) -> dict[str, Any]:
+        """The call as OpenAI's wire (and Hugging Face chat templates) have it."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
 
 @dataclass(frozen=True)
 class ToolCallDelta:
@@ -48,6 +56,17 @@ class Tool:
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The tool as OpenAI's wire (and Hugging Face chat templates) have it."""
+        function: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            function["description"] = self.description
+        if self.parameters is not None:
+            function["parameters"] = self.parameters
+        if self.strict is not None:
+            function["strict"] = self.strict
+        return {"type": "function", "function": function}
 
 
 ToolChoice = Literal["auto", "none", "required", "named"]

@@ -36,7 +36,7 @@ from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
 from groupqwen.backends.llama_sampling import SamplerChain, constraint
 from groupqwen.backends.text import CHATML_TEMPLATE, StopFilter, chat_template, template_message
-from groupqwen.backends.tool_calls import ToolCallParser, fold_tools, function_json
+from groupqwen.backends.tool_calls import ToolCallParser, fold_tools
 from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, InvalidRequest, ModelLoadError
 from groupqwen.messages import (
@@ -338,7 +338,7 @@ class _Loaded:
         if not self.takes_tools:
             messages = fold_tools(messages, tools)
         elif tools is not None and tools.active:
-            variables["tools"] = [function_json(t) for t in tools.functions]
+            variables["tools"] = [t.as_json() for t in tools.functions]
         try:
             rendered = self.template.render(
                 messages=[template_message(m) for m in messages], add_generation_prompt=True, **variables

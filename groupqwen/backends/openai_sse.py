@@ -2,10 +2,10 @@
 ``Chunk``s.
 
 ``sse_data`` yields each event's ``data``; ``StreamParser`` turns those payloads into ``Chunk``s with
-``TokenLogprob``s (a text completion's ``choices[].text`` and legacy ``logprobs`` too), re-wrapping
-``delta.reasoning_content`` (vLLM's reasoning parser) as ``<think>…</think>`` text and keeping the finish
-reason and usage for its last chunk. A stream that ends without a finish reason, or carries an error event
-or a malformed one, raises ``StreamIncomplete``.
+``TokenLogprob``s (a text completion's ``choices[].text`` and legacy ``logprobs`` too) and ``ToolCallDelta``s
+(``delta.tool_calls``), re-wrapping ``delta.reasoning_content`` (vLLM's reasoning parser) as
+``<think>…</think>`` text and keeping the finish reason and usage for its last chunk. A stream that ends
+without a finish reason, or carries an error event or a malformed one, raises ``StreamIncomplete``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from groupqwen.messages import Chunk, FinishReason, TokenLogprob, TopLogprob, Usage
+from groupqwen.messages import Chunk, FinishReason, TokenLogprob, ToolCallDelta, TopLogprob, Usage
 
 MAX_MESSAGE = 500
 
@@ -67,10 +67,11 @@ class StreamParser:
             self.reasoning = False
         entries = (choice.get("logprobs") or {}).get("content") or ()
         logprobs = tuple(self._logprob(entry) for entry in entries)
-        self.tokens += len(logprobs) or (1 if text else 0)
+        calls = tuple(_call_piece(piece) for piece in delta.get("tool_calls") or ())
+        self.tokens += len(logprobs) or (1 if text or calls else 0)
         if reason := choice.get("finish_reason"):
-            self.finish_reason = "length" if reason == "length" else "stop"
-        return Chunk(text=text, logprobs=logprobs) if text or logprobs else None
+            self.finish_reason = _FINISH.get(reason, "stop")
+        return Chunk(text=text, logprobs=logprobs, tool_calls=calls) if text or logprobs or calls else None
 
     def _text(self, choice: Mapping[str, Any]) -> Chunk | None:
         """A text completion's choice: ``text``, and legacy ``logprobs`` (``tokens``, ``token_logprobs``,
@@ -119,6 +120,26 @@ async def sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
             lines = []
     if lines:
         yield "\n".join(lines)
+
+
+_FINISH: dict[str, FinishReason] = {
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
+
+
+def _call_piece(piece: Mapping[str, Any]) -> ToolCallDelta:
+    """A streamed ``delta.tool_calls`` entry (its ``index``, and ``id`` and ``function.name`` on the first
+    piece of a call)."""
+    function = piece.get("function") or {}
+    name, arguments = function.get("name"), function.get("arguments")
+    return ToolCallDelta(
+        index=int(piece["index"]),
+        id=str(piece["id"]) if piece.get("id") else None,
+        name=str(name) if name else None,
+        arguments=str(arguments) if arguments else "",
+    )
 
 
 def _bytes(entry: Mapping[str, Any]) -> tuple[int, ...]:

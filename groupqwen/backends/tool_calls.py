@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from groupqwen.errors import BackendError, InvalidRequest
-from groupqwen.messages import Message, Tool, ToolCall, ToolCallDelta, Tools
+from groupqwen.messages import Message, ToolCall, ToolCallDelta, Tools
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 # the start of a block, up to its arguments' value: streaming starts here (name first, as Qwen writes it)
@@ -349,7 +349,7 @@ def call_grammar(tools: Tools) -> str:
 
 def instructions(tools: Tools) -> str:
     """The Hermes tool instructions (as Qwen2.5's template words them), for a template without tools."""
-    lines = "\n".join(json.dumps(function_json(t), ensure_ascii=False) for t in tools.functions)
+    lines = "\n".join(json.dumps(t.as_json(), ensure_ascii=False) for t in tools.functions)
     return (
         "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
         f"You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{lines}\n"
@@ -357,18 +357,6 @@ def instructions(tools: Tools) -> str:
         '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": '
         "<args-json-object>}\n</tool_call>"
     )
-
-
-def function_json(tool: Tool) -> dict[str, Any]:
-    """A ``Tool`` as OpenAI's wire (and chat templates) have it: ``{"type": "function", "function": …}``."""
-    function: dict[str, Any] = {"name": tool.name}
-    if tool.description is not None:
-        function["description"] = tool.description
-    if tool.parameters is not None:
-        function["parameters"] = tool.parameters
-    if tool.strict is not None:
-        function["strict"] = tool.strict
-    return {"type": "function", "function": function}
 
 
 def call_text(call: ToolCall) -> str:
