@@ -1,8 +1,8 @@
 """Hermes-style tool calls, as Qwen2.5 and Qwen3 write them, for in-process models.
 
 A model that calls a tool writes ``<tool_call>{"name": …, "arguments": {…}}</tool_call>`` (one block per
-call); small models (Qwen2.5-Coder-0.5B) often write the bare object alone, which counts as a call when it
-is the whole answer and names an offered function. ``ToolCallParser`` reads that out of a stream of text:
+call); small models (Qwen2.5-Coder-0.5B) often write bare objects instead, which count as calls when they
+start the answer (one after another, or in a Markdown code block) and name an offered function. ``ToolCallParser`` reads that out of a stream of text:
 text outside the blocks is the answer's ``content`` (a possible start of ``<tool_call>`` is held back until
 it can be told apart); each block becomes a ``ToolCallDelta`` with its id and name as soon as the name is
 known, then its ``arguments`` as they arrive (OpenAI's streamed shape). A block whose JSON is malformed,
@@ -135,10 +135,13 @@ class ToolCallParser:
         return True
 
     def _may_be_bare(self) -> bool:
-        return not self._said and not self.calls and self._buffer.lstrip()[:1] in ("", "{", "`")
+        """Whether the buffer may be (the start of) a bare call: at the start of the answer, or right after
+        another bare call."""
+        first = not self._said and not self.calls
+        return (first or self._bare) and self._buffer.lstrip()[:1] in ("", "{", "`")
 
     def _bare_call(self, text: str, pieces: list[ToolCallDelta]) -> bool:
-        """Whether ``text``, the whole answer, is a bare call to an offered function (then it is one)."""
+        """Whether ``text``, the rest of the answer, is a bare call to an offered function (then it is one)."""
         fence = _FENCE.match(text)
         if fence is not None:
             text = text[fence.end() :].rstrip().removesuffix("```")

@@ -263,3 +263,15 @@ def test_a_code_block_that_is_not_a_call_stays_content() -> None:
     text = '```json\n{"a": 1}\n```'
     for pieces in _cuts(text):
         assert _parse(pieces) == (text, [], [])
+
+
+def test_bare_calls_one_after_another_are_several_calls() -> None:
+    text = '{"name": "get_time", "arguments": {}}\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n'
+    for pieces in _cuts(text):
+        content, deltas, calls = _parse(pieces)
+        assert content == ""
+        assert [(c.name, json.loads(c.arguments)) for c in calls] == [
+            ("get_time", {}),
+            ("get_weather", {"city": "Oslo"}),
+        ]
+        assert [d.index for d in deltas if d.id] == [0, 1]
