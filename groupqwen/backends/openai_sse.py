@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -30,6 +31,7 @@ class StreamParser:
 
     def __init__(self, top_n: int) -> None:
         self.top_n, self.done, self.reasoning, self.tokens = top_n, False, False, 0
+        self.calls: set[int] = set()  # the tool calls begun (by index)
         self.finish_reason: FinishReason | None = None
         self.usage: Usage | None = None
 
@@ -67,7 +69,7 @@ class StreamParser:
             self.reasoning = False
         entries = (choice.get("logprobs") or {}).get("content") or ()
         logprobs = tuple(self._logprob(entry) for entry in entries)
-        calls = tuple(_call_piece(piece) for piece in delta.get("tool_calls") or ())
+        calls = tuple(self._call_piece(piece) for piece in delta.get("tool_calls") or ())
         self.tokens += len(logprobs) or (1 if text or calls else 0)
         if reason := choice.get("finish_reason"):
             self.finish_reason = _FINISH.get(reason, "stop")
@@ -96,6 +98,18 @@ class StreamParser:
         return TokenLogprob(
             str(token), float(logprob), tuple(str(token).encode()), alternatives[: self.top_n]
         )
+
+    def _call_piece(self, piece: Mapping[str, Any]) -> ToolCallDelta:
+        """A streamed ``delta.tool_calls`` entry in OpenAI's shape: ``id`` and ``function.name`` on the first
+        piece of a call only (llama-cpp-python's server repeats them on every piece)."""
+        function = piece.get("function") or {}
+        index, arguments = int(piece["index"]), function.get("arguments")
+        more = ToolCallDelta(index, arguments=str(arguments) if arguments else "")
+        if index in self.calls:
+            return more
+        self.calls.add(index)
+        name = function.get("name")
+        return replace(more, id=str(piece.get("id") or f"call_{index}"), name=str(name) if name else "")
 
     def _logprob(self, entry: Mapping[str, Any]) -> TokenLogprob:
         top = tuple(
@@ -127,19 +141,6 @@ _FINISH: dict[str, FinishReason] = {
     "tool_calls": "tool_calls",
     "function_call": "tool_calls",
 }
-
-
-def _call_piece(piece: Mapping[str, Any]) -> ToolCallDelta:
-    """A streamed ``delta.tool_calls`` entry (its ``index``, and ``id`` and ``function.name`` on the first
-    piece of a call)."""
-    function = piece.get("function") or {}
-    name, arguments = function.get("name"), function.get("arguments")
-    return ToolCallDelta(
-        index=int(piece["index"]),
-        id=str(piece["id"]) if piece.get("id") else None,
-        name=str(name) if name else None,
-        arguments=str(arguments) if arguments else "",
-    )
 
 
 def _bytes(entry: Mapping[str, Any]) -> tuple[int, ...]:

@@ -2,13 +2,13 @@
 
 A model that calls a tool writes ``<tool_call>{"name": …, "arguments": {…}}</tool_call>`` (one block per
 call); small models (Qwen2.5-Coder-0.5B) often write bare objects instead, which count as calls when they
-start the answer (one after another, or in a Markdown code block) and name an offered function. ``ToolCallParser`` reads that out of a stream of text:
-text outside the blocks is the answer's ``content`` (a possible start of ``<tool_call>`` is held back until
-it can be told apart); each block becomes a ``ToolCallDelta`` with its id and name as soon as the name is
-known, then its ``arguments`` as they arrive (OpenAI's streamed shape). A block whose JSON is malformed,
-whose arguments are not an object, or that names a function the request did not offer raises
-``BackendError`` with what was wrong; a block cut off by ``max_tokens`` keeps what was streamed (the finish
-reason says ``length``).
+start the answer (one after another, or in a Markdown code block) and name an offered function.
+``ToolCallParser`` reads calls out of a stream of text: text outside them is the answer's ``content`` (a
+possible start of ``<tool_call>`` is held back until it can be told apart); each call becomes a
+``ToolCallDelta`` with its id and name as soon as the name is known, then its ``arguments`` as they arrive
+(OpenAI's streamed shape). A call whose JSON is malformed, whose arguments are not an object, or that names
+a function the request did not offer raises ``BackendError`` with what was wrong; a call cut off by
+``max_tokens`` keeps what was streamed (the finish reason says ``length``).
 
 ``call_grammar`` is the llama.cpp grammar (GBNF) of the blocks the request allows: the offered functions,
 each with its own parameters' JSON schema, one block or several (``parallel``). The backend applies it from
@@ -141,7 +141,8 @@ class ToolCallParser:
         return (first or self._bare) and self._buffer.lstrip()[:1] in ("", "{", "`")
 
     def _bare_call(self, text: str, pieces: list[ToolCallDelta]) -> bool:
-        """Whether ``text``, the rest of the answer, is a bare call to an offered function (then it is one)."""
+        """Whether ``text``, the rest of the answer, is a bare call to an offered function (then it is
+        one)."""
         fence = _FENCE.match(text)
         if fence is not None:
             text = text[fence.end() :].rstrip().removesuffix("```")
