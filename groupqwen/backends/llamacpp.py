@@ -233,6 +233,7 @@ class LlamaCppBackend:
             pieces: tuple[ToolCallDelta, ...] = ()
             if calls is not None:
                 piece, pieces = calls.feed(piece)
+                stopped = stopped or calls.done  # one call asked for, one made
             emit(Chunk(text=piece, logprobs=logprobs, prompt_opens_thinking=first, tool_calls=pieces))
             first = False
             if stopped:

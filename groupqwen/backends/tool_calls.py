@@ -54,10 +54,11 @@ def _held(text: str, tag: str) -> int:
 
 class ToolCallParser:
     """Feed text pieces, get ``(content, tool call pieces)`` back; ``finish`` at the end of the stream.
-    ``calls`` lists the complete calls so far."""
+    ``calls`` lists the complete calls so far; ``done`` says when no more may follow."""
 
     def __init__(self, tools: Tools, model_id: str, new_id: Callable[[], str] = new_call_id) -> None:
         self._names = {t.name for t in tools.functions}
+        self._parallel = tools.parallel
         self._model_id = model_id
         self._new_id = new_id
         self._state = "text"  # text | head | args | tail | raw
@@ -69,6 +70,11 @@ class ToolCallParser:
         self._current: ToolCall | None = None
         self._depth, self._in_string, self._escaped, self._started = 0, False, False, False
         self.calls: list[ToolCall] = []
+
+    @property
+    def done(self) -> bool:
+        """Without ``parallel`` calls, the first complete call ends the answer (stop generating)."""
+        return not self._parallel and bool(self.calls)
 
     def feed(self, text: str) -> tuple[str, tuple[ToolCallDelta, ...]]:
         self._buffer += text

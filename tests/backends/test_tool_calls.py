@@ -275,3 +275,12 @@ def test_bare_calls_one_after_another_are_several_calls() -> None:
             ("get_weather", {"city": "Oslo"}),
         ]
         assert [d.index for d in deltas if d.id] == [0, 1]
+
+
+def test_without_parallel_calls_the_first_call_is_done() -> None:
+    parser = ToolCallParser(Tools((WEATHER,), parallel=False), "m")
+    parser.feed('<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}')
+    assert not parser.done
+    parser.feed("</tool_call>")
+    assert parser.done
+    assert not ToolCallParser(TOOLS, "m").done
