@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from groupqwen.catalog import ModelSpec
 
-Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length"]
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -21,13 +21,86 @@ class ImagePart:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made: ``arguments`` is JSON text (an object), as OpenAI's wire carries it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The call as OpenAI's wire (and Hugging Face chat templates) have it."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, in OpenAI's shape: the first piece of call ``index`` has its ``id``
+    and ``name``, the following ones only more ``arguments`` text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call; ``parameters`` is its JSON schema (``None``: no parameters)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The tool as OpenAI's wire (and Hugging Face chat templates) have it."""
+        function: dict[str, Any] = {"name": self.name}
+        if self.description is not None:
+            function["description"] = self.description
+        if self.parameters is not None:
+            function["parameters"] = self.parameters
+        if self.strict is not None:
+            function["strict"] = self.strict
+        return {"type": "function", "function": function}
+
+
+ToolChoice = Literal["auto", "none", "required", "named"]
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The tools of a request and how the model may use them: ``choice`` ``auto`` (call or answer),
+    ``none`` (answer in text), ``required`` (call at least one), ``named`` (call ``name``); ``parallel``:
+    several calls in one answer."""
+
+    functions: tuple[Tool, ...]
+    choice: ToolChoice = "auto"
+    name: str | None = None
+    parallel: bool = True
+
+    @property
+    def active(self) -> bool:
+        """Whether the model may call a tool (every choice but ``none``)."""
+        return self.choice != "none"
+
+
+@dataclass(frozen=True)
 class Message:
     """One turn. ``content`` is its text; a turn with images also has ``parts``: its text parts (``str``)
-    and images in the client's order, and ``content`` is then those text parts joined by newlines."""
+    and images in the client's order, and ``content`` is then those text parts joined by newlines. An
+    assistant turn may carry the ``tool_calls`` it made; a ``tool`` turn is the result of the call
+    ``tool_call_id``."""
 
     role: Role
     content: str
     parts: tuple[str | ImagePart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
@@ -49,6 +122,9 @@ class Sampling:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias in [-100, 100])
 
 
 @dataclass(frozen=True)
@@ -64,6 +140,8 @@ class ChatRequest:
     user: str | None = None
     enable_thinking: bool | None = None  # None: soft switch in the last user turn, else the model's default
     raw_prompt: bool = False  # a text completion: the one user turn is continued as written, no chat template
+    tools: Tools | None = None
+    n: int = 1  # choices to generate (the adapter runs the pipeline once per choice)
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
@@ -82,6 +160,7 @@ class GenerationRequest:
     response_format: ResponseFormat | None = None
     enable_thinking: bool = True
     raw_prompt: bool = False  # continue the last message's text as written (``ChatRequest.raw_prompt``)
+    tools: Tools | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +203,7 @@ class Chunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     prompt_opens_thinking: bool = False
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +215,7 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +247,7 @@ class Completion:
     finish_reason: FinishReason
     usage: Usage
     logprobs: tuple[TokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -218,3 +219,29 @@ def test_bad_input_leaves_the_server_serving(server: str, client: openai.OpenAI)
         assert error["message"] and error["type"] == "invalid_request_error"
     completion = client.chat.completions.create(model=SMALL, messages=_ask("Hi"), max_tokens=4, temperature=0)
     assert completion.choices[0].message.content is not None
+
+
+def test_langchain_bind_tools_loop(server: str) -> None:
+    """An agent framework's tool loop against the real server: LangChain's ``bind_tools`` gets a call it
+    can run, the result goes back as a ``ToolMessage``, and the model answers from it (asked without
+    tools: this small model would call again)."""
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city."""
+        return f"31 C and sunny in {city}"
+
+    llm = ChatOpenAI(
+        model=DEFAULT, base_url=server + "/v1", api_key="unused", temperature=0, max_tokens=48, timeout=120
+    )
+    messages: list[Any] = [HumanMessage("What is the weather in Paris?")]
+    called = llm.bind_tools([get_weather]).invoke(messages)
+    assert [(c["name"], c["args"]) for c in called.tool_calls] == [("get_weather", {"city": "Paris"})]
+    messages.append(called)
+    for call in called.tool_calls:
+        messages.append(ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"]))
+    final = llm.invoke(messages)
+    assert not final.tool_calls and "31" in str(final.content)

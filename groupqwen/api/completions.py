@@ -59,8 +59,8 @@ async def _completions(request: Request, services: Services, trace: Trace) -> Re
         chat,
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        payload=lambda answer, completion: completion_json(
-            completion_id, answer.decision, completion, chat.logprobs, echo
+        payload=lambda answer, completions: completion_json(
+            completion_id, answer.decision, completions, chat.logprobs, echo
         ),
         frames=lambda answer: TextChunkWriter(completion_id, answer.decision.model, echo),
     )

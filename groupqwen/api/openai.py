@@ -19,6 +19,7 @@ from groupqwen.access.limits import Admission, estimate_tokens
 from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.chat import parse_chat
+from groupqwen.api.choices import Choices, total_usage
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import SSE, ChatCompletion, EmbeddingList, Model, ModelList, body, errors
 from groupqwen.api.schemas.chat import (
@@ -36,6 +37,7 @@ from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from groupqwen.messages import ChatRequest, Completion, Decision
 from groupqwen.orchestrator.answer import Answer, RequestContext
+from groupqwen.telemetry import timing
 from groupqwen.telemetry.timing import Trace
 
 router = APIRouter()
@@ -129,8 +131,8 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
         chat,
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        payload=lambda answer, completion: completion_json(
-            completion_id, answer.decision, completion, chat.logprobs
+        payload=lambda answer, completions: completion_json(
+            completion_id, answer.decision, completions, chat.logprobs
         ),
         frames=lambda answer: ChunkWriter(completion_id, answer.decision.model),
     )
@@ -144,13 +146,14 @@ async def respond(
     *,
     stream: bool,
     include_usage: bool,
-    payload: Callable[[Answer, Completion], dict[str, Any]],
+    payload: Callable[[Answer, list[Completion]], dict[str, Any]],
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
-    """Run ``chat`` and answer with JSON (``payload``'s object, plus the ``groupqwen`` decision) or SSE
-    (``frames``' chunks): what chat and text completions share. The rate limits admit it first (a 429
-    before any work) and are settled with the tokens used when the answer ends; the trace learns the
-    tenant and the mode; errors before the first token raise from here."""
+    """Run ``chat`` and answer with JSON (``payload``'s object for its choices, plus the ``groupqwen``
+    decision) or SSE (``frames``' chunks): what chat and text completions share. ``chat.n`` choices are run
+    one after another (``choices.py``). The rate limits admit it first (a 429 before any work) and are
+    settled with the tokens used when the answer ends; the trace learns the tenant and the mode; errors
+    before the first token raise from here."""
     auth.check_model(request, chat.model)
     admission = await services.limiter.admit(auth.principal_of(request), estimate_tokens(chat))
     try:
@@ -179,26 +182,33 @@ async def _respond(
     admission: Admission,
     stream: bool,
     include_usage: bool,
-    payload: Callable[[Answer, Completion], dict[str, Any]],
+    payload: Callable[[Answer, list[Completion]], dict[str, Any]],
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
     trace.tenant = auth.trace_tenant(request, chat.user)
     trace.stream = stream
     ttl_s, read_cache, rate = cache_control(request)
+    if chat.n > 1:  # several samples of one question: a cached answer is one sample, and storing n is moot
+        ttl_s, read_cache = 0.0, False
     tenant = auth.cache_owner(request, chat.user)
     context = RequestContext(tenant, ttl_s, read_cache, stream, max_false_hit_rate=rate)
     watch = Disconnect(request.receive)
-    answer = await watch.watching(services.pipeline.run(chat, context))  # errors before the first token
+    choices = Choices(services.pipeline, chat, context, watch)
+    answer = await choices.first()  # errors before the first token
     if not stream:
-        completion = await watch.watching(answer.collect())
+        completions = [await watch.watching(answer.collect())]
+        async for more in choices.rest():
+            completions.append(await watch.watching(more.collect()))
         watch.stop()
-        body = payload(answer, completion)
+        body = payload(answer, completions)
         body["groupqwen"] = decision_json(answer.decision, answer.cache)
+        timing.used(total_usage([c.usage for c in completions]))
         finish_answer(services, trace, admission, None)
         headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}
         return JSONResponse(body, headers=headers)
     events = answer_frames(
         answer,
+        choices.rest(),
         frames(answer),
         logprobs=chat.logprobs,
         include_usage=include_usage,

@@ -2,16 +2,16 @@
 
 ``Disconnect`` watches one request for the client leaving and cancels the request's task (which stops the
 generation wherever it waits); ``EventStream`` writes SSE from the request's own task; ``answer_frames``
-frames an ``Answer``'s deltas as ``chat.completion.chunk`` events, the first with the role chunk in one
-write, a failure mid-stream as an error event, always ending with ``[DONE]`` (text completions' chunks
-likewise).
+frames an ``Answer``'s deltas (and those of the further choices, ``n > 1``) as ``chat.completion.chunk``
+events (text completions' chunks likewise), each choice's first with its lead chunk (the role) in one write,
+a failure mid-stream as an error event, always ending with ``[DONE]``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 
@@ -19,11 +19,13 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from groupqwen import log
+from groupqwen.api.choices import total_usage
 from groupqwen.api.errors import error_body
 from groupqwen.api.schemas.chat import decision_json
 from groupqwen.errors import ClientDisconnected, GroupQwenError
 from groupqwen.messages import Delta, Usage
 from groupqwen.orchestrator.answer import Answer
+from groupqwen.telemetry import timing
 
 _log = log.get(__name__)
 T = TypeVar("T")
@@ -33,11 +35,11 @@ DONE = b"data: [DONE]\n\n"
 class ChunkFrames(Protocol):
     """The chunk objects of one streamed answer (``chat.completion.chunk``, or ``text_completion``)."""
 
-    def role(self) -> dict[str, Any] | None:
-        """The chunk that leads the first delta (chat: the role), or ``None``."""
+    def role(self, index: int = 0) -> dict[str, Any] | None:
+        """The chunk that leads choice ``index``'s first delta (chat: the role), or ``None``."""
         ...
 
-    def delta(self, delta: Delta, logprobs: bool) -> dict[str, Any]: ...
+    def delta(self, delta: Delta, logprobs: bool, index: int = 0) -> dict[str, Any]: ...
 
     def usage(self, usage: Usage) -> dict[str, Any]: ...
 
@@ -114,38 +116,53 @@ class EventStream(StreamingResponse):
 
 async def answer_frames(
     answer: Answer,
+    more: AsyncGenerator[Answer, None],
     writer: ChunkFrames,
     *,
     logprobs: bool,
     include_usage: bool,
     finish: Callable[[BaseException | None], object],
 ) -> AsyncIterator[bytes]:
-    """``answer`` as SSE frames, then ``[DONE]``. A failure after the first delta ends the stream with an
-    error event (logged here); ``finish`` gets what ended the stream once: ``None``, that failure, or the
-    client's going away."""
+    """``answer`` (choice 0), then each answer of ``more`` (choices 1, 2, …: ``n > 1``), as SSE frames,
+    then the usage of all (``include_usage``) and ``[DONE]``. A failure after the first delta ends the
+    stream with an error event (logged here); ``finish`` gets what ended the stream once: ``None``, that
+    failure, or the client's going away."""
     failure: BaseException | None = None
+    usages: list[Usage] = []
     try:
-        async with aclosing(answer):
-            first = writer.role()
-            lead = b"" if first is None else sse(first)  # sent with the first delta: one write for it
-            try:
-                async for delta in answer:
-                    frame = writer.delta(delta, logprobs)
-                    if delta.finish_reason is not None:  # the decision as it stands (confidence known)
-                        frame["groupqwen"] = decision_json(answer.decision, answer.cache)
-                    yield lead + sse(frame)
-                    lead = b""
-                    if delta.usage is not None and include_usage:
-                        yield sse(writer.usage(delta.usage))
-            except GroupQwenError as exc:
-                failure = exc
-                _log.error("stream failed", code=exc.code, error=exc.message)
-                yield lead + sse(error_body(exc))
-            except Exception as exc:
-                failure = exc
-                _log.exception("stream failed", error=type(exc).__name__)
-                unexpected = GroupQwenError("The stream failed; the request id identifies it in the logs")
-                yield lead + sse(error_body(unexpected))
+        lead = b""  # a choice's role chunk, sent with its first delta: one write for the first token
+        try:
+            index = 0
+            current: Answer | None = answer
+            while current is not None:
+                async with aclosing(current):
+                    role = writer.role(index)
+                    lead = b"" if role is None else sse(role)
+                    async for delta in current:
+                        frame = writer.delta(delta, logprobs, index)
+                        if delta.finish_reason is not None:  # the decision as it stands (confidence known)
+                            frame["groupqwen"] = decision_json(current.decision, current.cache)
+                        yield lead + sse(frame)
+                        lead = b""
+                        if delta.usage is not None:
+                            usages.append(delta.usage)
+                current, index = await anext(more, None), index + 1
+            if usages:
+                total = total_usage(usages)
+                timing.used(total)
+                if include_usage:
+                    yield sse(writer.usage(total))
+        except GroupQwenError as exc:
+            failure = exc
+            _log.error("stream failed", code=exc.code, error=exc.message)
+            yield lead + sse(error_body(exc))
+        except Exception as exc:
+            failure = exc
+            _log.exception("stream failed", error=type(exc).__name__)
+            unexpected = GroupQwenError("The stream failed; the request id identifies it in the logs")
+            yield lead + sse(error_body(unexpected))
+        finally:
+            await more.aclose()
         yield DONE
     except BaseException as exc:
         failure = exc

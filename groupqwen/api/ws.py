@@ -41,6 +41,7 @@ from groupqwen.errors import (
     NotFound,
     ResumeExpired,
     TooManyGenerations,
+    UnsupportedParameter,
 )
 from groupqwen.orchestrator.answer import Answer, RequestContext
 
@@ -310,6 +311,10 @@ async def _generate(
     admission = UNLIMITED
     try:
         chat, _ = parse_chat(body, services.settings)
+        if chat.n > 1:
+            raise UnsupportedParameter(
+                "'n' greater than 1 is not supported over /v1/ws: one choice per id", param="n"
+            )
         auth.check_model(connection, chat.model)
         # the same rate limits as HTTP: over them, a 429 error frame for this id only
         admission = await services.limiter.admit(auth.principal_of(connection), estimate_tokens(chat))

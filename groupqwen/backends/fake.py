@@ -1,11 +1,13 @@
-"""A scripted backend for tests: it streams the tokens it was given, with their log-probabilities."""
+"""A scripted backend for tests: it streams the tokens it was given, with their log-probabilities; a request
+with tools has its tool calls read out of those tokens as from a real model's (``tool_calls.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from groupqwen.backends.tool_calls import ToolCallParser
 from groupqwen.errors import BackendError, ContextLengthExceeded
 from groupqwen.messages import (
     Chunk,
@@ -64,6 +66,8 @@ class FakeBackend:
             )
         self.active += 1
         finished = False
+        tools = request.tools
+        calls = ToolCallParser(tools, self.model_id) if tools is not None and tools.active else None
         try:
             text = ""
             produced = 0
@@ -84,7 +88,7 @@ class FakeBackend:
                     keep = text[: text.index(hit)]
                     piece = keep[len(text) - len(token) :] if len(keep) > len(text) - len(token) else ""
                     if piece:
-                        yield Chunk(text=piece)
+                        yield _called(calls, Chunk(text=piece))
                     produced += 1
                     break
                 produced += 1
@@ -93,15 +97,26 @@ class FakeBackend:
                     for i, t in enumerate([token, "<alt>"][: request.top_logprobs])
                 )
                 scored = request.logprobs or request.top_logprobs > 0
-                yield Chunk(
-                    text=token,
-                    logprobs=(TokenLogprob(token, self.logprob, tuple(token.encode()), top),)
-                    if scored
-                    else (),
-                )
+                logprobs = (TokenLogprob(token, self.logprob, tuple(token.encode()), top),) if scored else ()
+                yield _called(calls, Chunk(text=token, logprobs=logprobs))
             finished = True
-            yield Chunk(finish_reason=finish, usage=Usage(prompt_tokens, produced))
+            last = Chunk(finish_reason=finish, usage=Usage(prompt_tokens, produced))
+            if calls is not None:
+                rest, pieces = calls.finish(truncated=finish == "length")
+                called = finish == "stop" and bool(calls.calls)
+                last = replace(
+                    last, text=rest, tool_calls=pieces, finish_reason="tool_calls" if called else finish
+                )
+            yield last
         finally:
             self.active -= 1
             if not finished:
                 self.cancelled += 1
+
+
+def _called(calls: ToolCallParser | None, chunk: Chunk) -> Chunk:
+    """``chunk`` with the tool calls of its text read out (when the request has tools)."""
+    if calls is None:
+        return chunk
+    text, pieces = calls.feed(chunk.text)
+    return replace(chunk, text=text, tool_calls=pieces)

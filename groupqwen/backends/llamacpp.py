@@ -21,12 +21,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
-import json
 import math
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jinja2
@@ -35,7 +34,9 @@ import numpy.typing as npt
 
 from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
-from groupqwen.backends.text import CHATML_TEMPLATE, StopFilter, chat_template
+from groupqwen.backends.llama_sampling import SamplerChain, constraint
+from groupqwen.backends.text import CHATML_TEMPLATE, StopFilter, chat_template, template_message
+from groupqwen.backends.tool_calls import ToolCallParser, fold_tools
 from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, InvalidRequest, ModelLoadError
 from groupqwen.messages import (
@@ -43,8 +44,8 @@ from groupqwen.messages import (
     FinishReason,
     GenerationRequest,
     ReplicaState,
-    ResponseFormat,
     TokenLogprob,
+    ToolCallDelta,
     TopLogprob,
     Usage,
 )
@@ -53,8 +54,6 @@ _log = log.get(__name__)
 
 MAX_TOP_LOGPROBS = 20
 N_BATCH = 512
-# llama.cpp's defaults (as llama-server uses them) besides what the request sets
-_SAMPLER_DEFAULTS: dict[str, Any] = {"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0}
 
 _Item = Chunk | BaseException | None
 
@@ -189,41 +188,68 @@ class LlamaCppBackend:
                 param="messages",
             )
         limit = max_tokens if max_tokens is not None else self.n_ctx - n_prompt
-        grammar = model.grammar(request.response_format)
-        if not _eval_prompt(llm, prompt, cancel):
-            raise BackendError(f"model {self.model_id!r}: generation cancelled")
         sampling = request.sampling
-        llm.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        seed = sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
+        sampler = SamplerChain(llm, sampling, constraint(request.response_format, request.tools), seed)
+        try:
+            if not _eval_prompt(llm, prompt, cancel):
+                raise BackendError(f"model {self.model_id!r}: generation cancelled")
+            produced, last = self._sample(model, request, sampler, limit, opens_thinking, emit, cancel)
+        finally:
+            sampler.close()
+        emit(replace(last, usage=Usage(prompt_tokens=n_prompt, completion_tokens=produced)))
+
+    def _sample(
+        self,
+        model: _Loaded,
+        request: GenerationRequest,
+        sampler: SamplerChain,
+        limit: int,
+        opens_thinking: bool,
+        emit: Callable[[Chunk], Any],
+        cancel: threading.Event,
+    ) -> tuple[int, Chunk]:
+        """Sample up to ``limit`` tokens after the evaluated prompt, emitting each as a ``Chunk``; the
+        number of tokens and the last chunk (its finish reason set, without usage) come back."""
+        llm = model.llm
         top_k = min(max(request.top_logprobs, 0), MAX_TOP_LOGPROBS)
         scored = request.logprobs or top_k > 0  # a softmax over the vocabulary per token: only when asked
-        text = StopFilter(sampling.stop)
+        text = StopFilter(request.sampling.stop)
+        tools = request.tools
+        calls = ToolCallParser(tools, self.model_id) if tools is not None and tools.active else None
         first = opens_thinking
         produced = 0
         finish: FinishReason = "length"
-        tokens = llm.generate(
-            prompt, temp=max(sampling.temperature, 0.0), top_p=sampling.top_p, grammar=grammar, reset=True,
-            **_SAMPLER_DEFAULTS,
-        )  # fmt: skip
-        try:
-            while produced < limit:
-                token = next(tokens)
-                if cancel.is_set():
-                    raise BackendError(f"model {self.model_id!r}: generation cancelled")
-                if model.is_eog(token):
-                    finish = "stop"
-                    break
-                produced += 1
-                logprobs = (model.logprob(token, top_k),) if scored else ()
-                piece, stopped = text.feed(model.piece(token))
-                emit(Chunk(text=piece, logprobs=logprobs, prompt_opens_thinking=first))
-                first = False
-                if stopped:
-                    finish = "stop"
-                    break
-        finally:
-            tokens.close()
-        usage = Usage(prompt_tokens=n_prompt, completion_tokens=produced)
-        emit(Chunk(text=text.flush(), finish_reason=finish, usage=usage, prompt_opens_thinking=first))
+        while produced < limit:
+            if cancel.is_set():
+                raise BackendError(f"model {self.model_id!r}: generation cancelled")
+            token = sampler.sample()
+            if model.is_eog(token):
+                finish = "stop"
+                break
+            produced += 1
+            logprobs = (model.logprob(token, top_k),) if scored else ()
+            piece, stopped = text.feed(model.piece(token))
+            pieces: tuple[ToolCallDelta, ...] = ()
+            if calls is not None:
+                piece, pieces = calls.feed(piece)
+                stopped = stopped or calls.done  # one call asked for, one made
+            emit(Chunk(text=piece, logprobs=logprobs, prompt_opens_thinking=first, tool_calls=pieces))
+            first = False
+            if stopped:
+                finish = "stop"
+                break
+            if produced < limit:
+                llm.eval([token])
+        rest, pieces = text.flush(), ()
+        if calls is not None:
+            rest, more = calls.feed(rest)
+            tail, final = calls.finish(truncated=finish == "length")
+            rest, pieces = rest + tail, more + final
+            if calls.calls and finish == "stop":
+                finish = "tool_calls"
+        last = Chunk(text=rest, finish_reason=finish, prompt_opens_thinking=first, tool_calls=pieces)
+        return produced, last
 
     def _load_sync(self) -> _Loaded:
         import llama_cpp
@@ -286,13 +312,14 @@ class _Loaded:
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self._pieces: dict[int, bytes] = {}
         self._scratch: npt.NDArray[np.float32] = np.empty(self.n_vocab, dtype=np.float32)
-        self._json_grammar: Any = None
         source = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         try:
             self.template = chat_template(source)
         except jinja2.TemplateError as exc:
             _log.warning("bad chat template, using ChatML", model=self.model_id, error=str(exc))
             self.template = chat_template(CHATML_TEMPLATE)
+            source = CHATML_TEMPLATE
+        self.takes_tools = "tools" in source  # else tools are folded into the messages (``fold_tools``)
         self.special = {"bos_token": self._text(self.bos), "eos_token": self._text(int(self.llm.token_eos()))}
 
     def _text(self, token: int) -> str:
@@ -306,12 +333,17 @@ class _Loaded:
         tokenized as written (special tokens in it are read as such, as llama.cpp's completion does)."""
         if request.raw_prompt:
             return self._tokens(request.messages[-1].content), False
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        tools = request.tools
+        messages = request.messages
+        variables: dict[str, Any] = {"enable_thinking": request.enable_thinking, **self.special}
+        if not self.takes_tools:
+            messages = fold_tools(messages, tools)
+        elif tools is not None and tools.active:
+            variables["tools"] = [t.as_json() for t in tools.functions]
         try:
             rendered = self.template.render(
-                messages=messages, add_generation_prompt=True, enable_thinking=request.enable_thinking,
-                **self.special,
-            )  # fmt: skip
+                messages=[template_message(m) for m in messages], add_generation_prompt=True, **variables
+            )
         except jinja2.TemplateError as exc:
             raise InvalidRequest(f"the chat template rejected the messages: {exc}", param="messages") from exc
         return self._tokens(rendered), rendered.rstrip().endswith("<think>")
@@ -321,29 +353,6 @@ class _Loaded:
         if self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
             tokens.insert(0, self.bos)
         return tokens
-
-    def grammar(self, response_format: ResponseFormat | None) -> Any:
-        if response_format is None:
-            return None
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-        if response_format.type == "json_object" or response_format.schema is None:
-            if self._json_grammar is None:
-                self._json_grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-            return self._json_grammar
-        try:
-            grammar = LlamaGrammar.from_json_schema(json.dumps(response_format.schema), verbose=False)
-        except Exception as exc:
-            raise InvalidRequest(f"unusable JSON schema: {exc}", param="response_format") from exc
-        sampler = self._llama_cpp.llama_sampler_init_grammar(
-            self.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
-        )
-        if not sampler:
-            raise InvalidRequest(
-                "unusable JSON schema: llama.cpp rejected its grammar", param="response_format"
-            )
-        self._llama_cpp.llama_sampler_free(sampler)
-        return grammar
 
     def is_eog(self, token: int) -> bool:
         return bool(self._llama_cpp.llama_vocab_is_eog(self.vocab, token))

@@ -18,7 +18,9 @@ Logprobs are always asked for (the cascade scores every answer; llama-cpp-python
 ``include_usage`` chunk; without one (llama-cpp-python) ``completion_tokens`` counts the logprob entries
 (or text deltas) and ``prompt_tokens`` is 0. Images (``image_url`` parts) are forwarded as the client sent
 them, in order with the text parts; the server fetches or decodes them (vLLM serving Qwen3-VL). Which URLs
-get this far is the API's decision (``images:`` in the settings, ``api/schemas/images.py``).
+get this far is the API's decision (``images:`` in the settings, ``api/schemas/images.py``). Tools, tool
+choice, calls and results go to the server as the client sent them, and its calls (``delta.tool_calls``)
+come back as they stream; the server parses its model's calls (vLLM's tool parser, llama-server ``--jinja``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from groupqwen.backends.base import map_backend_errors
 from groupqwen.backends.openai_sse import MAX_MESSAGE, StreamIncomplete, StreamParser, message_of, sse_data
 from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, GroupQwenError, ModelLoadError, Overloaded
-from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, ReplicaState
+from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, ReplicaState, Tools
 
 _log = log.get(__name__)
 
@@ -245,8 +247,17 @@ class OpenAIHTTPBackend:
             body["chat_template_kwargs"] = {"enable_thinking": request.enable_thinking}
             if request.logprobs or request.top_logprobs:
                 body.update(logprobs=True, top_logprobs=request.top_logprobs)
-        optional = {"seed": sampling.seed, "stop": list(sampling.stop), "max_tokens": sampling.max_tokens}
+        optional = {
+            "seed": sampling.seed,
+            "stop": list(sampling.stop),
+            "max_tokens": sampling.max_tokens,
+            "presence_penalty": sampling.presence_penalty or None,
+            "frequency_penalty": sampling.frequency_penalty or None,
+            "logit_bias": {str(token): bias for token, bias in sampling.logit_bias} or None,
+        }
         body.update((k, v) for k, v in optional.items() if v is not None and v != [])
+        if request.tools is not None:
+            body.update(tools_body(request.tools))
         if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
             schema = {"name": "response", "schema": fmt.schema, "strict": True}
             body["response_format"] = {"type": "json_schema", "json_schema": schema}
@@ -320,7 +331,13 @@ class OpenAIHTTPBackend:
 
 
 def _message(message: Message) -> dict[str, Any]:
-    """A message as OpenAI's wire has it; one with images as its text and ``image_url`` parts in order."""
+    """A message as OpenAI's wire has it; one with images as its text and ``image_url`` parts in order, an
+    assistant's with its ``tool_calls``, a tool result with its ``tool_call_id``."""
+    if message.tool_calls:
+        calls = [c.as_json() for c in message.tool_calls]
+        return {"role": message.role, "content": message.content or None, "tool_calls": calls}
+    if message.tool_call_id is not None:
+        return {"role": message.role, "content": message.content, "tool_call_id": message.tool_call_id}
     if not message.parts:
         return {"role": message.role, "content": message.content}
     parts: list[dict[str, Any]] = []
@@ -331,6 +348,18 @@ def _message(message: Message) -> dict[str, Any]:
         else:
             parts.append({"type": "text", "text": part})
     return {"role": message.role, "content": parts}
+
+
+def tools_body(tools: Tools) -> dict[str, Any]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as the client sent them."""
+    choice: Any = tools.choice
+    if tools.choice == "named":
+        choice = {"type": "function", "function": {"name": tools.name}}
+    return {
+        "tools": [t.as_json() for t in tools.functions],
+        "tool_choice": choice,
+        "parallel_tool_calls": tools.parallel,
+    }
 
 
 def _retry_after(headers: httpx.Headers) -> int | None:

@@ -2,21 +2,22 @@
 ``Chunk``s.
 
 ``sse_data`` yields each event's ``data``; ``StreamParser`` turns those payloads into ``Chunk``s with
-``TokenLogprob``s (a text completion's ``choices[].text`` and legacy ``logprobs`` too), re-wrapping
-``delta.reasoning_content`` (vLLM's reasoning parser) as ``<think>…</think>`` text and keeping the finish
-reason and usage for its last chunk. A stream that ends without a finish reason, or carries an error event
-or a malformed one, raises ``StreamIncomplete``.
+``TokenLogprob``s (a text completion's ``choices[].text`` and legacy ``logprobs`` too) and ``ToolCallDelta``s
+(``delta.tool_calls``), re-wrapping ``delta.reasoning_content`` (vLLM's reasoning parser) as
+``<think>…</think>`` text and keeping the finish reason and usage for its last chunk. A stream that ends
+without a finish reason, or carries an error event or a malformed one, raises ``StreamIncomplete``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from groupqwen.messages import Chunk, FinishReason, TokenLogprob, TopLogprob, Usage
+from groupqwen.messages import Chunk, FinishReason, TokenLogprob, ToolCallDelta, TopLogprob, Usage
 
 MAX_MESSAGE = 500
 
@@ -30,6 +31,7 @@ class StreamParser:
 
     def __init__(self, top_n: int) -> None:
         self.top_n, self.done, self.reasoning, self.tokens = top_n, False, False, 0
+        self.calls: set[int] = set()  # the tool calls begun (by index)
         self.finish_reason: FinishReason | None = None
         self.usage: Usage | None = None
 
@@ -67,10 +69,11 @@ class StreamParser:
             self.reasoning = False
         entries = (choice.get("logprobs") or {}).get("content") or ()
         logprobs = tuple(self._logprob(entry) for entry in entries)
-        self.tokens += len(logprobs) or (1 if text else 0)
+        calls = tuple(self._call_piece(piece) for piece in delta.get("tool_calls") or ())
+        self.tokens += len(logprobs) or (1 if text or calls else 0)
         if reason := choice.get("finish_reason"):
-            self.finish_reason = "length" if reason == "length" else "stop"
-        return Chunk(text=text, logprobs=logprobs) if text or logprobs else None
+            self.finish_reason = _FINISH.get(reason, "stop")
+        return Chunk(text=text, logprobs=logprobs, tool_calls=calls) if text or logprobs or calls else None
 
     def _text(self, choice: Mapping[str, Any]) -> Chunk | None:
         """A text completion's choice: ``text``, and legacy ``logprobs`` (``tokens``, ``token_logprobs``,
@@ -96,6 +99,18 @@ class StreamParser:
             str(token), float(logprob), tuple(str(token).encode()), alternatives[: self.top_n]
         )
 
+    def _call_piece(self, piece: Mapping[str, Any]) -> ToolCallDelta:
+        """A streamed ``delta.tool_calls`` entry in OpenAI's shape: ``id`` and ``function.name`` on the first
+        piece of a call only (llama-cpp-python's server repeats them on every piece)."""
+        function = piece.get("function") or {}
+        index, arguments = int(piece["index"]), function.get("arguments")
+        more = ToolCallDelta(index, arguments=str(arguments) if arguments else "")
+        if index in self.calls:
+            return more
+        self.calls.add(index)
+        name = function.get("name")
+        return replace(more, id=str(piece.get("id") or f"call_{index}"), name=str(name) if name else "")
+
     def _logprob(self, entry: Mapping[str, Any]) -> TokenLogprob:
         top = tuple(
             TopLogprob(t["token"], float(t["logprob"]), _bytes(t)) for t in entry.get("top_logprobs") or ()
@@ -119,6 +134,13 @@ async def sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
             lines = []
     if lines:
         yield "\n".join(lines)
+
+
+_FINISH: dict[str, FinishReason] = {
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
 
 
 def _bytes(entry: Mapping[str, Any]) -> tuple[int, ...]:

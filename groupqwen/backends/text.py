@@ -2,7 +2,7 @@
 
 ``StopFilter`` turns a token's raw bytes into text safe to emit, holding back what may start a stop
 string. ``chat_template`` compiles a GGUF's Jinja chat template in a sandbox, with the globals and
-filters that Hugging Face templates expect.
+filters that Hugging Face templates expect; ``template_message`` is a message as those templates take it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from groupqwen.messages import Message
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -78,3 +80,23 @@ def _tojson(
     value: Any, ensure_ascii: bool = False, indent: int | None = None, sort_keys: bool = False
 ) -> str:
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, sort_keys=sort_keys)
+
+
+def template_message(message: Message) -> dict[str, Any]:
+    """A message as Hugging Face chat templates take it: calls with their arguments as objects."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _object(c.arguments)}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _object(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments  # checked at the edge; a template renders a string as it is

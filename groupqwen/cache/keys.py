@@ -2,11 +2,12 @@
 key (the scope plus the normalised last user turn, hashed).
 
 The scope covers the tenant (hashed), the model, the system prompt(s), the conversation before the last
-user turn, the sampling settings, the response format, thinking, the embedder (name and width, so that
-other vectors never meet), and a digest of every image in the conversation (so the same words about
-another image never hit). Searches run inside one scope: a neighbour from another one is never a
-candidate. Normalisation (``normalise``) is Unicode NFKC, case-folding and collapsed whitespace; the exact
-layer also drops one closing mark right after a letter (``exact_form``).
+user turn (with its tool calls and results), the sampling settings (penalties and logit bias included),
+the response format, thinking, the tools and tool choice, the embedder (name and width, so that other
+vectors never meet), and a digest of every image in the conversation (so the same words about another
+image never hit). Searches run inside one scope: a neighbour from another one is never a candidate.
+Normalisation (``normalise``) is Unicode NFKC, case-folding and collapsed whitespace; the exact layer also
+drops one closing mark right after a letter (``exact_form``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ def cache_key(request: ChatRequest, tenant: str, model: str, embedder: tuple[str
     }
     if request.raw_prompt:  # a text completion never shares a chat answer
         shaping["raw"] = True
+    if s.presence_penalty or s.frequency_penalty or s.logit_bias:  # scopes without them unchanged
+        shaping["penalties"] = [s.presence_penalty, s.frequency_penalty, [list(b) for b in s.logit_bias]]
+    if request.tools is not None:  # the tools offered and how they may be used; scopes without unchanged
+        t = request.tools
+        shaping["tools"] = [[f.as_json() for f in t.functions], t.choice, t.name, t.parallel]
+    if any(m.tool_calls or m.tool_call_id for m in before):  # earlier calls and their results
+        shaping["calls"] = [[c.as_json() for c in m.tool_calls] + [m.tool_call_id] for m in before]
     if request.images:  # each message's images (URL and detail), digested; text-only scopes unchanged
         shaping["images"] = [[_digest([i.url, i.detail]) for i in m.images] for m in request.messages]
     scope = _digest(shaping)

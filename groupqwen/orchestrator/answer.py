@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from groupqwen.errors import BackendError
-from groupqwen.messages import Completion, Decision, Delta, TokenLogprob
+from groupqwen.messages import Completion, Decision, Delta, TokenLogprob, ToolCall, ToolCallDelta
 
 if TYPE_CHECKING:
     from groupqwen.cache import Lookup
@@ -75,11 +75,13 @@ class Answer:
         content: list[str] = []
         reasoning: list[str] = []
         logprobs: list[TokenLogprob] = []
+        calls: list[ToolCall] = []
         async with aclosing(self):
             async for delta in self:
                 content.append(delta.content)
                 reasoning.append(delta.reasoning)
                 logprobs.extend(delta.logprobs)
+                merge_tool_calls(calls, delta.tool_calls)
                 if delta.finish_reason is not None and delta.usage is not None:
                     return Completion(
                         content="".join(content),
@@ -87,9 +89,23 @@ class Answer:
                         finish_reason=delta.finish_reason,
                         usage=delta.usage,
                         logprobs=tuple(logprobs),
+                        tool_calls=tuple(calls),
                     )
         raise BackendError(f"model {self.decision.model!r} ended its stream without usage")
 
     async def aclose(self) -> None:
         """Stop the generation (its model is released); what was not read is lost."""
         await self._deltas.aclose()
+
+
+def merge_tool_calls(calls: list[ToolCall], pieces: tuple[ToolCallDelta, ...]) -> None:
+    """Add streamed pieces to ``calls``: a piece with an ``id`` starts call ``index``, the others extend
+    its arguments."""
+    for piece in pieces:
+        if piece.index == len(calls):
+            calls.append(ToolCall(piece.id or f"call_{piece.index}", piece.name or "", piece.arguments))
+        elif 0 <= piece.index < len(calls):
+            call = calls[piece.index]
+            calls[piece.index] = ToolCall(call.id, piece.name or call.name, call.arguments + piece.arguments)
+        else:
+            raise BackendError(f"a tool call piece has index {piece.index}, after {len(calls)} calls")

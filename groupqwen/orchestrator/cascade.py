@@ -13,6 +13,10 @@ A step that fails before anything was released (backend error, overload, no memo
 its context) also escalates, logged here with its error; the last step's failure is raised. Only
 ``GroupQwenError``s arrive here: the backends translate their foreign errors. Scored steps ask the backend for
 ``confidence.TOP_K`` alternatives per token; the client gets only the alternatives it asked for.
+
+A request that may call tools goes straight to the ladder's last step, unscored: the confidence of the tokens
+of a call's JSON says how sure the model is of its syntax, not whether the call is right, and a small tier
+that answers in text when a call was wanted (or the reverse) scores high all the same.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ class Cascade:
         """The chunks of the one answer the client sees, from ``decision.steps`` (or ``decision.model``
         alone). ``on_decided`` gets the final ``Decision`` before the first chunk is yielded."""
         steps = decision.steps or (CascadeStep(decision.model, None, decision.thinking),)
+        if request.tools is not None and request.tools.active and len(steps) > 1:
+            steps = steps[-1:]  # a tool call is judged by its arguments, not by token confidence
+            decision = replace(decision, reason=f"{decision.reason}; tools: the last tier answers, unscored")
         attempts: list[Attempt] = []
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
@@ -125,6 +132,7 @@ class Cascade:
             response_format=request.response_format,
             enable_thinking=step.thinking,
             raw_prompt=request.raw_prompt,
+            tools=request.tools,
         )
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []

@@ -203,6 +203,7 @@ class Pipeline:
             yield Delta(content=answer.content, finish_reason=answer.finish_reason, usage=answer.usage)
             return
         splitter: ThinkSplitter | None = None
+        called = False  # an answer with tool calls is never stored: replaying it would repeat the calls
         async with aclosing(chunks):
             async for chunk in self._resume(chunks, first):
                 if splitter is None:
@@ -214,9 +215,10 @@ class Pipeline:
                 logprobs = chunk.logprobs if request.logprobs else ()
                 texts.append(content)
                 thoughts.append(reasoning)
-                if chunk.finish_reason is not None and chunk.usage is not None:
+                called = called or bool(chunk.tool_calls)
+                if chunk.finish_reason is not None and chunk.usage is not None and not called:
                     self._store(cached, outcome.decision, texts, thoughts, chunk, ttl_s)
-                if reasoning or content or logprobs or chunk.finish_reason:
+                if reasoning or content or logprobs or chunk.finish_reason or chunk.tool_calls:
                     timing.first_token()  # telemetry's TTFT (marks the request's trace once)
                     if chunk.usage is not None:
                         timing.used(chunk.usage)
@@ -226,6 +228,7 @@ class Pipeline:
                         logprobs=logprobs,
                         finish_reason=chunk.finish_reason,
                         usage=chunk.usage,
+                        tool_calls=chunk.tool_calls,
                     )
                 if chunk.finish_reason is not None:
                     return

@@ -102,6 +102,14 @@ def test_raw_body(http: TestClient, name: str, body: bytes, status: int, param: 
     assert error["param"] == param
 
 
+def _tool(name: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+
+
+def _call(call_id: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
 JSON_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("messages as a string", _with(messages="hello"), "messages"),
     ("messages empty", _with(messages=[]), "messages"),
@@ -132,14 +140,90 @@ JSON_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("stop a number", _with(stop=5), "stop"),
     ("stop 100 strings", _with(stop=[f"s{i}" for i in range(100)]), "stop"),
     ("n 0", _with(n=0), "n"),
-    ("n 2", _with(n=2), "n"),
+    ("n 9", _with(n=9), "n"),
     ("top_logprobs 50", _with(logprobs=True, top_logprobs=50), "top_logprobs"),
     ("top_logprobs without logprobs", _with(top_logprobs=3), "top_logprobs"),
     ("logprobs a string", _with(logprobs="true"), "logprobs"),
     ("model missing", _with(model=_DROP), "model"),
     ("model empty", _with(model=""), "model"),
     ("model a number", _with(model=7), "model"),
-    ("tools", _with(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
+    ("tools a dict", _with(tools={"type": "function"}), "tools"),
+    ("tool type custom", _with(tools=[{"type": "custom", "custom": {"name": "f"}}]), "tools[0].type"),
+    ("tool without function", _with(tools=[{"type": "function"}]), "tools[0].function"),
+    ("tool name with spaces", _with(tools=[_tool("get weather")]), "tools[0].function.name"),
+    ("tool name twice", _with(tools=[_tool("f"), _tool("f")]), "tools[1].function.name"),
+    (
+        "tool parameters a list",
+        _with(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]),
+        "tools[0].function.parameters",
+    ),
+    ("tool_choice without tools", _with(tool_choice="required"), "tool_choice"),
+    ("tool_choice unknown", _with(tools=[_tool("f")], tool_choice="always"), "tool_choice"),
+    (
+        "tool_choice names another",
+        _with(tools=[_tool("f")], tool_choice={"type": "function", "function": {"name": "g"}}),
+        "tool_choice.function.name",
+    ),
+    (
+        "parallel_tool_calls a string",
+        _with(tools=[_tool("f")], parallel_tool_calls="yes"),
+        "parallel_tool_calls",
+    ),
+    ("legacy functions", _with(functions=[{"name": "f"}]), "functions"),
+    ("legacy function_call", _with(function_call="auto"), "function_call"),
+    (
+        "legacy function role",
+        _with(messages=[{"role": "function", "name": "f", "content": "1"}]),
+        "messages[0].role",
+    ),
+    (
+        "tool message without id",
+        _with(messages=[{"role": "tool", "content": "42"}]),
+        "messages[0].tool_call_id",
+    ),
+    (
+        "tool message answering nothing",
+        _with(messages=[{"role": "tool", "content": "42", "tool_call_id": "c1"}]),
+        "messages[0].tool_call_id",
+    ),
+    (
+        "tool_calls on a user message",
+        _with(messages=[{"role": "user", "content": "x", "tool_calls": [_call("c1")]}]),
+        "messages[0].tool_calls",
+    ),
+    (
+        "tool call without id",
+        _with(
+            messages=[
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                }
+            ]
+        ),
+        "messages[0].tool_calls[0].id",
+    ),
+    (
+        "tool call arguments an object",
+        _with(
+            messages=[
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}
+                    ],
+                }
+            ]
+        ),
+        "messages[0].tool_calls[0].function.arguments",
+    ),
+    ("presence_penalty 3", _with(presence_penalty=3), "presence_penalty"),
+    ("frequency_penalty a string", _with(frequency_penalty="high"), "frequency_penalty"),
+    ("logit_bias key a word", _with(logit_bias={"hello": 5}), "logit_bias"),
+    ("logit_bias key negative", _with(logit_bias={"-1": 5}), "logit_bias"),
+    ("logit_bias value 101", _with(logit_bias={"42": 101}), "logit_bias"),
+    ("logit_bias value a string", _with(logit_bias={"42": "up"}), "logit_bias.42"),
+    ("logit_bias too many", _with(logit_bias={str(i): 1 for i in range(301)}), "logit_bias"),
     ("response_format unknown", _with(response_format={"type": "xml"}), "response_format.type"),
     ("stream_options a list", _with(stream=True, stream_options=[1]), "stream_options"),
     ("image URL without a scheme", _image({"url": "x"}), "messages[0].content[1].image_url.url"),

@@ -463,10 +463,10 @@ def test_unknown_model(client: openai.OpenAI) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "param", "code"),
     [
-        ({"n": 2}, "n", "unsupported_parameter"),
+        ({"n": 9}, "n", "invalid_request"),
         (
-            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-            "tools",
+            {"tools": [{"type": "custom", "custom": {"name": "f"}}]},
+            "tools[0].type",
             "unsupported_parameter",
         ),
         ({"top_logprobs": 2}, "top_logprobs", "invalid_request"),
@@ -504,8 +504,8 @@ def test_unknown_model(client: openai.OpenAI) -> None:
         ),
         (
             {"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]},
-            "messages[0].role",
-            "unsupported_parameter",
+            "messages[0].tool_call_id",
+            "invalid_request",
         ),
     ],
 )

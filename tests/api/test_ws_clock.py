@@ -158,3 +158,14 @@ def test_each_generation_is_one_record(client: TestClient) -> None:
     assert [r.transport for r in records] == ["ws", "ws"]
     assert records[0].tenant == "user:ann" and records[1].tenant.startswith("key:")
     assert all(r.status == 200 and r.completion_tokens == 3 and r.stream for r in records)
+
+
+def test_several_choices_are_refused_for_that_id(client: TestClient) -> None:
+    """``n`` > 1 has no frame shape over /v1/ws (one choice per id): a 400 naming ``n``, not one choice."""
+    body = {"model": "fake", "n": 2, "messages": [{"role": "user", "content": "hi"}]}
+    with client.websocket_connect("/v1/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "chat.create", "id": "g", "body": body})
+        while (frame := ws.receive_json())["type"] != "error":
+            pass
+    assert (frame["id"], frame["status"], frame["error"]["param"]) == ("g", 400, "n")

@@ -4,6 +4,7 @@ chunks of a streamed one."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field
@@ -11,6 +12,15 @@ from pydantic import Field
 from groupqwen import log
 from groupqwen.api.schemas import Wire
 from groupqwen.api.schemas.images import image_of
+from groupqwen.api.schemas.tools import (
+    NamedToolChoice,
+    ToolCallIn,
+    ToolIn,
+    calls_of,
+    check_tool_results,
+    tool_call_deltas_json,
+    tools_of,
+)
 from groupqwen.cache import Lookup
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
@@ -30,6 +40,9 @@ from groupqwen.messages import (
 
 _log = log.get(__name__)
 
+MAX_CHOICES = 8  # ``n``: each choice is a generation of its own
+MAX_LOGIT_BIAS = 300  # entries of ``logit_bias`` (OpenAI's limit)
+
 
 MAX_NAME_CHARS = 256  # model, user, a message's name, each stop string
 
@@ -44,10 +57,13 @@ class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = Field(None, max_length=MAX_NAME_CHARS)
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
 
 class StreamOptions(Wire):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI's padding against side channels: nothing to pad here
 
 
 class JsonSchema(Wire):
@@ -74,13 +90,19 @@ class ChatCompletionRequest(Wire):
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormatIn | None = None
     user: str | None = Field(None, max_length=MAX_NAME_CHARS)
     enable_thinking: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
 
 
 _ROLES: dict[str, Role] = {
@@ -88,14 +110,13 @@ _ROLES: dict[str, Role] = {
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
+    "tool": "tool",
 }
 
 # Fields whose meaning we cannot honour: silently ignoring them would change what the client gets.
 REFUSED = {
-    "tools": "tool calling is not supported yet",
-    "functions": "function calling is not supported yet",
-    "tool_choice": "tool calling is not supported yet",
-    "function_call": "function calling is not supported yet",
+    "functions": "the legacy function calling is not supported: send the functions as 'tools'",
+    "function_call": "the legacy function calling is not supported: send 'tool_choice'",
     "audio": "audio output is not supported",
     "modalities": "only text output is supported",
 }
@@ -115,10 +136,15 @@ def _message_of(message: ChatMessage, index: int, images: list[ImagePart], setti
     ``settings.images`` lets them through."""
     role: Role = _ROLES[message.role]
     max_images = settings.max_images
-    if message.content is None:
+    calls = calls_of(message.tool_calls)
+    if calls and role != "assistant":
+        where = f"messages[{index}].tool_calls"
+        raise InvalidRequest(f"{where}: only assistant messages carry tool calls", param=where)
+    if message.content is None and not calls:
         raise InvalidRequest(f"messages[{index}].content is required", param=f"messages[{index}].content")
-    if isinstance(message.content, str):
-        return Message(role, _text(message.content, f"messages[{index}].content", settings.max_text_chars))
+    if message.content is None or isinstance(message.content, str):
+        text = _text(message.content or "", f"messages[{index}].content", settings.max_text_chars)
+        return Message(role, text, tool_calls=calls)
     parts: list[str | ImagePart] = []
     for j, part in enumerate(message.content):
         where = f"messages[{index}].content[{j}]"
@@ -145,7 +171,7 @@ def _message_of(message: ChatMessage, index: int, images: list[ImagePart], setti
             )
     text = "\n".join(p for p in parts if isinstance(p, str))
     has_images = any(isinstance(p, ImagePart) for p in parts)
-    return Message(role, text, tuple(parts) if has_images else ())
+    return Message(role, text, tuple(parts) if has_images else (), tool_calls=calls)
 
 
 def _count(turns: int, param: str, settings: Settings) -> None:
@@ -188,8 +214,6 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         extra.pop(name, None)
     if extra:
         _log.info("ignoring unsupported fields", fields=",".join(sorted(extra)))
-    if body.n is not None and body.n > 1:
-        raise UnsupportedParameter("'n' greater than 1 is not supported", param="n")
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
 
@@ -198,13 +222,19 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
     _tokens(max_tokens, "max_completion_tokens" if body.max_completion_tokens else "max_tokens", settings)
     messages: list[Message] = []
     parts: list[ImagePart] = []
+    called: set[str] = set()  # the ids of the tool calls so far: a tool message answers one of them
     for i, message in enumerate(body.messages):
-        if message.role in ("tool", "function"):
+        if message.role == "function":
             raise UnsupportedParameter(
-                f"messages[{i}] has role {message.role!r}: tool results need tool calling, not supported yet",
+                f"messages[{i}] has the legacy role 'function': send tool results as role 'tool' with a "
+                "tool_call_id",
                 param=f"messages[{i}].role",
             )
-        messages.append(_message_of(message, i, parts, settings))
+        turn = _message_of(message, i, parts, settings)
+        if turn.role == "tool":
+            turn = replace(turn, tool_call_id=check_tool_results(called, message.tool_call_id, i))
+        called.update(c.id for c in turn.tool_calls)
+        messages.append(turn)
 
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     for i, stop in enumerate(stops):
@@ -247,6 +277,9 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         seed=body.seed,
         stop=tuple(s for s in stops if s),
         max_tokens=max_tokens,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        logit_bias=_logit_bias(body.logit_bias),
     )
     return ChatRequest(
         messages=tuple(messages),
@@ -257,7 +290,32 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         response_format=response_format,
         user=body.user,
         enable_thinking=thinking,
+        tools=tools_of(body.tools, body.tool_choice, body.parallel_tool_calls),
+        n=body.n or 1,
     )
+
+
+def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+    """``logit_bias`` as (token id, bias) pairs: keys are token ids (as strings), values in [-100, 100]."""
+    if not bias:
+        return ()
+    if len(bias) > MAX_LOGIT_BIAS:
+        raise InvalidRequest(
+            f"logit_bias has {len(bias)} entries; at most {MAX_LOGIT_BIAS} are allowed", param="logit_bias"
+        )
+    pairs: list[tuple[int, float]] = []
+    for key, value in bias.items():
+        if not key.isascii() or not key.isdigit():
+            raise InvalidRequest(
+                f"logit_bias keys are token ids (non-negative integers as strings), not {key[:40]!r}",
+                param="logit_bias",
+            )
+        if not -100 <= value <= 100:
+            raise InvalidRequest(
+                f"logit_bias[{key!r}] is {value}: a bias must be between -100 and 100", param="logit_bias"
+            )
+        pairs.append((int(key), float(value)))
+    return tuple(sorted(pairs))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -293,25 +351,34 @@ def usage_json(usage: Usage) -> dict[str, int]:
 
 
 def completion_json(
-    completion_id: str, decision: Decision, completion: Completion, logprobs: bool
+    completion_id: str, decision: Decision, completions: list[Completion], logprobs: bool
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": completion.content}
-    if completion.reasoning:
-        message["reasoning_content"] = completion.reasoning
+    """The ``chat.completion`` of ``completions`` (one per choice); usage adds theirs up (the prompt once)."""
+    choices = []
+    for index, completion in enumerate(completions):
+        message: dict[str, Any] = {"role": "assistant", "content": completion.content}
+        if completion.reasoning:
+            message["reasoning_content"] = completion.reasoning
+        if completion.tool_calls:
+            message["tool_calls"] = [c.as_json() for c in completion.tool_calls]
+            message["content"] = completion.content or None
+        choices.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": _logprobs(completion.logprobs) if logprobs else None,
+                "finish_reason": completion.finish_reason,
+            }
+        )
+    prompt = completions[0].usage.prompt_tokens
+    usage = Usage(prompt, sum(c.usage.completion_tokens for c in completions))
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": decision.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": _logprobs(completion.logprobs) if logprobs else None,
-                "finish_reason": completion.finish_reason,
-            }
-        ],
-        "usage": usage_json(completion.usage),
+        "choices": choices,
+        "usage": usage_json(usage),
     }
 
 
@@ -326,20 +393,26 @@ class ChunkWriter:
             "model": model,
         }
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None, logprobs: Any = None, index: int = 0
+    ) -> dict[str, Any]:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return {**self._base, "choices": [choice]}
 
-    def role(self) -> dict[str, Any]:
-        return self._chunk({"role": "assistant", "content": ""}, None)
+    def role(self, index: int = 0) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""}, None, index=index)
 
-    def delta(self, delta: Delta, logprobs: bool) -> dict[str, Any]:
+    def delta(self, delta: Delta, logprobs: bool, index: int = 0) -> dict[str, Any]:
+        """Choice ``index``'s piece: ``content`` unless the piece is only reasoning or tool calls."""
         out: dict[str, Any] = {}
         if delta.reasoning:
             out["reasoning_content"] = delta.reasoning
-        if delta.content or not delta.reasoning:
+        if delta.content or not (delta.reasoning or delta.tool_calls):
             out["content"] = delta.content
-        return self._chunk(out, delta.finish_reason, _logprobs(delta.logprobs) if logprobs else None)
+        if delta.tool_calls:
+            out["tool_calls"] = tool_call_deltas_json(delta.tool_calls)
+        lp = _logprobs(delta.logprobs) if logprobs else None
+        return self._chunk(out, delta.finish_reason, lp, index)
 
     def usage(self, usage: Usage) -> dict[str, Any]:
         return {**self._base, "choices": [], "usage": usage_json(usage)}

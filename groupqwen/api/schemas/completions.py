@@ -133,22 +133,27 @@ def logprobs_json(items: tuple[TokenLogprob, ...], offset: int) -> dict[str, Any
 
 
 def completion_json(
-    completion_id: str, decision: Decision, completion: Completion, logprobs: bool, echo: str
+    completion_id: str, decision: Decision, completions: list[Completion], logprobs: bool, echo: str
 ) -> dict[str, Any]:
+    """The ``text_completion`` of ``completions`` (one per choice); usage counts the prompt once."""
+    choices = [
+        {
+            "index": index,
+            "text": echo + completion.content,
+            "logprobs": logprobs_json(completion.logprobs, len(echo)) if logprobs else None,
+            "finish_reason": completion.finish_reason,
+        }
+        for index, completion in enumerate(completions)
+    ]
+    prompt = completions[0].usage.prompt_tokens
+    usage = Usage(prompt, sum(c.usage.completion_tokens for c in completions))
     return {
         "id": completion_id,
         "object": "text_completion",
         "created": int(time.time()),
         "model": decision.model,
-        "choices": [
-            {
-                "index": 0,
-                "text": echo + completion.content,
-                "logprobs": logprobs_json(completion.logprobs, len(echo)) if logprobs else None,
-                "finish_reason": completion.finish_reason,
-            }
-        ],
-        "usage": usage_json(completion.usage),
+        "choices": choices,
+        "usage": usage_json(usage),
     }
 
 
@@ -165,17 +170,18 @@ class TextChunkWriter:
         self._echo = echo
         self._offset = len(echo)
 
-    def _chunk(self, text: str, finish: str | None, logprobs: Any = None) -> dict[str, Any]:
-        choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}
+    def _chunk(self, text: str, finish: str | None, logprobs: Any = None, index: int = 0) -> dict[str, Any]:
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
         return {**self._base, "choices": [choice]}
 
-    def role(self) -> dict[str, Any] | None:
-        return self._chunk(self._echo, None) if self._echo else None
+    def role(self, index: int = 0) -> dict[str, Any] | None:
+        self._offset = len(self._echo)  # each choice's offsets count from its own start
+        return self._chunk(self._echo, None, index=index) if self._echo else None
 
-    def delta(self, delta: Delta, logprobs: bool) -> dict[str, Any]:
+    def delta(self, delta: Delta, logprobs: bool, index: int = 0) -> dict[str, Any]:
         scored = logprobs_json(delta.logprobs, self._offset) if logprobs else None
         self._offset += len(delta.content)
-        return self._chunk(delta.content, delta.finish_reason, scored)
+        return self._chunk(delta.content, delta.finish_reason, scored, index)
 
     def usage(self, usage: Usage) -> dict[str, Any]:
         return {**self._base, "choices": [], "usage": usage_json(usage)}

@@ -1,0 +1,76 @@
+"""The ``openai`` SDK's tool loop end to end on the bundled Qwen2.5-Coder-0.5B in-process: a call (JSON and
+streamed), the tool's result sent back, an answer from it. One thread, temperature 0, few tokens."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from groupqwen.config import Settings, load_settings
+from groupqwen.pool.bundled import ensure_bundled
+from groupqwen.testing import fake_services, gateway
+
+pytestmark = pytest.mark.integration
+
+QWEN = "qwen2.5-coder-0.5b"
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[openai.OpenAI]:
+    models_dir = Settings().models_dir
+    ensure_bundled(Settings().catalog()[QWEN], models_dir)
+    settings = load_settings(
+        models_dir=models_dir,
+        data_dir=tmp_path / "data",
+        default_model=QWEN,
+        n_threads=1,
+        n_ctx=1024,
+        cache={"backend": "off"},
+    )
+    with gateway(fake_services(settings)) as http:
+        yield openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+
+
+def test_the_sdk_tool_loop_on_qwen(client: openai.OpenAI) -> None:
+    messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    asked = {"model": QWEN, "tools": [WEATHER], "temperature": 0, "max_tokens": 48}
+    done = client.chat.completions.create(messages=messages, **asked)
+    choice = done.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [  # type: ignore[union-attr]
+        ("get_weather", {"city": "Paris"})
+    ]
+
+    # the same, streamed: OpenAI's chunks, assembled by the SDK's own helper
+    with client.chat.completions.stream(messages=messages, **asked) as stream:  # type: ignore[arg-type]
+        for _ in stream:
+            pass
+        streamed = stream.get_final_completion().choices[0]
+    assert streamed.finish_reason == "tool_calls"
+    assert [
+        (c.function.name, json.loads(c.function.arguments)) for c in streamed.message.tool_calls or []
+    ] == [("get_weather", {"city": "Paris"})]
+
+    # the tool's result goes back; this small model answers from it once text is asked for
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": calls[0].id, "content": "31 C, sunny"},
+    ]
+    final = client.chat.completions.create(messages=messages, **{**asked, "tool_choice": "none"})
+    assert final.choices[0].finish_reason in ("stop", "length")
+    assert not final.choices[0].message.tool_calls
+    assert "31" in (final.choices[0].message.content or "")
