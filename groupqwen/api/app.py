@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, auth, completions, errors, openai, openapi, responses, review, ws
+from groupqwen.api import admin, auth, completions, errors, openai, openapi, responses, review, ui, ws
 from groupqwen.api.errors import error_body
 from groupqwen.api.schemas.chat import ChatCompletionRequest
 from groupqwen.api.schemas.completions import CompletionRequest
@@ -60,9 +60,12 @@ class RequestContextMiddleware:
     is complete, a ``receive`` (a route watching for the client's disconnect) waits as long as it likes.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 30.0, max_upload_bytes: int = 0
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max(max_upload_bytes, max_body_bytes)  # chat exports (review.UPLOAD_PATH)
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -72,6 +75,8 @@ class RequestContextMiddleware:
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+        upload = review.UPLOAD_PATH.match(scope["path"]) is not None
+        limit = self.max_upload_bytes if upload else self.max_body_bytes
         token = log.request_id.set(request_id)
         started = False
         received = 0
@@ -98,7 +103,7 @@ class RequestContextMiddleware:
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     raise too_large()
                 body_done = not message.get("more_body", False)
             else:
@@ -121,12 +126,12 @@ class RequestContextMiddleware:
             await send_with_id({"type": "http.response.body", "body": body})
 
         def too_large() -> PayloadTooLarge:
-            limit = self.max_body_bytes
-            return PayloadTooLarge(f"The request body is larger than {limit} bytes (max_body_bytes)")
+            setting = "ui.max_upload_mb" if upload else "max_body_bytes"
+            return PayloadTooLarge(f"The request body is larger than {limit} bytes ({setting})")
 
         try:
             length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            if length is not None and length.isdigit() and int(length) > limit:
                 await fail(too_large())
                 return
             await self.app(scope, limited_receive, send_with_id)
@@ -169,10 +174,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(review.router)
     app.include_router(ws.router)
     auth.check_rules(app)
+    # last: the web UI answers only what no API route matched (api/ui.py)
+    app.mount("/", ui.WebUI(settings.ui.dist_dir(), app.router.routes))
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.server.body_timeout_s,
+        max_upload_bytes=settings.ui.max_upload_mb * 2**20,
     )
     if settings.server.cors_origins:  # outermost: its headers go on every answer, errors included
         app.add_middleware(

@@ -62,6 +62,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/review/{name:path}"): "finetune",
     ("POST", "/v1/review/{name:path}/decisions"): "finetune",
     ("GET", "/v1/review/{name:path}/export"): "finetune",
+    ("POST", "/v1/review/{name:path}/import"): "finetune",
 }
 
 

@@ -18,7 +18,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
@@ -30,7 +30,7 @@ from groupqwen.api.body import json_object, loads
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import body, errors
 from groupqwen.config import Settings
-from groupqwen.errors import InsufficientStorage, InvalidRecords, InvalidRequest, NotFound
+from groupqwen.errors import InsufficientStorage, InvalidRecords, InvalidRequest, NotFound, PayloadTooLarge
 from groupqwen.finetune.records import Conversation, dumps, from_dict, read_jsonl, to_dict
 from groupqwen.finetune.review import Decision, ReviewStore, key_of
 
@@ -171,6 +171,81 @@ def _write_atomically(path: Path, conversations: list[Conversation]) -> None:
         raise
 
 
+# -- importing an export over HTTP (the web UI's upload) ---------------------------------------------------
+
+UPLOAD_PATH = re.compile(r"^/v1/review/[^/]+/import$")  # api/app.py caps these bodies at ui.max_upload_mb
+_EXPORT_SUFFIXES = (".zip", ".json", ".md", ".markdown")
+
+
+@router.post("/v1/review/{name:path}/import")
+async def import_export(
+    request: Request,
+    name: str,
+    filename: str = Query(..., min_length=1, max_length=255, description="The export's file name"),
+    languages: str = Query("en", description="ISO 639-1 codes curation keeps, comma-separated; '': any"),
+) -> dict[str, Any]:
+    """The body is a ChatGPT / Claude / Perplexity export (ZIP, JSON or Markdown), streamed to disk, then
+    imported and curated as ``groupqwen data import`` and ``data curate`` do; the curated conversations
+    replace the dataset's (decisions are kept)."""
+    dataset = _dataset(request, name)
+    suffix = PurePath(filename).suffix.lower()
+    if suffix not in _EXPORT_SUFFIXES:
+        raise InvalidRequest(
+            f"Invalid value for 'filename': an export is a {', '.join(_EXPORT_SUFFIXES)} file", param="filename"
+        )
+    codes = tuple(c.strip().lower() for c in languages.split(",") if c.strip())
+    settings: Settings = request.app.state.services.settings
+    work = settings.data_dir / "review" / ".uploads"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as folder:
+        upload = Path(folder) / f"export{suffix}"
+        size = await _receive(request, upload, settings.ui.max_upload_mb * 2**20)
+        report = await asyncio.to_thread(_import_and_curate, upload, codes)
+        async with _lock(request, dataset):
+            await asyncio.to_thread(_install, Path(folder) / "curated.jsonl", dataset)
+    return {"object": "review.import", "name": dataset.name, "bytes": size, **report}
+
+
+async def _receive(request: Request, path: Path, limit: int) -> int:
+    size = 0
+    with path.open("wb") as f:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:  # the middleware's cap already holds; a chunked body is counted here too
+                raise PayloadTooLarge(f"The export is larger than {limit} bytes (ui.max_upload_mb)")
+            f.write(chunk)
+    if size == 0:
+        raise InvalidRequest("The body is empty: send the export's bytes", param="body")
+    return size
+
+
+def _import_and_curate(upload: Path, languages: tuple[str, ...]) -> dict[str, Any]:
+    from groupqwen.finetune.curate import CurateConfig, curate_file
+    from groupqwen.finetune.importers import import_paths
+    from groupqwen.finetune.quality import QualityConfig
+
+    imported = upload.with_name("imported.jsonl")
+    report = import_paths([upload], imported)
+    try:
+        curated = curate_file(
+            imported, upload.with_name("curated.jsonl"), CurateConfig(quality=QualityConfig(languages=languages))
+        )
+    except ValueError as exc:  # an unknown language code
+        raise InvalidRequest(f"Invalid value for 'languages': {exc}", param="languages") from None
+    return {
+        "formats": sorted({f.format for f in report.files}),
+        "imported": report.written,
+        "conversations": curated.kept,
+        "rejected": dict(curated.rejected),
+        "warnings": [f"{f.name}: {f.error}" for f in report.files if f.error],
+    }
+
+
+def _install(curated: Path, dataset: _Dataset) -> None:
+    dataset.folder.mkdir(parents=True, exist_ok=True)
+    os.replace(curated, dataset.conversations)
+
+
 @router.post("/v1/review/{name:path}/decisions", responses=errors(404, 507), openapi_extra=body(DecisionBody))
 async def decide(request: Request, name: str) -> dict[str, Any]:
     """Record a decision through the shared ReviewStore; the last decision about a conversation wins."""
@@ -277,3 +352,4 @@ async def list_conversations(
 
     async with _lock(request, dataset):
         return await asyncio.to_thread(page)
+

@@ -6,7 +6,7 @@ an optional YAML file (``--config``), then the defaults. Every validation error 
 
 ``settings.py`` holds ``Settings`` and ``load_settings``; each area's section has its own module
 (``server``, ``auth``, ``limits``, ``images``, ``responses``, ``models``, ``cache``, ``router``,
-``telemetry``, ``ws``); ``paths`` the default locations, ``fields`` the field types they share.
+``telemetry``, ``ui``, ``ws``); ``paths`` the default locations, ``fields`` the field types they share.
 """
 
 from groupqwen.config.access import AuthConfig
@@ -21,6 +21,7 @@ from groupqwen.config.router import AUTO_MODEL, RouterConfig, TierConfig
 from groupqwen.config.server import ServerConfig
 from groupqwen.config.settings import Settings, load_settings
 from groupqwen.config.telemetry import TelemetryConfig
+from groupqwen.config.ui import UIConfig
 from groupqwen.config.ws import WsConfig
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Settings",
     "TelemetryConfig",
     "TierConfig",
+    "UIConfig",
     "WsConfig",
     "cache_home",
     "default_data_dir",

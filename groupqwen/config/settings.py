@@ -30,6 +30,7 @@ from groupqwen.config.responses import ResponsesConfig
 from groupqwen.config.router import RouterConfig
 from groupqwen.config.server import ServerConfig
 from groupqwen.config.telemetry import TelemetryConfig
+from groupqwen.config.ui import UIConfig
 from groupqwen.config.ws import WsConfig
 from groupqwen.errors import ConfigError
 
@@ -193,6 +194,10 @@ class Settings(BaseSettings):
         default_factory=default_data_dir,
         description="Where the gateway keeps its data (telemetry, cache, reviews); null: "
         "$XDG_DATA_HOME/groupqwen (~/.local/share/groupqwen)",
+    )
+    ui: UIConfig = Field(
+        default_factory=UIConfig,  # type: ignore[arg-type]
+        description="The web UI served at / and its chat-export uploads (docs/ui.md)",
     )
     cache: CacheConfig = Field(
         default_factory=CacheConfig,  # type: ignore[arg-type]

@@ -1,0 +1,75 @@
+/** The gateway's HTTP API: URLs checked against its OpenAPI schema, auth, and its error JSON as errors. */
+import type { paths } from "./schema";
+import { useSettings } from "../settings";
+
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string | null;
+  readonly param: string | null;
+
+  constructor(message: string, status: number, code: string | null = null, param: string | null = null) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = code;
+    this.param = param;
+  }
+}
+
+type PathParams<P extends string> = P extends `${string}{${infer Name}}${infer Rest}`
+  ? { [K in Name | keyof PathParams<Rest>]: string }
+  : Record<never, never>;
+
+/** A path of the gateway's schema with its `{params}` filled in (escaped); a path the gateway does not
+ * serve does not compile. */
+export function route<P extends keyof paths & string>(path: P, params?: PathParams<P>): string {
+  const values = (params ?? {}) as Record<string, string>;
+  return path.replace(/\{(\w+)(?::path)?\}/g, (_, name: string) => encodeURIComponent(values[name] ?? ""));
+}
+
+export function apiUrl(path: string): string {
+  return useSettings.getState().gatewayUrl.replace(/\/+$/, "") + path;
+}
+
+export function authHeaders(): Record<string, string> {
+  const key = useSettings.getState().apiKey.trim();
+  return key ? { authorization: `Bearer ${key}` } : {};
+}
+
+/** The server's own message from an OpenAI-style error body, else the status line. */
+export async function errorOf(response: Response): Promise<ApiError> {
+  const text = await response.text().catch(() => "");
+  try {
+    const body = JSON.parse(text) as { error?: { message?: string; code?: string; param?: string } };
+    if (body.error?.message) {
+      return new ApiError(body.error.message, response.status, body.error.code ?? null, body.error.param ?? null);
+    }
+  } catch {
+    // not JSON: fall through
+  }
+  return new ApiError(text.trim() || `${response.status} ${response.statusText}`, response.status);
+}
+
+export async function request(path: string, init: RequestInit = {}): Promise<Response> {
+  let response: Response;
+  try {
+    response = await fetch(apiUrl(path), { ...init, headers: { ...authHeaders(), ...init.headers } });
+  } catch (exc) {
+    if (exc instanceof DOMException && exc.name === "AbortError") throw exc;
+    throw new ApiError(`The gateway at ${apiUrl("") || location.origin} cannot be reached`, 0);
+  }
+  if (!response.ok) throw await errorOf(response);
+  return response;
+}
+
+export async function getJson<T>(path: string, init: RequestInit = {}): Promise<T> {
+  return (await (await request(path, init)).json()) as T;
+}
+
+export async function postJson<T>(path: string, body: unknown = {}): Promise<T> {
+  return getJson<T>(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}

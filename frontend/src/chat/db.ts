@@ -1,0 +1,97 @@
+/** Chat history in IndexedDB (Dexie): conversations and their messages, images included. */
+import Dexie, { type EntityTable } from "dexie";
+
+export interface Params {
+  system: string;
+  temperature: number | null;
+  maxTokens: number | null;
+  thinking: "auto" | "on" | "off";
+}
+
+export const DEFAULT_PARAMS: Params = { system: "", temperature: null, maxTokens: null, thinking: "auto" };
+
+export interface Conversation {
+  id: string;
+  title: string;
+  model: string;
+  params: Params;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** What the footer under an answer shows. */
+export interface AnswerMeta {
+  model: string | null;
+  route: string | null;
+  cache: string | null;
+  cacheSimilarity: number | null;
+  escalations: number | null;
+  promptTokens: number | null;
+  completionTokens: number | null;
+  ttftMs: number | null;
+  tokensPerSecond: number | null;
+  requestId: string | null;
+}
+
+export interface Message {
+  id: string;
+  conversationId: string;
+  seq: number;
+  role: "user" | "assistant";
+  content: string;
+  reasoning?: string;
+  images?: string[]; // data URLs
+  meta?: AnswerMeta;
+  state?: "done" | "stopped" | "error";
+  error?: string;
+}
+
+export class ChatDb extends Dexie {
+  conversations!: EntityTable<Conversation, "id">;
+  messages!: EntityTable<Message, "id">;
+
+  constructor(name = "groupqwen") {
+    super(name);
+    this.version(1).stores({
+      conversations: "id, updatedAt",
+      messages: "id, conversationId, [conversationId+seq]",
+    });
+  }
+
+  async history(conversationId: string): Promise<Message[]> {
+    return this.messages.where("[conversationId+seq]").between([conversationId, Dexie.minKey], [conversationId, Dexie.maxKey]).toArray();
+  }
+
+  async create(model: string, params: Params = DEFAULT_PARAMS): Promise<Conversation> {
+    const now = Date.now();
+    const conversation = { id: crypto.randomUUID(), title: "New chat", model, params, createdAt: now, updatedAt: now };
+    await this.conversations.add(conversation);
+    return conversation;
+  }
+
+  async remove(conversationId: string): Promise<void> {
+    await this.transaction("rw", this.conversations, this.messages, async () => {
+      await this.messages.where("conversationId").equals(conversationId).delete();
+      await this.conversations.delete(conversationId);
+    });
+  }
+
+  /** Messages from `seq` on are dropped (regenerate, edit-and-resend). */
+  async truncate(conversationId: string, seq: number): Promise<void> {
+    await this.messages.where("[conversationId+seq]").between([conversationId, seq], [conversationId, Dexie.maxKey]).delete();
+  }
+
+  /** Conversations, newest first, whose title or messages contain `query` (case-insensitive). */
+  async search(query: string): Promise<Conversation[]> {
+    const all = await this.conversations.orderBy("updatedAt").reverse().toArray();
+    const needle = query.trim().toLowerCase();
+    if (!needle) return all;
+    const hits = new Set<string>();
+    await this.messages.each((m) => {
+      if (m.content.toLowerCase().includes(needle)) hits.add(m.conversationId);
+    });
+    return all.filter((c) => c.title.toLowerCase().includes(needle) || hits.has(c.id));
+  }
+}
+
+export const db = new ChatDb();

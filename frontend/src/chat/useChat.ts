@@ -1,0 +1,90 @@
+/** Sending, streaming, stopping, regenerating and editing in one conversation. */
+import { useCallback, useRef, useState } from "react";
+import { ApiError } from "../api/client";
+import { chatBody, emptyDraft, fold, titleOf, type Draft } from "./answer";
+import { db, type Conversation, type Message } from "./db";
+import { sseTransport, type ChatTransport } from "./transport";
+
+export interface Streaming {
+  seq: number;
+  draft: Draft;
+}
+
+export function useChat(conversation: Conversation | undefined, transport: ChatTransport = sseTransport) {
+  const [streaming, setStreaming] = useState<Streaming | null>(null);
+  const controller = useRef<AbortController | null>(null);
+
+  const answer = useCallback(
+    async (conv: Conversation, history: Message[]) => {
+      const seq = history.length;
+      const abort = new AbortController();
+      controller.current = abort;
+      let draft = emptyDraft(performance.now());
+      setStreaming({ seq, draft });
+      let state: Message["state"] = "done";
+      let error: string | undefined;
+      try {
+        await transport.stream(chatBody(conv.model, conv.params, history), abort.signal, (event) => {
+          draft = fold(draft, event, performance.now());
+          setStreaming({ seq, draft });
+        });
+      } catch (exc) {
+        if (abort.signal.aborted) state = "stopped";
+        else {
+          state = "error";
+          error = exc instanceof ApiError || exc instanceof Error ? exc.message : String(exc);
+        }
+      } finally {
+        controller.current = null;
+      }
+      const message: Message = {
+        id: crypto.randomUUID(),
+        conversationId: conv.id,
+        seq,
+        role: "assistant",
+        content: draft.content,
+        reasoning: draft.reasoning || undefined,
+        meta: draft.meta,
+        state,
+        error,
+      };
+      await db.messages.put(message);
+      await db.conversations.update(conv.id, { updatedAt: Date.now() });
+      setStreaming(null);
+    },
+    [transport],
+  );
+
+  const send = useCallback(
+    async (text: string, images: string[] = [], editSeq?: number) => {
+      if (!conversation || controller.current) return;
+      let history = await db.history(conversation.id);
+      const seq = editSeq ?? history.length;
+      if (editSeq !== undefined) {
+        await db.truncate(conversation.id, editSeq);
+        history = history.slice(0, editSeq);
+      }
+      const message: Message = { id: crypto.randomUUID(), conversationId: conversation.id, seq, role: "user", content: text };
+      if (images.length) message.images = images;
+      await db.messages.put(message);
+      if (seq === 0 && conversation.title === "New chat") {
+        await db.conversations.update(conversation.id, { title: titleOf(text) });
+      }
+      await answer(conversation, [...history, message]);
+    },
+    [conversation, answer],
+  );
+
+  const regenerate = useCallback(async () => {
+    if (!conversation || controller.current) return;
+    const history = await db.history(conversation.id);
+    const last = history.at(-1);
+    if (last?.role !== "assistant") return;
+    await db.truncate(conversation.id, last.seq);
+    await answer(conversation, history.slice(0, -1));
+  }, [conversation, answer]);
+
+  const stop = useCallback(() => controller.current?.abort(), []);
+
+  return { streaming, send, regenerate, stop };
+}
