@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A portable llama.cpp build: a wheel built for this exact CPU can die with "illegal instruction" elsewhere.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test lint models setup clean bench postgres
+.PHONY: run test lint models setup clean bench postgres ui ui-check chromium
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,42 @@ postgres:
 	    echo "PostgreSQL is missing: as root, apt-get install postgresql" >&2; exit 1; \
 	  fi; }
 
+# The web UI (frontend/): Node >= 20.19 and npm, the packages pinned by package-lock.json (npm ci), built once
+# into frontend/dist, which the gateway serves at /; rebuilt when a source changes.
+NPM := npm --prefix frontend
+UI_SOURCES := $(shell find frontend/src frontend/public -type f 2>/dev/null) frontend/index.html \
+	frontend/vite.config.ts frontend/tsconfig.json
+
+frontend/node_modules/.installed: frontend/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	  else \
+	    echo "Node.js >= 20.19 and npm are missing: install them (as root: apt-get install nodejs npm)" >&2; exit 1; \
+	  fi; }
+	$(NPM) ci --no-audit --no-fund
+	touch $@
+
+frontend/dist/index.html: frontend/node_modules/.installed $(UI_SOURCES)
+	$(NPM) run build
+
+ui: frontend/dist/index.html
+
+# tsc --noEmit, ESLint and Vitest; the browser tests run with pytest (tests/ui/)
+ui-check: frontend/node_modules/.installed
+	$(NPM) run typecheck
+	$(NPM) run lint
+	$(NPM) run test
+
+# Debian's chromium for the browser tests (Playwright's own browser download is not used)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium is missing: as root, apt-get install chromium" >&2; exit 1; \
+	  fi; }
+
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -30,7 +66,7 @@ $(VENV)/.installed: pyproject.toml
 models: setup
 	$(BIN)/groupqwen models fetch
 
-run: setup models
+run: setup models ui
 	$(BIN)/groupqwen serve
 
 lint: setup
@@ -39,11 +75,11 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup models postgres lint
+test: setup models postgres lint ui-check ui chromium
 	$(BIN)/pytest
 
 bench: setup models
 	$(BIN)/python bench/stream.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache frontend/node_modules frontend/dist test-artifacts

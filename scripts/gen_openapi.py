@@ -1,7 +1,7 @@
 """Write frontend/openapi.json, the gateway's OpenAPI schema the web UI's typed client is generated from.
 
-    .venv/bin/python scripts/gen_openapi.py          # rewrite the file (then: npm --prefix frontend run gen:api)
-    .venv/bin/python scripts/gen_openapi.py --check  # exit 1 if the file is stale
+    .venv/bin/python scripts/gen_openapi.py          # rewrite it; then npm --prefix frontend run gen:api
+.venv/bin/python scripts/gen_openapi.py --check  # exit 1 if the file is stale
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ generous deadline: the test asserts that it happens, never how fast."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 
@@ -13,3 +14,11 @@ async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition never held"
         await asyncio.sleep(0.001)
+
+
+def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """``until`` for synchronous tests (a browser driven by Playwright, a server in another process)."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.02)

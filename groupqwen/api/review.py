@@ -191,7 +191,8 @@ async def import_export(
     suffix = PurePath(filename).suffix.lower()
     if suffix not in _EXPORT_SUFFIXES:
         raise InvalidRequest(
-            f"Invalid value for 'filename': an export is a {', '.join(_EXPORT_SUFFIXES)} file", param="filename"
+            f"Invalid value for 'filename': an export is a {', '.join(_EXPORT_SUFFIXES)} file",
+            param="filename",
         )
     codes = tuple(c.strip().lower() for c in languages.split(",") if c.strip())
     settings: Settings = request.app.state.services.settings
@@ -228,7 +229,9 @@ def _import_and_curate(upload: Path, languages: tuple[str, ...]) -> dict[str, An
     report = import_paths([upload], imported)
     try:
         curated = curate_file(
-            imported, upload.with_name("curated.jsonl"), CurateConfig(quality=QualityConfig(languages=languages))
+            imported,
+            upload.with_name("curated.jsonl"),
+            CurateConfig(quality=QualityConfig(languages=languages)),
         )
     except ValueError as exc:  # an unknown language code
         raise InvalidRequest(f"Invalid value for 'languages': {exc}", param="languages") from None
@@ -352,4 +355,3 @@ async def list_conversations(
 
     async with _lock(request, dataset):
         return await asyncio.to_thread(page)
-

@@ -71,7 +71,9 @@ def test_bad_uploads_are_clear_and_keep_the_dataset(http: TestClient) -> None:
     assert error("/v1/review/p/import?filename=x.exe", md, 400)["param"] == "filename"
     assert error("/v1/review/p/import", md, 400)["param"] == "filename"
     assert error("/v1/review/p/import?filename=x.json", b"", 400)["param"] == "body"
-    assert error("/v1/review/p/import?filename=x.json", b'{"not": "an export"}', 400)["code"] == "invalid_export"
+    assert (
+        error("/v1/review/p/import?filename=x.json", b'{"not": "an export"}', 400)["code"] == "invalid_export"
+    )
     assert error("/v1/review/p/import?filename=x.zip", b"PK\x03\x04 broken", 400)["code"] in (
         "invalid_export",
         "unsafe_archive",

@@ -48,7 +48,9 @@ def test_hashed_assets_are_cached_for_a_year_other_files_revalidated(http: TestC
     assert r.status_code == 200 and r.text == "console.log('ui')"
     assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert "etag" in r.headers
-    assert http.get("/assets/index-abc123.js", headers={"if-none-match": r.headers["etag"]}).status_code == 304
+    assert (
+        http.get("/assets/index-abc123.js", headers={"if-none-match": r.headers["etag"]}).status_code == 304
+    )
     r = http.get("/favicon.svg")
     assert r.status_code == 200 and r.headers["cache-control"] == "no-cache"
 
@@ -102,3 +104,23 @@ def test_a_build_made_after_start_is_served(tmp_path: Path, dist: Path) -> None:
         assert http.get("/").status_code == 503
         dist.rename(later)
         assert http.get("/").text == INDEX
+
+
+def test_the_schema_the_ui_client_is_typed_from_is_fresh() -> None:
+    """frontend/openapi.json (behind src/api/schema.d.ts) is the gateway's schema: a route added, renamed or
+    changed makes it stale: run scripts/gen_openapi.py, then npm --prefix frontend run gen:api."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[2] / "scripts" / "gen_openapi.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_served_fake_waits_fake_delay_s_between_words(tmp_path: Path) -> None:
+    settings = fake_settings(tmp_path, {"slow": {"fake_reply": "a b c", "fake_delay_s": 0.5}})
+    spec = settings.available()["slow"]
+    from groupqwen.pool.factory import backend_for
+
+    backend = backend_for(spec, settings)
+    assert getattr(backend, "delay", None) == 0.5

@@ -1,0 +1,197 @@
+"""The web UI in Chromium against a real ``groupqwen serve`` (fake models): streaming, stop, history,
+models, errors, the dashboard and the data page. Screenshots go to test-artifacts/ui/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import expect
+
+from groupqwen.testing import ServedProcess
+from tests.ui.conftest import get_json, post_json, screenshot
+from tests.waiting import wait_until
+
+FIXTURES = Path(__file__).parents[1] / "finetune" / "fixtures"
+
+# counts the distinct texts the streaming answer shows before it is done
+OBSERVE = """() => {
+  window.__paints = new Set();
+  new MutationObserver(() => {
+    const m = document.querySelector('[data-testid=assistant-message][data-state=streaming]');
+    if (m) window.__paints.add(m.innerText);
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def start_chat(page: Any, served: ServedProcess, model: str = "fake") -> None:
+    page.goto(served.url + "/")
+    page.get_by_role("button", name="Start a chat").click()
+    page.get_by_label("Model", exact=True).select_option(model)
+
+
+def ask(page: Any, text: str) -> None:
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_label("Message", exact=True).press("Enter")
+
+
+def status_count(served: ServedProcess, status: str) -> int:
+    return int(get_json(served.url + "/v1/metrics?window=1h")["status"].get(status, 0))
+
+
+def test_an_answer_streams_in_with_its_footer(page: Any, served: ServedProcess) -> None:
+    start_chat(page, served)
+    page.evaluate(OBSERVE)
+    ask(page, "Say hello")
+    answer = page.locator("[data-testid=assistant-message][data-state=done]")
+    expect(answer).to_contain_text("Hello there.")
+    assert page.evaluate("window.__paints.size") >= 3  # painted piece by piece, not all at the end
+    expect(answer.locator("pre")).to_contain_text("print('hi')")  # Markdown: a highlighted code block
+    expect(answer.get_by_role("button", name="Copy")).to_be_visible()
+    footer = answer.get_by_test_id("answer-footer")
+    expect(footer).to_contain_text("model fake")
+    expect(footer).to_contain_text("route explicit")  # a named model
+    expect(footer).to_contain_text("tokens")
+    expect(footer).to_contain_text("TTFT")
+    screenshot(page, "chat-answer")
+
+
+def test_stop_cancels_the_generation_on_the_server(page: Any, served: ServedProcess) -> None:
+    before = status_count(served, "499")
+    start_chat(page, served, "slow")
+    ask(page, "Count for me")
+    streaming = page.locator("[data-testid=assistant-message][data-state=streaming]")
+    expect(streaming).to_contain_text("word3")
+    page.get_by_role("button", name="Stop").click()
+    stopped = page.locator("[data-testid=assistant-message][data-state=stopped]")
+    expect(stopped).to_contain_text("Stopped")
+    assert "word399" not in stopped.inner_text()
+    wait_until(lambda: status_count(served, "499") == before + 1)  # the gateway recorded the client leaving
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+
+def test_history_survives_a_reload_renamed_searched_deleted(page: Any, served: ServedProcess) -> None:
+    start_chat(page, served)
+    ask(page, "Remember the tides")
+    expect(page.locator("[data-testid=assistant-message][data-state=done]")).to_have_count(1)
+    page.reload()
+    expect(page.get_by_test_id("user-message")).to_contain_text("Remember the tides")
+    expect(page.locator("[data-testid=assistant-message]")).to_contain_text("Hello there.")
+    conversations = page.get_by_test_id("conversation-list")
+    expect(conversations).to_contain_text("Remember the tides")
+    page.get_by_role("button", name="Rename Remember the tides").click()
+    page.get_by_label("New title").fill("Ocean notes")
+    page.get_by_label("New title").press("Enter")
+    expect(conversations).to_contain_text("Ocean notes")
+    page.get_by_role("button", name="New chat").click()
+    ask(page, "Something else")
+    expect(conversations.get_by_role("listitem")).to_have_count(2)
+    page.get_by_label("Search conversations").fill("tides")  # searches the messages too
+    expect(conversations.get_by_role("listitem")).to_have_count(1)
+    expect(conversations).to_contain_text("Ocean notes")
+    page.get_by_label("Search conversations").fill("")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete Ocean notes").click()
+    expect(conversations.get_by_role("listitem")).to_have_count(1)
+    page.reload()
+    expect(page.get_by_test_id("conversation-list").get_by_role("listitem")).to_have_count(1)
+
+
+def test_regenerate_and_edit_and_resend(page: Any, served: ServedProcess) -> None:
+    start_chat(page, served)
+    ask(page, "First question")
+    expect(page.locator("[data-testid=assistant-message][data-state=done]")).to_have_count(1)
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.locator("[data-testid=assistant-message][data-state=done]")).to_have_count(1)
+    page.get_by_role("button", name="Edit").click()
+    page.get_by_label("Edit message").fill("Edited question")
+    page.get_by_role("button", name="Save and send").click()
+    expect(page.get_by_test_id("user-message")).to_have_text("Edited questionEdit")
+    expect(page.locator("[data-testid=assistant-message][data-state=done]")).to_have_count(1)
+    served_prompts = [json.dumps(r) for r in get_json(served.url + "/v1/metrics?window=1h")["by_model"]]
+    assert served_prompts  # the requests reached the gateway
+
+
+def test_load_and_unload_from_the_picker_change_v1_models(page: Any, served: ServedProcess) -> None:
+    def status() -> str:
+        models = get_json(served.url + "/v1/models")["data"]
+        return str(next(m for m in models if m["id"] == "spare")["groupqwen"]["status"])
+
+    start_chat(page, served)
+    page.get_by_role("button", name="Models").click()
+    panel = page.get_by_test_id("models-panel")
+    expect(panel).to_contain_text("spare")
+    if status() == "loaded":
+        page.get_by_role("button", name="Unload spare").click()
+        wait_until(lambda: status() == "unloaded")
+    page.get_by_role("button", name="Load spare").click()
+    wait_until(lambda: status() == "loaded")
+    expect(page.get_by_test_id("model-spare").get_by_test_id("model-status")).to_have_text("loaded")
+    screenshot(page, "chat-models")
+    page.get_by_role("button", name="Unload spare").click()
+    wait_until(lambda: status() == "unloaded")
+    expect(page.get_by_test_id("model-spare").get_by_test_id("model-status")).to_have_text("unloaded")
+
+
+def test_an_unknown_model_shows_the_servers_message(page: Any, served: ServedProcess) -> None:
+    start_chat(page, served)
+    # a conversation kept from a gateway that served another model
+    page.evaluate(
+        """() => new Promise((resolve, reject) => {
+          const open = indexedDB.open('groupqwen');
+          open.onsuccess = () => {
+            const tx = open.result.transaction('conversations', 'readwrite');
+            const store = tx.objectStore('conversations');
+            store.getAll().onsuccess = (e) => {
+              for (const c of e.target.result) store.put({...c, model: 'gone-model'});
+            };
+            tx.oncomplete = () => resolve(null);
+            tx.onerror = () => reject(tx.error);
+          };
+        })"""
+    )
+    page.reload()  # Dexie sees writes made past it on its next read
+    expect(page.get_by_label("Model", exact=True)).to_have_value("gone-model")
+    ask(page, "Anyone there?")
+    error = page.get_by_test_id("answer-error")
+    expect(error).to_contain_text("The model 'gone-model' does not exist")
+    expect(error).to_contain_text("GET /v1/models lists the models served here")
+    screenshot(page, "chat-error")
+
+
+def test_the_dashboard_moves_after_requests(page: Any, served: ServedProcess) -> None:
+    page.goto(served.url + "/dashboard")
+    requests = page.get_by_test_id("stat-requests")
+    expect(requests).not_to_have_text("—")
+    before = int(requests.inner_text())
+    for _ in range(3):
+        post_json(
+            served.url + "/v1/chat/completions",
+            {"model": "fake", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    expect(requests).to_have_text(str(before + 3), timeout=30_000)
+    expect(page.get_by_test_id("health-status")).to_have_text("ok")
+    expect(page.get_by_text("Share per model")).to_be_visible()
+    screenshot(page, "dashboard")
+
+
+def test_an_export_uploads_and_its_review_round_trips(page: Any, served: ServedProcess) -> None:
+    page.goto(served.url + "/data")
+    page.get_by_label("Dataset").fill("ui-test")
+    page.get_by_role("button", name="Open").click()
+    page.get_by_label("Upload a ChatGPT").set_input_files(str(FIXTURES / "claude" / "conversations.json"))
+    screenshot(page, "data-upload")
+    expect(page.get_by_test_id("import-report")).to_contain_text("claude")
+    items = page.get_by_test_id("review-item")
+    expect(items.first).to_be_visible()
+    pending = int(page.get_by_test_id("count-pending").inner_text())
+    key = items.first.get_attribute("data-key")
+    items.first.get_by_role("button", name="Accept").click()
+    expect(page.get_by_test_id("count-accepted")).to_have_text("1")
+    expect(page.get_by_test_id("count-pending")).to_have_text(str(pending - 1))
+    page.keyboard.press("r")  # the keyboard: reject the item now first
+    expect(page.get_by_test_id("count-rejected")).to_have_text("1")
+    review = get_json(served.url + "/v1/review/ui-test?status=accepted")
+    assert [item["key"] for item in review["data"]] == [key]
+    screenshot(page, "data-review")

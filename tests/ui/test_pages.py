@@ -1,0 +1,53 @@
+"""Every page in Chromium at a phone's and a desktop's width: no serious or critical axe-core violation, no
+horizontal overflow, and a screenshot of each (test-artifacts/ui/)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from groupqwen.testing import ServedProcess
+from tests.ui.conftest import AXE, screenshot
+
+PAGES = {"chat": "/chat", "dashboard": "/dashboard", "data": "/data/pages-test", "settings": "/settings"}
+WIDTHS = (390, 1440)
+
+
+def _prepare(page: Any, served: ServedProcess, name: str) -> None:
+    if name == "chat":  # a conversation with an answer, so the messages and footer are checked too
+        page.goto(served.url + "/chat")
+        page.get_by_role("button", name="Start a chat").click()
+        page.get_by_label("Message", exact=True).fill("Show me code")
+        page.get_by_label("Message", exact=True).press("Enter")
+        expect(page.locator("[data-testid=assistant-message][data-state=done]")).to_have_count(1)
+        return
+    page.goto(served.url + PAGES[name])
+    if name == "dashboard":
+        expect(page.get_by_test_id("stat-requests")).not_to_have_text("—")
+    if name == "data":
+        expect(page.get_by_label("Upload a ChatGPT")).to_be_visible()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_is_accessible_and_fits(browser: Any, served: ServedProcess, name: str, width: int) -> None:
+    for theme in ("light", "dark"):
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=theme)
+        page = context.new_page()
+        try:
+            _prepare(page, served, name)
+            overflow = page.evaluate("(e => e.scrollWidth - e.clientWidth)(document.documentElement)")
+            assert overflow <= 0, f"{name} at {width}px ({theme}) scrolls sideways by {overflow}px"
+            page.add_script_tag(path=str(AXE))
+            result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+            bad = [
+                f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+                for v in result["violations"]
+                if v["impact"] in ("serious", "critical")
+            ]
+            assert not bad, f"{name} at {width}px ({theme}): " + "; ".join(bad)
+            screenshot(page, f"{name}-{width}-{theme}")
+        finally:
+            context.close()
