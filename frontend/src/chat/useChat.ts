@@ -21,12 +21,20 @@ export function useChat(conversation: Conversation | undefined, transport: ChatT
       controller.current = abort;
       let draft = emptyDraft(performance.now());
       setStreaming({ seq, draft });
+      // one render per frame however fast chunks come: a long answer's Markdown is re-rendered per update
+      let frame: number | null = null;
+      const show = () => {
+        frame = null;
+        setStreaming({ seq, draft });
+      };
       let state: Message["state"] = "done";
       let error: string | undefined;
       try {
         await transport.stream(chatBody(conv.model, conv.params, history), abort.signal, (event) => {
+          const first = draft.firstTokenAt === null;
           draft = fold(draft, event, performance.now());
-          setStreaming({ seq, draft });
+          if (first && draft.firstTokenAt !== null) show(); // the first token: at once
+          else frame ??= requestAnimationFrame(show);
         });
       } catch (exc) {
         if (abort.signal.aborted) state = "stopped";
@@ -36,6 +44,7 @@ export function useChat(conversation: Conversation | undefined, transport: ChatT
         }
       } finally {
         controller.current = null;
+        if (frame !== null) cancelAnimationFrame(frame);
       }
       const message: Message = {
         id: crypto.randomUUID(),

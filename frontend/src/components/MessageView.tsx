@@ -40,6 +40,7 @@ export function MessageView({ message, streaming = false, onEdit, onRegenerate }
       className={`group rounded-lg px-3 py-2 ${user ? "ml-auto max-w-[85%] bg-indigo-50 dark:bg-indigo-950" : "max-w-full"}`}
       data-testid={user ? "user-message" : "assistant-message"}
       data-state={streaming ? "streaming" : (message.state ?? "done")}
+      data-request-id={message.meta?.requestId ?? undefined}
       aria-busy={streaming}
     >
       {message.reasoning ? (

@@ -1,0 +1,175 @@
+"""The web UI's own cost, in Chromium against a real `groupqwen serve`, side by side in one run.
+
+    .venv/bin/python bench/ui.py [--runs 5] [--tokens 2000] [--delay-ms 5]
+
+1. The build's sizes: every JS/CSS file with its gzipped size, and the initial JS (the entry script and the
+   chunks index.html preloads) against the 250 kB gzipped goal.
+2. Send → first token painted vs the gateway's own time to first token on the same request (its telemetry
+   record, matched by x-request-id through /v1/metrics/stream), `--runs` times: what the page adds.
+3. Main-thread long tasks (PerformanceObserver "longtask", over 50 ms) while a `--tokens`-word answer streams
+   in, word by word every `--delay-ms`.
+
+The model is a served fake (`fake_delay_s` between words), so the numbers are the UI's and the gateway's,
+not a model's. Needs `make ui` and chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import sync_playwright
+
+from groupqwen.testing import serve_process
+
+REPO = Path(__file__).resolve().parents[1]
+DIST = REPO / "frontend" / "dist"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+GOAL_KB = 250
+
+FIRST_PAINT = """() => {
+  window.__firstPaint = null;
+  let sent = 0;
+  const input = document.querySelector('#prompt');
+  const mark = (e) => { if (e.key === 'Enter') sent = performance.now(); };
+  input.addEventListener('keydown', mark, {capture: true, once: true});
+  const seen = new Set(document.querySelectorAll('[data-testid=assistant-message]'));
+  const observer = new MutationObserver(() => {
+    for (const m of document.querySelectorAll('[data-testid=assistant-message][data-state=streaming]')) {
+      if (seen.has(m) || !m.innerText.trim()) continue;
+      observer.disconnect();
+      const painted = () => { window.__firstPaint = performance.now() - sent; };
+      requestAnimationFrame(() => setTimeout(painted, 0));  // after the frame that shows it
+      return;
+    }
+  });
+  observer.observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def sizes() -> tuple[list[tuple[str, int, int]], int]:
+    rows = []
+    for path in sorted((DIST / "assets").iterdir()):
+        raw = path.read_bytes()
+        rows.append((path.name, len(raw), len(gzip.compress(raw, 9))))
+    index = (DIST / "index.html").read_text()
+    initial = set(re.findall(r'(?:src|href)="/assets/([^"]+\.js)"', index))
+    initial_gz = sum(gz for name, _, gz in rows if name in initial)
+    return rows, initial_gz
+
+
+class Records:
+    """The gateway's request records, from /v1/metrics/stream, by request id."""
+
+    def __init__(self, url: str) -> None:
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self._response = urllib.request.urlopen(url + "/v1/metrics/stream?interval=60", timeout=600)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            self._lines()
+        except (OSError, ValueError, AttributeError):  # closed from the main thread at the end
+            return
+
+    def _lines(self) -> None:
+        event = ""
+        for raw in self._response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "request":
+                record = json.loads(line[6:])
+                self.by_id[record["request_id"]] = record
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=2000)
+    parser.add_argument("--delay-ms", type=float, default=5.0)
+    args = parser.parse_args()
+
+    rows, initial_gz = sizes()
+    print("| file | bytes | gzipped |\n|---|---:|---:|")
+    for name, raw, gz in rows:
+        print(f"| {name} | {raw:,} | {gz:,} |")
+    verdict = "within" if initial_gz <= GOAL_KB * 1000 else "OVER"
+    print(f"\ninitial JS gzipped: {initial_gz / 1000:.1f} kB ({verdict} the {GOAL_KB} kB goal)\n")
+
+    long_reply = " ".join(f"w{i}" for i in range(args.tokens))
+    models = {
+        "short": {"fake_reply": "Hello there, this is a short answer.", "fake_delay_s": 0.01},
+        "long": {"fake_reply": long_reply, "fake_delay_s": args.delay_ms / 1000},
+    }
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        serve_process(Path(folder), models, ui={"dist": str(DIST)}) as srv,
+    ):
+        records = Records(srv.url)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(120_000)
+            page.goto(srv.url + "/")
+            page.get_by_role("button", name="Start a chat").click()
+            page.get_by_label("Model", exact=True).select_option("short")
+            page.wait_for_timeout(1000)  # the Markdown chunk is preloaded after the first paint
+            print("| run | send → first token painted (ms) | gateway TTFT (ms) | added by the page (ms) |")
+            print("|---:|---:|---:|---:|")
+            added = []
+            for run in range(args.runs):
+                page.evaluate(FIRST_PAINT)
+                page.get_by_label("Message", exact=True).fill(f"Question {run}")
+                page.get_by_label("Message", exact=True).press("Enter")
+                done = page.locator("[data-testid=assistant-message][data-state=done]")
+                done.nth(run).wait_for()
+                ui_ms = float(page.evaluate("window.__firstPaint"))
+                rid = str(done.nth(run).get_attribute("data-request-id"))
+                gateway_ms = waited(records.by_id.get, rid)["ttft_s"] * 1000
+                added.append(ui_ms - gateway_ms)
+                print(f"| {run + 1} | {ui_ms:.1f} | {gateway_ms:.1f} | {ui_ms - gateway_ms:.1f} |")
+            print(f"\nmedian added: {statistics.median(added):.1f} ms (goal ≤ 20 ms)\n")
+
+            page.get_by_role("button", name="New chat").click()
+            page.get_by_label("Model", exact=True).select_option("long")
+            page.evaluate(
+                "() => { window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries())"
+                " window.__long.push(e.duration); }).observe({type: 'longtask'}); }"
+            )
+            page.get_by_label("Message", exact=True).fill("A long answer, please")
+            page.get_by_label("Message", exact=True).press("Enter")
+            page.locator("[data-testid=assistant-message][data-state=done]").wait_for()
+            tasks = page.evaluate("window.__long")
+            browser.close()
+        records.close()
+    print("| answer | words | long tasks > 50 ms | longest (ms) | total in long tasks (ms) |")
+    print("|---|---:|---:|---:|---:|")
+    longest = max(tasks, default=0.0)
+    print(f"| streamed | {args.tokens} | {len(tasks)} | {longest:.0f} | {sum(tasks):.0f} |")
+
+
+def waited(get: Any, key: str, within_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + within_s
+    while (value := get(key)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the gateway's record never came")
+        time.sleep(0.02)
+    return value
+
+
+if __name__ == "__main__":
+    main()
