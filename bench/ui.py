@@ -7,7 +7,7 @@
 2. Send → first token painted vs the gateway's own time to first token on the same request (its telemetry
    record, matched by x-request-id through /v1/metrics/stream), `--runs` times: what the page adds.
 3. Main-thread long tasks (PerformanceObserver "longtask", over 50 ms) while a `--tokens`-word answer streams
-   in, word by word every `--delay-ms`.
+   in, word by word every `--delay-ms`, in paragraphs of 50 words.
 
 The model is a served fake (`fake_delay_s` between words), so the numbers are the UI's and the gateway's,
 not a model's. Needs `make ui` and chromium.
@@ -110,7 +110,8 @@ def main() -> None:
     verdict = "within" if initial_gz <= GOAL_KB * 1000 else "OVER"
     print(f"\ninitial JS gzipped: {initial_gz / 1000:.1f} kB ({verdict} the {GOAL_KB} kB goal)\n")
 
-    long_reply = " ".join(f"w{i}" for i in range(args.tokens))
+    # paragraphs of 50 words, as a long answer has them
+    long_reply = " ".join(f"w{i}" + ("\n\n" if i % 50 == 49 else "") for i in range(args.tokens))
     models = {
         "short": {"fake_reply": "Hello there, this is a short answer.", "fake_delay_s": 0.01},
         "long": {"fake_reply": long_reply, "fake_delay_s": args.delay_ms / 1000},

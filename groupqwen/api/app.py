@@ -14,7 +14,19 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, auth, completions, errors, openai, openapi, responses, review, ui, ws
+from groupqwen.api import (
+    admin,
+    auth,
+    completions,
+    errors,
+    openai,
+    openapi,
+    responses,
+    review,
+    review_files,
+    ui,
+    ws,
+)
 from groupqwen.api.errors import error_body
 from groupqwen.api.schemas.chat import ChatCompletionRequest
 from groupqwen.api.schemas.completions import CompletionRequest
@@ -65,7 +77,9 @@ class RequestContextMiddleware:
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.max_upload_bytes = max(max_upload_bytes, max_body_bytes)  # chat exports (review.UPLOAD_PATH)
+        self.max_upload_bytes = max(
+            max_upload_bytes, max_body_bytes
+        )  # chat exports (review_files.UPLOAD_PATH)
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,7 +89,7 @@ class RequestContextMiddleware:
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
-        upload = review.UPLOAD_PATH.match(scope["path"]) is not None
+        upload = review_files.UPLOAD_PATH.match(scope["path"]) is not None
         limit = self.max_upload_bytes if upload else self.max_body_bytes
         token = log.request_id.set(request_id)
         started = False
@@ -171,6 +185,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(completions.router)
     app.include_router(responses.router)
     app.include_router(admin.router)
+    app.include_router(review_files.router)  # before review.router: its {name:path} would take these
     app.include_router(review.router)
     app.include_router(ws.router)
     auth.check_rules(app)

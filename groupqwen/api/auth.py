@@ -63,6 +63,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/review/{name:path}/decisions"): "finetune",
     ("GET", "/v1/review/{name:path}/export"): "finetune",
     ("POST", "/v1/review/{name:path}/import"): "finetune",
+    ("GET", "/v1/review/{name:path}/build"): "finetune",
 }
 
 

@@ -18,7 +18,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
@@ -30,7 +30,7 @@ from groupqwen.api.body import json_object, loads
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import body, errors
 from groupqwen.config import Settings
-from groupqwen.errors import InsufficientStorage, InvalidRecords, InvalidRequest, NotFound, PayloadTooLarge
+from groupqwen.errors import InsufficientStorage, InvalidRecords, InvalidRequest, NotFound
 from groupqwen.finetune.records import Conversation, dumps, from_dict, read_jsonl, to_dict
 from groupqwen.finetune.review import Decision, ReviewStore, key_of
 
@@ -55,7 +55,7 @@ class DecisionBody(BaseModel):
 
 
 @dataclass(frozen=True)
-class _Dataset:
+class Dataset:
     name: str
     folder: Path
 
@@ -76,7 +76,7 @@ class _Dataset:
         return list(read_jsonl(self.conversations)), ReviewStore(self.decisions)
 
 
-def _dataset(request: Request, name: str) -> _Dataset:
+def dataset_at(request: Request, name: str) -> Dataset:
     if not _NAME.match(name):
         raise InvalidRequest(
             "Invalid value for 'name': 1-64 characters of [A-Za-z0-9._-], not starting with a dot",
@@ -85,10 +85,10 @@ def _dataset(request: Request, name: str) -> _Dataset:
     settings: Settings = request.app.state.services.settings
     tenant = auth.dataset_tenant(request)
     base = settings.data_dir if tenant is None else settings.data_dir / "tenants" / tenant
-    return _Dataset(name, base / "review" / name)
+    return Dataset(name, base / "review" / name)
 
 
-def _lock(request: Request, dataset: _Dataset) -> asyncio.Lock:
+def dataset_lock(request: Request, dataset: Dataset) -> asyncio.Lock:
     state = request.app.state
     locks: dict[str, asyncio.Lock] | None = getattr(state, "review_locks", None)
     if locks is None:
@@ -171,88 +171,10 @@ def _write_atomically(path: Path, conversations: list[Conversation]) -> None:
         raise
 
 
-# -- importing an export over HTTP (the web UI's upload) ---------------------------------------------------
-
-UPLOAD_PATH = re.compile(r"^/v1/review/[^/]+/import$")  # api/app.py caps these bodies at ui.max_upload_mb
-_EXPORT_SUFFIXES = (".zip", ".json", ".md", ".markdown")
-
-
-@router.post("/v1/review/{name:path}/import")
-async def import_export(
-    request: Request,
-    name: str,
-    filename: str = Query(..., min_length=1, max_length=255, description="The export's file name"),
-    languages: str = Query("en", description="ISO 639-1 codes curation keeps, comma-separated; '': any"),
-) -> dict[str, Any]:
-    """The body is a ChatGPT / Claude / Perplexity export (ZIP, JSON or Markdown), streamed to disk, then
-    imported and curated as ``groupqwen data import`` and ``data curate`` do; the curated conversations
-    replace the dataset's (decisions are kept)."""
-    dataset = _dataset(request, name)
-    suffix = PurePath(filename).suffix.lower()
-    if suffix not in _EXPORT_SUFFIXES:
-        raise InvalidRequest(
-            f"Invalid value for 'filename': an export is a {', '.join(_EXPORT_SUFFIXES)} file",
-            param="filename",
-        )
-    codes = tuple(c.strip().lower() for c in languages.split(",") if c.strip())
-    settings: Settings = request.app.state.services.settings
-    work = settings.data_dir / "review" / ".uploads"
-    work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work) as folder:
-        upload = Path(folder) / f"export{suffix}"
-        size = await _receive(request, upload, settings.ui.max_upload_mb * 2**20)
-        report = await asyncio.to_thread(_import_and_curate, upload, codes)
-        async with _lock(request, dataset):
-            await asyncio.to_thread(_install, Path(folder) / "curated.jsonl", dataset)
-    return {"object": "review.import", "name": dataset.name, "bytes": size, **report}
-
-
-async def _receive(request: Request, path: Path, limit: int) -> int:
-    size = 0
-    with path.open("wb") as f:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:  # the middleware's cap already holds; a chunked body is counted here too
-                raise PayloadTooLarge(f"The export is larger than {limit} bytes (ui.max_upload_mb)")
-            f.write(chunk)
-    if size == 0:
-        raise InvalidRequest("The body is empty: send the export's bytes", param="body")
-    return size
-
-
-def _import_and_curate(upload: Path, languages: tuple[str, ...]) -> dict[str, Any]:
-    from groupqwen.finetune.curate import CurateConfig, curate_file
-    from groupqwen.finetune.importers import import_paths
-    from groupqwen.finetune.quality import QualityConfig
-
-    imported = upload.with_name("imported.jsonl")
-    report = import_paths([upload], imported)
-    try:
-        curated = curate_file(
-            imported,
-            upload.with_name("curated.jsonl"),
-            CurateConfig(quality=QualityConfig(languages=languages)),
-        )
-    except ValueError as exc:  # an unknown language code
-        raise InvalidRequest(f"Invalid value for 'languages': {exc}", param="languages") from None
-    return {
-        "formats": sorted({f.format for f in report.files}),
-        "imported": report.written,
-        "conversations": curated.kept,
-        "rejected": dict(curated.rejected),
-        "warnings": [f"{f.name}: {f.error}" for f in report.files if f.error],
-    }
-
-
-def _install(curated: Path, dataset: _Dataset) -> None:
-    dataset.folder.mkdir(parents=True, exist_ok=True)
-    os.replace(curated, dataset.conversations)
-
-
 @router.post("/v1/review/{name:path}/decisions", responses=errors(404, 507), openapi_extra=body(DecisionBody))
 async def decide(request: Request, name: str) -> dict[str, Any]:
     """Record a decision through the shared ReviewStore; the last decision about a conversation wins."""
-    dataset = _dataset(request, name)
+    dataset = dataset_at(request, name)
     try:
         body = DecisionBody.model_validate(json_object(await request.body() or b"{}"))
     except ValidationError as exc:
@@ -288,7 +210,7 @@ async def decide(request: Request, name: str) -> dict[str, Any]:
             "counts": _counts(conversations, store),
         }
 
-    async with _lock(request, dataset):
+    async with dataset_lock(request, dataset):
         return await _on_disk(record)
 
 
@@ -305,13 +227,13 @@ async def export(
 ) -> Response:
     """The conversations the review did not reject as JSONL (accepted, edited as edited, and not reviewed
     unless ``keep_pending=false``): what ``groupqwen data review --apply`` writes."""
-    dataset = _dataset(request, name)
+    dataset = dataset_at(request, name)
 
     def render() -> str:
         conversations, store = dataset.load()
         return "".join(dumps(c) + "\n" for c in store.apply(conversations, keep_pending))
 
-    async with _lock(request, dataset):
+    async with dataset_lock(request, dataset):
         text = await asyncio.to_thread(render)
     disposition = f'attachment; filename="{dataset.name}.jsonl"'
     return Response(text, media_type=NDJSON, headers={"content-disposition": disposition})
@@ -320,10 +242,10 @@ async def export(
 @router.post("/v1/review/{name:path}", responses=errors(507), openapi_extra=body(media_type=NDJSON))
 async def upload(request: Request, name: str) -> dict[str, Any]:
     """Create or replace the dataset's conversations from a curated JSONL body; decisions are kept."""
-    dataset = _dataset(request, name)
+    dataset = dataset_at(request, name)
     body = await request.body()  # RequestContextMiddleware caps its size (max_body_bytes → 413)
     conversations = await asyncio.to_thread(_parse_upload, body)
-    async with _lock(request, dataset):
+    async with dataset_lock(request, dataset):
         await _on_disk(_write_atomically, dataset.conversations, conversations)
     return {"object": "review.dataset", "name": dataset.name, "conversations": len(conversations)}
 
@@ -337,7 +259,7 @@ async def list_conversations(
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
     """Counts per status and one page of the conversations with the given status, in file order."""
-    dataset = _dataset(request, name)
+    dataset = dataset_at(request, name)
 
     def page() -> dict[str, Any]:
         conversations, store = dataset.load()
@@ -353,5 +275,5 @@ async def list_conversations(
             "data": [_item(c, store) for c in chosen[offset : offset + limit]],
         }
 
-    async with _lock(request, dataset):
+    async with dataset_lock(request, dataset):
         return await asyncio.to_thread(page)

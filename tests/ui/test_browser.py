@@ -4,6 +4,7 @@ models, errors, the dashboard and the data page. Screenshots go to test-artifact
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,15 @@ def test_an_export_uploads_and_its_review_round_trips(page: Any, served: ServedP
     review = get_json(served.url + "/v1/review/ui-test?status=accepted")
     assert [item["key"] for item in review["data"]] == [key]
     screenshot(page, "data-review")
+    page.get_by_label("Format").select_option("sharegpt")
+    with page.expect_download() as downloading:
+        page.get_by_role("button", name="Build and download").click()
+    download = downloading.value
+    assert download.suggested_filename == "ui-test-sharegpt.zip"
+    with zipfile.ZipFile(download.path()) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["settings"]["format"] == "sharegpt"
+    built = sum(f["conversations"] for f in manifest["files"].values())
+    everything = get_json(served.url + "/v1/review/ui-test?status=all")["data"]
+    kept = {item["conversation"]["id"] for item in everything if item["status"] != "rejected"}
+    assert built == len(kept)  # the rejected one is left out

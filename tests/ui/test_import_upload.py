@@ -4,6 +4,7 @@ then reviewable; its own size limit; bad uploads are clear 4xx and leave the dat
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,3 +88,27 @@ def test_bad_uploads_are_clear_and_keep_the_dataset(http: TestClient) -> None:
 def test_other_routes_keep_max_body_bytes(http: TestClient) -> None:
     r = http.post("/v1/review/p", content=b"x" * 5000)
     assert r.status_code == 413 and "max_body_bytes" in r.json()["error"]["message"]
+
+
+def test_the_reviewed_set_builds_into_a_training_zip(http: TestClient) -> None:
+    claude = (FIXTURES / "claude" / "conversations.json").read_bytes()
+    assert http.post("/v1/review/b/import?filename=c.json&languages=", content=claude).status_code == 200
+    page = http.get("/v1/review/b?status=all&limit=500").json()
+    rejected = page["data"][0]["key"]
+    http.post("/v1/review/b/decisions", json={"key": rejected, "verdict": "reject"})
+    r = http.get("/v1/review/b/build?format=sharegpt&val_fraction=0")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"] == 'attachment; filename="b-sharegpt.zip"'
+    with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
+        assert sorted(archive.namelist()) == ["manifest.json", "train.jsonl", "validation.jsonl"]
+        train = archive.read("train.jsonl").decode().splitlines()
+        manifest = json.loads(archive.read("manifest.json"))
+    assert train and all("conversations" in json.loads(line) for line in train)
+    assert manifest["settings"]["format"] == "sharegpt"
+    ids = {c["conversation"]["id"] for c in page["data"] if c["key"] != rejected}
+    assert manifest["files"]["train.jsonl"]["conversations"] == len(ids)  # the rejected one is left out
+    rejected_title = page["data"][0]["conversation"]["title"]
+    assert all(rejected_title not in line for line in train)
+    assert http.get("/v1/review/b/build?format=nope").status_code == 400
+    assert http.get("/v1/review/b/build?val_fraction=1").status_code == 400
+    assert http.get("/v1/review/none-here/build").json()["error"]["code"] == "not_found"

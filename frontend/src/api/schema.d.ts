@@ -366,6 +366,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/review/{name}/build": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Build
+         * @description ``data build`` over what the review kept (as the export): a ZIP of the training set.
+         */
+        get: operations["build_v1_review__name__build_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/review/{name}/decisions": {
         parameters: {
             query?: never;
@@ -1017,6 +1037,48 @@ export interface operations {
                     "application/json": {
                         [key: string]: unknown;
                     };
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    build_v1_review__name__build_get: {
+        parameters: {
+            query?: {
+                /** @description The samples' format */
+                format?: "openai" | "sharegpt" | "chatml";
+                /** @description Train on the reasoning too (keep) */
+                thinking?: "drop" | "keep";
+                /** @description Share of conversations for validation */
+                val_fraction?: number;
+                /** @description The split's seed: the same seed gives the same split */
+                seed?: number;
+                /** @description Include the conversations not reviewed yet */
+                keep_pending?: boolean;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
                 };
             };
             /** @description Validation Error */

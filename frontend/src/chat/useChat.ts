@@ -75,11 +75,14 @@ export function useChat(conversation: Conversation | undefined, transport: ChatT
       }
       const message: Message = { id: crypto.randomUUID(), conversationId: conversation.id, seq, role: "user", content: text };
       if (images.length) message.images = images;
-      await db.messages.put(message);
-      if (seq === 0 && conversation.title === "New chat") {
-        await db.conversations.update(conversation.id, { title: titleOf(text) });
-      }
-      await answer(conversation, [...history, message]);
+      // the request leaves first; the question is stored while the answer is on its way
+      const stored = db.transaction("rw", db.messages, db.conversations, async () => {
+        await db.messages.put(message);
+        if (seq === 0 && conversation.title === "New chat") {
+          await db.conversations.update(conversation.id, { title: titleOf(text) });
+        }
+      });
+      await Promise.all([stored, answer(conversation, [...history, message])]);
     },
     [conversation, answer],
   );

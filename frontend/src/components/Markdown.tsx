@@ -1,6 +1,7 @@
 import { memo, useState, type ReactNode } from "react";
 import ReactMarkdown from "react-markdown";
 import rehypeHighlight from "rehype-highlight";
+import { blocks } from "./blocks";
 
 function textOf(node: ReactNode): string {
   if (typeof node === "string" || typeof node === "number") return String(node);
@@ -33,13 +34,22 @@ function CodeBlock({ children }: { children?: ReactNode }) {
   );
 }
 
-/** Markdown with highlighted code blocks that have a copy button (raw HTML is not rendered). */
+const Block = memo(function Block({ text }: { text: string }) {
+  return (
+    <ReactMarkdown rehypePlugins={[[rehypeHighlight, { detect: false }]]} components={{ pre: CodeBlock }}>
+      {text}
+    </ReactMarkdown>
+  );
+});
+
+/** Markdown with highlighted code blocks that have a copy button (raw HTML is not rendered). Rendered block
+ * by block (blocks()), each memoised: while an answer streams only its last block is parsed again. */
 export const Markdown = memo(function Markdown({ text }: { text: string }) {
   return (
     <div className="prose-chat space-y-2 break-words [&_a]:text-indigo-700 [&_a]:underline dark:[&_a]:text-indigo-300 [&_ol]:list-decimal [&_ol]:pl-6 [&_ul]:list-disc [&_ul]:pl-6 [&_code]:font-mono [&_table]:block [&_table]:overflow-x-auto">
-      <ReactMarkdown rehypePlugins={[[rehypeHighlight, { detect: false }]]} components={{ pre: CodeBlock }}>
-        {text}
-      </ReactMarkdown>
+      {blocks(text).map((block, i) => (
+        <Block key={i} text={block} />
+      ))}
     </div>
   );
 });

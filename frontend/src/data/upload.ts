@@ -1,4 +1,4 @@
-import { ApiError } from "../api/client";
+import { ApiError, request } from "../api/client";
 
 /** POSTs `file` as the raw body with upload progress (fetch reports none); the server's error message on
  * failure. */
@@ -22,4 +22,15 @@ export function upload<T>(url: string, file: File, headers: Record<string, strin
     };
     xhr.send(file);
   });
+}
+
+/** Fetches `path` (with the API key) and saves it as `filename`: a plain link would send no key. */
+export async function download(path: string, filename: string): Promise<void> {
+  const blob = await (await request(path)).blob();
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }

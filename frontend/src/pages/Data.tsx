@@ -3,7 +3,7 @@ import { useCallback, useEffect, useMemo, useState } from "react";
 import { useNavigate, useParams } from "react-router";
 import { apiUrl, authHeaders, getJson, postJson, route } from "../api/client";
 import type { ImportReport, ReviewItem, ReviewPage, ReviewStatus } from "../api/types";
-import { upload } from "../data/upload";
+import { download, upload } from "../data/upload";
 
 const NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/;
 const PII = /(\[[A-Z][A-Z_]*\])/g; // the curation's placeholders: [EMAIL], [PHONE_2], [USER_NAME] …
@@ -52,6 +52,50 @@ function Upload({ name, onDone }: { name: string; onDone: (report: ImportReport)
         </div>
       ) : null}
       {error ? <p role="alert" className="mt-2 text-sm text-red-800 dark:text-red-300">{error}</p> : null}
+    </div>
+  );
+}
+
+function Build({ name }: { name: string }) {
+  const [format, setFormat] = useState("openai");
+  const [thinking, setThinking] = useState("drop");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const save = async (path: string, filename: string) => {
+    setError(null);
+    setBusy(true);
+    try {
+      await download(path, filename);
+    } catch (exc) {
+      setError(exc instanceof Error ? exc.message : String(exc));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const field = "ml-1 rounded border border-zinc-300 bg-white px-1 py-0.5 dark:border-zinc-600 dark:bg-zinc-900";
+  return (
+    <div className="flex flex-wrap items-center gap-2 rounded-lg border border-zinc-200 p-2 text-sm dark:border-zinc-800">
+      <span className="font-semibold">Training set</span>
+      <label>Format
+        <select value={format} onChange={(e) => setFormat(e.target.value)} className={field}>
+          <option value="openai">OpenAI messages</option>
+          <option value="sharegpt">ShareGPT</option>
+          <option value="chatml">ChatML text</option>
+        </select>
+      </label>
+      <label>Reasoning
+        <select value={thinking} onChange={(e) => setThinking(e.target.value)} className={field}>
+          <option value="drop">drop</option>
+          <option value="keep">keep</option>
+        </select>
+      </label>
+      <button type="button" disabled={busy} onClick={() => void save(`${route("/v1/review/{name}/build", { name })}?format=${format}&thinking=${thinking}`, `${name}-${format}.zip`)} className="rounded bg-indigo-600 px-2 py-1 text-white">
+        Build and download
+      </button>
+      <button type="button" disabled={busy} onClick={() => void save(route("/v1/review/{name}/export", { name }), `${name}.jsonl`)} className="rounded border border-zinc-300 px-2 py-1 dark:border-zinc-600">
+        Reviewed JSONL
+      </button>
+      {error ? <p role="alert" className="w-full text-red-800 dark:text-red-300">{error}</p> : null}
     </div>
   );
 }
@@ -154,8 +198,8 @@ export default function DataPage() {
                     {s} <span data-testid={`count-${s}`}>{s === "all" ? page.data.counts.total : page.data.counts[s]}</span>
                   </button>
                 ))}
-                <a href={apiUrl(`${route("/v1/review/{name}/export", { name })}`)} download={`${name}.jsonl`} className="ml-auto rounded bg-indigo-600 px-2 py-1 text-white">Download training set</a>
               </div>
+              <Build name={name} />
               <p className="text-xs text-zinc-600 dark:text-zinc-400">Keys: j / k move, a accepts, r rejects. Highlighted: personal data replaced by curation.</p>
               <ul className="space-y-2">
                 {items.map((item, i) => (

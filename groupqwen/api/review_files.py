@@ -1,0 +1,138 @@
+"""Chat exports in, training sets out, for the web UI's data page (docs/finetune.md, "Review over HTTP").
+
+``POST /v1/review/{name}/import`` streams an export to disk and runs the CLI's import and curation into the
+review dataset; ``GET /v1/review/{name}/build`` runs ``data build`` on what the review kept and answers a
+ZIP of ``train.jsonl``, ``validation.jsonl`` and ``manifest.json``. Included before ``review.router``, whose
+``/v1/review/{name:path}`` would otherwise take these paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path, PurePath
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from groupqwen.api.review import Dataset, dataset_at, dataset_lock
+from groupqwen.config import Settings
+from groupqwen.errors import InvalidRequest, PayloadTooLarge
+from groupqwen.finetune.records import dumps, read_jsonl
+from groupqwen.finetune.review import ReviewStore
+
+router = APIRouter()
+UPLOAD_PATH = re.compile(r"^/v1/review/[^/]+/import$")  # api/app.py caps these bodies at ui.max_upload_mb
+_EXPORT_SUFFIXES = (".zip", ".json", ".md", ".markdown")
+
+
+@router.post("/v1/review/{name:path}/import")
+async def import_export(
+    request: Request,
+    name: str,
+    filename: str = Query(..., min_length=1, max_length=255, description="The export's file name"),
+    languages: str = Query("en", description="ISO 639-1 codes curation keeps, comma-separated; '': any"),
+) -> dict[str, Any]:
+    """The body is a ChatGPT / Claude / Perplexity export (ZIP, JSON or Markdown), streamed to disk, then
+    imported and curated as ``groupqwen data import`` and ``data curate`` do; the curated conversations
+    replace the dataset's (decisions are kept)."""
+    dataset = dataset_at(request, name)
+    suffix = PurePath(filename).suffix.lower()
+    if suffix not in _EXPORT_SUFFIXES:
+        raise InvalidRequest(
+            f"Invalid value for 'filename': an export is a {', '.join(_EXPORT_SUFFIXES)} file",
+            param="filename",
+        )
+    codes = tuple(c.strip().lower() for c in languages.split(",") if c.strip())
+    settings: Settings = request.app.state.services.settings
+    work = settings.data_dir / "review" / ".uploads"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as folder:
+        upload = Path(folder) / f"export{suffix}"
+        size = await _receive(request, upload, settings.ui.max_upload_mb * 2**20)
+        report = await asyncio.to_thread(_import_and_curate, upload, codes)
+        async with dataset_lock(request, dataset):
+            await asyncio.to_thread(_install, Path(folder) / "curated.jsonl", dataset)
+    return {"object": "review.import", "name": dataset.name, "bytes": size, **report}
+
+
+async def _receive(request: Request, path: Path, limit: int) -> int:
+    size = 0
+    with path.open("wb") as f:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:  # the middleware's cap already holds; a chunked body is counted here too
+                raise PayloadTooLarge(f"The export is larger than {limit} bytes (ui.max_upload_mb)")
+            f.write(chunk)
+    if size == 0:
+        raise InvalidRequest("The body is empty: send the export's bytes", param="body")
+    return size
+
+
+def _import_and_curate(upload: Path, languages: tuple[str, ...]) -> dict[str, Any]:
+    from groupqwen.finetune.curate import CurateConfig, curate_file
+    from groupqwen.finetune.importers import import_paths
+    from groupqwen.finetune.quality import QualityConfig
+
+    imported = upload.with_name("imported.jsonl")
+    report = import_paths([upload], imported)
+    try:
+        curated = curate_file(
+            imported,
+            upload.with_name("curated.jsonl"),
+            CurateConfig(quality=QualityConfig(languages=languages)),
+        )
+    except ValueError as exc:  # an unknown language code
+        raise InvalidRequest(f"Invalid value for 'languages': {exc}", param="languages") from None
+    return {
+        "formats": sorted({f.format for f in report.files}),
+        "imported": report.written,
+        "conversations": curated.kept,
+        "rejected": dict(curated.rejected),
+        "warnings": [f"{f.name}: {f.error}" for f in report.files if f.error],
+    }
+
+
+def _install(curated: Path, dataset: Dataset) -> None:
+    dataset.folder.mkdir(parents=True, exist_ok=True)
+    os.replace(curated, dataset.conversations)
+
+
+@router.get("/v1/review/{name:path}/build")
+async def build(
+    request: Request,
+    name: str,
+    format: Literal["openai", "sharegpt", "chatml"] = Query("openai", description="The samples' format"),
+    thinking: Literal["drop", "keep"] = Query("drop", description="Train on the reasoning too (keep)"),
+    val_fraction: float = Query(0.1, ge=0, lt=1, description="Share of conversations for validation"),
+    seed: int = Query(0, description="The split's seed: the same seed gives the same split"),
+    keep_pending: bool = Query(True, description="Include the conversations not reviewed yet"),
+) -> Response:
+    """``data build`` over what the review kept (as the export): a ZIP of the training set."""
+    from groupqwen.finetune.dataset import BuildConfig, build_dataset
+
+    dataset = dataset_at(request, name)
+    config = BuildConfig(format=format, thinking=thinking, val_fraction=val_fraction, seed=seed)
+
+    def run(folder: Path) -> bytes:
+        dataset.require()
+        kept = ReviewStore(dataset.decisions).apply(list(read_jsonl(dataset.conversations)), keep_pending)
+        source = folder / "reviewed.jsonl"
+        source.write_text("".join(dumps(c) + "\n" for c in kept), encoding="utf-8")
+        build_dataset(source, folder / "out", config)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in ("train.jsonl", "validation.jsonl", "manifest.json"):
+                archive.write(folder / "out" / file, file)
+        return buffer.getvalue()
+
+    with tempfile.TemporaryDirectory() as folder:
+        async with dataset_lock(request, dataset):
+            body = await asyncio.to_thread(run, Path(folder))
+    disposition = f'attachment; filename="{dataset.name}-{format}.zip"'
+    return Response(body, media_type="application/zip", headers={"content-disposition": disposition})
