@@ -58,6 +58,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/cache/feedback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cache Feedback
+         * @description The hit's entry raises its own bar (docs/cache.md, per-entry bars); an unknown id is a 404.
+         */
+        post: operations["cache_feedback_v1_cache_feedback_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/cache/invalidate": {
         parameters: {
             query?: never;
@@ -182,7 +202,8 @@ export interface paths {
         };
         /**
          * Metrics Summary
-         * @description The JSON summary of the chat completions that finished within ``window``.
+         * @description The JSON summary of the chat completions that finished within ``window`` (a tenant's own admin key:
+         *     its tenant's only).
          */
         get: operations["metrics_summary_v1_metrics_get"];
         put?: never;
@@ -202,7 +223,8 @@ export interface paths {
         };
         /**
          * Metrics Stream
-         * @description Server-sent events: ``summary`` every ``interval`` seconds and ``request`` for each finished one.
+         * @description Server-sent events: ``summary`` every ``interval`` seconds and ``request`` for each finished one (a
+         *     tenant's own admin key: its tenant's only).
          */
         get: operations["metrics_stream_v1_metrics_stream_get"];
         put?: never;
@@ -220,7 +242,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Models */
+        /**
+         * List Models
+         * @description The models (and ``auto``) this key may use.
+         */
         get: operations["list_models_v1_models_get"];
         put?: never;
         post?: never;
@@ -523,6 +548,28 @@ export interface operations {
         };
     };
     cache_clear_v1_cache_delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+        };
+    };
+    cache_feedback_v1_cache_feedback_post: {
         parameters: {
             query?: never;
             header?: never;
