@@ -39,6 +39,8 @@ JSONL = dumps(
     )
 )
 
+PERPLEXITY_MD = (Path(__file__).parents[1] / "finetune" / "fixtures" / "perplexity" / "tides.md").read_text()
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -84,6 +86,10 @@ ROUTES: dict[tuple[str, str], Sample] = {
         "finetune", "/v1/review/chats/decisions", {"key": "c1#0", "verdict": "accept"}, tenant_data=True
     ),
     ("GET", "/v1/review/{name:path}/export"): Sample("finetune", "/v1/review/chats/export", tenant_data=True),
+    ("GET", "/v1/review/{name:path}/build"): Sample("finetune", "/v1/review/chats/build", tenant_data=True),
+    ("POST", "/v1/review/{name:path}/import"): Sample(
+        "finetune", "/v1/review/upload/import?filename=tides.md&languages=", PERPLEXITY_MD
+    ),
 }
 
 # column → the scopes its key holds and its tenant (None: it gets no further than its key)
