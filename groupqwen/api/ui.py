@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 API_PREFIXES = ("v1", "health", "metrics", "docs", "redoc", "openapi.json")
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -55,6 +56,9 @@ class WebUI:
         self._files: _Build | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # no WebSocket route has this path
+            await WebSocketClose()(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         if is_api_path(scope["path"]):

@@ -124,3 +124,11 @@ def test_a_served_fake_waits_fake_delay_s_between_words(tmp_path: Path) -> None:
 
     backend = backend_for(spec, settings)
     assert getattr(backend, "delay", None) == 0.5
+
+
+def test_a_websocket_to_a_path_no_route_has_is_refused(http: TestClient) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    for path in ("/chat", "/v1/nope"):
+        with pytest.raises(WebSocketDisconnect), http.websocket_connect(path) as socket:
+            socket.receive_text()
