@@ -189,8 +189,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(review.router)
     app.include_router(ws.router)
     auth.check_rules(app)
-    # last: the web UI answers only what no API route matched (api/ui.py)
-    app.mount("/", ui.WebUI(settings.ui.dist_dir(), app.router.routes))
+    app.router.default = ui.WebUI(settings.ui.dist_dir())  # what no route matches: the web UI (api/ui.py)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

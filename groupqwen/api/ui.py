@@ -1,7 +1,8 @@
 """The web UI at ``/``: the Vite build's files, with the client routes falling back to ``index.html``.
 
-Mounted after every API route, so it only sees what no route matched. Paths under the API's prefixes
-(``/v1``, ``/health``, ``/metrics``, ``/docs``, ``/openapi.json``) keep the API's JSON 404 or 405. Hashed
+The router's default app: it sees only what no route matched (a route with the wrong method is the
+router's 405 before it), whenever a route is added. Paths under the API's prefixes (``/v1``, ``/health``,
+``/metrics``, ``/docs``, ``/openapi.json``) keep the API's JSON 404. Hashed
 assets (``/assets/…``) are cached for a year; ``index.html`` and the rest are revalidated on every load, so a
 new build shows at once. Without a build, ``/`` is a page that says how to make one (503).
 """
@@ -12,7 +13,6 @@ from pathlib import Path, PurePosixPath
 
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import BaseRoute, Match
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketClose
@@ -48,11 +48,10 @@ class _Build(StaticFiles):
 
 
 class WebUI:
-    """The ASGI app mounted at ``/``; ``routes`` are the API's, consulted only to answer 404 or 405."""
+    """``app.router.default``: the build's files, else the router's own not-found answers."""
 
-    def __init__(self, dist: Path, routes: list[BaseRoute]) -> None:
+    def __init__(self, dist: Path) -> None:
         self.dist = dist
-        self.routes = routes
         self._files: _Build | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,8 +61,7 @@ class WebUI:
         if scope["type"] != "http":
             return
         if is_api_path(scope["path"]):
-            partial = any(route.matches(scope)[0] is Match.PARTIAL for route in self.routes)
-            raise HTTPException(405 if partial else 404, "Method Not Allowed" if partial else "Not Found")
+            raise HTTPException(404, "Not Found")
         if not (self.dist / "index.html").is_file():
             if scope["method"] not in ("GET", "HEAD"):
                 raise HTTPException(405, "Method Not Allowed")
