@@ -577,6 +577,18 @@ export interface components {
              */
             enable_thinking: boolean | null;
             /**
+             * Frequency Penalty
+             * @default null
+             */
+            frequency_penalty: number | null;
+            /**
+             * Logit Bias
+             * @default null
+             */
+            logit_bias: {
+                [key: string]: number;
+            } | null;
+            /**
              * Logprobs
              * @default null
              */
@@ -600,6 +612,16 @@ export interface components {
              * @default null
              */
             n: number | null;
+            /**
+             * Parallel Tool Calls
+             * @default null
+             */
+            parallel_tool_calls: boolean | null;
+            /**
+             * Presence Penalty
+             * @default null
+             */
+            presence_penalty: number | null;
             /** @default null */
             response_format: components["schemas"]["ResponseFormatIn"] | null;
             /**
@@ -624,6 +646,16 @@ export interface components {
              * @default null
              */
             temperature: number | null;
+            /**
+             * Tool Choice
+             * @default null
+             */
+            tool_choice: string | components["schemas"]["NamedToolChoice"] | null;
+            /**
+             * Tools
+             * @default null
+             */
+            tools: components["schemas"]["ToolIn"][] | null;
             /**
              * Top Logprobs
              * @default null
@@ -659,6 +691,16 @@ export interface components {
              * @enum {string}
              */
             role: "system" | "developer" | "user" | "assistant" | "tool" | "function";
+            /**
+             * Tool Call Id
+             * @default null
+             */
+            tool_call_id: string | null;
+            /**
+             * Tool Calls
+             * @default null
+             */
+            tool_calls: components["schemas"]["ToolCallIn"][] | null;
         } & {
             [key: string]: unknown;
         };
@@ -860,6 +902,39 @@ export interface components {
         ErrorResponse: {
             error: components["schemas"]["ErrorObject"];
         };
+        /** FunctionCallIn */
+        FunctionCallIn: {
+            /** Arguments */
+            arguments: string;
+            /** Name */
+            name: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** FunctionIn */
+        FunctionIn: {
+            /**
+             * Description
+             * @default null
+             */
+            description: string | null;
+            /** Name */
+            name: string;
+            /**
+             * Parameters
+             * @default null
+             */
+            parameters: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Strict
+             * @default null
+             */
+            strict: boolean | null;
+        } & {
+            [key: string]: unknown;
+        };
         /** InputItem */
         InputItem: {
             /**
@@ -957,6 +1032,24 @@ export interface components {
              * @constant
              */
             object: "list";
+        } & {
+            [key: string]: unknown;
+        };
+        /** NamedFunction */
+        NamedFunction: {
+            /** Name */
+            name: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** NamedToolChoice */
+        NamedToolChoice: {
+            function: components["schemas"]["NamedFunction"];
+            /**
+             * Type
+             * @constant
+             */
+            type: "function";
         } & {
             [key: string]: unknown;
         };
@@ -1076,6 +1169,11 @@ export interface components {
         /** StreamOptions */
         StreamOptions: {
             /**
+             * Include Obfuscation
+             * @default null
+             */
+            include_obfuscation: boolean | null;
+            /**
              * Include Usage
              * @default false
              */
@@ -1114,6 +1212,29 @@ export interface components {
              * @enum {string}
              */
             type: "text" | "json_object" | "json_schema";
+        } & {
+            [key: string]: unknown;
+        };
+        /** ToolCallIn */
+        ToolCallIn: {
+            function: components["schemas"]["FunctionCallIn"];
+            /** Id */
+            id: string;
+            /**
+             * Type
+             * @default function
+             * @constant
+             */
+            type: "function";
+        } & {
+            [key: string]: unknown;
+        };
+        /** ToolIn */
+        ToolIn: {
+            /** @default null */
+            function: components["schemas"]["FunctionIn"] | null;
+            /** Type */
+            type: string;
         } & {
             [key: string]: unknown;
         };
