@@ -265,6 +265,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_models(self) -> Settings:
         known = builtin_catalog()
+        known.update(finetuned(self.finetuned_dir, known))  # ft: models recorded by finished runs
         errors = []
         for model_id, cfg in self.models.items():
             if model_id not in known and cfg.path is None and cfg.backend == "llamacpp":
