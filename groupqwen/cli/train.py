@@ -11,7 +11,7 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -78,6 +78,7 @@ def train(
     validation: Annotated[Path | None, typer.Option(help="validation.jsonl: validation loss")] = None,
     suffix: Annotated[str, typer.Option(help="Served as ft:<model>:<suffix>:<run folder name>")] = "custom",
     resume: Annotated[bool, typer.Option(help="Carry on from the run folder's last checkpoint")] = False,
+    gpu: Annotated[bool, typer.Option(help="QLoRA (4-bit) through Unsloth on a CUDA GPU")] = False,
     prepare: Annotated[
         bool, typer.Option(help="Only fetch the LoRA converter and make the bundled bases' copies")
     ] = False,
@@ -111,7 +112,7 @@ def train(
         if train_file is None:
             raise typer.BadParameter("give the training file (or --prepare)")
         run_dir = out or train_file.parent / "run"
-        train_command(settings, train_file, model, run_dir, validation, suffix, resume, overrides)
+        train_command(settings, train_file, model, run_dir, validation, suffix, resume, gpu, overrides)
     except GroupQwenError as exc:
         _console().print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -125,6 +126,7 @@ def train_command(
     validation: Path | None,
     suffix: str,
     resume: bool,
+    gpu: bool,
     overrides: dict[str, Any],
 ) -> None:
     from groupqwen.catalog import check_suffix, finetuned_id
@@ -143,6 +145,10 @@ def train_command(
             f"{model!r} is not a base model with its GGUF here; one of: {', '.join(served)}"
         )
     base.require_torch()
+    if gpu:
+        from groupqwen.finetune.train.gpu import require_gpu
+
+        require_gpu()
     # the data is checked before the base model is converted or loaded
     from groupqwen.finetune.train import data
 
@@ -160,7 +166,10 @@ def train_command(
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run = trainer.RunSpec(base_path, train_file, out, hyper, validation, settings.finetune.threads)
+        device: Literal["cpu", "gpu"] = "gpu" if gpu else "cpu"
+        run = trainer.RunSpec(
+            base_path, train_file, out, hyper, validation, settings.finetune.threads, device
+        )
         with progress_bar() as progress:
             result = trainer.train(
                 run, sinks=[JsonlLog(out / "events.jsonl"), ProgressBar(progress)], stop=stop, resume=resume

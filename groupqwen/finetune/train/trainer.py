@@ -40,6 +40,7 @@ class RunSpec:
     hyper: Hyperparameters
     validation: Path | None = None
     threads: int = 1
+    device: Literal["cpu", "gpu"] = "cpu"  # gpu: QLoRA through Unsloth (train.gpu)
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,14 @@ class _Run:
 
         hyper = self.hyper
         self.emit("message", f"loading the base model from {self.spec.base}")
-        model: Any = AutoModelForCausalLM.from_pretrained(self.spec.base, dtype=torch.float32)
         torch.manual_seed(hyper.seed)
         random.seed(hyper.seed)
+        if self.spec.device == "gpu":
+            from groupqwen.finetune.train.gpu import load_qlora
+
+            model, _ = load_qlora(self.spec.base, hyper)
+            return self._optimise(model)
+        model: Any = AutoModelForCausalLM.from_pretrained(self.spec.base, dtype=torch.float32)
         config = LoraConfig(
             r=hyper.lora_r,
             lora_alpha=hyper.lora_alpha,
@@ -133,6 +139,12 @@ class _Run:
             model = get_peft_model(model, config)
         except ValueError as exc:  # e.g. a target module the model does not have
             raise FinetuneError(f"LoRA cannot be applied: {exc}") from None
+        return self._optimise(model)
+
+    def _optimise(self, model: Any) -> tuple[Any, Any, Any]:
+        import torch
+
+        hyper = self.hyper
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=hyper.learning_rate, weight_decay=hyper.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(hyper, self.total))
@@ -159,7 +171,9 @@ class _Run:
         ids = [list(e.input_ids) + [self.pad] * (width - len(e.input_ids)) for e in batch]
         mask = [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in batch]
         labels = [list(e.labels) + [data.IGNORE] * (width - len(e.labels)) for e in batch]
-        return torch.tensor(ids), torch.tensor(mask), torch.tensor(labels)
+        device = "cuda" if self.spec.device == "gpu" else "cpu"
+        return (torch.tensor(ids, device=device), torch.tensor(mask, device=device),
+                torch.tensor(labels, device=device))  # fmt: skip
 
     def _loss_sum(self, batch: list[data.Example] | tuple[data.Example, ...]) -> Any:
         import torch.nn.functional as F
@@ -251,6 +265,10 @@ def _finish(run: _Run, out: Path) -> Path:
 def train(spec: RunSpec, *, sinks: list[Sink], stop: threading.Event, resume: bool = False) -> Result:
     """Run (or, with ``resume``, continue from the last checkpoint) ``spec``; see the module docstring."""
     require_torch()
+    if spec.device == "gpu":
+        from groupqwen.finetune.train.gpu import require_gpu
+
+        require_gpu()
     existing = checkpoints.latest(spec.out)
     if existing is not None and not resume:
         raise FinetuneError(f"{spec.out} already holds checkpoints: resume it, or train into a new folder")
