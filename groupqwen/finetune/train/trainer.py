@@ -120,14 +120,15 @@ class _Run:
 
         hyper = self.hyper
         self.emit("message", f"loading the base model from {self.spec.base}")
-        torch.manual_seed(hyper.seed)
-        random.seed(hyper.seed)
         if self.spec.device == "gpu":
             from groupqwen.finetune.train.gpu import load_qlora
 
-            model, _ = load_qlora(self.spec.base, hyper)
-            return self._optimise(model)
+            torch.manual_seed(hyper.seed)
+            random.seed(hyper.seed)
+            return self._optimise(load_qlora(self.spec.base, hyper)[0])
         model: Any = AutoModelForCausalLM.from_pretrained(self.spec.base, dtype=torch.float32)
+        torch.manual_seed(hyper.seed)
+        random.seed(hyper.seed)
         config = LoraConfig(
             r=hyper.lora_r,
             lora_alpha=hyper.lora_alpha,
