@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from groupqwen import __version__, log
-from groupqwen.api import admin, auth, completions, errors, openai, openapi, responses, review, ws
+from groupqwen.api import admin, auth, completions, errors, finetune, openai, openapi, responses, review, ws
 from groupqwen.api.errors import error_body
 from groupqwen.api.schemas.chat import ChatCompletionRequest
 from groupqwen.api.schemas.completions import CompletionRequest
@@ -60,10 +60,13 @@ class RequestContextMiddleware:
     is complete, a ``receive`` (a route watching for the client's disconnect) waits as long as it likes.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 30.0, upload_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
+        self.upload_bytes = upload_bytes or max_body_bytes  # POST /v1/files (finetune.max_upload_mb)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +79,8 @@ class RequestContextMiddleware:
         started = False
         received = 0
         body_done = False
+        upload = scope["path"] == "/v1/files"
+        max_bytes = self.upload_bytes if upload else self.max_body_bytes
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
@@ -98,7 +103,7 @@ class RequestContextMiddleware:
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > max_bytes:
                     raise too_large()
                 body_done = not message.get("more_body", False)
             else:
@@ -121,12 +126,12 @@ class RequestContextMiddleware:
             await send_with_id({"type": "http.response.body", "body": body})
 
         def too_large() -> PayloadTooLarge:
-            limit = self.max_body_bytes
-            return PayloadTooLarge(f"The request body is larger than {limit} bytes (max_body_bytes)")
+            setting = "finetune.max_upload_mb" if upload else "max_body_bytes"
+            return PayloadTooLarge(f"The request body is larger than {max_bytes} bytes ({setting})")
 
         try:
             length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            if length is not None and length.isdigit() and int(length) > max_bytes:
                 await fail(too_large())
                 return
             await self.app(scope, limited_receive, send_with_id)
@@ -168,11 +173,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(review.router)
     app.include_router(ws.router)
+    app.include_router(finetune.router)
     auth.check_rules(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.server.body_timeout_s,
+        upload_bytes=settings.finetune.max_upload_mb * 1024 * 1024,
     )
     if settings.server.cors_origins:  # outermost: its headers go on every answer, errors included
         app.add_middleware(

@@ -286,6 +286,9 @@ def train(spec: RunSpec, *, sinks: list[Sink], stop: threading.Event, resume: bo
         state["val_loss_before"] = run.evaluate()
         run.emit("metrics", "validation loss before training", step=0, val_loss=state["val_loss_before"])
     hyper = run.hyper
+    if stop.is_set():  # stopped while loading: nothing new to keep
+        run.emit("message", f"interrupted at step {start}", step=start)
+        return _result(run, "interrupted", start, state, None)
     started = time.monotonic()
     step = start
     for done_here, step in enumerate(range(start + 1, run.total + 1), 1):
