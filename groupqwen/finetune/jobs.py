@@ -95,6 +95,11 @@ class StoredFile:
     created_at: int
 
 
+def jobs_database_url(settings: Settings) -> str:
+    """The gateway's database (``telemetry.database_url``), else SQLite in ``data_dir/finetune``."""
+    return settings.telemetry.database_url or f"sqlite:///{settings.data_dir / 'finetune' / 'jobs.db'}"
+
+
 def job_dir(settings: Settings, job_id: str) -> Path:
     """A job's run folder: checkpoints, the adapter, the worker's output."""
     return settings.data_dir / "finetune" / "jobs" / job_id
@@ -108,10 +113,12 @@ class JobStore:
     def __init__(self, url: str) -> None:
         url = engine_url(url)
         kwargs: dict[str, Any] = {}
+        self.sqlite_file: Path | None = None
         if url.startswith("sqlite"):
             database = sa.engine.make_url(url).database
             if database and database != ":memory:":
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_file = Path(database).expanduser()
+                self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             kwargs = {"connect_args": {"timeout": 10, "check_same_thread": False}}
         else:
             kwargs = {"pool_pre_ping": True}

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from groupqwen import log
 from groupqwen.config import Settings
 from groupqwen.finetune.jobs import FINAL, Job, JobStore, job_dir
-from groupqwen.telemetry.service import database_url
 
 _log = log.get(__name__)
 
@@ -39,6 +38,8 @@ class JobRunner:
 
     async def start(self) -> None:
         """Queue again what a stopped gateway left running, and run the queue if it holds anything."""
+        if self.store.sqlite_file is not None and not self.store.sqlite_file.exists():
+            return  # no job was ever made here
         try:
             requeued = await asyncio.to_thread(self.store.requeue_running)
             pending = await asyncio.to_thread(self.store.queued)
@@ -69,7 +70,6 @@ class JobRunner:
         env.update(
             GROUPQWEN_DATA_DIR=str(s.data_dir),
             GROUPQWEN_MODELS_DIR=str(s.models_dir),
-            GROUPQWEN_TELEMETRY__DATABASE_URL=database_url(s),
             GROUPQWEN_FINETUNE=s.finetune.model_dump_json(),
             GROUPQWEN_MODELS=json.dumps(
                 {k: m.model_dump(mode="json", exclude_none=True) for k, m in s.models.items()}
@@ -79,6 +79,8 @@ class JobRunner:
             MKL_NUM_THREADS=threads,
             TOKENIZERS_PARALLELISM="false",
         )
+        if s.telemetry.database_url:  # the gateway's database (else both use data_dir's SQLite file)
+            env["GROUPQWEN_TELEMETRY__DATABASE_URL"] = s.telemetry.database_url
         return env
 
     async def _run(self, job: Job) -> None:
