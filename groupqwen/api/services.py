@@ -17,13 +17,14 @@ from groupqwen.catalog import ModelSpec
 from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.config import LimitsConfig, Settings
 from groupqwen.errors import GroupQwenError
-from groupqwen.finetune.jobs import JobStore, jobs_database_url
+from groupqwen.finetune.jobs import JobStore
 from groupqwen.finetune.runner import JobRunner
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
 from groupqwen.pool.factory import backend_for, memory_need, served, shares_the_cpu
 from groupqwen.pool.scheduler import BackendFactory, Pool
+from groupqwen.telemetry.database import database_url
 from groupqwen.telemetry.health import CheckResult, ModelHealth, gpu_check, models_check
 from groupqwen.telemetry.service import Telemetry
 
@@ -190,5 +191,5 @@ def build_services(
         access=Authenticator.from_settings(settings, clock=clock),
         limiter=limiter or RateLimiter.from_config(settings.limits, clock=clock),
     )
-    services.jobs = JobRunner(settings, JobStore(jobs_database_url(settings)), services.add_finetuned)
+    services.jobs = JobRunner(settings, JobStore(database_url(settings)), services.add_finetuned)
     return services

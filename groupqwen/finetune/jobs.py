@@ -1,4 +1,5 @@
-"""Fine-tuning jobs and their files, kept in the gateway's database (SQLite by default, PostgreSQL).
+"""Fine-tuning jobs and their files, kept in the gateway's database (``telemetry.database_url``: SQLite
+under ``data_dir`` by default, or PostgreSQL; ``telemetry/database.py`` connects and migrates).
 
 The gateway and the job's worker process both use this store: the gateway creates jobs, lists them and
 asks for a cancel; the worker sets the status and appends events. Every method is synchronous and short
@@ -21,11 +22,12 @@ import sqlalchemy as sa
 
 from groupqwen.config import Settings
 from groupqwen.errors import NotFound
-from groupqwen.telemetry.store import engine_url
+from groupqwen.telemetry import database
 
 FINAL = ("succeeded", "failed", "cancelled")
 
 metadata = sa.MetaData()
+migrations_table = database.migrations_table("finetune_migrations", metadata)
 files_table = sa.Table(
     "finetune_files",
     metadata,
@@ -95,11 +97,6 @@ class StoredFile:
     created_at: int
 
 
-def jobs_database_url(settings: Settings) -> str:
-    """The gateway's database (``telemetry.database_url``), else SQLite in ``data_dir/finetune``."""
-    return settings.telemetry.database_url or f"sqlite:///{settings.data_dir / 'finetune' / 'jobs.db'}"
-
-
 def job_dir(settings: Settings, job_id: str) -> Path:
     """A job's run folder: checkpoints, the adapter, the worker's output."""
     return settings.data_dir / "finetune" / "jobs" / job_id
@@ -109,28 +106,29 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 
 
+def _v1(conn: sa.Connection) -> None:
+    for table in (files_table, jobs_table, events_table):
+        table.create(conn, checkfirst=True)
+
+
+# Ordered, append-only: (version, step). A new column is a new step, never an edit.
+MIGRATIONS: tuple[database.Migration, ...] = ((1, _v1),)
+_PG_MIGRATION_LOCK = 0x67715F6674  # pg_advisory_xact_lock key: replicas migrate one at a time
+
+
 class JobStore:
-    def __init__(self, url: str) -> None:
-        url = engine_url(url)
-        kwargs: dict[str, Any] = {}
-        self.sqlite_file: Path | None = None
-        if url.startswith("sqlite"):
-            database = sa.engine.make_url(url).database
-            if database and database != ":memory:":
-                self.sqlite_file = Path(database).expanduser()
-                self.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-            kwargs = {"connect_args": {"timeout": 10, "check_same_thread": False}}
-        else:
-            kwargs = {"pool_pre_ping": True}
-        self._engine = sa.create_engine(url, **kwargs)
-        self._ready = False
+    """Synchronous (callers in the event loop run it in a thread); migrates its tables on first use, so a
+    database that is down at start is simply retried."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self._engine = database.make_engine(url, timeout=timeout)
+        self._migrated = False
 
     @property
     def engine(self) -> sa.Engine:
-        """The engine, the tables made on first use (a database down at start is simply retried)."""
-        if not self._ready:
-            metadata.create_all(self._engine, checkfirst=True)
-            self._ready = True
+        if not self._migrated:
+            database.migrate(self._engine, migrations_table, MIGRATIONS, _PG_MIGRATION_LOCK)
+            self._migrated = True
         return self._engine
 
     def close(self) -> None:

@@ -35,11 +35,14 @@ class JobRunner:
         self._process: asyncio.subprocess.Process | None = None
         self._running: str | None = None
         self._closing = False
+        self._again = False
 
     async def start(self) -> None:
-        """Queue again what a stopped gateway left running, and run the queue if it holds anything."""
-        if self.store.sqlite_file is not None and not self.store.sqlite_file.exists():
-            return  # no job was ever made here
+        """Queue again what a stopped gateway left running, and run the queue if it holds anything; in the
+        background, so a slow or absent database does not hold up the gateway's start."""
+        self._task = asyncio.create_task(self._resume(), name="finetune-resume")
+
+    async def _resume(self) -> None:
         try:
             requeued = await asyncio.to_thread(self.store.requeue_running)
             pending = await asyncio.to_thread(self.store.queued)
@@ -49,17 +52,21 @@ class JobRunner:
         if requeued:
             _log.info("fine-tuning jobs resume", jobs=",".join(requeued))
         if pending:
-            self.wake()
+            await self._loop()
 
     def wake(self) -> None:
         """Run the queue (a job was created)."""
+        self._again = True  # a loop about to find the queue empty looks once more
         if not self._closing and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._loop(), name="finetune-jobs")
 
     async def _loop(self) -> None:
         while not self._closing:
+            self._again = False
             job = await asyncio.to_thread(self.store.next_queued)
             if job is None:
+                if self._again:
+                    continue
                 return
             await self._run(job)
 
@@ -79,7 +86,7 @@ class JobRunner:
             MKL_NUM_THREADS=threads,
             TOKENIZERS_PARALLELISM="false",
         )
-        if s.telemetry.database_url:  # the gateway's database (else both use data_dir's SQLite file)
+        if s.telemetry.database_url:  # else both use the SQLite file in data_dir
             env["GROUPQWEN_TELEMETRY__DATABASE_URL"] = s.telemetry.database_url
         return env
 

@@ -19,9 +19,10 @@ from types import FrameType
 from groupqwen.catalog import finetuned_id
 from groupqwen.config import Hyperparameters, Settings, cache_home, load_settings
 from groupqwen.errors import GroupQwenError
-from groupqwen.finetune.jobs import Job, JobStore, job_dir, jobs_database_url
+from groupqwen.finetune.jobs import Job, JobStore, job_dir
 from groupqwen.finetune.train import base, convert, trainer
 from groupqwen.finetune.train.events import Event
+from groupqwen.telemetry.database import database_url
 
 
 def run_job(settings: Settings, store: JobStore, job: Job, stop: threading.Event) -> str:
@@ -65,7 +66,7 @@ def run_job(settings: Settings, store: JobStore, job: Job, stop: threading.Event
 
 def main(job_id: str) -> int:
     settings = load_settings()
-    store = JobStore(jobs_database_url(settings))
+    store = JobStore(database_url(settings))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

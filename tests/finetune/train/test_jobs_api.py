@@ -20,7 +20,8 @@ from groupqwen.api.app import create_app
 from groupqwen.api.services import build_services
 from groupqwen.catalog import ModelSpec
 from groupqwen.config import Settings, load_settings
-from groupqwen.finetune.jobs import JobStore, job_dir, jobs_database_url
+from groupqwen.finetune.jobs import JobStore, job_dir
+from groupqwen.telemetry.database import database_url
 from groupqwen.telemetry.service import Telemetry
 from tests.finetune.train.conftest import FACTS, write_dataset
 from tests.waiting import until
@@ -130,7 +131,7 @@ async def test_a_job_resumes_after_a_restart_and_cancel_keeps_its_checkpoints(
 
         await until(lambda: stepped(3), within_s=900, every_s=1)
     # the gateway stopped: the worker checkpointed and the job waits for the next start
-    store = JobStore(jobs_database_url(settings))
+    store = JobStore(database_url(settings))
     assert store.job(job.id).status == "queued"
     store.close()
     kept = sorted(p.name for p in (job_dir(settings, job.id) / "checkpoints").iterdir())
