@@ -150,3 +150,24 @@ async def test_a_job_resumes_after_a_restart_and_cancel_keeps_its_checkpoints(
         assert cancelled.status == "cancelled"
         assert client.fine_tuning.jobs.checkpoints.list(job.id).data
         assert client.fine_tuning.jobs.retrieve(job.id).fine_tuned_model is None
+
+
+async def test_a_job_that_cannot_train_fails_saying_why(
+    smol_gguf: ModelSpec, smol_base: Path, tmp_path: Path, live_server: Serve
+) -> None:
+    settings = _settings(smol_gguf, tmp_path / "data")
+    with live_server(_app(settings)) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        train = _upload(client, write_dataset(tmp_path / "train.jsonl", FACTS[:2]))
+        hyper: Any = {"max_seq_length": 16}  # shorter than any conversation with its system prompt
+        job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=train, hyperparameters=hyper)
+
+        def finished() -> bool:
+            return client.fine_tuning.jobs.retrieve(job.id).status in ("succeeded", "failed", "cancelled")
+
+        await until(finished, within_s=900, every_s=1)
+        failed = client.fine_tuning.jobs.retrieve(job.id)
+        assert failed.status == "failed" and failed.fine_tuned_model is None
+        assert failed.error is not None and failed.error.code == "finetune_error"
+        assert "fits max_seq_length 16" in failed.error.message
+        assert not any(m.id.startswith("ft:") for m in client.models.list().data)
