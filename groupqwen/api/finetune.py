@@ -20,6 +20,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from groupqwen.api.body import json_object
+from groupqwen.api.openapi import body, errors
 from groupqwen.api.services import Services
 from groupqwen.catalog import check_suffix
 from groupqwen.config import Hyperparameters
@@ -81,7 +82,7 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/files")
+@router.post("/v1/files", responses=errors(400, 413, 503))
 async def create_file(
     request: Request, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]
 ) -> dict[str, Any]:
@@ -114,7 +115,7 @@ async def create_file(
     return file_json(stored)
 
 
-@router.get("/v1/files/{file_id}")
+@router.get("/v1/files/{file_id}", responses=errors(404, 503))
 async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
     return file_json(await asyncio.to_thread(jobs.store.file, file_id))
@@ -157,8 +158,8 @@ def hyperparameters(services: Services, given: dict[str, Any] | None, seed: int 
         ) from None
 
 
-@router.post("/v1/fine_tuning/jobs")
-@router.post("/v1/finetune/start")
+@router.post("/v1/fine_tuning/jobs", responses=errors(400, 404, 503), openapi_extra=body())
+@router.post("/v1/finetune/start", responses=errors(400, 404, 503), openapi_extra=body())
 async def create_job(request: Request) -> dict[str, Any]:
     services, jobs = _jobs(request)
     try:
@@ -200,7 +201,7 @@ async def create_job(request: Request) -> dict[str, Any]:
     return job_json(job)
 
 
-@router.get("/v1/fine_tuning/jobs")
+@router.get("/v1/fine_tuning/jobs", responses=errors(400, 404, 503))
 async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
     _, jobs = _jobs(request)
     limit = max(1, min(limit, 100))
@@ -208,19 +209,19 @@ async def list_jobs(request: Request, after: str | None = None, limit: int = 20)
     return {"object": "list", "data": [job_json(j) for j in found[:limit]], "has_more": len(found) > limit}
 
 
-@router.get("/v1/fine_tuning/jobs/{job_id}")
+@router.get("/v1/fine_tuning/jobs/{job_id}", responses=errors(404, 503))
 async def retrieve_job(request: Request, job_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
     return job_json(await asyncio.to_thread(jobs.store.job, job_id))
 
 
-@router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+@router.post("/v1/fine_tuning/jobs/{job_id}/cancel", responses=errors(404, 503))
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
     return job_json(await jobs.cancel(job_id))
 
 
-@router.get("/v1/fine_tuning/jobs/{job_id}/events")
+@router.get("/v1/fine_tuning/jobs/{job_id}/events", responses=errors(400, 404, 503))
 async def list_events(
     request: Request, job_id: str, after: str | None = None, limit: int = 20
 ) -> dict[str, Any]:
@@ -246,7 +247,7 @@ async def list_events(
     return {"object": "list", "data": events, "has_more": len(rows) > limit}
 
 
-@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+@router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", responses=errors(404, 503))
 async def list_checkpoints(request: Request, job_id: str) -> dict[str, Any]:
     services, jobs = _jobs(request)
     job = await asyncio.to_thread(jobs.store.job, job_id)
