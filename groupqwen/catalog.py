@@ -6,7 +6,11 @@ shipped in PyPI packages that the embedded default and the tests run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +55,8 @@ class ModelSpec:
     keep_alive: float = 300.0  # seconds idle before unloading; -1 never, 0 right after each request
     pinned: bool = False  # never evicted to make room for another model
     max_parallel: int = 1  # requests served at once (llama.cpp: 1; HTTP backends: more)
+    lora_path: Path | None = None  # a fine-tuned model: this GGUF LoRA applied to the base's weights
+    base_model: str | None = None  # a fine-tuned model: the catalog id of its base
 
 
 _GB = 1_000_000_000
@@ -156,3 +162,53 @@ def builtin_catalog() -> dict[str, ModelSpec]:
         )
     )
     return {spec.id: spec for spec in specs}
+
+
+# -- fine-tuned models: ft:<base>:<suffix>:<job-id>, a base GGUF with a LoRA adapter ------------------------
+
+FT_PREFIX = "ft:"
+_SUFFIX = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
+
+
+def check_suffix(suffix: str) -> str:
+    """``suffix`` if it may stand in a fine-tuned model's id, else ``ValueError`` saying what is allowed."""
+    if not _SUFFIX.fullmatch(suffix):
+        raise ValueError(
+            "suffix: 1-40 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+        )
+    return suffix
+
+
+def finetuned_id(base: str, suffix: str, job: str) -> str:
+    return f"{FT_PREFIX}{base}:{check_suffix(suffix)}:{job}"
+
+
+def register_finetuned(folder: Path, model_id: str, base: str, adapter: Path) -> Path:
+    """Record a finished adapter as a model (one JSON file in ``folder``, written whole or not at all)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = folder / f"{model_id.replace(':', '_')}.json"
+    fd, partial = tempfile.mkstemp(prefix=f".{entry.name}.", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"id": model_id, "base": base, "adapter": str(adapter)}, f)
+    os.replace(partial, entry)
+    return entry
+
+
+def finetuned(folder: Path, specs: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    """The fine-tuned models recorded in ``folder`` whose base is in ``specs`` and adapter on disk."""
+    found: dict[str, ModelSpec] = {}
+    if not folder.is_dir():
+        return found
+    for entry in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(entry.read_text(encoding="utf-8"))
+            model_id, base, adapter = str(data["id"]), specs.get(str(data["base"])), Path(data["adapter"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if base is not None and adapter.is_file():
+            found[model_id] = replace(
+                base, id=model_id, family=f"{base.family} (fine-tuned)", lora_path=adapter,
+                base_model=base.id, size_bytes=base.size_bytes + adapter.stat().st_size, bundled=None,
+                pinned=False,
+            )  # fmt: skip
+    return found

@@ -37,6 +37,7 @@ that escapes is a bug and becomes a logged 500.
     │   └── ModelLoadError              502 api_error                   model_load_failed
     ├── ConfigError                     500 api_error                   config_error      (field names)
     ├── DownloadError                   500 api_error                   download_failed   (models pull)
+    ├── TrainingUnavailable             503 server_error                training_unavailable (no torch/CUDA)
     └── FinetuneError                   400 invalid_request_error       finetune_error    (the data pipeline)
         ├── InvalidExport               400                             invalid_export    (not an export)
         ├── UnsafeArchive               400                             unsafe_archive    (zip-slip, bombs)
@@ -315,6 +316,15 @@ class DownloadError(GroupQwenError):
     """Model weights could not be fetched (unreachable host, bad status, size or checksum mismatch)."""
 
     code = "download_failed"
+
+
+class TrainingUnavailable(GroupQwenError):
+    """Training cannot run here: the ``train`` extra (torch, transformers, peft) or, for the GPU path,
+    CUDA and Unsloth are missing; the message says what to install."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "training_unavailable"
 
 
 class ModelBusy(GroupQwenError):

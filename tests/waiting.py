@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 
 
-async def until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    """Poll ``condition`` (letting the loop and threads run) until it holds; fail after ``within_s``."""
+async def until(condition: Callable[[], bool], within_s: float = 10.0, every_s: float = 0.001) -> None:
+    """Poll ``condition`` every ``every_s`` (letting the loop and threads run) until it holds; fail after
+    ``within_s``. A condition that asks a server over HTTP polls less often."""
     deadline = asyncio.get_running_loop().time() + within_s
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(every_s)
 
 
 def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> None:

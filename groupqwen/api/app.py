@@ -6,8 +6,9 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -19,6 +20,7 @@ from groupqwen.api import (
     auth,
     completions,
     errors,
+    finetune,
     openai,
     openapi,
     responses,
@@ -63,23 +65,35 @@ CORS_EXPOSED_HEADERS = [
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A route whose body may exceed ``max_body_bytes``: a file upload (``setting`` names its limit)."""
+
+    path: re.Pattern[str]
+    max_bytes: int
+    setting: str
+
+
 class RequestContextMiddleware:
     """Gives every request an ``x-request-id`` (the client's, if it sent a sane one), caps the request
-    body at ``max_body_bytes`` (413), answers a body that stops arriving for ``body_timeout_s`` with a 408
-    that closes the connection, and turns anything unexpected into a logged OpenAI-shaped 500.
+    body at ``max_body_bytes`` (413; the upload routes ``uploads`` names at their own limits), answers a
+    body that stops arriving for ``body_timeout_s`` with a 408 that closes the connection, and turns
+    anything unexpected into a logged OpenAI-shaped 500.
 
     The body timeout bounds each wait for the next piece of the body, until its last piece: once the body
     is complete, a ``receive`` (a route watching for the client's disconnect) waits as long as it likes.
     """
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 30.0, max_upload_bytes: int = 0
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        body_timeout_s: float = 30.0,
+        uploads: Sequence[Upload] = (),
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.max_upload_bytes = max(
-            max_upload_bytes, max_body_bytes
-        )  # chat exports (review_files.UPLOAD_PATH)
+        self.uploads = uploads
         self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -89,8 +103,8 @@ class RequestContextMiddleware:
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
-        upload = review_files.UPLOAD_PATH.match(scope["path"]) is not None
-        limit = self.max_upload_bytes if upload else self.max_body_bytes
+        upload = next((u for u in self.uploads if u.path.fullmatch(scope["path"])), None)
+        limit = max(upload.max_bytes, self.max_body_bytes) if upload else self.max_body_bytes
         token = log.request_id.set(request_id)
         started = False
         received = 0
@@ -140,7 +154,7 @@ class RequestContextMiddleware:
             await send_with_id({"type": "http.response.body", "body": body})
 
         def too_large() -> PayloadTooLarge:
-            setting = "ui.max_upload_mb" if upload else "max_body_bytes"
+            setting = upload.setting if upload else "max_body_bytes"
             return PayloadTooLarge(f"The request body is larger than {limit} bytes ({setting})")
 
         try:
@@ -188,13 +202,19 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(review_files.router)  # before review.router: its {name:path} would take these
     app.include_router(review.router)
     app.include_router(ws.router)
+    app.include_router(finetune.router)
     auth.check_rules(app)
     app.router.default = ui.WebUI(settings.ui.dist_dir())  # what no route matches: the web UI (api/ui.py)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.server.body_timeout_s,
-        max_upload_bytes=settings.ui.max_upload_mb * 2**20,
+        uploads=(
+            Upload(review_files.UPLOAD_PATH, settings.ui.max_upload_mb * 2**20, "ui.max_upload_mb"),
+            Upload(
+                re.compile(r"/v1/files"), settings.finetune.max_upload_mb * 2**20, "finetune.max_upload_mb"
+            ),
+        ),
     )
     if settings.server.cors_origins:  # outermost: its headers go on every answer, errors included
         app.add_middleware(

@@ -17,11 +17,14 @@ from groupqwen.catalog import ModelSpec
 from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.config import LimitsConfig, Settings
 from groupqwen.errors import GroupQwenError
+from groupqwen.finetune.jobs import JobStore
+from groupqwen.finetune.runner import JobRunner
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
 from groupqwen.pool.factory import backend_for, memory_need, served, shares_the_cpu
 from groupqwen.pool.scheduler import BackendFactory, Pool
+from groupqwen.telemetry.database import database_url
 from groupqwen.telemetry.health import CheckResult, ModelHealth, gpu_check, models_check
 from groupqwen.telemetry.service import Telemetry
 
@@ -38,6 +41,7 @@ class Services:
     cache: SemanticCache | None = None
     embedder: Embedder | None = None  # what /v1/embeddings serves; None: the cache's, or built on first use
     clock: Clock = SYSTEM_CLOCK  # the stored responses' expiry, the WebSocket sessions' resume window
+    jobs: JobRunner | None = None  # fine-tuning jobs (api/finetune.py)
     responses: ResponseStore = field(init=False)  # the Responses API's stored responses
     access: Authenticator = field(default_factory=lambda: Authenticator(None))  # auth: off unless given
     sessions: Sessions = field(init=False)  # /v1/ws (api/ws_sessions.py)
@@ -85,8 +89,15 @@ class Services:
         )
         self.telemetry.health.add("gpu", gpu_check(memory.gpu_memory))
 
+    def add_finetuned(self, model_id: str) -> None:
+        """Serve the model a fine-tuning job just made (recorded in ``settings.finetuned_dir``)."""
+        spec = self.settings.catalog().get(model_id)
+        if spec is not None:
+            self.pipeline.add_model(served(spec, self.settings))
+
     async def start(self) -> None:
-        """Ensure the bootstrap admin key (``auth: keys``), then start telemetry's background work."""
+        """Ensure the bootstrap admin key (``auth: keys``), then start telemetry's background work and the
+        fine-tuning jobs left queued or running."""
         key = self.settings.auth.bootstrap_admin_key
         try:
             await asyncio.to_thread(self.access.bootstrap, key.get_secret_value() if key else None)
@@ -94,9 +105,13 @@ class Services:
             _log.error("cannot start", error=exc.message)
             raise
         self.telemetry.start()
+        if self.jobs is not None:
+            await self.jobs.start()
 
     async def close(self) -> None:
         try:
+            if self.jobs is not None:
+                await self.jobs.close()
             await self.sessions.close()
             await self.pool.close()
         finally:
@@ -158,7 +173,7 @@ def build_services(
         embedder = cache.embedder if cache is not None else None
     if embedder is None and settings.cache.embedder.kind == "openai":  # probed at start, as with a cache
         embedder = embedder_from_settings(settings)
-    return Services(
+    services = Services(
         settings,
         pool,
         Pipeline(
@@ -176,3 +191,5 @@ def build_services(
         access=Authenticator.from_settings(settings, clock=clock),
         limiter=limiter or RateLimiter.from_config(settings.limits, clock=clock),
     )
+    services.jobs = JobRunner(settings, JobStore(database_url(settings)), services.add_finetuned)
+    return services

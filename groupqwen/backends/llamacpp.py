@@ -263,11 +263,14 @@ class LlamaCppBackend:
             magic = f.read(4)
         if magic != b"GGUF":
             raise ModelLoadError(f"model {self.model_id!r}: {path} is not a GGUF file (bad magic {magic!r})")
+        lora = self.spec.lora_path
+        if lora is not None and not lora.is_file():
+            raise ModelLoadError(f"model {self.model_id!r}: its LoRA adapter {lora} is missing")
         try:
             llm = llama_cpp.Llama(
                 model_path=str(path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads, n_gpu_layers=self.n_gpu_layers, n_batch=N_BATCH,
-                logits_all=False, verbose=False,
+                logits_all=False, verbose=False, lora_path=str(lora) if lora is not None else None,
             )  # fmt: skip
         except Exception as exc:
             raise ModelLoadError(f"model {self.model_id!r}: llama.cpp could not load {path}: {exc}") from exc

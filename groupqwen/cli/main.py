@@ -16,6 +16,7 @@ from groupqwen import log
 from groupqwen.cli.common import ApiKeyOption, ConfigOption, bearer, settings_or_exit
 from groupqwen.cli.data import data_app
 from groupqwen.cli.keys import keys_app
+from groupqwen.cli.train import train
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import GroupQwenError
 from groupqwen.messages import ChatRequest, Message, Sampling
@@ -31,6 +32,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(keys_app, name="keys")
+app.command()(train)
 
 
 def gateway_url(url: str, path: str) -> str:

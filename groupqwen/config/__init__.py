@@ -12,6 +12,7 @@ an optional YAML file (``--config``), then the defaults. Every validation error 
 from groupqwen.config.access import AuthConfig
 from groupqwen.config.cache import CacheConfig, EmbedderConfig
 from groupqwen.config.fields import BearerToken
+from groupqwen.config.finetune import FinetuneConfig, Hyperparameters
 from groupqwen.config.images import ImagesConfig
 from groupqwen.config.limits import LimitsConfig, RatesConfig
 from groupqwen.config.models import ModelConfig
@@ -30,6 +31,8 @@ __all__ = [
     "BearerToken",
     "CacheConfig",
     "EmbedderConfig",
+    "FinetuneConfig",
+    "Hyperparameters",
     "ImagesConfig",
     "LimitsConfig",
     "ModelConfig",

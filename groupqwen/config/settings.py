@@ -19,9 +19,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from groupqwen.catalog import ModelSpec, builtin_catalog
+from groupqwen.catalog import ModelSpec, builtin_catalog, finetuned
 from groupqwen.config.access import AuthConfig
 from groupqwen.config.cache import CacheConfig
+from groupqwen.config.finetune import FinetuneConfig
 from groupqwen.config.images import ImagesConfig
 from groupqwen.config.limits import LimitsConfig
 from groupqwen.config.models import ModelConfig
@@ -216,6 +217,11 @@ class Settings(BaseSettings):
         default_factory=WsConfig,  # type: ignore[arg-type]
         description="The WebSocket endpoint /v1/ws: resume window, limits, heartbeats, origins (docs/api.md)",
     )
+    finetune: FinetuneConfig = Field(
+        default_factory=FinetuneConfig,  # type: ignore[arg-type]
+        description="Training runs and fine-tuning jobs: threads, priority, hyperparameter defaults "
+        "(docs/finetune.md)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -264,6 +270,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_models(self) -> Settings:
         known = builtin_catalog()
+        known.update(finetuned(self.finetuned_dir, known))  # ft: models recorded by finished runs
         errors = []
         for model_id, cfg in self.models.items():
             if model_id not in known and cfg.path is None and cfg.backend == "llamacpp":
@@ -308,10 +315,16 @@ class Settings(BaseSettings):
                 if value is not None and name != "backend":
                     overrides[name] = tuple(value) if name == "urls" else value
             specs[model_id] = replace(base, **overrides)
+        specs.update(finetuned(self.finetuned_dir, specs))
         for spec_id, spec in specs.items():
             if spec_id not in self.models:
                 specs[spec_id] = replace(spec, keep_alive=self.keep_alive)
         return specs
+
+    @property
+    def finetuned_dir(self) -> Path:
+        """Where finished fine-tuning runs record their models (``ft:…``)."""
+        return self.data_dir / "finetune" / "models"
 
     def available(self) -> dict[str, ModelSpec]:
         """The models that can be served here: weights on disk, a server to call, or a fake backend."""

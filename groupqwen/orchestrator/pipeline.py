@@ -65,7 +65,7 @@ class Pipeline:
         routing: Routing | None,
         overlap: Callable[[ModelSpec], bool],
     ) -> None:
-        self._catalog = catalog
+        self._catalog = dict(catalog)
         self._overlap = overlap
         self._pool = pool
         self._default_model = default_model
@@ -73,6 +73,11 @@ class Pipeline:
         self._routing = routing
         self._cascade = Cascade(pool, routing)
         self._background: set[asyncio.Task[None]] = set()
+
+    def add_model(self, spec: ModelSpec) -> None:
+        """Serve ``spec`` from now on (a fine-tuned model that just finished): the pool and the catalog."""
+        self._pool.add(spec)
+        self._catalog[spec.id] = spec
 
     async def run(self, request: ChatRequest, context: RequestContext) -> Answer:
         """Answer ``request``: returns once the answer's first delta exists (see the module's docstring)."""

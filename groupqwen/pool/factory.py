@@ -66,4 +66,5 @@ def memory_need(spec: ModelSpec, settings: Settings) -> int:
     if spec.backend != "llamacpp" or spec.path is None:
         return 0
     meta = read_metadata(spec.path)
-    return estimate(meta, spec.path.stat().st_size, context_size(spec, settings)).total
+    adapter = spec.lora_path.stat().st_size if spec.lora_path is not None and spec.lora_path.is_file() else 0
+    return estimate(meta, spec.path.stat().st_size, context_size(spec, settings)).total + adapter

@@ -90,6 +90,10 @@ class Pool:
         self._clock = clock
         self._placement = asyncio.Lock()  # one load or eviction decision at a time
 
+    def add(self, spec: ModelSpec) -> None:
+        """Serve ``spec`` too (a model that appeared while the gateway runs); an id already here is kept."""
+        self._entries.setdefault(spec.id, _Entry(spec))
+
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._entries
 

@@ -40,6 +40,7 @@ JSONL = dumps(
 )
 
 PERPLEXITY_MD = (Path(__file__).parents[1] / "finetune" / "fixtures" / "perplexity" / "tides.md").read_text()
+FT_JOB = {"model": "fake", "training_file": "file-none"}  # a fake model cannot be fine-tuned: 404
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,24 @@ ROUTES: dict[tuple[str, str], Sample] = {
     ("GET", "/v1/review/{name:path}/build"): Sample("finetune", "/v1/review/chats/build", tenant_data=True),
     ("POST", "/v1/review/{name:path}/import"): Sample(
         "finetune", "/v1/review/upload/import?filename=tides.md&languages=", PERPLEXITY_MD
+    ),
+    # fine-tuning: a body that is refused (400) or an id that does not exist (404) shows the rule let it in
+    ("POST", "/v1/files"): Sample("finetune", "/v1/files", {"purpose": "fine-tune"}, allowed=400),
+    ("GET", "/v1/files/{file_id}"): Sample("finetune", "/v1/files/file-none", allowed=404),
+    ("POST", "/v1/fine_tuning/jobs"): Sample("finetune", "/v1/fine_tuning/jobs", FT_JOB, allowed=404),
+    ("POST", "/v1/finetune/start"): Sample("finetune", "/v1/finetune/start", FT_JOB, allowed=404),
+    ("GET", "/v1/fine_tuning/jobs"): Sample("finetune", "/v1/fine_tuning/jobs"),
+    ("GET", "/v1/fine_tuning/jobs/{job_id}"): Sample(
+        "finetune", "/v1/fine_tuning/jobs/ftjob-none", allowed=404
+    ),
+    ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"): Sample(
+        "finetune", "/v1/fine_tuning/jobs/ftjob-none/cancel", allowed=404
+    ),
+    ("GET", "/v1/fine_tuning/jobs/{job_id}/events"): Sample(
+        "finetune", "/v1/fine_tuning/jobs/ftjob-none/events", allowed=404
+    ),
+    ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): Sample(
+        "finetune", "/v1/fine_tuning/jobs/ftjob-none/checkpoints", allowed=404
     ),
 }
 

@@ -522,3 +522,24 @@ def test_the_other_surfaces_keep_the_same_request_limits(
 ) -> None:
     error = _error(http.post(url, json=body), 400)
     assert error["param"] == param and "(max_" in error["message"]
+
+
+def test_each_upload_route_has_its_own_limit(tmp_path: Path) -> None:
+    """``POST /v1/files`` may exceed ``max_body_bytes`` up to ``finetune.max_upload_mb`` (and the review
+    import up to ``ui.max_upload_mb``); over it, a 413 naming that setting. Other routes keep
+    ``max_body_bytes``."""
+    settings = fake_settings(tmp_path, max_body_bytes=1024 * 1024, finetune={"max_upload_mb": 2})
+    big = b"x" * (3 * 2**20)
+    with gateway(fake_services(settings)) as client:
+        refused = client.post("/v1/files", content=big, headers={"content-type": "application/octet-stream"})
+        assert refused.status_code == 413, refused.text
+        assert "finetune.max_upload_mb" in refused.json()["error"]["message"]
+        middling = b"x" * (int(1.5 * 2**20))
+        let_in = client.post(
+            "/v1/files", content=middling, headers={"content-type": "application/octet-stream"}
+        )
+        assert let_in.status_code == 400, let_in.text  # past the size check: not a multipart upload
+        chat = client.post(
+            "/v1/chat/completions", content=middling, headers={"content-type": "application/json"}
+        )
+        assert chat.status_code == 413 and "max_body_bytes" in chat.json()["error"]["message"]

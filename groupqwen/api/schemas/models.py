@@ -38,5 +38,6 @@ def model_json(state: ModelState, created: int) -> dict[str, Any]:
             "pinned": spec.pinned,
             "max_parallel": spec.max_parallel,
             "replicas": [asdict(r) for r in state.replicas] or None,
+            "base_model": spec.base_model,
         },
     }

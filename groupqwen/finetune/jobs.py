@@ -1,0 +1,222 @@
+"""Fine-tuning jobs and their files, kept in the gateway's database (``telemetry.database_url``: SQLite
+under ``data_dir`` by default, or PostgreSQL; ``telemetry/database.py`` connects and migrates).
+
+The gateway and the job's worker process both use this store: the gateway creates jobs, lists them and
+asks for a cancel; the worker sets the status and appends events. Every method is synchronous and short
+(callers in the event loop run it in a thread). Statuses follow OpenAI's: ``validating_files`` is skipped
+(a file is checked when it is uploaded), ``queued`` → ``running`` → ``succeeded`` | ``failed`` |
+``cancelled``; a job stopped by a gateway shutdown goes back to ``queued`` and resumes from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from groupqwen.config import Settings
+from groupqwen.errors import NotFound
+from groupqwen.telemetry import database
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+metadata = sa.MetaData()
+migrations_table = database.migrations_table("finetune_migrations", metadata)
+files_table = sa.Table(
+    "finetune_files",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+)
+jobs_table = sa.Table(
+    "finetune_jobs",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("suffix", sa.String(64), nullable=False),
+    sa.Column("training_file", sa.String(40), nullable=False),
+    sa.Column("validation_file", sa.String(40)),
+    sa.Column("hyperparameters", sa.Text, nullable=False),
+    sa.Column("status", sa.String(24), nullable=False, index=True),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("fine_tuned_model", sa.String(300)),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("trained_tokens", sa.Integer),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("finished_at", sa.Integer),
+)
+events_table = sa.Table(
+    "finetune_events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(40), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    model: str
+    suffix: str
+    training_file: str
+    validation_file: str | None
+    hyperparameters: dict[str, Any]
+    status: str
+    cancel_requested: bool
+    fine_tuned_model: str | None
+    error_code: str | None
+    error_message: str | None
+    trained_tokens: int | None
+    created_at: int
+    finished_at: int | None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    path: Path
+    created_at: int
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    """A job's run folder: checkpoints, the adapter, the worker's output."""
+    return settings.data_dir / "finetune" / "jobs" / job_id
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def _v1(conn: sa.Connection) -> None:
+    for table in (files_table, jobs_table, events_table):
+        table.create(conn, checkfirst=True)
+
+
+# Ordered, append-only: (version, step). A new column is a new step, never an edit.
+MIGRATIONS: tuple[database.Migration, ...] = ((1, _v1),)
+_PG_MIGRATION_LOCK = 0x67715F6674  # pg_advisory_xact_lock key: replicas migrate one at a time
+
+
+class JobStore:
+    """Synchronous (callers in the event loop run it in a thread); migrates its tables on first use, so a
+    database that is down at start is simply retried."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self._engine = database.make_engine(url, timeout=timeout)
+        self._migrated = False
+
+    @property
+    def engine(self) -> sa.Engine:
+        if not self._migrated:
+            database.migrate(self._engine, migrations_table, MIGRATIONS, _PG_MIGRATION_LOCK)
+            self._migrated = True
+        return self._engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- files
+    def add_file(self, stored: StoredFile) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(files_table.insert().values(**{**stored.__dict__, "path": str(stored.path)}))
+
+    def file(self, file_id: str) -> StoredFile:
+        with self.engine.connect() as conn:
+            row = conn.execute(files_table.select().where(files_table.c.id == file_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"No file {file_id!r}: upload it with POST /v1/files", param="file_id")
+        return StoredFile(**{**row, "path": Path(row["path"])})
+
+    # -- jobs
+    def create(self, **values: Any) -> Job:
+        values = {**values, "hyperparameters": json.dumps(values["hyperparameters"])}
+        values.update(status="queued", cancel_requested=False, created_at=int(time.time()))
+        with self.engine.begin() as conn:
+            conn.execute(jobs_table.insert().values(**values))
+        return self.job(values["id"])
+
+    def job(self, job_id: str) -> Job:
+        with self.engine.connect() as conn:
+            row = conn.execute(jobs_table.select().where(jobs_table.c.id == job_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"No fine-tuning job {job_id!r}", param="fine_tuning_job_id")
+        return Job(**{**row, "hyperparameters": json.loads(row["hyperparameters"])})
+
+    def jobs(self, after: str | None = None, limit: int = 20) -> list[Job]:
+        """Newest first; ``after``: the jobs created before that one."""
+        query = jobs_table.select().order_by(jobs_table.c.created_at.desc(), jobs_table.c.id.desc())
+        if after is not None:
+            pivot = self.job(after)
+            query = query.where(
+                sa.or_(
+                    jobs_table.c.created_at < pivot.created_at,
+                    sa.and_(jobs_table.c.created_at == pivot.created_at, jobs_table.c.id < pivot.id),
+                )
+            )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit)).mappings().all()
+        return [Job(**{**row, "hyperparameters": json.loads(row["hyperparameters"])}) for row in rows]
+
+    def next_queued(self) -> Job | None:
+        query = jobs_table.select().where(jobs_table.c.status == "queued").order_by(jobs_table.c.created_at)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.limit(1)).mappings().first()
+        return None if row is None else self.job(row["id"])
+
+    def update(self, job_id: str, **values: Any) -> None:
+        if values.get("status") in FINAL:
+            values.setdefault("finished_at", int(time.time()))
+        with self.engine.begin() as conn:
+            conn.execute(jobs_table.update().where(jobs_table.c.id == job_id).values(**values))
+
+    def requeue_running(self) -> list[str]:
+        """Jobs left ``running`` by a gateway that stopped: queued again (they resume from a checkpoint)."""
+        with self.engine.begin() as conn:
+            ids = [
+                r[0] for r in conn.execute(sa.select(jobs_table.c.id).where(jobs_table.c.status == "running"))
+            ]
+            conn.execute(jobs_table.update().where(jobs_table.c.id.in_(ids)).values(status="queued"))
+        return ids
+
+    def queued(self) -> int:
+        query = sa.select(sa.func.count()).select_from(jobs_table).where(jobs_table.c.status == "queued")
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # -- events
+    def add_event(self, job_id: str, level: str, kind: str, message: str, data: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                events_table.insert().values(
+                    job_id=job_id, created_at=int(time.time()), level=level, type=kind, message=message,
+                    data=json.dumps(data),
+                )
+            )  # fmt: skip
+
+    def events(self, job_id: str, after: int | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Newest first, as OpenAI lists them; ``after``: events older than that one (its ``seq``)."""
+        query = events_table.select().where(events_table.c.job_id == job_id)
+        if after is not None:
+            query = query.where(events_table.c.seq < after)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(events_table.c.seq.desc()).limit(limit)).mappings().all()
+        return [{**row, "data": json.loads(row["data"])} for row in rows]
