@@ -21,6 +21,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 
+from groupqwen.api.auth import RULES
+
 _REF = "#/components/schemas/{model}"
 
 
@@ -39,6 +41,8 @@ class ErrorResponse(BaseModel):
 
 _WHY = {
     400: "The request is invalid; param names the field",
+    401: "No API key, or one that is wrong, revoked or expired (auth: keys)",
+    403: "The API key lacks the scope, or may not use the model",
     404: "Not found (a model, a dataset)",
     408: "The request body stopped arriving",
     409: "The model is busy",
@@ -156,11 +160,15 @@ def _document(app: FastAPI, bodies: tuple[type[BaseModel], ...]) -> dict[str, An
         schema = model.model_json_schema(ref_template=_REF)
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
+    document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             responses = operation["responses"]
             responses.pop("422", None)
             statuses = [500]
+            if RULES.get((method.upper(), path)) != "public":  # with auth: keys, a key is checked first
+                operation["security"] = [{"bearer": []}]
+                statuses += [401, 403, 503]
             parameters = operation.get("parameters", [])
             if parameters:
                 statuses.append(400)

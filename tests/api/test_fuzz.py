@@ -28,6 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from groupqwen.access.keys import generate_key
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache import CachePolicy, EmbeddedStore, SemanticCache
@@ -37,18 +38,19 @@ from groupqwen.finetune.records import Conversation, Turn, dumps
 from groupqwen.testing import fake_services, fake_settings
 
 MIN_CASES = 1000
+KEYED_EXAMPLES = 15  # per operation, with auth: keys
 EXAMPLES = 35  # per operation: 23 operations, some with few distinct inputs (about 1,400 cases in all)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 ran: Counter[str] = Counter()
 
 
-def _app(directory: Path) -> Any:
+def _app(directory: Path, **settings: Any) -> Any:
     embedder = HashingEmbedder()
     cache = SemanticCache(
         EmbeddedStore(None, embedder.dim, max_entries=1000), embedder, CachePolicy.from_config(CacheConfig())
     )
     limits = {"anonymous": True, "key": dict.fromkeys(("requests_per_minute", "tokens_per_minute"), 10**9)}
-    settings_ = fake_settings(directory, limits=limits)
+    settings_ = fake_settings(directory, limits=limits, **settings)
     services = fake_services(settings_, FakeBackend(model_id="fake"), cache=cache, embedder=embedder)
     return create_app(settings_, services)
 
@@ -80,6 +82,13 @@ def _ndjson(context: schemathesis.SerializationContext, value: Any) -> dict[str,
 APP = _app(Path(tempfile.mkdtemp(prefix="groupqwen-fuzz-")))
 schema = schemathesis.openapi.from_asgi("/openapi.json", _without_lifespan(APP))
 schema.config.generation.update(deterministic=True)
+# the same with auth: keys, every case sent with the bootstrap admin key (the operator: every scope)
+KEY = generate_key()
+KEYED = _app(
+    Path(tempfile.mkdtemp(prefix="groupqwen-fuzz-keys-")), auth={"mode": "keys", "bootstrap_admin_key": KEY}
+)
+keyed_schema = schemathesis.openapi.from_asgi("/openapi.json", _without_lifespan(KEYED))
+keyed_schema.config.generation.update(deterministic=True)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -95,6 +104,10 @@ def _review_dataset() -> None:
     )
     client = TestClient(_without_lifespan(APP))
     assert client.post("/v1/review/chats", content=dumps(conversation)).status_code == 200
+    KEYED.state.services.access.bootstrap(KEY)  # what the lifespan does at start (skipped here)
+    keyed = TestClient(_without_lifespan(KEYED))
+    headers = {"authorization": f"Bearer {KEY}"}
+    assert keyed.post("/v1/review/chats", content=dumps(conversation), headers=headers).status_code == 200
 
 
 @schema.parametrize()
@@ -113,10 +126,27 @@ def test_every_answer_is_documented_and_no_5xx(case: schemathesis.Case) -> None:
     ran[case.operation.label] += 1
 
 
+@keyed_schema.parametrize()
+@settings(
+    max_examples=KEYED_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_with_a_key_every_answer_is_documented_and_no_5xx(case: schemathesis.Case) -> None:
+    if case.path == "/v1/metrics/stream" and isinstance(case.query, dict):
+        events = case.query.get("events")
+        if events is None or (isinstance(events, int) and events >= 1):
+            case.query["events"] = 1
+    case.call_and_validate(checks=CHECKS, headers={"authorization": f"Bearer {KEY}"})
+    ran["keyed " + case.operation.label] += 1
+
+
 def test_enough_cases_ran() -> None:
     """Runs after the fuzzing (pytest keeps a module's order); skipped when it was deselected."""
     if not ran:
         pytest.skip("the fuzzing did not run in this session")
     print(f"fuzzed {sum(ran.values())} cases over {len(ran)} operations: {dict(ran)}")
     assert sum(ran.values()) >= MIN_CASES, ran
-    assert len(ran) == len(list(schema.get_all_operations())), ran
+    operations = len(list(schema.get_all_operations()))
+    assert len(ran) == 2 * operations, ran  # every operation, without a key and with one
