@@ -138,7 +138,11 @@ def test_the_audit_log_names_keys_by_id_and_never_holds_one(
         ask = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
         responses = {
             "ok": client.post("/v1/chat/completions", json=ask, headers=bearer(user)),
-            "wrong": client.post("/v1/chat/completions", json=ask, headers=bearer(user[:-1] + "Q")),
+            "wrong": client.post(
+                "/v1/chat/completions",
+                json=ask,
+                headers=bearer(user[:-1] + ("R" if user.endswith("Q") else "Q")),
+            ),
             "revoked": client.post("/v1/chat/completions", json=ask, headers=bearer(revoked)),
             "scope": client.delete("/v1/cache", headers=bearer(user)),
             "model": client.post("/v1/chat/completions", json={**ask, "model": "x"}, headers=bearer(user)),

@@ -109,7 +109,9 @@ def test_a_real_server_with_keys(tmp_path: Path) -> None:
         assert answered.exit_code == 0 and answered.stdout.strip(), answered.stderr
         listed = runner.invoke(app, ["models", "--url", server.url], env={"GROUPQWEN_API_KEY": key})
         assert listed.exit_code == 0 and "MODEL" in listed.stdout, listed.stderr
-        wrong = runner.invoke(app, ["models", "--url", server.url, "--api-key", key[:-1] + "x"])
+        wrong = runner.invoke(
+            app, ["models", "--url", server.url, "--api-key", key[:-1] + ("y" if key.endswith("x") else "x")]
+        )
         assert wrong.exit_code == 1 and "error: Incorrect API key provided" in wrong.stderr
     assert key.split(".")[1] not in server.log_path.read_text()
 
