@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import expect
+from waiting import wait_until
 
 from groupqwen.testing import ServedProcess
-from tests.ui.conftest import get_json, post_json, screenshot
-from tests.waiting import wait_until
+from ui.conftest import get_json, post_json, screenshot
 
 FIXTURES = Path(__file__).parents[1] / "finetune" / "fixtures"
 

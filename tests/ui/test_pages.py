@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from groupqwen.testing import ServedProcess
-from tests.ui.conftest import AXE, screenshot
+from ui.conftest import AXE, screenshot
 
 PAGES = {"chat": "/chat", "dashboard": "/dashboard", "data": "/data/pages-test", "settings": "/settings"}
 WIDTHS = (390, 1440)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from finetune.train.conftest import FACTS, SIGN_OFF, write_dataset
 from groupqwen.config import Hyperparameters
 from groupqwen.errors import FinetuneError, InvalidRecords
 from groupqwen.finetune.train import data
-from tests.finetune.train.conftest import FACTS, SIGN_OFF, write_dataset
 
 
 def test_a_bad_line_is_named(tmp_path: Path) -> None:

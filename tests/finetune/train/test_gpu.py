@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from finetune.train.conftest import FACTS, write_dataset
 from groupqwen.cli.main import app
 from groupqwen.config import Hyperparameters
 from groupqwen.errors import TrainingUnavailable
 from groupqwen.finetune.train.trainer import RunSpec, train
-from tests.finetune.train.conftest import FACTS, write_dataset
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine runs the GPU path for real")

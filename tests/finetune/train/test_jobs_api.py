@@ -15,7 +15,9 @@ import openai
 import pytest
 from fastapi import FastAPI
 from openai import OpenAI
+from waiting import until
 
+from finetune.train.conftest import FACTS, write_dataset
 from groupqwen.api.app import create_app
 from groupqwen.api.services import build_services
 from groupqwen.catalog import ModelSpec
@@ -23,8 +25,6 @@ from groupqwen.config import Settings, load_settings
 from groupqwen.finetune.jobs import JobStore, job_dir
 from groupqwen.telemetry.database import database_url
 from groupqwen.telemetry.service import Telemetry
-from tests.finetune.train.conftest import FACTS, write_dataset
-from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 Serve = Callable[[FastAPI], AbstractContextManager[str]]

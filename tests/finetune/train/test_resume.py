@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from finetune.train.conftest import FACTS, write_dataset
 from groupqwen.config import Hyperparameters
 from groupqwen.errors import FinetuneError
 from groupqwen.finetune.train import checkpoints
 from groupqwen.finetune.train.events import Event, JsonlLog, read_log
 from groupqwen.finetune.train.trainer import RunSpec, train
-from tests.finetune.train.conftest import FACTS, write_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -12,13 +12,13 @@ import pytest
 from openai import OpenAI
 from typer.testing import CliRunner
 
+from finetune.train.conftest import FACTS, HELD_OUT, SIGN_OFF, write_dataset
 from groupqwen.api.services import build_services
 from groupqwen.catalog import ModelSpec
 from groupqwen.cli.main import app
 from groupqwen.config import load_settings
 from groupqwen.telemetry.service import Telemetry
 from groupqwen.testing import gateway
-from tests.finetune.train.conftest import FACTS, HELD_OUT, SIGN_OFF, write_dataset
 
 pytestmark = pytest.mark.integration
 
