@@ -92,6 +92,34 @@ def test_echo_puts_the_prompt_first(http: TestClient) -> None:
     assert "".join(c.choices[0].text for c in chunks) == "Hello world!"
 
 
+def test_n_choices_each_with_its_own_seed_and_offsets(http: TestClient, fake: FakeBackend) -> None:
+    sdk = _sdk(http)
+    done = sdk.completions.create(
+        model="fake", prompt="Hello", n=3, seed=5, max_tokens=2, logprobs=0, best_of=3
+    )
+    assert [(c.index, c.text) for c in done.choices] == [(0, " world!"), (1, " world!"), (2, " world!")]
+    assert [r.sampling.seed for r in fake.requests] == [5, 6, 7]
+    assert all(c.logprobs is not None and c.logprobs.text_offset == [0, 6] for c in done.choices)
+    assert done.usage is not None and done.usage.completion_tokens == 6
+    stream = sdk.completions.create(
+        model="fake",
+        prompt="Hello",
+        n=2,
+        max_tokens=2,
+        stream=True,
+        echo=True,
+        stream_options={"include_usage": True},
+    )
+    texts: dict[int, str] = {}
+    usage = None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+    assert texts == {0: "Hello world!", 1: "Hello world!"}
+    assert usage is not None and usage.completion_tokens == 4
+
+
 def test_model_output_is_not_split_into_reasoning(tmp_path: Path) -> None:
     thinker = FakeBackend(model_id="fake", tokens=("<think>", "a", "</think>", "b"))
     with gateway(fake_services(fake_settings(tmp_path, {"fake": {"thinking": True}}), thinker)) as http:
@@ -108,8 +136,9 @@ def test_model_output_is_not_split_into_reasoning(tmp_path: Path) -> None:
         ({"model": "fake", "prompt": [1, 2, 3]}, "prompt", "token-id prompts"),
         ({"model": "fake", "prompt": []}, "prompt", "token-id prompts"),
         ({"model": "fake", "prompt": "x", "suffix": "y"}, "suffix", "fill-in-the-middle"),
-        ({"model": "fake", "prompt": "x", "n": 2}, "n", "greater than 1"),
-        ({"model": "fake", "prompt": "x", "best_of": 3}, "best_of", "greater than 1"),
+        ({"model": "fake", "prompt": "x", "n": 9}, "n", ""),
+        ({"model": "fake", "prompt": "x", "best_of": 3}, "best_of", "greater than 'n' is not supported"),
+        ({"model": "fake", "prompt": "x", "n": 3, "best_of": 2}, "best_of", "at least 'n'"),
         ({"model": "fake", "prompt": "x", "echo": True, "logprobs": 1}, "echo", "not scored"),
         ({"model": "fake", "prompt": "x", "logprobs": 6}, "logprobs", ""),
         ({"model": "fake", "prompt": "x", "max_tokens": 0}, "max_tokens", ""),

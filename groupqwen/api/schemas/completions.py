@@ -11,7 +11,7 @@ from pydantic import Field
 
 from groupqwen import log
 from groupqwen.api.schemas import Wire
-from groupqwen.api.schemas.chat import StreamOptions, usage_json
+from groupqwen.api.schemas.chat import MAX_CHOICES, StreamOptions, usage_json
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,
@@ -43,8 +43,8 @@ class CompletionRequest(Wire):
     seed: int | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
-    n: int | None = Field(None, ge=1)
-    best_of: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
+    best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
     suffix: str | None = None
     user: str | None = None
 
@@ -81,10 +81,15 @@ def to_chat_request(body: CompletionRequest, max_stop_sequences: int) -> ChatReq
         raise UnsupportedParameter(f"'suffix' is not supported: {REFUSED['suffix']}", param="suffix")
     if extra:
         _log.info("ignoring unsupported fields", fields=",".join(sorted(extra)))
-    for name in ("n", "best_of"):
-        value = getattr(body, name)
-        if value is not None and value > 1:
-            raise UnsupportedParameter(f"'{name}' greater than 1 is not supported", param=name)
+    n = body.n or 1
+    if body.best_of is not None and body.best_of < n:
+        raise InvalidRequest(f"'best_of' ({body.best_of}) must be at least 'n' ({n})", param="best_of")
+    if body.best_of is not None and body.best_of > n:
+        raise UnsupportedParameter(
+            "'best_of' greater than 'n' is not supported (no server-side ranking): ask for 'n' choices and "
+            "pick among them",
+            param="best_of",
+        )
     if body.echo and body.logprobs is not None:
         raise UnsupportedParameter(
             "'echo' with 'logprobs' is not supported: the prompt's tokens are not scored", param="echo"
@@ -110,6 +115,7 @@ def to_chat_request(body: CompletionRequest, max_stop_sequences: int) -> ChatReq
         user=body.user,
         enable_thinking=False,
         raw_prompt=True,
+        n=n,
     )
 
 
