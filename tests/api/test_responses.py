@@ -265,14 +265,57 @@ def test_stored_responses_expire_and_are_bounded(tmp_path: Path, fake: FakeBacke
         ),
         (
             {"model": "fake", "input": [{"type": "function_call_output", "call_id": "c", "output": "1"}]},
-            "input[0].type",
-            "tool calling",
+            "input[0].call_id",
+            "answers no tool call",
         ),
         (
-            {"model": "fake", "input": "x", "tools": [{"type": "function", "name": "f"}]},
-            "tools",
-            "not supported",
+            {"model": "fake", "input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
+            "input[0].call_id",
+            "is required",
         ),
+        (
+            {
+                "model": "fake",
+                "input": [
+                    {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "c"},
+                ],
+            },
+            "input[1].output",
+            "is required",
+        ),
+        (
+            {"model": "fake", "input": "x", "tools": [{"type": "web_search"}]},
+            "tools[0].type",
+            "only 'function'",
+        ),
+        ({"model": "fake", "input": "x", "tools": [{"type": "function"}]}, "tools[0].name", "is required"),
+        (
+            {"model": "fake", "input": "x", "tools": [{"type": "function", "name": "a b"}]},
+            "tools[0].name",
+            "letters, digits",
+        ),
+        (
+            {
+                "model": "fake",
+                "input": "x",
+                "tools": [{"type": "function", "name": "f"}],
+                "tool_choice": "any",
+            },
+            "tool_choice",
+            '{"type": "function", "name": …}',
+        ),
+        (
+            {
+                "model": "fake",
+                "input": "x",
+                "tools": [{"type": "function", "name": "f"}],
+                "tool_choice": {"type": "function", "name": "g"},
+            },
+            "tool_choice.name",
+            "not among the tools",
+        ),
+        ({"model": "fake", "input": "x", "tool_choice": "required"}, "tool_choice", "needs 'tools'"),
         ({"model": "fake", "input": "x", "background": True}, "background", "not supported"),
         ({"model": "fake", "input": "x", "include": ["file_search_call.results"]}, "include", "only"),
         ({"model": "fake", "input": "x", "truncation": "auto"}, "truncation", "not supported"),

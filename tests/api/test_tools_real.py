@@ -74,3 +74,29 @@ def test_the_sdk_tool_loop_on_qwen(client: openai.OpenAI) -> None:
     assert final.choices[0].finish_reason in ("stop", "length")
     assert not final.choices[0].message.tool_calls
     assert "31" in (final.choices[0].message.content or "")
+
+
+def test_the_sdk_responses_tool_loop_on_qwen(client: openai.OpenAI) -> None:
+    """The same loop in the Responses API: a ``function_call`` item (JSON and streamed), its result sent
+    back as a ``function_call_output`` after ``previous_response_id``, an answer from it."""
+    function = {"type": "function", **WEATHER["function"]}
+    asked: Any = {"model": QWEN, "tools": [function], "temperature": 0, "max_output_tokens": 48}
+    ask = "What is the weather in Paris?"
+    first = client.responses.create(input=ask, **asked)
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Paris"})]
+
+    with client.responses.stream(input=ask, **asked) as stream:
+        for _ in stream:
+            pass
+        streamed = stream.get_final_response()
+    assert [(i.name, json.loads(i.arguments)) for i in streamed.output if i.type == "function_call"] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+
+    result: Any = [{"type": "function_call_output", "call_id": calls[0].call_id, "output": "31 C, sunny"}]
+    final = client.responses.create(
+        input=result, previous_response_id=first.id, **{**asked, "tool_choice": "none"}
+    )
+    assert [item.type for item in final.output] == ["message"]
+    assert "31" in final.output_text

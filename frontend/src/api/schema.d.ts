@@ -1082,10 +1082,30 @@ export interface components {
         /** InputItem */
         InputItem: {
             /**
+             * Arguments
+             * @default null
+             */
+            arguments: string | null;
+            /**
+             * Call Id
+             * @default null
+             */
+            call_id: string | null;
+            /**
              * Content
              * @default null
              */
             content: string | components["schemas"]["InputPart"][] | null;
+            /**
+             * Name
+             * @default null
+             */
+            name: string | null;
+            /**
+             * Output
+             * @default null
+             */
+            output: string | components["schemas"]["InputPart"][] | null;
             /**
              * Role
              * @default null
@@ -1288,6 +1308,16 @@ export interface components {
             /** @default null */
             text: components["schemas"]["TextConfig"] | null;
             /**
+             * Tool Choice
+             * @default null
+             */
+            tool_choice: string | components["schemas"]["ResponsesToolChoice"] | null;
+            /**
+             * Tools
+             * @default null
+             */
+            tools: components["schemas"]["ResponsesTool"][] | null;
+            /**
              * Top Logprobs
              * @default null
              */
@@ -1307,6 +1337,47 @@ export interface components {
              * @default null
              */
             user: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** ResponsesTool */
+        ResponsesTool: {
+            /**
+             * Description
+             * @default null
+             */
+            description: string | null;
+            /**
+             * Name
+             * @default null
+             */
+            name: string | null;
+            /**
+             * Parameters
+             * @default null
+             */
+            parameters: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Strict
+             * @default null
+             */
+            strict: boolean | null;
+            /** Type */
+            type: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** ResponsesToolChoice */
+        ResponsesToolChoice: {
+            /**
+             * Name
+             * @default null
+             */
+            name: string | null;
+            /** Type */
+            type: string;
         } & {
             [key: string]: unknown;
         };

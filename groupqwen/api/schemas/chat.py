@@ -232,7 +232,10 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
             )
         turn = _message_of(message, i, parts, settings)
         if turn.role == "tool":
-            turn = replace(turn, tool_call_id=check_tool_results(called, message.tool_call_id, i))
+            turn = replace(
+                turn,
+                tool_call_id=check_tool_results(called, message.tool_call_id, f"messages[{i}].tool_call_id"),
+            )
         called.update(c.id for c in turn.tool_calls)
         messages.append(turn)
 

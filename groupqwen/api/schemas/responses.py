@@ -1,38 +1,40 @@
-"""``POST /v1/responses`` on the wire (OpenAI's Responses API): the request (→ the conversation's
-``Message``s and a ``ChatRequest``), the response object, and the typed events of a streamed one.
+"""``POST /v1/responses`` on the wire (OpenAI's Responses API): the request, and the conversation's
+``Message``s and the ``ChatRequest`` it makes (the response object is ``response_output``).
 
 The input is a string (one user turn) or a list of items: messages (``role`` + ``content``, a string or
-``input_text`` / ``input_image`` / ``output_text`` parts) and ``reasoning`` items a client hands back (their
-text is not sent to the model again, as a chat client's ``reasoning_content`` is not). ``instructions``
-becomes the system turn of this response only; ``previous_response_id`` puts the stored conversation
-before the input (``api/responses.py``).
+``input_text`` / ``input_image`` / ``output_text`` parts), the ``function_call`` items of an earlier answer
+and the ``function_call_output`` items with their results (``response_tools``), and ``reasoning`` items a
+client hands back (their text is not sent to the model again, as a chat client's ``reasoning_content`` is
+not). ``instructions`` becomes the system turn of this response only; ``previous_response_id`` puts the
+stored conversation before the input (``api/responses.py``).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any, Literal
 
 from pydantic import Field
 
 from groupqwen import log
 from groupqwen.api.schemas import Wire
-from groupqwen.api.schemas.chat import decision_json, logprobs_json
 from groupqwen.api.schemas.images import image_of
+from groupqwen.api.schemas.response_tools import (
+    ResponsesTool,
+    ResponsesToolChoice,
+    call_of,
+    response_tools,
+    with_call,
+)
+from groupqwen.api.schemas.tools import check_tool_results
 from groupqwen.config import ImagesConfig
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,
-    Completion,
-    Decision,
     ImagePart,
     Message,
     ResponseFormat,
     Role,
     Sampling,
-    TokenLogprob,
-    Usage,
 )
 
 _log = log.get(__name__)
@@ -58,6 +60,10 @@ class InputItem(Wire):
     type: str = "message"
     role: str | None = None
     content: str | list[InputPart] | None = None
+    call_id: str | None = None  # function_call and function_call_output items
+    name: str | None = None
+    arguments: str | None = None
+    output: str | list[InputPart] | None = None
 
 
 class TextFormat(Wire):
@@ -96,12 +102,12 @@ class ResponsesRequest(Wire):
     user: str | None = None
     truncation: Literal["auto", "disabled"] | None = None
     parallel_tool_calls: bool | None = None
+    tools: list[ResponsesTool] | None = None
+    tool_choice: str | ResponsesToolChoice | None = None
 
 
 # Fields whose meaning we cannot honour: silently ignoring them would change what the client gets.
 REFUSED = {
-    "tools": "tool calling is not supported in the Responses API yet; use /v1/chat/completions",
-    "tool_choice": "tool calling is not supported in the Responses API yet",
     "background": "background responses are not supported: send the request and read it (or stream it)",
     "conversation": "conversation objects are not supported: chain responses with previous_response_id",
     "prompt": "stored prompt templates are not supported: send the input itself",
@@ -153,32 +159,55 @@ def _parts(
     return Message(role, text, tuple(parts) if has_images else ())
 
 
-def input_messages(body: ResponsesRequest, policy: ImagesConfig, max_images: int) -> list[Message]:
-    """The turns ``input`` adds to the conversation, checked (``reasoning`` items are dropped)."""
+def _output_text(item: InputItem, where: str) -> str:
+    if item.output is None:
+        raise InvalidRequest(f"{where}.output is required: the call's result", param=f"{where}.output")
+    if isinstance(item.output, str):
+        return item.output
+    texts = []
+    for j, part in enumerate(item.output):
+        if part.type != "input_text" or part.text is None:
+            raise UnsupportedParameter(
+                f"{where}.output[{j}] has type {part.type!r}: a call's result holds only 'input_text' parts",
+                param=f"{where}.output[{j}].type",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def input_messages(
+    body: ResponsesRequest, policy: ImagesConfig, max_images: int, history: tuple[Message, ...] = ()
+) -> list[Message]:
+    """The turns ``input`` adds to the conversation after ``history``, checked (``reasoning`` items are
+    dropped; a ``function_call_output`` must answer a call made in ``history`` or the input)."""
     if body.input is None or body.input == "" or body.input == []:
         raise InvalidRequest("'input' is required: a string or a list of input items", param="input")
     if isinstance(body.input, str):
         return [Message("user", body.input)]
     messages: list[Message] = []
     images: list[ImagePart] = []
+    called = {call.id for message in history for call in message.tool_calls}
     for i, item in enumerate(body.input):
         where = f"input[{i}]"
         if item.type == "message":
             messages.append(_parts(item, where, policy, images, max_images))
+        elif item.type == "function_call":
+            call = call_of(item.call_id, item.name, item.arguments, where)
+            with_call(messages, call)
+            called.add(call.id)
+        elif item.type == "function_call_output":
+            call_id = check_tool_results(called, item.call_id, f"{where}.call_id")
+            messages.append(Message("tool", _output_text(item, where), tool_call_id=call_id))
         elif item.type == "reasoning":
             continue
-        elif item.type in ("function_call", "function_call_output"):
-            raise UnsupportedParameter(
-                f"{where} is a {item.type!r} item: tool calling is not supported in the Responses API yet",
-                param=f"{where}.type",
-            )
         else:
             raise UnsupportedParameter(
-                f"{where} has type {item.type!r}: only 'message' and 'reasoning' items are supported",
+                f"{where} has type {item.type!r}: only 'message', 'function_call', "
+                "'function_call_output' and 'reasoning' items are supported",
                 param=f"{where}.type",
             )
-    if not any(m.role == "user" for m in messages):
-        raise InvalidRequest("'input' has no user message to answer", param="input")
+    if not any(m.role in ("user", "tool") for m in messages):
+        raise InvalidRequest("'input' has no user message or function_call_output to answer", param="input")
     return messages
 
 
@@ -226,115 +255,5 @@ def chat_request(body: ResponsesRequest, conversation: list[Message]) -> ChatReq
         response_format=response_format,
         user=body.user,
         enable_thinking=thinking,
+        tools=response_tools(body.tools, body.tool_choice, body.parallel_tool_calls),
     )
-
-
-# --------------------------------------------------------------------------------------------------------
-# The response object and its stream's events, built as plain dicts.
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
-def usage_json(usage: Usage | None) -> dict[str, Any] | None:
-    if usage is None:
-        return None
-    return {
-        "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": usage.total_tokens,
-    }
-
-
-def text_part(text: str, logprobs: tuple[TokenLogprob, ...] | None) -> dict[str, Any]:
-    part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": []}
-    if logprobs is not None:
-        part["logprobs"] = logprobs_json(logprobs)
-    return part
-
-
-def message_item(item_id: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
-
-
-def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [{"type": "reasoning_text", "text": text}] if text else []
-    return {"type": "reasoning", "id": item_id, "summary": [], "content": content, "status": status}
-
-
-class ResponseWriter:
-    """The response object of one answer, as it stands; ``body`` is the request, ``created_at`` its time."""
-
-    def __init__(self, body: ResponsesRequest, response_id: str) -> None:
-        self.id = response_id
-        self.body = body
-        self.created_at = int(time.time())
-        self.message_id = new_id("msg")
-        self.reasoning_id = new_id("rs")
-
-    def response(
-        self,
-        status: str,
-        *,
-        model: str,
-        output: list[dict[str, Any]] | None = None,
-        usage: Usage | None = None,
-        decision: Decision | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        body = self.body
-        fmt = body.text.format if body.text is not None and body.text.format is not None else None
-        text_format: dict[str, Any] = {"type": "text"} if fmt is None else {"type": fmt.type}
-        if fmt is not None and fmt.type == "json_schema":
-            text_format.update(name=fmt.name or "response", schema=fmt.schema_, strict=fmt.strict)
-        effort = body.reasoning.effort if body.reasoning is not None else None
-        payload: dict[str, Any] = {
-            "id": self.id,
-            "object": "response",
-            "created_at": self.created_at,
-            "status": status,
-            "completed_at": int(time.time()) if status in ("completed", "incomplete") else None,
-            "error": error,
-            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-            "instructions": body.instructions,
-            "max_output_tokens": body.max_output_tokens,
-            "metadata": body.metadata or {},
-            "model": model,
-            "output": output or [],
-            "parallel_tool_calls": True if body.parallel_tool_calls is None else body.parallel_tool_calls,
-            "previous_response_id": body.previous_response_id,
-            "reasoning": {"effort": effort, "summary": None},
-            "store": body.store,
-            "temperature": body.temperature,
-            "text": {"format": text_format},
-            "tool_choice": "auto",
-            "tools": [],
-            "top_logprobs": body.top_logprobs,
-            "top_p": body.top_p,
-            "truncation": body.truncation or "disabled",
-            "usage": usage_json(usage),
-            "user": body.user,
-        }
-        if decision is not None:
-            payload["groupqwen"] = decision_json(decision)
-        return payload
-
-    def output(self, completion: Completion, logprobs: bool) -> list[dict[str, Any]]:
-        items = []
-        if completion.reasoning:
-            items.append(reasoning_item(self.reasoning_id, completion.reasoning, "completed"))
-        part = text_part(completion.content, completion.logprobs if logprobs else None)
-        status = "incomplete" if completion.finish_reason == "length" else "completed"
-        items.append(message_item(self.message_id, [part], status))
-        return items
-
-    def done(self, completion: Completion, decision: Decision, logprobs: bool) -> dict[str, Any]:
-        """The finished response."""
-        status = "incomplete" if completion.finish_reason == "length" else "completed"
-        output = self.output(completion, logprobs)
-        return self.response(
-            status, model=decision.model, output=output, usage=completion.usage, decision=decision
-        )

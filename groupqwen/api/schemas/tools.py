@@ -50,9 +50,14 @@ class ToolCallIn(Wire):
 
 
 def tools_of(
-    tools: list[ToolIn] | None, choice: str | NamedToolChoice | None, parallel: bool | None
+    tools: list[ToolIn] | None,
+    choice: str | NamedToolChoice | None,
+    parallel: bool | None,
+    function: str = ".function",
 ) -> Tools | None:
-    """The request's ``Tools``; ``None`` when it offers none (then ``tool_choice`` may only be ``none``)."""
+    """The request's ``Tools``; ``None`` when it offers none (then ``tool_choice`` may only be ``none``).
+    ``function`` is where a tool's fields sit in the request (the Responses API has them on the tool itself:
+    ``""``), for the ``param`` of an error."""
     if not tools:
         if choice is not None and choice != "none":
             raise InvalidRequest("'tool_choice' needs 'tools' to choose from", param="tool_choice")
@@ -65,16 +70,17 @@ def tools_of(
                 f"{where}.type is {tool.type!r}: only 'function' tools are supported", param=f"{where}.type"
             )
         if tool.function is None:
-            raise InvalidRequest(f"{where}.function is required", param=f"{where}.function")
+            at = f"{where}{function or '.name'}"
+            raise InvalidRequest(f"{at} is required", param=at)
         name = tool.function.name
         if not _NAME.fullmatch(name):
             raise InvalidRequest(
-                f"{where}.function.name {name[:80]!r} must be 1 to 64 letters, digits, '_' or '-'",
-                param=f"{where}.function.name",
+                f"{where}{function}.name {name[:80]!r} must be 1 to 64 letters, digits, '_' or '-'",
+                param=f"{where}{function}.name",
             )
         if any(f.name == name for f in functions):
             raise InvalidRequest(
-                f"{where}: the function {name!r} is offered twice", param=f"{where}.function.name"
+                f"{where}: the function {name!r} is offered twice", param=f"{where}{function}.name"
             )
         f = tool.function
         functions.append(Tool(name, f.description, f.parameters, f.strict))
@@ -87,14 +93,16 @@ def tools_of(
             offered = ", ".join(repr(f.name) for f in functions)
             raise InvalidRequest(
                 f"tool_choice names {named!r}, which is not among the tools ({offered})",
-                param="tool_choice.function.name",
+                param=f"tool_choice{function}.name",
             )
     elif choice in modes:
         mode = modes[choice]
     elif choice is not None:
+        named_shape = (
+            '{"type": "function", "function": {"name": …}}' if function else '{"type": "function", "name": …}'
+        )
         raise InvalidRequest(
-            f"tool_choice must be 'auto', 'none', 'required' or "
-            f'{{"type": "function", "function": {{"name": …}}}}, not {choice[:40]!r}',
+            f"tool_choice must be 'auto', 'none', 'required' or {named_shape}, not {choice[:40]!r}",
             param="tool_choice",
         )
     return Tools(tuple(functions), mode, named, True if parallel is None else parallel)
@@ -105,15 +113,13 @@ def calls_of(calls: list[ToolCallIn] | None) -> tuple[ToolCall, ...]:
     return tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in calls or ())
 
 
-def check_tool_results(ids_so_far: set[str], call_id: str | None, index: int) -> str:
-    """A ``tool`` message's ``tool_call_id``, which must answer a call an earlier assistant message made."""
-    where = f"messages[{index}]"
+def check_tool_results(ids_so_far: set[str], call_id: str | None, param: str) -> str:
+    """A tool result's call id (at ``param``), which must answer a call an earlier assistant turn made."""
     if not call_id:
-        raise InvalidRequest(f"{where} has role 'tool' but no tool_call_id", param=f"{where}.tool_call_id")
+        raise InvalidRequest(f"{param} is required: the id of the tool call this result answers", param=param)
     if call_id not in ids_so_far:
         raise InvalidRequest(
-            f"{where}.tool_call_id {call_id[:80]!r} answers no tool call of an earlier assistant message",
-            param=f"{where}.tool_call_id",
+            f"{param} {call_id[:80]!r} answers no tool call of an earlier assistant turn", param=param
         )
     return call_id
 
