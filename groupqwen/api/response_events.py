@@ -73,25 +73,22 @@ class ResponseEvents:
         if item is None:
             return []
         text = "".join(item.text)
-        where = {"item_id": item.id, "output_index": item.index}
         if item.kind == "reasoning":
             done = reasoning_item(item.id, text, "completed")
-            frames = [self.event("response.reasoning_text.done", **where, content_index=0, text=text)]
+            frames = [self._at("response.reasoning_text.done", item, content_index=0, text=text)]
         elif item.kind == "message":
             part = text_part(text, tuple(item.tokens) if self.logprobs else None)
             done = message_item(item.id, [part], self.status)
             scored = logprobs_json(tuple(item.tokens)) if self.logprobs else []
             frames = [
-                self.event("response.output_text.done", **where, content_index=0, text=text, logprobs=scored),
-                self.event("response.content_part.done", **where, content_index=0, part=part),
+                self._at("response.output_text.done", item, content_index=0, text=text, logprobs=scored),
+                self._at("response.content_part.done", item, content_index=0, part=part),
             ]
         else:
             assert item.call is not None
             call = ToolCall(item.call.id or "", item.call.name or "", text)
             done = function_call_item(item.id, call, "completed")
-            frames = [
-                self.event("response.function_call_arguments.done", **where, arguments=text, name=call.name)
-            ]
+            frames = [self._at("response.function_call_arguments.done", item, arguments=text, name=call.name)]
         self.output.append(done)
         frames.append(self.event("response.output_item.done", output_index=item.index, item=done))
         return frames
@@ -115,69 +112,49 @@ class ResponseEvents:
         frames.append(self.event("response.output_item.added", output_index=index, item=added))
         if kind == "message":
             part = text_part("", None)
-            frames.append(
-                self.event(
-                    "response.content_part.added",
-                    item_id=item.id,
-                    output_index=index,
-                    content_index=0,
-                    part=part,
-                )
-            )
+            frames.append(self._at("response.content_part.added", item, content_index=0, part=part))
         return frames
+
+    def _append(self, kind: str, text: str, frames: list[bytes]) -> _Item:
+        """The open item of ``kind`` (opened after closing another), with ``text`` added."""
+        if self.open is None or self.open.kind != kind:
+            frames += self._open(kind)
+        assert self.open is not None
+        self.open.text.append(text)
+        return self.open
+
+    def _at(self, kind: str, item: _Item, **payload: Any) -> bytes:
+        return self.event(kind, item_id=item.id, output_index=item.index, **payload)
 
     def delta(self, delta: Delta) -> list[bytes]:
         frames: list[bytes] = []
         if delta.reasoning:
-            if self.open is None or self.open.kind != "reasoning":
-                frames += self._open("reasoning")
-            assert self.open is not None
-            self.open.text.append(delta.reasoning)
+            item = self._append("reasoning", delta.reasoning, frames)
             self.reasoning.append(delta.reasoning)
             frames.append(
-                self.event(
-                    "response.reasoning_text.delta",
-                    item_id=self.open.id,
-                    output_index=self.open.index,
-                    content_index=0,
-                    delta=delta.reasoning,
-                )
+                self._at("response.reasoning_text.delta", item, content_index=0, delta=delta.reasoning)
             )
         if delta.content or delta.logprobs:
-            if self.open is None or self.open.kind != "message":
-                frames += self._open("message")
-            assert self.open is not None
-            self.open.text.append(delta.content)
-            self.open.tokens.extend(delta.logprobs)
+            item = self._append("message", delta.content, frames)
+            item.tokens.extend(delta.logprobs)
             self.content.append(delta.content)
             self.tokens.extend(delta.logprobs)
+            scored = logprobs_json(delta.logprobs) if self.logprobs else []
             frames.append(
-                self.event(
-                    "response.output_text.delta",
-                    item_id=self.open.id,
-                    output_index=self.open.index,
-                    content_index=0,
-                    delta=delta.content,
-                    logprobs=logprobs_json(delta.logprobs) if self.logprobs else [],
+                self._at(
+                    "response.output_text.delta", item, content_index=0, delta=delta.content, logprobs=scored
                 )
             )
         for piece in delta.tool_calls:
             if piece.id is not None:
                 frames += self._open("call", piece)
                 self.calls[piece.index] = [piece.id, piece.name or "", ""]
-            item = self.open
-            if not piece.arguments or item is None or item.call is None or item.call.index != piece.index:
+            call = self.open
+            if not piece.arguments or call is None or call.call is None or call.call.index != piece.index:
                 continue
-            item.text.append(piece.arguments)
+            call.text.append(piece.arguments)
             self.calls[piece.index][2] += piece.arguments
-            frames.append(
-                self.event(
-                    "response.function_call_arguments.delta",
-                    item_id=item.id,
-                    output_index=item.index,
-                    delta=piece.arguments,
-                )
-            )
+            frames.append(self._at("response.function_call_arguments.delta", call, delta=piece.arguments))
         return frames
 
     def finish(self, delta: Delta) -> tuple[Completion, list[bytes]]:
