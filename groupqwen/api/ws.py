@@ -181,18 +181,19 @@ class Connection:
 
     async def _heartbeat(self) -> None:
         """A ``ping`` every ``ws.heartbeat_s``; a peer that sent nothing for 2 intervals, or that took no
-        frame from a full queue for 2 intervals, is dropped (its generations are parked)."""
+        frame from a full queue for 2 intervals, is dropped (its generations are parked). When both hold,
+        the stalled queue is the reason given: it is the more specific one."""
         interval = self.config.heartbeat_s
         clock = self.clock
         next_ping = clock.monotonic() + interval
         while True:
             now = clock.monotonic()
-            if now - self.received_at >= 2 * interval:
-                self._stop(GOING_AWAY, f"nothing from the client for {2 * interval:g} s (ws.heartbeat_s)")
-                return
             stalled = self.outlet.stalled_s()
             if stalled >= 2 * interval:
                 self._stop(POLICY_VIOLATION, f"the client read nothing for {2 * interval:g} s")
+                return
+            if now - self.received_at >= 2 * interval:
+                self._stop(GOING_AWAY, f"nothing from the client for {2 * interval:g} s (ws.heartbeat_s)")
                 return
             if now >= next_ping:
                 self.outlet.offer(encode({"type": "ping"}))

@@ -7,6 +7,7 @@ the injected clock, to the tick: tests/api/test_ws_clock.py)."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -72,24 +73,33 @@ def test_a_client_that_answers_pings_stays(server: ServedProcess) -> None:
 
 def test_a_client_that_stops_reading_is_dropped_and_its_generation_cancelled(server: ServedProcess) -> None:
     client = RawSocket(server, receive_buffer=4096)
+    stop = threading.Event()
+
+    def answer_pings() -> None:  # alive, answering often: a busy machine must not make it look silent
+        while not stop.wait(0.05):
+            try:
+                client.send({"type": "pong"})
+            except OSError:
+                return  # dropped
+
+    pongs = threading.Thread(target=answer_pings, daemon=True)
     try:
         client.send(ask("flood", "big"))
-
-        def cancelled() -> bool:
-            client.send({"type": "pong"})  # alive, answering: only its not reading is wrong
-            return _records(server).get("499", 0) >= 1
-
+        pongs.start()
         # it never reads: the kernel's buffers fill, the send queue fills, the generation pauses; the
         # server drops the connection (1008), parks the generation, which fills its buffer or outlives
         # the window: cancelled, its slot free, nothing parked
-        wait_for(cancelled, "the generation cancelled")
+        wait_for(lambda: _records(server).get("499", 0) >= 1, "the generation cancelled")
         assert active_requests(server, "big") == 0
         assert _records(server).get("200", 0) == 0  # it never ran to its end
         wait_for(lambda: websocket_gauges(server)["parked_generations"] == 0, "nothing parked")
+        assert 'code=1008 reason="the client read nothing' in server.log_path.read_text()
+        stop.set()
+        pongs.join(DEADLINE)
         # the close frame waits behind what the client never read, for at most a heartbeat
         assert client.close_code() in (1008, None)
-        assert 'code=1008 reason="the client read nothing' in server.log_path.read_text()
     finally:
+        stop.set()
         client.close()
 
 

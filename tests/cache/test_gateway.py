@@ -179,9 +179,11 @@ def test_a_hit_is_served_to_a_stream_and_a_stream_is_stored(
 class Watching:
     """MiniLM that, once ``armed``, waits (up to ``patience_s``) inside the embedding until the backend has
     been asked for one more generation than before the request: it only sees that when the gateway
-    generates while the semantic layer is still looking."""
+    generates while the semantic layer is still looking. The wait ends as soon as it does, so a long
+    patience costs nothing when the overlap works, and a busy machine cannot make it miss the generation
+    (the semantic layer's own timeout, 10 s here, bounds the wait when it does not)."""
 
-    def __init__(self, inner: MiniLMEmbedder, backend: FakeBackend, patience_s: float = 5.0) -> None:
+    def __init__(self, inner: MiniLMEmbedder, backend: FakeBackend, patience_s: float = 60.0) -> None:
         self.inner, self.backend, self.patience_s = inner, backend, patience_s
         self.name, self.dim = inner.name, inner.dim
         self.armed = False

@@ -107,17 +107,22 @@ async def test_invalidation_and_clear_reach_the_other_gateway(redis_url: str, mi
 
 
 async def test_entries_expire_in_redis(redis_url: str, minilm: MiniLMEmbedder) -> None:
-    """Redis itself drops an entry when its TTL ends: the gateway's own clock stands still here, so only
-    the server can turn the hit into a miss."""
-    cache = gateway(redis_url, minilm, clock=FakeClock(wall=time.time()))
+    """Redis itself drops an entry when its TTL ends: the entry is written with its absolute expiry (the
+    gateway's wall time + TTL), and once Redis's own time passes it (moved there by the test, not waited
+    for: no timing) the gateway's clock still stands before it, so only the server can turn the hit into a
+    miss."""
+    clock = FakeClock(wall=time.time())
+    cache = gateway(redis_url, minilm, clock=clock)
     lookup = await cache.lookup(ask("a short-lived question"), "t", "m")
-    cache.store(lookup, "m", answer("soon gone"), 0.2)  # read back in this process while in flight
+    cache.store(lookup, "m", answer("soon gone"), 3600.0)
+    assert await cache.drain()
     assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "hit"
-    deadline = time.monotonic() + 10  # Redis expires it 0.2 s after the write: wait for that, generously
-    while (found := await cache.lookup(ask("a short-lived question"), "t", "m")).status == "hit":
-        assert time.monotonic() < deadline, "Redis never expired the entry"
-        await asyncio.sleep(0.02)
-    assert found.status == "miss"
+    raw = redis.Redis.from_url(redis_url)
+    keys = [k for k in raw.scan_iter(match="*") if raw.type(k) == b"hash" and raw.pexpiretime(k) > 0]
+    assert [raw.pexpiretime(k) for k in keys] == [int((clock.time() + 3600.0) * 1000)]
+    raw.pexpireat(keys[0], int(time.time() * 1000) - 1)  # Redis's time is now past the entry's expiry
+    assert (await cache.lookup(ask("a short-lived question"), "t", "m")).status == "miss"
+    raw.close()
     await cache.close()
 
 
