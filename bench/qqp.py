@@ -31,7 +31,11 @@ from groupqwen.cache.verifier import Verifier
 Part = Literal["tune", "calibrate", "heldout"]
 PARTS: tuple[Part, ...] = ("tune", "calibrate", "heldout")
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = Path(os.environ.get("GROUPQWEN_QQP", ROOT.parent.parent / "shared" / "data" / "qqp_dev.jsonl"))
+# the team's data sits beside the checkout (../shared/data), or beside the folder of a worktree
+SHARED = next(
+    (p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()), ROOT.parent / "shared"
+)
+DEFAULT_DATA = Path(os.environ.get("GROUPQWEN_QQP", SHARED / "data" / "qqp_dev.jsonl"))
 VECTORS_DIR = Path(os.environ.get("GROUPQWEN_QQP_VECTORS", "/tmp/groupqwen-qqp"))
 
 
