@@ -8,7 +8,7 @@ const gateway = process.env.GROUPQWEN_URL ?? "http://127.0.0.1:8000";
 
 export default defineConfig({
   plugins: [react(), tailwindcss()],
-  server: { proxy: { "/v1": gateway, "/health": gateway, "/metrics": gateway } },
+  server: { proxy: { "/v1": { target: gateway, ws: true }, "/health": gateway, "/metrics": gateway } },
   build: { target: "es2022", chunkSizeWarningLimit: 400 },
   test: { environment: "node", include: ["src/**/*.test.ts"] },
 });

@@ -28,12 +28,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 LONG_REPLY = " ".join(f"word{i}" for i in range(400))  # 400 words at 25 ms: ~10 s, stopped long before
+COUNT_REPLY = " ".join(f"n{i}" for i in range(150))  # numbered words: a gap or a repeat shows in the text
 MODELS = {
     "fake": {
         "fake_reply": "Hello **there**. " + "streaming " * 30 + "\n\n```python\nprint('hi')\n```",
         "fake_delay_s": 0.02,
     },
     "slow": {"fake_reply": LONG_REPLY, "fake_delay_s": 0.025},
+    "count": {"fake_reply": COUNT_REPLY, "fake_delay_s": 0.015},
     "spare": {"keep_alive": -1},
 }
 
@@ -94,3 +96,20 @@ def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def by_transport(served: ServedProcess, transport: str) -> int:
+    """The gateway's count of requests that came over ``transport`` (http, ws) in the last hour."""
+    groups = get_json(served.url + "/v1/metrics?window=1h")["by_transport"]
+    return int(groups.get(transport, {}).get("requests", 0))
+
+
+def start_chat(page: Any, served: ServedProcess, model: str = "fake") -> None:
+    page.goto(served.url + "/")
+    page.get_by_role("button", name="Start a chat").click()
+    page.get_by_label("Model", exact=True).select_option(model)
+
+
+def ask(page: Any, text: str) -> None:
+    page.get_by_label("Message", exact=True).fill(text)
+    page.get_by_label("Message", exact=True).press("Enter")

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from waiting import wait_until
 
 from groupqwen.testing import ServedProcess
-from ui.conftest import get_json, post_json, screenshot
+from ui.conftest import ask, by_transport, get_json, post_json, screenshot, start_chat
 
 FIXTURES = Path(__file__).parents[1] / "finetune" / "fixtures"
 
@@ -24,17 +24,6 @@ OBSERVE = """() => {
     if (m) window.__paints.add(m.innerText);
   }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
-
-
-def start_chat(page: Any, served: ServedProcess, model: str = "fake") -> None:
-    page.goto(served.url + "/")
-    page.get_by_role("button", name="Start a chat").click()
-    page.get_by_label("Model", exact=True).select_option(model)
-
-
-def ask(page: Any, text: str) -> None:
-    page.get_by_label("Message", exact=True).fill(text)
-    page.get_by_label("Message", exact=True).press("Enter")
 
 
 def status_count(served: ServedProcess, status: str) -> int:
@@ -59,7 +48,7 @@ def test_an_answer_streams_in_with_its_footer(page: Any, served: ServedProcess) 
 
 
 def test_stop_cancels_the_generation_on_the_server(page: Any, served: ServedProcess) -> None:
-    before = status_count(served, "499")
+    before, over_ws = status_count(served, "499"), by_transport(served, "ws")
     start_chat(page, served, "slow")
     ask(page, "Count for me")
     streaming = page.locator("[data-testid=assistant-message][data-state=streaming]")
@@ -69,6 +58,7 @@ def test_stop_cancels_the_generation_on_the_server(page: Any, served: ServedProc
     expect(stopped).to_contain_text("Stopped")
     assert "word399" not in stopped.inner_text()
     wait_until(lambda: status_count(served, "499") == before + 1)  # the gateway recorded the client leaving
+    assert by_transport(served, "ws") == over_ws + 1  # a generation on the socket, ended by its cancel frame
     expect(page.get_by_role("button", name="Send")).to_be_visible()
 
 

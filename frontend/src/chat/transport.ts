@@ -1,5 +1,5 @@
-/** How a chat answer streams to the page. SSE over `POST /v1/chat/completions` is the one transport today;
- * a WebSocket transport (`GET /v1/ws`) plugs in behind the same interface. */
+/** How a chat answer streams to the page: SSE over `POST /v1/chat/completions` here, the WebSocket
+ * (`GET /v1/ws`) in ws.ts, both behind one interface. */
 import { ApiError, errorOf, authHeaders, apiUrl, route } from "../api/client";
 import { sseEvents } from "../api/sse";
 import type { ChatBody, ChatChunk } from "../api/types";
@@ -27,14 +27,15 @@ function number(value: string | null): number | null {
   return value === null || value === "" || Number.isNaN(Number(value)) ? null : Number(value);
 }
 
-export function answerHeaders(headers: Headers): AnswerHeaders {
+/** The answer's headers, read by `get` (HTTP's headers, or the `headers` of a WebSocket's first chunk). */
+export function answerHeaders(get: (name: string) => string | null): AnswerHeaders {
   return {
-    model: headers.get("x-groupqwen-model"),
-    route: headers.get("x-groupqwen-route"),
-    cache: headers.get("x-groupqwen-cache"),
-    cacheSimilarity: number(headers.get("x-groupqwen-cache-similarity")),
-    escalations: number(headers.get("x-groupqwen-escalations")),
-    requestId: headers.get("x-request-id"),
+    model: get("x-groupqwen-model"),
+    route: get("x-groupqwen-route"),
+    cache: get("x-groupqwen-cache"),
+    cacheSimilarity: number(get("x-groupqwen-cache-similarity")),
+    escalations: number(get("x-groupqwen-escalations")),
+    requestId: get("x-request-id"),
   };
 }
 
@@ -55,7 +56,7 @@ export const sseTransport: ChatTransport = {
     }
     if (!response.ok) throw await errorOf(response);
     if (response.body === null) throw new ApiError("The gateway sent no body", response.status);
-    on({ type: "headers", headers: answerHeaders(response.headers) });
+    on({ type: "headers", headers: answerHeaders((name) => response.headers.get(name)) });
     for await (const event of sseEvents(response.body)) {
       if (event.data === "[DONE]") return;
       const chunk = JSON.parse(event.data) as ChatChunk;

@@ -3,14 +3,15 @@ import { useCallback, useRef, useState } from "react";
 import { ApiError } from "../api/client";
 import { chatBody, emptyDraft, fold, titleOf, type Draft } from "./answer";
 import { db, type Conversation, type Message } from "./db";
-import { sseTransport, type ChatTransport } from "./transport";
+import type { ChatTransport } from "./transport";
+import { chatTransport } from "./ws";
 
 export interface Streaming {
   seq: number;
   draft: Draft;
 }
 
-export function useChat(conversation: Conversation | undefined, transport: ChatTransport = sseTransport) {
+export function useChat(conversation: Conversation | undefined, transport: ChatTransport = chatTransport) {
   const [streaming, setStreaming] = useState<Streaming | null>(null);
   const controller = useRef<AbortController | null>(null);
 
