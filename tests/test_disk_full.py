@@ -113,3 +113,33 @@ def test_a_full_data_disk_fails_no_chat_request_and_corrupts_nothing(
         accepted = http.post("/v1/review/chats/decisions", json={"key": "c1#0", "verdict": "accept"})
         assert accepted.status_code == 200, accepted.text
         assert http.get("/v1/review/chats").json()["counts"]["accepted"] == 1
+
+
+def test_a_full_data_disk_makes_the_import_and_the_build_507_and_changes_nothing(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    export = (Path(__file__).parent / "finetune" / "fixtures" / "claude" / "conversations.json").read_bytes()
+    settings = fake_settings(tmp_path, data_dir=small_disk / "data")
+    with TestClient(create_app(settings, fake_services(settings))) as http:
+        imported = http.post("/v1/review/chats/import?filename=export.json&languages=", content=export)
+        assert imported.status_code == 200, imported.text
+        dataset = small_disk / "data" / "review" / "chats"
+        before = {p.name: p.read_bytes() for p in dataset.iterdir()}
+        filler = fill(small_disk)
+
+        again = http.post("/v1/review/chats/import?filename=export.json&languages=", content=export)
+        built = http.get("/v1/review/chats/build")
+        for refused in (again, built):
+            assert refused.status_code == 507, refused.text
+            assert refused.json()["error"]["code"] == "insufficient_storage"
+            assert "disk of data_dir is full" in refused.json()["error"]["message"]
+        assert {p.name: p.read_bytes() for p in dataset.iterdir()} == before
+        assert not any((small_disk / "data" / "review" / ".work").iterdir())  # no scratch left behind
+
+        filler.unlink()
+        assert (
+            http.post("/v1/review/chats/import?filename=export.json&languages=", content=export).status_code
+            == 200
+        )
+        built = http.get("/v1/review/chats/build")
+        assert built.status_code == 200 and built.headers["content-type"] == "application/zip"

@@ -16,7 +16,8 @@ import errno
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -143,10 +144,12 @@ def _parse_upload(body: bytes) -> list[Conversation]:
     return conversations
 
 
-async def _on_disk(work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)`` in a worker thread; a full disk (or quota) is ``InsufficientStorage``, not a 500."""
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """A full disk (or quota) under the block is ``InsufficientStorage`` (507), not a 500. The review's
+    writes are atomic (a temporary file, then a rename), so nothing was changed."""
     try:
-        return await asyncio.to_thread(work, *args)
+        yield
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -154,6 +157,12 @@ async def _on_disk(work: Callable[..., T], *args: Any) -> T:
             f"The review data could not be written: the disk of data_dir is full ({exc.strerror}); "
             "nothing was changed"
         ) from None
+
+
+async def _on_disk(work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` in a worker thread, under ``storage_errors``."""
+    with storage_errors():
+        return await asyncio.to_thread(work, *args)
 
 
 def _write_atomically(path: Path, conversations: list[Conversation]) -> None:

@@ -20,7 +20,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from groupqwen.api.review import Dataset, dataset_at, dataset_lock
+from groupqwen.api.openapi import errors
+from groupqwen.api.review import Dataset, dataset_at, dataset_lock, storage_errors
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRequest, PayloadTooLarge
 from groupqwen.finetune.records import dumps, read_jsonl
@@ -31,7 +32,15 @@ UPLOAD_PATH = re.compile(r"^/v1/review/[^/]+/import$")  # api/app.py caps these 
 _EXPORT_SUFFIXES = (".zip", ".json", ".md", ".markdown")
 
 
-@router.post("/v1/review/{name:path}/import")
+def _scratch(settings: Settings) -> Path:
+    """Where uploads and builds are worked on: ``data_dir``'s disk, which the operator sized (a full one is
+    a 507); each request's own temporary folder in it is removed after."""
+    folder = settings.data_dir / "review" / ".work"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@router.post("/v1/review/{name:path}/import", responses=errors(400, 413, 507))
 async def import_export(
     request: Request,
     name: str,
@@ -50,9 +59,7 @@ async def import_export(
         )
     codes = tuple(c.strip().lower() for c in languages.split(",") if c.strip())
     settings: Settings = request.app.state.services.settings
-    work = settings.data_dir / "review" / ".uploads"
-    work.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=work) as folder:
+    with storage_errors(), tempfile.TemporaryDirectory(dir=_scratch(settings)) as folder:
         upload = Path(folder) / f"export{suffix}"
         size = await _receive(request, upload, settings.ui.max_upload_mb * 2**20)
         report = await asyncio.to_thread(_import_and_curate, upload, codes)
@@ -103,7 +110,7 @@ def _install(curated: Path, dataset: Dataset) -> None:
     os.replace(curated, dataset.conversations)
 
 
-@router.get("/v1/review/{name:path}/build")
+@router.get("/v1/review/{name:path}/build", responses=errors(404, 507))
 async def build(
     request: Request,
     name: str,
@@ -131,7 +138,8 @@ async def build(
                 archive.write(folder / "out" / file, file)
         return buffer.getvalue()
 
-    with tempfile.TemporaryDirectory() as folder:
+    settings: Settings = request.app.state.services.settings
+    with storage_errors(), tempfile.TemporaryDirectory(dir=_scratch(settings)) as folder:
         async with dataset_lock(request, dataset):
             body = await asyncio.to_thread(run, Path(folder))
     disposition = f'attachment; filename="{dataset.name}-{format}.zip"'

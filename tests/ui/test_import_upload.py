@@ -46,7 +46,7 @@ def test_a_chatgpt_zip_becomes_a_review_dataset(http: TestClient, tmp_path: Path
     key = page["data"][0]["key"]
     decided = http.post("/v1/review/mine/decisions", json={"key": key, "verdict": "accept"}).json()
     assert decided["counts"]["accepted"] == 1
-    assert not any((tmp_path / "data" / "review" / ".uploads").iterdir())  # the upload is not kept
+    assert not any((tmp_path / "data" / "review" / ".work").iterdir())  # the upload is not kept
 
 
 def test_a_claude_json_and_a_perplexity_markdown_import(http: TestClient) -> None:

@@ -4087,6 +4087,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The data directory's disk is full; nothing was written */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     decide_v1_review__name__decisions_post: {
@@ -4341,6 +4350,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description The request body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description An internal error; the request id identifies it in the logs */
             500: {
                 headers: {
@@ -4352,6 +4370,15 @@ export interface operations {
             };
             /** @description Overloaded, out of memory, or a store unavailable; Retry-After when it helps */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The data directory's disk is full; nothing was written */
+            507: {
                 headers: {
                     [name: string]: unknown;
                 };
