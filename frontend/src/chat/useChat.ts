@@ -1,19 +1,28 @@
 /** Sending, streaming, stopping, regenerating and editing in one conversation. */
 import { useCallback, useRef, useState } from "react";
+import { create } from "zustand";
 import { ApiError } from "../api/client";
 import { chatBody, emptyDraft, fold, titleOf, type Draft } from "./answer";
 import { db, type Conversation, type Message } from "./db";
 import type { ChatTransport } from "./transport";
 import { chatTransport } from "./ws";
 
+/** Where the streaming answer's place is among the messages; its text is in `useDraft`. */
 export interface Streaming {
   seq: number;
-  draft: Draft;
 }
 
-export function useChat(conversation: Conversation | undefined, transport: ChatTransport = chatTransport) {
+/** The answer as it streams in, apart from the page's state: only the streaming message re-renders per
+ * update (at most once a frame), not the page with its conversation, pickers and composer. */
+export const useDraft = create<{ draft: Draft | null }>(() => ({ draft: null }));
+
+/** `live`: the conversation's messages as the page shows them (its live query), which spares a read of the
+ * history before the question leaves when they are surely current. */
+export function useChat(conversation: Conversation | undefined, live?: Message[], transport: ChatTransport = chatTransport) {
   const [streaming, setStreaming] = useState<Streaming | null>(null);
   const controller = useRef<AbortController | null>(null);
+  // how many messages the last answer left in its conversation: a live list shorter than that is behind
+  const settled = useRef<{ id: string; count: number } | null>(null);
 
   const answer = useCallback(
     async (conv: Conversation, history: Message[]) => {
@@ -21,22 +30,25 @@ export function useChat(conversation: Conversation | undefined, transport: ChatT
       const abort = new AbortController();
       controller.current = abort;
       let draft = emptyDraft(performance.now());
-      setStreaming({ seq, draft });
-      // one render per frame however fast chunks come: a long answer's Markdown is re-rendered per update
+      // one render per frame however fast chunks come
       let frame: number | null = null;
       const show = () => {
         frame = null;
-        setStreaming({ seq, draft });
+        useDraft.setState({ draft });
       };
+      // the request leaves first, the page renders while it is on its way
+      const streamed = transport.stream(chatBody(conv.model, conv.params, history), abort.signal, (event) => {
+        const first = draft.firstTokenAt === null;
+        draft = fold(draft, event, performance.now());
+        if (first && draft.firstTokenAt !== null) show(); // the first token: at once
+        else frame ??= requestAnimationFrame(show);
+      });
+      useDraft.setState({ draft });
+      setStreaming({ seq });
       let state: Message["state"] = "done";
       let error: string | undefined;
       try {
-        await transport.stream(chatBody(conv.model, conv.params, history), abort.signal, (event) => {
-          const first = draft.firstTokenAt === null;
-          draft = fold(draft, event, performance.now());
-          if (first && draft.firstTokenAt !== null) show(); // the first token: at once
-          else frame ??= requestAnimationFrame(show);
-        });
+        await streamed;
       } catch (exc) {
         if (abort.signal.aborted) state = "stopped";
         else {
@@ -59,8 +71,10 @@ export function useChat(conversation: Conversation | undefined, transport: ChatT
         error,
       };
       await db.messages.put(message);
+      settled.current = { id: conv.id, count: seq + 1 };
       await db.conversations.update(conv.id, { updatedAt: Date.now() });
       setStreaming(null);
+      useDraft.setState({ draft: null });
     },
     [transport],
   );
@@ -68,7 +82,10 @@ export function useChat(conversation: Conversation | undefined, transport: ChatT
   const send = useCallback(
     async (text: string, images: string[] = [], editSeq?: number) => {
       if (!conversation || controller.current) return;
-      let history = await db.history(conversation.id);
+      const id = conversation.id;
+      const floor = settled.current?.id === id ? settled.current.count : 1; // an empty list may be another's
+      const current = live && live.length >= floor && live.every((m) => m.conversationId === id);
+      let history = current ? live : await db.history(id);
       const seq = editSeq ?? history.length;
       if (editSeq !== undefined) {
         await db.truncate(conversation.id, editSeq);
@@ -85,7 +102,7 @@ export function useChat(conversation: Conversation | undefined, transport: ChatT
       });
       await Promise.all([stored, answer(conversation, [...history, message])]);
     },
-    [conversation, answer],
+    [conversation, live, answer],
   );
 
   const regenerate = useCallback(async () => {

@@ -85,7 +85,8 @@ export class ChatSocket {
     }
   }
 
-  private connect(): Promise<WebSocket> {
+  /** The page's socket, opened when it is not (resuming the answers that ran on a dropped one). */
+  connect(): Promise<WebSocket> {
     if (this.socket?.readyState === WebSocket.OPEN) return Promise.resolve(this.socket);
     // answers still running on a dropped socket are resumed on the new one
     this.opening ??= this.open(this.pending.size > 0).finally(() => (this.opening = null));
@@ -240,6 +241,14 @@ export function socketUrl(): string {
 const socket = new ChatSocket(socketUrl);
 const SSE_AFTER_FAILURE_MS = 60_000;
 let socketFailedAt = -Infinity;
+
+/** Opens the WebSocket ahead of the first question (a socket that cannot open: SSE for a minute). */
+export function openSocket(): void {
+  if (useSettings.getState().apiKey.trim() || Date.now() - socketFailedAt < SSE_AFTER_FAILURE_MS) return;
+  socket.connect().catch(() => {
+    socketFailedAt = Date.now();
+  });
+}
 
 /** The chat's transport: the WebSocket, or SSE when the socket cannot open (a proxy that does not pass
  * WebSockets: SSE for the next minute) or an API key is set (a browser cannot send `Authorization` on a

@@ -1,6 +1,8 @@
 import { memo, useState, type ReactNode } from "react";
 import ReactMarkdown from "react-markdown";
-import rehypeHighlight from "rehype-highlight";
+import type { Root } from "hast";
+import rehypeHighlight, { type Options } from "rehype-highlight";
+import type { Transformer } from "unified";
 import { blocks } from "./blocks";
 
 function textOf(node: ReactNode): string {
@@ -34,9 +36,15 @@ function CodeBlock({ children }: { children?: ReactNode }) {
   );
 }
 
+// rehype-highlight registers highlight.js's 37 common grammars each time it is attached, and react-markdown
+// attaches its plugins on every render: attached once here, every render gets the same transformer.
+const highlight = (rehypeHighlight as (options: Options) => Transformer<Root>)({ detect: false });
+const plugins = [() => highlight];
+const components = { pre: CodeBlock };
+
 const Block = memo(function Block({ text }: { text: string }) {
   return (
-    <ReactMarkdown rehypePlugins={[[rehypeHighlight, { detect: false }]]} components={{ pre: CodeBlock }}>
+    <ReactMarkdown rehypePlugins={plugins} components={components}>
       {text}
     </ReactMarkdown>
   );

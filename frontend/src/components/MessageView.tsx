@@ -1,5 +1,6 @@
-import { useState } from "react";
+import { useLayoutEffect, useState } from "react";
 import type { AnswerMeta, Message } from "../chat/db";
+import { useDraft } from "../chat/useChat";
 import { LazyMarkdown as Markdown } from "./LazyMarkdown";
 
 function fmt(value: number | null, digits = 0, unit = ""): string | null {
@@ -91,4 +92,13 @@ export function MessageView({ message, streaming = false, onEdit, onRegenerate }
       ) : null}
     </article>
   );
+}
+
+/** The answer being streamed (useDraft), re-rendered on its own as it grows; `onGrow` after each update
+ * is on the page. */
+export function StreamingMessage({ onGrow }: { onGrow: () => void }) {
+  const draft = useDraft((state) => state.draft);
+  useLayoutEffect(onGrow, [draft, onGrow]);
+  if (!draft) return null;
+  return <MessageView streaming message={{ role: "assistant", content: draft.content, reasoning: draft.reasoning, meta: draft.meta }} />;
 }

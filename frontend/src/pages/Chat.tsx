@@ -1,12 +1,13 @@
 import { useLiveQuery } from "dexie-react-hooks";
-import { useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import { useNavigate, useParams } from "react-router";
 import { Composer } from "../components/Composer";
 import { Conversations } from "../components/Conversations";
-import { MessageView } from "../components/MessageView";
+import { MessageView, StreamingMessage } from "../components/MessageView";
 import { ModelPicker, takesImages, useModels } from "../components/ModelPicker";
 import { db, DEFAULT_PARAMS, type Conversation, type Params } from "../chat/db";
 import { useChat } from "../chat/useChat";
+import { openSocket } from "../chat/ws";
 
 function ParamsPanel({ conversation }: { conversation: Conversation }) {
   const p = conversation.params;
@@ -43,7 +44,7 @@ export default function ChatPage() {
   const conversation = useLiveQuery(() => (id ? db.conversations.get(id) : undefined), [id]);
   const messages = useLiveQuery(() => (id ? db.history(id) : []), [id]) ?? [];
   const { data: models } = useModels();
-  const { streaming, send, regenerate, stop } = useChat(conversation);
+  const { streaming, send, regenerate, stop } = useChat(conversation, messages);
   const [showList, setShowList] = useState(false);
   const bottom = useRef<HTMLDivElement>(null);
 
@@ -61,9 +62,23 @@ export default function ChatPage() {
     });
   }, [id, navigate]);
 
+  useEffect(openSocket, []); // the first question does not wait for the WebSocket's handshake
+
+  // to the end when a message comes; while an answer grows it is kept in view unless the reader scrolled up
+  const list = useRef<HTMLDivElement>(null);
+  const pinned = useRef(true);
   useEffect(() => {
+    pinned.current = true;
     bottom.current?.scrollIntoView({ block: "end" });
-  }, [messages.length, streaming?.draft.content.length]);
+  }, [messages.length, streaming]);
+  const onScroll = () => {
+    const el = list.current;
+    if (el) pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
+  };
+  const onGrow = useCallback(() => {
+    const el = list.current;
+    if (el && pinned.current) el.scrollTop = el.scrollHeight;
+  }, []);
 
   const shown = streaming ? messages.filter((m) => m.seq < streaming.seq) : messages;
   const lastSeq = messages.at(-1)?.seq;
@@ -89,7 +104,7 @@ export default function ChatPage() {
           </div>
         ) : (
           <>
-            <div className="min-h-0 flex-1 space-y-3 overflow-y-auto p-3" data-testid="messages" aria-live="polite">
+            <div ref={list} onScroll={onScroll} className="min-h-0 flex-1 space-y-3 overflow-y-auto p-3" data-testid="messages" aria-live="polite">
               {shown.map((m) => (
                 <MessageView
                   key={m.id}
@@ -98,9 +113,7 @@ export default function ChatPage() {
                   onRegenerate={m.role === "assistant" && m.seq === lastSeq && !streaming ? () => void regenerate() : undefined}
                 />
               ))}
-              {streaming ? (
-                <MessageView streaming message={{ role: "assistant", content: streaming.draft.content, reasoning: streaming.draft.reasoning, meta: streaming.draft.meta }} />
-              ) : null}
+              {streaming ? <StreamingMessage onGrow={onGrow} /> : null}
               <div ref={bottom} />
             </div>
             <Composer busy={streaming !== null} images={takesImages(models?.data ?? [], conversation.model)} onSend={(text, images) => void send(text, images)} onStop={stop} />
