@@ -1,6 +1,6 @@
 """The web UI's own cost, in Chromium against a real `groupqwen serve`, side by side in one run.
 
-    .venv/bin/python bench/ui.py [--runs 5] [--tokens 2000] [--delay-ms 5]
+    .venv/bin/python bench/ui.py [--runs 5] [--tokens 2000] [--delay-ms 5] [--dist frontend/dist]
 
 1. The build's sizes: every JS/CSS file with its gzipped size, and the initial JS (the entry script and the
    chunks index.html preloads) against the 250 kB gzipped goal.
@@ -10,7 +10,8 @@
    received → painted) and what lies between (the WebSocket both ways, the gateway before and after its
    TTFT's clock).
 3. Main-thread long tasks (PerformanceObserver "longtask", over 50 ms) while a `--tokens`-word answer streams
-   in, word by word every `--delay-ms`, in paragraphs of 50 words.
+   in, word by word every `--delay-ms`, in paragraphs of 50 words; and the main thread's CPU time meanwhile
+   (Chromium's own counters in thread ticks: long tasks are wall time, which a busy machine inflates).
 
 The model is a served fake (`fake_delay_s` between words), so the numbers are the UI's and the gateway's,
 not a model's. Needs `make ui` and chromium.
@@ -83,12 +84,12 @@ FIRST_PAINT = """() => {
 }"""
 
 
-def sizes() -> tuple[list[tuple[str, int, int]], int]:
+def sizes(dist: Path) -> tuple[list[tuple[str, int, int]], int]:
     rows = []
-    for path in sorted((DIST / "assets").iterdir()):
+    for path in sorted((dist / "assets").iterdir()):
         raw = path.read_bytes()
         rows.append((path.name, len(raw), len(gzip.compress(raw, 9))))
-    index = (DIST / "index.html").read_text()
+    index = (dist / "index.html").read_text()
     initial = set(re.findall(r'(?:src|href)="/assets/([^"]+\.js)"', index))
     initial_gz = sum(gz for name, _, gz in rows if name in initial)
     return rows, initial_gz
@@ -127,9 +128,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=2000)
     parser.add_argument("--delay-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--dist", type=Path, default=DIST, help="the build to serve (another commit's, to compare)"
+    )
     args = parser.parse_args()
+    dist = args.dist.resolve()
 
-    rows, initial_gz = sizes()
+    rows, initial_gz = sizes(dist)
     print("| file | bytes | gzipped |\n|---|---:|---:|")
     for name, raw, gz in rows:
         print(f"| {name} | {raw:,} | {gz:,} |")
@@ -144,7 +149,7 @@ def main() -> None:
     }
     with (
         tempfile.TemporaryDirectory() as folder,
-        serve_process(Path(folder), models, ui={"dist": str(DIST)}) as srv,
+        serve_process(Path(folder), models, ui={"dist": str(dist)}) as srv,
     ):
         records = Records(srv.url)
         with sync_playwright() as playwright:
@@ -172,20 +177,17 @@ def main() -> None:
                 rid = str(done.nth(run).get_attribute("data-request-id"))
                 gateway_ms = waited(records.by_id.get, rid)["ttft_s"] * 1000
                 t = page.evaluate("window.__t")
-                sent, between, painted = (
-                    t["sent"] - t["key"],
-                    t["first"] - t["sent"],
-                    t["key"] + ui_ms - t["first"],
-                )
                 added.append(ui_ms - gateway_ms)
-                own.append(sent + painted)
-                print(
-                    f"| {run + 1} | {ui_ms:.1f} | {gateway_ms:.1f} | {ui_ms - gateway_ms:.1f} "
-                    f"| {sent:.1f} | {between:.1f} | {painted:.1f} |"
-                )
+                parts = "| — | — | — |"  # an answer that did not come over the WebSocket (another build)
+                if "sent" in t and "first" in t:
+                    sent, between = t["sent"] - t["key"], t["first"] - t["sent"]
+                    painted = t["key"] + ui_ms - t["first"]
+                    own.append(sent + painted)
+                    parts = f"| {sent:.1f} | {between:.1f} | {painted:.1f} |"
+                print(f"| {run + 1} | {ui_ms:.1f} | {gateway_ms:.1f} | {ui_ms - gateway_ms:.1f} {parts}")
             print(
-                f"\nmedian added: {statistics.median(added):.1f} ms (goal ≤ 20 ms), of which the page's own "
-                f"parts: {statistics.median(own):.1f} ms\n"
+                f"\nmedian added: {statistics.median(added):.1f} ms (goal ≤ 20 ms); the page's own parts: "
+                f"{statistics.median(own) if own else float('nan'):.1f} ms\n"
             )
 
             page.get_by_role("button", name="New chat").click()
@@ -194,16 +196,34 @@ def main() -> None:
                 "() => { window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries())"
                 " window.__long.push(e.duration); }).observe({type: 'longtask'}); }"
             )
+            # the main thread's CPU time (thread ticks): what the page spends, however busy the machine
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable", {"timeDomain": "threadTicks"})
+            before = metrics(cdp)
             page.get_by_label("Message", exact=True).fill("A long answer, please")
             page.get_by_label("Message", exact=True).press("Enter")
             page.locator("[data-testid=assistant-message][data-state=done]").wait_for()
             tasks = page.evaluate("window.__long")
+            cpu = {name: (value - before[name]) * 1000 for name, value in metrics(cdp).items()}
             browser.close()
         records.close()
     print("| answer | words | long tasks > 50 ms | longest (ms) | total in long tasks (ms) |")
     print("|---|---:|---:|---:|---:|")
     longest = max(tasks, default=0.0)
     print(f"| streamed | {args.tokens} | {len(tasks)} | {longest:.0f} | {sum(tasks):.0f} |")
+    print("\nMain-thread CPU time while it streamed (ms, thread ticks):\n")
+    print("| main thread | script | layout | style |\n|---:|---:|---:|---:|")
+    print(
+        f"| {cpu['ThreadTime']:.0f} | {cpu['ScriptDuration']:.0f} | {cpu['LayoutDuration']:.0f} "
+        f"| {cpu['RecalcStyleDuration']:.0f} |"
+    )
+
+
+def metrics(cdp: Any) -> dict[str, float]:
+    wanted = {"ThreadTime", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration"}
+    return {
+        m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"] if m["name"] in wanted
+    }
 
 
 def waited(get: Any, key: str, within_s: float = 30.0) -> Any:
