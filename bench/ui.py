@@ -73,7 +73,8 @@ FIRST_PAINT = """() => {
   const seen = new Set(document.querySelectorAll('[data-testid=assistant-message]'));
   const observer = new MutationObserver(() => {
     for (const m of document.querySelectorAll('[data-testid=assistant-message][data-state=streaming]')) {
-      if (seen.has(m) || !m.innerText.trim()) continue;
+      const text = m.querySelector('.prose-chat');  // the answer's text, not its footer (headers come first)
+      if (seen.has(m) || !text || !text.innerText.trim()) continue;
       observer.disconnect();
       const painted = () => { window.__firstPaint = performance.now() - sent; };
       requestAnimationFrame(() => setTimeout(painted, 0));  // after the frame that shows it
