@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # A portable llama.cpp build: a wheel built for this exact CPU can die with "illegal instruction" elsewhere.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test lint models setup clean bench postgres ui ui-check chromium
+.PHONY: run test lint models setup clean bench postgres ui ui-check chromium nginx deploy-check
 
 setup: $(VENV)/.installed
 
@@ -55,6 +55,19 @@ chromium:
 	    echo "chromium is missing: as root, apt-get install chromium" >&2; exit 1; \
 	  fi; }
 
+# Debian's nginx, for `nginx -t` on the proxy's configuration (tests/deploy/); nothing is started
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
+	  else \
+	    echo "nginx is missing: as root, apt-get install nginx-light" >&2; exit 1; \
+	  fi; }
+
+# the containers, compose file, proxy and deploy script checked offline (docs/DEPLOYMENT.md)
+deploy-check: setup nginx
+	$(BIN)/pytest -q tests/deploy
+
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -77,7 +90,7 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: setup models postgres lint ui-check ui chromium
+test: setup models postgres lint ui-check ui chromium nginx
 	$(BIN)/pytest
 
 bench: setup models
