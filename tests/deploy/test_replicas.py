@@ -1,0 +1,159 @@
+"""Two gateway replicas against one Redis (with vector search) and one PostgreSQL, as docker-compose.yml
+runs them: two real ``groupqwen serve`` processes, and they behave as one service — an answer cached
+through one is a hit through the other, both write their telemetry to the one database, an API key created
+once works on both, and a key's rate limit is counted across both (docs/DEPLOYMENT.md, "Several
+replicas")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from servers import PostgresServer, ValkeyServer
+from typer.testing import CliRunner
+from waiting import until
+
+from groupqwen.access.keys import generate_key
+from groupqwen.cli.main import app
+from groupqwen.telemetry.database import engine_url
+from groupqwen.testing import ServedProcess, serve_process
+
+ADMIN = generate_key()
+QUESTION = {
+    "model": "fake",
+    "temperature": 0,
+    "messages": [{"role": "user", "content": "What is a replica?"}],
+}
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = ValkeyServer(tmp_path_factory.mktemp("replicas-redis"), search=True)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_database(postgres: PostgresServer) -> str:
+    """A database of its own on the suite's PostgreSQL, made afresh."""
+    if not postgres.is_running():
+        postgres.start()
+    engine = sa.create_engine(engine_url(postgres.url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS groupqwen_replicas"))
+        conn.execute(sa.text("CREATE DATABASE groupqwen_replicas"))
+    engine.dispose()
+    return postgres.url.rsplit("/", 1)[0] + "/groupqwen_replicas"
+
+
+@pytest.fixture(scope="module")
+def settings(shared_redis: str, shared_database: str) -> dict[str, Any]:
+    """What docker/groupqwen.yaml and the compose file's environment give every replica."""
+    return {
+        "auth": {"mode": "keys", "bootstrap_admin_key": ADMIN},
+        "cache": {"backend": "redis", "redis_url": shared_redis},
+        "limits": {"redis_url": shared_redis},
+        "telemetry": {"database_url": shared_database},
+    }
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, settings: dict[str, Any]
+) -> Iterator[tuple[ServedProcess, ServedProcess]]:
+    with ExitStack() as stack:
+        a, b = (
+            stack.enter_context(
+                serve_process(
+                    tmp_path_factory.mktemp(name), {"fake": {"fake_reply": "Another copy."}}, **settings
+                )
+            )
+            for name in ("replica-a", "replica-b")
+        )
+        yield a, b
+
+
+def chat(replica: ServedProcess, key: str, body: dict[str, Any] = QUESTION) -> httpx.Response:
+    return httpx.post(
+        f"{replica.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+
+
+def create_key(tmp_path: Path, settings: dict[str, Any], *options: str) -> str:
+    """``groupqwen keys create`` run once, against the shared database (as an operator would)."""
+    config = tmp_path / "admin.yaml"
+    config.write_text(json.dumps({**settings, "data_dir": str(tmp_path / "data")}), encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["keys", "create", "--name", "replicas", "--json", "-c", str(config), *options]
+    )
+    assert result.exit_code == 0, result.output
+    key: str = json.loads(result.stdout)["key"]
+    return key
+
+
+def test_an_answer_cached_through_one_replica_is_a_hit_through_the_other(
+    replicas: tuple[ServedProcess, ServedProcess],
+) -> None:
+    a, b = replicas
+    first = chat(a, ADMIN)
+    assert first.status_code == 200, first.text
+    assert first.headers["x-groupqwen-cache"] == "miss"
+    second = chat(b, ADMIN)
+    assert second.status_code == 200, second.text
+    assert second.headers["x-groupqwen-cache"] == "hit"
+    assert second.json()["choices"][0]["message"]["content"] == "Another copy."
+
+
+def test_a_key_created_once_works_on_both_and_its_rate_limit_is_shared(
+    replicas: tuple[ServedProcess, ServedProcess], settings: dict[str, Any], tmp_path: Path
+) -> None:
+    a, b = replicas
+    key = create_key(tmp_path, settings, "--requests-per-minute", "2")
+    assert chat(a, key).status_code == 200
+    assert chat(b, key).status_code == 200
+    third = chat(a, key)  # the third within the minute, whichever replica counts it
+    assert third.status_code == 429, third.text
+    assert third.json()["error"]["code"] == "rate_limit_exceeded"
+    assert chat(b, key).status_code == 429
+    assert chat(b, "gq-0123456789abcdef." + "x" * 43).status_code == 401  # and an unknown one nowhere
+
+
+def test_both_replicas_write_their_telemetry_to_the_one_database(
+    replicas: tuple[ServedProcess, ServedProcess], shared_database: str
+) -> None:
+    a, b = replicas
+    engine = sa.create_engine(engine_url(shared_database))
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM request_records")).scalar_one()
+    for replica in (a, b):
+        body = {**QUESTION, "messages": [{"role": "user", "content": f"Which one am I, {replica.port}?"}]}
+        assert chat(replica, ADMIN, body).status_code == 200
+
+    def both_recorded() -> bool:
+        with engine.connect() as conn:
+            return (
+                int(conn.execute(sa.text("SELECT count(*) FROM request_records")).scalar_one()) >= before + 2
+            )
+
+    asyncio.run(until(both_recorded, within_s=60, every_s=0.2))
+    stored = httpx.get(
+        f"{b.url}/v1/metrics",
+        params={"window": "1h", "source": "store"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+    )
+    assert stored.status_code == 200, stored.text
+    engine.dispose()
