@@ -62,3 +62,21 @@ def test_the_gateway_serves_the_swagger_ui(tmp_path: Path) -> None:
         assert docs.status_code == 200 and "swagger-ui" in docs.text
         assert client.get("/openapi.json").json()["info"]["title"] == "GroupQwen"
         assert client.get("/redoc").status_code == 200
+
+
+def test_the_configuration_reference_is_the_settings() -> None:
+    """docs/DEPLOYMENT.md's configuration reference is scripts/gen_config_reference.py's output: every field
+    of the settings with its variable, default and meaning."""
+    from groupqwen.config.reference import replace_in
+
+    committed = (REPO / "docs/DEPLOYMENT.md").read_text(encoding="utf-8")
+    assert committed == replace_in(committed), (
+        "docs/DEPLOYMENT.md is stale: run scripts/gen_config_reference.py"
+    )
+    for dotted in (
+        "auth.bootstrap_admin_key",
+        "cache.redis_url",
+        "telemetry.database_url",
+        "ws.resume_window_s",
+    ):
+        assert f"| `{dotted}` | `GROUPQWEN_{dotted.replace('.', '__').upper()}` |" in committed

@@ -30,14 +30,16 @@ def render() -> str:
     lines = [
         START,
         "",
-        f"Every setting can be given in the YAML file (`groupqwen serve -c FILE`) or as an environment variable "
-        f"(`{ENV_PREFIX}` + its path in capitals, sections nested with `__`), which wins over the file. A list "
-        f"is given as JSON (`{ENV_PREFIX}ROUTER__TIERS='[{{\"model\": \"qwen3-8b\"}}]'`). Model ids with `.` or "
-        f"`-` are written with `_` in a variable (`{ENV_PREFIX}MODELS__QWEN3_8B__N_CTX=8192`).",
+        "Every setting can be given in the YAML file (`groupqwen serve -c FILE`) or as an environment "
+        f"variable (`{ENV_PREFIX}` + its path in capitals, sections nested with `__`), which wins over the "
+        f'file. A list is given as JSON (`{ENV_PREFIX}ROUTER__TIERS=\'[{{"model": "qwen3-8b"}}]\'`). '
+        f"Model ids with `.` or `-` are written with `_` in a variable "
+        f"(`{ENV_PREFIX}MODELS__QWEN3_8B__N_CTX=8192`).",
         "",
     ]
     for title, rows in _tables():
-        lines += [f"#### {title}", "", "| Setting | Environment variable | Default | Meaning |", "|---|---|---|---|"]
+        lines += [f"#### {title}", "", "| Setting | Environment variable | Default | Meaning |"]
+        lines.append("|---|---|---|---|")
         lines += [f"| `{path}` | {env} | {default} | {_cell(text)} |" for path, env, default, text in rows]
         lines.append("")
     lines.append(END)
@@ -56,7 +58,8 @@ def _tables() -> Iterator[tuple[str, list[Row]]]:
         if section is not None:
             sections.append((f"`{name}:`", list(_rows(section, name, name.upper()))))
         elif entries is not None:
-            sections.append((f"`{name}:`", [_row(name, name.upper(), info), *_entry_rows(name, name.upper(), info)]))
+            rows = [_row(name, name.upper(), info), *_entry_rows(name, name.upper(), info)]
+            sections.append((f"`{name}:`", rows))
         else:
             top.append(_row(name, name.upper(), info))
     yield "Top level", top
@@ -76,7 +79,8 @@ def _rows(model: type[BaseModel], path: str, env: str | None) -> Iterator[Row]:
 
 
 def _entry_rows(path: str, env: str | None, info: FieldInfo) -> Iterator[Row]:
-    """The fields of a mapping's entries (``models.<id>.path``) or of a list's items (``router.tiers[].model``)."""
+    """The fields of a mapping's entries (``models.<id>.path``) or of a list's items
+    (``router.tiers[].model``)."""
     entries = _entries_of(info.annotation)
     if entries is None:
         return

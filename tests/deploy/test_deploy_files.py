@@ -9,29 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from deploy.deploy_tools import ROOT, TOOLS, tool
 from groupqwen.access.keys import generate_key
 from groupqwen.cli.main import app
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOLS = Path(sys.executable).parent  # the venv's bin: make installs the tools there
 PASSWORD = "abcdef0123456789"
-
-
-def tool(name: str) -> str:
-    found = TOOLS / name
-    if found.is_file():
-        return str(found)
-    on_path = shutil.which(name) or shutil.which(name, path="/usr/sbin")
-    assert on_path, f"{name} is missing: run make setup (the dev extra) / make nginx"
-    return on_path
 
 
 def env_file(tmp_path: Path, **values: str) -> Path:
