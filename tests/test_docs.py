@@ -80,3 +80,28 @@ def test_the_configuration_reference_is_the_settings() -> None:
         "ws.resume_window_s",
     ):
         assert f"| `{dotted}` | `GROUPQWEN_{dotted.replace('.', '__').upper()}` |" in committed
+
+
+def _as_written(text: str) -> str:
+    """Source text with adjacent string literals joined and every interpolation (``{…}``, ``$NAME``)
+    written ``…``, as docs/TROUBLESHOOTING.md writes a message's variable parts."""
+    import re
+
+    text = re.sub(r"\"\s*\n\s*(?:rf|fr|f|r)?\"", "", text)
+    text = re.sub(r"\{[^{}]*\}", "…", text)
+    text = re.sub(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", "…", text)
+    return text.replace("\\`", "`").replace("'…'", "…")
+
+
+def test_every_message_in_troubleshooting_is_one_the_code_writes() -> None:
+    """A ```text block of docs/TROUBLESHOOTING.md quotes GroupQwen (the package or scripts/deploy.sh)
+    word for word, so a reworded message cannot leave the document behind."""
+    import re
+
+    document = (REPO / "docs/TROUBLESHOOTING.md").read_text(encoding="utf-8")
+    messages = re.findall(r"```text\n(.*?)\n```", document, flags=re.S)
+    assert len(messages) >= 10
+    sources = [*sorted((REPO / "groupqwen").rglob("*.py")), REPO / "scripts" / "deploy.sh"]
+    code = _as_written("\n".join(path.read_text(encoding="utf-8") for path in sources)).lower()
+    missing = [m for m in messages if _as_written(m).lower() not in code]
+    assert missing == [], f"not written by the code (reworded?): {missing}"

@@ -15,6 +15,7 @@ import typer
 from groupqwen import log
 from groupqwen.cli.common import ApiKeyOption, ConfigOption, bearer, settings_or_exit
 from groupqwen.cli.data import data_app
+from groupqwen.cli.debug import debug_bundle
 from groupqwen.cli.keys import keys_app
 from groupqwen.cli.train import train
 from groupqwen.config import AUTO_MODEL, Settings
@@ -33,6 +34,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(keys_app, name="keys")
 app.command()(train)
+app.command("debug-bundle")(debug_bundle)
 
 
 def gateway_url(url: str, path: str) -> str:
