@@ -35,6 +35,7 @@ import numpy.typing as npt
 from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
 from groupqwen.backends.llama_sampling import SamplerChain, constraint
+from groupqwen.backends.llama_vision import Projector
 from groupqwen.backends.text import CHATML_TEMPLATE, StopFilter, chat_template, template_message
 from groupqwen.backends.tool_calls import ToolCallParser, fold_tools
 from groupqwen.catalog import ModelSpec
@@ -43,6 +44,7 @@ from groupqwen.messages import (
     Chunk,
     FinishReason,
     GenerationRequest,
+    Message,
     ReplicaState,
     TokenLogprob,
     ToolCallDelta,
@@ -99,7 +101,7 @@ class LlamaCppBackend:
             worker, self._worker = self._worker, None
         if worker is not None:
             if model is not None:
-                await asyncio.get_running_loop().run_in_executor(worker, model.llm.close)
+                await asyncio.get_running_loop().run_in_executor(worker, model.close)
             worker.shutdown(wait=False)
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
@@ -168,18 +170,32 @@ class LlamaCppBackend:
         emit: Callable[[Chunk], Any],
         cancel: threading.Event,
     ) -> None:
-        import llama_cpp
-
-        if any(m.images for m in request.messages):
+        llm = model.llm
+        images = any(m.images for m in request.messages)
+        if images and model.projector is None:
             raise InvalidRequest(
-                f"model {self.model_id!r} runs in-process on llama.cpp, which cannot take images here (no "
-                "multimodal projector): serve it with backend openai_http (vLLM, or llama-server --mmproj)",
+                f"model {self.model_id!r} runs in-process on llama.cpp without a multimodal projector, so it "
+                f"cannot take images: set models.{self.model_id}.mmproj to its projector GGUF, or serve it "
+                "with backend openai_http (vLLM, or llama-server --mmproj)",
                 param="messages",
             )
-        llm = model.llm
-        prompt, opens_thinking = model.prompt(request)
         max_tokens = request.sampling.max_tokens
-        n_prompt = len(prompt)
+        if model.projector is not None and images:
+            try:
+                text, opens_thinking = model.render(request, model.projector.with_markers(request.messages))
+                with model.projector.tokenized(text, request.images) as chunks:
+                    self._check_context(chunks.n_tokens, max_tokens)
+                    evaluated = model.projector.evaluate(llm, chunks, cancel)
+                self._finish(model, request, chunks.n_tokens, evaluated, opens_thinking, emit, cancel)
+            finally:
+                llm.n_tokens = 0  # no prefix of an image prompt is reused by the next request
+            return
+        prompt, opens_thinking = model.prompt(request)
+        self._check_context(len(prompt), max_tokens)
+        evaluated = _eval_prompt(llm, prompt, cancel)
+        self._finish(model, request, len(prompt), evaluated, opens_thinking, emit, cancel)
+
+    def _check_context(self, n_prompt: int, max_tokens: int | None) -> None:
         if n_prompt >= self.n_ctx or (max_tokens is not None and n_prompt + max_tokens > self.n_ctx):
             asked = f" and asks for {max_tokens} completion tokens" if max_tokens else ""
             raise ContextLengthExceeded(
@@ -187,13 +203,28 @@ class LlamaCppBackend:
                 f"{n_prompt} prompt tokens{asked}.",
                 param="messages",
             )
+
+    def _finish(
+        self,
+        model: _Loaded,
+        request: GenerationRequest,
+        n_prompt: int,
+        evaluated: bool,
+        opens_thinking: bool,
+        emit: Callable[[Chunk], Any],
+        cancel: threading.Event,
+    ) -> None:
+        """Sample the answer after the evaluated prompt of ``n_prompt`` tokens; the last chunk has usage."""
+        import llama_cpp
+
+        if not evaluated:
+            raise BackendError(f"model {self.model_id!r}: generation cancelled")
+        max_tokens = request.sampling.max_tokens
         limit = max_tokens if max_tokens is not None else self.n_ctx - n_prompt
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-        sampler = SamplerChain(llm, sampling, constraint(request.response_format, request.tools), seed)
+        sampler = SamplerChain(model.llm, sampling, constraint(request.response_format, request.tools), seed)
         try:
-            if not _eval_prompt(llm, prompt, cancel):
-                raise BackendError(f"model {self.model_id!r}: generation cancelled")
             produced, last = self._sample(model, request, sampler, limit, opens_thinking, emit, cancel)
         finally:
             sampler.close()
@@ -274,7 +305,16 @@ class LlamaCppBackend:
             )  # fmt: skip
         except Exception as exc:
             raise ModelLoadError(f"model {self.model_id!r}: llama.cpp could not load {path}: {exc}") from exc
-        return _Loaded(llm, self.model_id)
+        projector = None
+        if self.spec.mmproj is not None:
+            try:
+                projector = Projector(
+                    llm, self.spec.mmproj, self.model_id, self.n_threads, use_gpu=self.n_gpu_layers != 0
+                )
+            except BaseException:
+                llm.close()
+                raise
+        return _Loaded(llm, self.model_id, projector)
 
 
 def _eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:
@@ -304,6 +344,12 @@ class _Loaded:
 
     llm: Any
     model_id: str
+    projector: Projector | None = None
+
+    def close(self) -> None:
+        if self.projector is not None:
+            self.projector.close()
+        self.llm.close()
 
     def __post_init__(self) -> None:
         import llama_cpp
@@ -336,8 +382,13 @@ class _Loaded:
         tokenized as written (special tokens in it are read as such, as llama.cpp's completion does)."""
         if request.raw_prompt:
             return self._tokens(request.messages[-1].content), False
+        rendered, opens_thinking = self.render(request, request.messages)
+        return self._tokens(rendered), opens_thinking
+
+    def render(self, request: GenerationRequest, messages: tuple[Message, ...]) -> tuple[str, bool]:
+        """``messages`` through the chat template with ``request``'s tools and thinking switch, and whether
+        the text ends inside an open ``<think>``."""
         tools = request.tools
-        messages = request.messages
         variables: dict[str, Any] = {"enable_thinking": request.enable_thinking, **self.special}
         if not self.takes_tools:
             messages = fold_tools(messages, tools)
@@ -349,7 +400,7 @@ class _Loaded:
             )
         except jinja2.TemplateError as exc:
             raise InvalidRequest(f"the chat template rejected the messages: {exc}", param="messages") from exc
-        return self._tokens(rendered), rendered.rstrip().endswith("<think>")
+        return rendered, rendered.rstrip().endswith("<think>")
 
     def _tokens(self, text: str) -> list[int]:
         tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
