@@ -50,18 +50,11 @@ async def fetch(url: str, where: str, policy: ImagesConfig) -> bytes:
 
 
 async def _follow(url: str, where: str, policy: ImagesConfig) -> bytes:
-    timeout = httpx.Timeout(policy.fetch_timeout_s)
-    async with httpx.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False) as client:
+    # one deadline for the whole fetch (``fetch``'s); no proxy from the environment: the checked address is
+    # the one connected to
+    async with httpx.AsyncClient(follow_redirects=False, timeout=None, trust_env=False) as client:
         for hop in range(policy.max_redirects + 1):
-            target, headers, extensions = await _pinned(url, where, policy)
-            request = client.build_request("GET", target, headers=headers, extensions=extensions)
-            try:
-                response = await client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise ImageRefused(
-                    f"{where}: could not fetch {_shown(url)}: {type(exc).__name__} {exc}".rstrip(),
-                    param=where,
-                ) from None
+            response = await _send(client, url, where, policy)
             async with aclosing(response):
                 if response.status_code in _REDIRECTS and "location" in response.headers:
                     if hop == policy.max_redirects:
@@ -79,6 +72,24 @@ async def _follow(url: str, where: str, policy: ImagesConfig) -> bytes:
                     )
                 return await _body(response, url, where, policy.max_bytes)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+async def _send(client: httpx.AsyncClient, url: str, where: str, policy: ImagesConfig) -> httpx.Response:
+    """``GET url``, connected to one of the checked addresses of its host (in the resolver's order)."""
+    targets, headers, extensions = await _pinned(url, where, policy)
+    failure: httpx.HTTPError | None = None
+    for target in targets:
+        request = client.build_request("GET", target, headers=headers, extensions=extensions)
+        try:
+            return await client.send(request, stream=True)
+        except httpx.ConnectError as exc:
+            failure = exc  # the next address
+        except httpx.HTTPError as exc:
+            failure = exc
+            break
+    raise ImageRefused(
+        f"{where}: could not fetch {_shown(url)}: {type(failure).__name__} {failure}".rstrip(), param=where
+    )
 
 
 async def _body(response: httpx.Response, url: str, where: str, limit: int) -> bytes:
@@ -101,9 +112,11 @@ async def _body(response: httpx.Response, url: str, where: str, limit: int) -> b
     return bytes(data)
 
 
-async def _pinned(url: str, where: str, policy: ImagesConfig) -> tuple[str, dict[str, str], dict[str, str]]:
-    """``url`` rewritten to the one checked address its host resolves to, with the headers and TLS
-    extension that keep the name (``Host``, SNI)."""
+async def _pinned(
+    url: str, where: str, policy: ImagesConfig
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """``url`` rewritten to each checked address its host resolves to, with the headers and TLS extension
+    that keep the name (``Host``, SNI)."""
     try:
         split = urlsplit(url)
         port = split.port
@@ -121,19 +134,20 @@ async def _pinned(url: str, where: str, policy: ImagesConfig) -> tuple[str, dict
     if split.username is not None or split.password is not None:
         raise ImageRefused(f"{where}: {_shown(url)} carries credentials (user:password@host)", param=where)
     port = port or (443 if scheme == "https" else 80)
-    address = await _checked_address(hostname, port, where, policy)
-    host = f"[{address}]" if isinstance(address, IPv6Address) else str(address)
-    path = split.path or "/"
-    target = f"{scheme}://{host}:{port}{path}" + (f"?{split.query}" if split.query else "")
+    path = (split.path or "/") + (f"?{split.query}" if split.query else "")
+    targets = []
+    for address in await _checked_addresses(hostname, port, where, policy):
+        host = f"[{address}]" if isinstance(address, IPv6Address) else str(address)
+        targets.append(f"{scheme}://{host}:{port}{path}")
     default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
     name = hostname if ":" not in hostname else f"[{hostname}]"
     headers = {"host": name if default_port else f"{name}:{port}", "accept": "image/*"}
     extensions = {"sni_hostname": hostname} if scheme == "https" else {}
-    return target, headers, extensions
+    return targets, headers, extensions
 
 
-async def _checked_address(hostname: str, port: int, where: str, policy: ImagesConfig) -> Address:
-    """The address to connect to: the host itself when it is one, else its name resolved once; every
+async def _checked_addresses(hostname: str, port: int, where: str, policy: ImagesConfig) -> list[Address]:
+    """The addresses to connect to: the host itself when it is one, else its name resolved once; every
     address the name has must pass ``refusal`` (or be listed in ``images.allowed_hosts``)."""
     name = hostname.lower().rstrip(".")
     addresses = await _resolve(name, port, where)
@@ -155,7 +169,7 @@ async def _checked_address(hostname: str, port: int, where: str, policy: ImagesC
                     f"add {address} to images.allowed_hosts",
                     param=where,
                 )
-    return addresses[0]
+    return addresses
 
 
 async def _resolve(name: str, port: int, where: str) -> list[Address]:

@@ -12,7 +12,8 @@ IMAGE = PreparedImage(b"", 700, 350, 1000, 500)
 
 
 def test_qwen2_vl_grid_with_markers() -> None:
-    # Qwen2-VL's README: <|object_ref_start|>…<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>, 0–1000
+    # Qwen2-VL's README: <|object_ref_start|>…<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>
+    # on a 0–1000 grid
     text = (
         "<|object_ref_start|>the dog<|object_ref_end|><|box_start|>(100,200),(500,800)<|box_end|> and "
         "<|object_ref_start|>the ball<|object_ref_end|><|box_start|>(600,600),(700,900)<|box_end|>"
@@ -30,13 +31,19 @@ def test_qwen2_vl_without_the_special_tokens() -> None:
 
 
 def test_qwen2_vl_several_boxes_for_one_object() -> None:
-    text = "<|object_ref_start|>cars<|object_ref_end|><|box_start|>(0,0),(100,100)<|box_end|><|box_start|>(900,900),(1000,1000)<|box_end|>"
+    text = (
+        "<|object_ref_start|>cars<|object_ref_end|><|box_start|>(0,0),(100,100)<|box_end|>"
+        "<|box_start|>(900,900),(1000,1000)<|box_end|>"
+    )
     assert [b.label for b in parse(text, "qwen2-vl", IMAGE)] == ["cars", "cars"]
 
 
 def test_qwen25_vl_json_in_absolute_pixels_of_the_resized_image() -> None:
     # Qwen2.5-VL's cookbook: ```json [{"bbox_2d": [x1, y1, x2, y2], "label": "…"}] ```, resized pixels
-    text = '```json\n[\n  {"bbox_2d": [70, 35, 350, 175], "label": "cat"},\n  {"bbox_2d": [0, 0, 700, 350], "label": "sofa"}\n]\n```'
+    text = (
+        '```json\n[\n  {"bbox_2d": [70, 35, 350, 175], "label": "cat"},\n'
+        '  {"bbox_2d": [0, 0, 700, 350], "label": "sofa"}\n]\n```'
+    )
     assert parse(text, "qwen2.5-vl", IMAGE) == (
         Box("cat", 100.0, 50.0, 500.0, 250.0),
         Box("sofa", 0.0, 0.0, 1000.0, 500.0),
