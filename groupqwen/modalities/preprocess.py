@@ -3,7 +3,9 @@
 ``decode`` identifies the image by its content (never by a header or a data URL's media type), refuses
 formats other than JPEG, PNG, GIF, WebP and BMP, refuses a declared size above ``images.max_image_pixels``
 *before* decoding a pixel (the decompression-bomb guard), takes the first frame of an animation, applies
-the EXIF orientation and converts to RGB (transparency composited on white). ``fit`` is Qwen-VL's
+the EXIF orientation and converts to RGB (transparency composited on white); a JPEG much larger than the
+model's budget is decoded at a reduced scale (libjpeg's DCT scaling, ``Image.draft``), never below the
+target size. ``fit`` is Qwen-VL's
 ``smart_resize``: both sides multiples of the model's factor (28: 14-pixel patches merged 2 × 2; 32 for
 Qwen3-VL), the area within ``min_pixels``..``max_pixels``, the aspect kept. ``prepare`` gives the raw RGB
 pixels for a model run in-process (no metadata survives); ``reencode`` re-encodes an image for a remote
@@ -69,6 +71,8 @@ def decode(data: bytes, where: str, budget: PixelBudget) -> Image.Image:
         raise ImageRefused(
             f"{where} is {width} × {height}: more than {MAX_ASPECT} times as long as it is wide", param=where
         )
+    if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale when the target is that much smaller
+        image.draft("RGB", fit(width, height, budget))
     try:
         image.seek(0)  # the first frame of an animation
         image.load()
