@@ -58,15 +58,18 @@ async def prepare(request: ChatRequest, models: Sequence[ModelSpec], policy: Ima
                 parts.append(part)
                 continue
             where = f"messages[{i}].content[{j}] (image {len(prepared) + 1} of the request)"
-            if local is not None:
-                data = await _read(part.url, where, policy)
-                prepared.append(
-                    await asyncio.to_thread(preprocess.prepare, data, where, budget_of(local, policy))
-                )
-            if remote is not None:
-                part, sizes = await _for_remote(part, where, budget_of(remote, policy), policy)
-                if local is None:
-                    prepared.append(sizes)
+            try:
+                if local is not None:
+                    data = await _read(part.url, where, policy)
+                    budget = budget_of(local, policy)
+                    prepared.append(await asyncio.to_thread(preprocess.prepare, data, where, budget))
+                if remote is not None:
+                    part, sizes = await _for_remote(part, where, budget_of(remote, policy), policy)
+                    if local is None:
+                        prepared.append(sizes)
+            except ImageRefused as refused:
+                refused.param = f"messages[{i}].content[{j}].image_url.url"  # the field, as the edge names it
+                raise
             parts.append(part)
         messages.append(replace(message, parts=tuple(parts)) if message.parts else message)
     return replace(request, messages=tuple(messages), prepared=tuple(prepared))

@@ -125,7 +125,7 @@ def test_every_unusable_image_is_a_400_naming_it(
     error = response.json()["error"]
     assert error["code"] == "image_refused" and error["type"] == "invalid_request_error"
     assert error["message"].startswith("messages[0].content[1] (image 1 of the request)")
-    assert error["param"].startswith("messages[0].content[1]")
+    assert error["param"] == "messages[0].content[1].image_url.url"
     assert re.search(reason, error["message"]), error["message"]
 
 
