@@ -57,6 +57,9 @@ class ModelSpec:
     max_parallel: int = 1  # requests served at once (llama.cpp: 1; HTTP backends: more)
     lora_path: Path | None = None  # a fine-tuned model: this GGUF LoRA applied to the base's weights
     base_model: str | None = None  # a fine-tuned model: the catalog id of its base
+    mmproj: Path | None = None  # a vision model run in-process: its multimodal projector GGUF
+    min_pixels: int | None = None  # a vision model's image budget (None: images.min_pixels)
+    max_pixels: int | None = None  # (None: images.max_pixels)
 
 
 _GB = 1_000_000_000

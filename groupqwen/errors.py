@@ -10,6 +10,7 @@ that escapes is a bug and becomes a logged 500.
     ├── InvalidRequest                  400 invalid_request_error       (param names the field)
     │   ├── UnsupportedParameter        400 invalid_request_error       unsupported_parameter
     │   ├── ContextLengthExceeded       400 invalid_request_error       context_length_exceeded
+    │   ├── ImageRefused                400 invalid_request_error       image_refused     (which image, why)
     │   ├── PayloadTooLarge             413 invalid_request_error       payload_too_large
     │   └── RequestTimeout              408 invalid_request_error       request_timeout   (Connection: close)
     ├── ClientDisconnected              499 invalid_request_error       client_disconnected (never sent)
@@ -86,6 +87,13 @@ class ContextLengthExceeded(InvalidRequest):
     """The prompt (plus ``max_tokens``) does not fit the model's context window."""
 
     code = "context_length_exceeded"
+
+
+class ImageRefused(InvalidRequest):
+    """An image the gateway would not fetch or could not read (its address, size, type, pixels …); the
+    message names the image (``messages[i].content[j]``) and the reason."""
+
+    code = "image_refused"
 
 
 class PayloadTooLarge(InvalidRequest):

@@ -21,6 +21,30 @@ class ImagePart:
 
 
 @dataclass(frozen=True)
+class PreparedImage:
+    """An image decoded and resized for a vision model (``modalities/preprocess.py``): ``rgb`` holds
+    ``width`` × ``height`` × 3 bytes of pixels (empty where only the sizes are known: an image a remote
+    model receives); ``original_*``: the upright image the client sent, which boxes are mapped back to."""
+
+    rgb: bytes
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region a vision model pointed at, in pixels of the image sent (``modalities/boxes.py``)."""
+
+    label: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+@dataclass(frozen=True)
 class ToolCall:
     """A function call the model made: ``arguments`` is JSON text (an object), as OpenAI's wire carries it."""
 
@@ -142,6 +166,7 @@ class ChatRequest:
     raw_prompt: bool = False  # a text completion: the one user turn is continued as written, no chat template
     tools: Tools | None = None
     n: int = 1  # choices to generate (the adapter runs the pipeline once per choice)
+    prepared: tuple[PreparedImage, ...] = ()  # one per image, once the pipeline prepared them
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
@@ -161,6 +186,7 @@ class GenerationRequest:
     enable_thinking: bool = True
     raw_prompt: bool = False  # continue the last message's text as written (``ChatRequest.raw_prompt``)
     tools: Tools | None = None
+    images: tuple[PreparedImage, ...] = ()  # the messages' images, decoded, for a model run in-process
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,17 @@ def redis_url(valkey: ValkeyServer) -> str:
     client.flushall()
     client.close()
     return valkey.url
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_files() -> tuple[Path, Path]:
+    """The tiny random-weight Qwen2-VL model (``model.gguf``, ``mmproj.gguf``), built once and cached
+    (tests/tiny_vlm.py)."""
+    from tiny_vlm import tiny_vlm
+
+    from groupqwen.catalog import builtin_catalog
+    from groupqwen.config import load_settings
+    from groupqwen.pool.bundled import ensure_bundled
+
+    qwen = ensure_bundled(builtin_catalog()["qwen2.5-coder-0.5b"], load_settings().models_dir)
+    return tiny_vlm(qwen)

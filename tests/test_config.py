@@ -467,3 +467,20 @@ def test_a_cache_backend_that_names_none_says_what_to_write(tmp_path: Path, word
     message = error.errors[0][1]
     assert says in message and "embedded" in message and "redis" in message and "off" in message
     assert not message.startswith("Value error")
+
+
+def test_vision_settings_are_checked(tmp_path: Path) -> None:
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ConfigError, match=r"min_pixels .* is above max_pixels"):
+        load_settings(images={"min_pixels": 10_000, "max_pixels": 5_000})
+    with pytest.raises(ConfigError, match="only a model run in-process"):
+        load_settings(
+            models={"vl": {"backend": "openai_http", "urls": ["http://gpu:8000/v1"], "mmproj": gguf}}
+        )
+    with pytest.raises(ConfigError, match=r"mmproj.*no file at"):
+        load_settings(models={"vl": {"path": gguf, "mmproj": tmp_path / "missing.gguf"}})
+    with pytest.raises(ConfigError, match="drop 'vision: false'"):
+        load_settings(models={"vl": {"path": gguf, "mmproj": gguf, "vision": False}})
+    spec = load_settings(models={"vl": {"path": gguf, "mmproj": gguf, "family": "qwen2-vl"}}).catalog()["vl"]
+    assert spec.vision and spec.mmproj == gguf and spec.family == "qwen2-vl"

@@ -183,6 +183,7 @@ def build_services(
             cache,
             routing_from_settings(settings),
             overlap=overlap_from_settings(settings),
+            images=settings.images,
         ),
         telemetry=telemetry if telemetry is not None else Telemetry.from_settings(settings),
         cache=cache,

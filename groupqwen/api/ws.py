@@ -362,13 +362,13 @@ async def _stream(generation: Generation, answer: Answer, logprobs: bool) -> Non
         async for delta in answer:
             chunk = writer.delta(delta, logprobs)
             if delta.finish_reason is not None:
-                chunk["groupqwen"] = decision_json(answer.decision)
+                chunk["groupqwen"] = decision_json(answer.decision, boxes=answer.boxes)
             await generation.emit("chunk", {"data": chunk})
             if delta.usage is not None:
                 usage = delta.usage
     done = {
         "usage": None if usage is None else usage_json(usage),
-        "groupqwen": decision_json(answer.decision),
+        "groupqwen": decision_json(answer.decision, boxes=answer.boxes),
         "request_id": generation.request_id,
     }
     await generation.emit("done", done)

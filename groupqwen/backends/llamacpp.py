@@ -11,8 +11,13 @@ calls it, and a fresh thread per request paid for a new team (about 15 ms more t
 cores; see docs/benchmarks.md).
 
 Log-probabilities come from the last logits row that llama.cpp keeps (``logits_all=False``), read in
-place with numpy, only for requests that ask (``logprobs``: the cascade's confidence, or the client): the
-sampled token's on every token, and the top ``k`` alternatives when ``top_logprobs`` is set.
+place with numpy (``llama_loaded.py``), only for requests that ask (``logprobs``: the cascade's confidence,
+or the client): the sampled token's on every token, and the top ``k`` alternatives when ``top_logprobs`` is
+set.
+
+A model with a projector (``ModelSpec.mmproj``) takes images: their prompt is evaluated through
+llama.cpp's ``mtmd`` (``llama_vision.py``), with the pixels the gateway prepared
+(``GenerationRequest.images``); such a prompt's prefix is never reused by the next request.
 """
 
 from __future__ import annotations
@@ -20,23 +25,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import ctypes
-import math
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-import jinja2
 import numpy as np
-import numpy.typing as npt
 
-from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
+from groupqwen.backends.llama_loaded import Loaded
 from groupqwen.backends.llama_sampling import SamplerChain, constraint
-from groupqwen.backends.text import CHATML_TEMPLATE, StopFilter, chat_template, template_message
-from groupqwen.backends.tool_calls import ToolCallParser, fold_tools
+from groupqwen.backends.llama_vision import Projector
+from groupqwen.backends.text import StopFilter
+from groupqwen.backends.tool_calls import ToolCallParser
 from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, InvalidRequest, ModelLoadError
 from groupqwen.messages import (
@@ -44,13 +46,9 @@ from groupqwen.messages import (
     FinishReason,
     GenerationRequest,
     ReplicaState,
-    TokenLogprob,
     ToolCallDelta,
-    TopLogprob,
     Usage,
 )
-
-_log = log.get(__name__)
 
 MAX_TOP_LOGPROBS = 20
 N_BATCH = 512
@@ -69,7 +67,7 @@ class LlamaCppBackend:
         self.n_threads = n_threads or os.cpu_count() or 1
         self.n_gpu_layers = n_gpu_layers
         self._lock = asyncio.Lock()
-        self._model: _Loaded | None = None
+        self._model: Loaded | None = None
         self._cancel: threading.Event | None = None
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -99,7 +97,7 @@ class LlamaCppBackend:
             worker, self._worker = self._worker, None
         if worker is not None:
             if model is not None:
-                await asyncio.get_running_loop().run_in_executor(worker, model.llm.close)
+                await asyncio.get_running_loop().run_in_executor(worker, model.close)
             worker.shutdown(wait=False)
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
@@ -132,7 +130,7 @@ class LlamaCppBackend:
 
     def _work(
         self,
-        model: _Loaded,
+        model: Loaded,
         request: GenerationRequest,
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[_Item],
@@ -163,23 +161,37 @@ class LlamaCppBackend:
 
     def _generate(
         self,
-        model: _Loaded,
+        model: Loaded,
         request: GenerationRequest,
         emit: Callable[[Chunk], Any],
         cancel: threading.Event,
     ) -> None:
-        import llama_cpp
-
-        if any(m.images for m in request.messages):
+        llm = model.llm
+        images = any(m.images for m in request.messages)
+        if images and model.projector is None:
             raise InvalidRequest(
-                f"model {self.model_id!r} runs in-process on llama.cpp, which cannot take images here (no "
-                "multimodal projector): serve it with backend openai_http (vLLM, or llama-server --mmproj)",
+                f"model {self.model_id!r} runs in-process on llama.cpp without a multimodal projector, so it "
+                f"cannot take images: set models.{self.model_id}.mmproj to its projector GGUF, or serve it "
+                "with backend openai_http (vLLM, or llama-server --mmproj)",
                 param="messages",
             )
-        llm = model.llm
-        prompt, opens_thinking = model.prompt(request)
         max_tokens = request.sampling.max_tokens
-        n_prompt = len(prompt)
+        if model.projector is not None and images:
+            try:
+                text, opens_thinking = model.render(request, model.projector.with_markers(request.messages))
+                with model.projector.tokenized(text, request.images) as chunks:
+                    self._check_context(chunks.n_tokens, max_tokens)
+                    evaluated = model.projector.evaluate(llm, chunks, cancel)
+                self._finish(model, request, chunks.n_tokens, evaluated, opens_thinking, emit, cancel)
+            finally:
+                llm.n_tokens = 0  # no prefix of an image prompt is reused by the next request
+            return
+        prompt, opens_thinking = model.prompt(request)
+        self._check_context(len(prompt), max_tokens)
+        evaluated = _eval_prompt(llm, prompt, cancel)
+        self._finish(model, request, len(prompt), evaluated, opens_thinking, emit, cancel)
+
+    def _check_context(self, n_prompt: int, max_tokens: int | None) -> None:
         if n_prompt >= self.n_ctx or (max_tokens is not None and n_prompt + max_tokens > self.n_ctx):
             asked = f" and asks for {max_tokens} completion tokens" if max_tokens else ""
             raise ContextLengthExceeded(
@@ -187,13 +199,28 @@ class LlamaCppBackend:
                 f"{n_prompt} prompt tokens{asked}.",
                 param="messages",
             )
+
+    def _finish(
+        self,
+        model: Loaded,
+        request: GenerationRequest,
+        n_prompt: int,
+        evaluated: bool,
+        opens_thinking: bool,
+        emit: Callable[[Chunk], Any],
+        cancel: threading.Event,
+    ) -> None:
+        """Sample the answer after the evaluated prompt of ``n_prompt`` tokens; the last chunk has usage."""
+        import llama_cpp
+
+        if not evaluated:
+            raise BackendError(f"model {self.model_id!r}: generation cancelled")
+        max_tokens = request.sampling.max_tokens
         limit = max_tokens if max_tokens is not None else self.n_ctx - n_prompt
         sampling = request.sampling
         seed = sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-        sampler = SamplerChain(llm, sampling, constraint(request.response_format, request.tools), seed)
+        sampler = SamplerChain(model.llm, sampling, constraint(request.response_format, request.tools), seed)
         try:
-            if not _eval_prompt(llm, prompt, cancel):
-                raise BackendError(f"model {self.model_id!r}: generation cancelled")
             produced, last = self._sample(model, request, sampler, limit, opens_thinking, emit, cancel)
         finally:
             sampler.close()
@@ -201,7 +228,7 @@ class LlamaCppBackend:
 
     def _sample(
         self,
-        model: _Loaded,
+        model: Loaded,
         request: GenerationRequest,
         sampler: SamplerChain,
         limit: int,
@@ -251,7 +278,7 @@ class LlamaCppBackend:
         last = Chunk(text=rest, finish_reason=finish, prompt_opens_thinking=first, tool_calls=pieces)
         return produced, last
 
-    def _load_sync(self) -> _Loaded:
+    def _load_sync(self) -> Loaded:
         import llama_cpp
 
         path = self.spec.path
@@ -274,7 +301,16 @@ class LlamaCppBackend:
             )  # fmt: skip
         except Exception as exc:
             raise ModelLoadError(f"model {self.model_id!r}: llama.cpp could not load {path}: {exc}") from exc
-        return _Loaded(llm, self.model_id)
+        projector = None
+        if self.spec.mmproj is not None:
+            try:
+                projector = Projector(
+                    llm, self.spec.mmproj, self.model_id, self.n_threads, use_gpu=self.n_gpu_layers != 0
+                )
+            except BaseException:
+                llm.close()
+                raise
+        return Loaded(llm, self.model_id, projector)
 
 
 def _eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:
@@ -296,113 +332,3 @@ def _eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:
             return False
         llm.eval(prompt[start : start + llm.n_batch])
     return True
-
-
-@dataclass
-class _Loaded:
-    """A loaded ``Llama`` with what each request needs from it, computed once."""
-
-    llm: Any
-    model_id: str
-
-    def __post_init__(self) -> None:
-        import llama_cpp
-
-        self._llama_cpp = llama_cpp
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self.n_vocab = int(self.llm.n_vocab())
-        self.bos = int(self.llm.token_bos())
-        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
-        self._pieces: dict[int, bytes] = {}
-        self._scratch: npt.NDArray[np.float32] = np.empty(self.n_vocab, dtype=np.float32)
-        source = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
-        try:
-            self.template = chat_template(source)
-        except jinja2.TemplateError as exc:
-            _log.warning("bad chat template, using ChatML", model=self.model_id, error=str(exc))
-            self.template = chat_template(CHATML_TEMPLATE)
-            source = CHATML_TEMPLATE
-        self.takes_tools = "tools" in source  # else tools are folded into the messages (``fold_tools``)
-        self.special = {"bos_token": self._text(self.bos), "eos_token": self._text(int(self.llm.token_eos()))}
-
-    def _text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        text: bytes = self._llama_cpp.llama_vocab_get_text(self.vocab, token)
-        return text.decode("utf-8", errors="replace")
-
-    def prompt(self, request: GenerationRequest) -> tuple[list[int], bool]:
-        """The rendered, tokenized prompt, and whether it ends inside an open ``<think>``; a raw prompt is
-        tokenized as written (special tokens in it are read as such, as llama.cpp's completion does)."""
-        if request.raw_prompt:
-            return self._tokens(request.messages[-1].content), False
-        tools = request.tools
-        messages = request.messages
-        variables: dict[str, Any] = {"enable_thinking": request.enable_thinking, **self.special}
-        if not self.takes_tools:
-            messages = fold_tools(messages, tools)
-        elif tools is not None and tools.active:
-            variables["tools"] = [t.as_json() for t in tools.functions]
-        try:
-            rendered = self.template.render(
-                messages=[template_message(m) for m in messages], add_generation_prompt=True, **variables
-            )
-        except jinja2.TemplateError as exc:
-            raise InvalidRequest(f"the chat template rejected the messages: {exc}", param="messages") from exc
-        return self._tokens(rendered), rendered.rstrip().endswith("<think>")
-
-    def _tokens(self, text: str) -> list[int]:
-        tokens: list[int] = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        if self.add_bos and self.bos >= 0 and (not tokens or tokens[0] != self.bos):
-            tokens.insert(0, self.bos)
-        return tokens
-
-    def is_eog(self, token: int) -> bool:
-        return bool(self._llama_cpp.llama_vocab_is_eog(self.vocab, token))
-
-    def piece(self, token: int) -> bytes:
-        """The token's raw bytes (special tokens render as nothing)."""
-        data = self._pieces.get(token)
-        if data is None:
-            size = 64
-            while True:
-                buf = (ctypes.c_char * size)()
-                n = self._llama_cpp.llama_token_to_piece(self.vocab, token, buf, size, 0, False)
-                if n >= 0:
-                    break
-                size = -n
-            data = self._pieces[token] = buf.raw[:n]
-        return data
-
-    def logprob(self, token: int, top_k: int) -> TokenLogprob:
-        """The sampled token's log-probability from the logits row it was sampled from."""
-        pointer = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        if not pointer:
-            raise BackendError(f"model {self.model_id!r}: llama.cpp kept no logits")
-        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-        high = float(logits.max())
-        np.subtract(logits, high, out=self._scratch)
-        np.exp(self._scratch, out=self._scratch)
-        norm = high + math.log(float(self._scratch.sum()))
-        top: tuple[TopLogprob, ...] = ()
-        if top_k > 0:
-            # the top k are among the logits near the max when at least k are: partition only those
-            best = np.flatnonzero(logits >= high - 10.0)
-            if best.size < top_k:
-                best = np.arange(self.n_vocab)
-            best = best[np.argpartition(logits[best], -top_k)[-top_k:]] if best.size > top_k else best
-            best = best[np.argsort(-logits[best], kind="stable")]
-            top = tuple(self._top(int(i), float(logits[i]) - norm) for i in best)
-        data = self.piece(token)
-        return TokenLogprob(
-            token=data.decode("utf-8", errors="replace"),
-            logprob=min(float(logits[token]) - norm, 0.0),
-            bytes=tuple(data),
-            top=top,
-        )
-
-    def _top(self, token: int, logprob: float) -> TopLogprob:
-        data = self.piece(token)
-        return TopLogprob(
-            token=data.decode("utf-8", errors="replace"), logprob=min(logprob, 0.0), bytes=tuple(data)
-        )

@@ -1,12 +1,13 @@
-"""``images:``: which ``image_url`` URLs the gateway forwards to a model's server, which fetches them
-(docs/api.md, "Images"). The check itself is at the edge, ``api/schemas/images.py``."""
+"""``images:``: which ``image_url`` URLs the gateway forwards to a model's server, which fetches them,
+and how the gateway fetches and prepares images for the models it runs itself (docs/vision.md). The URL
+check is at the edge, ``api/schemas/images.py``; fetching and preprocessing in ``modalities/``."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
@@ -59,7 +60,48 @@ class ImagesConfig(BaseModel):
         "allow-list); any other host is a 400",
     )
 
+    fetch_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds the gateway gives one http(s) image (resolution, connection, redirects, body) "
+        "when it fetches it itself (for a model it runs in-process)",
+    )
+    max_bytes: int = Field(
+        20_000_000,
+        ge=1024,
+        description="Most bytes of one image, fetched or inline (a data: URL's decoded payload)",
+    )
+    max_redirects: int = Field(
+        3, ge=0, le=20, description="Redirects the gateway follows when it fetches an image (each re-checked)"
+    )
+    max_image_pixels: int = Field(
+        50_000_000,
+        ge=1,
+        description="Most pixels (width × height) an image may declare before it is decoded: the guard "
+        "against decompression bombs",
+    )
+    min_pixels: int = Field(
+        3_136,
+        ge=1,
+        description="A vision model's smallest image (pixels, after resizing; Qwen-VL's min_pixels: "
+        "4 × 28 × 28); models.<id>.min_pixels overrides it",
+    )
+    max_pixels: int = Field(
+        1_003_520,
+        ge=784,
+        description="A vision model's largest image (pixels, after resizing; Qwen-VL's max_pixels: "
+        "1280 × 28 × 28, about 1280 image tokens); larger images are scaled down, keeping their aspect; "
+        "models.<id>.max_pixels overrides it",
+    )
+
     @field_validator("allowed_hosts")
     @classmethod
     def _normalise_hosts(cls, value: list[str]) -> list[str]:
         return [_allowed_host(entry) for entry in value]
+
+    @model_validator(mode="after")
+    def _budget_is_a_range(self) -> ImagesConfig:
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels})")
+        return self

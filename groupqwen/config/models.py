@@ -24,6 +24,22 @@ class ModelConfig(BaseModel):
     context_length: int | None = Field(None, ge=64, description="The model's trained context length")
     thinking: bool | None = Field(None, description="Whether the model understands enable_thinking")
     vision: bool | None = Field(None, description="Whether the model takes images (image_url parts)")
+    family: str | None = Field(
+        None,
+        description="The model's family (qwen2-vl, qwen2.5-vl, qwen3-vl … ): a vision model's box format "
+        "and image patch size follow it",
+    )
+    mmproj: Path | None = Field(
+        None,
+        description="backend 'llamacpp': the multimodal projector GGUF (mmproj) beside the model's GGUF; "
+        "with it the model takes images in-process",
+    )
+    min_pixels: int | None = Field(
+        None, ge=1, description="A vision model's smallest image in pixels; null: images.min_pixels"
+    )
+    max_pixels: int | None = Field(
+        None, ge=784, description="A vision model's largest image in pixels; null: images.max_pixels"
+    )
     fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
     fake_delay_s: float | None = Field(
         None, ge=0, le=10, description="backend 'fake' only: seconds between the tokens it streams"
@@ -52,9 +68,13 @@ class ModelConfig(BaseModel):
     def _backend_needs(self) -> ModelConfig:
         if self.backend == "openai_http" and not self.urls:
             raise ValueError("backend 'openai_http' needs 'urls'")
+        if self.mmproj is not None and self.backend != "llamacpp":
+            raise ValueError("mmproj: only a model run in-process (backend 'llamacpp') takes a projector")
+        if self.mmproj is not None and self.vision is False:
+            raise ValueError("mmproj is set, so the model takes images: drop 'vision: false'")
         return self
 
-    @field_validator("path")
+    @field_validator("path", "mmproj")
     @classmethod
     def _path_is_file(cls, value: Path | None) -> Path | None:
         if value is not None:

@@ -314,6 +314,8 @@ class Settings(BaseSettings):
                 value = getattr(cfg, name)
                 if value is not None and name != "backend":
                     overrides[name] = tuple(value) if name == "urls" else value
+            if cfg.mmproj is not None:  # a projector: the model takes images
+                overrides["vision"] = True
             specs[model_id] = replace(base, **overrides)
         specs.update(finetuned(self.finetuned_dir, specs))
         for spec_id, spec in specs.items():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from groupqwen.errors import BackendError
-from groupqwen.messages import Completion, Decision, Delta, TokenLogprob, ToolCall, ToolCallDelta
+from groupqwen.messages import Box, Completion, Decision, Delta, TokenLogprob, ToolCall, ToolCallDelta
 
 if TYPE_CHECKING:
     from groupqwen.cache import Lookup
@@ -40,6 +40,7 @@ class Outcome:
 
     decision: Decision
     cache: Lookup | None
+    boxes: tuple[Box, ...] = ()  # what a vision model's answer points at, set by its last delta
 
 
 class Answer:
@@ -60,6 +61,11 @@ class Answer:
     @property
     def cache(self) -> Lookup | None:
         return self._outcome.cache
+
+    @property
+    def boxes(self) -> tuple[Box, ...]:
+        """The boxes in the answer (known once the last delta is read)."""
+        return self._outcome.boxes
 
     def __aiter__(self) -> AsyncIterator[Delta]:
         return self

@@ -133,6 +133,7 @@ class Cascade:
             enable_thinking=step.thinking,
             raw_prompt=request.raw_prompt,
             tools=request.tools,
+            images=tuple(i for i in request.prepared if i.rgb),
         )
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []

@@ -31,15 +31,17 @@ from dataclasses import replace
 from groupqwen import log
 from groupqwen.cache import Lookup, SemanticCache
 from groupqwen.catalog import ModelSpec
-from groupqwen.config import AUTO_MODEL
+from groupqwen.config import AUTO_MODEL, ImagesConfig
 from groupqwen.errors import BackendError, ModelNotFound
 from groupqwen.messages import (
+    Box,
     ChatRequest,
     Chunk,
     Completion,
     Decision,
     Delta,
 )
+from groupqwen.modalities import vision
 from groupqwen.orchestrator.answer import Answer, Outcome, RequestContext
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.router import ModelView, images_refused
@@ -54,7 +56,8 @@ _log = log.get(__name__)
 class Pipeline:
     """``routing``: what ``auto`` routes need (``routing_from_settings``); ``None`` where nothing is routed
     (``auto`` is the default model). ``overlap``: for which models generation starts while the semantic
-    layer looks (``overlap_from_settings``, from ``cache.overlap``)."""
+    layer looks (``overlap_from_settings``, from ``cache.overlap``). ``images``: how a request's images are
+    fetched and prepared for the models that answer it (``modalities/vision.py``)."""
 
     def __init__(
         self,
@@ -64,7 +67,9 @@ class Pipeline:
         cache: SemanticCache | None,
         routing: Routing | None,
         overlap: Callable[[ModelSpec], bool],
+        images: ImagesConfig,
     ) -> None:
+        self._images = images
         self._catalog = dict(catalog)
         self._overlap = overlap
         self._pool = pool
@@ -82,6 +87,8 @@ class Pipeline:
     async def run(self, request: ChatRequest, context: RequestContext) -> Answer:
         """Answer ``request``: returns once the answer's first delta exists (see the module's docstring)."""
         decision = self._decide(request)
+        steps = [s.model for s in decision.steps] or [decision.model]
+        request = await vision.prepare(request, [self._catalog[m] for m in steps], self._images)
         cached = await self._lookup_exact(request, decision, context)
         timing.decided(decision)
         _log.info("chat completion", model=decision.model, route=decision.route, stream=context.stream)
@@ -202,6 +209,7 @@ class Pipeline:
             decided(_cached_decision(outcome.decision, cached))
             timing.first_token()
             answer = cached.completion()
+            outcome.boxes = self._boxes(request, outcome.decision, answer.content)
             if answer.reasoning:
                 yield Delta(reasoning=answer.reasoning)
             timing.used(answer.usage)
@@ -223,6 +231,8 @@ class Pipeline:
                 called = called or bool(chunk.tool_calls)
                 if chunk.finish_reason is not None and chunk.usage is not None and not called:
                     self._store(cached, outcome.decision, texts, thoughts, chunk, ttl_s)
+                if chunk.finish_reason is not None:
+                    outcome.boxes = self._boxes(request, outcome.decision, "".join(texts))
                 if reasoning or content or logprobs or chunk.finish_reason or chunk.tool_calls:
                     timing.first_token()  # telemetry's TTFT (marks the request's trace once)
                     if chunk.usage is not None:
@@ -238,6 +248,13 @@ class Pipeline:
                 if chunk.finish_reason is not None:
                     return
         raise BackendError(f"model {outcome.decision.model!r} ended its stream without a finish reason")
+
+    def _boxes(self, request: ChatRequest, decision: Decision, content: str) -> tuple[Box, ...]:
+        """The boxes a vision model's answer points at (``modalities/boxes.py``), in the client's pixels."""
+        spec = self._catalog.get(decision.model)
+        if spec is None or not spec.vision or not request.prepared:
+            return ()
+        return vision.boxes_of(content, spec, request)
 
     def _warm(self, decision: Decision) -> bool:
         """Whether to generate while the semantic layer looks: the model is loaded, and ``overlap`` says

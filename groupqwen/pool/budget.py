@@ -9,6 +9,10 @@ The estimate of a llama.cpp model's resident memory is
 
 The last two terms are fitted on the peak RSS measured here with prompts filling 90% of the context
 (bench/pool.py, docs/benchmarks.md); the pool also records the RSS each load really added.
+
+A vision model run in-process adds its projector (``projector_estimate``): the mmproj GGUF, and the vision
+encoder's work on the largest image the model is given (``max_pixels``: patches = max_pixels / patch²),
+whose full attention holds patches² scores per head (f32) besides the patches' activations.
 """
 
 from __future__ import annotations
@@ -53,6 +57,19 @@ def estimate(meta: GGUFMetadata, file_size: int, n_ctx: int, n_parallel: int = 1
         compute=context * heads * _COMPUTE_PER_CTX_HEAD,
         runtime=_RUNTIME_BASE + meta.vocab_size * _RUNTIME_PER_VOCAB,
     )
+
+
+def projector_estimate(meta: GGUFMetadata, file_size: int, max_pixels: int) -> int:
+    """What a multimodal projector (an mmproj GGUF, architecture ``clip``) needs resident for images of up
+    to ``max_pixels`` pixels."""
+    patch = int(meta.values.get("clip.vision.patch_size", 14)) or 14
+    heads = int(meta.values.get("clip.vision.attention.head_count", 16)) or 1
+    width = int(meta.values.get("clip.vision.embedding_length", 0))
+    ffn = int(meta.values.get("clip.vision.feed_forward_length", 4 * width))
+    patches = max_pixels // (patch * patch)
+    attention = patches * patches * heads * 4
+    activations = patches * (4 * width + ffn) * 4
+    return file_size + attention + activations
 
 
 @dataclass(frozen=True)

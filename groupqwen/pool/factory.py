@@ -10,7 +10,7 @@ from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.catalog import ModelSpec
 from groupqwen.config import Settings
-from groupqwen.pool.budget import estimate
+from groupqwen.pool.budget import estimate, projector_estimate
 from groupqwen.pool.gguf import read_metadata
 
 
@@ -62,9 +62,14 @@ def backend_for(spec: ModelSpec, settings: Settings) -> Backend:
 
 
 def memory_need(spec: ModelSpec, settings: Settings) -> int:
-    """Bytes a model needs resident here: its GGUF's estimate; nothing for remote or fake backends."""
+    """Bytes a model needs resident here: its GGUF's estimate, with its LoRA adapter and its multimodal
+    projector; nothing for remote or fake backends."""
     if spec.backend != "llamacpp" or spec.path is None:
         return 0
     meta = read_metadata(spec.path)
     adapter = spec.lora_path.stat().st_size if spec.lora_path is not None and spec.lora_path.is_file() else 0
-    return estimate(meta, spec.path.stat().st_size, context_size(spec, settings)).total + adapter
+    projector = 0
+    if spec.mmproj is not None and spec.mmproj.is_file():
+        max_pixels = spec.max_pixels or settings.images.max_pixels
+        projector = projector_estimate(read_metadata(spec.mmproj), spec.mmproj.stat().st_size, max_pixels)
+    return estimate(meta, spec.path.stat().st_size, context_size(spec, settings)).total + adapter + projector

@@ -1,8 +1,8 @@
 """Images end to end with scripted backends: OpenAI ``image_url`` parts parsed and carried in order, a
 request with images routed to ``auto:vision``, a 400 that says what to configure wherever an image would
-reach a model that cannot take it, the in-process llama.cpp backend refusing images outright, and image URLs
-into the model server's own network (loopback, private, metadata, however written) refused unless
-``images:`` allows them."""
+reach a model that cannot take it, the in-process llama.cpp backend without a projector refusing images,
+and image URLs into the model server's own network (loopback, private, metadata, however written) refused
+unless ``images:`` allows them."""
 
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def test_config_sets_the_capability() -> None:
     assert routed.router.routes["auto:vision"] == "qwen3-vl-8b"
 
 
-async def test_llama_cpp_backend_refuses_images() -> None:
+async def test_llama_cpp_backend_without_a_projector_refuses_images() -> None:
     spec = builtin_catalog()["smollm2-135m"]
     backend = LlamaCppBackend(
         replace(spec, path=ensure_bundled(spec, load_settings().models_dir)), n_ctx=256, n_threads=1
@@ -176,7 +176,9 @@ async def test_llama_cpp_backend_refuses_images() -> None:
         sampling=Sampling(temperature=0.0, max_tokens=4),
     )
     try:
-        with pytest.raises(InvalidRequest, match="cannot take images here") as err:
+        with pytest.raises(
+            InvalidRequest, match=r"without a multimodal projector.*set models\.smollm2-135m\.mmproj"
+        ) as err:
             async for _ in backend.stream(request):
                 pass
         assert err.value.status_code == 400 and err.value.param == "messages"

@@ -1,14 +1,17 @@
-"""GGUF header reading and the pure memory accounting of the pool."""
+"""GGUF header reading and the pure memory accounting of the pool (a vision model's projector included)."""
 
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from groupqwen.config import load_settings
 from groupqwen.errors import ModelLoadError
-from groupqwen.pool.budget import MiB, Resident, estimate, to_evict
+from groupqwen.pool.budget import MiB, Resident, estimate, projector_estimate, to_evict
+from groupqwen.pool.factory import memory_need
 from groupqwen.pool.gguf import ArrayInfo, read_metadata
 
 
@@ -106,3 +109,23 @@ def test_eviction_takes_least_recently_used_idle_unpinned_models() -> None:
     assert to_evict(need=400, free=200, resident=resident) == ["older"]
     assert to_evict(need=700, free=200, resident=resident) == ["older", "newer"]
     assert to_evict(need=900, free=200, resident=resident) is None
+
+
+def test_a_vision_models_need_counts_its_projector(tiny_vlm_files: tuple[Path, Path], tmp_path: Path) -> None:
+    model, mmproj = tiny_vlm_files
+    entry = {"path": model, "family": "qwen2-vl", "n_ctx": 1024}
+    settings = load_settings(
+        models={"vl": {**entry, "mmproj": mmproj}, "text": entry}, default_model="vl", models_dir=tmp_path
+    )
+    catalog = settings.catalog()
+    assert catalog["vl"].vision and not catalog["text"].vision  # a projector makes the model take images
+    projector = memory_need(catalog["vl"], settings) - memory_need(catalog["text"], settings)
+    meta = read_metadata(mmproj)
+    assert projector == projector_estimate(meta, mmproj.stat().st_size, settings.images.max_pixels)
+    # the projector file, and the encoder's attention over the largest image's patches (14 × 14 pixels
+    # each, 2 heads, f32 scores) on top
+    patches = settings.images.max_pixels // (14 * 14)
+    assert projector >= mmproj.stat().st_size + patches * patches * 2 * 4
+    # a model given larger images needs more
+    bigger = memory_need(replace(catalog["vl"], max_pixels=4 * settings.images.max_pixels), settings)
+    assert bigger > memory_need(catalog["vl"], settings)

@@ -25,6 +25,7 @@ from groupqwen.cache import Lookup
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
+    Box,
     ChatRequest,
     Completion,
     Decision,
@@ -421,9 +422,12 @@ class ChunkWriter:
         return {**self._base, "choices": [], "usage": usage_json(usage)}
 
 
-def decision_json(decision: Decision, cached: Lookup | None = None) -> dict[str, Any]:
+def decision_json(
+    decision: Decision, cached: Lookup | None = None, boxes: tuple[Box, ...] = ()
+) -> dict[str, Any]:
     """The decision, as the ``groupqwen`` object of a JSON answer or of a stream's last chunk, with the
-    cache's outcome (``cache``) where a cache is configured."""
+    cache's outcome (``cache``) where a cache is configured, and the ``boxes`` a vision model's answer
+    points at (in pixels of the image sent) when it points at any."""
     out: dict[str, Any] = {
         "route": decision.route,
         "model": decision.model,
@@ -434,6 +438,8 @@ def decision_json(decision: Decision, cached: Lookup | None = None) -> dict[str,
     }
     if cached is not None:
         out["cache"] = cache_json(cached)
+    if boxes:
+        out["boxes"] = [{"label": b.label, "x1": b.x1, "y1": b.y1, "x2": b.x2, "y2": b.y2} for b in boxes]
     return out
 
 

@@ -22,12 +22,13 @@ import base64
 import binascii
 import re
 import unicodedata
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, ip_address
 from urllib.parse import unquote, urlsplit
 
 from groupqwen.config import ImagesConfig
 from groupqwen.errors import InvalidRequest
 from groupqwen.messages import ImagePart
+from groupqwen.modalities.addresses import Address, allowed, refusal
 
 _DETAILS = ("auto", "low", "high")
 _DATA_URL = re.compile(r"data:(?P<type>[^;,]*)(?P<params>[^,]*),(?P<payload>.*)", re.DOTALL | re.IGNORECASE)
@@ -80,54 +81,6 @@ def _check_data_url(url: str, param: str) -> None:
 # --------------------------------------------------------------------------------------------------------
 # http(s) URLs
 
-Address = IPv4Address | IPv6Address
-
-_LOCAL_NAME = "a name for the model's server itself"
-_INTERNAL_NAME = "a name kept for internal networks and cloud metadata services"
-_REFUSED_NAMES = {
-    "localhost": _LOCAL_NAME,
-    "ip6-localhost": _LOCAL_NAME,
-    "ip6-loopback": _LOCAL_NAME,
-    "metadata": _INTERNAL_NAME,
-    "metadata.goog": _INTERNAL_NAME,
-    "instance-data": _INTERNAL_NAME,
-}
-_REFUSED_SUFFIXES = {
-    ".localhost": _LOCAL_NAME,
-    ".localdomain": _LOCAL_NAME,
-    ".internal": _INTERNAL_NAME,  # metadata.google.internal, instance-data.ec2.internal
-    ".local": "a multicast DNS name of the local network",
-    ".home.arpa": "a name of a home network",
-}
-_REFUSED_V4: tuple[tuple[IPv4Network, str], ...] = tuple(
-    (IPv4Network(network), reason)
-    for network, reason in (
-        ("0.0.0.0/8", "an unspecified ('this host')"),
-        ("127.0.0.0/8", "a loopback"),
-        ("10.0.0.0/8", "a private"),
-        ("172.16.0.0/12", "a private"),
-        ("192.168.0.0/16", "a private"),
-        ("169.254.0.0/16", "a link-local (cloud metadata: 169.254.169.254)"),
-        ("100.64.0.0/10", "a shared (carrier-grade NAT, some cloud metadata)"),
-        ("192.0.0.0/24", "a reserved (IETF protocol assignments)"),
-        ("198.18.0.0/15", "a reserved (benchmarking)"),
-        ("224.0.0.0/4", "a multicast"),
-        ("240.0.0.0/4", "a reserved (and broadcast)"),
-    )
-)
-_REFUSED_V6: tuple[tuple[IPv6Network, str], ...] = tuple(
-    (IPv6Network(network), reason)
-    for network, reason in (
-        ("::/128", "an unspecified"),
-        ("::1/128", "a loopback"),
-        ("fc00::/7", "a unique local (private)"),
-        ("fe80::/10", "a link-local"),
-        ("fec0::/10", "a site-local (private)"),
-        ("ff00::/8", "a multicast"),
-    )
-)
-# ``unquote``d and NFKC-folded, a host still holding one of these is no host (WHATWG's forbidden domain
-# code points); rejecting them also closes the gaps between URL parsers (``http://127.0.0.1\.example.com``)
 _FORBIDDEN = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")
@@ -158,7 +111,7 @@ def _check_forwardable(url: str, scheme: str, param: str, policy: ImagesConfig) 
             param=param,
         )
     host = _host(hostname, param)
-    if policy.only_allowed_hosts and not _allowed(host, policy.allowed_hosts):
+    if policy.only_allowed_hosts and not allowed(host, policy.allowed_hosts):
         raise InvalidRequest(
             f"{param} points at {hostname!r}, which images.allowed_hosts does not list, and only the hosts "
             "it lists are forwarded (images.only_allowed_hosts: true)",
@@ -166,8 +119,8 @@ def _check_forwardable(url: str, scheme: str, param: str, policy: ImagesConfig) 
         )
     if not policy.refuse_private:
         return
-    reason = _refusal(host)
-    if reason is None or _allowed(host, policy.allowed_hosts):
+    reason = refusal(host)
+    if reason is None or allowed(host, policy.allowed_hosts):
         return
     shown = f"{hostname!r}" if str(host) == hostname else f"{hostname!r} ({host})"
     entry = host if isinstance(host, str) else type(host)(int(host))  # without an IPv6 zone
@@ -235,58 +188,3 @@ def _ipv4_number(label: str) -> int | None:
         return None
     digits = digits.lstrip("0") or "0"
     return int(digits, base) if len(digits) <= 12 else 1 << 64  # too large either way; int() stays short
-
-
-def _embedded(address: IPv6Address) -> IPv4Address | None:
-    """The IPv4 address an IPv6 one carries: IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    packed = int(address)
-    if packed >> 32 == 0x64FF9B << 64 or (packed >> 32 == 0 and packed > 1):  # NAT64, IPv4-compatible
-        return IPv4Address(packed & 0xFFFFFFFF)
-    return None
-
-
-def _refusal(host: Address | str) -> str | None:
-    """Why ``host`` is not forwarded (``refuse_private``), or ``None``."""
-    if isinstance(host, str):
-        if host in _REFUSED_NAMES:
-            return _REFUSED_NAMES[host]
-        for suffix, why in _REFUSED_SUFFIXES.items():
-            if host.endswith(suffix):
-                return why
-        return None
-    if isinstance(host, IPv6Address):
-        for network6, why in _REFUSED_V6:
-            if host in network6:
-                return f"{why} address ({network6})"
-        inner = _embedded(host)
-        if inner is None:
-            return None
-        reason = _refusal(inner)
-        return None if reason is None else f"an IPv6 form of {inner}, {reason}"
-    for network4, why in _REFUSED_V4:
-        if host in network4:
-            return f"{why} address ({network4})"
-    return None
-
-
-def _allowed(host: Address | str, allowed_hosts: list[str]) -> bool:
-    """Whether ``allowed_hosts`` (normalised by ``ImagesConfig``) lists ``host``."""
-    inner = _embedded(host) if isinstance(host, IPv6Address) else None
-    for entry in allowed_hosts:
-        if isinstance(host, str):
-            if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
-                return True
-            continue
-        try:
-            network = ip_network(entry)
-        except ValueError:
-            continue  # a name
-        if host in network or (inner is not None and inner in network):
-            return True
-    return False
