@@ -488,14 +488,27 @@ async def test_context_exceeded_on_llama_cpp_python_server(servers: list[LlamaSe
 # Failures, from servers that misbehave on purpose (with a real llama.cpp replica beside them)
 
 
-async def test_first_token_timeout_is_retried_on_another_replica(servers: list[LlamaServer]) -> None:
+async def answer_at_once(exchange: Exchange) -> None:
+    """A replica that answers two tokens as soon as it is asked (no model: nothing a busy machine slows
+    past a first-token deadline)."""
+    await exchange.send_head()
+    for text in ("Hel", "lo"):
+        await exchange.send_event(token_event(text))
+    await exchange.send_event({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+    await exchange.send_event("[DONE]")
+    await exchange.end()
+
+
+async def test_first_token_timeout_is_retried_on_another_replica() -> None:
     async with (
         raw_server(hang) as silent,
-        loaded(silent.url, servers[1].url, first_token_timeout=1.0) as backend,
+        raw_server(answer_at_once) as ready,
+        loaded(silent.url, ready.url, first_token_timeout=1.0) as backend,
     ):
         chunks = await collect(backend, ask(max_tokens=2))  # round robin starts with the silent one
         states = backend.replicas()
-    assert len(silent.requests) == 1 and chunks[-1].finish_reason == "length"
+    assert len(silent.requests) == 1 and len(ready.requests) == 1
+    assert "".join(c.text for c in chunks) == "Hello" and chunks[-1].finish_reason == "length"
     assert states[0].failures == 1 and not states[0].healthy and states[0].ejected_for > 0
     assert "no first token within 1 s" in (states[0].last_error or "")
     assert states[1].served == 1
