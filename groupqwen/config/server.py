@@ -46,7 +46,7 @@ class ServerConfig(BaseModel):
         le=64,
         description="Processes serving requests (groupqwen serve --workers); above 1 the models must be on "
         "servers (backend openai_http) and the cache and rate limits shared (cache: redis or off, "
-        "limits.redis_url): docs/deploy.md",
+        "limits.redis_url): README, Models and memory",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

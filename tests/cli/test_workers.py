@@ -117,18 +117,25 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.integration
-def test_workers_serve_on_one_port_and_stop_together(tmp_path: Path) -> None:
-    with serve_process(tmp_path, server={"workers": 2}) as served:
+def test_workers_serve_on_one_port_share_limits_in_redis_and_stop_together(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two workers; a limit of 6 requests a minute counted in Redis holds across both: the 7th is a 429,
+    whichever worker takes it (each worker alone would allow 6)."""
+    limits = {"anonymous": True, "key": {"requests_per_minute": 6}, "redis_url": redis_url}
+    with serve_process(tmp_path, server={"workers": 2}, limits=limits) as served:
         deadline = time.monotonic() + 60  # the workers start after the supervisor answers nothing
         while len(workers := _workers(served.process.pid)) != 2:
             assert time.monotonic() < deadline, f"workers: {workers}"
             time.sleep(0.1)
-        with httpx.Client(base_url=served.url, timeout=30) as client:
-            for _ in range(6):
-                body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+        body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+        for _ in range(6):
+            with httpx.Client(base_url=served.url, timeout=30) as client:  # a new connection each
                 response = client.post("/v1/chat/completions", json=body)
                 assert response.status_code == 200, response.text
                 assert response.json()["choices"][0]["message"]["content"]
+        refused = httpx.post(served.url + "/v1/chat/completions", json=body, timeout=30)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(timeout=30) == 0
     assert not any(_alive(pid) for pid in workers)
