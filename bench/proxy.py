@@ -3,7 +3,7 @@ upstream alone and LiteLLM's proxy on the same upstream, in one interleaved run.
 
     .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 2] [--concurrency 1 8 64] [--tokens 16]
                                     [--targets direct,gateway,auto,miss,hit,litellm] [--modes json,stream]
-                                    [--workers 1] [--json out.json]
+                                    [--workers 1] [--json out.json] [--profile docs/img]
 
 A fast fake upstream (``bench/fake_upstream.py``, its own process, answers from prebuilt bytes) serves a
 ``--tokens``-token reply. Targets, each its own process started here: the upstream direct; ``groupqwen
@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ from proxy_targets import (  # beside this file
     litellm,
     upstream,
 )
+
+from groupqwen.cache.build import embedder_from_settings
+from groupqwen.config import load_settings
 
 WORDS = (
     "river",
@@ -251,7 +255,7 @@ def table(
                 r / litellm_rates[c] for r, c in zip(rates, concurrency, strict=True) if litellm_rates[c]
             ]
             row = [f"{r:,.0f}" for r in rates]
-            row.append(f"{min(cpus):.2f}–{max(cpus):.2f}" if cpus else "–")
+            row.append(f"{statistics.median(cpus):.2f} ({min(cpus):.2f}–{max(cpus):.2f})" if cpus else "–")
             row.append(f"{p50:.2f}")
             row.append(f"{p50 - direct_p50:+.2f}" if t.name != "upstream direct" else "–")
             row.append(f"{min(ratios):.1f}–{max(ratios):.1f}" if ratios else "–")
@@ -266,6 +270,34 @@ def _median(
     return statistics.median(getattr(cell, what) for cell in cells) if cells else float("nan")
 
 
+def embedding_ms(count: int = 200) -> float:
+    """CPU per embedding of one prompt like the misses' (the cache's default embedder, in this process):
+    the part of a miss's cost that is the embedding's."""
+    embedder = embedder_from_settings(load_settings())
+    rng = random.Random(1)
+    prompts = [" ".join(rng.sample(WORDS, 6)) + f" {rng.randrange(10**9)}?" for _ in range(count + 10)]
+    for prompt in prompts[:10]:
+        embedder.embed([prompt])
+    started = time.process_time()
+    for prompt in prompts[10:]:
+        embedder.embed([prompt])
+    return (time.process_time() - started) * 1e3 / count
+
+
+def profile(targets: list[Target], modes: list[str], seconds: int, work: Path, out: Path) -> None:
+    """A flame graph (py-spy, SVG) of the first GroupQwen target in each mode, at c=8, in ``out``."""
+    target = next(t for t in targets if t.name.startswith("GroupQwen"))
+    out.mkdir(parents=True, exist_ok=True)
+    for mode in modes:
+        svg = out / f"proxy-{mode}.svg"
+        spy_bin = str(Path(sys.executable).with_name("py-spy"))
+        command = [spy_bin, "record", "-p", str(target.pid), "-d", str(seconds), "-r", "250", "-o", str(svg)]
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run_cell(target, mode == "stream", 8, seconds + 1, work)
+        spy.wait()
+        print(f"flame graph of {target.name}, {mode}, c=8: {svg}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5)
@@ -276,6 +308,9 @@ def main() -> None:
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write every cell here")
+    parser.add_argument(
+        "--profile", type=Path, help="also write py-spy flame graphs (SVG) of the gateway here"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -302,7 +337,10 @@ def main() -> None:
                             file=sys.stderr,
                             flush=True,
                         )
+        if args.profile:
+            profile(targets, modes, args.seconds, work, args.profile)
     load_after = os.getloadavg()
+    embed = f"{embedding_ms():.2f} ms CPU" if "miss" in names else "not measured"
     print(
         f"{args.tokens}-token replies, {args.seconds:g} s cells, {args.rounds} rounds, wrk, "
         f"{os.cpu_count()} cores"
@@ -310,6 +348,7 @@ def main() -> None:
     print(
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; LiteLLM {version or 'not run'}"
     )
+    print(f"the embedding alone (a miss's part of it, the cache's default embedder, one prompt): {embed}")
     print(table(results, targets, args.concurrency))
     if args.json:
         cells = [
