@@ -12,11 +12,10 @@ chunk. A stream that ends without a finish reason, or carries an error event or 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import httpx
 import orjson
 
 from groupqwen.messages import Chunk, FinishReason, TokenLogprob, ToolCallDelta, TopLogprob, Usage
@@ -126,11 +125,11 @@ class StreamParser:
         return Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
 
 
-async def sse_data(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+async def sse_data(body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
     """The ``data`` of each server-sent event, as bytes (comments, ``event:`` and ``id:`` lines are ignored;
     lines may end in CRLF, LF or CR). The body is split as it arrives, never decoded to text."""
     pending = b""
-    async for piece in response.aiter_bytes():
+    async for piece in body:
         text = pending + piece
         if b"\r" in text:
             carry = b"\r" if text.endswith(b"\r") else b""  # its LF may be in the next piece
