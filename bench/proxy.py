@@ -2,8 +2,8 @@
 upstream alone and LiteLLM's proxy on the same upstream, in one interleaved run.
 
     .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 2] [--concurrency 1 8 64] [--tokens 16]
-                                    [--targets direct,gateway,auto,miss,hit,litellm] [--modes json,stream]
-                                    [--workers 1] [--json out.json] [--profile docs/img]
+                                    [--targets direct,gateway,workers,auto,miss,hit,litellm]
+                                    [--modes json,stream] [--workers 1] [--json out.json] [--profile DIR]
 
 A fast fake upstream (``bench/fake_upstream.py``, its own process, answers from prebuilt bytes) serves a
 ``--tokens``-token reply. Targets, each its own process started here: the upstream direct; ``groupqwen
@@ -11,7 +11,8 @@ serve`` with one ``openai_http`` model, cache off, telemetry on; ``auto`` over t
 (the router and the cascade's confidence scoring); the semantic cache on with every prompt new (misses:
 exact lookup, embedding, search, store); the cache on with one prompt (exact hits); LiteLLM's proxy
 (installed on first use into ``bench/.cache/litellm-venv``, never a dependency of the project; its
-version is printed). ``--workers N`` serves the GroupQwen targets with ``groupqwen serve --workers N``.
+version is printed). ``--workers N`` (N > 1) adds the cache-off gateway served by ``groupqwen serve --workers
+N`` (target ``workers``): its CPU is its whole process tree's.
 
 The load generator is ``wrk`` (``apt-get install wrk``; one thread), a cell = (mode, concurrency, target)
 for ``--seconds``; cells are interleaved target by target within each round so that a change of the
@@ -214,17 +215,25 @@ def _targets(stack: ExitStack, names: set[str], tokens: int, workers: int, work:
     up = stack.enter_context(upstream(tokens))
     base = up.url.removesuffix("/chat/completions")
     targets = [up] if "direct" in names else []
-    suffix = f" ×{workers} workers" if workers > 1 else ""
     plans = [
-        ("gateway", "GroupQwen, openai_http, cache off", 1, False, "tier-0", "off"),
-        ("auto", "GroupQwen, auto over two openai_http tiers", 2, False, "auto", "off"),
-        ("miss", "GroupQwen, cache on, every request a miss", 1, True, "tier-0", "miss"),
-        ("hit", "GroupQwen, cache on, exact hits", 1, True, "tier-0", "hit"),
+        ("gateway", "GroupQwen, openai_http, cache off", 1, False, "tier-0", "off", 1),
+        (
+            "workers",
+            f"GroupQwen, openai_http, cache off, {workers} workers",
+            1,
+            False,
+            "tier-0",
+            "off",
+            workers,
+        ),
+        ("auto", "GroupQwen, auto over two openai_http tiers", 2, False, "auto", "off", 1),
+        ("miss", "GroupQwen, cache on, every request a miss", 1, True, "tier-0", "miss", 1),
+        ("hit", "GroupQwen, cache on, exact hits", 1, True, "tier-0", "hit", 1),
     ]
-    for key, name, tiers, cache, model, mode in plans:
-        if key in names:
+    for key, name, tiers, cache, model, mode, processes in plans:
+        if key in names and (key != "workers" or workers > 1):
             config = gateway_config(base, tiers=tiers, cache=cache, data_dir=work / key)
-            targets.append(stack.enter_context(gateway(name + suffix, config, model, mode, workers)))
+            targets.append(stack.enter_context(gateway(name, config, model, mode, processes)))
     if "litellm" in names:
         targets.append(stack.enter_context(litellm(base, work)))
     return targets
@@ -240,7 +249,7 @@ def table(
         litellm_rates = {c: _median(results, "LiteLLM proxy", mode, c, "rate") for c in concurrency}
         direct_p50 = _median(results, "upstream direct", mode, 1, "p50_ms")
         heads = [f"c={c} req/s" for c in concurrency] + [
-            "CPU ms/req",
+            "CPU ms/req, median (range)",
             "p50 c=1 ms",
             "added p50 ms",
             "× LiteLLM",
@@ -304,7 +313,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--targets", default="direct,gateway,auto,miss,hit,litellm")
+    parser.add_argument("--targets", default="direct,gateway,workers,auto,miss,hit,litellm")
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write every cell here")
