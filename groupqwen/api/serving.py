@@ -23,22 +23,32 @@ What uvicorn (its h11 protocol) gives, and what holds:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import h11
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.supervisors import Multiprocess
 
-from groupqwen.config import Settings
+from groupqwen import log
+from groupqwen.api.app import create_app
+from groupqwen.api.services import build_services
+from groupqwen.config import Settings, load_settings
 
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection that takes longer than ``header_timeout_s`` to send a
     request line and headers."""
 
-    header_timeout_s: ClassVar[float] = 30.0
     _header_timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args: Any, header_timeout_s: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s
 
     def connection_made(  # type: ignore[override]
         self, transport: asyncio.Transport
@@ -72,12 +82,12 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def uvicorn_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.Config:
-    """uvicorn's configuration for ``app``: address, timeouts and limits from ``settings``; ``options``
-    (any other ``uvicorn.Config`` argument) win."""
+def uvicorn_config(app: ASGIApp | str, settings: Settings, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for ``app`` (or an import string): address, timeouts and limits from
+    ``settings``; ``options`` (any other ``uvicorn.Config`` argument) win. It pickles, as worker processes
+    need."""
     server = settings.server
-    timeout = {"header_timeout_s": server.header_timeout_s}
-    protocol = type("GuardedH11Protocol", (GuardedH11Protocol,), timeout)
+    protocol = partial(GuardedH11Protocol, header_timeout_s=server.header_timeout_s)
     kwargs: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -101,3 +111,34 @@ def serve(app: ASGIApp, settings: Settings) -> bool:
     server = uvicorn.Server(uvicorn_config(app, settings))
     server.run()
     return server.started
+
+
+def serve_workers(config_file: Path | None, settings: Settings) -> None:
+    """Serve with ``settings.server.workers`` processes sharing one listening socket (uvicorn's supervisor:
+    a worker that dies is replaced; one that fails to start stops them all). Each worker builds its own
+    services from ``config_file`` and the environment (``worker_app``); the caller has checked that they
+    share what must be shared (``cli/checks.py``, ``worker_problems``)."""
+    os.environ[WORKER_CONFIG] = "" if config_file is None else str(config_file.resolve())
+    os.environ["GROUPQWEN_HOST"], os.environ["GROUPQWEN_PORT"] = settings.host, str(settings.port)
+    config = uvicorn_config(
+        f"{__name__}:worker_app",
+        settings,
+        factory=True,
+        workers=settings.server.workers,
+        # a worker answers the supervisor's pings once it has imported the gateway, seconds on a busy machine
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+    )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+WORKER_CONFIG = "GROUPQWEN_WORKER_CONFIG_FILE"  # serve_workers → worker_app: the configuration file
+WORKER_HEALTHCHECK_S = 60  # a worker silent this long is taken for hung, killed and replaced
+
+
+def worker_app() -> ASGIApp:
+    """A worker process's app (uvicorn calls it in each worker): the settings read again, the services
+    built here."""
+    path = os.environ.get(WORKER_CONFIG)
+    settings = load_settings(Path(path) if path else None)
+    log.setup(settings.log_level, settings.log_format)
+    return create_app(settings, build_services(settings))

@@ -1,6 +1,7 @@
 """A model served by OpenAI-compatible servers (vLLM, llama-server, Ollama, llama-cpp-python's server).
 
-One pooled ``httpx.AsyncClient`` reaches all of ``spec.urls`` (the replicas). A request goes to the healthy
+One pooled ``aiohttp.ClientSession`` reaches all of ``spec.urls`` (the replicas): a seventh of httpx's CPU
+per streamed request (bench/proxy.py). A request goes to the healthy
 replica with the fewest outstanding requests (ties: round robin). A replica is unhealthy while the active
 check (``GET {url}/models`` every ``health_interval``) fails, and for ``eject_seconds`` after a connect
 error, a timeout or a 5xx (passive health); when none is healthy, all are tried.
@@ -28,11 +29,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack, aclosing, suppress
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 
 from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
@@ -43,6 +45,7 @@ from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, Rep
 
 _log = log.get(__name__)
 
+KEEP_ALIVE_S = 4.0
 _CONTEXT_EXCEEDED = re.compile(r"context[ _-]?(length|size|window)|maximum context|exceed_context", re.I)
 
 
@@ -73,8 +76,7 @@ class _Retry(BackendError):
 
 
 class OpenAIHTTPBackend:
-    """``spec.urls`` (base URLs ending in ``/v1``) serving ``spec.remote_model or spec.id``. A ``client``
-    passed in is used as is and not closed."""
+    """``spec.urls`` (base URLs ending in ``/v1``) serving ``spec.remote_model or spec.id``."""
 
     def __init__(
         self,
@@ -86,7 +88,6 @@ class OpenAIHTTPBackend:
         eject_seconds: float = 10.0,
         health_interval: float = 5.0,
         health_timeout: float = 2.0,
-        client: httpx.AsyncClient | None = None,
     ) -> None:
         if not spec.urls:
             raise ModelLoadError(f"model {spec.id!r}: backend 'openai_http' needs at least one URL")
@@ -96,7 +97,7 @@ class OpenAIHTTPBackend:
         self.health_interval, self.health_timeout = health_interval, health_timeout
         self._replicas = [_Replica(i, url) for i, url in enumerate(spec.urls)]
         self._rr = 0
-        self._client, self._owns_client = client, client is None
+        self._client: aiohttp.ClientSession | None = None
         self._health: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
@@ -104,9 +105,7 @@ class OpenAIHTTPBackend:
         if self._health is not None:
             return
         with map_backend_errors(self.model_id, ModelLoadError):
-            if self._client is None or self._client.is_closed:
-                if not self._owns_client:
-                    raise ModelLoadError(f"model {self.model_id!r}: the HTTP client it was given is closed")
+            if self._client is None or self._client.closed:
                 self._client = self._new_client()
             await self._check_all()
         if all(r.down for r in self._replicas):
@@ -124,27 +123,29 @@ class OpenAIHTTPBackend:
             task.cancel()
             with suppress(asyncio.CancelledError):
                 await task
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
+        if self._client is not None:
+            await self._client.close()
 
     def replicas(self) -> tuple[ReplicaState, ...]:
         """Each replica's health and counters, in ``spec.urls`` order."""
         return tuple(r.state(time.monotonic()) for r in self._replicas)
 
-    def _new_client(self) -> httpx.AsyncClient:
+    def _new_client(self) -> aiohttp.ClientSession:
         connections = self.spec.max_parallel + len(self._replicas)  # the requests + a health check each
         headers = {"Accept": "text/event-stream"}
         if self.spec.api_key:
             headers["Authorization"] = f"Bearer {self.spec.api_key}"
-        # httpx enforces connect; ``_attempt`` the first-token and idle deadlines (read is a backstop)
-        timeout = httpx.Timeout(
-            connect=self.connect_timeout,
-            read=max(self.first_token_timeout, self.idle_timeout),
-            write=self.connect_timeout,
-            pool=self.first_token_timeout,
+        # aiohttp enforces the TCP connect (``sock_connect``) and the wait for a free connection within
+        # ``connect``; ``_attempt`` the first-token and idle deadlines (``sock_read`` is a backstop)
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.first_token_timeout,
+            sock_connect=self.connect_timeout,
+            sock_read=max(self.first_token_timeout, self.idle_timeout),
         )
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        return httpx.AsyncClient(headers=headers, limits=limits, timeout=timeout)
+        # idle connections closed before servers close theirs (uvicorn's default: 5 s, as vLLM serves)
+        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, keepalive_timeout=KEEP_ALIVE_S)
+        return aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout)
 
     # -- health --------------------------------------------------------------------------------------------
 
@@ -159,12 +160,17 @@ class OpenAIHTTPBackend:
     async def _check(self, replica: _Replica) -> None:
         assert self._client is not None
         try:
-            response = await self._client.get(f"{replica.url}/models", timeout=self.health_timeout)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            busy = isinstance(exc, httpx.ReadTimeout) and replica.outstanding
-            if busy or isinstance(exc, httpx.PoolTimeout):
-                return  # not down: llama-cpp-python's server answers /models only between generations
+            timeout = aiohttp.ClientTimeout(total=self.health_timeout)
+            async with self._client.get(f"{replica.url}/models", timeout=timeout) as response:
+                response.raise_for_status()
+                await response.read()
+        except aiohttp.InvalidURL:
+            raise  # a URL no request can use: not a replica that is down
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError) and any(r.outstanding for r in self._replicas):
+                # not down: llama-cpp-python's server answers /models only between generations, and the
+                # connections may all be busy with requests
+                return
             if not replica.down:
                 _log.warning("replica down", model=self.model_id, url=replica.url, error=_describe(exc))
             replica.down, replica.last_error = True, _describe(exc)
@@ -191,7 +197,7 @@ class OpenAIHTTPBackend:
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
         client = self._client
-        if client is None or client.is_closed or self._health is None:
+        if client is None or client.closed or self._health is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
         body = self._body(request)
         tried: set[int] = set()
@@ -266,7 +272,7 @@ class OpenAIHTTPBackend:
         return body
 
     async def _attempt(
-        self, client: httpx.AsyncClient, replica: _Replica, body: dict[str, Any], top_n: int
+        self, client: aiohttp.ClientSession, replica: _Replica, body: dict[str, Any], top_n: int
     ) -> AsyncGenerator[Chunk, None]:
         """One request to one replica; a failure before the first token raises ``_Retry``."""
         loop = asyncio.get_running_loop()
@@ -281,18 +287,25 @@ class OpenAIHTTPBackend:
                             if "prompt" in body
                             else f"{replica.url}/chat/completions"
                         )
-                        response = await stack.enter_async_context(client.stream("POST", url, json=body))
-                        if response.is_error:
-                            await response.aread()
-                    if response.is_error:
-                        raise self._http_error(replica, response)
-                    async with aclosing(sse_data(response)) as events:
+                        data, headers = orjson.dumps(body), {"Content-Type": "application/json"}
+                        for again in (True, False):
+                            try:
+                                post = client.post(url, data=data, headers=headers)
+                                response = await stack.enter_async_context(post)
+                                break
+                            except aiohttp.ServerDisconnectedError:
+                                if not again:  # a kept-alive connection the server had just closed: once
+                                    raise
+                        failed = await response.read() if response.status >= 400 else None
+                    if failed is not None:
+                        raise self._http_error(replica, response, failed)
+                    async with aclosing(sse_data(response.content.iter_any())) as events:
                         while True:  # to the end of the body, so that the connection can be reused
                             when = loop.time() + self.idle_timeout if started else deadline
                             try:
                                 async with asyncio.timeout_at(when):
                                     event = await anext(events, None)
-                            except (TimeoutError, httpx.TransportError):
+                            except (TimeoutError, aiohttp.ClientError):
                                 if parser.done:
                                     break
                                 raise
@@ -307,25 +320,25 @@ class OpenAIHTTPBackend:
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {exc}") from exc
                 raise _Retry(str(exc)) from exc
-            except (httpx.TransportError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = _describe(exc, started, self.first_token_timeout, self.idle_timeout)
                 self._eject(replica, reason)
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {reason}") from exc
                 raise _Retry(reason) from exc
 
-    def _http_error(self, replica: _Replica, response: httpx.Response) -> GroupQwenError:
-        status = response.status_code
+    def _http_error(self, replica: _Replica, response: aiohttp.ClientResponse, body: bytes) -> GroupQwenError:
+        status, text = response.status, body.decode(errors="replace")
         try:
-            message = message_of(response.json())[:MAX_MESSAGE]
-        except ValueError:
-            message = response.text[:MAX_MESSAGE] or response.reason_phrase
+            message = message_of(orjson.loads(body))[:MAX_MESSAGE]
+        except orjson.JSONDecodeError:
+            message = text[:MAX_MESSAGE] or response.reason or ""
         if status == 429 or status >= 500:
             if status >= 500:
                 self._eject(replica, f"HTTP {status}")
             overloaded, retry_after = status in (429, 503), _retry_after(response.headers)
             return _Retry(f"HTTP {status}: {message}", overloaded=overloaded, retry_after=retry_after)
-        if status == 400 and _CONTEXT_EXCEEDED.search(response.text[:2000]):
+        if status == 400 and _CONTEXT_EXCEEDED.search(text[:2000]):
             return ContextLengthExceeded(message, param="messages")
         return BackendError(f"model {self.model_id!r}: {replica.url} answered HTTP {status}: {message}")
 
@@ -362,7 +375,7 @@ def tools_body(tools: Tools) -> dict[str, Any]:
     }
 
 
-def _retry_after(headers: httpx.Headers) -> int | None:
+def _retry_after(headers: Mapping[str, str]) -> int | None:
     value = headers.get("retry-after", "")
     return max(1, int(value)) if value.isdigit() else None
 
@@ -370,6 +383,6 @@ def _retry_after(headers: httpx.Headers) -> int | None:
 def _describe(exc: BaseException, started: bool = False, first: float = 0.0, idle: float = 0.0) -> str:
     if isinstance(exc, TimeoutError):
         return f"no data for {idle:g} s" if started else f"no first token within {first:g} s"
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return f"connection failed: {exc}" if str(exc) else "connection failed"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

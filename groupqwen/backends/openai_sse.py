@@ -1,21 +1,22 @@
 """Reading an OpenAI-compatible chat-completions (or text-completions) stream: server-sent events into
 ``Chunk``s.
 
-``sse_data`` yields each event's ``data``; ``StreamParser`` turns those payloads into ``Chunk``s with
-``TokenLogprob``s (a text completion's ``choices[].text`` and legacy ``logprobs`` too) and ``ToolCallDelta``s
-(``delta.tool_calls``), re-wrapping ``delta.reasoning_content`` (vLLM's reasoning parser) as
-``<think>…</think>`` text and keeping the finish reason and usage for its last chunk. A stream that ends
-without a finish reason, or carries an error event or a malformed one, raises ``StreamIncomplete``.
+``sse_data`` yields each event's ``data`` as bytes (parsed once, with orjson); ``StreamParser`` turns those
+payloads into ``Chunk``s with ``TokenLogprob``s (a text completion's ``choices[].text`` and legacy
+``logprobs`` too) and ``ToolCallDelta``s (``delta.tool_calls``), re-wrapping ``delta.reasoning_content``
+(vLLM's reasoning parser) as ``<think>…</think>`` text and keeping the finish reason and usage for its last
+chunk. A stream that ends without a finish reason, or carries an error event or a malformed one, raises
+``StreamIncomplete``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import httpx
+import orjson
 
 from groupqwen.messages import Chunk, FinishReason, TokenLogprob, ToolCallDelta, TopLogprob, Usage
 
@@ -35,19 +36,20 @@ class StreamParser:
         self.finish_reason: FinishReason | None = None
         self.usage: Usage | None = None
 
-    def feed(self, payload: str) -> Chunk | None:
+    def feed(self, payload: bytes) -> Chunk | None:
         if self.done:
             return None
         try:
             return self._feed(payload)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise StreamIncomplete(f"malformed event ({type(exc).__name__}): {payload[:100]!r}") from exc
+            text = payload[:100].decode(errors="replace")
+            raise StreamIncomplete(f"malformed event ({type(exc).__name__}): {text!r}") from exc
 
-    def _feed(self, payload: str) -> Chunk | None:
-        if payload.strip() == "[DONE]":
+    def _feed(self, payload: bytes) -> Chunk | None:
+        if payload.strip() == b"[DONE]":
             self.done = True
             return None
-        event = json.loads(payload)
+        event = loads(payload)
         if not isinstance(event, dict):
             raise TypeError("not an object")
         if "error" in event or event.get("object") == "error":
@@ -123,17 +125,26 @@ class StreamParser:
         return Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
 
 
-async def sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
-    """The ``data`` of each server-sent event (comments, ``event:`` and ``id:`` lines are ignored)."""
-    lines: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            lines.append(line[5:].removeprefix(" "))
-        elif not line and lines:
-            yield "\n".join(lines)
-            lines = []
-    if lines:
-        yield "\n".join(lines)
+async def sse_data(body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+    """The ``data`` of each server-sent event, as bytes (comments, ``event:`` and ``id:`` lines are ignored;
+    lines may end in CRLF, LF or CR). The body is split as it arrives, never decoded to text."""
+    pending = b""
+    async for piece in body:
+        text = pending + piece
+        if b"\r" in text:
+            carry = b"\r" if text.endswith(b"\r") else b""  # its LF may be in the next piece
+            text = text[: len(text) - len(carry)].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + carry
+        *events, pending = text.split(b"\n\n")
+        for event in events:
+            if (data := _data(event)) is not None:
+                yield data
+    if (data := _data(pending.replace(b"\r", b"\n"))) is not None:
+        yield data
+
+
+def _data(event: bytes) -> bytes | None:
+    lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
 
 
 _FINISH: dict[str, FinishReason] = {
@@ -146,6 +157,15 @@ _FINISH: dict[str, FinishReason] = {
 def _bytes(entry: Mapping[str, Any]) -> tuple[int, ...]:
     raw = entry.get("bytes")
     return tuple(raw) if isinstance(raw, list) else tuple(str(entry["token"]).encode())
+
+
+def loads(payload: bytes) -> Any:
+    """JSON with orjson; what it refuses and the standard library reads (``NaN``, ``-Infinity`` logprobs,
+    integers beyond 64 bits) with the standard library."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
 
 
 def message_of(body: Any) -> str:

@@ -86,3 +86,74 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def worker_problems(settings: Settings) -> list[Problem]:
+    """What ``server.workers`` above 1 would get wrong: each worker is a process with its own memory, so an
+    in-process model would be loaded once per worker and in-memory state would not be shared (errors), and
+    what each worker keeps to itself (warnings)."""
+    workers = settings.server.workers
+    if workers == 1:
+        return []
+    catalog = settings.available()
+    fix = "serve in-process models with one worker, or behind llama-server or vLLM (backend: openai_http)"
+    served = {
+        "default_model": settings.default_model,
+        **{f"router.tiers[{i}]": tier.model for i, tier in enumerate(settings.router.tiers)},
+        **{f"router.routes.{name}": model for name, model in settings.router.routes.items()},
+    }
+    problems = [
+        Problem(
+            "error",
+            field,
+            f"{model!r} runs in-process (llama.cpp): {workers} workers would load it {workers} times "
+            f"(its weights and CPU threads each time); {fix}",
+        )
+        for field, model in served.items()
+        if (spec := catalog.get(model)) is not None and spec.backend == "llamacpp"
+    ]
+    others = sorted(k for k, s in catalog.items() if s.backend == "llamacpp" and k not in served.values())
+    if others and not problems:
+        problems.append(
+            Problem(
+                "warning",
+                "models",
+                f"a request naming {', '.join(others)} (in-process, llama.cpp) would load it in the worker "
+                f"that takes it, up to {workers} copies; {fix}",
+            )
+        )
+    if settings.cache.backend == "embedded":
+        problems.append(
+            Problem(
+                "error",
+                "cache.backend",
+                f"the embedded cache keeps its index in each process: {workers} workers would each answer "
+                "from and write to their own; use cache.backend: redis (shared) or off",
+            )
+        )
+    limits = settings.limits
+    limited = any(
+        value is not None
+        for rates in (limits.key, limits.tenant, *limits.tenants.values())
+        for value in vars(rates).values()
+    )
+    if limits.redis_url is None and (limited or settings.auth.mode == "keys"):
+        problems.append(
+            Problem(
+                "error" if limited else "warning",
+                "limits.redis_url",
+                f"rate limits are counted in each process's memory: {workers} workers would allow up to "
+                f"{workers} times each limit{'' if limited else ' a key sets'}; set limits.redis_url",
+            )
+        )
+    problems.append(
+        Problem(
+            "warning",
+            "server.workers",
+            "each worker keeps its own recent request records (/v1/metrics and the live stream show the "
+            "worker that answers; the telemetry database has them all), stored responses "
+            "(previous_response_id) and WebSocket resumes: put a load balancer with sticky sessions in front "
+            "if clients rely on the latter two",
+        )
+    )
+    return problems

@@ -53,17 +53,31 @@ def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Listen address")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Processes serving requests (server.workers): for models on servers (openai_http), with the "
+            "cache and rate limits in Redis",
+            min=1,
+            max=64,
+        ),
+    ] = None,
 ) -> None:
     """Start the gateway."""
     from groupqwen.api.app import create_app
     from groupqwen.api.services import build_services
     from groupqwen.api.serving import serve as serve_app
-    from groupqwen.cli.checks import exposure_problems
+    from groupqwen.api.serving import serve_workers
+    from groupqwen.cli.checks import exposure_problems, worker_problems
 
-    settings = settings_or_exit(config, host=host, port=port)
+    server = None if workers is None else {"workers": workers}
+    settings = settings_or_exit(config, host=host, port=port, server=server)
     log.setup(settings.log_level, settings.log_format)
-    for problem in exposure_problems(settings):
-        typer.echo(f"refusing to start: {problem.message}", err=True)
+    for problem in [*exposure_problems(settings), *worker_problems(settings)]:
+        if problem.severity == "warning":
+            typer.echo(f"warning: {problem.message} ({problem.field})", err=True)
+            continue
+        typer.echo(f"refusing to start: {problem.message} ({problem.field})", err=True)
         raise typer.Exit(1)
     available = settings.available()
     if not available:
@@ -85,6 +99,9 @@ def serve(
     except GroupQwenError as exc:
         typer.echo(exc.message, err=True)
         raise typer.Exit(1) from None
+    if settings.server.workers > 1:  # each worker builds its own
+        serve_workers(config, settings)
+        return
     if not serve_app(create_app(settings, services), settings):
         raise typer.Exit(3)  # uvicorn's own exit status for a server that failed to start
 
@@ -367,10 +384,10 @@ def _emit(reasoning: str, content: str) -> None:
 def config_check(path: Annotated[Path, typer.Argument(help="YAML configuration file")]) -> None:
     """Validate a configuration file; print each error with its field, and check that the default model has
     weights (a bundled one not fetched yet is a warning)."""
-    from groupqwen.cli.checks import default_model_problems, exposure_problems
+    from groupqwen.cli.checks import default_model_problems, exposure_problems, worker_problems
 
     settings = settings_or_exit(path)
-    problems = default_model_problems(settings) + exposure_problems(settings)
+    problems = default_model_problems(settings) + exposure_problems(settings) + worker_problems(settings)
     for problem in problems:
         typer.echo(f"config {problem.severity}: {problem.field}: {problem.message}", err=True)
     if any(p.severity == "error" for p in problems):

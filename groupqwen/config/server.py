@@ -40,6 +40,14 @@ class ServerConfig(BaseModel):
         ge=1024,
         description="Largest request line plus headers (bytes); above: a 400, connection closed",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes serving requests (groupqwen serve --workers); above 1 the models must be on "
+        "servers (backend openai_http) and the cache and rate limits shared (cache: redis or off, "
+        "limits.redis_url): README, Models and memory",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Web origins (scheme://host[:port]) whose pages may call the API from a browser, e.g. "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -668,10 +669,10 @@ async def test_load_fails_only_when_no_replica_answers() -> None:
 
 
 async def test_a_foreign_error_while_loading_leaves_as_a_load_error() -> None:
-    backend = OpenAIHTTPBackend(spec_for("http://[::1/v1"))  # httpx refuses the URL: not an HTTPError
-    with pytest.raises(ModelLoadError, match="InvalidURL") as info:
+    backend = OpenAIHTTPBackend(spec_for("http://[::1/v1"))  # no request can use it: not a replica down
+    with pytest.raises(ModelLoadError, match=r"InvalidUrlClientError: http://\[::1/v1/models") as info:
         await backend.load()
-    assert isinstance(info.value.__cause__, httpx.InvalidURL)
+    assert isinstance(info.value.__cause__, aiohttp.InvalidURL)
     await backend.close()
 
 

@@ -1,0 +1,372 @@
+"""The gateway as a proxy: its own cost per request in front of an OpenAI-compatible server, beside the
+upstream alone and LiteLLM's proxy on the same upstream, in one interleaved run.
+
+    .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 2] [--concurrency 1 8 64] [--tokens 16]
+                                    [--targets direct,gateway,workers,auto,miss,hit,litellm]
+                                    [--modes json,stream] [--workers 1] [--json out.json] [--profile DIR]
+
+A fast fake upstream (``bench/fake_upstream.py``, its own process, answers from prebuilt bytes) serves a
+``--tokens``-token reply. Targets, each its own process started here: the upstream direct; ``groupqwen
+serve`` with one ``openai_http`` model, cache off, telemetry on; ``auto`` over two ``openai_http`` tiers
+(the router and the cascade's confidence scoring); the semantic cache on with every prompt new (misses:
+exact lookup, embedding, search, store); the cache on with one prompt (exact hits); LiteLLM's proxy
+(installed on first use into ``bench/.cache/litellm-venv``, never a dependency of the project; its
+version is printed). ``--workers N`` (N > 1) adds the cache-off gateway served by ``groupqwen serve --workers
+N`` (target ``workers``): its CPU is its whole process tree's.
+
+The load generator is ``wrk`` (``apt-get install wrk``; one thread), a cell = (mode, concurrency, target)
+for ``--seconds``; cells are interleaved target by target within each round so that a change of the
+machine's load falls on every target alike. Per cell: requests per second, p50 latency, and the CPU time
+of the target's process tree (``/proc/<pid>/stat`` utime + stime) over the requests it served. The machine
+is shared: CPU per request is the robust figure; the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from proxy_targets import (  # beside this file
+    Target,
+    cpu_seconds,
+    ensure_litellm,
+    gateway,
+    gateway_config,
+    litellm,
+    upstream,
+)
+
+from groupqwen.cache.build import embedder_from_settings
+from groupqwen.config import load_settings
+
+WORDS = (
+    "river",
+    "apple",
+    "engine",
+    "silver",
+    "garden",
+    "cloud",
+    "paper",
+    "music",
+    "window",
+    "forest",
+    "bridge",
+    "stone",
+    "lamp",
+    "orbit",
+    "violin",
+    "pepper",
+    "glacier",
+    "harbor",
+    "lantern",
+    "meadow",
+    "copper",
+    "falcon",
+    "tunnel",
+    "canyon",
+    "pillow",
+    "rocket",
+    "saddle",
+    "thunder",
+    "walnut",
+    "basket",
+    "candle",
+    "desert",
+    "feather",
+    "helmet",
+    "island",
+    "jacket",
+    "kettle",
+    "ladder",
+    "magnet",
+    "needle",
+    "ocean",
+    "pencil",
+    "quartz",
+    "ribbon",
+    "shadow",
+    "tiger",
+    "umbrella",
+    "valley",
+    "wagon",
+    "yogurt",
+    "zebra",
+    "anchor",
+    "butter",
+    "cactus",
+    "dragon",
+)
+
+
+@dataclass
+class Cell:
+    rate: float
+    p50_ms: float
+    cpu_ms: float  # per request
+    errors: int
+    cache: str  # the x-groupqwen-cache statuses seen, when counted
+
+
+def _body(model: str, prompt: str, stream: bool) -> str:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 64,
+        "temperature": 0,
+        "stream": stream,
+    }
+    return json.dumps(body)
+
+
+def _lua(target: Target, stream: bool, count: int) -> str:
+    """wrk's script: a fixed body, or (cache misses) a new prompt for every request; with the cache on, the
+    ``x-groupqwen-cache`` statuses are counted."""
+    lines = ['wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+    if target.cache == "miss":
+        rng = random.Random()
+        prompts = [" ".join(rng.sample(WORDS, 6)) + f" {rng.randrange(10**9)}?" for _ in range(count)]
+        bodies = ",\n".join(json.dumps(_body(target.model, p, stream)) for p in prompts)
+        lines += [
+            f"local bodies = {{\n{bodies}\n}}",
+            "local n = 0",
+            "request = function()",
+            "  n = n % #bodies + 1",
+            "  return wrk.format(nil, nil, nil, bodies[n])",
+            "end",
+        ]
+    else:
+        lines.append(f"wrk.body = {json.dumps(_body(target.model, 'What is the answer?', stream))}")
+    if target.cache != "off":
+        lines += [
+            "local threads = {}",
+            "setup = function(thread) table.insert(threads, thread) end",
+            "statuses = {}",
+            "response = function(status, headers, body)",
+            '  local s = headers["x-groupqwen-cache"] or "none"',
+            "  statuses[s] = (statuses[s] or 0) + 1",
+            "end",
+            "done = function(summary, latency, requests)",
+            "  for _, t in ipairs(threads) do",
+            '    for k, v in pairs(t:get("statuses")) do io.write(string.format("CACHE %s %d\\n", k, v)) end',
+            "  end",
+            "end",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+def run_cell(target: Target, stream: bool, concurrency: int, seconds: int, work: Path) -> Cell:
+    script = work / f"{abs(hash((target.name, stream)))}.lua"
+    script.write_text(_lua(target, stream, count=max(1000, int(seconds * 3000))))
+    before = cpu_seconds(target.pid)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), target.url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    used = cpu_seconds(target.pid) - before
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"50%\s+([\d.]+)(us|ms|s|m)\b", out)
+    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    cache = " ".join(f"{k}:{v}" for k, v in re.findall(r"CACHE (\S+) (\d+)", out))
+    return Cell(
+        rate=rate,
+        p50_ms=float(p50.group(1)) * _UNITS[p50.group(2)] if p50 else float("nan"),
+        cpu_ms=used * 1e3 / max(total, 1),
+        errors=errors,
+        cache=cache,
+    )
+
+
+def warm(target: Target) -> None:
+    """One request of each mode (models loaded, connections made); for ``hit`` the answer stored."""
+    for stream in (False, True):
+        for _ in range(50):
+            body = _body(target.model, "What is the answer?", stream)
+            response = httpx.post(
+                target.url, content=body, headers={"content-type": "application/json"}, timeout=60
+            )
+            response.raise_for_status()
+            if target.cache != "hit" or response.headers.get("x-groupqwen-cache") == "hit":
+                break
+
+
+def _targets(stack: ExitStack, names: set[str], tokens: int, workers: int, work: Path) -> list[Target]:
+    up = stack.enter_context(upstream(tokens))
+    base = up.url.removesuffix("/chat/completions")
+    targets = [up] if "direct" in names else []
+    plans = [
+        ("gateway", "GroupQwen, openai_http, cache off", 1, False, "tier-0", "off", 1),
+        (
+            "workers",
+            f"GroupQwen, openai_http, cache off, {workers} workers",
+            1,
+            False,
+            "tier-0",
+            "off",
+            workers,
+        ),
+        ("auto", "GroupQwen, auto over two openai_http tiers", 2, False, "auto", "off", 1),
+        ("miss", "GroupQwen, cache on, every request a miss", 1, True, "tier-0", "miss", 1),
+        ("hit", "GroupQwen, cache on, exact hits", 1, True, "tier-0", "hit", 1),
+    ]
+    for key, name, tiers, cache, model, mode, processes in plans:
+        if key in names and (key != "workers" or workers > 1):
+            config = gateway_config(base, tiers=tiers, cache=cache, data_dir=work / key)
+            targets.append(stack.enter_context(gateway(name, config, model, mode, processes)))
+    if "litellm" in names:
+        targets.append(stack.enter_context(litellm(base, work)))
+    return targets
+
+
+def table(
+    results: dict[tuple[str, str, int], list[Cell]], targets: list[Target], concurrency: list[int]
+) -> str:
+    out = []
+    for mode in ("json", "stream"):
+        if not any(k[1] == mode for k in results):
+            continue
+        litellm_rates = {c: _median(results, "LiteLLM proxy", mode, c, "rate") for c in concurrency}
+        direct_p50 = _median(results, "upstream direct", mode, 1, "p50_ms")
+        heads = [f"c={c} req/s" for c in concurrency] + [
+            "CPU ms/req, median (range)",
+            "p50 c=1 ms",
+            "added p50 ms",
+            "× LiteLLM",
+        ]
+        out.append(f"\n{mode}:\n| target | " + " | ".join(heads) + " |")
+        out.append("|---|" + "---:|" * len(heads))
+        for t in targets:
+            rates = [_median(results, t.name, mode, c, "rate") for c in concurrency]
+            cpus = [cell.cpu_ms for c in concurrency for cell in results.get((t.name, mode, c), [])]
+            p50 = _median(results, t.name, mode, 1, "p50_ms")
+            ratios = [
+                r / litellm_rates[c] for r, c in zip(rates, concurrency, strict=True) if litellm_rates[c]
+            ]
+            row = [f"{r:,.0f}" for r in rates]
+            row.append(f"{statistics.median(cpus):.2f} ({min(cpus):.2f}–{max(cpus):.2f})" if cpus else "–")
+            row.append(f"{p50:.2f}")
+            row.append(f"{p50 - direct_p50:+.2f}" if t.name != "upstream direct" else "–")
+            row.append(f"{min(ratios):.1f}–{max(ratios):.1f}" if ratios else "–")
+            out.append(f"| {t.name} | " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
+def _median(
+    results: dict[tuple[str, str, int], list[Cell]], name: str, mode: str, c: int, what: str
+) -> float:
+    cells = results.get((name, mode, c), [])
+    return statistics.median(getattr(cell, what) for cell in cells) if cells else float("nan")
+
+
+def embedding_ms(count: int = 200) -> float:
+    """CPU per embedding of one prompt like the misses' (the cache's default embedder, in this process):
+    the part of a miss's cost that is the embedding's."""
+    embedder = embedder_from_settings(load_settings())
+    rng = random.Random(1)
+    prompts = [" ".join(rng.sample(WORDS, 6)) + f" {rng.randrange(10**9)}?" for _ in range(count + 10)]
+    for prompt in prompts[:10]:
+        embedder.embed([prompt])
+    started = time.process_time()
+    for prompt in prompts[10:]:
+        embedder.embed([prompt])
+    return (time.process_time() - started) * 1e3 / count
+
+
+def profile(targets: list[Target], modes: list[str], seconds: int, work: Path, out: Path) -> None:
+    """A flame graph (py-spy, SVG) of the first GroupQwen target in each mode, at c=8, in ``out``."""
+    target = next(t for t in targets if t.name.startswith("GroupQwen"))
+    out.mkdir(parents=True, exist_ok=True)
+    for mode in modes:
+        svg = out / f"proxy-{mode}.svg"
+        spy_bin = str(Path(sys.executable).with_name("py-spy"))
+        command = [spy_bin, "record", "-p", str(target.pid), "-d", str(seconds), "-r", "250", "-o", str(svg)]
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run_cell(target, mode == "stream", 8, seconds + 1, work)
+        spy.wait()
+        print(f"flame graph of {target.name}, {mode}, c=8: {svg}", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--targets", default="direct,gateway,workers,auto,miss,hit,litellm")
+    parser.add_argument("--modes", default="json,stream")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="also write every cell here")
+    parser.add_argument(
+        "--profile", type=Path, help="also write py-spy flame graphs (SVG) of the gateway here"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    names = set(args.targets.split(","))
+    version = ensure_litellm() if "litellm" in names else None
+    modes = args.modes.split(",")
+    results: dict[tuple[str, str, int], list[Cell]] = defaultdict(list)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        work = Path(tmp)
+        targets = _targets(stack, names, args.tokens, args.workers, work)
+        for target in targets:
+            warm(target)
+        for round_ in range(args.rounds):
+            for mode in modes:
+                for c in args.concurrency:
+                    for target in targets:
+                        cell = run_cell(target, mode == "stream", c, args.seconds, work)
+                        results[(target.name, mode, c)].append(cell)
+                        note = f" errors={cell.errors}" if cell.errors else ""
+                        print(
+                            f"round {round_ + 1} {mode:6} c={c:<3} {target.name:48} {cell.rate:9,.0f} req/s "
+                            f"{cell.cpu_ms:6.2f} ms CPU/req p50 {cell.p50_ms:7.2f} ms {cell.cache}{note}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        if args.profile:
+            profile(targets, modes, args.seconds, work, args.profile)
+    load_after = os.getloadavg()
+    embed = f"{embedding_ms():.2f} ms CPU" if "miss" in names else "not measured"
+    print(
+        f"{args.tokens}-token replies, {args.seconds:g} s cells, {args.rounds} rounds, wrk, "
+        f"{os.cpu_count()} cores"
+    )
+    print(
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; LiteLLM {version or 'not run'}"
+    )
+    print(f"the embedding alone (a miss's part of it, the cache's default embedder, one prompt): {embed}")
+    print(table(results, targets, args.concurrency))
+    if args.json:
+        cells = [
+            {"target": k[0], "mode": k[1], "c": k[2], **vars(cell)} for k, v in results.items() for cell in v
+        ]
+        args.json.write_text(
+            json.dumps({"litellm": version, "load": [load_before, load_after], "cells": cells})
+        )
+
+
+if __name__ == "__main__":
+    main()
