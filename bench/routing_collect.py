@@ -1,10 +1,17 @@
-"""Ask each bundled model every routing question once; keep answers and token logprobs in a JSON file.
+"""Ask each model every routing question once; keep answers and per-token logprobs on disk.
 
-    .venv/bin/python bench/routing_collect.py [--threads 2] [--max-tokens 24]
+    .venv/bin/python bench/routing_collect.py short [--models ...]           # the shipped short questions
+    .venv/bin/python bench/routing_collect.py gsm8k --limit 60 [--models ...]  # GSM8K dev, steps + Answer:
 
-One model at a time (two generating models would share 2 cores and distort latencies). Policies are then
-evaluated by ``bench/routing.py`` from these same answers, so every policy sees identical outputs. The
-shipped answers were collected with ``--threads 1`` at ``nice 10`` on a shared 2-core machine.
+``short``: ``bench/data/routing_questions.jsonl`` (answer in a few tokens, ``max_tokens`` 24), merged into the
+shipped ``bench/data/routing_answers.json`` per model. ``gsm8k``: the first ``--limit`` items of
+``../shared/data/gsm8k_dev.jsonl`` (or ``--gsm8k PATH``), the system prompt asking for short steps and a
+final ``Answer:`` line, ``max_tokens`` 320, one JSON line per item in
+``bench/.cache/routing/gsm8k.<model>.jsonl`` (gitignored; the text, the per-token logprobs with 5
+alternatives, seconds). Items already there are skipped, so an interrupted run resumes. Both models answer
+an item before the next starts, so the pairs grow together.
+One generation at a time (the shipped answers were collected at ``nice 10`` on a shared 2-core machine);
+calibration (``scripts/train_router.py``) and ``bench/routing.py`` read these same answers.
 """
 
 from __future__ import annotations
@@ -21,17 +28,32 @@ from groupqwen.config import Settings
 from groupqwen.messages import GenerationRequest, Message, Sampling
 from groupqwen.pool.bundled import ensure_bundled
 
-DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data"
+CACHE = ROOT / "bench" / ".cache" / "routing"
 QUESTIONS = DATA / "routing_questions.jsonl"
 ANSWERS = DATA / "routing_answers.json"
-MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b")
+# the shared data sit beside the main checkout (../shared), two levels up from a worktree under wt/
+GSM8K = (
+    next(
+        (p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()),
+        ROOT.parent / "shared",
+    )
+    / "data"
+    / "gsm8k_dev.jsonl"
+)
+MODELS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 SYSTEM = "Answer with only the answer: a number, a word or a short phrase. No explanation."
+GSM8K_SYSTEM = (
+    "Solve the problem. Show short steps, then end with a last line of the form 'Answer: <number>'."
+)
+GSM8K_MAX_TOKENS = 320
 TOP_K = 5
 
 
-async def ask(backend: LlamaCppBackend, question: str, max_tokens: int) -> dict[str, Any]:
+async def ask(backend: LlamaCppBackend, system: str, question: str, max_tokens: int) -> dict[str, Any]:
     request = GenerationRequest(
-        messages=(Message("system", SYSTEM), Message("user", question)),
+        messages=(Message("system", system), Message("user", question)),
         sampling=Sampling(temperature=0.0, max_tokens=max_tokens, seed=0),
         top_logprobs=TOP_K,
     )
@@ -40,37 +62,81 @@ async def ask(backend: LlamaCppBackend, question: str, max_tokens: int) -> dict[
     async for chunk in backend.stream(request):
         text.append(chunk.text)
         for lp in chunk.logprobs:
-            tokens.append([round(lp.logprob, 5), [round(t.logprob, 5) for t in lp.top]])
+            tokens.append([lp.token, round(lp.logprob, 5), [round(t.logprob, 5) for t in lp.top]])
     return {"text": "".join(text), "tokens": tokens, "seconds": round(time.perf_counter() - started, 4)}
 
 
-async def collect(threads: int, max_tokens: int) -> None:
+async def _backend(model_id: str, threads: int, n_ctx: int) -> LlamaCppBackend:
     settings = Settings()
+    ensure_bundled(settings.catalog()[model_id], settings.models_dir)
+    backend = LlamaCppBackend(Settings().available()[model_id], n_ctx=n_ctx, n_threads=threads)
+    await backend.load()
+    await ask(backend, SYSTEM, "Warm up.", 4)
+    return backend
+
+
+async def collect_short(models: list[str], threads: int, max_tokens: int) -> None:
     questions = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines()]
     out: dict[str, Any] = {"system": SYSTEM, "max_tokens": max_tokens, "threads": threads, "models": {}}
-    for model_id in MODELS:
-        spec = settings.catalog()[model_id]
-        ensure_bundled(spec, settings.models_dir)
-        spec = Settings().available()[model_id]
-        backend = LlamaCppBackend(spec, n_ctx=512, n_threads=threads)
-        await backend.load()
-        await ask(backend, "Warm up.", 4)
+    if ANSWERS.is_file():
+        out = json.loads(ANSWERS.read_text(encoding="utf-8"))
+    for model_id in models:
+        backend = await _backend(model_id, threads, 512)
         answers = {}
         for item in questions:
-            answers[item["id"]] = await ask(backend, item["question"], max_tokens)
+            answer = await ask(backend, SYSTEM, item["question"], max_tokens)
+            answer["tokens"] = [t[1:] for t in answer["tokens"]]  # the shipped file keeps no token text
+            answers[item["id"]] = answer
         await backend.close()
         out["models"][model_id] = answers
+        ANSWERS.write_text(json.dumps(out, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
         print(model_id, "done", flush=True)
-    ANSWERS.write_text(json.dumps(out, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
-    print(f"wrote {ANSWERS}")
+
+
+def gsm8k_items(path: Path, limit: int) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"id": f"g{i:03d}", **row} for i, row in enumerate(rows[:limit])]
+
+
+def cached(model_id: str) -> dict[str, dict[str, Any]]:
+    path = CACHE / f"gsm8k.{model_id}.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {row["id"]: row for row in rows}
+
+
+async def collect_gsm8k(models: list[str], threads: int, path: Path, limit: int) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    backends = {m: await _backend(m, threads, 1024) for m in models}
+    done = {m: cached(m) for m in models}
+    for item in gsm8k_items(path, limit):
+        for model_id, backend in backends.items():
+            if item["id"] in done[model_id]:
+                continue
+            answer = await ask(backend, GSM8K_SYSTEM, item["question"], GSM8K_MAX_TOKENS)
+            row = {"id": item["id"], **answer}
+            with (CACHE / f"gsm8k.{model_id}.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+            print(item["id"], model_id, f"{answer['seconds']:.1f}s", len(answer["tokens"]), flush=True)
+    for backend in backends.values():
+        await backend.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("set", choices=("short", "gsm8k"))
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=24, help="short questions only")
+    parser.add_argument("--limit", type=int, default=60, help="gsm8k: the first N items")
+    parser.add_argument("--gsm8k", type=Path, default=GSM8K)
     args = parser.parse_args()
-    asyncio.run(collect(args.threads, args.max_tokens))
+    if args.set == "short":
+        asyncio.run(collect_short(args.models, args.threads, args.max_tokens))
+    else:
+        asyncio.run(collect_gsm8k(args.models, args.threads, args.gsm8k, args.limit))
 
 
 if __name__ == "__main__":

