@@ -5,7 +5,11 @@
 Inputs, all shipped in the repo (no downloads):
 - ``scripts/router_corpus.py``: synthetic prompts labelled ``complex`` / ``think``;
 - ``bench/data/routing_questions.jsonl`` + ``bench/data/routing_answers.json`` (``bench/routing_collect.py``):
-  the bundled models' answers to the *calibration* split.
+  the bundled models' answers to the *calibration* split;
+- the GSM8K answers cached by ``bench/routing_collect.py gsm8k`` (``bench/.cache/routing``, where present),
+  *tune* split only (``bench/routing_gsm8k.py``: a third of the items, by hash, is held out): long answers
+  with reasoning, so a model's confidence is calibrated on long answers as well as on one-to-three-token
+  ones.
 
 The complexity head estimates the probability that the large model *wins* — it answers right where the
 small one answers wrong (RouteLLM's label) — so it learns where escalating pays, not merely where the small
@@ -36,6 +40,7 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 
+import routing_gsm8k  # noqa: E402
 from router_corpus import corpus  # noqa: E402
 from routing_questions import is_correct  # noqa: E402
 
@@ -215,10 +220,16 @@ def main() -> None:
 
     confidence: dict[str, Any] = {}
     conf_scores: dict[str, Any] = {}
-    for model, ok in ((SMALL, small_ok), (LARGE, large_ok)):
-        m = np.stack([measures(tokens_of(answers["models"][model][q["id"]]["tokens"])) for q in calibration])
+    for model in answers["models"]:  # every model with answers; the pair's tables for SMALL only
+        short = [answers["models"][model][q["id"]] for q in calibration]
+        ok = np.asarray([is_correct(a["text"], q["answer"]) for a, q in zip(short, calibration, strict=True)])
+        tokens = [tokens_of(a["tokens"]) for a in short]
+        long_form = [r["answers"][model] for r in routing_gsm8k.rows((model,), "tune")]  # never held out
+        tokens += [a["tokens"] for a in long_form]
+        ok = np.concatenate([ok, np.asarray([a["ok"] for a in long_form], bool)])
+        m = np.stack([measures(t) for t in tokens])
         y = ok.astype(float)
-        by_l2 = {reg: cross_validated(m, y, fold, l2=reg) for reg in L2_GRID}
+        by_l2 = {reg: cross_validated(m, y, folds(len(y), K), l2=reg) for reg in L2_GRID}
         reg = min(L2_GRID, key=lambda r: (round(log_loss(by_l2[r], y), 4), -r))
         logistic = fit(m, y, l2=reg)
         oof = by_l2[reg]
@@ -229,14 +240,16 @@ def main() -> None:
             "cv_log_loss": round(log_loss(oof, y), 3),
             "train_auc": round(auc(train, y), 3),
             "cv_auc": round(auc(oof, y), 3),
+            "short_answers": len(short),
+            "gsm8k_answers": len(long_form),
         }
         bars: list[tuple[float, float]] = []
         auto: list[tuple[float, float, float]] = []
         if model == SMALL:  # both tables from out-of-fold scores: what a new question would see
-            bars = bars_table(oof, small_ok, large_ok)
-            auto = auto_table(gain_oof, oof, small_ok, large_ok)
+            bars = bars_table(oof[: len(short)], small_ok, large_ok)
+            auto = auto_table(gain_oof, oof[: len(short)], small_ok, large_ok)
         confidence[model] = Calibration(logistic, tuple(bars), tuple(auto)).to_json()
-        print(f"{model}: {ok.mean():.2f} right on calibration; confidence {conf_scores[model]}")
+        print(f"{model}: {ok.mean():.2f} right on {len(ok)} answers; confidence {conf_scores[model]}")
         if model == SMALL:
             print(f"  bars (target, bar): {[(t, round(b, 3)) for t, b in bars]}")
             print(f"  auto (target, max_complexity, bar): {auto}")

@@ -54,6 +54,7 @@ CORS_EXPOSED_HEADERS = [
     "x-groupqwen-cache",
     "x-groupqwen-cache-similarity",
     "x-groupqwen-escalations",
+    "x-groupqwen-abandoned-tokens",
     "retry-after",
     "retry-after-ms",
     *(

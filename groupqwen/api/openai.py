@@ -57,6 +57,7 @@ def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[s
         "x-groupqwen-model": decision.model,
         "x-groupqwen-route": decision.route,
         "x-groupqwen-escalations": str(decision.escalations),
+        "x-groupqwen-abandoned-tokens": str(decision.abandoned_tokens),
     }
     if cached is not None:
         headers["x-groupqwen-cache"] = cached.status

@@ -34,6 +34,7 @@ class FakeBackend:
     model_id: str = "fake"
     tokens: Sequence[str] = ("Hello", ",", " world", "!")
     logprob: float = -0.1
+    logprobs: Sequence[float] = ()  # per token, where given (then ``logprob``)
     n_ctx: int = 4096
     delay: float = 0.0
     fail_after: int | None = None
@@ -91,13 +92,14 @@ class FakeBackend:
                         yield _called(calls, Chunk(text=piece))
                     produced += 1
                     break
+                logprob = self.logprobs[produced] if produced < len(self.logprobs) else self.logprob
                 produced += 1
                 top = tuple(
-                    TopLogprob(token=t, logprob=self.logprob - i, bytes=tuple(t.encode()))
+                    TopLogprob(token=t, logprob=logprob - i, bytes=tuple(t.encode()))
                     for i, t in enumerate([token, "<alt>"][: request.top_logprobs])
                 )
                 scored = request.logprobs or request.top_logprobs > 0
-                logprobs = (TokenLogprob(token, self.logprob, tuple(token.encode()), top),) if scored else ()
+                logprobs = (TokenLogprob(token, logprob, tuple(token.encode()), top),) if scored else ()
                 yield _called(calls, Chunk(text=token, logprobs=logprobs))
             finished = True
             last = Chunk(finish_reason=finish, usage=Usage(prompt_tokens, produced))

@@ -74,6 +74,13 @@ class RouterConfig(BaseModel):
     buffer_tokens: int = Field(
         48, ge=1, le=4096, description="Tokens held back while a tier's confidence is unknown (stream policy)"
     )
+    min_tokens: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="A held answer's running confidence is checked at every token from this many on; "
+        "below the bar its generation is aborted and the next tier starts",
+    )
 
     @field_validator("routes")
     @classmethod

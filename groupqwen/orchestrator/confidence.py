@@ -1,7 +1,10 @@
 """How sure a model is of its answer: one calibrated number from the answer's token logprobs.
 
 ``measures`` reads the tokens (mean and minimum logprob, entropy and top-1/top-2 margin from the top
-alternatives, share of unsure tokens, the first tokens' mean, length) — all length-normalised. A
+alternatives, share of unsure tokens, the first tokens' mean, length) — all length-normalised — and the
+same for the *answer span* apart: the tokens after the last ``Answer:`` marker, else the last line (a
+short answer is its own span), whose mean and minimum logprob say how sure the model is of what it
+concludes rather than of its reasoning, with the span's share of the answer. A
 per-model logistic calibration (``Calibration``, fitted against correctness labels by
 ``scripts/train_router.py`` and shipped in ``data/router.json``) turns them into the probability that the
 answer is right. A model without a calibration falls back to the geometric mean token probability.
@@ -37,7 +40,11 @@ MEASURES = (
     "unsure_share",
     "first_tokens_logprob",
     "log_tokens",
+    "span_mean_logprob",
+    "span_min_logprob",
+    "span_share",
 )
+_MARKER = "answer"  # "Answer:", "The answer is", "**Answer**" …: the span starts after its last one
 
 
 def _entropy_and_margin(token: TokenLogprob) -> tuple[float, float]:
@@ -53,12 +60,36 @@ def _entropy_and_margin(token: TokenLogprob) -> tuple[float, float]:
     return entropy, token.top[0].logprob - second
 
 
+def span_start(tokens: Sequence[TokenLogprob]) -> int:
+    """Where the answer span starts: after the last token ending an ``answer`` marker (and its colon or
+    "is"), else after the last newline; 0 when neither (a one-line answer is all span), and when the span
+    would be empty (the marker is the last thing written, as while an answer streams)."""
+    text = "".join(t.token for t in tokens)
+    lower = text.lower()
+    cut = lower.rfind(_MARKER)
+    if cut >= 0:
+        cut += len(_MARKER)
+        rest = lower[cut:]
+        cut += len(rest) - len(rest.lstrip(" *:is\t"))
+    else:
+        cut = text.rstrip("\n").rfind("\n") + 1
+    if cut <= 0:
+        return 0
+    end = 0
+    for index, token in enumerate(tokens):  # the token holding the span's first character
+        end += len(token.token)
+        if end > cut:
+            return index
+    return 0
+
+
 def measures(tokens: Sequence[TokenLogprob]) -> Array:
     """The ``MEASURES`` of an answer (or of its first tokens, while it streams)."""
     if not tokens:
-        return np.asarray([-10.0, -10.0, 3.0, 0.0, 0.0, 1.0, -10.0, 0.0])
+        return np.asarray([-10.0, -10.0, 3.0, 0.0, 0.0, 1.0, -10.0, 0.0, -10.0, -10.0, 1.0])
     logprobs = np.asarray([t.logprob for t in tokens])
     em = np.asarray([_entropy_and_margin(t) for t in tokens])
+    span = logprobs[span_start(tokens) :]
     return np.asarray(
         [
             float(logprobs.mean()),
@@ -69,6 +100,9 @@ def measures(tokens: Sequence[TokenLogprob]) -> Array:
             float((logprobs < UNSURE).mean()),
             float(logprobs[:3].mean()),
             math.log1p(len(tokens)),
+            float(span.mean()),
+            float(span.min()),
+            len(span) / len(tokens),
         ]
     )
 

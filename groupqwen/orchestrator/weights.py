@@ -48,6 +48,7 @@ class Routing:
     router: Router
     scorer: Scorer
     buffer_tokens: int
+    min_tokens: int = 8  # running confidence is checked from this many tokens on (early abort)
 
 
 def routing_from_settings(settings: Settings) -> Routing:
@@ -84,4 +85,4 @@ def routing_from_settings(settings: Settings) -> Routing:
         warm_margin=cfg.warm_margin,
     )
     router = Router(policy, loaded.heads if cfg.classifier else None)
-    return Routing(router, loaded.scorer, cfg.buffer_tokens)
+    return Routing(router, loaded.scorer, cfg.buffer_tokens, cfg.min_tokens)

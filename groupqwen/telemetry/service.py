@@ -128,7 +128,7 @@ class Telemetry:
         if error is not None:
             trace.failed(*status_of(error))
         record = trace.record()
-        self.metrics.observe(record, cache_bypass=trace.cache_bypass)
+        self.metrics.observe(record, cache_bypass=trace.cache_bypass, abandoned_tokens=trace.abandoned_tokens)
         self._remember(record)
         self.live.publish(record)
         if self.writer is not None:

@@ -152,3 +152,34 @@ async def test_single_step_route_streams_live() -> None:
     route = Decision("large", "auto:best", "best", False)
     text, _, decisions = await run(cascade(fake("small", ["x"], SURE), large), ask(), route)
     assert text == "ab" and decisions[0].model == "large" and decisions[0].escalations == 0
+
+
+async def test_a_confidence_drop_aborts_the_small_model_early() -> None:
+    """Sure for 10 tokens, then unsure: the running confidence falls below the bar a few tokens after the
+    drop, and the small model stops there — long before its 300 tokens and its buffer of 100."""
+    logprobs = [SURE] * 10 + [math.log(0.01)] * 290
+    small = FakeBackend(model_id="small", tokens=(" w",) * 300, logprobs=logprobs)
+    large = fake("large", ["4"], SURE)
+    text, _, decisions = await run(cascade(small, large, buffer_tokens=100), ask())
+    assert text == "4" and small.cancelled == 1
+    final = decisions[-1]
+    assert final.model == "large" and final.escalations == 1
+    # geometric mean of 0.95 x10 and 0.01 xk drops under 0.5 at k = 2: 12 tokens generated
+    assert "small aborted at token 12 at confidence" in final.reason
+    assert final.abandoned_tokens == 12
+
+
+async def test_running_confidence_is_checked_from_min_tokens_on() -> None:
+    """An unsure first token does not abort by itself: the check starts at ``min_tokens``; a short answer
+    that ends sure is kept."""
+    small = FakeBackend(model_id="small", tokens=("Well", ",", " 4"), logprobs=[UNSURE, SURE, SURE])
+    c = cascade(small, fake("large", ["never"], SURE), buffer_tokens=100)
+    text, _, decisions = await run(c, ask())
+    assert text == "Well, 4" and decisions[-1].model == "small" and decisions[-1].abandoned_tokens == 0
+
+
+async def test_an_answer_that_ends_unsure_escalates_with_its_tokens_counted() -> None:
+    small = fake("small", ["5", " or", " 6"], UNSURE)
+    text, _, decisions = await run(cascade(small, fake("large", ["4"], SURE), buffer_tokens=100), ask())
+    assert text == "4" and "small escalated at confidence 0.20" in decisions[-1].reason
+    assert decisions[-1].abandoned_tokens == 3

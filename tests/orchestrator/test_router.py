@@ -173,14 +173,18 @@ def test_rules_explain_themselves_without_weights() -> None:
     assert route.reason.startswith("complexity") and "rules: code, math" in route.reason
 
 
-def test_default_auto_sends_arithmetic_where_the_large_model_wins(tmp_path: object) -> None:
+# the pair the shipped classifier and tables were measured on (the default ladder has no tables yet)
+MEASURED = {"tiers": [{"model": "smollm2-135m", "multilingual": False}, {"model": "qwen2.5-coder-0.5b"}]}
+
+
+def test_auto_sends_arithmetic_where_the_large_model_wins(tmp_path: object) -> None:
     """The shipped classifier estimates where the large model *wins*: one operation on small operands (it
     gets those right, the small model does not), but not multi-step sums it also gets wrong."""
     from pathlib import Path
 
     from groupqwen.config import load_settings
 
-    settings = load_settings(models_dir=Path(str(tmp_path)))
+    settings = load_settings(models_dir=Path(str(tmp_path)), router=MEASURED)
     router = weights.routing_from_settings(settings).router
     models = {
         "smollm2-135m": ModelView(warm=True, context_length=8192),
@@ -207,7 +211,7 @@ def test_cascade_route_uses_the_cascade_alone_bar(tmp_path: object) -> None:
 
     from groupqwen.config import load_settings
 
-    settings = load_settings(models_dir=Path(str(tmp_path)))
+    settings = load_settings(models_dir=Path(str(tmp_path)), router=MEASURED)
     routing = weights.routing_from_settings(settings)
     scorer = weights.load().scorer
     models = {
