@@ -30,15 +30,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 
+import routing_gsm8k  # noqa: E402
 from routing_questions import is_correct  # noqa: E402
 from train_router import LARGE, SMALL, load_bench, request_of, tokens_of  # noqa: E402
 
 from groupqwen.config import load_settings  # noqa: E402
 from groupqwen.orchestrator import weights  # noqa: E402
+from groupqwen.orchestrator.classifier import auc  # noqa: E402
 from groupqwen.orchestrator.features import extract, vector  # noqa: E402
 from groupqwen.orchestrator.weights import routing_from_settings  # noqa: E402
 
 Array = np.ndarray
+DEFAULT_SMALL = "qwen2.5-coder-0.5b"  # the default ladder's first tier
 
 
 def pgr(acc: float, weak: float, strong: float) -> float:
@@ -130,12 +133,13 @@ def main() -> None:
         direct = cplx > edge
         name = f"auto, target {target:.0%} (max_complexity {edge:.2f}, bar {bar:.2f})"
         add(name, direct | (conf_s < bar), ~direct, np.maximum(cplx - edge, bar - conf_s))
-    settings = load_settings()  # the defaults (and GROUPQWEN_ environment), as the gateway would read them
+    # the pair these answers are of, at the default target (the default ladder is 0.5B -> 1.5B: see below)
+    settings = load_settings(router={"tiers": [{"model": SMALL, "multilingual": False}, {"model": LARGE}]})
     small_tier = routing_from_settings(settings).router.policy.tiers[0]
     edge, bar = small_tier.max_complexity, small_tier.bar or 0.0
     direct = cplx > edge
     add(
-        f"**auto as configured by default** (target {settings.router.tiers[0].target:.0%})",
+        f"**auto, {SMALL} → {LARGE}** (target {settings.router.tiers[0].target:.0%})",
         direct | (conf_s < bar), ~direct, np.maximum(cplx - edge, bar - conf_s),
     )  # fmt: skip
     default_to_large = direct | (conf_s < bar)
@@ -188,6 +192,61 @@ def main() -> None:
         by_cat[q["category"]][1] += int(a)
         by_cat[q["category"]][2] += int(b)
     print("per category (n, small right, large right):", {k: tuple(v) for k, v in sorted(by_cat.items())})
+    held_out_confidence(w, test, answers)
+
+
+BUCKETS = ((1, 3), (4, 16), (17, 64), (65, 10**6))  # answer length in tokens
+
+
+def held_out_confidence(w: weights.Weights, test: list[dict[str, Any]], answers: dict[str, Any]) -> None:
+    """The default first tier's confidence on held-out answers only (the short test split and the held-out
+    GSM8K items): ECE and AUC per answer-length bucket, and where the running confidence would have
+    aborted each long answer at the default bar."""
+    model = DEFAULT_SMALL
+    conf, ok, lengths = [], [], []
+    for q in test:
+        a = answers["models"][model][q["id"]]
+        tokens = tokens_of(a["tokens"])
+        conf.append(w.scorer.score(model, tokens))
+        ok.append(is_correct(a["text"], q["answer"]))
+        lengths.append(len(tokens))
+    long_form = [r["answers"][model] for r in routing_gsm8k.rows((model,), "heldout")]
+    for a in long_form:
+        conf.append(w.scorer.score(model, a["tokens"]))
+        ok.append(a["ok"])
+        lengths.append(len(a["tokens"]))
+    c, y, n = np.asarray(conf), np.asarray(ok, float), np.asarray(lengths)
+    print(f"\n{model} confidence on held-out answers ({len(test)} short, {len(long_form)} GSM8K):")
+    print("| answer length (tokens) | n | right | mean confidence | ECE | AUC |")
+    print("|---|---|---|---|---|---|")
+    for lo, hi in (*BUCKETS, (1, 10**6)):
+        m = (n >= lo) & (n <= hi)
+        if not m.any():
+            continue
+        label = "all" if (lo, hi) == (1, 10**6) else f"{lo}–{hi}" if hi < 10**6 else f"{lo}+"
+        has_both = 0 < y[m].sum() < m.sum()
+        area = f"{auc(c[m], y[m]):.2f}" if has_both else "–"
+        cells = [
+            label,
+            str(m.sum()),
+            f"{y[m].mean():.2f}",
+            f"{c[m].mean():.2f}",
+            f"{ece(c[m], y[m]):.3f}",
+            area,
+        ]
+        print("| " + " | ".join(cells) + " |")
+    routing = routing_from_settings(load_settings())
+    bar, start = routing.router.policy.tiers[0].bar or 0.0, routing.min_tokens
+    for a in long_form:
+        tokens = a["tokens"]
+        stop = next(
+            (k for k in range(start, len(tokens) + 1) if w.scorer.score(model, tokens[:k]) < bar), None
+        )
+        print(
+            f"  GSM8K held-out answer of {len(tokens)} tokens ({'right' if a['ok'] else 'wrong'}, "
+            f"{a['seconds']:.0f} s): "
+            + (f"aborted at token {stop} at bar {bar:.2f}" if stop else f"kept at bar {bar:.2f}")
+        )
 
 
 if __name__ == "__main__":

@@ -106,3 +106,35 @@ def test_unknown_route_is_a_404_naming_the_model_param(
     assert err.value.status_code == 404
     body = err.value.body
     assert isinstance(body, dict) and body["param"] == "model" and "auto:nope" in body["message"]
+
+
+def test_a_long_answer_that_turns_unsure_is_aborted_early(tmp_path: Path) -> None:
+    """The small tier is sure for 10 tokens, then not: the gateway stops it a few tokens later (not at
+    its 200th token, nor at the 48-token buffer) and says so in the headers, the body and the metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    backends = {
+        "small": FakeBackend("small", tokens=(" w",) * 200, logprobs=[SURE] * 10 + [math.log(0.01)] * 190),
+        "large": FakeBackend("large", tokens=("Very", " well"), logprob=SURE),
+    }
+    settings = fake_settings(
+        tmp_path,
+        list(backends),
+        default_model="large",
+        router={"tiers": [{"model": "small", "bar": 0.5}, {"model": "large"}], "routes": {}},
+    )
+    with gateway(fake_services(settings, backends)) as http:
+        headers, body = post(http, model="auto:cascade", max_tokens=200)
+        prometheus = http.get("/metrics").text
+    assert headers["x-groupqwen-model"] == "large" and headers["x-groupqwen-abandoned-tokens"] == "12"
+    info = body["groupqwen"]
+    assert isinstance(info, dict) and info["abandoned_tokens"] == 12
+    assert "small aborted at token 12 at confidence" in str(info["reason"])
+    assert backends["small"].cancelled == 1
+    abandoned = {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(prometheus)
+        for s in family.samples
+        if s.name == "groupqwen_abandoned_tokens_total"
+    }
+    assert abandoned == {(("model", "large"), ("route", "auto:cascade")): 12.0}

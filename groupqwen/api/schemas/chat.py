@@ -434,6 +434,7 @@ def decision_json(
         "reason": decision.reason,
         "confidence": None if decision.confidence is None else round(decision.confidence, 4),
         "escalations": decision.escalations,
+        "abandoned_tokens": decision.abandoned_tokens,
         "thinking": decision.thinking,
     }
     if cached is not None:
