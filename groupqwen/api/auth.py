@@ -231,8 +231,8 @@ def trace_tenant(connection: HTTPConnection, user: str | None) -> str:
 
 
 def dataset_tenant(connection: HTTPConnection) -> str | None:
-    """The tenant whose review datasets a request sees; ``None``: the gateway's own (``auth: off``, or the
-    default tenant)."""
+    """The tenant whose review datasets and fine-tuning files and jobs a request sees; ``None``: the
+    gateway's own (``auth: off``, or the default tenant), which sees every tenant's files and jobs."""
     principal = principal_of(connection)
     return None if is_operator(principal) else principal.tenant
 

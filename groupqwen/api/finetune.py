@@ -4,6 +4,9 @@
 ``/v1/fine_tuning/jobs`` creates, lists, shows and cancels jobs, with their events and checkpoints;
 ``POST /v1/finetune/start`` is the same as creating a job. Jobs run one at a time in a worker process
 (``finetune.runner``). Every route here is in ``router``, so access control can map them as one.
+
+Files and jobs are the key's tenant's (``auth.dataset_tenant``): another tenant's are "not found" (404),
+and a job trains only on its own tenant's files; the gateway's own keys see every tenant's.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.openapi import body, errors
 from groupqwen.api.services import Services
@@ -38,6 +42,11 @@ def _jobs(request: Request) -> tuple[Services, JobRunner]:
     if services.jobs is None:
         raise TrainingUnavailable("fine-tuning jobs are not available on this gateway")
     return services, services.jobs
+
+
+def _owner(request: Request) -> str:
+    """The tenant a new file or job belongs to (``""``: the gateway's own)."""
+    return auth.dataset_tenant(request) or ""
 
 
 def file_json(stored: StoredFile) -> dict[str, Any]:
@@ -110,7 +119,9 @@ async def create_file(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
-    stored = StoredFile(file_id, file.filename or "file.jsonl", purpose, size, final, int(time.time()))
+    stored = StoredFile(
+        file_id, file.filename or "file.jsonl", purpose, size, final, int(time.time()), _owner(request)
+    )
     await asyncio.to_thread(jobs.store.add_file, stored)
     return file_json(stored)
 
@@ -118,7 +129,7 @@ async def create_file(
 @router.get("/v1/files/{file_id}", responses=errors(404, 503))
 async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
-    return file_json(await asyncio.to_thread(jobs.store.file, file_id))
+    return file_json(await asyncio.to_thread(jobs.store.file, file_id, auth.dataset_tenant(request)))
 
 
 class JobRequest(BaseModel):
@@ -183,7 +194,7 @@ async def create_job(request: Request) -> dict[str, Any]:
         file_id = getattr(body, name)
         if file_id is not None:
             try:
-                await asyncio.to_thread(jobs.store.file, file_id)
+                await asyncio.to_thread(jobs.store.file, file_id, auth.dataset_tenant(request))
             except Exception as exc:
                 raise InvalidRequest(f"{name}: no file {file_id!r}", param=name) from exc
     if await asyncio.to_thread(jobs.store.queued) >= services.settings.finetune.max_queued:
@@ -196,6 +207,7 @@ async def create_job(request: Request) -> dict[str, Any]:
         training_file=body.training_file,
         validation_file=body.validation_file,
         hyperparameters=hyper.model_dump(mode="json"),
+        tenant=_owner(request),
     )
     jobs.wake()
     return job_json(job)
@@ -205,19 +217,20 @@ async def create_job(request: Request) -> dict[str, Any]:
 async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
     _, jobs = _jobs(request)
     limit = max(1, min(limit, 100))
-    found = await asyncio.to_thread(jobs.store.jobs, after, limit + 1)
+    found = await asyncio.to_thread(jobs.store.jobs, after, limit + 1, auth.dataset_tenant(request))
     return {"object": "list", "data": [job_json(j) for j in found[:limit]], "has_more": len(found) > limit}
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}", responses=errors(404, 503))
 async def retrieve_job(request: Request, job_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
-    return job_json(await asyncio.to_thread(jobs.store.job, job_id))
+    return job_json(await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request)))
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel", responses=errors(404, 503))
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
+    await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     return job_json(await jobs.cancel(job_id))
 
 
@@ -226,7 +239,7 @@ async def list_events(
     request: Request, job_id: str, after: str | None = None, limit: int = 20
 ) -> dict[str, Any]:
     _, jobs = _jobs(request)
-    await asyncio.to_thread(jobs.store.job, job_id)
+    await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     limit = max(1, min(limit, 1000))
     before = (
         int(after.removeprefix("ftevent-")) if after and after.removeprefix("ftevent-").isdigit() else None
@@ -250,7 +263,7 @@ async def list_events(
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", responses=errors(404, 503))
 async def list_checkpoints(request: Request, job_id: str) -> dict[str, Any]:
     services, jobs = _jobs(request)
-    job = await asyncio.to_thread(jobs.store.job, job_id)
+    job = await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     found = await asyncio.to_thread(checkpoints.listed, job_dir(services.settings, job_id))
     items = [
         {
