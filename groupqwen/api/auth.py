@@ -64,6 +64,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/review/{name:path}/export"): "finetune",
     ("POST", "/v1/review/{name:path}/import"): "finetune",
     ("GET", "/v1/review/{name:path}/build"): "finetune",
+    ("POST", "/v1/review/{name:path}/files"): "finetune",
     ("POST", "/v1/files"): "finetune",
     ("GET", "/v1/files/{file_id}"): "finetune",
     ("POST", "/v1/fine_tuning/jobs"): "finetune",

@@ -91,39 +91,51 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
+def files_folder(services: Services) -> Path:
+    """Where uploaded (and built) training files are kept."""
+    folder = services.settings.data_dir / "finetune" / "files"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def keep_file(request: Request, partial: Path, filename: str) -> dict[str, Any]:
+    """Check ``partial`` (a training file written in ``files_folder``) line by line and keep it as a
+    ``fine-tune`` file of the caller's tenant; a bad line is a 400 that names ``filename``."""
+    services, jobs = _jobs(request)
+    file_id = new_id("file")
+    final = files_folder(services) / f"{file_id}.jsonl"
+
+    def check_and_keep() -> int:
+        data.check(partial, "file")
+        size = partial.stat().st_size
+        os.replace(partial, final)
+        return size
+
+    try:
+        size = await asyncio.to_thread(check_and_keep)
+    except FinetuneError as exc:
+        raise InvalidRequest(exc.message.replace(str(partial), filename), param="file") from None
+    stored = StoredFile(file_id, filename, "fine-tune", size, final, int(time.time()), _owner(request))
+    await asyncio.to_thread(jobs.store.add_file, stored)
+    return file_json(stored)
+
+
 @router.post("/v1/files", responses=errors(400, 413, 503))
 async def create_file(
     request: Request, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]
 ) -> dict[str, Any]:
-    services, jobs = _jobs(request)
+    services, _ = _jobs(request)
     if purpose != "fine-tune":
         raise InvalidRequest(f"purpose {purpose!r} is not served here: only 'fine-tune'", param="purpose")
-    folder = services.settings.data_dir / "finetune" / "files"
-    folder.mkdir(parents=True, exist_ok=True)
-    file_id = new_id("file")
-    final = folder / f"{file_id}.jsonl"
-    fd, partial = tempfile.mkstemp(prefix=f".{file_id}.", dir=folder)
-    size = 0
+    fd, partial = tempfile.mkstemp(prefix=".upload.", dir=files_folder(services))
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := await file.read(1 << 20):
-                size += len(chunk)
                 out.write(chunk)
-        try:
-            await asyncio.to_thread(data.check, Path(partial), "file")
-        except FinetuneError as exc:
-            raise InvalidRequest(
-                exc.message.replace(partial, file.filename or "file"), param="file"
-            ) from None
-        os.replace(partial, final)
+        return await keep_file(request, Path(partial), file.filename or "file.jsonl")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
-    stored = StoredFile(
-        file_id, file.filename or "file.jsonl", purpose, size, final, int(time.time()), _owner(request)
-    )
-    await asyncio.to_thread(jobs.store.add_file, stored)
-    return file_json(stored)
 
 
 @router.get("/v1/files/{file_id}", responses=errors(404, 503))

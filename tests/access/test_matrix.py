@@ -90,6 +90,7 @@ ROUTES: dict[tuple[str, str], Sample] = {
     ),
     ("GET", "/v1/review/{name:path}/export"): Sample("finetune", "/v1/review/chats/export", tenant_data=True),
     ("GET", "/v1/review/{name:path}/build"): Sample("finetune", "/v1/review/chats/build", tenant_data=True),
+    ("POST", "/v1/review/{name:path}/files"): Sample("finetune", "/v1/review/chats/files", tenant_data=True),
     ("POST", "/v1/review/{name:path}/import"): Sample(
         "finetune", "/v1/review/upload/import?filename=tides.md&languages=", PERPLEXITY_MD
     ),
