@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,12 +142,15 @@ class JobStore:
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self._engine = database.make_engine(url, timeout=timeout)
         self._migrated = False
+        self._migrating = threading.Lock()  # the first calls come from several threads at once
 
     @property
     def engine(self) -> sa.Engine:
         if not self._migrated:
-            database.migrate(self._engine, migrations_table, MIGRATIONS, _PG_MIGRATION_LOCK)
-            self._migrated = True
+            with self._migrating:
+                if not self._migrated:
+                    database.migrate(self._engine, migrations_table, MIGRATIONS, _PG_MIGRATION_LOCK)
+                    self._migrated = True
         return self._engine
 
     def close(self) -> None:

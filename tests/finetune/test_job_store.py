@@ -4,6 +4,7 @@ tenant gains the column, its rows become the gateway's own, and lookups by tenan
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -88,5 +89,16 @@ def test_a_database_from_before_tenants_gains_them(url: str, tmp_path: Path) -> 
         with pytest.raises(NotFound):
             store.file("file-acme", "rival")
         assert store.file("file-acme", "acme").path == tmp_path / "a"
+    finally:
+        store.close()
+
+
+def test_first_calls_from_many_threads_migrate_once(tmp_path: Path) -> None:
+    """The gateway's first requests and the runner's start reach a new store together: one migrates."""
+    store = JobStore(f"sqlite:///{tmp_path / 'gateway.db'}")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            counts = list(pool.map(lambda _: store.queued(), range(8)))
+        assert counts == [0] * 8
     finally:
         store.close()
