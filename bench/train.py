@@ -46,6 +46,7 @@ def dataset(folder: Path, n: int = 16) -> Path:
 
 def worker(model: str, steps: int, threads: int, out: Path) -> None:
     """Child: train ``steps`` steps of ``model`` into ``out``; print tokens/s as JSON."""
+    out.mkdir(parents=True, exist_ok=True)
     settings = load_settings()
     spec = settings.available()[model]
     assert spec.path is not None
@@ -56,8 +57,10 @@ def worker(model: str, steps: int, threads: int, out: Path) -> None:
     speeds: list[float] = []
 
     def sink(event: Event) -> None:
-        if "tokens_per_s" in event.data and event.data["step"] > 1:  # the first step warms up
-            speeds.append(event.data["tokens_per_s"])
+        if "tokens_per_s" in event.data:
+            (out / "training").touch()  # a step is done: the parent measures TTFT from now on
+            if event.data["step"] > 1:  # the first step warms up
+                speeds.append(event.data["tokens_per_s"])
 
     started = time.perf_counter()
     result = trainer.train(
@@ -70,9 +73,11 @@ def worker(model: str, steps: int, threads: int, out: Path) -> None:
 
 
 def train_child(model: str, steps: int, threads: int, out: Path) -> subprocess.Popen[str]:
+    """The child training ``model`` into ``out``; its stderr (progress, errors) goes to ``out``.log."""
     command = ["nice", "-n", "10", sys.executable, __file__, "--worker", model, "--steps", str(steps)]
     command += ["--threads", str(threads), "--out", str(out)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    with (out.parent / f"{out.name}.log").open("w") as log:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
 
 
 def ttft(asks: int) -> list[float]:
@@ -109,6 +114,9 @@ def main() -> None:
         for model in BASES:
             child = train_child(model, args.steps, args.threads, Path(tmp) / model)
             output, _ = child.communicate()
+            if child.returncode != 0:
+                errors = (Path(tmp) / f"{model}.log").read_text()[-3000:]
+                sys.exit(f"training {model} failed (exit {child.returncode}):\n{errors}")
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
             report = json.loads(output.strip().splitlines()[-1])
             rows.append((model, report, peak))
@@ -120,7 +128,10 @@ def main() -> None:
         conversion = time.perf_counter() - started
         alone = ttft(args.asks)
         job = train_child(BASES[1], 10_000, args.threads, Path(tmp) / "busy")
-        time.sleep(30)  # the job past its loading, training
+        while not (Path(tmp) / "busy" / "training").exists():  # past its loading: training
+            if job.poll() is not None:
+                sys.exit(f"the busy job ended (exit {job.returncode})")
+            time.sleep(1)
         busy = ttft(args.asks)
         job.terminate()
         job.wait()

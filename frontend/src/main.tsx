@@ -9,6 +9,7 @@ import { applyTheme, useSettings } from "./settings";
 
 const DashboardPage = lazy(() => import("./pages/Dashboard"));
 const DataPage = lazy(() => import("./pages/Data"));
+const JobsPage = lazy(() => import("./pages/Jobs"));
 const SettingsPage = lazy(() => import("./pages/Settings"));
 
 function Layout() {
@@ -30,6 +31,7 @@ function Layout() {
           <NavLink to="/chat" className={link}>Chat</NavLink>
           <NavLink to="/dashboard" className={link}>Dashboard</NavLink>
           <NavLink to="/data" className={link}>Data</NavLink>
+          <NavLink to="/jobs" className={link}>Jobs</NavLink>
           <NavLink to="/settings" className={link}>Settings</NavLink>
         </nav>
       </header>
@@ -50,6 +52,7 @@ const router = createBrowserRouter([
       { path: "chat/:id?", element: <ChatPage /> },
       { path: "dashboard", element: <DashboardPage /> },
       { path: "data/:name?", element: <DataPage /> },
+      { path: "jobs/:id?", element: <JobsPage /> },
       { path: "settings", element: <SettingsPage /> },
       { path: "*", element: <p className="p-4">No page here.</p> },
     ],

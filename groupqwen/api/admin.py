@@ -40,6 +40,8 @@ async def health(request: Request) -> dict[str, Any]:
 
 def _known(services: Services, model_id: str) -> None:
     if model_id not in services.pool:
+        services.pipeline.discover()
+    if model_id not in services.pool:
         raise ModelNotFound(f"The model {model_id!r} is not served here", param="model")
 
 

@@ -64,6 +64,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/review/{name:path}/export"): "finetune",
     ("POST", "/v1/review/{name:path}/import"): "finetune",
     ("GET", "/v1/review/{name:path}/build"): "finetune",
+    ("POST", "/v1/review/{name:path}/files"): "finetune",
     ("POST", "/v1/files"): "finetune",
     ("GET", "/v1/files/{file_id}"): "finetune",
     ("POST", "/v1/fine_tuning/jobs"): "finetune",
@@ -231,8 +232,8 @@ def trace_tenant(connection: HTTPConnection, user: str | None) -> str:
 
 
 def dataset_tenant(connection: HTTPConnection) -> str | None:
-    """The tenant whose review datasets a request sees; ``None``: the gateway's own (``auth: off``, or the
-    default tenant)."""
+    """The tenant whose review datasets and fine-tuning files and jobs a request sees; ``None``: the
+    gateway's own (``auth: off``, or the default tenant), which sees every tenant's files and jobs."""
     principal = principal_of(connection)
     return None if is_operator(principal) else principal.tenant
 

@@ -4,6 +4,9 @@
 ``/v1/fine_tuning/jobs`` creates, lists, shows and cancels jobs, with their events and checkpoints;
 ``POST /v1/finetune/start`` is the same as creating a job. Jobs run one at a time in a worker process
 (``finetune.runner``). Every route here is in ``router``, so access control can map them as one.
+
+Files and jobs are the key's tenant's (``auth.dataset_tenant``): another tenant's are "not found" (404),
+and a job trains only on its own tenant's files; the gateway's own keys see every tenant's.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.openapi import body, errors
 from groupqwen.api.services import Services
@@ -38,6 +42,11 @@ def _jobs(request: Request) -> tuple[Services, JobRunner]:
     if services.jobs is None:
         raise TrainingUnavailable("fine-tuning jobs are not available on this gateway")
     return services, services.jobs
+
+
+def _owner(request: Request) -> str:
+    """The tenant a new file or job belongs to (``""``: the gateway's own)."""
+    return auth.dataset_tenant(request) or ""
 
 
 def file_json(stored: StoredFile) -> dict[str, Any]:
@@ -82,43 +91,57 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
+def files_folder(services: Services) -> Path:
+    """Where uploaded (and built) training files are kept."""
+    folder = services.settings.data_dir / "finetune" / "files"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+async def keep_file(request: Request, partial: Path, filename: str) -> dict[str, Any]:
+    """Check ``partial`` (a training file written in ``files_folder``) line by line and keep it as a
+    ``fine-tune`` file of the caller's tenant; a bad line is a 400 that names ``filename``."""
+    services, jobs = _jobs(request)
+    file_id = new_id("file")
+    final = files_folder(services) / f"{file_id}.jsonl"
+
+    def check_and_keep() -> int:
+        data.check(partial, "file")
+        size = partial.stat().st_size
+        os.replace(partial, final)
+        return size
+
+    try:
+        size = await asyncio.to_thread(check_and_keep)
+    except FinetuneError as exc:
+        raise InvalidRequest(exc.message.replace(str(partial), filename), param="file") from None
+    stored = StoredFile(file_id, filename, "fine-tune", size, final, int(time.time()), _owner(request))
+    await asyncio.to_thread(jobs.store.add_file, stored)
+    return file_json(stored)
+
+
 @router.post("/v1/files", responses=errors(400, 413, 503))
 async def create_file(
     request: Request, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]
 ) -> dict[str, Any]:
-    services, jobs = _jobs(request)
+    services, _ = _jobs(request)
     if purpose != "fine-tune":
         raise InvalidRequest(f"purpose {purpose!r} is not served here: only 'fine-tune'", param="purpose")
-    folder = services.settings.data_dir / "finetune" / "files"
-    folder.mkdir(parents=True, exist_ok=True)
-    file_id = new_id("file")
-    final = folder / f"{file_id}.jsonl"
-    fd, partial = tempfile.mkstemp(prefix=f".{file_id}.", dir=folder)
-    size = 0
+    fd, partial = tempfile.mkstemp(prefix=".upload.", dir=files_folder(services))
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := await file.read(1 << 20):
-                size += len(chunk)
                 out.write(chunk)
-        try:
-            await asyncio.to_thread(data.check, Path(partial), "file")
-        except FinetuneError as exc:
-            raise InvalidRequest(
-                exc.message.replace(partial, file.filename or "file"), param="file"
-            ) from None
-        os.replace(partial, final)
+        return await keep_file(request, Path(partial), file.filename or "file.jsonl")
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
-    stored = StoredFile(file_id, file.filename or "file.jsonl", purpose, size, final, int(time.time()))
-    await asyncio.to_thread(jobs.store.add_file, stored)
-    return file_json(stored)
 
 
 @router.get("/v1/files/{file_id}", responses=errors(404, 503))
 async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
-    return file_json(await asyncio.to_thread(jobs.store.file, file_id))
+    return file_json(await asyncio.to_thread(jobs.store.file, file_id, auth.dataset_tenant(request)))
 
 
 class JobRequest(BaseModel):
@@ -183,7 +206,7 @@ async def create_job(request: Request) -> dict[str, Any]:
         file_id = getattr(body, name)
         if file_id is not None:
             try:
-                await asyncio.to_thread(jobs.store.file, file_id)
+                await asyncio.to_thread(jobs.store.file, file_id, auth.dataset_tenant(request))
             except Exception as exc:
                 raise InvalidRequest(f"{name}: no file {file_id!r}", param=name) from exc
     if await asyncio.to_thread(jobs.store.queued) >= services.settings.finetune.max_queued:
@@ -196,6 +219,7 @@ async def create_job(request: Request) -> dict[str, Any]:
         training_file=body.training_file,
         validation_file=body.validation_file,
         hyperparameters=hyper.model_dump(mode="json"),
+        tenant=_owner(request),
     )
     jobs.wake()
     return job_json(job)
@@ -205,19 +229,20 @@ async def create_job(request: Request) -> dict[str, Any]:
 async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
     _, jobs = _jobs(request)
     limit = max(1, min(limit, 100))
-    found = await asyncio.to_thread(jobs.store.jobs, after, limit + 1)
+    found = await asyncio.to_thread(jobs.store.jobs, after, limit + 1, auth.dataset_tenant(request))
     return {"object": "list", "data": [job_json(j) for j in found[:limit]], "has_more": len(found) > limit}
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}", responses=errors(404, 503))
 async def retrieve_job(request: Request, job_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
-    return job_json(await asyncio.to_thread(jobs.store.job, job_id))
+    return job_json(await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request)))
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel", responses=errors(404, 503))
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     _, jobs = _jobs(request)
+    await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     return job_json(await jobs.cancel(job_id))
 
 
@@ -226,7 +251,7 @@ async def list_events(
     request: Request, job_id: str, after: str | None = None, limit: int = 20
 ) -> dict[str, Any]:
     _, jobs = _jobs(request)
-    await asyncio.to_thread(jobs.store.job, job_id)
+    await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     limit = max(1, min(limit, 1000))
     before = (
         int(after.removeprefix("ftevent-")) if after and after.removeprefix("ftevent-").isdigit() else None
@@ -250,7 +275,7 @@ async def list_events(
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", responses=errors(404, 503))
 async def list_checkpoints(request: Request, job_id: str) -> dict[str, Any]:
     services, jobs = _jobs(request)
-    job = await asyncio.to_thread(jobs.store.job, job_id)
+    job = await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     found = await asyncio.to_thread(checkpoints.listed, job_dir(services.settings, job_id))
     items = [
         {

@@ -232,8 +232,9 @@ def _auto_json(services: Services) -> dict[str, Any]:
 
 @router.get("/v1/models", responses={200: {"model": ModelList}})
 async def list_models(request: Request) -> dict[str, Any]:
-    """The models (and ``auto``) this key may use."""
+    """The models (and ``auto``) this key may use; fine-tuned models recorded since the last look too."""
     services = _services(request)
+    services.pipeline.discover()
     pool = services.pool
     principal = auth.principal_of(request)
     data = [
@@ -254,6 +255,7 @@ async def get_model(request: Request, model_id: str) -> dict[str, Any]:
     auth.check_model(request, model_id)
     if model_id == AUTO_MODEL:
         return _auto_json(services)
+    services.pipeline.discover()
     for state in services.pool.states():
         if state.spec.id == model_id:
             return model_json(state, services.started)

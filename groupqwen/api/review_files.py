@@ -2,8 +2,9 @@
 
 ``POST /v1/review/{name}/import`` streams an export to disk and runs the CLI's import and curation into the
 review dataset; ``GET /v1/review/{name}/build`` runs ``data build`` on what the review kept and answers a
-ZIP of ``train.jsonl``, ``validation.jsonl`` and ``manifest.json``. Included before ``review.router``, whose
-``/v1/review/{name:path}`` would otherwise take these paths.
+ZIP of ``train.jsonl``, ``validation.jsonl`` and ``manifest.json``; ``POST /v1/review/{name}/files`` keeps
+the same build (OpenAI messages) as ``fine-tune`` files, to start a job with. Included before
+``review.router``, whose ``/v1/review/{name:path}`` would otherwise take these paths.
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path, PurePath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from groupqwen.api.finetune import files_folder, keep_file
 from groupqwen.api.openapi import errors
 from groupqwen.api.review import Dataset, dataset_at, dataset_lock, storage_errors
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRequest, PayloadTooLarge
 from groupqwen.finetune.records import dumps, read_jsonl
 from groupqwen.finetune.review import ReviewStore
+
+if TYPE_CHECKING:
+    from groupqwen.finetune.dataset import BuildConfig
 
 router = APIRouter()
 UPLOAD_PATH = re.compile(r"^/v1/review/[^/]+/import$")  # api/app.py caps these bodies at ui.max_upload_mb
@@ -110,6 +115,18 @@ def _install(curated: Path, dataset: Dataset) -> None:
     os.replace(curated, dataset.conversations)
 
 
+def _build(dataset: Dataset, config: BuildConfig, keep_pending: bool, folder: Path) -> Path:
+    """``data build`` over what the review of ``dataset`` kept, into ``folder / "out"``."""
+    from groupqwen.finetune.dataset import build_dataset
+
+    dataset.require()
+    kept = ReviewStore(dataset.decisions).apply(list(read_jsonl(dataset.conversations)), keep_pending)
+    source = folder / "reviewed.jsonl"
+    source.write_text("".join(dumps(c) + "\n" for c in kept), encoding="utf-8")
+    build_dataset(source, folder / "out", config)
+    return folder / "out"
+
+
 @router.get("/v1/review/{name:path}/build", responses=errors(404, 507))
 async def build(
     request: Request,
@@ -121,21 +138,17 @@ async def build(
     keep_pending: bool = Query(True, description="Include the conversations not reviewed yet"),
 ) -> Response:
     """``data build`` over what the review kept (as the export): a ZIP of the training set."""
-    from groupqwen.finetune.dataset import BuildConfig, build_dataset
+    from groupqwen.finetune.dataset import BuildConfig
 
     dataset = dataset_at(request, name)
     config = BuildConfig(format=format, thinking=thinking, val_fraction=val_fraction, seed=seed)
 
     def run(folder: Path) -> bytes:
-        dataset.require()
-        kept = ReviewStore(dataset.decisions).apply(list(read_jsonl(dataset.conversations)), keep_pending)
-        source = folder / "reviewed.jsonl"
-        source.write_text("".join(dumps(c) + "\n" for c in kept), encoding="utf-8")
-        build_dataset(source, folder / "out", config)
+        out = _build(dataset, config, keep_pending, folder)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in ("train.jsonl", "validation.jsonl", "manifest.json"):
-                archive.write(folder / "out" / file, file)
+                archive.write(out / file, file)
         return buffer.getvalue()
 
     settings: Settings = request.app.state.services.settings
@@ -144,3 +157,35 @@ async def build(
             body = await asyncio.to_thread(run, Path(folder))
     disposition = f'attachment; filename="{dataset.name}-{format}.zip"'
     return Response(body, media_type="application/zip", headers={"content-disposition": disposition})
+
+
+@router.post("/v1/review/{name:path}/files", responses=errors(400, 404, 503, 507))
+async def build_files(
+    request: Request,
+    name: str,
+    thinking: Literal["drop", "keep"] = Query("drop", description="Train on the reasoning too (keep)"),
+    val_fraction: float = Query(0.1, ge=0, lt=1, description="Share of conversations for validation"),
+    seed: int = Query(0, description="The split's seed: the same seed gives the same split"),
+    keep_pending: bool = Query(True, description="Include the conversations not reviewed yet"),
+) -> dict[str, Any]:
+    """``data build`` over what the review kept, in OpenAI's messages format, kept as ``fine-tune`` files
+    of the caller's tenant (as ``POST /v1/files`` keeps an upload): ``training_file`` and
+    ``validation_file`` (``null`` when the split left it empty) are what a job is created with. A review
+    that kept nothing is a 400, as an empty upload is."""
+    from groupqwen.finetune.dataset import BuildConfig
+
+    services = request.app.state.services
+    dataset = dataset_at(request, name)
+    config = BuildConfig(format="openai", thinking=thinking, val_fraction=val_fraction, seed=seed)
+    with storage_errors(), tempfile.TemporaryDirectory(dir=files_folder(services)) as folder:
+        async with dataset_lock(request, dataset):
+            out = await asyncio.to_thread(_build, dataset, config, keep_pending, Path(folder))
+        kept: dict[str, Any] = {"object": "review.files", "name": dataset.name}
+        kept["training_file"] = await keep_file(request, out / "train.jsonl", f"{dataset.name}-train.jsonl")
+        validation = out / "validation.jsonl"
+        kept["validation_file"] = (
+            await keep_file(request, validation, f"{dataset.name}-validation.jsonl")
+            if await asyncio.to_thread(lambda: validation.stat().st_size > 0)
+            else None
+        )
+    return kept

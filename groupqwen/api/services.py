@@ -22,7 +22,7 @@ from groupqwen.finetune.runner import JobRunner
 from groupqwen.orchestrator.pipeline import Pipeline
 from groupqwen.orchestrator.weights import routing_from_settings
 from groupqwen.pool import memory
-from groupqwen.pool.factory import backend_for, memory_need, served, shares_the_cpu
+from groupqwen.pool.factory import FinetunedWatch, backend_for, memory_need, served, shares_the_cpu
 from groupqwen.pool.scheduler import BackendFactory, Pool
 from groupqwen.telemetry.database import database_url
 from groupqwen.telemetry.health import CheckResult, ModelHealth, gpu_check, models_check
@@ -88,12 +88,6 @@ class Services:
             critical=True,
         )
         self.telemetry.health.add("gpu", gpu_check(memory.gpu_memory))
-
-    def add_finetuned(self, model_id: str) -> None:
-        """Serve the model a fine-tuning job just made (recorded in ``settings.finetuned_dir``)."""
-        spec = self.settings.catalog().get(model_id)
-        if spec is not None:
-            self.pipeline.add_model(served(spec, self.settings))
 
     async def start(self) -> None:
         """Ensure the bootstrap admin key (``auth: keys``), then start telemetry's background work and the
@@ -184,6 +178,7 @@ def build_services(
             routing_from_settings(settings),
             overlap=overlap_from_settings(settings),
             images=settings.images,
+            discover=FinetunedWatch(settings),
         ),
         telemetry=telemetry if telemetry is not None else Telemetry.from_settings(settings),
         cache=cache,
@@ -192,5 +187,6 @@ def build_services(
         access=Authenticator.from_settings(settings, clock=clock),
         limiter=limiter or RateLimiter.from_config(settings.limits, clock=clock),
     )
-    services.jobs = JobRunner(settings, JobStore(database_url(settings)), services.add_finetuned)
+    pipeline = services.pipeline
+    services.jobs = JobRunner(settings, JobStore(database_url(settings)), lambda _: pipeline.discover())
     return services

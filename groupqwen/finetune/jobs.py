@@ -7,12 +7,17 @@ asks for a cancel; the worker sets the status and appends events. Every method i
 (a file is checked when it is uploaded), ``queued`` → ``running`` → ``succeeded`` | ``failed`` |
 ``cancelled``; a job stopped by a gateway shutdown goes back to ``queued`` and resumes from its last
 checkpoint.
+
+Files and jobs belong to a tenant (``tenant``: the key's tenant, ``""`` for the gateway's own). The
+lookups take the tenant that asks: ``None`` (the gateway's own keys) sees every row, a tenant only its own;
+another tenant's file or job is "not found", as if it did not exist.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ files_table = sa.Table(
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("path", sa.String(1024), nullable=False),
     sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("tenant", sa.String(96), nullable=False, server_default="", index=True),
 )
 jobs_table = sa.Table(
     "finetune_jobs",
@@ -55,6 +61,7 @@ jobs_table = sa.Table(
     sa.Column("trained_tokens", sa.Integer),
     sa.Column("created_at", sa.Integer, nullable=False),
     sa.Column("finished_at", sa.Integer),
+    sa.Column("tenant", sa.String(96), nullable=False, server_default="", index=True),
 )
 events_table = sa.Table(
     "finetune_events",
@@ -85,6 +92,7 @@ class Job:
     trained_tokens: int | None
     created_at: int
     finished_at: int | None
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class StoredFile:
     bytes: int
     path: Path
     created_at: int
+    tenant: str = ""
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:
@@ -108,11 +117,21 @@ def new_id(prefix: str) -> str:
 
 def _v1(conn: sa.Connection) -> None:
     for table in (files_table, jobs_table, events_table):
-        table.create(conn, checkfirst=True)
+        table.create(conn, checkfirst=True)  # a new database gets the later steps' columns here
+
+
+def _v2(conn: sa.Connection) -> None:
+    """``tenant`` on files and jobs; the rows before it were the gateway's own."""
+    for table in (files_table, jobs_table):
+        if "tenant" not in {column["name"] for column in sa.inspect(conn).get_columns(table.name)}:
+            conn.execute(
+                sa.text(f"ALTER TABLE {table.name} ADD COLUMN tenant VARCHAR(96) NOT NULL DEFAULT ''")
+            )
+            conn.execute(sa.text(f"CREATE INDEX ix_{table.name}_tenant ON {table.name} (tenant)"))
 
 
 # Ordered, append-only: (version, step). A new column is a new step, never an edit.
-MIGRATIONS: tuple[database.Migration, ...] = ((1, _v1),)
+MIGRATIONS: tuple[database.Migration, ...] = ((1, _v1), (2, _v2))
 _PG_MIGRATION_LOCK = 0x67715F6674  # pg_advisory_xact_lock key: replicas migrate one at a time
 
 
@@ -123,12 +142,15 @@ class JobStore:
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self._engine = database.make_engine(url, timeout=timeout)
         self._migrated = False
+        self._migrating = threading.Lock()  # the first calls come from several threads at once
 
     @property
     def engine(self) -> sa.Engine:
         if not self._migrated:
-            database.migrate(self._engine, migrations_table, MIGRATIONS, _PG_MIGRATION_LOCK)
-            self._migrated = True
+            with self._migrating:
+                if not self._migrated:
+                    database.migrate(self._engine, migrations_table, MIGRATIONS, _PG_MIGRATION_LOCK)
+                    self._migrated = True
         return self._engine
 
     def close(self) -> None:
@@ -139,9 +161,12 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(files_table.insert().values(**{**stored.__dict__, "path": str(stored.path)}))
 
-    def file(self, file_id: str) -> StoredFile:
+    def file(self, file_id: str, tenant: str | None = None) -> StoredFile:
+        query = files_table.select().where(files_table.c.id == file_id)
+        if tenant is not None:
+            query = query.where(files_table.c.tenant == tenant)
         with self.engine.connect() as conn:
-            row = conn.execute(files_table.select().where(files_table.c.id == file_id)).mappings().first()
+            row = conn.execute(query).mappings().first()
         if row is None:
             raise NotFound(f"No file {file_id!r}: upload it with POST /v1/files", param="file_id")
         return StoredFile(**{**row, "path": Path(row["path"])})
@@ -154,18 +179,23 @@ class JobStore:
             conn.execute(jobs_table.insert().values(**values))
         return self.job(values["id"])
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str, tenant: str | None = None) -> Job:
+        query = jobs_table.select().where(jobs_table.c.id == job_id)
+        if tenant is not None:
+            query = query.where(jobs_table.c.tenant == tenant)
         with self.engine.connect() as conn:
-            row = conn.execute(jobs_table.select().where(jobs_table.c.id == job_id)).mappings().first()
+            row = conn.execute(query).mappings().first()
         if row is None:
             raise NotFound(f"No fine-tuning job {job_id!r}", param="fine_tuning_job_id")
         return Job(**{**row, "hyperparameters": json.loads(row["hyperparameters"])})
 
-    def jobs(self, after: str | None = None, limit: int = 20) -> list[Job]:
+    def jobs(self, after: str | None = None, limit: int = 20, tenant: str | None = None) -> list[Job]:
         """Newest first; ``after``: the jobs created before that one."""
         query = jobs_table.select().order_by(jobs_table.c.created_at.desc(), jobs_table.c.id.desc())
+        if tenant is not None:
+            query = query.where(jobs_table.c.tenant == tenant)
         if after is not None:
-            pivot = self.job(after)
+            pivot = self.job(after, tenant)
             query = query.where(
                 sa.or_(
                     jobs_table.c.created_at < pivot.created_at,

@@ -57,7 +57,9 @@ class Pipeline:
     """``routing``: what ``auto`` routes need (``routing_from_settings``); ``None`` where nothing is routed
     (``auto`` is the default model). ``overlap``: for which models generation starts while the semantic
     layer looks (``overlap_from_settings``, from ``cache.overlap``). ``images``: how a request's images are
-    fetched and prepared for the models that answer it (``modalities/vision.py``)."""
+    fetched and prepared for the models that answer it (``modalities/vision.py``). ``discover``: the models
+    that appeared since it was last called (``pool.factory.FinetunedWatch``: fine-tuned models), asked by
+    ``discover()`` and when a request names a model not served yet."""
 
     def __init__(
         self,
@@ -68,9 +70,11 @@ class Pipeline:
         routing: Routing | None,
         overlap: Callable[[ModelSpec], bool],
         images: ImagesConfig,
+        discover: Callable[[], list[ModelSpec]] = list,
     ) -> None:
         self._images = images
         self._catalog = dict(catalog)
+        self._discover = discover
         self._overlap = overlap
         self._pool = pool
         self._default_model = default_model
@@ -79,10 +83,13 @@ class Pipeline:
         self._cascade = Cascade(pool, routing)
         self._background: set[asyncio.Task[None]] = set()
 
-    def add_model(self, spec: ModelSpec) -> None:
-        """Serve ``spec`` from now on (a fine-tuned model that just finished): the pool and the catalog."""
-        self._pool.add(spec)
-        self._catalog[spec.id] = spec
+    def discover(self) -> None:
+        """Serve from now on the models that appeared (a fine-tuned model that just finished): the pool and
+        the catalog; a model already served is kept as it is."""
+        for spec in self._discover():
+            if spec.id not in self._pool:
+                self._pool.add(spec)
+                self._catalog[spec.id] = spec
 
     async def run(self, request: ChatRequest, context: RequestContext) -> Answer:
         """Answer ``request``: returns once the answer's first delta exists (see the module's docstring)."""
@@ -155,6 +162,8 @@ class Pipeline:
             model_id, route, reason = self._default_model, "default", "auto resolves to the default model"
         else:
             model_id, route, reason = request.model, "explicit", "model named in the request"
+        if model_id not in self._catalog:
+            self.discover()
         spec = self._catalog.get(model_id)
         if spec is None:
             raise ModelNotFound(

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from groupqwen.backends.base import Backend
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.catalog import ModelSpec
+from groupqwen.catalog import ModelSpec, finetuned
 from groupqwen.config import Settings
 from groupqwen.pool.budget import estimate, projector_estimate
 from groupqwen.pool.gguf import read_metadata
@@ -73,3 +73,27 @@ def memory_need(spec: ModelSpec, settings: Settings) -> int:
         max_pixels = spec.max_pixels or settings.images.max_pixels
         projector = projector_estimate(read_metadata(spec.mmproj), spec.mmproj.stat().st_size, max_pixels)
     return estimate(meta, spec.path.stat().st_size, context_size(spec, settings)).total + adapter + projector
+
+
+class FinetunedWatch:
+    """The fine-tuned models recorded in ``settings.finetuned_dir`` since the last look, as the pool serves
+    them: a run of ``groupqwen train`` or a job's worker writes one record there (whole, by a rename) while
+    the gateway runs. A look lists the folder once; only when its names changed are the records read."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._seen: frozenset[str] = frozenset()
+
+    def _names(self) -> frozenset[str]:
+        try:
+            return frozenset(os.listdir(self._settings.finetuned_dir))
+        except OSError:  # no run has recorded a model yet
+            return frozenset()
+
+    def __call__(self) -> list[ModelSpec]:
+        names = self._names()
+        if names == self._seen:
+            return []
+        self._seen = names
+        specs = finetuned(self._settings.finetuned_dir, self._settings.catalog())
+        return [served(spec, self._settings) for spec in specs.values()]

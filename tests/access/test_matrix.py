@@ -22,6 +22,7 @@ from groupqwen.access.principal import SCOPES
 from groupqwen.api import auth
 from groupqwen.api.app import create_app
 from groupqwen.cache.embedders.fake import HashingEmbedder
+from groupqwen.config import Hyperparameters
 from groupqwen.finetune.records import Conversation, Turn, dumps
 from groupqwen.testing import fake_services, fake_settings
 
@@ -39,6 +40,7 @@ JSONL = dumps(
     )
 )
 
+JSONL_TRAIN = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
 PERPLEXITY_MD = (Path(__file__).parents[1] / "finetune" / "fixtures" / "perplexity" / "tides.md").read_text()
 FT_JOB = {"model": "fake", "training_file": "file-none"}  # a fake model cannot be fine-tuned: 404
 
@@ -88,26 +90,28 @@ ROUTES: dict[tuple[str, str], Sample] = {
     ),
     ("GET", "/v1/review/{name:path}/export"): Sample("finetune", "/v1/review/chats/export", tenant_data=True),
     ("GET", "/v1/review/{name:path}/build"): Sample("finetune", "/v1/review/chats/build", tenant_data=True),
+    ("POST", "/v1/review/{name:path}/files"): Sample("finetune", "/v1/review/chats/files", tenant_data=True),
     ("POST", "/v1/review/{name:path}/import"): Sample(
         "finetune", "/v1/review/upload/import?filename=tides.md&languages=", PERPLEXITY_MD
     ),
-    # fine-tuning: a body that is refused (400) or an id that does not exist (404) shows the rule let it in
+    # fine-tuning: a body that is refused (400) or an id that does not exist (404) shows the rule let it in;
+    # acme's file and job (made in matrix_app) are not found by another tenant
     ("POST", "/v1/files"): Sample("finetune", "/v1/files", {"purpose": "fine-tune"}, allowed=400),
-    ("GET", "/v1/files/{file_id}"): Sample("finetune", "/v1/files/file-none", allowed=404),
+    ("GET", "/v1/files/{file_id}"): Sample("finetune", "/v1/files/{file}", tenant_data=True),
     ("POST", "/v1/fine_tuning/jobs"): Sample("finetune", "/v1/fine_tuning/jobs", FT_JOB, allowed=404),
     ("POST", "/v1/finetune/start"): Sample("finetune", "/v1/finetune/start", FT_JOB, allowed=404),
     ("GET", "/v1/fine_tuning/jobs"): Sample("finetune", "/v1/fine_tuning/jobs"),
     ("GET", "/v1/fine_tuning/jobs/{job_id}"): Sample(
-        "finetune", "/v1/fine_tuning/jobs/ftjob-none", allowed=404
+        "finetune", "/v1/fine_tuning/jobs/{job}", tenant_data=True
     ),
     ("POST", "/v1/fine_tuning/jobs/{job_id}/cancel"): Sample(
-        "finetune", "/v1/fine_tuning/jobs/ftjob-none/cancel", allowed=404
+        "finetune", "/v1/fine_tuning/jobs/{job}/cancel", tenant_data=True
     ),
     ("GET", "/v1/fine_tuning/jobs/{job_id}/events"): Sample(
-        "finetune", "/v1/fine_tuning/jobs/ftjob-none/events", allowed=404
+        "finetune", "/v1/fine_tuning/jobs/{job}/events", tenant_data=True
     ),
     ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): Sample(
-        "finetune", "/v1/fine_tuning/jobs/ftjob-none/checkpoints", allowed=404
+        "finetune", "/v1/fine_tuning/jobs/{job}/checkpoints", tenant_data=True
     ),
 }
 
@@ -168,10 +172,19 @@ def matrix_app(
     keys["wrong key"] = keys["user scopes"][:-4] + "AAAA"
     headers = {column: {"authorization": f"Bearer {k}"} for column, k in keys.items()}
     headers["no key"] = {}
+    assert services.jobs is not None
+    job = services.jobs.store.create(  # acme's, already ended: the gateway starting does not run it
+        id="ftjob-acme", model="fake", suffix="custom", training_file="file-x", validation_file=None,
+        hyperparameters=Hyperparameters.model_validate({}).model_dump(mode="json"), tenant="acme",
+    )  # fmt: skip
+    services.jobs.store.update(job.id, status="cancelled")
     with TestClient(create_app(settings, services)) as client:
         r = client.post("/v1/review/chats", content=JSONL, headers=headers["finetune scope"])
         assert r.status_code == 200, r.text
-        stored = {}
+        upload = {"data": {"purpose": "fine-tune"}, "files": {"file": ("t.jsonl", JSONL_TRAIN)}}
+        r = client.post("/v1/files", **upload, headers=headers["finetune scope"])  # type: ignore[arg-type]
+        assert r.status_code == 200, r.text
+        stored = {"file": r.json()["id"], "job": job.id}
         for name in ("kept", "doomed"):
             r = client.post(
                 "/v1/responses", json={"model": "fake", "input": "hi"}, headers=headers["user scopes"]

@@ -264,3 +264,31 @@ def test_an_edit_holding_a_line_separator_character_survives_a_reload(tmp_path: 
     store.decide(original, "edit", edited)
     reloaded = ReviewStore(tmp_path / "decisions.jsonl").get(original)
     assert reloaded is not None and reloaded.edited == edited
+
+
+def test_the_reviewed_set_becomes_fine_tune_files(uploaded: TestClient, data_dir: Path) -> None:
+    """``POST /v1/review/{name}/files``: the build a job trains on, kept as files (ids for a job)."""
+    decide(uploaded, "c1#0", "reject")
+    r = uploaded.post("/v1/review/chats/files?val_fraction=0")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "review.files" and body["validation_file"] is None
+    training = body["training_file"]
+    assert training["purpose"] == "fine-tune" and training["filename"] == "chats-train.jsonl"
+    assert uploaded.get(f"/v1/files/{training['id']}").json() == training
+    kept = (data_dir / "finetune" / "files" / f"{training['id']}.jsonl").read_text().splitlines()
+    assert training["bytes"] == sum(len(line.encode()) + 1 for line in kept)
+    messages = [json.loads(line)["messages"] for line in kept]
+    assert {m[0]["content"] for m in messages} == {"Capital of France?", "2+2?"}  # c1 rejected
+    decide(uploaded, "c1#0", "accept")
+    split = uploaded.post("/v1/review/chats/files?val_fraction=0.4").json()
+    assert split["validation_file"]["filename"] == "chats-validation.jsonl"
+    assert split["training_file"]["id"] != training["id"]
+    for c in ("c1#0", "c2#0", "c2#1", "c3#0"):
+        decide(uploaded, c, "reject")
+    empty = error(uploaded.post("/v1/review/chats/files"), 400)
+    assert "chats-train.jsonl" in empty["message"] and empty["param"] == "file"
+    assert error(uploaded.post("/v1/review/none-here/files"), 404)["code"] == "not_found"
+    assert error(uploaded.post("/v1/review/chats/files?val_fraction=1"), 400)["param"] == "val_fraction"
+    files = data_dir / "finetune" / "files"
+    assert [p.name for p in files.iterdir() if not p.name.startswith("file-")] == []  # nothing half-made

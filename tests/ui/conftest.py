@@ -113,3 +113,17 @@ def start_chat(page: Any, served: ServedProcess, model: str = "fake") -> None:
 def ask(page: Any, text: str) -> None:
     page.get_by_label("Message", exact=True).fill(text)
     page.get_by_label("Message", exact=True).press("Enter")
+
+
+def assert_fits_and_is_accessible(page: Any, label: str) -> None:
+    """No sideways scroll and no serious or critical axe-core violation on ``page`` as it is now."""
+    overflow = page.evaluate("(e => e.scrollWidth - e.clientWidth)(document.documentElement)")
+    assert overflow <= 0, f"{label} scrolls sideways by {overflow}px"
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not bad, f"{label}: " + "; ".join(bad)

@@ -9,9 +9,15 @@ import pytest
 from playwright.sync_api import expect
 
 from groupqwen.testing import ServedProcess
-from ui.conftest import AXE, screenshot
+from ui.conftest import assert_fits_and_is_accessible, screenshot
 
-PAGES = {"chat": "/chat", "dashboard": "/dashboard", "data": "/data/pages-test", "settings": "/settings"}
+PAGES = {
+    "chat": "/chat",
+    "dashboard": "/dashboard",
+    "data": "/data/pages-test",
+    "jobs": "/jobs",  # a job shown: tests/ui/test_jobs_page.py
+    "settings": "/settings",
+}
 WIDTHS = (390, 1440)
 
 
@@ -28,6 +34,8 @@ def _prepare(page: Any, served: ServedProcess, name: str) -> None:
         expect(page.get_by_test_id("stat-requests")).not_to_have_text("—")
     if name == "data":
         expect(page.get_by_label("Upload a ChatGPT")).to_be_visible()
+    if name == "jobs":
+        expect(page.get_by_text("No jobs yet.")).to_be_visible()
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -38,16 +46,7 @@ def test_page_is_accessible_and_fits(browser: Any, served: ServedProcess, name: 
         page = context.new_page()
         try:
             _prepare(page, served, name)
-            overflow = page.evaluate("(e => e.scrollWidth - e.clientWidth)(document.documentElement)")
-            assert overflow <= 0, f"{name} at {width}px ({theme}) scrolls sideways by {overflow}px"
-            page.add_script_tag(path=str(AXE))
-            result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
-            bad = [
-                f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
-                for v in result["violations"]
-                if v["impact"] in ("serious", "critical")
-            ]
-            assert not bad, f"{name} at {width}px ({theme}): " + "; ".join(bad)
+            assert_fits_and_is_accessible(page, f"{name} at {width}px ({theme})")
             screenshot(page, f"{name}-{width}-{theme}")
         finally:
             context.close()

@@ -381,7 +381,7 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The models (and ``auto``) this key may use.
+         * @description The models (and ``auto``) this key may use; fine-tuned models recorded since the last look too.
          */
         get: operations["list_models_v1_models_get"];
         put?: never;
@@ -583,6 +583,29 @@ export interface paths {
         get: operations["export_v1_review__name__export_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/review/{name}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Build Files
+         * @description ``data build`` over what the review kept, in OpenAI's messages format, kept as ``fine-tune`` files
+         *     of the caller's tenant (as ``POST /v1/files`` keeps an upload): ``training_file`` and
+         *     ``validation_file`` (``null`` when the split left it empty) are what a job is created with. A review
+         *     that kept nothing is a 400, as an empty upload is.
+         */
+        post: operations["build_files_v1_review__name__files_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -4278,6 +4301,102 @@ export interface operations {
             };
             /** @description Overloaded, out of memory, or a store unavailable; Retry-After when it helps */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    build_files_v1_review__name__files_post: {
+        parameters: {
+            query?: {
+                /** @description Train on the reasoning too (keep) */
+                thinking?: "drop" | "keep";
+                /** @description Share of conversations for validation */
+                val_fraction?: number;
+                /** @description The split's seed: the same seed gives the same split */
+                seed?: number;
+                /** @description Include the conversations not reviewed yet */
+                keep_pending?: boolean;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
+                };
+            };
+            /** @description The request is invalid; param names the field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No API key, or one that is wrong, revoked or expired (auth: keys) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The API key lacks the scope, or may not use the model */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not found (a model, a dataset) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description An internal error; the request id identifies it in the logs */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Overloaded, out of memory, or a store unavailable; Retry-After when it helps */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The data directory's disk is full; nothing was written */
+            507: {
                 headers: {
                     [name: string]: unknown;
                 };

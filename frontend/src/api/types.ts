@@ -155,3 +155,65 @@ export interface ImportReport {
   rejected: Record<string, number>;
   warnings: string[];
 }
+
+/** Fine-tuning (docs/finetune.md, "Jobs API"): OpenAI's shapes. */
+export interface FileObject {
+  id: string;
+  object: "file";
+  bytes: number;
+  filename: string;
+  purpose: string;
+}
+
+export interface ReviewFiles {
+  object: "review.files";
+  name: string;
+  training_file: FileObject;
+  validation_file: FileObject | null;
+}
+
+export type JobStatus = "validating_files" | "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
+export interface FineTuningJob {
+  id: string;
+  object: "fine_tuning.job";
+  created_at: number;
+  finished_at: number | null;
+  model: string;
+  fine_tuned_model: string | null;
+  status: JobStatus;
+  training_file: string;
+  validation_file: string | null;
+  suffix: string;
+  trained_tokens: number | null;
+  hyperparameters: Record<string, unknown>;
+  error: { code: string; message: string; param: string | null } | null;
+}
+
+export interface JobList {
+  object: "list";
+  data: FineTuningJob[];
+  has_more: boolean;
+}
+
+export interface JobEvent {
+  id: string;
+  created_at: number;
+  level: string;
+  message: string;
+  type: "message" | "metrics";
+  data: { step?: number; total_steps?: number; train_loss?: number; val_loss?: number; tokens_per_s?: number; eta_s?: number };
+}
+
+export interface JobCheckpoint {
+  id: string;
+  step_number: number;
+  created_at: number;
+  metrics: { step: number; train_loss: number | null; valid_loss: number | null };
+}
+
+export interface Page<T> {
+  object: "list";
+  data: T[];
+  has_more: boolean;
+}

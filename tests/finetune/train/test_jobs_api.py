@@ -64,7 +64,7 @@ async def test_a_job_trains_and_its_model_is_served(
             _upload(client, bad)
         with pytest.raises(openai.BadRequestError, match="purpose"):
             client.files.create(file=("t.jsonl", b"{}"), purpose="assistants")
-        train = _upload(client, write_dataset(tmp_path / "train.jsonl", FACTS[:8]))
+        train = _upload(client, write_dataset(tmp_path / "train.jsonl", FACTS[:4]))
         val = _upload(client, write_dataset(tmp_path / "val.jsonl", FACTS[8:10]))
         with pytest.raises(openai.NotFoundError, match="cannot be fine-tuned"):
             client.fine_tuning.jobs.create(model="qwen3-8b", training_file=train)
@@ -77,7 +77,7 @@ async def test_a_job_trains_and_its_model_is_served(
         with pytest.raises(openai.NotFoundError):
             client.fine_tuning.jobs.retrieve("ftjob-missing")
 
-        hyper: Any = {"n_epochs": 10, "batch_size": 4, "max_steps": 6, "checkpoint_every": 3, **SMALL}
+        hyper: Any = {"n_epochs": 10, "batch_size": 2, "max_steps": 4, "checkpoint_every": 2, **SMALL}
         job = client.fine_tuning.jobs.create(
             model="smollm2-135m",
             training_file=train,
@@ -97,10 +97,10 @@ async def test_a_job_trains_and_its_model_is_served(
         assert [j.id for j in client.fine_tuning.jobs.list().data] == [job.id]
         events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
         steps = [e.data["step"] for e in events if e.type == "metrics" and "train_loss" in (e.data or {})]
-        assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+        assert sorted(steps) == [1, 2, 3, 4]
         assert any("is ready" in e.message for e in events)
         checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
-        assert [c.step_number for c in checkpoints] == [6, 3]
+        assert [c.step_number for c in checkpoints] == [4, 2]
         assert checkpoints[0].metrics.valid_loss is not None
         assert done.fine_tuned_model in {m.id for m in client.models.list().data}
         answer = client.chat.completions.create(
@@ -119,18 +119,19 @@ async def test_a_job_resumes_after_a_restart_and_cancel_keeps_its_checkpoints(
     smol_gguf: ModelSpec, smol_base: Path, tmp_path: Path, live_server: Serve
 ) -> None:
     settings = _settings(smol_gguf, tmp_path / "data")
-    hyper: Any = {"n_epochs": 100, "batch_size": 2, "max_steps": 500, "checkpoint_every": 2, **SMALL}
+    hyper: Any = {"n_epochs": 100, "batch_size": 1, "max_steps": 500, "checkpoint_every": 100, **SMALL}
     with live_server(_app(settings)) as url:
         client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
-        train = _upload(client, write_dataset(tmp_path / "train.jsonl", FACTS[:6]))
+        train = _upload(client, write_dataset(tmp_path / "train.jsonl", FACTS[:2]))
         job = client.fine_tuning.jobs.create(model="smollm2-135m", training_file=train, hyperparameters=hyper)
 
         def stepped(at_least: int) -> bool:
             events = client.fine_tuning.jobs.list_events(job.id, limit=5).data
             return any(e.type == "metrics" and (e.data or {}).get("step", 0) >= at_least for e in events)
 
-        await until(lambda: stepped(3), within_s=900, every_s=1)
-    # the gateway stopped: the worker checkpointed and the job waits for the next start
+        await until(lambda: stepped(1), within_s=900, every_s=1)
+    # the gateway stopped: the worker checkpointed (on SIGTERM, not by checkpoint_every) and the job waits
+    # for the next start
     store = JobStore(database_url(settings))
     assert store.job(job.id).status == "queued"
     store.close()

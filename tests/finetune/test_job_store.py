@@ -1,0 +1,104 @@
+"""The jobs' store on SQLite and the suite's PostgreSQL: a database made before files and jobs had a
+tenant gains the column, its rows become the gateway's own, and lookups by tenant see only that tenant's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from servers import PostgresServer
+
+from groupqwen.errors import NotFound
+from groupqwen.finetune import jobs
+from groupqwen.finetune.jobs import JobStore, StoredFile
+from groupqwen.telemetry import database
+from groupqwen.telemetry.database import engine_url
+
+HYPER = {"epochs": 1, "batch_size": 1, "seed": 0}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gateway.db'}"
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    if not postgres.is_running():
+        postgres.start()
+    engine = sa.create_engine(engine_url(postgres.url))
+    tables = ", ".join(t.name for t in jobs.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE IF EXISTS {tables}"))
+    engine.dispose()
+    yield postgres.url
+
+
+def _step_1_database(url: str) -> None:
+    """The tables as migration step 1 made them (no ``tenant``), with a file and a job in them."""
+    old = sa.MetaData()
+    tables = {
+        table.name: sa.Table(
+            table.name,
+            old,
+            *(
+                sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                for c in table.columns
+                if c.name != "tenant"
+            ),
+        )
+        for table in (jobs.files_table, jobs.jobs_table, jobs.events_table)
+    }
+    migrations = database.migrations_table(jobs.migrations_table.name, old)
+    engine = sa.create_engine(engine_url(url))
+    with engine.begin() as conn:
+        old.create_all(conn)
+        conn.execute(migrations.insert().values(version=1, applied_at=0.0))
+        conn.execute(
+            tables["finetune_files"]
+            .insert()
+            .values(id="file-old", filename="t.jsonl", purpose="fine-tune", bytes=1, path="/x", created_at=1)
+        )
+        conn.execute(
+            tables["finetune_jobs"].insert().values(
+                id="ftjob-old", model="m", suffix="s", training_file="file-old", hyperparameters="{}",
+                status="succeeded", cancel_requested=False, created_at=1,
+            )
+        )  # fmt: skip
+    engine.dispose()
+
+
+def test_a_database_from_before_tenants_gains_them(url: str, tmp_path: Path) -> None:
+    _step_1_database(url)
+    store = JobStore(url)
+    try:
+        assert store.job("ftjob-old").tenant == "" and store.file("file-old").tenant == ""
+        store.add_file(StoredFile("file-acme", "a.jsonl", "fine-tune", 1, tmp_path / "a", 2, "acme"))
+        store.create(
+            id="ftjob-acme", model="m", suffix="s", training_file="file-acme", validation_file=None,
+            hyperparameters=HYPER, tenant="acme",
+        )  # fmt: skip
+        assert [j.id for j in store.jobs()] == ["ftjob-acme", "ftjob-old"]  # the gateway's own: all
+        assert [j.id for j in store.jobs(tenant="acme")] == ["ftjob-acme"]
+        assert [j.id for j in store.jobs(tenant="")] == ["ftjob-old"]
+        assert store.job("ftjob-acme", "acme").tenant == "acme"
+        with pytest.raises(NotFound):
+            store.job("ftjob-old", "acme")
+        with pytest.raises(NotFound):
+            store.file("file-acme", "rival")
+        assert store.file("file-acme", "acme").path == tmp_path / "a"
+    finally:
+        store.close()
+
+
+def test_first_calls_from_many_threads_migrate_once(tmp_path: Path) -> None:
+    """The gateway's first requests and the runner's start reach a new store together: one migrates."""
+    store = JobStore(f"sqlite:///{tmp_path / 'gateway.db'}")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            counts = list(pool.map(lambda _: store.queued(), range(8)))
+        assert counts == [0] * 8
+    finally:
+        store.close()
