@@ -201,7 +201,7 @@ async def _respond(
             completions.append(await watch.watching(more.collect()))
         watch.stop()
         body = payload(answer, completions)
-        body["groupqwen"] = decision_json(answer.decision, answer.cache)
+        body["groupqwen"] = decision_json(answer.decision, answer.cache, answer.translation)
         timing.used(total_usage([c.usage for c in completions]))
         finish_answer(services, trace, admission, None)
         headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}

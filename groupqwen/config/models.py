@@ -24,6 +24,11 @@ class ModelConfig(BaseModel):
     context_length: int | None = Field(None, ge=64, description="The model's trained context length")
     thinking: bool | None = Field(None, description="Whether the model understands enable_thinking")
     vision: bool | None = Field(None, description="Whether the model takes images (image_url parts)")
+    translation: bool | None = Field(
+        None,
+        description="Whether the model takes Qwen-MT's translation_options itself (an OpenAI-compatible "
+        "Qwen-MT endpoint): they are passed through; otherwise they are compiled into its prompt",
+    )
     fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
     fake_delay_s: float | None = Field(
         None, ge=0, le=10, description="backend 'fake' only: seconds between the tokens it streams"

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from groupqwen.errors import BackendError
-from groupqwen.messages import Completion, Decision, Delta, TokenLogprob, ToolCall, ToolCallDelta
+from groupqwen.messages import (
+    Completion,
+    Decision,
+    Delta,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    TranslationReport,
+)
 
 if TYPE_CHECKING:
     from groupqwen.cache import Lookup
@@ -36,10 +44,12 @@ def cache_tenant(owner: str | None, user: str | None) -> str:
 @dataclass
 class Outcome:
     """What answers a request, as the pipeline settles it: the ``decision`` (the cascade's final one, or
-    the cache's on a hit) and the cache's ``Lookup`` (``None``: no cache configured)."""
+    the cache's on a hit) and the cache's ``Lookup`` (``None``: no cache configured); ``translation``: how an
+    in-process translation went, once it has ended."""
 
     decision: Decision
     cache: Lookup | None
+    translation: TranslationReport | None = None
 
 
 class Answer:
@@ -60,6 +70,11 @@ class Answer:
     @property
     def cache(self) -> Lookup | None:
         return self._outcome.cache
+
+    @property
+    def translation(self) -> TranslationReport | None:
+        """How an in-process translation went (set with the last delta)."""
+        return self._outcome.translation
 
     def __aiter__(self) -> AsyncIterator[Delta]:
         return self

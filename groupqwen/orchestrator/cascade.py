@@ -133,6 +133,7 @@ class Cascade:
             enable_thinking=step.thinking,
             raw_prompt=request.raw_prompt,
             tools=request.tools,
+            translation=request.translation,
         )
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []

@@ -39,11 +39,13 @@ from groupqwen.messages import (
     Completion,
     Decision,
     Delta,
+    TranslationReport,
 )
 from groupqwen.orchestrator.answer import Answer, Outcome, RequestContext
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.router import ModelView, images_refused
 from groupqwen.orchestrator.thinking import ThinkSplitter, wants_thinking
+from groupqwen.orchestrator.translate import translated
 from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
 from groupqwen.telemetry import timing
@@ -127,9 +129,11 @@ class Pipeline:
             for s in self._pool.states()
         }
         to_vision = bool(request.images) and "auto:vision" in router.policy.routes
+        to_translate = request.translation is not None and "auto:translate" in router.policy.routes
         if (
             request.model == AUTO_MODEL
             and not to_vision
+            and not to_translate
             and not any(t.model in views for t in router.policy.tiers)
         ):
             return None
@@ -180,7 +184,7 @@ class Pipeline:
             outcome.decision = decision
             timing.decided(decision)
 
-        chunks = self._cascade.stream(request, outcome.decision, decided)
+        chunks = self._chunks(request, outcome, decided)
         cached = outcome.cache
         first: asyncio.Future[Chunk] | None = None
         if cached is not None and cached.pending and self._cache is not None:
@@ -238,6 +242,21 @@ class Pipeline:
                 if chunk.finish_reason is not None:
                     return
         raise BackendError(f"model {outcome.decision.model!r} ended its stream without a finish reason")
+
+    def _chunks(
+        self, request: ChatRequest, outcome: Outcome, decided: Callable[[Decision], None]
+    ) -> AsyncGenerator[Chunk, None]:
+        """The cascade's chunks; a translation for a model that does not take Qwen-MT's options itself
+        goes through ``translate.translated``."""
+        spec = self._catalog.get(outcome.decision.model)
+        if request.translation is None or spec is None or spec.translation:
+            return self._cascade.stream(request, outcome.decision, decided)
+
+        def reported(report: TranslationReport) -> None:
+            outcome.translation = report
+
+        context = spec.n_ctx or spec.context_length
+        return translated(self._cascade, request, outcome.decision, context, decided, reported)
 
     def _warm(self, decision: Decision) -> bool:
         """Whether to generate while the semantic layer looks: the model is loaded, and ``overlap`` says

@@ -21,6 +21,7 @@ from groupqwen.api.schemas.tools import (
     tool_call_deltas_json,
     tools_of,
 )
+from groupqwen.api.schemas.translation import check_translation, options_of, translation_json
 from groupqwen.cache import Lookup
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
@@ -35,6 +36,7 @@ from groupqwen.messages import (
     Role,
     Sampling,
     TokenLogprob,
+    TranslationReport,
     Usage,
 )
 
@@ -103,6 +105,7 @@ class ChatCompletionRequest(Wire):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
+    translation_options: object = None  # Qwen-MT's: checked by ``options_of``, which names the wrong field
 
 
 _ROLES: dict[str, Role] = {
@@ -284,7 +287,7 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         frequency_penalty=body.frequency_penalty or 0.0,
         logit_bias=_logit_bias(body.logit_bias),
     )
-    return ChatRequest(
+    chat = ChatRequest(
         messages=tuple(messages),
         model=body.model,
         sampling=sampling,
@@ -295,7 +298,10 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         enable_thinking=thinking,
         tools=tools_of(body.tools, body.tool_choice, body.parallel_tool_calls),
         n=body.n or 1,
+        translation=options_of(body.translation_options),
     )
+    check_translation(chat)
+    return chat
 
 
 def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
@@ -421,9 +427,12 @@ class ChunkWriter:
         return {**self._base, "choices": [], "usage": usage_json(usage)}
 
 
-def decision_json(decision: Decision, cached: Lookup | None = None) -> dict[str, Any]:
+def decision_json(
+    decision: Decision, cached: Lookup | None = None, translation: TranslationReport | None = None
+) -> dict[str, Any]:
     """The decision, as the ``groupqwen`` object of a JSON answer or of a stream's last chunk, with the
-    cache's outcome (``cache``) where a cache is configured."""
+    cache's outcome (``cache``) where a cache is configured and how an in-process translation went
+    (``translation``)."""
     out: dict[str, Any] = {
         "route": decision.route,
         "model": decision.model,
@@ -434,6 +443,8 @@ def decision_json(decision: Decision, cached: Lookup | None = None) -> dict[str,
     }
     if cached is not None:
         out["cache"] = cache_json(cached)
+    if translation is not None:
+        out["translation"] = translation_json(translation)
     return out
 
 
