@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -17,7 +17,7 @@ from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache.keys import cache_key
 from groupqwen.messages import ChatRequest, Message, TranslationOptions
 from groupqwen.modalities.segments import structure
-from groupqwen.testing import fake_settings, fake_services, gateway
+from groupqwen.testing import fake_services, fake_settings, gateway
 
 DOCUMENT = (
     "# Install the model\n\n"
@@ -35,7 +35,8 @@ def _options(**extra: Any) -> dict[str, Any]:
 def _ask(http: Any, content: str = "Hello there, my friend.", **body: Any) -> Any:
     body.setdefault("model", "auto")
     body.setdefault("translation_options", _options())
-    return http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": content}], **body})
+    messages = [{"role": "user", "content": content}]
+    return http.post("/v1/chat/completions", json={"messages": messages, **body})
 
 
 @pytest.fixture
@@ -145,7 +146,8 @@ def test_terms_memory_and_domains_are_compiled_into_the_prompt(served: tuple[Any
     response = _ask(http, "Hello world, how are you?\n\nHello, world.\n", translation_options=options)
     body = response.json()
     assert body["choices"][0]["message"]["content"] == "Bonjour le monde\n\nBonjour, univers.\n"
-    assert len(backend.requests) == 2  # a first answer without the term, one retry; the memory's match is free
+    # a first answer without the term, then one retry; the memory's exact match needs no generation
+    assert len(backend.requests) == 2
     messages = backend.requests[0].messages
     system = messages[0].content
     assert "Domain and style: Software documentation, formal tone." in system
@@ -155,7 +157,8 @@ def test_terms_memory_and_domains_are_compiled_into_the_prompt(served: tuple[Any
         ("assistant", "Bonjour, univers."),
         ("user", "Hello world, how are you?"),
     ]
-    assert "rejected: these terms must be translated as given: world → univers" in backend.requests[1].messages[0].content
+    retry = backend.requests[1].messages[0].content
+    assert "rejected: these terms must be translated as given: world → univers" in retry
     report = body["groupqwen"]["translation"]
     assert (report["terms_expected"], report["terms_held"], report["terms_hit_rate"]) == (1, 0, 0.0)
 
@@ -184,7 +187,7 @@ class _QwenMT(BaseHTTPRequestHandler):
     """A stand-in for a Qwen-MT endpoint (DashScope cannot be reached here): records each body, streams a
     fixed translation."""
 
-    bodies: list[dict[str, Any]] = []
+    bodies: ClassVar[list[dict[str, Any]]] = []
 
     def log_message(self, *args: Any) -> None:
         return None
@@ -218,15 +221,17 @@ def test_a_qwen_mt_endpoint_gets_the_options_passed_through(tmp_path: Path) -> N
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        model = {"backend": "openai_http", "urls": [url], "remote_model": "qwen-mt-flash", "translation": True}
-        settings = fake_settings(tmp_path, models={"mt": model}, default_model="mt")
-        options = _options(source_lang="auto", terms=[{"source": "video", "target": "vidéo"}], domains="Chat")
+        model = {"backend": "openai_http", "urls": [url], "remote_model": "qwen-mt-flash"}
+        settings = fake_settings(tmp_path, models={"mt": {**model, "translation": True}}, default_model="mt")
+        terms = [{"source": "video", "target": "vidéo"}]
+        options = _options(source_lang="auto", terms=terms, domains="Chat")
+        text = "No me reí después de ver este video"
         with gateway(fake_services(settings)) as http:
-            response = _ask(http, "No me reí después de ver este video", model="mt", translation_options=options)
+            response = _ask(http, text, model="mt", translation_options=options)
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["message"]["content"] == "Je n'ai pas ri"
         sent = _QwenMT.bodies[-1]
-        assert sent["messages"] == [{"role": "user", "content": "No me reí después de ver este video"}]
+        assert sent["messages"] == [{"role": "user", "content": text}]
         assert sent["translation_options"] == {
             "source_lang": "auto",
             "target_lang": "French",

@@ -11,7 +11,7 @@ import pytest
 from groupqwen.modalities.segments import Piece, accepts, gaps, protected, split, structure
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md", ROOT / "CHANGELOG.md"]
+DOCUMENTS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", ROOT / "CHANGELOG.md"]
 
 
 def _translate(piece: Piece) -> str:
@@ -37,7 +37,7 @@ def test_code_and_layout_are_never_offered_for_translation() -> None:
     document = (
         "# Title #\n\n> quoted *line* one\n> line two\n\n| Setting | Meaning \\| more |\n|---|---|\n"
         "| `n_ctx` | The window |\n\n```python\nprint('hello')\n```\n\n    indented code\n\n---\n\n"
-        "- item one\n  continues\n1. first\n\n<p align=\"center\">Some <b>bold</b> text</p>\n\n"
+        '- item one\n  continues\n1. first\n\n<p align="center">Some <b>bold</b> text</p>\n\n'
         "<pre>kept as is</pre>\n\n[ref]: https://example.com\n"
     )
     pieces = split(document)
