@@ -132,8 +132,10 @@ def accepts(piece: Piece, output: str) -> str | None:
     new block marker at its start, a ``|`` in a table cell, a line break, nothing at all."""
     if not output.strip():
         return "the translation is empty"
-    if "\n" in output:
+    if "\n" in output and "\n" not in piece.source:
         return "the translation spans several lines"
+    if re.search(r"\n[ \t]*\n", output):  # it would end an HTML block
+        return "the translation has a blank line"
     missing = Counter(protected(piece.source)) - Counter(protected(output))
     if missing:
         return "these must be copied exactly: " + ", ".join(sorted(missing))

@@ -137,11 +137,15 @@ class Translator:
         terms = self._terms(piece.source)
         problem: str | None = None
         answer = ""
+        if "\n" in piece.source:  # an HTML block: its text between the tags, its layout kept
+            self._piecewise += 1
+            answer = await self._by_parts(piece.source, terms)
+            return self._counted(answer, terms) if accepts(piece, answer) is None else None
         for attempt in range(2):
             if attempt:
                 self._retried += 1
             answer = self._fix_terms(await self._ask(piece.source, terms, problem), terms)
-            problem = accepts(piece, answer) or _rambles(piece.source, answer) or self._missed(answer, terms)
+            problem = accepts(piece, answer) or _rambles(piece.source, answer) or _missed(answer, terms)
             if problem is None:
                 break
         if _rambles(piece.source, answer):
@@ -151,9 +155,11 @@ class Translator:
             answer = await self._by_parts(piece.source, terms)
             if accepts(piece, answer) is not None:
                 return None
-        held = len(terms) - len(self._missing(answer, terms))
+        return self._counted(answer, terms)
+
+    def _counted(self, answer: str, terms: list[Term]) -> str:
         self._expected += len(terms)
-        self._held += held
+        self._held += len(terms) - len(missing(answer, terms))
         return answer
 
     async def _by_parts(self, source: str, terms: list[Term]) -> str:
@@ -182,24 +188,11 @@ class Translator:
     # -- options -------------------------------------------------------------------------------------------
 
     def _terms(self, text: str) -> list[Term]:
-        folded = _fold(text)
-        return [t for t in self._options.terms if _fold(t.source) in folded]
-
-    def _missing(self, answer: str, terms: list[Term]) -> list[Term]:
-        folded = _fold(answer)
-        return [t for t in terms if _fold(t.target) not in folded]
-
-    def _missed(self, answer: str, terms: list[Term]) -> str | None:
-        missing = self._missing(answer, terms)
-        if not missing:
-            return None
-        return "these terms must be translated as given: " + "; ".join(
-            f"{t.source} → {t.target}" for t in missing
-        )
+        return applying(self._options.terms, text)
 
     def _fix_terms(self, answer: str, terms: list[Term]) -> str:
         """Replace a missed term left untranslated by its target, outside the protected spans."""
-        for term in self._missing(answer, terms):
+        for term in missing(answer, terms):
             pattern = re.compile(re.escape(term.source), re.IGNORECASE)
             target = term.target.replace("\\", "\\\\")  # a replacement template: backslashes doubled
             answer = "".join(part if kept else pattern.sub(target, part) for part, kept in gaps(answer))
@@ -218,6 +211,25 @@ class Translator:
         ]
         best = sorted((s for s in scored if s[0] > 0), key=lambda s: (-s[0], s[1]))[:MAX_EXAMPLES]
         return [self._options.memory[i] for _, i in sorted(best, key=lambda s: s[1])]
+
+
+def applying(terms: tuple[Term, ...], text: str) -> list[Term]:
+    """The ``terms`` whose source occurs in ``text`` (case and spacing aside)."""
+    folded = _fold(text)
+    return [t for t in terms if _fold(t.source) in folded]
+
+
+def missing(answer: str, terms: list[Term]) -> list[Term]:
+    """The ``terms`` whose target ``answer`` does not hold."""
+    folded = _fold(answer)
+    return [t for t in terms if _fold(t.target) not in folded]
+
+
+def _missed(answer: str, terms: list[Term]) -> str | None:
+    lost = missing(answer, terms)
+    if not lost:
+        return None
+    return "these terms must be translated as given: " + "; ".join(f"{t.source} → {t.target}" for t in lost)
 
 
 def _rambles(source: str, answer: str) -> str | None:

@@ -45,7 +45,7 @@ from groupqwen.orchestrator.answer import Answer, Outcome, RequestContext
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.router import ModelView, images_refused
 from groupqwen.orchestrator.thinking import ThinkSplitter, wants_thinking
-from groupqwen.orchestrator.translate import translated
+from groupqwen.orchestrator.translate import passed_through, translated
 from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
 from groupqwen.telemetry import timing
@@ -249,12 +249,14 @@ class Pipeline:
         """The cascade's chunks; a translation for a model that does not take Qwen-MT's options itself
         goes through ``translate.translated``."""
         spec = self._catalog.get(outcome.decision.model)
-        if request.translation is None or spec is None or spec.translation:
+        if request.translation is None or spec is None:
             return self._cascade.stream(request, outcome.decision, decided)
 
         def reported(report: TranslationReport) -> None:
             outcome.translation = report
 
+        if spec.translation:
+            return passed_through(self._cascade.stream(request, outcome.decision, decided), request, reported)
         context = spec.n_ctx or spec.context_length
         return translated(self._cascade, request, outcome.decision, context, decided, reported)
 

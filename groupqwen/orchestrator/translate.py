@@ -1,8 +1,8 @@
-"""A request with ``translation_options`` for a model that does not take them itself (an in-process Qwen
+"""A request with ``translation_options``. For a model that does not take them itself (an in-process Qwen
 model): the options compiled into prompts and the format kept (``modalities.translation``), each piece
 generated through the cascade on the decided model alone (leases, errors and telemetry as for any answer).
 A model that does take them (``ModelSpec.translation``: a Qwen-MT endpoint) gets the request as it came,
-the options passed through by its backend."""
+the options passed through by its backend (``passed_through``), and its answer is checked for the terms."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from contextlib import aclosing
 from dataclasses import replace
 
 from groupqwen.messages import ChatRequest, Chunk, Decision, Message, TranslationReport, Usage
-from groupqwen.modalities.translation import Generated, Translator
+from groupqwen.modalities.translation import Generated, Translator, applying, missing
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.thinking import ThinkSplitter
 
@@ -58,4 +58,25 @@ async def translated(
         async for chunk in chunks:
             if chunk.finish_reason is not None:
                 on_report(translator.report())
+            yield chunk
+
+
+async def passed_through(
+    chunks: AsyncGenerator[Chunk, None],
+    request: ChatRequest,
+    on_report: Callable[[TranslationReport], None],
+) -> AsyncGenerator[Chunk, None]:
+    """``chunks`` of a model that translated with the options itself, as they come; at the end, how many
+    of the terms that apply to the text its answer holds."""
+    assert request.translation is not None
+    options = request.translation
+    terms = applying(options.terms, request.messages[-1].content)
+    text: list[str] = []
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            text.append(chunk.text)
+            if chunk.finish_reason is not None:
+                held = len(terms) - len(missing("".join(text), terms))
+                source = None if options.source == "auto" else options.source
+                on_report(TranslationReport(source, 1, 0, 0, 0, len(terms), held))
             yield chunk

@@ -230,6 +230,8 @@ def test_a_qwen_mt_endpoint_gets_the_options_passed_through(tmp_path: Path) -> N
             response = _ask(http, text, model="mt", translation_options=options)
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["message"]["content"] == "Je n'ai pas ri"
+        report = response.json()["groupqwen"]["translation"]  # the term applied, and was missed
+        assert (report["terms_expected"], report["terms_held"], report["source_lang"]) == (1, 0, None)
         sent = _QwenMT.bodies[-1]
         assert sent["messages"] == [{"role": "user", "content": text}]
         assert sent["translation_options"] == {
@@ -241,3 +243,14 @@ def test_a_qwen_mt_endpoint_gets_the_options_passed_through(tmp_path: Path) -> N
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_html_block_keeps_its_tags_attributes_and_lines(served: tuple[Any, FakeBackend]) -> None:
+    http, _ = served
+    block = '<div class="note">\n  Read the <a href="https://example.com/guide">guide</a> first.\n</div>\n'
+    body = _ask(http, block).json()
+    assert body["choices"][0]["message"]["content"] == (
+        '<div class="note">\n  Bonjour le monde <a href="https://example.com/guide">Bonjour le monde</a> '
+        "Bonjour le monde\n</div>\n"
+    )
+    assert body["groupqwen"]["translation"]["piecewise"] == 1
