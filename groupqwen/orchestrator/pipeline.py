@@ -257,7 +257,10 @@ class Pipeline:
 
         if spec.translation:
             return passed_through(self._cascade.stream(request, outcome.decision, decided), request, reported)
-        context = spec.n_ctx or spec.context_length
+        served = next(
+            (s.spec for s in self._pool.states() if s.spec.id == spec.id), spec
+        )  # its n_ctx allocated
+        context = served.n_ctx or served.context_length
         return translated(self._cascade, request, outcome.decision, context, decided, reported)
 
     def _warm(self, decision: Decision) -> bool:

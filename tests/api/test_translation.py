@@ -254,3 +254,20 @@ def test_an_html_block_keeps_its_tags_attributes_and_lines(served: tuple[Any, Fa
         "Bonjour le monde\n</div>\n"
     )
     assert body["groupqwen"]["translation"]["piecewise"] == 1
+
+
+def test_a_long_paragraph_is_translated_in_runs_of_sentences_within_the_context(tmp_path: Path) -> None:
+    """A model with a 700-token window: each generation gets at most (700 - 512) // 3 * 3 = 186 characters
+    of the paragraph, whole sentences, in order; the paragraph comes back as one."""
+    settings = fake_settings(tmp_path, {"translator": {"n_ctx": 700}})
+    backend = FakeBackend("translator", tokens=("Bonjour.",), n_ctx=700)
+    paragraph = " ".join(f"The {w} fox jumps over the lazy dog." for w in ["quick", "brown", "red"] * 12)
+    with gateway(fake_services(settings, backend)) as http:
+        body = _ask(http, f"# Title\n\n{paragraph}\n", model="translator").json()
+    asked = [r.messages[-1].content for r in backend.requests[1:]]
+    assert len(asked) > 1 and all(len(text) <= 186 for text in asked)
+    assert " ".join(asked) == paragraph
+    assert (
+        body["choices"][0]["message"]["content"]
+        == "# Bonjour.\n\n" + " ".join(["Bonjour."] * len(asked)) + "\n"
+    )
