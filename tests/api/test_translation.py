@@ -56,7 +56,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Any, FakeBackend]]:
         ({"source_lang": "Elvish", "target_lang": "fr"}, "translation_options.source_lang", "'auto'"),
         ({"source_lang": "fr", "target_lang": "French"}, "translation_options.target_lang", "both French"),
         ({"source_lang": "auto"}, "translation_options.target_lang", "Field required"),
-        (_options(terms=[{"source": "cache"}]), "translation_options.terms.0.target", "Field required"),
+        (_options(terms=[{"source": "cache"}]), "translation_options.terms[0].target", "Field required"),
         (_options(tm_list="nope"), "translation_options.tm_list", "list"),
         (_options(domain="IT"), "translation_options.domain", "Extra inputs"),
         ("French", "translation_options", "dictionary"),

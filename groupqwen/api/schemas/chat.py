@@ -21,7 +21,12 @@ from groupqwen.api.schemas.tools import (
     tool_call_deltas_json,
     tools_of,
 )
-from groupqwen.api.schemas.translation import check_translation, options_of, translation_json
+from groupqwen.api.schemas.translation import (
+    TranslationOptionsIn,
+    check_translation,
+    options_of,
+    translation_json,
+)
 from groupqwen.cache import Lookup
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
@@ -105,7 +110,7 @@ class ChatCompletionRequest(Wire):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
-    translation_options: object = None  # Qwen-MT's: checked by ``options_of``, which names the wrong field
+    translation_options: TranslationOptionsIn | None = None  # Qwen-MT's (``schemas/translation.py``)
 
 
 _ROLES: dict[str, Role] = {

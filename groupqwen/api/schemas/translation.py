@@ -5,7 +5,7 @@ describes the domain and style). Languages are read from the table of the 92 Qwe
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field
 
 from groupqwen.api.schemas import Wire
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
@@ -18,7 +18,7 @@ MAX_PAIR_CHARS = 2000  # one side of a pair
 MAX_DOMAINS_CHARS = 2000
 
 
-class Pair(Wire):
+class TranslationPair(Wire):
     model_config = ConfigDict(extra="forbid", strict=True)
     source: str = Field(min_length=1, max_length=MAX_PAIR_CHARS)
     target: str = Field(min_length=1, max_length=MAX_PAIR_CHARS)
@@ -28,8 +28,8 @@ class TranslationOptionsIn(Wire):
     model_config = ConfigDict(extra="forbid", strict=True)
     source_lang: str = Field("auto", min_length=1, max_length=64)
     target_lang: str = Field(min_length=1, max_length=64)
-    terms: list[Pair] | None = Field(None, max_length=MAX_TERMS)
-    tm_list: list[Pair] | None = Field(None, max_length=MAX_TERMS)
+    terms: list[TranslationPair] | None = Field(None, max_length=MAX_TERMS)
+    tm_list: list[TranslationPair] | None = Field(None, max_length=MAX_TERMS)
     domains: str | None = Field(None, max_length=MAX_DOMAINS_CHARS)
 
 
@@ -45,17 +45,11 @@ def _language(value: str, field: str) -> str:
     return found.name
 
 
-def options_of(raw: object) -> TranslationOptions | None:
-    """The validated options of a request's ``translation_options`` (``None`` when it has none); a wrong
-    field is a 400 naming it."""
-    if raw is None:
+def options_of(wire: TranslationOptionsIn | None) -> TranslationOptions | None:
+    """The options of a request's ``translation_options`` (``None`` when it has none), their languages
+    read from the table; an unknown language is a 400 naming the field."""
+    if wire is None:
         return None
-    try:
-        wire = TranslationOptionsIn.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in (PARAM, *err["loc"]))
-        raise InvalidRequest(f"{where}: {err['msg']}", param=where) from None
     source = (
         "auto" if wire.source_lang.strip().lower() == "auto" else _language(wire.source_lang, "source_lang")
     )
