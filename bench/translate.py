@@ -184,6 +184,7 @@ def run(http: Any, item: Item, source: str, target: str, handled: bool, score: S
     score.terms += len(item.terms)
     score.held += sum(t.casefold() in output.casefold() for _, t in item.terms)
     score.kept += not (Counter(protected(item.source)) - Counter(protected(output)))
+    print(f"  {'handled' if handled else 'plain'}: {output[:70]!r}", file=sys.stderr, flush=True)
 
 
 def _row(name: str, system: str, s: Score) -> str:
