@@ -140,7 +140,7 @@ class Translator:
         if "\n" in piece.source:  # an HTML block: its text between the tags, its layout kept
             self._piecewise += 1
             answer = await self._by_parts(piece.source, terms)
-            return self._counted(answer, terms) if accepts(piece, answer) is None else None
+            return self._counted(answer, terms) if accepts(piece, answer) is None else self._lost(terms)
         for attempt in range(2):
             if attempt:
                 self._retried += 1
@@ -149,18 +149,24 @@ class Translator:
             if problem is None:
                 break
         if _rambles(piece.source, answer):
-            return None
+            return self._lost(terms)
         if accepts(piece, answer) is not None:
             self._piecewise += 1
             answer = await self._by_parts(piece.source, terms)
             if accepts(piece, answer) is not None:
-                return None
+                return self._lost(terms)
         return self._counted(answer, terms)
 
     def _counted(self, answer: str, terms: list[Term]) -> str:
         self._expected += len(terms)
         self._held += len(terms) - len(missing(answer, terms))
         return answer
+
+    def _lost(self, terms: list[Term]) -> str | None:
+        """No translation of a piece kept its format (``None``: it stays as it was); its terms count as
+        missed."""
+        self._expected += len(terms)
+        return None
 
     async def _by_parts(self, source: str, terms: list[Term]) -> str:
         """``source`` translated between its protected spans, which are copied."""
@@ -170,8 +176,9 @@ class Translator:
                 out.append(part)
                 continue
             lead, core, trail = _strip(part)
-            relevant = [t for t in terms if _fold(t.source) in _fold(core)]
-            out.append(lead + self._fix_terms(await self._ask(core, relevant, None), relevant) + trail)
+            relevant = applying(tuple(terms), core)
+            answer = self._fix_terms(await self._ask(core, relevant, None), relevant)
+            out.append(lead + (core if _rambles(core, answer) else answer) + trail)
         return "".join(out)
 
     async def _ask(self, text: str, terms: list[Term], problem: str | None) -> str:

@@ -271,3 +271,17 @@ def test_a_long_paragraph_is_translated_in_runs_of_sentences_within_the_context(
         body["choices"][0]["message"]["content"]
         == "# Bonjour.\n\n" + " ".join(["Bonjour."] * len(asked)) + "\n"
     )
+
+
+def test_a_piece_no_answer_fits_stays_as_it_was(tmp_path: Path) -> None:
+    """A model that always answers with a list item: the paragraph would become a list, so after the retry
+    and the piecewise attempt it is kept as written, and its term counts as missed."""
+    backend = FakeBackend("translator", tokens=("-", " Bonjour"))
+    with gateway(fake_services(fake_settings(tmp_path, ("translator",)), backend)) as http:
+        options = _options(terms=[{"source": "cache", "target": "antémémoire"}])
+        body = _ask(http, "The cache is full.\n", model="translator", translation_options=options).json()
+    assert body["choices"][0]["message"]["content"] == "The cache is full.\n"
+    report = body["groupqwen"]["translation"]
+    assert (report["untranslated"], report["retried"], report["piecewise"]) == (1, 1, 1)
+    assert (report["terms_expected"], report["terms_held"]) == (1, 0)
+    assert len(backend.requests) == 3
