@@ -69,6 +69,7 @@ _PROTECTED = re.compile(
 _LETTER = re.compile(r"[^\W\d_]")
 # what would turn a translated line into another block: a heading, quote, list item, fence, break
 _BLOCK_START = re.compile(r"^(?:#{1,6}(?:\s|$)|>|[-*+](?:\s|$)|\d{1,9}[.)](?:\s|$)|```|~~~|[-=_*]{3,}\s*$)")
+_LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _VERBATIM_HTML = re.compile(r"<(?:pre|script|style|textarea)\b", re.IGNORECASE)
 
 
@@ -203,7 +204,7 @@ def _inline(lines: list[str], first: int, content: str) -> tuple[int, int, int, 
 
 def split(document: str) -> list[Piece]:
     """``document`` cut into pieces (see the module's docstring); their texts joined are ``document``."""
-    lines = document.splitlines(keepends=True)
+    lines = _LINES.findall(document)  # as markdown-it counts them: \r\n, \r and \n end a line
     offsets = [0]
     for line in lines:
         offsets.append(offsets[-1] + len(line))
@@ -212,7 +213,9 @@ def split(document: str) -> list[Piece]:
     i = 0
     while i < len(tokens):
         token = tokens[i]
-        if token.type == "tr_open" and token.map is not None:
+        if token.map is not None and token.map[1] > len(lines):
+            pass  # never seen: a block beyond the text's lines is copied, not guessed at
+        elif token.type == "tr_open" and token.map is not None:
             row = token.map[0]
             j = i
             while tokens[j].type != "tr_close":

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from groupqwen.modalities.segments import Piece, accepts, gaps, protected, split, structure
 
@@ -110,3 +112,17 @@ def test_a_faithful_translation_is_accepted() -> None:
     source = "Run `make test` with {name} on https://x.org, 3 times"
     assert accepts(Piece(source, source), "Lancez `make test` avec {name} sur https://x.org, 3 fois") is None
     assert accepts(Piece("- item", "- item"), "- élément") is None  # the source began so too
+
+
+TOKENS = ["a", "B", " ", "\n", "\r", "\r\n", "\x00", "\u2028", "#", "-", "*", ">", "|", "`", "1.", "<b>", "{"]
+TOKENS += ["}", "%s", "é", "字", "    ", "\t", "[", "](", ")", "\\", "=", "~", "word ", "http://x.y "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=40).map("".join))
+def test_any_text_comes_back_whole_and_a_faithful_translation_keeps_its_structure(text: str) -> None:
+    pieces = split(text)
+    assert "".join(p.text for p in pieces) == text
+    kept = [p.translate and accepts(p, _translate(p)) is None for p in pieces]
+    translated = "".join(_translate(p) if ok else p.text for p, ok in zip(pieces, kept, strict=True))
+    assert structure(translated) == structure(text)
