@@ -41,6 +41,7 @@ class ModelSpec:
     thinking: bool = False  # understands enable_thinking / <think>
     vision: bool = False
     tools: bool = False
+    translation: bool = False  # takes Qwen-MT's translation_options itself (a Qwen-MT endpoint)
     source: str = ""  # where users get the weights
     filename: str = ""
     bundled: BundledSource | None = None

@@ -152,6 +152,54 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Term:
+    """A pair of Qwen-MT's ``terms`` (a term and how to translate it) or ``tm_list`` (a translation memory
+    entry: a sentence and its translation)."""
+
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class TranslationOptions:
+    """Qwen-MT's ``translation_options``, validated: ``source`` and ``target`` are languages by their
+    English names as Qwen-MT spells them (``source`` may be ``auto``), ``memory`` is ``tm_list``."""
+
+    target: str
+    source: str = "auto"
+    terms: tuple[Term, ...] = ()
+    memory: tuple[Term, ...] = ()
+    domains: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The options as Qwen-MT's API takes them."""
+        out: dict[str, Any] = {"source_lang": self.source, "target_lang": self.target}
+        if self.terms:
+            out["terms"] = [{"source": t.source, "target": t.target} for t in self.terms]
+        if self.memory:
+            out["tm_list"] = [{"source": t.source, "target": t.target} for t in self.memory]
+        if self.domains is not None:
+            out["domains"] = self.domains
+        return out
+
+
+@dataclass(frozen=True)
+class TranslationReport:
+    """How a translation went (in-process translation only): the language read for ``auto``, the pieces
+    of prose translated, retried (a first answer lost a protected span, a term or the layout), translated
+    piece by piece around their protected spans, or left as they were (no translation kept the format);
+    the ``terms`` that applied to the text and how many of them the translation holds."""
+
+    source: str | None
+    pieces: int
+    retried: int
+    piecewise: int
+    untranslated: int
+    terms_expected: int
+    terms_held: int
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """One chat completion as the orchestrator sees it (already validated)."""
 
@@ -167,6 +215,7 @@ class ChatRequest:
     tools: Tools | None = None
     n: int = 1  # choices to generate (the adapter runs the pipeline once per choice)
     prepared: tuple[PreparedImage, ...] = ()  # one per image, once the pipeline prepared them
+    translation: TranslationOptions | None = None  # translate the one user turn (Qwen-MT's options)
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
@@ -187,6 +236,7 @@ class GenerationRequest:
     raw_prompt: bool = False  # continue the last message's text as written (``ChatRequest.raw_prompt``)
     tools: Tools | None = None
     images: tuple[PreparedImage, ...] = ()  # the messages' images, decoded, for a model run in-process
+    translation: TranslationOptions | None = None  # for a model that takes Qwen-MT's options itself
 
 
 @dataclass(frozen=True)

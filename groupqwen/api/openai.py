@@ -202,7 +202,9 @@ async def _respond(
             completions.append(await watch.watching(more.collect()))
         watch.stop()
         body = payload(answer, completions)
-        body["groupqwen"] = decision_json(answer.decision, answer.cache, answer.boxes)
+        body["groupqwen"] = decision_json(
+            answer.decision, answer.cache, boxes=answer.boxes, translation=answer.translation
+        )
         timing.used(total_usage([c.usage for c in completions]))
         finish_answer(services, trace, admission, None)
         headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}

@@ -141,7 +141,12 @@ async def answer_frames(
                     async for delta in current:
                         frame = writer.delta(delta, logprobs, index)
                         if delta.finish_reason is not None:  # the decision as it stands (confidence known)
-                            frame["groupqwen"] = decision_json(current.decision, current.cache, current.boxes)
+                            frame["groupqwen"] = decision_json(
+                                current.decision,
+                                current.cache,
+                                boxes=current.boxes,
+                                translation=current.translation,
+                            )
                         yield lead + sse(frame)
                         lead = b""
                         if delta.usage is not None:

@@ -264,6 +264,8 @@ class OpenAIHTTPBackend:
         body.update((k, v) for k, v in optional.items() if v is not None and v != [])
         if request.tools is not None:
             body.update(tools_body(request.tools))
+        if request.translation is not None:  # a Qwen-MT endpoint (models.<id>.translation)
+            body["translation_options"] = request.translation.as_json()
         if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
             schema = {"name": "response", "schema": fmt.schema, "strict": True}
             body["response_format"] = {"type": "json_schema", "json_schema": schema}

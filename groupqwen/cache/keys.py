@@ -76,6 +76,8 @@ def cache_key(request: ChatRequest, tenant: str, model: str, embedder: tuple[str
         shaping["tools"] = [[f.as_json() for f in t.functions], t.choice, t.name, t.parallel]
     if any(m.tool_calls or m.tool_call_id for m in before):  # earlier calls and their results
         shaping["calls"] = [[c.as_json() for c in m.tool_calls] + [m.tool_call_id] for m in before]
+    if request.translation is not None:  # what to translate into, and how; other scopes unchanged
+        shaping["translation"] = request.translation.as_json()
     if request.images:  # each message's images (URL and detail), digested; text-only scopes unchanged
         shaping["images"] = [[_digest([i.url, i.detail]) for i in m.images] for m in request.messages]
     scope = _digest(shaping)

@@ -40,6 +40,11 @@ class ModelConfig(BaseModel):
     max_pixels: int | None = Field(
         None, ge=784, description="A vision model's largest image in pixels; null: images.max_pixels"
     )
+    translation: bool | None = Field(
+        None,
+        description="Whether the model takes Qwen-MT's translation_options itself (an OpenAI-compatible "
+        "Qwen-MT endpoint): they are passed through; otherwise they are compiled into its prompt",
+    )
     fake_reply: str | None = Field(None, description="backend 'fake' only: the reply it streams")
     fake_delay_s: float | None = Field(
         None, ge=0, le=10, description="backend 'fake' only: seconds between the tokens it streams"

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from groupqwen.errors import BackendError
-from groupqwen.messages import Box, Completion, Decision, Delta, TokenLogprob, ToolCall, ToolCallDelta
+from groupqwen.messages import (
+    Box,
+    Completion,
+    Decision,
+    Delta,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+    TranslationReport,
+)
 
 if TYPE_CHECKING:
     from groupqwen.cache import Lookup
@@ -36,11 +45,13 @@ def cache_tenant(owner: str | None, user: str | None) -> str:
 @dataclass
 class Outcome:
     """What answers a request, as the pipeline settles it: the ``decision`` (the cascade's final one, or
-    the cache's on a hit) and the cache's ``Lookup`` (``None``: no cache configured)."""
+    the cache's on a hit) and the cache's ``Lookup`` (``None``: no cache configured); ``translation``: how an
+    in-process translation went, once it has ended."""
 
     decision: Decision
     cache: Lookup | None
     boxes: tuple[Box, ...] = ()  # what a vision model's answer points at, set by its last delta
+    translation: TranslationReport | None = None
 
 
 class Answer:
@@ -66,6 +77,11 @@ class Answer:
     def boxes(self) -> tuple[Box, ...]:
         """The boxes in the answer (known once the last delta is read)."""
         return self._outcome.boxes
+
+    @property
+    def translation(self) -> TranslationReport | None:
+        """How an in-process translation went (set with the last delta)."""
+        return self._outcome.translation
 
     def __aiter__(self) -> AsyncIterator[Delta]:
         return self

@@ -139,6 +139,7 @@ class Cascade:
             raw_prompt=request.raw_prompt,
             tools=request.tools,
             images=tuple(i for i in request.prepared if i.rgb),
+            translation=request.translation,
         )
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []

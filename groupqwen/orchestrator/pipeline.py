@@ -40,12 +40,14 @@ from groupqwen.messages import (
     Completion,
     Decision,
     Delta,
+    TranslationReport,
 )
 from groupqwen.modalities import vision
 from groupqwen.orchestrator.answer import Answer, Outcome, RequestContext
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.router import ModelView, images_refused
 from groupqwen.orchestrator.thinking import ThinkSplitter, wants_thinking
+from groupqwen.orchestrator.translate import passed_through, translated
 from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
 from groupqwen.telemetry import timing
@@ -141,9 +143,11 @@ class Pipeline:
             for s in self._pool.states()
         }
         to_vision = bool(request.images) and "auto:vision" in router.policy.routes
+        to_translate = request.translation is not None and "auto:translate" in router.policy.routes
         if (
             request.model == AUTO_MODEL
             and not to_vision
+            and not to_translate
             and not any(t.model in views for t in router.policy.tiers)
         ):
             return None
@@ -196,7 +200,7 @@ class Pipeline:
             outcome.decision = decision
             timing.decided(decision)
 
-        chunks = self._cascade.stream(request, outcome.decision, decided)
+        chunks = self._chunks(request, outcome, decided)
         cached = outcome.cache
         first: asyncio.Future[Chunk] | None = None
         if cached is not None and cached.pending and self._cache is not None:
@@ -264,6 +268,26 @@ class Pipeline:
         if spec is None or not spec.vision or not request.prepared:
             return ()
         return vision.boxes_of(content, spec, request)
+
+    def _chunks(
+        self, request: ChatRequest, outcome: Outcome, decided: Callable[[Decision], None]
+    ) -> AsyncGenerator[Chunk, None]:
+        """The cascade's chunks; a translation for a model that does not take Qwen-MT's options itself
+        goes through ``translate.translated``."""
+        spec = self._catalog.get(outcome.decision.model)
+        if request.translation is None or spec is None:
+            return self._cascade.stream(request, outcome.decision, decided)
+
+        def reported(report: TranslationReport) -> None:
+            outcome.translation = report
+
+        if spec.translation:
+            return passed_through(self._cascade.stream(request, outcome.decision, decided), request, reported)
+        served = next(
+            (s.spec for s in self._pool.states() if s.spec.id == spec.id), spec
+        )  # its n_ctx allocated
+        context = served.n_ctx or served.context_length
+        return translated(self._cascade, request, outcome.decision, context, decided, reported)
 
     def _warm(self, decision: Decision) -> bool:
         """Whether to generate while the semantic layer looks: the model is loaded, and ``overlap`` says

@@ -34,6 +34,7 @@ from groupqwen.orchestrator.features import DENSE, Features, extract, vector
 from groupqwen.orchestrator.thinking import wants_thinking
 
 FIXED_ROUTES = ("auto", "auto:cascade", "auto:fast", "auto:best")
+TRANSLATE = "auto:translate"  # a named route (``RouterPolicy.routes``) that translates
 
 
 @dataclass(frozen=True)
@@ -141,13 +142,25 @@ class Router:
             )
         features = extract(request)
         if name in self.policy.routes:
-            return self._plain(name, request, models, features, f"route {name} is served by a plain model")
+            route = self._plain(name, request, models, features, f"route {name} is served by a plain model")
+            if name == TRANSLATE and request.translation is None:
+                raise InvalidRequest(
+                    f"Route {TRANSLATE!r} translates the one user message with Qwen-MT's "
+                    'translation_options: send them, e.g. {"target_lang": "French"} (source_lang '
+                    "defaults to 'auto').",
+                    param="translation_options",
+                )
+            return route
         if name == AUTO_MODEL and features.images and "auto:vision" in self.policy.routes:
             reason = f"the request carries {features.images} image{'s' if features.images > 1 else ''}"
             return self._plain("auto:vision", request, models, features, reason)
-        if name == AUTO_MODEL and features.translate_to and "auto:translate" in self.policy.routes:
+        if name == AUTO_MODEL and request.translation is not None and TRANSLATE in self.policy.routes:
+            options = request.translation
+            reason = f"translation_options ({options.source} → {options.target})"
+            return self._plain(TRANSLATE, request, models, features, reason)
+        if name == AUTO_MODEL and features.translate_to and TRANSLATE in self.policy.routes:
             reason = f"explicit translation request (into {features.translate_to})"
-            return self._plain("auto:translate", request, models, features, reason)
+            return self._plain(TRANSLATE, request, models, features, reason)
         tiers, skipped = self._eligible(features, models)
         complexity, why = self._complexity(features)
         think_default = self._thinking(features)

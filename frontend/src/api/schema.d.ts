@@ -833,6 +833,8 @@ export interface components {
              * @default null
              */
             top_p: number | null;
+            /** @default null */
+            translation_options: components["schemas"]["TranslationOptionsIn"] | null;
             /**
              * User
              * @default null
@@ -1475,6 +1477,38 @@ export interface components {
             type: string;
         } & {
             [key: string]: unknown;
+        };
+        /** TranslationOptionsIn */
+        TranslationOptionsIn: {
+            /**
+             * Domains
+             * @default null
+             */
+            domains: string | null;
+            /**
+             * Source Lang
+             * @default auto
+             */
+            source_lang: string;
+            /** Target Lang */
+            target_lang: string;
+            /**
+             * Terms
+             * @default null
+             */
+            terms: components["schemas"]["TranslationPair"][] | null;
+            /**
+             * Tm List
+             * @default null
+             */
+            tm_list: components["schemas"]["TranslationPair"][] | null;
+        };
+        /** TranslationPair */
+        TranslationPair: {
+            /** Source */
+            source: string;
+            /** Target */
+            target: string;
         };
         /** Usage */
         Usage: {

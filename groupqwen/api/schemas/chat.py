@@ -21,6 +21,12 @@ from groupqwen.api.schemas.tools import (
     tool_call_deltas_json,
     tools_of,
 )
+from groupqwen.api.schemas.translation import (
+    TranslationOptionsIn,
+    check_translation,
+    options_of,
+    translation_json,
+)
 from groupqwen.cache import Lookup
 from groupqwen.config import Settings
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
@@ -36,6 +42,7 @@ from groupqwen.messages import (
     Role,
     Sampling,
     TokenLogprob,
+    TranslationReport,
     Usage,
 )
 
@@ -104,6 +111,7 @@ class ChatCompletionRequest(Wire):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
+    translation_options: TranslationOptionsIn | None = None  # Qwen-MT's (``schemas/translation.py``)
 
 
 _ROLES: dict[str, Role] = {
@@ -285,7 +293,7 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         frequency_penalty=body.frequency_penalty or 0.0,
         logit_bias=_logit_bias(body.logit_bias),
     )
-    return ChatRequest(
+    chat = ChatRequest(
         messages=tuple(messages),
         model=body.model,
         sampling=sampling,
@@ -296,7 +304,10 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         enable_thinking=thinking,
         tools=tools_of(body.tools, body.tool_choice, body.parallel_tool_calls),
         n=body.n or 1,
+        translation=options_of(body.translation_options),
     )
+    check_translation(chat)
+    return chat
 
 
 def _logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
@@ -423,11 +434,15 @@ class ChunkWriter:
 
 
 def decision_json(
-    decision: Decision, cached: Lookup | None = None, boxes: tuple[Box, ...] = ()
+    decision: Decision,
+    cached: Lookup | None = None,
+    boxes: tuple[Box, ...] = (),
+    translation: TranslationReport | None = None,
 ) -> dict[str, Any]:
     """The decision, as the ``groupqwen`` object of a JSON answer or of a stream's last chunk, with the
-    cache's outcome (``cache``) where a cache is configured, and the ``boxes`` a vision model's answer
-    points at (in pixels of the image sent) when it points at any."""
+    cache's outcome (``cache``) where a cache is configured, the ``boxes`` a vision model's answer points at
+    (in pixels of the image sent) when it points at any, and how an in-process translation went
+    (``translation``)."""
     out: dict[str, Any] = {
         "route": decision.route,
         "model": decision.model,
@@ -441,6 +456,8 @@ def decision_json(
         out["cache"] = cache_json(cached)
     if boxes:
         out["boxes"] = [{"label": b.label, "x1": b.x1, "y1": b.y1, "x2": b.x2, "y2": b.y2} for b in boxes]
+    if translation is not None:
+        out["translation"] = translation_json(translation)
     return out
 
 
