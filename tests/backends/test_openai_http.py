@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
@@ -22,7 +20,7 @@ import aiohttp
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from servers import free_port
+from servers import ALIAS, LlamaServer, free_port
 
 from groupqwen.api.app import create_app
 from groupqwen.backends.base import Backend
@@ -35,67 +33,14 @@ from groupqwen.orchestrator.thinking import ThinkSplitter
 
 pytestmark = pytest.mark.integration
 
-ALIAS = "smollm2"
-
-
-class LlamaServer:
-    """One ``python -m llama_cpp.server`` process on loopback."""
-
-    def __init__(self, model: Path, *extra: str) -> None:
-        self.model, self.extra = model, extra
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        # one thread (2 cores here); logits_all: logprobs; interrupt_requests false: a queued request must
-        # not cut the one streaming
-        args = ["--model", str(self.model), "--host", "127.0.0.1", "--port", str(self.port)]
-        args += ["--n_threads", "1", "--n_ctx", "1024", "--model_alias", ALIAS, "--logits_all", "true"]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", *args, "--interrupt_requests", "false", *self.extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, "llama server exited"
-            try:
-                if httpx.get(f"{self.url}/models", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"llama server at {self.url} did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[list[LlamaServer]]:
     from groupqwen.pool.bundled import ensure_bundled
 
     model = ensure_bundled(builtin_catalog()["smollm2-135m"], Settings().models_dir)
-    pair = [LlamaServer(model), LlamaServer(model)]
-    try:
-        for server in pair:
-            server.start()
-        for server in pair:
-            server.wait_ready()
-        yield pair
-    finally:
-        for server in pair:
-            if server.proc is not None:
-                server.proc.terminate()
-                try:
-                    server.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    server.kill()
+    with LlamaServer(model).serving() as one, LlamaServer(model).serving() as two:
+        yield [one, two]
 
 
 def spec_for(*urls: str, max_parallel: int = 4, api_key: str | None = None) -> ModelSpec:
@@ -745,20 +690,9 @@ def seeing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaSer
     tokens = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "chat_template": SEEING_TEMPLATE}
     config.write_text(json.dumps(tokens))
     model = ensure_bundled(builtin_catalog()["smollm2-135m"], Settings().models_dir)
-    server = LlamaServer(
-        model, "--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(config)
-    )
-    server.start()
-    try:
-        server.wait_ready()
+    extra = ("--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(config))
+    with LlamaServer(model, *extra).serving() as server:
         yield server
-    finally:
-        assert server.proc is not None
-        server.proc.terminate()
-        try:
-            server.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def test_gateway_sends_images_through_the_vision_route_to_a_real_server(

@@ -6,7 +6,6 @@ parsed once with orjson) whatever the client asked."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from servers import ALIAS, LlamaServer
 
 from groupqwen.api.app import create_app
 from groupqwen.catalog import builtin_catalog
 from groupqwen.config import load_settings
-
-from .test_openai_http import ALIAS, LlamaServer
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +29,8 @@ def server() -> Iterator[LlamaServer]:
     from groupqwen.pool.bundled import ensure_bundled
 
     model = ensure_bundled(builtin_catalog()["smollm2-135m"], load_settings().models_dir)
-    one = LlamaServer(model)
-    one.start()
-    try:
-        one.wait_ready()
+    with LlamaServer(model).serving() as one:
         yield one
-    finally:
-        assert one.proc is not None
-        one.proc.terminate()
-        try:
-            one.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            one.kill()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ which it enforces with a grammar), through the gateway and the ``openai`` SDK.""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import openai
 import pytest
+from servers import ALIAS, LlamaServer
 
 from groupqwen.api.app import create_app
 from groupqwen.catalog import builtin_catalog
@@ -22,7 +22,7 @@ from groupqwen.messages import Message, Sampling, Tool, ToolCall, Tools
 from groupqwen.orchestrator.answer import merge_tool_calls
 from groupqwen.testing import fake_services, fake_settings
 
-from .test_openai_http import ALIAS, Exchange, LlamaServer, ask, collect, loaded, raw_server
+from .test_openai_http import Exchange, ask, collect, loaded, raw_server
 
 pytestmark = pytest.mark.integration
 
@@ -120,18 +120,8 @@ def server() -> Iterator[LlamaServer]:
     from groupqwen.pool.bundled import ensure_bundled
 
     model = ensure_bundled(builtin_catalog()["smollm2-135m"], Settings().models_dir)
-    one = LlamaServer(model)
-    one.start()
-    try:
-        one.wait_ready()
+    with LlamaServer(model).serving() as one:
         yield one
-    finally:
-        assert one.proc is not None
-        one.proc.terminate()
-        try:
-            one.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            one.kill()
 
 
 def test_a_real_servers_calls_reach_the_sdk(server: LlamaServer, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from servers import ALIAS, LlamaServer
 
 from groupqwen import testing
 from groupqwen.testing import fake_services, fake_settings
-
-from .test_openai_http import ALIAS, LlamaServer
 
 pytestmark = pytest.mark.integration
 
@@ -36,18 +34,8 @@ def data_url(size: tuple[int, int]) -> str:
 @pytest.fixture(scope="module")
 def server(tiny_vlm_files: tuple[Path, Path]) -> Iterator[LlamaServer]:
     model, mmproj = tiny_vlm_files
-    one = LlamaServer(model, "--clip_model_path", str(mmproj), "--chat_format", "mtmd")
-    one.start()
-    try:
-        one.wait_ready()
+    with LlamaServer(model, "--clip_model_path", str(mmproj), "--chat_format", "mtmd").serving() as one:
         yield one
-    finally:
-        assert one.proc is not None
-        one.proc.terminate()
-        try:
-            one.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            one.kill()
 
 
 @pytest.fixture(scope="module")
