@@ -37,6 +37,13 @@ MODELS = {
     "slow": {"fake_reply": LONG_REPLY, "fake_delay_s": 0.025},
     "count": {"fake_reply": COUNT_REPLY, "fake_delay_s": 0.015},
     "spare": {"keep_alive": -1},
+    # a Qwen3-VL stand-in: takes images, and its answer points at a box (0–1000 of the image's sides)
+    "seeing": {
+        "vision": True,
+        "family": "qwen3-vl",
+        "fake_reply": 'It is here: [{"bbox_2d": [250, 250, 750, 750], "label": "square"}]',
+        "fake_delay_s": 0.01,
+    },
 }
 
 

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from playwright.sync_api import expect
 from waiting import wait_until
 
@@ -198,3 +199,25 @@ def test_an_export_uploads_and_its_review_round_trips(page: Any, served: ServedP
     everything = get_json(served.url + "/v1/review/ui-test?status=all")["data"]
     kept = {item["conversation"]["id"] for item in everything if item["status"] != "rejected"}
     assert built == len(kept)  # the rejected one is left out
+
+
+def test_a_vision_answers_boxes_are_drawn_on_the_image(
+    page: Any, served: ServedProcess, tmp_path: Path
+) -> None:
+    picture = tmp_path / "square.png"
+    Image.new("RGB", (200, 100), (20, 120, 220)).save(picture)
+    start_chat(page, served, "seeing")
+    page.get_by_label("Image", exact=True).set_input_files(str(picture))
+    expect(page.get_by_role("button", name="Remove attachment 1")).to_be_visible()
+    ask(page, "Where is the square?")
+    answer = page.locator("[data-testid=assistant-message][data-state=done]")
+    expect(answer).to_contain_text("It is here")
+    box = answer.get_by_test_id("answer-box")
+    expect(box).to_have_count(1)
+    # the gateway maps 250…750 of 1000 to the picture's own pixels: 200 × 100
+    expect(box).to_have_attribute("data-box", "50,25,150,75")
+    expect(box).to_have_attribute("data-label", "square")
+    expect(answer.get_by_role("img", name="The image the answer points at: square")).to_be_visible()
+    page.reload()  # kept with the answer in the browser's history
+    expect(page.get_by_test_id("answer-box")).to_have_attribute("data-box", "50,25,150,75")
+    screenshot(page, "chat-boxes")

@@ -20,6 +20,15 @@ export interface ChatBody {
   enable_thinking?: boolean;
 }
 
+/** What a vision model's answer points at, in pixels of the image sent (`groupqwen.boxes`). */
+export interface Box {
+  label: string;
+  x1: number;
+  y1: number;
+  x2: number;
+  y2: number;
+}
+
 export interface Decision {
   route: string;
   model: string;
@@ -27,6 +36,7 @@ export interface Decision {
   confidence: number | null;
   escalations: number;
   thinking: boolean;
+  boxes?: Box[];
 }
 
 export interface Usage {

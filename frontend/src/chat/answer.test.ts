@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { chatBody, emptyDraft, fold, titleOf } from "./answer";
+import { chatBody, emptyDraft, fold, lastImage, titleOf } from "./answer";
 import { DEFAULT_PARAMS, type Message } from "./db";
 import type { ChatChunk } from "../api/types";
 
@@ -27,6 +27,28 @@ describe("fold", () => {
     expect(d.meta.escalations).toBe(1);
     expect(d.meta.cache).toBe("miss");
     expect(d.meta.tokensPerSecond).toBeCloseTo(10); // 2 tokens after the first in 200 ms
+    expect(d.meta.boxes).toBeUndefined();
+  });
+
+  it("keeps the boxes a vision model's answer points at", () => {
+    const boxes = [{ label: "cat", x1: 10, y1: 20, x2: 110, y2: 220 }];
+    const decision = { route: "auto:vision", model: "v", reason: "", confidence: null, escalations: 0, thinking: false, boxes };
+    const d = fold(emptyDraft(0), { type: "chunk", chunk: { ...chunk("the cat"), groupqwen: decision } }, 5);
+    expect(d.meta.boxes).toEqual(boxes);
+  });
+});
+
+describe("lastImage", () => {
+  it("is the last image of the last user message that has any", () => {
+    expect(lastImage([])).toBeUndefined();
+    expect(
+      lastImage([
+        { role: "user", images: ["a", "b"] },
+        { role: "assistant" },
+        { role: "user", images: [] },
+        { role: "assistant", images: ["not a user's"] },
+      ]),
+    ).toBe("b");
   });
 });
 

@@ -56,6 +56,7 @@ export function fold(draft: Draft, event: StreamEvent, now: number): Draft {
     meta.model = chunk.groupqwen.model;
     meta.route = chunk.groupqwen.route;
     meta.escalations = chunk.groupqwen.escalations;
+    if (chunk.groupqwen.boxes?.length) meta.boxes = chunk.groupqwen.boxes;
   }
   if (chunk.usage) {
     meta.promptTokens = chunk.usage.prompt_tokens;
@@ -93,4 +94,12 @@ export function chatBody(model: string, params: Params, history: Message[]): Cha
 export function titleOf(text: string): string {
   const line = text.trim().split("\n")[0] ?? "";
   return line.length > 48 ? `${line.slice(0, 47)}…` : line || "New chat";
+}
+
+/** The last image a user message of `history` attached: the one the gateway maps an answer's boxes to. */
+export function lastImage(history: Pick<Message, "role" | "images">[]): string | undefined {
+  for (const message of [...history].reverse()) {
+    if (message.role === "user" && message.images?.length) return message.images.at(-1);
+  }
+  return undefined;
 }

@@ -1,5 +1,6 @@
 /** Chat history in IndexedDB (Dexie): conversations and their messages, images included. */
 import Dexie, { type EntityTable } from "dexie";
+import type { Box } from "../api/types";
 
 export interface Params {
   system: string;
@@ -31,6 +32,7 @@ export interface AnswerMeta {
   ttftMs: number | null;
   tokensPerSecond: number | null;
   requestId: string | null;
+  boxes?: Box[];
 }
 
 export interface Message {

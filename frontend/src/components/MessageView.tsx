@@ -1,4 +1,5 @@
 import { useLayoutEffect, useState } from "react";
+import type { Box } from "../api/types";
 import type { AnswerMeta, Message } from "../chat/db";
 import { useDraft } from "../chat/useChat";
 import { LazyMarkdown as Markdown } from "./LazyMarkdown";
@@ -25,14 +26,46 @@ export function Footer({ meta }: { meta: AnswerMeta }) {
   );
 }
 
+/** `url` with the boxes an answer points at drawn over it (`boxes` are in the image's own pixels). */
+export function BoxedImage({ url, boxes }: { url: string; boxes: Box[] }) {
+  const [size, setSize] = useState<{ width: number; height: number } | null>(null);
+  const names = boxes.map((b) => b.label || "a box").join(", ");
+  return (
+    <figure className="relative mb-2 inline-block max-w-full" data-testid="answer-boxes">
+      <img
+        src={url}
+        alt={`The image the answer points at: ${names}`}
+        className="block max-h-80 max-w-full"
+        onLoad={(e) => setSize({ width: e.currentTarget.naturalWidth, height: e.currentTarget.naturalHeight })}
+      />
+      {size ? (
+        <svg viewBox={`0 0 ${size.width} ${size.height}`} className="pointer-events-none absolute inset-0 h-full w-full" aria-hidden="true">
+          {boxes.map((b, i) => (
+            <g key={i} data-testid="answer-box" data-label={b.label} data-box={`${b.x1},${b.y1},${b.x2},${b.y2}`}>
+              <rect x={b.x1} y={b.y1} width={b.x2 - b.x1} height={b.y2 - b.y1} fill="none" stroke="#e11d48" strokeWidth={Math.max(2, size.width / 200)} />
+              {b.label ? (
+                <text x={b.x1 + 4} y={b.y1 + Math.max(14, size.height / 30)} fill="#e11d48" fontSize={Math.max(12, size.height / 30)}>
+                  {b.label}
+                </text>
+              ) : null}
+            </g>
+          ))}
+        </svg>
+      ) : null}
+    </figure>
+  );
+}
+
 interface Props {
   message: Pick<Message, "role" | "content" | "reasoning" | "images" | "meta" | "state" | "error">;
   streaming?: boolean;
+  /** The conversation's last image before this answer: its boxes are drawn on it. */
+  image?: string;
   onEdit?: (text: string) => void;
   onRegenerate?: () => void;
 }
 
-export function MessageView({ message, streaming = false, onEdit, onRegenerate }: Props) {
+export function MessageView({ message, streaming = false, image, onEdit, onRegenerate }: Props) {
   const [editing, setEditing] = useState(false);
   const [text, setText] = useState(message.content);
   const user = message.role === "user";
@@ -77,6 +110,7 @@ export function MessageView({ message, streaming = false, onEdit, onRegenerate }
       ) : (
         <Markdown text={message.content} />
       )}
+      {!user && image && message.meta?.boxes?.length ? <BoxedImage url={image} boxes={message.meta.boxes} /> : null}
       {message.state === "error" ? (
         <p role="alert" className="mt-1 rounded bg-red-50 px-2 py-1 text-sm text-red-800 dark:bg-red-950 dark:text-red-200" data-testid="answer-error">
           {message.error}
@@ -96,9 +130,9 @@ export function MessageView({ message, streaming = false, onEdit, onRegenerate }
 
 /** The answer being streamed (useDraft), re-rendered on its own as it grows; `onGrow` after each update
  * is on the page. */
-export function StreamingMessage({ onGrow }: { onGrow: () => void }) {
+export function StreamingMessage({ onGrow, image }: { onGrow: () => void; image?: string }) {
   const draft = useDraft((state) => state.draft);
   useLayoutEffect(onGrow, [draft, onGrow]);
   if (!draft) return null;
-  return <MessageView streaming message={{ role: "assistant", content: draft.content, reasoning: draft.reasoning, meta: draft.meta }} />;
+  return <MessageView streaming image={image} message={{ role: "assistant", content: draft.content, reasoning: draft.reasoning, meta: draft.meta }} />;
 }

@@ -6,6 +6,7 @@ import { Conversations } from "../components/Conversations";
 import { MessageView, StreamingMessage } from "../components/MessageView";
 import { ModelPicker, takesImages, useModels } from "../components/ModelPicker";
 import { db, DEFAULT_PARAMS, type Conversation, type Params } from "../chat/db";
+import { lastImage } from "../chat/answer";
 import { useChat } from "../chat/useChat";
 import { openSocket } from "../chat/ws";
 
@@ -105,15 +106,16 @@ export default function ChatPage() {
         ) : (
           <>
             <div ref={list} onScroll={onScroll} className="min-h-0 flex-1 space-y-3 overflow-y-auto p-3" data-testid="messages" aria-live="polite">
-              {shown.map((m) => (
+              {shown.map((m, i) => (
                 <MessageView
                   key={m.id}
                   message={m}
+                  image={m.role === "assistant" ? lastImage(shown.slice(0, i)) : undefined}
                   onEdit={m.role === "user" && !streaming ? (text) => void send(text, m.images ?? [], m.seq) : undefined}
                   onRegenerate={m.role === "assistant" && m.seq === lastSeq && !streaming ? () => void regenerate() : undefined}
                 />
               ))}
-              {streaming ? <StreamingMessage onGrow={onGrow} /> : null}
+              {streaming ? <StreamingMessage onGrow={onGrow} image={lastImage(shown)} /> : null}
               <div ref={bottom} />
             </div>
             <Composer busy={streaming !== null} images={takesImages(models?.data ?? [], conversation.model)} onSend={(text, images) => void send(text, images)} onStop={stop} />
