@@ -107,6 +107,28 @@ def test_an_http_image_is_fetched_by_the_gateway_and_answered_in_process(
 
 
 @pytest.mark.integration
+def test_auto_sends_an_image_through_the_vision_route_to_the_in_process_model(
+    tiny_vlm_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, mmproj = tiny_vlm_files
+    settings = fake_settings(
+        tmp_path,
+        models={"tiny-vl": {"path": model, "mmproj": mmproj, "family": "qwen2-vl", "n_ctx": 1024}},
+        default_model="smollm2-135m",  # text goes elsewhere: only the image makes it tiny-vl
+        router={"routes": {"auto:vision": "tiny-vl"}},
+        n_threads=1,
+        images={"max_pixels": 112 * 112},
+    )
+    with testing.gateway(fake_services(settings)) as routed:
+        body = {"model": "auto", "messages": question(data_url(png((100, 60)))), "max_tokens": 2}
+        response = routed.post(URL, json={**body, "temperature": 0})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-groupqwen-route"] == "auto:vision"
+    assert response.headers["x-groupqwen-model"] == "tiny-vl"
+    assert response.json()["groupqwen"]["route"] == "auto:vision"
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
