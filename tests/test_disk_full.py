@@ -44,11 +44,12 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(directory: Path) -> Path:
-    """A file that takes every free byte left."""
+    """A file that takes every free byte left (called again, it takes what was freed since: a database
+    dropping its journal frees a few pages)."""
     filler = directory / "filler"
-    with filler.open("wb", buffering=0) as f:
+    with filler.open("ab", buffering=0) as f:
         try:
-            while f.write(b"\0" * 65536):
+            while f.write(b"\0" * 4096):
                 pass
         except OSError:
             pass
@@ -91,6 +92,7 @@ def test_a_full_data_disk_fails_no_chat_request_and_corrupts_nothing(
         status = checks(http)
         assert status["database"] == "degraded" and status["disk"] == "degraded"
 
+        fill(small_disk)  # what the failed telemetry writes gave back since
         edit = {"key": "c1#0", "verdict": "edit", "conversation": {"title": "x" * 3_000_000}}
         for body in ({"key": "c1#0", "verdict": "accept"}, edit):
             refused = http.post("/v1/review/chats/decisions", json=body)

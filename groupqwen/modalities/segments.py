@@ -229,7 +229,9 @@ def split(document: str) -> list[Piece]:
             i = j
         elif token.type == "inline" and token.map is not None:
             place = _inline(lines, token.map[0], token.content)
-            if place is not None:
+            # the lines are joined into one for the model: a protected span across a line break (inline
+            # code, a tag) would change, so such a paragraph stays as written
+            if place is not None and not any("\n" in span for span in protected(token.content)):
                 l0, c0, l1, c1 = place
                 source = " ".join(p.strip() for p in token.content.split("\n"))
                 edits.append((offsets[l0] + c0, offsets[l1] + c1, source, False))

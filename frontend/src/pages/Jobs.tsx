@@ -1,4 +1,4 @@
-import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { keepPreviousData, useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
 import { useNavigate, useParams } from "react-router";
 import { getJson, postJson, request, route } from "../api/client";
@@ -104,13 +104,16 @@ function JobDetail({ id }: { id: string }) {
     refetchInterval: (q) => live(q.state.data?.status),
   });
   const status = job.data?.status;
+  // read again when the status changes: what the job wrote last comes before its final status
   const events = useQuery({
-    queryKey: ["job-events", id],
+    queryKey: ["job-events", id, status],
+    placeholderData: keepPreviousData,
     queryFn: () => getJson<Page<JobEvent>>(`${route("/v1/fine_tuning/jobs/{job_id}/events", { job_id: id })}?limit=1000`),
     refetchInterval: live(status),
   });
   const checkpoints = useQuery({
-    queryKey: ["job-checkpoints", id],
+    queryKey: ["job-checkpoints", id, status],
+    placeholderData: keepPreviousData,
     queryFn: () => getJson<Page<JobCheckpoint>>(route("/v1/fine_tuning/jobs/{job_id}/checkpoints", { job_id: id })),
     refetchInterval: live(status),
   });
