@@ -61,7 +61,6 @@ class ResponseEvents:
         self.reasoning: list[str] = []
         self.content: list[str] = []
         self.tokens: list[TokenLogprob] = []
-        self.calls: dict[int, list[str]] = {}  # per call index: id, name, arguments so far
 
     def event(self, kind: str, **payload: Any) -> bytes:
         frame = _event(kind, self.seq, payload)
@@ -148,12 +147,10 @@ class ResponseEvents:
         for piece in delta.tool_calls:
             if piece.id is not None:
                 frames += self._open("call", piece)
-                self.calls[piece.index] = [piece.id, piece.name or "", ""]
             call = self.open
             if not piece.arguments or call is None or call.call is None or call.call.index != piece.index:
                 continue
             call.text.append(piece.arguments)
-            self.calls[piece.index][2] += piece.arguments
             frames.append(self._at("response.function_call_arguments.delta", call, delta=piece.arguments))
         return frames
 
@@ -161,19 +158,23 @@ class ResponseEvents:
         """The last delta's completion, and the frames that close the open item (an answer with neither
         text nor calls still gets its empty message item)."""
         assert delta.finish_reason is not None and delta.usage is not None
-        frames = []
         if delta.finish_reason == "length":
             self.status = "incomplete"
-        if not self.calls and not self.messages:
-            frames += self._open("message")
-        frames += self._close()
+        frames = self._close()
+        calls = tuple(
+            ToolCall(item["call_id"], item["name"], item["arguments"])
+            for item in self.output
+            if item["type"] == "function_call"
+        )
+        if not calls and not self.messages:
+            frames += self._open("message") + self._close()
         completion = Completion(
             "".join(self.content),
             "".join(self.reasoning),
             delta.finish_reason,
             delta.usage,
             tuple(self.tokens),
-            tuple(ToolCall(*self.calls[index]) for index in sorted(self.calls)),
+            calls,
         )
         return completion, frames
 

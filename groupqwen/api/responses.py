@@ -21,7 +21,7 @@ from groupqwen.api.openai import cache_control, decision_headers, finish_answer
 from groupqwen.api.openapi import SSE, body, errors
 from groupqwen.api.response_events import response_events
 from groupqwen.api.schemas.chat import check_limits
-from groupqwen.api.schemas.response_output import ResponseWriter, new_id
+from groupqwen.api.schemas.response_output import ResponseWriter, message_item, new_id
 from groupqwen.api.schemas.response_tools import function_call_item
 from groupqwen.api.schemas.responses import ResponsesRequest, chat_request, input_messages
 from groupqwen.api.services import Services
@@ -71,15 +71,7 @@ def _input_items(messages: list[Message]) -> tuple[dict[str, Any], ...]:
                 for p in parts
             ]
             role = "developer" if message.role == "system" else message.role
-            items.append(
-                {
-                    "id": new_id("msg"),
-                    "type": "message",
-                    "role": role,
-                    "status": "completed",
-                    "content": content,
-                }
-            )
+            items.append(message_item(new_id("msg"), content, "completed", role))
         items.extend(function_call_item(new_id("fc"), call, "completed") for call in message.tool_calls)
     return tuple(items)
 

@@ -37,8 +37,10 @@ def text_part(text: str, logprobs: tuple[TokenLogprob, ...] | None) -> dict[str,
     return part
 
 
-def message_item(item_id: str, content: list[dict[str, Any]], status: str) -> dict[str, Any]:
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+def message_item(
+    item_id: str, content: list[dict[str, Any]], status: str, role: str = "assistant"
+) -> dict[str, Any]:
+    return {"type": "message", "id": item_id, "status": status, "role": role, "content": content}
 
 
 def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
