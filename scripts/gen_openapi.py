@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
+
+import generated
 
 from groupqwen.api.app import create_app
 from groupqwen.config import load_settings
@@ -26,20 +27,5 @@ def render() -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs, write nothing")
-    args = parser.parse_args()
-    text = render()
-    if args.check:
-        if not SCHEMA.is_file() or SCHEMA.read_text(encoding="utf-8") != text:
-            print(f"{SCHEMA} is stale: run scripts/gen_openapi.py", file=sys.stderr)
-            return 1
-        return 0
-    SCHEMA.write_text(text, encoding="utf-8")
-    print(f"wrote {SCHEMA}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(generated.main(__doc__.splitlines()[0], SCHEMA, lambda _: render()))
