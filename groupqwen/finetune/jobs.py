@@ -161,12 +161,16 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(files_table.insert().values(**{**stored.__dict__, "path": str(stored.path)}))
 
-    def file(self, file_id: str, tenant: str | None = None) -> StoredFile:
-        query = files_table.select().where(files_table.c.id == file_id)
+    def _row(self, table: sa.Table, row_id: str, tenant: str | None) -> sa.RowMapping | None:
+        """The row ``row_id`` of ``table`` (only the tenant's when ``tenant`` is given)."""
+        query = table.select().where(table.c.id == row_id)
         if tenant is not None:
-            query = query.where(files_table.c.tenant == tenant)
+            query = query.where(table.c.tenant == tenant)
         with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
+            return conn.execute(query).mappings().first()
+
+    def file(self, file_id: str, tenant: str | None = None) -> StoredFile:
+        row = self._row(files_table, file_id, tenant)
         if row is None:
             raise NotFound(f"No file {file_id!r}: upload it with POST /v1/files", param="file_id")
         return StoredFile(**{**row, "path": Path(row["path"])})
@@ -180,11 +184,7 @@ class JobStore:
         return self.job(values["id"])
 
     def job(self, job_id: str, tenant: str | None = None) -> Job:
-        query = jobs_table.select().where(jobs_table.c.id == job_id)
-        if tenant is not None:
-            query = query.where(jobs_table.c.tenant == tenant)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
+        row = self._row(jobs_table, job_id, tenant)
         if row is None:
             raise NotFound(f"No fine-tuning job {job_id!r}", param="fine_tuning_job_id")
         return Job(**{**row, "hyperparameters": json.loads(row["hyperparameters"])})
