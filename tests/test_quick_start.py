@@ -28,7 +28,17 @@ def blocks(language: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict[str, str]]]:
-    dry_run = subprocess.run(["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True)
+    # Under ``make test`` (or ``make -C``) the parent's MAKEFLAGS make this make print "Entering directory"
+    # lines around its output: read the dry run as a make of its own.
+    outer = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}}
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "run"],
+        cwd=REPO,
+        env=outer,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     command = shlex.split(dry_run.stdout.strip().splitlines()[-1])
     assert command[0].endswith("groupqwen") and command[1:] == ["serve"], command
     port = free_port()
