@@ -124,6 +124,13 @@ def test_load_and_unload_from_the_picker_change_v1_models(page: Any, served: Ser
     page.get_by_role("button", name="Unload spare").click()
     wait_until(lambda: status() == "unloaded")
     expect(page.get_by_test_id("model-spare").get_by_test_id("model-status")).to_have_text("unloaded")
+    # an answer from the unloaded model loads it: the picker re-reads the statuses once the answer comes
+    page.get_by_role("button", name="Models").click()
+    page.get_by_label("Model", exact=True).select_option("spare")
+    ask(page, "Hello spare")
+    expect(page.locator("[data-testid=assistant-message][data-state=done]")).to_have_count(1)
+    assert status() == "loaded"
+    expect(page.get_by_role("option", name="spare (loaded)")).to_have_count(1)
 
 
 def test_an_unknown_model_shows_the_servers_message(page: Any, served: ServedProcess) -> None:

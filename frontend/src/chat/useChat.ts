@@ -1,4 +1,5 @@
 /** Sending, streaming, stopping, regenerating and editing in one conversation. */
+import { useQueryClient } from "@tanstack/react-query";
 import { useCallback, useRef, useState } from "react";
 import { create } from "zustand";
 import { ApiError } from "../api/client";
@@ -23,6 +24,8 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
   const controller = useRef<AbortController | null>(null);
   // how many messages the last answer left in its conversation: a live list shorter than that is behind
   const settled = useRef<{ id: string; count: number } | null>(null);
+  // a request may load (or swap out) models: the picker's statuses are re-read once it has an answer
+  const client = useQueryClient();
 
   const answer = useCallback(
     async (conv: Conversation, history: Message[]) => {
@@ -40,8 +43,10 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
       const streamed = transport.stream(chatBody(conv.model, conv.params, history), abort.signal, (event) => {
         const first = draft.firstTokenAt === null;
         draft = fold(draft, event, performance.now());
-        if (first && draft.firstTokenAt !== null) show(); // the first token: at once
-        else frame ??= requestAnimationFrame(show);
+        if (first && draft.firstTokenAt !== null) {
+          show(); // the first token: at once
+          void client.invalidateQueries({ queryKey: ["models"] }); // its model is loaded now
+        } else frame ??= requestAnimationFrame(show);
       });
       useDraft.setState({ draft });
       setStreaming({ seq });
@@ -75,8 +80,9 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
       await db.conversations.update(conv.id, { updatedAt: Date.now() });
       setStreaming(null);
       useDraft.setState({ draft: null });
+      void client.invalidateQueries({ queryKey: ["models"] });
     },
-    [transport],
+    [transport, client],
   );
 
   const send = useCallback(
