@@ -6,6 +6,7 @@ llama-cpp-python's own OpenAI-compatible server (``LlamaServer``), the real upst
 
 from __future__ import annotations
 
+import ctypes
 import glob
 import os
 import shutil
@@ -130,6 +131,15 @@ def _pg_bin() -> Path:
     return Path(initdb).parent
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _shut_down_with_parent() -> None:
+    """In the child before exec (after Popen's change of user, which would clear it): SIGINT, PostgreSQL's
+    fast shutdown, when the process that started it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
+
+
 class PostgresServer:
     """A throwaway cluster owned by the ``postgres`` user when we are root (the server refuses root)."""
 
@@ -140,6 +150,7 @@ class PostgresServer:
         self.port = port
         self.user = "postgres" if os.geteuid() == 0 else None
         self.url = f"postgresql://postgres@127.0.0.1:{port}/groupqwen_test"
+        self.process: subprocess.Popen[bytes] | None = None
 
     def _run(self, *args: str, timeout: float = 60) -> None:
         subprocess.run(
@@ -157,11 +168,39 @@ class PostgresServer:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "groupqwen_test")
 
     def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+        """The server as this process's child (not daemonized by ``pg_ctl start``), told to shut down when
+        the test process dies: a killed test run leaves no cluster behind."""
+        options = [
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.root),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ]
+        with (self.root / "log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.data), *options],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self.user,
+                cwd=self.root,
+                preexec_fn=_shut_down_with_parent,
+            )
+        ready = [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        deadline = time.monotonic() + 60
+        while subprocess.run(ready).returncode != 0:
+            assert self.process.poll() is None, (self.root / "log").read_text(errors="replace")
+            assert time.monotonic() < deadline, "PostgreSQL did not accept connections within 60 s"
+            time.sleep(0.05)
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        if self.process is not None:
+            self.process.wait(timeout=60)
+            self.process = None
 
     def is_running(self) -> bool:
         result = subprocess.run(
