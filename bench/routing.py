@@ -41,7 +41,6 @@ from groupqwen.orchestrator.features import extract, vector  # noqa: E402
 from groupqwen.orchestrator.weights import routing_from_settings  # noqa: E402
 
 Array = np.ndarray
-DEFAULT_SMALL = "qwen2.5-coder-0.5b"  # the default ladder's first tier
 
 
 def pgr(acc: float, weak: float, strong: float) -> float:
@@ -202,7 +201,7 @@ def held_out_confidence(w: weights.Weights, test: list[dict[str, Any]], answers:
     """The default first tier's confidence on held-out answers only (the short test split and the held-out
     GSM8K items): ECE and AUC per answer-length bucket, and where the running confidence would have
     aborted each long answer at the default bar."""
-    model = DEFAULT_SMALL
+    model = SMALL
     conf, ok, lengths = [], [], []
     for q in test:
         a = answers["models"][model][q["id"]]

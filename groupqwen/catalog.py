@@ -58,6 +58,7 @@ class ModelSpec:
     max_parallel: int = 1  # requests served at once (llama.cpp: 1; HTTP backends: more)
     lora_path: Path | None = None  # a fine-tuned model: this GGUF LoRA applied to the base's weights
     base_model: str | None = None  # a fine-tuned model: the catalog id of its base
+    owner: str = ""  # a fine-tuned model: the tenant whose job made it ("" the gateway's own: anyone's)
     mmproj: Path | None = None  # a vision model run in-process: its multimodal projector GGUF
     min_pixels: int | None = None  # a vision model's image budget (None: images.min_pixels)
     max_pixels: int | None = None  # (None: images.max_pixels)
@@ -204,13 +205,15 @@ def finetuned_id(base: str, suffix: str, job: str) -> str:
     return f"{FT_PREFIX}{base}:{check_suffix(suffix)}:{job}"
 
 
-def register_finetuned(folder: Path, model_id: str, base: str, adapter: Path) -> Path:
-    """Record a finished adapter as a model (one JSON file in ``folder``, written whole or not at all)."""
+def register_finetuned(folder: Path, model_id: str, base: str, adapter: Path, owner: str = "") -> Path:
+    """Record a finished adapter as a model (one JSON file in ``folder``, written whole or not at all).
+    ``owner``: the tenant whose data trained it, the only one (with the gateway's own keys) that may see and
+    use it; ``""``: the gateway's own (``groupqwen train``, a job of the default tenant)."""
     folder.mkdir(parents=True, exist_ok=True)
     entry = folder / f"{model_id.replace(':', '_')}.json"
     fd, partial = tempfile.mkstemp(prefix=f".{entry.name}.", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"id": model_id, "base": base, "adapter": str(adapter)}, f)
+        json.dump({"id": model_id, "base": base, "adapter": str(adapter), "owner": owner}, f)
     os.replace(partial, entry)
     return entry
 
@@ -224,12 +227,13 @@ def finetuned(folder: Path, specs: dict[str, ModelSpec]) -> dict[str, ModelSpec]
         try:
             data = json.loads(entry.read_text(encoding="utf-8"))
             model_id, base, adapter = str(data["id"]), specs.get(str(data["base"])), Path(data["adapter"])
+            owner = str(data.get("owner", ""))
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if base is not None and adapter.is_file():
             found[model_id] = replace(
                 base, id=model_id, family=f"{base.family} (fine-tuned)", lora_path=adapter,
                 base_model=base.id, size_bytes=base.size_bytes + adapter.stat().st_size, bundled=None,
-                pinned=False,
+                pinned=False, owner=owner,
             )  # fmt: skip
     return found

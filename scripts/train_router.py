@@ -44,6 +44,7 @@ import routing_gsm8k  # noqa: E402
 from router_corpus import corpus  # noqa: E402
 from routing_questions import is_correct  # noqa: E402
 
+from groupqwen.config.router import RouterConfig  # noqa: E402
 from groupqwen.messages import ChatRequest, Message, TokenLogprob, TopLogprob  # noqa: E402
 from groupqwen.orchestrator import features  # noqa: E402
 from groupqwen.orchestrator.classifier import (  # noqa: E402
@@ -60,7 +61,8 @@ from groupqwen.orchestrator.confidence import Calibration, measures  # noqa: E40
 
 QUESTIONS = ROOT / "bench" / "data" / "routing_questions.jsonl"
 ANSWERS = ROOT / "bench" / "data" / "routing_answers.json"
-SMALL, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b"
+LADDER = RouterConfig().tiers  # the default ladder of `auto`: its first tier is calibrated against its last
+SMALL, LARGE = LADDER[0].model, LADDER[-1].model
 TARGETS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
 K = 5
 L2_GRID = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)

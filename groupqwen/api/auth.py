@@ -30,6 +30,7 @@ from groupqwen.access.keys import DEFAULT_TENANT, key_id_of
 from groupqwen.access.principal import NOBODY, Principal, Scope
 from groupqwen.errors import GroupQwenError, ModelNotAllowed, PermissionDenied
 from groupqwen.orchestrator.answer import cache_tenant
+from groupqwen.orchestrator.pipeline import model_not_found
 from groupqwen.telemetry import timing
 
 Rule = Scope | Literal["public", "key", "operator"]
@@ -193,8 +194,10 @@ def principal_of(connection: HTTPConnection) -> Principal:
 def check_model(connection: HTTPConnection, model: str) -> None:
     """A 403 naming ``model`` unless the key's allow-list has it. The list names models and routes: a
     route (``auto``, ``auto:fast``, ``auto:<name>``) is allowed when named, and then reaches every model
-    behind it."""
+    behind it. Another tenant's fine-tuned model is a 404, as a model that does not exist."""
     principal = principal_of(connection)
+    if not may_see(connection, connection.app.state.services.pipeline.owner(model)):
+        raise model_not_found(model)
     if not principal.may_use(model):
         allowed = ", ".join(sorted(principal.models or ()))
         raise deny(
@@ -205,6 +208,13 @@ def check_model(connection: HTTPConnection, model: str) -> None:
             f"use model {model}",
             principal,
         )
+
+
+def may_see(connection: HTTPConnection, owner: str) -> bool:
+    """Whether the key may see and use a model made from tenant ``owner``'s data (``ModelSpec.owner``;
+    ``""``: anyone's): that tenant's keys and the gateway's own."""
+    principal = principal_of(connection)
+    return not owner or is_operator(principal) or principal.tenant == owner
 
 
 def owner(connection: HTTPConnection) -> str:

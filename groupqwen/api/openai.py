@@ -240,7 +240,9 @@ async def list_models(request: Request) -> dict[str, Any]:
     pool = services.pool
     principal = auth.principal_of(request)
     data = [
-        model_json(state, services.started) for state in pool.states() if principal.may_use(state.spec.id)
+        model_json(state, services.started)
+        for state in pool.states()
+        if principal.may_use(state.spec.id) and auth.may_see(request, state.spec.owner)
     ]
     if principal.may_use(AUTO_MODEL):
         data.append(_auto_json(services))

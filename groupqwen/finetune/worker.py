@@ -56,8 +56,9 @@ def run_job(settings: Settings, store: JobStore, job: Job, stop: threading.Event
     model_id = finetuned_id(job.model, job.suffix, job.id)
     sink(Event("message", "converting the adapter to GGUF"))
     convert.publish(
-        result.adapter, base_path, job.model, model_id, settings.finetuned_dir, cache_home() / "llama.cpp"
-    )
+        result.adapter, base_path, job.model, model_id, settings.finetuned_dir, cache_home() / "llama.cpp",
+        owner=job.tenant,  # trained on the tenant's data: the tenant's model
+    )  # fmt: skip
     # the gateway serves it, then marks the job succeeded: a client never sees a model it cannot use yet
     store.update(job.id, fine_tuned_model=model_id, trained_tokens=result.trained_tokens)
     sink(Event("message", f"the model {model_id} is ready"))

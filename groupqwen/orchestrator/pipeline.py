@@ -55,6 +55,13 @@ from groupqwen.telemetry import timing
 _log = log.get(__name__)
 
 
+def model_not_found(model_id: str) -> ModelNotFound:
+    """What a request naming a model that is not here, or is another tenant's, is told."""
+    return ModelNotFound(
+        f"The model {model_id!r} does not exist. GET /v1/models lists the models served here.", param="model"
+    )
+
+
 class Pipeline:
     """``routing``: what ``auto`` routes need (``routing_from_settings``); ``None`` where nothing is routed
     (``auto`` is the default model). ``overlap``: for which models generation starts while the semantic
@@ -92,6 +99,14 @@ class Pipeline:
             if spec.id not in self._pool:
                 self._pool.add(spec)
                 self._catalog[spec.id] = spec
+
+    def owner(self, model_id: str) -> str:
+        """The tenant whose fine-tuned model ``model_id`` is (``ModelSpec.owner``); ``""`` for every other
+        model, a route and an unknown id."""
+        if model_id not in self._catalog:
+            self.discover()
+        spec = self._catalog.get(model_id)
+        return spec.owner if spec is not None else ""
 
     async def run(self, request: ChatRequest, context: RequestContext) -> Answer:
         """Answer ``request``: returns once the answer's first delta exists (see the module's docstring)."""
@@ -170,10 +185,7 @@ class Pipeline:
             self.discover()
         spec = self._catalog.get(model_id)
         if spec is None:
-            raise ModelNotFound(
-                f"The model {model_id!r} does not exist. GET /v1/models lists the models served here.",
-                param="model",
-            )
+            raise model_not_found(model_id)
         if model_id not in self._pool:
             raise ModelNotFound(
                 f"The model {model_id!r} is in the catalog but its weights are not on this machine: set "

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
+from groupqwen.catalog import register_finetuned
 from groupqwen.config import Hyperparameters
 from groupqwen.testing import gateway
 
@@ -86,3 +88,50 @@ def test_files_and_jobs_are_the_tenants_own(tmp_path: Path) -> None:
         assert r.status_code == 404
         assert get("/v1/fine_tuning/jobs?after=ftjob-acme", "rival") == 404  # its place in a list too
         assert get("/v1/fine_tuning/jobs?after=ftjob-acme", "acme") == 200
+
+
+def test_a_tenants_fine_tuned_model_is_its_own(tmp_path: Path) -> None:
+    """A model trained on a tenant's data is listed to and answers that tenant's keys and the gateway's own;
+    to another tenant it does not exist (404, the message of an unknown model), named or listed. A model
+    the gateway's own training made (no owner) is anyone's."""
+    services = keyed_services(tmp_path, ("fake",))
+    keys = key_store(services)
+    now = time.time()
+    headers = {
+        name: {"authorization": f"Bearer {keys.create(name, now=now, tenant=tenant, scopes=['chat'])[1]}"}
+        for name, tenant in (("acme", "acme"), ("rival", "rival"), ("operator", "default"))
+    }
+    adapter = tmp_path / "adapter.gguf"
+    adapter.write_bytes(b"GGUF")
+    registry = services.settings.finetuned_dir
+    register_finetuned(registry, "ft:fake:mine:ftjob-1", "fake", adapter, owner="acme")
+    register_finetuned(registry, "ft:fake:shared:run", "fake", adapter)  # as `groupqwen train` does
+
+    with gateway(services) as client:
+
+        def listed(who: str) -> set[str]:
+            r = client.get("/v1/models", headers=headers[who])
+            assert r.status_code == 200, r.text
+            return {m["id"] for m in r.json()["data"] if m["id"].startswith("ft:")}
+
+        def chat(who: str, model: str) -> Any:
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            return client.post("/v1/chat/completions", json=body, headers=headers[who])
+
+        assert listed("acme") == listed("operator") == {"ft:fake:mine:ftjob-1", "ft:fake:shared:run"}
+        assert listed("rival") == {"ft:fake:shared:run"}
+        for who in ("acme", "operator"):
+            assert chat(who, "ft:fake:mine:ftjob-1").json()["model"] == "ft:fake:mine:ftjob-1"
+            assert client.get("/v1/models/ft:fake:mine:ftjob-1", headers=headers[who]).status_code == 200
+        assert chat("rival", "ft:fake:shared:run").status_code == 200
+        theirs, unknown = chat("rival", "ft:fake:mine:ftjob-1"), chat("rival", "ft:fake:none:ftjob-9")
+        assert theirs.status_code == unknown.status_code == 404
+        assert theirs.json()["error"] == {
+            **unknown.json()["error"],
+            "message": unknown.json()["error"]["message"].replace(
+                "ft:fake:none:ftjob-9", "ft:fake:mine:ftjob-1"
+            ),
+        }
+        assert client.get("/v1/models/ft:fake:mine:ftjob-1", headers=headers["rival"]).status_code == 404
+        stream = {"model": "ft:fake:mine:ftjob-1", "input": "hi"}
+        assert client.post("/v1/responses", json=stream, headers=headers["rival"]).status_code == 404

@@ -115,11 +115,13 @@ def to_gguf(adapter: Path, base: Path, out: Path, cache: Path) -> Path:
     return out
 
 
-def publish(adapter: Path, base: Path, base_id: str, model_id: str, registry: Path, cache: Path) -> Path:
-    """Convert a finished adapter (beside it, ``adapter.gguf``) and record it as the model ``model_id``;
-    until both succeed nothing is served."""
+def publish(
+    adapter: Path, base: Path, base_id: str, model_id: str, registry: Path, cache: Path, owner: str = ""
+) -> Path:
+    """Convert a finished adapter (beside it, ``adapter.gguf``) and record it as the model ``model_id``
+    (``owner``'s: see ``register_finetuned``); until both succeed nothing is served."""
     from groupqwen.catalog import register_finetuned
 
     gguf = to_gguf(adapter, base, adapter.parent / "adapter.gguf", cache)
-    register_finetuned(registry, model_id, base_id, gguf)
+    register_finetuned(registry, model_id, base_id, gguf, owner)
     return gguf
