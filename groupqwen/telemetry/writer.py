@@ -2,7 +2,9 @@
 
 ``submit`` is synchronous, O(1) and never blocks or fails: it appends to a bounded buffer, or — when the
 buffer already holds ``capacity`` records — drops the record and counts it. A background task writes
-batches through one worker thread; a failed batch stays at the head of the buffer and is retried with
+batches through one worker thread, once per ``flush_interval`` (sooner only for a full batch, or when
+``flush`` asks): under steady traffic that is one transaction a second, not one per write's duration (a
+commit is the costly part, and its thread competes with the requests for the interpreter); a failed batch stays at the head of the buffer and is retried with
 backoff (the store reconnects), so a database that is down loses nothing until the buffer overflows.
 
 A batch the store refuses for its records' values (``RecordRejected``: never a database that is down) is
@@ -184,7 +186,9 @@ class BufferedWriter:
                     backoff = min(max(backoff * 2, 0.25), self._max_backoff)
                     break
                 backoff = 0.0
-            if not self._pending:
+                if len(self._pending) < self._batch_size:
+                    break  # what came during the write waits for the next interval: one commit per interval
+            if not backoff:
                 await self._prune()
 
     async def flush(self, within: float = 10.0) -> bool:
