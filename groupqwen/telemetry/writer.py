@@ -4,8 +4,9 @@
 buffer already holds ``capacity`` records — drops the record and counts it. A background task writes
 batches through one worker thread, once per ``flush_interval`` (sooner only for a full batch, or when
 ``flush`` asks): under steady traffic that is one transaction a second, not one per write's duration (a
-commit is the costly part, and its thread competes with the requests for the interpreter); a failed batch stays at the head of the buffer and is retried with
-backoff (the store reconnects), so a database that is down loses nothing until the buffer overflows.
+commit is the costly part, and its thread competes with the requests for the interpreter). A failed
+batch stays at the head of the buffer and is retried with backoff (the store reconnects), so a database
+that is down loses nothing until the buffer overflows.
 
 A batch the store refuses for its records' values (``RecordRejected``: never a database that is down) is
 written again one record at a time: each record the store refuses on its own is dropped and counted

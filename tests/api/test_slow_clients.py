@@ -79,6 +79,34 @@ def test_a_connection_that_sends_nothing_is_closed(server: ServedProcess) -> Non
         assert _read_until_closed(sock) == b""
 
 
+def test_a_request_head_over_max_header_bytes_gets_400_and_the_connection_closed(
+    server: ServedProcess,
+) -> None:
+    """The head whole (one write), and a head that never ends (llhttp would buffer it without a limit):
+    both a 400 that names the setting, then the close."""
+    big = "x-padding: " + "a" * 20_000 + "\r\n"  # past server.max_header_bytes (16384 by default)
+    whole = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{big}\r\n"
+    endless = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{big}"  # no blank line: the head goes on
+    for head in (whole, endless):
+        with _connect(server) as sock:
+            sock.sendall(head.encode())
+            answer = _read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"server.max_header_bytes" in answer
+
+
+def test_a_head_in_many_small_writes_is_served(server: ServedProcess) -> None:
+    """A head that arrives in pieces (the guard armed, then disarmed) is answered, and the connection kept."""
+    with _connect(server) as sock:
+        for _ in range(2):
+            head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: " + b"n" * 500 + b"\r\n\r\n"
+            for start in range(0, len(head), 64):
+                sock.sendall(head[start : start + 64])
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            assert response.status == 200 and json.loads(response.read())
+
+
 def test_kept_alive_connections_still_serve_and_idle_ones_close(server: ServedProcess) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=DEADLINE)
     try:
