@@ -38,7 +38,13 @@ import orjson
 
 from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
-from groupqwen.backends.openai_sse import MAX_MESSAGE, StreamIncomplete, StreamParser, message_of, sse_data
+from groupqwen.backends.openai_sse import (
+    MAX_MESSAGE,
+    SseSplitter,
+    StreamIncomplete,
+    StreamParser,
+    message_of,
+)
 from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, ContextLengthExceeded, GroupQwenError, ModelLoadError, Overloaded
 from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, ReplicaState, Tools
@@ -301,18 +307,17 @@ class OpenAIHTTPBackend:
                         failed = await response.read() if response.status >= 400 else None
                     if failed is not None:
                         raise self._http_error(replica, response, failed)
-                    async with aclosing(sse_data(response.content.iter_any())) as events:
-                        while True:  # to the end of the body, so that the connection can be reused
-                            when = loop.time() + self.idle_timeout if started else deadline
-                            try:
-                                async with asyncio.timeout_at(when):
-                                    event = await anext(events, None)
-                            except (TimeoutError, aiohttp.ClientError):
-                                if parser.done:
-                                    break
-                                raise
-                            if event is None:
+                    splitter, piece = SseSplitter(), b"-"
+                    while piece:  # to the end of the body, so that the connection can be reused
+                        when = loop.time() + self.idle_timeout if started else deadline
+                        try:
+                            async with asyncio.timeout_at(when):  # one timer per read, not per event
+                                piece = await response.content.readany()
+                        except (TimeoutError, aiohttp.ClientError):
+                            if parser.done:
                                 break
+                            raise
+                        for event in splitter.feed(piece) if piece else splitter.end():
                             chunk = parser.feed(event)
                             if chunk is not None:
                                 started = True

@@ -1,7 +1,7 @@
 """Reading an OpenAI-compatible chat-completions (or text-completions) stream: server-sent events into
 ``Chunk``s.
 
-``sse_data`` yields each event's ``data`` as bytes (parsed once, with orjson); ``StreamParser`` turns those
+``SseSplitter`` gives each event's ``data`` as bytes (parsed once, with orjson); ``StreamParser`` turns those
 payloads into ``Chunk``s with ``TokenLogprob``s (a text completion's ``choices[].text`` and legacy
 ``logprobs`` too) and ``ToolCallDelta``s (``delta.tool_calls``), re-wrapping ``delta.reasoning_content``
 (vLLM's reasoning parser) as ``<think>…</think>`` text and keeping the finish reason and usage for its last
@@ -12,7 +12,7 @@ chunk. A stream that ends without a finish reason, or carries an error event or 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -125,21 +125,31 @@ class StreamParser:
         return Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
 
 
-async def sse_data(body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-    """The ``data`` of each server-sent event, as bytes (comments, ``event:`` and ``id:`` lines are ignored;
-    lines may end in CRLF, LF or CR). The body is split as it arrives, never decoded to text."""
-    pending = b""
-    async for piece in body:
-        text = pending + piece
+class SseSplitter:
+    """The ``data`` of each server-sent event, as bytes, from the body's pieces as they arrive (comments,
+    ``event:`` and ``id:`` lines are ignored; lines may end in CRLF, LF or CR); never decoded to text. A
+    plain object, not an async generator: the reader awaits the network once per piece and handles a
+    piece's events without a further await (an upstream's burst of events is one read)."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        """The events that ``piece`` completes."""
+        text = self._pending + piece
         if b"\r" in text:
             carry = b"\r" if text.endswith(b"\r") else b""  # its LF may be in the next piece
             text = text[: len(text) - len(carry)].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + carry
-        *events, pending = text.split(b"\n\n")
-        for event in events:
-            if (data := _data(event)) is not None:
-                yield data
-    if (data := _data(pending.replace(b"\r", b"\n"))) is not None:
-        yield data
+        *events, self._pending = text.split(b"\n\n")
+        return [data for event in events if (data := _data(event)) is not None]
+
+    def end(self) -> list[bytes]:
+        """The last event, when the body ended without its blank line."""
+        data = _data(self._pending.replace(b"\r", b"\n"))
+        self._pending = b""
+        return [] if data is None else [data]
 
 
 def _data(event: bytes) -> bytes | None:
