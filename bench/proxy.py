@@ -3,7 +3,8 @@ upstream alone and LiteLLM's proxy on the same upstream, in one interleaved run.
 
     .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 2] [--concurrency 1 8 64] [--tokens 16]
                                     [--targets direct,gateway,workers,auto,miss,hit,litellm]
-                                    [--modes json,stream] [--workers 1] [--json out.json] [--profile DIR]
+                                    [--modes json,stream] [--workers 1] [--baseline CHECKOUT]
+                                    [--json out.json] [--profile DIR]
 
 A fast fake upstream (``bench/fake_upstream.py``, its own process, answers from prebuilt bytes) serves a
 ``--tokens``-token reply. Targets, each its own process started here: the upstream direct; ``groupqwen
@@ -12,7 +13,9 @@ serve`` with one ``openai_http`` model, cache off, telemetry on; ``auto`` over t
 exact lookup, embedding, search, store); the cache on with one prompt (exact hits); LiteLLM's proxy
 (installed on first use into ``bench/.cache/litellm-venv``, never a dependency of the project; its
 version is printed). ``--workers N`` (N > 1) adds the cache-off gateway served by ``groupqwen serve --workers
-N`` (target ``workers``): its CPU is its whole process tree's.
+N`` (target ``workers``): its CPU is its whole process tree's. ``--baseline CHECKOUT`` adds the cache-off
+gateway as another checkout of GroupQwen has it (its root first on ``PYTHONPATH``): before and after a
+change, side by side in one run.
 
 The load generator is ``wrk`` (``apt-get install wrk``; one thread), a cell = (mode, concurrency, target)
 for ``--seconds``; cells are interleaved target by target within each round so that a change of the
@@ -113,6 +116,9 @@ WORDS = (
 )
 
 
+GATEWAY = "GroupQwen, openai_http, cache off"
+
+
 @dataclass
 class Cell:
     rate: float
@@ -120,6 +126,7 @@ class Cell:
     cpu_ms: float  # per request
     errors: int
     cache: str  # the x-groupqwen-cache statuses seen, when counted
+    load: float  # the machine's 1-minute load average at the cell's end
 
 
 def _body(model: str, prompt: str, stream: bool) -> str:
@@ -195,6 +202,7 @@ def run_cell(target: Target, stream: bool, concurrency: int, seconds: int, work:
         cpu_ms=used * 1e3 / max(total, 1),
         errors=errors,
         cache=cache,
+        load=os.getloadavg()[0],
     )
 
 
@@ -211,15 +219,21 @@ def warm(target: Target) -> None:
                 break
 
 
-def _targets(stack: ExitStack, names: set[str], tokens: int, workers: int, work: Path) -> list[Target]:
+def _targets(
+    stack: ExitStack, names: set[str], tokens: int, workers: int, work: Path, baseline: Path | None
+) -> list[Target]:
     up = stack.enter_context(upstream(tokens))
     base = up.url.removesuffix("/chat/completions")
     targets = [up] if "direct" in names else []
+    if baseline is not None:  # the cache-off gateway as another checkout has it: before/after in one run
+        config = gateway_config(base, tiers=1, cache=False, data_dir=work / "baseline")
+        name = f"GroupQwen at {_revision(baseline)}, openai_http, cache off"
+        targets.append(stack.enter_context(gateway(name, config, "tier-0", source=baseline)))
     plans = [
-        ("gateway", "GroupQwen, openai_http, cache off", 1, False, "tier-0", "off", 1),
+        ("gateway", GATEWAY, 1, False, "tier-0", "off", 1),
         (
             "workers",
-            f"GroupQwen, openai_http, cache off, {workers} workers",
+            f"{GATEWAY}, {workers} workers",
             1,
             False,
             "tier-0",
@@ -239,6 +253,12 @@ def _targets(stack: ExitStack, names: set[str], tokens: int, workers: int, work:
     return targets
 
 
+def _revision(checkout: Path) -> str:
+    command = ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    return done.stdout.strip() or checkout.name
+
+
 def table(
     results: dict[tuple[str, str, int], list[Cell]], targets: list[Target], concurrency: list[int]
 ) -> str:
@@ -253,6 +273,7 @@ def table(
             "p50 c=1 ms",
             "added p50 ms",
             "× LiteLLM",
+            "load avg",
         ]
         out.append(f"\n{mode}:\n| target | " + " | ".join(heads) + " |")
         out.append("|---|" + "---:|" * len(heads))
@@ -261,13 +282,15 @@ def table(
             cpus = [cell.cpu_ms for c in concurrency for cell in results.get((t.name, mode, c), [])]
             p50 = _median(results, t.name, mode, 1, "p50_ms")
             ratios = [
-                r / litellm_rates[c] for r, c in zip(rates, concurrency, strict=True) if litellm_rates[c]
+                r / litellm_rates[c] for r, c in zip(rates, concurrency, strict=True) if litellm_rates[c] > 0
             ]
             row = [f"{r:,.0f}" for r in rates]
             row.append(f"{statistics.median(cpus):.2f} ({min(cpus):.2f}–{max(cpus):.2f})" if cpus else "–")
             row.append(f"{p50:.2f}")
             row.append(f"{p50 - direct_p50:+.2f}" if t.name != "upstream direct" else "–")
             row.append(f"{min(ratios):.1f}–{max(ratios):.1f}" if ratios else "–")
+            loads = [cell.load for c in concurrency for cell in results.get((t.name, mode, c), [])]
+            row.append(f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–")
             out.append(f"| {t.name} | " + " | ".join(row) + " |")
     return "\n".join(out)
 
@@ -294,17 +317,42 @@ def embedding_ms(count: int = 200) -> float:
 
 
 def profile(targets: list[Target], modes: list[str], seconds: int, work: Path, out: Path) -> None:
-    """A flame graph (py-spy, SVG) of the first GroupQwen target in each mode, at c=8, in ``out``."""
-    target = next(t for t in targets if t.name.startswith("GroupQwen"))
+    """Flame graphs (py-spy, SVG) of the cache-off gateway in each mode, at c=8, in ``out``
+    (``proxy-MODE.svg``), and of the ``--baseline`` one beside it (``proxy-MODE-before.svg``)."""
+    profiled = [(t, "") for t in targets if t.name == GATEWAY]
+    profiled += [(t, "-before") for t in targets if t.name.startswith("GroupQwen at ")]
     out.mkdir(parents=True, exist_ok=True)
     for mode in modes:
-        svg = out / f"proxy-{mode}.svg"
-        spy_bin = str(Path(sys.executable).with_name("py-spy"))
-        command = [spy_bin, "record", "-p", str(target.pid), "-d", str(seconds), "-r", "250", "-o", str(svg)]
-        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        run_cell(target, mode == "stream", 8, seconds + 1, work)
-        spy.wait()
-        print(f"flame graph of {target.name}, {mode}, c=8: {svg}", file=sys.stderr)
+        for target, suffix in profiled:
+            svg = out / f"proxy-{mode}{suffix}.svg"
+            spy_bin = str(Path(sys.executable).with_name("py-spy"))
+            command = [spy_bin, "record", "-p", str(target.pid), "-d", str(seconds), "-r", "250"]
+            command += ["-o", str(svg)]
+            spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run_cell(target, mode == "stream", 8, seconds + 1, work)
+            spy.wait()
+            print(f"flame graph of {target.name}, {mode}, c=8: {svg}", file=sys.stderr)
+
+
+def scaling(results: dict[tuple[str, str, int], list[Cell]], concurrency: list[int]) -> str:
+    """Requests per second of the ``--workers`` gateway over the one-process gateway's, per cell."""
+    workers = next((k[0] for k in results if k[0].startswith(GATEWAY + ",")), None)
+    if workers is None:
+        return ""
+    lines = [f"\n{workers.removeprefix(GATEWAY + ', ')} over 1 (req/s, median of the rounds):"]
+
+    def rate(name: str, mode: str, c: int) -> float:
+        return _median(results, name, mode, c, "rate")
+
+    for mode in ("json", "stream"):
+        ratios = [
+            f"c={c} {rate(workers, mode, c) / rate(GATEWAY, mode, c):.2f}×"
+            for c in concurrency
+            if (GATEWAY, mode, c) in results
+        ]
+        if ratios:
+            lines.append(f"- {mode}: " + ", ".join(ratios))
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -316,6 +364,12 @@ def main() -> None:
     parser.add_argument("--targets", default="direct,gateway,workers,auto,miss,hit,litellm")
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also the cache-off gateway from this checkout of GroupQwen (e.g. a worktree of main): "
+        "before and after in one interleaved run",
+    )
     parser.add_argument("--json", type=Path, help="also write every cell here")
     parser.add_argument(
         "--profile", type=Path, help="also write py-spy flame graphs (SVG) of the gateway here"
@@ -330,7 +384,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
-        targets = _targets(stack, names, args.tokens, args.workers, work)
+        targets = _targets(stack, names, args.tokens, args.workers, work, args.baseline)
         for target in targets:
             warm(target)
         for round_ in range(args.rounds):
@@ -342,7 +396,8 @@ def main() -> None:
                         note = f" errors={cell.errors}" if cell.errors else ""
                         print(
                             f"round {round_ + 1} {mode:6} c={c:<3} {target.name:48} {cell.rate:9,.0f} req/s "
-                            f"{cell.cpu_ms:6.2f} ms CPU/req p50 {cell.p50_ms:7.2f} ms {cell.cache}{note}",
+                            f"{cell.cpu_ms:6.2f} ms CPU/req p50 {cell.p50_ms:7.2f} ms "
+                            f"load {cell.load:4.1f} {cell.cache}{note}",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -359,6 +414,7 @@ def main() -> None:
     )
     print(f"the embedding alone (a miss's part of it, the cache's default embedder, one prompt): {embed}")
     print(table(results, targets, args.concurrency))
+    print(scaling(results, args.concurrency))
     if args.json:
         cells = [
             {"target": k[0], "mode": k[1], "c": k[2], **vars(cell)} for k, v in results.items() for cell in v

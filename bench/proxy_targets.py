@@ -126,8 +126,15 @@ def gateway_config(upstream_base: str, *, tiers: int, cache: bool, data_dir: Pat
 
 @contextmanager
 def gateway(
-    name: str, config: dict[str, Any], model: str, cache: str = "off", workers: int = 1
+    name: str,
+    config: dict[str, Any],
+    model: str,
+    cache: str = "off",
+    workers: int = 1,
+    source: Path | None = None,
 ) -> Iterator[Target]:
+    """``groupqwen serve`` with ``config``; ``source``: another checkout whose ``groupqwen`` it runs (its
+    root first on ``PYTHONPATH``), for a before/after comparison in one run."""
     port = free_port()
     path = Path(config["data_dir"]) / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +150,8 @@ def gateway(
     if workers > 1:
         command += ["--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
-    with _process(command, base + "/health", name) as pid:
+    env = None if source is None else {**os.environ, "PYTHONPATH": str(source.resolve())}
+    with _process(command, base + "/health", name, env) as pid:
         yield Target(name, base + "/v1/chat/completions", model, pid, cache)
 
 
