@@ -30,6 +30,8 @@ def wants_thinking(messages: tuple[Message, ...], explicit: bool | None, model_d
 
 def _partial_tag_suffix(text: str, tag: str) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
+    if tag[0] not in text[1 - len(tag) :]:  # nearly every piece: no partial tag without the tag's "<"
+        return 0
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:n]):
             return n
