@@ -496,7 +496,7 @@ async def test_closing_the_generator_closes_the_upstream_connection() -> None:
     async with raw_server(one_chunk_then_hold) as holder, loaded(holder.url) as backend:
         async with aclosing(backend.stream(ask())) as chunks:
             assert (await anext(chunks)).text == "Hel"
-        await asyncio.wait_for(holder.disconnected.wait(), 2.0)
+        await asyncio.wait_for(holder.disconnected.wait(), 60.0)  # the close is what counts, not when
         assert backend.replicas()[0].outstanding == 0
 
 
