@@ -177,13 +177,14 @@ def _operation(
     lines += [f"Access: {_ACCESS.get(rule, f'the `{rule}` scope')}.", ""]
     parameters = operation.get("parameters", [])
     if parameters:
-        lines += ["| parameter | in | type | default |", "|---|---|---|---|"]
+        lines += ["| parameter | in | type | default | meaning |", "|---|---|---|---|---|"]
         for p in parameters:
             kind = p["schema"].get("type", "string")
             if "enum" in p["schema"]:
                 kind = " \\| ".join(f"`{v}`" for v in p["schema"]["enum"])
             default = p["schema"].get("default", "required" if p.get("required") else "")
-            lines.append(f"| `{p['name']}` | {p['in']} | {kind} | {_code(default)} |")
+            meaning = _paragraph(p.get("description") or p["schema"].get("description", ""))
+            lines.append(f"| `{p['name']}` | {p['in']} | {kind} | {_code(default)} | {meaning} |")
         lines.append("")
     body = operation.get("requestBody")
     if body is not None:
