@@ -2,9 +2,11 @@
 the build, so no daemon and no nested namespaces are needed), the gateway's image is built, started with the
 bundled models on a volume, and smoke-tested as scripts/deploy.sh does (``/health``, ``/v1/health``, a chat
 completion), as the non-root user, its HEALTHCHECK passing. Skipped, with the reason, where podman or a
-Debian base image is missing (docs/DEPLOYMENT.md, "What was run here").
+Debian base image is missing (docs/DEPLOYMENT.md, "What was run where").
 
-The build compiles llama.cpp: tens of minutes on a small machine the first time (podman keeps the layers)."""
+Opt-in (``TEST_CONTAINER_IMAGES=1 pytest -m containers tests/deploy/test_image.py``): the build compiles
+llama.cpp, which took more than 50 minutes on the 2 busy cores it was tried on, and this test has not yet
+been seen to pass there (the build was stopped in that compile); podman keeps the layers for the next run."""
 
 from __future__ import annotations
 
@@ -24,7 +26,13 @@ from waiting import until
 
 from groupqwen.config import load_settings
 
-pytestmark = pytest.mark.containers
+pytestmark = [
+    pytest.mark.containers,
+    pytest.mark.skipif(
+        os.environ.get("TEST_CONTAINER_IMAGES") != "1",
+        reason="building the gateway's image takes up to an hour: set TEST_CONTAINER_IMAGES=1 to run it",
+    ),
+]
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/groupqwen-test:latest"
 BASES = ("docker.io/library/debian:bookworm-slim", "localhost/debian:bookworm-slim")
