@@ -34,6 +34,7 @@ that escapes is a bug and becomes a logged 500.
     │   └── EmbedderUnavailable         503 server_error                embedder_unavailable (/v1/embeddings)
     ├── TelemetryUnavailable            503 server_error                telemetry_unavailable (metrics' store)
     ├── KeysUnavailable                 503 server_error                keys_unavailable  (the key store)
+    ├── ResponsesUnavailable            503 server_error                responses_unavailable (their Redis)
     ├── BackendError                    502 api_error                   backend_error
     │   └── ModelLoadError              502 api_error                   model_load_failed
     ├── ConfigError                     500 api_error                   config_error      (field names)
@@ -315,6 +316,19 @@ class KeysUnavailable(GroupQwenError):
     status_code = 503
     error_type = "server_error"
     code = "keys_unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
+class ResponsesUnavailable(GroupQwenError):
+    """``responses.redis_url`` is set and that Redis cannot be reached: a stored response cannot be read
+    (``previous_response_id``, ``GET /v1/responses/{id}``). New answers are still given; one that could not
+    be stored says so in the log."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "responses_unavailable"
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "5"}

@@ -1,5 +1,6 @@
 """The ``main`` of the scripts that write a generated file (gen_config_example.py, gen_config_reference.py,
-gen_openapi.py): write it, or with ``--check`` exit 1 when the file differs from what would be written."""
+gen_openapi.py, gen_api_reference.py): write it, or with ``--check`` exit 1 when the file differs from what
+would be written."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ with ``error`` and ``response.failed``."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -183,7 +183,7 @@ async def response_events(
     answer: Answer,
     writer: ResponseWriter,
     logprobs: bool,
-    keep: Callable[[dict[str, Any], Completion], None],
+    keep: Callable[[dict[str, Any], Completion], Awaitable[None]],
     finish: Callable[[BaseException | None], object],
 ) -> AsyncIterator[bytes]:
     """``answer`` as Responses events; ``keep`` gets the finished response, ``finish`` what ended the
@@ -203,7 +203,7 @@ async def response_events(
                         completion, closing = events.finish(delta)
                         frames += closing
                         done = writer.done(completion, answer.decision, logprobs, events.output)
-                        keep(done, completion)
+                        await keep(done, completion)
                         final = (
                             "response.incomplete" if done["status"] == "incomplete" else "response.completed"
                         )

@@ -103,9 +103,8 @@ async def _create_response(request: Request, services: Services, trace: timing.T
         raise InvalidRequest("This gateway stores no responses (responses.max_stored: 0): send store: false")
     history: tuple[Message, ...] = ()
     if body.previous_response_id is not None:
-        history = services.responses.get(
-            body.previous_response_id, owner, "previous_response_id"
-        ).conversation
+        stored = await services.responses.get(body.previous_response_id, owner, "previous_response_id")
+        history = stored.conversation
     new = input_messages(body, settings.images, settings.max_images, history)
     chat = chat_request(body, [*history, *new])
     check_limits(chat, settings, messages="input", max_tokens="max_output_tokens")
@@ -121,17 +120,17 @@ async def _create_response(request: Request, services: Services, trace: timing.T
         watch = Disconnect(request.receive)
         answer = await watch.watching(services.pipeline.run(chat, context))
 
-        def keep(response: dict[str, Any], completion: Completion) -> None:
+        async def keep(response: dict[str, Any], completion: Completion) -> None:
             if body.store:
                 answered = Message("assistant", completion.content, tool_calls=completion.tool_calls)
                 conversation = (*history, *new, answered)
-                services.responses.put(response, owner, conversation, _input_items(new))
+                await services.responses.put(response, owner, conversation, _input_items(new))
 
         if not body.stream:
             completion = await watch.watching(answer.collect())
             watch.stop()
             payload = writer.done(completion, answer.decision, chat.logprobs)
-            keep(payload, completion)
+            await keep(payload, completion)
             finish_answer(services, trace, admission, None)
             return JSONResponse(
                 payload, headers={**decision_headers(answer.decision, answer.cache), **admission.headers}
@@ -149,12 +148,12 @@ async def _create_response(request: Request, services: Services, trace: timing.T
 
 @router.get("/v1/responses/{response_id}", responses=errors(404))
 async def get_response(request: Request, response_id: str) -> dict[str, Any]:
-    return _services(request).responses.get(response_id, _owner(request)).response
+    return (await _services(request).responses.get(response_id, _owner(request))).response
 
 
 @router.delete("/v1/responses/{response_id}", responses=errors(404))
 async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
-    _services(request).responses.delete(response_id, _owner(request))
+    await _services(request).responses.delete(response_id, _owner(request))
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 
@@ -176,7 +175,7 @@ async def list_input_items(request: Request, response_id: str) -> dict[str, Any]
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequest(f"'order' must be 'asc' or 'desc', not {order[:20]!r}", param="order")
-    items = list(_services(request).responses.get(response_id, _owner(request)).input_items)
+    items = list((await _services(request).responses.get(response_id, _owner(request))).input_items)
     if order == "desc":
         items.reverse()
     return {

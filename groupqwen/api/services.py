@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from groupqwen import log
 from groupqwen.access.authenticate import Authenticator
 from groupqwen.access.limits import RateLimiter
-from groupqwen.api.stored_responses import ResponseStore
+from groupqwen.api.stored_responses import RedisResponseStore, ResponseStore, StoredResponses
 from groupqwen.api.ws_sessions import Sessions
 from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
@@ -42,7 +42,7 @@ class Services:
     embedder: Embedder | None = None  # what /v1/embeddings serves; None: the cache's, or built on first use
     clock: Clock = SYSTEM_CLOCK  # the stored responses' expiry, the WebSocket sessions' resume window
     jobs: JobRunner | None = None  # fine-tuning jobs (api/finetune.py)
-    responses: ResponseStore = field(init=False)  # the Responses API's stored responses
+    responses: StoredResponses = field(init=False)  # the Responses API's stored responses
     access: Authenticator = field(default_factory=lambda: Authenticator(None))  # auth: off unless given
     sessions: Sessions = field(init=False)  # /v1/ws (api/ws_sessions.py)
     # no limit unless given (build_services gives the one settings.limits describes)
@@ -62,7 +62,17 @@ class Services:
 
     def __post_init__(self) -> None:
         stored = self.settings.responses
-        self.responses = ResponseStore(stored.max_stored, stored.max_bytes, stored.ttl_s, self.clock)
+        if stored.redis_url is None:
+            self.responses = ResponseStore(stored.max_stored, stored.max_bytes, stored.ttl_s, self.clock)
+        else:
+            self.responses = RedisResponseStore(
+                stored.redis_url,
+                prefix=stored.redis_prefix,
+                max_stored=stored.max_stored,
+                max_bytes=stored.max_bytes,
+                ttl_s=stored.ttl_s,
+                timeout_s=stored.redis_timeout_s,
+            )
         self.sessions = Sessions(self.settings.ws, self.clock)
         self.telemetry.watch_websockets(self.sessions.gauges)
         limiter = self.limiter
@@ -118,6 +128,7 @@ class Services:
                 if self.embedder is not None:
                     self.embedder.close()
                 await self.limiter.close()
+                await self.responses.close()
 
 
 def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:

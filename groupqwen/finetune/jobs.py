@@ -212,6 +212,17 @@ class JobStore:
             row = conn.execute(query.limit(1)).mappings().first()
         return None if row is None else self.job(row["id"])
 
+    def start(self, job_id: str) -> bool:
+        """``queued`` → ``running``, unless the job was cancelled (or taken) since it was picked: its worker
+        then does not train."""
+        query = (
+            jobs_table.update()
+            .where(jobs_table.c.id == job_id, jobs_table.c.status == "queued", ~jobs_table.c.cancel_requested)
+            .values(status="running")
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount == 1
+
     def update(self, job_id: str, **values: Any) -> None:
         if values.get("status") in FINAL:
             values.setdefault("finished_at", int(time.time()))

@@ -76,8 +76,10 @@ def main(job_id: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     job = store.job(job_id)
+    if not store.start(job_id):  # cancelled between the runner picking it and this process starting
+        store.close()
+        return 0
     try:
-        store.update(job_id, status="running")
         run_job(settings, store, job, stop)
     except GroupQwenError as exc:
         store.update(job_id, status="failed", error_code=exc.code, error_message=exc.message)

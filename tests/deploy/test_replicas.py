@@ -1,8 +1,9 @@
 """Two gateway replicas against one Redis (with vector search) and one PostgreSQL, as docker-compose.yml
 runs them: two real ``groupqwen serve`` processes, and they behave as one service — an answer cached
 through one is a hit through the other, both write their telemetry to the one database, an API key created
-once works on both, and a key's rate limit is counted across both (docs/DEPLOYMENT.md, "Several
-replicas")."""
+once works on both, a key's rate limit is counted across both, and a response stored through one is read,
+continued and deleted through the other. A WebSocket session is the one thing each keeps to itself: a
+resume on the other replica is told ``resume_expired`` (docs/DEPLOYMENT.md, "Several replicas")."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from servers import PostgresServer, ValkeyServer
 from typer.testing import CliRunner
 from waiting import until
+from ws_client import abort, ask, open_socket, receive, send, until_finished
 
 from groupqwen.access.keys import generate_key
 from groupqwen.cli.main import app
@@ -64,6 +66,7 @@ def settings(shared_redis: str, shared_database: str) -> dict[str, Any]:
         "cache": {"backend": "redis", "redis_url": shared_redis},
         "limits": {"redis_url": shared_redis},
         "telemetry": {"database_url": shared_database},
+        "responses": {"redis_url": shared_redis},
     }
 
 
@@ -157,3 +160,54 @@ def test_both_replicas_write_their_telemetry_to_the_one_database(
     )
     assert stored.status_code == 200, stored.text
     engine.dispose()
+
+
+def responses(replica: ServedProcess, method: str, path: str = "", **options: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    return httpx.request(method, f"{replica.url}/v1/responses{path}", headers=headers, timeout=60, **options)
+
+
+def test_a_response_stored_through_one_replica_is_continued_read_and_deleted_through_the_other(
+    replicas: tuple[ServedProcess, ServedProcess],
+) -> None:
+    a, b = replicas
+    first = responses(a, "POST", json={"model": "fake", "input": "Remember the number 7."})
+    assert first.status_code == 200, first.text
+    rid = first.json()["id"]
+    follow = {"model": "fake", "input": "Which number?", "previous_response_id": rid}
+    second = responses(b, "POST", json=follow)
+    assert second.status_code == 200, second.text
+    assert second.json()["previous_response_id"] == rid
+    # the follow-up's prompt held the first turn: more input tokens than its own question alone
+    alone = responses(b, "POST", json={"model": "fake", "input": "Which number?", "store": False})
+    assert second.json()["usage"]["input_tokens"] > alone.json()["usage"]["input_tokens"]
+    read = responses(b, "GET", f"/{rid}")
+    assert read.status_code == 200 and read.json()["output"] == first.json()["output"]
+    items = responses(b, "GET", f"/{rid}/input_items").json()["data"]
+    assert items[0]["content"][0]["text"] == "Remember the number 7."
+    assert responses(b, "DELETE", f"/{rid}").status_code == 200
+    gone = responses(a, "GET", f"/{rid}")
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+
+
+def test_a_websocket_session_lives_in_its_replica(replicas: tuple[ServedProcess, ServedProcess]) -> None:
+    """Resumed on the replica that holds it, a generation goes on; resumed on the other, it is
+    ``resume_expired`` (the client asks again): the proxy must send a reconnect to the same replica."""
+    a, b = replicas
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    with open_socket(a, additional_headers=headers) as first:
+        session = receive(first)["session"]
+        send(first, ask("g1", "fake"))
+        until_finished(first, ["g1"])
+        abort(first)  # the connection drops (no close frame): the session is parked on a for its window
+    resume = {"type": "resume", "session": session, "generations": [{"id": "g1", "after_seq": 0}]}
+    with open_socket(b, additional_headers=headers) as elsewhere:
+        receive(elsewhere)  # its own hello
+        send(elsewhere, resume)
+        refused = receive(elsewhere)
+        assert (refused["type"], refused["error"]["code"]) == ("error", "resume_expired")
+    with open_socket(a, additional_headers=headers) as again:
+        receive(again)
+        send(again, resume)
+        frames = until_finished(again, ["g1"])
+        assert frames[-1]["type"] == "done", frames

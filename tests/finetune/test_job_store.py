@@ -102,3 +102,18 @@ def test_first_calls_from_many_threads_migrate_once(tmp_path: Path) -> None:
         assert counts == [0] * 8
     finally:
         store.close()
+
+
+def test_a_job_cancelled_before_its_worker_starts_is_not_started(url: str) -> None:
+    """The runner picks a queued job and starts its worker; a cancel in between marks it cancelled, and the
+    worker must not then mark it running (it did, and trained a cancelled job)."""
+    store = JobStore(url)
+    for job_id in ("ftjob-go", "ftjob-stop"):
+        store.create(id=job_id, model="m", suffix="s", training_file="file-x", hyperparameters=HYPER)
+    store.update("ftjob-stop", cancel_requested=True)
+    store.update("ftjob-stop", status="cancelled")
+    assert store.start("ftjob-go") is True
+    assert store.start("ftjob-go") is False  # already running: taken once
+    assert store.start("ftjob-stop") is False
+    assert (store.job("ftjob-go").status, store.job("ftjob-stop").status) == ("running", "cancelled")
+    store.close()
