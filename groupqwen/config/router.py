@@ -25,7 +25,7 @@ class TierConfig(BaseModel):
         "`target` (1.0 without one)",
     )
     target: float = Field(
-        0.1,
+        0.02,
         ge=0,
         le=1,
         description="At most this share of answers may be worse than the top tier's: sets max_complexity "

@@ -58,7 +58,7 @@ def test_bar_from_target_interpolates_the_table() -> None:
 
 def test_shipped_weights_are_calibrated_and_ordered() -> None:
     shipped = weights.load()
-    small = shipped.scorer.calibrations["smollm2-135m"]
+    small = shipped.scorer.calibrations["qwen2.5-coder-0.5b"]  # the default first tier
     sure = [token(-0.01, -7.0)] * 3
     unsure = [token(-1.5, -0.5, -0.9)] * 3
     assert 0 <= small.score(unsure) < small.score(sure) <= 1

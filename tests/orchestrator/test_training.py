@@ -133,33 +133,36 @@ def test_auto_pair_is_read_without_interpolation() -> None:
     assert Calibration(model).auto_for(0.1) is None and Scorer().auto("any", 0.1) is None
 
 
-MEASURED = {"tiers": [{"model": "smollm2-135m", "multilingual": False}, {"model": "qwen2.5-coder-0.5b"}]}
+SMALL, LARGE = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"  # the default ladder, as the tables were measured
 
 
-def test_the_default_ladder_is_the_qwen_pair_kept_at_one_minus_target(tmp_path: Path) -> None:
-    """0.5B first, 1.5B on escalation; no tables were measured for this pair: the 0.5B keeps an answer
-    whose calibrated chance of being right is at least 1 - target, and is tried first for every request."""
+def test_the_default_ladder_is_the_qwen_pair_at_its_measured_pair(tmp_path: Path) -> None:
+    """0.5B first, 1.5B on escalation, at the (max_complexity, bar) the shipped table measured for the
+    default target (2 %)."""
     policy = weights.routing_from_settings(load_settings(models_dir=tmp_path)).router.policy
-    assert [t.model for t in policy.tiers] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
-    assert policy.tiers[0].bar == pytest.approx(0.9) and policy.tiers[0].max_complexity == 1.0
+    assert [t.model for t in policy.tiers] == [SMALL, LARGE]
+    pair = weights.load().scorer.auto(SMALL, 0.02)
+    assert pair is not None and (policy.tiers[0].max_complexity, policy.tiers[0].bar) == pytest.approx(pair)
     assert policy.tiers[1].bar is None and policy.routes["auto:tiny"] == "smollm2-135m"
 
 
 def test_tiers_take_the_pair_measured_for_their_target(tmp_path: Path) -> None:
     shipped = weights.load().scorer
-    pair = shipped.auto("smollm2-135m", 0.1)
+    pair = shipped.auto(SMALL, 0.1)
     assert pair is not None
-    settings = load_settings(models_dir=tmp_path, router=MEASURED)
+    settings = load_settings(
+        models_dir=tmp_path, router={"tiers": [{"model": SMALL, "target": 0.1}, {"model": LARGE}]}
+    )
     small = weights.routing_from_settings(settings).router.policy.tiers[0]
     assert (small.max_complexity, small.bar) == pytest.approx(pair)
-    tiers = [
-        {"model": "smollm2-135m", "max_complexity": 0.7, "target": 0.05},
-        {"model": "qwen2.5-coder-0.5b"},
+    tiers: list[dict[str, object]] = [
+        {"model": SMALL, "max_complexity": 0.7, "target": 0.05},
+        {"model": LARGE},
     ]
     settings = load_settings(models_dir=tmp_path, router={"tiers": tiers})
     small = weights.routing_from_settings(settings).router.policy.tiers[0]
-    assert small.max_complexity == 0.7 and small.bar == pytest.approx(shipped.bar("smollm2-135m", 0.05))
-    tiers[0] = {"model": "smollm2-135m", "bar": 0.42}
+    assert small.max_complexity == 0.7 and small.bar == pytest.approx(shipped.bar(SMALL, 0.05))
+    tiers[0] = {"model": SMALL, "bar": 0.42, "target": 0.1}
     routing = weights.routing_from_settings(load_settings(models_dir=tmp_path, router={"tiers": tiers}))
     assert routing.router.policy.tiers[0].bar == 0.42
     assert routing.router.policy.tiers[0].max_complexity == pytest.approx(pair[0])
@@ -180,7 +183,7 @@ def test_shipped_classifier_was_chosen_by_cross_validation() -> None:
 def test_rules_keep_their_own_edge_and_the_cascade_bar(tmp_path: Path) -> None:
     """The auto pair was measured on the classifier's scale; with the classifier off, the rules keep the
     edge 0.5 and the tier escalates at the cascade-alone bar for its target."""
-    settings = load_settings(models_dir=tmp_path, router={**MEASURED, "classifier": False})
+    settings = load_settings(models_dir=tmp_path, router={"classifier": False})
     small = weights.routing_from_settings(settings).router.policy.tiers[0]
     assert small.max_complexity == weights.RULES_EDGE == 0.5
-    assert small.bar == pytest.approx(weights.load().scorer.bar("smollm2-135m", 0.1))
+    assert small.bar == pytest.approx(weights.load().scorer.bar(SMALL, 0.02))
