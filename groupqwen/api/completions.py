@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
-from groupqwen.api.openai import respond
+from groupqwen.api.openai import respond, traced
 from groupqwen.api.openapi import SSE, body, errors
 from groupqwen.api.schemas.chat import check_limits
 from groupqwen.api.schemas.completions import (
@@ -33,14 +33,9 @@ router = APIRouter()
     openapi_extra=body(CompletionRequest),
 )
 async def completions(request: Request) -> Response:
-    """Every text completion, streamed or not, errors included, ends in one telemetry record."""
-    services: Services = request.app.state.services
-    trace = services.telemetry.trace()
-    try:
-        return await _completions(request, services, trace)
-    except BaseException as exc:
-        services.telemetry.finish(trace, exc)
-        raise
+    """A text completion (the legacy OpenAI endpoint) of ``prompt``, as JSON or streamed as server-sent
+    events."""
+    return await traced(request, _completions)
 
 
 async def _completions(request: Request, services: Services, trace: Trace) -> Response:

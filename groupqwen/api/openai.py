@@ -7,7 +7,7 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -112,11 +112,21 @@ def cache_control(request: Request) -> tuple[float | None, bool, float | None]:
     openapi_extra=body(ChatCompletionRequest),
 )
 async def chat_completions(request: Request) -> Response:
-    """Every chat completion, streamed or not, errors included, ends in one telemetry record."""
+    """A chat completion in OpenAI's shape, as JSON or streamed as server-sent events; the routing and cache
+    decision in the ``groupqwen`` object and the ``x-groupqwen-*`` headers."""
+    return await traced(request, _chat_completions)
+
+
+async def traced(
+    request: Request, handler: Callable[[Request, Services, Trace], Awaitable[Response]]
+) -> Response:
+    """Every answer (chat, text completion, response), streamed or not, errors included, ends in one
+    telemetry record: ``handler`` gets the request's trace and ends it once it has an answer
+    (``finish_answer``); an error before that ends it here."""
     services = _services(request)
     trace = services.telemetry.trace()
     try:
-        return await _chat_completions(request, services, trace)
+        return await handler(request, services, trace)
     except BaseException as exc:
         services.telemetry.finish(trace, exc)
         raise

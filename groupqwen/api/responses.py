@@ -17,7 +17,7 @@ from groupqwen.access.limits import estimate_tokens
 from groupqwen.api import auth
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import from_validation_error
-from groupqwen.api.openai import cache_control, decision_headers, finish_answer
+from groupqwen.api.openai import cache_control, decision_headers, finish_answer, traced
 from groupqwen.api.openapi import SSE, body, errors
 from groupqwen.api.response_events import response_events
 from groupqwen.api.schemas.chat import check_limits
@@ -82,14 +82,10 @@ def _input_items(messages: list[Message]) -> tuple[dict[str, Any], ...]:
     openapi_extra=body(ResponsesRequest),
 )
 async def create_response(request: Request) -> Response:
-    """Every response, streamed or not, errors included, ends in one telemetry record."""
-    services = _services(request)
-    trace = services.telemetry.trace()
-    try:
-        return await _create_response(request, services, trace)
-    except BaseException as exc:
-        services.telemetry.finish(trace, exc)
-        raise
+    """A response in the Responses API's shape (input items, tools, ``previous_response_id``), as JSON or
+    streamed as its typed server-sent events; stored for ``GET`` and continuation unless ``store`` is
+    false."""
+    return await traced(request, _create_response)
 
 
 async def _create_response(request: Request, services: Services, trace: timing.Trace) -> Response:

@@ -123,7 +123,8 @@ export interface paths {
         put?: never;
         /**
          * Chat Completions
-         * @description Every chat completion, streamed or not, errors included, ends in one telemetry record.
+         * @description A chat completion in OpenAI's shape, as JSON or streamed as server-sent events; the routing and cache
+         *     decision in the ``groupqwen`` object and the ``x-groupqwen-*`` headers.
          */
         post: operations["chat_completions_v1_chat_completions_post"];
         delete?: never;
@@ -143,7 +144,8 @@ export interface paths {
         put?: never;
         /**
          * Completions
-         * @description Every text completion, streamed or not, errors included, ends in one telemetry record.
+         * @description A text completion (the legacy OpenAI endpoint) of ``prompt``, as JSON or streamed as server-sent
+         *     events.
          */
         post: operations["completions_v1_completions_post"];
         delete?: never;
@@ -460,7 +462,9 @@ export interface paths {
         put?: never;
         /**
          * Create Response
-         * @description Every response, streamed or not, errors included, ends in one telemetry record.
+         * @description A response in the Responses API's shape (input items, tools, ``previous_response_id``), as JSON or
+         *     streamed as its typed server-sent events; stored for ``GET`` and continuation unless ``store`` is
+         *     false.
          */
         post: operations["create_response_v1_responses_post"];
         delete?: never;
