@@ -146,8 +146,9 @@ def test_terms_memory_and_domains_are_compiled_into_the_prompt(served: tuple[Any
     response = _ask(http, "Hello world, how are you?\n\nHello, world.\n", translation_options=options)
     body = response.json()
     assert body["choices"][0]["message"]["content"] == "Bonjour le monde\n\nBonjour, univers.\n"
-    # a first answer without the term, then one retry; the memory's exact match needs no generation
-    assert len(backend.requests) == 2
+    # a first answer without the term, one retry, one with the term pinned in the text; the memory's exact
+    # match needs no generation
+    assert len(backend.requests) == 3
     messages = backend.requests[0].messages
     system = messages[0].content
     assert "Domain and style: Software documentation, formal tone." in system
@@ -159,8 +160,14 @@ def test_terms_memory_and_domains_are_compiled_into_the_prompt(served: tuple[Any
     ]
     retry = backend.requests[1].messages[0].content
     assert "rejected: these terms must be translated as given: world → univers" in retry
+    pinned = backend.requests[2].messages
+    assert "already written in the target language in the text: keep them as they are: univers" in (
+        pinned[0].content
+    )
+    assert pinned[-1].content == "Hello univers, how are you?"
     report = body["groupqwen"]["translation"]
     assert (report["terms_expected"], report["terms_held"], report["terms_hit_rate"]) == (1, 0, 0.0)
+    assert report["terms_held_by"] == {"prompt": 0, "retry": 0, "pinned": 0, "substituted": 0}
 
 
 def test_a_term_left_untranslated_is_replaced_by_its_target(tmp_path: Path) -> None:
@@ -275,13 +282,14 @@ def test_a_long_paragraph_is_translated_in_runs_of_sentences_within_the_context(
 
 def test_a_piece_no_answer_fits_stays_as_it_was(tmp_path: Path) -> None:
     """A model that always answers with a list item: the paragraph would become a list, so after the retry
-    and the piecewise attempt it is kept as written, and its term counts as missed."""
+    and the piecewise attempt (its term enforced there too: asked, retried, pinned) it is kept as written,
+    and its term counts as missed."""
     backend = FakeBackend("translator", tokens=("-", " Bonjour"))
     with gateway(fake_services(fake_settings(tmp_path, ("translator",)), backend)) as http:
         options = _options(terms=[{"source": "cache", "target": "antémémoire"}])
         body = _ask(http, "The cache is full.\n", model="translator", translation_options=options).json()
     assert body["choices"][0]["message"]["content"] == "The cache is full.\n"
     report = body["groupqwen"]["translation"]
-    assert (report["untranslated"], report["retried"], report["piecewise"]) == (1, 1, 1)
+    assert (report["untranslated"], report["retried"], report["piecewise"]) == (1, 2, 1)
     assert (report["terms_expected"], report["terms_held"]) == (1, 0)
-    assert len(backend.requests) == 3
+    assert len(backend.requests) == 2 + 3

@@ -99,7 +99,8 @@ def check_translation(chat: ChatRequest) -> None:
 def translation_json(report: TranslationReport) -> dict[str, object]:
     """How an in-process translation went, in the ``groupqwen`` object: the source language read for
     ``auto``, the pieces of prose, those retried, translated between their protected spans or left as they
-    were, and the terms that applied and held (``terms_hit_rate``: ``null`` when none applied)."""
+    were, and the terms that applied and held (``terms_hit_rate``: ``null`` when none applied), and how
+    each held (``terms_held_by``: the first prompt, the retry, the pinned attempt, the substitution)."""
     rate = report.terms_held / report.terms_expected if report.terms_expected else None
     return {
         "source_lang": report.source,
@@ -110,4 +111,5 @@ def translation_json(report: TranslationReport) -> dict[str, object]:
         "terms_expected": report.terms_expected,
         "terms_held": report.terms_held,
         "terms_hit_rate": None if rate is None else round(rate, 4),
+        "terms_held_by": dict(report.terms_held_by),
     }
