@@ -34,6 +34,7 @@ from groupqwen.modalities.segments import (
     has_prose,
     protected_spans,
     split,
+    wrapped,
 )
 from groupqwen.modalities.terms import applying, missing, substitute
 
@@ -162,18 +163,17 @@ class Translator:
         yield Chunk(text="".join(copied), finish_reason="stop", usage=usage)
 
     async def _piece(self, piece: Piece) -> str:
+        """``piece``'s translation, wrapped over lines as the piece is (``segments.wrapped``), or its own
+        text when none kept the format."""
         self._pieces += 1
-        if piece.source in self._done:
-            return self._done[piece.source]
-        parts = _runs(piece.source, self._budget)
-        out = [await self._translated(Piece(part, part, piece.cell)) for part in parts]
-        if any(o is None for o in out):
-            self._untranslated += 1
-            result = piece.text
-        else:
-            result = " ".join(o for o in out if o is not None)
-        self._done[piece.source] = result
-        return result
+        if piece.source not in self._done:
+            parts = _runs(piece.source, self._budget)
+            out = [await self._translated(Piece(part, part, piece.cell)) for part in parts]
+            if any(o is None for o in out):
+                self._untranslated += 1
+            self._done[piece.source] = None if None in out else " ".join(o for o in out if o is not None)
+        result = self._done[piece.source]
+        return piece.text if result is None else wrapped(piece, result)
 
     async def _translated(self, piece: Piece) -> str | None:
         """``piece``'s translation that keeps its format, or ``None`` when none could be had."""
