@@ -69,17 +69,20 @@ def options_of(wire: TranslationOptionsIn | None) -> TranslationOptions | None:
     )
 
 
-def check_translation(chat: ChatRequest) -> None:
+def check_translation(
+    chat: ChatRequest, *, turns: str = "messages", system: str = "a system message"
+) -> None:
     """What a translation request may carry, as Qwen-MT's API defines it: one user message (the text to
-    translate), no tools, images, JSON format or log-probabilities."""
+    translate; ``turns`` names the request's field for them, ``system`` what makes a system turn), no
+    tools, images, JSON format or log-probabilities."""
     if chat.translation is None:
         return
-    turns = [m.role for m in chat.messages]
-    if turns != ["user"]:
+    roles = [m.role for m in chat.messages]
+    if roles != ["user"]:
         raise InvalidRequest(
-            f"{PARAM}: messages must be a single user message holding the text to translate (as Qwen-MT "
-            f"takes it); this request has {', '.join(turns)}",
-            param="messages",
+            f"{PARAM}: {turns} must be a single user message holding the text to translate (as Qwen-MT "
+            f"takes it), without {system} or earlier turns; this request has {', '.join(roles)}",
+            param=turns,
         )
     refused = {
         "tools": chat.tools is not None,
