@@ -1,7 +1,8 @@
 """A request's images made ready for the models that will answer it, and the boxes of their answers
 (docs/vision.md).
 
-``prepare`` runs once per request, after the decision and before any model is leased:
+``prepare`` runs once per request, after the decision and the cache's exact layer (an exact hit is replayed
+without its images read, unless its answer has boxes to map) and before any model is leased:
 
 - for a model the gateway runs itself (llama.cpp in-process), every image is read (a data URL decoded, an
   http(s) URL fetched by ``fetch.py``), decoded and resized to the model's pixel budget
@@ -105,6 +106,12 @@ async def _for_remote(
     width, height = preprocess.measure(data, where)
     fitted = preprocess.fit(width, height, budget)
     return part, PreparedImage(b"", fitted[0], fitted[1], width, height)
+
+
+def points_at(text: str, spec: ModelSpec) -> bool:
+    """Whether ``spec``'s answer ``text`` holds a box in its model's format."""
+    grounding = boxes.grounding_of(spec.family)
+    return grounding is not None and boxes.found(text, grounding)
 
 
 def boxes_of(text: str, spec: ModelSpec, request: ChatRequest) -> tuple[Box, ...]:
