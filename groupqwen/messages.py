@@ -217,6 +217,7 @@ class ChatRequest:
     tools: Tools | None = None
     n: int = 1  # choices to generate (the adapter runs the pipeline once per choice)
     prepared: tuple[PreparedImage, ...] = ()  # one per image, once the pipeline prepared them
+    prepared_for: tuple[str, ...] = ()  # the models ``prepared`` (and the images' parts) were made for
     translation: TranslationOptions | None = None  # translate the one user turn (Qwen-MT's options)
 
     @property

@@ -126,7 +126,7 @@ class Pipeline:
         except BaseException:
             await deltas.aclose()
             raise
-        return Answer(outcome, deltas, first)
+        return Answer(outcome, deltas, first, request)
 
     async def _lookup_exact(
         self, request: ChatRequest, decision: Decision, context: RequestContext

@@ -49,10 +49,10 @@ GETS: Counter[str] = Counter()  # the paths the image server was asked for
 
 @pytest.fixture(scope="module")
 def image_server() -> Iterator[str]:
-    """``/cat.png`` (and ``/dog.png``): a PNG sent as ``application/octet-stream``; ``/page``: HTML sent as
-    ``image/png``."""
+    """``/cat.png`` (and ``/dog.png``, ``/bird.png``): a PNG sent as ``application/octet-stream``;
+    ``/page``: HTML sent as ``image/png``."""
     cat = (png((100, 60)), "application/octet-stream")
-    bodies = {"/cat.png": cat, "/dog.png": cat, "/page": (b"<html/>", "image/png")}
+    bodies = {"/cat.png": cat, "/dog.png": cat, "/bird.png": cat, "/page": (b"<html/>", "image/png")}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -132,6 +132,15 @@ def test_an_exact_cache_hit_fetches_no_image(
     assert [a.headers["x-groupqwen-cache"] for a in answers] == ["miss", "hit"]
     assert answers[0].json()["choices"] == answers[1].json()["choices"]
     assert GETS["/dog.png"] == 1  # the hit was answered without the image fetched again
+
+
+@pytest.mark.integration
+def test_n_choices_fetch_and_prepare_the_image_once(client: TestClient, image_server: str) -> None:
+    body = {"model": "tiny-vl", "messages": question(f"{image_server}/bird.png"), "max_tokens": 2, "n": 3}
+    response = client.post(URL, json={**body, "seed": 1})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["choices"]) == 3
+    assert GETS["/bird.png"] == 1
 
 
 @pytest.mark.integration
