@@ -268,9 +268,9 @@ def main() -> None:
             for handled in (True, False):
                 score = Score()
                 run(http, args.model, Item(document, document), "en", "de", handled, score)
-                output = score.outputs[0]
+                output = score.outputs[0]  # stripped, as every output: lines counted on both stripped
                 verdict = "identical" if structure(output) == structure(document) else "changed"
-                lines = f"{document.count(chr(10))} → {output.count(chr(10))}"
+                lines = f"{document.strip().count(chr(10)) + 1} → {output.count(chr(10)) + 1}"
                 speed = score.tokens / score.seconds
                 cells = f"{verdict} | {score.kept}/1 | {lines} | {speed:.1f}"
                 row = f"| {title} en→de | {_system(handled)} | {cells} |"
