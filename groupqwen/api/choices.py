@@ -36,8 +36,11 @@ class Choices:
         return replace(self._request, sampling=replace(self._request.sampling, seed=seed + index))
 
     async def first(self) -> Answer:
-        """Choice 0, started: its errors (before its first token) are the request's."""
-        return await self._watch.watching(self._pipeline.run(self._choice(0), self._context))
+        """Choice 0, started: its errors (before its first token) are the request's. The other choices
+        take its request as answered (its images already fetched and prepared)."""
+        answer = await self._watch.watching(self._pipeline.run(self._choice(0), self._context))
+        self._request = answer.request
+        return answer
 
     async def rest(self) -> AsyncGenerator[Answer, None]:
         """Choices 1 to ``n - 1``, each started when the one before has been read."""

@@ -202,7 +202,9 @@ async def response_events(
                     if delta.finish_reason is not None and delta.usage is not None:
                         completion, closing = events.finish(delta)
                         frames += closing
-                        done = writer.done(completion, answer.decision, logprobs, events.output)
+                        done = writer.done(
+                            completion, answer.decision, logprobs, events.output, answer.translation
+                        )
                         await keep(done, completion)
                         final = (
                             "response.incomplete" if done["status"] == "incomplete" else "response.completed"

@@ -125,7 +125,7 @@ async def _create_response(request: Request, services: Services, trace: timing.T
         if not body.stream:
             completion = await watch.watching(answer.collect())
             watch.stop()
-            payload = writer.done(completion, answer.decision, chat.logprobs)
+            payload = writer.done(completion, answer.decision, chat.logprobs, translation=answer.translation)
             await keep(payload, completion)
             finish_answer(services, trace, admission, None)
             return JSONResponse(

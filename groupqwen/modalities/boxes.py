@@ -48,9 +48,17 @@ def grounding_of(family: str) -> Grounding | None:
 
 def parse(text: str, grounding: Grounding, image: PreparedImage) -> tuple[Box, ...]:
     """The boxes in ``text``, written in ``grounding``'s format, in pixels of ``image`` as sent."""
+    return tuple(_mapped(label, coords, grounding, image) for label, coords in _raw(text, grounding))
+
+
+def found(text: str, grounding: Grounding) -> bool:
+    """Whether ``text`` holds a box in ``grounding``'s format."""
+    return next(_raw(text, grounding), None) is not None
+
+
+def _raw(text: str, grounding: Grounding) -> Iterator[tuple[str, tuple[float, ...]]]:
     text = text[:_SCAN_LIMIT]
-    raw = list(_qwen2(text)) if grounding == "qwen2-vl" else list(_json_boxes(text))
-    return tuple(_mapped(label, coords, grounding, image) for label, coords in raw)
+    return _qwen2(text) if grounding == "qwen2-vl" else _json_boxes(text)
 
 
 def _qwen2(text: str) -> Iterator[tuple[str, tuple[float, ...]]]:

@@ -32,11 +32,16 @@ from markdown_it.token import Token
 class Piece:
     """``text``: the document's own characters. ``source``: for a piece to translate, its prose (lines
     joined by spaces); empty for a piece copied as it is. ``cell``: a table cell (its translation may hold
-    no ``|``)."""
+    no ``|``). A paragraph wrapped over lines has the ``breaks`` between its lines (the line break with the
+    spaces or markers around it) and its lines' ``widths`` (see ``wrapped``); ``at``: where ``text``
+    starts in the document."""
 
     text: str
     source: str = ""
     cell: bool = False
+    breaks: tuple[str, ...] = ()
+    widths: tuple[int, ...] = ()
+    at: int = 0
 
     @property
     def translate(self) -> bool:
@@ -70,6 +75,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 # what would turn a translated line into another block: a heading, quote, list item, fence, break
 _BLOCK_START = re.compile(r"^(?:#{1,6}(?:\s|$)|>|[-*+](?:\s|$)|\d{1,9}[.)](?:\s|$)|```|~~~|[-=_*]{3,}\s*$)")
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+_LINE_END = re.compile(r"(?:[.!?;:,…。！？；：，]['\")»”’]?|\\)$")
 _VERBATIM_HTML = re.compile(r"<(?:pre|script|style|textarea)\b", re.IGNORECASE)
 
 
@@ -178,10 +184,10 @@ def _cells(line: str) -> list[tuple[int, int]]:
     return out
 
 
-def _inline(lines: list[str], first: int, content: str) -> tuple[int, int, int, int] | None:
+def _inline(lines: list[str], first: int, content: str) -> list[tuple[int, int, int]] | None:
     """Where ``content`` (an inline token's text, its lines stripped) lies in ``lines`` from line
-    ``first``: (first line, start column, last line, end column), or ``None`` when it cannot be placed
-    exactly (the block is then copied, not translated)."""
+    ``first``: (line, start column, end column) of each of its lines without their padding, or ``None``
+    when it cannot be placed exactly (the block is then copied, not translated)."""
     parts = content.split("\n")
     last = first + len(parts) - 1
     if last >= len(lines):
@@ -191,15 +197,56 @@ def _inline(lines: list[str], first: int, content: str) -> tuple[int, int, int, 
     if start is None or not parts[0]:
         return None
     if len(parts) == 1:
-        return first, start, first, start + len(parts[0])
+        return [(first, start, start + len(parts[0]))]
+    out = [(first, start, start + len(parts[0].rstrip()))]
     for k, part in enumerate(parts[1:-1], start=first + 1):
-        if part.strip() not in lines[k]:
+        column = lines[k].find(part.strip())
+        if column < 0 or not part.strip():
             return None
+        out.append((k, column, column + len(part.strip())))
     tail = lines[last].rstrip("\r\n")
     end = tail.rfind(parts[-1].rstrip())
     if end < 0 or not parts[-1].strip():
         return None
-    return first, start, last, end + len(parts[-1].rstrip())
+    return [*out, (last, end, end + len(parts[-1].rstrip()))]
+
+
+def _line_by_line(texts: list[str], breaks: tuple[str, ...]) -> bool:
+    """Whether a paragraph's lines are lines of their own (each but the last ends a sentence or a clause,
+    or with a hard break: verse, an address, a list without markers), not prose wrapped at a width."""
+    return all(
+        _LINE_END.search(text) or line_break.startswith("  ")
+        for text, line_break in zip(texts, breaks, strict=False)
+    )
+
+
+def wrapped(piece: Piece, translation: str) -> str:
+    """``translation`` laid out as ``piece`` is: a paragraph wrapped over n lines is broken into n lines
+    again, each break at about the same share of the text, at a space (anywhere in a script without
+    spaces) outside the protected spans, never where the next line would start another Markdown block;
+    between them the paragraph's own breaks (hard-break spaces, indentation, quote markers)."""
+    if not piece.breaks or not translation:
+        return translation
+    spans = protected_spans(translation)
+    spaced = " " in translation.strip()
+    cuts = [
+        i
+        for i in range(1, len(translation) - 1)
+        if (translation[i] == " " if spaced else not translation[i].isspace())
+        and not any(a < i < b or (a == i and not spaced) for a, b in spans)
+    ]
+    total, done, out, start = sum(piece.widths), 0, [], 0
+    for width, line_break in zip(piece.widths, piece.breaks, strict=False):
+        done += width
+        goal = len(translation) * done / total
+        rest = start + 1 if spaced else start
+        fits = [c for c in cuts if c > rest and not _BLOCK_START.match(translation[c:].lstrip())]
+        if not fits:
+            break
+        cut = min(fits, key=lambda c: abs(c - goal))
+        out += [translation[start:cut].rstrip(" "), line_break]
+        start = cut + 1 if spaced else cut
+    return "".join([*out, translation[start:]])
 
 
 def split(document: str) -> list[Piece]:
@@ -208,7 +255,7 @@ def split(document: str) -> list[Piece]:
     offsets = [0]
     for line in lines:
         offsets.append(offsets[-1] + len(line))
-    edits: list[tuple[int, int, str, bool]] = []  # (start, end, source, cell)
+    edits: list[Piece] = []  # the pieces to translate, ``at`` their offset
     tokens = _parser().parse(document)
     i = 0
     while i < len(tokens):
@@ -225,31 +272,38 @@ def split(document: str) -> list[Piece]:
             if len(cells) == count:
                 for a, b in cells:
                     text = lines[row][a:b]
-                    edits.append((offsets[row] + a, offsets[row] + b, text, True))
+                    edits.append(Piece(text, text, cell=True, at=offsets[row] + a))
             i = j
         elif token.type == "inline" and token.map is not None:
             place = _inline(lines, token.map[0], token.content)
             # the lines are joined into one for the model: a protected span across a line break (inline
             # code, a tag) would change, so such a paragraph stays as written
             if place is not None and not any("\n" in span for span in protected(token.content)):
-                l0, c0, l1, c1 = place
-                source = " ".join(p.strip() for p in token.content.split("\n"))
-                edits.append((offsets[l0] + c0, offsets[l1] + c1, source, False))
+                spans = [(offsets[row] + a, offsets[row] + b) for row, a, b in place]
+                texts = [document[a:b] for a, b in spans]
+                breaks = tuple(document[b:a] for (_, b), (a, _) in itertools.pairwise(spans))
+                if breaks and _line_by_line(texts, breaks):
+                    edits += [Piece(text, text, at=a) for (a, _), text in zip(spans, texts, strict=True)]
+                else:
+                    source = " ".join(text.strip() for text in texts)
+                    text = document[spans[0][0] : spans[-1][1]]
+                    widths = tuple(len(t) for t in texts)
+                    edits.append(Piece(text, source, at=spans[0][0], breaks=breaks, widths=widths))
         elif token.type == "html_block" and token.map is not None:
             a, b = token.map
             text = "".join(lines[a:b]).rstrip("\r\n")
             if not _VERBATIM_HTML.match(text.lstrip()):
-                edits.append((offsets[a], offsets[a] + len(text), text, False))
+                edits.append(Piece(text, text, at=offsets[a]))
         i += 1
     pieces: list[Piece] = []
     pos = 0
-    for start, end, source, cell in sorted(edits):
-        if start < pos or not has_prose(source):
+    for edit in sorted(edits, key=lambda e: e.at):
+        if edit.at < pos or not has_prose(edit.source):
             continue
-        if start > pos:
-            pieces.append(Piece(document[pos:start]))
-        pieces.append(Piece(document[start:end], source, cell))
-        pos = end
+        if edit.at > pos:
+            pieces.append(Piece(document[pos : edit.at]))
+        pieces.append(edit)
+        pos = edit.at + len(edit.text)
     if pos < len(document):
         pieces.append(Piece(document[pos:]))
     return pieces

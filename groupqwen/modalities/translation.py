@@ -8,9 +8,12 @@ options are compiled into its prompt, and the document's format is kept by const
    whole text by ``langid``), ``domains``, the ``terms`` that occur in the piece, the ``tm_list`` entries
    closest to it as examples (an exact match is used as it is, without the model).
 3. The answer is checked (``segments.accepts``: every protected span kept, no new block; and every term
-   translated as asked). A term the model left untranslated is replaced by its target (the constrained
-   fix); any other miss is retried once with the problem named; a piece that still loses a protected span
-   is translated piece by piece between its spans, and failing that kept as it was.
+   held, ``terms``). Terms are enforced: a term the model left in the source language is replaced by its
+   target (substituted); any miss is retried once with the problem named; terms still missed after that
+   are written in the target language into the text itself and it is asked once more (pinned), the
+   answer that keeps the format and holds the most terms kept. A piece that still loses a protected span
+   is translated piece by piece between its spans (terms enforced the same way), and failing that kept as
+   it was.
 4. Pieces are yielded in order as they are done; the last chunk carries the summed usage, and
    ``report()`` says how it went (``messages.TranslationReport``).
 """
@@ -18,15 +21,56 @@ options are compiled into its prompt, and the document's format is kept by const
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from groupqwen.messages import Chunk, Message, Term, TranslationOptions, TranslationReport, Usage
 from groupqwen.modalities import langid, languages
-from groupqwen.modalities.segments import Piece, accepts, gaps, has_prose, protected_spans, split
+from groupqwen.modalities.segments import (
+    Piece,
+    accepts,
+    gaps,
+    has_prose,
+    protected_spans,
+    split,
+    wrapped,
+)
+from groupqwen.modalities.terms import applying, missing, substitute
 
 MAX_EXAMPLES = 3  # tm_list entries shown to the model for one piece
 MAX_GROWTH = 4  # a translation longer than this many times its text (plus a little) is no translation
+
+
+STAGES = ("prompt", "retry", "pinned")  # the generations of one piece, in order (see ``_enforced``)
+HELD_BY = (*STAGES, "substituted")  # how a term came to be held
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One answer for a text: ``text`` (a term left in the source language already substituted), the
+    ``stage`` that generated it, the terms the model's own answer ``missed``, and what is wrong with it
+    (``problem``: ``None`` when its format is kept)."""
+
+    text: str
+    stage: str
+    missed: frozenset[Term]
+    problem: str | None
+
+    def better_than(self, other: Attempt, terms: list[Term]) -> bool:
+        """Kept format first, then more terms held; the earlier answer on a tie."""
+        mine, theirs = len(missing(self.text, terms)), len(missing(other.text, terms))
+        return (self.problem is None, -mine) > (other.problem is None, -theirs)
+
+    def tally(self, terms: list[Term]) -> Counter[str]:
+        """``terms`` counted as expected, and each one held by the stage or the substitution that put it
+        in ``text``."""
+        tally: Counter[str] = Counter(expected=len(terms))
+        for term in terms:
+            if term in missing(self.text, [term]):
+                continue
+            tally["substituted" if term in self.missed else self.stage] += 1
+        return tally
 
 
 @dataclass(frozen=True)
@@ -81,10 +125,12 @@ class Translator:
         self._generate = generate
         self._budget = max(64, budget_chars)
         self._source: str | None = None if options.source == "auto" else options.source
-        self._done: dict[str, str] = {}  # prose already translated in this text (repeated table cells…)
+        self._done: dict[
+            str, str | None
+        ] = {}  # prose already translated in this text (repeated table cells…)
         self._prompt, self._completion = 0, 0
         self._pieces = self._retried = self._piecewise = self._untranslated = 0
-        self._expected = self._held = 0
+        self._tally: Counter[str] = Counter()  # terms expected, and held by each stage
 
     def report(self) -> TranslationReport:
         return TranslationReport(
@@ -93,8 +139,9 @@ class Translator:
             self._retried,
             self._piecewise,
             self._untranslated,
-            self._expected,
-            self._held,
+            self._tally["expected"],
+            sum(self._tally[stage] for stage in HELD_BY),
+            tuple((stage, self._tally[stage]) for stage in HELD_BY),
         )
 
     async def stream(self, text: str) -> AsyncGenerator[Chunk, None]:
@@ -116,18 +163,17 @@ class Translator:
         yield Chunk(text="".join(copied), finish_reason="stop", usage=usage)
 
     async def _piece(self, piece: Piece) -> str:
+        """``piece``'s translation, wrapped over lines as the piece is (``segments.wrapped``), or its own
+        text when none kept the format."""
         self._pieces += 1
-        if piece.source in self._done:
-            return self._done[piece.source]
-        parts = _runs(piece.source, self._budget)
-        out = [await self._translated(Piece(part, part, piece.cell)) for part in parts]
-        if any(o is None for o in out):
-            self._untranslated += 1
-            result = piece.text
-        else:
-            result = " ".join(o for o in out if o is not None)
-        self._done[piece.source] = result
-        return result
+        if piece.source not in self._done:
+            parts = _runs(piece.source, self._budget)
+            out = [await self._translated(Piece(part, part, piece.cell)) for part in parts]
+            if any(o is None for o in out):
+                self._untranslated += 1
+            self._done[piece.source] = None if None in out else " ".join(o for o in out if o is not None)
+        result = self._done[piece.source]
+        return piece.text if result is None else wrapped(piece, result)
 
     async def _translated(self, piece: Piece) -> str | None:
         """``piece``'s translation that keeps its format, or ``None`` when none could be had."""
@@ -135,51 +181,76 @@ class Translator:
         if remembered is not None and accepts(piece, remembered) is None:
             return remembered
         terms = self._terms(piece.source)
-        problem: str | None = None
-        answer = ""
         if "\n" in piece.source:  # an HTML block: its text between the tags, its layout kept
             self._piecewise += 1
-            answer = await self._by_parts(piece.source, terms)
-            return self._counted(answer, terms) if accepts(piece, answer) is None else self._lost(terms)
-        for attempt in range(2):
-            if attempt:
-                self._retried += 1
-            answer = self._fix_terms(await self._ask(piece.source, terms, problem), terms)
-            problem = accepts(piece, answer) or _rambles(piece.source, answer) or _missed(answer, terms)
-            if problem is None:
-                break
-        if _rambles(piece.source, answer):
+            answer, tally = await self._by_parts(piece.source, terms)
+            return self._counted(answer, tally) if accepts(piece, answer) is None else self._lost(terms)
+        best = await self._enforced(piece.source, terms, lambda answer: accepts(piece, answer))
+        if _rambles(piece.source, best.text):
             return self._lost(terms)
-        if accepts(piece, answer) is not None:
-            self._piecewise += 1
-            answer = await self._by_parts(piece.source, terms)
-            if accepts(piece, answer) is not None:
-                return self._lost(terms)
-        return self._counted(answer, terms)
+        if best.problem is None:
+            return self._counted(best.text, best.tally(terms))
+        self._piecewise += 1
+        answer, tally = await self._by_parts(piece.source, terms)
+        return self._counted(answer, tally) if accepts(piece, answer) is None else self._lost(terms)
 
-    def _counted(self, answer: str, terms: list[Term]) -> str:
-        self._expected += len(terms)
-        self._held += len(terms) - len(missing(answer, terms))
+    async def _enforced(self, text: str, terms: list[Term], check: Callable[[str], str | None]) -> Attempt:
+        """The best translation of ``text`` (``check`` says what is wrong with one): asked once, retried
+        once with the problem named, and when only terms are still missing asked a third time with those
+        terms already written in the target language in the text (pinned). In every answer a term left
+        in the source language is replaced by its target (substituted)."""
+        best: Attempt | None = None
+        problem: str | None = None
+        for stage in STAGES:
+            asked = text
+            if stage == "pinned":
+                assert best is not None
+                lost = missing(best.text, terms)
+                if best.problem is not None or not lost:
+                    break
+                asked = substitute(text, lost, self._options.target)
+                problem = _pinned(lost)
+            elif stage == "retry":
+                self._retried += 1
+            raw = await self._ask(asked, terms, problem)
+            missed = missing(raw, terms)
+            fixed = substitute(raw, missed, self._options.target)
+            attempt = Attempt(fixed, stage, frozenset(missed), check(fixed) or _rambles(text, fixed))
+            best = attempt if best is None or attempt.better_than(best, terms) else best
+            if attempt.problem is None and not missing(fixed, terms):
+                break
+            problem = attempt.problem or _missed(fixed, terms)
+        assert best is not None
+        return best
+
+    def _counted(self, answer: str, tally: Counter[str]) -> str:
+        self._tally.update(tally)
         return answer
 
     def _lost(self, terms: list[Term]) -> str | None:
         """No translation of a piece kept its format (``None``: it stays as it was); its terms count as
         missed."""
-        self._expected += len(terms)
+        self._tally["expected"] += len(terms)
         return None
 
-    async def _by_parts(self, source: str, terms: list[Term]) -> str:
-        """``source`` translated between its protected spans, which are copied."""
+    async def _by_parts(self, source: str, terms: list[Term]) -> tuple[str, Counter[str]]:
+        """``source`` translated between its protected spans, which are copied; how its terms held."""
         out = []
+        tally: Counter[str] = Counter()
         for part, kept in gaps(source):
             if kept or not has_prose(part):
                 out.append(part)
                 continue
             lead, core, trail = _strip(part)
-            relevant = applying(tuple(terms), core)
-            answer = self._fix_terms(await self._ask(core, relevant, None), relevant)
-            out.append(lead + (core if _rambles(core, answer) else answer) + trail)
-        return "".join(out)
+            relevant = applying(terms, core)
+            best = await self._enforced(core, relevant, lambda _: None)
+            if _rambles(core, best.text):
+                out.append(part)
+                tally["expected"] += len(relevant)
+            else:
+                out.append(lead + best.text + trail)
+                tally.update(best.tally(relevant))
+        return "".join(out), tally
 
     async def _ask(self, text: str, terms: list[Term], problem: str | None) -> str:
         messages = [Message("system", system_prompt(self._options, self._source, terms, problem))]
@@ -197,14 +268,6 @@ class Translator:
     def _terms(self, text: str) -> list[Term]:
         return applying(self._options.terms, text)
 
-    def _fix_terms(self, answer: str, terms: list[Term]) -> str:
-        """Replace a missed term left untranslated by its target, outside the protected spans."""
-        for term in missing(answer, terms):
-            pattern = re.compile(re.escape(term.source), re.IGNORECASE)
-            target = term.target.replace("\\", "\\\\")  # a replacement template: backslashes doubled
-            answer = "".join(part if kept else pattern.sub(target, part) for part, kept in gaps(answer))
-        return answer
-
     def _remembered(self, text: str) -> str | None:
         folded = _fold(text)
         return next((m.target for m in self._options.memory if _fold(m.source) == folded), None)
@@ -220,16 +283,10 @@ class Translator:
         return [self._options.memory[i] for _, i in sorted(best, key=lambda s: s[1])]
 
 
-def applying(terms: tuple[Term, ...], text: str) -> list[Term]:
-    """The ``terms`` whose source occurs in ``text`` (case and spacing aside)."""
-    folded = _fold(text)
-    return [t for t in terms if _fold(t.source) in folded]
-
-
-def missing(answer: str, terms: list[Term]) -> list[Term]:
-    """The ``terms`` whose target ``answer`` does not hold."""
-    folded = _fold(answer)
-    return [t for t in terms if _fold(t.target) not in folded]
+def _pinned(terms: list[Term]) -> str:
+    return "these terms are already written in the target language in the text: keep them as they are: " + (
+        "; ".join(t.target for t in terms)
+    )
 
 
 def _missed(answer: str, terms: list[Term]) -> str | None:

@@ -1,7 +1,9 @@
 """A request's images made ready for the models that will answer it, and the boxes of their answers
 (docs/vision.md).
 
-``prepare`` runs once per request, after the decision and before any model is leased:
+``prepare`` runs once per request (``n`` choices share choice 0's), after the decision and the cache's
+exact layer (an exact hit is replayed without its images read, unless its answer has boxes to map) and
+before any model is leased:
 
 - for a model the gateway runs itself (llama.cpp in-process), every image is read (a data URL decoded, an
   http(s) URL fetched by ``fetch.py``), decoded and resized to the model's pixel budget
@@ -45,7 +47,8 @@ def budget_of(spec: ModelSpec, policy: ImagesConfig) -> PixelBudget:
 async def prepare(request: ChatRequest, models: Sequence[ModelSpec], policy: ImagesConfig) -> ChatRequest:
     """``request`` with its images ready for ``models`` (the decision's, in order); unchanged without
     images. Raises ``ImageRefused`` naming the first image that cannot be used."""
-    if not request.images or not models:
+    ids = tuple(m.id for m in models)
+    if not request.images or not models or request.prepared_for == ids:  # none, or done (choice 0's)
         return request
     local = next((m for m in models if m.backend == "llamacpp"), None)
     remote = next((m for m in models if m.backend != "llamacpp"), None)
@@ -72,7 +75,7 @@ async def prepare(request: ChatRequest, models: Sequence[ModelSpec], policy: Ima
                 raise
             parts.append(part)
         messages.append(replace(message, parts=tuple(parts)) if message.parts else message)
-    return replace(request, messages=tuple(messages), prepared=tuple(prepared))
+    return replace(request, messages=tuple(messages), prepared=tuple(prepared), prepared_for=ids)
 
 
 async def _read(url: str, where: str, policy: ImagesConfig) -> bytes:
@@ -105,6 +108,12 @@ async def _for_remote(
     width, height = preprocess.measure(data, where)
     fitted = preprocess.fit(width, height, budget)
     return part, PreparedImage(b"", fitted[0], fitted[1], width, height)
+
+
+def points_at(text: str, spec: ModelSpec) -> bool:
+    """Whether ``spec``'s answer ``text`` holds a box in its model's format."""
+    grounding = boxes.grounding_of(spec.family)
+    return grounding is not None and boxes.found(text, grounding)
 
 
 def boxes_of(text: str, spec: ModelSpec, request: ChatRequest) -> tuple[Box, ...]:

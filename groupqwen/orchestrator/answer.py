@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from groupqwen.errors import BackendError
 from groupqwen.messages import (
     Box,
+    ChatRequest,
     Completion,
     Decision,
     Delta,
@@ -60,10 +61,13 @@ class Answer:
     every answer may be filled in later, by the last delta. Read it once: iterate its deltas (the last has
     ``finish_reason`` and ``usage``) or ``collect`` them; ``aclose`` stops the generation."""
 
-    def __init__(self, outcome: Outcome, deltas: AsyncGenerator[Delta, None], first: Delta) -> None:
+    def __init__(
+        self, outcome: Outcome, deltas: AsyncGenerator[Delta, None], first: Delta, request: ChatRequest
+    ) -> None:
         self._outcome = outcome
         self._deltas = deltas
         self._first: Delta | None = first
+        self.request = request  # as answered: its images prepared (another choice of it reuses them)
 
     @property
     def decision(self) -> Decision:

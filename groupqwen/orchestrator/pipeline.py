@@ -3,7 +3,9 @@
 1. Decide (cheap, raises before any work: unknown model or route, images for a model that cannot take
    them): an explicit model name always wins, ``auto`` and ``auto:…`` go through the router
    (docs/routing.md).
-2. The cache's exact layer (before any lease).
+2. The cache's exact layer (before any lease), keyed by the images' URLs as the client sent them; then the
+   images are prepared (``modalities/vision.py``: fetched, decoded, resized), except for an exact hit
+   whose answer points at no box.
 3. On an exact miss, the semantic layer. When the model is already loaded, generation starts at once and
    the semantic layer (an embedding: about 4 ms on one core here) runs beside it: a semantic hit cancels
    the generation and is replayed, a miss lets the generation go on. Nothing is sent before the semantic
@@ -112,8 +114,9 @@ class Pipeline:
         """Answer ``request``: returns once the answer's first delta exists (see the module's docstring)."""
         decision = self._decide(request)
         steps = [s.model for s in decision.steps] or [decision.model]
-        request = await vision.prepare(request, [self._catalog[m] for m in steps], self._images)
         cached = await self._lookup_exact(request, decision, context)
+        if not self._replayed_as_is(request, decision, cached):  # else no image is fetched or decoded
+            request = await vision.prepare(request, [self._catalog[m] for m in steps], self._images)
         timing.decided(decision)
         _log.info("chat completion", model=decision.model, route=decision.route, stream=context.stream)
         outcome = Outcome(decision, cached)
@@ -123,7 +126,7 @@ class Pipeline:
         except BaseException:
             await deltas.aclose()
             raise
-        return Answer(outcome, deltas, first)
+        return Answer(outcome, deltas, first, request)
 
     async def _lookup_exact(
         self, request: ChatRequest, decision: Decision, context: RequestContext
@@ -140,6 +143,14 @@ class Pipeline:
             read=context.read_cache,
             max_false_hit_rate=context.max_false_hit_rate,
         )
+
+    def _replayed_as_is(self, request: ChatRequest, decision: Decision, cached: Lookup | None) -> bool:
+        """Whether an exact hit answers ``request`` without its images prepared: they are keyed by the
+        client's URLs, and the answer points at no box (mapping one needs the image's size)."""
+        if cached is None or cached.status != "hit":
+            return False
+        spec = self._catalog.get(decision.model)
+        return spec is None or not vision.points_at(cached.completion().content, spec)
 
     def _routed(self, request: ChatRequest) -> bool:
         auto = request.model == AUTO_MODEL or request.model.startswith("auto:")

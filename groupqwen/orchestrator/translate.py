@@ -11,7 +11,8 @@ from contextlib import aclosing
 from dataclasses import replace
 
 from groupqwen.messages import ChatRequest, Chunk, Decision, Message, TranslationReport, Usage
-from groupqwen.modalities.translation import Generated, Translator, applying, missing
+from groupqwen.modalities.terms import applying, missing
+from groupqwen.modalities.translation import Generated, Translator
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.thinking import ThinkSplitter
 
@@ -78,5 +79,5 @@ async def passed_through(
             if chunk.finish_reason is not None:
                 held = len(terms) - len(missing("".join(text), terms))
                 source = None if options.source == "auto" else options.source
-                on_report(TranslationReport(source, 1, 0, 0, 0, len(terms), held))
+                on_report(TranslationReport(source, 1, 0, 0, 0, len(terms), held, (("prompt", held),)))
             yield chunk

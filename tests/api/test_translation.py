@@ -1,6 +1,7 @@
-"""``translation_options`` (Qwen-MT's) on chat completions: validation, routing to ``auto:translate``, the
-options compiled into a local model's prompts with the format kept, and passed through to a model that
-takes them itself (a Qwen-MT endpoint; here a loopback server that records what it is sent)."""
+"""``translation_options`` (Qwen-MT's) on chat completions and the Responses API: validation, routing to
+``auto:translate``, the options compiled into a local model's prompts with the format kept, and passed
+through to a model that takes them itself (a Qwen-MT endpoint; here a loopback server that records what
+it is sent)."""
 
 from __future__ import annotations
 
@@ -146,8 +147,9 @@ def test_terms_memory_and_domains_are_compiled_into_the_prompt(served: tuple[Any
     response = _ask(http, "Hello world, how are you?\n\nHello, world.\n", translation_options=options)
     body = response.json()
     assert body["choices"][0]["message"]["content"] == "Bonjour le monde\n\nBonjour, univers.\n"
-    # a first answer without the term, then one retry; the memory's exact match needs no generation
-    assert len(backend.requests) == 2
+    # a first answer without the term, one retry, one with the term pinned in the text; the memory's exact
+    # match needs no generation
+    assert len(backend.requests) == 3
     messages = backend.requests[0].messages
     system = messages[0].content
     assert "Domain and style: Software documentation, formal tone." in system
@@ -159,8 +161,14 @@ def test_terms_memory_and_domains_are_compiled_into_the_prompt(served: tuple[Any
     ]
     retry = backend.requests[1].messages[0].content
     assert "rejected: these terms must be translated as given: world → univers" in retry
+    pinned = backend.requests[2].messages
+    assert "already written in the target language in the text: keep them as they are: univers" in (
+        pinned[0].content
+    )
+    assert pinned[-1].content == "Hello univers, how are you?"
     report = body["groupqwen"]["translation"]
     assert (report["terms_expected"], report["terms_held"], report["terms_hit_rate"]) == (1, 0, 0.0)
+    assert report["terms_held_by"] == {"prompt": 0, "retry": 0, "pinned": 0, "substituted": 0}
 
 
 def test_a_term_left_untranslated_is_replaced_by_its_target(tmp_path: Path) -> None:
@@ -275,13 +283,68 @@ def test_a_long_paragraph_is_translated_in_runs_of_sentences_within_the_context(
 
 def test_a_piece_no_answer_fits_stays_as_it_was(tmp_path: Path) -> None:
     """A model that always answers with a list item: the paragraph would become a list, so after the retry
-    and the piecewise attempt it is kept as written, and its term counts as missed."""
+    and the piecewise attempt (its term enforced there too: asked, retried, pinned) it is kept as written,
+    and its term counts as missed."""
     backend = FakeBackend("translator", tokens=("-", " Bonjour"))
     with gateway(fake_services(fake_settings(tmp_path, ("translator",)), backend)) as http:
         options = _options(terms=[{"source": "cache", "target": "antémémoire"}])
         body = _ask(http, "The cache is full.\n", model="translator", translation_options=options).json()
     assert body["choices"][0]["message"]["content"] == "The cache is full.\n"
     report = body["groupqwen"]["translation"]
-    assert (report["untranslated"], report["retried"], report["piecewise"]) == (1, 1, 1)
+    assert (report["untranslated"], report["retried"], report["piecewise"]) == (1, 2, 1)
     assert (report["terms_expected"], report["terms_held"]) == (1, 0)
-    assert len(backend.requests) == 3
+    assert len(backend.requests) == 2 + 3
+
+
+def _respond(http: Any, **body: Any) -> Any:
+    body.setdefault("model", "auto")
+    body.setdefault("input", "Hello there, my friend.")
+    body.setdefault("translation_options", _options())
+    return http.post("/v1/responses", json=body)
+
+
+def test_the_responses_api_takes_translation_options(served: tuple[Any, FakeBackend]) -> None:
+    http, backend = served
+    response = _respond(http, input=DOCUMENT, store=False)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert response.headers["x-groupqwen-route"] == "auto:translate"
+    text = body["output"][0]["content"][0]["text"]
+    assert structure(text) == structure(DOCUMENT) and text.startswith("# Bonjour le monde\n\n")
+    assert body["groupqwen"]["translation"]["pieces"] == 7
+    assert "from English into French" in backend.requests[0].messages[0].content
+    ask = {"model": "auto", "input": "Hello there.", "translation_options": _options(), "stream": True}
+    with http.stream("POST", "/v1/responses", json=ask) as streamed:
+        events = [json.loads(line[6:]) for line in streamed.iter_lines() if line.startswith("data: {")]
+    done = events[-1]
+    assert done["type"] == "response.completed"
+    assert done["response"]["output"][0]["content"][0]["text"] == "Bonjour le monde"
+    assert done["response"]["groupqwen"]["translation"]["pieces"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "says"),
+    [
+        ({"translation_options": {"target_lang": "Klingon"}}, "translation_options.target_lang", "Klingon"),
+        ({"translation_options": _options(tm_list="nope")}, "translation_options.tm_list", "list"),
+        ({"instructions": "Be brief."}, "input", "without instructions or earlier turns"),
+        ({"include": ["message.output_text.logprobs"]}, "logprobs", "cannot be combined"),
+    ],
+)
+def test_the_responses_api_refuses_what_chat_refuses(
+    served: tuple[Any, FakeBackend], body: dict[str, Any], param: str, says: str
+) -> None:
+    http, backend = served
+    response = _respond(http, **body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and says in error["message"]
+    assert backend.requests == []
+
+
+def test_a_translation_does_not_continue_a_stored_conversation(served: tuple[Any, FakeBackend]) -> None:
+    http, _ = served
+    first = _respond(http, translation_options=None, model="fake").json()
+    response = _respond(http, previous_response_id=first["id"])
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input"
+    assert "this request has user, assistant, user" in response.json()["error"]["message"]

@@ -60,3 +60,42 @@ def test_a_real_document_keeps_its_structure(tmp_path: Path) -> None:
     assert report["source_lang"] == "English"
     assert report["pieces"] == sum(p.translate for p in split(document))
     assert body["usage"]["completion_tokens"] > 0
+
+
+def test_terms_are_enforced_and_line_breaks_kept_on_the_real_model(tmp_path: Path) -> None:
+    """Django's own message (its Spanish catalogue says "Buscar ruta de la plantilla"): the 0.5B model
+    writes "Ruta de búsqueda" when asked, so the term "Search" → "Buscar" has to be enforced; "name" is
+    only inside the placeholder, so it is no term of the text. A paragraph of lines of their own keeps
+    its lines, a paragraph wrapped at a width keeps its number of lines."""
+    models_dir = Settings().models_dir
+    ensure_bundled(Settings().catalog()[QWEN], models_dir)
+    settings = load_settings(
+        models_dir=models_dir, data_dir=tmp_path / "data", n_threads=1, n_ctx=1024, cache={"backend": "off"}
+    )
+    document = (
+        "Search path for template <q>%(name)s</q>:\n\n"
+        "The file was saved.\nThe server restarted.\n\n"
+        "The cache keeps the answers of the\nmodel for one day.\n"
+    )
+    options = {
+        "source_lang": "English",
+        "target_lang": "Spanish",
+        "terms": [{"source": "Search", "target": "Buscar"}, {"source": "name", "target": "nombre"}],
+    }
+    with gateway(fake_services(settings)) as http:
+        body = http.post(
+            "/v1/chat/completions",
+            json={
+                "model": QWEN,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": document}],
+                "translation_options": options,
+            },
+        ).json()
+    translated = body["choices"][0]["message"]["content"]
+    first, lines, wrapped = translated.rstrip("\n").split("\n\n")
+    assert "buscar" in first.casefold() and "<q>%(name)s</q>" in first
+    assert len(lines.split("\n")) == 2 and len(wrapped.split("\n")) == 2, translated
+    report = body["groupqwen"]["translation"]
+    assert (report["terms_expected"], report["terms_held"], report["terms_hit_rate"]) == (1, 1, 1.0)
+    assert sum(report["terms_held_by"].values()) == 1

@@ -10,6 +10,7 @@ import io
 import json
 import re
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from groupqwen import testing
+from groupqwen.cache.embedders import HashingEmbedder
 from groupqwen.testing import fake_services, fake_settings
 
 URL = "/v1/chat/completions"
@@ -42,16 +44,22 @@ def question(url: str | None, text: str = "What is in the picture?") -> list[dic
     return [{"role": "user", "content": content}]
 
 
+GETS: Counter[str] = Counter()  # the paths the image server was asked for
+
+
 @pytest.fixture(scope="module")
 def image_server() -> Iterator[str]:
-    """``/cat.png``: a PNG sent as ``application/octet-stream``; ``/page``: HTML sent as ``image/png``."""
-    bodies = {"/cat.png": (png((100, 60)), "application/octet-stream"), "/page": (b"<html/>", "image/png")}
+    """``/cat.png`` (and ``/dog.png``, ``/bird.png``): a PNG sent as ``application/octet-stream``;
+    ``/page``: HTML sent as ``image/png``."""
+    cat = (png((100, 60)), "application/octet-stream")
+    bodies = {"/cat.png": cat, "/dog.png": cat, "/bird.png": cat, "/page": (b"<html/>", "image/png")}
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
             pass
 
         def do_GET(self) -> None:
+            GETS[self.path] += 1
             body, kind = bodies.get(self.path, (b"", "text/plain"))
             self.send_response(200 if body else 404)
             self.send_header("content-type", kind)
@@ -104,6 +112,35 @@ def test_an_http_image_is_fetched_by_the_gateway_and_answered_in_process(
     assert fetched.json()["groupqwen"]["model"] == "tiny-vl"
     models = client.get("/v1/models").json()["data"]
     assert next(m for m in models if m["id"] == "tiny-vl")["groupqwen"]["capabilities"]["vision"] is True
+
+
+@pytest.mark.integration
+def test_an_exact_cache_hit_fetches_no_image(
+    tiny_vlm_files: tuple[Path, Path], image_server: str, tmp_path: Path
+) -> None:
+    model, mmproj = tiny_vlm_files
+    settings = fake_settings(
+        tmp_path,
+        models={"tiny-vl": {"path": model, "mmproj": mmproj, "family": "qwen2-vl", "n_ctx": 1024}},
+        default_model="tiny-vl",
+        n_threads=1,
+        images={"allowed_hosts": ["127.0.0.1"], "max_pixels": 112 * 112},
+        cache={"backend": "embedded"},
+    )
+    with testing.gateway(fake_services(settings, embedder=HashingEmbedder())) as http:
+        answers = [ask(http, f"{image_server}/dog.png") for _ in range(2)]
+    assert [a.headers["x-groupqwen-cache"] for a in answers] == ["miss", "hit"]
+    assert answers[0].json()["choices"] == answers[1].json()["choices"]
+    assert GETS["/dog.png"] == 1  # the hit was answered without the image fetched again
+
+
+@pytest.mark.integration
+def test_n_choices_fetch_and_prepare_the_image_once(client: TestClient, image_server: str) -> None:
+    body = {"model": "tiny-vl", "messages": question(f"{image_server}/bird.png"), "max_tokens": 2, "n": 3}
+    response = client.post(URL, json={**body, "seed": 1})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["choices"]) == 3
+    assert GETS["/bird.png"] == 1
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from groupqwen.modalities.segments import Piece, accepts, gaps, protected, split, structure
+from groupqwen.modalities.segments import Piece, accepts, gaps, protected, split, structure, wrapped
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", ROOT / "CHANGELOG.md"]
@@ -30,7 +30,7 @@ def test_real_documents_come_back_whole_and_keep_their_structure(path: Path) -> 
     for piece in pieces:
         if piece.translate:
             assert accepts(piece, _translate(piece)) is None, piece.source
-    translated = "".join(_translate(p) if p.translate else p.text for p in pieces)
+    translated = "".join(wrapped(p, _translate(p)) if p.translate else p.text for p in pieces)
     assert translated != document
     assert structure(translated) == structure(document)
 
@@ -125,5 +125,45 @@ def test_any_text_comes_back_whole_and_a_faithful_translation_keeps_its_structur
     pieces = split(text)
     assert "".join(p.text for p in pieces) == text
     kept = [p.translate and accepts(p, _translate(p)) is None for p in pieces]
-    translated = "".join(_translate(p) if ok else p.text for p, ok in zip(pieces, kept, strict=True))
+    translated = "".join(
+        wrapped(p, _translate(p)) if ok else p.text for p, ok in zip(pieces, kept, strict=True)
+    )
     assert structure(translated) == structure(text)
+
+
+def test_a_paragraph_wrapped_over_lines_comes_back_wrapped_with_its_own_breaks() -> None:
+    document = (
+        "> The cache keeps answers for a day and the\n> router sends the hard questions to the\n"
+        "> larger model.\n"
+    )
+    (piece,) = [p for p in split(document) if p.translate]
+    assert piece.source == (
+        "The cache keeps answers for a day and the router sends the hard questions to the larger model."
+    )
+    assert piece.breaks == ("\n> ", "\n> ")
+    french = (
+        "Le cache garde les réponses un jour et le routeur envoie les questions difficiles - au grand modèle."
+    )
+    lines = wrapped(piece, french).split("\n> ")
+    assert lines == [
+        "Le cache garde les réponses un jour et le",
+        "routeur envoie les questions difficiles - au",  # a line starting "- " would be a list item
+        "grand modèle.",
+    ]
+    assert wrapped(piece, "缓存把答案保存一天，路由器把难题交给更大的模型。").count("\n> ") == 2
+
+
+def test_a_hard_break_and_lines_of_their_own_are_kept_line_by_line() -> None:
+    verse = "Roses are red,\nviolets are blue.\nSugar is sweet  \nand so are you\n"
+    pieces = [p for p in split(verse) if p.translate]
+    assert [p.source for p in pieces] == [
+        "Roses are red,",
+        "violets are blue.",
+        "Sugar is sweet",
+        "and so are you",
+    ]
+    assert "".join(p.text for p in split(verse)) == verse
+    wrapped_prose = "A line broken\nin the middle of a sentence  \nwith a hard break.\n"
+    (piece,) = [p for p in split(wrapped_prose) if p.translate]  # its first line ends mid-sentence
+    assert piece.breaks == ("\n", "  \n")
+    assert wrapped(piece, "Une ligne coupée au milieu d'une phrase avec un saut forcé.").count("\n") == 2

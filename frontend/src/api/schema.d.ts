@@ -1356,6 +1356,8 @@ export interface components {
              * @default null
              */
             top_p: number | null;
+            /** @default null */
+            translation_options: components["schemas"]["TranslationOptionsIn"] | null;
             /**
              * Truncation
              * @default null

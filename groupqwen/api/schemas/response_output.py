@@ -11,7 +11,7 @@ from typing import Any
 from groupqwen.api.schemas.chat import decision_json, logprobs_json
 from groupqwen.api.schemas.response_tools import function_call_item, tools_json
 from groupqwen.api.schemas.responses import ResponsesRequest
-from groupqwen.messages import Completion, Decision, TokenLogprob, Tools, Usage
+from groupqwen.messages import Completion, Decision, TokenLogprob, Tools, TranslationReport, Usage
 
 
 def new_id(prefix: str) -> str:
@@ -73,6 +73,7 @@ class ResponseWriter:
         usage: Usage | None = None,
         decision: Decision | None = None,
         error: dict[str, Any] | None = None,
+        translation: TranslationReport | None = None,
     ) -> dict[str, Any]:
         body = self.body
         fmt = body.text.format if body.text is not None and body.text.format is not None else None
@@ -109,7 +110,7 @@ class ResponseWriter:
             "user": body.user,
         }
         if decision is not None:
-            payload["groupqwen"] = decision_json(decision)
+            payload["groupqwen"] = decision_json(decision, translation=translation)
         return payload
 
     def output(self, completion: Completion, logprobs: bool) -> list[dict[str, Any]]:
@@ -130,10 +131,17 @@ class ResponseWriter:
         decision: Decision,
         logprobs: bool,
         output: list[dict[str, Any]] | None = None,
+        translation: TranslationReport | None = None,
     ) -> dict[str, Any]:
-        """The finished response; ``output`` its items as streamed (else made from ``completion``)."""
+        """The finished response; ``output`` its items as streamed (else made from ``completion``);
+        ``translation``: how a request with ``translation_options`` went (in ``groupqwen``)."""
         status = "incomplete" if completion.finish_reason == "length" else "completed"
         output = self.output(completion, logprobs) if output is None else output
         return self.response(
-            status, model=decision.model, output=output, usage=completion.usage, decision=decision
+            status,
+            model=decision.model,
+            output=output,
+            usage=completion.usage,
+            decision=decision,
+            translation=translation,
         )

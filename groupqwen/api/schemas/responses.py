@@ -26,6 +26,7 @@ from groupqwen.api.schemas.response_tools import (
     with_call,
 )
 from groupqwen.api.schemas.tools import check_tool_results
+from groupqwen.api.schemas.translation import TranslationOptionsIn, check_translation, options_of
 from groupqwen.config import ImagesConfig
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
@@ -104,6 +105,7 @@ class ResponsesRequest(Wire):
     parallel_tool_calls: bool | None = None
     tools: list[ResponsesTool] | None = None
     tool_choice: str | ResponsesToolChoice | None = None
+    translation_options: TranslationOptionsIn | None = None  # Qwen-MT's, as on chat completions
 
 
 # Fields whose meaning we cannot honour: silently ignoring them would change what the client gets.
@@ -242,7 +244,7 @@ def chat_request(body: ResponsesRequest, conversation: list[Message]) -> ChatReq
     thinking = None if effort is None else effort not in ("none", "minimal")
     messages = [Message("system", body.instructions)] if body.instructions else []
     defaults = Sampling()
-    return ChatRequest(
+    chat = ChatRequest(
         messages=tuple(messages + conversation),
         model=body.model,
         sampling=Sampling(
@@ -256,4 +258,7 @@ def chat_request(body: ResponsesRequest, conversation: list[Message]) -> ChatReq
         user=body.user,
         enable_thinking=thinking,
         tools=response_tools(body.tools, body.tool_choice, body.parallel_tool_calls),
+        translation=options_of(body.translation_options),
     )
+    check_translation(chat, turns="input", system="instructions")
+    return chat

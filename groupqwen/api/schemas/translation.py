@@ -69,17 +69,20 @@ def options_of(wire: TranslationOptionsIn | None) -> TranslationOptions | None:
     )
 
 
-def check_translation(chat: ChatRequest) -> None:
+def check_translation(
+    chat: ChatRequest, *, turns: str = "messages", system: str = "a system message"
+) -> None:
     """What a translation request may carry, as Qwen-MT's API defines it: one user message (the text to
-    translate), no tools, images, JSON format or log-probabilities."""
+    translate; ``turns`` names the request's field for them, ``system`` what makes a system turn), no
+    tools, images, JSON format or log-probabilities."""
     if chat.translation is None:
         return
-    turns = [m.role for m in chat.messages]
-    if turns != ["user"]:
+    roles = [m.role for m in chat.messages]
+    if roles != ["user"]:
         raise InvalidRequest(
-            f"{PARAM}: messages must be a single user message holding the text to translate (as Qwen-MT "
-            f"takes it); this request has {', '.join(turns)}",
-            param="messages",
+            f"{PARAM}: {turns} must be a single user message holding the text to translate (as Qwen-MT "
+            f"takes it), without {system} or earlier turns; this request has {', '.join(roles)}",
+            param=turns,
         )
     refused = {
         "tools": chat.tools is not None,
@@ -99,7 +102,8 @@ def check_translation(chat: ChatRequest) -> None:
 def translation_json(report: TranslationReport) -> dict[str, object]:
     """How an in-process translation went, in the ``groupqwen`` object: the source language read for
     ``auto``, the pieces of prose, those retried, translated between their protected spans or left as they
-    were, and the terms that applied and held (``terms_hit_rate``: ``null`` when none applied)."""
+    were, and the terms that applied and held (``terms_hit_rate``: ``null`` when none applied), and how
+    each held (``terms_held_by``: the first prompt, the retry, the pinned attempt, the substitution)."""
     rate = report.terms_held / report.terms_expected if report.terms_expected else None
     return {
         "source_lang": report.source,
@@ -110,4 +114,5 @@ def translation_json(report: TranslationReport) -> dict[str, object]:
         "terms_expected": report.terms_expected,
         "terms_held": report.terms_held,
         "terms_hit_rate": None if rate is None else round(rate, 4),
+        "terms_held_by": dict(report.terms_held_by),
     }
