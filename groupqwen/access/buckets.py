@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from groupqwen import redis_client
 
 SLOT_WAIT_S = (
     1.0  # what a request refused for its concurrency is told to wait: no one knows when a slot frees
@@ -241,15 +239,9 @@ class RedisBuckets:
     ``timeout_s``; a failure (``RedisError``, ``OSError``, ``TimeoutError``) is the caller's to judge."""
 
     def __init__(self, url: str, *, prefix: str, timeout_s: float, max_connections: int = 64) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),  # a connection gone stale in an outage reconnects once
+        self._redis = redis_client.bounded(
+            url, timeout_s=timeout_s, pool_wait_s=timeout_s, max_connections=max_connections
         )
-        self._redis = aioredis.Redis(connection_pool=pool)
         self._prefix = prefix
         self._take = self._redis.register_script(_TAKE)  # EVALSHA; loaded again after a restart
         self._give_back = self._redis.register_script(_GIVE_BACK)

@@ -15,12 +15,9 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from groupqwen import log
+from groupqwen import log, redis_client
 from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.errors import NotFound, ResponsesUnavailable
 from groupqwen.messages import ImagePart, Message, ToolCall
@@ -143,15 +140,7 @@ class RedisResponseStore:
     def __init__(
         self, url: str, *, prefix: str, max_stored: int, max_bytes: int, ttl_s: float, timeout_s: float
     ) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=64,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),  # a connection gone stale in an outage reconnects once
-        )
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = redis_client.bounded(url, timeout_s=timeout_s, pool_wait_s=timeout_s)
         self._prefix = prefix
         self._index = prefix + "index"
         self._max_stored = max_stored

@@ -23,13 +23,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from groupqwen import log
+from groupqwen import log, redis_client
 from groupqwen.cache.index import Vectors
 from groupqwen.cache.redis_entries import FIELDS, Names, decode, fields, scan
 from groupqwen.cache.redis_local import LocalIndex
@@ -69,15 +66,9 @@ class RedisStore:
         # one immediate retry: a pooled connection that went stale in an outage reconnects transparently;
         # ``_call`` bounds the whole call, retry and the wait for a free connection included, by
         # ``timeout_s`` (the pool's own wait would fail as a ConnectionError: "down", not "slow")
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=None,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),
+        self._redis = redis_client.bounded(
+            url, timeout_s=timeout_s, pool_wait_s=None, max_connections=max_connections
         )
-        self._redis = aioredis.Redis(connection_pool=pool)
         self._names = Names(prefix)
         self._timeout_s = timeout_s
         self._sync_timeout_s = sync_timeout_s
