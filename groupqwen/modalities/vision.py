@@ -13,7 +13,8 @@ before any model is leased:
   the model's server to fetch (checked at the edge, ``api/schemas/images.py``). The sizes of the images the
   gateway holds are kept (``PreparedImage`` without pixels) so that boxes can be mapped back.
 
-``boxes`` reads the grounding in an answer and maps it to the last image of the conversation.
+``boxes_of`` reads the grounding in an answer and maps it to the last image of the conversation (fetching
+an http(s) image a remote model read itself, only when the answer points at it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import replace
 
+from groupqwen import log
 from groupqwen.catalog import ModelSpec
 from groupqwen.config import ImagesConfig
 from groupqwen.errors import ImageRefused
@@ -31,6 +33,8 @@ from groupqwen.messages import Box, ChatRequest, ImagePart, Message, PreparedIma
 from groupqwen.modalities import boxes, preprocess
 from groupqwen.modalities.fetch import fetch
 from groupqwen.modalities.preprocess import PixelBudget
+
+_log = log.get(__name__)
 
 QWEN_FACTOR = 28  # 14-pixel patches, merged 2 × 2
 QWEN3_FACTOR = 32  # Qwen3-VL: 16-pixel patches, merged 2 × 2
@@ -116,10 +120,33 @@ def points_at(text: str, spec: ModelSpec) -> bool:
     return grounding is not None and boxes.found(text, grounding)
 
 
-def boxes_of(text: str, spec: ModelSpec, request: ChatRequest) -> tuple[Box, ...]:
+async def boxes_of(
+    text: str, spec: ModelSpec, request: ChatRequest, policy: ImagesConfig
+) -> tuple[Box, ...]:
     """The boxes ``spec``'s answer ``text`` points at, in pixels of the conversation's last image; none
-    where the model's box format or that image's size is unknown."""
+    where the model's box format is unknown or that image cannot be read. An http(s) image a remote model
+    fetched itself is fetched here too (the same guarded fetch), only when the answer points at it: its
+    size maps the boxes."""
     grounding = boxes.grounding_of(spec.family)
-    if grounding is None or not request.prepared or request.prepared[-1].original_width == 0:
+    if grounding is None or not request.prepared or not boxes.found(text, grounding):
         return ()
-    return boxes.parse(text, grounding, request.prepared[-1])
+    last = request.prepared[-1]
+    if last.original_width == 0:
+        measured = await _measured(request.images[-1].url, spec, policy)
+        if measured is None:
+            return ()
+        last = measured
+    return boxes.parse(text, grounding, last)
+
+
+async def _measured(url: str, spec: ModelSpec, policy: ImagesConfig) -> PreparedImage | None:
+    """The sizes of the image at ``url`` as ``spec`` sees it; ``None`` (logged) when it cannot be read."""
+    where = "the last image of the request (fetched to map the answer's boxes)"
+    try:
+        data = await fetch(url, where, policy)
+        width, height = await asyncio.to_thread(preprocess.measure, data, where)
+    except ImageRefused as refused:
+        _log.warning("boxes not mapped", reason=refused.message)
+        return None
+    fitted = preprocess.fit(width, height, budget_of(spec, policy))
+    return PreparedImage(b"", fitted[0], fitted[1], width, height)

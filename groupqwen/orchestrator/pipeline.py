@@ -245,7 +245,7 @@ class Pipeline:
             decided(_cached_decision(outcome.decision, cached))
             timing.first_token()
             answer = cached.completion()
-            outcome.boxes = self._boxes(request, outcome.decision, answer.content)
+            outcome.boxes = await self._boxes(request, outcome.decision, answer.content)
             if answer.reasoning:
                 yield Delta(reasoning=answer.reasoning)
             timing.used(answer.usage)
@@ -268,7 +268,7 @@ class Pipeline:
                 if chunk.finish_reason is not None and chunk.usage is not None and not called:
                     self._store(cached, outcome.decision, texts, thoughts, chunk, ttl_s)
                 if chunk.finish_reason is not None:
-                    outcome.boxes = self._boxes(request, outcome.decision, "".join(texts))
+                    outcome.boxes = await self._boxes(request, outcome.decision, "".join(texts))
                 if reasoning or content or logprobs or chunk.finish_reason or chunk.tool_calls:
                     timing.first_token()  # telemetry's TTFT (marks the request's trace once)
                     if chunk.usage is not None:
@@ -285,12 +285,12 @@ class Pipeline:
                     return
         raise BackendError(f"model {outcome.decision.model!r} ended its stream without a finish reason")
 
-    def _boxes(self, request: ChatRequest, decision: Decision, content: str) -> tuple[Box, ...]:
+    async def _boxes(self, request: ChatRequest, decision: Decision, content: str) -> tuple[Box, ...]:
         """The boxes a vision model's answer points at (``modalities/boxes.py``), in the client's pixels."""
         spec = self._catalog.get(decision.model)
         if spec is None or not spec.vision or not request.prepared:
             return ()
-        return vision.boxes_of(content, spec, request)
+        return await vision.boxes_of(content, spec, request, self._images)
 
     def _chunks(
         self, request: ChatRequest, outcome: Outcome, decided: Callable[[Decision], None]

@@ -217,3 +217,31 @@ def test_boxes_come_back_in_pixels_of_the_image_sent(boxing: TestClient) -> None
 def test_no_boxes_key_without_boxes(boxing: TestClient) -> None:
     answer = boxing.post(URL, json={"model": "vl", "messages": question(None), "max_tokens": 5}).json()
     assert "boxes" not in answer["groupqwen"]
+
+
+def test_boxes_on_an_http_image_a_remote_model_fetched_are_mapped(tmp_path: Path, image_server: str) -> None:
+    """A remote model (the fake backend stands for one) is sent the image's URL and fetches it itself; when
+    its answer points at something, the gateway fetches the image (guarded as any fetch) to learn its size
+    and maps the boxes. An answer without a box costs no fetch."""
+    reply = "<|object_ref_start|>cat<|object_ref_end|><|box_start|>(100,200),(500,1000)<|box_end|>"
+    models = {
+        "vl": {"backend": "fake", "vision": True, "family": "qwen2-vl", "fake_reply": reply},
+        "plain": {"backend": "fake", "vision": True, "family": "qwen2-vl", "fake_reply": "A cat."},
+    }
+    settings = fake_settings(tmp_path, models, images={"allowed_hosts": ["127.0.0.1"]})
+    with testing.gateway(fake_services(settings)) as one:
+        before = GETS["/bird.png"]
+        body = {"model": "plain", "messages": question(f"{image_server}/bird.png"), "max_tokens": 5}
+        answer = one.post(URL, json=body).json()
+        assert "boxes" not in answer["groupqwen"] and GETS["/bird.png"] == before
+        answer = one.post(URL, json={**body, "model": "vl", "max_tokens": 50}).json()
+        assert GETS["/bird.png"] == before + 1
+        # the 0–1000 grid of the 100 × 60 image the server sends
+        assert answer["groupqwen"]["boxes"] == [
+            {"label": "cat", "x1": 10.0, "y1": 12.0, "x2": 50.0, "y2": 60.0}
+        ]
+        # an image the gateway cannot read (here: not found) maps no boxes, and the answer stands
+        gone = {**body, "model": "vl", "max_tokens": 50, "messages": question(f"{image_server}/gone.png")}
+        r = one.post(URL, json=gone)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == reply
+        assert "boxes" not in r.json()["groupqwen"]
