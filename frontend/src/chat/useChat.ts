@@ -99,6 +99,9 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
       }
       const message: Message = { id: crypto.randomUUID(), conversationId: conversation.id, seq, role: "user", content: text };
       if (images.length) message.images = images;
+      // the conversation as stored: a model or parameter picked just now was written before this read (one
+      // IndexedDB queue) but may not have reached `conversation`, the page's last render, yet
+      const asStored = (await db.conversations.get(id)) ?? conversation;
       // the request leaves first; the question is stored while the answer is on its way
       const stored = db.transaction("rw", db.messages, db.conversations, async () => {
         await db.messages.put(message);
@@ -106,7 +109,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
           await db.conversations.update(conversation.id, { title: titleOf(text) });
         }
       });
-      await Promise.all([stored, answer(conversation, [...history, message])]);
+      await Promise.all([stored, answer(asStored, [...history, message])]);
     },
     [conversation, live, answer],
   );
@@ -117,7 +120,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
     const last = history.at(-1);
     if (last?.role !== "assistant") return;
     await db.truncate(conversation.id, last.seq);
-    await answer(conversation, history.slice(0, -1));
+    await answer((await db.conversations.get(conversation.id)) ?? conversation, history.slice(0, -1));
   }, [conversation, answer]);
 
   const stop = useCallback(() => controller.current?.abort(), []);
