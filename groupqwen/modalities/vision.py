@@ -120,9 +120,7 @@ def points_at(text: str, spec: ModelSpec) -> bool:
     return grounding is not None and boxes.found(text, grounding)
 
 
-async def boxes_of(
-    text: str, spec: ModelSpec, request: ChatRequest, policy: ImagesConfig
-) -> tuple[Box, ...]:
+async def boxes_of(text: str, spec: ModelSpec, request: ChatRequest, policy: ImagesConfig) -> tuple[Box, ...]:
     """The boxes ``spec``'s answer ``text`` points at, in pixels of the conversation's last image; none
     where the model's box format is unknown or that image cannot be read. An http(s) image a remote model
     fetched itself is fetched here too (the same guarded fetch), only when the answer points at it: its
