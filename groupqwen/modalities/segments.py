@@ -239,8 +239,7 @@ def wrapped(piece: Piece, translation: str) -> str:
     for width, line_break in zip(piece.widths, piece.breaks, strict=False):
         done += width
         goal = len(translation) * done / total
-        rest = start + 1 if spaced else start
-        fits = [c for c in cuts if c > rest and not _BLOCK_START.match(translation[c:].lstrip())]
+        fits = [c for c in cuts if c > start and not _BLOCK_START.match(translation[c:].lstrip())]
         if not fits:
             break
         cut = min(fits, key=lambda c: abs(c - goal))
@@ -280,6 +279,9 @@ def split(document: str) -> list[Piece]:
             # code, a tag) would change, so such a paragraph stays as written
             if place is not None and not any("\n" in span for span in protected(token.content)):
                 spans = [(offsets[row] + a, offsets[row] + b) for row, a, b in place]
+                # a line's indentation belongs to the break before it (``wrapped`` puts breaks back: an
+                # indented "=" must stay indented, or it underlines the line above as a heading)
+                spans[1:] = [(b - len(document[a:b].lstrip(" \t")), b) for a, b in spans[1:]]
                 texts = [document[a:b] for a, b in spans]
                 breaks = tuple(document[b:a] for (_, b), (a, _) in itertools.pairwise(spans))
                 if breaks and _line_by_line(texts, breaks):

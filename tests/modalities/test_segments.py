@@ -121,6 +121,8 @@ TOKENS += ["}", "%s", "é", "字", "    ", "\t", "[", "](", ")", "\\", "=", "~",
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(TOKENS), max_size=40).map("".join))
 @example("a`\n    `")  # inline code across a line break: joining the lines would change it
+@example("#\u2028\na")  # a one-character first line: joined, the lines read as a heading ("# a")
+@example("aa\n    =")  # an indented "=" line: without its indentation it would underline a heading
 def test_any_text_comes_back_whole_and_a_faithful_translation_keeps_its_structure(text: str) -> None:
     pieces = split(text)
     assert "".join(p.text for p in pieces) == text
