@@ -119,6 +119,39 @@ class ValkeyServer:
             self.process.send_signal(signal.SIGCONT)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def default_serve(command: list[str], data_dir: Path, log: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """``command`` (``groupqwen serve`` as ``make run`` starts it: the bundled models, the default settings,
+    none of this environment's ``GROUPQWEN_*``), run in the repository's root on a free port, its data in
+    ``data_dir`` and its output in ``log``; yields the port and the environment it runs in once ``/health``
+    answers (within 120 s)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GROUPQWEN_")}
+    env |= {"GROUPQWEN_PORT": str(port), "GROUPQWEN_DATA_DIR": str(data_dir)}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not _healthy(f"http://127.0.0.1:{port}/health"):
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "the gateway did not answer /health within 120 s"
+            time.sleep(0.1)
+        yield port, env
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin/initdb"
 
 

@@ -6,19 +6,17 @@ gateway ``make run`` starts), and its answer must have the documented status and
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from servers import free_port
+from servers import default_serve
 
 from groupqwen.api import reference
 from groupqwen.api.app import create_app
@@ -137,27 +135,11 @@ def test_the_shape_rules_catch_what_they_must() -> None:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``groupqwen serve`` as ``make run`` starts it (the bundled models, the default settings) on a free
     port, its data in a fresh folder."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GROUPQWEN_")}
-    env |= {"GROUPQWEN_PORT": str(port), "GROUPQWEN_DATA_DIR": str(tmp_path_factory.mktemp("api-reference"))}
+    data = tmp_path_factory.mktemp("api-reference")
     log = tmp_path_factory.mktemp("api-reference-log") / "serve.log"
     command = [sys.executable, "-c", "from groupqwen.cli.main import app; app()", "serve"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with default_serve(command, data, log) as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 def send(client: httpx.Client, example: Example, names: dict[str, str]) -> httpx.Response:

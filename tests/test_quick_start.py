@@ -10,13 +10,11 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from servers import free_port
+from servers import default_serve
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "QUICK_START.md"
@@ -41,25 +39,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict
     )
     command = shlex.split(dry_run.stdout.strip().splitlines()[-1])
     assert command[0].endswith("groupqwen") and command[1:] == ["serve"], command
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GROUPQWEN_")}
-    env |= {"GROUPQWEN_PORT": str(port), "GROUPQWEN_DATA_DIR": str(tmp_path_factory.mktemp("quick-start"))}
+    data = tmp_path_factory.mktemp("quick-start")
     log = tmp_path_factory.mktemp("quick-start-log") / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.1)
-        yield port, env
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with default_serve(command, data, log) as served:
+        yield served
 
 
 def test_the_quick_start_is_what_make_run_serves() -> None:
