@@ -120,6 +120,13 @@ class ResponseStore:
             self._bytes -= stored.size
 
 
+_REDIS_DOWN = (RedisError, OSError, TimeoutError)  # what a call to an unreachable or slow Redis raises
+
+
+def _unavailable(exc: BaseException) -> ResponsesUnavailable:
+    return ResponsesUnavailable(f"The stored responses' Redis cannot be reached ({exc}): try again")
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -173,16 +180,14 @@ class RedisResponseStore:
             if count > self._max_stored:
                 oldest = await self._redis.zpopmin(self._index, count - self._max_stored)
                 await self._redis.delete(*(self._prefix + _text(item[0]) for item in oldest))
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _REDIS_DOWN as exc:
             _log.warning("a response could not be stored", response=response["id"], error=str(exc))
 
     async def get(self, response_id: str, tenant: str, param: str | None = None) -> StoredResponse:
         try:
             raw = await self._redis.get(self._prefix + response_id)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise ResponsesUnavailable(
-                f"The stored responses' Redis cannot be reached ({exc}): try again"
-            ) from exc
+        except _REDIS_DOWN as exc:
+            raise _unavailable(exc) from exc
         if raw is None:
             raise _not_found(response_id, param)
         value = json.loads(raw)
@@ -197,10 +202,8 @@ class RedisResponseStore:
         try:
             await self._redis.delete(self._prefix + response_id)
             await self._redis.zrem(self._index, response_id)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise ResponsesUnavailable(
-                f"The stored responses' Redis cannot be reached ({exc}): try again"
-            ) from exc
+        except _REDIS_DOWN as exc:
+            raise _unavailable(exc) from exc
 
     async def close(self) -> None:
         await self._redis.aclose()
