@@ -109,9 +109,14 @@ async def _for_remote(
     smaller = await asyncio.to_thread(preprocess.reencode, data, where, budget, policy.max_bytes)
     if smaller is not None:
         part = replace(part, url="data:image/jpeg;base64," + base64.b64encode(smaller).decode("ascii"))
+    return part, _sizes(data, where, budget)
+
+
+def _sizes(data: bytes, where: str, budget: PixelBudget) -> PreparedImage:
+    """The image's sizes, and those a model with ``budget`` sees it at (no pixels: the model reads them)."""
     width, height = preprocess.measure(data, where)
     fitted = preprocess.fit(width, height, budget)
-    return part, PreparedImage(b"", fitted[0], fitted[1], width, height)
+    return PreparedImage(b"", fitted[0], fitted[1], width, height)
 
 
 def points_at(text: str, spec: ModelSpec) -> bool:
@@ -141,10 +146,7 @@ async def _measured(url: str, spec: ModelSpec, policy: ImagesConfig) -> Prepared
     """The sizes of the image at ``url`` as ``spec`` sees it; ``None`` (logged) when it cannot be read."""
     where = "the last image of the request (fetched to map the answer's boxes)"
     try:
-        data = await fetch(url, where, policy)
-        width, height = await asyncio.to_thread(preprocess.measure, data, where)
+        return _sizes(await fetch(url, where, policy), where, budget_of(spec, policy))
     except ImageRefused as refused:
         _log.warning("boxes not mapped", reason=refused.message)
         return None
-    fitted = preprocess.fit(width, height, budget_of(spec, policy))
-    return PreparedImage(b"", fitted[0], fitted[1], width, height)
