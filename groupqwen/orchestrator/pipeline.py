@@ -32,7 +32,7 @@ from dataclasses import replace
 
 from groupqwen import log
 from groupqwen.cache import Lookup, SemanticCache
-from groupqwen.catalog import ModelSpec
+from groupqwen.catalog import FT_PREFIX, ModelSpec
 from groupqwen.config import AUTO_MODEL, ImagesConfig
 from groupqwen.errors import BackendError, ModelNotFound
 from groupqwen.messages import (
@@ -104,7 +104,10 @@ class Pipeline:
 
     def owner(self, model_id: str) -> str:
         """The tenant whose fine-tuned model ``model_id`` is (``ModelSpec.owner``); ``""`` for every other
-        model, a route and an unknown id."""
+        model, a route and an unknown id. Only a fine-tuned id looks for models that appeared since (a
+        route or a base model asked for costs no look at the disk)."""
+        if not model_id.startswith(FT_PREFIX):
+            return ""
         if model_id not in self._catalog:
             self.discover()
         spec = self._catalog.get(model_id)
