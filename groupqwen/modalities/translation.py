@@ -125,9 +125,8 @@ class Translator:
         self._generate = generate
         self._budget = max(64, budget_chars)
         self._source: str | None = None if options.source == "auto" else options.source
-        self._done: dict[
-            str, str | None
-        ] = {}  # prose already translated in this text (repeated table cells…)
+        # prose already translated in this text (repeated table cells…); None: no translation kept its format
+        self._done: dict[str, str | None] = {}
         self._prompt, self._completion = 0, 0
         self._pieces = self._retried = self._piecewise = self._untranslated = 0
         self._tally: Counter[str] = Counter()  # terms expected, and held by each stage
@@ -182,14 +181,16 @@ class Translator:
             return remembered
         terms = self._terms(piece.source)
         if "\n" in piece.source:  # an HTML block: its text between the tags, its layout kept
-            self._piecewise += 1
-            answer, tally = await self._by_parts(piece.source, terms)
-            return self._counted(answer, tally) if accepts(piece, answer) is None else self._lost(terms)
+            return await self._piecewise_translation(piece, terms)
         best = await self._enforced(piece.source, terms, lambda answer: accepts(piece, answer))
         if _rambles(piece.source, best.text):
             return self._lost(terms)
         if best.problem is None:
             return self._counted(best.text, best.tally(terms))
+        return await self._piecewise_translation(piece, terms)
+
+    async def _piecewise_translation(self, piece: Piece, terms: list[Term]) -> str | None:
+        """``piece`` translated between its protected spans (``_by_parts``), if that keeps its format."""
         self._piecewise += 1
         answer, tally = await self._by_parts(piece.source, terms)
         return self._counted(answer, tally) if accepts(piece, answer) is None else self._lost(terms)
