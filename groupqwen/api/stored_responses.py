@@ -36,7 +36,6 @@ class StoredResponse:
     conversation: tuple[Message, ...]
     input_items: tuple[dict[str, Any], ...]
     size: int
-    expires_at: float
 
 
 def size_of(conversation: tuple[Message, ...]) -> int:
@@ -70,7 +69,7 @@ class ResponseStore:
         self._max_bytes = max_bytes
         self._ttl_s = ttl_s
         self._clock = clock
-        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
+        self._items: OrderedDict[str, tuple[StoredResponse, float]] = OrderedDict()  # with its expiry
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -90,22 +89,21 @@ class ResponseStore:
             return
         expires_at = self._clock.monotonic() + self._ttl_s
         self._drop(response["id"])
-        self._items[response["id"]] = StoredResponse(
-            tenant, response, conversation, input_items, size, expires_at
-        )
+        stored = StoredResponse(tenant, response, conversation, input_items, size)
+        self._items[response["id"]] = (stored, expires_at)
         self._bytes += size
         while len(self._items) > self._max_stored or self._bytes > self._max_bytes:
             self._drop(next(iter(self._items)))
 
     async def get(self, response_id: str, tenant: str, param: str | None = None) -> StoredResponse:
         """The stored response, or ``NotFound`` (also for another tenant's, and for an expired one)."""
-        stored = self._items.get(response_id)
-        if stored is not None and stored.expires_at <= self._clock.monotonic():
+        item = self._items.get(response_id)
+        if item is not None and item[1] <= self._clock.monotonic():
             self._drop(response_id)
-            stored = None
-        if stored is None or stored.tenant != tenant:
+            item = None
+        if item is None or item[0].tenant != tenant:
             raise _not_found(response_id, param)
-        return stored
+        return item[0]
 
     async def delete(self, response_id: str, tenant: str) -> None:
         await self.get(response_id, tenant)
@@ -115,9 +113,9 @@ class ResponseStore:
         pass
 
     def _drop(self, response_id: str) -> None:
-        stored = self._items.pop(response_id, None)
-        if stored is not None:
-            self._bytes -= stored.size
+        item = self._items.pop(response_id, None)
+        if item is not None:
+            self._bytes -= item[0].size
 
 
 _REDIS_DOWN = (RedisError, OSError, TimeoutError)  # what a call to an unreachable or slow Redis raises
@@ -195,7 +193,7 @@ class RedisResponseStore:
             raise _not_found(response_id, param)
         conversation = tuple(_message(m) for m in value["conversation"])
         items = tuple(value["input_items"])
-        return StoredResponse(tenant, value["response"], conversation, items, value["size"], 0.0)
+        return StoredResponse(tenant, value["response"], conversation, items, value["size"])
 
     async def delete(self, response_id: str, tenant: str) -> None:
         await self.get(response_id, tenant)
