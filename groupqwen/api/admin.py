@@ -34,6 +34,8 @@ def _services(request: Request) -> Services:
 
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
+    """Liveness: answers while the process serves, with each model's status; `GET /v1/health` checks the
+    components."""
     states = _services(request).pool.states()
     return {"status": "ok", "models": {s.spec.id: s.status for s in states}}
 
@@ -191,6 +193,7 @@ async def cache_feedback(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/cache/stats", responses=errors(503))
 async def cache_stats(request: Request) -> dict[str, Any]:
+    """The cache's entries, hits and misses, and its backend (`off` when the cache is disabled)."""
     cache = _services(request).cache
     if cache is None:
         return {"object": "cache.stats", "backend": "off"}
@@ -199,6 +202,8 @@ async def cache_stats(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/cache/invalidate", responses=errors(503), openapi_extra=body(CacheInvalidation))
 async def cache_invalidate(request: Request) -> dict[str, Any]:
+    """Remove the cached answers of one model, older than `older_than_s`, or whose question matches
+    `pattern` (a glob); at least one is required."""
     raw = await request.body()
     try:
         body = CacheInvalidation.model_validate(json_object(raw or b"{}"))
@@ -217,6 +222,7 @@ async def cache_invalidate(request: Request) -> dict[str, Any]:
 
 @router.delete("/v1/cache", responses=errors(503))
 async def cache_clear(request: Request) -> dict[str, Any]:
+    """Remove every cached answer, returning how many went."""
     cache = _services(request).cache
     removed = await cache.clear() if cache is not None else 0
     return {"object": "cache.cleared", "removed": removed}

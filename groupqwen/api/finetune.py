@@ -124,6 +124,8 @@ async def keep_file(request: Request, partial: Path, filename: str) -> dict[str,
 async def create_file(
     request: Request, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]
 ) -> dict[str, Any]:
+    """Upload a training or validation file (JSONL chat examples, `purpose=fine-tune`); it is checked
+    before it is kept."""
     services, _ = _jobs(request)
     if purpose != "fine-tune":
         raise InvalidRequest(f"purpose {purpose!r} is not served here: only 'fine-tune'", param="purpose")
@@ -140,6 +142,7 @@ async def create_file(
 
 @router.get("/v1/files/{file_id}", responses=errors(404, 503))
 async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
+    """One uploaded file's record."""
     _, jobs = _jobs(request)
     return file_json(await asyncio.to_thread(jobs.store.file, file_id, auth.dataset_tenant(request)))
 
@@ -184,6 +187,8 @@ def hyperparameters(services: Services, given: dict[str, Any] | None, seed: int 
 @router.post("/v1/fine_tuning/jobs", responses=errors(400, 404, 503), openapi_extra=body())
 @router.post("/v1/finetune/start", responses=errors(400, 404, 503), openapi_extra=body())
 async def create_job(request: Request) -> dict[str, Any]:
+    """Queue a LoRA fine-tuning job on a base model whose GGUF is on this machine; the result is served
+    as `ft:<model>:<suffix>:<id>`. `/v1/finetune/start` is the same call."""
     services, jobs = _jobs(request)
     try:
         body = JobRequest(**json_object(await request.body()))
@@ -227,6 +232,8 @@ async def create_job(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/fine_tuning/jobs", responses=errors(400, 404, 503))
 async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+    """The caller's fine-tuning jobs, newest first, `limit` (1–100) at a time; `after`: those older than
+    that job."""
     _, jobs = _jobs(request)
     limit = max(1, min(limit, 100))
     found = await asyncio.to_thread(jobs.store.jobs, after, limit + 1, auth.dataset_tenant(request))
@@ -235,12 +242,15 @@ async def list_jobs(request: Request, after: str | None = None, limit: int = 20)
 
 @router.get("/v1/fine_tuning/jobs/{job_id}", responses=errors(404, 503))
 async def retrieve_job(request: Request, job_id: str) -> dict[str, Any]:
+    """One fine-tuning job: status, hyperparameters, trained tokens, the fine-tuned model's id once it
+    succeeded."""
     _, jobs = _jobs(request)
     return job_json(await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request)))
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel", responses=errors(404, 503))
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    """Cancel a queued or running job; its checkpoints are kept."""
     _, jobs = _jobs(request)
     await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     return job_json(await jobs.cancel(job_id))
@@ -250,6 +260,8 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
 async def list_events(
     request: Request, job_id: str, after: str | None = None, limit: int = 20
 ) -> dict[str, Any]:
+    """A job's events (progress, losses, errors), newest first, `limit` (1–1000) at a time; `after`: those
+    older than that event."""
     _, jobs = _jobs(request)
     await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     limit = max(1, min(limit, 1000))
@@ -274,6 +286,8 @@ async def list_events(
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints", responses=errors(404, 503))
 async def list_checkpoints(request: Request, job_id: str) -> dict[str, Any]:
+    """A job's saved checkpoints, newest first, with their step and losses; a resumed job continues from
+    the last."""
     services, jobs = _jobs(request)
     job = await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     found = await asyncio.to_thread(checkpoints.listed, job_dir(services.settings, job_id))

@@ -265,6 +265,8 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/models/{model_id:path}", responses={200: {"model": Model}, **errors(404)})
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
+    """One model as `GET /v1/models` lists it (status, backend, memory, context length), or the `auto`
+    route."""
     services = _services(request)
     auth.check_model(request, model_id)
     if model_id == AUTO_MODEL:

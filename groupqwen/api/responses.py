@@ -144,11 +144,13 @@ async def _create_response(request: Request, services: Services, trace: timing.T
 
 @router.get("/v1/responses/{response_id}", responses=errors(404))
 async def get_response(request: Request, response_id: str) -> dict[str, Any]:
+    """A stored response (`store: true`, the default), as it was returned."""
     return (await _services(request).responses.get(response_id, _owner(request))).response
 
 
 @router.delete("/v1/responses/{response_id}", responses=errors(404))
 async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
+    """Forget a stored response: it can no longer be read or continued with `previous_response_id`."""
     await _services(request).responses.delete(response_id, _owner(request))
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
@@ -168,6 +170,7 @@ async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
     },
 )
 async def list_input_items(request: Request, response_id: str) -> dict[str, Any]:
+    """The input items of a stored response, newest first unless `order=asc`."""
     order = request.query_params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequest(f"'order' must be 'asc' or 'desc', not {order[:20]!r}", param="order")

@@ -11,7 +11,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Health */
+        /**
+         * Health
+         * @description Liveness: answers while the process serves, with each model's status; `GET /v1/health` checks the
+         *     components.
+         */
         get: operations["health_health_get"];
         put?: never;
         post?: never;
@@ -51,7 +55,10 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Cache Clear */
+        /**
+         * Cache Clear
+         * @description Remove every cached answer, returning how many went.
+         */
         delete: operations["cache_clear_v1_cache_delete"];
         options?: never;
         head?: never;
@@ -87,7 +94,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Cache Invalidate */
+        /**
+         * Cache Invalidate
+         * @description Remove the cached answers of one model, older than `older_than_s`, or whose question matches
+         *     `pattern` (a glob); at least one is required.
+         */
         post: operations["cache_invalidate_v1_cache_invalidate_post"];
         delete?: never;
         options?: never;
@@ -102,7 +113,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Cache Stats */
+        /**
+         * Cache Stats
+         * @description The cache's entries, hits and misses, and its backend (`off` when the cache is disabled).
+         */
         get: operations["cache_stats_v1_cache_stats_get"];
         put?: never;
         post?: never;
@@ -184,7 +198,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Create File */
+        /**
+         * Create File
+         * @description Upload a training or validation file (JSONL chat examples, `purpose=fine-tune`); it is checked
+         *     before it is kept.
+         */
         post: operations["create_file_v1_files_post"];
         delete?: never;
         options?: never;
@@ -199,7 +217,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Retrieve File */
+        /**
+         * Retrieve File
+         * @description One uploaded file's record.
+         */
         get: operations["retrieve_file_v1_files__file_id__get"];
         put?: never;
         post?: never;
@@ -216,10 +237,18 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Jobs */
+        /**
+         * List Jobs
+         * @description The caller's fine-tuning jobs, newest first, `limit` (1–100) at a time; `after`: those older than
+         *     that job.
+         */
         get: operations["list_jobs_v1_fine_tuning_jobs_get"];
         put?: never;
-        /** Create Job */
+        /**
+         * Create Job
+         * @description Queue a LoRA fine-tuning job on a base model whose GGUF is on this machine; the result is served
+         *     as `ft:<model>:<suffix>:<id>`. `/v1/finetune/start` is the same call.
+         */
         post: operations["create_job_v1_fine_tuning_jobs_post"];
         delete?: never;
         options?: never;
@@ -234,7 +263,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Retrieve Job */
+        /**
+         * Retrieve Job
+         * @description One fine-tuning job: status, hyperparameters, trained tokens, the fine-tuned model's id once it
+         *     succeeded.
+         */
         get: operations["retrieve_job_v1_fine_tuning_jobs__job_id__get"];
         put?: never;
         post?: never;
@@ -253,7 +286,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Cancel Job */
+        /**
+         * Cancel Job
+         * @description Cancel a queued or running job; its checkpoints are kept.
+         */
         post: operations["cancel_job_v1_fine_tuning_jobs__job_id__cancel_post"];
         delete?: never;
         options?: never;
@@ -268,7 +304,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Checkpoints */
+        /**
+         * List Checkpoints
+         * @description A job's saved checkpoints, newest first, with their step and losses; a resumed job continues from
+         *     the last.
+         */
         get: operations["list_checkpoints_v1_fine_tuning_jobs__job_id__checkpoints_get"];
         put?: never;
         post?: never;
@@ -285,7 +325,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Events */
+        /**
+         * List Events
+         * @description A job's events (progress, losses, errors), newest first, `limit` (1–1000) at a time; `after`: those
+         *     older than that event.
+         */
         get: operations["list_events_v1_fine_tuning_jobs__job_id__events_get"];
         put?: never;
         post?: never;
@@ -304,7 +348,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Create Job */
+        /**
+         * Create Job
+         * @description Queue a LoRA fine-tuning job on a base model whose GGUF is on this machine; the result is served
+         *     as `ft:<model>:<suffix>:<id>`. `/v1/finetune/start` is the same call.
+         */
         post: operations["create_job_v1_finetune_start_post"];
         delete?: never;
         options?: never;
@@ -401,7 +449,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Model */
+        /**
+         * Get Model
+         * @description One model as `GET /v1/models` lists it (status, backend, memory, context length), or the `auto`
+         *     route.
+         */
         get: operations["get_model_v1_models__model_id__get"];
         put?: never;
         post?: never;
@@ -480,11 +532,17 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get Response */
+        /**
+         * Get Response
+         * @description A stored response (`store: true`, the default), as it was returned.
+         */
         get: operations["get_response_v1_responses__response_id__get"];
         put?: never;
         post?: never;
-        /** Delete Response */
+        /**
+         * Delete Response
+         * @description Forget a stored response: it can no longer be read or continued with `previous_response_id`.
+         */
         delete: operations["delete_response_v1_responses__response_id__delete"];
         options?: never;
         head?: never;
@@ -498,7 +556,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List Input Items */
+        /**
+         * List Input Items
+         * @description The input items of a stored response, newest first unless `order=asc`.
+         */
         get: operations["list_input_items_v1_responses__response_id__input_items_get"];
         put?: never;
         post?: never;
