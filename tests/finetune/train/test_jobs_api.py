@@ -40,7 +40,7 @@ def _settings(smol: ModelSpec, data_dir: Path) -> Settings:
         n_ctx=512,
         cache={"backend": "off"},
         default_model="smollm2-135m",
-        finetune={"threads": 1},
+        finetune={"threads": 1, "cancel_grace_s": 60},  # a busy machine's checkpoint must not be killed
     )
 
 
