@@ -52,7 +52,7 @@ _ICU = re.compile(r"\{\s*[\w.]+\s*,\s*(?:plural|select|selectordinal|number|date
 _PROTECTED = re.compile(
     "|".join(
         (
-            r"(?P<ticks>`+)[\s\S]*?(?<!`)(?P=ticks)(?!`)",  # inline code
+            r"(?<!`)(?P<ticks>`+)(?!`)[\s\S]*?(?<!`)(?P=ticks)(?!`)",  # inline code: whole backtick runs
             r"<!--[\s\S]*?-->",  # HTML comment
             r"<(?:https?|ftp|mailto):[^<>\s]*>",  # autolink
             r"</?[A-Za-z][\w:-]*(?:\s[^<>]*)?/?>",  # HTML tag with its attributes
@@ -73,7 +73,10 @@ _PROTECTED = re.compile(
 )
 _LETTER = re.compile(r"[^\W\d_]")
 # what would turn a translated line into another block: a heading, quote, list item, fence, break
-_BLOCK_START = re.compile(r"^(?:#{1,6}(?:\s|$)|>|[-*+](?:\s|$)|\d{1,9}[.)](?:\s|$)|```|~~~|[-=_*]{3,}\s*$)")
+# (a line of "=" under a paragraph line makes it a heading)
+_BLOCK_START = re.compile(
+    r"^(?:#{1,6}(?:\s|$)|>|[-*+](?:\s|$)|\d{1,9}[.)](?:\s|$)|```|~~~|[-_*]{3,}\s*$|=+\s*$)"
+)
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _LINE_END = re.compile(r"(?:[.!?;:,…。！？；：，]['\")»”’]?|\\)$")
 _VERBATIM_HTML = re.compile(r"<(?:pre|script|style|textarea)\b", re.IGNORECASE)
@@ -287,7 +290,7 @@ def split(document: str) -> list[Piece]:
                 if breaks and _line_by_line(texts, breaks):
                     edits += [Piece(text, text, at=a) for (a, _), text in zip(spans, texts, strict=True)]
                 else:
-                    source = " ".join(text.strip() for text in texts)
+                    source = " ".join(text.strip(" \t") for text in texts)  # Markdown's blanks, no more
                     text = document[spans[0][0] : spans[-1][1]]
                     widths = tuple(len(t) for t in texts)
                     edits.append(Piece(text, source, at=spans[0][0], breaks=breaks, widths=widths))

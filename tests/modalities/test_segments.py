@@ -123,6 +123,8 @@ TOKENS += ["}", "%s", "é", "字", "    ", "\t", "[", "](", ")", "\\", "=", "~",
 @example("a`\n    `")  # inline code across a line break: joining the lines would change it
 @example("#\u2028\na")  # a one-character first line: joined, the lines read as a heading ("# a")
 @example("aa\n    =")  # an indented "=" line: without its indentation it would underline a heading
+@example("``a`a`")  # an unmatched "``" is text: the code span is the later "`a`", not "``a`"
+@example("a\n\u2028=")  # U+2028 is no Markdown blank: dropped, "=" would underline a heading
 def test_any_text_comes_back_whole_and_a_faithful_translation_keeps_its_structure(text: str) -> None:
     pieces = split(text)
     assert "".join(p.text for p in pieces) == text
