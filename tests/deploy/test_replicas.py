@@ -2,8 +2,9 @@
 runs them: two real ``groupqwen serve`` processes, and they behave as one service — an answer cached
 through one is a hit through the other, both write their telemetry to the one database, an API key created
 once works on both, a key's rate limit is counted across both, and a response stored through one is read,
-continued and deleted through the other. A WebSocket session is the one thing each keeps to itself: a
-resume on the other replica is told ``resume_expired`` (docs/DEPLOYMENT.md, "Several replicas")."""
+continued and deleted through the other, and a WebSocket generation started on one is resumed through the
+other (relayed to the replica running it), by its owner only; its replica gone, the resume is answered
+``resume_expired`` (docs/DEPLOYMENT.md, "Several replicas")."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from servers import PostgresServer, ValkeyServer
 from typer.testing import CliRunner
 from waiting import until
-from ws_client import abort, ask, open_socket, receive, send, until_finished
+from ws_client import abort, ask, open_socket, receive, send, seqs, text_of, until_finished
 
 from groupqwen.access.keys import generate_key
 from groupqwen.cli.main import app
@@ -32,6 +33,11 @@ QUESTION = {
     "model": "fake",
     "temperature": 0,
     "messages": [{"role": "user", "content": "What is a replica?"}],
+}
+SLOW_REPLY = " ".join(f"s{i}" for i in range(400))
+FAKES = {
+    "fake": {"fake_reply": "Another copy."},
+    "slow": {"fake_reply": SLOW_REPLY, "fake_delay_s": 0.02, "max_parallel": 4},  # still running when resumed
 }
 
 
@@ -67,6 +73,7 @@ def settings(shared_redis: str, shared_database: str) -> dict[str, Any]:
         "limits": {"redis_url": shared_redis},
         "telemetry": {"database_url": shared_database},
         "responses": {"redis_url": shared_redis},
+        "ws": {"redis_url": shared_redis},  # advertise_url: http://127.0.0.1:<port>, from host and port
     }
 
 
@@ -76,11 +83,7 @@ def replicas(
 ) -> Iterator[tuple[ServedProcess, ServedProcess]]:
     with ExitStack() as stack:
         a, b = (
-            stack.enter_context(
-                serve_process(
-                    tmp_path_factory.mktemp(name), {"fake": {"fake_reply": "Another copy."}}, **settings
-                )
-            )
+            stack.enter_context(serve_process(tmp_path_factory.mktemp(name), FAKES, **settings))
             for name in ("replica-a", "replica-b")
         )
         yield a, b
@@ -190,24 +193,80 @@ def test_a_response_stored_through_one_replica_is_continued_read_and_deleted_thr
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
 
 
-def test_a_websocket_session_lives_in_its_replica(replicas: tuple[ServedProcess, ServedProcess]) -> None:
-    """Resumed on the replica that holds it, a generation goes on; resumed on the other, it is
-    ``resume_expired`` (the client asks again): the proxy must send a reconnect to the same replica."""
+BEARER = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def start_and_drop(replica: ServedProcess, gid: str, frames: int) -> tuple[str, list[dict[str, Any]]]:
+    """A slow generation started on ``replica``, its first ``frames`` frames read, then the connection
+    dropped (a reset, no close frame): the session and its frames, the generation still running there."""
+    with open_socket(replica, additional_headers=BEARER) as ws:
+        session = receive(ws)["session"]
+        send(ws, ask(gid, "slow", max_tokens=150))
+        before = [receive(ws) for _ in range(frames)]
+        abort(ws)
+    return session, before
+
+
+def resume(session: str, gid: str, after: int) -> dict[str, Any]:
+    return {"type": "resume", "session": session, "generations": [{"id": gid, "after_seq": after}]}
+
+
+def test_a_generation_started_on_one_replica_is_resumed_through_the_other(
+    replicas: tuple[ServedProcess, ServedProcess],
+) -> None:
     a, b = replicas
-    headers = {"Authorization": f"Bearer {ADMIN}"}
-    with open_socket(a, additional_headers=headers) as first:
-        session = receive(first)["session"]
-        send(first, ask("g1", "fake"))
-        until_finished(first, ["g1"])
-        abort(first)  # the connection drops (no close frame): the session is parked on a for its window
-    resume = {"type": "resume", "session": session, "generations": [{"id": "g1", "after_seq": 0}]}
-    with open_socket(b, additional_headers=headers) as elsewhere:
-        receive(elsewhere)  # its own hello
-        send(elsewhere, resume)
-        refused = receive(elsewhere)
-        assert (refused["type"], refused["error"]["code"]) == ("error", "resume_expired")
-    with open_socket(a, additional_headers=headers) as again:
-        receive(again)
-        send(again, resume)
-        frames = until_finished(again, ["g1"])
-        assert frames[-1]["type"] == "done", frames
+    session, before = start_and_drop(a, "g1", 10)
+    with open_socket(b, additional_headers=BEARER) as elsewhere:
+        assert receive(elsewhere)["type"] == "hello"  # b's own
+        send(elsewhere, resume(session, "g1", 10))
+        assert receive(elsewhere) == {"type": "resumed", "session": session}
+        after = until_finished(elsewhere, ["g1"])
+        send(elsewhere, ask("g2", "fake"))  # later generations on the relayed connection run on a
+        assert until_finished(elsewhere, ["g2"])[-1]["type"] == "done"
+    frames = before + after
+    assert seqs(frames, "g1") == list(range(1, len(frames) + 1))  # no gap, no duplicate
+    assert text_of(frames, "g1") == " ".join(SLOW_REPLY.split()[:150])
+    assert frames[-1]["type"] == "done"
+
+
+def test_only_its_owner_resumes_a_session_through_another_replica(
+    replicas: tuple[ServedProcess, ServedProcess], settings: dict[str, Any], tmp_path: Path
+) -> None:
+    a, b = replicas
+    session, _ = start_and_drop(a, "mine", 2)
+    other = {"Authorization": f"Bearer {create_key(tmp_path, settings, '--tenant', 'other')}"}
+    for replica in (b, a):
+        with open_socket(replica, additional_headers=other) as ws:
+            receive(ws)
+            send(ws, resume(session, "mine", 0))
+            refused = receive(ws)
+            assert (refused["type"], refused["error"]["code"]) == ("error", "resume_expired"), refused
+            send(ws, {"type": "ping"})
+            assert receive(ws) == {"type": "pong"}  # and nothing of the generation came
+    with open_socket(b, additional_headers=BEARER) as owner:
+        receive(owner)
+        send(owner, resume(session, "mine", 2))
+        assert receive(owner)["type"] == "resumed"
+        send(owner, {"type": "cancel", "id": "mine"})  # relayed to a, which cancels it
+        assert until_finished(owner, ["mine"])[-1]["type"] in ("cancelled", "done")
+
+
+def test_a_resume_of_a_session_whose_replica_died_is_answered_resume_expired(
+    replicas: tuple[ServedProcess, ServedProcess], settings: dict[str, Any], tmp_path: Path
+) -> None:
+    _, b = replicas
+    with serve_process(tmp_path, FAKES, **settings) as c:
+        session, _ = start_and_drop(c, "lost", 2)
+        c.process.kill()
+        c.process.wait()
+    with open_socket(b, additional_headers=BEARER) as ws:
+        receive(ws)
+        send(ws, resume(session, "lost", 2))
+        refused = receive(ws)
+        assert (refused["type"], refused["id"], refused["error"]["code"]) == (
+            "error",
+            "lost",
+            "resume_expired",
+        )
+        send(ws, ask("fresh", "fake"))  # the connection serves on, from b itself
+        assert until_finished(ws, ["fresh"])[-1]["type"] == "done"
