@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from servers import PostgresServer, ValkeyServer
 from typer.testing import CliRunner
 from waiting import until
+from websockets.exceptions import ConnectionClosed
 from ws_client import abort, ask, open_socket, receive, send, seqs, text_of, until_finished
 
 from groupqwen.access.keys import generate_key
@@ -35,7 +36,7 @@ QUESTION = {
     "messages": [{"role": "user", "content": "What is a replica?"}],
 }
 SLOW_REPLY = " ".join(f"s{i}" for i in range(400))
-FAKES = {
+FAKES: dict[str, dict[str, Any]] = {
     "fake": {"fake_reply": "Another copy."},
     "slow": {"fake_reply": SLOW_REPLY, "fake_delay_s": 0.02, "max_parallel": 4},  # still running when resumed
 }
@@ -196,12 +197,14 @@ def test_a_response_stored_through_one_replica_is_continued_read_and_deleted_thr
 BEARER = {"Authorization": f"Bearer {ADMIN}"}
 
 
-def start_and_drop(replica: ServedProcess, gid: str, frames: int) -> tuple[str, list[dict[str, Any]]]:
+def start_and_drop(
+    replica: ServedProcess, gid: str, frames: int, max_tokens: int = 150
+) -> tuple[str, list[dict[str, Any]]]:
     """A slow generation started on ``replica``, its first ``frames`` frames read, then the connection
     dropped (a reset, no close frame): the session and its frames, the generation still running there."""
     with open_socket(replica, additional_headers=BEARER) as ws:
         session = receive(ws)["session"]
-        send(ws, ask(gid, "slow", max_tokens=150))
+        send(ws, ask(gid, "slow", max_tokens=max_tokens))
         before = [receive(ws) for _ in range(frames)]
         abort(ws)
     return session, before
@@ -251,14 +254,23 @@ def test_only_its_owner_resumes_a_session_through_another_replica(
         assert until_finished(owner, ["mine"])[-1]["type"] in ("cancelled", "done")
 
 
-def test_a_resume_of_a_session_whose_replica_died_is_answered_resume_expired(
+def test_when_the_replica_holding_a_session_dies_the_relay_ends_and_a_resume_is_refused(
     replicas: tuple[ServedProcess, ServedProcess], settings: dict[str, Any], tmp_path: Path
 ) -> None:
+    """Relaying, the client's connection is closed with 1001 (going away); its resume then gets a prompt
+    ``resume_expired`` (the holder's port refuses the relay), and the connection serves on."""
     _, b = replicas
     with serve_process(tmp_path, FAKES, **settings) as c:
-        session, _ = start_and_drop(c, "lost", 2)
-        c.process.kill()
-        c.process.wait()
+        session, _ = start_and_drop(c, "lost", 2, max_tokens=400)  # 8 s of tokens at least: still running
+        with open_socket(b, additional_headers=BEARER) as ws:
+            receive(ws)
+            send(ws, resume(session, "lost", 2))
+            assert receive(ws)["type"] == "resumed"
+            c.process.kill()
+            c.process.wait()
+            with pytest.raises(ConnectionClosed) as closed:
+                until_finished(ws, ["lost"])
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     with open_socket(b, additional_headers=BEARER) as ws:
         receive(ws)
         send(ws, resume(session, "lost", 2))
@@ -268,5 +280,5 @@ def test_a_resume_of_a_session_whose_replica_died_is_answered_resume_expired(
             "lost",
             "resume_expired",
         )
-        send(ws, ask("fresh", "fake"))  # the connection serves on, from b itself
+        send(ws, ask("fresh", "fake"))  # from b itself
         assert until_finished(ws, ["fresh"])[-1]["type"] == "done"
