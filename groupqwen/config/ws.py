@@ -82,7 +82,6 @@ class WsConfig(BaseModel):
         description="With redis_url: the base URL other replicas reach this one at "
         "(http://10.0.0.5:8000); null: http://<host>:<port>, a listen-everywhere host replaced by the "
         "address this machine's hostname resolves to",
-        examples=["http://10.0.0.5:8000"],
     )
     relay_timeout_s: float = Field(
         5.0,
