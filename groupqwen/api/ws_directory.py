@@ -112,10 +112,10 @@ class Directory:
             self._refresher.cancel()
         keys, self._published = list(self._published), {}
         try:
+            if self._writes:  # before the delete, which they would otherwise undo
+                await asyncio.gather(*self._writes, return_exceptions=True)
             if keys:
                 await self._delete(keys)
-            if self._writes:
-                await asyncio.gather(*self._writes, return_exceptions=True)
         finally:
             await self._redis.aclose()
 

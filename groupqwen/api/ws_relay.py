@@ -119,10 +119,12 @@ async def open_relay(
                     await upstream.send(encode({"type": "pong"}))
                 elif kind != "hello":
                     break
-    except (OSError, TimeoutError, WebSocketException, ValueError) as exc:
-        _log.warning("websocket relay failed", holder=entry.url, error=str(exc) or type(exc).__name__)
+    except BaseException as exc:  # cancelled too (the client went away meanwhile): never left open
         if upstream is not None:
             await upstream.close(GOING_AWAY)
+        if not isinstance(exc, (OSError, TimeoutError, WebSocketException, ValueError)):
+            raise
+        _log.warning("websocket relay failed", holder=entry.url, error=str(exc) or type(exc).__name__)
         return None
     if kind != "resumed":  # the holder no longer has it
         await upstream.close(NORMAL_CLOSURE)

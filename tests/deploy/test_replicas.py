@@ -22,7 +22,7 @@ from servers import PostgresServer, ValkeyServer
 from typer.testing import CliRunner
 from waiting import until
 from websockets.exceptions import ConnectionClosed
-from ws_client import abort, ask, open_socket, receive, send, seqs, text_of, until_finished
+from ws_client import abort, ask, open_socket, receive, send, seqs, text_of, until_finished, wait_for
 
 from groupqwen.access.keys import generate_key
 from groupqwen.cli.main import app
@@ -252,6 +252,32 @@ def test_only_its_owner_resumes_a_session_through_another_replica(
         assert receive(owner)["type"] == "resumed"
         send(owner, {"type": "cancel", "id": "mine"})  # relayed to a, which cancels it
         assert until_finished(owner, ["mine"])[-1]["type"] in ("cancelled", "done")
+
+
+def running(replica: ServedProcess) -> int:
+    """Requests the ``slow`` model of ``replica`` is answering."""
+    models = httpx.get(f"{replica.url}/v1/models", headers=BEARER, timeout=60).json()["data"]
+    count: int = next(m for m in models if m["id"] == "slow")["groupqwen"]["active_requests"]
+    return count
+
+
+def test_closing_a_relayed_connection_normally_cancels_the_generation_on_its_replica(
+    replicas: tuple[ServedProcess, ServedProcess],
+) -> None:
+    a, b = replicas
+    session, _ = start_and_drop(a, "bye", 2, max_tokens=400)
+    with open_socket(b, additional_headers=BEARER) as ws:
+        receive(ws)
+        send(ws, resume(session, "bye", 2))
+        assert receive(ws)["type"] == "resumed"
+        assert running(a) == 1
+    # the block closed the connection with 1000: the client is done, as if it had been connected to a
+    wait_for(lambda: running(a) == 0, "the generation ended on a")
+    with open_socket(a, additional_headers=BEARER) as ws:
+        receive(ws)
+        send(ws, resume(session, "bye", 2))
+        gone = receive(ws)  # cancelled and forgotten, not finished and kept for the resume window
+        assert (gone["type"], gone["error"]["code"]) == ("error", "resume_expired"), gone
 
 
 def test_when_the_replica_holding_a_session_dies_the_relay_ends_and_a_resume_is_refused(
