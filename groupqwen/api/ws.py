@@ -312,10 +312,8 @@ class Connection:
         """Whether another replica holds session ``token`` for this client and took its resume: then this
         connection relays to it from now on (``ws_relay``)."""
         directory = self.sessions.directory
-        if directory is None or self.identity.relayed:
+        if directory is None or self.identity.relayed or self.session.generations:
             return False
-        if self.session.generations:
-            raise InvalidRequest(RESUME_FIRST, code="invalid_frame")
         identity = self.identity
         relay = await open_relay(directory, self.config, identity.connection, identity.owner, token, wanted)
         if relay is None:

@@ -1,14 +1,16 @@
 """``api/ws_directory.py`` and ``api/ws_relay.py`` alone, against a real Redis: a session published by its
 replica is found by its token (never stored in clear) and goes when withdrawn or when its replica stops;
-the refresh writes back an entry Redis lost; Redis down is a lookup that finds nothing, logged once; a
-relay is opened only for the session's owner, never to this replica itself, and a holder that cannot be
-reached is no relay. What a relay carries is tested with real replicas in tests/deploy/test_replicas.py."""
+the refresh writes back an entry Redis lost; Redis down is a lookup that finds nothing, logged once, and
+a gateway that serves as a lone replica; a relay is opened only for the session's owner, never to this
+replica itself, and a holder that cannot be reached is no relay. What a relay carries is tested with real
+replicas in tests/deploy/test_replicas.py."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +24,10 @@ from groupqwen.api.ws_directory import Directory, Entry, advertised_url
 from groupqwen.api.ws_relay import open_relay
 from groupqwen.config import WsConfig, load_settings
 from groupqwen.errors import ConfigError
-from groupqwen.testing import FakeClock
+from groupqwen.testing import FakeClock, fake_services, fake_settings, gateway
 
 HERE = "http://10.0.0.5:8000"
+USER = {"role": "user", "content": "hello"}
 
 
 @pytest.fixture
@@ -171,3 +174,22 @@ def test_bad_directory_settings_are_refused() -> None:
     ):
         with pytest.raises(ValidationError):
             WsConfig.model_validate(fields)
+
+
+def test_with_redis_down_a_gateway_serves_as_a_lone_replica(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws_settings = {"redis_url": f"redis://127.0.0.1:{free_port()}/0", "redis_timeout_s": 0.5}
+    settings = fake_settings(tmp_path, ws=ws_settings)
+    with gateway(fake_services(settings)) as client:
+        with client.websocket_connect("/v1/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            ws.send_json({"type": "chat.create", "id": "a", "body": {"model": "fake", "messages": [USER]}})
+            while (frame := ws.receive_json())["type"] != "done":  # published in vain: logged, not in the way
+                assert frame["type"] in ("chunk", "ping"), frame
+        with client.websocket_connect("/v1/ws") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            ws.send_json({"type": "resume", "session": "someone-elses", "generations": [{"id": "b"}]})
+            refused = ws.receive_json()  # Redis asked, nothing found: the answer of a lone replica
+            assert (refused["id"], refused["error"]["code"]) == ("b", "resume_expired")
+    assert any(r.getMessage().startswith("websocket directory unavailable") for r in caplog.records)
