@@ -37,6 +37,7 @@ from groupqwen.config import WsConfig
 _log = log.get(__name__)
 RELAYED = "x-groupqwen-relayed"  # the header of a relay's own connection
 _UNSENDABLE = (1005, 1006, 1015)  # close codes that say no close frame came: never sent on
+_PING, _PONG = encode({"type": "ping"}), encode({"type": "pong"})  # as the holder (this code) writes them
 
 
 class Relay:
@@ -57,11 +58,11 @@ class Relay:
         await outlet.put(self._resumed)
         try:
             while True:
-                text = await self._upstream.recv()
-                if isinstance(text, bytes) or json.loads(text).get("type") != "ping":
-                    await outlet.put(text if isinstance(text, str) else text.decode())
+                text = await self._upstream.recv(decode=True)
+                if text == _PING:
+                    await self._upstream.send(_PONG)
                 else:
-                    await self._upstream.send(encode({"type": "pong"}))
+                    await outlet.put(text)
         except ConnectionClosed as closed:
             frame = closed.rcvd
             if frame is None or frame.code in _UNSENDABLE:
@@ -112,11 +113,11 @@ async def open_relay(
                 proxy=None,  # replicas talk directly, whatever the environment's proxy
             )
             await upstream.send(encode(resume))
-            while True:
-                answer = await upstream.recv()
+            while True:  # its hello, maybe a ping, then its answer
+                answer = await upstream.recv(decode=True)
                 kind = json.loads(answer).get("type")
                 if kind == "ping":
-                    await upstream.send(encode({"type": "pong"}))
+                    await upstream.send(_PONG)
                 elif kind != "hello":
                     break
     except BaseException as exc:  # cancelled too (the client went away meanwhile): never left open
@@ -130,4 +131,4 @@ async def open_relay(
         await upstream.close(NORMAL_CLOSURE)
         return None
     _log.info("websocket session relayed", holder=entry.url)
-    return Relay(upstream, answer if isinstance(answer, str) else answer.decode())
+    return Relay(upstream, answer)

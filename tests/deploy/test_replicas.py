@@ -254,6 +254,28 @@ def test_only_its_owner_resumes_a_session_through_another_replica(
         assert until_finished(owner, ["mine"])[-1]["type"] in ("cancelled", "done")
 
 
+def test_a_relayed_session_resumed_on_its_own_replica_closes_the_relay_with_4001(
+    replicas: tuple[ServedProcess, ServedProcess],
+) -> None:
+    """The client reconnected to the holder itself while the relay's connection lingers: the holder takes
+    the session over, as it does from a connection of its own, and the relay passes its 4001 on."""
+    a, b = replicas
+    session, _ = start_and_drop(a, "moved", 2, max_tokens=400)
+    with open_socket(b, additional_headers=BEARER) as relayed:
+        receive(relayed)
+        send(relayed, resume(session, "moved", 2))
+        assert receive(relayed)["type"] == "resumed"
+        with open_socket(a, additional_headers=BEARER) as direct:
+            receive(direct)
+            send(direct, resume(session, "moved", 2))
+            assert receive(direct)["type"] == "resumed"
+            with pytest.raises(ConnectionClosed) as closed:
+                until_finished(relayed, ["moved"])
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+            send(direct, {"type": "cancel", "id": "moved"})
+            assert until_finished(direct, ["moved"])[-1]["type"] in ("cancelled", "done")
+
+
 def running(replica: ServedProcess) -> int:
     """Requests the ``slow`` model of ``replica`` is answering."""
     models = httpx.get(f"{replica.url}/v1/models", headers=BEARER, timeout=60).json()["data"]
