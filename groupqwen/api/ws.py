@@ -47,7 +47,6 @@ from groupqwen.errors import GroupQwenError, InvalidRequest, NotFound, ResumeExp
 router = APIRouter()
 _log = log.get(__name__)
 PROTOCOL = 1
-RESUME_FIRST = "'resume' must come before any 'chat.create' on a connection"
 
 
 @dataclass(frozen=True)
@@ -289,7 +288,9 @@ class Connection:
             return
         if claimed is not self.session:
             if self.session.generations:
-                raise InvalidRequest(RESUME_FIRST, code="invalid_frame")
+                raise InvalidRequest(
+                    "'resume' must come before any 'chat.create' on a connection", code="invalid_frame"
+                )
             self.sessions.discard(self.session)
             self.session = claimed
         self.sessions.attach(claimed, self)
