@@ -11,6 +11,7 @@ from groupqwen import log
 from groupqwen.access.authenticate import Authenticator
 from groupqwen.access.limits import RateLimiter
 from groupqwen.api.stored_responses import RedisResponseStore, ResponseStore, StoredResponses
+from groupqwen.api.ws_directory import Directory, advertised_url
 from groupqwen.api.ws_sessions import Sessions
 from groupqwen.cache import Embedder, SemanticCache, cache_from_settings, embedder_from_settings
 from groupqwen.catalog import ModelSpec
@@ -73,7 +74,9 @@ class Services:
                 ttl_s=stored.ttl_s,
                 timeout_s=stored.redis_timeout_s,
             )
-        self.sessions = Sessions(self.settings.ws, self.clock)
+        ws = self.settings.ws
+        directory = None if ws.redis_url is None else Directory(ws, advertised_url(self.settings), self.clock)
+        self.sessions = Sessions(ws, self.clock, directory)
         self.telemetry.watch_websockets(self.sessions.gauges)
         limiter = self.limiter
         if limiter.shared:

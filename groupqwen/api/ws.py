@@ -9,7 +9,8 @@ and SSE routes (docs/api.md, "WebSocket"). JSON text frames, one message type pe
 
 A generation runs in a task of its own, not the connection's: when the socket drops it goes on, parked, for
 ``ws.resume_window_s`` (``ws_sessions``). One ``Connection`` per socket reads frames (this task), writes
-them from its ``Outlet`` (a writer task) and keeps the heartbeat (a third task).
+them from its ``Outlet`` (a writer task) and keeps the heartbeat (a third task). A resume of a session
+another replica holds turns the connection into a relay to that replica (``ws_relay``, ``ws.redis_url``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from contextlib import aclosing, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,42 +27,38 @@ from fastapi import APIRouter, WebSocket
 from starlette.requests import HTTPConnection
 
 from groupqwen import log
-from groupqwen.access.limits import UNLIMITED, estimate_tokens
 from groupqwen.api import auth
-from groupqwen.api.chat import parse_chat
-from groupqwen.api.errors import error_body
-from groupqwen.api.openai import decision_headers
-from groupqwen.api.schemas.chat import ChunkWriter, decision_json, usage_json
 from groupqwen.api.services import Services
-from groupqwen.api.ws_frames import Violation, error_frame, parse, resumes
-from groupqwen.api.ws_sessions import Cancelled, Generation, Outlet, Overflow, Session, encode
-from groupqwen.errors import (
-    GroupQwenError,
-    InvalidRequest,
-    NotFound,
-    ResumeExpired,
-    TooManyGenerations,
-    UnsupportedParameter,
+from groupqwen.api.ws_frames import (
+    GOING_AWAY,
+    NORMAL_CLOSURE,
+    POLICY_VIOLATION,
+    RESUMED_ELSEWHERE,
+    Violation,
+    error_frame,
+    parse,
+    resumes,
 )
-from groupqwen.orchestrator.answer import Answer, RequestContext
+from groupqwen.api.ws_generation import generate
+from groupqwen.api.ws_relay import RELAYED, Relay, open_relay
+from groupqwen.api.ws_sessions import Cancelled, Generation, Outlet, Session, encode
+from groupqwen.errors import GroupQwenError, InvalidRequest, NotFound, ResumeExpired, TooManyGenerations
 
 router = APIRouter()
 _log = log.get(__name__)
 PROTOCOL = 1
-NORMAL_CLOSURE = 1000  # RFC 6455 close codes
-POLICY_VIOLATION = 1008
-GOING_AWAY = 1001
-RESUMED_ELSEWHERE = 4001  # an application's own close code (4000-4999)
 
 
 @dataclass(frozen=True)
 class Identity:
     """Who opened a WebSocket: the upgrade request (its principal, settled by ``api/auth.py`` before the
     route runs: a refused key is closed with 1008 at the upgrade) and ``owner``, what its sessions are
-    bound to (only the same owner may resume them)."""
+    bound to (only the same owner may resume them); ``relayed``: another replica's relay (``ws_relay``),
+    which is never relayed further."""
 
     connection: HTTPConnection
     owner: str
+    relayed: bool = False
 
 
 def identify(websocket: WebSocket) -> Identity:
@@ -69,7 +66,8 @@ def identify(websocket: WebSocket) -> Identity:
     ``auth: off`` the ``Authorization`` sent), as the HTTP routes read theirs."""
     principal = auth.principal_of(websocket)
     who = f"{principal.key_id or ''}\x00{auth.owner(websocket)}"
-    return Identity(websocket, hashlib.sha256(who.encode()).hexdigest())
+    owner = hashlib.sha256(who.encode()).hexdigest()
+    return Identity(websocket, owner, relayed=RELAYED in websocket.headers)
 
 
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
@@ -115,6 +113,9 @@ class Connection:
         self._task = task
         self._closing: tuple[int, str] | None = None
         self._gone = False
+        self._goodbye = False  # the client closed normally (1000)
+        self.relay: Relay | None = None  # the session is another replica's (``ws_relay``)
+        self._pump: asyncio.Task[None] | None = None
 
     # -- lifetime -------------------------------------------------------------------------------------
 
@@ -135,6 +136,11 @@ class Connection:
             writer.cancel()
             heartbeat.cancel()
             self.sessions.detach(self.session, self)
+            if self.relay is not None:
+                assert self._pump is not None
+                self._pump.cancel()
+                with suppress(Exception):
+                    await self.relay.close(self._goodbye)
         if self._closing is not None and not self._gone:
             # the peer may be gone, or not reading: the close frame waits for room at most a heartbeat
             with suppress(Exception):
@@ -210,7 +216,8 @@ class Connection:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 self._gone = True
-                if message.get("code") == NORMAL_CLOSURE:  # the client said goodbye: nothing to resume
+                self._goodbye = message.get("code") == NORMAL_CLOSURE
+                if self._goodbye:  # the client said goodbye: nothing to resume
                     self.session.cancel(self.session.generations.values(), Cancelled("The client closed"))
                 return
             self.received_at = self.clock.monotonic()
@@ -232,6 +239,10 @@ class Connection:
     async def _dispatch(self, kind: str, gid: str | None, frame: dict[str, Any]) -> None:
         if kind == "ping":
             await self._send({"type": "pong", **({"data": frame["data"]} if "data" in frame else {})})
+        elif kind == "pong":
+            pass
+        elif self.relay is not None:  # the session's replica answers the rest
+            await self.relay.send(frame)
         elif kind == "chat.create":
             assert gid is not None
             self._create(gid, frame["body"])
@@ -262,11 +273,14 @@ class Connection:
             )
         generation = Generation(gid, uuid.uuid4().hex, self.config.buffer_frames, self.outlet)
         session.add(generation)
-        work = _generate(self.services, session, generation, body, self.identity.connection)
+        self.sessions.publish(session)
+        work = generate(self.services, session, generation, body, self.identity.connection)
         generation.task = asyncio.get_running_loop().create_task(work)
 
     async def _resume(self, token: str, wanted: list[tuple[str, int]]) -> None:
         claimed = self.sessions.claim(token, self.identity.owner)
+        if claimed is None and await self._relay(token, wanted):
+            return
         if claimed is None:  # unknown, expired or someone else's: the same answer
             for gid, _ in wanted or [("", 0)]:
                 gone = ResumeExpired("That session cannot be resumed (expired, or not yours): ask again")
@@ -295,80 +309,21 @@ class Connection:
                     claimed.cancel([generation], Cancelled("Its frames are no longer kept"))
                 await self._send(error_frame(exc, gid))
 
+    async def _relay(self, token: str, wanted: list[tuple[str, int]]) -> bool:
+        """Whether another replica holds session ``token`` for this client and took its resume: then this
+        connection relays to it from now on (``ws_relay``)."""
+        directory = self.sessions.directory
+        if directory is None or self.identity.relayed or self.session.generations:
+            return False
+        identity = self.identity
+        relay = await open_relay(directory, self.config, identity.connection, identity.owner, token, wanted)
+        if relay is None:
+            return False
+        self.sessions.discard(self.session)
+        self.relay = relay
+        self._pump = asyncio.get_running_loop().create_task(self._relay_frames(relay))
+        return True
 
-async def _generate(
-    services: Services,
-    session: Session,
-    generation: Generation,
-    body: dict[str, Any],
-    connection: HTTPConnection,
-) -> None:
-    """One generation, in its own task: one telemetry record (``transport: ws``), like an HTTP request."""
-    log.request_id.set(generation.request_id)
-    trace = services.telemetry.trace()
-    trace.transport = "ws"
-    failure: BaseException | None = None
-    meta = {"request_id": generation.request_id}
-    admission = UNLIMITED
-    try:
-        chat, _ = parse_chat(body, services.settings)
-        if chat.n > 1:
-            raise UnsupportedParameter(
-                "'n' greater than 1 is not supported over /v1/ws: one choice per id", param="n"
-            )
-        auth.check_model(connection, chat.model)
-        # the same rate limits as HTTP: over them, a 429 error frame for this id only
-        admission = await services.limiter.admit(auth.principal_of(connection), estimate_tokens(chat))
-        trace.tenant = auth.trace_tenant(connection, chat.user)
-        trace.stream = True
-        context = RequestContext(auth.cache_owner(connection, chat.user), stream=True)
-        answer = await services.pipeline.run(chat, context)
-        await _stream(generation, answer, chat.logprobs)
-    except Overflow as exc:
-        failure = exc
-    except asyncio.CancelledError as exc:
-        failure = generation.reason or exc
-        if generation.reason is None:
-            raise
-        asyncio.current_task().uncancel()  # type: ignore[union-attr]
-        if isinstance(generation.reason, Cancelled):
-            with suppress(Overflow):
-                await generation.emit("cancelled", meta)
-    except GroupQwenError as exc:
-        failure = exc
-        _log.info("websocket generation failed", status=exc.status_code, code=exc.code, error=exc.message)
-        with suppress(Overflow):
-            await generation.emit("error", {"status": exc.status_code, **error_body(exc), **meta})
-    except Exception as exc:
-        failure = exc
-        _log.exception("websocket generation failed", error=type(exc).__name__)
-        unexpected = GroupQwenError("The generation failed; the request id identifies it in the logs")
-        with suppress(Overflow):
-            await generation.emit("error", {"status": 500, **error_body(unexpected), **meta})
-    finally:
-        services.telemetry.finish(trace, failure)
-        admission.settle(trace.prompt_tokens + trace.completion_tokens)
-        session.finished(generation)
-
-
-async def _stream(generation: Generation, answer: Answer, logprobs: bool) -> None:
-    """``answer`` as ``chunk`` frames (the ``chat.completion.chunk`` objects SSE sends; the first, the role
-    chunk, carries the HTTP headers' information), then ``done`` once the model is released."""
-    writer = ChunkWriter(f"chatcmpl-{uuid.uuid4().hex}", answer.decision.model)
-    headers = {"x-request-id": generation.request_id, **decision_headers(answer.decision, answer.cache)}
-    await generation.emit("chunk", {"data": writer.role(), "headers": headers})
-    usage = None
-    async with aclosing(answer):
-        async for delta in answer:
-            chunk = writer.delta(delta, logprobs)
-            if delta.finish_reason is not None:
-                chunk["groupqwen"] = decision_json(answer.decision, boxes=answer.boxes)
-            await generation.emit("chunk", {"data": chunk})
-            if delta.usage is not None:
-                usage = delta.usage
-    done = {
-        "usage": None if usage is None else usage_json(usage),
-        "groupqwen": decision_json(answer.decision, boxes=answer.boxes),
-        "request_id": generation.request_id,
-    }
-    await generation.emit("done", done)
+    async def _relay_frames(self, relay: Relay) -> None:
+        code, reason = await relay.pump(self.outlet)
+        self._stop(code, reason)

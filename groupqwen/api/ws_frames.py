@@ -17,6 +17,10 @@ from groupqwen.api.errors import error_body
 from groupqwen.errors import GroupQwenError, InvalidRequest, PayloadTooLarge
 
 MAX_ID_CHARS = 128
+NORMAL_CLOSURE = 1000  # RFC 6455 close codes
+POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
+RESUMED_ELSEWHERE = 4001  # an application's own close code (4000-4999)
 
 
 def error_frame(exc: GroupQwenError, gid: str | None = None) -> dict[str, Any]:

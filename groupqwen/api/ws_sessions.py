@@ -11,7 +11,8 @@ connection that asked for it (docs/api.md, "WebSocket").
   of the connection that opened it (``owner``); attached to one connection at a time.
 - ``Sessions``: every session of the gateway. A detached session with generations is parked for
   ``ws.resume_window_s`` (on the injected ``Clock``), then its running generations are cancelled and the
-  session forgotten.
+  session forgotten. With a ``Directory`` (``ws.redis_url``) a session is published there from its first
+  generation until it is forgotten, for the other replicas to relay resumes to it (``ws_relay``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from groupqwen import log
+from groupqwen.api.ws_directory import Directory
 from groupqwen.clock import Clock
 from groupqwen.config import WsConfig
 from groupqwen.errors import ClientDisconnected, InvalidRequest, ResumeExpired
@@ -184,6 +186,7 @@ class Session:
         self.owner = owner  # who opened it (``ws.identify``): only they may resume it
         self.generations: dict[str, Generation] = {}
         self.connection: Owner | None = None
+        self.published = False  # in the directory
         self._config = config
         self._clock = clock
         self.expiry: asyncio.Task[None] | None = None
@@ -215,9 +218,10 @@ class Session:
 class Sessions:
     """Every WebSocket session of the gateway; ``gauges`` for telemetry."""
 
-    def __init__(self, config: WsConfig, clock: Clock) -> None:
+    def __init__(self, config: WsConfig, clock: Clock, directory: Directory | None = None) -> None:
         self.config = config
         self.clock = clock
+        self.directory = directory
         self.open_sockets = 0
         self._sessions: dict[str, Session] = {}
 
@@ -262,8 +266,17 @@ class Sessions:
             generation.park()
         session.expiry = asyncio.get_running_loop().create_task(self._expire(session))
 
+    def publish(self, session: Session) -> None:
+        """``session`` runs a generation: other replicas may relay resumes of it here."""
+        if self.directory is not None and not session.published:
+            self.directory.publish(session.token, session.owner)
+            session.published = True
+
     def discard(self, session: Session) -> None:
         self._sessions.pop(session.token, None)
+        if self.directory is not None and session.published:
+            self.directory.withdraw(session.token)
+            session.published = False
 
     async def _expire(self, session: Session) -> None:
         await self.clock.sleep(self.config.resume_window_s)
@@ -289,3 +302,5 @@ class Sessions:
         self._sessions.clear()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self.directory is not None:
+            await self.directory.close()

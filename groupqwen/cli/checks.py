@@ -146,6 +146,16 @@ def worker_problems(settings: Settings) -> list[Problem]:
                 f"{workers} times each limit{'' if limited else ' a key sets'}; set limits.redis_url",
             )
         )
+    if settings.ws.redis_url is not None:
+        problems.append(
+            Problem(
+                "error",
+                "ws.redis_url",
+                "a resume is relayed to the process holding its session at its address "
+                f"(ws.advertise_url): {workers} workers share one address, so a relay would reach any of "
+                "them; run one worker per replica, or leave ws.redis_url unset",
+            )
+        )
     problems.append(
         Problem(
             "warning",

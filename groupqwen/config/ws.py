@@ -1,11 +1,13 @@
-"""``ws:``: the WebSocket endpoint ``GET /v1/ws`` — resuming generations after a dropped connection, its
-limits, heartbeats and allowed browser origins (docs/api.md, "WebSocket")."""
+"""``ws:``: the WebSocket endpoint ``GET /v1/ws`` — resuming generations after a dropped connection (on
+any replica, with ``redis_url``), its limits, heartbeats and allowed browser origins (docs/api.md,
+"WebSocket"; docs/DEPLOYMENT.md, "Several replicas")."""
 
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class WsConfig(BaseModel):
@@ -61,3 +63,46 @@ class WsConfig(BaseModel):
         "websockets-sansio",
         description="uvicorn's WebSocket implementation for groupqwen serve (docs/benchmarks.md)",
     )
+    redis_url: str | None = Field(
+        None,
+        description="Record which replica holds each session in Redis (redis://host:6379/0), so that a "
+        "resume reaching any replica is relayed to it; none: a session is resumed on its own replica only "
+        "(docs/DEPLOYMENT.md, Several replicas)",
+    )
+    redis_prefix: str = Field("groupqwen:ws:", min_length=1, description="Prefix of the Redis keys")
+    redis_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        le=10,
+        description="Seconds a Redis call may take; slower or down: a resume is answered as without "
+        "redis_url (logged)",
+    )
+    advertise_url: str | None = Field(
+        None,
+        description="With redis_url: the base URL other replicas reach this one at "
+        "(http://10.0.0.5:8000); null: http://<host>:<port>, a listen-everywhere host replaced by the "
+        "address this machine's hostname resolves to",
+    )
+    relay_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="With redis_url: seconds a replica waits for the one holding a session to take a resume "
+        "it relays; then, or when that replica is gone, the resume is answered resume_expired",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError("must be a base URL such as http://10.0.0.5:8000 (http or https, no path)")
+        return value.rstrip("/")

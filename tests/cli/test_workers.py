@@ -78,6 +78,8 @@ def test_state_kept_in_each_process_is_refused(tmp_path: Path) -> None:
     assert (
         errors({**limited, "limits": {"tenant": {"requests_per_minute": 60}, "redis_url": "redis://r"}}) == []
     )
+    # a resume is relayed to one process's address: workers share it
+    assert errors(http_settings(tmp_path, ws={"redis_url": "redis://r"})) == ["ws.redis_url"]
     keyed = load_settings(**http_settings(tmp_path, auth={"mode": "keys"}), server={"workers": 2})
     assert any(p.field == "limits.redis_url" and p.severity == "warning" for p in worker_problems(keyed))
 

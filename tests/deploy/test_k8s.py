@@ -5,6 +5,7 @@ selectors match their pods, Services reach a named container port, the HPA scale
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -78,17 +79,29 @@ def test_the_gateway_accepts_the_environment_the_manifests_give_it(
     env = dict(config_map["data"])
     container = by_kind(docs, "Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
     secrets = {"admin-key": "gq-0123456789abcdef." + "a" * 43, "postgres-password": "secret0123456789"}
+    pod = {"status.podIP": "10.4.0.7"}  # what the downward API gives
     for item in container["env"]:
-        value = item.get("value") or secrets[item["valueFrom"]["secretKeyRef"]["key"]]
-        env[item["name"]] = value.replace("$(POSTGRES_PASSWORD)", secrets["postgres-password"])
-    assert all(name.startswith("GROUPQWEN_") for name in env if name != "POSTGRES_PASSWORD")
+        source = item.get("valueFrom", {})
+        value = item.get("value") or (
+            pod[source["fieldRef"]["fieldPath"]]
+            if "fieldRef" in source
+            else secrets[source["secretKeyRef"]["key"]]
+        )
+        env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], value)  # defined above it
+    assert all(name.startswith("GROUPQWEN_") for name in env if name not in ("POSTGRES_PASSWORD", "POD_IP"))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings(ROOT / "docker" / "groupqwen.yaml", data_dir=tmp_path, models_dir=tmp_path)
     assert settings.auth.mode == "keys"
     assert settings.telemetry.database_url is not None
     assert settings.telemetry.database_url.startswith("postgresql://groupqwen:")
-    assert settings.cache.redis_url == settings.limits.redis_url == "redis://redis:6379/0"
+    assert (
+        settings.cache.redis_url
+        == settings.limits.redis_url
+        == settings.ws.redis_url
+        == "redis://redis:6379/0"
+    )
+    assert settings.ws.advertise_url == "http://10.4.0.7:8000"  # the pod's own address, for relayed resumes
 
 
 def test_the_gpu_overlay_adds_vllm_with_a_gpu_as_the_gateways_qwen3() -> None:

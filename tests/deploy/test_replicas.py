@@ -2,8 +2,9 @@
 runs them: two real ``groupqwen serve`` processes, and they behave as one service — an answer cached
 through one is a hit through the other, both write their telemetry to the one database, an API key created
 once works on both, a key's rate limit is counted across both, and a response stored through one is read,
-continued and deleted through the other. A WebSocket session is the one thing each keeps to itself: a
-resume on the other replica is told ``resume_expired`` (docs/DEPLOYMENT.md, "Several replicas")."""
+continued and deleted through the other, and a WebSocket generation started on one is resumed through the
+other (relayed to the replica running it), by its owner only; its replica gone, the resume is answered
+``resume_expired`` (docs/DEPLOYMENT.md, "Several replicas")."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ import sqlalchemy as sa
 from servers import PostgresServer, ValkeyServer
 from typer.testing import CliRunner
 from waiting import until
-from ws_client import abort, ask, open_socket, receive, send, until_finished
+from websockets.exceptions import ConnectionClosed
+from ws_client import abort, ask, open_socket, receive, send, seqs, text_of, until_finished, wait_for
 
 from groupqwen.access.keys import generate_key
 from groupqwen.cli.main import app
@@ -32,6 +34,11 @@ QUESTION = {
     "model": "fake",
     "temperature": 0,
     "messages": [{"role": "user", "content": "What is a replica?"}],
+}
+SLOW_REPLY = " ".join(f"s{i}" for i in range(400))
+FAKES: dict[str, dict[str, Any]] = {
+    "fake": {"fake_reply": "Another copy."},
+    "slow": {"fake_reply": SLOW_REPLY, "fake_delay_s": 0.02, "max_parallel": 4},  # still running when resumed
 }
 
 
@@ -67,6 +74,7 @@ def settings(shared_redis: str, shared_database: str) -> dict[str, Any]:
         "limits": {"redis_url": shared_redis},
         "telemetry": {"database_url": shared_database},
         "responses": {"redis_url": shared_redis},
+        "ws": {"redis_url": shared_redis},  # advertise_url: http://127.0.0.1:<port>, from host and port
     }
 
 
@@ -76,11 +84,7 @@ def replicas(
 ) -> Iterator[tuple[ServedProcess, ServedProcess]]:
     with ExitStack() as stack:
         a, b = (
-            stack.enter_context(
-                serve_process(
-                    tmp_path_factory.mktemp(name), {"fake": {"fake_reply": "Another copy."}}, **settings
-                )
-            )
+            stack.enter_context(serve_process(tmp_path_factory.mktemp(name), FAKES, **settings))
             for name in ("replica-a", "replica-b")
         )
         yield a, b
@@ -190,24 +194,139 @@ def test_a_response_stored_through_one_replica_is_continued_read_and_deleted_thr
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
 
 
-def test_a_websocket_session_lives_in_its_replica(replicas: tuple[ServedProcess, ServedProcess]) -> None:
-    """Resumed on the replica that holds it, a generation goes on; resumed on the other, it is
-    ``resume_expired`` (the client asks again): the proxy must send a reconnect to the same replica."""
+BEARER = {"Authorization": f"Bearer {ADMIN}"}
+
+
+def start_and_drop(
+    replica: ServedProcess, gid: str, frames: int, max_tokens: int = 150
+) -> tuple[str, list[dict[str, Any]]]:
+    """A slow generation started on ``replica``, its first ``frames`` frames read, then the connection
+    dropped (a reset, no close frame): the session and its frames, the generation still running there."""
+    with open_socket(replica, additional_headers=BEARER) as ws:
+        session = receive(ws)["session"]
+        send(ws, ask(gid, "slow", max_tokens=max_tokens))
+        before = [receive(ws) for _ in range(frames)]
+        abort(ws)
+    return session, before
+
+
+def resume(session: str, gid: str, after: int) -> dict[str, Any]:
+    return {"type": "resume", "session": session, "generations": [{"id": gid, "after_seq": after}]}
+
+
+def test_a_generation_started_on_one_replica_is_resumed_through_the_other(
+    replicas: tuple[ServedProcess, ServedProcess],
+) -> None:
     a, b = replicas
-    headers = {"Authorization": f"Bearer {ADMIN}"}
-    with open_socket(a, additional_headers=headers) as first:
-        session = receive(first)["session"]
-        send(first, ask("g1", "fake"))
-        until_finished(first, ["g1"])
-        abort(first)  # the connection drops (no close frame): the session is parked on a for its window
-    resume = {"type": "resume", "session": session, "generations": [{"id": "g1", "after_seq": 0}]}
-    with open_socket(b, additional_headers=headers) as elsewhere:
-        receive(elsewhere)  # its own hello
-        send(elsewhere, resume)
-        refused = receive(elsewhere)
-        assert (refused["type"], refused["error"]["code"]) == ("error", "resume_expired")
-    with open_socket(a, additional_headers=headers) as again:
-        receive(again)
-        send(again, resume)
-        frames = until_finished(again, ["g1"])
-        assert frames[-1]["type"] == "done", frames
+    session, before = start_and_drop(a, "g1", 10)
+    with open_socket(b, additional_headers=BEARER) as elsewhere:
+        assert receive(elsewhere)["type"] == "hello"  # b's own
+        send(elsewhere, resume(session, "g1", 10))
+        assert receive(elsewhere) == {"type": "resumed", "session": session}
+        after = until_finished(elsewhere, ["g1"])
+        send(elsewhere, ask("g2", "fake"))  # later generations on the relayed connection run on a
+        assert until_finished(elsewhere, ["g2"])[-1]["type"] == "done"
+    frames = before + after
+    assert seqs(frames, "g1") == list(range(1, len(frames) + 1))  # no gap, no duplicate
+    assert text_of(frames, "g1") == " ".join(SLOW_REPLY.split()[:150])
+    assert frames[-1]["type"] == "done"
+
+
+def test_only_its_owner_resumes_a_session_through_another_replica(
+    replicas: tuple[ServedProcess, ServedProcess], settings: dict[str, Any], tmp_path: Path
+) -> None:
+    a, b = replicas
+    session, _ = start_and_drop(a, "mine", 2)
+    other = {"Authorization": f"Bearer {create_key(tmp_path, settings, '--tenant', 'other')}"}
+    for replica in (b, a):
+        with open_socket(replica, additional_headers=other) as ws:
+            receive(ws)
+            send(ws, resume(session, "mine", 0))
+            refused = receive(ws)
+            assert (refused["type"], refused["error"]["code"]) == ("error", "resume_expired"), refused
+            send(ws, {"type": "ping"})
+            assert receive(ws) == {"type": "pong"}  # and nothing of the generation came
+    with open_socket(b, additional_headers=BEARER) as owner:
+        receive(owner)
+        send(owner, resume(session, "mine", 2))
+        assert receive(owner)["type"] == "resumed"
+        send(owner, {"type": "cancel", "id": "mine"})  # relayed to a, which cancels it
+        assert until_finished(owner, ["mine"])[-1]["type"] in ("cancelled", "done")
+
+
+def test_a_relayed_session_resumed_on_its_own_replica_closes_the_relay_with_4001(
+    replicas: tuple[ServedProcess, ServedProcess],
+) -> None:
+    """The client reconnected to the holder itself while the relay's connection lingers: the holder takes
+    the session over, as it does from a connection of its own, and the relay passes its 4001 on."""
+    a, b = replicas
+    session, _ = start_and_drop(a, "moved", 2, max_tokens=400)
+    with open_socket(b, additional_headers=BEARER) as relayed:
+        receive(relayed)
+        send(relayed, resume(session, "moved", 2))
+        assert receive(relayed)["type"] == "resumed"
+        with open_socket(a, additional_headers=BEARER) as direct:
+            receive(direct)
+            send(direct, resume(session, "moved", 2))
+            assert receive(direct)["type"] == "resumed"
+            with pytest.raises(ConnectionClosed) as closed:
+                until_finished(relayed, ["moved"])
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+            send(direct, {"type": "cancel", "id": "moved"})
+            assert until_finished(direct, ["moved"])[-1]["type"] in ("cancelled", "done")
+
+
+def running(replica: ServedProcess) -> int:
+    """Requests the ``slow`` model of ``replica`` is answering."""
+    models = httpx.get(f"{replica.url}/v1/models", headers=BEARER, timeout=60).json()["data"]
+    count: int = next(m for m in models if m["id"] == "slow")["groupqwen"]["active_requests"]
+    return count
+
+
+def test_closing_a_relayed_connection_normally_cancels_the_generation_on_its_replica(
+    replicas: tuple[ServedProcess, ServedProcess],
+) -> None:
+    a, b = replicas
+    session, _ = start_and_drop(a, "bye", 2, max_tokens=400)
+    with open_socket(b, additional_headers=BEARER) as ws:
+        receive(ws)
+        send(ws, resume(session, "bye", 2))
+        assert receive(ws)["type"] == "resumed"
+        assert running(a) == 1
+    # the block closed the connection with 1000: the client is done, as if it had been connected to a
+    wait_for(lambda: running(a) == 0, "the generation ended on a")
+    with open_socket(a, additional_headers=BEARER) as ws:
+        receive(ws)
+        send(ws, resume(session, "bye", 2))
+        gone = receive(ws)  # cancelled and forgotten, not finished and kept for the resume window
+        assert (gone["type"], gone["error"]["code"]) == ("error", "resume_expired"), gone
+
+
+def test_when_the_replica_holding_a_session_dies_the_relay_ends_and_a_resume_is_refused(
+    replicas: tuple[ServedProcess, ServedProcess], settings: dict[str, Any], tmp_path: Path
+) -> None:
+    """Relaying, the client's connection is closed with 1001 (going away); its resume then gets a prompt
+    ``resume_expired`` (the holder's port refuses the relay), and the connection serves on."""
+    _, b = replicas
+    with serve_process(tmp_path, FAKES, **settings) as c:
+        session, _ = start_and_drop(c, "lost", 2, max_tokens=400)  # 8 s of tokens at least: still running
+        with open_socket(b, additional_headers=BEARER) as ws:
+            receive(ws)
+            send(ws, resume(session, "lost", 2))
+            assert receive(ws)["type"] == "resumed"
+            c.process.kill()
+            c.process.wait()
+            with pytest.raises(ConnectionClosed) as closed:
+                until_finished(ws, ["lost"])
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    with open_socket(b, additional_headers=BEARER) as ws:
+        receive(ws)
+        send(ws, resume(session, "lost", 2))
+        refused = receive(ws)
+        assert (refused["type"], refused["id"], refused["error"]["code"]) == (
+            "error",
+            "lost",
+            "resume_expired",
+        )
+        send(ws, ask("fresh", "fake"))  # from b itself
+        assert until_finished(ws, ["fresh"])[-1]["type"] == "done"
