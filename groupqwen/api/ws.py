@@ -1,7 +1,8 @@
 """``GET /v1/ws``: chat completions over one WebSocket, a thin adapter over ``Pipeline.run`` like the JSON
 and SSE routes (docs/api.md, "WebSocket"). JSON text frames, one message type per ``type``:
 
-- client → server: ``chat.create`` (``id``, ``body``: a ``POST /v1/chat/completions`` body), ``cancel``
+- client → server: ``chat.create`` (``id``, ``body``: a ``POST /v1/chat/completions`` body, ``headers``:
+  its cache headers, optional), ``cancel``
   (``id``), ``resume`` (``session``, ``generations``: ``[{id, after_seq}]``), ``ping``, ``pong``;
 - server → client: ``hello`` (first: ``protocol``, ``session``), ``chunk`` / ``done`` / ``error`` /
   ``cancelled`` of a generation (``id``, ``seq``), ``error`` about a frame (no ``seq``), ``resumed``,
@@ -30,10 +31,10 @@ from groupqwen.access.limits import UNLIMITED, estimate_tokens
 from groupqwen.api import auth
 from groupqwen.api.chat import parse_chat
 from groupqwen.api.errors import error_body
-from groupqwen.api.openai import decision_headers
+from groupqwen.api.openai import cache_control, decision_headers
 from groupqwen.api.schemas.chat import ChunkWriter, decision_json, usage_json
 from groupqwen.api.services import Services
-from groupqwen.api.ws_frames import Violation, error_frame, parse, resumes
+from groupqwen.api.ws_frames import Violation, error_frame, parse, request_headers, resumes
 from groupqwen.api.ws_sessions import Cancelled, Generation, Outlet, Overflow, Session, encode
 from groupqwen.errors import (
     GroupQwenError,
@@ -234,7 +235,7 @@ class Connection:
             await self._send({"type": "pong", **({"data": frame["data"]} if "data" in frame else {})})
         elif kind == "chat.create":
             assert gid is not None
-            self._create(gid, frame["body"])
+            self._create(gid, frame["body"], request_headers(frame))
         elif kind == "cancel":
             assert gid is not None
             generation = self.session.generations.get(gid)
@@ -246,7 +247,7 @@ class Connection:
         elif kind == "resume":
             await self._resume(frame["session"], resumes(frame))
 
-    def _create(self, gid: str, body: dict[str, Any]) -> None:
+    def _create(self, gid: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         session = self.session
         existing = session.generations.get(gid)
         if existing is not None and existing.running:
@@ -262,7 +263,7 @@ class Connection:
             )
         generation = Generation(gid, uuid.uuid4().hex, self.config.buffer_frames, self.outlet)
         session.add(generation)
-        work = _generate(self.services, session, generation, body, self.identity.connection)
+        work = _generate(self.services, session, generation, body, headers, self.identity.connection)
         generation.task = asyncio.get_running_loop().create_task(work)
 
     async def _resume(self, token: str, wanted: list[tuple[str, int]]) -> None:
@@ -301,9 +302,11 @@ async def _generate(
     session: Session,
     generation: Generation,
     body: dict[str, Any],
+    headers: dict[str, str],
     connection: HTTPConnection,
 ) -> None:
-    """One generation, in its own task: one telemetry record (``transport: ws``), like an HTTP request."""
+    """One generation, in its own task: one telemetry record (``transport: ws``), like an HTTP request;
+    ``headers``: the frame's cache headers, read as HTTP's are."""
     log.request_id.set(generation.request_id)
     trace = services.telemetry.trace()
     trace.transport = "ws"
@@ -321,7 +324,9 @@ async def _generate(
         admission = await services.limiter.admit(auth.principal_of(connection), estimate_tokens(chat))
         trace.tenant = auth.trace_tenant(connection, chat.user)
         trace.stream = True
-        context = RequestContext(auth.cache_owner(connection, chat.user), stream=True)
+        ttl_s, read_cache, rate = cache_control(headers)
+        owner = auth.cache_owner(connection, chat.user)
+        context = RequestContext(owner, ttl_s, read_cache, stream=True, max_false_hit_rate=rate)
         answer = await services.pipeline.run(chat, context)
         await _stream(generation, answer, chat.logprobs)
     except Overflow as exc:
