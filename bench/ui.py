@@ -199,7 +199,10 @@ def main() -> None:
                 f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n"
             )
 
+            before = page.url
             page.get_by_role("button", name="New chat").click()
+            page.wait_for_url(lambda url: url != before)
+            page.locator("[data-testid=messages] article").first.wait_for(state="detached")
             page.get_by_label("Model", exact=True).select_option("long")
             page.evaluate(
                 "() => { window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries())"

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 from waiting import wait_until
 
 from groupqwen.testing import ServedProcess
-from ui.conftest import ask, by_transport, get_json, post_json, screenshot, start_chat
+from ui.conftest import ask, by_transport, get_json, new_chat, post_json, screenshot, start_chat
 
 FIXTURES = Path(__file__).parents[1] / "finetune" / "fixtures"
 
@@ -78,7 +78,7 @@ def test_history_survives_a_reload_renamed_searched_deleted(page: Any, served: S
     page.get_by_label("New title").fill("Ocean notes")
     page.get_by_label("New title").press("Enter")
     expect(conversations).to_contain_text("Ocean notes")
-    page.get_by_role("button", name="New chat").click()
+    new_chat(page)
     ask(page, "Something else")
     expect(conversations.get_by_role("listitem")).to_have_count(2)
     page.get_by_label("Search conversations").fill("tides")  # searches the messages too

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from groupqwen.testing import ServedProcess, serve_process
-from ui.conftest import DIST, MODELS, ask, by_transport, screenshot, start_chat
+from ui.conftest import DIST, MODELS, ask, by_transport, new_chat, screenshot, start_chat
 
 STREAMING = "[data-testid=assistant-message][data-state=streaming]"
 DONE = "[data-testid=assistant-message][data-state=done]"
@@ -22,10 +22,7 @@ def test_an_answer_streams_into_its_own_chat(page: Any, served: ServedProcess) -
     start_chat(page, served, "slow")
     ask(page, "Count for me")
     expect(page.locator(STREAMING)).to_contain_text("word3")
-    first = page.url
-    page.get_by_role("button", name="New chat").click()
-    expect(page).not_to_have_url(first)
-    expect(page.get_by_label("Message", exact=True)).to_be_visible()
+    new_chat(page)
     # the other chat: no answer of its own, and the composer is its own (Send, not the other's Stop)
     expect(page.get_by_test_id("messages").get_by_test_id("assistant-message")).to_have_count(0)
     expect(page.get_by_test_id("user-message")).to_have_count(0)
@@ -56,7 +53,7 @@ def test_a_question_asked_again_comes_from_the_cache_and_regenerate_does_not(
     ask(page, "Why is the sea salty?")
     footer = page.locator(DONE).get_by_test_id("answer-footer")
     expect(footer).to_contain_text("cache miss")
-    page.get_by_role("button", name="New chat").click()
+    new_chat(page)
     ask(page, "Why is the sea salty?")
     expect(footer).to_contain_text("cache hit")
     over_ws = by_transport(cached, "ws")
