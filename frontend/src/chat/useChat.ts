@@ -70,7 +70,9 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
       const streamed = transport.stream(chatBody(picks.model, picks.params, history), abort.signal, (event) => {
         const first = draft.firstTokenAt === null;
         draft = fold(draft, event, performance.now());
-        if (first && draft.firstTokenAt !== null) {
+        // before the first token (the headers, the role chunk) nothing is shown: no frame for it to wait behind
+        if (draft.firstTokenAt === null) return;
+        if (first) {
           show(); // the first token: at once, its model's new status only once it is painted
           afterPaint(() => void client.invalidateQueries({ queryKey: ["models"] }));
         } else frame ??= requestAnimationFrame(show);
