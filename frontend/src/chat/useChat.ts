@@ -9,11 +9,13 @@ import { picksOf } from "./picks";
 import type { ChatTransport } from "./transport";
 import { chatTransport } from "./ws";
 
-/** An answer streaming into a conversation: its place among the messages, its text so far, its stop. */
+/** An answer streaming into a conversation: its place among the messages, its text so far, its stop, and
+ * the question it answers (shown from here in the frame of the key, before IndexedDB has it). */
 export interface Stream {
   seq: number;
   draft: Draft;
   abort: AbortController;
+  question: Message | null;
 }
 
 /** The answers streaming now, by conversation id, apart from the page's state: only the streaming message
@@ -37,6 +39,7 @@ function afterPaint(then: () => void): void {
  * history before the question leaves when they are surely current. */
 export function useChat(conversation: Conversation | undefined, live?: Message[], transport: ChatTransport = chatTransport) {
   const streamingSeq = useStreams((state) => (conversation ? (state.byConversation[conversation.id]?.seq ?? null) : null));
+  const question = useStreams((state) => (conversation ? (state.byConversation[conversation.id]?.question ?? null) : null));
   // how many messages the last answer left in its conversation: a live list shorter than that is behind
   const settled = useRef<{ id: string; count: number } | null>(null);
   // a request may load (or swap out) models: the picker's statuses are re-read once it has an answer
@@ -55,6 +58,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
    * has left and done before the answer's. `fresh`: a new answer is wanted, not the cache's (regenerate). */
   const answer = useCallback(
     async (conv: Conversation, history: Message[], store: () => Promise<unknown>, fresh = false) => {
+      const question = history.at(-1) ?? null;
       const seq = history.length;
       const abort = new AbortController();
       const picks = picksOf(conv);
@@ -63,7 +67,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
       let frame: number | null = null;
       const show = () => {
         frame = null;
-        setStream(conv.id, { seq, draft, abort });
+        setStream(conv.id, { seq, draft, abort, question });
       };
       // the request leaves first, the page renders while it is on its way
       const headers: Record<string, string> = fresh ? { "cache-control": "no-cache" } : {};
@@ -150,5 +154,5 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
     if (conversation) useStreams.getState().byConversation[conversation.id]?.abort.abort();
   }, [conversation]);
 
-  return { streamingSeq, send, regenerate, stop };
+  return { streamingSeq, question, send, regenerate, stop };
 }

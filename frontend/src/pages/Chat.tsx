@@ -45,9 +45,12 @@ function ParamsPanel({ conversation }: { conversation: Conversation }) {
 function ConversationView({ conversation, messages, children }: { conversation: Conversation; messages: Message[]; children: ReactNode }) {
   const { data: models } = useModels();
   const { model } = usePicksOf(conversation);
-  const { streamingSeq, send, regenerate, stop } = useChat(conversation, messages);
+  const { streamingSeq, question, send, regenerate, stop } = useChat(conversation, messages);
   const streaming = streamingSeq !== null;
   const bottom = useRef<HTMLDivElement>(null);
+  const before = streaming ? messages.filter((m) => m.seq < streamingSeq) : messages;
+  // the question being answered, from the stream until the live query has it (the same message, same key)
+  const shown = question && !before.some((m) => m.id === question.id) ? [...before.filter((m) => m.seq < question.seq), question] : before;
 
   // to the end when a message comes; while an answer grows it is kept in view unless the reader scrolled up
   const list = useRef<HTMLDivElement>(null);
@@ -55,7 +58,7 @@ function ConversationView({ conversation, messages, children }: { conversation: 
   useEffect(() => {
     pinned.current = true;
     bottom.current?.scrollIntoView({ block: "end" });
-  }, [messages.length, streaming]);
+  }, [shown.length, streaming]);
   const onScroll = () => {
     const el = list.current;
     if (el) pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 48;
@@ -65,7 +68,6 @@ function ConversationView({ conversation, messages, children }: { conversation: 
     if (el && pinned.current) el.scrollTop = el.scrollHeight;
   }, []);
 
-  const shown = streaming ? messages.filter((m) => m.seq < streamingSeq) : messages;
   const lastSeq = messages.at(-1)?.seq;
   return (
     <>
