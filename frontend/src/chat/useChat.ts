@@ -1,6 +1,6 @@
 /** Sending, streaming, stopping, regenerating and editing in one conversation. */
 import { useQueryClient } from "@tanstack/react-query";
-import { useCallback, useRef } from "react";
+import { useCallback } from "react";
 import { create } from "zustand";
 import { ApiError } from "../api/client";
 import { chatBody, emptyDraft, fold, titleOf, type Draft } from "./answer";
@@ -30,6 +30,10 @@ function setStream(id: string, stream: Stream | null): void {
   });
 }
 
+/** How many messages the last answer left in each conversation: a live list shorter than that is behind.
+ * Kept beside the streams, not in a component: an answer may end while its conversation is not shown. */
+const settled = new Map<string, number>();
+
 /** After the frame that is being drawn now has been painted. */
 function afterPaint(then: () => void): void {
   requestAnimationFrame(() => setTimeout(then, 0));
@@ -40,15 +44,13 @@ function afterPaint(then: () => void): void {
 export function useChat(conversation: Conversation | undefined, live?: Message[], transport: ChatTransport = chatTransport) {
   const streamingSeq = useStreams((state) => (conversation ? (state.byConversation[conversation.id]?.seq ?? null) : null));
   const question = useStreams((state) => (conversation ? (state.byConversation[conversation.id]?.question ?? null) : null));
-  // how many messages the last answer left in its conversation: a live list shorter than that is behind
-  const settled = useRef<{ id: string; count: number } | null>(null);
   // a request may load (or swap out) models: the picker's statuses are re-read once it has an answer
   const client = useQueryClient();
 
   /** The history as the page shows it when that is surely current, else null (read it from the store). */
   const shown = useCallback(
     (id: string): Message[] | null => {
-      const floor = settled.current?.id === id ? settled.current.count : 1; // an empty list may be another's
+      const floor = settled.get(id) ?? 1; // an empty list may be another's
       return live && live.length >= floor && live.every((m) => m.conversationId === id) ? live : null;
     },
     [live],
@@ -110,7 +112,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
       try {
         await stored;
         await db.messages.put(message);
-        settled.current = { id: conv.id, count: seq + 1 };
+        settled.set(conv.id, seq + 1);
         await db.conversations.update(conv.id, { updatedAt: Date.now() });
       } finally {
         setStream(conv.id, null);
