@@ -22,12 +22,13 @@ function Layout() {
     return () => query.removeEventListener("change", apply);
   }, [theme]);
   const link = ({ isActive }: { isActive: boolean }) =>
-    `rounded px-2 py-1 ${isActive ? "bg-zinc-200 font-semibold dark:bg-zinc-800" : ""}`;
+    `rounded px-1.5 py-1 sm:px-2 ${isActive ? "bg-zinc-200 font-semibold dark:bg-zinc-800" : ""}`;
   return (
     <div className="flex h-full flex-col">
-      <header className="flex h-12 shrink-0 items-center gap-2 border-b border-zinc-200 px-3 text-sm dark:border-zinc-800">
-        <span className="mr-2 font-bold text-indigo-700 dark:text-indigo-300">GroupQwen</span>
-        <nav aria-label="Pages" className="flex gap-1 overflow-x-auto">
+      <header className="flex h-12 shrink-0 items-center gap-2 border-b border-zinc-200 px-2 text-sm sm:px-3 dark:border-zinc-800">
+        {/* a phone's width holds the five pages' names, not the name of the product as well */}
+        <span className="mr-2 hidden font-bold text-indigo-700 min-[480px]:inline dark:text-indigo-300">GroupQwen</span>
+        <nav aria-label="Pages" className="flex min-w-0 gap-0.5 sm:gap-1">
           <NavLink to="/chat" className={link}>Chat</NavLink>
           <NavLink to="/dashboard" className={link}>Dashboard</NavLink>
           <NavLink to="/data" className={link}>Data</NavLink>

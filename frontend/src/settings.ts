@@ -9,12 +9,15 @@ export interface SettingsState {
   /** Sent as `Authorization: Bearer …` when set. */
   apiKey: string;
   theme: Theme;
+  /** How often the model picker re-reads the models' statuses, in seconds; 0: only after an action or an
+   * answer (which may have loaded or swapped out a model). */
+  modelsPollS: number;
   set: (patch: Partial<Omit<SettingsState, "set">>) => void;
 }
 
 export const useSettings = create<SettingsState>()(
   persist(
-    (set) => ({ gatewayUrl: "", apiKey: "", theme: "system", set: (patch) => set(patch) }),
+    (set) => ({ gatewayUrl: "", apiKey: "", theme: "system", modelsPollS: 5, set: (patch) => set(patch) }),
     { name: "groupqwen.settings" },
   ),
 );

@@ -7,7 +7,7 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -76,9 +76,12 @@ CACHE_TTL_HEADER = "x-groupqwen-cache-ttl"
 CACHE_RATE_HEADER = "x-groupqwen-cache-max-false-hit-rate"
 
 
-def _header_number(request: Request, name: str, low: float, high: float, what: str) -> float | None:
+CACHE_HEADERS = ("cache-control", CACHE_TTL_HEADER, CACHE_RATE_HEADER)
+
+
+def _header_number(headers: Mapping[str, str], name: str, low: float, high: float, what: str) -> float | None:
     """The header ``name`` as a number in [``low``, ``high``]; ``None`` when absent; else a 400."""
-    raw = request.headers.get(name)
+    raw = headers.get(name)
     if raw is None:
         return None
     try:
@@ -90,17 +93,17 @@ def _header_number(request: Request, name: str, low: float, high: float, what: s
     return value
 
 
-def cache_control(request: Request) -> tuple[float | None, bool, float | None]:
-    """The request's cache wishes: (TTL for its answer, whether to read the cache, accepted false-hit
-    rate).
+def cache_control(headers: Mapping[str, str]) -> tuple[float | None, bool, float | None]:
+    """A request's cache wishes from its ``headers`` (HTTP's, or a WebSocket ``chat.create``'s): (TTL for
+    its answer, whether to read the cache, accepted false-hit rate).
 
     ``x-groupqwen-cache-ttl`` sets the TTL in seconds (0: do not store; above ``cache.max_ttl_s``: that);
     ``x-groupqwen-cache-max-false-hit-rate`` (0 to 1) the verifier's accepted false-hit rate for this
     request instead of ``cache.max_false_hit_rate``; ``Cache-Control: no-cache`` skips reading the cache,
     ``no-store`` reading and storing."""
-    ttl_s = _header_number(request, CACHE_TTL_HEADER, 0.0, math.inf, "a number of seconds >= 0")
-    rate = _header_number(request, CACHE_RATE_HEADER, 0.0, 1.0, "a fraction from 0 to 1, e.g. 0.01")
-    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    ttl_s = _header_number(headers, CACHE_TTL_HEADER, 0.0, math.inf, "a number of seconds >= 0")
+    rate = _header_number(headers, CACHE_RATE_HEADER, 0.0, 1.0, "a fraction from 0 to 1, e.g. 0.01")
+    directives = {d.strip().lower() for d in headers.get("cache-control", "").split(",")}
     if "no-store" in directives:
         return 0.0, False, rate
     return ttl_s, "no-cache" not in directives, rate
@@ -198,7 +201,7 @@ async def _respond(
 ) -> Response:
     trace.tenant = auth.trace_tenant(request, chat.user)
     trace.stream = stream
-    ttl_s, read_cache, rate = cache_control(request)
+    ttl_s, read_cache, rate = cache_control(request.headers)
     if chat.n > 1:  # several samples of one question: a cached answer is one sample, and storing n is moot
         ttl_s, read_cache = 0.0, False
     tenant = auth.cache_owner(request, chat.user)

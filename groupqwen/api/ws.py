@@ -1,7 +1,8 @@
 """``GET /v1/ws``: chat completions over one WebSocket, a thin adapter over ``Pipeline.run`` like the JSON
 and SSE routes (docs/api.md, "WebSocket"). JSON text frames, one message type per ``type``:
 
-- client → server: ``chat.create`` (``id``, ``body``: a ``POST /v1/chat/completions`` body), ``cancel``
+- client → server: ``chat.create`` (``id``, ``body``: a ``POST /v1/chat/completions`` body, ``headers``:
+  its cache headers, optional), ``cancel``
   (``id``), ``resume`` (``session``, ``generations``: ``[{id, after_seq}]``), ``ping``, ``pong``;
 - server → client: ``hello`` (first: ``protocol``, ``session``), ``chunk`` / ``done`` / ``error`` /
   ``cancelled`` of a generation (``id``, ``seq``), ``error`` about a frame (no ``seq``), ``resumed``,
@@ -37,6 +38,7 @@ from groupqwen.api.ws_frames import (
     Violation,
     error_frame,
     parse,
+    request_headers,
     resumes,
 )
 from groupqwen.api.ws_generation import generate
@@ -245,7 +247,7 @@ class Connection:
             await self.relay.send(frame)
         elif kind == "chat.create":
             assert gid is not None
-            self._create(gid, frame["body"])
+            self._create(gid, frame["body"], request_headers(frame))
         elif kind == "cancel":
             assert gid is not None
             generation = self.session.generations.get(gid)
@@ -257,7 +259,7 @@ class Connection:
         elif kind == "resume":
             await self._resume(frame["session"], resumes(frame))
 
-    def _create(self, gid: str, body: dict[str, Any]) -> None:
+    def _create(self, gid: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         session = self.session
         existing = session.generations.get(gid)
         if existing is not None and existing.running:
@@ -274,7 +276,7 @@ class Connection:
         generation = Generation(gid, uuid.uuid4().hex, self.config.buffer_frames, self.outlet)
         session.add(generation)
         self.sessions.publish(session)
-        work = generate(self.services, session, generation, body, self.identity.connection)
+        work = generate(self.services, session, generation, body, headers, self.identity.connection)
         generation.task = asyncio.get_running_loop().create_task(work)
 
     async def _resume(self, token: str, wanted: list[tuple[str, int]]) -> None:

@@ -14,6 +14,7 @@ from starlette.types import Message
 
 from groupqwen.api.body import json_object
 from groupqwen.api.errors import error_body
+from groupqwen.api.openai import CACHE_HEADERS
 from groupqwen.errors import GroupQwenError, InvalidRequest, PayloadTooLarge
 
 MAX_ID_CHARS = 128
@@ -68,6 +69,27 @@ def resumes(frame: dict[str, Any]) -> list[tuple[str, int]]:
     return out
 
 
+def request_headers(frame: dict[str, Any]) -> dict[str, str]:
+    """A ``chat.create``'s ``headers`` (names lower-cased): the HTTP request headers a generation may
+    carry on its own, the cache's (``CACHE_HEADERS``); the others belong to the connection's upgrade."""
+    headers = frame.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise InvalidRequest(
+            "'headers' of a 'chat.create' frame is an object of header names to strings",
+            param="headers",
+            code="invalid_frame",
+        )
+    out = {str(name).lower(): value for name, value in headers.items()}
+    for name in out:
+        if name not in CACHE_HEADERS:
+            raise InvalidRequest(
+                f"A 'chat.create' frame's headers may be {', '.join(CACHE_HEADERS)}; not {name[:40]!r}",
+                param="headers",
+                code="invalid_frame",
+            )
+    return out
+
+
 def parse(message: Message, max_bytes: int) -> tuple[str, str | None, dict[str, Any]]:
     """A client frame: its ``type``, ``id`` (when it has a string one) and the frame; ``Violation`` when
     it breaks the protocol (binary, oversized, not a JSON object, unknown type, fields missing)."""
@@ -92,6 +114,8 @@ def parse(message: Message, max_bytes: int) -> tuple[str, str | None, dict[str, 
                     param="body",
                     code="invalid_frame",
                 )
+            if kind == "chat.create":
+                request_headers(frame)
         elif kind == "resume":
             _string(frame, "session", kind, 200)
             resumes(frame)

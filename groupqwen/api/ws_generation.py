@@ -16,7 +16,7 @@ from groupqwen.access.limits import UNLIMITED, estimate_tokens
 from groupqwen.api import auth
 from groupqwen.api.chat import parse_chat
 from groupqwen.api.errors import error_body
-from groupqwen.api.openai import decision_headers
+from groupqwen.api.openai import cache_control, decision_headers
 from groupqwen.api.schemas.chat import ChunkWriter, decision_json, usage_json
 from groupqwen.api.services import Services
 from groupqwen.api.ws_sessions import Cancelled, Generation, Overflow, Session
@@ -31,9 +31,11 @@ async def generate(
     session: Session,
     generation: Generation,
     body: dict[str, Any],
+    headers: dict[str, str],
     connection: HTTPConnection,
 ) -> None:
-    """One generation, in its own task: one telemetry record (``transport: ws``), like an HTTP request."""
+    """One generation, in its own task: one telemetry record (``transport: ws``), like an HTTP request;
+    ``headers``: the frame's cache headers, read as HTTP's are."""
     log.request_id.set(generation.request_id)
     trace = services.telemetry.trace()
     trace.transport = "ws"
@@ -51,7 +53,9 @@ async def generate(
         admission = await services.limiter.admit(auth.principal_of(connection), estimate_tokens(chat))
         trace.tenant = auth.trace_tenant(connection, chat.user)
         trace.stream = True
-        context = RequestContext(auth.cache_owner(connection, chat.user), stream=True)
+        ttl_s, read_cache, rate = cache_control(headers)
+        owner = auth.cache_owner(connection, chat.user)
+        context = RequestContext(owner, ttl_s, read_cache, stream=True, max_false_hit_rate=rate)
         answer = await services.pipeline.run(chat, context)
         await _stream(generation, answer, chat.logprobs)
     except Overflow as exc:

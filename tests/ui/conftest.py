@@ -117,6 +117,16 @@ def start_chat(page: Any, served: ServedProcess, model: str = "fake") -> None:
     page.get_by_label("Model", exact=True).select_option(model)
 
 
+def new_chat(page: Any) -> None:
+    """A new conversation, shown: its composer is the one ``ask`` then types into."""
+    from playwright.sync_api import expect
+
+    before = page.url
+    page.get_by_role("button", name="New chat").click()
+    expect(page).not_to_have_url(before)
+    expect(page.get_by_test_id("messages").locator("article")).to_have_count(0)
+
+
 def ask(page: Any, text: str) -> None:
     page.get_by_label("Message", exact=True).fill(text)
     page.get_by_label("Message", exact=True).press("Enter")

@@ -4,16 +4,18 @@ models, errors, the dashboard and the data page. Screenshots go to test-artifact
 from __future__ import annotations
 
 import json
+import urllib.error
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 from playwright.sync_api import expect
 from waiting import wait_until
 
 from groupqwen.testing import ServedProcess
-from ui.conftest import ask, by_transport, get_json, post_json, screenshot, start_chat
+from ui.conftest import ask, by_transport, get_json, new_chat, post_json, screenshot, start_chat
 
 FIXTURES = Path(__file__).parents[1] / "finetune" / "fixtures"
 
@@ -76,7 +78,7 @@ def test_history_survives_a_reload_renamed_searched_deleted(page: Any, served: S
     page.get_by_label("New title").fill("Ocean notes")
     page.get_by_label("New title").press("Enter")
     expect(conversations).to_contain_text("Ocean notes")
-    page.get_by_role("button", name="New chat").click()
+    new_chat(page)
     ask(page, "Something else")
     expect(conversations.get_by_role("listitem")).to_have_count(2)
     page.get_by_label("Search conversations").fill("tides")  # searches the messages too
@@ -110,6 +112,9 @@ def test_load_and_unload_from_the_picker_change_v1_models(page: Any, served: Ser
         models = get_json(served.url + "/v1/models")["data"]
         return str(next(m for m in models if m["id"] == "spare")["groupqwen"]["status"])
 
+    # no polling: the statuses the picker shows come from its own actions and answers, nothing else
+    page.goto(served.url + "/settings")
+    page.get_by_label("Model status refresh (seconds)").fill("0")
     start_chat(page, served)
     page.get_by_role("button", name="Models").click()
     panel = page.get_by_test_id("models-panel")
@@ -172,6 +177,18 @@ def test_the_dashboard_moves_after_requests(page: Any, served: ServedProcess) ->
     expect(requests).to_have_text(str(before + 3), timeout=30_000)
     expect(page.get_by_test_id("health-status")).to_have_text("ok")
     expect(page.get_by_text("Share per model")).to_be_visible()
+    # a request for a model not served fails before a model is chosen: an error, not a model named "none"
+    with pytest.raises(urllib.error.HTTPError):
+        post_json(
+            served.url + "/v1/chat/completions",
+            {"model": "gone", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    expect(requests).to_have_text(str(before + 4), timeout=30_000)
+    shares = page.locator("div", has=page.get_by_role("heading", name="Share per model"))
+    expect(shares.last.get_by_test_id("failed-before-routing")).to_contain_text(
+        "failed before a model was chosen"
+    )
+    expect(shares.last.get_by_role("listitem").filter(has_text="none")).to_have_count(0)
     screenshot(page, "dashboard")
 
 

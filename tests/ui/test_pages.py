@@ -21,6 +21,25 @@ PAGES = {
 WIDTHS = (390, 1440)
 
 
+NAV_CUT = """() => {
+  const nav = document.querySelector('nav[aria-label=Pages]');
+  const edge = Math.min(nav.getBoundingClientRect().right, document.documentElement.clientWidth);
+  return [...nav.querySelectorAll('a')]
+    .filter((a) => a.getBoundingClientRect().right > edge + 0.5 || a.scrollWidth > a.clientWidth)
+    .map((a) => a.innerText);
+}"""
+
+
+def assert_nav_shows_every_page(page: Any, width: int) -> None:
+    """Each page's name in the navigation is whole: neither cut by the nav's edge nor scrolled out of it
+    (a nav that scrolls sideways has no overflow of the page, yet hides a name)."""
+    assert page.evaluate(NAV_CUT) == [], f"the navigation cuts these at {width}px"
+    scroll = page.evaluate(
+        "(n => n.scrollWidth - n.clientWidth)(document.querySelector('nav[aria-label=Pages]'))"
+    )
+    assert scroll <= 0, f"the navigation scrolls by {scroll}px at {width}px"
+
+
 def _prepare(page: Any, served: ServedProcess, name: str) -> None:
     if name == "chat":  # a conversation with an answer, so the messages and footer are checked too
         page.goto(served.url + "/chat")
@@ -47,6 +66,7 @@ def test_page_is_accessible_and_fits(browser: Any, served: ServedProcess, name: 
         try:
             _prepare(page, served, name)
             assert_fits_and_is_accessible(page, f"{name} at {width}px ({theme})")
+            assert_nav_shows_every_page(page, width)
             screenshot(page, f"{name}-{width}-{theme}")
         finally:
             context.close()

@@ -67,7 +67,8 @@ describe("chatBody", () => {
     ]);
     expect(body.enable_thinking).toBe(false);
     expect(body.max_tokens).toBe(50);
-    expect("temperature" in body).toBe(false);
+    expect(body.temperature).toBe(0.5); // a new chat's: the hottest the cache reuses by default
+    expect("temperature" in chatBody("auto", { ...DEFAULT_PARAMS, temperature: null }, [])).toBe(false);
   });
 });
 

@@ -9,7 +9,9 @@ export interface Params {
   thinking: "auto" | "on" | "off";
 }
 
-export const DEFAULT_PARAMS: Params = { system: "", temperature: null, maxTokens: null, thinking: "auto" };
+/** A new chat samples at 0.5, the hottest the cache reuses by default (`cache.max_temperature`): asked again,
+ * a question is answered from the cache, which is what the gateway is for; Regenerate asks for a new answer. */
+export const DEFAULT_PARAMS: Params = { system: "", temperature: 0.5, maxTokens: null, thinking: "auto" };
 
 export interface Conversation {
   id: string;

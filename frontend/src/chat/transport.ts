@@ -19,8 +19,9 @@ export type StreamEvent = { type: "headers"; headers: AnswerHeaders } | { type: 
 export interface ChatTransport {
   readonly name: string;
   /** Streams one answer; resolves when it is complete, rejects with an ApiError (the server's message), or
-   * with an AbortError once `signal` aborts (the server then stops generating). */
-  stream(body: ChatBody, signal: AbortSignal, on: (event: StreamEvent) => void): Promise<void>;
+   * with an AbortError once `signal` aborts (the server then stops generating). `headers`: the request's
+   * cache headers (docs/api.md: `cache-control`, `x-groupqwen-cache-ttl`, …). */
+  stream(body: ChatBody, signal: AbortSignal, on: (event: StreamEvent) => void, headers?: Record<string, string>): Promise<void>;
 }
 
 function number(value: string | null): number | null {
@@ -41,12 +42,12 @@ export function answerHeaders(get: (name: string) => string | null): AnswerHeade
 
 export const sseTransport: ChatTransport = {
   name: "sse",
-  async stream(body, signal, on) {
+  async stream(body, signal, on, headers = {}) {
     let response: Response;
     try {
       response = await fetch(apiUrl(route("/v1/chat/completions")), {
         method: "POST",
-        headers: { "content-type": "application/json", ...authHeaders() },
+        headers: { "content-type": "application/json", ...headers, ...authHeaders() },
         body: JSON.stringify(body),
         signal,
       });

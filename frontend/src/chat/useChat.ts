@@ -1,55 +1,90 @@
 /** Sending, streaming, stopping, regenerating and editing in one conversation. */
 import { useQueryClient } from "@tanstack/react-query";
-import { useCallback, useRef, useState } from "react";
+import { useCallback } from "react";
 import { create } from "zustand";
 import { ApiError } from "../api/client";
 import { chatBody, emptyDraft, fold, titleOf, type Draft } from "./answer";
 import { db, type Conversation, type Message } from "./db";
+import { picksOf } from "./picks";
 import type { ChatTransport } from "./transport";
 import { chatTransport } from "./ws";
 
-/** Where the streaming answer's place is among the messages; its text is in `useDraft`. */
-export interface Streaming {
+/** An answer streaming into a conversation: its place among the messages, its text so far, its stop, and
+ * the question it answers (shown from here in the frame of the key, before IndexedDB has it). */
+export interface Stream {
   seq: number;
+  draft: Draft;
+  abort: AbortController;
+  question: Message | null;
 }
 
-/** The answer as it streams in, apart from the page's state: only the streaming message re-renders per
- * update (at most once a frame), not the page with its conversation, pickers and composer. */
-export const useDraft = create<{ draft: Draft | null }>(() => ({ draft: null }));
+/** The answers streaming now, by conversation id, apart from the page's state: only the streaming message
+ * re-renders per update (at most once a frame), not the page with its pickers and composer; and an answer
+ * stays in its own conversation while the page shows another. */
+export const useStreams = create<{ byConversation: Record<string, Stream> }>(() => ({ byConversation: {} }));
+
+function setStream(id: string, stream: Stream | null): void {
+  useStreams.setState(({ byConversation }) => {
+    const next = Object.fromEntries(Object.entries(byConversation).filter(([other]) => other !== id));
+    return { byConversation: stream ? { ...next, [id]: stream } : next };
+  });
+}
+
+/** How many messages the last answer left in each conversation: a live list shorter than that is behind.
+ * Kept beside the streams, not in a component: an answer may end while its conversation is not shown. */
+const settled = new Map<string, number>();
+
+/** After the frame that is being drawn now has been painted. */
+function afterPaint(then: () => void): void {
+  requestAnimationFrame(() => setTimeout(then, 0));
+}
 
 /** `live`: the conversation's messages as the page shows them (its live query), which spares a read of the
  * history before the question leaves when they are surely current. */
 export function useChat(conversation: Conversation | undefined, live?: Message[], transport: ChatTransport = chatTransport) {
-  const [streaming, setStreaming] = useState<Streaming | null>(null);
-  const controller = useRef<AbortController | null>(null);
-  // how many messages the last answer left in its conversation: a live list shorter than that is behind
-  const settled = useRef<{ id: string; count: number } | null>(null);
+  const streamingSeq = useStreams((state) => (conversation ? (state.byConversation[conversation.id]?.seq ?? null) : null));
+  const question = useStreams((state) => (conversation ? (state.byConversation[conversation.id]?.question ?? null) : null));
   // a request may load (or swap out) models: the picker's statuses are re-read once it has an answer
   const client = useQueryClient();
 
+  /** The history as the page shows it when that is surely current, else null (read it from the store). */
+  const shown = useCallback(
+    (id: string): Message[] | null => {
+      const floor = settled.get(id) ?? 1; // an empty list may be another's
+      return live && live.length >= floor && live.every((m) => m.conversationId === id) ? live : null;
+    },
+    [live],
+  );
+
+  /** Streams the answer to `history` into `conv`; `store`: the question's writes, begun once the request
+   * has left and done before the answer's. `fresh`: a new answer is wanted, not the cache's (regenerate). */
   const answer = useCallback(
-    async (conv: Conversation, history: Message[]) => {
+    async (conv: Conversation, history: Message[], store: () => Promise<unknown>, fresh = false) => {
+      const question = history.at(-1) ?? null;
       const seq = history.length;
       const abort = new AbortController();
-      controller.current = abort;
+      const picks = picksOf(conv);
       let draft = emptyDraft(performance.now());
       // one render per frame however fast chunks come
       let frame: number | null = null;
       const show = () => {
         frame = null;
-        useDraft.setState({ draft });
+        setStream(conv.id, { seq, draft, abort, question });
       };
       // the request leaves first, the page renders while it is on its way
-      const streamed = transport.stream(chatBody(conv.model, conv.params, history), abort.signal, (event) => {
+      const headers: Record<string, string> = fresh ? { "cache-control": "no-cache" } : {};
+      const streamed = transport.stream(chatBody(picks.model, picks.params, history), abort.signal, (event) => {
         const first = draft.firstTokenAt === null;
         draft = fold(draft, event, performance.now());
-        if (first && draft.firstTokenAt !== null) {
-          show(); // the first token: at once
-          void client.invalidateQueries({ queryKey: ["models"] }); // its model is loaded now
+        // before the first token (the headers, the role chunk) nothing is shown: no frame for it to wait behind
+        if (draft.firstTokenAt === null) return;
+        if (first) {
+          show(); // the first token: at once, its model's new status only once it is painted
+          afterPaint(() => void client.invalidateQueries({ queryKey: ["models"] }));
         } else frame ??= requestAnimationFrame(show);
-      });
-      useDraft.setState({ draft });
-      setStreaming({ seq });
+      }, headers);
+      const stored = store();
+      show();
       let state: Message["state"] = "done";
       let error: string | undefined;
       try {
@@ -61,7 +96,6 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
           error = exc instanceof ApiError || exc instanceof Error ? exc.message : String(exc);
         }
       } finally {
-        controller.current = null;
         if (frame !== null) cancelAnimationFrame(frame);
       }
       const message: Message = {
@@ -75,55 +109,52 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
         state,
         error,
       };
-      await db.messages.put(message);
-      settled.current = { id: conv.id, count: seq + 1 };
-      await db.conversations.update(conv.id, { updatedAt: Date.now() });
-      setStreaming(null);
-      useDraft.setState({ draft: null });
-      void client.invalidateQueries({ queryKey: ["models"] });
+      try {
+        await stored;
+        await db.messages.put(message);
+        settled.set(conv.id, seq + 1);
+        await db.conversations.update(conv.id, { updatedAt: Date.now() });
+      } finally {
+        setStream(conv.id, null);
+        void client.invalidateQueries({ queryKey: ["models"] });
+      }
     },
     [transport, client],
   );
 
   const send = useCallback(
     async (text: string, images: string[] = [], editSeq?: number) => {
-      if (!conversation || controller.current) return;
+      if (!conversation || useStreams.getState().byConversation[conversation.id]) return;
       const id = conversation.id;
-      const floor = settled.current?.id === id ? settled.current.count : 1; // an empty list may be another's
-      const current = live && live.length >= floor && live.every((m) => m.conversationId === id);
-      let history = current ? live : await db.history(id);
-      const seq = editSeq ?? history.length;
-      if (editSeq !== undefined) {
-        await db.truncate(conversation.id, editSeq);
-        history = history.slice(0, editSeq);
-      }
-      const message: Message = { id: crypto.randomUUID(), conversationId: conversation.id, seq, role: "user", content: text };
+      const known = shown(id);
+      const all = known ?? (await db.history(id));
+      const history = editSeq === undefined ? all : all.slice(0, editSeq);
+      const seq = history.length;
+      const message: Message = { id: crypto.randomUUID(), conversationId: id, seq, role: "user", content: text };
       if (images.length) message.images = images;
-      // the conversation as stored: a model or parameter picked just now was written before this read (one
-      // IndexedDB queue) but may not have reached `conversation`, the page's last render, yet
-      const asStored = (await db.conversations.get(id)) ?? conversation;
       // the request leaves first; the question is stored while the answer is on its way
-      const stored = db.transaction("rw", db.messages, db.conversations, async () => {
-        await db.messages.put(message);
-        if (seq === 0 && conversation.title === "New chat") {
-          await db.conversations.update(conversation.id, { title: titleOf(text) });
-        }
-      });
-      await Promise.all([stored, answer(asStored, [...history, message])]);
+      const store = () =>
+        db.transaction("rw", db.messages, db.conversations, async () => {
+          if (editSeq !== undefined) await db.truncate(id, editSeq);
+          await db.messages.put(message);
+          if (seq === 0 && conversation.title === "New chat") await db.conversations.update(id, { title: titleOf(text) });
+        });
+      await answer(conversation, [...history, message], store);
     },
-    [conversation, live, answer],
+    [conversation, shown, answer],
   );
 
   const regenerate = useCallback(async () => {
-    if (!conversation || controller.current) return;
-    const history = await db.history(conversation.id);
+    if (!conversation || useStreams.getState().byConversation[conversation.id]) return;
+    const history = shown(conversation.id) ?? (await db.history(conversation.id));
     const last = history.at(-1);
     if (last?.role !== "assistant") return;
-    await db.truncate(conversation.id, last.seq);
-    await answer((await db.conversations.get(conversation.id)) ?? conversation, history.slice(0, -1));
-  }, [conversation, answer]);
+    await answer(conversation, history.slice(0, -1), () => db.truncate(conversation.id, last.seq), true);
+  }, [conversation, shown, answer]);
 
-  const stop = useCallback(() => controller.current?.abort(), []);
+  const stop = useCallback(() => {
+    if (conversation) useStreams.getState().byConversation[conversation.id]?.abort.abort();
+  }, [conversation]);
 
-  return { streaming, send, regenerate, stop };
+  return { streamingSeq, question, send, regenerate, stop };
 }

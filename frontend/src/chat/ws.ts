@@ -63,9 +63,11 @@ export class ChatSocket {
   constructor(private readonly url: () => string) {}
 
   /** Streams one answer. Rejects with SocketUnavailable when the socket cannot open (before anything was
-   * sent), an ApiError with the server's message, or an AbortError after `signal` aborted. */
-  async stream(body: ChatBody, signal: AbortSignal, on: (event: StreamEvent) => void): Promise<void> {
-    const socket = await this.connect();
+   * sent), an ApiError with the server's message, or an AbortError after `signal` aborted. `headers`: the
+   * request's cache headers, which the `chat.create` frame carries. */
+  async stream(body: ChatBody, signal: AbortSignal, on: (event: StreamEvent) => void, headers: Record<string, string> = {}): Promise<void> {
+    // an open socket sends at once, before the page renders what the send changed
+    const socket = this.socket?.readyState === WebSocket.OPEN ? this.socket : await this.connect();
     if (signal.aborted) throw abortError();
     const id = crypto.randomUUID();
     const done = new Promise<void>((resolve, reject) => this.pending.set(id, { lastSeq: 0, on, resolve, reject }));
@@ -77,7 +79,7 @@ export class ChatSocket {
       pending.reject(abortError());
     };
     signal.addEventListener("abort", stop, { once: true });
-    this.send(socket, { type: "chat.create", id, body });
+    this.send(socket, { type: "chat.create", id, body, ...(Object.keys(headers).length ? { headers } : {}) });
     try {
       await done;
     } finally {
@@ -255,17 +257,17 @@ export function openSocket(): void {
  * WebSocket). */
 export const chatTransport: ChatTransport = {
   name: "ws, else sse",
-  async stream(body, signal, on) {
+  async stream(body, signal, on, headers) {
     const now = Date.now();
     if (useSettings.getState().apiKey.trim() || now - socketFailedAt < SSE_AFTER_FAILURE_MS) {
-      return sseTransport.stream(body, signal, on);
+      return sseTransport.stream(body, signal, on, headers);
     }
     try {
-      await socket.stream(body, signal, on);
+      await socket.stream(body, signal, on, headers);
     } catch (exc) {
       if (!(exc instanceof SocketUnavailable)) throw exc;
       socketFailedAt = now;
-      await sseTransport.stream(body, signal, on);
+      await sseTransport.stream(body, signal, on, headers);
     }
   },
 };

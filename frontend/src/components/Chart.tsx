@@ -9,6 +9,20 @@ export interface Series {
 
 const COLORS = ["#4f46e5", "#059669", "#d97706"];
 
+/** The y-axis as wide as its longest label (uPlot's "axis autosize" demo): 0.0333 or 1250 are not cut. */
+function labelsWidth(self: uPlot, values: string[] | null, axisIdx: number, cycleNum: number): number {
+  const axis = self.axes[axisIdx];
+  if (!axis) return 40;
+  if (cycleNum > 1) return (axis as { _size?: number })._size ?? 40; // settled: uPlot re-asks until stable
+  const longest = (values ?? []).reduce((acc, value) => (value.length > acc.length ? value : acc), "");
+  let size = (axis.ticks?.size ?? 10) + (axis.gap ?? 5);
+  if (longest) {
+    self.ctx.font = axis.font?.[0] ?? self.ctx.font;
+    size += self.ctx.measureText(longest).width / devicePixelRatio;
+  }
+  return Math.ceil(size);
+}
+
 /** Small multiples: one uPlot line per series (uPlot: ~20 kB gzipped, loaded with the dashboard only). */
 export function Chart({ series }: { series: Series[] }) {
   return (
@@ -32,7 +46,7 @@ function Line({ series, color }: { series: Series; color: string }) {
         height: 120,
         legend: { show: false },
         scales: { x: { time: false } },
-        axes: [{ show: false }, { size: 40, stroke: "#71717a" }],
+        axes: [{ show: false }, { size: labelsWidth, stroke: "#71717a" }],
         series: [{}, { label: series.label, stroke: color, width: 2 }],
       },
       [[], []],

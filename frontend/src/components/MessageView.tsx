@@ -1,7 +1,7 @@
 import { useLayoutEffect, useState } from "react";
 import type { Box } from "../api/types";
 import type { AnswerMeta, Message } from "../chat/db";
-import { useDraft } from "../chat/useChat";
+import { useStreams } from "../chat/useChat";
 import { LazyMarkdown as Markdown } from "./LazyMarkdown";
 
 function fmt(value: number | null, digits = 0, unit = ""): string | null {
@@ -128,10 +128,10 @@ export function MessageView({ message, streaming = false, image, onEdit, onRegen
   );
 }
 
-/** The answer being streamed (useDraft), re-rendered on its own as it grows; `onGrow` after each update
- * is on the page. */
-export function StreamingMessage({ onGrow, image }: { onGrow: () => void; image?: string }) {
-  const draft = useDraft((state) => state.draft);
+/** The answer streaming into `conversationId` (useStreams), re-rendered on its own as it grows; `onGrow`
+ * after each update is on the page. */
+export function StreamingMessage({ conversationId, onGrow, image }: { conversationId: string; onGrow: () => void; image?: string }) {
+  const draft = useStreams((state) => state.byConversation[conversationId]?.draft);
   useLayoutEffect(onGrow, [draft, onGrow]);
   if (!draft) return null;
   return <MessageView streaming image={image} message={{ role: "assistant", content: draft.content, reasoning: draft.reasoning, meta: draft.meta }} />;

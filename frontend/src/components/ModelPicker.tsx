@@ -2,9 +2,11 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { getJson, postJson, route } from "../api/client";
 import type { ModelInfo, ModelList } from "../api/types";
+import { useSettings } from "../settings";
 
 export function useModels() {
-  return useQuery({ queryKey: ["models"], queryFn: () => getJson<ModelList>(route("/v1/models")), refetchInterval: 5000 });
+  const poll = useSettings((s) => s.modelsPollS);
+  return useQuery({ queryKey: ["models"], queryFn: () => getJson<ModelList>(route("/v1/models")), refetchInterval: poll > 0 ? poll * 1000 : false });
 }
 
 export function mib(bytes: number | undefined): string {

@@ -53,12 +53,17 @@ function Stat({ label, value, testid }: { label: string; value: string; testid: 
   );
 }
 
+/** Telemetry's model and route of a request that failed before one was decided (docs/telemetry.md): an
+ * unknown model, a bad body. Shown as errors, not as a model or route of that name. */
+const NO_MODEL = "none";
+
 function Shares({ title, rows }: { title: string; rows: Record<string, { requests: number; share: number }> }) {
-  const entries = Object.entries(rows);
+  const entries = Object.entries(rows).filter(([name]) => name !== NO_MODEL);
+  const failed = rows[NO_MODEL];
   return (
     <div className="rounded-lg border border-zinc-200 p-3 dark:border-zinc-800">
       <h2 className="mb-1 text-sm font-semibold">{title}</h2>
-      {entries.length === 0 ? <p className="text-sm text-zinc-600 dark:text-zinc-400">No requests yet</p> : null}
+      {entries.length === 0 && !failed ? <p className="text-sm text-zinc-600 dark:text-zinc-400">No requests yet</p> : null}
       <ul className="space-y-1 text-sm">
         {entries.map(([name, row]) => (
           <li key={name}>
@@ -67,6 +72,11 @@ function Shares({ title, rows }: { title: string; rows: Record<string, { request
           </li>
         ))}
       </ul>
+      {failed ? (
+        <p className="mt-2 text-sm text-red-800 dark:text-red-300" data-testid="failed-before-routing">
+          {failed.requests} failed before a model was chosen (unknown model, bad request) · {pct(failed.share)}
+        </p>
+      ) : null}
     </div>
   );
 }

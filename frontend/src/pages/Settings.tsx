@@ -34,6 +34,10 @@ export default function SettingsPage() {
           <option value="dark">Dark</option>
         </select>
       </label>
+      <label className="block">Model status refresh (seconds)
+        <input type="number" min={0} step={1} className={field} value={settings.modelsPollS} onChange={(e) => settings.set({ modelsPollS: Math.max(0, Number(e.target.value) || 0) })} />
+        <span className="text-xs text-zinc-600 dark:text-zinc-400">How often the model picker re-reads the statuses; 0: only after a load, an unload or an answer.</span>
+      </label>
       <button type="button" onClick={() => void test()} className="rounded bg-indigo-600 px-3 py-2 text-white">Test connection</button>
       {check ? <p role="status" data-testid="connection">{check}</p> : null}
     </div>

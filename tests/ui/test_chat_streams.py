@@ -1,0 +1,63 @@
+"""Where an answer goes, and the cache from the chat, in Chromium against a real ``groupqwen serve``: an
+answer streams into its own conversation whichever the page shows; a question asked again is answered from
+the cache (a new chat samples at 0.5, which the cache reuses); Regenerate asks for a new answer
+(``cache-control: no-cache`` on the ``chat.create`` frame)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from groupqwen.testing import ServedProcess, serve_process
+from ui.conftest import DIST, MODELS, ask, by_transport, new_chat, screenshot, start_chat
+
+STREAMING = "[data-testid=assistant-message][data-state=streaming]"
+DONE = "[data-testid=assistant-message][data-state=done]"
+
+
+def test_an_answer_streams_into_its_own_chat(page: Any, served: ServedProcess) -> None:
+    start_chat(page, served, "slow")
+    ask(page, "Count for me")
+    expect(page.locator(STREAMING)).to_contain_text("word3")
+    new_chat(page)
+    # the other chat: no answer of its own, and the composer is its own (Send, not the other's Stop)
+    expect(page.get_by_test_id("messages").get_by_test_id("assistant-message")).to_have_count(0)
+    expect(page.get_by_test_id("user-message")).to_have_count(0)
+    expect(page.get_by_role("button", name="Send")).to_be_visible()
+    page.wait_for_timeout(300)  # a few more words stream meanwhile: none of them may show here
+    expect(page.get_by_test_id("assistant-message")).to_have_count(0)
+    screenshot(page, "chat-other-while-streaming")
+    page.get_by_test_id("conversation-list").get_by_role("link", name="Count for me").click()
+    streaming = page.locator(STREAMING)
+    expect(streaming).to_contain_text("word20")  # it went on, and shows in its own chat again
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("[data-testid=assistant-message][data-state=stopped]")).to_have_count(1)
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProcess]:
+    folder = tmp_path_factory.mktemp("ui-cached")
+    with serve_process(folder, MODELS, ui={"dist": str(DIST)}, cache={"backend": "embedded"}) as process:
+        yield process
+
+
+def test_a_question_asked_again_comes_from_the_cache_and_regenerate_does_not(
+    page: Any, cached: ServedProcess
+) -> None:
+    start_chat(page, cached)
+    page.get_by_text("Parameters").click()
+    expect(page.get_by_label("Temperature")).to_have_value("0.5")
+    ask(page, "Why is the sea salty?")
+    footer = page.locator(DONE).get_by_test_id("answer-footer")
+    expect(footer).to_contain_text("cache miss")
+    new_chat(page)
+    ask(page, "Why is the sea salty?")
+    expect(footer).to_contain_text("cache hit")
+    over_ws = by_transport(cached, "ws")
+    page.get_by_role("button", name="Regenerate").click()
+    expect(footer).to_contain_text("cache bypass")  # generated anew, not read from the cache
+    assert by_transport(cached, "ws") == over_ws + 1  # over the WebSocket: its frame carried the header
+    screenshot(page, "chat-regenerated")
