@@ -4,9 +4,10 @@ bundled models on a volume, and smoke-tested as scripts/deploy.sh does (``/healt
 completion), as the non-root user, its HEALTHCHECK passing. Skipped, with the reason, where podman or a
 Debian base image is missing (docs/DEPLOYMENT.md, "What was run where").
 
-Opt-in (``TEST_CONTAINER_IMAGES=1 pytest -m containers tests/deploy/test_image.py``): the build compiles
-llama.cpp, which took more than 50 minutes on the 2 busy cores it was tried on, and this test has not yet
-been seen to pass there (the build was stopped in that compile); podman keeps the layers for the next run."""
+``make test-containers`` installs podman, makes the Debian base image and the llama-cpp-python wheel, then
+runs it; the marker ``containers`` is deselected in ``make test`` (pyproject.toml): the build takes minutes.
+A wheel of the venv's llama-cpp-python in docker/wheels/ (``make llama-wheel``) is installed in the image
+instead of compiling llama.cpp (about an hour on 2 cores)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import resource
 import shutil
 import subprocess
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
@@ -26,16 +28,19 @@ from waiting import until
 
 from groupqwen.config import load_settings
 
-pytestmark = [
-    pytest.mark.containers,
-    pytest.mark.skipif(
-        os.environ.get("TEST_CONTAINER_IMAGES") != "1",
-        reason="building the gateway's image takes up to an hour: set TEST_CONTAINER_IMAGES=1 to run it",
-    ),
-]
+pytestmark = pytest.mark.containers
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/groupqwen-test:latest"
-BASES = ("docker.io/library/debian:bookworm-slim", "localhost/debian:bookworm-slim")
+# make test-containers names the base it made (make debian-image) in DEBIAN_IMAGE
+BASES = tuple(
+    name
+    for name in (
+        os.environ.get("DEBIAN_IMAGE"),
+        "docker.io/library/debian:bookworm-slim",
+        "localhost/debian:bookworm-slim",
+    )
+    if name
+)
 
 
 def podman(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -50,14 +55,21 @@ def base_image() -> str:
     for name in BASES:
         if podman("image", "exists", name, check=False).returncode == 0:
             return name
-    pulled = podman("pull", BASES[0], timeout=300, check=False)
+    public = "docker.io/library/debian:bookworm-slim"
+    pulled = podman("pull", public, timeout=300, check=False)
     if pulled.returncode == 0:
-        return BASES[0]
+        return public
     pytest.skip(
         f"no Debian base image ({pulled.stderr.strip()[-200:]}); offline, make one from Debian's "
-        "archive: debootstrap --variant=minbase bookworm rootfs && tar -C rootfs -c . | "
-        "podman import - localhost/debian:bookworm-slim"
+        "archive: make debian-image"
     )
+
+
+def llama_wheel() -> list[str]:
+    """The build argument naming a wheel of the venv's llama-cpp-python in docker/wheels/ (make
+    llama-wheel), if there is one; without it the build compiles llama.cpp."""
+    wheels = sorted((ROOT / "docker" / "wheels").glob(f"llama_cpp_python-{version('llama-cpp-python')}-*.whl"))
+    return ["--build-arg", f"LLAMA_WHEEL={wheels[-1].relative_to(ROOT)}"] if wheels else []
 
 
 def limits() -> list[str]:
@@ -88,7 +100,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
         "build", "--isolation", "chroot", *ca_mounts(folder),
         "--build-arg", f"BUILDER_IMAGE={base}", "--build-arg", f"RUNTIME_IMAGE={base}",
         # the bundled models come from the volume below, as a deployment's named volume holds them
-        "--build-arg", "FETCH_BUNDLED=0",
+        "--build-arg", "FETCH_BUNDLED=0", *llama_wheel(),
         "-f", "docker/Dockerfile", "-t", IMAGE, str(ROOT),
         timeout=3 * 3600, check=False,
     )  # fmt: skip
