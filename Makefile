@@ -83,8 +83,9 @@ containers:
 	  fi; }
 
 # The images' Debian base made from Debian's archive (no registry of base images is needed): this machine's
-# suite, imported into podman's store as $(DEBIAN_IMAGE), with the suite's updates and security archives.
-DEBIAN_SUITE := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
+# suite on Debian, else bookworm (the Dockerfiles' default), imported into podman's store as $(DEBIAN_IMAGE),
+# with the suite's updates and security archives.
+DEBIAN_SUITE ?= $(shell . /etc/os-release 2>/dev/null && [ "$$ID" = debian ] && echo $$VERSION_CODENAME || echo bookworm)
 DEBIAN_IMAGE := localhost/debian:$(DEBIAN_SUITE)-slim
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
 debian-image: containers
