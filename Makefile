@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # A portable llama.cpp build: a wheel built for this exact CPU can die with "illegal instruction" elsewhere.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test lint models setup clean bench postgres ui ui-check chromium nginx deploy-check
+.PHONY: run test lint models setup clean bench postgres ui ui-check chromium nginx deploy-check containers \
+	debian-image llama-wheel test-containers
 
 setup: $(VENV)/.installed
 
@@ -67,6 +68,50 @@ nginx:
 # the containers, compose file, proxy and deploy script checked offline (docs/DEPLOYMENT.md)
 deploy-check: setup nginx
 	$(BIN)/pytest -q tests/deploy
+
+# Containers without a Docker daemon (docs/DEPLOYMENT.md, "What was run where"): Debian's rootful podman with
+# buildah and runc (crun refuses hybrid cgroups), debootstrap for a base image; as root on Debian, else a
+# clear message.
+containers:
+	@command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && command -v debootstrap \
+	  >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      podman buildah runc debootstrap fuse-overlayfs slirp4netns uidmap; \
+	  else \
+	    echo "podman is missing: as root on Debian, apt-get install podman buildah runc debootstrap" >&2; exit 1; \
+	  fi; }
+
+# The images' Debian base made from Debian's archive (no registry of base images is needed): this machine's
+# suite on Debian, else bookworm (the Dockerfiles' default), imported into podman's store as $(DEBIAN_IMAGE),
+# with the suite's updates and security archives.
+DEBIAN_SUITE ?= $(shell . /etc/os-release 2>/dev/null && [ "$$ID" = debian ] && echo $$VERSION_CODENAME || echo bookworm)
+DEBIAN_IMAGE := localhost/debian:$(DEBIAN_SUITE)-slim
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+debian-image: containers
+	@podman image exists $(DEBIAN_IMAGE) || { \
+	  root=$$(mktemp -d) && trap 'rm -rf "$$root"' EXIT && \
+	  debootstrap --variant=minbase $(DEBIAN_SUITE) "$$root" $(DEBIAN_MIRROR) && \
+	  printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: %s\n\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\nSigned-By: %s\n' \
+	    $(DEBIAN_MIRROR) $(DEBIAN_SUITE) $(DEBIAN_SUITE) /usr/share/keyrings/debian-archive-keyring.gpg \
+	    http://deb.debian.org/debian-security $(DEBIAN_SUITE) /usr/share/keyrings/debian-archive-keyring.gpg \
+	    > "$$root/etc/apt/sources.list.d/debian.sources" && \
+	  rm -f "$$root/etc/apt/sources.list" && rm -rf "$$root"/var/lib/apt/lists/* "$$root"/var/cache/apt/*.bin \
+	    "$$root"/var/cache/apt/archives/*.deb && \
+	  tar -C "$$root" -c . | podman import - $(DEBIAN_IMAGE); }
+
+# The llama-cpp-python wheel of the version the venv runs, built with the portable CMAKE_ARGS above, for the
+# image build (docker/Dockerfile's LLAMA_WHEEL) instead of its compile (~1 hour on 2 cores). pip wheel only
+# builds (pip's wheel cache already holds the one setup built): the venv is left as it is.
+LLAMA_VERSION = $(shell $(BIN)/python -c 'from importlib.metadata import version; print(version("llama-cpp-python"))')
+llama-wheel: setup
+	mkdir -p docker/wheels
+	$(BIN)/python -m pip wheel --quiet --no-deps llama-cpp-python==$(LLAMA_VERSION) -w docker/wheels
+
+# Builds the gateway's image with podman and smoke-tests it (tests/deploy/test_image.py; minutes, as root):
+# not part of `make test` (pyproject.toml deselects the marker `containers`).
+test-containers: setup models debian-image llama-wheel
+	DEBIAN_IMAGE=$(DEBIAN_IMAGE) $(BIN)/pytest -m containers tests/deploy
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -93,7 +93,13 @@ def test_env_example_documents_every_variable_the_compose_file_reads() -> None:
 
 
 def test_dockerfiles_pass_hadolint() -> None:
-    result = run(tool("hadolint"), "--no-color", "docker/Dockerfile", "docker/Dockerfile.frontend")
+    result = run(
+        tool("hadolint"),
+        "--no-color",
+        "docker/Dockerfile",
+        "docker/Dockerfile.frontend",
+        "docker/Dockerfile.bases",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,118 +1,39 @@
-"""docker/Dockerfile built and run where containers can run here: with podman (buildah's chroot isolation for
-the build, so no daemon and no nested namespaces are needed), the gateway's image is built, started with the
-bundled models on a volume, and smoke-tested as scripts/deploy.sh does (``/health``, ``/v1/health``, a chat
-completion), as the non-root user, its HEALTHCHECK passing. Skipped, with the reason, where podman or a
-Debian base image is missing (docs/DEPLOYMENT.md, "What was run where").
+"""docker/Dockerfile, the gateway's image, built and run where containers can run here (podman:
+tests/deploy/podman_tools.py): started as a deployment runs it, with the bundled models on a volume, and
+smoke-tested as scripts/deploy.sh does (``/health``, ``/v1/health``, a chat completion), as the non-root
+user, its HEALTHCHECK passing. Skipped, with the reason, where podman or a Debian base image is missing
+(docs/DEPLOYMENT.md, "What was run where").
 
-Opt-in (``TEST_CONTAINER_IMAGES=1 pytest -m containers tests/deploy/test_image.py``): the build compiles
-llama.cpp, which took more than 50 minutes on the 2 busy cores it was tried on, and this test has not yet
-been seen to pass there (the build was stopped in that compile); podman keeps the layers for the next run."""
+``make test-containers`` installs podman, makes the Debian base image and the llama-cpp-python wheel, then
+runs this and test_ui_image.py; the marker ``containers`` is deselected in ``make test`` (pyproject.toml): the
+builds take minutes."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import resource
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from servers import free_port
 from waiting import until
 
-from groupqwen.config import load_settings
+from deploy.podman_tools import gateway_image, gateway_mounts, limits, podman, remove
 
-pytestmark = [
-    pytest.mark.containers,
-    pytest.mark.skipif(
-        os.environ.get("TEST_CONTAINER_IMAGES") != "1",
-        reason="building the gateway's image takes up to an hour: set TEST_CONTAINER_IMAGES=1 to run it",
-    ),
-]
-ROOT = Path(__file__).resolve().parents[2]
-IMAGE = "localhost/groupqwen-test:latest"
-BASES = ("docker.io/library/debian:bookworm-slim", "localhost/debian:bookworm-slim")
-
-
-def podman(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-    runtime = ["--runtime", "runc"] if shutil.which("runc") else []  # crun refuses hybrid cgroups
-    return subprocess.run(
-        ["podman", *runtime, *args], capture_output=True, text=True, timeout=timeout, check=check
-    )
-
-
-def base_image() -> str:
-    """The Debian the Dockerfile builds on: already here, or pulled; else the test cannot run."""
-    for name in BASES:
-        if podman("image", "exists", name, check=False).returncode == 0:
-            return name
-    pulled = podman("pull", BASES[0], timeout=300, check=False)
-    if pulled.returncode == 0:
-        return BASES[0]
-    pytest.skip(
-        f"no Debian base image ({pulled.stderr.strip()[-200:]}); offline, make one from Debian's "
-        "archive: debootstrap --variant=minbase bookworm rootfs && tar -C rootfs -c . | "
-        "podman import - localhost/debian:bookworm-slim"
-    )
-
-
-def limits() -> list[str]:
-    """This process's own limits for the container: a sandbox without CAP_SYS_RESOURCE cannot raise them
-    to podman's defaults."""
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", "nproc=32768:32768"]
-
-
-def ca_mounts(folder: Path) -> list[str]:
-    """The certificate authorities this machine's pip trusts (``PIP_CERT``, e.g. a TLS-inspecting egress
-    proxy's), for pip inside the build; nothing when pip uses its own."""
-    bundle = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
-    if not bundle or not Path(bundle).is_file():
-        return []
-    conf = folder / "pip.conf"
-    conf.write_text("[global]\ncert = /run/host-ca.crt\n", encoding="utf-8")
-    return ["-v", f"{bundle}:/run/host-ca.crt:ro", "-v", f"{conf}:/etc/pip.conf:ro"]
+pytestmark = pytest.mark.containers
 
 
 @pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed: no container is built here (apt-get install podman runc)")
-    base = base_image()
-    folder = tmp_path_factory.mktemp("image")
-    build = podman(
-        "build", "--isolation", "chroot", *ca_mounts(folder),
-        "--build-arg", f"BUILDER_IMAGE={base}", "--build-arg", f"RUNTIME_IMAGE={base}",
-        # the bundled models come from the volume below, as a deployment's named volume holds them
-        "--build-arg", "FETCH_BUNDLED=0",
-        "-f", "docker/Dockerfile", "-t", IMAGE, str(ROOT),
-        timeout=3 * 3600, check=False,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    return IMAGE
-
-
-@pytest.fixture(scope="module")
-def running(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """The image started as a deployment runs it, on the host's network (no bridge needed), with a
-    configuration of its own mounted over the image's (no Redis or PostgreSQL here: cache off, SQLite)."""
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The image started on the host's network (no bridge needed) on a free port, given in
+    ``GROUPQWEN_PORT`` (the image's variable, which wins over the YAML file; its HEALTHCHECK reads it)."""
+    folder = tmp_path_factory.mktemp("gateway")
+    image = gateway_image(folder)
     port = free_port()
-    folder = tmp_path_factory.mktemp("container")
-    config = folder / "groupqwen.yaml"
-    config.write_text(
-        json.dumps({"host": "127.0.0.1", "port": port, "auth": "off", "cache": {"backend": "off"}}),
-        encoding="utf-8",
-    )
-    models = load_settings().models_dir
     name = f"groupqwen-test-{port}"
     podman(
-        "run", "-d", "--name", name, "--network", "host", *limits(),
-        "-v", f"{config}:/etc/groupqwen/groupqwen.yaml:ro", "-v", f"{models}:/models:ro",
-        image,
+        "run", "-d", "--name", name, "--network", "host", *limits(), "-e", f"GROUPQWEN_PORT={port}",
+        *gateway_mounts(folder), image,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
@@ -127,9 +48,7 @@ def running(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         assert podman("container", "exists", name, check=False).returncode == 0, "the container stopped"
         yield name, url
     finally:
-        logs = podman("logs", name, check=False)
-        print(logs.stdout[-4000:], logs.stderr[-4000:])
-        podman("rm", "-f", name, check=False)
+        remove(name)
 
 
 def test_the_image_answers_the_smoke_test(running: tuple[str, str]) -> None:
