@@ -175,7 +175,9 @@ def test_a_websocket_through_the_proxy_streams_and_resumes_after_a_drop(proxy: s
     frames in order to ``done``; a connection reset after the first token (nginx then drops its own to the
     gateway, which parks the generation), and a ``resume`` on a new connection through nginx gets every
     frame after the last one seen, none repeated or missed."""
-    run = podman("exec", GATEWAY, "python3", "-c", PROBE.read_text(encoding="utf-8"), timeout=900)
+    probe = PROBE.read_text(encoding="utf-8")
+    run = podman("exec", GATEWAY, "python3", "-c", probe, timeout=900, check=False)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     got = json.loads(run.stdout)
     first, second = got["hello"]
     assert first["type"] == second["type"] == "hello" and first["protocol"] == 1, got["hello"]
