@@ -219,6 +219,7 @@ class ChatRequest:
     prepared: tuple[PreparedImage, ...] = ()  # one per image, once the pipeline prepared them
     prepared_for: tuple[str, ...] = ()  # the models ``prepared`` (and the images' parts) were made for
     translation: TranslationOptions | None = None  # translate the one user turn (Qwen-MT's options)
+    stream: bool = True  # False: the client reads the whole answer at once (JSON, not SSE)
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
@@ -240,6 +241,7 @@ class GenerationRequest:
     tools: Tools | None = None
     images: tuple[PreparedImage, ...] = ()  # the messages' images, decoded, for a model run in-process
     translation: TranslationOptions | None = None  # for a model that takes Qwen-MT's options itself
+    stream: bool = True  # False: the client reads the whole answer at once (a server may send one JSON)
 
 
 @dataclass(frozen=True)

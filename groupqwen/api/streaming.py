@@ -107,7 +107,7 @@ class EventStream(StreamingResponse):
             start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             await send(start)
             async for frame in self.body_iterator:
-                last = frame.endswith(DONE)  # the body's end in the same write
+                last = isinstance(frame, bytes) and frame.endswith(DONE)  # the body's end in the same write
                 await send({"type": "http.response.body", "body": frame, "more_body": not last})
         except asyncio.CancelledError as exc:
             self._watch.absorb(exc)

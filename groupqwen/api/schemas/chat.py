@@ -305,6 +305,7 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         tools=tools_of(body.tools, body.tool_choice, body.parallel_tool_calls),
         n=body.n or 1,
         translation=options_of(body.translation_options),
+        stream=bool(body.stream),
     )
     check_translation(chat)
     return chat

@@ -116,6 +116,7 @@ def to_chat_request(body: CompletionRequest, max_stop_sequences: int) -> ChatReq
         enable_thinking=False,
         raw_prompt=True,
         n=n,
+        stream=bool(body.stream),
     )
 
 

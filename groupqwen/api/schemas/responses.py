@@ -259,6 +259,7 @@ def chat_request(body: ResponsesRequest, conversation: list[Message]) -> ChatReq
         enable_thinking=thinking,
         tools=response_tools(body.tools, body.tool_choice, body.parallel_tool_calls),
         translation=options_of(body.translation_options),
+        stream=bool(body.stream),
     )
     check_translation(chat, turns="input", system="instructions")
     return chat
