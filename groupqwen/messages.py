@@ -139,10 +139,16 @@ class ResponseFormat:
     schema: dict[str, Any] | None = None
 
 
+DEFAULT_TEMPERATURE = 0.7  # a request that sets none, on a model run in-process (and for the cache's policy)
+
+
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.7
-    top_p: float = 1.0
+    """How to sample; ``temperature`` and ``top_p`` ``None`` where the client set none: the model's default
+    (``DEFAULT_TEMPERATURE`` and 1.0 for a model run here; a model's server applies its own)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None

@@ -16,7 +16,6 @@ def request_body(request: GenerationRequest, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "stream": request.stream}
     if request.stream:
         body["stream_options"] = {"include_usage": True}
-    body.update(temperature=sampling.temperature, top_p=sampling.top_p)
     if request.raw_prompt:
         body["prompt"] = request.messages[-1].content
         if request.logprobs or request.top_logprobs:
@@ -26,7 +25,9 @@ def request_body(request: GenerationRequest, model: str) -> dict[str, Any]:
         body["chat_template_kwargs"] = {"enable_thinking": request.enable_thinking}
         if request.logprobs or request.top_logprobs:
             body.update(logprobs=True, top_logprobs=request.top_logprobs)
-    optional = {
+    optional = {  # what the client did not set is the server's default
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
         "seed": sampling.seed,
         "stop": list(sampling.stop),
         "max_tokens": sampling.max_tokens,

@@ -121,15 +121,17 @@ def test_a_max_tokens_cut_a_stop_sequence_and_sampling_with_a_seed(
     stopped = same_json(server, gateway, body("Count from 1 to 20.", max_tokens=40, stop=["5"]))
     assert stopped["choices"][0]["finish_reason"] == "stop"
     assert "5" not in stopped["choices"][0]["message"]["content"]
-    # top_p given: the gateway sends its own default (1.0) where the client sets none, the server's is 0.95
-    same_json(server, gateway, body("Tell me a story.", temperature=0.9, top_p=0.9, seed=11, max_tokens=8))
+    same_json(server, gateway, body("Tell me a story.", temperature=0.9, seed=11, max_tokens=8))
+    # no temperature, no top_p: the server's defaults (the gateway's own would be 0.7 and 1.0)
+    unset = {k: v for k, v in body("Tell me a story.", seed=11, max_tokens=8).items() if k != "temperature"}
+    same_json(server, gateway, unset)
 
 
 def test_n_choices_are_the_servers_answers_for_seed_and_seed_plus_one(
     server: LlamaServer, gateway: TestClient
 ) -> None:
     """The gateway runs choice ``i`` with ``seed + i`` (llama-cpp-python's server gives one choice)."""
-    request = body("Tell me a story.", temperature=0.9, top_p=0.9, seed=11, max_tokens=8, n=2)
+    request = body("Tell me a story.", temperature=0.9, seed=11, max_tokens=8, n=2)
     direct(server, {**request, "n": 1}, warm=False)  # the prompt in the server's cache for both choices
     response = gateway.post("/v1/chat/completions", json={**request, "model": "smol"})
     assert response.status_code == 200, response.text
