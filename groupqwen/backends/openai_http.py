@@ -20,15 +20,16 @@ says the context is exceeded raises ``ContextLengthExceeded``; other 4xx pass th
 a ``BackendError`` (502) that says so. Closing the stream early closes the HTTP response: the server
 stops generating.
 
-Logprobs are always asked for (the cascade scores every answer; llama-cpp-python's server needs
-``--logits_all true``). ``delta.reasoning_content`` (vLLM's reasoning parser) is re-wrapped as
-``<think>…</think>`` text, split by the pipeline like a model's own tags. Usage comes from the
-``include_usage`` chunk; without one (llama-cpp-python) ``completion_tokens`` counts the logprob entries
-(or text deltas) and ``prompt_tokens`` is 0. Images (``image_url`` parts) are forwarded as the client sent
-them, in order with the text parts; the server fetches or decodes them (vLLM serving Qwen3-VL). Which URLs
-get this far is the API's decision (``images:`` in the settings, ``api/schemas/images.py``). Tools, tool
-choice, calls and results go to the server as the client sent them, and its calls (``delta.tool_calls``)
-come back as they stream; the server parses its model's calls (vLLM's tool parser, llama-server ``--jinja``).
+Logprobs are asked for when the client or the cascade (to score an answer) wants them (llama-cpp-python's
+server needs ``--logits_all true``). ``delta.reasoning_content`` (vLLM's reasoning parser) is re-wrapped as
+``<think>…</think>`` text, split by the pipeline like a model's own tags. Usage is the whole answer's, or a
+stream's ``include_usage`` chunk; without one (llama-cpp-python) ``completion_tokens`` counts the logprob
+entries (or text deltas) and ``prompt_tokens`` is 0. Images (``image_url`` parts) are forwarded as the
+client sent them, in order with the text parts; the server fetches or decodes them (vLLM serving
+Qwen3-VL). Which URLs get this far is the API's decision (``images:`` in the settings,
+``api/schemas/images.py``). Tools, tool choice, calls and results go to the server as the client sent
+them, and its calls (``delta.tool_calls``) come back as they stream; the server parses its model's calls
+(vLLM's tool parser, llama-server ``--jinja``).
 """
 
 from __future__ import annotations
