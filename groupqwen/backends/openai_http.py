@@ -307,11 +307,9 @@ class OpenAIHTTPBackend:
                             if parser.done:
                                 break
                             raise
-                        for event in splitter.feed(piece) if piece else splitter.end():
-                            chunk = parser.feed(event)
-                            if chunk is not None:
-                                started = True
-                                yield chunk
+                        for chunk in parser.read(splitter.feed(piece) if piece else splitter.end()):
+                            started = True
+                            yield chunk
                     yield parser.finish()
             except StreamIncomplete as exc:
                 if started:

@@ -36,6 +36,29 @@ class StreamParser:
         self.finish_reason: FinishReason | None = None
         self.usage: Usage | None = None
 
+    def read(self, events: list[bytes]) -> list[Chunk]:
+        """The chunks of the events one network read brought, each run of text and logprobs joined into
+        one chunk (what the server sent at once goes on at once: one delta through the pipeline, one frame
+        to the client); tool-call pieces stay one a chunk, as clients read one piece per call a delta."""
+        chunks: list[Chunk] = []
+        texts: list[str] = []
+        logprobs: list[TokenLogprob] = []
+        for event in events:
+            chunk = self.feed(event)
+            if chunk is None:
+                continue
+            if not chunk.tool_calls:
+                texts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
+                continue
+            if texts:
+                chunks.append(Chunk(text="".join(texts), logprobs=tuple(logprobs)))
+                texts, logprobs = [], []
+            chunks.append(chunk)
+        if texts:
+            chunks.append(Chunk(text="".join(texts), logprobs=tuple(logprobs)))
+        return chunks
+
     def feed(self, payload: bytes) -> Chunk | None:
         """One event's ``data``."""
         if self.done:

@@ -602,6 +602,34 @@ async def test_all_replicas_overloaded_is_overloaded_with_retry_after() -> None:
     assert len(a.requests) == 1 and len(b.requests) == 1
 
 
+async def test_the_events_of_one_read_are_one_chunk_tool_call_pieces_their_own() -> None:
+    """What the server sent at once goes on at once: the text and logprobs of the events one network read
+    brought are one chunk; each tool-call piece stays a chunk of its own."""
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    more = {"index": 0, "function": {"arguments": "{}"}}
+    events: list[object] = [token_event("Hel"), token_event("lo")]
+    events += [{"choices": [{"index": 0, "delta": {"tool_calls": [piece]}}]} for piece in (call, more)]
+    events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}, "[DONE]"]
+
+    async def burst(exchange: Exchange) -> None:
+        await exchange.send_head()
+        data = b"".join(
+            ("data: " + (e if isinstance(e, str) else json.dumps(e)) + "\n\n").encode() for e in events
+        )
+        exchange.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")  # one write
+        await exchange.writer.drain()
+
+    async with raw_server(burst) as server, loaded(server.url) as backend:
+        chunks = await collect(backend, ask())
+    text, first, second, end = chunks
+    assert text.text == "Hello" and [t.token for t in text.logprobs] == ["Hel", "lo"]
+    assert [(c.tool_calls[0].name, c.tool_calls[0].arguments) for c in (first, second)] == [
+        ("f", ""),
+        (None, "{}"),
+    ]
+    assert end.finish_reason == "tool_calls"
+
+
 async def test_request_body_headers_usage_and_reasoning_content() -> None:
     """What goes over the wire, a server-sent usage chunk, and vLLM's ``reasoning_content`` re-wrapped
     as ``<think>`` text that the pipeline's splitter takes apart."""
