@@ -39,6 +39,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack, aclosing, suppress
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -331,15 +332,11 @@ class OpenAIHTTPBackend:
         is tried once more."""
         headers = _STREAM_HEADERS if streamed else _JSON_HEADERS
         timeout = self._streamed if streamed else self._whole
-        for again in (True, False):
-            try:
-                post = client.post(url, data=data, headers=headers, timeout=timeout)
-                response: aiohttp.ClientResponse = await stack.enter_async_context(post)
-                return response
-            except aiohttp.ServerDisconnectedError:
-                if not again:
-                    raise
-        raise AssertionError("unreachable")
+        post = partial(client.post, url, data=data, headers=headers, timeout=timeout)
+        try:
+            return await stack.enter_async_context(post())
+        except aiohttp.ServerDisconnectedError:  # a kept-alive connection the server had just closed: once
+            return await stack.enter_async_context(post())
 
     def _http_error(self, replica: _Replica, response: aiohttp.ClientResponse, body: bytes) -> GroupQwenError:
         """The server's error as the client should see it: passed through (``UpstreamError``; 429 and 5xx
