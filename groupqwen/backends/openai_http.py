@@ -8,7 +8,8 @@ error, a timeout or a 5xx (passive health); when none is healthy, all are tried.
 
 A request the client streams is streamed from the server; one it reads whole (JSON) is asked for whole
 (``stream: false``: the server's own usage, one read of one JSON body, within ``models.<id>.
-answer_timeout_s``), and read as a stream of one chunk.
+answer_timeout_s``), and read as a stream of one chunk (a server that streams all the same is read as a
+stream).
 
 A failure before the first token (connect error, 5xx, 429, no token within ``first_token_timeout``, a
 stream that ends empty) is retried on another replica, each at most once; when all fail: ``Overloaded``
@@ -289,10 +290,12 @@ class OpenAIHTTPBackend:
                 async with AsyncExitStack() as stack:
                     async with asyncio.timeout_at(deadline):
                         response = await self._post(client, stack, url, orjson.dumps(body), streamed)
-                        whole = await response.read() if response.status >= 400 or not streamed else b""
+                        # a server that streams whatever it is asked is read as a stream
+                        events = streamed or response.content_type == "text/event-stream"
+                        whole = await response.read() if response.status >= 400 or not events else b""
                     if response.status >= 400:
                         raise self._http_error(replica, response, whole)
-                    if not streamed:
+                    if not events:
                         chunk = parser.answer(whole)
                         if chunk is not None:
                             yield chunk
