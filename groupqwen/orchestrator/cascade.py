@@ -140,7 +140,7 @@ class Cascade:
             tools=request.tools,
             images=tuple(i for i in request.prepared if i.rgb),
             translation=request.translation,
-            stream=request.stream,
+            stream=request.stream or bar is not None,  # a scored step streams: it may be cut short
         )
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []
