@@ -53,6 +53,7 @@ class ModelSpec:
     urls: tuple[str, ...] = ()  # backend "openai_http": the replicas' base URLs (…/v1)
     remote_model: str | None = None  # backend "openai_http": the model name the server knows
     api_key: str | None = None  # backend "openai_http"
+    answer_timeout_s: float = 600.0  # backend "openai_http": for a whole (non-streamed) answer
     keep_alive: float = 300.0  # seconds idle before unloading; -1 never, 0 right after each request
     pinned: bool = False  # never evicted to make room for another model
     max_parallel: int = 1  # requests served at once (llama.cpp: 1; HTTP backends: more)

@@ -36,7 +36,8 @@ that escapes is a bug and becomes a logged 500.
     ├── KeysUnavailable                 503 server_error                keys_unavailable  (the key store)
     ├── ResponsesUnavailable            503 server_error                responses_unavailable (their Redis)
     ├── BackendError                    502 api_error                   backend_error
-    │   └── ModelLoadError              502 api_error                   model_load_failed
+    │   ├── ModelLoadError              502 api_error                   model_load_failed
+    │   └── UpstreamError               the model server's status, type, code, param and message
     ├── ConfigError                     500 api_error                   config_error      (field names)
     ├── DownloadError                   500 api_error                   download_failed   (models pull)
     ├── TrainingUnavailable             503 server_error                training_unavailable (no torch/CUDA)
@@ -240,13 +241,40 @@ class BackendError(GroupQwenError):
 
     status_code = 502
     error_type = "api_error"
-    code = "backend_error"
+    code: str | None = "backend_error"
 
 
 class ModelLoadError(BackendError):
     """A model could not be loaded (missing file, corrupt GGUF, …)."""
 
     code = "model_load_failed"
+
+
+class UpstreamError(BackendError):
+    """A model's server (``backend: openai_http``) refused the request: its HTTP status and error passed
+    through as it sent them (a 400 for a bad parameter, a 500, …), ``Retry-After`` included. Not for its
+    401, 403 or 404, which say the gateway's configuration is wrong (a ``BackendError``, 502)."""
+
+    code: str | None = None  # the server's, set per instance
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str | None,
+        code: str | None,
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, param=param)
+        self.status_code = status
+        self.error_type = error_type or ("invalid_request_error" if status < 500 else "api_error")
+        self.code = code  # the server's (``backend_error`` would name ours)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class ConfigError(GroupQwenError):

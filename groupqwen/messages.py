@@ -139,10 +139,16 @@ class ResponseFormat:
     schema: dict[str, Any] | None = None
 
 
+DEFAULT_TEMPERATURE = 0.7  # a request that sets none, on a model run in-process (and for the cache's policy)
+
+
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.7
-    top_p: float = 1.0
+    """How to sample; ``temperature`` and ``top_p`` ``None`` where the client set none: the model's default
+    (``DEFAULT_TEMPERATURE`` and 1.0 for a model run here; a model's server applies its own)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
     max_tokens: int | None = None
@@ -219,6 +225,7 @@ class ChatRequest:
     prepared: tuple[PreparedImage, ...] = ()  # one per image, once the pipeline prepared them
     prepared_for: tuple[str, ...] = ()  # the models ``prepared`` (and the images' parts) were made for
     translation: TranslationOptions | None = None  # translate the one user turn (Qwen-MT's options)
+    stream: bool = True  # False: the client reads the whole answer at once (JSON, not SSE)
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
@@ -240,6 +247,7 @@ class GenerationRequest:
     tools: Tools | None = None
     images: tuple[PreparedImage, ...] = ()  # the messages' images, decoded, for a model run in-process
     translation: TranslationOptions | None = None  # for a model that takes Qwen-MT's options itself
+    stream: bool = True  # False: the client reads the whole answer at once (a server may send one JSON)
 
 
 @dataclass(frozen=True)

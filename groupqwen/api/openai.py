@@ -226,6 +226,7 @@ async def _respond(
         answer,
         choices.rest(),
         frames(answer),
+        choices=chat.n,
         logprobs=chat.logprobs,
         include_usage=include_usage,
         finish=partial(finish_answer, services, trace, admission),

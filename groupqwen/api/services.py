@@ -168,7 +168,7 @@ def build_services(
         use_gpu=settings.n_gpu_layers != 0,
     )
     pool = Pool(
-        {model_id: served(spec, settings) for model_id, spec in settings.available().items()},
+        {model_id: served(spec, settings) for model_id, spec in settings.served_models().items()},
         backend_factory or (lambda spec: backend_for(spec, settings)),
         need=lambda spec: memory_need(spec, settings),
         budget=budget.limit,

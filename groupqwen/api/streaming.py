@@ -4,7 +4,8 @@
 generation wherever it waits); ``EventStream`` writes SSE from the request's own task; ``answer_frames``
 frames an ``Answer``'s deltas (and those of the further choices, ``n > 1``) as ``chat.completion.chunk``
 events (text completions' chunks likewise), each choice's first with its lead chunk (the role) in one write,
-a failure mid-stream as an error event, always ending with ``[DONE]``.
+a failure mid-stream as an error event, always ending with ``[DONE]``, written with the last choice's
+finishing frame, the usage and the end of the body in one write.
 """
 
 from __future__ import annotations
@@ -101,17 +102,20 @@ class EventStream(StreamingResponse):
         self._watch = watch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        last = False
         try:
             start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             await send(start)
             async for frame in self.body_iterator:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                last = isinstance(frame, bytes) and frame.endswith(DONE)  # the body's end in the same write
+                await send({"type": "http.response.body", "body": frame, "more_body": not last})
         except asyncio.CancelledError as exc:
             self._watch.absorb(exc)
             return  # the client is gone: nobody to finish the response for
         finally:
             self._watch.stop()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not last:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def answer_frames(
@@ -119,16 +123,19 @@ async def answer_frames(
     more: AsyncGenerator[Answer, None],
     writer: ChunkFrames,
     *,
+    choices: int,
     logprobs: bool,
     include_usage: bool,
     finish: Callable[[BaseException | None], object],
 ) -> AsyncIterator[bytes]:
-    """``answer`` (choice 0), then each answer of ``more`` (choices 1, 2, …: ``n > 1``), as SSE frames,
-    then the usage of all (``include_usage``) and ``[DONE]``. A failure after the first delta ends the
-    stream with an error event (logged here); ``finish`` gets what ended the stream once: ``None``, that
-    failure, or the client's going away."""
+    """``answer`` (choice 0), then each answer of ``more`` (choices 1 to ``choices - 1``: ``n > 1``), as SSE
+    frames, then the usage of all (``include_usage``) and ``[DONE]``: the last choice's finishing frame, the
+    usage and ``[DONE]`` in one write. A failure after the first delta ends the stream with an error event
+    (logged here); ``finish`` gets what ended the stream once: ``None``, that failure, or the client's going
+    away."""
     failure: BaseException | None = None
     usages: list[Usage] = []
+    end = b""  # what goes out with [DONE]
     try:
         lead = b""  # a choice's role chunk, sent with its first delta: one write for the first token
         try:
@@ -147,28 +154,30 @@ async def answer_frames(
                                 boxes=current.boxes,
                                 translation=current.translation,
                             )
-                        yield lead + sse(frame)
-                        lead = b""
+                        end, lead = end + lead + sse(frame), b""
                         if delta.usage is not None:
                             usages.append(delta.usage)
+                        if delta.finish_reason is None or index < choices - 1:
+                            yield end
+                            end = b""
                 current, index = await anext(more, None), index + 1
             if usages:
                 total = total_usage(usages)
                 timing.used(total)
                 if include_usage:
-                    yield sse(writer.usage(total))
+                    end += sse(writer.usage(total))
         except GroupQwenError as exc:
             failure = exc
             _log.error("stream failed", code=exc.code, error=exc.message)
-            yield lead + sse(error_body(exc))
+            end += lead + sse(error_body(exc))
         except Exception as exc:
             failure = exc
             _log.exception("stream failed", error=type(exc).__name__)
             unexpected = GroupQwenError("The stream failed; the request id identifies it in the logs")
-            yield lead + sse(error_body(unexpected))
+            end += lead + sse(error_body(unexpected))
         finally:
             await more.aclose()
-        yield DONE
+        yield end + DONE
     except BaseException as exc:
         failure = exc
         raise

@@ -6,22 +6,31 @@ replica with the fewest outstanding requests (ties: round robin). A replica is u
 check (``GET {url}/models`` every ``health_interval``) fails, and for ``eject_seconds`` after a connect
 error, a timeout or a 5xx (passive health); when none is healthy, all are tried.
 
+A request the client streams is streamed from the server; one it reads whole (JSON) is asked for whole
+(``stream: false``: the server's own usage, one read of one JSON body, within ``models.<id>.
+answer_timeout_s``), and read as a stream of one chunk (a server that streams all the same is read as a
+stream).
+
 A failure before the first token (connect error, 5xx, 429, no token within ``first_token_timeout``, a
 stream that ends empty) is retried on another replica, each at most once; when all fail: ``Overloaded``
-if they all said 429/503, else ``BackendError`` naming each replica and its reason. After the first token
-a failure (connection lost, nothing for ``idle_timeout``) raises ``BackendError``. A 400 that says the
-context is exceeded raises ``ContextLengthExceeded``; other 4xx ``BackendError`` with the server's
-message, never retried. Closing the stream early closes the HTTP response: the server stops generating.
+if they all said 429/503, the last server's own error (``UpstreamError``: its status, type, code and
+message) if they all answered one, else ``BackendError`` naming each replica and its reason. After the
+first token a failure (connection lost, nothing for ``idle_timeout``) raises ``BackendError``. A 400 that
+says the context is exceeded raises ``ContextLengthExceeded``; other 4xx pass through as
+``UpstreamError``, never retried, except 401, 403 and 404: the gateway's key, URL or model name is wrong,
+a ``BackendError`` (502) that says so. Closing the stream early closes the HTTP response: the server
+stops generating.
 
-Logprobs are always asked for (the cascade scores every answer; llama-cpp-python's server needs
-``--logits_all true``). ``delta.reasoning_content`` (vLLM's reasoning parser) is re-wrapped as
-``<think>…</think>`` text, split by the pipeline like a model's own tags. Usage comes from the
-``include_usage`` chunk; without one (llama-cpp-python) ``completion_tokens`` counts the logprob entries
-(or text deltas) and ``prompt_tokens`` is 0. Images (``image_url`` parts) are forwarded as the client sent
-them, in order with the text parts; the server fetches or decodes them (vLLM serving Qwen3-VL). Which URLs
-get this far is the API's decision (``images:`` in the settings, ``api/schemas/images.py``). Tools, tool
-choice, calls and results go to the server as the client sent them, and its calls (``delta.tool_calls``)
-come back as they stream; the server parses its model's calls (vLLM's tool parser, llama-server ``--jinja``).
+Logprobs are asked for when the client or the cascade (to score an answer) wants them (llama-cpp-python's
+server needs ``--logits_all true``). ``delta.reasoning_content`` (vLLM's reasoning parser) is re-wrapped as
+``<think>…</think>`` text, split by the pipeline like a model's own tags. Usage is the whole answer's, or a
+stream's ``include_usage`` chunk; without one (llama-cpp-python) ``completion_tokens`` counts the logprob
+entries (or text deltas) and ``prompt_tokens`` is 0. Images (``image_url`` parts) are forwarded as the
+client sent them, in order with the text parts; the server fetches or decodes them (vLLM serving
+Qwen3-VL). Which URLs get this far is the API's decision (``images:`` in the settings,
+``api/schemas/images.py``). Tools, tool choice, calls and results go to the server as the client sent
+them, and its calls (``delta.tool_calls``) come back as they stream; the server parses its model's calls
+(vLLM's tool parser, llama-server ``--jinja``).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack, aclosing, suppress
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -38,6 +48,7 @@ import orjson
 
 from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
+from groupqwen.backends.openai_request import request_body
 from groupqwen.backends.openai_sse import (
     MAX_MESSAGE,
     SseSplitter,
@@ -46,8 +57,15 @@ from groupqwen.backends.openai_sse import (
     message_of,
 )
 from groupqwen.catalog import ModelSpec
-from groupqwen.errors import BackendError, ContextLengthExceeded, GroupQwenError, ModelLoadError, Overloaded
-from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, ReplicaState, Tools
+from groupqwen.errors import (
+    BackendError,
+    ContextLengthExceeded,
+    GroupQwenError,
+    ModelLoadError,
+    Overloaded,
+    UpstreamError,
+)
+from groupqwen.messages import Chunk, GenerationRequest, ReplicaState
 
 _log = log.get(__name__)
 
@@ -76,9 +94,17 @@ class _Retry(BackendError):
     """An attempt failed before its first token: try another replica. It never leaves ``stream``; being a
     ``BackendError`` lets it through ``map_backend_errors``."""
 
-    def __init__(self, reason: str, *, overloaded: bool = False, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        overloaded: bool = False,
+        retry_after: int | None = None,
+        upstream: UpstreamError | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason, self.overloaded, self.retry_after = reason, overloaded, retry_after
+        self.upstream = upstream  # the server's own error, when it answered one
 
 
 class OpenAIHTTPBackend:
@@ -101,6 +127,22 @@ class OpenAIHTTPBackend:
         self.connect_timeout, self.first_token_timeout = connect_timeout, first_token_timeout
         self.idle_timeout, self.eject_seconds = idle_timeout, eject_seconds
         self.health_interval, self.health_timeout = health_interval, health_timeout
+        self.answer_timeout = spec.answer_timeout_s
+        # aiohttp enforces the TCP connect (``sock_connect``) and the wait for a free connection within
+        # ``connect``; ``_attempt`` the first-token, idle and whole-answer deadlines (``sock_read`` is a
+        # backstop)
+        self._streamed = aiohttp.ClientTimeout(
+            total=None,
+            connect=first_token_timeout,
+            sock_connect=connect_timeout,
+            sock_read=max(first_token_timeout, idle_timeout),
+        )
+        self._whole = aiohttp.ClientTimeout(
+            total=None,
+            connect=first_token_timeout,
+            sock_connect=connect_timeout,
+            sock_read=self.answer_timeout,
+        )
         self._replicas = [_Replica(i, url) for i, url in enumerate(spec.urls)]
         self._rr = 0
         self._client: aiohttp.ClientSession | None = None
@@ -138,20 +180,10 @@ class OpenAIHTTPBackend:
 
     def _new_client(self) -> aiohttp.ClientSession:
         connections = self.spec.max_parallel + len(self._replicas)  # the requests + a health check each
-        headers = {"Accept": "text/event-stream"}
-        if self.spec.api_key:
-            headers["Authorization"] = f"Bearer {self.spec.api_key}"
-        # aiohttp enforces the TCP connect (``sock_connect``) and the wait for a free connection within
-        # ``connect``; ``_attempt`` the first-token and idle deadlines (``sock_read`` is a backstop)
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=self.first_token_timeout,
-            sock_connect=self.connect_timeout,
-            sock_read=max(self.first_token_timeout, self.idle_timeout),
-        )
+        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
         # idle connections closed before servers close theirs (uvicorn's default: 5 s, as vLLM serves)
         connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, keepalive_timeout=KEEP_ALIVE_S)
-        return aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout)
+        return aiohttp.ClientSession(headers=headers, connector=connector, timeout=self._streamed)
 
     # -- health --------------------------------------------------------------------------------------------
 
@@ -205,7 +237,7 @@ class OpenAIHTTPBackend:
         client = self._client
         if client is None or client.closed or self._health is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
-        body = self._body(request)
+        body = request_body(request, self.remote_model)
         tried: set[int] = set()
         failures: list[tuple[_Replica, _Retry]] = []
         panic = not any(r.healthy(time.monotonic()) for r in self._replicas)
@@ -237,76 +269,38 @@ class OpenAIHTTPBackend:
             waits = [exc.retry_after for _, exc in failures if exc.retry_after is not None]
             message = f"model {self.model_id!r}: every replica is overloaded ({reasons})"
             return Overloaded(message, retry_after=min(waits, default=1))
+        last = failures[-1][1].upstream if failures else None
+        if last is not None and all(exc.upstream is not None for _, exc in failures):
+            _log.warning("every replica answered an error", model=self.model_id, errors=reasons)
+            return last  # as the server said it
         return BackendError(f"model {self.model_id!r}: no replica could serve the request ({reasons})")
-
-    def _body(self, request: GenerationRequest) -> dict[str, Any]:
-        """The upstream's request: a chat completion, or for a raw prompt a text completion
-        (``/completions``, its ``logprobs`` the number of alternatives)."""
-        sampling, fmt = request.sampling, request.response_format
-        body: dict[str, Any] = {
-            "model": self.remote_model,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-        }
-        if request.raw_prompt:
-            body["prompt"] = request.messages[-1].content
-            if request.logprobs or request.top_logprobs:
-                body["logprobs"] = request.top_logprobs
-        else:
-            body["messages"] = [_message(m) for m in request.messages]
-            body["chat_template_kwargs"] = {"enable_thinking": request.enable_thinking}
-            if request.logprobs or request.top_logprobs:
-                body.update(logprobs=True, top_logprobs=request.top_logprobs)
-        optional = {
-            "seed": sampling.seed,
-            "stop": list(sampling.stop),
-            "max_tokens": sampling.max_tokens,
-            "presence_penalty": sampling.presence_penalty or None,
-            "frequency_penalty": sampling.frequency_penalty or None,
-            "logit_bias": {str(token): bias for token, bias in sampling.logit_bias} or None,
-        }
-        body.update((k, v) for k, v in optional.items() if v is not None and v != [])
-        if request.tools is not None:
-            body.update(tools_body(request.tools))
-        if request.translation is not None:  # a Qwen-MT endpoint (models.<id>.translation)
-            body["translation_options"] = request.translation.as_json()
-        if fmt is not None and fmt.type == "json_schema" and fmt.schema is not None:
-            schema = {"name": "response", "schema": fmt.schema, "strict": True}
-            body["response_format"] = {"type": "json_schema", "json_schema": schema}
-        elif fmt is not None:
-            body["response_format"] = {"type": "json_object"}
-        return body
 
     async def _attempt(
         self, client: aiohttp.ClientSession, replica: _Replica, body: dict[str, Any], top_n: int
     ) -> AsyncGenerator[Chunk, None]:
-        """One request to one replica; a failure before the first token raises ``_Retry``."""
+        """One request to one replica, streamed or one JSON answer; a failure before the first token
+        raises ``_Retry``."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.first_token_timeout
+        streamed = bool(body["stream"])
+        deadline = loop.time() + (self.first_token_timeout if streamed else self.answer_timeout)
         parser, started = StreamParser(top_n), False
+        url = f"{replica.url}/completions" if "prompt" in body else f"{replica.url}/chat/completions"
         with map_backend_errors(self.model_id):
             try:
                 async with AsyncExitStack() as stack:
                     async with asyncio.timeout_at(deadline):
-                        url = (
-                            f"{replica.url}/completions"
-                            if "prompt" in body
-                            else f"{replica.url}/chat/completions"
-                        )
-                        data, headers = orjson.dumps(body), {"Content-Type": "application/json"}
-                        for again in (True, False):
-                            try:
-                                post = client.post(url, data=data, headers=headers)
-                                response = await stack.enter_async_context(post)
-                                break
-                            except aiohttp.ServerDisconnectedError:
-                                if not again:  # a kept-alive connection the server had just closed: once
-                                    raise
-                        failed = await response.read() if response.status >= 400 else None
-                    if failed is not None:
-                        raise self._http_error(replica, response, failed)
+                        response = await self._post(client, stack, url, orjson.dumps(body), streamed)
+                        # a server that streams whatever it is asked is read as a stream
+                        events = streamed or response.content_type == "text/event-stream"
+                        whole = await response.read() if response.status >= 400 or not events else b""
+                    if response.status >= 400:
+                        raise self._http_error(replica, response, whole)
+                    if not events:
+                        chunk = parser.answer(whole)
+                        if chunk is not None:
+                            yield chunk
+                        yield parser.finish()
+                        return
                     splitter, piece = SseSplitter(), b"-"
                     while piece:  # to the end of the body, so that the connection can be reused
                         when = loop.time() + self.idle_timeout if started else deadline
@@ -317,11 +311,9 @@ class OpenAIHTTPBackend:
                             if parser.done:
                                 break
                             raise
-                        for event in splitter.feed(piece) if piece else splitter.end():
-                            chunk = parser.feed(event)
-                            if chunk is not None:
-                                started = True
-                                yield chunk
+                        for chunk in parser.read(splitter.feed(piece) if piece else splitter.end()):
+                            started = True
+                            yield chunk
                     yield parser.finish()
             except StreamIncomplete as exc:
                 if started:
@@ -329,57 +321,69 @@ class OpenAIHTTPBackend:
                 raise _Retry(str(exc)) from exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 reason = _describe(exc, started, self.first_token_timeout, self.idle_timeout)
+                if not streamed and isinstance(exc, TimeoutError):
+                    reason = f"no answer within {self.answer_timeout:g} s"
                 self._eject(replica, reason)
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {reason}") from exc
                 raise _Retry(reason) from exc
 
+    async def _post(
+        self, client: aiohttp.ClientSession, stack: AsyncExitStack, url: str, data: bytes, streamed: bool
+    ) -> aiohttp.ClientResponse:
+        """The response's head (its body left to read); a kept-alive connection the server had just closed
+        is tried once more."""
+        headers = _STREAM_HEADERS if streamed else _JSON_HEADERS
+        timeout = self._streamed if streamed else self._whole
+        post = partial(client.post, url, data=data, headers=headers, timeout=timeout)
+        try:
+            return await stack.enter_async_context(post())
+        except aiohttp.ServerDisconnectedError:  # a kept-alive connection the server had just closed: once
+            return await stack.enter_async_context(post())
+
     def _http_error(self, replica: _Replica, response: aiohttp.ClientResponse, body: bytes) -> GroupQwenError:
+        """The server's error as the client should see it: passed through (``UpstreamError``; 429 and 5xx
+        tried on another replica first), a 400 for a prompt that does not fit ``ContextLengthExceeded``,
+        and 401, 403 and 404 the gateway's configuration's fault (a 502)."""
         status, text = response.status, body.decode(errors="replace")
         try:
-            message = message_of(orjson.loads(body))[:MAX_MESSAGE]
+            parsed = orjson.loads(body)
+            message = message_of(parsed)
         except orjson.JSONDecodeError:
-            message = text[:MAX_MESSAGE] or response.reason or ""
+            parsed, message = None, text[:MAX_MESSAGE] or response.reason or f"HTTP {status}"
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        fields = error if isinstance(error, dict) else parsed if isinstance(parsed, dict) else {}
+        if status in (401, 403, 404):
+            setting = "api_key" if status != 404 else "urls and remote_model"
+            return BackendError(
+                f"model {self.model_id!r}: {replica.url} answered HTTP {status} ({message[:MAX_MESSAGE]}): "
+                f"the gateway's configuration is wrong; check models.{self.model_id}.{setting}"
+            )
+        upstream = UpstreamError(
+            message,
+            status=status,
+            error_type=_text(fields.get("type")),
+            code=_text(fields.get("code")),
+            param=_text(fields.get("param")),
+            retry_after=_retry_after(response.headers),
+        )
         if status == 429 or status >= 500:
             if status >= 500:
                 self._eject(replica, f"HTTP {status}")
-            overloaded, retry_after = status in (429, 503), _retry_after(response.headers)
-            return _Retry(f"HTTP {status}: {message}", overloaded=overloaded, retry_after=retry_after)
+            overloaded = status in (429, 503)
+            reason = f"HTTP {status}: {message[:MAX_MESSAGE]}"
+            return _Retry(reason, overloaded=overloaded, retry_after=upstream.retry_after, upstream=upstream)
         if status == 400 and _CONTEXT_EXCEEDED.search(text[:2000]):
             return ContextLengthExceeded(message, param="messages")
-        return BackendError(f"model {self.model_id!r}: {replica.url} answered HTTP {status}: {message}")
+        return upstream
 
 
-def _message(message: Message) -> dict[str, Any]:
-    """A message as OpenAI's wire has it; one with images as its text and ``image_url`` parts in order, an
-    assistant's with its ``tool_calls``, a tool result with its ``tool_call_id``."""
-    if message.tool_calls:
-        calls = [c.as_json() for c in message.tool_calls]
-        return {"role": message.role, "content": message.content or None, "tool_calls": calls}
-    if message.tool_call_id is not None:
-        return {"role": message.role, "content": message.content, "tool_call_id": message.tool_call_id}
-    if not message.parts:
-        return {"role": message.role, "content": message.content}
-    parts: list[dict[str, Any]] = []
-    for part in message.parts:
-        if isinstance(part, ImagePart):
-            image = {"url": part.url} if part.detail is None else {"url": part.url, "detail": part.detail}
-            parts.append({"type": "image_url", "image_url": image})
-        else:
-            parts.append({"type": "text", "text": part})
-    return {"role": message.role, "content": parts}
+_STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
-def tools_body(tools: Tools) -> dict[str, Any]:
-    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as the client sent them."""
-    choice: Any = tools.choice
-    if tools.choice == "named":
-        choice = {"type": "function", "function": {"name": tools.name}}
-    return {
-        "tools": [t.as_json() for t in tools.functions],
-        "tool_choice": choice,
-        "parallel_tool_calls": tools.parallel,
-    }
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _retry_after(headers: Mapping[str, str]) -> int | None:

@@ -5,14 +5,14 @@
 payloads into ``Chunk``s with ``TokenLogprob``s (a text completion's ``choices[].text`` and legacy
 ``logprobs`` too) and ``ToolCallDelta``s (``delta.tool_calls``), re-wrapping ``delta.reasoning_content``
 (vLLM's reasoning parser) as ``<think>…</think>`` text and keeping the finish reason and usage for its last
-chunk. A stream that ends without a finish reason, or carries an error event or a malformed one, raises
-``StreamIncomplete``.
+chunk; a whole (non-streamed) answer is read as a stream of one event. A stream that ends without a
+finish reason, or carries an error event or a malformed one, raises ``StreamIncomplete``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -36,22 +36,65 @@ class StreamParser:
         self.finish_reason: FinishReason | None = None
         self.usage: Usage | None = None
 
+    def read(self, events: list[bytes]) -> list[Chunk]:
+        """The chunks of the events one network read brought, each run of text and logprobs joined into
+        one chunk (what the server sent at once goes on at once: one delta through the pipeline, one frame
+        to the client); tool-call pieces stay one a chunk, as clients read one piece per call a delta."""
+        chunks: list[Chunk] = []
+        texts: list[str] = []
+        logprobs: list[TokenLogprob] = []
+        for event in events:
+            chunk = self.feed(event)
+            if chunk is None:
+                continue
+            if not chunk.tool_calls:
+                texts.append(chunk.text)
+                logprobs.extend(chunk.logprobs)
+                continue
+            if texts:
+                chunks.append(Chunk(text="".join(texts), logprobs=tuple(logprobs)))
+                texts, logprobs = [], []
+            chunks.append(chunk)
+        if texts:
+            chunks.append(Chunk(text="".join(texts), logprobs=tuple(logprobs)))
+        return chunks
+
     def feed(self, payload: bytes) -> Chunk | None:
+        """One event's ``data``."""
         if self.done:
             return None
+        if payload.strip() == b"[DONE]":
+            self.done = True
+            return None
+        return self._parsed(payload, self._event)
+
+    def answer(self, payload: bytes) -> Chunk | None:
+        """A whole answer (``stream: false``), read as the one event of a stream: its ``message`` the delta
+        (its tool calls numbered, as a stream's are)."""
+        self.done = True
+        return self._parsed(payload, self._whole)
+
+    def _parsed(self, payload: bytes, handle: Callable[[dict[str, Any]], Chunk | None]) -> Chunk | None:
         try:
-            return self._feed(payload)
+            event = loads(payload)
+            if not isinstance(event, dict):
+                raise TypeError("not an object")
+            return handle(event)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             text = payload[:100].decode(errors="replace")
             raise StreamIncomplete(f"malformed event ({type(exc).__name__}): {text!r}") from exc
 
-    def _feed(self, payload: bytes) -> Chunk | None:
-        if payload.strip() == b"[DONE]":
-            self.done = True
-            return None
-        event = loads(payload)
-        if not isinstance(event, dict):
-            raise TypeError("not an object")
+    def _whole(self, answer: dict[str, Any]) -> Chunk | None:
+        choices = answer.get("choices")
+        if choices and "message" in choices[0]:
+            choice = {k: v for k, v in choices[0].items() if k != "message"}
+            message = dict(choices[0]["message"] or {})
+            if calls := message.get("tool_calls"):
+                message["tool_calls"] = [{**call, "index": i} for i, call in enumerate(calls)]
+            answer = {**answer, "choices": [{**choice, "delta": message}]}
+        return self._event(answer)
+
+    def _event(self, event: dict[str, Any]) -> Chunk | None:
         if "error" in event or event.get("object") == "error":
             raise StreamIncomplete(f"error event: {message_of(event)[:MAX_MESSAGE]}")
         if isinstance(usage := event.get("usage"), dict):
@@ -117,7 +160,7 @@ class StreamParser:
         top = tuple(
             TopLogprob(t["token"], float(t["logprob"]), _bytes(t)) for t in entry.get("top_logprobs") or ()
         )
-        return TokenLogprob(entry["token"], float(entry["logprob"]), _bytes(entry), top[: self.top_n])
+        return TokenLogprob(entry["token"], float(entry["logprob"]), _bytes(entry), top)  # as the server sent
 
     def finish(self) -> Chunk:
         if self.finish_reason is None:

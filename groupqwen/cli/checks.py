@@ -95,7 +95,7 @@ def worker_problems(settings: Settings) -> list[Problem]:
     workers = settings.server.workers
     if workers == 1:
         return []
-    catalog = settings.available()
+    catalog = settings.served_models()
     fix = "serve in-process models with one worker, or behind llama-server or vLLM (backend: openai_http)"
     served = {
         "default_model": settings.default_model,

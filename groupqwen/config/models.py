@@ -52,6 +52,12 @@ class ModelConfig(BaseModel):
     urls: list[str] | None = Field(None, description="backend 'openai_http': replica base URLs (…/v1)")
     remote_model: str | None = Field(None, description="backend 'openai_http': the server's model name")
     api_key: BearerToken | None = Field(None, description="backend 'openai_http': bearer token")
+    answer_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="backend 'openai_http': seconds a client that does not stream waits for the server's "
+        "whole answer (asked for without streaming); null: 600",
+    )
     keep_alive: float | None = Field(
         None, ge=-1, description="Seconds idle before unload (-1 never, 0 right away); null: keep_alive"
     )

@@ -334,6 +334,18 @@ class Settings(BaseSettings):
             k: s for k, s in self.catalog().items() if s.path is not None or s.urls or s.backend == "fake"
         }
 
+    def served_models(self) -> dict[str, ModelSpec]:
+        """The models this gateway serves: ``available()``; with ``server.workers`` above 1 less the
+        in-process (llama.cpp) ones the configuration does not name (in ``models:``, ``default_model``, the
+        tiers or the routes; bundled or pulled into ``models_dir``): a request naming one would load it
+        once per worker."""
+        available = self.available()
+        if self.server.workers == 1:
+            return available
+        routed = [self.default_model, *(t.model for t in self.router.tiers), *self.router.routes.values()]
+        named = {*self.models, *routed}
+        return {k: s for k, s in available.items() if s.backend != "llamacpp" or k in named}
+
 
 def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     out = []

@@ -140,6 +140,7 @@ class Cascade:
             tools=request.tools,
             images=tuple(i for i in request.prepared if i.rgb),
             translation=request.translation,
+            stream=request.stream or bar is not None,  # a scored step streams: it may be cut short
         )
         held: list[Chunk] = []
         tokens: list[TokenLogprob] = []
@@ -177,8 +178,8 @@ class Cascade:
                         held.append(chunk)
                         continue
                     sent = True
-                    for piece in (*held, chunk):
-                        yield _trim(piece, asked_top)
+                    for piece in (*held, chunk):  # trimmed only when more were asked for than the client did
+                        yield _trim(piece, asked_top) if generation.top_logprobs > asked_top else piece
                     held.clear()
         except _ESCALATE_ON as exc:
             if sent or last:

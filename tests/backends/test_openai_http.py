@@ -27,7 +27,7 @@ from groupqwen.backends.base import Backend
 from groupqwen.backends.openai_http import OpenAIHTTPBackend
 from groupqwen.catalog import ModelSpec, builtin_catalog
 from groupqwen.config import Settings, load_settings
-from groupqwen.errors import BackendError, ContextLengthExceeded, ModelLoadError, Overloaded
+from groupqwen.errors import BackendError, ContextLengthExceeded, ModelLoadError, Overloaded, UpstreamError
 from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, ResponseFormat, Sampling, Usage
 from groupqwen.orchestrator.thinking import ThinkSplitter
 
@@ -519,10 +519,51 @@ async def test_server_errors_are_retried_and_4xx_are_not(servers: list[LlamaServ
         raw_server(bad_request) as b,
         loaded(a.url, b.url) as backend,
     ):
-        with pytest.raises(BackendError, match="HTTP 400: temperature must be >= 0"):
+        with pytest.raises(UpstreamError, match=r"^temperature must be >= 0$") as info:
             await collect(backend, ask())
         assert all(s.healthy for s in backend.replicas())
     assert len(a.requests) + len(b.requests) == 1  # not retried
+    assert (info.value.status_code, info.value.error_type) == (400, "invalid_request_error")
+
+
+async def test_the_servers_errors_pass_through_and_its_401_403_404_are_the_gateways(
+    servers: list[LlamaServer],
+) -> None:
+    """A 4xx keeps the server's status, type, code and param; a 500 from every replica is the last one's;
+    a 401, 403 or 404 says the gateway's own settings are wrong (502), never retried."""
+    error = {"message": "no such tool", "type": "invalid_request_error", "param": "tools", "code": "bad_tool"}
+
+    async def unprocessable(exchange: Exchange) -> None:
+        await exchange.send_json(422, {"error": error})
+
+    async with raw_server(unprocessable) as a, loaded(a.url) as backend:
+        with pytest.raises(UpstreamError) as info:
+            await collect(backend, ask())
+    assert (info.value.status_code, info.value.message, info.value.code, info.value.param) == (
+        422, "no such tool", "bad_tool", "tools"
+    )  # fmt: skip
+
+    async def broken(exchange: Exchange) -> None:
+        await exchange.send_json(500, {"error": {"message": "kaput", "type": "internal_server_error"}})
+
+    async with raw_server(broken) as a, raw_server(broken) as b, loaded(a.url, b.url) as backend:
+        with pytest.raises(UpstreamError) as info:
+            await collect(backend, ask())
+    assert (info.value.status_code, info.value.message, info.value.error_type) == (
+        500, "kaput", "internal_server_error"
+    )  # fmt: skip
+    assert len(a.requests) == 1 and len(b.requests) == 1  # tried on each
+    for status, setting in ((401, "api_key"), (403, "api_key"), (404, "urls and remote_model")):
+
+        async def refused(exchange: Exchange, status: int = status) -> None:
+            await exchange.send_json(status, {"error": {"message": "nope"}})
+
+        async with raw_server(refused) as a, raw_server(refused) as b, loaded(a.url, b.url) as backend:
+            with pytest.raises(BackendError) as refusal:
+                await collect(backend, ask())
+        assert not isinstance(refusal.value, UpstreamError) and refusal.value.status_code == 502
+        assert f"HTTP {status} (nope)" in refusal.value.message and setting in refusal.value.message
+        assert len(a.requests) + len(b.requests) == 1
 
 
 async def test_context_length_exceeded_400() -> None:
@@ -559,6 +600,34 @@ async def test_all_replicas_overloaded_is_overloaded_with_retry_after() -> None:
         assert all(s.healthy for s in backend.replicas())  # 429 is not a fault: nobody ejected
     assert info.value.retry_after == 7 and info.value.headers() == {"Retry-After": "7"}
     assert len(a.requests) == 1 and len(b.requests) == 1
+
+
+async def test_the_events_of_one_read_are_one_chunk_tool_call_pieces_their_own() -> None:
+    """What the server sent at once goes on at once: the text and logprobs of the events one network read
+    brought are one chunk; each tool-call piece stays a chunk of its own."""
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}
+    more = {"index": 0, "function": {"arguments": "{}"}}
+    events: list[object] = [token_event("Hel"), token_event("lo")]
+    events += [{"choices": [{"index": 0, "delta": {"tool_calls": [piece]}}]} for piece in (call, more)]
+    events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}, "[DONE]"]
+
+    async def burst(exchange: Exchange) -> None:
+        await exchange.send_head()
+        data = b"".join(
+            ("data: " + (e if isinstance(e, str) else json.dumps(e)) + "\n\n").encode() for e in events
+        )
+        exchange.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")  # one write
+        await exchange.writer.drain()
+
+    async with raw_server(burst) as server, loaded(server.url) as backend:
+        chunks = await collect(backend, ask())
+    text, first, second, end = chunks
+    assert text.text == "Hello" and [t.token for t in text.logprobs] == ["Hel", "lo"]
+    assert [(c.tool_calls[0].name, c.tool_calls[0].arguments) for c in (first, second)] == [
+        ("f", ""),
+        (None, "{}"),
+    ]
+    assert end.finish_reason == "tool_calls"
 
 
 async def test_request_body_headers_usage_and_reasoning_content() -> None:

@@ -11,8 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from groupqwen.api.app import create_app
+from groupqwen.catalog import builtin_catalog
 from groupqwen.cli.checks import worker_problems
 from groupqwen.cli.main import app
 from groupqwen.config import load_settings
@@ -68,6 +71,27 @@ def test_an_in_process_model_the_gateway_serves_is_refused(tmp_path: Path) -> No
     loaded = load_settings(**settings, server={"workers": 3})
     warning = next(p for p in worker_problems(loaded) if p.field == "models")
     assert "naming local (in-process" in warning.message and "up to 3 copies" in warning.message
+
+
+def test_bundled_models_the_configuration_does_not_name_are_not_served_by_workers(tmp_path: Path) -> None:
+    """A bundled model fetched into ``models_dir`` is served by one process, but workers leave it out
+    rather than warn about it (or load it once per worker); one the configuration names is still refused."""
+    smol = builtin_catalog()["smollm2-135m"]
+    assert smol.backend == "llamacpp" and smol.filename
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / smol.filename).write_bytes(b"GGUF")
+    one = load_settings(**http_settings(tmp_path))
+    assert set(one.served_models()) == {"remote", "smollm2-135m"}
+    workers = load_settings(**http_settings(tmp_path), server={"workers": 2})
+    assert set(workers.served_models()) == {"remote"}
+    assert [p.field for p in worker_problems(workers)] == ["server.workers"]
+    with TestClient(create_app(workers)) as client:
+        listed = [m["id"] for m in client.get("/v1/models").json()["data"]]
+        assert "smollm2-135m" not in listed and "remote" in listed
+    routed = http_settings(
+        tmp_path, router={"tiers": [{"model": "remote"}], "routes": {"auto:code": smol.id}}
+    )
+    assert errors(routed) == ["router.routes.auto:code"]
 
 
 def test_state_kept_in_each_process_is_refused(tmp_path: Path) -> None:

@@ -76,6 +76,17 @@ async def test_unsure_small_answer_escalates_and_the_client_sees_one_answer() ->
     assert large.requests[0].top_logprobs == 0  # the final step is not scored
 
 
+async def test_a_client_that_does_not_stream_has_only_the_final_step_answer_whole() -> None:
+    """A scored step is streamed from its model (it may be abandoned early); the last, unscored, is asked
+    for whole when the client does not stream (an HTTP backend then gets one JSON answer)."""
+    small, large = fake("small", ["5"], UNSURE), fake("large", ["4"], SURE)
+    text, _, _ = await run(cascade(small, large), ask(stream=False))
+    assert text == "4" and small.requests[0].stream and not large.requests[0].stream
+    small, large = fake("small", ["5"], UNSURE), fake("large", ["4"], SURE)
+    await run(cascade(small, large), ask())
+    assert small.requests[0].stream and large.requests[0].stream
+
+
 async def test_long_unsure_answer_is_abandoned_after_the_buffer() -> None:
     small = fake("small", [" la"] * 100, UNSURE)
     large = fake("large", ["ok"], SURE)

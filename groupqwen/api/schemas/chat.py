@@ -282,10 +282,9 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
             )
         thinking = template_thinking
 
-    defaults = Sampling()
     sampling = Sampling(
-        temperature=defaults.temperature if body.temperature is None else body.temperature,
-        top_p=defaults.top_p if body.top_p is None else body.top_p,
+        temperature=body.temperature,
+        top_p=body.top_p,
         seed=body.seed,
         stop=tuple(s for s in stops if s),
         max_tokens=max_tokens,
@@ -305,6 +304,7 @@ def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequ
         tools=tools_of(body.tools, body.tool_choice, body.parallel_tool_calls),
         n=body.n or 1,
         translation=options_of(body.translation_options),
+        stream=bool(body.stream),
     )
     check_translation(chat)
     return chat

@@ -99,13 +99,12 @@ def to_chat_request(body: CompletionRequest, max_stop_sequences: int) -> ChatReq
         raise InvalidRequest(
             f"'stop' has {len(stops)} sequences; at most {max_stop_sequences} are allowed", param="stop"
         )
-    defaults = Sampling()
     return ChatRequest(
         messages=(Message("user", _prompt(body)),),
         model=body.model,
         sampling=Sampling(
-            temperature=defaults.temperature if body.temperature is None else body.temperature,
-            top_p=defaults.top_p if body.top_p is None else body.top_p,
+            temperature=body.temperature,
+            top_p=body.top_p,
             seed=body.seed,
             stop=tuple(s for s in stops if s),
             max_tokens=body.max_tokens,
@@ -116,6 +115,7 @@ def to_chat_request(body: CompletionRequest, max_stop_sequences: int) -> ChatReq
         enable_thinking=False,
         raw_prompt=True,
         n=n,
+        stream=bool(body.stream),
     )
 
 

@@ -243,13 +243,12 @@ def chat_request(body: ResponsesRequest, conversation: list[Message]) -> ChatReq
     effort = body.reasoning.effort if body.reasoning is not None else None
     thinking = None if effort is None else effort not in ("none", "minimal")
     messages = [Message("system", body.instructions)] if body.instructions else []
-    defaults = Sampling()
     chat = ChatRequest(
         messages=tuple(messages + conversation),
         model=body.model,
         sampling=Sampling(
-            temperature=defaults.temperature if body.temperature is None else body.temperature,
-            top_p=defaults.top_p if body.top_p is None else body.top_p,
+            temperature=body.temperature,
+            top_p=body.top_p,
             max_tokens=body.max_output_tokens,
         ),
         logprobs=LOGPROBS_INCLUDE in (body.include or ()),
@@ -259,6 +258,7 @@ def chat_request(body: ResponsesRequest, conversation: list[Message]) -> ChatReq
         enable_thinking=thinking,
         tools=response_tools(body.tools, body.tool_choice, body.parallel_tool_calls),
         translation=options_of(body.translation_options),
+        stream=bool(body.stream),
     )
     check_translation(chat, turns="input", system="instructions")
     return chat
