@@ -5,7 +5,10 @@ one: the last user turn is embedded and its nearest neighbours *in the same scop
 With the verifier (``verifier.py``: the bundled embedder, ``cache.verifier`` on) every neighbour at or above
 its floor is a candidate, served when the verifier's probability reaches the bar that the accepted
 false-hit rate maps to (the request's, else the policy's); without it, one at or above ``threshold`` that
-the guard (``guard.py``) accepts. An entry may have learned a stricter bar of its own (``bars.py``). The
+the guard (``guard.py``) accepts. An entry may have learned a stricter bar of its own (``bars.py``: in the
+process, or in Redis with the entry, ``redis_bars.py``); what teaches it (a serve remembered in the
+background, a regeneration, a dislike) is bounded by ``timeout_s``, and a failure there is logged and
+counted (``errors``) and only costs the lesson. The
 two layers can run apart (``lookup_exact``, then ``lookup_similar`` on its ``pending`` result), so that the
 orchestrator overlaps the embedding with the start of generation.
 
@@ -30,12 +33,14 @@ is counted by its reason (``policy.BYPASS_REASONS``) in ``stats()``.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Awaitable
+from contextlib import suppress
 from typing import Literal, TypeVar
 
 from groupqwen import log
 from groupqwen.cache.answers import unworthy
-from groupqwen.cache.bars import EntryBars
+from groupqwen.cache.bars import EntryBars, LocalBars
 from groupqwen.cache.counters import CacheStats, Counters
 from groupqwen.cache.embedders import Embedder, Vectors
 from groupqwen.cache.guard import Guard, LexicalGuard
@@ -56,7 +61,8 @@ class SemanticCache:
     """The cache over ``store`` and ``embedder``. ``clock``'s wall time stamps the answers it keeps and
     decides when they expire (give the store the same clock), and the window in which a regeneration
     teaches the served entry its own bar (``bars.py``). ``verifier``: the second stage on candidates
-    (``verifier.py``); ``None``: the threshold and the guard decide."""
+    (``verifier.py``); ``None``: the threshold and the guard decide. ``bars``: where the entries' learned
+    bars are kept (``RedisStore.bars()`` for a Redis store); by default in this process."""
 
     def __init__(
         self,
@@ -66,13 +72,14 @@ class SemanticCache:
         guard: Guard | None = None,
         clock: Clock = SYSTEM_CLOCK,
         verifier: Verifier | None = None,
+        bars: EntryBars | None = None,
     ) -> None:
         self._store = store
         self.embedder = embedder
         self.policy = policy
         self.guard: Guard = guard or LexicalGuard()
         self.verifier = verifier
-        self.bars = EntryBars(clock)
+        self.bars: EntryBars = bars or LocalBars(clock)
         self._clock = clock
         self._counters = Counters()
         self._degraded = False
@@ -122,8 +129,12 @@ class SemanticCache:
         if isinstance(key, str):
             return self._bypass("policy", key)
         if not read:
-            if self.bars.regenerated(key.entry_key) is not None:
-                self._counters.regenerated += 1
+            serving = self._writes.by_key.get(key.entry_key)
+            if serving is not None:  # this process's record of a serve for the question lands first
+                await settled([serving])
+            with suppress(CacheUnavailable):
+                if await self._learn(self.bars.regenerated(key.entry_key)) is not None:
+                    self._counters.regenerated += 1
             return self._bypass("no_cache", "the client asked not to read the cache", key)
         entry = await self._guarded(self._get(key.entry_key))
         if isinstance(entry, Lookup):
@@ -199,7 +210,7 @@ class SemanticCache:
             best = similarity if best is None else max(best, similarity)
             if similarity < floor:
                 break
-            bar = max(shared_bar, self.bars.bar(candidate.key))
+            bar = max(shared_bar, self.bars.bar(candidate))
             if verifier is None:
                 verdict = self.guard.check(key.text, candidate.text)
                 score, stage = similarity, "threshold"
@@ -212,7 +223,10 @@ class SemanticCache:
                 best_score = score if best_score is None else max(best_score, score)
             if score >= bar:
                 self._counters.semantic_hits += 1
-                hit_id = self.bars.served(key.entry_key, candidate.key, score)
+                hit_id = secrets.token_hex(12)  # unguessable: only its receiver can use it
+                serve = self._served(self.bars.served(key.entry_key, candidate.key, score, hit_id))
+                task = asyncio.get_running_loop().create_task(serve, name="cache-serve")
+                self._writes.add(key.entry_key, key.scope, task)
                 return Lookup(
                     "hit",
                     "semantic match",
@@ -227,6 +241,27 @@ class SemanticCache:
             if verifier is not None:
                 self._counters.verifier_rejections += 1
         return Lookup("miss", "no close neighbour", key, None, best, vector, score=best_score)
+
+    async def _served(self, record: Awaitable[None]) -> None:
+        """A serve remembered in the background (the hit does not wait for it); a failure costs the lesson."""
+        with suppress(CacheUnavailable):
+            await self._learn(record)
+
+    async def _learn(self, work: Awaitable[T]) -> T:
+        """A step of the bars' learning within ``timeout_s``; a failure is logged and counted, then raised as
+        ``CacheUnavailable`` (``CacheSlow`` when it was slow). A store that is down marks the cache
+        degraded, as a failed write does."""
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                return await work
+        except (CacheSlow, TimeoutError) as exc:
+            self._counters.errors += 1
+            _log.info("cache bar not learned", error=type(exc).__name__)
+            raise CacheSlow("the cache store was slow to answer") from None
+        except CacheUnavailable as exc:
+            self._failed()
+            _log.warning("cache bar not learned", error=type(exc).__name__)
+            raise
 
     async def _embed(self, text: str) -> Vectors:
         """The embedding; a failure, or an embedding that the step's timeout cut short, shows in the
@@ -341,9 +376,10 @@ class SemanticCache:
 
     # -- administration ------------------------------------------------------------------------------
 
-    def dislike(self, hit_id: str) -> bool:
-        """Feedback on a semantic hit: its entry tightens its bar (``bars.py``). False: an unknown id."""
-        known = self.bars.disliked(hit_id) is not None
+    async def dislike(self, hit_id: str) -> bool:
+        """Feedback on a semantic hit: its entry tightens its bar (``bars.py``). False: an unknown id (or an
+        entry gone); ``CacheUnavailable`` when the bars' store does not answer."""
+        known = await self._learn(self.bars.disliked(hit_id)) is not None
         self._counters.disliked += known
         return known
 
@@ -370,7 +406,8 @@ class SemanticCache:
         """The counters and the store's figures, once the writes scheduled so far have landed (or the
         drain's bound has passed)."""
         await self.drain()
-        return self._counters.stats(await self._store.stats(), self.health(), len(self.bars))
+        store = await self._store.stats()
+        return self._counters.stats(store, self.health(), await self.bars.learned())
 
     async def invalidate(self, selector: Invalidation) -> int:
         """Drop the matching entries, the ones written by writes scheduled before this call included."""
