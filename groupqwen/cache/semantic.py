@@ -6,9 +6,7 @@ With the verifier (``verifier.py``: the bundled embedder, ``cache.verifier`` on)
 its floor is a candidate, served when the verifier's probability reaches the bar that the accepted
 false-hit rate maps to (the request's, else the policy's); without it, one at or above ``threshold`` that
 the guard (``guard.py``) accepts. An entry may have learned a stricter bar of its own (``bars.py``: in the
-process, or in Redis with the entry, ``redis_bars.py``); what teaches it (a serve remembered in the
-background, a regeneration, a dislike) is bounded by ``timeout_s``, and a failure there is logged and
-counted (``errors``) and only costs the lesson. The
+process, or in Redis with the entry), taught by ``lessons.py``. The
 two layers can run apart (``lookup_exact``, then ``lookup_similar`` on its ``pending`` result), so that the
 orchestrator overlaps the embedding with the start of generation.
 
@@ -33,9 +31,7 @@ is counted by its reason (``policy.BYPASS_REASONS``) in ``stats()``.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Awaitable
-from contextlib import suppress
 from typing import Literal, TypeVar
 
 from groupqwen import log
@@ -45,6 +41,7 @@ from groupqwen.cache.counters import CacheStats, Counters
 from groupqwen.cache.embedders import Embedder, Vectors
 from groupqwen.cache.guard import Guard, LexicalGuard
 from groupqwen.cache.keys import CacheKey, cache_key
+from groupqwen.cache.lessons import Lessons
 from groupqwen.cache.policy import BypassReason, CachePolicy, Lookup, Stage
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation, VectorStore
 from groupqwen.cache.verifier import Verifier
@@ -79,12 +76,19 @@ class SemanticCache:
         self.policy = policy
         self.guard: Guard = guard or LexicalGuard()
         self.verifier = verifier
-        self.bars: EntryBars = bars or LocalBars(clock)
         self._clock = clock
         self._counters = Counters()
         self._degraded = False
         self._embedder_error: str | None = None  # why the last embedding failed; None once one works
         self._writes = Writes()
+        self._lessons = Lessons(
+            bars or LocalBars(clock),
+            self._counters,
+            self._writes,
+            timeout_s=policy.timeout_s,
+            failed=self._failed,
+        )
+        self.bars: EntryBars = self._lessons.bars
 
     # -- keys ----------------------------------------------------------------------------------------
 
@@ -129,12 +133,7 @@ class SemanticCache:
         if isinstance(key, str):
             return self._bypass("policy", key)
         if not read:
-            serving = self._writes.by_key.get(key.entry_key)
-            if serving is not None:  # this process's record of a serve for the question lands first
-                await settled([serving])
-            with suppress(CacheUnavailable):
-                if await self._learn(self.bars.regenerated(key.entry_key)) is not None:
-                    self._counters.regenerated += 1
+            await self._lessons.regenerated(key)
             return self._bypass("no_cache", "the client asked not to read the cache", key)
         entry = await self._guarded(self._get(key.entry_key))
         if isinstance(entry, Lookup):
@@ -223,10 +222,7 @@ class SemanticCache:
                 best_score = score if best_score is None else max(best_score, score)
             if score >= bar:
                 self._counters.semantic_hits += 1
-                hit_id = secrets.token_hex(12)  # unguessable: only its receiver can use it
-                serve = self._served(self.bars.served(key.entry_key, candidate.key, score, hit_id))
-                task = asyncio.get_running_loop().create_task(serve, name="cache-serve")
-                self._writes.add(key.entry_key, key.scope, task)
+                hit_id = self._lessons.served(key, candidate.key, score)
                 return Lookup(
                     "hit",
                     "semantic match",
@@ -241,27 +237,6 @@ class SemanticCache:
             if verifier is not None:
                 self._counters.verifier_rejections += 1
         return Lookup("miss", "no close neighbour", key, None, best, vector, score=best_score)
-
-    async def _served(self, record: Awaitable[None]) -> None:
-        """A serve remembered in the background (the hit does not wait for it); a failure costs the lesson."""
-        with suppress(CacheUnavailable):
-            await self._learn(record)
-
-    async def _learn(self, work: Awaitable[T]) -> T:
-        """A step of the bars' learning within ``timeout_s``; a failure is logged and counted, then raised as
-        ``CacheUnavailable`` (``CacheSlow`` when it was slow). A store that is down marks the cache
-        degraded, as a failed write does."""
-        try:
-            async with asyncio.timeout(self.policy.timeout_s):
-                return await work
-        except (CacheSlow, TimeoutError) as exc:
-            self._counters.errors += 1
-            _log.info("cache bar not learned", error=type(exc).__name__)
-            raise CacheSlow("the cache store was slow to answer") from None
-        except CacheUnavailable as exc:
-            self._failed()
-            _log.warning("cache bar not learned", error=type(exc).__name__)
-            raise
 
     async def _embed(self, text: str) -> Vectors:
         """The embedding; a failure, or an embedding that the step's timeout cut short, shows in the
@@ -379,9 +354,7 @@ class SemanticCache:
     async def dislike(self, hit_id: str) -> bool:
         """Feedback on a semantic hit: its entry tightens its bar (``bars.py``). False: an unknown id (or an
         entry gone); ``CacheUnavailable`` when the bars' store does not answer."""
-        known = await self._learn(self.bars.disliked(hit_id)) is not None
-        self._counters.disliked += known
-        return known
+        return await self._lessons.disliked(hit_id)
 
     async def probe(self) -> tuple[Literal["ok", "degraded"], str | None]:
         """For the health endpoint. A remote store is pinged, so a recovered Redis shows ``ok`` again; a
