@@ -174,18 +174,19 @@ class CacheFeedback(BaseModel):
     rating: Literal["bad"] = Field(description="bad: the cached answer did not answer the question")
 
 
-@router.post("/v1/cache/feedback", responses=errors(404), openapi_extra=body(CacheFeedback))
+@router.post("/v1/cache/feedback", responses=errors(404, 503), openapi_extra=body(CacheFeedback))
 async def cache_feedback(request: Request) -> dict[str, Any]:
-    """The hit's entry raises its own bar (docs/cache.md, per-entry bars); an unknown id is a 404."""
+    """The hit's entry raises its own bar (docs/cache.md, per-entry bars); an unknown id is a 404, a cache
+    store that does not answer a 503."""
     try:
         body = CacheFeedback.model_validate(json_object(await request.body()))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     cache = _services(request).cache
-    if cache is None or not cache.dislike(body.hit_id):
+    if cache is None or not await cache.dislike(body.hit_id):
         raise NotFound(
-            f"No semantic hit {body.hit_id[:40]!r} is remembered here (an exact hit has none; ids are kept "
-            "for the last 100,000 hits of this gateway process)",
+            f"No semantic hit {body.hit_id[:40]!r} is remembered (an exact hit has none; ids are kept for "
+            "the last 100,000 hits of this gateway process, or for ten minutes with the Redis cache)",
             param="hit_id",
         )
     return {"object": "cache.feedback", "hit_id": body.hit_id, "rating": body.rating}

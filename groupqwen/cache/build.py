@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from groupqwen import log
+from groupqwen.cache.bars import EntryBars
 from groupqwen.cache.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
 from groupqwen.cache.policy import CachePolicy
 from groupqwen.cache.semantic import SemanticCache
@@ -27,16 +28,18 @@ def build_cache(
     if config.backend == "off":
         return None
     store: VectorStore
+    bars: EntryBars | None = None  # in the process
     if config.backend == "redis":
         from groupqwen.cache.redis_store import RedisStore
 
-        store = RedisStore(
+        store = redis = RedisStore(
             config.redis_url,
             embedder.dim,
             prefix=config.redis_prefix,
             timeout_s=config.redis_timeout_s,
             clock=clock,
         )
+        bars = redis.bars()  # with the entries: every replica learns and applies them
     else:
         path = config.path or data_dir / "cache.sqlite"
         store = EmbeddedStore(path, embedder.dim, max_entries=config.max_entries, clock=clock)
@@ -47,7 +50,8 @@ def build_cache(
             verifier = shipped
         else:
             _log.info("cache verifier off: fitted for another embedder", fitted=shipped.embedder)
-    return SemanticCache(store, embedder, CachePolicy.from_config(config), clock=clock, verifier=verifier)
+    policy = CachePolicy.from_config(config)
+    return SemanticCache(store, embedder, policy, clock=clock, verifier=verifier, bars=bars)
 
 
 def embedder_from_settings(settings: Settings) -> Embedder:

@@ -3,7 +3,9 @@ under the prefix, an entry's hash fields and their encoding, a ``SCAN`` over eve
 ``Call`` that bounds each use of the server (the store's timeout and circuit breaker).
 
 An entry is a hash ``{prefix}e:{key}`` (scope, model, text, vector as float32 bytes, answer JSON,
-created, expires) with the entry's TTL as a Redis ``PEXPIREAT``.
+created, expires, and once learned its own bar) with the entry's TTL as a Redis ``PEXPIREAT``. The learned
+bars' bookkeeping (``redis_bars.py``): ``{prefix}bars``, a sorted set of the entries holding one (scored by
+their expiry), and the recent serves ``{prefix}s:q:{question's key}`` and ``{prefix}s:h:{hit id}``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import redis.asyncio as aioredis
 from groupqwen.cache.stores import Answer, CacheEntry
 
 T = TypeVar("T")
-FIELDS = ("scope", "model", "text", "vector", "answer", "created", "expires")
+FIELDS = ("scope", "model", "text", "vector", "answer", "created", "expires", "bar")
 SCAN_BATCH = 1000
 
 
@@ -34,7 +36,14 @@ class Names:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.events = f"{prefix}events"
+        self.bars = f"{prefix}bars"
         self._entries = f"{prefix}e:"
+
+    def serve(self, request_key: str) -> str:
+        return f"{self.prefix}s:q:{request_key}"
+
+    def hit(self, hit_id: str) -> str:
+        return f"{self.prefix}s:h:{hit_id}"
 
     def entry(self, key: str) -> str:
         return self._entries + key
@@ -45,7 +54,7 @@ class Names:
 
 
 def fields(entry: CacheEntry, vector: bytes) -> dict[str, str | bytes]:
-    """``entry``'s hash (``vector``: its float32 bytes)."""
+    """``entry``'s hash (``vector``: its float32 bytes); a bar it learned is not written over."""
     return {
         "scope": entry.scope,
         "model": entry.model,
@@ -59,7 +68,7 @@ def fields(entry: CacheEntry, vector: bytes) -> dict[str, str | bytes]:
 
 def decode(key: str, row: list[Any]) -> CacheEntry | None:
     """An entry from its ``FIELDS`` in order (an ``HMGET``); ``None`` when it is gone."""
-    scope, model, text, vector, answer, created, expires = row
+    scope, model, text, vector, answer, created, expires, bar = row
     if scope is None or vector is None or answer is None:
         return None
     return CacheEntry(
@@ -71,6 +80,7 @@ def decode(key: str, row: list[Any]) -> CacheEntry | None:
         answer=Answer.from_json(answer),
         created=float(created),
         expires=float(expires) if expires else None,
+        bar=float(bar) if bar else 0.0,
     )
 
 

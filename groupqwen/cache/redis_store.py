@@ -1,7 +1,7 @@
 """``RedisStore``: entries in Redis (shared by every gateway replica); neighbours found by the server's
 own vector search when it has one (``redis_search.py``), else in a local index kept in sync with Redis
 (``redis_local.py``). The entries' layout is in ``redis_entries.py``; the exact-match layer is one
-``HMGET``.
+``HMGET``. The entries' learned bars live with them (``redis_bars.py``, through ``bars``).
 
 Which way neighbours are found is probed (``FT._LIST``) at the first call that needs it and again after
 every outage. Every call has a ``timeout_s`` bound, and a failed call is one of two things:
@@ -27,7 +27,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from groupqwen import log, redis_client
+from groupqwen.cache.bars import WINDOW_S
 from groupqwen.cache.index import Vectors
+from groupqwen.cache.redis_bars import RedisBars
 from groupqwen.cache.redis_entries import FIELDS, Names, decode, fields, scan
 from groupqwen.cache.redis_local import LocalIndex
 from groupqwen.cache.redis_search import ServerSearch
@@ -142,6 +144,10 @@ class RedisStore:
         if not await self._call(self._server.probe):
             await self._local.sync()
 
+    def bars(self, window_s: float = WINDOW_S) -> RedisBars:
+        """The entries' learned bars, kept in this store's Redis (shared by every replica)."""
+        return RedisBars(self._redis, self._names, call=self._call, clock=self._clock, window_s=window_s)
+
     # -- VectorStore ---------------------------------------------------------------------------------
 
     async def get(self, key: str) -> CacheEntry | None:
@@ -173,6 +179,8 @@ class RedisStore:
             pipe.hset(name, mapping=mapping)  # type: ignore[arg-type]
             if entry.expires is not None:
                 pipe.pexpireat(name, int(entry.expires * 1000))
+            # a bar the entry learned stays (the hash's field is not written over): counted to its new expiry
+            pipe.zadd(self._names.bars, {entry.key: entry.expires or float("inf")}, xx=True)
             if not remote:
                 self._local.log_put(pipe, entry, vector)
             await pipe.execute()
@@ -190,10 +198,11 @@ class RedisStore:
             pipe = self._redis.pipeline(transaction=False)
             for key in batch:
                 pipe.unlink(self._names.entry(key))
+                pipe.zrem(self._names.bars, key)
                 if not remote:
                     self._local.log_delete(pipe, key)
             results = await pipe.execute()
-            return sum(int(r) for r in (results if remote else results[0::2]))
+            return sum(int(r) for r in results[0 :: 2 if remote else 3])
 
         removed = 0
         for start in range(0, len(keys), _DELETE_BATCH):

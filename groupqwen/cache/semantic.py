@@ -5,7 +5,8 @@ one: the last user turn is embedded and its nearest neighbours *in the same scop
 With the verifier (``verifier.py``: the bundled embedder, ``cache.verifier`` on) every neighbour at or above
 its floor is a candidate, served when the verifier's probability reaches the bar that the accepted
 false-hit rate maps to (the request's, else the policy's); without it, one at or above ``threshold`` that
-the guard (``guard.py``) accepts. An entry may have learned a stricter bar of its own (``bars.py``). The
+the guard (``guard.py``) accepts. An entry may have learned a stricter bar of its own (``bars.py``: in the
+process, or in Redis with the entry), taught by ``lessons.py``. The
 two layers can run apart (``lookup_exact``, then ``lookup_similar`` on its ``pending`` result), so that the
 orchestrator overlaps the embedding with the start of generation.
 
@@ -35,11 +36,12 @@ from typing import Literal, TypeVar
 
 from groupqwen import log
 from groupqwen.cache.answers import unworthy
-from groupqwen.cache.bars import EntryBars
+from groupqwen.cache.bars import EntryBars, LocalBars
 from groupqwen.cache.counters import CacheStats, Counters
 from groupqwen.cache.embedders import Embedder, Vectors
 from groupqwen.cache.guard import Guard, LexicalGuard
 from groupqwen.cache.keys import CacheKey, cache_key
+from groupqwen.cache.lessons import Lessons
 from groupqwen.cache.policy import BypassReason, CachePolicy, Lookup, Stage
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation, VectorStore
 from groupqwen.cache.verifier import Verifier
@@ -56,7 +58,8 @@ class SemanticCache:
     """The cache over ``store`` and ``embedder``. ``clock``'s wall time stamps the answers it keeps and
     decides when they expire (give the store the same clock), and the window in which a regeneration
     teaches the served entry its own bar (``bars.py``). ``verifier``: the second stage on candidates
-    (``verifier.py``); ``None``: the threshold and the guard decide."""
+    (``verifier.py``); ``None``: the threshold and the guard decide. ``bars``: where the entries' learned
+    bars are kept (``RedisStore.bars()`` for a Redis store); by default in this process."""
 
     def __init__(
         self,
@@ -66,18 +69,26 @@ class SemanticCache:
         guard: Guard | None = None,
         clock: Clock = SYSTEM_CLOCK,
         verifier: Verifier | None = None,
+        bars: EntryBars | None = None,
     ) -> None:
         self._store = store
         self.embedder = embedder
         self.policy = policy
         self.guard: Guard = guard or LexicalGuard()
         self.verifier = verifier
-        self.bars = EntryBars(clock)
         self._clock = clock
         self._counters = Counters()
         self._degraded = False
         self._embedder_error: str | None = None  # why the last embedding failed; None once one works
         self._writes = Writes()
+        self._lessons = Lessons(
+            bars or LocalBars(clock),
+            self._counters,
+            self._writes,
+            timeout_s=policy.timeout_s,
+            failed=self._failed,
+        )
+        self.bars: EntryBars = self._lessons.bars
 
     # -- keys ----------------------------------------------------------------------------------------
 
@@ -122,8 +133,7 @@ class SemanticCache:
         if isinstance(key, str):
             return self._bypass("policy", key)
         if not read:
-            if self.bars.regenerated(key.entry_key) is not None:
-                self._counters.regenerated += 1
+            await self._lessons.regenerated(key)
             return self._bypass("no_cache", "the client asked not to read the cache", key)
         entry = await self._guarded(self._get(key.entry_key))
         if isinstance(entry, Lookup):
@@ -199,7 +209,7 @@ class SemanticCache:
             best = similarity if best is None else max(best, similarity)
             if similarity < floor:
                 break
-            bar = max(shared_bar, self.bars.bar(candidate.key))
+            bar = max(shared_bar, self.bars.bar(candidate))
             if verifier is None:
                 verdict = self.guard.check(key.text, candidate.text)
                 score, stage = similarity, "threshold"
@@ -212,7 +222,7 @@ class SemanticCache:
                 best_score = score if best_score is None else max(best_score, score)
             if score >= bar:
                 self._counters.semantic_hits += 1
-                hit_id = self.bars.served(key.entry_key, candidate.key, score)
+                hit_id = self._lessons.served(key, candidate.key, score)
                 return Lookup(
                     "hit",
                     "semantic match",
@@ -341,11 +351,10 @@ class SemanticCache:
 
     # -- administration ------------------------------------------------------------------------------
 
-    def dislike(self, hit_id: str) -> bool:
-        """Feedback on a semantic hit: its entry tightens its bar (``bars.py``). False: an unknown id."""
-        known = self.bars.disliked(hit_id) is not None
-        self._counters.disliked += known
-        return known
+    async def dislike(self, hit_id: str) -> bool:
+        """Feedback on a semantic hit: its entry tightens its bar (``bars.py``). False: an unknown id (or an
+        entry gone); ``CacheUnavailable`` when the bars' store does not answer."""
+        return await self._lessons.disliked(hit_id)
 
     async def probe(self) -> tuple[Literal["ok", "degraded"], str | None]:
         """For the health endpoint. A remote store is pinged, so a recovered Redis shows ``ok`` again; a
@@ -370,7 +379,8 @@ class SemanticCache:
         """The counters and the store's figures, once the writes scheduled so far have landed (or the
         drain's bound has passed)."""
         await self.drain()
-        return self._counters.stats(await self._store.stats(), self.health(), len(self.bars))
+        store = await self._store.stats()
+        return self._counters.stats(store, self.health(), await self.bars.learned())
 
     async def invalidate(self, selector: Invalidation) -> int:
         """Drop the matching entries, the ones written by writes scheduled before this call included."""

@@ -56,6 +56,7 @@ class CacheEntry:
     answer: Answer
     created: float
     expires: float | None  # epoch seconds; None: never
+    bar: float = field(default=0.0, compare=False)  # its own learned bar, where the store keeps it (Redis)
 
     def expired(self, now: float) -> bool:
         return self.expires is not None and self.expires <= now

@@ -1,4 +1,5 @@
-"""RedisStore against a real Valkey server: sharing between gateways, restarts, TTL, outages. Every test
+"""RedisStore against a real Valkey server: sharing between gateways (entries and learned bars), restarts,
+TTL, outages. Every test
 runs twice: on a plain server (neighbours in each store's local index) and on one with the search module
 (neighbours found by ``FT.SEARCH``)."""
 
@@ -12,12 +13,14 @@ import pytest
 import redis
 from servers import ValkeyServer
 
+from groupqwen.cache.bars import raised
 from groupqwen.cache.embedders import MiniLMEmbedder
 from groupqwen.cache.policy import Lookup
 from groupqwen.cache.redis_store import RedisStore
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.cache.stores import Answer, CacheEntry, Invalidation
 from groupqwen.clock import SYSTEM_CLOCK, Clock
+from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import ChatRequest
 from groupqwen.testing import FakeClock
 
@@ -40,7 +43,7 @@ def gateway(url: str, embedder: MiniLMEmbedder, *, clock: Clock = SYSTEM_CLOCK) 
     the store's retry window after a failure). Timeouts generous: no call here may time out on a busy
     machine."""
     store = redis_store(url, embedder.dim, timeout_s=5.0, retry_after_s=1.0, clock=clock)
-    return SemanticCache(store, embedder, policy(timeout_s=10.0), clock=clock)
+    return SemanticCache(store, embedder, policy(timeout_s=10.0), clock=clock, bars=store.bars())
 
 
 async def synced(cache: SemanticCache) -> SemanticCache:
@@ -255,3 +258,120 @@ async def test_a_search_catches_up_with_other_replicas_in_its_own_round_trip(
     assert trips == 2
     await writer.close()
     await reader.close()
+
+
+async def test_a_hit_served_by_one_gateway_and_regenerated_on_another_tightens_it_for_both(
+    redis_url: str, minilm: MiniLMEmbedder
+) -> None:
+    """The serve is remembered in Redis, so the regeneration teaches the entry wherever it arrives; the bar
+    is a field of the entry, so every gateway applies it (read with the candidates)."""
+    a, b = await synced(gateway(redis_url, minilm)), await synced(gateway(redis_url, minilm))
+    lookup = await a.lookup(ask("How do I center a div in CSS?"), "t", "m")
+    a.store(lookup, "m", answer("margin: auto"), None)
+    asked = ask("How can I center a div with CSS?")
+    served = await a.lookup(asked, "t", "m")
+    assert (served.status, served.stage) == ("hit", "threshold") and served.entry is not None
+    assert served.similarity is not None and served.entry.bar == 0.0
+    assert await a.drain()  # the serve is remembered in the background: landed now
+    raw = redis.Redis.from_url(redis_url)
+    ttl = raw.pttl(f"groupqwen:cache:s:q:{served.key.entry_key}")  # type: ignore[union-attr]
+    assert 0 < ttl <= a.bars.window_s * 1000
+    assert (await b.lookup(asked, "t", "m", read=False)).bypass == "no_cache"  # the re-ask reaches b
+    bar = raw.hget(f"groupqwen:cache:e:{served.entry.key}", "bar")
+    assert bar is not None and float(bar) == raised(served.similarity) > served.similarity
+    for cache in (a, b):
+        assert (await cache.lookup(asked, "t", "m")).status == "miss"
+        exact = await cache.lookup(ask("How do I center a div in CSS?"), "t", "m")
+        assert exact.status == "hit" and exact.entry is not None and exact.entry.bar == float(bar)
+        stats = await cache.stats()
+        assert stats.learned_bars == 1 and stats.errors == 0
+    assert (await a.stats()).regenerated == 0 and (await b.stats()).regenerated == 1
+    assert (await a.lookup(asked, "t", "m", read=False)).bypass == "no_cache"  # taught once, not twice
+    assert (await a.stats()).regenerated == 0
+    raw.close()
+    await a.close()
+    await b.close()
+
+
+async def test_a_hit_served_by_one_gateway_is_disliked_through_another(
+    redis_url: str, minilm: MiniLMEmbedder
+) -> None:
+    a, b = await synced(gateway(redis_url, minilm)), await synced(gateway(redis_url, minilm))
+    lookup = await a.lookup(ask("How many legs does a spider have?"), "t", "m")
+    a.store(lookup, "m", answer("eight"), 60)
+    served = await a.lookup(ask("How many legs do spiders have?"), "t", "m")
+    assert served.status == "hit" and served.hit_id is not None and served.entry is not None
+    assert await a.drain()
+    assert await b.dislike(served.hit_id)
+    assert not await a.dislike(served.hit_id)  # once per hit, whichever gateway is told
+    assert not await a.dislike("0" * 24)  # an id never given
+    assert (await a.lookup(ask("How many legs do spiders have?"), "t", "m")).status == "miss"
+    assert (await b.stats()).disliked == 1 and (await a.stats()).learned_bars == 1
+    assert await b.invalidate(Invalidation(pattern="*spider*")) == 1  # gone with its bar
+    assert (await a.stats()).learned_bars == 0
+    await a.close()
+    await b.close()
+
+
+async def test_a_bar_is_never_lowered_and_stays_with_its_entry(
+    redis_url: str, minilm: MiniLMEmbedder
+) -> None:
+    """Serves taught in any order, concurrently too, leave the highest bar; a rewrite of the entry keeps
+    it; a lesson about an entry gone creates nothing."""
+    store = redis_store(redis_url, minilm.dim, timeout_s=5.0)
+    bars = store.bars()
+    text = "which planet has the most moons?"
+    entry = CacheEntry("s:moons", "s", "m", text, minilm.embed([text])[0],
+                       Answer("Saturn", "", "stop", 1, 1), time.time(), time.time() + 600)  # fmt: skip
+    await store.put(entry)
+    scores = [0.9, 0.5, 0.7, 0.95, 0.6, 0.8]
+    for n, score in enumerate(scores):
+        await bars.served(f"q{n}", entry.key, score, f"h{n}")
+    assert await bars.disliked("h0") == entry.key
+    assert (got := await store.get(entry.key)) is not None and got.bar == raised(0.9)
+    assert await bars.disliked("h1") == entry.key  # a lower lesson: the bar stays
+    assert (got := await store.get(entry.key)) is not None and got.bar == raised(0.9)
+    taught = await asyncio.gather(*(bars.disliked(f"h{n}") for n in range(2, len(scores))))
+    assert taught == [entry.key] * (len(scores) - 2)
+    assert (got := await store.get(entry.key)) is not None and got.bar == raised(max(scores))
+    await store.put(entry)  # the same question answered again: the bar it learned stays
+    assert (got := await store.get(entry.key)) is not None and got.bar == raised(max(scores))
+    assert await bars.learned() == 1
+    await bars.served("q", "s:gone", 0.9, "h")
+    assert await bars.regenerated("q") is None and await bars.disliked("h") is None
+    raw = redis.Redis.from_url(redis_url)
+    assert not raw.exists("groupqwen:cache:e:s:gone") and await bars.learned() == 1
+    assert await store.clear() == 1 and await bars.learned() == 0
+    raw.close()
+    await store.close()
+
+
+async def test_redis_down_means_no_learning_and_requests_still_answered(
+    redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
+) -> None:
+    clock = FakeClock(wall=time.time())
+    cache = gateway(redis_url, minilm, clock=clock)
+    lookup = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
+    cache.store(lookup, "m", answer("Paris"), None)
+    asked = ask("Where is the Eiffel Tower located?")
+    served = await cache.lookup(asked, "t", "m")
+    assert served.status == "hit" and served.hit_id is not None
+    assert await cache.drain()
+    await synced(cache)
+    errors = cache._counters.errors
+    valkey.stop()
+    try:
+        again = await cache.lookup(asked, "t", "m", read=False)  # answered: the cache is only bypassed
+        assert again.bypass == "no_cache" and cache._counters.regenerated == 0
+        assert cache._counters.errors == errors + 1 and cache.health() == "degraded"
+        with pytest.raises(CacheUnavailable):  # the feedback endpoint's 503
+            await cache.dislike(served.hit_id)
+        assert cache._counters.disliked == 0
+    finally:
+        valkey.start()
+    clock.advance(1.0)  # the store's retry_after_s
+    assert (await cache.lookup(asked, "t", "m", read=False)).bypass == "no_cache"
+    assert cache._counters.errors == errors + 2  # a fresh server: the serve went with the old one
+    assert (await cache.lookup(asked, "t", "m")).status != "bypass" and cache.health() == "ok"
+    assert (await cache.stats()).learned_bars == 0 and cache._counters.regenerated == 0
+    await cache.close()

@@ -82,11 +82,11 @@ async def test_a_regenerated_hit_tightens_its_entry_alone(cache: SemanticCache, 
     assert served.status == "hit" and served.entry is not None and served.score is not None
     # the client did not like it: it asks again, not reading the cache
     assert (await cache.lookup(asked, "t", "m", read=False)).bypass == "no_cache"
-    assert cache.bars.bar(served.entry.key) > served.score
+    assert cache.bars.bar(served.entry) > served.score
     again = await cache.lookup(asked, "t", "m", max_false_hit_rate=1.0)
     assert again.status == "miss" or (again.entry is not None and again.entry.key != served.entry.key)
     other = await cache.lookup(ask("How can I become a better writer?"), "t", "m", max_false_hit_rate=1.0)
-    assert other.status == "hit" and other.entry is not None and cache.bars.bar(other.entry.key) == 0.0
+    assert other.status == "hit" and other.entry is not None and cache.bars.bar(other.entry) == 0.0
     stats = await cache.stats()
     assert stats.regenerated == 1 and stats.learned_bars == 1
     # a no-cache request long after the serve teaches nothing
@@ -140,5 +140,5 @@ async def test_without_the_verifier_a_regenerated_hit_raises_its_cosine_bar(
     served = await cache.lookup(asked, "t", "m")
     assert (served.status, served.stage) == ("hit", "threshold") and served.similarity is not None
     await cache.lookup(asked, "t", "m", read=False)
-    assert served.entry is not None and cache.bars.bar(served.entry.key) > served.similarity
+    assert served.entry is not None and cache.bars.bar(served.entry) > served.similarity
     assert (await cache.lookup(asked, "t", "m")).status == "miss"

@@ -1,6 +1,7 @@
 """Two gateway replicas against one Redis (with vector search) and one PostgreSQL, as docker-compose.yml
 runs them: two real ``groupqwen serve`` processes, and they behave as one service — an answer cached
-through one is a hit through the other, both write their telemetry to the one database, an API key created
+through one is a hit through the other (and a hit served by one, asked again with ``no-cache`` through the
+other, tightens its entry's bar for both), both write their telemetry to the one database, an API key created
 once works on both, a key's rate limit is counted across both, and a response stored through one is read,
 continued and deleted through the other, and a WebSocket generation started on one is resumed through the
 other (relayed to the replica running it), by its owner only; its replica gone, the resume is answered
@@ -17,10 +18,11 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 from servers import PostgresServer, ValkeyServer
 from typer.testing import CliRunner
-from waiting import until
+from waiting import until, wait_until
 from websockets.exceptions import ConnectionClosed
 from ws_client import abort, ask, open_socket, receive, send, seqs, text_of, until_finished, wait_for
 
@@ -90,11 +92,11 @@ def replicas(
         yield a, b
 
 
-def chat(replica: ServedProcess, key: str, body: dict[str, Any] = QUESTION) -> httpx.Response:
+def chat(replica: ServedProcess, key: str, body: dict[str, Any] = QUESTION, **headers: str) -> httpx.Response:
     return httpx.post(
         f"{replica.url}/v1/chat/completions",
         json=body,
-        headers={"Authorization": f"Bearer {key}"},
+        headers={"Authorization": f"Bearer {key}", **headers},
         timeout=60,
     )
 
@@ -122,6 +124,36 @@ def test_an_answer_cached_through_one_replica_is_a_hit_through_the_other(
     assert second.status_code == 200, second.text
     assert second.headers["x-groupqwen-cache"] == "hit"
     assert second.json()["choices"][0]["message"]["content"] == "Another copy."
+
+
+def test_a_hit_on_one_replica_asked_again_through_the_other_tightens_its_entry_for_both(
+    replicas: tuple[ServedProcess, ServedProcess], shared_redis: str
+) -> None:
+    """vCache-style bars shared through Redis: A serves a near miss, the client asks B again with
+    ``no-cache`` (its fresh answer not stored: TTL 0), and A no longer serves that entry for the question."""
+    a, b = replicas
+    loose = {"x-groupqwen-cache-max-false-hit-rate": "1"}  # the verifier's lowest bar: the near miss hits
+
+    def asking(text: str) -> dict[str, Any]:
+        return {**QUESTION, "messages": [{"role": "user", "content": text}]}
+
+    near = asking("What is the best way to learn cooking?")
+    assert chat(a, ADMIN, asking("How do I learn to cook?")).headers["x-groupqwen-cache"] == "miss"
+    served = chat(a, ADMIN, near, **loose)  # A reads its own write back
+    assert served.headers["x-groupqwen-cache"] == "hit", served.headers
+    assert served.headers["x-groupqwen-cache-stage"] == "verifier"
+    raw = redis.Redis.from_url(shared_redis)
+    wait_until(lambda: any(raw.scan_iter("groupqwen:cache:s:q:*")))  # A remembers the serve in the background
+    again = chat(b, ADMIN, near, **{"cache-control": "no-cache", "x-groupqwen-cache-ttl": "0"})
+    assert again.status_code == 200 and again.headers["x-groupqwen-cache"] == "bypass"
+    unstored = {**loose, "x-groupqwen-cache-ttl": "0"}  # a miss's answer would be an exact hit next
+    for replica in (a, b):
+        assert chat(replica, ADMIN, near, **unstored).headers["x-groupqwen-cache"] == "miss"
+        stats = httpx.get(
+            f"{replica.url}/v1/cache/stats", headers={"Authorization": f"Bearer {ADMIN}"}
+        ).json()
+        assert stats["learned_bars"] == 1 and stats["regenerated"] == (replica is b)
+    raw.close()
 
 
 def test_a_key_created_once_works_on_both_and_its_rate_limit_is_shared(

@@ -76,7 +76,8 @@ export interface paths {
         put?: never;
         /**
          * Cache Feedback
-         * @description The hit's entry raises its own bar (docs/cache.md, per-entry bars); an unknown id is a 404.
+         * @description The hit's entry raises its own bar (docs/cache.md, per-entry bars); an unknown id is a 404, a cache
+         *     store that does not answer a 503.
          */
         post: operations["cache_feedback_v1_cache_feedback_post"];
         delete?: never;
