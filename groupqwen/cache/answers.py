@@ -3,8 +3,9 @@
 - ``low_confidence``: the cascade scored the answer and it is unsure: below ``cache.min_confidence``, or
   below its own step's escalation bar (a tier that would have escalated had a later one been there). A
   wrong, unsure answer served again to everyone who asks is worse than one generation.
-- ``time``: the question or the answer refers to the current date or time ("today", "right now", "this
-  week", "as of today" …): true when written, stale when served tomorrow.
+- ``time``: the question or the answer refers to the current date or time ("today", "right now", "next
+  Friday", "how many days until", the weather, prices, scores, "as of today" …): true when written, stale
+  when served tomorrow.
 - ``earlier_turns``: the question or the answer refers to the user's earlier turns ("as I said", "your
   previous answer" …): its meaning lives in a conversation the next asker did not have.
 
@@ -21,11 +22,15 @@ from groupqwen.messages import Decision
 NotStored = Literal["low_confidence", "time", "earlier_turns"]
 NOT_STORED: tuple[NotStored, ...] = get_args(NotStored)
 
+_DAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
 _TIME_QUESTION = re.compile(
     r"\b(today|today's|tonight|tomorrow|yesterday|right now|nowadays|currently|at the moment|"
-    r"this (morning|afternoon|evening|week|weekend|month|year)|current (date|time|day|year|month|weather|"
-    r"price|news)|what time is it|what day is it|what(?:'s| is) the date|the latest|latest news|"
-    r"this time of year)\b",
+    rf"(?:this|next|last) (?:morning|afternoon|evening|night|week|weekend|month|year|season|{_DAY})|"
+    r"current (date|time|day|year|month|weather|price|news)|what time is it|what day is it|"
+    r"what(?:'s| is) the date|what year is it|the latest|latest news|this time of year|"
+    r"how (?:many|much) (?:days|weeks|months|years|time) (?:until|till|left|ago|since)|"
+    r"(?:what's|what is|how's|how is) the weather|weather (?:like|forecast|in|for)|"
+    r"(?:stock|share) price|exchange rate|score of|who won (?:the|last|yesterday))\b",
     re.IGNORECASE,
 )
 _TIME_ANSWER = re.compile(

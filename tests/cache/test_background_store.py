@@ -254,17 +254,17 @@ async def test_clear_and_invalidate_never_race_a_write_in_flight(minilm: MiniLME
     the rest: it never brings its entry back after the clear."""
     store = GatedStore(minilm.dim)
     cache = cache_over(store, minilm)
-    lookup = await cache.lookup(ask("What is the weather like in Lima?"), "t", "m")
+    lookup = await cache.lookup(ask("What is the climate like in Lima?"), "t", "m")
     cache.store(lookup, "m", answer("mild"), None)
     dropping = asyncio.create_task(
-        cache.clear() if how == "clear" else cache.invalidate(Invalidation(pattern="*weather*"))
+        cache.clear() if how == "clear" else cache.invalidate(Invalidation(pattern="*climate*"))
     )
     await turns()
     assert not dropping.done()  # waits for the write in flight
     store.gate.set()
     assert await dropping == 1
     await turns()
-    assert (await cache.lookup(ask("What is the weather like in Lima?"), "t", "m")).status == "miss"
+    assert (await cache.lookup(ask("What is the climate like in Lima?"), "t", "m")).status == "miss"
     assert (await cache.stats()).entries == 0
     await cache.close()
 

@@ -287,8 +287,8 @@ def test_a_bad_ttl_header_is_a_400(embedded: tuple[TestClient, dict[str, FakeBac
 
 def test_admin_stats_invalidate_and_clear(embedded: tuple[TestClient, dict[str, FakeBackend]]) -> None:
     client, _ = embedded
-    chat(client, "What is the weather like on Mars?")
-    chat(client, "What is the weather like on Mars?")
+    chat(client, "What is the climate like on Mars?")
+    chat(client, "What is the climate like on Mars?")
     chat(client, "Who discovered penicillin?", model="other")
     stats = client.get("/v1/cache/stats").json()
     assert stats["backend"] == "embedded" and stats["status"] == "ok"

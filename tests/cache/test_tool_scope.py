@@ -12,7 +12,7 @@ from groupqwen.messages import ChatRequest, Completion, Message, Sampling, Tool,
 from .helpers import embedded_store, policy
 
 WEATHER = Tool("get_weather", "The weather in a city", {"type": "object", "properties": {"city": {}}})
-QUESTION = "What is the weather in Paris?"
+QUESTION = "Which city should I visit in France?"
 
 
 def ask(tools: Tools | None = None, sampling: Sampling | None = None) -> ChatRequest:
