@@ -22,12 +22,8 @@ from groupqwen.api.chat import parse_chat
 from groupqwen.api.choices import Choices, total_usage
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import SSE, ChatCompletion, EmbeddingList, Model, ModelList, body, errors
-from groupqwen.api.schemas.chat import (
-    ChatCompletionRequest,
-    ChunkWriter,
-    completion_json,
-    decision_json,
-)
+from groupqwen.api.schemas.chat import ChatCompletionRequest
+from groupqwen.api.schemas.chat_output import ChunkWriter, completion_json, decision_json
 from groupqwen.api.schemas.embeddings import EmbeddingRequest, embedding_texts, embeddings_json
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services

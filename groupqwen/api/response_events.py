@@ -12,7 +12,7 @@ from contextlib import aclosing
 from typing import Any
 
 from groupqwen import log
-from groupqwen.api.schemas.chat import logprobs_json
+from groupqwen.api.schemas.chat_output import logprobs_json
 from groupqwen.api.schemas.response_output import (
     ResponseWriter,
     message_item,

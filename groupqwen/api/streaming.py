@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from groupqwen import log
 from groupqwen.api.choices import total_usage
 from groupqwen.api.errors import error_body
-from groupqwen.api.schemas.chat import decision_json
+from groupqwen.api.schemas.chat_output import decision_json
 from groupqwen.errors import ClientDisconnected, GroupQwenError
 from groupqwen.messages import Delta, Usage
 from groupqwen.orchestrator.answer import Answer

@@ -17,7 +17,7 @@ from groupqwen.api import auth
 from groupqwen.api.chat import parse_chat
 from groupqwen.api.errors import error_body
 from groupqwen.api.openai import cache_control, decision_headers
-from groupqwen.api.schemas.chat import ChunkWriter, decision_json, usage_json
+from groupqwen.api.schemas.chat_output import ChunkWriter, decision_json, usage_json
 from groupqwen.api.services import Services
 from groupqwen.api.ws_sessions import Cancelled, Generation, Overflow, Session
 from groupqwen.errors import GroupQwenError, UnsupportedParameter

@@ -11,7 +11,8 @@ from pydantic import Field
 
 from groupqwen import log
 from groupqwen.api.schemas import Wire
-from groupqwen.api.schemas.chat import MAX_CHOICES, StreamOptions, usage_json
+from groupqwen.api.schemas.chat import MAX_CHOICES, StreamOptions
+from groupqwen.api.schemas.chat_output import usage_json
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,

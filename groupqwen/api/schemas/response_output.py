@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from groupqwen.api.schemas.chat import decision_json, logprobs_json
+from groupqwen.api.schemas.chat_output import decision_json, logprobs_json
 from groupqwen.api.schemas.response_tools import function_call_item, tools_json
 from groupqwen.api.schemas.responses import ResponsesRequest
 from groupqwen.messages import Completion, Decision, TokenLogprob, Tools, TranslationReport, Usage
