@@ -41,6 +41,12 @@ def usage_json(usage: Usage) -> dict[str, int]:
     }
 
 
+def choices_usage_json(completions: list[Completion]) -> dict[str, int]:
+    """The usage of an answer of several choices: the prompt once, every choice's completion tokens."""
+    prompt = completions[0].usage.prompt_tokens
+    return usage_json(Usage(prompt, sum(c.usage.completion_tokens for c in completions)))
+
+
 def completion_json(
     completion_id: str, decision: Decision, completions: list[Completion], logprobs: bool
 ) -> dict[str, Any]:
@@ -61,15 +67,13 @@ def completion_json(
                 "finish_reason": completion.finish_reason,
             }
         )
-    prompt = completions[0].usage.prompt_tokens
-    usage = Usage(prompt, sum(c.usage.completion_tokens for c in completions))
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": decision.model,
         "choices": choices,
-        "usage": usage_json(usage),
+        "usage": choices_usage_json(completions),
     }
 
 

@@ -12,7 +12,7 @@ from pydantic import Field
 from groupqwen import log
 from groupqwen.api.schemas import Wire
 from groupqwen.api.schemas.chat import MAX_CHOICES, StreamOptions
-from groupqwen.api.schemas.chat_output import usage_json
+from groupqwen.api.schemas.chat_output import choices_usage_json, usage_json
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,
@@ -152,15 +152,13 @@ def completion_json(
         }
         for index, completion in enumerate(completions)
     ]
-    prompt = completions[0].usage.prompt_tokens
-    usage = Usage(prompt, sum(c.usage.completion_tokens for c in completions))
     return {
         "id": completion_id,
         "object": "text_completion",
         "created": int(time.time()),
         "model": decision.model,
         "choices": choices,
-        "usage": usage_json(usage),
+        "usage": choices_usage_json(completions),
     }
 
 
