@@ -2,7 +2,7 @@
 upstream alone and LiteLLM's proxy on the same upstream, in one interleaved run.
 
     .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 2] [--concurrency 1 8 64] [--tokens 16]
-                                    [--targets direct,gateway,workers,auto,miss,hit,litellm]
+                                    [--targets direct,gateway,workers,auto,miss,hit,semantic,litellm]
                                     [--modes json,stream] [--workers 1] [--baseline CHECKOUT]
                                     [--json out.json] [--profile DIR]
 
@@ -10,7 +10,8 @@ A fast fake upstream (``bench/fake_upstream.py``, its own process, answers from 
 ``--tokens``-token reply. Targets, each its own process started here: the upstream direct; ``groupqwen
 serve`` with one ``openai_http`` model, cache off, telemetry on; ``auto`` over two ``openai_http`` tiers
 (the router and the cascade's confidence scoring); the semantic cache on with every prompt new (misses:
-exact lookup, embedding, search, store); the cache on with one prompt (exact hits); LiteLLM's proxy
+exact lookup, embedding, search, store); the cache on with one prompt (exact hits); the cache on with a
+paraphrase of the stored prompt (semantic hits: exact lookup, embedding, search, verifier); LiteLLM's proxy
 (installed on first use into ``bench/.cache/litellm-venv``, never a dependency of the project; its
 version is printed). ``--workers N`` (N > 1) adds the cache-off gateway served by ``groupqwen serve --workers
 N`` (target ``workers``): its CPU is its whole process tree's. ``--baseline CHECKOUT`` adds the cache-off
@@ -117,6 +118,9 @@ WORDS = (
 
 
 GATEWAY = "GroupQwen, openai_http, cache off"
+PROMPT = "What is the answer?"
+# a stored question and a paraphrase the verifier accepts as a semantic hit on it (checked by ``warm``)
+STORED, PARAPHRASE = "How do I reverse a list in Python?", "How can I reverse a list in Python?"
 
 
 @dataclass
@@ -157,7 +161,8 @@ def _lua(target: Target, stream: bool, count: int) -> str:
             "end",
         ]
     else:
-        lines.append(f"wrk.body = {json.dumps(_body(target.model, 'What is the answer?', stream))}")
+        prompt = PARAPHRASE if target.cache == "semantic" else PROMPT
+        lines.append(f"wrk.body = {json.dumps(_body(target.model, prompt, stream))}")
     if target.cache != "off":
         lines += [
             "local threads = {}",
@@ -207,16 +212,25 @@ def run_cell(target: Target, stream: bool, concurrency: int, seconds: int, work:
 
 
 def warm(target: Target) -> None:
-    """One request of each mode (models loaded, connections made); for ``hit`` the answer stored."""
+    """One request of each mode (models loaded, connections made); for ``hit`` and ``semantic`` the answer
+    stored, and for ``semantic`` the paraphrase checked to be a semantic hit."""
     for stream in (False, True):
+        prompt = STORED if target.cache == "semantic" else PROMPT
         for _ in range(50):
-            body = _body(target.model, "What is the answer?", stream)
-            response = httpx.post(
-                target.url, content=body, headers={"content-type": "application/json"}, timeout=60
-            )
-            response.raise_for_status()
-            if target.cache != "hit" or response.headers.get("x-groupqwen-cache") == "hit":
+            response = _ask(target, prompt, stream)
+            if target.cache not in ("hit", "semantic") or response.headers.get("x-groupqwen-cache") == "hit":
                 break
+        if target.cache == "semantic":
+            stage = _ask(target, PARAPHRASE, stream).headers.get("x-groupqwen-cache-stage")
+            if stage in (None, "exact"):
+                raise SystemExit(f"{PARAPHRASE!r} is not a semantic hit on {STORED!r} (stage {stage})")
+
+
+def _ask(target: Target, prompt: str, stream: bool) -> httpx.Response:
+    body = _body(target.model, prompt, stream)
+    response = httpx.post(target.url, content=body, headers={"content-type": "application/json"}, timeout=60)
+    response.raise_for_status()
+    return response
 
 
 def _targets(
@@ -243,6 +257,7 @@ def _targets(
         ("auto", "GroupQwen, auto over two openai_http tiers", 2, False, "auto", "off", 1),
         ("miss", "GroupQwen, cache on, every request a miss", 1, True, "tier-0", "miss", 1),
         ("hit", "GroupQwen, cache on, exact hits", 1, True, "tier-0", "hit", 1),
+        ("semantic", "GroupQwen, cache on, semantic hits", 1, True, "tier-0", "semantic", 1),
     ]
     for key, name, tiers, cache, model, mode, processes in plans:
         if key in names and (key != "workers" or workers > 1):
@@ -287,7 +302,7 @@ def table(
             row = [f"{r:,.0f}" for r in rates]
             row.append(f"{statistics.median(cpus):.2f} ({min(cpus):.2f}–{max(cpus):.2f})" if cpus else "–")
             row.append(f"{p50:.2f}")
-            row.append(f"{p50 - direct_p50:+.2f}" if t.name != "upstream direct" else "–")
+            row.append(f"{p50 - direct_p50:+.2f}" if t.name != "upstream direct" and direct_p50 > 0 else "–")
             row.append(f"{min(ratios):.1f}–{max(ratios):.1f}" if ratios else "–")
             loads = [cell.load for c in concurrency for cell in results.get((t.name, mode, c), [])]
             row.append(f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–")
@@ -361,7 +376,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--targets", default="direct,gateway,workers,auto,miss,hit,litellm")
+    parser.add_argument("--targets", default="direct,gateway,workers,auto,miss,hit,semantic,litellm")
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
@@ -404,7 +419,7 @@ def main() -> None:
         if args.profile:
             profile(targets, modes, args.seconds, work, args.profile)
     load_after = os.getloadavg()
-    embed = f"{embedding_ms():.2f} ms CPU" if "miss" in names else "not measured"
+    embed = f"{embedding_ms():.2f} ms CPU" if names & {"miss", "semantic"} else "not measured"
     print(
         f"{args.tokens}-token replies, {args.seconds:g} s cells, {args.rounds} rounds, wrk, "
         f"{os.cpu_count()} cores"
@@ -412,7 +427,9 @@ def main() -> None:
     print(
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; LiteLLM {version or 'not run'}"
     )
-    print(f"the embedding alone (a miss's part of it, the cache's default embedder, one prompt): {embed}")
+    print(
+        f"the embedding alone (the default embedder, one prompt; part of a miss and a semantic hit): {embed}"
+    )
     print(table(results, targets, args.concurrency))
     print(scaling(results, args.concurrency))
     if args.json:

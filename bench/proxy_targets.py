@@ -32,7 +32,7 @@ class Target:
     url: str
     model: str
     pid: int
-    cache: str = "off"  # off | miss (every prompt new) | hit (one prompt, stored before)
+    cache: str = "off"  # off | miss (every prompt new) | hit (one prompt stored) | semantic (its paraphrase)
 
 
 def free_port() -> int:

@@ -252,8 +252,9 @@ class ModelLoadError(BackendError):
 
 class UpstreamError(BackendError):
     """A model's server (``backend: openai_http``) refused the request: its HTTP status and error passed
-    through as it sent them (a 400 for a bad parameter, a 500, …), ``Retry-After`` included. Not for its
-    401, 403 or 404, which say the gateway's configuration is wrong (a ``BackendError``, 502)."""
+    through as it sent them (a 400 for a bad parameter; a 429 or 5xx when no replica could answer),
+    ``Retry-After`` included. Not for its 401, 403 or 404, which say the gateway's configuration is wrong
+    (a ``BackendError``, 502)."""
 
     code: str | None = None  # the server's, set per instance
 

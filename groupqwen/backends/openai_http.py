@@ -12,9 +12,11 @@ answer_timeout_s``), and read as a stream of one chunk (a server that streams al
 stream).
 
 A failure before the first token (connect error, 5xx, 429, no token within ``first_token_timeout``, a
-stream that ends empty) is retried on another replica, each at most once; when all fail: ``Overloaded``
-if they all said 429/503, the last server's own error (``UpstreamError``: its status, type, code and
-message) if they all answered one, else ``BackendError`` naming each replica and its reason. After the
+stream that ends empty) is retried on another replica, each at most once; when all fail, the last answer
+a server gave (``UpstreamError``: its status, type, code, message and ``Retry-After``, a 429 or 503
+included, as a client of that server would get it) if any answered, else ``BackendError`` naming each
+replica and its reason. A 429 does not eject its replica (the server is up, and limits its load; ejecting
+it would move its load to the others); a 5xx does. After the
 first token a failure (connection lost, nothing for ``idle_timeout``) raises ``BackendError``. A 400 that
 says the context is exceeded raises ``ContextLengthExceeded``; other 4xx pass through as
 ``UpstreamError``, never retried, except 401, 403 and 404: the gateway's key, URL or model name is wrong,
@@ -62,7 +64,6 @@ from groupqwen.errors import (
     ContextLengthExceeded,
     GroupQwenError,
     ModelLoadError,
-    Overloaded,
     UpstreamError,
 )
 from groupqwen.messages import Chunk, GenerationRequest, ReplicaState
@@ -94,17 +95,9 @@ class _Retry(BackendError):
     """An attempt failed before its first token: try another replica. It never leaves ``stream``; being a
     ``BackendError`` lets it through ``map_backend_errors``."""
 
-    def __init__(
-        self,
-        reason: str,
-        *,
-        overloaded: bool = False,
-        retry_after: int | None = None,
-        upstream: UpstreamError | None = None,
-    ) -> None:
+    def __init__(self, reason: str, *, upstream: UpstreamError | None = None) -> None:
         super().__init__(reason)
-        self.reason, self.overloaded, self.retry_after = reason, overloaded, retry_after
-        self.upstream = upstream  # the server's own error, when it answered one
+        self.reason, self.upstream = reason, upstream  # the server's own error, when it answered one
 
 
 class OpenAIHTTPBackend:
@@ -265,14 +258,10 @@ class OpenAIHTTPBackend:
 
     def _all_failed(self, failures: list[tuple[_Replica, _Retry]]) -> GroupQwenError:
         reasons = "; ".join(f"{replica.url}: {exc.reason}" for replica, exc in failures)
-        if failures and all(exc.overloaded for _, exc in failures):
-            waits = [exc.retry_after for _, exc in failures if exc.retry_after is not None]
-            message = f"model {self.model_id!r}: every replica is overloaded ({reasons})"
-            return Overloaded(message, retry_after=min(waits, default=1))
-        last = failures[-1][1].upstream if failures else None
-        if last is not None and all(exc.upstream is not None for _, exc in failures):
-            _log.warning("every replica answered an error", model=self.model_id, errors=reasons)
-            return last  # as the server said it
+        answers = [exc.upstream for _, exc in failures if exc.upstream is not None]
+        if answers:
+            _log.warning("no replica could serve the request", model=self.model_id, errors=reasons)
+            return answers[-1]  # as the server said it
         return BackendError(f"model {self.model_id!r}: no replica could serve the request ({reasons})")
 
     async def _attempt(
@@ -370,9 +359,7 @@ class OpenAIHTTPBackend:
         if status == 429 or status >= 500:
             if status >= 500:
                 self._eject(replica, f"HTTP {status}")
-            overloaded = status in (429, 503)
-            reason = f"HTTP {status}: {message[:MAX_MESSAGE]}"
-            return _Retry(reason, overloaded=overloaded, retry_after=upstream.retry_after, upstream=upstream)
+            return _Retry(f"HTTP {status}: {message[:MAX_MESSAGE]}", upstream=upstream)
         if status == 400 and _CONTEXT_EXCEEDED.search(text[:2000]):
             return ContextLengthExceeded(message, param="messages")
         return upstream

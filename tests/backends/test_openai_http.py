@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from groupqwen.backends.base import Backend
 from groupqwen.backends.openai_http import OpenAIHTTPBackend
 from groupqwen.catalog import ModelSpec, builtin_catalog
 from groupqwen.config import Settings, load_settings
-from groupqwen.errors import BackendError, ContextLengthExceeded, ModelLoadError, Overloaded, UpstreamError
+from groupqwen.errors import BackendError, ContextLengthExceeded, ModelLoadError, UpstreamError
 from groupqwen.messages import Chunk, GenerationRequest, ImagePart, Message, ResponseFormat, Sampling, Usage
 from groupqwen.orchestrator.thinking import ThinkSplitter
 
@@ -590,16 +592,101 @@ async def test_context_length_exceeded_400() -> None:
         assert len(a.requests) + len(b.requests) == 1
 
 
-async def test_all_replicas_overloaded_is_overloaded_with_retry_after() -> None:
-    async def busy(exchange: Exchange) -> None:
-        await exchange.send_json(429, {"error": "too many requests"}, extra="retry-after: 7\r\n")
+async def test_a_429_from_every_replica_reaches_the_client_as_the_server_sent_it() -> None:
+    """One replica or two, each answering 429: the client gets the (last) server's own status, type,
+    code, message and ``Retry-After``, not the gateway's 503; each replica is asked once, none ejected."""
+    error = {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit_exceeded"}
 
-    async with raw_server(busy) as a, raw_server(busy) as b, loaded(a.url, b.url) as backend:
-        with pytest.raises(Overloaded) as info:
+    async def busy(exchange: Exchange) -> None:
+        await exchange.send_json(429, {"error": error}, extra="retry-after: 7\r\n")
+
+    async with raw_server(busy) as a, loaded(a.url) as backend:
+        with pytest.raises(UpstreamError) as one:
             await collect(backend, ask())
-        assert all(s.healthy for s in backend.replicas())  # 429 is not a fault: nobody ejected
-    assert info.value.retry_after == 7 and info.value.headers() == {"Retry-After": "7"}
-    assert len(a.requests) == 1 and len(b.requests) == 1
+    async with raw_server(busy) as a, raw_server(busy) as b, loaded(a.url, b.url) as backend:
+        with pytest.raises(UpstreamError) as two:
+            await collect(backend, ask())
+        assert all(s.healthy for s in backend.replicas())  # a 429 is not a fault: nobody ejected
+    assert len(a.requests) == 1 and len(b.requests) == 1  # retried on the other replica first
+    for info in (one, two):
+        assert (info.value.status_code, info.value.error_type, info.value.code, info.value.message) == (
+            429, "rate_limit_error", "rate_limit_exceeded", "slow down"
+        )  # fmt: skip
+        assert info.value.headers() == {"Retry-After": "7"}
+
+
+class _RateLimited(BaseHTTPRequestHandler):
+    """A server that lists its model and answers every completion 429 with ``Retry-After``."""
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+    def do_GET(self) -> None:
+        self._send(200, b'{"object":"list","data":[{"id":"smollm2","object":"model"}]}')
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self._send(429, b'{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit"}}')
+
+    def _send(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        if status == 429:
+            self.send_header("retry-after", "7")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_the_gateways_client_gets_the_servers_429(tmp_path: Path) -> None:
+    """Through the API, streamed or not: the server's 429, its error object and ``Retry-After``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RateLimited)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        remote = {"backend": "openai_http", "urls": [f"http://127.0.0.1:{server.server_port}/v1"]}
+        settings = load_settings(
+            models={"smol": {**remote, "remote_model": ALIAS}},
+            models_dir=tmp_path,
+            data_dir=tmp_path,
+            default_model="smol",
+            cache={"backend": "off"},
+        )
+        body = {"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
+        with TestClient(create_app(settings)) as http:
+            answers = [http.post("/v1/chat/completions", json={**body, "stream": s}) for s in (False, True)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    for answer in answers:
+        assert answer.status_code == 429 and answer.headers["retry-after"] == "7"
+        assert answer.json()["error"] == {
+            "message": "slow down", "type": "rate_limit_error", "param": None, "code": "rate_limit"
+        }  # fmt: skip
+
+
+async def test_the_last_answer_wins_over_a_replica_that_did_not_answer() -> None:
+    """A 503 from one replica, a dropped connection from the other (asked second): the server's 503, what
+    a client of the servers would get; both ejected (a 5xx and a connection failure are faults)."""
+
+    async def unavailable(exchange: Exchange) -> None:
+        await exchange.send_json(503, {"error": {"message": "loading model"}}, extra="retry-after: 3\r\n")
+
+    async def drop(exchange: Exchange) -> None:
+        exchange.writer.transport.abort()
+
+    async with (
+        raw_server(unavailable) as a,
+        raw_server(drop) as b,
+        loaded(a.url, b.url, eject_seconds=3600) as backend,
+    ):
+        with pytest.raises(UpstreamError) as info:
+            await collect(backend, ask())
+        states = backend.replicas()
+    assert (info.value.status_code, info.value.message, info.value.error_type) == (
+        503, "loading model", "api_error"
+    )  # fmt: skip
+    assert info.value.retry_after == 3 and len(a.requests) == 1 and len(b.requests) >= 1
+    assert not states[0].healthy and not states[1].healthy
 
 
 async def test_the_events_of_one_read_are_one_chunk_tool_call_pieces_their_own() -> None:

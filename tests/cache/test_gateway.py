@@ -19,7 +19,7 @@ from groupqwen import testing
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.cache import SemanticCache, VectorStore
-from groupqwen.cache.embedders import MiniLMEmbedder, Vectors
+from groupqwen.cache.embedders import HashingEmbedder, MiniLMEmbedder, Vectors
 from groupqwen.clock import SYSTEM_CLOCK, Clock
 from groupqwen.testing import FakeClock, fake_services, fake_settings
 
@@ -387,3 +387,25 @@ def test_the_services_clock_times_the_cache(tmp_path: Path) -> None:
         clock.advance(2)
         assert chat(client, "What is two plus two?").headers["x-groupqwen-cache"] == "miss"
         assert client.get("/v1/cache/stats").json()["expired"] == 1
+
+
+def test_the_embedding_is_paid_once_per_miss_and_never_when_no_hit_can_be(tmp_path: Path) -> None:
+    """Embeddings counted at the embedder, through the gateway: a request the policy refuses (hotter
+    than ``max_temperature``, asking for logprobs, seeded) or an exact hit embeds nothing; a miss embeds
+    once: in an empty scope its write does, in a scope with entries its lookup does and the write reuses
+    the vector; a semantic hit once (its lookup)."""
+    embedder = HashingEmbedder()
+    app, _ = gateway_app(tmp_path, SemanticCache(embedded_store(embedder.dim), embedder, policy()))
+    with TestClient(app) as client:
+
+        def embedded_after(text: str, **body: Any) -> tuple[str, int]:
+            status = chat(client, text, **body).headers["x-groupqwen-cache"]
+            client.get("/v1/cache/stats")  # waits for the writes in flight
+            return status, embedder.calls
+
+        assert embedded_after("What is the capital of France?") == ("miss", 1)  # the write's
+        assert embedded_after("What is the capital of France?") == ("hit", 1)  # exact
+        assert embedded_after("How tall is Mount Everest?") == ("miss", 2)  # the lookup's, reused
+        for body in ({"temperature": 1.5}, {"logprobs": True}, {"seed": 3}):
+            assert embedded_after("How far away is the Moon?", **body) == ("bypass", 2), body
+        assert embedded_after("How tall is Mount Everest now?") == ("hit", 3)  # semantic
