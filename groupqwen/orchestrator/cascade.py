@@ -185,7 +185,8 @@ class Cascade:
             if sent or last:
                 raise
             assert isinstance(exc, GroupQwenError)
-            raise _Escalate(Attempt(step.model, None, f"failed: {exc.code}", len(tokens))) from exc
+            why = exc.code or f"upstream_{exc.status_code}"  # a server's own error may have no code
+            raise _Escalate(Attempt(step.model, None, f"failed: {why}", len(tokens))) from exc
         if below is not None:
             raise _Escalate(below)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import pytest
 
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.catalog import ModelSpec
-from groupqwen.errors import BackendError
-from groupqwen.messages import CascadeStep, ChatRequest, Chunk, Decision, Message
+from groupqwen.errors import BackendError, UpstreamError
+from groupqwen.messages import CascadeStep, ChatRequest, Chunk, Decision, GenerationRequest, Message
 from groupqwen.orchestrator.cascade import Cascade
 from groupqwen.orchestrator.confidence import TOP_K, Scorer
 from groupqwen.orchestrator.router import Router, RouterPolicy
@@ -110,6 +110,19 @@ async def test_failing_small_tier_escalates_and_failing_last_tier_raises() -> No
     broken = fake("large", ["4"], SURE, fail_after=0)
     with pytest.raises(BackendError):
         await run(cascade(fake("small", ["5"], UNSURE), broken), ask())
+
+
+class RateLimited(FakeBackend):
+    """A server that answers 429 with no error code of its own (``UpstreamError``)."""
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[Chunk, None]:
+        raise UpstreamError("slow down", status=429, error_type=None, code=None, retry_after=2)
+        yield  # pragma: no cover
+
+
+async def test_a_tier_its_server_refuses_escalates_with_the_servers_status() -> None:
+    text, _, decisions = await run(cascade(RateLimited(model_id="small"), fake("large", ["4"], SURE)), ask())
+    assert text == "4" and "small failed: upstream_429" in decisions[-1].reason
 
 
 async def test_a_failing_tier_is_logged_once_by_the_cascade_that_escalates(
