@@ -15,8 +15,8 @@ paraphrase of the stored prompt (semantic hits: exact lookup, embedding, search,
 (installed on first use into ``bench/.cache/litellm-venv``, never a dependency of the project; its
 version is printed). ``--workers N`` (N > 1) adds the cache-off gateway served by ``groupqwen serve --workers
 N`` (target ``workers``): its CPU is its whole process tree's. ``--baseline CHECKOUT`` adds the cache-off
-gateway as another checkout of GroupQwen has it (its root first on ``PYTHONPATH``): before and after a
-change, side by side in one run.
+gateway, and each chosen cache target (``miss``, ``hit``, ``semantic``), as another checkout of GroupQwen has
+it (its root first on ``PYTHONPATH``): before and after a change, side by side in one run.
 
 The load generator is ``wrk`` (``apt-get install wrk``; one thread), a cell = (mode, concurrency, target)
 for ``--seconds``; cells are interleaved target by target within each round so that a change of the
@@ -263,6 +263,10 @@ def _targets(
         if key in names and (key != "workers" or workers > 1):
             config = gateway_config(base, tiers=tiers, cache=cache, data_dir=work / key)
             targets.append(stack.enter_context(gateway(name, config, model, mode, processes)))
+            if baseline is not None and cache:  # the cache's targets as the other checkout has them too
+                config = gateway_config(base, tiers=tiers, cache=cache, data_dir=work / f"{key}-baseline")
+                before = f"GroupQwen at {_revision(baseline)}, {name.removeprefix('GroupQwen, ')}"
+                targets.append(stack.enter_context(gateway(before, config, model, mode, source=baseline)))
     if "litellm" in names:
         targets.append(stack.enter_context(litellm(base, work)))
     return targets
@@ -335,7 +339,7 @@ def profile(targets: list[Target], modes: list[str], seconds: int, work: Path, o
     """Flame graphs (py-spy, SVG) of the cache-off gateway in each mode, at c=8, in ``out``
     (``proxy-MODE.svg``), and of the ``--baseline`` one beside it (``proxy-MODE-before.svg``)."""
     profiled = [(t, "") for t in targets if t.name == GATEWAY]
-    profiled += [(t, "-before") for t in targets if t.name.startswith("GroupQwen at ")]
+    profiled += [(t, "-before") for t in targets if t.name.startswith("GroupQwen at ") and t.cache == "off"]
     out.mkdir(parents=True, exist_ok=True)
     for mode in modes:
         for target, suffix in profiled:
@@ -382,8 +386,8 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="also the cache-off gateway from this checkout of GroupQwen (e.g. a worktree of main): "
-        "before and after in one interleaved run",
+        help="also the cache-off gateway and the chosen cache targets from this checkout of GroupQwen "
+        "(e.g. a worktree of main): before and after in one interleaved run",
     )
     parser.add_argument("--json", type=Path, help="also write every cell here")
     parser.add_argument(

@@ -17,8 +17,10 @@ It is pure and cheap (microseconds); ``bench/cache_quality.py`` measures what it
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import lru_cache
 from typing import Protocol
 
 
@@ -27,6 +29,7 @@ def _words(text: str) -> frozenset[str]:
 
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:[.'][a-z0-9]+)*")
+_DIGIT = re.compile(r"[0-9]")
 _NEGATIONS = _words(
     "not no never none nobody nothing neither nor without cannot cant dont doesnt didnt isnt arent wasnt "
     "werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt aint"
@@ -47,6 +50,7 @@ _STOPWORDS = _words(
     "get got way ways best good better quick quickly fast faster easy easily simple simply make way "
     "one ones thing things up out over under again s t d ll ve re m"
 )
+_UNSTEMMED = _STOPWORDS | _NEGATIONS  # kept as they are; never content words
 _NEGATING_PREFIXES = ("dis", "il", "im", "in", "ir", "un", "non")
 # words that give the words around them roles: "A to B", "A than B", "A before B"
 _RELATIONS = _words("to from into onto than before after vs versus over under by")
@@ -71,24 +75,27 @@ def _stem(word: str) -> str:
 
 
 def _is_number(token: str) -> bool:
-    return token in _NUMBER_WORDS or any(c.isdigit() for c in token)
+    return token in _NUMBER_WORDS or _DIGIT.search(token) is not None
 
 
 @dataclass(frozen=True)
 class Parsed:
-    words: list[str]  # every token, stemmed, in order
+    words: tuple[str, ...]  # every token, stemmed, in order
     negations: int
     numbers: frozenset[str]
     content: tuple[str, ...]  # content words, in order of first appearance
 
 
+@lru_cache(maxsize=4096)
 def parse(text: str) -> Parsed:
-    words = [t if t in _STOPWORDS or t in _NEGATIONS else _stem(t.replace("'", "")) for t in tokens(text)]
+    """``text``'s words; remembered for the texts seen last (a query is read by the guard and the verifier,
+    a stored question again each time it is a candidate)."""
+    words = tuple(t if t in _UNSTEMMED else _stem(t.replace("'", "")) for t in tokens(text))
     negations = sum(1 for t in words if t in _NEGATIONS)
     numbers = frozenset(t for t in words if _is_number(t))
     content: list[str] = []
     for word in words:
-        if word not in _NEGATIONS and word not in _STOPWORDS and not _is_number(word) and word not in content:
+        if word not in _UNSTEMMED and word not in numbers and word not in content:
             content.append(word)
     return Parsed(words, negations, numbers, tuple(content))
 
@@ -111,7 +118,7 @@ def _numbers_differ(a: frozenset[str], b: frozenset[str]) -> bool:
     return digits_a != digits_b or bool(a and b)
 
 
-def _swapped(a: list[str], b: list[str], shared: set[str]) -> bool:
+def _swapped(a: Sequence[str], b: Sequence[str], shared: set[str]) -> bool:
     """Two shared words whose order flips while something shared stands between them in both texts."""
     seq_a = [t for t in a if t in shared or t in _RELATIONS]
     seq_b = [t for t in b if t in shared or t in _RELATIONS]
@@ -128,7 +135,7 @@ def _swapped(a: list[str], b: list[str], shared: set[str]) -> bool:
     return False
 
 
-def _substituted(a: list[str], b: list[str], max_words: int) -> bool:
+def _substituted(a: Sequence[str], b: Sequence[str], max_words: int) -> bool:
     """The texts are equal but for one replaced run of at most ``max_words`` content words a side."""
     edits = [op for op in SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if op[0] != "equal"]
     if len(edits) != 1 or edits[0][0] != "replace":

@@ -136,7 +136,10 @@ class VectorIndex:
         old = self._scope_of.get(key)
         if old is not None and old != scope:
             self.remove([key])
-        self._scopes.setdefault(scope, _Scope(self.dim)).add(key, vector)
+        found = self._scopes.get(scope)
+        if found is None:  # not setdefault: its default (arrays and a faiss index) would be built every add
+            found = self._scopes[scope] = _Scope(self.dim)
+        found.add(key, vector)
         self._scope_of[key] = scope
 
     def remove(self, keys: list[str]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from groupqwen.cache.guard import LexicalGuard, NoGuard
+from groupqwen.cache.guard import LexicalGuard, NoGuard, parse
 
 
 @pytest.mark.parametrize(
@@ -45,3 +45,24 @@ def test_lets_paraphrases_through(query: str, cached: str) -> None:
 
 def test_no_guard_accepts_everything() -> None:
     assert NoGuard().check("is it safe", "is it not safe").ok
+
+
+def test_parse_reads_a_text_once_and_shares_an_immutable_result() -> None:
+    text = "how do i convert 3 feet to meters without a calculator"
+    first = parse(text)
+    assert parse(text) is first  # the guard and the verifier read the same query: parsed once
+    assert first.words == (
+        "how",
+        "do",
+        "i",
+        "convert",
+        "3",
+        "feet",
+        "to",
+        "meter",
+        "without",
+        "a",
+        "calculator",
+    )
+    assert first.numbers == frozenset({"3"}) and first.negations == 1
+    assert first.content == ("convert", "feet", "meter", "calculator")
