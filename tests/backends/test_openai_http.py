@@ -287,15 +287,20 @@ async def test_served_counts_answers_read_only_to_their_last_chunk(servers: list
     assert all(s.outstanding == 0 and s.failures == 0 for s in states)
 
 
-def test_gateway_models_list_counts_each_replicas_answers(servers: list[LlamaServer], tmp_path: Path) -> None:
-    remote = {"backend": "openai_http", "urls": [s.url for s in servers], "remote_model": ALIAS}
-    settings = load_settings(
+def gateway_settings(urls: list[str], tmp_path: Path) -> Settings:
+    """A gateway whose one model ``smol`` is served by the OpenAI-compatible servers at ``urls``."""
+    remote = {"backend": "openai_http", "urls": urls, "remote_model": ALIAS}
+    return load_settings(
         models={"smol": remote},
         models_dir=tmp_path,
         data_dir=tmp_path,
         default_model="smol",
         cache={"backend": "off"},
     )
+
+
+def test_gateway_models_list_counts_each_replicas_answers(servers: list[LlamaServer], tmp_path: Path) -> None:
+    settings = gateway_settings([s.url for s in servers], tmp_path)
     body = {"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
     with TestClient(create_app(settings)) as http:
         for stream in (False, False, True, True):
@@ -386,14 +391,7 @@ def test_a_replica_killed_mid_stream_ends_the_gateways_stream_with_an_error_even
     """Through a real gateway (uvicorn, real sockets): the replica serving a stream is killed (SIGKILL)
     after its first tokens. The client's stream ends cleanly, with an error event then ``[DONE]``, not a
     cut connection; the next request is answered by the other replica."""
-    remote = {"backend": "openai_http", "urls": [s.url for s in servers], "remote_model": ALIAS}
-    settings = load_settings(
-        models={"smol": remote},
-        models_dir=tmp_path,
-        data_dir=tmp_path,
-        default_model="smol",
-        cache={"backend": "off"},
-    )
+    settings = gateway_settings([s.url for s in servers], tmp_path)
     question = "Count from 1 to 500, one number per line."
     body = {"model": "smol", "messages": [{"role": "user", "content": question}], "max_tokens": 600}
     victim: LlamaServer | None = None
@@ -643,14 +641,7 @@ def test_the_gateways_client_gets_the_servers_429(tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _RateLimited)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        remote = {"backend": "openai_http", "urls": [f"http://127.0.0.1:{server.server_port}/v1"]}
-        settings = load_settings(
-            models={"smol": {**remote, "remote_model": ALIAS}},
-            models_dir=tmp_path,
-            data_dir=tmp_path,
-            default_model="smol",
-            cache={"backend": "off"},
-        )
+        settings = gateway_settings([f"http://127.0.0.1:{server.server_port}/v1"], tmp_path)
         body = {"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
         with TestClient(create_app(settings)) as http:
             answers = [http.post("/v1/chat/completions", json={**body, "stream": s}) for s in (False, True)]
