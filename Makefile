@@ -56,13 +56,16 @@ chromium:
 	    echo "chromium is missing: as root, apt-get install chromium" >&2; exit 1; \
 	  fi; }
 
-# Debian's nginx, for `nginx -t` on the proxy's configuration (tests/deploy/); nothing is started
+# Debian's nginx and its brotli module (the web UI's image has both), for `nginx -t` on the proxy's
+# configuration (tests/deploy/); nothing is started
 nginx:
-	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \
+	@{ command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx; } \
+	  && test -e /usr/lib/nginx/modules/ngx_http_brotli_filter_module.so || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light \
+	      libnginx-mod-http-brotli-filter; \
 	  else \
-	    echo "nginx is missing: as root, apt-get install nginx-light" >&2; exit 1; \
+	    echo "nginx is missing: as root, apt-get install nginx-light libnginx-mod-http-brotli-filter" >&2; exit 1; \
 	  fi; }
 
 # the containers, compose file, proxy and deploy script checked offline (docs/DEPLOYMENT.md)

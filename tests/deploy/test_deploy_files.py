@@ -108,12 +108,17 @@ def test_deploy_script_passes_shellcheck() -> None:
     assert result.returncode == 0, result.stdout
 
 
+BROTLI = "/usr/lib/nginx/modules/ngx_http_brotli_filter_module.so"  # libnginx-mod-http-brotli-filter
+
+
 def test_nginx_accepts_the_proxy_configuration(tmp_path: Path) -> None:
-    """docker/nginx.conf inside an http block as the nginx image has it, checked with ``nginx -t``."""
+    """docker/nginx.conf inside an http block as the web UI's image has it (Debian's nginx with its brotli
+    module loaded), checked with ``nginx -t``."""
     mime = Path("/etc/nginx/mime.types")
     main = tmp_path / "nginx.conf"
     temp = " ".join(f"{kind}_temp_path {tmp_path / kind};" for kind in ("client_body", "proxy", "fastcgi"))
     main.write_text(
+        f"load_module {BROTLI};\n"
         f"pid {tmp_path / 'nginx.pid'};\nerror_log stderr;\nevents {{}}\n"
         f"http {{\n  include {mime};\n  access_log off;\n  {temp}\n"
         f"  uwsgi_temp_path {tmp_path / 'uwsgi'}; scgi_temp_path {tmp_path / 'scgi'};\n"

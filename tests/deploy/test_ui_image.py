@@ -1,12 +1,13 @@
 """docker/Dockerfile.frontend, the web UI and the reverse proxy, built and run where containers can run here
 (podman: tests/deploy/podman_tools.py) in front of the gateway's image, as docker-compose.yml runs them: the
-app, its client-side routes, the hashed assets' long cache and gzip, unprivileged workers, its HEALTHCHECK,
-deploy.sh's smoke test through the proxy (``/v1/health``, a chat completion, a stream as Server-Sent Events,
-not compressed), a WebSocket through it (a generation read to ``done``, another dropped and resumed), and two
-gateway replicas behind it under the one name ``gateway`` (both answer; one stopped, the other answers all).
+app, its client-side routes, the hashed assets' long cache, gzip and brotli, unprivileged workers, its
+HEALTHCHECK, deploy.sh's smoke test through the proxy (``/v1/health``, a chat completion, a stream as
+Server-Sent Events, not compressed), a WebSocket through it (a generation read to ``done``, another dropped
+and resumed), and two gateway replicas behind it under the one name ``gateway`` (both answer; one stopped,
+the other answers all).
 
-Its ``node`` and ``nginx`` bases are pulled where a registry can be reached, else stand-ins are built from
-docker/Dockerfile.bases on the Debian base (docs/DEPLOYMENT.md, "What was run where")."""
+Its ``node`` base is pulled where a registry can be reached, else a stand-in is built from
+docker/Dockerfile.bases; nginx runs on the Debian base (docs/DEPLOYMENT.md, "What was run where")."""
 
 from __future__ import annotations
 
@@ -35,10 +36,7 @@ from deploy.podman_tools import (
 
 pytestmark = pytest.mark.containers
 UI_IMAGE = "localhost/groupqwen-frontend-test:latest"
-UI_BASES = {
-    "NODE_IMAGE": "docker.io/library/node:22-bookworm-slim",
-    "NGINX_IMAGE": "docker.io/library/nginx:1.28-bookworm",
-}
+NODE_IMAGE = "docker.io/library/node:22-bookworm-slim"
 GATEWAY, PROXY = "groupqwen-ui-test-gateway", "groupqwen-ui-test"
 SECOND = "groupqwen-ui-test-gateway-2"
 # Docker's DNS as docker/nginx.conf asks it (resolver 127.0.0.11): every name is the two addresses of the
@@ -58,18 +56,14 @@ PROBE = Path(__file__).with_name("ws_probe.py")
 
 
 def ui_bases(folder: Path) -> dict[str, str]:
-    """The node and nginx images docker/Dockerfile.frontend builds on: the public ones where they can be
-    pulled, else stand-ins built from docker/Dockerfile.bases on the Debian base."""
+    """What docker/Dockerfile.frontend builds on: the public node image where it can be pulled, else a
+    stand-in built from docker/Dockerfile.bases; nginx runs on the Debian base (``make debian-image``)."""
     base = base_image()
-    if all(podman("pull", name, timeout=300, check=False).returncode == 0 for name in UI_BASES.values()):
-        return UI_BASES
-    bases = {}
-    for arg, target in (("NODE_IMAGE", "node"), ("NGINX_IMAGE", "nginx")):
-        bases[arg] = f"localhost/groupqwen-{target}-base:latest"
-        build(
-            "docker/Dockerfile.bases", bases[arg], {"DEBIAN_IMAGE": base}, "--target", target, *pip_ca(folder)
-        )
-    return bases
+    if podman("pull", NODE_IMAGE, timeout=300, check=False).returncode == 0:
+        return {"NODE_IMAGE": NODE_IMAGE, "RUNTIME_IMAGE": base}
+    node = "localhost/groupqwen-node-base:latest"
+    build("docker/Dockerfile.bases", node, {"DEBIAN_IMAGE": base}, "--target", "node", *pip_ca(folder))
+    return {"NODE_IMAGE": node, "RUNTIME_IMAGE": base}
 
 
 def fetch(path: str, *curl: str) -> tuple[int, dict[str, str], str]:
@@ -132,6 +126,8 @@ def test_the_web_ui_image_serves_the_app_and_its_assets(proxy: str) -> None:
     assert asset, index[:500]
     status, headers, _ = fetch(asset.group(0), "-H", "Accept-Encoding: gzip", "-o", "/dev/null")
     assert status == 200 and headers["content-encoding"] == "gzip"
+    status, headers, _ = fetch(asset.group(0), "-H", "Accept-Encoding: gzip, br", "-o", "/dev/null")
+    assert status == 200 and headers["content-encoding"] == "br", headers
     assert headers["cache-control"] == "public, max-age=31536000, immutable"
     assert fetch("/assets/missing-0000.js")[0] == 404
 
@@ -140,7 +136,7 @@ def test_it_passes_the_smoke_test_through_to_the_gateway(proxy: str) -> None:
     status, _, health = fetch("/v1/health")
     assert status == 200 and json.loads(health)["status"] in ("ok", "degraded"), health
     request = {"model": "smollm2-135m", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
-    post = ["-H", "Content-Type: application/json", "-H", "Accept-Encoding: gzip", "-d"]
+    post = ["-H", "Content-Type: application/json", "-H", "Accept-Encoding: gzip, br", "-d"]
     status, _, chat = fetch("/v1/chat/completions", *post, json.dumps(request))
     assert status == 200 and json.loads(chat)["choices"][0]["message"]["content"], chat
     status, headers, stream = fetch(
