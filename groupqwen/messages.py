@@ -156,6 +156,15 @@ class Sampling:
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias in [-100, 100])
 
+    @property
+    def local_temperature(self) -> float:
+        """The temperature a model run here samples at (and the cache's policy judges by)."""
+        return DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
+
+    @property
+    def local_top_p(self) -> float:
+        return 1.0 if self.top_p is None else self.top_p
+
 
 @dataclass(frozen=True)
 class Term:

@@ -17,7 +17,7 @@ from typing import Any
 
 from groupqwen.backends.tool_calls import call_grammar
 from groupqwen.errors import InvalidRequest
-from groupqwen.messages import DEFAULT_TEMPERATURE, ResponseFormat, Sampling, Tools
+from groupqwen.messages import ResponseFormat, Sampling, Tools
 
 PENALTY_LAST_N = 64  # llama.cpp's default window for the repetition penalties
 TOP_K, MIN_P = 40, 0.05  # llama.cpp's defaults (as llama-server uses them)
@@ -73,16 +73,13 @@ class SamplerChain:
             )
             if grammar is not None:
                 self._grammar(vocab, grammar)
-            temperature = DEFAULT_TEMPERATURE if sampling.temperature is None else sampling.temperature
-            if temperature <= 0:
+            if sampling.local_temperature <= 0:
                 self._add(llama_cpp.llama_sampler_init_greedy())
             else:
                 self._add(llama_cpp.llama_sampler_init_top_k(TOP_K))
-                self._add(
-                    llama_cpp.llama_sampler_init_top_p(1.0 if sampling.top_p is None else sampling.top_p, 1)
-                )
+                self._add(llama_cpp.llama_sampler_init_top_p(sampling.local_top_p, 1))
                 self._add(llama_cpp.llama_sampler_init_min_p(MIN_P, 1))
-                self._add(llama_cpp.llama_sampler_init_temp(temperature))
+                self._add(llama_cpp.llama_sampler_init_temp(sampling.local_temperature))
                 self._add(llama_cpp.llama_sampler_init_dist(seed))
         except BaseException:
             self.close()

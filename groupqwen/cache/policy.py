@@ -10,7 +10,7 @@ from groupqwen.cache.embedders import Vectors
 from groupqwen.cache.keys import CacheKey
 from groupqwen.cache.stores import CacheEntry
 from groupqwen.config import CacheConfig
-from groupqwen.messages import DEFAULT_TEMPERATURE, ChatRequest, Completion, Usage
+from groupqwen.messages import ChatRequest, Completion, Usage
 
 Status = Literal["hit", "miss", "bypass"]
 # why a lookup was a bypass: the policy refused the request; the client said ``no-cache``; the store was
@@ -53,7 +53,7 @@ class CachePolicy:
         s = request.sampling
         if not request.messages or request.messages[-1].role != "user":
             return "the conversation does not end on a user turn"
-        if (DEFAULT_TEMPERATURE if s.temperature is None else s.temperature) > self.max_temperature:
+        if s.local_temperature > self.max_temperature:
             return f"temperature above {self.max_temperature}"
         if s.seed is not None and not self.cache_seeded:
             return "a seed asks for a particular sample"
