@@ -32,14 +32,8 @@ class Answer:
     completion_tokens: int
 
     def to_json(self) -> str:
-        fields = {
-            "content": self.content,
-            "reasoning": self.reasoning,
-            "finish_reason": self.finish_reason,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-        }
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        # its fields as they are (flat: no copy of them, as ``asdict`` would make), in their order
+        return json.dumps(vars(self), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Answer:
