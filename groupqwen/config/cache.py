@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from groupqwen.config.fields import BearerToken
+from groupqwen.config.fields import BearerToken, RedisUrl
 
 
 class EmbedderConfig(BaseModel):
@@ -64,7 +64,7 @@ class CacheConfig(BaseModel):
         "off, no and false mean off too)",
     )
     path: Path | None = Field(None, description="embedded: the SQLite file; default: data_dir/cache.sqlite")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: where the shared cache lives")
+    redis_url: RedisUrl = Field("redis://127.0.0.1:6379/0", description="redis: where the shared cache lives")
     redis_prefix: str = Field("groupqwen:cache:", min_length=1, description="redis: key prefix")
     redis_timeout_s: float = Field(
         0.25,
@@ -138,11 +138,4 @@ class CacheConfig(BaseModel):
             )
         if not isinstance(value, str) or value not in ("embedded", "redis", "off"):
             raise ValueError(f"{value!r} is not a cache backend: write embedded, redis or off")
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
         return value

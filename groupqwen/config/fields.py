@@ -14,3 +14,12 @@ def _fits_a_header(value: str) -> str:
 
 
 BearerToken = Annotated[str, AfterValidator(_fits_a_header)]
+
+
+def _redis_scheme(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(_redis_scheme)]

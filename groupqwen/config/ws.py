@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from groupqwen.config.fields import RedisUrl
+
 
 class WsConfig(BaseModel):
     """Sessions, resume, limits and heartbeats of ``/v1/ws``."""
@@ -63,7 +65,7 @@ class WsConfig(BaseModel):
         "websockets-sansio",
         description="uvicorn's WebSocket implementation for groupqwen serve (docs/benchmarks.md)",
     )
-    redis_url: str | None = Field(
+    redis_url: RedisUrl | None = Field(
         None,
         description="Record which replica holds each session in Redis (redis://host:6379/0), so that a "
         "resume reaching any replica is relayed to it; none: a session is resumed on its own replica only "
@@ -89,13 +91,6 @@ class WsConfig(BaseModel):
         description="With redis_url: seconds a replica waits for the one holding a session to take a resume "
         "it relays; then, or when that replica is gone, the resume is answered resume_expired",
     )
-
-    @field_validator("redis_url")
-    @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
-        return value
 
     @field_validator("advertise_url")
     @classmethod
