@@ -14,13 +14,13 @@ export const usePicks = create<{ byConversation: Record<string, Picks> }>(() => 
 
 /** What `conversation` (as stored, or as the page last read it) is to be asked with now. */
 export function picksOf(conversation: Conversation): Picks {
-  return usePicks.getState().byConversation[conversation.id] ?? { model: conversation.model, params: conversation.params };
+  return usePicks.getState().byConversation[conversation.id] ?? stored(conversation);
 }
 
 /** The picks of `conversation`, re-rendered when one is made. */
 export function usePicksOf(conversation: Conversation): Picks {
   const picked = usePicks((state) => state.byConversation[conversation.id]);
-  return picked ?? { model: conversation.model, params: conversation.params };
+  return picked ?? stored(conversation);
 }
 
 /** Picks `patch` for `conversation`: in memory at once, in IndexedDB when the write is done. */
@@ -28,4 +28,8 @@ export function pick(conversation: Conversation, patch: Partial<Picks>): Promise
   const next = { ...picksOf(conversation), ...patch };
   usePicks.setState((state) => ({ byConversation: { ...state.byConversation, [conversation.id]: next } }));
   return db.conversations.update(conversation.id, patch);
+}
+
+function stored(conversation: Conversation): Picks {
+  return { model: conversation.model, params: conversation.params };
 }

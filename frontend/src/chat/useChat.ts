@@ -23,6 +23,11 @@ export interface Stream {
  * stays in its own conversation while the page shows another. */
 export const useStreams = create<{ byConversation: Record<string, Stream> }>(() => ({ byConversation: {} }));
 
+/** The answer streaming into conversation `id` now, if one is. */
+function streamOf(id: string): Stream | undefined {
+  return useStreams.getState().byConversation[id];
+}
+
 function setStream(id: string, stream: Stream | null): void {
   useStreams.setState(({ byConversation }) => {
     const next = Object.fromEntries(Object.entries(byConversation).filter(([other]) => other !== id));
@@ -124,7 +129,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
 
   const send = useCallback(
     async (text: string, images: string[] = [], editSeq?: number) => {
-      if (!conversation || useStreams.getState().byConversation[conversation.id]) return;
+      if (!conversation || streamOf(conversation.id)) return;
       const id = conversation.id;
       const known = shown(id);
       const all = known ?? (await db.history(id));
@@ -145,7 +150,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
   );
 
   const regenerate = useCallback(async () => {
-    if (!conversation || useStreams.getState().byConversation[conversation.id]) return;
+    if (!conversation || streamOf(conversation.id)) return;
     const history = shown(conversation.id) ?? (await db.history(conversation.id));
     const last = history.at(-1);
     if (last?.role !== "assistant") return;
@@ -153,7 +158,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
   }, [conversation, shown, answer]);
 
   const stop = useCallback(() => {
-    if (conversation) useStreams.getState().byConversation[conversation.id]?.abort.abort();
+    if (conversation) streamOf(conversation.id)?.abort.abort();
   }, [conversation]);
 
   return { streamingSeq, question, send, regenerate, stop };
