@@ -159,6 +159,12 @@ def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
             {"models": {"r": {"backend": "openai_http", "urls": ["http://h/v1"], "api_key": "clé"}}},
             "models.r.api_key",
         ),
+        (
+            {"models": {"r": {"backend": "openai_http", "urls": ["http://h/v1"], "answer_timeout_s": 0}}},
+            "models.r.answer_timeout_s",
+        ),
+        ({"cache": {"redis_url": "http://h:6379"}}, "cache.redis_url"),
+        ({"ws": {"redis_url": "h:6379"}}, "ws.redis_url"),
     ],
 )
 def test_bad_value_names_the_field(overrides: dict[str, object], field: str) -> None:
