@@ -50,6 +50,7 @@ that escapes is a bug and becomes a logged 500.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 
 class GroupQwenError(Exception):
@@ -58,6 +59,7 @@ class GroupQwenError(Exception):
     status_code: int = 500
     error_type: str = "api_error"
     code: str | None = None
+    passed_through: ClassVar[bool] = False  # status, type and code are another server's, set per instance
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -257,6 +259,7 @@ class UpstreamError(BackendError):
     (a ``BackendError``, 502)."""
 
     code: str | None = None  # the server's, set per instance
+    passed_through = True
 
     def __init__(
         self,

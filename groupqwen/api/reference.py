@@ -288,10 +288,17 @@ def _errors(details: dict[str, str]) -> list[str]:
     ]
     for cls in sorted(error_classes(), key=lambda c: c.status_code):
         own = cls.__dict__.get("__doc__") if cls is not errors.GroupQwenError else None  # a base's is not
-        meaning = " ".join(_paragraph(t) for t in (own, details.get(cls.code or "null")) if t)
-        meaning = meaning.replace("|", "\\|")
-        code = f"`{cls.code}`" if cls.code else "`null`"
-        lines.append(f"| {cls.status_code} | {code} | `{cls.error_type}` | `{cls.__name__}` | {meaning} |")
+        detail = None if cls.passed_through else details.get(cls.code or "null")
+        meaning = " ".join(_paragraph(t) for t in (own, detail) if t).replace("|", "\\|")
+        if cls.passed_through:
+            status, code, kind = "the server's", "the server's", "the server's"
+        else:
+            status, code, kind = (
+                str(cls.status_code),
+                f"`{cls.code}`" if cls.code else "`null`",
+                f"`{cls.error_type}`",
+            )
+        lines.append(f"| {status} | {code} | {kind} | `{cls.__name__}` | {meaning} |")
     unknown = sorted(set(details) - {cls.code or "null" for cls in error_classes()})
     if unknown:
         raise ValueError(f"error_details name codes no error class has: {', '.join(unknown)}")
