@@ -333,11 +333,19 @@ def test_redis_stopped_requests_still_succeed(
 ) -> None:
     clock = FakeClock(wall=time.time())  # the store's retry window moves only when told
     store = redis_store(redis_url, minilm.dim, timeout_s=5.0, retry_after_s=1.0, clock=clock)
-    with gateway(tmp_path, store, minilm, clock) as (client, backends):
+    cache = SemanticCache(store, minilm, policy(), clock=clock, bars=store.bars())  # as build.py wires it
+    app, backends = gateway_app(tmp_path, cache)
+    with TestClient(app) as client:
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "miss"
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "hit"
+        similar = chat(client, "What's the speed of sound?")  # a semantic hit: one that feedback can name
+        hit_id = similar.headers["x-groupqwen-cache-hit-id"]
+        settle(backends["fake"])
         valkey.stop()
         try:
+            feedback = client.post("/v1/cache/feedback", json={"hit_id": hit_id, "rating": "bad"})
+            assert feedback.status_code == 503, feedback.text
+            assert feedback.json()["error"]["code"] == "cache_unavailable"
             for stream in (False, True):
                 response = chat(client, "What is the speed of sound?", stream=stream)
                 assert response.status_code == 200 and response.headers["x-groupqwen-cache"] == "bypass"
@@ -349,9 +357,10 @@ def test_redis_stopped_requests_still_succeed(
         assert client.get("/v1/health").json()["checks"]["cache"]["status"] == "degraded"  # still waiting
         clock.advance(1.0)  # retry_after_s has passed: the store tries Redis again
         assert client.get("/v1/health").json()["checks"]["cache"]["status"] == "ok"
+        asked = len(backends["fake"].requests)
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "miss"
         assert chat(client, "What is the speed of sound?").headers["x-groupqwen-cache"] == "hit"
-        assert len(backends["fake"].requests) == 4
+        assert len(backends["fake"].requests) == asked + 1
 
 
 def test_settings_build_the_embedded_cache(tmp_path: Path) -> None:
