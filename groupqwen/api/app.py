@@ -20,6 +20,7 @@ from groupqwen.api import (
     auth,
     completions,
     errors,
+    fast,
     finetune,
     openai,
     openapi,
@@ -206,6 +207,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(finetune.router)
     auth.check_rules(app)
     app.router.default = ui.WebUI(settings.ui.dist_dir())  # what no route matches: the web UI (api/ui.py)
+    app.add_middleware(fast.FastRoutes, routes=fast.hot_routes(app))  # innermost: the router's part only
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,
