@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -104,7 +104,7 @@ class RequestContextMiddleware:
             return
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _CLIENT_REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _CLIENT_REQUEST_ID.match(given) else secrets.token_hex(16)
         upload = next((u for u in self.uploads if u.path.fullmatch(scope["path"])), None)
         limit = max(upload.max_bytes, self.max_body_bytes) if upload else self.max_body_bytes
         token = log.request_id.set(request_id)
