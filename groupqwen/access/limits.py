@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -149,7 +149,7 @@ class RateLimiter:
                 slots.append((owner, Slots(f"{owner.name}:concurrent", owner.rates.concurrent_requests)))
         if not buckets and not slots:
             return UNLIMITED
-        lease = uuid.uuid4().hex
+        lease = secrets.token_hex(16)
         now = self._clock.time()
         plain = [b for _, _, b in buckets]
         slot_sets = [s for _, s in slots]

@@ -80,18 +80,19 @@ RULES: dict[tuple[str, str], Rule] = {
 
 def routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, path) the app serves through its API routes, those of included routers too."""
-    return list(_api_routes(app.routes))
+    return [(method, path) for method, path, _ in api_routes(app.routes)]
 
 
-def _api_routes(candidates: Sequence[BaseRoute]) -> Iterator[tuple[str, str]]:
+def api_routes(candidates: Sequence[BaseRoute]) -> Iterator[tuple[str, str, APIRoute | APIWebSocketRoute]]:
+    """(method, path, route) of every API route among ``candidates`` and the routers they include."""
     for route in candidates:
         if isinstance(route, APIRoute):
-            yield from ((method, route.path) for method in sorted(route.methods or ()))
+            yield from ((method, route.path, route) for method in sorted(route.methods or ()))
         elif isinstance(route, APIWebSocketRoute):
-            yield WEBSOCKET, route.path
+            yield WEBSOCKET, route.path, route
         included = getattr(route, "original_router", None)  # FastAPI ≥ 0.16x keeps included routers whole
         if included is not None:
-            yield from _api_routes(included.routes)
+            yield from api_routes(included.routes)
 
 
 def check_rules(app: FastAPI) -> None:

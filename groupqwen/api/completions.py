@@ -4,7 +4,7 @@ one ``Pipeline.run`` (the prompt continued as written) → JSON or SSE ``text_co
 
 from __future__ import annotations
 
-import uuid
+import secrets
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -45,7 +45,7 @@ async def _completions(request: Request, services: Services, trace: Trace) -> Re
         raise from_validation_error(exc) from None
     chat = to_chat_request(body, services.settings.max_stop_sequences)
     check_limits(chat, services.settings, messages="prompt", max_tokens="max_tokens")
-    completion_id = f"cmpl-{uuid.uuid4().hex}"
+    completion_id = f"cmpl-{secrets.token_hex(16)}"
     echo = chat.messages[0].content if body.echo else ""
     return await respond(
         request,

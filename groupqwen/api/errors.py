@@ -58,17 +58,23 @@ def from_validation_error(exc: ValidationError | RequestValidationError) -> Inva
     return InvalidRequest(message, param=param)
 
 
+def failed(exc: GroupQwenError) -> JSONResponse:
+    """A route's ``GroupQwenError`` as its answer, once it is logged: what FastAPI's routes and the hot
+    routes served ahead of them (``api/fast.py``) both answer."""
+    fields = {"status": exc.status_code, "code": exc.code, "error": exc.message}
+    if exc.status_code < 500:
+        _log.info("request failed", **fields)
+    elif exc.__cause__ is not None:  # a foreign error translated at a boundary: its traceback, once
+        _log.exception("request failed", **fields)
+    else:
+        _log.error("request failed", **fields)
+    return error_response(exc)
+
+
 def install(app: FastAPI) -> None:
     async def on_groupqwen_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GroupQwenError)
-        fields = {"status": exc.status_code, "code": exc.code, "error": exc.message}
-        if exc.status_code < 500:
-            _log.info("request failed", **fields)
-        elif exc.__cause__ is not None:  # a foreign error translated at a boundary: its traceback, once
-            _log.exception("request failed", **fields)
-        else:
-            _log.error("request failed", **fields)
-        return error_response(exc)
+        return failed(exc)
 
     async def on_request_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

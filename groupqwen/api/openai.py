@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
@@ -133,7 +133,7 @@ async def traced(
 
 async def _chat_completions(request: Request, services: Services, trace: Trace) -> Response:
     chat, body = await _parse(request, services.settings)
-    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    completion_id = f"chatcmpl-{secrets.token_hex(16)}"
     return await respond(
         request,
         services,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import uuid
+import secrets
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -273,7 +273,7 @@ class Connection:
                 f"{session.running()} generations are running on this connection, the most allowed "
                 f"(ws.max_generations): wait for one to finish or cancel one"
             )
-        generation = Generation(gid, uuid.uuid4().hex, self.config.buffer_frames, self.outlet)
+        generation = Generation(gid, secrets.token_hex(16), self.config.buffer_frames, self.outlet)
         session.add(generation)
         self.sessions.publish(session)
         work = generate(self.services, session, generation, body, headers, self.identity.connection)

@@ -5,7 +5,7 @@ answer emitted as numbered frames (``chunk``, then ``done``, ``error`` or ``canc
 from __future__ import annotations
 
 import asyncio
-import uuid
+import secrets
 from contextlib import aclosing, suppress
 from typing import Any
 
@@ -88,7 +88,7 @@ async def generate(
 async def _stream(generation: Generation, answer: Answer, logprobs: bool) -> None:
     """``answer`` as ``chunk`` frames (the ``chat.completion.chunk`` objects SSE sends; the first, the role
     chunk, carries the HTTP headers' information), then ``done`` once the model is released."""
-    writer = ChunkWriter(f"chatcmpl-{uuid.uuid4().hex}", answer.decision.model)
+    writer = ChunkWriter(f"chatcmpl-{secrets.token_hex(16)}", answer.decision.model)
     headers = {"x-request-id": generation.request_id, **decision_headers(answer.decision, answer.cache)}
     await generation.emit("chunk", {"data": writer.role(), "headers": headers})
     usage = None

@@ -11,9 +11,11 @@ are never labels.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from groupqwen.telemetry.records import CACHE_RESULTS, RequestRecord
@@ -22,6 +24,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OTHER = "other"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 SPEED_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 class BoundedLabel:
@@ -99,6 +102,7 @@ class Metrics:
         self._model = BoundedLabel(max_label_values)
         self._route = BoundedLabel(max_label_values)
         self._bypass_reason = BoundedLabel(max_label_values)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "groupqwen_requests",
@@ -185,28 +189,38 @@ class Metrics:
         """``cache_bypass``: why the cache was bypassed; ``abandoned_tokens``: what the cascade's left tiers
         generated (the trace knows both; the record does not keep them)."""
         model, route = self._model(record.model), self._route(record.route)
+        child = self._child
         cache = record.cache if record.cache in CACHE_RESULTS else OTHER
-        self.requests.labels(model, route, status_class(record.status), cache).inc()
+        child(self.requests, model, route, status_class(record.status), cache).inc()
         if cache == "bypass" and cache_bypass is not None:
-            self.cache_bypasses.labels(self._bypass_reason(cache_bypass)).inc()
-        self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
-        self.tokens.labels(model, "completion").inc(record.completion_tokens)
+            child(self.cache_bypasses, self._bypass_reason(cache_bypass)).inc()
+        child(self.tokens, model, "prompt").inc(record.prompt_tokens)
+        child(self.tokens, model, "completion").inc(record.completion_tokens)
         if record.escalations:
-            self.escalations.labels(model, route).inc(record.escalations)
+            child(self.escalations, model, route).inc(record.escalations)
         if abandoned_tokens:
-            self.abandoned_tokens.labels(model, route).inc(abandoned_tokens)
+            child(self.abandoned_tokens, model, route).inc(abandoned_tokens)
         if not record.ok:
             return
-        self.latency.labels(model, route).observe(record.latency_s)
+        child(self.latency, model, route).observe(record.latency_s)
         if record.ttft_s is not None:
-            self.ttft.labels(model, route).observe(record.ttft_s)
+            child(self.ttft, model, route).observe(record.ttft_s)
         if record.queue_wait_s is not None:
-            self.queue_wait.labels(model).observe(record.queue_wait_s)
+            child(self.queue_wait, model).observe(record.queue_wait_s)
         if record.hit:
-            self.cache_served_tokens.labels(model).inc(record.completion_tokens)
-            self.cache_hit_latency.labels(model, route).observe(record.latency_s)
+            child(self.cache_served_tokens, model).inc(record.completion_tokens)
+            child(self.cache_hit_latency, model, route).observe(record.latency_s)
         elif record.tokens_per_s is not None:
-            self.speed.labels(model).observe(record.tokens_per_s)
+            child(self.speed, model).observe(record.tokens_per_s)
+
+    def _child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, remembered: its label values are bounded, so are the children (the
+        client's ``labels`` validates and locks each time: 0.9 µs, eight times a request)."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return cast(M, found)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -60,6 +60,7 @@ class Telemetry:
         self.retention_s = retention_s
         self.recent_max_bytes = recent_max_bytes
         self._recent: deque[RequestRecord] = deque()
+        self._recent_sizes: deque[int] = deque()  # each record's size_bytes(), computed once
         self._recent_bytes = 0  # the records' size_bytes(), summed
         self._recent_evicted_until = 0.0  # finished_at of the newest record the byte cap pushed out
         self._websockets: Callable[[], tuple[int, int]] = lambda: (0, 0)
@@ -151,11 +152,13 @@ class Telemetry:
         return record
 
     def _remember(self, record: RequestRecord) -> None:
+        size = record.size_bytes()
         self._recent.append(record)
-        self._recent_bytes += record.size_bytes()
+        self._recent_sizes.append(size)
+        self._recent_bytes += size
         while self._recent_bytes > self.recent_max_bytes and len(self._recent) > 1:
             evicted = self._recent.popleft()
-            self._recent_bytes -= evicted.size_bytes()
+            self._recent_bytes -= self._recent_sizes.popleft()
             self._recent_evicted_until = evicted.finished_at
 
     @property
@@ -177,7 +180,8 @@ class Telemetry:
         only the records of that tenant)."""
         until = time.time() if until is None else until
         while self._recent and self._recent[0].finished_at <= until - self.recent_window_s:
-            self._recent_bytes -= self._recent.popleft().size_bytes()
+            self._recent.popleft()
+            self._recent_bytes -= self._recent_sizes.popleft()
         records = [r for r in self._recent if tenant is None or r.tenant == tenant]
         result = summarize(records, window_s=window_s, until=until)
         result["source"] = "memory"

@@ -16,8 +16,8 @@ All are no-ops outside a traced request. A trace holds no prompt or answer text,
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
-import uuid
 from contextvars import ContextVar
 
 from groupqwen.messages import Decision, Usage
@@ -103,7 +103,7 @@ class Trace:
             else None
         )
         return RequestRecord(
-            id=uuid.uuid4().hex,
+            id=secrets.token_hex(16),
             request_id=self.request_id,
             started_at=self.started_wall,
             tenant=self.tenant,

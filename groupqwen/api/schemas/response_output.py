@@ -4,8 +4,8 @@ one (``response_events`` streams the same items as events)."""
 
 from __future__ import annotations
 
+import secrets
 import time
-import uuid
 from typing import Any
 
 from groupqwen.api.schemas.chat_output import decision_json, logprobs_json
@@ -15,7 +15,7 @@ from groupqwen.messages import Completion, Decision, TokenLogprob, Tools, Transl
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{secrets.token_hex(16)}"
 
 
 def usage_json(usage: Usage | None) -> dict[str, Any] | None:
