@@ -128,9 +128,14 @@ def second_cosine(
     a: list[str], b: list[str], cosine: Array, embedder: SentenceEmbedder, floor: float
 ) -> Array:
     """The second embedder's cosine of each candidate pair (bundled ``cosine`` ≥ ``floor``; NaN for the
-    others, never embedded)."""
+    others, never embedded). Embedded by bands of the verifier's floors, highest first, each band's new
+    texts kept apart on disk: a run at a lower floor reuses what one at a higher floor embedded."""
     candidates = np.flatnonzero(cosine >= floor)
-    table = qqp.vectors([t for i in candidates for t in (a[i], b[i])], embedder)  # type: ignore[arg-type]
+    table: dict[str, Vectors] = {}
+    for band in sorted({floor, *(f for f in train.FLOORS if f > floor)}, reverse=True):
+        texts = {t for i in np.flatnonzero(cosine >= band) for t in (a[i], b[i])} - table.keys()
+        if texts:
+            table.update(qqp.vectors(sorted(texts), embedder))  # type: ignore[arg-type]
     out = np.full(len(a), np.nan)
     for i in candidates:
         out[i] = float(table[a[i]] @ table[b[i]])
