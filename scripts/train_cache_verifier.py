@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,82 @@ def hand_pairs() -> tuple[list[str], list[str], Bools]:
     return a, b, np.array(labels)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The cross-validated choice: its recall at 1 %, floor, L2 and hand-made weight, and the model refitted
+    with them on all the rows."""
+
+    recall: float
+    floor: float
+    l2: float
+    hand_weight: float
+    model: Logistic
+
+
+def scored(model: Logistic, floor: float, inputs: Array) -> Array:
+    """The model's probability for each row (column 0: the cosine); -inf below ``floor``."""
+    return np.where(inputs[:, 0] >= floor, probabilities(model, inputs), -np.inf)
+
+
+def choose(
+    x: Array,
+    labels: Bools,
+    hand_x: Array,
+    hand_labels: Bools,
+    *,
+    floors: tuple[float, ...] = FLOORS,
+    verbose: bool = True,
+) -> Choice:
+    """``floors`` × ``L2_GRID`` × ``HAND_WEIGHTS`` by ``K``-fold cross-validation on the rows ``x`` (column
+    0: the cosine, which the floor applies to), the best refitted on all of them."""
+    y = labels.astype(np.float64)
+    fold = folds(len(y), K)
+
+    def fitted(rows: Bools, floor: float, l2: float, hand_weight: float) -> Logistic:
+        keep, hand = rows & (x[:, 0] >= floor), (hand_x[:, 0] >= floor) & (hand_weight > 0)
+        weight = np.concatenate([np.ones(int(keep.sum())), np.full(int(hand.sum()), hand_weight)])
+        xs = np.concatenate([x[keep], hand_x[hand]])
+        ys = np.concatenate([y[keep], hand_labels[hand].astype(np.float64)])
+        return fit(xs, ys, l2=l2, weight=weight)
+
+    best: tuple[float, float, float, float] | None = None  # (recall, floor, l2, hand weight)
+    for hand_weight in HAND_WEIGHTS:
+        for floor in floors:
+            for l2 in L2_GRID:
+                scores = np.zeros(len(y))
+                for k in range(K):
+                    model = fitted(fold != k, floor, l2, hand_weight)
+                    scores[fold == k] = scored(model, floor, x[fold == k])
+                got = np.mean([recall_at(scores[fold == k], labels[fold == k], 0.01) for k in range(K)])
+                if verbose:
+                    print(
+                        f"hand-made weight {hand_weight}, floor {floor}, l2 {l2}: CV recall at 1 % {got:.3f}"
+                    )
+                if best is None or got > best[0]:
+                    best = (float(got), floor, l2, hand_weight)
+    assert best is not None
+    recall, floor, l2, hand_weight = best
+    return Choice(recall, floor, l2, hand_weight, fitted(np.ones(len(y), bool), floor, l2, hand_weight))
+
+
+def calibration(scores: Array, labels: Bools, *, verbose: bool = True) -> list[tuple[float, float]]:
+    """(target, bar) for each of ``TARGETS``: the lowest bar whose false-hit rate on these pairs stays
+    within ``MARGIN`` × the target."""
+    negatives = ~labels
+    table = []
+    for target in TARGETS:
+        for bar in sorted({*scores[np.isfinite(scores)].tolist(), 1.0}):
+            served = scores >= bar
+            rate = (served & negatives).sum() / negatives.sum()
+            if rate <= MARGIN * target + 1e-12:
+                recall = (served & labels).sum() / labels.sum()
+                table.append((target, round(float(bar), 6)))
+                if verbose:
+                    print(f"  {target:.4f} → {bar:.4f}: {rate:.4f}, {recall:.3f}")
+                break
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=qqp.DEFAULT_DATA)
@@ -118,49 +195,13 @@ def main() -> None:
     hand_cos = (embedder.embed(hand_a) * embedder.embed(hand_b)).sum(axis=1).astype(np.float64)
     hand_x = matrix(hand_a, hand_b, hand_cos, idf)
     x = matrix(tune.a, tune.b, tune.cosine.astype(np.float64), idf)
-    y = tune.labels.astype(np.float64)
-    fold = folds(len(y), K)
-    print(f"tune: {len(y)} pairs; hand-made: {len(hand_labels)} pairs")
-
-    def fitted(rows: Bools, floor: float, l2: float, hand_weight: float) -> Logistic:
-        keep, hand = rows & (x[:, 0] >= floor), (hand_x[:, 0] >= floor) & (hand_weight > 0)
-        weight = np.concatenate([np.ones(int(keep.sum())), np.full(int(hand.sum()), hand_weight)])
-        xs = np.concatenate([x[keep], hand_x[hand]])
-        ys = np.concatenate([y[keep], hand_labels[hand].astype(np.float64)])
-        return fit(xs, ys, l2=l2, weight=weight)
-
-    def scored(model: Logistic, floor: float, inputs: Array) -> Array:
-        return np.where(inputs[:, 0] >= floor, probabilities(model, inputs), -np.inf)
-
-    best: tuple[float, float, float, float] | None = None  # (recall, floor, l2, hand weight)
-    for hand_weight in HAND_WEIGHTS:
-        for floor in FLOORS:
-            for l2 in L2_GRID:
-                scores = np.zeros(len(y))
-                for k in range(K):
-                    model = fitted(fold != k, floor, l2, hand_weight)
-                    scores[fold == k] = scored(model, floor, x[fold == k])
-                got = np.mean([recall_at(scores[fold == k], tune.labels[fold == k], 0.01) for k in range(K)])
-                print(f"hand-made weight {hand_weight}, floor {floor}, l2 {l2}: CV recall at 1 % {got:.3f}")
-                if best is None or got > best[0]:
-                    best = (float(got), floor, l2, hand_weight)
-    assert best is not None
-    _, floor, l2, hand_weight = best
-    model = fitted(np.ones(len(y), bool), floor, l2, hand_weight)
+    print(f"tune: {len(tune.labels)} pairs; hand-made: {len(hand_labels)} pairs")
+    best = choose(x, tune.labels, hand_x, hand_labels)
+    floor, l2, hand_weight, model = best.floor, best.l2, best.hand_weight, best.model
 
     scores = scored(model, floor, matrix(calibrate.a, calibrate.b, calibrate.cosine.astype(np.float64), idf))
-    negatives = ~calibrate.labels
-    table = []
-    print(f"\ncalibration ({len(negatives)} calibrate pairs): target → bar: false hits, recall")
-    for target in TARGETS:
-        for bar in sorted({*scores[np.isfinite(scores)].tolist(), 1.0}):
-            served = scores >= bar
-            rate = (served & negatives).sum() / negatives.sum()
-            if rate <= MARGIN * target + 1e-12:
-                recall = (served & calibrate.labels).sum() / calibrate.labels.sum()
-                table.append((target, round(float(bar), 6)))
-                print(f"  {target:.4f} → {bar:.4f}: {rate:.4f}, {recall:.3f}")
-                break
+    print(f"\ncalibration ({len(calibrate.labels)} calibrate pairs): target → bar: false hits, recall")
+    table = calibration(scores, calibrate.labels)
     out = {
         "version": 1,
         "inputs": list(INPUTS),
@@ -177,7 +218,7 @@ def main() -> None:
             "hand_pairs": len(hand_labels),
             "hand_weight": hand_weight,
             "l2": l2,
-            "cv_recall_at_1pct": round(best[0], 4),
+            "cv_recall_at_1pct": round(best.recall, 4),
             "calibrate_pairs": len(calibrate.labels),
             "margin": MARGIN,
         },
