@@ -338,7 +338,7 @@ def beyond(results: dict[tuple[str, str, int], list[Cell]], targets: list[Target
         for t in targets:
             prefix = t.name.partition("cache on, ")[0]
             off = offs.get(prefix)
-            if t.cache == "off" or off is None:
+            if t.cache not in ("miss", "semantic") or off is None:  # the targets that embed
                 continue
             cells = [
                 cell for (name, m, _), cs in results.items() if name == t.name and m == mode for cell in cs

@@ -39,7 +39,7 @@ from groupqwen.cache.answers import unworthy
 from groupqwen.cache.bars import EntryBars, LocalBars
 from groupqwen.cache.counters import CacheStats, Counters
 from groupqwen.cache.embedders import Embedder, Vectors
-from groupqwen.cache.embedding import EmbeddingThread
+from groupqwen.cache.embedding import EmbeddingThreads
 from groupqwen.cache.guard import Guard, LexicalGuard
 from groupqwen.cache.keys import CacheKey, cache_key
 from groupqwen.cache.lessons import Lessons
@@ -74,7 +74,7 @@ class SemanticCache:
     ) -> None:
         self._store = store
         self.embedder = embedder
-        self._embedding = EmbeddingThread(embedder)  # the embeddings' own thread (``embedding.py``)
+        self._embedding = EmbeddingThreads(embedder)  # the embeddings' own threads (``embedding.py``)
         self.policy = policy
         self.guard: Guard = guard or LexicalGuard()
         self.verifier = verifier

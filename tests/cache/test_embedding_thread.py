@@ -1,6 +1,7 @@
-"""The cache's embedding thread (``cache/embedding.py``): concurrent misses queue on one thread, each text
-embedded alone (its own vector, bit for bit the one ``embed`` gives it alone), a text whose waiter left is
-never embedded, errors reach the waiter, and lookups in different scopes never share an answer."""
+"""The cache's embedding threads (``cache/embedding.py``): texts queue in order, each embedded alone (its
+own vector, bit for bit the one ``embed`` gives it alone), a second thread takes a text while the first
+is busy, a text whose waiter left is never embedded, errors reach the waiter, and lookups in different
+scopes never share an answer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from groupqwen.cache.embedders import MiniLMEmbedder, Vectors
-from groupqwen.cache.embedding import EmbeddingThread
+from groupqwen.cache.embedding import EmbeddingThreads
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.errors import EmbedderUnavailable
 from groupqwen.messages import ChatRequest, Completion, Message, Sampling, Usage
@@ -51,14 +52,14 @@ async def entered(gated: Gated) -> None:
     assert await asyncio.to_thread(gated.entered.wait, 60)
 
 
-async def test_queued_texts_each_get_their_own_vector_on_one_thread(minilm: MiniLMEmbedder) -> None:
+async def test_queued_texts_each_get_their_own_vector_in_order(minilm: MiniLMEmbedder) -> None:
     texts = [
         "How tall is Mount Everest?",
         "How deep is the Mariana Trench?",
         "What is the capital of France?",
     ]
     gated = Gated(minilm, held="hold")
-    thread = EmbeddingThread(gated)
+    thread = EmbeddingThreads(gated, threads=1)
     first = asyncio.ensure_future(thread.embed("hold"))
     await entered(gated)
     queued = [asyncio.ensure_future(thread.embed(t)) for t in texts]  # all wait behind the held one
@@ -73,9 +74,23 @@ async def test_queued_texts_each_get_their_own_vector_on_one_thread(minilm: Mini
     thread.close()
 
 
+async def test_a_second_thread_takes_a_text_while_the_first_is_busy(minilm: MiniLMEmbedder) -> None:
+    gated = Gated(minilm, held="hold")
+    threads = EmbeddingThreads(gated, threads=2)
+    first = asyncio.ensure_future(threads.embed("hold"))
+    await entered(gated)
+    vector = await threads.embed("How tall is Mount Everest?")  # answered while "hold" still runs
+    assert not first.done()
+    gated.release.set()
+    await first
+    assert np.array_equal(vector, minilm.embed(["How tall is Mount Everest?"])[0])
+    assert len(set(gated.threads)) == 2
+    threads.close()
+
+
 async def test_a_text_whose_waiter_left_is_not_embedded(minilm: MiniLMEmbedder) -> None:
     gated = Gated(minilm, held="hold")
-    thread = EmbeddingThread(gated)
+    thread = EmbeddingThreads(gated, threads=1)
     first = asyncio.ensure_future(thread.embed("hold"))
     await entered(gated)
     abandoned = asyncio.ensure_future(thread.embed("nobody waits for this"))
@@ -104,7 +119,7 @@ class Failing:
 
 
 async def test_the_embedders_error_reaches_the_waiter() -> None:
-    thread = EmbeddingThread(Failing())
+    thread = EmbeddingThreads(Failing())
     with pytest.raises(EmbedderUnavailable, match="down"):
         await thread.embed("anything")
     thread.close()
@@ -112,7 +127,7 @@ async def test_the_embedders_error_reaches_the_waiter() -> None:
 
 async def test_close_ends_the_thread_and_a_later_embedding_starts_another(minilm: MiniLMEmbedder) -> None:
     gated = Gated(minilm)
-    thread = EmbeddingThread(gated)
+    thread = EmbeddingThreads(gated)
     before = await thread.embed("How tall is Mount Everest?")
     thread.close()
     first = gated.threads[-1]
