@@ -21,8 +21,11 @@ it (its root first on ``PYTHONPATH``): before and after a change, side by side i
 The load generator is ``wrk`` (``apt-get install wrk``; one thread), a cell = (mode, concurrency, target)
 for ``--seconds``; cells are interleaved target by target within each round so that a change of the
 machine's load falls on every target alike. Per cell: requests per second, p50 latency, and the CPU time
-of the target's process tree (``/proc/<pid>/stat`` utime + stime) over the requests it served. The machine
-is shared: CPU per request is the robust figure; the load average is printed.
+of the target's process tree (``/proc/<pid>/stat`` utime + stime) over the requests it served, and the
+part of it off the main thread (a gateway's event loop): with the cache on, the embeddings' threads. Each
+miss and semantic-hit target is split against the cache-off gateway of the same checkout: cache off + the
+CPU off the loop beyond cache off's (the embedding) + the rest (what the cache adds beyond the embedding).
+The machine is shared: CPU per request is the robust figure; the load average is printed.
 """
 
 from __future__ import annotations
