@@ -9,10 +9,11 @@ MiniLM quantises a padded batch's activations with one scale, which moves each r
 handed back with one ``call_soon_threadsafe``. A text whose waiter has gone before its turn (the lookup's
 timeout, a client that left) is not embedded.
 
-A thread starts when a text arrives and none is idle, up to one per core (the default executor allows
-four more than the cores, which only makes concurrent embeddings compete); each ends after ``idle_s``
-without a text, or at ``close`` (a later text starts one again), so a cache that is never used, or
-dropped without ``close``, holds no thread.
+A thread starts when a text arrives and none is idle, up to as many as the executor it replaces would
+use (the cores + 4, at most 32: a remote embedder's threads mostly wait on the network, and a single
+thread, measured, serialised a local model's concurrent misses); each ends after ``idle_s`` without a
+text, or at ``close`` (a later text starts one again), so a cache that is never used, or dropped without
+``close``, holds no thread.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ _Job = tuple[asyncio.AbstractEventLoop, str, "asyncio.Future[Vectors]"]
 
 class EmbeddingThreads:
     """Embeds one text at a time per thread with ``embedder``, on at most ``threads`` threads of its own
-    (default: one per core); ``embed`` awaits the vector."""
+    (default: the cores + 4, at most 32, as ``asyncio.to_thread``'s executor); ``embed`` awaits the
+    vector."""
 
     def __init__(self, embedder: Embedder, threads: int | None = None, idle_s: float = 60.0) -> None:
         self._embedder = embedder
-        self._max = threads or os.cpu_count() or 1
+        self._max = threads or min(32, (os.cpu_count() or 1) + 4)
         self._idle_s = idle_s
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # None: end when nothing waits
         self._lock = threading.Lock()  # orders a new job against the threads' decisions to end
