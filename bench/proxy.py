@@ -21,8 +21,11 @@ it (its root first on ``PYTHONPATH``): before and after a change, side by side i
 The load generator is ``wrk`` (``apt-get install wrk``; one thread), a cell = (mode, concurrency, target)
 for ``--seconds``; cells are interleaved target by target within each round so that a change of the
 machine's load falls on every target alike. Per cell: requests per second, p50 latency, and the CPU time
-of the target's process tree (``/proc/<pid>/stat`` utime + stime) over the requests it served. The machine
-is shared: CPU per request is the robust figure; the load average is printed.
+of the target's process tree (``/proc/<pid>/stat`` utime + stime) over the requests it served, and the
+part of it off the main thread (a gateway's event loop): with the cache on, the embeddings' threads. Each
+miss and semantic-hit target is split against the cache-off gateway of the same checkout: cache off + the
+CPU off the loop beyond cache off's (the embedding) + the rest (what the cache adds beyond the embedding).
+The machine is shared: CPU per request is the robust figure; the load average is printed.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from proxy_targets import (  # beside this file
     gateway,
     gateway_config,
     litellm,
+    loop_seconds,
     upstream,
 )
 
@@ -128,6 +132,7 @@ class Cell:
     rate: float
     p50_ms: float
     cpu_ms: float  # per request
+    threads_ms: float  # per request, the part off the main thread (a gateway's: the embeddings, telemetry)
     errors: int
     cache: str  # the x-groupqwen-cache statuses seen, when counted
     load: float  # the machine's 1-minute load average at the cell's end
@@ -187,7 +192,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
 def run_cell(target: Target, stream: bool, concurrency: int, seconds: int, work: Path) -> Cell:
     script = work / f"{abs(hash((target.name, stream)))}.lua"
     script.write_text(_lua(target, stream, count=max(1000, int(seconds * 3000))))
-    before = cpu_seconds(target.pid)
+    before, loop_before = cpu_seconds(target.pid), loop_seconds(target.pid)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), target.url],
         capture_output=True,
@@ -195,6 +200,7 @@ def run_cell(target: Target, stream: bool, concurrency: int, seconds: int, work:
         check=True,
     ).stdout
     used = cpu_seconds(target.pid) - before
+    threads = used - (loop_seconds(target.pid) - loop_before)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s|m)\b", out)
@@ -205,6 +211,7 @@ def run_cell(target: Target, stream: bool, concurrency: int, seconds: int, work:
         rate=rate,
         p50_ms=float(p50.group(1)) * _UNITS[p50.group(2)] if p50 else float("nan"),
         cpu_ms=used * 1e3 / max(total, 1),
+        threads_ms=threads * 1e3 / max(total, 1),
         errors=errors,
         cache=cache,
         load=os.getloadavg()[0],
@@ -289,6 +296,7 @@ def table(
         direct_p50 = _median(results, "upstream direct", mode, 1, "p50_ms")
         heads = [f"c={c} req/s" for c in concurrency] + [
             "CPU ms/req, median (range)",
+            "off the loop ms/req",
             "p50 c=1 ms",
             "added p50 ms",
             "× LiteLLM",
@@ -305,6 +313,8 @@ def table(
             ]
             row = [f"{r:,.0f}" for r in rates]
             row.append(f"{statistics.median(cpus):.2f} ({min(cpus):.2f}–{max(cpus):.2f})" if cpus else "–")
+            threads = [cell.threads_ms for c in concurrency for cell in results.get((t.name, mode, c), [])]
+            row.append(f"{statistics.median(threads):.2f}" if threads and t.workers == 1 else "–")
             row.append(f"{p50:.2f}")
             row.append(f"{p50 - direct_p50:+.2f}" if t.name != "upstream direct" and direct_p50 > 0 else "–")
             row.append(f"{min(ratios):.1f}–{max(ratios):.1f}" if ratios else "–")
@@ -319,6 +329,40 @@ def _median(
 ) -> float:
     cells = results.get((name, mode, c), [])
     return statistics.median(getattr(cell, what) for cell in cells) if cells else float("nan")
+
+
+def beyond(results: dict[tuple[str, str, int], list[Cell]], targets: list[Target]) -> str:
+    """Each cache target's CPU per request taken apart against the cache-off gateway of the same checkout
+    (medians over all its cells): the cache-off request, the CPU off the event loop beyond cache off's
+    (the embedding's thread), and the rest, on the event loop: what the cache adds beyond the embedding."""
+    lines = ["\nper request, against cache off (median CPU ms): total = cache off + off the loop + beyond"]
+    offs = {t.name.removesuffix("openai_http, cache off"): t for t in targets if t.name.endswith("cache off")}
+    for mode in ("json", "stream"):
+        for t in targets:
+            prefix = t.name.partition("cache on, ")[0]
+            off = offs.get(prefix)
+            if t.cache not in ("miss", "semantic") or off is None:  # the targets that embed
+                continue
+            cells = [
+                cell for (name, m, _), cs in results.items() if name == t.name and m == mode for cell in cs
+            ]
+            base = [
+                cell for (name, m, _), cs in results.items() if name == off.name and m == mode for cell in cs
+            ]
+            if not cells or not base:
+                continue
+            total, threads = (
+                statistics.median(getattr(c, f) for c in cells) for f in ("cpu_ms", "threads_ms")
+            )
+            off_total, off_threads = (
+                statistics.median(getattr(c, f) for c in base) for f in ("cpu_ms", "threads_ms")
+            )
+            embedding = threads - off_threads
+            lines.append(
+                f"- {mode}, {t.name}: {total:.2f} = {off_total:.2f} + {embedding:.2f} + "
+                f"{total - off_total - embedding:.2f}"
+            )
+    return "\n".join(lines)
 
 
 def embedding_ms(count: int = 200) -> float:
@@ -436,6 +480,7 @@ def main() -> None:
     )
     print(table(results, targets, args.concurrency))
     print(scaling(results, args.concurrency))
+    print(beyond(results, targets))
     if args.json:
         cells = [
             {"target": k[0], "mode": k[1], "c": k[2], **vars(cell)} for k, v in results.items() for cell in v

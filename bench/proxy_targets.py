@@ -33,6 +33,7 @@ class Target:
     model: str
     pid: int
     cache: str = "off"  # off | miss (every prompt new) | hit (one prompt stored) | semantic (its paraphrase)
+    workers: int = 1  # server processes: above 1, ``pid`` is their supervisor
 
 
 def free_port() -> int:
@@ -63,6 +64,13 @@ def cpu_seconds(pid: int) -> float:
         total += (int(fields[11]) + int(fields[12])) * TICK_S  # utime, stime
         todo.extend(children.get(current, ()))
     return total
+
+
+def loop_seconds(pid: int) -> float:
+    """User + system CPU of ``pid``'s main thread: a gateway's event loop (the rest of its CPU is its
+    threads': the cache's embeddings, the telemetry writer)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def _wait(url: str, process: subprocess.Popen[bytes], what: str, timeout_s: float = 300) -> None:
@@ -152,7 +160,7 @@ def gateway(
     base = f"http://127.0.0.1:{port}"
     env = None if source is None else {**os.environ, "PYTHONPATH": str(source.resolve())}
     with _process(command, base + "/health", name, env) as pid:
-        yield Target(name, base + "/v1/chat/completions", model, pid, cache)
+        yield Target(name, base + "/v1/chat/completions", model, pid, cache, workers)
 
 
 def litellm_version() -> str:

@@ -5,7 +5,10 @@ back; the review API answers 507 insufficient_storage and leaves its files as th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -13,8 +16,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from waiting import until
 
 from groupqwen.api.app import create_app
+from groupqwen.cache.embedders import HashingEmbedder
+from groupqwen.cache.stores import COMMIT_AFTER_S, Answer, CacheEntry, EmbeddedStore
 from groupqwen.finetune.records import Conversation, Turn, dumps
 from groupqwen.telemetry.service import Telemetry
 from groupqwen.testing import fake_services, fake_settings
@@ -145,3 +151,33 @@ def test_a_full_data_disk_makes_the_import_and_the_build_507_and_changes_nothing
         )
         built = http.get("/v1/review/chats/build")
         assert built.status_code == 200 and built.headers["content-type"] == "application/zip"
+
+
+async def test_a_full_disk_makes_the_embedded_cache_degraded_until_a_commit_succeeds(
+    small_disk: Path,
+) -> None:
+    """The embedded cache store commits its writes together a moment later: a commit the full disk refuses
+    shows as ``degraded`` (the answers are still served from memory) until one succeeds again."""
+    embedder = HashingEmbedder()
+    store = EmbeddedStore(small_disk / "cache.sqlite", embedder.dim, max_entries=1000)
+
+    def entry(n: int) -> CacheEntry:
+        text = f"question {n}"
+        answer = Answer("x" * 20_000, "", "stop", 1, 1)
+        return CacheEntry(f"s:{n}", "s", "m", text, embedder.embed([text])[0], answer, 0.0, None)
+
+    await store.put(entry(0))
+    await until(lambda: (small_disk / "cache.sqlite-wal").stat().st_size > 20_000)  # committed
+    filler = fill(small_disk)
+    written = 1
+    while not store.degraded:  # until a commit (or a write) meets the full disk
+        with contextlib.suppress(sqlite3.Error):  # the write itself refused
+            await store.put(entry(written))
+        written += 1
+        await asyncio.sleep(COMMIT_AFTER_S / 5)
+        assert written < 500, "the full disk never failed a commit"
+    assert (await store.get("s:0")) is not None  # served from memory meanwhile
+    filler.unlink()
+    await store.put(entry(written))
+    await until(lambda: not store.degraded)
+    await store.close()

@@ -39,6 +39,7 @@ from groupqwen.cache.answers import unworthy
 from groupqwen.cache.bars import EntryBars, LocalBars
 from groupqwen.cache.counters import CacheStats, Counters
 from groupqwen.cache.embedders import Embedder, Vectors
+from groupqwen.cache.embedding import EmbeddingThreads
 from groupqwen.cache.guard import Guard, LexicalGuard
 from groupqwen.cache.keys import CacheKey, cache_key
 from groupqwen.cache.lessons import Lessons
@@ -73,6 +74,7 @@ class SemanticCache:
     ) -> None:
         self._store = store
         self.embedder = embedder
+        self._embedding = EmbeddingThreads(embedder)  # the embeddings' own threads (``embedding.py``)
         self.policy = policy
         self.guard: Guard = guard or LexicalGuard()
         self.verifier = verifier
@@ -245,7 +247,7 @@ class SemanticCache:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            vectors = await asyncio.to_thread(self.embedder.embed, [text])
+            vector = await self._embedding.embed(text)
         except EmbedderUnavailable as exc:
             self._embedder_error = exc.message
             raise
@@ -254,8 +256,7 @@ class SemanticCache:
                 self._embedder_error = f"no embedding within {self.policy.timeout_s} s"
             raise
         self._embedder_error = None
-        row: Vectors = vectors[0]
-        return row
+        return vector
 
     def store(
         self,
@@ -397,4 +398,5 @@ class SemanticCache:
         try:
             await self.drain(cancel=True)
         finally:
+            self._embedding.close()
             await self._store.close()

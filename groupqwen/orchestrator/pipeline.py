@@ -87,6 +87,7 @@ class Pipeline:
         self._catalog = dict(catalog)
         self._discover = discover
         self._overlap = overlap
+        self._overlaps: dict[str, bool] = {}  # ``overlap`` asked once per model (it reads the CPU count)
         self._pool = pool
         self._default_model = default_model
         self._cache = cache
@@ -318,10 +319,14 @@ class Pipeline:
     def _warm(self, decision: Decision) -> bool:
         """Whether to generate while the semantic layer looks: the model is loaded, and ``overlap`` says
         its generation does not compete with the embedding for the same cores."""
-        return any(
-            s.spec.id == decision.model and s.status == "loaded" and self._overlap(s.spec)
-            for s in self._pool.states()
-        )
+        model = decision.model
+        if self._pool.status(model) != "loaded":
+            return False
+        overlaps = self._overlaps.get(model)
+        if overlaps is None:
+            spec = self._catalog.get(model)
+            overlaps = self._overlaps[model] = spec is not None and self._overlap(spec)
+        return overlaps
 
     @staticmethod
     async def _resume(

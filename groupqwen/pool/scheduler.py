@@ -104,6 +104,11 @@ class Pool:
     def states(self) -> list[ModelState]:
         return [e.state() for e in self._entries.values()]
 
+    def status(self, model_id: str) -> ModelStatus | None:
+        """One model's status (``None``: not served here), without building every model's state."""
+        entry = self._entries.get(model_id)
+        return entry.status if entry is not None else None
+
     def _entry(self, model_id: str) -> _Entry:
         try:
             return self._entries[model_id]

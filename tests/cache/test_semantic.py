@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import pytest
+from waiting import until
 
 from groupqwen.cache import build_cache
 from groupqwen.cache.embedders import HashingEmbedder, MiniLMEmbedder
 from groupqwen.cache.semantic import SemanticCache
-from groupqwen.cache.stores import EmbeddedStore, Invalidation
+from groupqwen.cache.stores import Answer, CacheEntry, EmbeddedStore, Invalidation
 from groupqwen.config import CacheConfig
 from groupqwen.errors import CacheUnavailable
 from groupqwen.messages import ChatRequest, Completion, ImagePart, Message, Sampling, Usage
@@ -304,3 +306,33 @@ async def test_an_empty_scope_skips_the_embedding_and_the_write_embeds_later() -
     other = await cache.lookup(ask("Which planet has the most moons now?"), "another tenant", "m")
     assert other.reason == "nothing cached in this scope" and embedder.calls == 2
     await cache.close()
+
+
+async def test_the_embedded_stores_writes_share_a_commit_and_close_commits(
+    minilm: MiniLMEmbedder, tmp_path: Path
+) -> None:
+    """The stores of one moment share one SQLite commit (``COMMIT_AFTER_S`` later): another connection
+    sees none of them before it and all after; ``close`` commits what is still due."""
+    path = tmp_path / "cache.sqlite"
+    store = embedded_store(minilm.dim, path)
+    reader = sqlite3.connect(path)
+
+    def rows() -> int:
+        count: int = reader.execute("SELECT count(*) FROM entries").fetchone()[0]
+        return count
+
+    def entry(n: int) -> CacheEntry:
+        vector = minilm.embed([f"question {n}"])[0]
+        return CacheEntry(
+            f"s:{n}", "s", "m", f"question {n}", vector, Answer("a", "", "stop", 1, 1), 0.0, None
+        )
+
+    for n in range(3):
+        await store.put(entry(n))
+    assert rows() == 0  # not committed yet: one commit for the three, later
+    assert len(await store.search("s", entry(0).vector, 4)) == 3  # served from memory meanwhile
+    await until(lambda: rows() == 3, within_s=30)
+    await store.put(entry(3))
+    await store.close()  # commits the last one at once
+    assert rows() == 4
+    reader.close()
