@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 
-import routing_gsm8k  # noqa: E402
+import routing_long  # noqa: E402
+import routing_mix  # noqa: E402
 from routing_questions import is_correct  # noqa: E402
 from train_router import LARGE, SMALL, load_bench, request_of, tokens_of  # noqa: E402
 
@@ -191,31 +192,31 @@ def main() -> None:
         by_cat[q["category"]][1] += int(a)
         by_cat[q["category"]][2] += int(b)
     print("per category (n, small right, large right):", {k: tuple(v) for k, v in sorted(by_cat.items())})
-    held_out_confidence(w, test, answers)
+    held_out_confidence(w)
+    print("\nthe realistic mix, held-out splits, the default configuration (bench/routing_mix.py):\n")
+    routing_mix.print_table(routing_mix.table(routing_mix.held_out_items()))
 
 
 BUCKETS = ((1, 3), (4, 16), (17, 64), (65, 10**6))  # answer length in tokens
 
 
-def held_out_confidence(w: weights.Weights, test: list[dict[str, Any]], answers: dict[str, Any]) -> None:
-    """The default first tier's confidence on held-out answers only (the short test split and the held-out
-    GSM8K items): ECE and AUC per answer-length bucket, and where the running confidence would have
-    aborted each long answer at the default bar."""
-    model = SMALL
+def held_out_confidence(w: weights.Weights) -> None:
+    """The default first tier's confidence on held-out answers only (the short test split, the held-out
+    GSM8K and code items): ECE and AUC per answer-length bucket of the score the cascade decides on (over
+    the answer's first ``buffer_tokens``: a long answer's whole span is never seen before it commits), and
+    how often, and at which token, the cascade at the default bar leaves each part's answers."""
+    routing = routing_from_settings(load_settings())
+    items = routing_mix.held_out_items()
     conf, ok, lengths = [], [], []
-    for q in test:
-        a = answers["models"][model][q["id"]]
-        tokens = tokens_of(a["tokens"])
-        conf.append(w.scorer.score(model, tokens))
-        ok.append(is_correct(a["text"], q["answer"]))
-        lengths.append(len(tokens))
-    long_form = [r["answers"][model] for r in routing_gsm8k.rows((model,), "heldout")]
-    for a in long_form:
-        conf.append(w.scorer.score(model, a["tokens"]))
-        ok.append(a["ok"])
-        lengths.append(len(a["tokens"]))
+    for item in items:
+        a = item.small
+        decided = routing_long.decision_prefixes(a.n, routing.min_tokens, routing.buffer_tokens)[-1]
+        conf.append(w.scorer.score(SMALL, a.tokens[:decided]))
+        ok.append(a.ok)
+        lengths.append(a.n)
     c, y, n = np.asarray(conf), np.asarray(ok, float), np.asarray(lengths)
-    print(f"\n{model} confidence on held-out answers ({len(test)} short, {len(long_form)} GSM8K):")
+    parts = {p: sum(i.part == p for i in items) for p in ("short", *routing_long.PARTS)}
+    print(f"\n{SMALL} confidence at the decision length, held-out answers {parts}:")
     print("| answer length (tokens) | n | right | mean confidence | ECE | AUC |")
     print("|---|---|---|---|---|---|")
     for lo, hi in (*BUCKETS, (1, 10**6)):
@@ -234,17 +235,16 @@ def held_out_confidence(w: weights.Weights, test: list[dict[str, Any]], answers:
             area,
         ]
         print("| " + " | ".join(cells) + " |")
-    routing = routing_from_settings(load_settings())
-    bar, start = routing.router.policy.tiers[0].bar or 0.0, routing.min_tokens
-    for a in long_form:
-        tokens = a["tokens"]
-        stop = next(
-            (k for k in range(start, len(tokens) + 1) if w.scorer.score(model, tokens[:k]) < bar), None
-        )
+    bar = routing.router.policy.tiers[0].bar
+    for part, count in parts.items():
+        mine = [i for i in items if i.part == part]
+        left = [routing_mix.escalation(routing, i.small, bar) for i in mine]
+        stops = [k for k in left if k is not None]
+        kept_right = sum(i.small.ok for i, k in zip(mine, left, strict=True) if k is None)
         print(
-            f"  GSM8K held-out answer of {len(tokens)} tokens ({'right' if a['ok'] else 'wrong'}, "
-            f"{a['seconds']:.0f} s): "
-            + (f"aborted at token {stop} at bar {bar:.2f}" if stop else f"kept at bar {bar:.2f}")
+            f"  {part}: at the default bar {bar or 0:.2f}, {len(stops)} of {count} left"
+            + (f" (at token {min(stops)}–{max(stops)})" if stops else "")
+            + f"; kept {count - len(stops)}, {kept_right} of them right"
         )
 
 
