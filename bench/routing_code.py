@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,15 @@ def code_of(answer: str) -> str:
     return found.group(1) if found else answer
 
 
-def _limits() -> None:  # in the child, before exec
-    resource.setrlimit(resource.RLIMIT_CPU, (int(TIMEOUT_S), int(TIMEOUT_S)))
-    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+def _limits(seconds: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before exec
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return apply
 
 
-def passes(problem: dict[str, Any], answer: str) -> bool:
+def passes(problem: dict[str, Any], answer: str, timeout_s: float = TIMEOUT_S) -> bool:
     """Whether the answer's code passes the problem's tests (see the module docstring)."""
     program = "\n".join(
         (problem["prompt"], code_of(answer), problem["test"], f"check({problem['entry_point']})")
@@ -63,8 +67,8 @@ def passes(problem: dict[str, Any], answer: str) -> bool:
                 cwd=tmp,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
-                timeout=TIMEOUT_S,
-                preexec_fn=_limits,
+                timeout=timeout_s,
+                preexec_fn=_limits(max(1, int(timeout_s))),
                 check=False,
             )
         except subprocess.TimeoutExpired:
