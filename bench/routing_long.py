@@ -6,10 +6,11 @@
 to ship). This grades them (GSM8K: ``routing_gsm8k.is_correct``; code: ``routing_code.passes``, the
 problem's tests in a sandboxed process) and keeps, per (part, item, model), one compact row: whether it was
 right, seconds, length, the ``confidence.measures`` of the whole answer, and its first ``HEAD`` tokens
-(text, logprob, top alternatives; rounded) — the ``router.buffer_tokens`` (48) the cascade decides on,
-with room to spare. ``scripts/train_router.py`` and ``bench/routing.py`` read only this file, so the fit
-and the report are reproducible from the repository. Items both models answered are kept; the split (a
-third held out, by hash of the question: ``routing_gsm8k.split_of``) is stored with each row.
+(text, logprob, top alternatives; rounded) — the default ``router.buffer_tokens`` (48) the cascade
+decides on (about 2 kB a row). ``scripts/train_router.py`` and ``bench/routing.py`` read only this file,
+so the fit and the report are reproducible from the repository. Items both models answered are kept;
+the split (a third held out, by hash of the question: ``routing_gsm8k.split_of``) is stored with each
+row.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from groupqwen.messages import TokenLogprob, TopLogprob  # noqa: E402
 from groupqwen.orchestrator.confidence import measures  # noqa: E402
 
 STORE = ROOT / "bench" / "data" / "routing_long.jsonl"
-HEAD = 64  # tokens kept per answer
+HEAD = 48  # tokens kept per answer: the default buffer_tokens, what the cascade decides on
 PARTS = ("gsm8k", "code")
 SYSTEMS = {"gsm8k": GSM8K_SYSTEM, "code": routing_code.SYSTEM}  # each part's system prompt
 FIT_AT = (8, 16, 32, 48)  # prefix lengths a calibration row is taken at (and the decision length)
@@ -80,7 +81,7 @@ def build() -> list[dict[str, Any]]:
             for model in MODELS:
                 row = answered[model][item["id"]]
                 tokens = tokens_of(row["tokens"])
-                head = [[t, round(lp, 3), [round(a, 3) for a in top]] for t, lp, top in row["tokens"][:HEAD]]
+                head = [[t, round(lp, 3), [round(a, 2) for a in top]] for t, lp, top in row["tokens"][:HEAD]]
                 out.append(
                     {"part": part, "id": item["id"], "split": routing_gsm8k.split_of(item["question"]),
                      "model": model, "ok": _grade(part, item, row["text"]), "seconds": row["seconds"],

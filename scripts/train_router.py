@@ -146,22 +146,25 @@ def choose(
     x: Array,
     y: Array,
     weight: Array,
-    extra: tuple[Array, Array, Array],
+    extras: dict[str, tuple[Array, Array, Array]],
     fold: npt.NDArray[np.int64],
     sets: dict[str, Bools],
-) -> tuple[str, float, list[tuple[str, float, float, float, float, float]]]:
-    """Every (input set, L2) scored by out-of-fold log-loss on the calibration rows, and the best one
-    (ties: the stronger L2)."""
+) -> tuple[str, str, float, list[tuple[str, str, float, float, float, float, float]]]:
+    """Every (input set, synthetic rows, L2) scored by out-of-fold log-loss on the measured rows, and the
+    best one (ties: the stronger L2)."""
     scores = []
     for name, use in sets.items():
-        for l2 in L2_GRID:
-            oof = cross_validated(x, y, fold, l2=l2, weight=weight, use=use, extra=extra)
-            model = fit(np.concatenate([extra[0], x]), np.concatenate([extra[1], y]), l2=l2,
-                        weight=np.concatenate([extra[2], weight]), use=use)  # fmt: skip
-            train = probabilities(model, x)
-            scores.append((name, l2, log_loss(train, y), auc(train, y), log_loss(oof, y), auc(oof, y)))
-    best = min(scores, key=lambda s: (round(s[4], 4), -s[1]))  # ties: the stronger L2
-    return best[0], best[1], scores
+        for corpus_name, extra in extras.items():
+            for l2 in L2_GRID:
+                oof = cross_validated(x, y, fold, l2=l2, weight=weight, use=use, extra=extra)
+                model = fit(np.concatenate([extra[0], x]), np.concatenate([extra[1], y]), l2=l2,
+                            weight=np.concatenate([extra[2], weight]), use=use)  # fmt: skip
+                train = probabilities(model, x)
+                scores.append(
+                    (name, corpus_name, l2, log_loss(train, y), auc(train, y), log_loss(oof, y), auc(oof, y))
+                )
+    best = min(scores, key=lambda s: (round(s[5], 4), -s[2]))  # ties: the stronger L2
+    return best[0], best[1], best[2], scores
 
 
 def accuracy(p: Array, y: Array) -> float:
@@ -255,27 +258,34 @@ def main() -> None:
     y_win = (large_ok & ~small_ok).astype(float)
     y_syn = np.asarray([c for _, c, _ in rows], float)
     w_bench = np.full(len(items), len(rows) / len(items))  # the two sources weigh the same
-    extra = (x_syn, y_syn, np.ones(len(rows)))
+    # the synthetic corpus labels code "complex" by assumption; where code was measured (HumanEval), cross-
+    # validation may choose to let the measured rows alone say whether the large model wins on code
+    code = np.asarray([features.extract(request_of(p)).code_markers > 0 for p, _, _ in rows])
+    extras = {"all": (x_syn, y_syn, np.ones(len(rows)))}
+    if any(it["part"] == "code" for it in items):
+        extras["no code"] = (x_syn[~code], y_syn[~code], np.ones(int((~code).sum())))
     sets = feature_sets()
-    chosen, l2, scores = choose(x_bench, y_win, w_bench, extra, fold, sets)
+    chosen, corpus_name, l2, scores = choose(x_bench, y_win, w_bench, extras, fold, sets)
+    extra = extras[corpus_name]
     parts = {p: sum(it["part"] == p for it in items) for p in ("short", *routing_long.PARTS)}
     print(f"complexity head = P(large right and small wrong); {K}-fold CV on {len(items)} tune items {parts}")
     print(f"({int(y_win.sum())} wins) + {len(rows)} synthetic prompts in every training fold")
-    print("| inputs | L2 | train log-loss | train AUC | CV log-loss | CV AUC |")
-    print("|---|---|---|---|---|---|")
-    for name, reg, tl, ta, cl, ca in scores:
-        mark = " **chosen**" if (name, reg) == (chosen, l2) else ""
-        print(f"| {name} | {reg:g} | {tl:.3f} | {ta:.3f} | {cl:.3f} | {ca:.3f} |{mark}")
+    print("| inputs | synthetic prompts | L2 | train log-loss | train AUC | CV log-loss | CV AUC |")
+    print("|---|---|---|---|---|---|---|")
+    for name, syn, reg, tl, ta, cl, ca in scores:
+        mark = " **chosen**" if (name, syn, reg) == (chosen, corpus_name, l2) else ""
+        print(f"| {name} | {syn} | {reg:g} | {tl:.3f} | {ta:.3f} | {cl:.3f} | {ca:.3f} |{mark}")
     use = sets[chosen]
     complexity = fit(
-        np.concatenate([x_syn, x_bench]), np.concatenate([y_syn, y_win]), l2=l2,
-        weight=np.concatenate([np.ones(len(rows)), w_bench]), use=use,
+        np.concatenate([extra[0], x_bench]), np.concatenate([extra[1], y_win]), l2=l2,
+        weight=np.concatenate([extra[2], w_bench]), use=use,
     )  # fmt: skip
     gain_train = probabilities(complexity, x_bench)
     gain_oof = cross_validated(x_bench, y_win, fold, l2=l2, weight=w_bench, use=use, extra=extra)
-    syn_train = accuracy(probabilities(complexity, x_syn), y_syn)
+    syn_train = accuracy(probabilities(complexity, extra[0]), extra[1])
     head_scores = {
         "inputs": chosen,
+        "synthetic_prompts": corpus_name,
         "l2": l2,
         "train_accuracy": round(accuracy(gain_train, y_win), 3),
         "cv_accuracy": round(accuracy(gain_oof, y_win), 3),
