@@ -33,11 +33,19 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 import routing_long  # noqa: E402
 import routing_mix  # noqa: E402
 from routing_questions import is_correct  # noqa: E402
-from train_router import LARGE, SMALL, load_bench, request_of, tokens_of  # noqa: E402
+from train_router import L2_GRID, LARGE, SMALL, K, load_bench, request_of, tokens_of  # noqa: E402
 
 from groupqwen.config import load_settings  # noqa: E402
 from groupqwen.orchestrator import weights  # noqa: E402
-from groupqwen.orchestrator.classifier import auc  # noqa: E402
+from groupqwen.orchestrator.classifier import (  # noqa: E402
+    Logistic,
+    auc,
+    cross_validated,
+    fit,
+    folds,
+    log_loss,
+)
+from groupqwen.orchestrator.confidence import measures  # noqa: E402
 from groupqwen.orchestrator.features import extract, vector  # noqa: E402
 from groupqwen.orchestrator.weights import routing_from_settings  # noqa: E402
 
@@ -200,40 +208,60 @@ def main() -> None:
 BUCKETS = ((1, 3), (4, 16), (17, 64), (65, 10**6))  # answer length in tokens
 
 
+def whole_answer_calibration() -> Logistic:
+    """The small model's confidence over its *whole* answers (the answer span included), fitted here on
+    the tune rows only (short calibration questions + long tune items), L2 by cross-validation. Not shipped:
+    the cascade commits a long answer on its first ``buffer_tokens``; this says what waiting for the
+    whole answer (``buffer_tokens`` ≥ ``max_tokens``) would buy."""
+    calibration, answers = load_bench("calibration")
+    x = [measures(tokens_of(answers["models"][SMALL][q["id"]]["tokens"])) for q in calibration]
+    y = [is_correct(answers["models"][SMALL][q["id"]]["text"], q["answer"]) for q in calibration]
+    for row in routing_long.rows(split="tune"):
+        if row["model"] == SMALL:
+            x.append(np.asarray(row["measures"]))
+            y.append(row["ok"])
+    xs, ys = np.stack(x), np.asarray(y, float)
+    fold = folds(len(ys), K)
+    reg = min(L2_GRID, key=lambda r: (round(log_loss(cross_validated(xs, ys, fold, l2=r), ys), 4), -r))
+    return fit(xs, ys, l2=reg)
+
+
 def held_out_confidence(w: weights.Weights) -> None:
     """The default first tier's confidence on held-out answers only (the short test split, the held-out
-    GSM8K and code items): ECE and AUC per answer-length bucket of the score the cascade decides on (over
-    the answer's first ``buffer_tokens``: a long answer's whole span is never seen before it commits), and
-    how often, and at which token, the cascade at the default bar leaves each part's answers."""
+    GSM8K and code items), per answer-length bucket and per part: ECE and AUC of the score the cascade
+    decides on (the shipped calibration over the answer's first ``buffer_tokens``: a long answer's span is
+    never seen before it commits) and of a whole-answer score (``whole_answer_calibration``); then how
+    often, and at which token, the cascade at the default bar leaves each part's answers."""
     routing = routing_from_settings(load_settings())
     items = routing_mix.held_out_items()
-    conf, ok, lengths = [], [], []
+    whole_model = whole_answer_calibration()
+    conf, whole, ok, lengths, part_of = [], [], [], [], []
     for item in items:
         a = item.small
         decided = routing_long.decision_prefixes(a.n, routing.min_tokens, routing.buffer_tokens)[-1]
         conf.append(w.scorer.score(SMALL, a.tokens[:decided]))
+        whole.append(whole_model.probability(a.whole))
         ok.append(a.ok)
         lengths.append(a.n)
-    c, y, n = np.asarray(conf), np.asarray(ok, float), np.asarray(lengths)
+        part_of.append(item.part)
+    c, cw, y, n = np.asarray(conf), np.asarray(whole), np.asarray(ok, float), np.asarray(lengths)
     parts = {p: sum(i.part == p for i in items) for p in ("short", *routing_long.PARTS)}
-    print(f"\n{SMALL} confidence at the decision length, held-out answers {parts}:")
-    print("| answer length (tokens) | n | right | mean confidence | ECE | AUC |")
-    print("|---|---|---|---|---|---|")
-    for lo, hi in (*BUCKETS, (1, 10**6)):
-        m = (n >= lo) & (n <= hi)
+    print(
+        f"\n{SMALL} confidence on held-out answers {parts}: at the decision length (shipped) | whole answer"
+    )
+    print("| answers | n | right | mean conf. | ECE | AUC | whole: mean conf. | ECE | AUC |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    groups = [
+        (f"{lo}–{hi} tokens" if hi < 10**6 else f"{lo}+ tokens", (n >= lo) & (n <= hi)) for lo, hi in BUCKETS
+    ]
+    groups += [(part, np.asarray(part_of) == part) for part in parts] + [("all", n > 0)]
+    for label, m in groups:
         if not m.any():
             continue
-        label = "all" if (lo, hi) == (1, 10**6) else f"{lo}–{hi}" if hi < 10**6 else f"{lo}+"
-        has_both = 0 < y[m].sum() < m.sum()
-        area = f"{auc(c[m], y[m]):.2f}" if has_both else "–"
-        cells = [
-            label,
-            str(m.sum()),
-            f"{y[m].mean():.2f}",
-            f"{c[m].mean():.2f}",
-            f"{ece(c[m], y[m]):.3f}",
-            area,
-        ]
+        cells = [label, str(m.sum()), f"{y[m].mean():.2f}"]
+        for score in (c, cw):
+            area = f"{auc(score[m], y[m]):.2f}" if 0 < y[m].sum() < m.sum() else "–"
+            cells += [f"{score[m].mean():.2f}", f"{ece(score[m], y[m]):.3f}", area]
         print("| " + " | ".join(cells) + " |")
     bar = routing.router.policy.tiers[0].bar
     for part, count in parts.items():

@@ -24,6 +24,8 @@ from train_router import LARGE, SMALL, load_bench, request_of, tokens_of
 
 from groupqwen.config import load_settings
 from groupqwen.messages import ChatRequest, TokenLogprob
+from groupqwen.orchestrator.classifier import Array
+from groupqwen.orchestrator.confidence import measures
 from groupqwen.orchestrator.router import ModelView
 from groupqwen.orchestrator.weights import Routing, routing_from_settings
 
@@ -36,6 +38,7 @@ class Answer:
     seconds: float
     n: int  # tokens generated
     tokens: list[TokenLogprob]  # the first ones at least (what the cascade decides on)
+    whole: Array  # ``confidence.measures`` of the whole answer
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,15 @@ def held_out_items() -> list[Item]:
         for model in (SMALL, LARGE):
             a = answers["models"][model][q["id"]]
             tokens = tokens_of(a["tokens"])
-            got[model] = Answer(is_correct(a["text"], q["answer"]), a["seconds"], len(tokens), tokens)
+            ok = is_correct(a["text"], q["answer"])
+            got[model] = Answer(ok, a["seconds"], len(tokens), tokens, measures(tokens))
         out.append(Item("short", request_of(q["question"], answers["system"]), got[SMALL], got[LARGE]))
     for part in routing_long.PARTS:
         for item in routing_long.paired(part, "heldout"):
-            a = {m: Answer(r["ok"], r["seconds"], r["tokens"], r["head"]) for m, r in item["answers"].items()}
+            a = {
+                m: Answer(r["ok"], r["seconds"], r["tokens"], r["head"], np.asarray(r["measures"]))
+                for m, r in item["answers"].items()
+            }
             request = request_of(item["question"], routing_long.SYSTEMS[part])
             out.append(Item(part, request, a[SMALL], a[LARGE]))
     return out
