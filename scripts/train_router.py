@@ -258,18 +258,19 @@ def main() -> None:
     y_win = (large_ok & ~small_ok).astype(float)
     y_syn = np.asarray([c for _, c, _ in rows], float)
     w_bench = np.full(len(items), len(rows) / len(items))  # the two sources weigh the same
-    # the synthetic corpus labels code "complex" by assumption; where code was measured (HumanEval), cross-
-    # validation may choose to let the measured rows alone say whether the large model wins on code
+    # the synthetic corpus labels by assumption ("code is complex"); cross-validation chooses whether it
+    # joins, whole or without its code prompts once code was measured (HumanEval), or not at all
     code = np.asarray([features.extract(request_of(p)).code_markers > 0 for p, _, _ in rows])
     extras = {"all": (x_syn, y_syn, np.ones(len(rows)))}
     if any(it["part"] == "code" for it in items):
         extras["no code"] = (x_syn[~code], y_syn[~code], np.ones(int((~code).sum())))
+    extras["none"] = (x_syn[:0], y_syn[:0], np.ones(0))
     sets = feature_sets()
     chosen, corpus_name, l2, scores = choose(x_bench, y_win, w_bench, extras, fold, sets)
     extra = extras[corpus_name]
     parts = {p: sum(it["part"] == p for it in items) for p in ("short", *routing_long.PARTS)}
     print(f"complexity head = P(large right and small wrong); {K}-fold CV on {len(items)} tune items {parts}")
-    print(f"({int(y_win.sum())} wins) + {len(rows)} synthetic prompts in every training fold")
+    print(f"({int(y_win.sum())} wins); synthetic prompts ({len(rows)}): in every training fold, or not")
     print("| inputs | synthetic prompts | L2 | train log-loss | train AUC | CV log-loss | CV AUC |")
     print("|---|---|---|---|---|---|---|")
     for name, syn, reg, tl, ta, cl, ca in scores:
@@ -282,7 +283,7 @@ def main() -> None:
     )  # fmt: skip
     gain_train = probabilities(complexity, x_bench)
     gain_oof = cross_validated(x_bench, y_win, fold, l2=l2, weight=w_bench, use=use, extra=extra)
-    syn_train = accuracy(probabilities(complexity, extra[0]), extra[1])
+    syn_train = accuracy(probabilities(complexity, extra[0]), extra[1]) if len(extra[1]) else float("nan")
     head_scores = {
         "inputs": chosen,
         "synthetic_prompts": corpus_name,

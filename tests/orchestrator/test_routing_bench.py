@@ -11,7 +11,7 @@ import pytest
 
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.messages import TokenLogprob
-from groupqwen.orchestrator.confidence import Scorer
+from groupqwen.orchestrator.confidence import Scorer, measures
 from groupqwen.orchestrator.router import Router, RouterPolicy
 from groupqwen.orchestrator.weights import Routing
 
@@ -55,6 +55,6 @@ async def test_the_replay_leaves_an_answer_where_the_cascade_does(drop_at: int |
     real = int(reason.split("aborted at token ")[1].split()[0]) if "aborted" in reason else None
     routing = Routing(Router(RouterPolicy(tiers=())), Scorer(), buffer_tokens=20)
     tokens = [TokenLogprob(" w", lp, ()) for lp in logprobs]
-    answer = routing_mix.Answer(ok=True, seconds=1.0, n=60, tokens=tokens)
+    answer = routing_mix.Answer(ok=True, seconds=1.0, n=60, tokens=tokens, whole=measures(tokens))
     assert routing_mix.escalation(routing, answer, ROUTE.steps[0].bar) == real
     assert (real is None) == (drop_at is None or drop_at >= 20)
