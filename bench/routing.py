@@ -1,9 +1,11 @@
 """Routing policies compared on the same answers: accuracy, share escalated, latency, PGR, APGR, CPT, ECE.
 
-    .venv/bin/python bench/routing_questions.py   # the question set (shipped; deterministic)
-    .venv/bin/python bench/routing_collect.py     # each bundled model answers every question once
-    .venv/bin/python scripts/train_router.py      # classifier + calibration from the calibration split
-    .venv/bin/python bench/routing.py             # this table, on the test split only
+    .venv/bin/python bench/routing_questions.py         # the question set (shipped; deterministic)
+    .venv/bin/python bench/routing_collect.py short     # each bundled model answers every question once
+    .venv/bin/python bench/routing_collect.py gsm8k|code --limit N   # long answers (resumable)
+    .venv/bin/python bench/routing_long.py              # graded, compact: bench/data/routing_long.jsonl
+    .venv/bin/python scripts/train_router.py            # classifier + calibration from the tune rows
+    .venv/bin/python bench/routing.py                   # these tables, on the held-out rows only
 
 Policies: the small model alone, the large alone, a random split, the router's classifier alone (its
 probability that the large model wins), the confidence cascade (small first, escalate below the bar) at
@@ -16,6 +18,8 @@ APGR = mean PGR over 0 %, 10 %, …, 100 % of calls to the large model, the rout
 calls go; CPT(x) = the least share of calls to the large model reaching PGR ≥ x. Latency: the cascade pays
 the small model's time and then the large model's on escalation (answers here are shorter than the
 cascade's buffer, so each is scored whole). ECE: 10 equal-width bins of the calibrated confidence.
+Then the small model's held-out confidence per answer length and part, and the realistic mix
+(``routing_mix.py``: small, large, ``auto``, ``auto:cascade``, oracle per held-out part and for the mix).
 """
 
 from __future__ import annotations
