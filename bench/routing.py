@@ -1,9 +1,11 @@
 """Routing policies compared on the same answers: accuracy, share escalated, latency, PGR, APGR, CPT, ECE.
 
-    .venv/bin/python bench/routing_questions.py   # the question set (shipped; deterministic)
-    .venv/bin/python bench/routing_collect.py     # each bundled model answers every question once
-    .venv/bin/python scripts/train_router.py      # classifier + calibration from the calibration split
-    .venv/bin/python bench/routing.py             # this table, on the test split only
+    .venv/bin/python bench/routing_questions.py         # the question set (shipped; deterministic)
+    .venv/bin/python bench/routing_collect.py short     # each bundled model answers every question once
+    .venv/bin/python bench/routing_collect.py gsm8k|code --limit N   # long answers (resumable)
+    .venv/bin/python bench/routing_long.py              # graded, compact: bench/data/routing_long.jsonl
+    .venv/bin/python scripts/train_router.py            # classifier + calibration from the tune rows
+    .venv/bin/python bench/routing.py                   # these tables, on the held-out rows only
 
 Policies: the small model alone, the large alone, a random split, the router's classifier alone (its
 probability that the large model wins), the confidence cascade (small first, escalate below the bar) at
@@ -16,6 +18,8 @@ APGR = mean PGR over 0 %, 10 %, …, 100 % of calls to the large model, the rout
 calls go; CPT(x) = the least share of calls to the large model reaching PGR ≥ x. Latency: the cascade pays
 the small model's time and then the large model's on escalation (answers here are shorter than the
 cascade's buffer, so each is scored whole). ECE: 10 equal-width bins of the calibrated confidence.
+Then the small model's held-out confidence per answer length and part, and the realistic mix
+(``routing_mix.py``: small, large, ``auto``, ``auto:cascade``, oracle per held-out part and for the mix).
 """
 
 from __future__ import annotations
@@ -30,13 +34,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 
-import routing_gsm8k  # noqa: E402
+import routing_long  # noqa: E402
+import routing_mix  # noqa: E402
 from routing_questions import is_correct  # noqa: E402
-from train_router import LARGE, SMALL, load_bench, request_of, tokens_of  # noqa: E402
+from train_router import L2_GRID, LARGE, SMALL, K, load_bench, request_of, tokens_of  # noqa: E402
 
 from groupqwen.config import load_settings  # noqa: E402
 from groupqwen.orchestrator import weights  # noqa: E402
-from groupqwen.orchestrator.classifier import auc  # noqa: E402
+from groupqwen.orchestrator.classifier import (  # noqa: E402
+    Logistic,
+    auc,
+    cross_validated,
+    fit,
+    folds,
+    log_loss,
+)
+from groupqwen.orchestrator.confidence import measures  # noqa: E402
 from groupqwen.orchestrator.features import extract, vector  # noqa: E402
 from groupqwen.orchestrator.weights import routing_from_settings  # noqa: E402
 
@@ -191,60 +204,79 @@ def main() -> None:
         by_cat[q["category"]][1] += int(a)
         by_cat[q["category"]][2] += int(b)
     print("per category (n, small right, large right):", {k: tuple(v) for k, v in sorted(by_cat.items())})
-    held_out_confidence(w, test, answers)
+    held_out_confidence(w)
+    print("\nthe realistic mix, held-out splits, the default configuration (bench/routing_mix.py):\n")
+    routing_mix.print_table(routing_mix.table(routing_mix.held_out_items()))
 
 
 BUCKETS = ((1, 3), (4, 16), (17, 64), (65, 10**6))  # answer length in tokens
 
 
-def held_out_confidence(w: weights.Weights, test: list[dict[str, Any]], answers: dict[str, Any]) -> None:
-    """The default first tier's confidence on held-out answers only (the short test split and the held-out
-    GSM8K items): ECE and AUC per answer-length bucket, and where the running confidence would have
-    aborted each long answer at the default bar."""
-    model = SMALL
-    conf, ok, lengths = [], [], []
-    for q in test:
-        a = answers["models"][model][q["id"]]
-        tokens = tokens_of(a["tokens"])
-        conf.append(w.scorer.score(model, tokens))
-        ok.append(is_correct(a["text"], q["answer"]))
-        lengths.append(len(tokens))
-    long_form = [r["answers"][model] for r in routing_gsm8k.rows((model,), "heldout")]
-    for a in long_form:
-        conf.append(w.scorer.score(model, a["tokens"]))
-        ok.append(a["ok"])
-        lengths.append(len(a["tokens"]))
-    c, y, n = np.asarray(conf), np.asarray(ok, float), np.asarray(lengths)
-    print(f"\n{model} confidence on held-out answers ({len(test)} short, {len(long_form)} GSM8K):")
-    print("| answer length (tokens) | n | right | mean confidence | ECE | AUC |")
-    print("|---|---|---|---|---|---|")
-    for lo, hi in (*BUCKETS, (1, 10**6)):
-        m = (n >= lo) & (n <= hi)
+def whole_answer_calibration() -> Logistic:
+    """The small model's confidence over its *whole* answers (the answer span included), fitted here on
+    the tune rows only (short calibration questions + long tune items), L2 by cross-validation. Not shipped:
+    the cascade commits a long answer on its first ``buffer_tokens``; this says what waiting for the
+    whole answer (``buffer_tokens`` ≥ ``max_tokens``) would buy."""
+    calibration, answers = load_bench("calibration")
+    x = [measures(tokens_of(answers["models"][SMALL][q["id"]]["tokens"])) for q in calibration]
+    y = [is_correct(answers["models"][SMALL][q["id"]]["text"], q["answer"]) for q in calibration]
+    for row in routing_long.rows(split="tune"):
+        if row["model"] == SMALL:
+            x.append(np.asarray(row["measures"]))
+            y.append(row["ok"])
+    xs, ys = np.stack(x), np.asarray(y, float)
+    fold = folds(len(ys), K)
+    reg = min(L2_GRID, key=lambda r: (round(log_loss(cross_validated(xs, ys, fold, l2=r), ys), 4), -r))
+    return fit(xs, ys, l2=reg)
+
+
+def held_out_confidence(w: weights.Weights) -> None:
+    """The default first tier's confidence on held-out answers only (the short test split, the held-out
+    GSM8K and code items), per answer-length bucket and per part: ECE and AUC of the score the cascade
+    decides on (the shipped calibration over the answer's first ``buffer_tokens``: a long answer's span is
+    never seen before it commits) and of a whole-answer score (``whole_answer_calibration``); then how
+    often, and at which token, the cascade at the default bar leaves each part's answers."""
+    routing = routing_from_settings(load_settings())
+    items = routing_mix.held_out_items()
+    whole_model = whole_answer_calibration()
+    conf, whole, ok, lengths, part_of = [], [], [], [], []
+    for item in items:
+        a = item.small
+        decided = routing_long.decision_prefixes(a.n, routing.min_tokens, routing.buffer_tokens)[-1]
+        conf.append(w.scorer.score(SMALL, a.tokens[:decided]))
+        whole.append(whole_model.probability(a.whole))
+        ok.append(a.ok)
+        lengths.append(a.n)
+        part_of.append(item.part)
+    c, cw, y, n = np.asarray(conf), np.asarray(whole), np.asarray(ok, float), np.asarray(lengths)
+    parts = {p: sum(i.part == p for i in items) for p in ("short", *routing_long.PARTS)}
+    print(
+        f"\n{SMALL} confidence on held-out answers {parts}: at the decision length (shipped) | whole answer"
+    )
+    print("| answers | n | right | mean conf. | ECE | AUC | whole: mean conf. | ECE | AUC |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    groups = [
+        (f"{lo}–{hi} tokens" if hi < 10**6 else f"{lo}+ tokens", (n >= lo) & (n <= hi)) for lo, hi in BUCKETS
+    ]
+    groups += [(part, np.asarray(part_of) == part) for part in parts] + [("all", n > 0)]
+    for label, m in groups:
         if not m.any():
             continue
-        label = "all" if (lo, hi) == (1, 10**6) else f"{lo}–{hi}" if hi < 10**6 else f"{lo}+"
-        has_both = 0 < y[m].sum() < m.sum()
-        area = f"{auc(c[m], y[m]):.2f}" if has_both else "–"
-        cells = [
-            label,
-            str(m.sum()),
-            f"{y[m].mean():.2f}",
-            f"{c[m].mean():.2f}",
-            f"{ece(c[m], y[m]):.3f}",
-            area,
-        ]
+        cells = [label, str(m.sum()), f"{y[m].mean():.2f}"]
+        for score in (c, cw):
+            area = f"{auc(score[m], y[m]):.2f}" if 0 < y[m].sum() < m.sum() else "–"
+            cells += [f"{score[m].mean():.2f}", f"{ece(score[m], y[m]):.3f}", area]
         print("| " + " | ".join(cells) + " |")
-    routing = routing_from_settings(load_settings())
-    bar, start = routing.router.policy.tiers[0].bar or 0.0, routing.min_tokens
-    for a in long_form:
-        tokens = a["tokens"]
-        stop = next(
-            (k for k in range(start, len(tokens) + 1) if w.scorer.score(model, tokens[:k]) < bar), None
-        )
+    bar = routing.router.policy.tiers[0].bar
+    for part, count in parts.items():
+        mine = [i for i in items if i.part == part]
+        left = [routing_mix.escalation(routing, i.small, bar) for i in mine]
+        stops = [k for k in left if k is not None]
+        kept_right = sum(i.small.ok for i, k in zip(mine, left, strict=True) if k is None)
         print(
-            f"  GSM8K held-out answer of {len(tokens)} tokens ({'right' if a['ok'] else 'wrong'}, "
-            f"{a['seconds']:.0f} s): "
-            + (f"aborted at token {stop} at bar {bar:.2f}" if stop else f"kept at bar {bar:.2f}")
+            f"  {part}: at the default bar {bar or 0:.2f}, {len(stops)} of {count} left"
+            + (f" (at token {min(stops)}–{max(stops)})" if stops else "")
+            + f"; kept {count - len(stops)}, {kept_right} of them right"
         )
 
 

@@ -2,14 +2,18 @@
 
     .venv/bin/python bench/routing_collect.py short [--models ...]           # the shipped short questions
     .venv/bin/python bench/routing_collect.py gsm8k --limit 60 [--models ...]  # GSM8K dev, steps + Answer:
+    .venv/bin/python bench/routing_collect.py code --limit 60 [--models ...]   # HumanEval (routing_code.py)
 
 ``short``: ``bench/data/routing_questions.jsonl`` (answer in a few tokens, ``max_tokens`` 24), merged into the
 shipped ``bench/data/routing_answers.json`` per model. ``gsm8k``: the first ``--limit`` items of
 ``../shared/data/gsm8k_dev.jsonl`` (or ``--gsm8k PATH``), the system prompt asking for short steps and a
 final ``Answer:`` line, ``max_tokens`` 320, one JSON line per item in
 ``bench/.cache/routing/gsm8k.<model>.jsonl`` (gitignored; the text, the per-token logprobs with 5
-alternatives, seconds). Items already there are skipped, so an interrupted run resumes. Both models answer
-an item before the next starts, so the pairs grow together.
+alternatives, seconds). ``code``: the first ``--limit`` HumanEval problems (``bench/routing_code.py``: its
+system prompt, ``max_tokens`` 384), into ``bench/.cache/routing/code.<model>.jsonl`` the same way. Items
+already there are skipped, so an interrupted run resumes. Both models answer an item before the next
+starts, so the pairs grow together. ``bench/routing_long.py`` grades the cached answers and keeps the
+compact rows the fit and the report read in ``bench/data/routing_long.jsonl``.
 One generation at a time (the shipped answers were collected at ``nice 10`` on a shared 2-core machine);
 calibration (``scripts/train_router.py``) and ``bench/routing.py`` read these same answers.
 """
@@ -22,6 +26,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+import routing_code
 
 from groupqwen.backends.llamacpp import LlamaCppBackend
 from groupqwen.config import Settings
@@ -98,25 +104,28 @@ def gsm8k_items(path: Path, limit: int) -> list[dict[str, Any]]:
     return [{"id": f"g{i:03d}", **row} for i, row in enumerate(rows[:limit])]
 
 
-def cached(model_id: str) -> dict[str, dict[str, Any]]:
-    path = CACHE / f"gsm8k.{model_id}.jsonl"
+def cached(model_id: str, part: str = "gsm8k") -> dict[str, dict[str, Any]]:
+    path = CACHE / f"{part}.{model_id}.jsonl"
     if not path.is_file():
         return {}
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {row["id"]: row for row in rows}
 
 
-async def collect_gsm8k(models: list[str], threads: int, path: Path, limit: int) -> None:
+async def collect_long(
+    part: str, items: list[dict[str, Any]], system: str, max_tokens: int, models: list[str], threads: int
+) -> None:
+    """Each model answers each item (``id``, ``question``) not yet in its cache file, appended as it goes."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    backends = {m: await _backend(m, threads, 1024) for m in models}
-    done = {m: cached(m) for m in models}
-    for item in gsm8k_items(path, limit):
+    backends = {m: await _backend(m, threads, 1536) for m in models}
+    done = {m: cached(m, part) for m in models}
+    for item in items:
         for model_id, backend in backends.items():
             if item["id"] in done[model_id]:
                 continue
-            answer = await ask(backend, GSM8K_SYSTEM, item["question"], GSM8K_MAX_TOKENS)
+            answer = await ask(backend, system, item["question"], max_tokens)
             row = {"id": item["id"], **answer}
-            with (CACHE / f"gsm8k.{model_id}.jsonl").open("a", encoding="utf-8") as f:
+            with (CACHE / f"{part}.{model_id}.jsonl").open("a", encoding="utf-8") as f:
                 f.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
             print(item["id"], model_id, f"{answer['seconds']:.1f}s", len(answer["tokens"]), flush=True)
     for backend in backends.values():
@@ -126,17 +135,25 @@ async def collect_gsm8k(models: list[str], threads: int, path: Path, limit: int)
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("set", choices=("short", "gsm8k"))
+    parser.add_argument("set", choices=("short", "gsm8k", "code"))
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=24, help="short questions only")
-    parser.add_argument("--limit", type=int, default=60, help="gsm8k: the first N items")
+    parser.add_argument("--limit", type=int, default=60, help="gsm8k, code: the first N items")
     parser.add_argument("--gsm8k", type=Path, default=GSM8K)
     args = parser.parse_args()
     if args.set == "short":
         asyncio.run(collect_short(args.models, args.threads, args.max_tokens))
+    elif args.set == "gsm8k":
+        items = gsm8k_items(args.gsm8k, args.limit)
+        asyncio.run(collect_long("gsm8k", items, GSM8K_SYSTEM, GSM8K_MAX_TOKENS, args.models, args.threads))
     else:
-        asyncio.run(collect_gsm8k(args.models, args.threads, args.gsm8k, args.limit))
+        items = routing_code.problems()[: args.limit]
+        asyncio.run(
+            collect_long(
+                "code", items, routing_code.SYSTEM, routing_code.MAX_TOKENS, args.models, args.threads
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import numpy.typing as npt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 
-import routing_gsm8k  # noqa: E402
+import routing_long  # noqa: E402
 from router_corpus import corpus  # noqa: E402
 from routing_questions import is_correct  # noqa: E402
 
@@ -50,6 +50,7 @@ from groupqwen.orchestrator import features  # noqa: E402
 from groupqwen.orchestrator.classifier import (  # noqa: E402
     DATA_DIR,
     Array,
+    Logistic,
     auc,
     cross_validated,
     fit,
@@ -145,66 +146,147 @@ def choose(
     x: Array,
     y: Array,
     weight: Array,
-    extra: tuple[Array, Array, Array],
+    extras: dict[str, tuple[Array, Array, Array]],
     fold: npt.NDArray[np.int64],
     sets: dict[str, Bools],
-) -> tuple[str, float, list[tuple[str, float, float, float, float, float]]]:
-    """Every (input set, L2) scored by out-of-fold log-loss on the calibration rows, and the best one
-    (ties: the stronger L2)."""
+) -> tuple[str, str, float, list[tuple[str, str, float, float, float, float, float]]]:
+    """Every (input set, synthetic rows, L2) scored by out-of-fold log-loss on the measured rows, and the
+    best one (ties: the stronger L2)."""
     scores = []
     for name, use in sets.items():
-        for l2 in L2_GRID:
-            oof = cross_validated(x, y, fold, l2=l2, weight=weight, use=use, extra=extra)
-            model = fit(np.concatenate([extra[0], x]), np.concatenate([extra[1], y]), l2=l2,
-                        weight=np.concatenate([extra[2], weight]), use=use)  # fmt: skip
-            train = probabilities(model, x)
-            scores.append((name, l2, log_loss(train, y), auc(train, y), log_loss(oof, y), auc(oof, y)))
-    best = min(scores, key=lambda s: (round(s[4], 4), -s[1]))  # ties: the stronger L2
-    return best[0], best[1], scores
+        for corpus_name, extra in extras.items():
+            for l2 in L2_GRID:
+                oof = cross_validated(x, y, fold, l2=l2, weight=weight, use=use, extra=extra)
+                model = fit(np.concatenate([extra[0], x]), np.concatenate([extra[1], y]), l2=l2,
+                            weight=np.concatenate([extra[2], weight]), use=use)  # fmt: skip
+                train = probabilities(model, x)
+                scores.append(
+                    (name, corpus_name, l2, log_loss(train, y), auc(train, y), log_loss(oof, y), auc(oof, y))
+                )
+    best = min(scores, key=lambda s: (round(s[5], 4), -s[2]))  # ties: the stronger L2
+    return best[0], best[1], best[2], scores
 
 
 def accuracy(p: Array, y: Array) -> float:
     return float(((p >= 0.5) == (y > 0.5)).mean())
 
 
+def items_of(
+    calibration: list[dict[str, Any]], answers: dict[str, Any], models: tuple[str, ...] = (SMALL, LARGE)
+) -> list[dict[str, Any]]:
+    """The rows all ``models`` answered that the fit may read: the short *calibration* questions and the
+    long *tune* items (``bench/data/routing_long.jsonl``, collected for the default pair); each ``{request,
+    part, answers: {model: {tokens, n, ok}}}`` (long answers: their first tokens only, which is what the
+    cascade decides on)."""
+    out = []
+    for q in calibration:
+        got = {}
+        for model in models:
+            a = answers["models"][model][q["id"]]
+            tokens = tokens_of(a["tokens"])
+            got[model] = {"tokens": tokens, "n": len(tokens), "ok": is_correct(a["text"], q["answer"])}
+        out.append({"request": request_of(q["question"], answers["system"]), "part": "short", "answers": got})
+    for part in routing_long.PARTS:
+        for item in routing_long.paired(part, "tune"):  # never held out
+            if not set(models) <= item["answers"].keys():
+                continue
+            got = {
+                m: {"tokens": r["head"], "n": r["tokens"], "ok": r["ok"]} for m, r in item["answers"].items()
+            }
+            out.append({"request": request_of(item["question"], routing_long.SYSTEMS[part]), "part": part,
+                        "answers": got})  # fmt: skip
+    return out
+
+
+def running(model: Logistic, prefixes: Array) -> float:
+    """The lowest calibrated score over the prefixes the cascade checks: below the bar there, it escalates."""
+    return float(probabilities(model, prefixes).min())
+
+
+def calibrate(model_id: str, items: list[dict[str, Any]], fold: npt.NDArray[np.int64]) -> tuple[Any, ...]:
+    """Fit ``model_id``'s confidence on its answers' measures at ``routing_long.fit_prefixes`` (each answer
+    weighs one), L2 by out-of-fold log-loss; returns the model, its scores and, per item, the out-of-fold
+    running confidence (``running``: what the cascade would see on a new question)."""
+    rows_x, rows_y, rows_w, owner, checked = [], [], [], [], []
+    for i, item in enumerate(items):
+        a = item["answers"][model_id]
+        fit_at = routing_long.fit_prefixes(a["n"])
+        for k in fit_at:
+            rows_x.append(measures(a["tokens"][:k]))
+            rows_y.append(float(a["ok"]))
+            rows_w.append(1.0 / len(fit_at))
+            owner.append(i)
+        checked.append(np.stack([measures(a["tokens"][:k]) for k in routing_long.decision_prefixes(a["n"])]))
+    x, y, w = np.stack(rows_x), np.asarray(rows_y), np.asarray(rows_w)
+    row_fold = fold[np.asarray(owner)]
+    by_l2 = {reg: cross_validated(x, y, row_fold, l2=reg, weight=w) for reg in L2_GRID}
+    reg = min(L2_GRID, key=lambda r: (round(log_loss(by_l2[r], y), 4), -r))
+    logistic = fit(x, y, l2=reg, weight=w)
+    oof_running = np.zeros(len(items))
+    for k in np.unique(fold):
+        held = fold == k
+        train_rows = row_fold != k
+        fold_model = fit(x[train_rows], y[train_rows], l2=reg, weight=w[train_rows])
+        for row in np.flatnonzero(held):
+            oof_running[row] = running(fold_model, checked[row])
+    train = probabilities(logistic, x)
+    scores = {
+        "l2": reg,
+        "train_log_loss": round(log_loss(train, y), 3),
+        "cv_log_loss": round(log_loss(by_l2[reg], y), 3),
+        "train_auc": round(auc(train, y), 3),
+        "cv_auc": round(auc(by_l2[reg], y), 3),
+        **{
+            f"{part}_answers": sum(it["part"] == part for it in items)
+            for part in ("short", *routing_long.PARTS)
+        },
+    }
+    return logistic, scores, oof_running
+
+
 def main() -> None:
     rows = corpus()
     calibration, answers = load_bench("calibration")
-    system = answers["system"]
-    small = answers["models"][SMALL]
-    large = answers["models"][LARGE]
-    small_ok = np.asarray([is_correct(small[q["id"]]["text"], q["answer"]) for q in calibration])
-    large_ok = np.asarray([is_correct(large[q["id"]]["text"], q["answer"]) for q in calibration])
-    fold = folds(len(calibration), K)
+    items = items_of(calibration, answers)
+    small_ok = np.asarray([it["answers"][SMALL]["ok"] for it in items])
+    large_ok = np.asarray([it["answers"][LARGE]["ok"] for it in items])
+    fold = folds(len(items), K)
 
-    # complexity head: P(the large model wins), chosen and scored by cross-validation on the calibration rows
+    # complexity head: P(the large model wins), chosen and scored by cross-validation on the tune rows
     x_syn = np.stack([features.vector(features.extract(request_of(p))) for p, _, _ in rows])
-    x_bench = np.stack(
-        [features.vector(features.extract(request_of(q["question"], system))) for q in calibration]
-    )
+    x_bench = np.stack([features.vector(features.extract(it["request"])) for it in items])
     y_win = (large_ok & ~small_ok).astype(float)
     y_syn = np.asarray([c for _, c, _ in rows], float)
-    w_bench = np.full(len(calibration), len(rows) / len(calibration))  # the two sources weigh the same
-    extra = (x_syn, y_syn, np.ones(len(rows)))
+    w_bench = np.full(len(items), len(rows) / len(items))  # the two sources weigh the same
+    # the synthetic corpus labels by assumption ("code is complex"); cross-validation chooses whether it
+    # joins, whole or without its code prompts once code was measured (HumanEval), or not at all
+    code = np.asarray([features.extract(request_of(p)).code_markers > 0 for p, _, _ in rows])
+    extras = {"all": (x_syn, y_syn, np.ones(len(rows)))}
+    if any(it["part"] == "code" for it in items):
+        extras["no code"] = (x_syn[~code], y_syn[~code], np.ones(int((~code).sum())))
+    extras["none"] = (x_syn[:0], y_syn[:0], np.ones(0))
     sets = feature_sets()
-    chosen, l2, scores = choose(x_bench, y_win, w_bench, extra, fold, sets)
-    print(f"complexity head = P(large right and small wrong); {K}-fold CV on {len(calibration)} calibration")
-    print(f"questions ({int(y_win.sum())} wins) + {len(rows)} synthetic prompts in every training fold")
-    print("| inputs | L2 | train log-loss | train AUC | CV log-loss | CV AUC |")
-    print("|---|---|---|---|---|---|")
-    for name, reg, tl, ta, cl, ca in scores:
-        mark = " **chosen**" if (name, reg) == (chosen, l2) else ""
-        print(f"| {name} | {reg:g} | {tl:.3f} | {ta:.3f} | {cl:.3f} | {ca:.3f} |{mark}")
+    chosen, corpus_name, l2, scores = choose(x_bench, y_win, w_bench, extras, fold, sets)
+    extra = extras[corpus_name]
+    parts = {p: sum(it["part"] == p for it in items) for p in ("short", *routing_long.PARTS)}
+    print(f"complexity head = P(large right and small wrong); {K}-fold CV on {len(items)} tune items {parts}")
+    print(f"({int(y_win.sum())} wins); synthetic prompts ({len(rows)}): in every training fold, or not")
+    print("| inputs | synthetic prompts | L2 | train log-loss | train AUC | CV log-loss | CV AUC |")
+    print("|---|---|---|---|---|---|---|")
+    for name, syn, reg, tl, ta, cl, ca in scores:
+        mark = " **chosen**" if (name, syn, reg) == (chosen, corpus_name, l2) else ""
+        print(f"| {name} | {syn} | {reg:g} | {tl:.3f} | {ta:.3f} | {cl:.3f} | {ca:.3f} |{mark}")
     use = sets[chosen]
     complexity = fit(
-        np.concatenate([x_syn, x_bench]), np.concatenate([y_syn, y_win]), l2=l2,
-        weight=np.concatenate([np.ones(len(rows)), w_bench]), use=use,
+        np.concatenate([extra[0], x_bench]), np.concatenate([extra[1], y_win]), l2=l2,
+        weight=np.concatenate([extra[2], w_bench]), use=use,
     )  # fmt: skip
     gain_train = probabilities(complexity, x_bench)
     gain_oof = cross_validated(x_bench, y_win, fold, l2=l2, weight=w_bench, use=use, extra=extra)
-    syn_train = accuracy(probabilities(complexity, x_syn), y_syn)
+    syn_train = accuracy(probabilities(complexity, extra[0]), extra[1]) if len(extra[1]) else float("nan")
     head_scores = {
         "inputs": chosen,
+        "synthetic_prompts": corpus_name,
         "l2": l2,
         "train_accuracy": round(accuracy(gain_train, y_win), 3),
         "cv_accuracy": round(accuracy(gain_oof, y_win), 3),
@@ -223,35 +305,16 @@ def main() -> None:
     confidence: dict[str, Any] = {}
     conf_scores: dict[str, Any] = {}
     for model in answers["models"]:  # every model with answers; the pair's tables for SMALL only
-        short = [answers["models"][model][q["id"]] for q in calibration]
-        ok = np.asarray([is_correct(a["text"], q["answer"]) for a, q in zip(short, calibration, strict=True)])
-        tokens = [tokens_of(a["tokens"]) for a in short]
-        long_form = [r["answers"][model] for r in routing_gsm8k.rows((model,), "tune")]  # never held out
-        tokens += [a["tokens"] for a in long_form]
-        ok = np.concatenate([ok, np.asarray([a["ok"] for a in long_form], bool)])
-        m = np.stack([measures(t) for t in tokens])
-        y = ok.astype(float)
-        by_l2 = {reg: cross_validated(m, y, folds(len(y), K), l2=reg) for reg in L2_GRID}
-        reg = min(L2_GRID, key=lambda r: (round(log_loss(by_l2[r], y), 4), -r))
-        logistic = fit(m, y, l2=reg)
-        oof = by_l2[reg]
-        train = probabilities(logistic, m)
-        conf_scores[model] = {
-            "l2": reg,
-            "train_log_loss": round(log_loss(train, y), 3),
-            "cv_log_loss": round(log_loss(oof, y), 3),
-            "train_auc": round(auc(train, y), 3),
-            "cv_auc": round(auc(oof, y), 3),
-            "short_answers": len(short),
-            "gsm8k_answers": len(long_form),
-        }
+        mine = items if model in (SMALL, LARGE) else items_of(calibration, answers, (model,))
+        logistic, conf_scores[model], oof = calibrate(model, mine, folds(len(mine), K))
         bars: list[tuple[float, float]] = []
         auto: list[tuple[float, float, float]] = []
         if model == SMALL:  # both tables from out-of-fold scores: what a new question would see
-            bars = bars_table(oof[: len(short)], small_ok, large_ok)
-            auto = auto_table(gain_oof, oof[: len(short)], small_ok, large_ok)
+            bars = bars_table(oof, small_ok, large_ok)
+            auto = auto_table(gain_oof, oof, small_ok, large_ok)
         confidence[model] = Calibration(logistic, tuple(bars), tuple(auto)).to_json()
-        print(f"{model}: {ok.mean():.2f} right on {len(ok)} answers; confidence {conf_scores[model]}")
+        right = np.mean([it["answers"][model]["ok"] for it in mine])
+        print(f"{model}: {right:.2f} right on {len(mine)} items; confidence {conf_scores[model]}")
         if model == SMALL:
             print(f"  bars (target, bar): {[(t, round(b, 3)) for t, b in bars]}")
             print(f"  auto (target, max_complexity, bar): {auto}")
@@ -264,7 +327,7 @@ def main() -> None:
         "confidence": confidence,
         "trained_on": {
             "synthetic_prompts": len(rows),
-            "calibration_questions": len(calibration),
+            "tune_items": parts,
             "complexity_label": "large model right and small model wrong",
             "complexity": head_scores,
             "confidence": conf_scores,

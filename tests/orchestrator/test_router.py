@@ -41,11 +41,22 @@ def test_simple_question_starts_small_and_may_escalate(router: Router) -> None:
     assert route.name == "auto" and "complexity" in route.reason
 
 
-def test_code_request_goes_straight_to_the_large_tier(router: Router) -> None:
-    prompt = "Write a Python function that merges overlapping intervals, with unit tests and a class API."
-    route = router.route(ask(prompt), WARM)
+CODE = "Write a Python function that merges overlapping intervals, with unit tests and a class API."
+
+
+def test_code_request_goes_straight_to_the_large_tier_under_the_rules() -> None:
+    route = Router(POLICY).route(ask(CODE), WARM)
     assert [s.model for s in route.steps] == [LARGE]
-    assert route.complexity is not None and route.complexity > 0.5
+    assert route.complexity is not None and route.complexity > 0.5 and "code" in route.reason
+
+
+def test_the_measured_classifier_tries_code_on_the_small_tier_first() -> None:
+    """On HumanEval (bench/data/routing_long.jsonl) the 0.5B passes nearly as many problems as the 1.5B
+    (47 and 53 of 58), so the shipped head does not call code a win for the large tier: a code request
+    starts small, and the cascade escalates it below the bar."""
+    route = Router(POLICY, weights.load().heads).route(ask(CODE), WARM)
+    assert [s.model for s in route.steps] == [SMALL, LARGE]
+    assert route.complexity is not None and route.complexity < 0.5
 
 
 def test_fast_best_and_cascade_routes(router: Router) -> None:
@@ -180,10 +191,11 @@ MEASURED_MODELS = {
 }
 
 
-def test_auto_sends_arithmetic_where_the_large_model_wins(tmp_path: object) -> None:
+def test_auto_ranks_arithmetic_where_the_large_model_wins(tmp_path: object) -> None:
     """The shipped classifier estimates where the large model *wins*: products with multi-digit operands
-    (the 1.5B gets them right, the 0.5B does not) go straight to the 1.5B; one-digit arithmetic, which the
-    0.5B gets right too, is tried on the 0.5B first."""
+    (the 1.5B gets them right, the 0.5B does not) score above one-digit arithmetic. At the default target
+    its skip does not pay on the tune items (cross-validated AUC 0.55): the measured pair is
+    ``max_complexity`` 1.0, so both start on the 0.5B and the cascade escalates below the bar."""
     from pathlib import Path
 
     from groupqwen.config import load_settings
@@ -194,7 +206,7 @@ def test_auto_sends_arithmetic_where_the_large_model_wins(tmp_path: object) -> N
     assert [s.model for s in easy.steps] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
     assert "one_digit_operands -" in easy.reason
     hard = router.route(ask("What is 347 * 9?"), models)
-    assert [s.model for s in hard.steps] == ["qwen2.5-coder-1.5b"]
+    assert [s.model for s in hard.steps] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
     assert "operand_digits +" in hard.reason
     assert easy.complexity is not None and hard.complexity is not None and easy.complexity < hard.complexity
     # a system prompt is not a difficulty signal: the same question routes the same way with one

@@ -1,0 +1,133 @@
+"""Long answers for routing (GSM8K with reasoning, HumanEval code): graded, compact, shipped.
+
+    .venv/bin/python bench/routing_long.py   # bench/.cache/routing/*.jsonl → bench/data/routing_long.jsonl
+
+``bench/routing_collect.py gsm8k|code`` caches each model's whole answers with per-token logprobs (too big
+to ship). This grades them (GSM8K: ``routing_gsm8k.is_correct``; code: ``routing_code.passes``, the
+problem's tests in a sandboxed process) and keeps, per (part, item, model), one compact row: whether it was
+right, seconds, length, the ``confidence.measures`` of the whole answer, and its first ``HEAD`` tokens
+(text, logprob, top alternatives; rounded) — the default ``router.buffer_tokens`` (48) the cascade
+decides on (about 2 kB a row). ``scripts/train_router.py`` and ``bench/routing.py`` read only this file,
+so the fit and the report are reproducible from the repository. Items both models answered are kept;
+the split (a third held out, by hash of the question: ``routing_gsm8k.split_of``) is stored with each
+row.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import routing_code  # noqa: E402
+import routing_gsm8k  # noqa: E402
+from routing_collect import GSM8K, GSM8K_SYSTEM, MODELS, cached, gsm8k_items  # noqa: E402
+
+from groupqwen.config.router import RouterConfig  # noqa: E402
+from groupqwen.messages import TokenLogprob, TopLogprob  # noqa: E402
+from groupqwen.orchestrator.confidence import measures  # noqa: E402
+
+STORE = ROOT / "bench" / "data" / "routing_long.jsonl"
+HEAD = 48  # tokens kept per answer: the default buffer_tokens, what the cascade decides on
+PARTS = ("gsm8k", "code")
+SYSTEMS = {"gsm8k": GSM8K_SYSTEM, "code": routing_code.SYSTEM}  # each part's system prompt
+FIT_AT = (8, 16, 32, 48)  # prefix lengths a calibration row is taken at (and the decision length)
+
+
+def decision_prefixes(n: int, min_tokens: int | None = None, buffer: int | None = None) -> list[int]:
+    """The lengths at which the cascade (``orchestrator/cascade.py``) scores an answer of ``n`` tokens
+    before it commits: every length from ``min_tokens`` to ``min(n, buffer_tokens)`` (defaults: the
+    configuration's), or that length alone when it is shorter. Below the bar at any of them, it escalates."""
+    config = RouterConfig()
+    low = config.min_tokens if min_tokens is None else min_tokens
+    top = min(n, config.buffer_tokens if buffer is None else buffer)
+    return list(range(low, top + 1)) if top >= low else [max(top, 1)]
+
+
+def fit_prefixes(n: int) -> list[int]:
+    """The prefix lengths an answer of ``n`` tokens gives calibration rows at: ``FIT_AT`` below the
+    decision length, and the decision length itself (a short answer: only itself)."""
+    top = decision_prefixes(n)[-1]
+    return [k for k in FIT_AT if k < top] + [top]
+
+
+def tokens_of(raw: list[Any]) -> list[TokenLogprob]:
+    """``[token, logprob, [top logprobs]]`` rows → ``TokenLogprob`` (the text is kept: the span needs it)."""
+    return [TokenLogprob(t, lp, (), tuple(TopLogprob("", a, ()) for a in top)) for t, lp, top in raw]
+
+
+def items(part: str) -> list[dict[str, Any]]:
+    """The part's items in collection order: ``id``, ``question`` and what grades an answer."""
+    return gsm8k_items(GSM8K, 10**6) if part == "gsm8k" else routing_code.problems()
+
+
+def _grade(part: str, item: dict[str, Any], text: str) -> bool:
+    return (
+        routing_gsm8k.is_correct(text, item["answer"]) if part == "gsm8k" else routing_code.passes(item, text)
+    )
+
+
+def build() -> list[dict[str, Any]]:
+    out = []
+    for part in PARTS:
+        answered = {m: cached(m, part) for m in MODELS}
+        for item in items(part):
+            if not all(item["id"] in answered[m] for m in MODELS):
+                continue
+            for model in MODELS:
+                row = answered[model][item["id"]]
+                tokens = tokens_of(row["tokens"])
+                head = [[t, round(lp, 3), [round(a, 2) for a in top]] for t, lp, top in row["tokens"][:HEAD]]
+                out.append(
+                    {"part": part, "id": item["id"], "split": routing_gsm8k.split_of(item["question"]),
+                     "model": model, "ok": _grade(part, item, row["text"]), "seconds": row["seconds"],
+                     "tokens": len(tokens), "measures": [round(float(v), 4) for v in measures(tokens)],
+                     "head": head}
+                )  # fmt: skip
+    return out
+
+
+def rows(part: str | None = None, split: str | None = None) -> list[dict[str, Any]]:
+    """The shipped rows, ``head`` as ``TokenLogprob``s; ``part`` / ``split`` keep one part / split."""
+    if not STORE.is_file():
+        return []
+    out = []
+    for line in STORE.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if (part is None or row["part"] == part) and (split is None or row["split"] == split):
+            out.append({**row, "head": tokens_of(row["head"])})
+    return out
+
+
+def paired(part: str, split: str | None = None) -> list[dict[str, Any]]:
+    """One entry per item: ``{part, id, question, split, answers: {model: row}}``, in collection order."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for row in rows(part, split):
+        by_id.setdefault(row["id"], {"answers": {}})["answers"][row["model"]] = row
+    out = []
+    for item in items(part):
+        if item["id"] in by_id:
+            out.append({"part": part, "id": item["id"], "question": item["question"],
+                        "split": routing_gsm8k.split_of(item["question"]), **by_id[item["id"]]})  # fmt: skip
+    return out
+
+
+def main() -> None:
+    built = build()
+    STORE.write_text("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in built))
+    for part in PARTS:
+        mine = [r for r in built if r["part"] == part]
+        for model in MODELS:
+            got = [r for r in mine if r["model"] == model]
+            held = [r for r in got if r["split"] == "heldout"]
+            right, held_right = sum(r["ok"] for r in got), sum(r["ok"] for r in held)
+            print(f"{part} {model}: {right}/{len(got)} right ({held_right}/{len(held)} held out)")
+    print(f"wrote {STORE} ({STORE.stat().st_size} bytes, {len(built)} rows)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The realistic mix: small, large, ``auto``, ``auto:cascade``, the oracle on each held-out part.
+
+Parts: the short questions' *test* split (``bench/data/routing_answers.json``), and the held-out thirds of
+GSM8K (steps + ``Answer:``) and HumanEval code (``bench/data/routing_long.jsonl``). Each policy is the
+shipped router as configured by default (``routing_from_settings(load_settings())``: the tiers' pair and
+bars for their target) deciding on the real request (its system prompt and question), and the cascade
+replayed on the small model's recorded tokens: it escalates at the first length it checks
+(``routing_long.decision_prefixes``: from ``min_tokens`` to ``min(n, buffer_tokens)``) where the running
+confidence is below the bar. Latency: the model that answered, plus, on an escalation, the small model's
+time up to the aborting token (its recorded seconds × k / n). The oracle sends an item to the large model
+only when the small one is wrong and the large one right. The mix weighs the parts equally.
+``bench/routing.py`` prints the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import routing_long
+from routing_questions import is_correct
+from train_router import LARGE, SMALL, load_bench, request_of, tokens_of
+
+from groupqwen.config import load_settings
+from groupqwen.messages import ChatRequest, TokenLogprob
+from groupqwen.orchestrator.classifier import Array
+from groupqwen.orchestrator.confidence import measures
+from groupqwen.orchestrator.router import ModelView
+from groupqwen.orchestrator.weights import Routing, routing_from_settings
+
+POLICIES = ("small", "large", "auto", "auto:cascade", "oracle")
+
+
+@dataclass(frozen=True)
+class Answer:
+    ok: bool
+    seconds: float
+    n: int  # tokens generated
+    tokens: list[TokenLogprob]  # the first ones at least (what the cascade decides on)
+    whole: Array  # ``confidence.measures`` of the whole answer
+
+
+@dataclass(frozen=True)
+class Item:
+    part: str
+    request: ChatRequest
+    small: Answer
+    large: Answer
+
+
+def held_out_items() -> list[Item]:
+    test, answers = load_bench("test")
+    out = []
+    for q in test:
+        got = {}
+        for model in (SMALL, LARGE):
+            a = answers["models"][model][q["id"]]
+            tokens = tokens_of(a["tokens"])
+            ok = is_correct(a["text"], q["answer"])
+            got[model] = Answer(ok, a["seconds"], len(tokens), tokens, measures(tokens))
+        out.append(Item("short", request_of(q["question"], answers["system"]), got[SMALL], got[LARGE]))
+    for part in routing_long.PARTS:
+        for item in routing_long.paired(part, "heldout"):
+            a = {
+                m: Answer(r["ok"], r["seconds"], r["tokens"], r["head"], np.asarray(r["measures"]))
+                for m, r in item["answers"].items()
+            }
+            request = request_of(item["question"], routing_long.SYSTEMS[part])
+            out.append(Item(part, request, a[SMALL], a[LARGE]))
+    return out
+
+
+def escalation(routing: Routing, answer: Answer, bar: float | None) -> int | None:
+    """The token at which the cascade leaves the small model's answer (None: it keeps it)."""
+    if bar is None or bar <= 0:  # a bar of 0 accepts every answer: committed from the first token
+        return None
+    for k in routing_long.decision_prefixes(answer.n, routing.min_tokens, routing.buffer_tokens):
+        if routing.scorer.score(SMALL, answer.tokens[:k]) < bar:
+            return k
+    return None
+
+
+def outcome(routing: Routing, item: Item, policy: str) -> tuple[bool, bool, float]:
+    """(right, reached the large model, seconds) for ``item`` under ``policy``."""
+    s, g = item.small, item.large
+    if policy == "small":
+        return s.ok, False, s.seconds
+    if policy == "large":
+        return g.ok, True, g.seconds
+    if policy == "oracle":
+        up = g.ok and not s.ok
+        return (g.ok, True, g.seconds) if up else (s.ok, False, s.seconds)
+    models = {m: ModelView(warm=True, context_length=32768) for m in (SMALL, LARGE)}
+    route = routing.router.route(replace(item.request, model=policy), models)
+    if route.model != SMALL:
+        return g.ok, True, g.seconds
+    k = escalation(routing, s, route.steps[0].bar)
+    if k is None:
+        return s.ok, False, s.seconds
+    return g.ok, True, s.seconds * k / max(s.n, 1) + g.seconds
+
+
+def table(items: list[Item], routing: Routing | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """``{part (and "mix"): {policy: {n, accuracy, to_large, latency_s}}}``."""
+    routing = routing or routing_from_settings(load_settings())
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for part in ("short", *routing_long.PARTS):
+        mine = [i for i in items if i.part == part]
+        if not mine:
+            continue
+        out[part] = {}
+        for policy in POLICIES:
+            got = np.asarray([outcome(routing, i, policy) for i in mine], float)
+            out[part][policy] = {
+                "n": len(mine),
+                "accuracy": float(got[:, 0].mean()),
+                "to_large": float(got[:, 1].mean()),
+                "latency_s": float(got[:, 2].mean()),
+            }
+    out["mix"] = {
+        policy: {
+            key: float(np.mean([out[p][policy][key] for p in out]))
+            for key in ("n", "accuracy", "to_large", "latency_s")
+        }
+        for policy in POLICIES
+    }
+    return out
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print("| part (held out) | n | policy | accuracy | % of large | to large | mean latency (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for part, policies in result.items():
+        strong = policies["large"]["accuracy"]
+        for policy, r in policies.items():
+            share = f"{r['accuracy'] / strong:.0%}" if strong else "–"
+            n = "" if part == "mix" else str(int(r["n"]))
+            label = "mix (parts weighed equally)" if part == "mix" else part
+            print(
+                f"| {label} | {n} | {policy} | {r['accuracy']:.3f} | {share} | {r['to_large']:.0%} | "
+                f"{r['latency_s']:.2f} |"
+            )
