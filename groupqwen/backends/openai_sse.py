@@ -162,10 +162,18 @@ class StreamParser:
         )
         return TokenLogprob(entry["token"], float(entry["logprob"]), _bytes(entry), top)  # as the server sent
 
-    def finish(self) -> Chunk:
+    def finish(self, last: Chunk | None = None) -> list[Chunk]:
+        """The stream's last chunks: ``last`` (its final piece, not yet sent), then the finish reason and
+        usage; on ``last`` itself when it is text (the end through the pipeline and out as one delta),
+        after it when it is a tool-call piece (one piece a chunk, as ``read`` keeps them)."""
         if self.finish_reason is None:
             raise StreamIncomplete("the stream ended without a finish reason")
-        return Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
+        end = Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
+        if last is None:
+            return [end]
+        if last.tool_calls:
+            return [last, end]
+        return [replace(last, finish_reason=end.finish_reason, usage=end.usage)]
 
 
 class SseSplitter:
