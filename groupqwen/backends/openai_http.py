@@ -290,10 +290,12 @@ class OpenAIHTTPBackend:
                         return
                     splitter, piece, held = SseSplitter(), b"-", list[Chunk]()
                     while piece:  # to the end of the body, so that the connection can be reused
-                        when = loop.time() + self.idle_timeout if started else deadline
-                        try:
-                            async with asyncio.timeout_at(when):  # one timer per read, not per event
-                                piece = await response.content.readany()
+                        try:  # what has arrived (a burst, the body's end) is taken without a timer
+                            piece = response.content.read_nowait()
+                            if not piece and not response.content.at_eof():
+                                when = loop.time() + self.idle_timeout if started else deadline
+                                async with asyncio.timeout_at(when):  # one timer per wait, not per event
+                                    piece = await response.content.readany()
                         except (TimeoutError, aiohttp.ClientError):
                             if parser.done:
                                 break
