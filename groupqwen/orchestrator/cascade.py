@@ -86,28 +86,15 @@ class Cascade:
             abandoned_tokens=sum(a.tokens for a in left),
         )
 
-    def stream(
+    async def stream(
         self, request: ChatRequest, decision: Decision, on_decided: Callable[[Decision], None] | None = None
     ) -> AsyncGenerator[Chunk, None]:
         """The chunks of the one answer the client sees, from ``decision.steps`` (or ``decision.model``
-        alone). ``on_decided`` gets the final ``Decision`` before the first chunk is yielded. One step (a
-        model named, or a tool call) is its generation itself: nothing to escalate to, so no layer around
-        it that every chunk would pass through."""
+        alone). ``on_decided`` gets the final ``Decision`` before the first chunk is yielded."""
         steps = decision.steps or (CascadeStep(decision.model, None, decision.thinking),)
         if request.tools is not None and request.tools.active and len(steps) > 1:
             steps = steps[-1:]  # a tool call is judged by its arguments, not by token confidence
             decision = replace(decision, reason=f"{decision.reason}; tools: the last tier answers, unscored")
-        if len(steps) == 1:
-            return self._run(request, decision, steps[0], True, (), on_decided)
-        return self._ladder(request, decision, steps, on_decided)
-
-    async def _ladder(
-        self,
-        request: ChatRequest,
-        decision: Decision,
-        steps: tuple[CascadeStep, ...],
-        on_decided: Callable[[Decision], None] | None,
-    ) -> AsyncGenerator[Chunk, None]:
         attempts: list[Attempt] = []
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
