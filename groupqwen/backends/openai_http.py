@@ -285,25 +285,31 @@ class OpenAIHTTPBackend:
                     if response.status >= 400:
                         raise self._http_error(replica, response, whole)
                     if not events:
-                        chunk = parser.answer(whole)
-                        if chunk is not None:
+                        for chunk in parser.finish(parser.answer(whole)):
                             yield chunk
-                        yield parser.finish()
                         return
-                    splitter, piece = SseSplitter(), b"-"
+                    splitter, piece, held = SseSplitter(), b"-", list[Chunk]()
                     while piece:  # to the end of the body, so that the connection can be reused
-                        when = loop.time() + self.idle_timeout if started else deadline
-                        try:
-                            async with asyncio.timeout_at(when):  # one timer per read, not per event
-                                piece = await response.content.readany()
+                        try:  # what has arrived (a burst, the body's end) is taken without a timer
+                            piece = response.content.read_nowait()
+                            if not piece and not response.content.at_eof():
+                                when = loop.time() + self.idle_timeout if started else deadline
+                                async with asyncio.timeout_at(when):  # one timer per wait, not per event
+                                    piece = await response.content.readany()
                         except (TimeoutError, aiohttp.ClientError):
                             if parser.done:
                                 break
                             raise
-                        for chunk in parser.read(splitter.feed(piece) if piece else splitter.end()):
+                        chunks = parser.read(splitter.feed(piece) if piece else splitter.end())
+                        if parser.done:  # [DONE] read: what came with it goes out with the end
+                            held += chunks
+                            continue
+                        for chunk in chunks:
                             started = True
                             yield chunk
-                    yield parser.finish()
+                    last = held.pop() if held else None
+                    for chunk in (*held, *parser.finish(last)):
+                        yield chunk
             except StreamIncomplete as exc:
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {exc}") from exc

@@ -23,6 +23,11 @@ from groupqwen.messages import Chunk, FinishReason, TokenLogprob, ToolCallDelta,
 MAX_MESSAGE = 500
 
 
+# one event's text, logprobs and tool-call pieces: a plain tuple (a ``Chunk`` per event cost more than the
+# event's parsing); ``read`` joins a read's into chunks
+Piece = tuple[str, tuple[TokenLogprob, ...], tuple[ToolCallDelta, ...]]
+
+
 class StreamIncomplete(Exception):
     """The stream ended without a finish reason, or carried an error event or a malformed one."""
 
@@ -44,23 +49,24 @@ class StreamParser:
         texts: list[str] = []
         logprobs: list[TokenLogprob] = []
         for event in events:
-            chunk = self.feed(event)
-            if chunk is None:
+            piece = self.feed(event)
+            if piece is None:
                 continue
-            if not chunk.tool_calls:
-                texts.append(chunk.text)
-                logprobs.extend(chunk.logprobs)
+            text, tokens, calls = piece
+            if not calls:
+                texts.append(text)
+                logprobs += tokens
                 continue
             if texts:
                 chunks.append(Chunk(text="".join(texts), logprobs=tuple(logprobs)))
                 texts, logprobs = [], []
-            chunks.append(chunk)
+            chunks.append(Chunk(text=text, logprobs=tokens, tool_calls=calls))
         if texts:
             chunks.append(Chunk(text="".join(texts), logprobs=tuple(logprobs)))
         return chunks
 
-    def feed(self, payload: bytes) -> Chunk | None:
-        """One event's ``data``."""
+    def feed(self, payload: bytes) -> Piece | None:
+        """One event's ``data``: its text, logprobs and tool-call pieces (``None``: none of them)."""
         if self.done:
             return None
         if payload.strip() == b"[DONE]":
@@ -72,9 +78,10 @@ class StreamParser:
         """A whole answer (``stream: false``), read as the one event of a stream: its ``message`` the delta
         (its tool calls numbered, as a stream's are)."""
         self.done = True
-        return self._parsed(payload, self._whole)
+        piece = self._parsed(payload, self._whole)
+        return None if piece is None else Chunk(text=piece[0], logprobs=piece[1], tool_calls=piece[2])
 
-    def _parsed(self, payload: bytes, handle: Callable[[dict[str, Any]], Chunk | None]) -> Chunk | None:
+    def _parsed(self, payload: bytes, handle: Callable[[dict[str, Any]], Piece | None]) -> Piece | None:
         try:
             event = loads(payload)
             if not isinstance(event, dict):
@@ -84,7 +91,7 @@ class StreamParser:
             text = payload[:100].decode(errors="replace")
             raise StreamIncomplete(f"malformed event ({type(exc).__name__}): {text!r}") from exc
 
-    def _whole(self, answer: dict[str, Any]) -> Chunk | None:
+    def _whole(self, answer: dict[str, Any]) -> Piece | None:
         choices = answer.get("choices")
         if choices and "message" in choices[0]:
             choice = {k: v for k, v in choices[0].items() if k != "message"}
@@ -94,7 +101,7 @@ class StreamParser:
             answer = {**answer, "choices": [{**choice, "delta": message}]}
         return self._event(answer)
 
-    def _event(self, event: dict[str, Any]) -> Chunk | None:
+    def _event(self, event: dict[str, Any]) -> Piece | None:
         if "error" in event or event.get("object") == "error":
             raise StreamIncomplete(f"error event: {message_of(event)[:MAX_MESSAGE]}")
         if isinstance(usage := event.get("usage"), dict):
@@ -112,15 +119,16 @@ class StreamParser:
         if content := delta.get("content"):
             text += "</think>" + content if self.reasoning else content
             self.reasoning = False
-        entries = (choice.get("logprobs") or {}).get("content") or ()
-        logprobs = tuple(self._logprob(entry) for entry in entries)
-        calls = tuple(self._call_piece(piece) for piece in delta.get("tool_calls") or ())
+        entries = (choice.get("logprobs") or {}).get("content")
+        logprobs = tuple(map(self._logprob, entries)) if entries else ()
+        pieces = delta.get("tool_calls")
+        calls = tuple(map(self._call_piece, pieces)) if pieces else ()
         self.tokens += len(logprobs) or (1 if text or calls else 0)
         if reason := choice.get("finish_reason"):
             self.finish_reason = _FINISH.get(reason, "stop")
-        return Chunk(text=text, logprobs=logprobs, tool_calls=calls) if text or logprobs or calls else None
+        return (text, logprobs, calls) if text or logprobs or calls else None
 
-    def _text(self, choice: Mapping[str, Any]) -> Chunk | None:
+    def _text(self, choice: Mapping[str, Any]) -> Piece | None:
         """A text completion's choice: ``text``, and legacy ``logprobs`` (``tokens``, ``token_logprobs``,
         ``top_logprobs`` as one ``{token: logprob}`` object per token)."""
         text = str(choice.get("text") or "")
@@ -134,7 +142,7 @@ class StreamParser:
         self.tokens += len(logprobs) or (1 if text else 0)
         if reason := choice.get("finish_reason"):
             self.finish_reason = "length" if reason == "length" else "stop"
-        return Chunk(text=text, logprobs=logprobs) if text or logprobs else None
+        return (text, logprobs, ()) if text or logprobs else None
 
     def _legacy(self, token: Any, logprob: Any, top: Mapping[str, Any] | None) -> TokenLogprob:
         alternatives = tuple(
@@ -162,10 +170,18 @@ class StreamParser:
         )
         return TokenLogprob(entry["token"], float(entry["logprob"]), _bytes(entry), top)  # as the server sent
 
-    def finish(self) -> Chunk:
+    def finish(self, last: Chunk | None = None) -> list[Chunk]:
+        """The stream's last chunks: ``last`` (its final piece, not yet sent), then the finish reason and
+        usage; on ``last`` itself when it is text (the end through the pipeline and out as one delta),
+        after it when it is a tool-call piece (one piece a chunk, as ``read`` keeps them)."""
         if self.finish_reason is None:
             raise StreamIncomplete("the stream ended without a finish reason")
-        return Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
+        end = Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
+        if last is None:
+            return [end]
+        if last.tool_calls:
+            return [last, end]
+        return [replace(last, finish_reason=end.finish_reason, usage=end.usage)]
 
 
 class SseSplitter:

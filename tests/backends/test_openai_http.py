@@ -708,6 +708,33 @@ async def test_the_events_of_one_read_are_one_chunk_tool_call_pieces_their_own()
     assert end.finish_reason == "tool_calls"
 
 
+async def test_the_read_that_ends_the_stream_is_one_chunk_with_its_end() -> None:
+    """The text of the read that brings ``[DONE]`` carries the finish reason and usage: the end goes
+    through the pipeline as one delta (the reads before it stream as they come)."""
+
+    async def two_reads(exchange: Exchange) -> None:
+        await exchange.send_head()
+        await exchange.send_event(token_event("Hel"))
+        ending: list[object] = [
+            token_event("lo"),
+            {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+        ]
+        ending += [{"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}, "[DONE]"]
+        data = b"".join(
+            ("data: " + (e if isinstance(e, str) else json.dumps(e)) + "\n\n").encode() for e in ending
+        )
+        exchange.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")  # one write
+        await exchange.writer.drain()
+
+    async with raw_server(two_reads) as server, loaded(server.url) as backend:
+        chunks = await collect(backend, ask())
+    *before, end = chunks  # "Hel" alone when the client read it before the rest came
+    assert "".join(c.text for c in chunks) == "Hello" and end.text.endswith("lo")
+    assert [t.token for c in chunks for t in c.logprobs] == ["Hel", "lo"]
+    assert (end.finish_reason, end.usage) == ("length", Usage(3, 2))
+    assert all(c.finish_reason is None for c in before)
+
+
 async def test_request_body_headers_usage_and_reasoning_content() -> None:
     """What goes over the wire, a server-sent usage chunk, and vLLM's ``reasoning_content`` re-wrapped
     as ``<think>`` text that the pipeline's splitter takes apart."""
