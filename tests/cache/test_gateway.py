@@ -218,6 +218,7 @@ def test_a_warm_model_generates_while_the_semantic_layer_looks(
     settings = fake_settings(tmp_path, data_dir=tmp_path)
     with testing.gateway(fake_services(settings, backend, cache=cache)) as client:
         assert chat(client, "What is the capital of France?").headers["x-groupqwen-cache"] == "miss"  # loads
+        client.get("/v1/cache/stats")  # its write (which embeds: the scope was empty) lands before arming
         plain = watching.ask(client, "How tall is Mount Everest?")
         streamed = watching.ask(client, "How deep is the Mariana Trench?", stream=True)
         near = watching.ask(client, "Which city is the capital of France?", stream=True)
@@ -244,6 +245,7 @@ def test_with_overlap_off_the_semantic_layer_answers_before_any_generation(
     settings = fake_settings(tmp_path, data_dir=tmp_path, cache={"overlap": "never"})
     with testing.gateway(fake_services(settings, backend, cache=cache)) as client:
         assert chat(client, "What is the capital of France?").headers["x-groupqwen-cache"] == "miss"  # loads
+        client.get("/v1/cache/stats")  # its write (which embeds: the scope was empty) lands before arming
         plain = watching.ask(client, "How tall is Mount Everest?")
         near = watching.ask(client, "Which city is the capital of France?", stream=True)
     assert plain.headers["x-groupqwen-cache"] == "miss"
