@@ -137,8 +137,8 @@ class Services:
 def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
     """For which models generation starts while the cache's semantic layer embeds (``cache.overlap``)."""
     mode = settings.cache.overlap
-    if mode == "auto":
-        return lambda spec: not shares_the_cpu(spec, settings)
+    if mode == "auto":  # a remote server would be sent a request that every semantic hit abandons
+        return lambda spec: spec.backend != "openai_http" and not shares_the_cpu(spec, settings)
     return lambda spec: mode == "always"
 
 

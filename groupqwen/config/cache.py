@@ -117,7 +117,8 @@ class CacheConfig(BaseModel):
     overlap: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Start generating on a loaded model while the semantic layer embeds: always, never, or "
-        "auto: unless the model runs in-process on CPU threads that fill the cores (docs/cache.md)",
+        "auto: for an in-process model that leaves the embedding a core or computes on a GPU; not for a "
+        "remote model (each semantic hit would abandon a request sent to its server) (docs/cache.md)",
     )
     embedder: EmbedderConfig = Field(
         default_factory=EmbedderConfig,  # type: ignore[arg-type]

@@ -397,7 +397,8 @@ async def test_request_cancelled_during_a_cold_load_does_not_leave_the_model_loa
 
 
 def test_shares_the_cpu_only_for_in_process_models_on_every_core() -> None:
-    """Decides ``cache.overlap: auto``: overlap the embedding with generation where they do not compete."""
+    """Decides ``cache.overlap: auto``: overlap the embedding with generation where they do not compete, and
+    never by sending a remote server a request that a semantic hit would abandon."""
     from groupqwen.api.services import overlap_from_settings
     from groupqwen.pool.factory import shares_the_cpu
 
@@ -409,6 +410,7 @@ def test_shares_the_cpu_only_for_in_process_models_on_every_core() -> None:
     assert not shares_the_cpu(local, Settings(n_gpu_layers=-1), cores=2)  # computes on the GPU
     assert not shares_the_cpu(remote, Settings(), cores=2)  # computes elsewhere
     auto = overlap_from_settings(Settings(n_threads=os.cpu_count() or 1))
-    assert not auto(local) and auto(remote)
+    assert not auto(local) and not auto(remote)  # remote: a semantic hit would abandon a request sent
+    assert overlap_from_settings(Settings(n_gpu_layers=-1))(local)
     assert overlap_from_settings(Settings(cache={"overlap": "always"}))(local)
     assert not overlap_from_settings(Settings(cache={"overlap": "never"}))(remote)
