@@ -4,7 +4,8 @@ One pooled ``aiohttp.ClientSession`` reaches all of ``spec.urls`` (the replicas)
 per streamed request (bench/proxy.py). A request goes to the healthy
 replica with the fewest outstanding requests (ties: round robin). A replica is unhealthy while the active
 check (``GET {url}/models`` every ``health_interval``) fails, and for ``eject_seconds`` after a connect
-error, a timeout or a 5xx (passive health); when none is healthy, all are tried.
+error, a timeout, a 502, 503 or 504, or a 500 that another replica then answered the same request without
+(passive health); when none is healthy, all are tried.
 
 A request the client streams is streamed from the server; one it reads whole (JSON) is asked for whole
 (``stream: false``: the server's own usage, one read of one JSON body, within ``models.<id>.
@@ -16,7 +17,10 @@ stream that ends empty) is retried on another replica, each at most once; when a
 a server gave (``UpstreamError``: its status, type, code, message and ``Retry-After``, a 429 or 503
 included, as a client of that server would get it) if any answered, else ``BackendError`` naming each
 replica and its reason. A 429 does not eject its replica (the server is up, and limits its load; ejecting
-it would move its load to the others); a 5xx does. After the
+it would move its load to the others); a 502, 503 or 504 does. A 500 is the server's answer to this
+request: it ejects its replica only once another replica has answered the same request (the fault was the
+server's); a 500 from every replica tried is the request's (llama-cpp-python answers a bad
+``json_schema`` so), and ejects none: one bad request must not take the replicas out in turn. After the
 first token a failure (connection lost, nothing for ``idle_timeout``) raises ``BackendError``. A 400 that
 says the context is exceeded raises ``ContextLengthExceeded``; other 4xx pass through as
 ``UpstreamError``, never retried, except 401, 403 and 404: the gateway's key, URL or model name is wrong,
@@ -233,6 +237,7 @@ class OpenAIHTTPBackend:
         body = request_body(request, self.remote_model)
         tried: set[int] = set()
         failures: list[tuple[_Replica, _Retry]] = []
+        faulted: list[_Replica] = []  # answered this request with a 500: ejected once another one serves it
         panic = not any(r.healthy(time.monotonic()) for r in self._replicas)
         while (replica := self._pick(tried, panic)) is not None:
             tried.add(replica.index)
@@ -240,6 +245,8 @@ class OpenAIHTTPBackend:
             try:
                 async with aclosing(self._attempt(client, replica, body, request.top_logprobs)) as chunks:
                     async for chunk in chunks:
+                        while faulted:  # this request can be served: their 500s were their own fault
+                            self._eject(faulted.pop(), "HTTP 500 to a request another replica answered")
                         if chunk.finish_reason is not None:  # counted before the consumer may stop reading
                             replica.served += 1
                             replica.down = False  # it just served a request
@@ -251,6 +258,8 @@ class OpenAIHTTPBackend:
                 if not isinstance(exc, _Retry):
                     raise
                 failures.append((replica, exc))
+                if exc.upstream is not None and exc.upstream.status_code == 500:
+                    faulted.append(replica)
                 _log.info("retrying on another replica", model=self.model_id, url=replica.url, error=exc)
             finally:
                 replica.outstanding -= 1
@@ -363,7 +372,7 @@ class OpenAIHTTPBackend:
             retry_after=_retry_after(response.headers),
         )
         if status == 429 or status >= 500:
-            if status >= 500:
+            if status > 500:  # a 500 is decided by the other replicas' answers (``stream``)
                 self._eject(replica, f"HTTP {status}")
             return _Retry(f"HTTP {status}: {message[:MAX_MESSAGE]}", upstream=upstream)
         if status == 400 and _CONTEXT_EXCEEDED.search(text[:2000]):

@@ -511,6 +511,16 @@ async def test_server_errors_are_retried_and_4xx_are_not(servers: list[LlamaServ
     assert chunks[-1].finish_reason == "length"
     assert states[0].ejected_for > 0 and "HTTP 503: warming up" in (states[0].last_error or "")
 
+    async def broken(exchange: Exchange) -> None:
+        await exchange.send_json(500, {"error": {"message": "kaput"}})
+
+    # a 500 to a request that another replica then answers: the server's fault, ejected
+    async with raw_server(broken) as bad, loaded(bad.url, servers[1].url, eject_seconds=3600) as backend:
+        chunks = await collect(backend, ask(max_tokens=2))
+        states = backend.replicas()
+    assert chunks[-1].finish_reason == "length" and len(bad.requests) == 1
+    assert states[0].ejected_for > 0 and "HTTP 500: kaput" in (states[0].last_error or "")
+
     async def bad_request(exchange: Exchange) -> None:
         await exchange.send_json(400, {"object": "error", "message": "temperature must be >= 0"})
 
@@ -529,7 +539,8 @@ async def test_server_errors_are_retried_and_4xx_are_not(servers: list[LlamaServ
 async def test_the_servers_errors_pass_through_and_its_401_403_404_are_the_gateways(
     servers: list[LlamaServer],
 ) -> None:
-    """A 4xx keeps the server's status, type, code and param; a 500 from every replica is the last one's;
+    """A 4xx keeps the server's status, type, code and param; a 500 from every replica is the last one's
+    (and ejects none: the request was at fault);
     a 401, 403 or 404 says the gateway's own settings are wrong (502), never retried."""
     error = {"message": "no such tool", "type": "invalid_request_error", "param": "tools", "code": "bad_tool"}
 
@@ -549,6 +560,7 @@ async def test_the_servers_errors_pass_through_and_its_401_403_404_are_the_gatew
     async with raw_server(broken) as a, raw_server(broken) as b, loaded(a.url, b.url) as backend:
         with pytest.raises(UpstreamError) as info:
             await collect(backend, ask())
+        assert all(s.healthy for s in backend.replicas())  # 500 from each: the request's fault, none ejected
     assert (info.value.status_code, info.value.message, info.value.error_type) == (
         500, "kaput", "internal_server_error"
     )  # fmt: skip
