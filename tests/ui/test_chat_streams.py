@@ -1,15 +1,18 @@
 """Where an answer goes, and the cache from the chat, in Chromium against a real ``groupqwen serve``: an
 answer streams into its own conversation whichever the page shows; a question asked again is answered from
 the cache (a new chat samples at 0.5, which the cache reuses); Regenerate asks for a new answer
-(``cache-control: no-cache`` on the ``chat.create`` frame)."""
+(``cache-control: no-cache`` on the ``chat.create`` frame, or on the request when the page fell back to
+SSE)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import WebSocketRoute, expect
+from waiting import wait_until
 
 from groupqwen.testing import ServedProcess, serve_process
 from ui.conftest import DIST, MODELS, ask, by_transport, new_chat, screenshot, start_chat
@@ -61,3 +64,26 @@ def test_a_question_asked_again_comes_from_the_cache_and_regenerate_does_not(
     expect(footer).to_contain_text("cache bypass")  # generated anew, not read from the cache
     assert by_transport(cached, "ws") == over_ws + 1  # over the WebSocket: its frame carried the header
     screenshot(page, "chat-regenerated")
+
+
+def test_regenerate_bypasses_the_cache_over_sse_too(page: Any, cached: ServedProcess) -> None:
+    """A proxy that passes no WebSockets: the page falls back to SSE, and Regenerate's request carries
+    ``cache-control: no-cache`` as its WebSocket frame would."""
+
+    def refuse(ws: WebSocketRoute) -> None:
+        ws.close(code=1011, reason="no WebSockets here")
+
+    page.route_web_socket(re.compile(r"/v1/ws$"), refuse)
+    over_ws = by_transport(cached, "ws")
+    start_chat(page, cached)
+    ask(page, "Why do cats purr?")
+    footer = page.locator(DONE).get_by_test_id("answer-footer")
+    expect(footer).to_contain_text("cache miss")
+    new_chat(page)
+    ask(page, "Why do cats purr?")
+    expect(footer).to_contain_text("cache hit")
+    over_http = by_transport(cached, "http")
+    page.get_by_role("button", name="Regenerate").click()
+    expect(footer).to_contain_text("cache bypass")  # generated anew, not read from the cache
+    wait_until(lambda: by_transport(cached, "http") == over_http + 1)  # over SSE
+    assert by_transport(cached, "ws") == over_ws
