@@ -10,8 +10,8 @@ named model: the collection's system prompt and ``max_tokens``, temperature 0, s
 graders. The model that answered is read from the ``x-groupqwen-model`` header (``-route``, ``-escalations``
 kept too); latency is the request's wall time. The oracle is taken from the live small and large answers.
 Then, per part and for the mix (parts weighed equally): live accuracy, share to the large model, mean
-latency; the replay's accuracy and share on the same items; and per item whether the replay sent it to
-the same model (route agreement) and graded it the same (answer agreement). Each answer is appended to
+latency; the replay's accuracy, share and latency on the same items; and per item whether the replay sent
+it to the same model (route agreement) and graded it the same (answer agreement). Each answer is appended to
 ``bench/.cache/routing/live.jsonl`` as it comes (the last run's rows; gitignored).
 """
 
@@ -169,9 +169,9 @@ def compare(
     replay: dict[tuple[str, str], dict[str, tuple[bool, bool, float]]],
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{part (and "mix"): {policy: {n, accuracy, to_large, latency_s, replay_accuracy, replay_to_large,
-    route_agreement, answer_agreement}}}`` over the items answered live under that policy."""
-    keys = ("accuracy", "to_large", "latency_s", "replay_accuracy", "replay_to_large", "route_agreement",
-            "answer_agreement")  # fmt: skip
+    replay_latency_s, route_agreement, answer_agreement}}}`` over the items answered live under a policy."""
+    keys = ("accuracy", "to_large", "latency_s", "replay_accuracy", "replay_to_large", "replay_latency_s",
+            "route_agreement", "answer_agreement")  # fmt: skip
     out: dict[str, dict[str, dict[str, float]]] = {}
     for part in dict.fromkeys(i.part for i in items):
         out[part] = {}
@@ -183,7 +183,7 @@ def compare(
             ]
             if not pairs:
                 continue
-            a = np.asarray([(*lv, rp[0], rp[1], lv[1] == rp[1], lv[0] == rp[0]) for lv, rp in pairs], float)
+            a = np.asarray([(*lv, *rp, lv[1] == rp[1], lv[0] == rp[0]) for lv, rp in pairs], float)
             out[part][policy] = {"n": len(pairs), **dict(zip(keys, a.mean(axis=0).tolist(), strict=True))}
     policies = [p for p in routing_mix.POLICIES if all(p in got for got in out.values())]
     if out and policies:
@@ -197,17 +197,16 @@ def compare(
 def print_comparison(result: dict[str, dict[str, dict[str, float]]]) -> None:
     print(
         "| part (held out) | n | policy | accuracy | to large | mean latency (s) | replay: accuracy "
-        "| to large | same route | same grade |"
+        "| to large | latency (s) | same route | same grade |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for part, policies in result.items():
         for policy, r in policies.items():
             label, n = ("mix (parts weighed equally)", "") if part == "mix" else (part, str(int(r["n"])))
             print(
                 f"| {label} | {n} | {policy} | {r['accuracy']:.2f} | {r['to_large']:.0%} | "
-                f"{r['latency_s']:.1f} | "
-                f"{r['replay_accuracy']:.2f} | {r['replay_to_large']:.0%} | {r['route_agreement']:.0%} | "
-                f"{r['answer_agreement']:.0%} |"
+                f"{r['latency_s']:.1f} | {r['replay_accuracy']:.2f} | {r['replay_to_large']:.0%} | "
+                f"{r['replay_latency_s']:.1f} | {r['route_agreement']:.0%} | {r['answer_agreement']:.0%} |"
             )
 
 

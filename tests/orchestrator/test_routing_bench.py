@@ -122,7 +122,7 @@ def test_the_live_bench_compares_with_the_replay_item_by_item() -> None:
     auto = result["short"]["auto"]
     assert auto == {
         "n": 2, "accuracy": 1.0, "to_large": 0.5, "latency_s": 2.5, "replay_accuracy": 0.5,
-        "replay_to_large": 0.0, "route_agreement": 0.5, "answer_agreement": 0.5,
+        "replay_to_large": 0.0, "replay_latency_s": 1.0, "route_agreement": 0.5, "answer_agreement": 0.5,
     }  # fmt: skip
     assert result["short"]["small"]["route_agreement"] == 1.0 and "auto:cascade" not in result["short"]
     assert result["mix"]["auto"] == auto  # one part: the mix is that part
