@@ -20,10 +20,13 @@ the small model's time and then the large model's on escalation (answers here ar
 cascade's buffer, so each is scored whole). ECE: 10 equal-width bins of the calibrated confidence.
 Then the small model's held-out confidence per answer length and part, and the realistic mix
 (``routing_mix.py``: small, large, ``auto``, ``auto:cascade``, oracle per held-out part and for the mix).
+``--live``: that mix through a real gateway with the real models instead, beside the replay on the same
+items (``routing_live.py``).
 """
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 from pathlib import Path
@@ -34,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "scripts")]
 
+import routing_live  # noqa: E402
 import routing_long  # noqa: E402
 import routing_mix  # noqa: E402
 from routing_questions import is_correct  # noqa: E402
@@ -281,4 +285,16 @@ def held_out_confidence(w: weights.Weights) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--live", action="store_true", help="the mix through a real gateway (routing_live.py)"
+    )
+    parser.add_argument("--limit", nargs="+", default=["short=6", "code=3", "gsm8k=2"], help="--live: PART=N")
+    parser.add_argument("--rows", type=Path, help="--live: report an earlier run's rows instead of running")
+    args = parser.parse_args()
+    if args.live:
+        routing_live.main(routing_live.parse_limits(args.limit), args.rows)
+    else:
+        main()

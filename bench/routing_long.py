@@ -65,7 +65,8 @@ def items(part: str) -> list[dict[str, Any]]:
     return gsm8k_items(GSM8K, 10**6) if part == "gsm8k" else routing_code.problems()
 
 
-def _grade(part: str, item: dict[str, Any], text: str) -> bool:
+def grade(part: str, item: dict[str, Any], text: str) -> bool:
+    """Whether ``text`` answers ``item`` of ``part`` (GSM8K: the final number; code: the tests pass)."""
     return (
         routing_gsm8k.is_correct(text, item["answer"]) if part == "gsm8k" else routing_code.passes(item, text)
     )
@@ -84,7 +85,7 @@ def build() -> list[dict[str, Any]]:
                 head = [[t, round(lp, 3), [round(a, 2) for a in top]] for t, lp, top in row["tokens"][:HEAD]]
                 out.append(
                     {"part": part, "id": item["id"], "split": routing_gsm8k.split_of(item["question"]),
-                     "model": model, "ok": _grade(part, item, row["text"]), "seconds": row["seconds"],
+                     "model": model, "ok": grade(part, item, row["text"]), "seconds": row["seconds"],
                      "tokens": len(tokens), "measures": [round(float(v), 4) for v in measures(tokens)],
                      "head": head}
                 )  # fmt: skip

@@ -44,6 +44,7 @@ class Answer:
 @dataclass(frozen=True)
 class Item:
     part: str
+    id: str  # the item's id in its part (the short questions', GSM8K's ``g…``, HumanEval's ``h…``)
     request: ChatRequest
     small: Answer
     large: Answer
@@ -59,7 +60,9 @@ def held_out_items() -> list[Item]:
             tokens = tokens_of(a["tokens"])
             ok = is_correct(a["text"], q["answer"])
             got[model] = Answer(ok, a["seconds"], len(tokens), tokens, measures(tokens))
-        out.append(Item("short", request_of(q["question"], answers["system"]), got[SMALL], got[LARGE]))
+        out.append(
+            Item("short", q["id"], request_of(q["question"], answers["system"]), got[SMALL], got[LARGE])
+        )
     for part in routing_long.PARTS:
         for item in routing_long.paired(part, "heldout"):
             a = {
@@ -67,7 +70,7 @@ def held_out_items() -> list[Item]:
                 for m, r in item["answers"].items()
             }
             request = request_of(item["question"], routing_long.SYSTEMS[part])
-            out.append(Item(part, request, a[SMALL], a[LARGE]))
+            out.append(Item(part, item["id"], request, a[SMALL], a[LARGE]))
     return out
 
 

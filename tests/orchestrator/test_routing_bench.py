@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.messages import TokenLogprob
+from groupqwen.messages import ChatRequest, Message, TokenLogprob
 from groupqwen.orchestrator.confidence import Scorer, measures
 from groupqwen.orchestrator.router import Router, RouterPolicy
 from groupqwen.orchestrator.weights import Routing
@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "bench")]
 
 import routing_code  # noqa: E402
+import routing_live  # noqa: E402
 import routing_long  # noqa: E402
 import routing_mix  # noqa: E402
 
@@ -58,3 +59,70 @@ async def test_the_replay_leaves_an_answer_where_the_cascade_does(drop_at: int |
     answer = routing_mix.Answer(ok=True, seconds=1.0, n=60, tokens=tokens, whole=measures(tokens))
     assert routing_mix.escalation(routing, answer, ROUTE.steps[0].bar) == real
     assert (real is None) == (drop_at is None or drop_at >= 20)
+
+
+def test_the_live_bench_reads_the_route_from_the_headers() -> None:
+    headers = {
+        "x-groupqwen-model": "qwen2.5-coder-1.5b",
+        "x-groupqwen-route": "auto",
+        "x-groupqwen-escalations": "1",
+    }
+    assert routing_live.taken(headers) == routing_live.Taken("qwen2.5-coder-1.5b", "auto", 1)
+    assert routing_live.taken({"x-groupqwen-model": "m", "x-groupqwen-route": "explicit"}).escalations == 0
+    with pytest.raises(ValueError, match="x-groupqwen-model"):
+        routing_live.taken({"x-groupqwen-route": "auto"})
+    with pytest.raises(ValueError, match="not a count"):
+        routing_live.taken({**headers, "x-groupqwen-escalations": "one"})
+
+
+def test_the_live_bench_limits_each_part() -> None:
+    assert routing_live.parse_limits(["short=6", "gsm8k=2"]) == {"short": 6, "gsm8k": 2}
+    for bad in ("short", "short=x", "essays=3"):
+        with pytest.raises(ValueError, match="PART=N"):
+            routing_live.parse_limits([bad])
+    items = [_item(part, f"{part}{k}") for part in ("short", "gsm8k") for k in range(3)]
+    assert [i.id for i in routing_live.chosen(items, {"short": 2})] == ["short0", "short1"]
+
+
+def _item(part: str, item_id: str) -> routing_mix.Item:
+    answer = routing_mix.Answer(ok=True, seconds=1.0, n=1, tokens=[], whole=measures([]))
+    return routing_mix.Item(
+        part, item_id, ChatRequest(messages=(Message("user", "q"),), model="auto"), answer, answer
+    )
+
+
+def _row(part: str, item_id: str, policy: str, ok: bool, model: str, seconds: float) -> dict[str, object]:
+    return {"part": part, "id": item_id, "policy": policy, "ok": ok, "model": model, "seconds": seconds}
+
+
+def test_the_live_bench_compares_with_the_replay_item_by_item() -> None:
+    """Live rows → outcomes (the oracle from the live small and large answers); the comparison counts an
+    item's route and grade as agreeing only when the replay's match the live gateway's on that item."""
+    small, large = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
+    rows = [
+        _row("short", "a", "small", False, small, 1.0),
+        _row("short", "a", "large", True, large, 3.0),
+        _row("short", "a", "auto", True, large, 4.0),  # escalated live
+        _row("short", "b", "small", True, small, 1.0),
+        _row("short", "b", "large", True, large, 3.0),
+        _row("short", "b", "auto", True, small, 1.0),
+    ]
+    live = routing_live.live_outcomes(rows)
+    assert live["short", "a"]["oracle"] == (True, True, 3.0) and live["short", "b"]["oracle"] == (
+        True,
+        False,
+        1.0,
+    )
+    no, up, yes = (False, False, 1.0), (True, True, 3.0), (True, False, 1.0)
+    replay = {
+        ("short", "a"): {"small": no, "large": up, "auto": no, "oracle": up},
+        ("short", "b"): {"small": yes, "large": up, "auto": yes, "oracle": yes},
+    }
+    result = routing_live.compare([_item("short", "a"), _item("short", "b")], live, replay)
+    auto = result["short"]["auto"]
+    assert auto == {
+        "n": 2, "accuracy": 1.0, "to_large": 0.5, "latency_s": 2.5, "replay_accuracy": 0.5,
+        "replay_to_large": 0.0, "replay_latency_s": 1.0, "route_agreement": 0.5, "answer_agreement": 0.5,
+    }  # fmt: skip
+    assert result["short"]["small"]["route_agreement"] == 1.0 and "auto:cascade" not in result["short"]
+    assert result["mix"]["auto"] == auto  # one part: the mix is that part
