@@ -247,3 +247,31 @@ def test_an_unwritable_cache_dir_is_a_config_error_naming_it(tmp_path: Path, sou
     with pytest.raises(ConfigError) as caught:
         ensure_quantised(source, blocker / "cache")
     assert str(blocker / "cache") in caught.value.errors[0][1]
+
+
+GOLDEN = Path(__file__).parent / "data" / "minilm_golden.json"
+GOLDEN_TEXTS = [
+    *TEXTS,
+    "what is the full form of mbbs?",
+    "how does one define success?",
+    "is richard muller a christian?",
+]
+GOLDEN_MIN_COSINE = 0.999  # saturating int8 products (AVX2 without VNNI) gave 0.990-0.995 on these texts
+
+
+def test_minilm_vectors_match_the_golden_ones_the_verifier_was_fitted_on(minilm: MiniLMEmbedder) -> None:
+    """The shipped verifier and its false-hit calibration hold only for the vectors they were fitted on:
+    a runtime, CPU or build that moves them fails here (regenerate only with a refit verifier:
+    ``python tests/cache/test_embedder.py --write``)."""
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert golden["embedder"] == minilm.name and golden["texts"] == GOLDEN_TEXTS
+    cosines = np.sum(minilm.embed(GOLDEN_TEXTS) * np.asarray(golden["vectors"], dtype=np.float32), axis=1)
+    assert cosines.min() >= GOLDEN_MIN_COSINE, dict(zip(GOLDEN_TEXTS, cosines.round(5).tolist(), strict=True))
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    embedder = MiniLMEmbedder(threads=1)
+    vectors = [[round(float(x), 6) for x in row] for row in embedder.embed(GOLDEN_TEXTS)]
+    record = {"embedder": embedder.name, "texts": GOLDEN_TEXTS, "vectors": vectors}
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(record, separators=(",", ":")) + "\n", encoding="utf-8")
