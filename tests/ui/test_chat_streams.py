@@ -47,18 +47,24 @@ def cached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedProcess]:
         yield process
 
 
-def test_a_question_asked_again_comes_from_the_cache_and_regenerate_does_not(
-    page: Any, cached: ServedProcess
-) -> None:
-    start_chat(page, cached)
-    page.get_by_text("Parameters").click()
-    expect(page.get_by_label("Temperature")).to_have_value("0.5")
-    ask(page, "Why is the sea salty?")
+def asked_twice(page: Any, served: ServedProcess, question: str) -> Any:
+    """``question`` in a new chat (a cache miss), then in another (a hit); the answer's footer."""
+    start_chat(page, served)
+    ask(page, question)
     footer = page.locator(DONE).get_by_test_id("answer-footer")
     expect(footer).to_contain_text("cache miss")
     new_chat(page)
-    ask(page, "Why is the sea salty?")
+    ask(page, question)
     expect(footer).to_contain_text("cache hit")
+    return footer
+
+
+def test_a_question_asked_again_comes_from_the_cache_and_regenerate_does_not(
+    page: Any, cached: ServedProcess
+) -> None:
+    footer = asked_twice(page, cached, "Why is the sea salty?")
+    page.get_by_text("Parameters").click()
+    expect(page.get_by_label("Temperature")).to_have_value("0.5")  # what let the cache answer
     over_ws = by_transport(cached, "ws")
     page.get_by_role("button", name="Regenerate").click()
     expect(footer).to_contain_text("cache bypass")  # generated anew, not read from the cache
@@ -75,13 +81,7 @@ def test_regenerate_bypasses_the_cache_over_sse_too(page: Any, cached: ServedPro
 
     page.route_web_socket(re.compile(r"/v1/ws$"), refuse)
     over_ws = by_transport(cached, "ws")
-    start_chat(page, cached)
-    ask(page, "Why do cats purr?")
-    footer = page.locator(DONE).get_by_test_id("answer-footer")
-    expect(footer).to_contain_text("cache miss")
-    new_chat(page)
-    ask(page, "Why do cats purr?")
-    expect(footer).to_contain_text("cache hit")
+    footer = asked_twice(page, cached, "Why do cats purr?")
     over_http = by_transport(cached, "http")
     page.get_by_role("button", name="Regenerate").click()
     expect(footer).to_contain_text("cache bypass")  # generated anew, not read from the cache
