@@ -350,7 +350,8 @@ async def test_redis_down_means_no_learning_and_requests_still_answered(
     redis_url: str, valkey: ValkeyServer, minilm: MiniLMEmbedder
 ) -> None:
     clock = FakeClock(wall=time.time())
-    cache = gateway(redis_url, minilm, clock=clock)
+    # loaded first: a local index still loading in the background answers a semantic lookup with a miss
+    cache = await synced(gateway(redis_url, minilm, clock=clock))
     lookup = await cache.lookup(ask("Where is the Eiffel Tower?"), "t", "m")
     cache.store(lookup, "m", answer("Paris"), None)
     asked = ask("Where is the Eiffel Tower located?")
