@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,7 +139,8 @@ def overlap_from_settings(settings: Settings) -> Callable[[ModelSpec], bool]:
     """For which models generation starts while the cache's semantic layer embeds (``cache.overlap``)."""
     mode = settings.cache.overlap
     if mode == "auto":  # a remote server would be sent a request that every semantic hit abandons
-        return lambda spec: spec.backend != "openai_http" and not shares_the_cpu(spec, settings)
+        cores = os.cpu_count() or 1  # once, not per request
+        return lambda spec: spec.backend != "openai_http" and not shares_the_cpu(spec, settings, cores)
     return lambda spec: mode == "always"
 
 

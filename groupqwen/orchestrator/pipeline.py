@@ -87,7 +87,6 @@ class Pipeline:
         self._catalog = dict(catalog)
         self._discover = discover
         self._overlap = overlap
-        self._overlaps: dict[str, bool] = {}  # ``overlap`` asked once per model (it reads the CPU count)
         self._pool = pool
         self._default_model = default_model
         self._cache = cache
@@ -319,14 +318,10 @@ class Pipeline:
     def _warm(self, decision: Decision) -> bool:
         """Whether to generate while the semantic layer looks: the model is loaded, and ``overlap`` says
         its generation does not compete with the embedding for the same cores."""
-        model = decision.model
-        if self._pool.status(model) != "loaded":
+        if self._pool.status(decision.model) != "loaded":
             return False
-        overlaps = self._overlaps.get(model)
-        if overlaps is None:
-            spec = self._catalog.get(model)
-            overlaps = self._overlaps[model] = spec is not None and self._overlap(spec)
-        return overlaps
+        spec = self._catalog.get(decision.model)
+        return spec is not None and self._overlap(spec)
 
     @staticmethod
     async def _resume(
