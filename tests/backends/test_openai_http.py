@@ -104,8 +104,14 @@ class Exchange:
         await self.writer.drain()
 
     async def send_event(self, payload: object) -> None:
-        data = ("data: " + (payload if isinstance(payload, str) else json.dumps(payload)) + "\n\n").encode()
-        self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await self.send_events([payload])
+
+    async def send_events(self, payloads: list[object], *, last: bool = False) -> None:
+        """``payloads`` as events in one chunk, one write (``last``: the body's end in it too)."""
+        data = b"".join(
+            ("data: " + (p if isinstance(p, str) else json.dumps(p)) + "\n\n").encode() for p in payloads
+        )
+        self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n" + (b"0\r\n\r\n" if last else b""))
         await self.writer.drain()
 
     async def end(self) -> None:
@@ -703,11 +709,7 @@ async def test_the_events_of_one_read_are_one_chunk_tool_call_pieces_their_own()
 
     async def burst(exchange: Exchange) -> None:
         await exchange.send_head()
-        data = b"".join(
-            ("data: " + (e if isinstance(e, str) else json.dumps(e)) + "\n\n").encode() for e in events
-        )
-        exchange.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")  # one write
-        await exchange.writer.drain()
+        await exchange.send_events(events, last=True)
 
     async with raw_server(burst) as server, loaded(server.url) as backend:
         chunks = await collect(backend, ask())
@@ -732,11 +734,7 @@ async def test_the_read_that_ends_the_stream_is_one_chunk_with_its_end() -> None
             {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
         ]
         ending += [{"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}, "[DONE]"]
-        data = b"".join(
-            ("data: " + (e if isinstance(e, str) else json.dumps(e)) + "\n\n").encode() for e in ending
-        )
-        exchange.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")  # one write
-        await exchange.writer.drain()
+        await exchange.send_events(ending, last=True)
 
     async with raw_server(two_reads) as server, loaded(server.url) as backend:
         chunks = await collect(backend, ask())
