@@ -175,7 +175,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.response is None:  # bytes nobody asked for: the connection cannot be trusted
+        if self.response is None or self.response.complete:  # bytes nobody asked for: not to be trusted
             self.transport.close()
             return
         self.received = True
@@ -206,6 +206,10 @@ class _Connection(asyncio.Protocol):
     def on_status(self, reason: bytes) -> None:
         assert self.response is not None
         self.response.reason = reason.decode("latin-1")
+
+    def on_message_begin(self) -> None:
+        if self.response is None or self.response.complete:  # a second response to one request
+            raise ProtocolError("a response nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._names.append(name)
@@ -334,7 +338,7 @@ class HTTPClient:
         now = time.monotonic()
         while idle and not fresh:
             conn = idle.pop()  # the most recently used: the least likely to be closed by the server
-            if not conn.closed and now - conn.idle_since < self.keepalive:
+            if not conn.transport.is_closing() and now - conn.idle_since < self.keepalive:
                 conn.reused = True
                 return conn
             conn.transport.close()
@@ -357,7 +361,7 @@ class HTTPClient:
 
     def _release(self, conn: _Connection, *, reuse: bool) -> None:
         self._slots.release()
-        if not reuse or conn.closed or self.closed:
+        if not reuse or conn.closed or conn.transport.is_closing() or self.closed:
             conn.transport.close()
             return
         conn.idle_since = time.monotonic()

@@ -369,3 +369,36 @@ async def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
             response.release()
         await trusting.close()
     assert server.connections == 1  # one kept-alive connection (the refused handshake never reached it)
+
+
+async def test_a_second_response_to_one_request_closes_the_connection() -> None:
+    async def twice(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno"
+        )
+        await writer.drain()
+        return True
+
+    async with serving(twice) as server:
+        http = client()
+        for _ in range(2):
+            response = await http.request("GET", server.url)
+            assert await response.read() == b"ok"
+            response.release()
+        await http.close()
+    assert server.connections == 2  # the first connection was not trusted again
+
+
+async def test_idle_connections_are_closed_after_keepalive() -> None:
+    async with serving(sized) as server:
+        http = client(keepalive=0.1)
+        response = await http.request("GET", server.url)
+        await response.read()
+        response.release()
+        async with asyncio.timeout(5):
+            await server.closed.wait()  # the client closed its idle connection on its own
+        response = await http.request("GET", server.url)  # and opens a new one
+        assert await response.read() == b'{"ok": 1}\r\n'
+        response.release()
+        await http.close()
+    assert server.connections == 2
