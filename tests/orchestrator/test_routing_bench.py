@@ -22,8 +22,9 @@ import routing_code  # noqa: E402
 import routing_live  # noqa: E402
 import routing_long  # noqa: E402
 import routing_mix  # noqa: E402
+import train_router  # noqa: E402
 
-from orchestrator.test_cascade import ROUTE, ask, cascade, fake, run  # noqa: E402
+from orchestrator.test_cascade import ROUTE, ask, cascade, early_scorer, fake, run  # noqa: E402
 
 
 def test_code_is_graded_by_the_problems_own_tests() -> None:
@@ -59,6 +60,26 @@ async def test_the_replay_leaves_an_answer_where_the_cascade_does(drop_at: int |
     answer = routing_mix.Answer(ok=True, seconds=1.0, n=60, tokens=tokens, whole=measures(tokens))
     assert routing_mix.escalation(routing, answer, ROUTE.steps[0].bar) == real
     assert (real is None) == (drop_at is None or drop_at >= 20)
+
+
+@pytest.mark.parametrize("drop_at", [0, 1, 3, 6, 10, None])
+async def test_the_replay_checks_the_early_bars_where_the_cascade_does(drop_at: int | None) -> None:
+    """With early bars (0.2 at token 1, 0.45 after; the step's bar 0.5), the replay's abort token is the
+    real cascade's: early on a drop well before ``min_tokens``, at the bar after it, never for a sure
+    answer."""
+    sure, unsure = math.log(0.95), math.log(1e-4)
+    logprobs = [sure if drop_at is None or i < drop_at else unsure for i in range(30)]
+    scorer = early_scorer((0.2,) + (0.45,) * 6, ("small", train_router.SMALL))  # the replay scores SMALL
+    small = FakeBackend(model_id="small", tokens=(" w",) * 30, logprobs=logprobs)
+    c = cascade(small, fake("large", ["4"], sure), buffer_tokens=20, scorer=scorer)
+    _, _, decisions = await run(c, ask())
+    reason = decisions[-1].reason
+    real = int(reason.split("aborted at token ")[1].split()[0]) if "aborted" in reason else None
+    routing = Routing(Router(RouterPolicy(tiers=())), scorer, buffer_tokens=20)
+    tokens = [TokenLogprob(" w", lp, ()) for lp in logprobs]
+    answer = routing_mix.Answer(ok=True, seconds=1.0, n=30, tokens=tokens, whole=measures(tokens))
+    assert routing_mix.escalation(routing, answer, ROUTE.steps[0].bar) == real
+    assert (real is not None and real < routing.min_tokens) == (drop_at is not None and drop_at < 6)
 
 
 def test_the_live_bench_reads_the_route_from_the_headers() -> None:
