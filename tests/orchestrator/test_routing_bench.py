@@ -87,13 +87,17 @@ def test_the_live_bench_reads_the_route_from_the_headers() -> None:
         "x-groupqwen-model": "qwen2.5-coder-1.5b",
         "x-groupqwen-route": "auto",
         "x-groupqwen-escalations": "1",
+        "x-groupqwen-abandoned-tokens": "2",
     }
-    assert routing_live.taken(headers) == routing_live.Taken("qwen2.5-coder-1.5b", "auto", 1)
-    assert routing_live.taken({"x-groupqwen-model": "m", "x-groupqwen-route": "explicit"}).escalations == 0
+    assert routing_live.taken(headers) == routing_live.Taken("qwen2.5-coder-1.5b", "auto", 1, 2)
+    plain = routing_live.taken({"x-groupqwen-model": "m", "x-groupqwen-route": "explicit"})
+    assert plain.escalations == 0 and plain.abandoned == 0
     with pytest.raises(ValueError, match="x-groupqwen-model"):
         routing_live.taken({"x-groupqwen-route": "auto"})
-    with pytest.raises(ValueError, match="not a count"):
+    with pytest.raises(ValueError, match="escalations is not a count"):
         routing_live.taken({**headers, "x-groupqwen-escalations": "one"})
+    with pytest.raises(ValueError, match="abandoned-tokens is not a count"):
+        routing_live.taken({**headers, "x-groupqwen-abandoned-tokens": "-1"})
 
 
 def test_the_live_bench_limits_each_part() -> None:
