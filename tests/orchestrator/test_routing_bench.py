@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.messages import ChatRequest, Message, TokenLogprob
+from groupqwen.messages import ChatRequest, GenerationRequest, Message, Sampling, TokenLogprob
 from groupqwen.orchestrator.confidence import Scorer, measures
 from groupqwen.orchestrator.router import Router, RouterPolicy
 from groupqwen.orchestrator.weights import Routing
@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "bench")]
 
 import routing_code  # noqa: E402
+import routing_escalation  # noqa: E402
 import routing_live  # noqa: E402
 import routing_long  # noqa: E402
 import routing_mix  # noqa: E402
@@ -151,3 +152,20 @@ def test_the_live_bench_compares_with_the_replay_item_by_item() -> None:
     }  # fmt: skip
     assert result["short"]["small"]["route_agreement"] == 1.0 and "auto:cascade" not in result["short"]
     assert result["mix"]["auto"] == auto  # one part: the mix is that part
+
+
+async def test_the_escalation_bench_notes_a_generation_and_closes_it_with_its_own() -> None:
+    """``routing_escalation.Noted``: start, first token and close noted; closing it early cancels the
+    backend's generation at once (not when the abandoned generator is collected)."""
+    events: routing_escalation.Events = []
+    backend = FakeBackend(model_id="small", tokens=("a", "b", "c"), logprob=0.0)
+    noted = routing_escalation.Noted(backend, events)
+    stream = noted.stream(GenerationRequest(messages=(Message("user", "hi"),), sampling=Sampling()))
+    assert (await anext(stream)).text == "a"
+    await stream.aclose()
+    assert [(m, what) for _, m, what in events] == [
+        ("small", "start"),
+        ("small", "first"),
+        ("small", "closed"),
+    ]
+    assert backend.cancelled == 1 and noted.model_id == "small"
