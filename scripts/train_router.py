@@ -61,7 +61,7 @@ from groupqwen.orchestrator.classifier import (  # noqa: E402
     log_loss,
     probabilities,
 )
-from groupqwen.orchestrator.confidence import Calibration, measures  # noqa: E402
+from groupqwen.orchestrator.confidence import Calibration, EarlyRow, measures  # noqa: E402
 
 QUESTIONS = ROOT / "bench" / "data" / "routing_questions.jsonl"
 ANSWERS = ROOT / "bench" / "data" / "routing_answers.json"
@@ -207,7 +207,7 @@ def running(model: Logistic, prefixes: Array) -> float:
     return float(probabilities(model, prefixes).min())
 
 
-def early_table(running_scores: Array, early_scores: Array) -> list[tuple[float, tuple[float, ...]]]:
+def early_table(running_scores: Array, early_scores: Array) -> list[EarlyRow]:
     """For each bar on ``GRID``: per prefix length ``k`` (the columns of ``early_scores``, NaN where an
     answer is shorter), the lowest score at ``k`` among the answers the bar keeps (``running_scores`` at or
     above it): below it, on this data, an answer was escalated anyway. 1.0 where the bar keeps none."""
@@ -331,7 +331,7 @@ def main(check: bool = False) -> None:
         logistic, conf_scores[model], oof, oof_early = calibrate(model, mine, folds(len(mine), K))
         bars: list[tuple[float, float]] = []
         auto: list[tuple[float, float, float]] = []
-        early: list[tuple[float, tuple[float, ...]]] = []
+        early: list[EarlyRow] = []
         if model == SMALL:  # the tables from out-of-fold scores: what a new question would see
             bars = bars_table(oof, small_ok, large_ok)
             auto = auto_table(gain_oof, oof, small_ok, large_ok)

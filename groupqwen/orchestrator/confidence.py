@@ -52,6 +52,7 @@ MEASURES = (
     "span_min_logprob",
     "span_share",
 )
+EarlyRow = tuple[float, tuple[float, ...]]  # a bar and its early bars at 1, 2, … tokens
 _MARKER = "answer"  # "Answer:", "The answer is", "**Answer**" …: the span starts after its last one
 
 
@@ -122,9 +123,7 @@ class Calibration:
     model: Logistic
     bars: tuple[tuple[float, float], ...] = ()  # (target share worse than top tier, bar), target ascending
     auto: tuple[tuple[float, float, float], ...] = ()  # (target, max_complexity, bar), target ascending
-    early: tuple[
-        tuple[float, tuple[float, ...]], ...
-    ] = ()  # (bar, early bars at 1, 2, … tokens), bar ascending
+    early: tuple[EarlyRow, ...] = ()  # (bar, its early bars at 1, 2, … tokens), bar ascending
 
     def score(self, tokens: Sequence[TokenLogprob]) -> float:
         return self.model.probability(measures(tokens))
