@@ -7,12 +7,12 @@ A `groupqwen serve` process (``gateway_process.py``) with the default ladder (``
 first ``--limit`` held-out items of each part (``routing_mix.held_out_items``: the short questions' test
 split, GSM8K and HumanEval held out) are sent, one at a time, as ``model: auto``, ``auto:cascade`` and each
 named model: the collection's system prompt and ``max_tokens``, temperature 0, seed 0; graded with the same
-graders. The model that answered is read from the ``x-groupqwen-model`` header (``-route``, ``-escalations``
-kept too); latency is the request's wall time. The oracle is taken from the live small and large answers.
-Then, per part and for the mix (parts weighed equally): live accuracy, share to the large model, mean
-latency; the replay's accuracy, share and latency on the same items; and per item whether the replay sent
-it to the same model (route agreement) and graded it the same (answer agreement). Each answer is appended to
-``bench/.cache/routing/live.jsonl`` as it comes (the last run's rows; gitignored).
+graders. The model that answered is read from the ``x-groupqwen-model`` header (``-route``, ``-escalations``,
+``-abandoned-tokens`` kept too); latency is the request's wall time. The oracle is taken from the live
+small and large answers. Then, per part and for the mix (parts weighed equally): live accuracy, share to
+the large model, mean latency; the replay's accuracy, share and latency on the same items; and per item
+whether the replay sent it to the same model (route agreement) and graded it the same (answer agreement).
+Each answer is appended to ``bench/.cache/routing/live.jsonl`` as it comes (the last run's rows; gitignored).
 """
 
 from __future__ import annotations
@@ -51,17 +51,22 @@ class Taken:
     model: str
     route: str
     escalations: int
+    abandoned: int = 0  # tokens the left tiers generated (x-groupqwen-abandoned-tokens)
 
 
 def taken(headers: httpx.Headers | dict[str, str]) -> Taken:
-    """``x-groupqwen-model``, ``-route``, ``-escalations`` (0 when absent); a clear error without a model."""
+    """``x-groupqwen-model``, ``-route``, ``-escalations`` and ``-abandoned-tokens`` (counts: 0 when absent);
+    a clear error without a model."""
     model, route = headers.get("x-groupqwen-model"), headers.get("x-groupqwen-route")
     if not model or not route:
         raise ValueError(f"no x-groupqwen-model / x-groupqwen-route header in {dict(headers)}")
-    escalations = headers.get("x-groupqwen-escalations") or "0"
-    if not escalations.isdigit():
-        raise ValueError(f"x-groupqwen-escalations is not a count: {escalations!r}")
-    return Taken(model, route, int(escalations))
+    counts = []
+    for name in ("x-groupqwen-escalations", "x-groupqwen-abandoned-tokens"):
+        count = headers.get(name) or "0"
+        if not count.isdigit():
+            raise ValueError(f"{name} is not a count: {count!r}")
+        counts.append(int(count))
+    return Taken(model, route, *counts)
 
 
 def parse_limits(values: list[str]) -> dict[str, int]:
@@ -144,6 +149,7 @@ def run(items: list[routing_mix.Item]) -> list[dict[str, Any]]:
                     item.id,
                     got.model,
                     got.escalations,
+                    got.abandoned,
                     row["ok"],
                     f"{seconds:.1f}s",
                     flush=True,

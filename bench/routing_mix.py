@@ -4,10 +4,13 @@ Parts: the short questions' *test* split (``bench/data/routing_answers.json``), 
 GSM8K (steps + ``Answer:``) and HumanEval code (``bench/data/routing_long.jsonl``). Each policy is the
 shipped router as configured by default (``routing_from_settings(load_settings())``: the tiers' pair and
 bars for their target) deciding on the real request (its system prompt and question), and the cascade
-replayed on the small model's recorded tokens: it escalates at the first length it checks
-(``routing_long.decision_prefixes``: from ``min_tokens`` to ``min(n, buffer_tokens)``) where the running
-confidence is below the bar. Latency: the model that answered, plus, on an escalation, the small model's
-time up to the aborting token (its recorded seconds × k / n). The oracle sends an item to the large model
+replayed on the small model's recorded tokens: it escalates at the first length it checks where the
+running confidence is below what it is held to there — its calibration's early bar before ``min_tokens``,
+the bar from ``min_tokens`` to ``min(n, buffer_tokens)`` (``routing_long.decision_prefixes``). Latency: the
+model that answered, plus, on an escalation, the small model's time up to the aborting token (its recorded
+seconds × k / n: this overstates what an early abort saves on a short answer, whose time is mostly its
+prompt's evaluation; read latency from the live run). The table also gives the small model's tokens
+abandoned per escalation. The oracle sends an item to the large model
 only when the small one is wrong and the large one right. The mix weighs the parts equally.
 ``bench/routing.py`` prints the table.
 """
@@ -30,6 +33,7 @@ from groupqwen.orchestrator.router import ModelView
 from groupqwen.orchestrator.weights import Routing, routing_from_settings
 
 POLICIES = ("small", "large", "auto", "auto:cascade", "oracle")
+ROUTED = ("auto", "auto:cascade")  # the policies the cascade runs (their small answers may be abandoned)
 
 
 @dataclass(frozen=True)
@@ -75,13 +79,27 @@ def held_out_items() -> list[Item]:
 
 
 def escalation(routing: Routing, answer: Answer, bar: float | None) -> int | None:
-    """The token at which the cascade leaves the small model's answer (None: it keeps it)."""
+    """The token at which the cascade leaves the small model's answer (None: it keeps it): the first
+    prefix below its early bar (``Routing.bar_at``, before ``min_tokens`` and the buffer), else the first
+    of ``routing_long.decision_prefixes`` below ``bar``."""
     if bar is None or bar <= 0:  # a bar of 0 accepts every answer: committed from the first token
         return None
+    for k in range(1, min(answer.n, routing.min_tokens - 1, routing.buffer_tokens - 1) + 1):
+        early = routing.bar_at(SMALL, bar, k)
+        if early is not None and routing.scorer.score(SMALL, answer.tokens[:k]) < early:
+            return k
     for k in routing_long.decision_prefixes(answer.n, routing.min_tokens, routing.buffer_tokens):
         if routing.scorer.score(SMALL, answer.tokens[:k]) < bar:
             return k
     return None
+
+
+def left_at(routing: Routing, item: Item, policy: str) -> int | None:
+    """Under ``auto`` or ``auto:cascade``: 0 when the router sends ``item`` straight to the large model,
+    the token at which the cascade leaves the small model's answer, or None when it keeps it."""
+    models = {m: ModelView(warm=True, context_length=32768) for m in (SMALL, LARGE)}
+    route = routing.router.route(replace(item.request, model=policy), models)
+    return 0 if route.model != SMALL else escalation(routing, item.small, route.steps[0].bar)
 
 
 def outcome(routing: Routing, item: Item, policy: str) -> tuple[bool, bool, float]:
@@ -94,18 +112,15 @@ def outcome(routing: Routing, item: Item, policy: str) -> tuple[bool, bool, floa
     if policy == "oracle":
         up = g.ok and not s.ok
         return (g.ok, True, g.seconds) if up else (s.ok, False, s.seconds)
-    models = {m: ModelView(warm=True, context_length=32768) for m in (SMALL, LARGE)}
-    route = routing.router.route(replace(item.request, model=policy), models)
-    if route.model != SMALL:
-        return g.ok, True, g.seconds
-    k = escalation(routing, s, route.steps[0].bar)
+    k = left_at(routing, item, policy)
     if k is None:
         return s.ok, False, s.seconds
     return g.ok, True, s.seconds * k / max(s.n, 1) + g.seconds
 
 
 def table(items: list[Item], routing: Routing | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """``{part (and "mix"): {policy: {n, accuracy, to_large, latency_s}}}``."""
+    """``{part (and "mix"): {policy: {n, accuracy, to_large, latency_s, abandoned}}}`` (``abandoned``: the
+    small model's tokens per escalation under ``auto`` and ``auto:cascade``, 0 without one)."""
     routing = routing or routing_from_settings(load_settings())
     out: dict[str, dict[str, dict[str, float]]] = {}
     for part in ("short", *routing_long.PARTS):
@@ -115,16 +130,18 @@ def table(items: list[Item], routing: Routing | None = None) -> dict[str, dict[s
         out[part] = {}
         for policy in POLICIES:
             got = np.asarray([outcome(routing, i, policy) for i in mine], float)
+            left = [k for i in mine for k in [left_at(routing, i, policy)] if k] if policy in ROUTED else []
             out[part][policy] = {
                 "n": len(mine),
                 "accuracy": float(got[:, 0].mean()),
                 "to_large": float(got[:, 1].mean()),
                 "latency_s": float(got[:, 2].mean()),
+                "abandoned": float(np.mean(left)) if left else 0.0,
             }
     out["mix"] = {
         policy: {
             key: float(np.mean([out[p][policy][key] for p in out]))
-            for key in ("n", "accuracy", "to_large", "latency_s")
+            for key in ("n", "accuracy", "to_large", "latency_s", "abandoned")
         }
         for policy in POLICIES
     }
@@ -132,15 +149,19 @@ def table(items: list[Item], routing: Routing | None = None) -> dict[str, dict[s
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print("| part (held out) | n | policy | accuracy | % of large | to large | mean latency (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| part (held out) | n | policy | accuracy | % of large | to large | mean latency (s) "
+        "| small tokens abandoned per escalation |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for part, policies in result.items():
         strong = policies["large"]["accuracy"]
         for policy, r in policies.items():
             share = f"{r['accuracy'] / strong:.0%}" if strong else "–"
             n = "" if part == "mix" else str(int(r["n"]))
             label = "mix (parts weighed equally)" if part == "mix" else part
+            left = f"{r['abandoned']:.1f}" if policy in ROUTED else ""
             print(
                 f"| {label} | {n} | {policy} | {r['accuracy']:.3f} | {share} | {r['to_large']:.0%} | "
-                f"{r['latency_s']:.2f} |"
+                f"{r['latency_s']:.2f} | {left} |"
             )

@@ -1,6 +1,7 @@
 """Train the router's classifier and calibrate the confidence score; write ``orchestrator/data/router.json``.
 
-    .venv/bin/python scripts/train_router.py
+    .venv/bin/python scripts/train_router.py           # write it
+    .venv/bin/python scripts/train_router.py --check   # exit 1 if the shipped file is not what it rebuilds
 
 Inputs, all shipped in the repo (no downloads):
 - ``scripts/router_corpus.py``: synthetic prompts labelled ``complex`` / ``think``;
@@ -20,10 +21,12 @@ strength are chosen by k-fold cross-validation on the calibration split only (lo
 corpus joins every training fold and is never scored); the script prints train and cross-validated scores.
 
 Each model's answers, checked against the known answer, calibrate its confidence score (L2 chosen the same
-way). From out-of-fold classifier and confidence scores the small model gets two tables for targets "at
+way). From out-of-fold classifier and confidence scores the small model gets tables: two for targets "at
 most X of all answers worse than the large model's": ``bars`` (the cascade alone: the lowest bar that met
 X) and ``auto`` (the classifier's ``max_complexity`` and the bar together: the pair that met X with the
-fewest requests reaching the large model).
+fewest requests reaching the large model), and ``early``: per bar on the grid, the early bars the cascade
+checks the first ``min_tokens`` - 1 prefixes against (the lowest out-of-fold prefix score among the answers
+that bar keeps: on this data no answer the bar keeps is cut early).
 The *test* split is never read here: ``bench/routing.py`` reports on it.
 """
 
@@ -58,7 +61,7 @@ from groupqwen.orchestrator.classifier import (  # noqa: E402
     log_loss,
     probabilities,
 )
-from groupqwen.orchestrator.confidence import Calibration, measures  # noqa: E402
+from groupqwen.orchestrator.confidence import Calibration, EarlyRow, measures  # noqa: E402
 
 QUESTIONS = ROOT / "bench" / "data" / "routing_questions.jsonl"
 ANSWERS = ROOT / "bench" / "data" / "routing_answers.json"
@@ -68,6 +71,7 @@ TARGETS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
 K = 5
 L2_GRID = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)
 GRID = np.round(np.linspace(0.0, 1.0, 41), 3)  # thresholds searched for the tables
+EARLY = RouterConfig().min_tokens - 1  # prefix lengths with an early bar: those before the running check
 Bools = npt.NDArray[np.bool_]
 ARITHMETIC = ("single_operation", "multi_step", "operand_digits", "one_digit_operands", "round_operands")
 
@@ -203,10 +207,23 @@ def running(model: Logistic, prefixes: Array) -> float:
     return float(probabilities(model, prefixes).min())
 
 
+def early_table(running_scores: Array, early_scores: Array) -> list[EarlyRow]:
+    """For each bar on ``GRID``: per prefix length ``k`` (the columns of ``early_scores``, NaN where an
+    answer is shorter), the lowest score at ``k`` among the answers the bar keeps (``running_scores`` at or
+    above it): below it, on this data, an answer was escalated anyway. 1.0 where the bar keeps none."""
+    table = []
+    for bar in GRID:
+        kept = early_scores[running_scores >= bar]
+        lowest = [float(np.nanmin(c)) if (~np.isnan(c)).any() else 1.0 for c in kept.T]
+        table.append((float(bar), tuple(round(v, 6) for v in lowest)))
+    return table
+
+
 def calibrate(model_id: str, items: list[dict[str, Any]], fold: npt.NDArray[np.int64]) -> tuple[Any, ...]:
     """Fit ``model_id``'s confidence on its answers' measures at ``routing_long.fit_prefixes`` (each answer
     weighs one), L2 by out-of-fold log-loss; returns the model, its scores and, per item, the out-of-fold
-    running confidence (``running``: what the cascade would see on a new question)."""
+    running confidence (``running``: what the cascade would see on a new question) and the out-of-fold
+    scores of its first ``EARLY`` prefixes (NaN past its end)."""
     rows_x, rows_y, rows_w, owner, checked = [], [], [], [], []
     for i, item in enumerate(items):
         a = item["answers"][model_id]
@@ -223,12 +240,17 @@ def calibrate(model_id: str, items: list[dict[str, Any]], fold: npt.NDArray[np.i
     reg = min(L2_GRID, key=lambda r: (round(log_loss(by_l2[r], y), 4), -r))
     logistic = fit(x, y, l2=reg, weight=w)
     oof_running = np.zeros(len(items))
+    oof_early = np.full((len(items), EARLY), np.nan)
     for k in np.unique(fold):
         held = fold == k
         train_rows = row_fold != k
         fold_model = fit(x[train_rows], y[train_rows], l2=reg, weight=w[train_rows])
         for row in np.flatnonzero(held):
             oof_running[row] = running(fold_model, checked[row])
+            a = items[row]["answers"][model_id]
+            for length in range(1, min(a["n"], EARLY) + 1):
+                score = probabilities(fold_model, measures(a["tokens"][:length])[None])[0]
+                oof_early[row, length - 1] = score
     train = probabilities(logistic, x)
     scores = {
         "l2": reg,
@@ -241,10 +263,10 @@ def calibrate(model_id: str, items: list[dict[str, Any]], fold: npt.NDArray[np.i
             for part in ("short", *routing_long.PARTS)
         },
     }
-    return logistic, scores, oof_running
+    return logistic, scores, oof_running, oof_early
 
 
-def main() -> None:
+def main(check: bool = False) -> None:
     rows = corpus()
     calibration, answers = load_bench("calibration")
     items = items_of(calibration, answers)
@@ -306,18 +328,23 @@ def main() -> None:
     conf_scores: dict[str, Any] = {}
     for model in answers["models"]:  # every model with answers; the pair's tables for SMALL only
         mine = items if model in (SMALL, LARGE) else items_of(calibration, answers, (model,))
-        logistic, conf_scores[model], oof = calibrate(model, mine, folds(len(mine), K))
+        logistic, conf_scores[model], oof, oof_early = calibrate(model, mine, folds(len(mine), K))
         bars: list[tuple[float, float]] = []
         auto: list[tuple[float, float, float]] = []
-        if model == SMALL:  # both tables from out-of-fold scores: what a new question would see
+        early: list[EarlyRow] = []
+        if model == SMALL:  # the tables from out-of-fold scores: what a new question would see
             bars = bars_table(oof, small_ok, large_ok)
             auto = auto_table(gain_oof, oof, small_ok, large_ok)
-        confidence[model] = Calibration(logistic, tuple(bars), tuple(auto)).to_json()
+            early = early_table(oof, oof_early)
+        confidence[model] = Calibration(logistic, tuple(bars), tuple(auto), tuple(early)).to_json()
         right = np.mean([it["answers"][model]["ok"] for it in mine])
         print(f"{model}: {right:.2f} right on {len(mine)} items; confidence {conf_scores[model]}")
         if model == SMALL:
             print(f"  bars (target, bar): {[(t, round(b, 3)) for t, b in bars]}")
             print(f"  auto (target, max_complexity, bar): {auto}")
+            print(
+                f"  early bars at 1..{EARLY} tokens, by bar: {[(b, e) for b, e in early if b in (0.5, 0.75)]}"
+            )
 
     out = {
         "version": 2,
@@ -337,9 +364,16 @@ def main() -> None:
         },
     }
     path = DATA_DIR / "router.json"
-    path.write_text(json.dumps(out, separators=(",", ":")) + "\n", encoding="utf-8")
+    text = json.dumps(out, separators=(",", ":")) + "\n"
+    if check:
+        same = path.is_file() and path.read_text(encoding="utf-8") == text
+        print(f"{path}: {'up to date' if same else 'differs from what the data rebuild'}")
+        if not same:
+            raise SystemExit(1)
+        return
+    path.write_text(text, encoding="utf-8")
     print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":
-    main()
+    main(check="--check" in sys.argv[1:])

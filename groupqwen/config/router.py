@@ -78,8 +78,9 @@ class RouterConfig(BaseModel):
         8,
         ge=1,
         le=4096,
-        description="A held answer's running confidence is checked at every token from this many on; "
-        "below the bar its generation is aborted and the next tier starts",
+        description="A held answer's running confidence is checked against the tier's bar at every token "
+        "from this many on (before that, against its calibration's early bar for that length, where "
+        "trained); below, its generation is aborted and the next tier starts",
     )
 
     @field_validator("routes")

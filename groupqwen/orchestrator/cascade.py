@@ -3,9 +3,11 @@
 The client sees one answer. Stream policy (the same for streamed and non-streamed requests): a step that
 may escalate holds its output back until its confidence is known — at the end of the answer, or after
 ``buffer_tokens`` tokens, whichever comes first. Meanwhile its running confidence (the same score over the
-tokens so far) is checked at every token from the ``min_tokens``-th on: as soon as it drops below the
-step's bar, the generation is stopped (aborted early: the small model does not run on to ``max_tokens``)
-and the next step starts; so is an answer that ends below the bar. Nothing of the abandoned answer reaches
+tokens so far) is checked at every token: against the step's bar from the ``min_tokens``-th on, and
+before that against the early bar its calibration has for that length (``Routing.bar_at``; none, for a
+model without one). As soon as it drops below, the generation is stopped (aborted early: the small model
+does not run on to ``max_tokens``, nor a short answer to its end) and the next step starts; so is an
+answer that ends below the bar. Nothing of the abandoned answer reaches
 the client; the tokens it cost are reported (``Decision.abandoned_tokens``). At or above the bar at the end
 or after the buffer, the held tokens are released and the rest streams live; from then on the answer is
 committed (no later escalation).
@@ -162,9 +164,13 @@ class Cascade:
                         assert self._routing is not None  # only routed decisions have bars
                         ended = chunk.finish_reason is not None
                         known = ended or len(tokens) >= self._routing.buffer_tokens
-                        if known or (not committed and len(tokens) >= self._routing.min_tokens):
+                        held_to = None  # what the running confidence is checked against at this length
+                        if not committed and bar is not None:
+                            held_to = self._routing.bar_at(step.model, bar, len(tokens))
+                        if known or held_to is not None:
                             confidence = self._routing.scorer.score(step.model, tokens)
-                            if bar is not None and confidence < bar:
+                            limit = bar if known else held_to
+                            if limit is not None and confidence < limit:
                                 outcome = "escalated" if ended else f"aborted at token {len(tokens)}"
                                 below = Attempt(step.model, confidence, outcome, len(tokens))
                                 break  # closes the generation before the next step leases its model

@@ -15,6 +15,14 @@ calibration also carries an ``auto`` table for the same targets: the pair (``max
 a request straight to the next tier when the classifier scores it above ``max_complexity``, else answer
 here and escalate below the bar — that met the target with the fewest requests reaching the next tier.
 ``auto_for`` reads it.
+
+A fast tier's calibration also carries an ``early`` table: before the cascade's running check starts
+(``router.min_tokens``), its first tokens are checked against *early bars*, one per prefix length
+(1, 2, … tokens). For each bar on a grid, the early bar at length ``k`` is the lowest out-of-fold score at
+``k`` among the calibration answers that bar kept (so on that data no answer the bar keeps is aborted
+early); ``early_bar`` reads the row of the largest grid bar not above the tier's bar and never returns more
+than the bar itself. An unsure first token then stops the small model at once, where its whole short answer
+used to be generated (and paid for) before it escalated.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ MEASURES = (
     "span_min_logprob",
     "span_share",
 )
+EarlyRow = tuple[float, tuple[float, ...]]  # a bar and its early bars at 1, 2, … tokens
 _MARKER = "answer"  # "Answer:", "The answer is", "**Answer**" …: the span starts after its last one
 
 
@@ -114,6 +123,7 @@ class Calibration:
     model: Logistic
     bars: tuple[tuple[float, float], ...] = ()  # (target share worse than top tier, bar), target ascending
     auto: tuple[tuple[float, float, float], ...] = ()  # (target, max_complexity, bar), target ascending
+    early: tuple[EarlyRow, ...] = ()  # (bar, its early bars at 1, 2, … tokens), bar ascending
 
     def score(self, tokens: Sequence[TokenLogprob]) -> float:
         return self.model.probability(measures(tokens))
@@ -135,18 +145,30 @@ class Calibration:
         row = next((r for r in reversed(self.auto) if r[0] <= target + 1e-12), self.auto[0])
         return row[1], row[2]
 
+    def early_bar(self, bar: float, tokens: int) -> float | None:
+        """The early bar after ``tokens`` tokens for an answer held to ``bar``: the ``early`` row of the
+        largest grid bar not above ``bar`` (the one that kept the most), at most ``bar``; None without a
+        table, for a length beyond it, or a bar below its first row."""
+        row = next((r for r in reversed(self.early) if r[0] <= bar + 1e-12), None)
+        if row is None or not 1 <= tokens <= len(row[1]):
+            return None
+        return min(row[1][tokens - 1], bar)
+
     def to_json(self) -> dict[str, Any]:
         out = {**self.model.to_json(), "bars": [[round(t, 4), round(b, 6)] for t, b in self.bars]}
         if self.auto:
             out["auto"] = [[round(t, 4), round(e, 6), round(b, 6)] for t, e, b in self.auto]
+        if self.early:
+            out["early"] = [[round(b, 4), [round(e, 6) for e in bars]] for b, bars in self.early]
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Calibration:
         bars = tuple((float(t), float(b)) for t, b in data.get("bars", ()))
         auto = tuple((float(t), float(e), float(b)) for t, e, b in data.get("auto", ()))
+        early = tuple((float(b), tuple(map(float, bars))) for b, bars in data.get("early", ()))
         model = Logistic.from_json({k: data[k] for k in ("weights", "bias", "mean", "scale")})
-        return cls(model, tuple(sorted(bars)), tuple(sorted(auto)))
+        return cls(model, tuple(sorted(bars)), tuple(sorted(auto)), tuple(sorted(early)))
 
 
 def uncalibrated(tokens: Sequence[TokenLogprob]) -> float:
@@ -169,6 +191,11 @@ class Scorer:
     def bar(self, model: str, target: float) -> float:
         calibration = self.calibrations.get(model)
         return calibration.bar_for(target) if calibration else 1.0 - target
+
+    def early_bar(self, model: str, bar: float, tokens: int) -> float | None:
+        """``model``'s early bar after ``tokens`` tokens (``Calibration.early_bar``); None when untrained."""
+        calibration = self.calibrations.get(model)
+        return calibration.early_bar(bar, tokens) if calibration else None
 
     def auto(self, model: str, target: float) -> tuple[float, float] | None:
         """``(max_complexity, bar)`` for ``model`` as the fast tier at ``target``; None when not trained."""

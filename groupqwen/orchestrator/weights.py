@@ -48,7 +48,13 @@ class Routing:
     router: Router
     scorer: Scorer
     buffer_tokens: int
-    min_tokens: int = 8  # running confidence is checked from this many tokens on (early abort)
+    min_tokens: int = 8  # running confidence is checked against the bar from this many tokens on
+
+    def bar_at(self, model: str, bar: float, tokens: int) -> float | None:
+        """What a held answer of ``model`` (a tier held to ``bar``) is checked against after ``tokens``
+        tokens, before its end: ``bar`` from ``min_tokens`` on, the calibration's early bar before that
+        (at most ``bar``); None: not checked at this length."""
+        return bar if tokens >= self.min_tokens else self.scorer.early_bar(model, bar, tokens)
 
 
 def routing_from_settings(settings: Settings) -> Routing:

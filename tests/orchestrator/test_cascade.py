@@ -13,7 +13,8 @@ from groupqwen.catalog import ModelSpec
 from groupqwen.errors import BackendError, UpstreamError
 from groupqwen.messages import CascadeStep, ChatRequest, Chunk, Decision, GenerationRequest, Message
 from groupqwen.orchestrator.cascade import Cascade
-from groupqwen.orchestrator.confidence import TOP_K, Scorer
+from groupqwen.orchestrator.classifier import Logistic
+from groupqwen.orchestrator.confidence import MEASURES, TOP_K, Calibration, Scorer
 from groupqwen.orchestrator.router import Router, RouterPolicy
 from groupqwen.orchestrator.weights import Routing
 from groupqwen.pool.scheduler import Pool
@@ -25,11 +26,21 @@ def spec(model_id: str, thinking: bool = False) -> ModelSpec:
     return ModelSpec(model_id, "fake", "?", 4096, 0, backend="fake", thinking=thinking)
 
 
-def cascade(small: FakeBackend, large: FakeBackend, buffer_tokens: int = 8) -> Cascade:
+def cascade(
+    small: FakeBackend, large: FakeBackend, buffer_tokens: int = 8, scorer: Scorer | None = None
+) -> Cascade:
     specs = {"small": spec("small"), "large": spec("large", thinking=True)}
     backends = {"small": small, "large": large}
     pool = Pool(specs, lambda s: backends[s.id], need=lambda s: 0, budget=1 << 40, max_queue=16)
-    return Cascade(pool, Routing(Router(RouterPolicy(tiers=())), Scorer(), buffer_tokens))
+    return Cascade(pool, Routing(Router(RouterPolicy(tiers=())), scorer or Scorer(), buffer_tokens))
+
+
+def early_scorer(early: Sequence[float], models: Sequence[str] = ("small",)) -> Scorer:
+    """A calibration of ``models`` scoring ``sigmoid(3 + mean logprob)`` (a sure token 0.95, a 1 % one
+    0.17), with ``early`` as its early bars at 1, 2, … tokens for bars from 0.5 (and none below)."""
+    n = len(MEASURES)
+    model = Logistic((1.0,) + (0.0,) * (n - 1), 3.0, (0.0,) * n, (1.0,) * n)
+    return Scorer({m: Calibration(model, early=((0.5, tuple(early)),)) for m in models})
 
 
 STEPS = (CascadeStep("small", 0.5, False), CascadeStep("large", None, True))
@@ -194,8 +205,8 @@ async def test_a_confidence_drop_aborts_the_small_model_early() -> None:
 
 
 async def test_running_confidence_is_checked_from_min_tokens_on() -> None:
-    """An unsure first token does not abort by itself: the check starts at ``min_tokens``; a short answer
-    that ends sure is kept."""
+    """Without early bars (a model with no calibration), an unsure first token does not abort by itself:
+    the check starts at ``min_tokens``; a short answer that ends sure is kept."""
     small = FakeBackend(model_id="small", tokens=("Well", ",", " 4"), logprobs=[UNSURE, SURE, SURE])
     c = cascade(small, fake("large", ["never"], SURE), buffer_tokens=100)
     text, _, decisions = await run(c, ask())
@@ -207,3 +218,41 @@ async def test_an_answer_that_ends_unsure_escalates_with_its_tokens_counted() ->
     text, _, decisions = await run(cascade(small, fake("large", ["4"], SURE), buffer_tokens=100), ask())
     assert text == "4" and "small escalated at confidence 0.20" in decisions[-1].reason
     assert decisions[-1].abandoned_tokens == 3
+
+
+UNLIKELY = math.log(0.01)
+
+
+@pytest.mark.parametrize(
+    ("early", "logprobs", "left_at"),
+    [
+        ((0.3,), [UNLIKELY, SURE, SURE], 1),  # the first token's score 0.17 is under its bar 0.3
+        ((0.1, 0.3), [UNLIKELY, UNLIKELY, SURE], 2),  # passes at 1, under the bar at 2
+        ((0.1, 0.1, 0.1), [UNLIKELY, SURE, SURE], None),  # over every early bar, and ends sure (0.81)
+    ],
+)
+async def test_an_answer_is_left_at_the_first_token_below_that_lengths_early_bar(
+    early: tuple[float, ...], logprobs: list[float], left_at: int | None
+) -> None:
+    """Before ``min_tokens`` the running confidence is checked against the early bar its calibration has
+    for that length: the small model stops at the first token below it, not at the end of its answer."""
+    small = FakeBackend(model_id="small", tokens=("7", "2", "0"), logprobs=logprobs)
+    large = fake("large", ["4"], SURE)
+    text, _, decisions = await run(
+        cascade(small, large, buffer_tokens=100, scorer=early_scorer(early)), ask()
+    )
+    final = decisions[-1]
+    if left_at is None:
+        assert text == "720" and final.model == "small" and small.cancelled == 0
+        return
+    assert text == "4" and final.model == "large" and small.cancelled == 1
+    assert f"small aborted at token {left_at} at confidence 0.17" in final.reason
+    assert final.abandoned_tokens == left_at
+
+
+async def test_an_early_bar_is_never_above_the_steps_own_bar() -> None:
+    """An early bar of 0.99 over a step held to 0.5: a sure answer (0.95) is kept, not cut at token 1."""
+    small = fake("small", ["4", "2"], SURE)
+    c = cascade(small, fake("large", ["never"], SURE), buffer_tokens=100, scorer=early_scorer((0.99, 0.99)))
+    text, _, decisions = await run(c, ask())
+    assert text == "42" and decisions[-1].model == "small" and decisions[-1].abandoned_tokens == 0

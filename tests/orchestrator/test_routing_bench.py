@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.messages import ChatRequest, Message, TokenLogprob
+from groupqwen.messages import ChatRequest, GenerationRequest, Message, Sampling, TokenLogprob
 from groupqwen.orchestrator.confidence import Scorer, measures
 from groupqwen.orchestrator.router import Router, RouterPolicy
 from groupqwen.orchestrator.weights import Routing
@@ -19,11 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "bench")]
 
 import routing_code  # noqa: E402
+import routing_escalation  # noqa: E402
 import routing_live  # noqa: E402
 import routing_long  # noqa: E402
 import routing_mix  # noqa: E402
+import train_router  # noqa: E402
 
-from orchestrator.test_cascade import ROUTE, ask, cascade, fake, run  # noqa: E402
+from orchestrator.test_cascade import ROUTE, ask, cascade, early_scorer, fake, run  # noqa: E402
 
 
 def test_code_is_graded_by_the_problems_own_tests() -> None:
@@ -61,18 +63,42 @@ async def test_the_replay_leaves_an_answer_where_the_cascade_does(drop_at: int |
     assert (real is None) == (drop_at is None or drop_at >= 20)
 
 
+@pytest.mark.parametrize("drop_at", [0, 1, 3, 6, 10, None])
+async def test_the_replay_checks_the_early_bars_where_the_cascade_does(drop_at: int | None) -> None:
+    """With early bars (0.2 at token 1, 0.45 after; the step's bar 0.5), the replay's abort token is the
+    real cascade's: early on a drop well before ``min_tokens``, at the bar after it, never for a sure
+    answer."""
+    sure, unsure = math.log(0.95), math.log(1e-4)
+    logprobs = [sure if drop_at is None or i < drop_at else unsure for i in range(30)]
+    scorer = early_scorer((0.2,) + (0.45,) * 6, ("small", train_router.SMALL))  # the replay scores SMALL
+    small = FakeBackend(model_id="small", tokens=(" w",) * 30, logprobs=logprobs)
+    c = cascade(small, fake("large", ["4"], sure), buffer_tokens=20, scorer=scorer)
+    _, _, decisions = await run(c, ask())
+    reason = decisions[-1].reason
+    real = int(reason.split("aborted at token ")[1].split()[0]) if "aborted" in reason else None
+    routing = Routing(Router(RouterPolicy(tiers=())), scorer, buffer_tokens=20)
+    tokens = [TokenLogprob(" w", lp, ()) for lp in logprobs]
+    answer = routing_mix.Answer(ok=True, seconds=1.0, n=30, tokens=tokens, whole=measures(tokens))
+    assert routing_mix.escalation(routing, answer, ROUTE.steps[0].bar) == real
+    assert (real is not None and real < routing.min_tokens) == (drop_at is not None and drop_at < 6)
+
+
 def test_the_live_bench_reads_the_route_from_the_headers() -> None:
     headers = {
         "x-groupqwen-model": "qwen2.5-coder-1.5b",
         "x-groupqwen-route": "auto",
         "x-groupqwen-escalations": "1",
+        "x-groupqwen-abandoned-tokens": "2",
     }
-    assert routing_live.taken(headers) == routing_live.Taken("qwen2.5-coder-1.5b", "auto", 1)
-    assert routing_live.taken({"x-groupqwen-model": "m", "x-groupqwen-route": "explicit"}).escalations == 0
+    assert routing_live.taken(headers) == routing_live.Taken("qwen2.5-coder-1.5b", "auto", 1, 2)
+    plain = routing_live.taken({"x-groupqwen-model": "m", "x-groupqwen-route": "explicit"})
+    assert plain.escalations == 0 and plain.abandoned == 0
     with pytest.raises(ValueError, match="x-groupqwen-model"):
         routing_live.taken({"x-groupqwen-route": "auto"})
-    with pytest.raises(ValueError, match="not a count"):
+    with pytest.raises(ValueError, match="escalations is not a count"):
         routing_live.taken({**headers, "x-groupqwen-escalations": "one"})
+    with pytest.raises(ValueError, match="abandoned-tokens is not a count"):
+        routing_live.taken({**headers, "x-groupqwen-abandoned-tokens": "-1"})
 
 
 def test_the_live_bench_limits_each_part() -> None:
@@ -126,3 +152,20 @@ def test_the_live_bench_compares_with_the_replay_item_by_item() -> None:
     }  # fmt: skip
     assert result["short"]["small"]["route_agreement"] == 1.0 and "auto:cascade" not in result["short"]
     assert result["mix"]["auto"] == auto  # one part: the mix is that part
+
+
+async def test_the_escalation_bench_notes_a_generation_and_closes_it_with_its_own() -> None:
+    """``routing_escalation.Noted``: start, first token and close noted; closing it early cancels the
+    backend's generation at once (not when the abandoned generator is collected)."""
+    events: routing_escalation.Events = []
+    backend = FakeBackend(model_id="small", tokens=("a", "b", "c"), logprob=0.0)
+    noted = routing_escalation.Noted(backend, events)
+    stream = noted.stream(GenerationRequest(messages=(Message("user", "hi"),), sampling=Sampling()))
+    assert (await anext(stream)).text == "a"
+    await stream.aclose()
+    assert [(m, what) for _, m, what in events] == [
+        ("small", "start"),
+        ("small", "first"),
+        ("small", "closed"),
+    ]
+    assert backend.cancelled == 1 and noted.model_id == "small"

@@ -133,6 +133,42 @@ def test_auto_pair_is_read_without_interpolation() -> None:
     assert Calibration(model).auto_for(0.1) is None and Scorer().auto("any", 0.1) is None
 
 
+def test_early_bars_cut_no_answer_the_bar_keeps() -> None:
+    """Per grid bar and prefix length: the lowest prefix score among the answers that bar keeps (NaN: the
+    answer is shorter), 1.0 where it keeps none; so on the data no kept answer falls under an early bar."""
+    running = np.asarray([0.9, 0.8, 0.4, 0.2])
+    early = np.asarray([[0.7, 0.95], [0.6, np.nan], [0.1, 0.3], [0.5, 0.2]])
+    table = dict(train_router.early_table(running, early))
+    assert table[0.75] == (0.6, 0.95)  # kept: the first two; the second has one token
+    assert table[0.85] == (0.7, 0.95) and table[0.0] == (0.1, 0.2) and table[1.0] == (1.0, 1.0)
+    for bar, lowest in table.items():
+        kept = early[running >= bar]
+        assert all(np.isnan(v) or v >= b for row in kept for v, b in zip(row, lowest, strict=True))
+
+
+def test_early_bar_reads_the_row_below_the_bar_and_never_exceeds_it() -> None:
+    model = Logistic((0.0,) * len(MEASURES), 0.0, (0.0,) * len(MEASURES), (1.0,) * len(MEASURES))
+    calibration = Calibration(model, early=((0.5, (0.3, 0.4)), (0.75, (0.6, 0.9))))
+    assert calibration.early_bar(0.754, 1) == 0.6  # the 0.75 row (it kept more than 0.754 would)
+    assert calibration.early_bar(0.754, 2) == 0.754  # 0.9, capped at the bar itself
+    assert calibration.early_bar(0.7, 2) == 0.4 and calibration.early_bar(0.7, 3) is None
+    assert calibration.early_bar(0.4, 1) is None  # below the table's first bar: no early check
+    assert Calibration.from_json(calibration.to_json()).early == calibration.early
+    assert Calibration(model).early_bar(0.5, 1) is None and Scorer().early_bar("any", 0.5, 1) is None
+
+
+def test_router_json_is_what_the_repositorys_data_rebuild() -> None:
+    """scripts/train_router.py --check: the shipped weights are reproduced byte for byte from the data in
+    the repository (the held-out splits unread)."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "scripts/train_router.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "up to date" in result.stdout
+
+
 SMALL, LARGE = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"  # the default ladder, as the tables were measured
 
 
