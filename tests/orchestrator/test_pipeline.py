@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import AsyncGeneratorType
+from typing import Any
 
 import pytest
 
@@ -234,8 +234,8 @@ async def test_an_answer_read_to_its_end_leaves_no_generator_to_the_loop(
     hooks = sys.get_asyncgen_hooks()
     left: list[str] = []
 
-    def finalizer(generator: AsyncGeneratorType[object, None]) -> None:
-        left.append(generator.__qualname__)
+    def finalizer(generator: AsyncGenerator[Any, Any]) -> None:
+        left.append(repr(generator))
         assert hooks.finalizer is not None
         hooks.finalizer(generator)
 
