@@ -166,20 +166,36 @@ def choose(
 
 def calibration(scores: Array, labels: Bools, *, verbose: bool = True) -> list[tuple[float, float]]:
     """(target, bar) for each of ``TARGETS``: the lowest bar whose false-hit rate on these pairs stays
-    within ``MARGIN`` × the target."""
+    within ``MARGIN`` × the target. The bar is stored halfway between the lowest score it serves and the
+    next score below (to 6 decimals where that stays between them), so that neither the file's rounding
+    nor the last bits of another machine's arithmetic can move a pair across it."""
     negatives = ~labels
+    candidates = sorted({*scores[np.isfinite(scores)].tolist(), 1.0})
     table = []
     for target in TARGETS:
-        for bar in sorted({*scores[np.isfinite(scores)].tolist(), 1.0}):
+        for index, bar in enumerate(candidates):
             served = scores >= bar
             rate = (served & negatives).sum() / negatives.sum()
             if rate <= MARGIN * target + 1e-12:
                 recall = (served & labels).sum() / labels.sum()
-                table.append((target, round(float(bar), 6)))
+                below = candidates[index - 1] if index else bar  # nothing below: the score itself
+                middle = (bar + below) / 2
+                short = round(middle, 6)
+                table.append((target, short if below < short <= bar else middle))
                 if verbose:
                     print(f"  {target:.4f} → {bar:.4f}: {rate:.4f}, {recall:.3f}")
                 break
     return table
+
+
+def stored(model: Logistic) -> Logistic:
+    """``model`` as the file keeps it (6 decimals): the calibration scores with what the gateway will."""
+    return Logistic(
+        tuple(round(w, 6) for w in model.weights),
+        round(model.bias, 6),
+        tuple(round(m, 6) for m in model.mean),
+        tuple(round(s, 6) for s in model.scale),
+    )
 
 
 def main() -> None:
@@ -197,7 +213,7 @@ def main() -> None:
     x = matrix(tune.a, tune.b, tune.cosine.astype(np.float64), idf)
     print(f"tune: {len(tune.labels)} pairs; hand-made: {len(hand_labels)} pairs")
     best = choose(x, tune.labels, hand_x, hand_labels)
-    floor, l2, hand_weight, model = best.floor, best.l2, best.hand_weight, best.model
+    floor, l2, hand_weight, model = best.floor, best.l2, best.hand_weight, stored(best.model)
 
     scores = scored(model, floor, matrix(calibrate.a, calibrate.b, calibrate.cosine.astype(np.float64), idf))
     print(f"\ncalibration ({len(calibrate.labels)} calibrate pairs): target → bar: false hits, recall")
@@ -207,10 +223,10 @@ def main() -> None:
         "inputs": list(INPUTS),
         "embedder": embedder.name,
         "floor": floor,
-        "weights": [round(w, 6) for w in model.weights],
-        "bias": round(model.bias, 6),
-        "mean": [round(m, 6) for m in model.mean],
-        "scale": [round(s, 6) for s in model.scale],
+        "weights": list(model.weights),
+        "bias": model.bias,
+        "mean": list(model.mean),
+        "scale": list(model.scale),
         "calibration": table,
         "idf": {"documents": idf.documents, "df": idf.frequencies},
         "trained_on": {

@@ -1,9 +1,9 @@
 """A model served by OpenAI-compatible servers (vLLM, llama-server, Ollama, llama-cpp-python's server).
 
-One pooled ``aiohttp.ClientSession`` reaches all of ``spec.urls`` (the replicas): a seventh of httpx's CPU
-per streamed request (bench/proxy.py). A request goes to the healthy
-replica with the fewest outstanding requests (ties: round robin). A replica is unhealthy while the active
-check (``GET {url}/models`` every ``health_interval``) fails, and for ``eject_seconds`` after a connect
+One pooled HTTP/1.1 client (``backends/http1.py``: asyncio and llhttp) reaches all of ``spec.urls`` (the
+replicas): less CPU per request than aiohttp, itself a seventh of httpx's (bench/proxy.py). A request goes to
+the healthy replica with the fewest outstanding requests (ties: round robin). A replica is unhealthy while the
+active check (``GET {url}/models`` every ``health_interval``) fails, and for ``eject_seconds`` after a connect
 error, a timeout, a 502, 503 or 504, or a 500 that another replica then answered the same request without
 (passive health); when none is healthy, all are tried.
 
@@ -46,14 +46,13 @@ import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack, aclosing, suppress
-from functools import partial
 from typing import Any
 
-import aiohttp
 import orjson
 
 from groupqwen import log
 from groupqwen.backends.base import map_backend_errors
+from groupqwen.backends.http1 import ConnectError, HTTPClient, HTTPClientError, InvalidURL, Response
 from groupqwen.backends.openai_request import request_body
 from groupqwen.backends.openai_sse import (
     MAX_MESSAGE,
@@ -125,24 +124,9 @@ class OpenAIHTTPBackend:
         self.idle_timeout, self.eject_seconds = idle_timeout, eject_seconds
         self.health_interval, self.health_timeout = health_interval, health_timeout
         self.answer_timeout = spec.answer_timeout_s
-        # aiohttp enforces the TCP connect (``sock_connect``) and the wait for a free connection within
-        # ``connect``; ``_attempt`` the first-token, idle and whole-answer deadlines (``sock_read`` is a
-        # backstop)
-        self._streamed = aiohttp.ClientTimeout(
-            total=None,
-            connect=first_token_timeout,
-            sock_connect=connect_timeout,
-            sock_read=max(first_token_timeout, idle_timeout),
-        )
-        self._whole = aiohttp.ClientTimeout(
-            total=None,
-            connect=first_token_timeout,
-            sock_connect=connect_timeout,
-            sock_read=self.answer_timeout,
-        )
         self._replicas = [_Replica(i, url) for i, url in enumerate(spec.urls)]
         self._rr = 0
-        self._client: aiohttp.ClientSession | None = None
+        self._client: HTTPClient | None = None
         self._health: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
@@ -175,12 +159,17 @@ class OpenAIHTTPBackend:
         """Each replica's health and counters, in ``spec.urls`` order."""
         return tuple(r.state(time.monotonic()) for r in self._replicas)
 
-    def _new_client(self) -> aiohttp.ClientSession:
+    def _new_client(self) -> HTTPClient:
+        """The client enforces the TCP connect's timeout; ``_attempt`` the wait for a free connection and
+        the first-token, idle and whole-answer deadlines, ``_check`` the health check's."""
         connections = self.spec.max_parallel + len(self._replicas)  # the requests + a health check each
-        headers = {"Authorization": f"Bearer {self.spec.api_key}"} if self.spec.api_key else {}
+        headers = {"User-Agent": "groupqwen"}
+        if self.spec.api_key:
+            headers["Authorization"] = f"Bearer {self.spec.api_key}"
         # idle connections closed before servers close theirs (uvicorn's default: 5 s, as vLLM serves)
-        connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0, keepalive_timeout=KEEP_ALIVE_S)
-        return aiohttp.ClientSession(headers=headers, connector=connector, timeout=self._streamed)
+        return HTTPClient(
+            limit=connections, keepalive=KEEP_ALIVE_S, connect_timeout=self.connect_timeout, headers=headers
+        )
 
     # -- health --------------------------------------------------------------------------------------------
 
@@ -195,13 +184,17 @@ class OpenAIHTTPBackend:
     async def _check(self, replica: _Replica) -> None:
         assert self._client is not None
         try:
-            timeout = aiohttp.ClientTimeout(total=self.health_timeout)
-            async with self._client.get(f"{replica.url}/models", timeout=timeout) as response:
-                response.raise_for_status()
-                await response.read()
-        except aiohttp.InvalidURL:
+            async with asyncio.timeout(self.health_timeout):
+                response = await self._client.request("GET", f"{replica.url}/models")
+                try:
+                    await response.read()
+                finally:
+                    response.release()
+            if response.status >= 400:
+                raise HTTPClientError(f"HTTP {response.status} {response.reason}".rstrip())
+        except InvalidURL:
             raise  # a URL no request can use: not a replica that is down
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (HTTPClientError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError) and any(r.outstanding for r in self._replicas):
                 # not down: llama-cpp-python's server answers /models only between generations, and the
                 # connections may all be busy with requests
@@ -274,7 +267,7 @@ class OpenAIHTTPBackend:
         return BackendError(f"model {self.model_id!r}: no replica could serve the request ({reasons})")
 
     async def _attempt(
-        self, client: aiohttp.ClientSession, replica: _Replica, body: dict[str, Any], top_n: int
+        self, client: HTTPClient, replica: _Replica, body: dict[str, Any], top_n: int
     ) -> AsyncGenerator[Chunk, None]:
         """One request to one replica, streamed or one JSON answer; a failure before the first token
         raises ``_Retry``."""
@@ -300,12 +293,12 @@ class OpenAIHTTPBackend:
                     splitter, piece, held = SseSplitter(), b"-", list[Chunk]()
                     while piece:  # to the end of the body, so that the connection can be reused
                         try:  # what has arrived (a burst, the body's end) is taken without a timer
-                            piece = response.content.read_nowait()
-                            if not piece and not response.content.at_eof():
+                            piece = response.read_nowait()
+                            if not piece and not response.at_eof():
                                 when = loop.time() + self.idle_timeout if started else deadline
                                 async with asyncio.timeout_at(when):  # one timer per wait, not per event
-                                    piece = await response.content.readany()
-                        except (TimeoutError, aiohttp.ClientError):
+                                    piece = await response.readany()
+                        except (TimeoutError, HTTPClientError):
                             if parser.done:
                                 break
                             raise
@@ -323,7 +316,7 @@ class OpenAIHTTPBackend:
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {exc}") from exc
                 raise _Retry(str(exc)) from exc
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (HTTPClientError, TimeoutError) as exc:
                 reason = _describe(exc, started, self.first_token_timeout, self.idle_timeout)
                 if not streamed and isinstance(exc, TimeoutError):
                     reason = f"no answer within {self.answer_timeout:g} s"
@@ -332,20 +325,18 @@ class OpenAIHTTPBackend:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {reason}") from exc
                 raise _Retry(reason) from exc
 
+    @staticmethod
     async def _post(
-        self, client: aiohttp.ClientSession, stack: AsyncExitStack, url: str, data: bytes, streamed: bool
-    ) -> aiohttp.ClientResponse:
-        """The response's head (its body left to read); a kept-alive connection the server had just closed
-        is tried once more."""
+        client: HTTPClient, stack: AsyncExitStack, url: str, data: bytes, streamed: bool
+    ) -> Response:
+        """The response's head (its body left to read; released, or closed if not read to its end, when
+        ``stack`` closes)."""
         headers = _STREAM_HEADERS if streamed else _JSON_HEADERS
-        timeout = self._streamed if streamed else self._whole
-        post = partial(client.post, url, data=data, headers=headers, timeout=timeout)
-        try:
-            return await stack.enter_async_context(post())
-        except aiohttp.ServerDisconnectedError:  # a kept-alive connection the server had just closed: once
-            return await stack.enter_async_context(post())
+        response = await client.request("POST", url, body=data, headers=headers)
+        stack.callback(response.release)
+        return response
 
-    def _http_error(self, replica: _Replica, response: aiohttp.ClientResponse, body: bytes) -> GroupQwenError:
+    def _http_error(self, replica: _Replica, response: Response, body: bytes) -> GroupQwenError:
         """The server's error as the client should see it: passed through (``UpstreamError``; 429 and 5xx
         tried on another replica first), a 400 for a prompt that does not fit ``ContextLengthExceeded``,
         and 401, 403 and 404 the gateway's configuration's fault (a 502)."""
@@ -396,6 +387,6 @@ def _retry_after(headers: Mapping[str, str]) -> int | None:
 def _describe(exc: BaseException, started: bool = False, first: float = 0.0, idle: float = 0.0) -> str:
     if isinstance(exc, TimeoutError):
         return f"no data for {idle:g} s" if started else f"no first token within {first:g} s"
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectError):
         return f"connection failed: {exc}" if str(exc) else "connection failed"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

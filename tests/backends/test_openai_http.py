@@ -18,7 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 from fastapi.testclient import TestClient
@@ -26,6 +25,7 @@ from servers import ALIAS, LlamaServer, free_port
 
 from groupqwen.api.app import create_app
 from groupqwen.backends.base import Backend
+from groupqwen.backends.http1 import InvalidURL
 from groupqwen.backends.openai_http import OpenAIHTTPBackend
 from groupqwen.catalog import ModelSpec, builtin_catalog
 from groupqwen.config import Settings, load_settings
@@ -800,9 +800,9 @@ async def test_load_fails_only_when_no_replica_answers() -> None:
 
 async def test_a_foreign_error_while_loading_leaves_as_a_load_error() -> None:
     backend = OpenAIHTTPBackend(spec_for("http://[::1/v1"))  # no request can use it: not a replica down
-    with pytest.raises(ModelLoadError, match=r"InvalidUrlClientError: http://\[::1/v1/models") as info:
+    with pytest.raises(ModelLoadError, match=r"InvalidURL: http://\[::1/v1/models") as info:
         await backend.load()
-    assert isinstance(info.value.__cause__, aiohttp.InvalidURL)
+    assert isinstance(info.value.__cause__, InvalidURL)
     await backend.close()
 
 

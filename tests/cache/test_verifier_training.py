@@ -45,12 +45,23 @@ def test_calibration_takes_the_lowest_bar_within_the_margin_of_each_target() -> 
     for target, bar in table:
         rate = ((scores >= bar) & negatives).sum() / negatives.sum()
         assert rate <= train.MARGIN * target + 1e-12
-        lower = scores[np.isfinite(scores) & (scores < bar - 1e-6)]  # bars are kept to 6 decimals
+        lower = scores[np.isfinite(scores) & (scores < bar)]
         if len(lower):  # the next bar down serves one more pair and breaks the margin
             below = ((scores >= lower.max()) & negatives).sum() / negatives.sum()
             assert below > train.MARGIN * target
+            served = scores[scores >= bar].min()  # the bar sits halfway between the two scores
+            assert bar - lower.max() > 1e-7 and served - bar > 1e-7
+            assert bar == round(bar, 6) or served - lower.max() < 2e-6
     bars = [bar for _, bar in table]
     assert bars == sorted(bars, reverse=True)  # a larger accepted rate never asks for a higher bar
+
+
+def test_a_bar_keeps_to_six_decimals_only_where_the_rounding_stays_between_the_two_scores() -> None:
+    labels = np.array([True, False, True, False])
+    close = train.calibration(np.array([0.9, 0.5000004, 0.5000009, 0.1]), labels, verbose=False)
+    assert dict(close)[0.2] == (0.5000009 + 0.5000004) / 2  # rounding would land on a score: kept exact
+    wide = train.calibration(np.array([0.9, 0.41, 0.6, 0.1]), labels, verbose=False)
+    assert dict(wide)[0.2] == 0.505
 
 
 def test_a_second_cosine_enters_alone_and_times_the_first_and_counts_zero_where_not_measured() -> None:
