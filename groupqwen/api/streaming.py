@@ -60,7 +60,9 @@ class Disconnect:
         assert task is not None
         self._task = task
         self.gone = False
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._watcher: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._watch(receive)
+        )
 
     async def _watch(self, receive: Receive) -> None:
         while (await receive())["type"] != "http.disconnect":
@@ -70,7 +72,13 @@ class Disconnect:
         self._task.cancel()
 
     def stop(self) -> None:
-        self._watcher.cancel()
+        """Stop watching (again: nothing). The cancelled watcher keeps its ``CancelledError``, whose
+        traceback holds ``_watch``'s frame and so this object: forgetting the watcher here leaves no
+        reference cycle, so the request's objects are freed when it ends, not by the garbage collector
+        (which, with requests in flight, then walked every one of them: docs/benchmarks.md)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
 
     def absorb(self, exc: asyncio.CancelledError) -> ClientDisconnected:
         """The error that replaces this watcher's cancellation (raise ``exc`` itself when it is not one)."""

@@ -256,8 +256,9 @@ class Pipeline:
             return
         splitter: ThinkSplitter | None = None
         called = False  # an answer with tool calls is never stored: replaying it would repeat the calls
-        async with aclosing(chunks):
-            async for chunk in self._resume(chunks, first):
+        resumed = chunks if first is None else self._resume(chunks, first)
+        async with aclosing(resumed):  # closed however the loop ends (a return leaves it unfinished)
+            async for chunk in resumed:
                 if splitter is None:
                     splitter = ThinkSplitter(chunk.prompt_opens_thinking, enabled=not request.raw_prompt)
                 reasoning, content = splitter.feed(chunk.text)
@@ -325,16 +326,17 @@ class Pipeline:
 
     @staticmethod
     async def _resume(
-        chunks: AsyncGenerator[Chunk, None], first: asyncio.Future[Chunk] | None
+        chunks: AsyncGenerator[Chunk, None], first: asyncio.Future[Chunk]
     ) -> AsyncGenerator[Chunk, None]:
-        """``chunks``, led by the one a speculative start already asked for."""
-        if first is not None:
+        """``chunks``, led by the one a speculative start already asked for; closing it closes
+        ``chunks``."""
+        async with aclosing(chunks):
             try:
                 yield await first
             except StopAsyncIteration:
                 return
-        async for chunk in chunks:
-            yield chunk
+            async for chunk in chunks:
+                yield chunk
 
     def _abandon(self, chunks: AsyncGenerator[Chunk, None], first: asyncio.Future[Chunk] | None) -> None:
         """Stop a generation nobody will read; its model is freed in the background."""

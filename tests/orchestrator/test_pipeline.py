@@ -5,10 +5,13 @@ errors before the first delta raised from ``run``, the request's trace marked by
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+import gc
+import sys
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +222,31 @@ async def test_without_a_trace_the_pipeline_marks_nothing(tmp_path: Path) -> Non
         answer = await s.pipeline.run(ask("What is the capital of France?"), CONTEXT)
         await answer.collect()
         assert (trace.model, trace.cache, trace.first_token_at) == ("none", "bypass", None)
+
+
+@pytest.mark.parametrize("cached", [False, True])  # with the cache, a miss's generation starts ahead
+async def test_an_answer_read_to_its_end_leaves_no_generator_to_the_loop(
+    tmp_path: Path, cached: bool
+) -> None:
+    """A generator dropped unfinished is closed by the event loop's finalizer hook, which schedules a
+    task for it (uvloop: and wakes itself through its eventfd): three syscalls and a task per request.
+    Every layer of an answer is closed by the layer above it instead."""
+    hooks = sys.get_asyncgen_hooks()
+    left: list[str] = []
+
+    def finalizer(generator: AsyncGenerator[Any, Any]) -> None:
+        left.append(repr(generator))
+        assert hooks.finalizer is not None
+        hooks.finalizer(generator)
+
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+    try:
+        async with setup(tmp_path, cached=cached) as s:
+            answer = await s.pipeline.run(ask("What is the capital of France?"), CONTEXT)
+            assert answer.cache is None or answer.cache.status == "miss"
+            assert (await answer.collect()).content == REPLY + " "
+            del answer
+            gc.collect()
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert left == []
