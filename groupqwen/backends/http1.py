@@ -153,7 +153,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, origin: _Origin) -> None:
         self.origin = origin
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.response: Response | None = None
         self.head: asyncio.Future[None] | None = None  # the response's head parsed
         self.closed = self.keep_alive = self.received = False
@@ -175,18 +175,20 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.response is None or self.response.complete:  # bytes nobody asked for: not to be trusted
+        parser = self.parser
+        if parser is None or self.response is None or self.response.complete:  # nobody asked for them
             self.transport.close()
             return
         self.received = True
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._failed(ProtocolError(f"malformed response: {exc}"))
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = None  # its callbacks are this connection: the cycle would wait for the collector
         response = self.response
         if response is not None and self.head is not None and self.head.done() and not self._length:
             response.complete = True  # a body that ends with the connection: it has ended
@@ -217,7 +219,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         response, parser = self.response, self.parser
-        assert response is not None and self.head is not None
+        assert response is not None and self.head is not None and parser is not None
         response.status = parser.get_status_code()
         headers = response.headers
         for name, value in zip(self._names, self._values, strict=True):

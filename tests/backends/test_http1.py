@@ -5,6 +5,7 @@ TLS with a self-signed certificate made here by ``openssl``."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -402,3 +403,34 @@ async def test_idle_connections_are_closed_after_keepalive() -> None:
         response.release()
         await http.close()
     assert server.connections == 2
+
+
+async def test_a_closed_connection_leaves_no_reference_cycle() -> None:
+    """Freed by reference counting once closed (the parser's callbacks are the connection itself): cyclic
+    garbage would wait for the collector, whose walks cost every request in flight."""
+
+    async def close(_: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        return True
+
+    async with serving(close) as server:
+        http = client()
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(3):
+                response = await http.request("GET", server.url)
+                assert await response.read() == b"ok"
+                response.release()
+            for _ in range(3):
+                await asyncio.sleep(0)  # the transports' close
+            gc.collect()
+            left = [type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("groupqwen")]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        await http.close()
+    assert left == []
