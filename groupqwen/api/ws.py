@@ -149,16 +149,12 @@ class Connection:
                 async with asyncio.timeout(self.config.heartbeat_s):
                     await self.websocket.close(*self._closing)
 
-    def _stop(self, code: int | None, reason: str = "") -> None:
-        """End this connection from another task: with a close frame (``code``) or, the peer being gone,
-        without."""
+    def _stop(self, code: int, reason: str) -> None:
+        """End this connection from another task, with a close frame."""
         if self._closing is not None or self._gone:
             return
-        if code is None:
-            self._gone = True
-        else:
-            self._closing = (code, reason)
-            _log.info("websocket closed by the server", code=code, reason=reason)
+        self._closing = (code, reason)
+        _log.info("websocket closed by the server", code=code, reason=reason)
         self.outlet.close()
         self._task.cancel()
 
@@ -184,8 +180,11 @@ class Connection:
         try:
             while (text := await self.outlet.take()) is not None:
                 await self.websocket.send_text(text)
-        except Exception:  # the socket is gone under the writer
-            self._stop(None)
+        except Exception:  # the socket is closing under the writer: nothing more is written, and the
+            # reader takes the close, whose code says whether the client said goodbye (1000: its generations
+            # are cancelled) or dropped (parked for a resume); cancelling the reader here lost that code on a
+            # busy machine. A peer that neither closes nor answers is the heartbeat's to drop.
+            self.outlet.close()
 
     async def _heartbeat(self) -> None:
         """A ``ping`` every ``ws.heartbeat_s``; a peer that sent nothing for 2 intervals, or that took no

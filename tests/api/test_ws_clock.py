@@ -4,6 +4,7 @@ and not after. Nothing here sleeps for the code's timers: the test moves the clo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
+from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.testing import FakeClock, fake_services, fake_settings, gateway
 
@@ -169,3 +171,61 @@ def test_several_choices_are_refused_for_that_id(client: TestClient) -> None:
         while (frame := ws.receive_json())["type"] != "error":
             pass
     assert (frame["id"], frame["status"], frame["error"]["param"]) == ("g", 400, "n")
+
+
+async def test_a_normal_close_cancels_even_when_a_write_fails_before_the_close_is_read(
+    tmp_path: Path, backend: FakeBackend
+) -> None:
+    """The race a busy machine runs into: the client's close frame (1000) has arrived, and the writer's
+    next frame fails before the reader takes the close. The close still says goodbye (the generation is
+    cancelled, nothing parked for a resume), as when the reader comes first. Driven through ASGI itself,
+    so that the order is the test's, not the scheduler's."""
+    services = fake_services(fake_settings(tmp_path), backend)
+    app = create_app(services.settings, services)
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    chunk, closed, failed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        if closed.is_set():  # the peer's close frame is in: the server's writes fail
+            failed.set()
+            raise OSError("the connection is closing")
+        if '"type":"chunk"' in message.get("text", "").replace(" ", ""):
+            chunk.set()
+
+    scope = {
+        "type": "websocket",
+        "path": "/v1/ws",
+        "raw_path": b"/v1/ws",
+        "query_string": b"",
+        "headers": [],
+        "scheme": "ws",
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "root_path": "",
+        "subprotocols": [],
+        "asgi": {"version": "3.0"},
+    }
+    await services.start()
+    try:
+        served = asyncio.create_task(app(scope, inbox.get, send))
+        await inbox.put({"type": "websocket.connect"})
+        body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+        await inbox.put(
+            {
+                "type": "websocket.receive",
+                "text": json.dumps({"type": "chat.create", "id": "g", "body": body}),
+            }
+        )
+        await chunk.wait()
+        closed.set()
+        await failed.wait()
+        await inbox.put({"type": "websocket.disconnect", "code": 1000})
+        await served
+        assert services.sessions.gauges() == (0, 0)  # nothing parked for a resume
+        for _ in range(100):
+            if backend.active == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert backend.active == 0 and backend.cancelled == 1
+    finally:
+        await services.close()
