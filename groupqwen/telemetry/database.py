@@ -71,10 +71,15 @@ def migrations_table(name: str, metadata: sa.MetaData) -> sa.Table:
 
 def migrate(engine: Engine, table: sa.Table, steps: Sequence[Migration], lock_key: int) -> int:
     """Apply the ``steps`` (ordered, append-only ``(version, step)``) that ``table`` does not list yet, in
-    one transaction; on PostgreSQL under the advisory lock ``lock_key``, so that replicas starting together
-    migrate one at a time. Returns the schema version."""
+    one transaction, so that processes starting together (replicas, ``serve --workers``) migrate one at a
+    time: on PostgreSQL under the advisory lock ``lock_key``; on SQLite under the file's write lock, taken
+    first (``BEGIN IMMEDIATE``: Python's sqlite3 would run the DDL outside any transaction, and a second
+    process then found a table created by the first before its version was recorded). Returns the schema
+    version."""
     with engine.begin() as conn:
-        if not is_sqlite(engine):
+        if is_sqlite(engine):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
         table.create(conn, checkfirst=True)
         done: int = conn.execute(sa.select(sa.func.max(table.c.version))).scalar() or 0

@@ -3,6 +3,7 @@ the buffer, the dropped counter is exact, and health follows the database down a
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from groupqwen.api.app import create_app
 from groupqwen.backends.fake import FakeBackend
-from groupqwen.telemetry.database import engine_url
+from groupqwen.telemetry import database
 from groupqwen.telemetry.records import RequestRecord
 from groupqwen.telemetry.store import MIGRATIONS, SqlStore, migrations_table, records_table
 
@@ -66,7 +67,7 @@ def test_records_round_trip(store_url: str) -> None:
 def test_a_database_from_before_transport_gains_it(store_url: str) -> None:
     """A database migrated by step 1 only (no ``transport`` column) with a record in it: step 2 adds the
     column, the old record reads as ``http``, and a WebSocket generation's record is stored as ``ws``."""
-    engine = sa.create_engine(engine_url(store_url))
+    engine = sa.create_engine(database.engine_url(store_url))
     if store_url.startswith("sqlite"):
         Path(sa.engine.make_url(store_url).database or "").parent.mkdir(parents=True, exist_ok=True)
     old = sa.Table(
@@ -201,3 +202,40 @@ def test_dropped_counter_is_exact_when_the_buffer_overflows(
         assert len(fresh.query(0, 2e9)) == 8  # 3 before + the 5 the buffer held
     finally:
         fresh.close()
+
+
+def test_two_processes_migrating_one_sqlite_file_take_turns(tmp_path: Path) -> None:
+    """Workers started together: while one is inside a migration step, another's migration waits for the
+    file's write lock (here: gives up after its short timeout) instead of finding the step's table half
+    made; once the first is done, the second finds everything applied."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    made = sa.Table("made", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
+    log = database.migrations_table("shared_migrations", sa.MetaData())
+    second = database.make_engine(url, timeout=0.2)
+    seen: list[str] = []
+
+    def other() -> None:
+        try:
+            seen.append(f"migrated to {database.migrate(second, log, steps, 0)}")
+        except sa.exc.OperationalError as exc:
+            seen.append(str(exc.orig))
+
+    def step(conn: sa.Connection) -> None:
+        made.create(conn)
+        waiting = threading.Thread(target=other)
+        waiting.start()
+        waiting.join()
+
+    steps = [(1, step)]
+    first = database.make_engine(url)
+    try:
+        assert database.migrate(first, log, steps, 0) == 1
+        assert seen == ["database is locked"]
+        assert (
+            database.migrate(second, log, [(1, lambda conn: made.create(conn))], 0) == 1
+        )  # applied: not rerun
+        with first.connect() as conn:
+            assert conn.execute(sa.select(log.c.version)).scalars().all() == [1]
+    finally:
+        first.dispose()
+        second.dispose()
