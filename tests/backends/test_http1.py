@@ -85,12 +85,22 @@ def client(limit: int = 4, keepalive: float = 4.0, **options: object) -> HTTPCli
     return HTTPClient(limit=limit, keepalive=keepalive, connect_timeout=2.0, **options)  # type: ignore[arg-type]
 
 
-async def sized(_: Request, writer: asyncio.StreamWriter) -> bool:
-    writer.write(
-        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok": 1}\r\n'
-    )
-    await writer.drain()
-    return True
+def replying(raw: bytes, *, keep: bool = True) -> Answer:
+    """An answer that writes ``raw`` to every request; ``keep=False`` closes the connection after it."""
+
+    async def answer(_: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(raw)
+        await writer.drain()
+        return keep
+
+    return answer
+
+
+sized = replying(
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok": 1}\r\n'
+)
+# says it will close the connection, and leaves the closing to the client
+closing = replying(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
 
 async def test_a_sized_body_and_the_connection_kept_alive() -> None:
@@ -141,10 +151,7 @@ async def test_a_chunked_body_read_as_it_arrives() -> None:
 
 
 async def test_a_body_that_ends_with_the_connection() -> None:
-    async def until_close(_: Request, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it")
-        await writer.drain()
-        return False
+    until_close = replying(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it", keep=False)
 
     async with serving(until_close) as server:
         http = client()
@@ -157,12 +164,7 @@ async def test_a_body_that_ends_with_the_connection() -> None:
 
 
 async def test_connection_close_is_not_reused() -> None:
-    async def close(_: Request, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        await writer.drain()
-        return True  # the client closes it
-
-    async with serving(close) as server:
+    async with serving(closing) as server:
         http = client()
         for _ in range(2):
             response = await http.request("GET", server.url)
@@ -221,10 +223,7 @@ async def test_a_new_connection_closed_unanswered_is_not_sent_again() -> None:
 
 
 async def test_a_body_cut_short_is_an_error() -> None:
-    async def cut(_: Request, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
-        await writer.drain()
-        return False
+    cut = replying(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart", keep=False)
 
     async with serving(cut) as server:
         http = client()
@@ -267,10 +266,8 @@ async def test_the_limit_is_the_connections_in_use() -> None:
 
 
 async def test_a_response_not_read_to_its_end_closes_its_connection() -> None:
-    async def endless(_: Request, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-        await writer.drain()
-        return True  # the body never ends; the server reads on (the client's close)
+    # the body never ends; the server reads on (the client's close)
+    endless = replying(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
 
     async with serving(endless) as server:
         http = client()
@@ -293,10 +290,7 @@ async def test_a_refused_connection_and_a_bad_url() -> None:
 
 
 async def test_a_malformed_response_is_a_protocol_error() -> None:
-    async def garbage(_: Request, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HELLO THERE\r\n\r\n")
-        await writer.drain()
-        return True
+    garbage = replying(b"HELLO THERE\r\n\r\n")
 
     async with serving(garbage) as server:
         http = client()
@@ -373,12 +367,9 @@ async def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
 
 
 async def test_a_second_response_to_one_request_closes_the_connection() -> None:
-    async def twice(request: Request, writer: asyncio.StreamWriter) -> bool:
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno"
-        )
-        await writer.drain()
-        return True
+    twice = replying(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno"
+    )
 
     async with serving(twice) as server:
         http = client()
@@ -408,13 +399,7 @@ async def test_idle_connections_are_closed_after_keepalive() -> None:
 async def test_a_closed_connection_leaves_no_reference_cycle() -> None:
     """Freed by reference counting once closed (the parser's callbacks are the connection itself): cyclic
     garbage would wait for the collector, whose walks cost every request in flight."""
-
-    async def close(_: Request, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        await writer.drain()
-        return True
-
-    async with serving(close) as server:
+    async with serving(closing) as server:
         http = client()
         gc.collect()
         gc.disable()
