@@ -14,9 +14,9 @@ Scores are kept on disk beside the vectors (``bench/qqp.py``'s ``VECTORS_DIR``),
 keyed by the GGUF's sha256 and the prompt's text: a rerun, or a run on more pairs, pays only for the new
 ones. Each line keeps the milliseconds its pair took, the threads and the load average then.
 
-``--try-prompts N`` scores the first ``N`` tune candidates (a seeded order) with each of ``PROMPTS`` and
-prints the ROC AUC among them beside the bundled cosine's and the shipped verifier's: the wording is chosen
-on a small slice of the tune part, never on the calibrate part. Otherwise, on the ``calibrate`` part: recall
+``--try-prompts N`` scores the first ``N`` tune candidates (a seeded order) with each of ``PROMPTS`` (or
+``--prompt`` alone) and prints the ROC AUC among them beside the bundled cosine's and the shipped
+verifier's: the wording is chosen on a small slice of the tune part, never on the calibrate part. Otherwise, on the ``calibrate`` part: recall
 at exactly 0.5 / 1 / 2 / 5 % false hits (``bench/second_opinion.py``'s table) of plain cosine, the judge's
 score alone, the shipped logistic refitted on the tune part, and the same refit with the judge's score (alone
 and times the cosine) as two more inputs, both refits on the tune part's pairs below the floor and the first
@@ -212,8 +212,8 @@ def try_prompts(args: argparse.Namespace, parts: dict[qqp.Part, qqp.Pairs], floo
     print(f"| bundled cosine | {auc(tune.cosine[rows].astype(np.float64), labels):.3f} |")
     order = np.argsort(rows)  # select() keeps the part's order; rows are in the seeded one
     print(f"| shipped verifier | {auc(shipped[np.argsort(order)], labels):.3f} |")
-    for name, prompt in PROMPTS.items():
-        judge = Judge(args.model, prompt, args.threads)
+    for name in [args.prompt] if args.prompt else PROMPTS:
+        judge = Judge(args.model, PROMPTS[name], args.threads)
         store = Scores(judge)
         score = store.of(tune.a, tune.b, rows, name)[rows]
         print(f"| {judge.name}, prompt {name} | {auc(score, labels):.3f} | {store.cost()}", flush=True)
@@ -221,7 +221,8 @@ def try_prompts(args: argparse.Namespace, parts: dict[qqp.Part, qqp.Pairs], floo
 
 
 def compare(args: argparse.Namespace, parts: dict[qqp.Part, qqp.Pairs], floor: float) -> None:
-    judge = Judge(args.model, PROMPTS[args.prompt], args.threads)
+    prompt = args.prompt or "same-answer"
+    judge = Judge(args.model, PROMPTS[prompt], args.threads)
     store = Scores(judge)
     calibrate = parts["calibrate"]
     tune = parts["tune"]
@@ -239,7 +240,7 @@ def compare(args: argparse.Namespace, parts: dict[qqp.Part, qqp.Pairs], floor: f
 
     n_tune = int((tune.cosine >= floor).sum())
     n_all = int((parts["tune"].cosine >= floor).sum())
-    print(f"\n{judge.name}, prompt {args.prompt!r}; calibrate part: {len(labels)} pairs, ")
+    print(f"\n{judge.name}, prompt {prompt!r}; calibrate part: {len(labels)} pairs, ")
     print(f"{int(np.isfinite(judged['calibrate']).sum())} candidates (bundled cosine ≥ {floor}); refits on")
     print(f"{n_tune} of the tune part's {n_all} candidates; recall at exactly these false-hit rates\n")
     print("| scores | " + " | ".join(f"recall at {r:.1%}" for r in second_opinion.RATES) + " |")
@@ -279,7 +280,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="a GGUF (a chat model with ChatML)")
     parser.add_argument("--data", type=Path, default=qqp.DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--prompt", choices=sorted(PROMPTS), default="same-answer")
+    parser.add_argument("--prompt", choices=sorted(PROMPTS), help="default: same-answer; each with --try")
     parser.add_argument("--tune", type=int, default=None, help="score only this many tune candidates")
     parser.add_argument("--try-prompts", type=int, default=0, metavar="N")
     args = parser.parse_args()
