@@ -17,10 +17,11 @@ ones. Each line keeps the milliseconds its pair took, the threads and the load a
 ``--try-prompts N`` scores the first ``N`` tune candidates (a seeded order) with each of ``PROMPTS`` (or
 ``--prompt`` alone) and prints the ROC AUC among them beside the bundled cosine's and the shipped
 verifier's: the wording is chosen on a small slice of the tune part, never on the calibrate part.
-Otherwise, on the ``calibrate`` part: recall at exactly 0.5 / 1 / 2 / 5 % false hits (``bench/second_opinion.py``'s table) of plain cosine, the judge's
-score alone, the shipped logistic refitted on the tune part, and the same refit with the judge's score (alone
-and times the cosine) as two more inputs, both refits on the tune part's pairs below the floor and the first
-``--tune`` of its candidates (a seeded subsample when fewer than all); then the cost of a candidate.
+Otherwise, on the ``calibrate`` part: recall at exactly 0.5 / 1 / 2 / 5 % false hits (the table of
+``bench/second_opinion.py``) of plain cosine, the judge's score alone, the shipped logistic refitted on the
+tune part, and the same refit with the judge's score (alone and times the cosine) as two more inputs; both
+refits on the tune part's pairs below the floor and the first ``--tune`` of its candidates (a seeded
+subsample when fewer than all); then the cost of a candidate.
 """
 
 from __future__ import annotations
