@@ -16,7 +16,8 @@ ones. Each line keeps the milliseconds its pair took, the threads and the load a
 
 ``--try-prompts N`` scores the first ``N`` tune candidates (a seeded order) with each of ``PROMPTS`` (or
 ``--prompt`` alone) and prints the ROC AUC among them beside the bundled cosine's and the shipped
-verifier's: the wording is chosen on a small slice of the tune part, never on the calibrate part.
+verifier's: the wording is chosen on a small slice of the tune part, never on the calibrate part
+(``--part calibrate``: a slice of the part the others are reported on, for a model too slow for all).
 Otherwise, on the ``calibrate`` part: recall at exactly 0.5 / 1 / 2 / 5 % false hits (the table of
 ``bench/second_opinion.py``) of plain cosine, the judge's score alone, the shipped logistic refitted on the
 tune part, and the same refit with the judge's score (alone and times the cosine) as two more inputs; both
@@ -205,18 +206,19 @@ def auc(scores: Array, labels: Bools) -> float:
 
 
 def try_prompts(args: argparse.Namespace, parts: dict[qqp.Part, qqp.Pairs], floor: float) -> None:
-    tune = parts["tune"]
-    rows = candidates(tune, floor, args.try_prompts)
-    labels = tune.labels[rows]
-    shipped = qqp.verifier_scores(tune.select(np.isin(np.arange(len(tune.ids)), rows)), verifiers.load())
-    print(f"the first {len(rows)} tune candidates (seed {SEED}; {int(labels.sum())} duplicates): ROC AUC\n")
-    print(f"| bundled cosine | {auc(tune.cosine[rows].astype(np.float64), labels):.3f} |")
+    pairs = parts[args.part]
+    rows = candidates(pairs, floor, args.try_prompts)
+    labels = pairs.labels[rows]
+    shipped = qqp.verifier_scores(pairs.select(np.isin(np.arange(len(pairs.ids)), rows)), verifiers.load())
+    n, duplicates = len(rows), int(labels.sum())
+    print(f"the first {n} {args.part} candidates (seed {SEED}; {duplicates} duplicates): ROC AUC\n")
+    print(f"| bundled cosine | {auc(pairs.cosine[rows].astype(np.float64), labels):.3f} |")
     order = np.argsort(rows)  # select() keeps the part's order; rows are in the seeded one
     print(f"| shipped verifier | {auc(shipped[np.argsort(order)], labels):.3f} |")
     for name in [args.prompt] if args.prompt else PROMPTS:
         judge = Judge(args.model, PROMPTS[name], args.threads)
         store = Scores(judge)
-        score = store.of(tune.a, tune.b, rows, name)[rows]
+        score = store.of(pairs.a, pairs.b, rows, name)[rows]
         print(f"| {judge.name}, prompt {name} | {auc(score, labels):.3f} | {store.cost()}", flush=True)
         judge.close()
 
@@ -284,6 +286,7 @@ def main() -> None:
     parser.add_argument("--prompt", choices=sorted(PROMPTS), help="default: same-answer; each with --try")
     parser.add_argument("--tune", type=int, default=None, help="score only this many tune candidates")
     parser.add_argument("--try-prompts", type=int, default=0, metavar="N")
+    parser.add_argument("--part", choices=qqp.PARTS[:2], default="tune", help="--try-prompts' candidates")
     args = parser.parse_args()
     parts = qqp.load(args.data, MiniLMEmbedder(threads=1))
     floor = verifiers.load().floor
