@@ -16,8 +16,10 @@ ones. Each line keeps the milliseconds its pair took, the threads and the load a
 
 ``--try-prompts N`` scores the first ``N`` tune candidates (a seeded order) with each of ``PROMPTS`` (or
 ``--prompt`` alone) and prints the ROC AUC among them beside the bundled cosine's and the shipped
-verifier's: the wording is chosen on a small slice of the tune part, never on the calibrate part
-(``--part calibrate``: a slice of the part the others are reported on, for a model too slow for all).
+verifier's, and that of the mean of the judge's and the verifier's ranks (nothing fitted); with every
+candidate of the part, the recalls at the rates below too. The wording is chosen on a small slice of the
+tune part, never on the calibrate part (``--part calibrate``: a model too slow for the refits below, on
+the part the others are reported on).
 Otherwise, on the ``calibrate`` part: recall at exactly 0.5 / 1 / 2 / 5 % false hits (the table of
 ``bench/second_opinion.py``) of plain cosine, the judge's score alone, the shipped logistic refitted on the
 tune part, and the same refit with the judge's score (alone and times the cosine) as two more inputs; both
@@ -205,21 +207,42 @@ def auc(scores: Array, labels: Bools) -> float:
     return float(wins / max(1, len(pos) * len(neg)))
 
 
+def ranks(scores: Array) -> Array:
+    """Each score's rank among them, from 0 (the lowest) to 1."""
+    out: Array = np.argsort(np.argsort(scores, kind="stable")) / max(1, len(scores) - 1)
+    return out
+
+
 def try_prompts(args: argparse.Namespace, parts: dict[qqp.Part, qqp.Pairs], floor: float) -> None:
     pairs = parts[args.part]
     rows = candidates(pairs, floor, args.try_prompts)
     labels = pairs.labels[rows]
-    shipped = qqp.verifier_scores(pairs.select(np.isin(np.arange(len(pairs.ids)), rows)), verifiers.load())
+    every = len(rows) == int((pairs.cosine >= floor).sum())  # all of them: recalls at the rates too
+    shipped = qqp.verifier_scores(pairs, verifiers.load())[rows]
+
+    def line(name: str, score: Array) -> str:
+        cells = f"| {name} | {auc(score, labels):.3f} |"
+        if every:
+            full = np.full(len(pairs.ids), -np.inf)
+            full[rows] = score
+            cells += f" {second_opinion.recalls(full, pairs.labels)} |"
+        return cells
+
     n, duplicates = len(rows), int(labels.sum())
-    print(f"the first {n} {args.part} candidates (seed {SEED}; {duplicates} duplicates): ROC AUC\n")
-    print(f"| bundled cosine | {auc(pairs.cosine[rows].astype(np.float64), labels):.3f} |")
-    order = np.argsort(rows)  # select() keeps the part's order; rows are in the seeded one
-    print(f"| shipped verifier | {auc(shipped[np.argsort(order)], labels):.3f} |")
+    print(f"the first {n} {args.part} candidates (seed {SEED}; {duplicates} duplicates)\n")
+    rates = [f"recall at {r:.1%}" for r in second_opinion.RATES] if every else []
+    print("| scores | ROC AUC among them | " + " | ".join(rates) + " |")
+    print("|---" * (2 + len(rates)) + "|")
+    print(line("bundled cosine", pairs.cosine[rows].astype(np.float64)))
+    print(line("shipped verifier", shipped))
     for name in [args.prompt] if args.prompt else PROMPTS:
         judge = Judge(args.model, PROMPTS[name], args.threads)
         store = Scores(judge)
         score = store.of(pairs.a, pairs.b, rows, name)[rows]
-        print(f"| {judge.name}, prompt {name} | {auc(score, labels):.3f} | {store.cost()}", flush=True)
+        print(line(f"{judge.name}, prompt {name}", score))
+        mean = (ranks(score) + ranks(shipped)) / 2
+        print(line("the same and the shipped verifier: mean of the two ranks (nothing fitted)", mean))
+        print(store.cost(), flush=True)
         judge.close()
 
 

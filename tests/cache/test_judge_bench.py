@@ -86,3 +86,7 @@ def test_auc_counts_ties_half() -> None:
     assert judge.auc(np.array([3.0, 2.0, 1.0, 0.0]), labels) == 1.0
     assert judge.auc(np.array([0.0, 1.0, 2.0, 3.0]), labels) == 0.0
     assert judge.auc(np.ones(4), labels) == 0.5
+
+
+def test_ranks_run_from_zero_to_one_in_the_scores_order() -> None:
+    np.testing.assert_allclose(judge.ranks(np.array([5.0, -1.0, 2.0])), [1.0, 0.0, 0.5])
