@@ -60,14 +60,18 @@ class _Huge(Exception):
     """An integer too long to convert: the text is parsed again, the slow way, to find where it is."""
 
 
+def _digits(literal: str) -> int:
+    return len(literal) - literal.startswith("-")
+
+
 def _int(literal: str) -> int:
-    if len(literal) - literal.startswith("-") > MAX_INT_DIGITS:
+    if _digits(literal) > MAX_INT_DIGITS:
         raise _Huge
     return int(literal)
 
 
 def _int_or_marker(literal: str) -> int | _HugeInt:
-    digits = len(literal) - literal.startswith("-")
+    digits = _digits(literal)
     return _HugeInt(digits) if digits > MAX_INT_DIGITS else int(literal)
 
 
