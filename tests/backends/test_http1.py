@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from servers import free_port
+from waiting import until
 
 from groupqwen.backends.http1 import ConnectError, Disconnected, HTTPClient, InvalidURL, ProtocolError
 from groupqwen.backends.openai_http import OpenAIHTTPBackend
@@ -183,9 +184,11 @@ async def test_an_idle_connection_the_server_closed_is_not_used() -> None:
         http = client()
         response = await http.request("GET", server.url)
         await response.read()
+        idle = response._conn
         response.release()
-        await asyncio.sleep(0.05)  # the close reaches the client's idle connection
-        response = await http.request("GET", server.url)
+        await until(lambda: idle.closed)  # the close reaches the client's idle connection
+        response = await http.request("GET", server.url)  # on a new connection: the closed one is dropped
+        assert not response._conn.reused
         assert await response.read() == b'{"ok": 1}\r\n'
         response.release()
         await http.close()
