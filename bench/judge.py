@@ -8,7 +8,7 @@ never pay the judge). The judge is one ``llama_cpp.Llama`` asked, through its Ch
 two questions ask for the same answer; its score is the log-odds of the first answer token, ``log p(Yes) -
 log p(No)`` (each over its spellings ``Yes``/``yes``). The instruction is a fixed prefix of the prompt, so
 llama.cpp keeps its KV state from one pair to the next and evaluates only the pair and the closing
-question (the gateway's own prefix reuse, ``_eval_prompt``).
+question (the gateway's own prefix reuse, ``eval_prompt``).
 
 Scores are kept on disk beside the vectors (``bench/qqp.py``'s ``VECTORS_DIR``), one JSON line per pair,
 keyed by the GGUF's sha256 and the prompt's text: a rerun, or a run on more pairs, pays only for the new
@@ -51,7 +51,7 @@ import qqp  # noqa: E402
 import second_opinion  # noqa: E402
 import train_cache_verifier as train  # noqa: E402
 
-from groupqwen.backends.llamacpp import _eval_prompt  # noqa: E402
+from groupqwen.backends.llamacpp import eval_prompt  # noqa: E402
 from groupqwen.cache import verifier as verifiers  # noqa: E402
 from groupqwen.cache.embedders import MiniLMEmbedder  # noqa: E402
 
@@ -133,7 +133,7 @@ class Judge:
 
     def score(self, a: str, b: str) -> float:
         """``log p(Yes) - log p(No)`` for the first token of the answer."""
-        _eval_prompt(self.llm, self._prefix + self._tokens(self.prompt.suffix(a, b)), self._never)
+        eval_prompt(self.llm, self._prefix + self._tokens(self.prompt.suffix(a, b)), self._never)
         pointer = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         logits = np.ctypeslib.as_array(pointer, shape=(int(self.llm.n_vocab()),)).astype(np.float64)
         yes, no = logits[self._yes], logits[self._no]

@@ -188,7 +188,7 @@ class LlamaCppBackend:
             return
         prompt, opens_thinking = model.prompt(request)
         self._check_context(len(prompt), max_tokens)
-        evaluated = _eval_prompt(llm, prompt, cancel)
+        evaluated = eval_prompt(llm, prompt, cancel)
         self._finish(model, request, len(prompt), evaluated, opens_thinking, emit, cancel)
 
     def _check_context(self, n_prompt: int, max_tokens: int | None) -> None:
@@ -313,7 +313,7 @@ class LlamaCppBackend:
         return Loaded(llm, self.model_id, projector)
 
 
-def _eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:
+def eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:
     """Evaluate the prompt batch by batch, reusing the cached prefix; ``False`` when cancelled.
 
     Afterwards ``llm.generate(prompt, reset=True)`` finds it fully cached and samples at once.
