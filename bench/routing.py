@@ -210,7 +210,18 @@ def main() -> None:
     print("per category (n, small right, large right):", {k: tuple(v) for k, v in sorted(by_cat.items())})
     held_out_confidence(w)
     print("\nthe realistic mix, held-out splits, the default configuration (bench/routing_mix.py):\n")
-    routing_mix.print_table(routing_mix.table(routing_mix.held_out_items()))
+    items = routing_mix.held_out_items()
+    routing_mix.print_table(routing_mix.table(items))
+    top = routing_mix.ceiling(items)
+    if top["share"] is None:
+        print("\nno bars on the 0.5B's confidence keep 95 % of the 1.5B's accuracy on the mix")
+    else:
+        per_part = ", ".join(f"{part} {share:.0%}" for part, share in top["escalated"].items())
+        print(
+            f"\nthe ceiling of bars on the 0.5B's confidence (per part, chosen on these held-out rows: an "
+            f"upper bound): {top['share']:.1%} to the 1.5B for {top['accuracy']:.3f} on the mix "
+            f"(≥ 95 % of the 1.5B's), escalating {per_part}"
+        )
 
 
 BUCKETS = ((1, 3), (4, 16), (17, 64), (65, 10**6))  # answer length in tokens

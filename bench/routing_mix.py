@@ -17,6 +17,7 @@ only when the small one is wrong and the large one right. The mix weighs the par
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -165,3 +166,35 @@ def print_table(result: dict[str, Any]) -> None:
                 f"| {label} | {n} | {policy} | {r['accuracy']:.3f} | {share} | {r['to_large']:.0%} | "
                 f"{r['latency_s']:.2f} | {left} |"
             )
+
+
+def ceiling(items: list[Item], routing: Routing | None = None, of_large: float = 0.95) -> dict[str, Any]:
+    """An upper bound on what any bars on the small model's confidence could do on ``items``: each part
+    ranked by the confidence at the length the cascade decides on (``min(n, buffer_tokens)`` tokens), the
+    least confident ``k`` of it escalated, and the ``k`` per part chosen *on these items themselves* (every
+    combination) for the smallest share to the large model that keeps ``of_large`` of its accuracy on the
+    mix (parts weighed equally). Tuned on what it reports, so optimistic: no policy fitted elsewhere does
+    better with this ranking. ``{"share", "accuracy", "of_large", "escalated": {part: k / n}}``; share
+    ``None`` when no combination reaches ``of_large``."""
+    routing = routing or routing_from_settings(load_settings())
+    curves: dict[str, Array] = {}  # part -> accuracy when its k least confident go up, k = 0..n
+    for part in ("short", *routing_long.PARTS):
+        mine = [i for i in items if i.part == part]
+        if not mine:
+            continue
+        decided = {id(i): min(i.small.n, routing.buffer_tokens) for i in mine}
+        ranked = sorted(mine, key=lambda i: routing.scorer.score(SMALL, i.small.tokens[: decided[id(i)]]))
+        small = np.asarray([i.small.ok for i in ranked], float)
+        large = np.asarray([i.large.ok for i in ranked], float)
+        curves[part] = np.asarray(
+            [np.concatenate([large[:k], small[k:]]).mean() for k in range(len(ranked) + 1)]
+        )
+    goal = of_large * float(np.mean([c[-1] for c in curves.values()]))
+    best: dict[str, Any] = {"share": None, "accuracy": None, "of_large": of_large, "escalated": {}}
+    for ks in itertools.product(*(range(len(c)) for c in curves.values())):
+        accuracy = float(np.mean([c[k] for c, k in zip(curves.values(), ks, strict=True)]))
+        share = float(np.mean([k / (len(c) - 1) for c, k in zip(curves.values(), ks, strict=True)]))
+        if accuracy >= goal - 1e-12 and (best["share"] is None or share < best["share"]):
+            escalated = {p: k / (len(c) - 1) for (p, c), k in zip(curves.items(), ks, strict=True)}
+            best.update(share=share, accuracy=accuracy, escalated=escalated)
+    return best

@@ -169,3 +169,31 @@ async def test_the_escalation_bench_notes_a_generation_and_closes_it_with_its_ow
         ("small", "closed"),
     ]
     assert backend.cancelled == 1 and noted.model_id == "small"
+
+
+def test_the_ceiling_escalates_the_least_confident_and_chooses_the_bars_per_part() -> None:
+    """Per part, the least sure answers go up first; the cheapest combination keeping 95 % of the large
+    model's mix accuracy is chosen (here: the unsure wrong short answer, nothing of GSM8K, whose unsure
+    answer the large model gets wrong too)."""
+    sure, unsure = math.log(0.95), math.log(0.01)
+
+    def item(part: str, item_id: str, logprob: float, small_ok: bool, large_ok: bool) -> routing_mix.Item:
+        tokens = [TokenLogprob(" w", logprob, ())] * 5
+
+        def answer(ok: bool) -> routing_mix.Answer:
+            return routing_mix.Answer(ok=ok, seconds=1.0, n=5, tokens=tokens, whole=measures(tokens))
+
+        request = ChatRequest(messages=(Message("user", item_id),), model="auto")
+        return routing_mix.Item(part, item_id, request, answer(small_ok), answer(large_ok))
+
+    items = [
+        item("short", "a", sure, True, True),
+        item("short", "b", unsure, False, True),
+        item("gsm8k", "c", sure, True, True),
+        item("gsm8k", "d", unsure, False, False),
+    ]
+    routing = Routing(Router(RouterPolicy(tiers=())), Scorer(), buffer_tokens=20)
+    top = routing_mix.ceiling(items, routing)
+    assert top["escalated"] == {"short": 0.5, "gsm8k": 0.0}
+    assert top["share"] == 0.25 and top["accuracy"] == 0.75  # the large model's own mix accuracy
+    assert routing_mix.ceiling(items, routing, of_large=1.5)["share"] is None
