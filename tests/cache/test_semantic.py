@@ -336,3 +336,28 @@ async def test_the_embedded_stores_writes_share_a_commit_and_close_commits(
     await store.close()  # commits the last one at once
     assert rows() == 4
     reader.close()
+
+
+async def test_an_embedded_store_row_removed_before_its_commit_is_never_written(tmp_path: Path) -> None:
+    """A store's row waits for the shared commit; removed before it (invalidated, evicted), it is not
+    written at all, and the file reopened holds what memory held: the later answers, not the removed one."""
+    embedder = HashingEmbedder()
+    path = tmp_path / "cache.sqlite"
+    store = embedded_store(embedder.dim, path, max_entries=2)
+
+    def entry(n: int, model: str = "m") -> CacheEntry:
+        text = f"question {n}"
+        vector = embedder.embed([text])[0]
+        return CacheEntry(f"s:{n}", "s", model, text, vector, Answer(f"a{n}", "", "stop", 1, 1), 0.0, None)
+
+    await store.put(entry(0, model="old"))
+    await store.put(entry(1))
+    assert await store.invalidate(Invalidation(model="old")) == 1  # before the commit
+    await store.put(entry(2))
+    await store.put(entry(3))  # evicts entry 1, never committed either
+    await store.put(entry(3))  # the same key again: one row
+    await store.close()
+    reopened = embedded_store(embedder.dim, path)
+    assert sorted(e.key for e, _ in await reopened.search("s", entry(2).vector, 8)) == ["s:2", "s:3"]
+    assert (await reopened.get("s:3")) == entry(3)
+    await reopened.close()
