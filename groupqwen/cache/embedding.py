@@ -39,7 +39,7 @@ class EmbeddingThreads:
         self._max = threads or min(32, (os.cpu_count() or 1) + 4)
         self._idle_s = idle_s
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()  # None: end when nothing waits
-        self._lock = threading.Lock()  # orders a new job against the threads' decisions to end
+        self._lock = threading.Lock()  # orders starting a thread against the threads' decisions to end
         self._threads = 0  # running
         self._idle = 0  # of which waiting for a job
 
@@ -48,12 +48,19 @@ class EmbeddingThreads:
         thread reaches the text spares its embedding."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Vectors] = loop.create_future()
+        self._jobs.put((loop, text, future))
+        # no lock while a thread is idle (a waiting thread can hold it, and the event loop would wait for
+        # it): a thread that ends first counts itself out, then looks at the queue, so either it sees
+        # this text or this sees it gone
+        if self._idle == 0:
+            self._start()
+        return await future
+
+    def _start(self) -> None:
         with self._lock:
-            self._jobs.put((loop, text, future))
             if self._idle == 0 and self._threads < self._max:
                 self._threads += 1
                 threading.Thread(target=self._run, name="groupqwen-embed", daemon=True).start()
-        return await future
 
     def close(self) -> None:
         """End the threads once the texts queued so far are embedded."""
@@ -70,9 +77,9 @@ class EmbeddingThreads:
             except queue.Empty:
                 job = None
             with self._lock:
-                self._idle -= 1
-                if job is None and self._jobs.empty():  # nothing can arrive unseen: ``embed`` queues
-                    self._threads -= 1  # under the lock and starts a thread when none is idle
+                self._idle -= 1  # before the look at the queue: ``embed`` queues, then starts a thread
+                if job is None and self._jobs.empty():  # if none is idle, so no text arrives unseen
+                    self._threads -= 1
                     return
             if job is not None:
                 self._embed(*job)

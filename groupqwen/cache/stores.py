@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import heapq
 import itertools
 import json
 import sqlite3
@@ -67,9 +68,10 @@ class CacheEntry:
     def expired(self, now: float) -> bool:
         return self.expires is not None and self.expires <= now
 
-    def size(self) -> int:
-        text = len(self.key) + len(self.text.encode()) + len(self.answer.to_json().encode())
-        return text + self.vector.nbytes
+    def size(self, answer_json: str | None = None) -> int:
+        """Its bytes (``answer_json``: its answer's ``to_json()``, when already made)."""
+        answer = self.answer.to_json() if answer_json is None else answer_json
+        return len(self.key) + len(self.text.encode()) + len(answer.encode()) + self.vector.nbytes
 
 
 @dataclass(frozen=True)
@@ -149,16 +151,21 @@ CREATE TABLE IF NOT EXISTS entries (
     vector BLOB NOT NULL, answer TEXT NOT NULL, created REAL NOT NULL, expires REAL
 )
 """
+_INSERT = "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_Row = tuple[str, str, str, str, bytes, str, float, float | None]
 
 
 class EmbeddedStore:
     """Entries in memory and in a SQLite file (``path``; ``None``: memory only), reloaded on start.
 
     At most ``max_entries``: the least recently used entry is evicted first. Expired entries are dropped
-    when met and at every ``purge_every``-th store; expiry is on ``clock``'s wall time. The file is
-    committed ``COMMIT_AFTER_S`` after a store (the stores meanwhile share that commit: one per miss cost
-    a tenth of a millisecond on the event loop), at once after a removal, and at ``close``: a crash loses
-    at most that last moment's answers, never the process's own reads, which are served from memory.
+    when met and at every ``purge_every``-th store (found by their expiry times, kept in a heap: no walk
+    over every entry); expiry is on ``clock``'s wall time. A store's row is
+    written to the file ``COMMIT_AFTER_S`` after it (the stores meanwhile share one ``executemany`` and one
+    commit: a statement and a commit per miss cost a tenth of a millisecond on the event loop, and each let
+    the embeddings' threads take the GIL from it), a removal at once; ``close`` writes what is still due.
+    A crash loses at most that last moment's answers, never the process's own reads, which are served
+    from memory.
     """
 
     name = "embedded"
@@ -182,6 +189,9 @@ class EmbeddedStore:
         self._index = VectorIndex(dim)
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._commit_at: asyncio.TimerHandle | None = None  # the stores' commit, when one is due
+        self._due: dict[str, _Row] = {}  # the rows of the stores since the last commit, by key
+        self._expiries: list[tuple[float, str]] = []  # a heap of (expires, key); a key gone or stored
+        # again since leaves its pair behind, skipped when met
         self._commit_failed = False  # the last commit failed: ``degraded`` until one succeeds
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,11 +215,26 @@ class EmbeddedStore:
             entry = CacheEntry(key, scope, model, text, vec, Answer.from_json(answer), created, expires)
             self._remember(entry)
 
-    def _remember(self, entry: CacheEntry) -> None:
+    def _remember(self, entry: CacheEntry, answer_json: str | None = None) -> None:
         self._forget([entry.key])
         self._entries[entry.key] = entry
-        self._bytes += entry.size()
+        self._bytes += entry.size(answer_json)
         self._index.add(entry.scope, entry.key, entry.vector)
+        if entry.expires is not None:
+            heapq.heappush(self._expiries, (entry.expires, entry.key))
+            if len(self._expiries) > 2 * len(self._entries) + 64:  # mostly pairs left behind: rebuild
+                self._expiries = [(e.expires, k) for k, e in self._entries.items() if e.expires is not None]
+                heapq.heapify(self._expiries)
+
+    def _expired(self, now: float) -> list[str]:
+        """The keys of the entries expired at ``now``."""
+        keys: dict[str, None] = {}
+        while self._expiries and self._expiries[0][0] <= now:
+            _, key = heapq.heappop(self._expiries)
+            entry = self._entries.get(key)
+            if entry is not None and entry.expired(now):
+                keys[key] = None
+        return list(keys)
 
     def _forget(self, keys: list[str]) -> None:
         for key in keys:
@@ -221,6 +246,8 @@ class EmbeddedStore:
     def _delete(self, keys: list[str]) -> int:
         present = [k for k in keys if k in self._entries]
         self._forget(present)
+        for key in present:  # a row not written yet is not written at all
+            self._due.pop(key, None)
         self._db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in present])
         self._db.commit()
         return len(present)
@@ -251,24 +278,15 @@ class EmbeddedStore:
         return out
 
     async def put(self, entry: CacheEntry) -> None:
-        self._remember(entry)
-        self._db.execute(
-            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                entry.key,
-                entry.scope,
-                entry.model,
-                entry.text,
-                entry.vector.astype(np.float32).tobytes(),
-                entry.answer.to_json(),
-                entry.created,
-                entry.expires,
-            ),
-        )
+        answer = entry.answer.to_json()
+        self._remember(entry, answer)
+        vector = entry.vector.astype(np.float32).tobytes()
+        row = (entry.key, entry.scope, entry.model, entry.text, vector, answer, entry.created, entry.expires)
+        self._due[entry.key] = row
         self._puts += 1
         if self._puts % self._purge_every == 0:
             now = self._clock.time()
-            self.expired += self._delete([k for k, e in self._entries.items() if e.expired(now)])
+            self.expired += self._delete(self._expired(now))
         if len(self._entries) > self._max_entries:
             excess = list(itertools.islice(self._entries, len(self._entries) - self._max_entries))
             self.evictions += self._delete(excess)
@@ -276,8 +294,12 @@ class EmbeddedStore:
             self._commit_at = asyncio.get_running_loop().call_later(COMMIT_AFTER_S, self._commit)
 
     def _commit(self) -> None:
+        """Write the rows due and commit; on failure they stay due, for the next commit."""
         self._commit_at = None
         try:
+            if self._due:
+                self._db.executemany(_INSERT, self._due.values())
+                self._due.clear()
             self._db.commit()
         except sqlite3.Error as exc:  # a full disk: the answers stay served from memory
             self._commit_failed = True
@@ -295,6 +317,8 @@ class EmbeddedStore:
         self._entries.clear()
         self._index.clear()
         self._bytes = 0
+        self._due.clear()
+        self._expiries.clear()
         self._db.execute("DELETE FROM entries")
         self._db.commit()
         return count
@@ -312,5 +336,6 @@ class EmbeddedStore:
     async def close(self) -> None:
         if self._commit_at is not None:
             self._commit_at.cancel()
+        if self._commit_at is not None or self._due:
             self._commit()
         self._db.close()

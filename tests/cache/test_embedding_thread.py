@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from groupqwen.cache.embedders import MiniLMEmbedder, Vectors
+from groupqwen.cache.embedders import HashingEmbedder, MiniLMEmbedder, Vectors
 from groupqwen.cache.embedding import EmbeddingThreads
 from groupqwen.cache.semantic import SemanticCache
 from groupqwen.errors import EmbedderUnavailable
@@ -136,6 +137,22 @@ async def test_close_ends_the_thread_and_a_later_embedding_starts_another(minilm
     after = await thread.embed("How tall is Mount Everest?")
     assert np.array_equal(before, after) and gated.threads[-1] is not first
     thread.close()
+
+
+async def test_texts_arriving_while_idle_threads_end_are_all_embedded() -> None:
+    """A text queued without the lock, while an idle thread decides to end (``idle_s`` near zero: the
+    threads end all the time), is embedded all the same: by that thread, or by one started for it."""
+    embedder = HashingEmbedder()
+    threads = EmbeddingThreads(embedder, threads=2, idle_s=1e-4)
+    texts = [f"question {n}" for n in range(300)]
+    for n, text in enumerate(texts):
+        if n % 3 == 0:
+            await asyncio.to_thread(time.sleep, 1e-4)  # let the idle threads reach their end
+        got = await asyncio.wait_for(threads.embed(text), 60)  # a lost text would wait for ever
+        assert np.array_equal(got, embedder.embed([text])[0])
+    batch = await asyncio.wait_for(asyncio.gather(*(threads.embed(t) for t in texts[:50])), 60)
+    assert all(np.array_equal(v, embedder.embed([t])[0]) for v, t in zip(batch, texts, strict=False))
+    threads.close()
 
 
 def ask(text: str) -> ChatRequest:

@@ -336,3 +336,67 @@ async def test_the_embedded_stores_writes_share_a_commit_and_close_commits(
     await store.close()  # commits the last one at once
     assert rows() == 4
     reader.close()
+
+
+async def test_the_embedded_store_purges_exactly_the_expired_entries_every_nth_store(
+    tmp_path: Path,
+) -> None:
+    """Every ``purge_every``-th store drops the entries expired by then, each counted once: not one stored
+    again with a later expiry, not one without an expiry, and one stored twice counts once."""
+    embedder = HashingEmbedder()
+    clock = FakeClock()
+    store = embedded_store(embedder.dim, tmp_path / "cache.sqlite", clock=clock, purge_every=8)
+    now = clock.time()
+
+    def entry(n: int, expires: float | None) -> CacheEntry:
+        text = f"question {n}"
+        vector = embedder.embed([text])[0]
+        return CacheEntry(f"s:{n}", "s", "m", text, vector, Answer("a", "", "stop", 1, 1), now, expires)
+
+    await store.put(entry(0, now + 10))
+    await store.put(entry(0, now + 10))  # the same entry twice: counted once
+    await store.put(entry(1, now + 10))
+    await store.put(entry(1, now + 100))  # stored again, later: kept
+    await store.put(entry(2, None))
+    await store.put(entry(3, now + 5))
+    await store.put(entry(4, now + 1000))
+    clock.advance(20)
+    assert (await store.stats()).expired == 0  # none met yet: dropped at the 8th store
+    await store.put(entry(5, now + 1000))
+    assert (await store.stats()).expired == 2  # 0 and 3
+    assert sorted(e.key for e, _ in await store.search("s", entry(0, None).vector, 8)) == [
+        "s:1",
+        "s:2",
+        "s:4",
+        "s:5",
+    ]
+    clock.advance(100)
+    for _ in range(8):
+        await store.put(entry(6, now + 1000))
+    assert (await store.stats()).expired == 3  # and 1
+    await store.close()
+
+
+async def test_an_embedded_store_row_removed_before_its_commit_is_never_written(tmp_path: Path) -> None:
+    """A store's row waits for the shared commit; removed before it (invalidated, evicted), it is not
+    written at all, and the file reopened holds what memory held: the later answers, not the removed one."""
+    embedder = HashingEmbedder()
+    path = tmp_path / "cache.sqlite"
+    store = embedded_store(embedder.dim, path, max_entries=2)
+
+    def entry(n: int, model: str = "m") -> CacheEntry:
+        text = f"question {n}"
+        vector = embedder.embed([text])[0]
+        return CacheEntry(f"s:{n}", "s", model, text, vector, Answer(f"a{n}", "", "stop", 1, 1), 0.0, None)
+
+    await store.put(entry(0, model="old"))
+    await store.put(entry(1))
+    assert await store.invalidate(Invalidation(model="old")) == 1  # before the commit
+    await store.put(entry(2))
+    await store.put(entry(3))  # evicts entry 1, never committed either
+    await store.put(entry(3))  # the same key again: one row
+    await store.close()
+    reopened = embedded_store(embedder.dim, path)
+    assert sorted(e.key for e, _ in await reopened.search("s", entry(2).vector, 8)) == ["s:2", "s:3"]
+    assert (await reopened.get("s:3")) == entry(3)
+    await reopened.close()
