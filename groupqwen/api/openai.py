@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -28,7 +26,7 @@ from groupqwen.api.schemas.chat_output import ChunkWriter, completion_json, deci
 from groupqwen.api.schemas.embeddings import EmbeddingRequest, embedding_texts, embeddings_json
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
-from groupqwen.api.streaming import ChunkFrames, Disconnect, EventStream, answer_frames
+from groupqwen.api.streaming import ChunkFrames, Disconnect, EventStream, answer_frames, json_bytes
 from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
@@ -47,14 +45,6 @@ def _services(request: Request) -> Services:
 
 async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
     return parse_chat(json_object(await request.body()), settings)
-
-
-def json_bytes(body: dict[str, Any]) -> bytes:
-    """A JSON answer's body as Starlette's ``JSONResponse`` writes it (compact, UTF-8), by orjson in a
-    third of the time with its headers (docs/benchmarks.md): a float written with an exponent reads
-    ``0.00001`` for ``1e-05``, a non-finite one ``null``; numpy's numbers (a similarity or a confidence
-    ``round``ed by numpy stays numpy's) as the numbers they are."""
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:
@@ -309,9 +299,7 @@ async def create_embeddings(request: Request) -> Response:
     finally:
         admission.settle(used)
     # serialised here: FastAPI's encoder walks every float first, a third of a millisecond per vector
-    return Response(
-        json.dumps(body_json, separators=(",", ":")), media_type="application/json", headers=admission.headers
-    )
+    return Response(json_bytes(body_json), media_type="application/json", headers=admission.headers)
 
 
 async def _embed(services: Services, body: EmbeddingRequest, texts: list[str]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""``openai.json_bytes``: a JSON answer's body, by orjson, reads back as the JSON Starlette's
-``JSONResponse`` wrote."""
+"""``streaming.json_bytes``: an answer's JSON (a body, an event's data), by orjson, reads back as the JSON
+Starlette's ``JSONResponse`` wrote, and is JSON where ``json.dumps`` was not."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 from starlette.responses import JSONResponse
 
-from groupqwen.api.openai import json_bytes
+from groupqwen.api.streaming import json_bytes, sse
 
 
 def test_a_body_reads_back_as_jsonresponse_wrote_it() -> None:
@@ -33,3 +33,19 @@ def test_numpy_numbers_are_written_as_numbers() -> None:
     similarity = round(np.float64(0.876543), 4)  # numpy's round keeps numpy's type
     body = {"similarity": similarity, "score": np.float32(0.5), "n": np.int64(3)}
     assert json.loads(json_bytes(body)) == {"similarity": 0.8765, "score": 0.5, "n": 3}
+
+
+def test_a_non_finite_number_is_null_in_a_body_and_in_an_event() -> None:
+    """A logprob of minus infinity (a token the sampler ruled out) was ``-Infinity`` in an event, which
+    JavaScript's ``JSON.parse`` refuses, and a 500 in a body: ``null`` in both now."""
+    chunk = {"logprobs": {"content": [{"logprob": float("-inf")}, {"logprob": float("nan")}]}}
+    assert json_bytes(chunk) == b'{"logprobs":{"content":[{"logprob":null},{"logprob":null}]}}'
+    event = sse(chunk)
+    assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+    assert json.loads(event[6:], parse_constant=_refuse) == {
+        "logprobs": {"content": [{"logprob": None}, {"logprob": None}]}
+    }
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"not JSON: {name}")
