@@ -6,7 +6,6 @@ with ``error`` and ``response.failed``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
@@ -21,6 +20,7 @@ from groupqwen.api.schemas.response_output import (
     text_part,
 )
 from groupqwen.api.schemas.response_tools import function_call_item
+from groupqwen.api.streaming import json_bytes
 from groupqwen.errors import GroupQwenError
 from groupqwen.messages import Completion, Delta, TokenLogprob, ToolCall, ToolCallDelta
 from groupqwen.orchestrator.answer import Answer
@@ -29,10 +29,8 @@ _log = log.get(__name__)
 
 
 def _event(kind: str, seq: int, payload: dict[str, Any]) -> bytes:
-    data = json.dumps(
-        {"type": kind, "sequence_number": seq, **payload}, separators=(",", ":"), ensure_ascii=False
-    )
-    return f"event: {kind}\ndata: {data}\n\n".encode()
+    data = json_bytes({"type": kind, "sequence_number": seq, **payload})
+    return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
 
 
 class _Item:

@@ -18,13 +18,13 @@ connection that asked for it (docs/api.md, "WebSocket").
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from groupqwen import log
+from groupqwen.api.streaming import json_bytes
 from groupqwen.api.ws_directory import Directory
 from groupqwen.clock import Clock
 from groupqwen.config import WsConfig
@@ -34,7 +34,7 @@ _log = log.get(__name__)
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    return json_bytes(frame).decode()
 
 
 class Overflow(ClientDisconnected):
