@@ -351,7 +351,9 @@ def _median(
 def beyond(results: dict[tuple[str, str, int], list[Cell]], targets: list[Target]) -> str:
     """Each cache target's CPU per request taken apart against the cache-off gateway of the same checkout
     (medians over all its cells): the cache-off request, the CPU off the event loop beyond cache off's
-    (the embedding's thread), and the rest, on the event loop: what the cache adds beyond the embedding."""
+    (the embedding's thread), and the rest, on the event loop: what the cache adds beyond the embedding;
+    the rest by concurrency, and with target ``wait`` also against the cache-off gateway whose upstream
+    answers as late as an embedding takes."""
     lines = ["\nper request, against cache off (median CPU ms): total = cache off + off the loop + beyond"]
     offs = {t.name.removesuffix("openai_http, cache off"): t for t in targets if t.name.endswith("cache off")}
     for mode in ("json", "stream"):
