@@ -1,14 +1,16 @@
 """A fast fake OpenAI-compatible upstream for ``bench/proxy.py``: its own process, raw asyncio (uvloop when
 installed), answers from bytes built once, so that it is never what a benchmark measures.
 
-    .venv/bin/python bench/fake_upstream.py PORT [--tokens 16]
+    .venv/bin/python bench/fake_upstream.py PORT [--tokens 16] [--delay-ms 0]
 
 ``POST /v1/chat/completions`` answers a fixed reply of ``--tokens`` tokens: one JSON object, or with
 ``"stream": true`` one server-sent event per token (chunked transfer encoding, an event per chunk), then the
 finish reason, the usage when ``stream_options.include_usage`` asks, and ``[DONE]``; with ``"logprobs": true``
 each token carries its logprob and ``top_logprobs`` alternatives, as vLLM sends them. ``GET /v1/models`` lists
 the one model (the gateway's health check). Anything else is a 404. HTTP/1.1 keep-alive, ``Content-Length``
-bodies only (what every client sends here).
+bodies only (what every client sends here). ``--delay-ms`` answers each POST that much later (a timer, no
+CPU): an upstream that takes as long as a cache miss's embedding, so that a cache-off gateway's event loop
+sleeps as long between a request's parts as a miss's does.
 """
 
 from __future__ import annotations
@@ -104,8 +106,8 @@ NOT_FOUND = _http("404 Not Found", "application/json", b'{"error": {"message": "
 
 
 class Upstream(asyncio.Protocol):
-    def __init__(self, tokens: int) -> None:
-        self.tokens, self.buffer = tokens, b""
+    def __init__(self, tokens: int, delay_s: float = 0.0) -> None:
+        self.tokens, self.delay_s, self.buffer = tokens, delay_s, b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: Any = transport  # uvloop's transport is not an asyncio.Transport subclass
@@ -124,7 +126,15 @@ class Upstream(asyncio.Protocol):
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             method, path = head[0].split(" ")[:2]
-            self.transport.write(self.answer(method, path, body))
+            answer = self.answer(method, path, body)
+            if self.delay_s and method == "POST":
+                asyncio.get_running_loop().call_later(self.delay_s, self._write, answer)
+            else:
+                self.transport.write(answer)
+
+    def _write(self, answer: bytes) -> None:
+        if not self.transport.is_closing():  # the client may have left meanwhile
+            self.transport.write(answer)
 
     def answer(self, method: str, path: str, body: bytes) -> bytes:
         if method == "GET" and path.endswith("/models"):
@@ -143,11 +153,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("port", type=int)
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="answer each POST this much later")
     args = parser.parse_args()
+    if args.delay_ms < 0:
+        parser.error("--delay-ms must be 0 or more")
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: Upstream(args.tokens), "127.0.0.1", args.port, backlog=1024)
+        server = await loop.create_server(
+            lambda: Upstream(args.tokens, args.delay_ms / 1e3), "127.0.0.1", args.port, backlog=1024
+        )
         await server.serve_forever()
 
     try:

@@ -2,7 +2,7 @@
 upstream alone and LiteLLM's proxy on the same upstream, in one interleaved run.
 
     .venv/bin/python bench/proxy.py [--seconds 5] [--rounds 2] [--concurrency 1 8 64] [--tokens 16]
-                                    [--targets direct,gateway,workers,auto,miss,hit,semantic,litellm]
+                                    [--targets direct,gateway,workers,auto,miss,hit,semantic,litellm,wait]
                                     [--modes json,stream] [--workers 1] [--baseline CHECKOUT]
                                     [--json out.json] [--profile DIR]
 
@@ -24,7 +24,12 @@ machine's load falls on every target alike. Per cell: requests per second, p50 l
 of the target's process tree (``/proc/<pid>/stat`` utime + stime) over the requests it served, and the
 part of it off the main thread (a gateway's event loop): with the cache on, the embeddings' threads. Each
 miss and semantic-hit target is split against the cache-off gateway of the same checkout: cache off + the
-CPU off the loop beyond cache off's (the embedding) + the rest (what the cache adds beyond the embedding).
+CPU off the loop beyond cache off's (the embedding) + the rest (what the cache adds beyond the embedding),
+and the rest by concurrency. Target ``wait`` (not in the default set) is the cache-off gateway on a second
+fake upstream that answers as late as an embedding takes (its CPU, measured first): its event loop sleeps
+as long between a request's parts as a miss's does, and a loop that slept a few ms wakes slower, cache or
+not (docs/benchmarks.md), so the rest by concurrency is also printed against it: the cache's own cost,
+with the wake charged to both.
 The machine is shared: CPU per request is the robust figure; the load average is printed.
 """
 
@@ -241,11 +246,23 @@ def _ask(target: Target, prompt: str, stream: bool) -> httpx.Response:
 
 
 def _targets(
-    stack: ExitStack, names: set[str], tokens: int, workers: int, work: Path, baseline: Path | None
+    stack: ExitStack,
+    names: set[str],
+    tokens: int,
+    workers: int,
+    work: Path,
+    baseline: Path | None,
+    wait_ms: float,
 ) -> list[Target]:
     up = stack.enter_context(upstream(tokens))
     base = up.url.removesuffix("/chat/completions")
     targets = [up] if "direct" in names else []
+    if "wait" in names:  # the cache-off gateway whose upstream answers as late as an embedding takes
+        late = stack.enter_context(upstream(tokens, wait_ms)).url.removesuffix("/chat/completions")
+        config = gateway_config(late, tiers=1, cache=False, data_dir=work / "wait")
+        targets.append(
+            stack.enter_context(gateway(f"{GATEWAY}, upstream +{wait_ms:.1f} ms", config, "tier-0"))
+        )
     if baseline is not None:  # the cache-off gateway as another checkout has it: before/after in one run
         config = gateway_config(base, tiers=1, cache=False, data_dir=work / "baseline")
         name = f"GroupQwen at {_revision(baseline)}, openai_http, cache off"
@@ -334,7 +351,9 @@ def _median(
 def beyond(results: dict[tuple[str, str, int], list[Cell]], targets: list[Target]) -> str:
     """Each cache target's CPU per request taken apart against the cache-off gateway of the same checkout
     (medians over all its cells): the cache-off request, the CPU off the event loop beyond cache off's
-    (the embedding's thread), and the rest, on the event loop: what the cache adds beyond the embedding."""
+    (the embedding's thread), and the rest, on the event loop: what the cache adds beyond the embedding;
+    the rest by concurrency, and with target ``wait`` also against the cache-off gateway whose upstream
+    answers as late as an embedding takes."""
     lines = ["\nper request, against cache off (median CPU ms): total = cache off + off the loop + beyond"]
     offs = {t.name.removesuffix("openai_http, cache off"): t for t in targets if t.name.endswith("cache off")}
     for mode in ("json", "stream"):
@@ -362,7 +381,25 @@ def beyond(results: dict[tuple[str, str, int], list[Cell]], targets: list[Target
                 f"- {mode}, {t.name}: {total:.2f} = {off_total:.2f} + {embedding:.2f} + "
                 f"{total - off_total - embedding:.2f}"
             )
+            lines.append(f"  the rest by concurrency: {_rest(results, t.name, off.name, mode)}")
+            wait = next((w.name for w in targets if w.name.startswith(f"{off.name}, upstream +")), None)
+            if wait is not None:
+                lines.append(
+                    f"  against {wait.removeprefix(GATEWAY + ', ')}: {_rest(results, t.name, wait, mode)}"
+                )
     return "\n".join(lines)
+
+
+def _rest(results: dict[tuple[str, str, int], list[Cell]], name: str, off: str, mode: str) -> str:
+    """The event loop's CPU per request of ``name`` beyond ``off``'s, by concurrency (cell medians)."""
+    out = []
+    for c in sorted({k[2] for k in results if k[0] == name and k[1] == mode}):
+        loops = [
+            statistics.median(x.cpu_ms - x.threads_ms for x in results.get((n, mode, c), []))
+            for n in (name, off)
+        ]
+        out.append(f"c={c} {loops[0] - loops[1]:.2f}")
+    return " / ".join(out)
 
 
 def embedding_ms(count: int = 200) -> float:
@@ -399,7 +436,9 @@ def profile(targets: list[Target], modes: list[str], seconds: int, work: Path, o
 
 def scaling(results: dict[tuple[str, str, int], list[Cell]], concurrency: list[int]) -> str:
     """Requests per second of the ``--workers`` gateway over the one-process gateway's, per cell."""
-    workers = next((k[0] for k in results if k[0].startswith(GATEWAY + ",")), None)
+    workers = next(
+        (k[0] for k in results if k[0].startswith(GATEWAY + ",") and k[0].endswith("workers")), None
+    )
     if workers is None:
         return ""
     lines = [f"\n{workers.removeprefix(GATEWAY + ', ')} over 1 (req/s, median of the rounds):"]
@@ -447,7 +486,8 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
-        targets = _targets(stack, names, args.tokens, args.workers, work, args.baseline)
+        embed_ms = embedding_ms() if names & {"miss", "semantic", "wait"} else None
+        targets = _targets(stack, names, args.tokens, args.workers, work, args.baseline, embed_ms or 0.0)
         for target in targets:
             warm(target)
         for round_ in range(args.rounds):
@@ -467,7 +507,7 @@ def main() -> None:
         if args.profile:
             profile(targets, modes, args.seconds, work, args.profile)
     load_after = os.getloadavg()
-    embed = f"{embedding_ms():.2f} ms CPU" if names & {"miss", "semantic"} else "not measured"
+    embed = f"{embed_ms:.2f} ms CPU" if embed_ms is not None else "not measured"
     print(
         f"{args.tokens}-token replies, {args.seconds:g} s cells, {args.rounds} rounds, wrk, "
         f"{os.cpu_count()} cores"

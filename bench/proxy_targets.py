@@ -102,9 +102,11 @@ def _process(command: list[str], health: str, what: str, env: dict[str, str] | N
 
 
 @contextmanager
-def upstream(tokens: int) -> Iterator[Target]:
+def upstream(tokens: int, delay_ms: float = 0.0) -> Iterator[Target]:
+    """The fake upstream (``fake_upstream.py``); ``delay_ms``: each answer that much later."""
     port = free_port()
     command = [sys.executable, str(HERE / "fake_upstream.py"), str(port), "--tokens", str(tokens)]
+    command += ["--delay-ms", str(delay_ms)]
     base = f"http://127.0.0.1:{port}/v1"
     with _process(command, base + "/models", "the fake upstream") as pid:
         yield Target("upstream direct", base + "/chat/completions", "fake-upstream", pid)
