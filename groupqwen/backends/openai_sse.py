@@ -176,12 +176,12 @@ class StreamParser:
         after it when it is a tool-call piece (one piece a chunk, as ``read`` keeps them)."""
         if self.finish_reason is None:
             raise StreamIncomplete("the stream ended without a finish reason")
-        end = Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
-        if last is None:
-            return [end]
-        if last.tool_calls:
-            return [last, end]
-        return [replace(last, finish_reason=end.finish_reason, usage=end.usage)]
+        usage = self.usage or Usage(0, self.tokens)
+        if last is None or last.tool_calls:
+            end = Chunk(finish_reason=self.finish_reason, usage=usage)
+            return [end] if last is None else [last, end]
+        # the whole of ``last`` with the end on it (a direct call: ``dataclasses.replace`` costs ~3 µs)
+        return [Chunk(last.text, last.logprobs, self.finish_reason, usage, last.prompt_opens_thinking)]
 
 
 class SseSplitter:
