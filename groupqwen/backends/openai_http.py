@@ -288,7 +288,7 @@ class OpenAIHTTPBackend:
                     if response.status >= 400:
                         raise self._http_error(replica, response, whole)
                     if not events:
-                        for chunk in parser.finish(parser.answer(whole)):
+                        for chunk in parser.answer(whole):
                             yield chunk
                         return
                     splitter, piece, held = SseSplitter(), b"-", list[Chunk]()
