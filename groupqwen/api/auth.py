@@ -34,6 +34,7 @@ from groupqwen.orchestrator.pipeline import model_not_found
 from groupqwen.telemetry import timing
 
 Rule = Scope | Literal["public", "key", "operator"]
+_HEADERS = "groupqwen.headers"  # the scope's key for ``headers``
 WEBSOCKET = "WEBSOCKET"  # RULES' method for a WebSocket route: ("WEBSOCKET", "/v1/ws")
 _audit = log.get("groupqwen.audit")
 
@@ -127,7 +128,7 @@ async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Princip
     if rule == "public" and authenticator.enabled:
         connection.state.principal = NOBODY
         return NOBODY
-    header = connection.headers.get("authorization")
+    header = headers(connection).get("authorization")
     try:
         principal = await authenticator.principal(header)
     except GroupQwenError as exc:
@@ -218,13 +219,25 @@ def may_see(connection: HTTPConnection, owner: str) -> bool:
     return not owner or is_operator(principal) or principal.tenant == owner
 
 
+def headers(connection: HTTPConnection) -> dict[str, str]:
+    """The request's headers as one dict (the first of a repeated name, as Starlette's ``Headers``), made
+    once a request: ``Headers.get`` scans the list each time, and a header a request lacks (most of the
+    six read a request) is found missing by a ``KeyError`` raised and caught."""
+    scope = connection.scope
+    found: dict[str, str] | None = scope.get(_HEADERS)
+    if found is None:
+        found = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+        scope[_HEADERS] = found
+    return found
+
+
 def owner(connection: HTTPConnection) -> str:
     """Who owns what a request stores (cached answers, stored responses): the key's tenant, or with
     ``auth: off`` the whole ``Authorization`` header (keyless calls share)."""
     principal = principal_of(connection)
     if principal.key_id is not None:
         return f"tenant:{principal.tenant}"
-    return connection.headers.get("authorization") or ""
+    return headers(connection).get("authorization") or ""
 
 
 def cache_owner(connection: HTTPConnection, user: str | None) -> str:
@@ -239,7 +252,7 @@ def trace_tenant(connection: HTTPConnection, user: str | None) -> str:
     principal = principal_of(connection)
     if principal.key_id is not None:
         return _record_tenant(principal)
-    return timing.tenant(user, connection.headers.get("authorization"))
+    return timing.tenant(user, headers(connection).get("authorization"))
 
 
 def dataset_tenant(connection: HTTPConnection) -> str | None:

@@ -196,7 +196,7 @@ async def _respond(
 ) -> Response:
     trace.tenant = auth.trace_tenant(request, chat.user)
     trace.stream = stream
-    ttl_s, read_cache, rate = cache_control(request.headers)
+    ttl_s, read_cache, rate = cache_control(auth.headers(request))
     if chat.n > 1:  # several samples of one question: a cached answer is one sample, and storing n is moot
         ttl_s, read_cache = 0.0, False
     tenant = auth.cache_owner(request, chat.user)

@@ -109,7 +109,7 @@ async def _create_response(request: Request, services: Services, trace: timing.T
     try:
         trace.tenant = auth.trace_tenant(request, chat.user)
         trace.stream = body.stream
-        ttl_s, read_cache, rate = cache_control(request.headers)
+        ttl_s, read_cache, rate = cache_control(auth.headers(request))
         tenant = auth.cache_owner(request, chat.user)
         context = RequestContext(tenant, ttl_s, read_cache, body.stream, max_false_hit_rate=rate)
         writer = ResponseWriter(body, new_id("resp"), chat.tools)

@@ -8,8 +8,7 @@ an error is logged where it is handled.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator
 from typing import Protocol, runtime_checkable
 
 from groupqwen.errors import BackendError, GroupQwenError
@@ -43,13 +42,19 @@ class Backend(Protocol):
         ...
 
 
-@contextmanager
-def map_backend_errors(model_id: str, error: type[BackendError] = BackendError) -> Iterator[None]:
+class map_backend_errors:  # named as the function it was: ``with map_backend_errors(model_id):``
     """Translate a foreign exception raised inside into ``error`` (``BackendError``, 502; ``ModelLoadError``
-    around a load) that names the model; a ``GroupQwenError`` passes unchanged."""
-    try:
-        yield
-    except GroupQwenError:
-        raise
-    except Exception as exc:
-        raise error(f"model {model_id!r} failed: {type(exc).__name__}: {exc}") from exc
+    around a load) that names the model; a ``GroupQwenError`` passes unchanged. A class, not a
+    ``contextmanager`` (a generator and contextlib's bookkeeping each request)."""
+
+    __slots__ = ("_error", "_model_id")
+
+    def __init__(self, model_id: str, error: type[BackendError] = BackendError) -> None:
+        self._model_id, self._error = model_id, error
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, GroupQwenError):
+            raise self._error(f"model {self._model_id!r} failed: {type(exc).__name__}: {exc}") from exc

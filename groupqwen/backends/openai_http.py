@@ -45,7 +45,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import AsyncExitStack, aclosing, suppress
+from contextlib import aclosing, suppress
 from typing import Any
 
 import orjson
@@ -278,16 +278,17 @@ class OpenAIHTTPBackend:
         url = f"{replica.url}/completions" if "prompt" in body else f"{replica.url}/chat/completions"
         with map_backend_errors(self.model_id):
             try:
-                async with AsyncExitStack() as stack:
+                response: Response | None = None
+                try:  # the response released, or closed if not read to its end, however this ends
                     async with asyncio.timeout_at(deadline):
-                        response = await self._post(client, stack, url, orjson.dumps(body), streamed)
+                        response = await self._post(client, url, orjson.dumps(body), streamed)
                         # a server that streams whatever it is asked is read as a stream
                         events = streamed or response.content_type == "text/event-stream"
                         whole = await response.read() if response.status >= 400 or not events else b""
                     if response.status >= 400:
                         raise self._http_error(replica, response, whole)
                     if not events:
-                        for chunk in parser.finish(parser.answer(whole)):
+                        for chunk in parser.answer(whole):
                             yield chunk
                         return
                     splitter, piece, held = SseSplitter(), b"-", list[Chunk]()
@@ -312,6 +313,9 @@ class OpenAIHTTPBackend:
                     last = held.pop() if held else None
                     for chunk in (*held, *parser.finish(last)):
                         yield chunk
+                finally:
+                    if response is not None:
+                        response.release()
             except StreamIncomplete as exc:
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {exc}") from exc
@@ -326,15 +330,10 @@ class OpenAIHTTPBackend:
                 raise _Retry(reason) from exc
 
     @staticmethod
-    async def _post(
-        client: HTTPClient, stack: AsyncExitStack, url: str, data: bytes, streamed: bool
-    ) -> Response:
-        """The response's head (its body left to read; released, or closed if not read to its end, when
-        ``stack`` closes)."""
+    async def _post(client: HTTPClient, url: str, data: bytes, streamed: bool) -> Response:
+        """The response's head (its body left to read; the caller releases it)."""
         headers = _STREAM_HEADERS if streamed else _JSON_HEADERS
-        response = await client.request("POST", url, body=data, headers=headers)
-        stack.callback(response.release)
-        return response
+        return await client.request("POST", url, body=data, headers=headers)
 
     def _http_error(self, replica: _Replica, response: Response, body: bytes) -> GroupQwenError:
         """The server's error as the client should see it: passed through (``UpstreamError``; 429 and 5xx

@@ -74,12 +74,17 @@ class StreamParser:
             return None
         return self._parsed(payload, self._event)
 
-    def answer(self, payload: bytes) -> Chunk | None:
+    def answer(self, payload: bytes) -> list[Chunk]:
         """A whole answer (``stream: false``), read as the one event of a stream: its ``message`` the delta
-        (its tool calls numbered, as a stream's are)."""
+        (its tool calls numbered, as a stream's are); its chunks as ``finish`` gives a stream's last ones."""
         self.done = True
         piece = self._parsed(payload, self._whole)
-        return None if piece is None else Chunk(text=piece[0], logprobs=piece[1], tool_calls=piece[2])
+        if piece is None:
+            return self.finish()
+        text, logprobs, calls = piece
+        if calls:
+            return self.finish(Chunk(text=text, logprobs=logprobs, tool_calls=calls))
+        return [self._last(text, logprobs)]
 
     def _parsed(self, payload: bytes, handle: Callable[[dict[str, Any]], Piece | None]) -> Piece | None:
         try:
@@ -174,14 +179,18 @@ class StreamParser:
         """The stream's last chunks: ``last`` (its final piece, not yet sent), then the finish reason and
         usage; on ``last`` itself when it is text (the end through the pipeline and out as one delta),
         after it when it is a tool-call piece (one piece a chunk, as ``read`` keeps them)."""
+        if last is None or last.tool_calls:
+            end = self._last("", ())
+            return [end] if last is None else [last, end]
+        return [self._last(last.text, last.logprobs, last.prompt_opens_thinking)]
+
+    def _last(self, text: str, logprobs: tuple[TokenLogprob, ...], opens_thinking: bool = False) -> Chunk:
+        """The stream's last chunk: ``text`` and ``logprobs`` with its finish reason and usage (one chunk
+        made, not one copied by ``dataclasses.replace``)."""
         if self.finish_reason is None:
             raise StreamIncomplete("the stream ended without a finish reason")
-        end = Chunk(finish_reason=self.finish_reason, usage=self.usage or Usage(0, self.tokens))
-        if last is None:
-            return [end]
-        if last.tool_calls:
-            return [last, end]
-        return [replace(last, finish_reason=end.finish_reason, usage=end.usage)]
+        usage = self.usage or Usage(0, self.tokens)
+        return Chunk(text, logprobs, self.finish_reason, usage, opens_thinking)
 
 
 class SseSplitter:

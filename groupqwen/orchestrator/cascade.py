@@ -78,6 +78,16 @@ class Cascade:
             for a in left
         )
         accepted = attempts[-1].confidence if attempts and attempts[-1].outcome == "accepted" else None
+        abandoned = sum(a.tokens for a in left)
+        if (step.model, step.thinking, reason, len(left), accepted, abandoned) == (
+            decision.model,
+            decision.thinking,
+            decision.reason,
+            decision.escalations,
+            decision.confidence,
+            decision.abandoned_tokens,
+        ):
+            return decision  # one model, nothing left or scored: decided as it was (no copy a request)
         return replace(
             decision,
             model=step.model,
@@ -85,18 +95,31 @@ class Cascade:
             reason=reason,
             escalations=len(left),
             confidence=accepted,
-            abandoned_tokens=sum(a.tokens for a in left),
+            abandoned_tokens=abandoned,
         )
 
-    async def stream(
+    def stream(
         self, request: ChatRequest, decision: Decision, on_decided: Callable[[Decision], None] | None = None
     ) -> AsyncGenerator[Chunk, None]:
         """The chunks of the one answer the client sees, from ``decision.steps`` (or ``decision.model``
-        alone). ``on_decided`` gets the final ``Decision`` before the first chunk is yielded."""
+        alone). ``on_decided`` gets the final ``Decision`` before the first chunk is yielded. One step
+        cannot escalate: its chunks come straight from ``_run`` (no layer of its own around them)."""
         steps = decision.steps or (CascadeStep(decision.model, None, decision.thinking),)
         if request.tools is not None and request.tools.active and len(steps) > 1:
             steps = steps[-1:]  # a tool call is judged by its arguments, not by token confidence
             decision = replace(decision, reason=f"{decision.reason}; tools: the last tier answers, unscored")
+        if len(steps) == 1:
+            return self._run(request, decision, steps[0], True, (), on_decided)
+        return self._ladder(request, decision, steps, on_decided)
+
+    async def _ladder(
+        self,
+        request: ChatRequest,
+        decision: Decision,
+        steps: tuple[CascadeStep, ...],
+        on_decided: Callable[[Decision], None] | None,
+    ) -> AsyncGenerator[Chunk, None]:
+        """The steps in turn, each escalating to the next below its bar (or failing before it sent)."""
         attempts: list[Attempt] = []
         for index, step in enumerate(steps):
             last = index == len(steps) - 1

@@ -12,8 +12,8 @@ that fails (the backend raises ``ModelLoadError``) marks the model ``failed`` an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 
 from groupqwen import log
 from groupqwen.backends.base import Backend
@@ -115,8 +115,11 @@ class Pool:
         except KeyError:
             raise ModelNotFound(f"The model {model_id!r} does not exist", param="model") from None
 
-    @asynccontextmanager
-    async def lease(self, model_id: str) -> AsyncIterator[Backend]:
+    def lease(self, model_id: str) -> _Lease:
+        """``async with pool.lease(model_id) as backend``: a slot of that model, held to the block's end."""
+        return _Lease(self, model_id)
+
+    async def _acquire(self, model_id: str) -> tuple[_Entry, Backend]:
         entry = self._entry(model_id)
         if entry.slots.locked() and entry.queued >= self._max_queue:
             raise Overloaded(
@@ -134,14 +137,18 @@ class Pool:
         entry.active += 1
         try:
             backend = entry.backend or await self._load(entry)
-            timing.queue_waited(self._clock.monotonic() - asked)
-            yield backend
-        finally:
-            entry.active -= 1
-            entry.last_used, entry.last_used_mono = self._clock.time(), self._clock.monotonic()
-            entry.slots.release()
-            if not entry.busy:
-                self._schedule_expiry(entry)
+        except BaseException:
+            self._release(entry)
+            raise
+        timing.queue_waited(self._clock.monotonic() - asked)
+        return entry, backend
+
+    def _release(self, entry: _Entry) -> None:
+        entry.active -= 1
+        entry.last_used, entry.last_used_mono = self._clock.time(), self._clock.monotonic()
+        entry.slots.release()
+        if not entry.busy:
+            self._schedule_expiry(entry)
 
     async def load(self, model_id: str) -> ModelState:
         """Load a model now (idempotent); it then idles out after its keep_alive like any other."""
@@ -285,3 +292,23 @@ class Pool:
             self._cancel_expiry(entry)
             with suppress(Exception):
                 await self._unload(entry)
+
+
+class _Lease:
+    """``Pool.lease``'s block: a class, not an ``asynccontextmanager`` (that is an async generator a
+    request, with contextlib's and the event loop's bookkeeping around it)."""
+
+    __slots__ = ("_entry", "_model_id", "_pool")
+
+    def __init__(self, pool: Pool, model_id: str) -> None:
+        self._pool, self._model_id = pool, model_id
+        self._entry: _Entry | None = None
+
+    async def __aenter__(self) -> Backend:
+        self._entry, backend = await self._pool._acquire(self._model_id)
+        return backend
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._entry is not None:
+            entry, self._entry = self._entry, None
+            self._pool._release(entry)
