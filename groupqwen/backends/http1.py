@@ -311,7 +311,8 @@ class HTTPClient:
             return known
         try:
             parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            default = 443 if parts.scheme == "https" else 80
+            port = parts.port or default
         except ValueError as exc:
             raise InvalidURL(f"{url}: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -320,8 +321,7 @@ class HTTPClient:
         if len(self._urls) >= _URLS:
             self._urls.clear()
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        default = parts.port is None or port == (443 if parts.scheme == "https" else 80)
-        origin = _Origin(parts.scheme, parts.hostname, port, host if default else f"{host}:{port}")
+        origin = _Origin(parts.scheme, parts.hostname, port, host if port == default else f"{host}:{port}")
         self._urls[url] = known = (origin, target)
         return known
 

@@ -151,25 +151,35 @@ async def test_a_chunked_body_read_as_it_arrives() -> None:
         await http.close()
 
 
-async def test_a_body_that_ends_with_the_connection() -> None:
-    until_close = replying(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it", keep=False)
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://example.test/v1", "example.test"),
+        ("http://example.test:80/v1", "example.test"),
+        ("https://example.test:443/v1", "example.test"),
+        ("https://example.test:80/v1", "example.test:80"),
+        ("http://[::1]:8000/v1", "[::1]:8000"),
+    ],
+)
+def test_the_host_header_names_the_port_only_when_not_the_schemes_default(url: str, host: str) -> None:
+    origin, target = client()._parse(url)
+    assert (origin.host_header, target) == (host, "/v1")
 
-    async with serving(until_close) as server:
+
+until_close = replying(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it", keep=False)
+
+
+@pytest.mark.parametrize(
+    ("answer", "body"),
+    [(until_close, b"all of it"), (closing, b"ok")],
+    ids=["a body that ends with the connection", "Connection: close"],
+)
+async def test_a_connection_the_server_ends_is_not_reused(answer: Answer, body: bytes) -> None:
+    async with serving(answer) as server:
         http = client()
-        for _ in range(2):  # not reused: a new connection each time
+        for _ in range(2):  # a new connection each time
             response = await http.request("GET", server.url)
-            assert await response.read() == b"all of it"
-            response.release()
-        await http.close()
-    assert server.connections == 2
-
-
-async def test_connection_close_is_not_reused() -> None:
-    async with serving(closing) as server:
-        http = client()
-        for _ in range(2):
-            response = await http.request("GET", server.url)
-            assert await response.read() == b"ok"
+            assert await response.read() == body
             response.release()
         await http.close()
     assert server.connections == 2
