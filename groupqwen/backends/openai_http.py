@@ -281,7 +281,8 @@ class OpenAIHTTPBackend:
                 response: Response | None = None
                 try:  # the response released, or closed if not read to its end, however this ends
                     async with asyncio.timeout_at(deadline):
-                        response = await self._post(client, url, orjson.dumps(body), streamed)
+                        headers = _STREAM_HEADERS if streamed else _JSON_HEADERS
+                        response = await client.request("POST", url, body=orjson.dumps(body), headers=headers)
                         # a server that streams whatever it is asked is read as a stream
                         events = streamed or response.content_type == "text/event-stream"
                         whole = await response.read() if response.status >= 400 or not events else b""
@@ -328,12 +329,6 @@ class OpenAIHTTPBackend:
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {reason}") from exc
                 raise _Retry(reason) from exc
-
-    @staticmethod
-    async def _post(client: HTTPClient, url: str, data: bytes, streamed: bool) -> Response:
-        """The response's head (its body left to read; the caller releases it)."""
-        headers = _STREAM_HEADERS if streamed else _JSON_HEADERS
-        return await client.request("POST", url, body=data, headers=headers)
 
     def _http_error(self, replica: _Replica, response: Response, body: bytes) -> GroupQwenError:
         """The server's error as the client should see it: passed through (``UpstreamError``; 429 and 5xx
