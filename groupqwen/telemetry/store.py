@@ -109,7 +109,7 @@ class SqlStore:
         compiled = statement.compile(dialect=self._engine.dialect)
         self._insert = str(compiled)
         self._positional = compiled.positiontup is not None
-        if self._positional and list(compiled.positiontup or ()) != [name for name, _ in _COLUMNS]:
+        if self._positional and tuple(compiled.positiontup or ()) != _NAMES:
             raise RuntimeError("telemetry/store.py: the insert's parameters are not in the columns' order")
 
     def migrate(self) -> int:
@@ -209,13 +209,12 @@ def storable_text(value: str, length: int | None = None) -> str:
     return value if length is None else value[:length]
 
 
-# each column's name, and for a text column its length (``None`` for any other)
-_COLUMNS = tuple(
-    (c.name, c.type.length if isinstance(c.type, sa.String) else None) for c in records_table.columns
-)
-_NAMES = tuple(name for name, _ in _COLUMNS)
+_NAMES = tuple(c.name for c in records_table.columns)
 _VALUES = operator.attrgetter(*_NAMES)
-_TEXT = tuple((i, length) for i, (_, length) in enumerate(_COLUMNS) if length is not None)
+# the text columns: their place in a row and their length (``None``: any)
+_TEXT = tuple(
+    (i, c.type.length) for i, c in enumerate(records_table.columns) if isinstance(c.type, sa.String)
+)
 
 
 def _row(record: RequestRecord) -> tuple[Any, ...]:
