@@ -182,8 +182,8 @@ def ceiling(items: list[Item], routing: Routing | None = None, of_large: float =
         mine = [i for i in items if i.part == part]
         if not mine:
             continue
-        decided = {id(i): min(i.small.n, routing.buffer_tokens) for i in mine}
-        ranked = sorted(mine, key=lambda i: routing.scorer.score(SMALL, i.small.tokens[: decided[id(i)]]))
+        head = routing.buffer_tokens  # an answer is decided on by its first ``buffer_tokens`` at most
+        ranked = sorted(mine, key=lambda i: routing.scorer.score(SMALL, i.small.tokens[:head]))
         small = np.asarray([i.small.ok for i in ranked], float)
         large = np.asarray([i.large.ok for i in ranked], float)
         curves[part] = np.asarray(
