@@ -64,6 +64,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout_s, self.max_header_bytes = header_timeout_s, max_header_bytes
         self._in_head = True  # a request line and headers begun (or awaited on a new connection), not ended
         self._head_bytes = 0  # bytes of the reads that left the head incomplete
+        self._read_bytes = 0  # bytes of the read being parsed
 
     def connection_made(  # type: ignore[override]
         self, transport: asyncio.Transport
@@ -72,6 +73,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._guard_headers()
 
     def data_received(self, data: bytes) -> None:
+        self._read_bytes = len(data)
         super().data_received(data)
         if not self._in_head or self.transport.is_closing():
             return
@@ -88,11 +90,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._unguard_headers()
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self.max_header_bytes:
+        # the head lies within the reads since it began: measured only when they could hold more than the limit
+        if (
+            self._head_bytes + self._read_bytes > self.max_header_bytes
+            and self._head_size() > self.max_header_bytes
+        ):
             self._head_too_large()
             return
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._unguard_headers()
@@ -141,6 +149,9 @@ def uvicorn_config(app: ASGIApp | str, settings: Settings, **options: Any) -> uv
         "ws_ping_interval": None,
         "ws_ping_timeout": None,
         "log_config": None,
+        # nothing reads the client's address or scheme (callers are told apart by key), so uvicorn's layer
+        # that rewrites them from X-Forwarded-* headers would only cost every request its pass
+        "proxy_headers": False,
         "timeout_graceful_shutdown": 5,
         **options,
     }

@@ -87,12 +87,30 @@ def test_a_request_head_over_max_header_bytes_gets_400_and_the_connection_closed
     big = "x-padding: " + "a" * 20_000 + "\r\n"  # past server.max_header_bytes (16384 by default)
     whole = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{big}\r\n"
     endless = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{big}"  # no blank line: the head goes on
-    for head in (whole, endless):
+    for writes in ([whole], [endless], [whole[:9_000], whole[9_000:]]):
         with _connect(server) as sock:
-            sock.sendall(head.encode())
+            for part in writes:
+                sock.sendall(part.encode())
             answer = _read_until_closed(sock)
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
         assert b"server.max_header_bytes" in answer
+
+
+def test_a_head_under_the_limit_is_served_when_its_body_comes_in_the_same_write(
+    server: ServedProcess,
+) -> None:
+    """The head alone is under ``max_header_bytes``, the head and body together are over it."""
+    body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "word " * 3_000}]}).encode()
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"X-Note: {'n' * 12_000}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert len(head) < 16384 < len(head) + len(body)
+    with _connect(server) as sock:
+        sock.sendall(head + body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200 and json.loads(response.read())["choices"]
 
 
 def test_a_head_in_many_small_writes_is_served(server: ServedProcess) -> None:
