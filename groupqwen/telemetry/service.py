@@ -117,7 +117,7 @@ class Telemetry:
 
     def trace(self) -> Trace:
         """A trace for the chat completion starting now, made current for its context."""
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         return Trace(log.request_id.get()).activate()
 
     def finish(self, trace: Trace, error: BaseException | None = None) -> RequestRecord | None:
@@ -125,7 +125,7 @@ class Telemetry:
         if trace.finished:
             return None
         trace.finished = True
-        self.metrics.in_flight.dec()
+        self.metrics.in_flight -= 1
         if error is not None:
             trace.failed(*status_of(error))
         record = trace.record()
