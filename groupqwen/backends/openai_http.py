@@ -161,7 +161,8 @@ class OpenAIHTTPBackend:
 
     def _new_client(self) -> HTTPClient:
         """The client enforces the TCP connect's timeout; ``_attempt`` the wait for a free connection and
-        the first-token, idle and whole-answer deadlines, ``_check`` the health check's."""
+        the first-token and whole-answer deadlines, ``_events`` the idle one, ``_check`` the health
+        check's."""
         connections = self.spec.max_parallel + len(self._replicas)  # the requests + a health check each
         headers = {"User-Agent": "groupqwen"}
         if self.spec.api_key:
