@@ -10,7 +10,6 @@ variety.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,7 @@ class Choices:
     def __init__(self, pipeline: Pipeline, request: ChatRequest, context: RequestContext, watch: Disconnect):
         self._pipeline, self._request, self._context, self._watch = pipeline, request, context, watch
         self.n = request.n
+        self._started = 0  # how many choices have been started
 
     def _choice(self, index: int) -> ChatRequest:
         seed = self._request.sampling.seed
@@ -38,14 +38,18 @@ class Choices:
     async def first(self) -> Answer:
         """Choice 0, started: its errors (before its first token) are the request's. The other choices
         take its request as answered (its images already fetched and prepared)."""
+        self._started = 1
         answer = await self._watch.watching(self._pipeline.run(self._choice(0), self._context))
         self._request = answer.request
         return answer
 
-    async def rest(self) -> AsyncGenerator[Answer, None]:
-        """Choices 1 to ``n - 1``, each started when the one before has been read."""
-        for index in range(1, self.n):
-            yield await self._watch.watching(self._pipeline.run(self._choice(index), self._context))
+    async def next(self) -> Answer | None:
+        """Choice 1, 2, … to ``n - 1`` in turn, each asked for when the one before has been read; ``None``
+        after the last (a coroutine, not an async generator: one choice, the usual, costs no generator)."""
+        if self._started == self.n:
+            return None
+        index, self._started = self._started, self._started + 1
+        return await self._watch.watching(self._pipeline.run(self._choice(index), self._context))
 
 
 def total_usage(usages: list[Usage]) -> Usage:

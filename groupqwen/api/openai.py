@@ -206,7 +206,7 @@ async def _respond(
     answer = await choices.first()  # errors before the first token
     if not stream:
         completions = [await watch.watching(answer.collect())]
-        async for more in choices.rest():
+        while (more := await choices.next()) is not None:
             completions.append(await watch.watching(more.collect()))
         watch.stop()
         body = payload(answer, completions)
@@ -219,7 +219,7 @@ async def _respond(
         return Response(json_bytes(body), media_type="application/json", headers=headers)
     events = answer_frames(
         answer,
-        choices.rest(),
+        choices.next,
         frames(answer),
         choices=chat.n,
         logprobs=chat.logprobs,

@@ -11,7 +11,7 @@ finishing frame, the usage and the end of the body in one write.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 
@@ -138,7 +138,7 @@ class EventStream(StreamingResponse):
 
 async def answer_frames(
     answer: Answer,
-    more: AsyncGenerator[Answer, None],
+    more: Callable[[], Awaitable[Answer | None]],
     writer: ChunkFrames,
     *,
     choices: int,
@@ -146,7 +146,7 @@ async def answer_frames(
     include_usage: bool,
     finish: Callable[[BaseException | None], object],
 ) -> AsyncIterator[bytes]:
-    """``answer`` (choice 0), then each answer of ``more`` (choices 1 to ``choices - 1``: ``n > 1``), as SSE
+    """``answer`` (choice 0), then each one ``more`` starts (choices 1 to ``choices - 1``: ``n > 1``), as SSE
     frames, then the usage of all (``include_usage``) and ``[DONE]``: the last choice's finishing frame, the
     usage and ``[DONE]`` in one write. A failure after the first delta ends the stream with an error event
     (logged here); ``finish`` gets what ended the stream once: ``None``, that failure, or the client's going
@@ -178,7 +178,7 @@ async def answer_frames(
                         if delta.finish_reason is None or index < choices - 1:
                             yield end
                             end = b""
-                current, index = await anext(more, None), index + 1
+                current, index = await more(), index + 1
             if usages:
                 total = total_usage(usages)
                 timing.used(total)
@@ -193,8 +193,6 @@ async def answer_frames(
             _log.exception("stream failed", error=type(exc).__name__)
             unexpected = GroupQwenError("The stream failed; the request id identifies it in the logs")
             end += lead + sse(error_body(unexpected))
-        finally:
-            await more.aclose()
         yield end + DONE
     except BaseException as exc:
         failure = exc

@@ -118,8 +118,8 @@ class Response:
     async def read(self) -> bytes:
         """The rest of the body."""
         pieces = []
-        while piece := await self.readany():
-            pieces.append(piece)
+        while not self.at_eof():  # a body that has arrived whole: one read, no wait for its end
+            pieces.append(await self.readany())
         return b"".join(pieces)
 
     def release(self) -> None:

@@ -161,7 +161,8 @@ class OpenAIHTTPBackend:
 
     def _new_client(self) -> HTTPClient:
         """The client enforces the TCP connect's timeout; ``_attempt`` the wait for a free connection and
-        the first-token, idle and whole-answer deadlines, ``_check`` the health check's."""
+        the first-token and whole-answer deadlines, ``_events`` the idle one, ``_check`` the health
+        check's."""
         connections = self.spec.max_parallel + len(self._replicas)  # the requests + a health check each
         headers = {"User-Agent": "groupqwen"}
         if self.spec.api_key:
@@ -228,6 +229,8 @@ class OpenAIHTTPBackend:
         if client is None or client.closed or self._health is None:
             raise BackendError(f"model {self.model_id!r} is not loaded")
         body = request_body(request, self.remote_model)
+        streamed = bool(body["stream"])
+        loop = asyncio.get_running_loop()
         tried: set[int] = set()
         failures: list[tuple[_Replica, _Retry]] = []
         faulted: list[_Replica] = []  # answered this request with a 500: ejected once another one serves it
@@ -235,14 +238,18 @@ class OpenAIHTTPBackend:
         while (replica := self._pick(tried, panic)) is not None:
             tried.add(replica.index)
             replica.outstanding += 1
+            parser = StreamParser(request.top_logprobs)
+            deadline = loop.time() + (self.first_token_timeout if streamed else self.answer_timeout)
             try:
-                async with aclosing(self._attempt(client, replica, body, request.top_logprobs)) as chunks:
+                answer = await self._attempt(client, replica, body, deadline, parser)
+                if isinstance(answer, list):  # a whole answer: its chunks at once, no reader of its own
+                    for chunk in answer:
+                        self._serving(replica, faulted, chunk)
+                        yield chunk
+                    return
+                async with aclosing(self._events(answer, parser, replica, deadline, streamed)) as chunks:
                     async for chunk in chunks:
-                        while faulted:  # this request can be served: their 500s were their own fault
-                            self._eject(faulted.pop(), "HTTP 500 to a request another replica answered")
-                        if chunk.finish_reason is not None:  # counted before the consumer may stop reading
-                            replica.served += 1
-                            replica.down = False  # it just served a request
+                        self._serving(replica, faulted, chunk)
                         yield chunk
                 return
             except BackendError as exc:
@@ -258,6 +265,14 @@ class OpenAIHTTPBackend:
                 replica.outstanding -= 1
         raise self._all_failed(failures)
 
+    def _serving(self, replica: _Replica, faulted: list[_Replica], chunk: Chunk) -> None:
+        """``replica`` serves this request (``chunk`` about to be yielded)."""
+        while faulted:  # this request can be served: their 500s were their own fault
+            self._eject(faulted.pop(), "HTTP 500 to a request another replica answered")
+        if chunk.finish_reason is not None:  # counted before the consumer may stop reading
+            replica.served += 1
+            replica.down = False  # it just served a request
+
     def _all_failed(self, failures: list[tuple[_Replica, _Retry]]) -> GroupQwenError:
         reasons = "; ".join(f"{replica.url}: {exc.reason}" for replica, exc in failures)
         answers = [exc.upstream for _, exc in failures if exc.upstream is not None]
@@ -267,68 +282,88 @@ class OpenAIHTTPBackend:
         return BackendError(f"model {self.model_id!r}: no replica could serve the request ({reasons})")
 
     async def _attempt(
-        self, client: HTTPClient, replica: _Replica, body: dict[str, Any], top_n: int
-    ) -> AsyncGenerator[Chunk, None]:
-        """One request to one replica, streamed or one JSON answer; a failure before the first token
-        raises ``_Retry``."""
-        loop = asyncio.get_running_loop()
+        self,
+        client: HTTPClient,
+        replica: _Replica,
+        body: dict[str, Any],
+        deadline: float,
+        parser: StreamParser,
+    ) -> Response | list[Chunk]:
+        """One request to one replica, before ``deadline``: a whole answer's chunks (``stream: false``; a
+        coroutine, not an async generator: nothing streams), or the response whose events ``_events``
+        reads (a server that streams whatever it is asked is read as a stream). A failure raises
+        ``_Retry``."""
         streamed = bool(body["stream"])
-        deadline = loop.time() + (self.first_token_timeout if streamed else self.answer_timeout)
-        parser, started = StreamParser(top_n), False
         url = f"{replica.url}/completions" if "prompt" in body else f"{replica.url}/chat/completions"
+        headers = _STREAM_HEADERS if streamed else _JSON_HEADERS
         with map_backend_errors(self.model_id):
             try:
-                response: Response | None = None
-                try:  # the response released, or closed if not read to its end, however this ends
-                    async with asyncio.timeout_at(deadline):
-                        headers = _STREAM_HEADERS if streamed else _JSON_HEADERS
-                        response = await client.request("POST", url, body=orjson.dumps(body), headers=headers)
-                        # a server that streams whatever it is asked is read as a stream
-                        events = streamed or response.content_type == "text/event-stream"
-                        whole = await response.read() if response.status >= 400 or not events else b""
-                    if response.status >= 400:
-                        raise self._http_error(replica, response, whole)
-                    if not events:
-                        for chunk in parser.answer(whole):
-                            yield chunk
-                        return
-                    splitter, piece, held = SseSplitter(), b"-", list[Chunk]()
-                    while piece:  # to the end of the body, so that the connection can be reused
-                        try:  # what has arrived (a burst, the body's end) is taken without a timer
-                            piece = response.read_nowait()
-                            if not piece and not response.at_eof():
-                                when = loop.time() + self.idle_timeout if started else deadline
-                                async with asyncio.timeout_at(when):  # one timer per wait, not per event
-                                    piece = await response.readany()
-                        except (TimeoutError, HTTPClientError):
-                            if parser.done:
-                                break
-                            raise
-                        chunks = parser.read(splitter.feed(piece) if piece else splitter.end())
-                        if parser.done:  # [DONE] read: what came with it goes out with the end
-                            held += chunks
-                            continue
-                        for chunk in chunks:
-                            started = True
-                            yield chunk
-                    last = held.pop() if held else None
-                    for chunk in (*held, *parser.finish(last)):
-                        yield chunk
-                finally:
-                    if response is not None:
+                async with asyncio.timeout_at(deadline):
+                    response = await client.request("POST", url, body=orjson.dumps(body), headers=headers)
+                    if response.status < 400 and (streamed or response.content_type == "text/event-stream"):
+                        return response  # released by ``_events``
+                    try:
+                        whole = await response.read()
+                    finally:
                         response.release()
+                if response.status >= 400:
+                    raise self._http_error(replica, response, whole)
+                return parser.answer(whole)
+            except StreamIncomplete as exc:
+                raise _Retry(str(exc)) from exc
+            except (HTTPClientError, TimeoutError) as exc:
+                raise self._lost(replica, exc, False, streamed) from exc
+
+    async def _events(
+        self, response: Response, parser: StreamParser, replica: _Replica, deadline: float, streamed: bool
+    ) -> AsyncGenerator[Chunk, None]:
+        """A streamed answer's chunks, its first before ``deadline``, then none more than ``idle_timeout``
+        apart; a failure before the first raises ``_Retry``. The response released, or closed if not read
+        to its end, however this ends."""
+        loop = asyncio.get_running_loop()
+        splitter, piece, held, started = SseSplitter(), b"-", list[Chunk](), False
+        with map_backend_errors(self.model_id):
+            try:
+                while piece:  # to the end of the body, so that the connection can be reused
+                    try:  # what has arrived (a burst, the body's end) is taken without a timer
+                        piece = response.read_nowait()
+                        if not piece and not response.at_eof():
+                            when = loop.time() + self.idle_timeout if started else deadline
+                            async with asyncio.timeout_at(when):  # one timer per wait, not per event
+                                piece = await response.readany()
+                    except (TimeoutError, HTTPClientError):
+                        if parser.done:
+                            break
+                        raise
+                    chunks = parser.read(splitter.feed(piece) if piece else splitter.end())
+                    if parser.done:  # [DONE] read: what came with it goes out with the end
+                        held += chunks
+                        continue
+                    for chunk in chunks:
+                        started = True
+                        yield chunk
+                last = held.pop() if held else None
+                for chunk in (*held, *parser.finish(last)):
+                    yield chunk
             except StreamIncomplete as exc:
                 if started:
                     raise BackendError(f"model {self.model_id!r}: {replica.url}: {exc}") from exc
                 raise _Retry(str(exc)) from exc
             except (HTTPClientError, TimeoutError) as exc:
-                reason = _describe(exc, started, self.first_token_timeout, self.idle_timeout)
-                if not streamed and isinstance(exc, TimeoutError):
-                    reason = f"no answer within {self.answer_timeout:g} s"
-                self._eject(replica, reason)
-                if started:
-                    raise BackendError(f"model {self.model_id!r}: {replica.url}: {reason}") from exc
-                raise _Retry(reason) from exc
+                raise self._lost(replica, exc, started, streamed) from exc
+            finally:
+                response.release()
+
+    def _lost(self, replica: _Replica, exc: BaseException, started: bool, streamed: bool) -> BackendError:
+        """A connection lost or a deadline passed: the replica is ejected, and before the first token
+        another one is tried (``_Retry``)."""
+        reason = _describe(exc, started, self.first_token_timeout, self.idle_timeout)
+        if not streamed and isinstance(exc, TimeoutError):
+            reason = f"no answer within {self.answer_timeout:g} s"
+        self._eject(replica, reason)
+        if started:
+            return BackendError(f"model {self.model_id!r}: {replica.url}: {reason}")
+        return _Retry(reason)
 
     def _http_error(self, replica: _Replica, response: Response, body: bytes) -> GroupQwenError:
         """The server's error as the client should see it: passed through (``UpstreamError``; 429 and 5xx

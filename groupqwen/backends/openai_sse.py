@@ -98,15 +98,12 @@ class StreamParser:
 
     def _whole(self, answer: dict[str, Any]) -> Piece | None:
         choices = answer.get("choices")
-        if choices and "message" in choices[0]:
-            choice = {k: v for k, v in choices[0].items() if k != "message"}
-            message = dict(choices[0]["message"] or {})
-            if calls := message.get("tool_calls"):
-                message["tool_calls"] = [{**call, "index": i} for i, call in enumerate(calls)]
-            answer = {**answer, "choices": [{**choice, "delta": message}]}
+        if choices and "message" in choices[0]:  # read in place, not copied into an event's shape
+            return self._event(answer, "message")
         return self._event(answer)
 
-    def _event(self, event: dict[str, Any]) -> Piece | None:
+    def _event(self, event: dict[str, Any], key: str = "delta") -> Piece | None:
+        """An event's piece; ``key``: where its choice's text is (a whole answer's is its ``message``)."""
         if "error" in event or event.get("object") == "error":
             raise StreamIncomplete(f"error event: {message_of(event)[:MAX_MESSAGE]}")
         if isinstance(usage := event.get("usage"), dict):
@@ -117,7 +114,7 @@ class StreamParser:
         if "text" in choice:  # a text completion
             return self._text(choice)
         text = ""
-        delta = choice.get("delta") or {}
+        delta = choice.get(key) or {}
         if reasoning := delta.get("reasoning_content") or delta.get("reasoning"):
             text += reasoning if self.reasoning else "<think>" + reasoning
             self.reasoning = True
@@ -127,6 +124,8 @@ class StreamParser:
         entries = (choice.get("logprobs") or {}).get("content")
         logprobs = tuple(map(self._logprob, entries)) if entries else ()
         pieces = delta.get("tool_calls")
+        if pieces and key == "message":  # a whole answer's calls, numbered as a stream's are
+            pieces = [{**call, "index": i} for i, call in enumerate(pieces)]
         calls = tuple(map(self._call_piece, pieces)) if pieces else ()
         self.tokens += len(logprobs) or (1 if text or calls else 0)
         if reason := choice.get("finish_reason"):

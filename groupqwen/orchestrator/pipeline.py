@@ -116,9 +116,9 @@ class Pipeline:
     async def run(self, request: ChatRequest, context: RequestContext) -> Answer:
         """Answer ``request``: returns once the answer's first delta exists (see the module's docstring)."""
         decision = self._decide(request)
-        steps = [s.model for s in decision.steps] or [decision.model]
         cached = await self._lookup_exact(request, decision, context)
-        if not self._replayed_as_is(request, decision, cached):  # else no image is fetched or decoded
+        if request.images and not self._replayed_as_is(request, decision, cached):  # else none to prepare
+            steps = [s.model for s in decision.steps] or [decision.model]
             request = await vision.prepare(request, [self._catalog[m] for m in steps], self._images)
         timing.decided(decision)
         _log.info("chat completion", model=decision.model, route=decision.route, stream=context.stream)
