@@ -54,8 +54,8 @@ async def _completions(request: Request, services: Services, trace: Trace) -> Re
         chat,
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        payload=lambda answer, completions: completion_json(
-            completion_id, answer.decision, completions, chat.logprobs, echo
+        payload=lambda answer, completions, usage: completion_json(
+            completion_id, answer.decision, completions, usage, chat.logprobs, echo
         ),
         frames=lambda answer: TextChunkWriter(completion_id, answer.decision.model, echo),
     )

@@ -30,7 +30,7 @@ from groupqwen.api.streaming import ChunkFrames, Disconnect, EventStream, answer
 from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
-from groupqwen.messages import ChatRequest, Completion, Decision
+from groupqwen.messages import ChatRequest, Completion, Decision, Usage
 from groupqwen.orchestrator.answer import Answer, RequestContext
 from groupqwen.telemetry import timing
 from groupqwen.telemetry.timing import Trace
@@ -140,8 +140,8 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
         chat,
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        payload=lambda answer, completions: completion_json(
-            completion_id, answer.decision, completions, chat.logprobs
+        payload=lambda answer, completions, usage: completion_json(
+            completion_id, answer.decision, completions, usage, chat.logprobs
         ),
         frames=lambda answer: ChunkWriter(completion_id, answer.decision.model),
     )
@@ -155,14 +155,14 @@ async def respond(
     *,
     stream: bool,
     include_usage: bool,
-    payload: Callable[[Answer, list[Completion]], dict[str, Any]],
+    payload: Callable[[Answer, list[Completion], Usage], dict[str, Any]],
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
-    """Run ``chat`` and answer with JSON (``payload``'s object for its choices, plus the ``groupqwen``
-    decision) or SSE (``frames``' chunks): what chat and text completions share. ``chat.n`` choices are run
-    one after another (``choices.py``). The rate limits admit it first (a 429 before any work) and are
-    settled with the tokens used when the answer ends; the trace learns the tenant and the mode; errors
-    before the first token raise from here."""
+    """Run ``chat`` and answer with JSON (``payload``'s object for its choices and their total usage, plus
+    the ``groupqwen`` decision) or SSE (``frames``' chunks): what chat and text completions share.
+    ``chat.n`` choices are run one after another (``choices.py``). The rate limits admit it first (a 429
+    before any work) and are settled with the tokens used when the answer ends; the trace learns the
+    tenant and the mode; errors before the first token raise from here."""
     auth.check_model(request, chat.model)
     admission = await services.limiter.admit(auth.principal_of(request), estimate_tokens(chat))
     try:
@@ -191,7 +191,7 @@ async def _respond(
     admission: Admission,
     stream: bool,
     include_usage: bool,
-    payload: Callable[[Answer, list[Completion]], dict[str, Any]],
+    payload: Callable[[Answer, list[Completion], Usage], dict[str, Any]],
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
     trace.tenant = auth.trace_tenant(request, chat.user)
@@ -209,11 +209,12 @@ async def _respond(
         async for more in choices.rest():
             completions.append(await watch.watching(more.collect()))
         watch.stop()
-        body = payload(answer, completions)
+        usage = total_usage([c.usage for c in completions])
+        body = payload(answer, completions, usage)
         body["groupqwen"] = decision_json(
             answer.decision, answer.cache, boxes=answer.boxes, translation=answer.translation
         )
-        timing.used(total_usage([c.usage for c in completions]))
+        timing.used(usage)
         finish_answer(services, trace, admission, None)
         headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}
         return Response(json_bytes(body), media_type="application/json", headers=headers)
