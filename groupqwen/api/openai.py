@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from groupqwen.access.limits import Admission, estimate_tokens
 from groupqwen.api import auth
-from groupqwen.api.body import json_object
+from groupqwen.api.body import json_object, read
 from groupqwen.api.chat import parse_chat
 from groupqwen.api.choices import Choices, total_usage
 from groupqwen.api.errors import from_validation_error
@@ -44,7 +44,7 @@ def _services(request: Request) -> Services:
 
 
 async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
-    return parse_chat(json_object(await request.body()), settings)
+    return parse_chat(json_object(await read(request)), settings)
 
 
 def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:
@@ -288,7 +288,7 @@ async def create_embeddings(request: Request) -> Response:
     OpenAI client, and another gateway's ``cache.embedder.kind: openai``, can use them."""
     services = _services(request)
     try:
-        body = EmbeddingRequest.model_validate(json_object(await request.body()))
+        body = EmbeddingRequest.model_validate(json_object(await read(request)))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     texts = embedding_texts(body)
