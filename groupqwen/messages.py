@@ -139,6 +139,8 @@ class Message:
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
+        if not self.parts:  # a turn of text alone (a request's images are asked for a few times a request)
+            return ()
         return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
 
