@@ -26,7 +26,7 @@ from groupqwen.api.schemas.chat_output import ChunkWriter, completion_json, deci
 from groupqwen.api.schemas.embeddings import EmbeddingRequest, embedding_texts, embeddings_json
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
-from groupqwen.api.streaming import ChunkFrames, Disconnect, EventStream, JsonAnswer, answer_frames
+from groupqwen.api.streaming import ChunkFrames, Disconnect, EventStream, answer_frames, json_bytes
 from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
@@ -217,7 +217,7 @@ async def _respond(
         timing.used(usage)
         finish_answer(services, trace, admission, None)
         headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}
-        return JsonAnswer(body, headers)
+        return Response(json_bytes(body), media_type="application/json", headers=headers)
     events = answer_frames(
         answer,
         choices.rest(),
@@ -300,7 +300,7 @@ async def create_embeddings(request: Request) -> Response:
     finally:
         admission.settle(used)
     # serialised here: FastAPI's encoder walks every float first, a third of a millisecond per vector
-    return JsonAnswer(body_json, admission.headers)
+    return Response(json_bytes(body_json), media_type="application/json", headers=admission.headers)
 
 
 async def _embed(services: Services, body: EmbeddingRequest, texts: list[str]) -> dict[str, Any]:

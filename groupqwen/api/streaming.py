@@ -11,12 +11,12 @@ finishing frame, the usage and the end of the body in one write.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from groupqwen import log
@@ -53,25 +53,6 @@ def json_bytes(body: dict[str, Any]) -> bytes:
     numpy's numbers (a similarity or a confidence ``round``ed by numpy stays numpy's) as the numbers they
     are."""
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-class JsonAnswer(Response):
-    """A JSON answer: ``json_bytes``' body and ``headers`` (their names lower-case, as ASGI has them), the
-    same raw headers as Starlette's ``Response`` with ``media_type="application/json"`` makes, in one pass:
-    its ``init_headers`` lower-cases and encodes each, then looks for a content-length and a content-type
-    among them."""
-
-    media_type = "application/json"
-
-    def __init__(self, body: dict[str, Any], headers: Mapping[str, str]) -> None:
-        super().__init__(json_bytes(body), headers=headers)
-
-    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-        self.raw_headers += (
-            (b"content-length", b"%d" % len(self.body)),
-            (b"content-type", b"application/json"),
-        )
 
 
 def sse(payload: dict[str, Any]) -> bytes:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
-from groupqwen.api.streaming import JsonAnswer, json_bytes, sse
+from groupqwen.api.streaming import json_bytes, sse
 
 
 def test_a_body_reads_back_as_jsonresponse_wrote_it() -> None:
@@ -49,13 +49,3 @@ def test_a_non_finite_number_is_null_in_a_body_and_in_an_event() -> None:
 
 def _refuse(name: str) -> None:
     raise AssertionError(f"not JSON: {name}")
-
-
-def test_a_json_answer_has_the_body_and_raw_headers_of_starlettes_response() -> None:
-    body = {"id": "chatcmpl-1", "choices": [{"message": {"content": "naïve 雪"}}]}
-    headers = {"x-groupqwen-model": "tier-0", "x-groupqwen-route": "auto", "x-ratelimit-limit-requests": "60"}
-    ours = JsonAnswer(body, headers)
-    theirs = Response(json_bytes(body), media_type="application/json", headers=headers)
-    assert (ours.status_code, ours.body, ours.raw_headers) == (200, theirs.body, theirs.raw_headers)
-    bare = Response(json_bytes(body), media_type="application/json")
-    assert JsonAnswer(body, {}).raw_headers == bare.raw_headers
