@@ -1,17 +1,28 @@
-"""Internal, wire-independent values that flow between the layers. All frozen."""
+"""Internal, wire-independent values that flow between the layers. All immutable (``value``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, dataclass_transform
 
 from groupqwen.catalog import ModelSpec
 
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls"]
 
+_T = TypeVar("_T")
 
-@dataclass(frozen=True)
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+def value(cls: type[_T]) -> type[_T]:
+    """An internal value: a dataclass that mypy holds frozen (assigning a field is an error) and that
+    hashes and compares by its fields as a frozen one does. Not frozen at run time: a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__``, three times the cost of a plain one, and
+    a request makes about fifteen of these (docs/benchmarks.md)."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
+
+@value
 class ImagePart:
     """An image in a user message, as OpenAI's ``image_url`` part carries it: an ``http(s)`` URL or a
     ``data:image/…;base64,`` URL (validated by the API), and the client's ``detail`` if it sent one."""
@@ -20,7 +31,7 @@ class ImagePart:
     detail: Literal["auto", "low", "high"] | None = None
 
 
-@dataclass(frozen=True)
+@value
 class PreparedImage:
     """An image decoded and resized for a vision model (``modalities/preprocess.py``): ``rgb`` holds
     ``width`` × ``height`` × 3 bytes of pixels (empty where only the sizes are known: an image a remote
@@ -33,7 +44,7 @@ class PreparedImage:
     original_height: int
 
 
-@dataclass(frozen=True)
+@value
 class Box:
     """A region a vision model pointed at, in pixels of the image sent (``modalities/boxes.py``)."""
 
@@ -44,7 +55,7 @@ class Box:
     y2: float
 
 
-@dataclass(frozen=True)
+@value
 class ToolCall:
     """A function call the model made: ``arguments`` is JSON text (an object), as OpenAI's wire carries it."""
 
@@ -61,7 +72,7 @@ class ToolCall:
         }
 
 
-@dataclass(frozen=True)
+@value
 class ToolCallDelta:
     """A piece of a streamed tool call, in OpenAI's shape: the first piece of call ``index`` has its ``id``
     and ``name``, the following ones only more ``arguments`` text."""
@@ -72,7 +83,7 @@ class ToolCallDelta:
     arguments: str = ""
 
 
-@dataclass(frozen=True)
+@value
 class Tool:
     """A function the model may call; ``parameters`` is its JSON schema (``None``: no parameters)."""
 
@@ -96,7 +107,7 @@ class Tool:
 ToolChoice = Literal["auto", "none", "required", "named"]
 
 
-@dataclass(frozen=True)
+@value
 class Tools:
     """The tools of a request and how the model may use them: ``choice`` ``auto`` (call or answer),
     ``none`` (answer in text), ``required`` (call at least one), ``named`` (call ``name``); ``parallel``:
@@ -113,7 +124,7 @@ class Tools:
         return self.choice != "none"
 
 
-@dataclass(frozen=True)
+@value
 class Message:
     """One turn. ``content`` is its text; a turn with images also has ``parts``: its text parts (``str``)
     and images in the client's order, and ``content`` is then those text parts joined by newlines. An
@@ -128,10 +139,12 @@ class Message:
 
     @property
     def images(self) -> tuple[ImagePart, ...]:
+        if not self.parts:  # a turn of text alone (a request's images are asked for a few times a request)
+            return ()
         return tuple(p for p in self.parts if isinstance(p, ImagePart))
 
 
-@dataclass(frozen=True)
+@value
 class ResponseFormat:
     """``json_object`` (any JSON) or ``json_schema`` (``schema`` constrains it); enforced by a grammar."""
 
@@ -142,7 +155,7 @@ class ResponseFormat:
 DEFAULT_TEMPERATURE = 0.7  # a request that sets none, on a model run in-process (and for the cache's policy)
 
 
-@dataclass(frozen=True)
+@value
 class Sampling:
     """How to sample; ``temperature`` and ``top_p`` ``None`` where the client set none: the model's default
     (``DEFAULT_TEMPERATURE`` and 1.0 for a model run here; a model's server applies its own)."""
@@ -166,7 +179,7 @@ class Sampling:
         return 1.0 if self.top_p is None else self.top_p
 
 
-@dataclass(frozen=True)
+@value
 class Term:
     """A pair of Qwen-MT's ``terms`` (a term and how to translate it) or ``tm_list`` (a translation memory
     entry: a sentence and its translation)."""
@@ -175,7 +188,7 @@ class Term:
     target: str
 
 
-@dataclass(frozen=True)
+@value
 class TranslationOptions:
     """Qwen-MT's ``translation_options``, validated: ``source`` and ``target`` are languages by their
     English names as Qwen-MT spells them (``source`` may be ``auto``), ``memory`` is ``tm_list``."""
@@ -198,7 +211,7 @@ class TranslationOptions:
         return out
 
 
-@dataclass(frozen=True)
+@value
 class TranslationReport:
     """How a translation went (in-process translation only): the language read for ``auto``, the pieces
     of prose translated, retried (a first answer lost a protected span, a term or the layout), translated
@@ -216,7 +229,7 @@ class TranslationReport:
     terms_held_by: tuple[tuple[str, int], ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class ChatRequest:
     """One chat completion as the orchestrator sees it (already validated)."""
 
@@ -242,7 +255,7 @@ class ChatRequest:
         return tuple(image for m in self.messages for image in m.images)
 
 
-@dataclass(frozen=True)
+@value
 class GenerationRequest:
     """What a backend is asked to do: a resolved model, a prompt as messages, and how to sample."""
 
@@ -259,14 +272,14 @@ class GenerationRequest:
     stream: bool = True  # False: the client reads the whole answer at once (a server may send one JSON)
 
 
-@dataclass(frozen=True)
+@value
 class TopLogprob:
     token: str
     logprob: float
     bytes: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@value
 class TokenLogprob:
     """The log-probability of one generated token, with the ``top`` alternatives when asked for."""
 
@@ -276,7 +289,7 @@ class TokenLogprob:
     top: tuple[TopLogprob, ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class Usage:
     prompt_tokens: int
     completion_tokens: int
@@ -286,7 +299,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True)
+@value
 class Chunk:
     """A piece of a backend's output. The last chunk has ``finish_reason`` and ``usage`` set.
 
@@ -302,7 +315,7 @@ class Chunk:
     tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class Delta:
     """A piece of the answer as the client sees it: thinking split from content."""
 
@@ -314,7 +327,7 @@ class Delta:
     tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class CascadeStep:
     """A model the cascade may answer with; it escalates past it while confidence is below ``bar``."""
 
@@ -323,7 +336,7 @@ class CascadeStep:
     thinking: bool
 
 
-@dataclass(frozen=True)
+@value
 class Decision:
     """What the orchestrator decided for a request, reported in headers and telemetry."""
 
@@ -337,7 +350,7 @@ class Decision:
     abandoned_tokens: int = 0  # generated by the tiers the cascade left (aborted early or escalated)
 
 
-@dataclass(frozen=True)
+@value
 class Completion:
     content: str
     reasoning: str
@@ -347,7 +360,7 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-@dataclass(frozen=True)
+@value
 class ReplicaState:
     """One server behind a backend (``Backend.replicas``). ``served``: streams finished there;
     ``failures``: attempts that failed there; ``ejected_for``: seconds left of a passive ejection."""
@@ -364,7 +377,7 @@ class ReplicaState:
 ModelStatus = Literal["unloaded", "loading", "loaded", "failed"]
 
 
-@dataclass(frozen=True)
+@value
 class ModelState:
     """A snapshot of one model in the pool, for ``/v1/models`` and the CLI. ``replicas``: what its
     backend reports of its servers while loaded (``Backend.replicas``); () when unloaded or in-process."""

@@ -1,5 +1,5 @@
 """``Principal``: who a request acts for, as the gateway settles it before any work (the API key's record,
-or ``ANONYMOUS`` when ``auth: off``). Routes read it from ``request.state.principal``; the rate limiter, the
+or ``ANONYMOUS`` when ``auth: off``). Routes read it with ``api.auth.principal_of``; the rate limiter, the
 cache's tenant, metrics and datasets are scoped by it."""
 
 from __future__ import annotations

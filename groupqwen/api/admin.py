@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from groupqwen.api import auth
-from groupqwen.api.body import json_object
+from groupqwen.api.body import json_object, read
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import SSE, Model, body, errors
 from groupqwen.api.schemas.models import model_json
@@ -179,7 +179,7 @@ async def cache_feedback(request: Request) -> dict[str, Any]:
     """The hit's entry raises its own bar (docs/cache.md, per-entry bars); an unknown id is a 404, a cache
     store that does not answer a 503."""
     try:
-        body = CacheFeedback.model_validate(json_object(await request.body()))
+        body = CacheFeedback.model_validate(json_object(await read(request)))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     cache = _services(request).cache
@@ -205,7 +205,7 @@ async def cache_stats(request: Request) -> dict[str, Any]:
 async def cache_invalidate(request: Request) -> dict[str, Any]:
     """Remove the cached answers of one model, older than `older_than_s`, or whose question matches
     `pattern` (a glob); at least one is required."""
-    raw = await request.body()
+    raw = await read(request)
     try:
         body = CacheInvalidation.model_validate(json_object(raw or b"{}"))
     except ValidationError as exc:

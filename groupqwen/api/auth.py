@@ -1,5 +1,5 @@
 """Who may call which route: the principal is settled once per request (``authorize``, a dependency of the
-whole app) and put on ``request.state.principal``; ``RULES`` names what each route needs.
+whole app) and kept in the request's scope (``principal_of`` reads it); ``RULES`` names what each route needs.
 
 ``RULES`` maps every route (method, or ``WEBSOCKET`` for a WebSocket route, and path as FastAPI writes it)
 to ``"public"`` (no key: health probes), ``"key"`` (any valid key: listing models), a scope, or
@@ -35,6 +35,7 @@ from groupqwen.telemetry import timing
 
 Rule = Scope | Literal["public", "key", "operator"]
 _HEADERS = "groupqwen.headers"  # the scope's key for ``headers``
+_PRINCIPAL = "groupqwen.principal"  # the scope's key for the settled principal (``principal_of``)
 WEBSOCKET = "WEBSOCKET"  # RULES' method for a WebSocket route: ("WEBSOCKET", "/v1/ws")
 _audit = log.get("groupqwen.audit")
 
@@ -122,11 +123,11 @@ def deny(
 
 
 async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Principal:
-    """The principal of an HTTP request or a WebSocket upgrade (the same headers), allowed ``rule``; put on
-    ``connection.state.principal``. Raises (and audits) ``AuthenticationFailed`` or ``PermissionDenied``."""
+    """The principal of an HTTP request or a WebSocket upgrade (the same headers), allowed ``rule``; kept in
+    its scope for ``principal_of``. Raises (and audits) ``AuthenticationFailed`` or ``PermissionDenied``."""
     authenticator = _authenticator(connection)
     if rule == "public" and authenticator.enabled:
-        connection.state.principal = NOBODY
+        connection.scope[_PRINCIPAL] = NOBODY
         return NOBODY
     header = headers(connection).get("authorization")
     try:
@@ -135,7 +136,7 @@ async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Princip
         if exc.status_code == 401:
             raise deny(exc, action, key_id=key_id_of((header or "").partition(" ")[2].strip())) from None
         raise
-    connection.state.principal = principal
+    connection.scope[_PRINCIPAL] = principal
     scope = _scope_of(rule)
     if scope is not None and not principal.allows(scope):
         raise deny(
@@ -189,7 +190,9 @@ async def authorize(connection: HTTPConnection) -> None:
 
 
 def principal_of(connection: HTTPConnection) -> Principal:
-    principal: Principal = connection.state.principal
+    """The principal ``settle`` found (in the scope itself: Starlette's ``request.state`` is a property
+    and an object's ``__getattr__`` in Python, five reads a request)."""
+    principal: Principal = connection.scope[_PRINCIPAL]
     return principal
 
 

@@ -1,4 +1,5 @@
-"""Request bodies parsed as JSON, once, at the edge: every route that reads a JSON body parses it here.
+"""Request bodies read (``read``) and parsed as JSON, once, at the edge: every route that reads a JSON body
+parses it here.
 
 Python's ``json`` accepts two things no layer behind the edge can use, so they are refused here with a
 400 that names the field (``messages[0].content``), never left to fail deep inside as a 500:
@@ -21,6 +22,7 @@ import re
 from typing import Any
 
 import numpy as np
+from starlette.requests import ClientDisconnect, Request
 
 from groupqwen.errors import InvalidRequest
 
@@ -159,3 +161,18 @@ def json_object(raw: bytes, what: str = "The request body") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRequest(f"{what} must be a JSON object")
     return data
+
+
+async def read(request: Request) -> bytes:
+    """``request``'s body, as Starlette's ``Request.body`` reads it (``ClientDisconnect`` when the client
+    goes first), from its ``receive`` directly: ``Request.stream`` is an async generator, closed by an
+    ``aclosing`` and started through the event loop's hooks, for a body that nearly always comes whole in
+    one message. Read it once: the body is not kept on ``request``."""
+    chunks: list[bytes] = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)

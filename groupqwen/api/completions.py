@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from groupqwen.api.body import json_object
+from groupqwen.api.body import json_object, read
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openai import respond, traced
 from groupqwen.api.openapi import SSE, body, errors
@@ -40,7 +40,7 @@ async def completions(request: Request) -> Response:
 
 async def _completions(request: Request, services: Services, trace: Trace) -> Response:
     try:
-        body = CompletionRequest.model_validate(json_object(await request.body()))
+        body = CompletionRequest.model_validate(json_object(await read(request)))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     chat = to_chat_request(body, services.settings.max_stop_sequences)
@@ -54,8 +54,8 @@ async def _completions(request: Request, services: Services, trace: Trace) -> Re
         chat,
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        payload=lambda answer, completions: completion_json(
-            completion_id, answer.decision, completions, chat.logprobs, echo
+        payload=lambda answer, completions, usage: completion_json(
+            completion_id, answer.decision, completions, usage, chat.logprobs, echo
         ),
         frames=lambda answer: TextChunkWriter(completion_id, answer.decision.model, echo),
     )

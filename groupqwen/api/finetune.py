@@ -23,7 +23,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from groupqwen.api import auth
-from groupqwen.api.body import json_object
+from groupqwen.api.body import json_object, read
 from groupqwen.api.openapi import body, errors
 from groupqwen.api.services import Services
 from groupqwen.catalog import check_suffix
@@ -191,7 +191,7 @@ async def create_job(request: Request) -> dict[str, Any]:
     as `ft:<model>:<suffix>:<id>`. `/v1/finetune/start` is the same call."""
     services, jobs = _jobs(request)
     try:
-        body = JobRequest(**json_object(await request.body()))
+        body = JobRequest(**json_object(await read(request)))
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from groupqwen.access.limits import Admission, estimate_tokens
 from groupqwen.api import auth
-from groupqwen.api.body import json_object
+from groupqwen.api.body import json_object, read
 from groupqwen.api.chat import parse_chat
 from groupqwen.api.choices import Choices, total_usage
 from groupqwen.api.errors import from_validation_error
@@ -30,7 +30,7 @@ from groupqwen.api.streaming import ChunkFrames, Disconnect, EventStream, answer
 from groupqwen.cache import Lookup
 from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
-from groupqwen.messages import ChatRequest, Completion, Decision
+from groupqwen.messages import ChatRequest, Completion, Decision, Usage
 from groupqwen.orchestrator.answer import Answer, RequestContext
 from groupqwen.telemetry import timing
 from groupqwen.telemetry.timing import Trace
@@ -44,7 +44,7 @@ def _services(request: Request) -> Services:
 
 
 async def _parse(request: Request, settings: Settings) -> tuple[ChatRequest, ChatCompletionRequest]:
-    return parse_chat(json_object(await request.body()), settings)
+    return parse_chat(json_object(await read(request)), settings)
 
 
 def decision_headers(decision: Decision, cached: Lookup | None = None) -> dict[str, str]:
@@ -140,8 +140,8 @@ async def _chat_completions(request: Request, services: Services, trace: Trace) 
         chat,
         stream=bool(body.stream),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        payload=lambda answer, completions: completion_json(
-            completion_id, answer.decision, completions, chat.logprobs
+        payload=lambda answer, completions, usage: completion_json(
+            completion_id, answer.decision, completions, usage, chat.logprobs
         ),
         frames=lambda answer: ChunkWriter(completion_id, answer.decision.model),
     )
@@ -155,14 +155,14 @@ async def respond(
     *,
     stream: bool,
     include_usage: bool,
-    payload: Callable[[Answer, list[Completion]], dict[str, Any]],
+    payload: Callable[[Answer, list[Completion], Usage], dict[str, Any]],
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
-    """Run ``chat`` and answer with JSON (``payload``'s object for its choices, plus the ``groupqwen``
-    decision) or SSE (``frames``' chunks): what chat and text completions share. ``chat.n`` choices are run
-    one after another (``choices.py``). The rate limits admit it first (a 429 before any work) and are
-    settled with the tokens used when the answer ends; the trace learns the tenant and the mode; errors
-    before the first token raise from here."""
+    """Run ``chat`` and answer with JSON (``payload``'s object for its choices and their total usage, plus
+    the ``groupqwen`` decision) or SSE (``frames``' chunks): what chat and text completions share.
+    ``chat.n`` choices are run one after another (``choices.py``). The rate limits admit it first (a 429
+    before any work) and are settled with the tokens used when the answer ends; the trace learns the
+    tenant and the mode; errors before the first token raise from here."""
     auth.check_model(request, chat.model)
     admission = await services.limiter.admit(auth.principal_of(request), estimate_tokens(chat))
     try:
@@ -191,7 +191,7 @@ async def _respond(
     admission: Admission,
     stream: bool,
     include_usage: bool,
-    payload: Callable[[Answer, list[Completion]], dict[str, Any]],
+    payload: Callable[[Answer, list[Completion], Usage], dict[str, Any]],
     frames: Callable[[Answer], ChunkFrames],
 ) -> Response:
     trace.tenant = auth.trace_tenant(request, chat.user)
@@ -209,11 +209,12 @@ async def _respond(
         while (more := await choices.next()) is not None:
             completions.append(await watch.watching(more.collect()))
         watch.stop()
-        body = payload(answer, completions)
+        usage = total_usage([c.usage for c in completions])
+        body = payload(answer, completions, usage)
         body["groupqwen"] = decision_json(
             answer.decision, answer.cache, boxes=answer.boxes, translation=answer.translation
         )
-        timing.used(total_usage([c.usage for c in completions]))
+        timing.used(usage)
         finish_answer(services, trace, admission, None)
         headers = {**decision_headers(answer.decision, answer.cache), **admission.headers}
         return Response(json_bytes(body), media_type="application/json", headers=headers)
@@ -287,7 +288,7 @@ async def create_embeddings(request: Request) -> Response:
     OpenAI client, and another gateway's ``cache.embedder.kind: openai``, can use them."""
     services = _services(request)
     try:
-        body = EmbeddingRequest.model_validate(json_object(await request.body()))
+        body = EmbeddingRequest.model_validate(json_object(await read(request)))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     texts = embedding_texts(body)

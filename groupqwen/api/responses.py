@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from groupqwen.access.limits import estimate_tokens
 from groupqwen.api import auth
-from groupqwen.api.body import json_object
+from groupqwen.api.body import json_object, read
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openai import cache_control, decision_headers, finish_answer, traced
 from groupqwen.api.openapi import SSE, body, errors
@@ -91,7 +91,7 @@ async def create_response(request: Request) -> Response:
 async def _create_response(request: Request, services: Services, trace: timing.Trace) -> Response:
     settings = services.settings
     try:
-        body = ResponsesRequest.model_validate(json_object(await request.body()))
+        body = ResponsesRequest.model_validate(json_object(await read(request)))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     owner = _owner(request)

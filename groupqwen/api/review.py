@@ -27,7 +27,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from groupqwen.api import auth
-from groupqwen.api.body import json_object, loads
+from groupqwen.api.body import json_object, loads, read
 from groupqwen.api.errors import from_validation_error
 from groupqwen.api.openapi import body, errors
 from groupqwen.config import Settings
@@ -185,7 +185,7 @@ async def decide(request: Request, name: str) -> dict[str, Any]:
     """Record a decision through the shared ReviewStore; the last decision about a conversation wins."""
     dataset = dataset_at(request, name)
     try:
-        body = DecisionBody.model_validate(json_object(await request.body() or b"{}"))
+        body = DecisionBody.model_validate(json_object(await read(request) or b"{}"))
     except ValidationError as exc:
         raise from_validation_error(exc) from None
     if body.verdict != "edit" and body.conversation is not None:
@@ -252,7 +252,7 @@ async def export(
 async def upload(request: Request, name: str) -> dict[str, Any]:
     """Create or replace the dataset's conversations from a curated JSONL body; decisions are kept."""
     dataset = dataset_at(request, name)
-    body = await request.body()  # RequestContextMiddleware caps its size (max_body_bytes → 413)
+    body = await read(request)  # RequestContextMiddleware caps its size (max_body_bytes → 413)
     conversations = await asyncio.to_thread(_parse_upload, body)
     async with dataset_lock(request, dataset):
         await _on_disk(_write_atomically, dataset.conversations, conversations)

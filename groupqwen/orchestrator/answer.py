@@ -19,13 +19,14 @@ from groupqwen.messages import (
     ToolCall,
     ToolCallDelta,
     TranslationReport,
+    value,
 )
 
 if TYPE_CHECKING:
     from groupqwen.cache import Lookup
 
 
-@dataclass(frozen=True)
+@value
 class RequestContext:
     """What the adapter knows besides the body."""
 

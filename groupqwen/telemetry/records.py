@@ -14,16 +14,17 @@ import operator
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import fields
 from typing import Any
 
 from groupqwen.errors import InvalidRequest
+from groupqwen.messages import value
 
 PERCENTILES = (50, 95, 99)
 CACHE_RESULTS = ("hit", "miss", "bypass")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RequestRecord:
     id: str  # unique per record (the primary key; makes retried batch writes idempotent)
     request_id: str
@@ -85,7 +86,7 @@ _NUMBER_BYTES = sys.getsizeof(2**20)
 _OWN_BYTES = 8 + sys.getsizeof(
     RequestRecord("", "", 0.0, "", "", "", False, 0, "", 0, None, None, None, 0.0, 0, 0, None)
 )
-if {*RequestRecord.__slots__} != {*_TEXT_FIELDS, *_NUMBER_FIELDS, "stream"}:
+if {f.name for f in fields(RequestRecord)} != {*_TEXT_FIELDS, *_NUMBER_FIELDS, "stream"}:
     raise RuntimeError("telemetry/records.py: size_bytes does not know every field of RequestRecord")
 
 

@@ -13,6 +13,7 @@ from the database being unreachable or broken, so the writer can set those recor
 from __future__ import annotations
 
 import operator
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -211,19 +212,31 @@ def storable_text(value: str, length: int | None = None) -> str:
 
 _NAMES = tuple(c.name for c in records_table.columns)
 _VALUES = operator.attrgetter(*_NAMES)
-# the text columns: their place in a row and their length (``None``: any)
+# the text columns: their place in a row and their length (any: ``sys.maxsize``)
 _TEXT = tuple(
-    (i, c.type.length) for i, c in enumerate(records_table.columns) if isinstance(c.type, sa.String)
+    (i, c.type.length or sys.maxsize)
+    for i, c in enumerate(records_table.columns)
+    if isinstance(c.type, sa.String)
 )
 
 
 def _row(record: RequestRecord) -> tuple[Any, ...]:
-    """``record``'s values in the columns' order, its text made storable."""
-    row = list(_VALUES(record))
+    """``record``'s values in the columns' order, its text made storable: as it is when every text is ASCII
+    without a NUL and fits its column (nearly every record: checked in C, without a call a column)."""
+    row = _VALUES(record)
     for i, length in _TEXT:
-        if isinstance(row[i], str):
-            row[i] = storable_text(row[i], length)
-    return tuple(row)
+        text = row[i]
+        if text is not None and not (text.isascii() and "\x00" not in text and len(text) <= length):
+            return _storable(row)
+    return row
+
+
+def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    out = list(row)
+    for i, length in _TEXT:
+        if isinstance(out[i], str):
+            out[i] = storable_text(out[i], length)
+    return tuple(out)
 
 
 class MemoryStore:

@@ -32,6 +32,7 @@ async def test_unencodable_text_is_written_escaped_and_blocks_nothing(store_url:
         1: "user:\ud800lone",  # a lone surrogate: not encodable as UTF-8
         2: "user:nul\x00byte",  # PostgreSQL text cannot hold NUL
         3: "user:" + "x" * 300,  # longer than the column
+        5: "user:José 日本",  # not ASCII, yet storable as it is
     }
     for i in range(6):
         writer.submit(record(i, tenant=odd.get(i, "user:alice")))
@@ -46,6 +47,7 @@ async def test_unencodable_text_is_written_escaped_and_blocks_nothing(store_url:
     assert stored["r0001"] == "user:\\ud800lone"
     assert stored["r0002"] == "user:nul\\x00byte"
     assert stored["r0003"] == ("user:" + "x" * 300)[: records_table.c.tenant.type.length]
+    assert stored["r0005"] == "user:José 日本"
     assert stored["r0000"] == stored["r0004"] == "user:alice"
 
 

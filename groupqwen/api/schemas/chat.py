@@ -200,18 +200,24 @@ def check_limits(chat: ChatRequest, settings: Settings, *, messages: str, max_to
     _tokens(chat.sampling.max_tokens, max_tokens, settings)
 
 
+def _refuse(extra: dict[str, Any]) -> None:
+    """The fields a request has beyond ``ChatCompletionRequest``'s: a 400 for a ``REFUSED`` one that is
+    set, the others logged as ignored."""
+    for name, why in REFUSED.items():
+        if extra.get(name) not in (None, [], "none"):
+            raise UnsupportedParameter(f"'{name}' is not supported: {why}", param=name)
+    ignored = sorted(name for name in extra if name not in REFUSED)
+    if ignored:
+        _log.info("ignoring unsupported fields", fields=",".join(ignored))
+
+
 def to_chat_request(body: ChatCompletionRequest, settings: Settings) -> ChatRequest:
     """Validate what pydantic cannot, and build the internal ``ChatRequest``: the request limits of
     ``settings`` (``max_messages``, ``max_text_chars``, ``max_output_tokens``, ``max_stop_sequences``,
     ``max_images``), and which image URLs may be forwarded (``settings.images``:
     ``api/schemas/images.py``)."""
-    extra = dict(body.model_extra or {})
-    for name, why in REFUSED.items():
-        if extra.get(name) not in (None, [], "none"):
-            raise UnsupportedParameter(f"'{name}' is not supported: {why}", param=name)
-        extra.pop(name, None)
-    if extra:
-        _log.info("ignoring unsupported fields", fields=",".join(sorted(extra)))
+    if body.model_extra:
+        _refuse(body.model_extra)
     if body.top_logprobs and not body.logprobs:
         raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
 

@@ -41,16 +41,10 @@ def usage_json(usage: Usage) -> dict[str, int]:
     }
 
 
-def choices_usage_json(completions: list[Completion]) -> dict[str, int]:
-    """The usage of an answer of several choices: the prompt once, every choice's completion tokens."""
-    prompt = completions[0].usage.prompt_tokens
-    return usage_json(Usage(prompt, sum(c.usage.completion_tokens for c in completions)))
-
-
 def completion_json(
-    completion_id: str, decision: Decision, completions: list[Completion], logprobs: bool
+    completion_id: str, decision: Decision, completions: list[Completion], usage: Usage, logprobs: bool
 ) -> dict[str, Any]:
-    """The ``chat.completion`` of ``completions`` (one per choice); usage adds theirs up (the prompt once)."""
+    """The ``chat.completion`` of ``completions`` (one per choice) and their ``usage`` (``total_usage``)."""
     choices = []
     for index, completion in enumerate(completions):
         message: dict[str, Any] = {"role": "assistant", "content": completion.content}
@@ -73,7 +67,7 @@ def completion_json(
         "created": int(time.time()),
         "model": decision.model,
         "choices": choices,
-        "usage": choices_usage_json(completions),
+        "usage": usage_json(usage),
     }
 
 

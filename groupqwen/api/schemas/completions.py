@@ -12,7 +12,7 @@ from pydantic import Field
 from groupqwen import log
 from groupqwen.api.schemas import Wire
 from groupqwen.api.schemas.chat import MAX_CHOICES, StreamOptions
-from groupqwen.api.schemas.chat_output import choices_usage_json, usage_json
+from groupqwen.api.schemas.chat_output import usage_json
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
 from groupqwen.messages import (
     ChatRequest,
@@ -140,9 +140,14 @@ def logprobs_json(items: tuple[TokenLogprob, ...], offset: int) -> dict[str, Any
 
 
 def completion_json(
-    completion_id: str, decision: Decision, completions: list[Completion], logprobs: bool, echo: str
+    completion_id: str,
+    decision: Decision,
+    completions: list[Completion],
+    usage: Usage,
+    logprobs: bool,
+    echo: str,
 ) -> dict[str, Any]:
-    """The ``text_completion`` of ``completions`` (one per choice); usage counts the prompt once."""
+    """The ``text_completion`` of ``completions`` (one per choice) and their ``usage`` (``total_usage``)."""
     choices = [
         {
             "index": index,
@@ -158,7 +163,7 @@ def completion_json(
         "created": int(time.time()),
         "model": decision.model,
         "choices": choices,
-        "usage": choices_usage_json(completions),
+        "usage": usage_json(usage),
     }
 
 
