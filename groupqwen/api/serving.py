@@ -90,7 +90,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._unguard_headers()
-        # the head lies within the reads since it began: measured only when they could hold more than the limit
+        # the head lies within the reads since it began: measured only when they could exceed the limit
         if (
             self._head_bytes + self._read_bytes > self.max_header_bytes
             and self._head_size() > self.max_header_bytes
