@@ -84,7 +84,9 @@ class Trace:
         self.abandoned_tokens = abandoned_tokens
 
     def used(self, prompt_tokens: int, completion_tokens: int) -> None:
-        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
+        """The tokens counted: an upstream's usage below zero (which the client still sees as sent) counts
+        as none, so that no counter of the metrics or sum of the records goes down."""
+        self.prompt_tokens, self.completion_tokens = max(prompt_tokens, 0), max(completion_tokens, 0)
 
     def failed(self, status: int, code: str | None) -> None:
         self.status, self.error = status, code

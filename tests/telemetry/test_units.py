@@ -84,6 +84,23 @@ def test_tenant_and_trace() -> None:
     )  # 10 tokens after the first in 2 s
 
 
+def test_an_upstreams_usage_below_zero_counts_as_none() -> None:
+    """An upstream's nonsense usage neither lowers a Prometheus counter (a reset, to Prometheus) nor the
+    records' sums."""
+    metrics = Metrics()
+    for used in ((5, 3), (-40, -2)):
+        trace = Trace("req", clock=10.0, wall=1000.0)
+        trace.used(*used)
+        metrics.observe(trace.record(now=11.0))
+    tokens = {
+        s.labels["kind"]: s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name == "groupqwen_tokens_total"
+    }
+    assert tokens == {"prompt": 5, "completion": 3}
+
+
 def test_a_cache_hit_has_no_decode_speed() -> None:
     """A hit replays a stored answer in one piece: 200 tokens a tenth of a millisecond after the first
     token is not a speed (it read as 2,000,000 tokens/s)."""
