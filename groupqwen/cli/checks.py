@@ -160,10 +160,10 @@ def worker_problems(settings: Settings) -> list[Problem]:
         Problem(
             "warning",
             "server.workers",
-            "each worker keeps its own recent request records (/v1/metrics and the live stream show the "
-            "worker that answers; the telemetry database has them all), stored responses "
-            "(previous_response_id) and WebSocket resumes: put a load balancer with sticky sessions in front "
-            "if clients rely on the latter two",
+            "each worker keeps its own recent request records and Prometheus counters (/v1/metrics, /metrics "
+            "and the live stream show the worker that answers; the telemetry database has them all), stored "
+            "responses (previous_response_id) and WebSocket resumes: put a load balancer with sticky "
+            "sessions in front if clients rely on the latter two",
         )
     )
     return problems
