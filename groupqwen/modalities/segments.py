@@ -52,7 +52,8 @@ _ICU = re.compile(r"\{\s*[\w.]+\s*,\s*(?:plural|select|selectordinal|number|date
 _PROTECTED = re.compile(
     "|".join(
         (
-            r"(?<!`)(?P<ticks>`+)(?!`)[\s\S]*?(?<!`)(?P=ticks)(?!`)",  # inline code: whole backtick runs
+            # inline code: whole backtick runs (an escaped backtick before the opening one is no part of it)
+            r"(?<!(?<!\\)`)(?P<ticks>`+)(?!`)[\s\S]*?(?<!`)(?P=ticks)(?!`)",
             r"<!--[\s\S]*?-->",  # HTML comment
             r"<(?:https?|ftp|mailto):[^<>\s]*>",  # autolink
             r"</?[A-Za-z][\w:-]*(?:\s[^<>]*)?/?>",  # HTML tag with its attributes
@@ -72,10 +73,13 @@ _PROTECTED = re.compile(
     )
 )
 _LETTER = re.compile(r"[^\W\d_]")
-# what would turn a translated line into another block: a heading, quote, list item, fence, break
-# (a line of "=" under a paragraph line makes it a heading)
+# what would turn a translated line into another block: at its start, a heading, quote, list item or
+# fence; as the whole line, a break, or a line of "=" or "-" (under a paragraph line: a heading) or of
+# "-", "|" and ":" (under one: a table's delimiter row)
+_LINE_ALONE = r"(?:[-_*][ \t]*){3,}|=+|[|: \t]*-[-|: \t]*"
+_ALONE = re.compile(_LINE_ALONE)
 _BLOCK_START = re.compile(
-    r"^(?:#{1,6}(?:\s|$)|>|[-*+](?:\s|$)|\d{1,9}[.)](?:\s|$)|```|~~~|[-_*]{3,}\s*$|=+\s*$)"
+    rf"^(?:#{{1,6}}(?:\s|$)|>|[-*+](?:\s|$)|\d{{1,9}}[.)](?:\s|$)|```|~~~|(?:{_LINE_ALONE})[ \t]*$)"
 )
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _LINE_END = re.compile(r"(?:[.!?;:,…。！？；：，]['\")»”’]?|\\)$")
@@ -238,11 +242,18 @@ def wrapped(piece: Piece, translation: str) -> str:
         if (translation[i] == " " if spaced else not translation[i].isspace())
         and not any(a < i < b or (a == i and not spaced) for a, b in spans)
     ]
-    total, done, out, start = sum(piece.widths), 0, [], 0
+    total, done, start = sum(piece.widths), 0, 0
+    out: list[str] = []
     for width, line_break in zip(piece.widths, piece.breaks, strict=False):
         done += width
         goal = len(translation) * done / total
-        fits = [c for c in cuts if c > start and not _BLOCK_START.match(translation[c:].lstrip())]
+        fits = [
+            c
+            for c in cuts
+            if c > start
+            and not _BLOCK_START.match(translation[c:].lstrip())  # the next line's start, or the last line
+            and not (out and _ALONE.fullmatch(translation[start:c].strip()))  # the line it ends (not a first)
+        ]
         if not fits:
             break
         cut = min(fits, key=lambda c: abs(c - goal))

@@ -125,6 +125,10 @@ TOKENS += ["}", "%s", "é", "字", "    ", "\t", "[", "](", ")", "\\", "=", "~",
 @example("aa\n    =")  # an indented "=" line: without its indentation it would underline a heading
 @example("``a`a`")  # an unmatched "``" is text: the code span is the later "`a`", not "``a`"
 @example("a\n\u2028=")  # U+2028 is no Markdown blank: dropped, "=" would underline a heading
+@example("\\``a`")  # an escaped backtick, then the code span "`a`" right after it
+@example("aaaaaaaa\n|aa\na -|\na")  # rewrapped, "-|" began a line: a table's delimiter row under "|AA A"
+@example("aa-----==aaaaaaaaa\na\na --")  # rewrapped, "--" alone on the last line underlined the one above
+@example("==aaaa--aaaa\na\n== -aaaa")  # and "==" alone on a middle line
 def test_any_text_comes_back_whole_and_a_faithful_translation_keeps_its_structure(text: str) -> None:
     pieces = split(text)
     assert "".join(p.text for p in pieces) == text
