@@ -118,7 +118,10 @@ TOKENS = ["a", "B", " ", "\n", "\r", "\r\n", "\x00", "\u2028", "#", "-", "*", ">
 TOKENS += ["}", "%s", "é", "字", "    ", "\t", "[", "](", ")", "\\", "=", "~", "word ", "http://x.y "]
 
 
-@settings(max_examples=300, deadline=None)
+# the same 300 texts every run (as the API fuzzing's): a random draw made CI fail on whichever rare case it
+# met first (several, each now an example below); a wider search is a run with more examples and
+# without derandomize (30,000 pass on 2026-12-05)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.lists(st.sampled_from(TOKENS), max_size=40).map("".join))
 @example("a`\n    `")  # inline code across a line break: joining the lines would change it
 @example("#\u2028\na")  # a one-character first line: joined, the lines read as a heading ("# a")
