@@ -102,8 +102,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        headers = auth.scope_headers(scope)
+        given = headers.get("x-request-id", "")
         request_id = given if _CLIENT_REQUEST_ID.match(given) else secrets.token_hex(16)
         upload = next((u for u in self.uploads if u.path.fullmatch(scope["path"])), None)
         limit = max(upload.max_bytes, self.max_body_bytes) if upload else self.max_body_bytes
@@ -160,8 +160,9 @@ class RequestContextMiddleware:
             return PayloadTooLarge(f"The request body is larger than {limit} bytes ({setting})")
 
         try:
-            length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
+            length = headers.get("content-length")
+            # isdecimal: of latin-1's characters only 0-9 (isdigit would take "²", which int refuses)
+            if length is not None and length.isdecimal() and int(length) > limit:
                 await fail(too_large())
                 return
             await self.app(scope, limited_receive, send_with_id)

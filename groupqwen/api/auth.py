@@ -23,6 +23,7 @@ from starlette.exceptions import WebSocketException
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute
 from starlette.status import WS_1008_POLICY_VIOLATION
+from starlette.types import Scope as ASGIScope
 
 from groupqwen import log
 from groupqwen.access.authenticate import Authenticator
@@ -223,10 +224,15 @@ def may_see(connection: HTTPConnection, owner: str) -> bool:
 
 
 def headers(connection: HTTPConnection) -> dict[str, str]:
+    """``connection``'s headers as one dict (``scope_headers``)."""
+    return scope_headers(connection.scope)
+
+
+def scope_headers(scope: ASGIScope) -> dict[str, str]:
     """The request's headers as one dict (the first of a repeated name, as Starlette's ``Headers``), made
-    once a request: ``Headers.get`` scans the list each time, and a header a request lacks (most of the
-    six read a request) is found missing by a ``KeyError`` raised and caught."""
-    scope = connection.scope
+    once a request and kept in its scope (``RequestContextMiddleware`` reads them first): ``Headers.get``
+    scans the list each time, and a header a request lacks (most of the six read a request) is found
+    missing by a ``KeyError`` raised and caught."""
     found: dict[str, str] | None = scope.get(_HEADERS)
     if found is None:
         found = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
