@@ -5,20 +5,24 @@ BIN := $(VENV)/bin
 # A portable llama.cpp build: a wheel built for this exact CPU can die with "illegal instruction" elsewhere.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test lint models setup clean bench postgres ui ui-check chromium nginx deploy-check containers \
+.PHONY: run test lint models setup clean bench postgres ui ui-check chromium nginx wrk deploy-check containers \
 	debian-image llama-wheel test-containers
 
 setup: $(VENV)/.installed
 
-# PostgreSQL for the telemetry tests (they start their own throwaway cluster): Debian's package, installed
-# only when no /usr/lib/postgresql/*/bin/initdb exists; as root on Debian (no sudo), else a clear message.
-postgres:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+# $(call debian,CHECK,PACKAGES,WHAT): nothing when the shell command CHECK succeeds; else PACKAGES from Debian's
+# apt-get as root, or a clear message naming WHAT is missing (no sudo, not Debian).
+debian = @{ $(1); } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); \
 	  else \
-	    echo "PostgreSQL is missing: as root, apt-get install postgresql" >&2; exit 1; \
+	    echo "$(3) missing: as root, apt-get install $(2)" >&2; exit 1; \
 	  fi; }
+
+# PostgreSQL for the telemetry tests (they start their own throwaway cluster): Debian's package, installed
+# only when no /usr/lib/postgresql/*/bin/initdb exists.
+postgres:
+	$(call debian,ls /usr/lib/postgresql/*/bin/initdb,postgresql,PostgreSQL is)
 
 # The web UI (frontend/): Node >= 20.19 and npm, the packages pinned by package-lock.json (npm ci), built once
 # into frontend/dist, which the gateway serves at /; rebuilt when a source changes.
@@ -27,12 +31,7 @@ UI_SOURCES := $(shell find frontend/src frontend/public -type f 2>/dev/null) fro
 	frontend/vite.config.ts frontend/tsconfig.json
 
 frontend/node_modules/.installed: frontend/package-lock.json
-	@command -v npm >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
-	  else \
-	    echo "Node.js >= 20.19 and npm are missing: install them (as root: apt-get install nodejs npm)" >&2; exit 1; \
-	  fi; }
+	$(call debian,command -v npm,nodejs npm,Node.js >= 20.19 and npm are)
 	$(NPM) ci --no-audit --no-fund
 	touch $@
 
@@ -49,24 +48,18 @@ ui-check: frontend/node_modules/.installed
 
 # Debian's chromium for the browser tests (Playwright's own browser download is not used)
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else \
-	    echo "chromium is missing: as root, apt-get install chromium" >&2; exit 1; \
-	  fi; }
+	$(call debian,command -v chromium,chromium,chromium is)
 
 # Debian's nginx and its brotli module (the web UI's image has both), for `nginx -t` on the proxy's
 # configuration (tests/deploy/); nothing is started
+NGINX_FOUND := { command -v nginx || test -x /usr/sbin/nginx; } \
+	&& test -e /usr/lib/nginx/modules/ngx_http_brotli_filter_module.so
 nginx:
-	@{ command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx; } \
-	  && test -e /usr/lib/nginx/modules/ngx_http_brotli_filter_module.so || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light \
-	      libnginx-mod-http-brotli-filter; \
-	  else \
-	    echo "nginx is missing: as root, apt-get install nginx-light libnginx-mod-http-brotli-filter" >&2; exit 1; \
-	  fi; }
+	$(call debian,$(NGINX_FOUND),nginx-light libnginx-mod-http-brotli-filter,nginx and its brotli module are)
+
+# wrk, the load generator of bench/proxy.py
+wrk:
+	$(call debian,command -v wrk,wrk,wrk is)
 
 # the containers, compose file, proxy and deploy script checked offline (docs/DEPLOYMENT.md)
 deploy-check: setup nginx

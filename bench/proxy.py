@@ -18,7 +18,7 @@ N`` (target ``workers``): its CPU is its whole process tree's. ``--baseline CHEC
 gateway, and each chosen cache target (``miss``, ``hit``, ``semantic``), as another checkout of GroupQwen has
 it (its root first on ``PYTHONPATH``): before and after a change, side by side in one run.
 
-The load generator is ``wrk`` (``apt-get install wrk``; one thread), a cell = (mode, concurrency, target)
+The load generator is ``wrk`` (``make wrk``; one thread), a cell = (mode, concurrency, target)
 for ``--seconds``; cells are interleaved target by target within each round so that a change of the
 machine's load falls on every target alike. Per cell: requests per second, p50 latency, and the CPU time
 of the target's process tree (``/proc/<pid>/stat`` utime + stime) over the requests it served, and the
@@ -478,7 +478,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
+        raise SystemExit("wrk is not installed: `make wrk` (Debian, as root) installs it")
     names = set(args.targets.split(","))
     version = ensure_litellm() if "litellm" in names else None
     modes = args.modes.split(",")
