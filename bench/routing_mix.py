@@ -18,6 +18,7 @@ only when the small one is wrong and the large one right. The mix weighs the par
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -168,22 +169,30 @@ def print_table(result: dict[str, Any]) -> None:
             )
 
 
-def ceiling(items: list[Item], routing: Routing | None = None, of_large: float = 0.95) -> dict[str, Any]:
+def ceiling(
+    items: list[Item],
+    routing: Routing | None = None,
+    of_large: float = 0.95,
+    score: Callable[[Item, list[TokenLogprob]], float] | None = None,
+) -> dict[str, Any]:
     """An upper bound on what any bars on the small model's confidence could do on ``items``: each part
     ranked by the confidence at the length the cascade decides on (``min(n, buffer_tokens)`` tokens), the
     least confident ``k`` of it escalated, and the ``k`` per part chosen *on these items themselves* (every
     combination) for the smallest share to the large model that keeps ``of_large`` of its accuracy on the
     mix (parts weighed equally). Tuned on what it reports, so optimistic: no policy fitted elsewhere does
     better with this ranking. ``{"share", "accuracy", "of_large", "escalated": {part: k / n}}``; share
-    ``None`` when no combination reaches ``of_large``."""
+    ``None`` when no combination reaches ``of_large``. ``score(item, tokens)``: another confidence to rank
+    by (default: the routing's scorer for the small model)."""
     routing = routing or routing_from_settings(load_settings())
+    scorer = routing.scorer
+    rank = score or (lambda item, tokens: scorer.score(SMALL, tokens))
     curves: dict[str, Array] = {}  # part -> accuracy when its k least confident go up, k = 0..n
     for part in ("short", *routing_long.PARTS):
         mine = [i for i in items if i.part == part]
         if not mine:
             continue
         head = routing.buffer_tokens  # an answer is decided on by its first ``buffer_tokens`` at most
-        ranked = sorted(mine, key=lambda i: routing.scorer.score(SMALL, i.small.tokens[:head]))
+        ranked = sorted(mine, key=lambda i: rank(i, i.small.tokens[:head]))
         small = np.asarray([i.small.ok for i in ranked], float)
         large = np.asarray([i.large.ok for i in ranked], float)
         curves[part] = np.asarray(

@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from groupqwen.backends.fake import FakeBackend
@@ -23,6 +24,7 @@ import routing_escalation  # noqa: E402
 import routing_live  # noqa: E402
 import routing_long  # noqa: E402
 import routing_mix  # noqa: E402
+import routing_question as rq  # noqa: E402
 import train_router  # noqa: E402
 
 from orchestrator.test_cascade import ROUTE, ask, cascade, early_scorer, fake, run  # noqa: E402
@@ -197,3 +199,50 @@ def test_the_ceiling_escalates_the_least_confident_and_chooses_the_bars_per_part
     assert top["escalated"] == {"short": 0.5, "gsm8k": 0.0}
     assert top["share"] == 0.25 and top["accuracy"] == 0.75  # the large model's own mix accuracy
     assert routing_mix.ceiling(items, routing, of_large=1.5)["share"] is None
+
+
+def test_the_ceiling_ranks_by_another_score_when_given_one() -> None:
+    """``score(item, tokens)`` replaces the scorer's confidence: ranked by it, the sure-looking wrong answer
+    goes up first (the question-aware measurement, bench/routing_question.py, passes its own)."""
+    sure, unsure = math.log(0.95), math.log(0.01)
+
+    def item(item_id: str, logprob: float, small_ok: bool) -> routing_mix.Item:
+        tokens = [TokenLogprob(" w", logprob, ())] * 5
+        answer = routing_mix.Answer(ok=small_ok, seconds=1.0, n=5, tokens=tokens, whole=measures(tokens))
+        request = ChatRequest(messages=(Message("user", item_id),), model="auto")
+        big = routing_mix.Answer(ok=True, seconds=1.0, n=5, tokens=tokens, whole=measures(tokens))
+        return routing_mix.Item("short", item_id, request, answer, big)
+
+    items = [item("a", unsure, True), item("b", sure, False)]
+    routing = Routing(Router(RouterPolicy(tiers=())), Scorer(), buffer_tokens=20)
+    assert routing_mix.ceiling(items, routing)["escalated"] == {"short": 1.0}  # b is the more confident
+    by_name = routing_mix.ceiling(items, routing, score=lambda i, _tokens: 0.1 if i.id == "b" else 0.9)
+    assert by_name["escalated"] == {"short": 0.5} and by_name["accuracy"] == 1.0
+
+
+def test_the_question_measurement_joins_the_answer_and_question_inputs() -> None:
+    """bench/routing_question.py: a variant's inputs are the answer's measures, then its question measures
+    (and, crossed, the products of three answer measures with four question measures); one bar for all parts
+    keeps the large model's share of accuracy with the fewest escalated."""
+    request = ChatRequest(messages=(Message("user", "What is 12 + 30 * 2? Show the steps."),), model="auto")
+    answer = np.arange(len(rq.MEASURES), dtype=float)
+    plain = rq.Variant("dense", rq.PLAIN)
+    q = plain.question(request)
+    assert len(q) == len(rq.PLAIN) and not set(rq.CONSTANT) & set(rq.PLAIN)
+    assert plain.inputs(answer, q).tolist() == [*answer, *q]
+    assert rq.Variant("none").inputs(answer, rq.Variant("none").question(request)).tolist() == answer.tolist()
+    crossed = rq.Variant("x", rq.PLAIN, cross=True)
+    joined = crossed.inputs(answer, crossed.question(request))
+    assert len(joined) == len(answer) + len(q) + 3 * 4
+    mean, numbers = rq.MEASURES.index("mean_logprob"), rq.PLAIN.index("numbers")
+    assert joined[len(answer) + len(q) + 3] == answer[mean] * q[numbers]  # (mean_logprob, numbers)
+
+    def item(part: str, small_ok: bool, large_ok: bool) -> routing_mix.Item:
+        tokens = [TokenLogprob(" w", -0.1, ())]
+        a = routing_mix.Answer(small_ok, 1.0, 1, tokens, measures(tokens))
+        b = routing_mix.Answer(large_ok, 1.0, 1, tokens, measures(tokens))
+        return routing_mix.Item(part, "x", request, a, b)
+
+    items = [item("short", False, True), item("short", True, True), item("code", True, True)]
+    share, bar = rq.one_bar(items, np.asarray([0.2, 0.8, 0.9]), of_large=1.0)
+    assert (share, bar) == (0.25, 0.8)  # the unsure wrong short answer alone: half of one part of two
