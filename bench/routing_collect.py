@@ -13,7 +13,9 @@ alternatives, seconds). ``code``: the first ``--limit`` HumanEval problems (``be
 system prompt, ``max_tokens`` 384), into ``bench/.cache/routing/code.<model>.jsonl`` the same way. Items
 already there are skipped, so an interrupted run resumes. Both models answer an item before the next
 starts, so the pairs grow together. ``bench/routing_long.py`` grades the cached answers and keeps the
-compact rows the fit and the report read in ``bench/data/routing_long.jsonl``.
+compact rows the fit and the report read in ``bench/data/routing_long.jsonl``. An item a model already
+has a row for there is not asked again either (its raw answer need not be cached here): ``--limit 70``
+after 60 shipped collects items 60–69 only.
 One generation at a time (the shipped answers were collected at ``nice 10`` on a shared 2-core machine);
 calibration (``scripts/train_router.py``) and ``bench/routing.py`` read these same answers.
 """
@@ -39,6 +41,7 @@ DATA = ROOT / "bench" / "data"
 CACHE = ROOT / "bench" / ".cache" / "routing"
 QUESTIONS = DATA / "routing_questions.jsonl"
 ANSWERS = DATA / "routing_answers.json"
+LONG = DATA / "routing_long.jsonl"  # the graded, shipped long rows (bench/routing_long.py)
 # the shared data sit beside the main checkout (../shared), two levels up from a worktree under wt/
 GSM8K = (
     next(
@@ -112,13 +115,25 @@ def cached(model_id: str, part: str = "gsm8k") -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in rows}
 
 
+def shipped(model_id: str, part: str) -> set[str]:
+    """The ids of ``part`` that ``model_id`` already has a graded row for in the shipped ``LONG``."""
+    if not LONG.is_file():
+        return set()
+    rows = [json.loads(line) for line in LONG.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {row["id"] for row in rows if row["part"] == part and row["model"] == model_id}
+
+
 async def collect_long(
     part: str, items: list[dict[str, Any]], system: str, max_tokens: int, models: list[str], threads: int
 ) -> None:
-    """Each model answers each item (``id``, ``question``) not yet in its cache file, appended as it goes."""
+    """Each model answers each item (``id``, ``question``) neither in its cache file nor shipped in
+    ``routing_long.jsonl``, appended to the cache as it goes."""
     CACHE.mkdir(parents=True, exist_ok=True)
+    done = {m: set(cached(m, part)) | shipped(m, part) for m in models}
+    if all(item["id"] in done[m] for item in items for m in models):
+        print(f"{part}: all {len(items)} items answered already", flush=True)
+        return
     backends = {m: await _backend(m, threads, 1536) for m in models}
-    done = {m: cached(m, part) for m in models}
     for item in items:
         for model_id, backend in backends.items():
             if item["id"] in done[model_id]:

@@ -8,15 +8,18 @@ problem's tests in a sandboxed process) and keeps, per (part, item, model), one 
 right, seconds, length, the ``confidence.measures`` of the whole answer, and its first ``HEAD`` tokens
 (text, logprob, top alternatives; rounded) — the default ``router.buffer_tokens`` (48) the cascade
 decides on (about 2 kB a row). ``scripts/train_router.py`` and ``bench/routing.py`` read only this file,
-so the fit and the report are reproducible from the repository. Items both models answered are kept;
-the split (a third held out, by hash of the question: ``routing_gsm8k.split_of``) is stored with each
-row.
+so the fit and the report are reproducible from the repository. A shipped row with no cached answer on
+this machine is kept as it is (per part, item and model), so collecting more items (``routing_collect.py``
+skips the shipped ones) and rebuilding adds to the file without losing what was there. Items both models
+answered are kept; the split (a third held out, by hash of the question: ``routing_gsm8k.split_of``) is
+stored with each row.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,24 +75,42 @@ def grade(part: str, item: dict[str, Any], text: str) -> bool:
     )
 
 
-def build() -> list[dict[str, Any]]:
+def compact(part: str, item: dict[str, Any], model: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """One shipped row from a cached whole answer (``routing_collect``'s ``text``, ``tokens``, ``seconds``),
+    graded now."""
+    tokens = tokens_of(answer["tokens"])
+    head = [[t, round(lp, 3), [round(a, 2) for a in top]] for t, lp, top in answer["tokens"][:HEAD]]
+    return {"part": part, "id": item["id"], "split": routing_gsm8k.split_of(item["question"]), "model": model,
+            "ok": grade(part, item, answer["text"]), "seconds": answer["seconds"], "tokens": len(tokens),
+            "measures": [round(float(v), 4) for v in measures(tokens)], "head": head}  # fmt: skip
+
+
+def build(
+    part: str, answered: Mapping[str, Mapping[str, dict[str, Any]]], kept: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``part``'s rows in collection order, ``MODELS`` order within an item. Per (item, model): the cached
+    answer in ``answered`` (model → id → answer), graded afresh, else the row for it in ``kept`` (the
+    shipped rows, as they are: their raw answers need not be on this machine). An item is kept only when
+    every model has a row."""
+    old = {(r["id"], r["model"]): r for r in kept if r["part"] == part}
     out = []
-    for part in PARTS:
-        answered = {m: cached(m, part) for m in MODELS}
-        for item in items(part):
-            if not all(item["id"] in answered[m] for m in MODELS):
-                continue
-            for model in MODELS:
-                row = answered[model][item["id"]]
-                tokens = tokens_of(row["tokens"])
-                head = [[t, round(lp, 3), [round(a, 2) for a in top]] for t, lp, top in row["tokens"][:HEAD]]
-                out.append(
-                    {"part": part, "id": item["id"], "split": routing_gsm8k.split_of(item["question"]),
-                     "model": model, "ok": grade(part, item, row["text"]), "seconds": row["seconds"],
-                     "tokens": len(tokens), "measures": [round(float(v), 4) for v in measures(tokens)],
-                     "head": head}
-                )  # fmt: skip
+    for item in items(part):
+        got = []
+        for model in MODELS:
+            answer = answered.get(model, {}).get(item["id"])
+            row = compact(part, item, model, answer) if answer is not None else old.get((item["id"], model))
+            if row is not None:
+                got.append(row)
+        if len(got) == len(MODELS):
+            out.extend(got)
     return out
+
+
+def stored() -> list[dict[str, Any]]:
+    """The shipped rows as they are in ``STORE`` (``head`` as lists)."""
+    if not STORE.is_file():
+        return []
+    return [json.loads(line) for line in STORE.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def rows(part: str | None = None, split: str | None = None) -> list[dict[str, Any]]:
@@ -118,7 +139,12 @@ def paired(part: str, split: str | None = None) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    built = build()
+    shipped = stored()
+    built, fresh = [], 0
+    for part in PARTS:
+        answered = {m: cached(m, part) for m in MODELS}
+        fresh += sum(len(a) for a in answered.values())
+        built += build(part, answered, shipped)
     STORE.write_text("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in built))
     for part in PARTS:
         mine = [r for r in built if r["part"] == part]
@@ -127,7 +153,8 @@ def main() -> None:
             held = [r for r in got if r["split"] == "heldout"]
             right, held_right = sum(r["ok"] for r in got), sum(r["ok"] for r in held)
             print(f"{part} {model}: {right}/{len(got)} right ({held_right}/{len(held)} held out)")
-    print(f"wrote {STORE} ({STORE.stat().st_size} bytes, {len(built)} rows)")
+    print(f"wrote {STORE} ({STORE.stat().st_size} bytes, {len(built)} rows; {fresh} cached answers graded,")
+    print(f"{len(shipped)} rows were shipped before)")
 
 
 if __name__ == "__main__":

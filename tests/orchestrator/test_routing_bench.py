@@ -3,6 +3,7 @@ recorded tokens as the real cascade decides (bench/routing_code.py, routing_long
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -20,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "bench")]
 
 import routing_code  # noqa: E402
+import routing_collect  # noqa: E402
 import routing_escalation  # noqa: E402
+import routing_gsm8k  # noqa: E402
 import routing_live  # noqa: E402
 import routing_long  # noqa: E402
 import routing_mix  # noqa: E402
@@ -40,6 +43,85 @@ def test_code_is_graded_by_the_problems_own_tests() -> None:
     assert not routing_code.passes(first, wrong)
     hangs = f"```python\ndef {first['entry_point']}(numbers, threshold):\n    while True:\n        pass\n```"
     assert not routing_code.passes(first, hangs, timeout_s=2)
+
+
+SMALL_ID, LARGE_ID = routing_collect.MODELS
+
+
+def _answer(text: str) -> dict[str, object]:
+    """A cached whole answer as ``routing_collect`` writes it: one token per line, with 5 alternatives."""
+    lines = text.splitlines(keepends=True)
+    return {"text": text, "seconds": 1.5, "tokens": [[t, -0.25, [-0.25, -2.0, -3, -4, -5]] for t in lines]}
+
+
+def _shipped(item_id: str, model: str, ok: bool) -> dict[str, object]:
+    return {"part": "code", "id": item_id, "split": "tune", "model": model, "ok": ok, "seconds": 9.0,
+            "tokens": 7, "measures": [0.5], "head": [["x", -0.1, [-0.1]]]}  # fmt: skip
+
+
+def test_the_long_rows_keep_what_was_shipped_and_add_what_is_cached() -> None:
+    """Per (item, model) a cached answer is graded afresh and replaces the shipped row; a shipped row with
+    no cached answer stays as it was; an item is kept only when both models have a row."""
+    first = routing_code.problems()[0]
+    right = f"```python\n{first['prompt']}{first['canonical_solution']}```"
+    shipped = [
+        _shipped("h000", SMALL_ID, False),  # re-collected below: the cache wins
+        _shipped("h001", SMALL_ID, True),  # shipped only, kept
+        _shipped("h001", LARGE_ID, False),
+        _shipped("h002", SMALL_ID, True),  # only one model: dropped
+        {**_shipped("h003", SMALL_ID, True), "part": "gsm8k"},  # another part's
+    ]
+    answered = {
+        SMALL_ID: {"h000": _answer(right)},
+        LARGE_ID: {"h000": _answer("no code"), "h004": _answer(right)},
+    }
+    built = routing_long.build("code", answered, shipped)
+    assert [(r["id"], r["model"]) for r in built] == [
+        ("h000", SMALL_ID), ("h000", LARGE_ID), ("h001", SMALL_ID), ("h001", LARGE_ID)
+    ]  # fmt: skip
+    small, large = built[0], built[1]
+    assert small["ok"] and not large["ok"] and small["seconds"] == 1.5
+    assert small["tokens"] == len(right.splitlines()) and len(small["head"]) == small["tokens"]
+    assert small["split"] == routing_gsm8k.split_of(first["question"])
+    assert built[2:] == shipped[1:3]  # as shipped, untouched
+    assert routing_long.build("code", {}, shipped) == shipped[1:3]
+
+
+async def test_collecting_skips_the_items_shipped_or_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``routing_collect`` asks a model only the items it has neither a cached answer nor a shipped row
+    for, and loads no model when there are none."""
+    long = tmp_path / "routing_long.jsonl"
+    rows = [
+        _shipped("h000", SMALL_ID, True),
+        _shipped("h000", LARGE_ID, True),
+        _shipped("h001", SMALL_ID, True),
+    ]
+    long.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setattr(routing_collect, "LONG", long)
+    monkeypatch.setattr(routing_collect, "CACHE", tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / f"code.{LARGE_ID}.jsonl").write_text(
+        json.dumps({"id": "h002", **_answer("a")}) + "\n"
+    )
+    loaded: dict[str, FakeBackend] = {}
+
+    async def backend(model_id: str, threads: int, n_ctx: int) -> FakeBackend:
+        loaded[model_id] = FakeBackend(model_id=model_id, tokens=("ok",))
+        return loaded[model_id]
+
+    monkeypatch.setattr(routing_collect, "_backend", backend)
+    assert routing_collect.shipped(SMALL_ID, "code") == {"h000", "h001"}
+    assert routing_collect.shipped(SMALL_ID, "gsm8k") == set()
+    items = [{"id": f"h00{k}", "question": f"q{k}"} for k in range(3)]
+    await routing_collect.collect_long("code", items[:2], "system", 8, [SMALL_ID], 1)
+    assert loaded == {}  # both shipped for the small model: nothing to load
+    await routing_collect.collect_long("code", items, "system", 8, list(routing_collect.MODELS), 1)
+    asked = {m: [r.messages[-1].content for r in b.requests] for m, b in loaded.items()}
+    assert asked == {SMALL_ID: ["q2"], LARGE_ID: ["q1"]}
+    assert set(routing_collect.cached(SMALL_ID, "code")) == {"h002"}
+    assert set(routing_collect.cached(LARGE_ID, "code")) == {"h001", "h002"}
 
 
 def test_decision_prefixes_are_the_lengths_the_cascade_checks() -> None:
