@@ -51,8 +51,8 @@ def test_code_request_goes_straight_to_the_large_tier_under_the_rules() -> None:
 
 
 def test_the_measured_classifier_tries_code_on_the_small_tier_first() -> None:
-    """On HumanEval (bench/data/routing_long.jsonl) the 0.5B passes nearly as many problems as the 1.5B
-    (47 and 53 of 58), so the shipped head does not call code a win for the large tier: a code request
+    """The shipped head does not call code a win for the large tier (fitted on 103 tune HumanEval problems
+    among its 343 items, bench/data/routing_long.jsonl, it ranks no better than a constant): a code request
     starts small, and the cascade escalates it below the bar."""
     route = Router(POLICY, weights.load().heads).route(ask(CODE), WARM)
     assert [s.model for s in route.steps] == [SMALL, LARGE]
@@ -191,11 +191,11 @@ MEASURED_MODELS = {
 }
 
 
-def test_auto_ranks_arithmetic_where_the_large_model_wins(tmp_path: object) -> None:
-    """The shipped classifier estimates where the large model *wins*: products with multi-digit operands
-    (the 1.5B gets them right, the 0.5B does not) score above one-digit arithmetic. At the default target
-    its skip does not pay on the tune items (cross-validated AUC 0.55): the measured pair is
-    ``max_complexity`` 1.0, so both start on the 0.5B and the cascade escalates below the bar."""
+def test_auto_starts_arithmetic_on_the_small_model(tmp_path: object) -> None:
+    """The shipped classifier estimates where the large model *wins*; fitted on 343 tune items (short,
+    GSM8K, HumanEval) it ranks them no better than a constant (cross-validated AUC 0.44), so it names no
+    strong signal, and the measured pair at the default target is ``max_complexity`` 1.0: one-digit and
+    multi-digit arithmetic both start on the 0.5B and the cascade escalates below the bar."""
     from pathlib import Path
 
     from groupqwen.config import load_settings
@@ -203,12 +203,11 @@ def test_auto_ranks_arithmetic_where_the_large_model_wins(tmp_path: object) -> N
     router = weights.routing_from_settings(load_settings(models_dir=Path(str(tmp_path)))).router
     models = MEASURED_MODELS
     easy = router.route(ask("What is 7 * 8?"), models)
-    assert [s.model for s in easy.steps] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
-    assert "one_digit_operands -" in easy.reason
     hard = router.route(ask("What is 347 * 9?"), models)
-    assert [s.model for s in hard.steps] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
-    assert "operand_digits +" in hard.reason
-    assert easy.complexity is not None and hard.complexity is not None and easy.complexity < hard.complexity
+    for route in (easy, hard):
+        assert [s.model for s in route.steps] == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+        assert "classifier: no strong signal" in route.reason
+    assert easy.complexity is not None and hard.complexity is not None
     # a system prompt is not a difficulty signal: the same question routes the same way with one
     with_system = ChatRequest(
         messages=(Message("system", "Answer briefly."), Message("user", "What is 7 * 8?")), model="auto"
