@@ -107,20 +107,20 @@ def gsm8k_items(path: Path, limit: int) -> list[dict[str, Any]]:
     return [{"id": f"g{i:03d}", **row} for i, row in enumerate(rows[:limit])]
 
 
-def cached(model_id: str, part: str = "gsm8k") -> dict[str, dict[str, Any]]:
-    path = CACHE / f"{part}.{model_id}.jsonl"
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file; none when it does not exist (yet)."""
     if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["id"]: row for row in rows}
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def cached(model_id: str, part: str = "gsm8k") -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in jsonl(CACHE / f"{part}.{model_id}.jsonl")}
 
 
 def shipped(model_id: str, part: str) -> set[str]:
     """The ids of ``part`` that ``model_id`` already has a graded row for in the shipped ``LONG``."""
-    if not LONG.is_file():
-        return set()
-    rows = [json.loads(line) for line in LONG.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {row["id"] for row in rows if row["part"] == part and row["model"] == model_id}
+    return {row["id"] for row in jsonl(LONG) if row["part"] == part and row["model"] == model_id}
 
 
 async def collect_long(

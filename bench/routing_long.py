@@ -28,13 +28,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import routing_code  # noqa: E402
 import routing_gsm8k  # noqa: E402
-from routing_collect import GSM8K, GSM8K_SYSTEM, MODELS, cached, gsm8k_items  # noqa: E402
+from routing_collect import GSM8K, GSM8K_SYSTEM, LONG, MODELS, cached, gsm8k_items, jsonl  # noqa: E402
 
 from groupqwen.config.router import RouterConfig  # noqa: E402
 from groupqwen.messages import TokenLogprob, TopLogprob  # noqa: E402
 from groupqwen.orchestrator.confidence import measures  # noqa: E402
 
-STORE = ROOT / "bench" / "data" / "routing_long.jsonl"
 HEAD = 48  # tokens kept per answer: the default buffer_tokens, what the cascade decides on
 PARTS = ("gsm8k", "code")
 SYSTEMS = {"gsm8k": GSM8K_SYSTEM, "code": routing_code.SYSTEM}  # each part's system prompt
@@ -106,23 +105,13 @@ def build(
     return out
 
 
-def stored() -> list[dict[str, Any]]:
-    """The shipped rows as they are in ``STORE`` (``head`` as lists)."""
-    if not STORE.is_file():
-        return []
-    return [json.loads(line) for line in STORE.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def rows(part: str | None = None, split: str | None = None) -> list[dict[str, Any]]:
     """The shipped rows, ``head`` as ``TokenLogprob``s; ``part`` / ``split`` keep one part / split."""
-    if not STORE.is_file():
-        return []
-    out = []
-    for line in STORE.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if (part is None or row["part"] == part) and (split is None or row["split"] == split):
-            out.append({**row, "head": tokens_of(row["head"])})
-    return out
+    return [
+        {**row, "head": tokens_of(row["head"])}
+        for row in jsonl(LONG)
+        if (part is None or row["part"] == part) and (split is None or row["split"] == split)
+    ]
 
 
 def paired(part: str, split: str | None = None) -> list[dict[str, Any]]:
@@ -139,13 +128,13 @@ def paired(part: str, split: str | None = None) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    shipped = stored()
+    shipped = jsonl(LONG)  # the rows as they are (``head`` as lists)
     built, fresh = [], 0
     for part in PARTS:
         answered = {m: cached(m, part) for m in MODELS}
         fresh += sum(len(a) for a in answered.values())
         built += build(part, answered, shipped)
-    STORE.write_text("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in built))
+    LONG.write_text("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in built))
     for part in PARTS:
         mine = [r for r in built if r["part"] == part]
         for model in MODELS:
@@ -153,7 +142,7 @@ def main() -> None:
             held = [r for r in got if r["split"] == "heldout"]
             right, held_right = sum(r["ok"] for r in got), sum(r["ok"] for r in held)
             print(f"{part} {model}: {right}/{len(got)} right ({held_right}/{len(held)} held out)")
-    print(f"wrote {STORE} ({STORE.stat().st_size} bytes, {len(built)} rows; {fresh} cached answers graded,")
+    print(f"wrote {LONG} ({LONG.stat().st_size} bytes, {len(built)} rows; {fresh} cached answers graded,")
     print(f"{len(shipped)} rows were shipped before)")
 
 
