@@ -50,9 +50,6 @@ from groupqwen.orchestrator.classifier import (  # noqa: E402
     Logistic,
     auc,
     cross_validated,
-    fit,
-    log_loss,
-    probabilities,
 )
 from groupqwen.orchestrator.confidence import MEASURES, measures  # noqa: E402
 from groupqwen.orchestrator.weights import routing_from_settings  # noqa: E402
@@ -116,46 +113,20 @@ class Fitted:
 
 
 def calibrate(variant: Variant, items: list[dict[str, Any]], fold: npt.NDArray[np.int64]) -> Fitted:
-    """``train_router.calibrate`` for the small model, with ``variant``'s question inputs."""
+    """``train_router.calibrate`` for the small model, with ``variant``'s question inputs and weights."""
     qs = [variant.question(it["request"]) for it in items]
     parts = [it["part"] for it in items]
     share = {p: (len(items) / parts.count(p) / len(set(parts)) if variant.balanced else 1.0) for p in parts}
-    rows_x, rows_y, rows_w, owner, checked = [], [], [], [], []
-    for i, item in enumerate(items):
-        a = item["answers"][SMALL]
-        fit_at = routing_long.fit_prefixes(a["n"])
-        for k in fit_at:
-            rows_x.append(variant.inputs(measures(a["tokens"][:k]), qs[i]))
-            rows_y.append(float(a["ok"]))
-            rows_w.append(share[item["part"]] / len(fit_at))
-            owner.append(i)
-        checked.append(
-            np.stack(
-                [
-                    variant.inputs(measures(a["tokens"][:k]), qs[i])
-                    for k in routing_long.decision_prefixes(a["n"])
-                ]
-            )
-        )
-    x, y, w = np.stack(rows_x), np.asarray(rows_y), np.asarray(rows_w)
-    row_fold = fold[np.asarray(owner)]
-    by_l2 = {reg: cross_validated(x, y, row_fold, l2=reg, weight=w) for reg in tr.L2_GRID}
-    reg = min(tr.L2_GRID, key=lambda r: (round(log_loss(by_l2[r], y), 4), -r))
-    model = fit(x, y, l2=reg, weight=w)
-    running = np.zeros(len(items))
-    decision = np.zeros(len(items))
-    early = np.full((len(items), tr.EARLY), np.nan)
-    for k in np.unique(fold):
-        train_rows = row_fold != k
-        fold_model = fit(x[train_rows], y[train_rows], l2=reg, weight=w[train_rows])
-        for row in np.flatnonzero(fold == k):
-            scores = probabilities(fold_model, checked[row])
-            running[row], decision[row] = scores.min(), scores[-1]
-            a = items[row]["answers"][SMALL]
-            for length in range(1, min(a["n"], tr.EARLY) + 1):
-                z = variant.inputs(measures(a["tokens"][:length]), qs[row])[None]
-                early[row, length - 1] = probabilities(fold_model, z)[0]
-    return Fitted(variant, reg, model, log_loss(by_l2[reg], y), auc(by_l2[reg], y), running, decision, early)
+    model, scores, running, early, decision = tr.calibrate(
+        SMALL,
+        items,
+        fold,
+        inputs=lambda i, answer: variant.inputs(answer, qs[i]),
+        weights=[share[p] for p in parts],
+    )
+    return Fitted(
+        variant, scores["l2"], model, scores["cv_log_loss"], scores["cv_auc"], running, decision, early
+    )
 
 
 def complexity_oof(items: list[dict[str, Any]], fold: npt.NDArray[np.int64]) -> tuple[Logistic, Array]:

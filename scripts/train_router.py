@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,6 @@ from groupqwen.orchestrator import features  # noqa: E402
 from groupqwen.orchestrator.classifier import (  # noqa: E402
     DATA_DIR,
     Array,
-    Logistic,
     auc,
     cross_validated,
     fit,
@@ -202,11 +202,6 @@ def items_of(
     return out
 
 
-def running(model: Logistic, prefixes: Array) -> float:
-    """The lowest calibrated score over the prefixes the cascade checks: below the bar there, it escalates."""
-    return float(probabilities(model, prefixes).min())
-
-
 def early_table(running_scores: Array, early_scores: Array) -> list[EarlyRow]:
     """For each bar on ``GRID``: per prefix length ``k`` (the columns of ``early_scores``, NaN where an
     answer is shorter), the lowest score at ``k`` among the answers the bar keeps (``running_scores`` at or
@@ -219,38 +214,54 @@ def early_table(running_scores: Array, early_scores: Array) -> list[EarlyRow]:
     return table
 
 
-def calibrate(model_id: str, items: list[dict[str, Any]], fold: npt.NDArray[np.int64]) -> tuple[Any, ...]:
+def calibrate(
+    model_id: str,
+    items: list[dict[str, Any]],
+    fold: npt.NDArray[np.int64],
+    inputs: Callable[[int, Array], Array] | None = None,
+    weights: Sequence[float] | None = None,
+) -> tuple[Any, ...]:
     """Fit ``model_id``'s confidence on its answers' measures at ``routing_long.fit_prefixes`` (each answer
-    weighs one), L2 by out-of-fold log-loss; returns the model, its scores and, per item, the out-of-fold
-    running confidence (``running``: what the cascade would see on a new question) and the out-of-fold
-    scores of its first ``EARLY`` prefixes (NaN past its end)."""
+    weighs one, or ``weights[i]`` for item ``i``), L2 by out-of-fold log-loss; ``inputs(i, measures)``: the
+    row item ``i``'s answer measures give (the measures themselves by default; ``bench/routing_question.py``
+    adds the question's). Returns the model, its scores and, per item, the out-of-fold running confidence
+    (``running``: what the cascade would see on a new question), the out-of-fold scores of its first
+    ``EARLY`` prefixes (NaN past its end) and its out-of-fold score at the decision length."""
+
+    def row(i: int, tokens: list[Any]) -> Array:
+        return measures(tokens) if inputs is None else inputs(i, measures(tokens))
+
     rows_x, rows_y, rows_w, owner, checked = [], [], [], [], []
     for i, item in enumerate(items):
         a = item["answers"][model_id]
         fit_at = routing_long.fit_prefixes(a["n"])
         for k in fit_at:
-            rows_x.append(measures(a["tokens"][:k]))
+            rows_x.append(row(i, a["tokens"][:k]))
             rows_y.append(float(a["ok"]))
-            rows_w.append(1.0 / len(fit_at))
+            rows_w.append((1.0 if weights is None else weights[i]) / len(fit_at))
             owner.append(i)
-        checked.append(np.stack([measures(a["tokens"][:k]) for k in routing_long.decision_prefixes(a["n"])]))
+        checked.append(np.stack([row(i, a["tokens"][:k]) for k in routing_long.decision_prefixes(a["n"])]))
     x, y, w = np.stack(rows_x), np.asarray(rows_y), np.asarray(rows_w)
     row_fold = fold[np.asarray(owner)]
     by_l2 = {reg: cross_validated(x, y, row_fold, l2=reg, weight=w) for reg in L2_GRID}
     reg = min(L2_GRID, key=lambda r: (round(log_loss(by_l2[r], y), 4), -r))
     logistic = fit(x, y, l2=reg, weight=w)
     oof_running = np.zeros(len(items))
+    oof_decision = np.zeros(len(items))
     oof_early = np.full((len(items), EARLY), np.nan)
     for k in np.unique(fold):
         held = fold == k
         train_rows = row_fold != k
         fold_model = fit(x[train_rows], y[train_rows], l2=reg, weight=w[train_rows])
-        for row in np.flatnonzero(held):
-            oof_running[row] = running(fold_model, checked[row])
-            a = items[row]["answers"][model_id]
+        for i in np.flatnonzero(held):
+            scores_at = probabilities(fold_model, checked[i])
+            oof_running[i], oof_decision[i] = (
+                scores_at.min(),
+                scores_at[-1],
+            )  # below the bar at any: escalated
+            a = items[i]["answers"][model_id]
             for length in range(1, min(a["n"], EARLY) + 1):
-                score = probabilities(fold_model, measures(a["tokens"][:length])[None])[0]
-                oof_early[row, length - 1] = score
+                oof_early[i, length - 1] = probabilities(fold_model, row(i, a["tokens"][:length])[None])[0]
     train = probabilities(logistic, x)
     scores = {
         "l2": reg,
@@ -263,7 +274,7 @@ def calibrate(model_id: str, items: list[dict[str, Any]], fold: npt.NDArray[np.i
             for part in ("short", *routing_long.PARTS)
         },
     }
-    return logistic, scores, oof_running, oof_early
+    return logistic, scores, oof_running, oof_early, oof_decision
 
 
 def main(check: bool = False) -> None:
@@ -328,7 +339,7 @@ def main(check: bool = False) -> None:
     conf_scores: dict[str, Any] = {}
     for model in answers["models"]:  # every model with answers; the pair's tables for SMALL only
         mine = items if model in (SMALL, LARGE) else items_of(calibration, answers, (model,))
-        logistic, conf_scores[model], oof, oof_early = calibrate(model, mine, folds(len(mine), K))
+        logistic, conf_scores[model], oof, oof_early, _ = calibrate(model, mine, folds(len(mine), K))
         bars: list[tuple[float, float]] = []
         auto: list[tuple[float, float, float]] = []
         early: list[EarlyRow] = []
