@@ -55,6 +55,7 @@ from groupqwen.orchestrator.confidence import MEASURES, measures  # noqa: E402
 from groupqwen.orchestrator.weights import routing_from_settings  # noqa: E402
 
 SMALL, LARGE = tr.SMALL, tr.LARGE
+Bools = tr.Bools
 CONSTANT = ("bias_one", "has_system", "turns", "log_max_tokens", "json_output")
 ARITHMETIC = tr.ARITHMETIC
 PLAIN = tuple(n for n in features.DENSE if n not in CONSTANT and n not in ARITHMETIC)
@@ -129,24 +130,13 @@ def calibrate(variant: Variant, items: list[dict[str, Any]], fold: npt.NDArray[n
     )
 
 
-def complexity_oof(items: list[dict[str, Any]], fold: npt.NDArray[np.int64]) -> tuple[Logistic, Array]:
+def complexity_oof(
+    items: list[dict[str, Any]], fold: npt.NDArray[np.int64], small_ok: Bools, large_ok: Bools
+) -> tuple[Logistic, Array]:
     """The shipped complexity head's settings (inputs, synthetic rows, L2 from ``router.json``), refit and
-    scored out of fold as ``train_router.py`` does."""
+    scored out of fold as ``train_router.py`` does (``small_ok`` / ``large_ok``: each tune item's grades)."""
     spec = json.loads(weights.SHIPPED.read_text(encoding="utf-8"))["trained_on"]["complexity"]
-    rows = tr.corpus()
-    x_syn = np.stack([features.vector(features.extract(tr.request_of(p))) for p, _, _ in rows])
-    y_syn = np.asarray([c for _, c, _ in rows], float)
-    code = np.asarray([features.extract(tr.request_of(p)).code_markers > 0 for p, _, _ in rows])
-    extras = {
-        "all": (x_syn, y_syn, np.ones(len(rows))),
-        "no code": (x_syn[~code], y_syn[~code], np.ones(int((~code).sum()))),
-        "none": (x_syn[:0], y_syn[:0], np.ones(0)),
-    }
-    x = np.stack([features.vector(features.extract(it["request"])) for it in items])
-    small_ok = np.asarray([it["answers"][SMALL]["ok"] for it in items])
-    large_ok = np.asarray([it["answers"][LARGE]["ok"] for it in items])
-    y_win = (large_ok & ~small_ok).astype(float)
-    w = np.full(len(items), len(rows) / len(items))
+    x, y_win, w, extras = tr.complexity_rows(items, tr.corpus(), small_ok, large_ok)
     use = tr.feature_sets()[spec["inputs"]]
     gain = cross_validated(
         x, y_win, fold, l2=spec["l2"], weight=w, use=use, extra=extras[spec["synthetic_prompts"]]
@@ -244,7 +234,7 @@ def main() -> None:
     parts = [it["part"] for it in items]
     small_ok = np.asarray([it["answers"][SMALL]["ok"] for it in items])
     large_ok = np.asarray([it["answers"][LARGE]["ok"] for it in items])
-    complexity, gain_oof = complexity_oof(items, fold)
+    complexity, gain_oof = complexity_oof(items, fold, small_ok, large_ok)
     held = routing_mix.held_out_items()
     held_parts = [i.part for i in held]
     held_ok = np.asarray([i.small.ok for i in held], float)

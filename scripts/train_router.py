@@ -277,6 +277,27 @@ def calibrate(
     return logistic, scores, oof_running, oof_early, oof_decision
 
 
+def complexity_rows(
+    items: list[dict[str, Any]], rows: list[tuple[str, int, int]], small_ok: Bools, large_ok: Bools
+) -> tuple[Array, Array, Array, dict[str, tuple[Array, Array, Array]]]:
+    """The complexity head's data: the tune items' features, whether the large model wins on each (right
+    where the small one is wrong), their weight (the items and the synthetic ``rows`` weigh the same), and
+    the synthetic rows ``choose`` may add to every training fold, by name."""
+    x_syn = np.stack([features.vector(features.extract(request_of(p))) for p, _, _ in rows])
+    x_bench = np.stack([features.vector(features.extract(it["request"])) for it in items])
+    y_win = (large_ok & ~small_ok).astype(float)
+    y_syn = np.asarray([c for _, c, _ in rows], float)
+    w_bench = np.full(len(items), len(rows) / len(items))
+    # the synthetic corpus labels by assumption ("code is complex"); cross-validation chooses whether it
+    # joins, whole or without its code prompts once code was measured (HumanEval), or not at all
+    code = np.asarray([features.extract(request_of(p)).code_markers > 0 for p, _, _ in rows])
+    extras = {"all": (x_syn, y_syn, np.ones(len(rows)))}
+    if any(it["part"] == "code" for it in items):
+        extras["no code"] = (x_syn[~code], y_syn[~code], np.ones(int((~code).sum())))
+    extras["none"] = (x_syn[:0], y_syn[:0], np.ones(0))
+    return x_bench, y_win, w_bench, extras
+
+
 def main(check: bool = False) -> None:
     rows = corpus()
     calibration, answers = load_bench("calibration")
@@ -286,18 +307,7 @@ def main(check: bool = False) -> None:
     fold = folds(len(items), K)
 
     # complexity head: P(the large model wins), chosen and scored by cross-validation on the tune rows
-    x_syn = np.stack([features.vector(features.extract(request_of(p))) for p, _, _ in rows])
-    x_bench = np.stack([features.vector(features.extract(it["request"])) for it in items])
-    y_win = (large_ok & ~small_ok).astype(float)
-    y_syn = np.asarray([c for _, c, _ in rows], float)
-    w_bench = np.full(len(items), len(rows) / len(items))  # the two sources weigh the same
-    # the synthetic corpus labels by assumption ("code is complex"); cross-validation chooses whether it
-    # joins, whole or without its code prompts once code was measured (HumanEval), or not at all
-    code = np.asarray([features.extract(request_of(p)).code_markers > 0 for p, _, _ in rows])
-    extras = {"all": (x_syn, y_syn, np.ones(len(rows)))}
-    if any(it["part"] == "code" for it in items):
-        extras["no code"] = (x_syn[~code], y_syn[~code], np.ones(int((~code).sum())))
-    extras["none"] = (x_syn[:0], y_syn[:0], np.ones(0))
+    x_bench, y_win, w_bench, extras = complexity_rows(items, rows, small_ok, large_ok)
     sets = feature_sets()
     chosen, corpus_name, l2, scores = choose(x_bench, y_win, w_bench, extras, fold, sets)
     extra = extras[corpus_name]
@@ -333,6 +343,7 @@ def main(check: bool = False) -> None:
         f"chosen: {chosen}, L2 {l2:g}: "
         + ", ".join(f"{k} {v}" for k, v in head_scores.items() if k[:2] in "trcv")
     )
+    x_syn = extras["all"][0]  # every synthetic row
     thinking = fit(x_syn, np.asarray([t for _, _, t in rows], float), l2=4.0)
 
     confidence: dict[str, Any] = {}
