@@ -19,7 +19,9 @@ calls go; CPT(x) = the least share of calls to the large model reaching PGR ≥ 
 the small model's time and then the large model's on escalation (answers here are shorter than the
 cascade's buffer, so each is scored whole). ECE: 10 equal-width bins of the calibrated confidence.
 Then the small model's held-out confidence per answer length and part, and the realistic mix
-(``routing_mix.py``: small, large, ``auto``, ``auto:cascade``, oracle per held-out part and for the mix).
+(``routing_mix.py``: small, large, ``auto``, ``auto:cascade``, oracle per held-out part and for the mix),
+the ceiling of bars on the small model's confidence there, and the share to the large model that even a
+perfect confidence (one that knows which small answers are wrong) would need.
 ``--live``: that mix through a real gateway with the real models instead, beside the replay on the same
 items (``routing_live.py``).
 """
@@ -210,7 +212,7 @@ def main() -> None:
     print("per category (n, small right, large right):", {k: tuple(v) for k, v in sorted(by_cat.items())})
     held_out_confidence(w)
     print("\nthe realistic mix, held-out splits, the default configuration (bench/routing_mix.py):\n")
-    items = routing_mix.held_out_items()
+    items = routing_mix.items("heldout")
     routing_mix.print_table(routing_mix.table(items))
     top = routing_mix.ceiling(items)
     if top["share"] is None:
@@ -221,6 +223,17 @@ def main() -> None:
             f"\nthe ceiling of bars on the 0.5B's confidence (per part, chosen on these held-out rows: an "
             f"upper bound): {top['share']:.1%} to the 1.5B for {top['accuracy']:.3f} on the mix "
             f"(≥ 95 % of the 1.5B's), escalating {per_part}"
+        )
+    print(
+        "\nwhat a perfect confidence of the 0.5B would need (it knows whether its answer is right, nothing "
+        "of the 1.5B's; expected over its order among the wrong ones; routing_mix.perfect_confidence):"
+    )
+    tune = routing_mix.items("tune")
+    for name, rows in (("held out", items), ("tune", tune), ("both", items + tune)):
+        best = routing_mix.perfect_confidence(rows)
+        per_part = ", ".join(f"{part} {share:.0%}" for part, share in best["escalated"].items())
+        print(
+            f"  {name}: {best['share']:.1%} to the 1.5B for 95 % of its mix accuracy (escalating {per_part})"
         )
 
 
@@ -252,7 +265,7 @@ def held_out_confidence(w: weights.Weights) -> None:
     never seen before it commits) and of a whole-answer score (``whole_answer_calibration``); then how
     often, and at which token, the cascade at the default bar leaves each part's answers."""
     routing = routing_from_settings(load_settings())
-    items = routing_mix.held_out_items()
+    items = routing_mix.items("heldout")
     whole_model = whole_answer_calibration()
     conf, whole, ok, lengths, part_of = [], [], [], [], []
     for item in items:

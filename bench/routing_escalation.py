@@ -71,7 +71,7 @@ async def measure(limit: int, weights: Path | None) -> list[dict[str, Any]]:
         settings.router.weights = weights
     events: Events = []
     services = build_services(settings, backend_factory=lambda s: Noted(backend_for(s, settings), events))
-    items = routing_live.chosen(routing_mix.held_out_items(), {"short": limit})
+    items = routing_live.chosen(routing_mix.items("heldout"), {"short": limit})
 
     async def ask(item: routing_mix.Item, model: str) -> dict[str, Any]:
         request = ChatRequest(item.request.messages, model, Sampling(temperature=0.0, max_tokens=24, seed=0))

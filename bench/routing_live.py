@@ -4,7 +4,7 @@
 
 A `groupqwen serve` process (``gateway_process.py``) with the default ladder (``qwen2.5-coder-0.5b`` →
 ``1.5b``), the cache off (every request answered), 2 threads per model as the answers were collected. The
-first ``--limit`` held-out items of each part (``routing_mix.held_out_items``: the short questions' test
+first ``--limit`` held-out items of each part (``routing_mix.items("heldout")``: the short questions' test
 split, GSM8K and HumanEval held out) are sent, one at a time, as ``model: auto``, ``auto:cascade`` and each
 named model: the collection's system prompt and ``max_tokens``, temperature 0, seed 0; graded with the same
 graders. The model that answered is read from the ``x-groupqwen-model`` header (``-route``, ``-escalations``,
@@ -218,7 +218,7 @@ def print_comparison(result: dict[str, dict[str, dict[str, float]]]) -> None:
 
 def main(limits: dict[str, int], rows_from: Path | None = None) -> None:
     """Run live (or read the rows of an earlier run from ``rows_from``) and print the comparison."""
-    items = chosen(routing_mix.held_out_items(), limits)
+    items = chosen(routing_mix.items("heldout"), limits)
     if rows_from is None:
         rows = run(items)
     else:

@@ -56,10 +56,12 @@ class Item:
     large: Answer
 
 
-def held_out_items() -> list[Item]:
-    test, answers = load_bench("test")
+def items(split: str) -> list[Item]:
+    """The mix's items of ``split``: "heldout" (the short questions' test split, the long parts' held-out
+    thirds) or "tune" (their calibration split and tune rows: what the router was fitted on)."""
+    short, answers = load_bench({"heldout": "test", "tune": "calibration"}[split])
     out = []
-    for q in test:
+    for q in short:
         got = {}
         for model in (SMALL, LARGE):
             a = answers["models"][model][q["id"]]
@@ -70,7 +72,7 @@ def held_out_items() -> list[Item]:
             Item("short", q["id"], request_of(q["question"], answers["system"]), got[SMALL], got[LARGE])
         )
     for part in routing_long.PARTS:
-        for item in routing_long.paired(part, "heldout"):
+        for item in routing_long.paired(part, split):
             a = {
                 m: Answer(r["ok"], r["seconds"], r["tokens"], r["head"], np.asarray(r["measures"]))
                 for m, r in item["answers"].items()
@@ -125,10 +127,7 @@ def table(items: list[Item], routing: Routing | None = None) -> dict[str, dict[s
     small model's tokens per escalation under ``auto`` and ``auto:cascade``, 0 without one)."""
     routing = routing or routing_from_settings(load_settings())
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for part in ("short", *routing_long.PARTS):
-        mine = [i for i in items if i.part == part]
-        if not mine:
-            continue
+    for part, mine in by_part(items).items():
         out[part] = {}
         for policy in POLICIES:
             got = np.asarray([outcome(routing, i, policy) for i in mine], float)
@@ -187,10 +186,7 @@ def ceiling(
     scorer = routing.scorer
     rank = score or (lambda item, tokens: scorer.score(SMALL, tokens))
     curves: dict[str, Array] = {}  # part -> accuracy when its k least confident go up, k = 0..n
-    for part in ("short", *routing_long.PARTS):
-        mine = [i for i in items if i.part == part]
-        if not mine:
-            continue
+    for part, mine in by_part(items).items():
         head = routing.buffer_tokens  # an answer is decided on by its first ``buffer_tokens`` at most
         ranked = sorted(mine, key=lambda i: rank(i, i.small.tokens[:head]))
         small = np.asarray([i.small.ok for i in ranked], float)
@@ -198,12 +194,55 @@ def ceiling(
         curves[part] = np.asarray(
             [np.concatenate([large[:k], small[k:]]).mean() for k in range(len(ranked) + 1)]
         )
-    goal = of_large * float(np.mean([c[-1] for c in curves.values()]))
+    return cheapest(curves, of_large)
+
+
+def perfect_confidence(items: list[Item], of_large: float = 0.95) -> dict[str, Any]:
+    """What the best possible confidence of the small model would need: one that knows whether its answer
+    is right (AUC 1) and nothing of whether the large model's would be. Per part, its wrong answers go up
+    first, in no order among themselves (then its right ones): the *expected* accuracy when ``k`` go up is
+    ``(S + k L / W) / n`` for ``k ≤ W`` (``S`` small right, ``W`` wrong, ``L`` of those the large model gets
+    right), and ``(S + L - (k - W)(1 - B / S)) / n`` after (``B`` of the small model's right ones the large
+    model gets right too). The per-part combination is chosen as in ``ceiling``; the same dict."""
+    curves: dict[str, Array] = {}
+    for part, mine in by_part(items).items():
+        n, right = len(mine), sum(i.small.ok for i in mine)
+        wrong = n - right
+        rescued = sum(i.large.ok and not i.small.ok for i in mine) / max(wrong, 1)  # per wrong one sent up
+        lost = 1 - sum(i.large.ok and i.small.ok for i in mine) / max(right, 1)  # per right one sent up
+        curves[part] = np.asarray(
+            [(right + min(k, wrong) * rescued - max(k - wrong, 0) * lost) / n for k in range(n + 1)]
+        )
+    return cheapest(curves, of_large)
+
+
+def by_part(items: list[Item]) -> dict[str, list[Item]]:
+    """``items`` by part, in the table's order, parts without items left out."""
+    out = {part: [i for i in items if i.part == part] for part in ("short", *routing_long.PARTS)}
+    return {part: mine for part, mine in out.items() if mine}
+
+
+def cheapest(curves: dict[str, Array], of_large: float) -> dict[str, Any]:
+    """``curves``: per part, its accuracy when ``k`` of its ``n`` items go to the large model (``k`` = 0..n;
+    the last is the large model's own). The smallest share to the large model (parts weighed equally) over
+    every combination of ``k`` that keeps ``of_large`` of its accuracy on the mix: ``{"share", "accuracy",
+    "of_large", "escalated": {part: k / n}}``; share ``None`` when none does. Every combination of the other
+    parts is tried; the last part's ``k`` is the smallest that reaches the goal with them (a search in its
+    running maximum), which is what trying each of its ``k`` too would choose."""
+    parts = list(curves)
+    goal = of_large * float(np.mean([c[-1] for c in curves.values()])) - 1e-12
+    last = curves[parts[-1]]
+    reach = np.maximum.accumulate(last)  # the best the last part can add with at most k of it sent up
     best: dict[str, Any] = {"share": None, "accuracy": None, "of_large": of_large, "escalated": {}}
-    for ks in itertools.product(*(range(len(c)) for c in curves.values())):
-        accuracy = float(np.mean([c[k] for c, k in zip(curves.values(), ks, strict=True)]))
-        share = float(np.mean([k / (len(c) - 1) for c, k in zip(curves.values(), ks, strict=True)]))
-        if accuracy >= goal - 1e-12 and (best["share"] is None or share < best["share"]):
-            escalated = {p: k / (len(c) - 1) for (p, c), k in zip(curves.items(), ks, strict=True)}
+    for ks in itertools.product(*(range(len(curves[p])) for p in parts[:-1])):
+        rest = sum(float(curves[p][k]) for p, k in zip(parts, ks, strict=False))
+        k_last = int(np.searchsorted(reach, goal * len(parts) - rest))
+        if k_last == len(last):
+            continue
+        chosen = (*ks, k_last)
+        share = float(np.mean([k / (len(curves[p]) - 1) for p, k in zip(parts, chosen, strict=True)]))
+        if best["share"] is None or share < best["share"]:
+            accuracy = (rest + float(last[k_last])) / len(parts)
+            escalated = {p: k / (len(curves[p]) - 1) for p, k in zip(parts, chosen, strict=True)}
             best.update(share=share, accuracy=accuracy, escalated=escalated)
     return best

@@ -15,7 +15,7 @@ level, can differ by kind of question); and, as a separate idea, each part weigh
 For each variant, on the tune rows by cross-validation: log-loss, AUC and ECE per part of the
 out-of-fold score at the decision length; the tables ``train_router.py`` would ship (bars, auto with the
 shipped complexity head's out-of-fold scores, early bars), all from out-of-fold scores. Then held out
-(``routing_mix.held_out_items``), once: AUC and ECE per part; the default configuration's replay
+(``routing_mix.items("heldout")``), once: AUC and ECE per part; the default configuration's replay
 (target 2 %: the ``auto`` pair and early bars; ``auto:cascade`` at the ``bars`` table's bar); the least
 share to the large model at 95 % of its mix accuracy with one bar for every part chosen on the held-out
 rows (``one_bar``); the ceiling of per-part bars on the score (``routing_mix.ceiling``). The last two
@@ -203,8 +203,7 @@ def replay(
         return None
 
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for part in ("short", *routing_long.PARTS):
-        mine = [i for i in items if i.part == part]
+    for part, mine in routing_mix.by_part(items).items():
         out[part] = {}
         for policy in ("small", "large", "auto", "auto:cascade"):
             got = []
@@ -235,7 +234,7 @@ def main() -> None:
     small_ok = np.asarray([it["answers"][SMALL]["ok"] for it in items])
     large_ok = np.asarray([it["answers"][LARGE]["ok"] for it in items])
     complexity, gain_oof = complexity_oof(items, fold, small_ok, large_ok)
-    held = routing_mix.held_out_items()
+    held = routing_mix.items("heldout")
     held_parts = [i.part for i in held]
     held_ok = np.asarray([i.small.ok for i in held], float)
     routing = routing_from_settings(load_settings())

@@ -302,6 +302,38 @@ def test_the_ceiling_ranks_by_another_score_when_given_one() -> None:
     assert by_name["escalated"] == {"short": 0.5} and by_name["accuracy"] == 1.0
 
 
+def test_a_perfect_confidence_sends_the_small_models_wrong_answers_up_first() -> None:
+    """It knows which small answers are wrong, not which of them the large model gets right: sending up k
+    of a part's W wrong answers is expected to rescue k/W of those the large model gets right. Short: the
+    small model wrong on 2 of 4, the large model right on 1 of those and on both others (0.5 → 0.75);
+    GSM8K: the small model wrong on 1 of 2, the large model right on both (0.5 → 1.0). 90 % of the large
+    model's mix accuracy (0.875) is 0.7875: one short answer sent up (expected 0.625 there) and GSM8K's
+    wrong one (1.0) give 0.8125 at a share of 0.375; both short ones are needed for 95 % (0.83125)."""
+    tokens = [TokenLogprob(" w", math.log(0.5), ())] * 5
+
+    def item(part: str, item_id: str, small_ok: bool, large_ok: bool) -> routing_mix.Item:
+        def answer(ok: bool) -> routing_mix.Answer:
+            return routing_mix.Answer(ok=ok, seconds=1.0, n=5, tokens=tokens, whole=measures(tokens))
+
+        request = ChatRequest(messages=(Message("user", item_id),), model="auto")
+        return routing_mix.Item(part, item_id, request, answer(small_ok), answer(large_ok))
+
+    items = [
+        item("short", "a", True, True),
+        item("short", "b", True, True),
+        item("short", "c", False, True),
+        item("short", "d", False, False),
+        item("gsm8k", "e", False, True),
+        item("gsm8k", "f", True, True),
+    ]
+    best = routing_mix.perfect_confidence(items, of_large=0.9)
+    assert best["escalated"] == {"short": 0.25, "gsm8k": 0.5}
+    assert best["share"] == 0.375 and best["accuracy"] == pytest.approx(0.8125)
+    best = routing_mix.perfect_confidence(items)
+    assert best["escalated"] == {"short": 0.5, "gsm8k": 0.5}
+    assert best["share"] == 0.5 and best["accuracy"] == pytest.approx(0.875)
+
+
 def test_the_question_measurement_joins_the_answer_and_question_inputs() -> None:
     """bench/routing_question.py: a variant's inputs are the answer's measures, then its question measures
     (and, crossed, the products of three answer measures with four question measures); one bar for all parts
