@@ -25,7 +25,7 @@ from groupqwen.api.finetune import files_folder, keep_file
 from groupqwen.api.openapi import errors
 from groupqwen.api.review import Dataset, dataset_at, dataset_lock, storage_errors
 from groupqwen.config import Settings
-from groupqwen.errors import InvalidRequest, PayloadTooLarge
+from groupqwen.errors import InvalidExport, InvalidRequest, PayloadTooLarge
 from groupqwen.finetune.records import dumps, read_jsonl
 from groupqwen.finetune.review import ReviewStore
 
@@ -101,6 +101,13 @@ def _import_and_curate(upload: Path, languages: tuple[str, ...]) -> dict[str, An
         )
     except ValueError as exc:  # an unknown language code
         raise InvalidRequest(f"Invalid value for 'languages': {exc}", param="languages") from None
+    if not curated.kept:  # replacing the dataset with nothing would lose it
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in curated.rejected)
+        hint = "; 'languages' names the languages kept ('' for any)" if "language" in reasons else ""
+        raise InvalidExport(
+            f"curation kept none of the {report.written} conversation(s) imported ({reasons}); "
+            f"the dataset is unchanged{hint}"
+        )
     return {
         "formats": sorted({f.format for f in report.files}),
         "imported": report.written,

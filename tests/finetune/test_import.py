@@ -269,6 +269,26 @@ def test_json_that_is_no_export_is_a_clear_error(tmp_path: Path) -> None:
         import_paths([bad], tmp_path / "out.jsonl")
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "why"),
+    [
+        ("conversations.json", "[]", "conversations.json: an export without conversations"),
+        ("thread.json", '{"entries": []}', r"thread.json: 1 record\(s\) rejected, the first .*no user or"),
+        ("thread.md", "", r"thread.md: 1 record\(s\) rejected"),
+    ],
+)
+def test_an_export_without_conversations_is_an_error_and_keeps_the_earlier_output(
+    tmp_path: Path, name: str, text: str, why: str
+) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"earlier": "import"}\n')
+    (tmp_path / name).write_text(text)
+    with pytest.raises(InvalidExport, match=rf"no conversations found in .*{name} \({why}"):
+        import_paths([tmp_path / name], out)
+    assert out.read_text() == '{"earlier": "import"}\n' and not (tmp_path / "out.jsonl.partial").exists()
+    assert not (tmp_path / "out.jsonl.meta.json").exists()
+
+
 def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(InvalidExport, match="no such file or folder"):
         import_paths([tmp_path / "nope.zip"], tmp_path / "out.jsonl")

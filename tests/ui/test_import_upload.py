@@ -82,6 +82,12 @@ def test_bad_uploads_are_clear_and_keep_the_dataset(http: TestClient) -> None:
     assert error("/v1/review/.hidden/import?filename=x.md", md, 400)["param"] == "name"
     big = error("/v1/review/p/import?filename=x.zip", b"x" * (2**20 + 1), 413)
     assert "ui.max_upload_mb" in big["message"]
+    # an export without conversations, or one whose every conversation curation rejects, replaces nothing
+    empty = error("/v1/review/p/import?filename=conversations.json", b"[]", 400)
+    assert empty["code"] == "invalid_export" and "an export without conversations" in empty["message"]
+    german = error("/v1/review/p/import?filename=tides.md&languages=de", md, 400)
+    assert german["code"] == "invalid_export" and "language en: 1" in german["message"]
+    assert "the dataset is unchanged" in german["message"] and "'languages'" in german["message"]
     assert http.get("/v1/review/p?status=all").json()["counts"]["total"] == 1  # untouched
 
 

@@ -3,7 +3,8 @@
 The format of each file is detected from its content (and ``.md`` for Perplexity's Markdown). Each file
 gets a :class:`FileReport`; a malformed record is reported and skipped; a file that stops early keeps what
 was read and says why. A file given by name that is not an export at all is an :class:`InvalidExport`, and
-so is an import that recognises nothing. Output is written to a temporary file and renamed when complete.
+so is an import that recognises nothing or writes no conversation (an empty export, every record rejected).
+Output is written to a temporary file and renamed when complete.
 """
 
 from __future__ import annotations
@@ -178,12 +179,26 @@ def import_paths(
             raise InvalidExport(
                 f"no chat export found in {', '.join(map(str, paths))}" + (f" ({why})" if why else "")
             )
+        if not sum(r.written for r in reports):  # exports, but not one conversation: nothing to replace with
+            why = "; ".join(map(_nothing, reports))
+            raise InvalidExport(f"no conversations found in {', '.join(map(str, paths))} ({why})")
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     Meta(identity=identity).write(out)
     return ImportReport(tuple(reports), tuple(skipped), identity)
+
+
+def _nothing(report: FileReport) -> str:
+    """Why a file gave no conversation."""
+    if report.error:
+        return f"{report.name}: {report.error}"
+    if report.rejected:
+        first = report.rejected[0]
+        rejected = f"{len(report.rejected)} record(s) rejected"
+        return f"{report.name}: {rejected}, the first ({first.record}): {first.reason}"
+    return f"{report.name}: an export without conversations"
 
 
 def _import_all(
