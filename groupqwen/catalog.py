@@ -214,7 +214,8 @@ def register_finetuned(folder: Path, model_id: str, base: str, adapter: Path, ow
     entry = folder / f"{model_id.replace(':', '_')}.json"
     fd, partial = tempfile.mkstemp(prefix=f".{entry.name}.", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"id": model_id, "base": base, "adapter": str(adapter), "owner": owner}, f)
+        # absolute: a gateway started in another folder reads the record too
+        json.dump({"id": model_id, "base": base, "adapter": str(adapter.resolve()), "owner": owner}, f)
     os.replace(partial, entry)
     return entry
 

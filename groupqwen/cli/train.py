@@ -196,7 +196,7 @@ def train_command(
     convert.publish(
         result.adapter, base_path, model, model_id, settings.finetuned_dir, cache_home() / "llama.cpp"
     )
-    console.print(f"served as [bold]{escape(model_id)}[/bold] (restart the gateway, or use groupqwen chat)")
+    console.print(f"served as [bold]{escape(model_id)}[/bold] (a running gateway lists it at once)")
     typer.echo(model_id)
 
 

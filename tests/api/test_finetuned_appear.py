@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from groupqwen.catalog import register_finetuned
-from groupqwen.testing import serve_process
+from groupqwen.testing import fake_settings, serve_process
 
 
 def _chat(url: str, model: str) -> httpx.Response:
@@ -48,3 +49,21 @@ def test_a_model_recorded_while_the_gateway_runs_is_served(tmp_path: Path) -> No
         listed = _listed(served.url)
         assert "ft:nope:x:run3" not in listed and "ft:fake:gone:run4" not in listed
         assert _chat(served.url, "ft:fake:gone:run4").status_code == 404
+
+
+def test_an_adapter_given_by_a_relative_path_is_served_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`groupqwen train … --out runs/mine` records runs/mine/adapter.gguf: the gateway, started from another
+    folder, must still find it (it listed nothing, silently)."""
+    settings = fake_settings(tmp_path)
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "adapter.gguf").write_bytes(b"GGUF" + bytes(60))
+    monkeypatch.chdir(tmp_path)
+    register_finetuned(settings.finetuned_dir, "ft:fake:mine:mine", "fake", Path("runs/mine/adapter.gguf"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    served = settings.available()
+    assert "ft:fake:mine:mine" in served
+    assert served["ft:fake:mine:mine"].lora_path == tmp_path / "runs" / "mine" / "adapter.gguf"
