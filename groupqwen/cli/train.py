@@ -7,8 +7,10 @@ A Rich progress bar shows the loss, learning rate, tokens/s and ETA; every event
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, Literal
@@ -21,8 +23,13 @@ from rich.table import Table
 
 from groupqwen.cli.common import ConfigOption, settings_or_exit
 from groupqwen.config import Hyperparameters, Settings, cache_home
-from groupqwen.errors import GroupQwenError
+from groupqwen.errors import FinetuneError, GroupQwenError
 from groupqwen.finetune.train.events import Event
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_SUFFIX = "custom"
+RUN_FILE = "run.json"  # the settings a run started with, which --resume keeps
+_ANY_TIME = ("eval_every", "checkpoint_every", "keep_checkpoints")  # change nothing a step computes
 
 
 def _console() -> Console:
@@ -71,13 +78,25 @@ def train(
     train_file: Annotated[
         Path | None, typer.Argument(help="train.jsonl from groupqwen data build (OpenAI messages format)")
     ] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model (a catalog id with its GGUF)")] = (
-        "smollm2-135m"
-    ),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help=f"Base model (a catalog id with its GGUF) [default: {DEFAULT_MODEL}]"
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (checkpoints, adapter)")] = None,
     validation: Annotated[Path | None, typer.Option(help="validation.jsonl: validation loss")] = None,
-    suffix: Annotated[str, typer.Option(help="Served as ft:<model>:<suffix>:<run folder name>")] = "custom",
-    resume: Annotated[bool, typer.Option(help="Carry on from the run folder's last checkpoint")] = False,
+    suffix: Annotated[
+        str | None,
+        typer.Option(help=f"Served as ft:<model>:<suffix>:<run folder name> [default: {DEFAULT_SUFFIX}]"),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Carry on from the run folder's last checkpoint, with the model, suffix, validation file "
+            "and hyperparameters the run started with"
+        ),
+    ] = False,
     gpu: Annotated[bool, typer.Option(help="QLoRA (4-bit) through Unsloth on a CUDA GPU")] = False,
     prepare: Annotated[
         bool, typer.Option(help="Only fetch the LoRA converter and make the bundled bases' copies")
@@ -118,26 +137,92 @@ def train(
         raise typer.Exit(1) from None
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What a run was started with, kept in ``<run>/run.json`` so that ``--resume`` goes on with the same."""
+
+    model: str
+    suffix: str
+    validation: Path | None
+    hyper: Hyperparameters
+
+    def write(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        data = {
+            "model": self.model,
+            "suffix": self.suffix,
+            "validation": str(self.validation.resolve()) if self.validation else None,
+            "hyperparameters": self.hyper.model_dump(mode="json"),
+        }
+        (out / RUN_FILE).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def run_settings(
+    settings: Settings,
+    out: Path,
+    resume: bool,
+    model: str | None,
+    suffix: str | None,
+    validation: Path | None,
+    overrides: dict[str, Any],
+) -> RunSettings:
+    """The run's settings: what was given over the defaults; with ``resume`` and a ``run.json``, the run's
+    own, which the command line may repeat but not change (but for how often it evaluates and checkpoints)."""
+    from groupqwen.catalog import check_suffix
+
+    stored = out / RUN_FILE
+    if resume and stored.is_file():
+        data = json.loads(stored.read_text(encoding="utf-8"))
+        hyper = Hyperparameters(**data["hyperparameters"])
+        was = {"model": data["model"], "suffix": data["suffix"], **hyper.model_dump()}
+        given = {"model": model, "suffix": suffix, **overrides}
+        changed = [
+            f"{name} {value!r} (the run has {was[name]!r})"
+            for name, value in given.items()
+            if value is not None and name not in _ANY_TIME and _same(value) != _same(was[name])
+        ]
+        if changed:
+            raise FinetuneError(
+                f"{out} was started with other settings: {', '.join(changed)}; resume with the run's own "
+                "(leave them out), or train into a new folder"
+            )
+        kept = data.get("validation")
+        return RunSettings(
+            data["model"],
+            data["suffix"],
+            validation or (Path(kept) if kept else None),
+            Hyperparameters(
+                **{**hyper.model_dump(), **{k: v for k, v in overrides.items() if k in _ANY_TIME}}
+            ),
+        )
+    try:
+        hyper = Hyperparameters(**{**settings.finetune.hyperparameters.model_dump(), **overrides})
+        return RunSettings(model or DEFAULT_MODEL, check_suffix(suffix or DEFAULT_SUFFIX), validation, hyper)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _same(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
 def train_command(
     settings: Settings,
     train_file: Path,
-    model: str,
+    model: str | None,
     out: Path,
     validation: Path | None,
-    suffix: str,
+    suffix: str | None,
     resume: bool,
     gpu: bool,
     overrides: dict[str, Any],
 ) -> None:
-    from groupqwen.catalog import check_suffix, finetuned_id
-    from groupqwen.finetune.train import base, convert, trainer
+    from groupqwen.catalog import finetuned_id
+    from groupqwen.finetune.train import base, checkpoints, convert, trainer
     from groupqwen.finetune.train.events import JsonlLog
 
-    try:
-        hyper = Hyperparameters(**{**settings.finetune.hyperparameters.model_dump(), **overrides})
-        check_suffix(suffix)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    chosen = run_settings(settings, out, resume, model, suffix, validation, overrides)
+    model, suffix, validation, hyper = chosen.model, chosen.suffix, chosen.validation, chosen.hyper
     spec = settings.available().get(model)
     if spec is None or spec.path is None or spec.backend != "llamacpp" or spec.lora_path is not None:
         served = [k for k, s in settings.available().items() if s.path and s.lora_path is None]
@@ -155,6 +240,9 @@ def train_command(
     data.check(train_file)
     if validation is not None:
         data.check(validation, "validation file")
+    fresh = checkpoints.latest(out) is None
+    if fresh:  # a run with checkpoints keeps the settings it started with
+        chosen.write(out)
     console = _console()
     console.print(f"base model {model}: preparing its transformers copy (once)")
     base_path = base.ensure_base(spec.path, settings.models_dir / "hf")
