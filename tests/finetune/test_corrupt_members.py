@@ -143,3 +143,17 @@ def test_any_failure_removes_the_partial_output(
     with pytest.raises(RuntimeError, match="disk on fire"):
         import_paths([fixtures / "chatgpt" / "conversations.json"], out)
     assert not out.exists() and not (tmp_path / "out.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize("cut", [0, 100, -30])
+def test_a_zip_cut_short_is_said_to_be_one(fixtures: Path, tmp_path: Path, cut: int) -> None:
+    """A download cut short has no central directory left: it said "not a chat export file"."""
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("conversations.json", _export(fixtures))
+    cut_short = tmp_path / "export.zip"
+    cut_short.write_bytes(whole.read_bytes()[:cut])
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(InvalidExport, match=r"export.zip: not a readable ZIP archive \(cut short or damaged"):
+        import_paths([cut_short], out)
+    assert not out.exists()

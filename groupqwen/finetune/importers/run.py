@@ -98,6 +98,12 @@ def sniff(stream: Readable | CountingReader) -> str | None:
     return None
 
 
+def _not_an_export(source: _Source) -> str:
+    if source.explicit and source.name.lower().endswith(".zip"):  # not is_zipfile(): cut short, or no ZIP
+        return "not a readable ZIP archive (cut short or damaged? download the export again)"
+    return "not a chat export file"
+
+
 def _detect(source: _Source, limits: ParseLimits) -> str | None:
     """The format of a file; ``None`` if it is no export. Bad JSON in a file named on the command line is an
     error; in a folder or an archive it is skipped. JSON past the limits is an error wherever it is."""
@@ -229,7 +235,7 @@ def _import_all(
                 reports.append(Tally().report(source.name, "unknown", f"corrupt archive member: {exc}"))
                 continue
             if fmt is None:
-                skipped.append((source.name, "not a chat export file"))
+                skipped.append((source.name, _not_an_export(source)))
                 on_bytes(source.size)
                 continue
             if fmt in ("claude-users", "chatgpt-user"):
