@@ -25,7 +25,7 @@ from groupqwen.api.finetune import files_folder, keep_file
 from groupqwen.api.openapi import errors
 from groupqwen.api.review import Dataset, dataset_at, dataset_lock, storage_errors
 from groupqwen.config import Settings
-from groupqwen.errors import InvalidExport, InvalidRequest, PayloadTooLarge
+from groupqwen.errors import GroupQwenError, InvalidExport, InvalidRequest, PayloadTooLarge
 from groupqwen.finetune.records import dumps, read_jsonl
 from groupqwen.finetune.review import ReviewStore
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 router = APIRouter()
 UPLOAD_PATH = re.compile(r"^/v1/review/[^/]+/import$")  # api/app.py caps these bodies at ui.max_upload_mb
 _EXPORT_SUFFIXES = (".zip", ".json", ".md", ".markdown")
+_SAFE_NAME = re.compile(r"[^\w .()+-]")  # the upload keeps its name, made safe to lie on disk
 
 
 def _scratch(settings: Settings) -> Path:
@@ -65,9 +66,13 @@ async def import_export(
     codes = tuple(c.strip().lower() for c in languages.split(",") if c.strip())
     settings: Settings = request.app.state.services.settings
     with storage_errors(), tempfile.TemporaryDirectory(dir=_scratch(settings)) as folder:
-        upload = Path(folder) / f"export{suffix}"
+        upload = Path(folder) / _SAFE_NAME.sub("_", PurePath(filename).name)
         size = await _receive(request, upload, settings.ui.max_upload_mb * 2**20)
-        report = await asyncio.to_thread(_import_and_curate, upload, codes)
+        try:
+            report = await asyncio.to_thread(_import_and_curate, upload, codes)
+        except GroupQwenError as exc:  # the messages name the upload as the client did, not where it lay
+            exc.message = exc.message.replace(f"{folder}{os.sep}", "")
+            raise
         async with dataset_lock(request, dataset):
             await asyncio.to_thread(_install, Path(folder) / "curated.jsonl", dataset)
     return {"object": "review.import", "name": dataset.name, "bytes": size, **report}

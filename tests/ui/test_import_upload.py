@@ -80,6 +80,12 @@ def test_bad_uploads_are_clear_and_keep_the_dataset(http: TestClient) -> None:
         "unsafe_archive",
     )
     assert error("/v1/review/.hidden/import?filename=x.md", md, 400)["param"] == "name"
+    # a download cut short: said so, under the name it was sent with, not the gateway's scratch path
+    whole = _zip(FIXTURES / "chatgpt")
+    cut = error("/v1/review/p/import?filename=chatgpt-export (1).zip", whole[: len(whole) // 2], 400)
+    assert cut["code"] == "invalid_export", cut
+    assert "chatgpt-export (1).zip: not a readable ZIP archive (cut short or damaged?" in cut["message"]
+    assert ".work" not in cut["message"] and "export.zip" not in cut["message"].replace("-export", "")
     big = error("/v1/review/p/import?filename=x.zip", b"x" * (2**20 + 1), 413)
     assert "ui.max_upload_mb" in big["message"]
     # an export without conversations, or one whose every conversation curation rejects, replaces nothing
