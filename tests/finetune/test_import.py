@@ -302,3 +302,19 @@ def test_a_folder_mixing_formats(fixtures: Path, tmp_path: Path) -> None:
     assert sorted(f.format for f in report.files) == ["chatgpt", "claude", "perplexity-json", "perplexity-md"]
     assert report.written == 2 + 4 + 1 + 1
     assert report.identity.emails == ("jane.doe@example.com",)  # the same person in both exports, once
+
+
+@pytest.mark.parametrize(
+    "name", ["chatgpt/conversations.json", "claude/conversations.json", "perplexity/tides.md"]
+)
+def test_a_utf8_byte_order_mark_is_read_past(fixtures: Path, tmp_path: Path, name: str) -> None:
+    """A file saved by an editor that marks UTF-8 (EF BB BF first) was `not valid JSON`, or lost its first
+    Markdown exchange."""
+    plain = fixtures / name
+    marked = tmp_path / "marked" / plain.name
+    marked.parent.mkdir()
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    expected = import_paths([plain], tmp_path / "plain.jsonl")
+    got = import_paths([marked], tmp_path / "marked.jsonl")
+    assert got.written == expected.written > 0
+    assert (tmp_path / "marked.jsonl").read_text() == (tmp_path / "plain.jsonl").read_text()

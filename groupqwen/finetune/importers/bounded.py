@@ -28,6 +28,7 @@ VALUE_OVERHEAD = 64  # bytes counted per JSON value on top of its text
 _NOT_MARK = bytes(b for b in range(256) if b not in b'"[]{},')  # deleted: all but quotes and structure
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1, ord(","): 0}
 _SPACE = b" \t\r\n\xef\xbb\xbf"  # JSON whitespace, and a UTF-8 byte order mark
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class JsonGuard:
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._raw.read(size)
+        if self._record_depth is None and data.startswith(_BOM):
+            data = data[len(_BOM) :]  # an editor that marks UTF-8 saved it: the parser refuses the mark
         if data:
             self._scan(data)
         return data

@@ -74,7 +74,7 @@ def read_markdown(stream: Readable, name: str, tally: Tally, max_bytes: int) -> 
 
 def _lines(stream: Readable, name: str, max_bytes: int) -> Iterator[str]:
     """The lines of a UTF-8 stream, without their ends, reading ``_CHUNK`` bytes at a time."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()  # a leading byte order mark dropped
     pending: list[str] = []  # the start of a line that goes on in the next chunk
     read = 0
     while True:
