@@ -155,6 +155,29 @@ def test_truncated_chatgpt_file_keeps_what_was_read(fixtures: Path, tmp_path: Pa
     assert [c.id for c in read_jsonl(tmp_path / "out.jsonl")] == ["chatgpt:conv-branches"]
 
 
+def test_bytes_in_another_encoding_are_said_plainly(fixtures: Path, tmp_path: Path) -> None:
+    """The parser's complaint was its raw bytes (``b'lexical error: invalid bytes in UTF8 string.\\n …'``)."""
+    text = (fixtures / "chatgpt" / "conversations.json").read_text()
+    cut = text.index('"title": "Plain and simple"')
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(text[:cut].encode() + '"title": "Caf\u00e9"}]'.encode("latin-1"))
+    (file,) = import_paths([latin1], tmp_path / "out.jsonl").files
+    assert file.written == 1
+    assert file.error == "not UTF-8 text (saved in another encoding?) after 1 conversation(s)"
+    utf16 = tmp_path / "utf16.json"
+    utf16.write_bytes(text.encode("utf-16"))
+    with pytest.raises(InvalidExport, match=r"^utf16.json: not UTF-8 text \(saved in another encoding\?\)$"):
+        import_paths([utf16], tmp_path / "out.jsonl")
+    broken = tmp_path / "broken.json"
+    broken.write_text("[nope]")
+    with pytest.raises(InvalidExport) as caught:
+        import_paths([broken], tmp_path / "out.jsonl")
+    assert (
+        caught.value.message
+        == "broken.json: not valid JSON: lexical error: invalid string in json text. near '[nope]'"
+    )
+
+
 # --------------------------------------------------------------------------------------------------------
 # Claude
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -117,13 +118,32 @@ def _detect(source: _Source, limits: ParseLimits) -> str | None:
     except ijson.JSONError as exc:
         if not source.explicit:
             return None
-        raise InvalidExport(f"{source.name}: not valid JSON: {exc}") from None
+        said = parser_says(exc)
+        raise InvalidExport(
+            f"{source.name}: {_NOT_UTF8 if _not_utf8(said) else f'not valid JSON: {said}'}"
+        ) from None
     except UnicodeDecodeError:
         if not source.explicit:
             return None
         raise InvalidExport(f"{source.name}: not UTF-8 text") from None
     finally:
         _close(stream)
+
+
+_NOT_UTF8 = "not UTF-8 text (saved in another encoding?)"
+_MARK = re.compile(r"[ \t]*\(right here\) -*\^")
+
+
+def parser_says(exc: ijson.JSONError) -> str:
+    """The JSON parser's complaint on one line, as text (yajl's is bytes, the spot marked on three lines)."""
+    raw = exc.args[0] if exc.args else ""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    lines = [line.strip() for line in _MARK.sub("", text).splitlines() if line.strip()]
+    return f"{lines[0]} near {lines[1][-40:]!r}" if len(lines) == 2 else " ".join(lines)
+
+
+def _not_utf8(said: str) -> bool:
+    return "invalid bytes in UTF8" in said or "\ufffd" in said  # bytes that do not decode: UTF-16, Latin-1
 
 
 def _close(stream: Readable) -> None:
@@ -261,7 +281,8 @@ def _import_one(
         for conv in _read(stream, fmt, source.name, tally, options):
             out.write(dumps(conv) + "\n")
     except ijson.JSONError as exc:
-        error = f"invalid JSON after {tally.conversations} conversation(s): {exc}"
+        said, read = parser_says(exc), f"after {tally.conversations} conversation(s)"
+        error = f"{_NOT_UTF8} {read}" if _not_utf8(said) else f"invalid JSON {read}: {said}"
     except zipfile.BadZipFile as exc:  # CRC mismatch, corrupt or truncated data: the member's bytes are bad
         error = f"corrupt archive member after {tally.conversations} conversation(s): {exc}"
     except UnicodeDecodeError as exc:
