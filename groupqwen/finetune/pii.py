@@ -12,6 +12,7 @@ Overlapping hits are resolved by priority (a key beats an e-mail inside it, a ca
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -84,9 +85,11 @@ _SECRET_WORDS = ("key", "secret", "token", "passw", "pwd", "bearer")
 _KEY = re.compile("|".join(f"(?:{p})" for p in _KEY_PATTERNS))
 # The value after "api_key = ", "password: ", "Authorization: Bearer " …
 _ASSIGNED_SECRET = re.compile(
-    r"(?i:\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|token|password|passwd|pwd)"
-    r"[\"']?\s*[:=]\s*[\"']?|\bbearer\s+)([A-Za-z0-9._~+/=!@#$%^&*-]{8,})"
-)
+    r"(?i:\b(?:[a-z0-9]+[_-])*(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|token|password|"
+    r"passwd|pwd)(?:[_-][a-z0-9]+)*[\"']?\s*[:=]\s*[\"']?|\bbearer\s+)([A-Za-z0-9._~+/=!@#$%^&*-]{8,})"
+)  # a name may be part of a longer one: AWS_SECRET_ACCESS_KEY=…, client_secret: …, DB_PASSWORD=…
+# The password in a URL's user part: postgres://app:s3cret@db/…
+_URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:([^\s:/@]{3,})@", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
@@ -96,6 +99,8 @@ _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:
 _PHONE = re.compile(
     r"(?<![\w+-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{2,5}(?:[ .-]\d{2,5}){1,4}(?![\w-]|\.\d)"
 )
+# A trunk prefix or a country code, an area code, then one long group: 030 12345678, +49 30 12345678
+_PHONE_LONG = re.compile(r"(?<![\w+.#-])(?:\+\d{1,3}[ .-]?\d{1,4}|0\d{1,4})[ ./-]?\d{5,8}(?![\w-]|\.\d)")
 _DATE_LIKE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 _STREET = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Terrace|Way|"
@@ -140,8 +145,12 @@ class PatternDetector:
                 add("API_KEY", m)
         lower = text.lower()
         for m in _ASSIGNED_SECRET.finditer(text) if any(w in lower for w in _SECRET_WORDS) else ():
-            # "password: hunter2x" is a secret, "token: required" is not
-            if not m.group(1).isalpha() or len(m.group(1)) >= 16:
+            # "password: hunter2x" is a secret, "token: required" is not, nor "token_count = 12345678"
+            value = m.group(1)
+            if (not value.isalpha() or len(value) >= 16) and not value.isdigit():
+                add("API_KEY", m, 1)
+        if "://" in text:
+            for m in _URL_PASSWORD.finditer(text):
                 add("API_KEY", m, 1)
         if "@" in text:
             spans.extend(self._emails(text))
@@ -187,7 +196,7 @@ class PatternDetector:
                     continue
                 if not (ip6.is_loopback or ip6.is_unspecified):
                     add("IP_ADDRESS", m)
-        for m in _PHONE.finditer(text):
+        for m in itertools.chain(_PHONE.finditer(text), _PHONE_LONG.finditer(text)):
             inside = any(s <= m.start() < e for s, e in not_phones)
             if self._phone_like(m.group()) and not inside and not _after_digits(text, m.start()):
                 tail = _digits(m.group())[-9:]

@@ -208,6 +208,37 @@ def test_pii_precision_and_recall_on_the_held_out_set(fixtures: Path) -> None:
     assert precision >= 0.9 and recall >= 0.8, (precision, recall, per_kind)
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # a long subscriber number after a trunk prefix or a country code (Germany, the UK): these leaked
+        ("Ruf mich an: 030 12345678", [("PHONE", "030 12345678")]),
+        ("Meine Handynummer ist 0171 1234567.", [("PHONE", "0171 1234567")]),
+        ("Tel. +49 30 12345678", [("PHONE", "+49 30 12345678")]),
+        ("UK mobile 07700 900123", [("PHONE", "07700 900123")]),
+        # a secret whose name is part of a longer one, and the password in a URL: these leaked
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+         [("API_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")]),
+        ("DB_PASSWORD=Sup3rS3cret", [("API_KEY", "Sup3rS3cret")]),
+        ("client_secret: 9f8e7d6c5b4a39281716", [("API_KEY", "9f8e7d6c5b4a39281716")]),
+        ("DATABASE_URL=mysql://root:hunter22@10.0.0.5/db",
+         [("API_KEY", "hunter22"), ("IP_ADDRESS", "10.0.0.5")]),
+        ("postgres://admin:S3cretPass@db.example.com:5432/app", [("API_KEY", "S3cretPass")]),
+        # and what is none of these
+        ("max_tokens = 100000000", []),
+        ("token_count: 12345678", []),
+        ("The tokenizer: sentencepiece-unigram", []),
+        ("git clone https://github.com/user/repo.git", []),
+        ("In 2019 12345678 users signed up", []),
+        ("ratio 0.05 1234567", []),
+        ("order #0042 1234567", []),
+        ("The result was 0.123456789", []),
+    ],
+)  # fmt: skip
+def test_long_phone_numbers_and_named_secrets(text: str, found: list[tuple[str, str]]) -> None:
+    assert [(s.kind, s.text) for s in PatternDetector().find(text)] == found
+
+
 def test_presidio_without_a_model_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="Presidio NER is not available here"):
         PresidioDetector()
