@@ -255,6 +255,19 @@ def test_perplexity_markdown(fixtures: Path, tmp_path: Path) -> None:
     assert dict(report.files[0].turns_dropped) == {"exchange without a query heading": 1}
 
 
+def test_a_sources_heading_is_dropped_with_its_list(tmp_path: Path) -> None:
+    """Perplexity's answers copied as Markdown end with a "## Sources" heading over the numbered list."""
+    thread = tmp_path / "everest.md"
+    thread.write_text(
+        "# How tall is Mount Everest?\n\nMount Everest is 8,849 metres tall [1][2].\n\n## Sources\n\n"
+        "1. https://example.com/everest\n2. https://example.org/height\n"
+    )
+    import_paths([thread], tmp_path / "out.jsonl")
+    (conv,) = read_jsonl(tmp_path / "out.jsonl")
+    assert conv.turns[1].content == "Mount Everest is 8,849 metres tall."
+    assert conv.turns[1].flags == ("citations",)
+
+
 def test_perplexity_thread_json(fixtures: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.jsonl"
     report = import_paths([fixtures / "perplexity" / "thread.json"], out)

@@ -29,7 +29,9 @@ _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
 _LOGO_LINE = re.compile(r"\s*<img [^>]*perplexity[^>]*>\s*$", re.IGNORECASE)
 _CHUNK = 64 * 1024
 _MARKERS = re.compile(r"\[\^?\d+(?:_\d+)?\]")
-_SOURCES_HEADER = re.compile(r"^\s*(?:\*\*)?(?:citations|sources)(?:\*\*)?:?\s*$", re.IGNORECASE)
+_SOURCES_HEADER = re.compile(
+    r"^\s*(?:#{1,6}\s+)?(?:\*\*)?(?:citations|sources)(?:\*\*)?:?\s*$", re.IGNORECASE
+)  # "Citations:", "**Sources**", "## Sources"
 _SOURCE_LINE = re.compile(r"^\s*(?:\[\^?\d+(?:_\d+)?\]:?|\d+\.)\s+\S+")
 
 
