@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,19 @@ def test_an_export_without_conversations_is_an_error_and_keeps_the_earlier_outpu
         import_paths([tmp_path / name], out)
     assert out.read_text() == '{"earlier": "import"}\n' and not (tmp_path / "out.jsonl.partial").exists()
     assert not (tmp_path / "out.jsonl.meta.json").exists()
+
+
+def test_empty_side_files_of_an_export_are_no_rows_of_their_own(fixtures: Path, tmp_path: Path) -> None:
+    """A ChatGPT export holds `[]` in message_feedback.json, shared_conversations.json … when there is
+    nothing to list: they were reported as files of the format "empty"."""
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(fixtures / "chatgpt" / "conversations.json", "conversations.json")
+        zf.writestr("message_feedback.json", "[]")
+        zf.writestr("shared_conversations.json", "[]")
+    report = import_paths([archive], tmp_path / "out.jsonl")
+    assert [f.format for f in report.files] == ["chatgpt"]
+    assert ("export.zip:shared_conversations.json", "an empty list") in report.skipped
 
 
 def test_missing_path(tmp_path: Path) -> None:

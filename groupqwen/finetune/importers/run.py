@@ -258,6 +258,10 @@ def _import_all(
                 skipped.append((source.name, _not_an_export(source)))
                 on_bytes(source.size)
                 continue
+            if fmt == "empty" and not source.explicit:  # message_feedback.json, shared_conversations.json …
+                skipped.append((source.name, "an empty list"))
+                on_bytes(source.size)
+                continue
             if fmt in ("claude-users", "chatgpt-user"):
                 try:
                     identity = identity.merge(_identity(source, fmt, options.parse))
