@@ -179,9 +179,13 @@ def validate_dataset(path: Path, fmt: Format | None = None) -> list[Problem]:
                 continue
             expected = expected or found
             if found != expected:
-                problems.append(Problem(number, f"a {found} record in a {expected} file"))
+                problems.append(Problem(number, f"{_a(found)} record in {_a(expected)} file"))
                 continue
             problem = checks[found](data)
             if problem is not None:
                 problems.append(Problem(number, problem))
     return problems
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"

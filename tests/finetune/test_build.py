@@ -186,7 +186,7 @@ def test_validate_reports_each_problem_with_its_line(tmp_path: Path) -> None:
         "line 6: message 0 is 'assistant' where 'user' belongs",
         "line 7: messages[1].role must be system, user or assistant, not 'bot'",
         "line 8: messages[0].content must be a non-empty string",
-        "line 9: a sharegpt record in a openai file",
+        "line 9: a sharegpt record in an openai file",
         "line 10: neither 'messages', 'conversations' nor 'text'",
     ]
 

@@ -52,6 +52,17 @@ def check(path: Path, what: str = "training file") -> list[Conversation]:
         problems = validate_dataset(path, "openai")
     except OSError as exc:
         raise FinetuneError(f"{what} {path}: {exc.strerror or exc}") from None
+    messages = {p.message for p in problems}
+    if (
+        len(messages) == 1
+        and problems[0].message.endswith("record in an openai file")
+        and len(problems) == _lines(path)
+    ):
+        found = problems[0].message.split(" ")[1]  # every line in one other format: the file is in it
+        raise InvalidRecords(
+            f"{what} {path} is in the {found} format: training reads OpenAI's messages format, which "
+            "`groupqwen data build … --format openai` writes"
+        )
     if problems:
         shown = "; ".join(f"line {p.line}: {p.message}" for p in problems[:_SHOWN])
         more = f" (and {len(problems) - _SHOWN} more)" if len(problems) > _SHOWN else ""
@@ -64,6 +75,11 @@ def check(path: Path, what: str = "training file") -> list[Conversation]:
     if not conversations:
         raise FinetuneError(f"{what} {path} is empty: it needs at least one conversation")
     return conversations
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for _ in f)
 
 
 def _render(tokenizer: Any, messages: Conversation, prompt: bool) -> str:

@@ -25,6 +25,30 @@ def test_a_bad_line_is_named(tmp_path: Path) -> None:
     assert "line 4:" in caught.value.message
 
 
+def test_a_file_in_another_format_says_which_format_to_build(tmp_path: Path) -> None:
+    """`data build --format sharegpt` (or chatml) output named every line "a sharegpt record in a openai
+    file", not what to do."""
+    sharegpt = tmp_path / "train.jsonl"
+    rows = [
+        {"conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]} for q, a in FACTS[:7]
+    ]
+    sharegpt.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(InvalidRecords) as caught:
+        data.check(sharegpt)
+    assert caught.value.message == (
+        f"training file {sharegpt} is in the sharegpt format: training reads OpenAI's messages format, which "
+        "`groupqwen data build … --format openai` writes"
+    )
+    with sharegpt.open("a") as f:  # one line of the right format: the lines are named again
+        f.write(
+            json.dumps(
+                {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+            )
+        )
+    with pytest.raises(InvalidRecords, match="line 1: a sharegpt record in an openai file; line 2"):
+        data.check(sharegpt)
+
+
 def test_empty_and_missing_files_are_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
