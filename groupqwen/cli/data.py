@@ -252,6 +252,17 @@ def curate(
             console.print(t)
     if (t := _pairs("personal data replaced", report.pii)) is not None:
         console.print(t)
+    if report.read and not report.kept:
+        hint = (
+            ": --lang names the languages kept (repeatable), --any-language keeps all"
+            if any(reason.startswith("language ") for reason, _ in report.rejected)
+            else ""
+        )
+        console.print(
+            f"[yellow]warning:[/yellow] {escape(str(out))} is empty: every conversation was rejected{hint}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -266,6 +266,25 @@ def test_apply_leaves_out_only_what_was_rejected(tmp_path: Path) -> None:
     assert [c.id for c in read_jsonl(tmp_path / "kept.jsonl")] == ["c0", "c2"]
 
 
+def test_a_curation_that_keeps_nothing_says_why(tmp_path: Path) -> None:
+    """A German history through the default `--lang en` became an empty file, said only by "kept 0"."""
+    source = tmp_path / "in.jsonl"
+    german = "Wie kann ich in Python eine Liste umdrehen, ohne die ursprüngliche Liste zu verändern?"
+    answer = (
+        "Mit der Slice-Schreibweise bekommst du eine umgedrehte Kopie der Liste zurück, das Original bleibt."
+    )
+    write_jsonl(source, [Conversation("de1", "chatgpt", (Turn("user", german), Turn("assistant", answer)))])
+    out = tmp_path / "curated.jsonl"
+    result = runner.invoke(data_app, ["curate", str(source), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert (
+        f"warning: {out} is empty: every conversation was rejected: --lang names the languages kept" in said
+    )
+    result = runner.invoke(data_app, ["curate", str(source), "-o", str(out), "--lang", "de"])
+    assert "warning" not in result.output and len(list(read_jsonl(out))) == 1
+
+
 def test_an_empty_result_is_said_clearly(tmp_path: Path) -> None:
     source = _three(tmp_path)
     decisions = tmp_path / "decisions.jsonl"
