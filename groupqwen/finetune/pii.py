@@ -288,7 +288,7 @@ class Scrubber:
                 t,
                 content=clean(t.content),
                 reasoning=clean(t.reasoning),
-                attachments=tuple(Attachment(a.name, clean(a.content)) for a in t.attachments),
+                attachments=tuple(Attachment(clean(a.name), clean(a.content)) for a in t.attachments),
             )
 
         return replace(conv, title=clean(conv.title), turns=tuple(turn(t) for t in conv.turns))

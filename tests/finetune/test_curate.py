@@ -154,6 +154,7 @@ def test_reasoning_attachments_and_titles_are_scrubbed_too() -> None:
         "claude",
         (
             Turn("user", "See notes", attachments=(Attachment("n.txt", "ip 203.0.113.9"),)),
+            Turn("user", "And this", attachments=(Attachment("CV (bob@example.org).txt", "Bob's CV"),)),
             Turn("assistant", "Done", reasoning="the user's key is sk-abcdefghijklmnopqrstuvwx"),
         ),
         title="Mail for bob@example.org",
@@ -161,7 +162,8 @@ def test_reasoning_attachments_and_titles_are_scrubbed_too() -> None:
     out = Scrubber([PatternDetector()]).scrub(c)
     assert out.title == "Mail for [EMAIL_1]"
     assert out.turns[0].attachments[0].content == "ip [IP_ADDRESS_1]"
-    assert out.turns[1].reasoning == "the user's key is [API_KEY_1]"
+    assert out.turns[1].attachments[0].name == "CV ([EMAIL_1]).txt"  # a file's name too: it was kept
+    assert out.turns[2].reasoning == "the user's key is [API_KEY_1]"
 
 
 def _precision_recall(path: Path) -> tuple[float, float, dict[str, tuple[int, int, int]]]:
