@@ -342,6 +342,15 @@ def build(
             f"no samples built from {source}: "
             + (f"every conversation was dropped ({dropped})" if dropped else "it holds no conversations")
         )
+    files = manifest["files"]
+    if not files["train.jsonl"]["samples"]:
+        console.print(
+            f"[yellow]warning:[/yellow] train.jsonl is empty: the split put all "
+            f"{files['validation.jsonl']['conversations']} conversation(s) in validation; lower "
+            "--val-fraction or try another --seed",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _choice(value: str, options: tuple[str, ...], option: str) -> Any:

@@ -285,6 +285,17 @@ def test_a_curation_that_keeps_nothing_says_why(tmp_path: Path) -> None:
     assert "warning" not in result.output and len(list(read_jsonl(out))) == 1
 
 
+def test_a_split_that_leaves_training_empty_is_said(tmp_path: Path) -> None:
+    result = runner.invoke(
+        data_app, ["build", str(_three(tmp_path)), "-o", str(tmp_path / "ds"), "--val-fraction", "0.99"]
+    )
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "warning: train.jsonl is empty: the split put all 3 conversation(s) in validation" in said
+    result = runner.invoke(data_app, ["build", str(_three(tmp_path)), "-o", str(tmp_path / "ds")])
+    assert "warning" not in result.output
+
+
 def test_an_empty_result_is_said_clearly(tmp_path: Path) -> None:
     source = _three(tmp_path)
     decisions = tmp_path / "decisions.jsonl"

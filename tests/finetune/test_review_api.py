@@ -284,6 +284,11 @@ def test_the_reviewed_set_becomes_fine_tune_files(uploaded: TestClient, data_dir
     split = uploaded.post("/v1/review/chats/files?val_fraction=0.4").json()
     assert split["validation_file"]["filename"] == "chats-validation.jsonl"
     assert split["training_file"]["id"] != training["id"]
+    # a small set whose every conversation the split's hash sends to validation: said, no empty file kept
+    all_validation = error(uploaded.post("/v1/review/chats/files?val_fraction=0.99"), 400)
+    assert (
+        all_validation["param"] == "val_fraction" and "no training conversation" in all_validation["message"]
+    )
     for c in ("c1#0", "c2#0", "c2#1", "c3#0"):
         decide(uploaded, c, "reject")
     empty = error(uploaded.post("/v1/review/chats/files"), 400)
