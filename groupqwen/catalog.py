@@ -211,13 +211,26 @@ def register_finetuned(folder: Path, model_id: str, base: str, adapter: Path, ow
     ``owner``: the tenant whose data trained it, the only one (with the gateway's own keys) that may see and
     use it; ``""``: the gateway's own (``groupqwen train``, a job of the default tenant)."""
     folder.mkdir(parents=True, exist_ok=True)
-    entry = folder / f"{model_id.replace(':', '_')}.json"
+    entry = finetuned_record(folder, model_id)
     fd, partial = tempfile.mkstemp(prefix=f".{entry.name}.", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         # absolute: a gateway started in another folder reads the record too
         json.dump({"id": model_id, "base": base, "adapter": str(adapter.resolve()), "owner": owner}, f)
     os.replace(partial, entry)
     return entry
+
+
+def finetuned_record(folder: Path, model_id: str) -> Path:
+    """Where the model ``model_id`` is recorded (it may not be)."""
+    return folder / f"{model_id.replace(':', '_')}.json"
+
+
+def recorded_adapter(folder: Path, model_id: str) -> Path | None:
+    """The adapter the model ``model_id`` is recorded with; ``None`` when it is not (readably) recorded."""
+    try:
+        return Path(json.loads(finetuned_record(folder, model_id).read_text(encoding="utf-8"))["adapter"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def finetuned(folder: Path, specs: dict[str, ModelSpec]) -> dict[str, ModelSpec]:

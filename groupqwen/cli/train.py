@@ -217,7 +217,7 @@ def train_command(
     gpu: bool,
     overrides: dict[str, Any],
 ) -> None:
-    from groupqwen.catalog import finetuned_id
+    from groupqwen.catalog import finetuned_id, finetuned_record, recorded_adapter
     from groupqwen.finetune.train import base, checkpoints, convert, trainer
     from groupqwen.finetune.train.events import JsonlLog
 
@@ -228,6 +228,13 @@ def train_command(
         served = [k for k, s in settings.available().items() if s.path and s.lora_path is None]
         raise typer.BadParameter(
             f"{model!r} is not a base model with its GGUF here; one of: {', '.join(served)}"
+        )
+    model_id = finetuned_id(model, suffix, out.resolve().name)
+    taken = recorded_adapter(settings.finetuned_dir, model_id)
+    if taken is not None and taken.is_file() and taken.resolve() != (out / "adapter.gguf").resolve():
+        raise FinetuneError(
+            f"{model_id} is already the model of another run (its adapter: {taken}): give another --suffix "
+            f"or --out folder name, or remove {finetuned_record(settings.finetuned_dir, model_id)}"
         )
     base.require_torch()
     if gpu:
@@ -280,7 +287,6 @@ def train_command(
     if result.adapter is None:
         console.print(f"interrupted: groupqwen train {train_file} --out {out} --resume carries on")
         raise typer.Exit(130)
-    model_id = finetuned_id(model, suffix, out.resolve().name)
     convert.publish(
         result.adapter, base_path, model, model_id, settings.finetuned_dir, cache_home() / "llama.cpp"
     )

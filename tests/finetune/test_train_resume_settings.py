@@ -80,3 +80,29 @@ def test_the_command_line_says_what_differs_before_any_work(tmp_path: Path) -> N
     )
     assert result.exit_code == 1
     assert "max_steps 9 (the run has 20)" in " ".join(result.output.split())
+
+
+def test_a_second_run_is_refused_the_name_of_anothers_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`groupqwen train a/train.jsonl` and then `b/train.jsonl` (both into their default folder, `run`) were
+    both served as ft:smollm2-135m:custom:run: the second replaced the first's record, after training."""
+    from groupqwen.catalog import register_finetuned
+
+    monkeypatch.setenv("GROUPQWEN_DATA_DIR", str(tmp_path / "data"))
+    first = tmp_path / "a" / "run" / "adapter.gguf"
+    first.parent.mkdir(parents=True)
+    first.write_bytes(b"GGUF")
+    registry = tmp_path / "data" / "finetune" / "models"
+    register_finetuned(registry, "ft:smollm2-135m:custom:run", "smollm2-135m", first)
+    data = tmp_path / "b" / "train.jsonl"
+    data.parent.mkdir()
+    data.write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+    )
+    result = CliRunner().invoke(app, ["train", str(data)])
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())
+    assert f"ft:smollm2-135m:custom:run is already the model of another run (its adapter: {first})" in said
+    assert "give another --suffix or --out folder name" in said
+    assert not (tmp_path / "b" / "run").exists()  # refused before any work
