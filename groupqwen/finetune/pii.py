@@ -85,11 +85,13 @@ _SECRET_WORDS = ("key", "secret", "token", "passw", "pwd", "bearer")
 _KEY = re.compile("|".join(f"(?:{p})" for p in _KEY_PATTERNS))
 # The value after "api_key = ", "password: ", "Authorization: Bearer " …
 _ASSIGNED_SECRET = re.compile(
-    r"(?i:\b(?:[a-z0-9]+[_-])*(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|token|password|"
-    r"passwd|pwd)(?:[_-][a-z0-9]+)*[\"']?\s*[:=]\s*[\"']?|\bbearer\s+)([A-Za-z0-9._~+/=!@#$%^&*-]{8,})"
-)  # a name may be part of a longer one: AWS_SECRET_ACCESS_KEY=…, client_secret: …, DB_PASSWORD=…
+    r"(?i:\b(?:[a-z0-9]{1,24}[_-]){0,4}(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|"
+    r"token|password|passwd|pwd)(?:[_-][a-z0-9]{1,24}){0,4}[\"']?\s*[:=]\s*[\"']?|\bbearer\s+)"
+    r"([A-Za-z0-9._~+/=!@#$%^&*-]{8,})"
+)  # a name may be part of a longer one: AWS_SECRET_ACCESS_KEY=…, client_secret: …, DB_PASSWORD=…; the parts
+# are bounded, else a long run of "abc1-abc1-…" is quadratic (58 s for 100 kB)
 # The password in a URL's user part: postgres://app:s3cret@db/…
-_URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:([^\s:/@]{3,})@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"\b[a-z][a-z0-9+.-]{0,30}://[^\s:/@]{1,128}:([^\s:/@]{3,256})@", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
