@@ -241,6 +241,23 @@ def test_long_phone_numbers_and_named_secrets(text: str, found: list[tuple[str, 
     assert [(s.kind, s.text) for s in PatternDetector().find(text)] == found
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        # a US street's quarter cut the match short: "NW, Washington, DC 20500" was left
+        ("I live at 1600 Pennsylvania Avenue NW, Washington, DC 20500.",
+         ["1600 Pennsylvania Avenue NW, Washington, DC 20500"]),
+        # a German street name in words of its own was not taken at all
+        ("Wohne in der Berliner Straße 12, 60311 Frankfurt", ["Berliner Straße 12, 60311 Frankfurt"]),
+        ("Treffpunkt: Alte Gasse 7", ["Alte Gasse 7"]),
+        ("The Main Street W is long", []),
+        ("Die Berliner Straße ist lang", []),
+    ],
+)  # fmt: skip
+def test_more_street_addresses(text: str, found: list[str]) -> None:
+    assert [s.text for s in PatternDetector().find(text) if s.kind == "ADDRESS"] == found
+
+
 def test_presidio_without_a_model_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="Presidio NER is not available here"):
         PresidioDetector()
