@@ -74,7 +74,7 @@ async def import_export(
             exc.message = exc.message.replace(f"{folder}{os.sep}", "")
             raise
         async with dataset_lock(request, dataset):
-            await asyncio.to_thread(_install, Path(folder) / "curated.jsonl", dataset)
+            await asyncio.to_thread(_install, Path(folder) / "curated.jsonl", dataset, report["warnings"])
     return {"object": "review.import", "name": dataset.name, "bytes": size, **report}
 
 
@@ -122,7 +122,14 @@ def _import_and_curate(upload: Path, languages: tuple[str, ...]) -> dict[str, An
     }
 
 
-def _install(curated: Path, dataset: Dataset) -> None:
+def _install(curated: Path, dataset: Dataset, stopped_early: list[str]) -> None:
+    """The curated conversations become the dataset's; not those of an export that broke off midway over
+    a dataset that has conversations: they would replace them with what was read before the break."""
+    if stopped_early and dataset.conversations.is_file() and dataset.conversations.stat().st_size:
+        raise InvalidExport(
+            f"{'; '.join(stopped_early)}: the export broke off, and the dataset, which has conversations, is "
+            "unchanged (import it into a new dataset to review what was read)"
+        )
     dataset.folder.mkdir(parents=True, exist_ok=True)
     os.replace(curated, dataset.conversations)
 

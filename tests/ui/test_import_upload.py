@@ -94,6 +94,16 @@ def test_bad_uploads_are_clear_and_keep_the_dataset(http: TestClient) -> None:
     german = error("/v1/review/p/import?filename=tides.md&languages=de", md, 400)
     assert german["code"] == "invalid_export" and "language en: 1" in german["message"]
     assert "the dataset is unchanged" in german["message"] and "'languages'" in german["message"]
+    # an export that breaks off midway (bytes of another encoding, a cut): what was read before the break
+    # would replace the dataset's conversations; into a new dataset it is imported, with the warning
+    text = (FIXTURES / "chatgpt" / "conversations.json").read_text()
+    broken = text[: text.index('"title": "Plain and simple"')].encode() + b'"title": "Caf\xe9"}]'
+    stopped = error("/v1/review/p/import?filename=conversations.json", broken, 400)
+    assert stopped["code"] == "invalid_export" and "not UTF-8 text" in stopped["message"]
+    assert "the dataset, which has conversations, is unchanged" in stopped["message"]
+    fresh = http.post("/v1/review/fresh/import?filename=conversations.json&languages=", content=broken)
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()["conversations"] == 1 and "not UTF-8 text" in fresh.json()["warnings"][0]
     assert http.get("/v1/review/p?status=all").json()["counts"]["total"] == 1  # untouched
 
 
