@@ -37,6 +37,7 @@ from groupqwen.telemetry import timing
 Rule = Scope | Literal["public", "key", "operator"]
 _HEADERS = "groupqwen.headers"  # the scope's key for ``headers``
 _PRINCIPAL = "groupqwen.principal"  # the scope's key for the settled principal (``principal_of``)
+_DENIAL = "websocket.http.response"  # ASGI's extension: an HTTP answer to a refused WebSocket upgrade
 WEBSOCKET = "WEBSOCKET"  # RULES' method for a WebSocket route: ("WEBSOCKET", "/v1/ws")
 _audit = log.get("groupqwen.audit")
 
@@ -177,7 +178,10 @@ def is_operator(principal: Principal) -> bool:
 
 async def authorize(connection: HTTPConnection) -> None:
     """The app's dependency: every route, HTTP or WebSocket, runs after it. A WebSocket upgrade that fails
-    is closed before it is accepted with 1008 (policy violation) and the error's message as the reason."""
+    is answered as the same request over HTTP would be: the error's status, headers and JSON (the ASGI
+    denial response, which uvicorn's implementations all support). A server without that extension can
+    only refuse it: then it is closed before it is accepted with 1008 (policy violation) and the error's
+    message as the reason, which such a server turns into a bare 403."""
     path = connection.scope["route"].path
     if connection.scope["type"] != "websocket":
         method = connection.scope["method"]
@@ -186,6 +190,8 @@ async def authorize(connection: HTTPConnection) -> None:
     try:
         await settle(connection, RULES[(WEBSOCKET, path)], f"{WEBSOCKET} {connection.url.path}")
     except GroupQwenError as exc:
+        if _DENIAL in connection.scope.get("extensions", {}):
+            raise  # the app's handler answers it (api/errors.py): Starlette sends it as a denial response
         reason = exc.message.encode()[:120].decode(errors="ignore")  # a close reason holds 123 bytes
         raise WebSocketException(WS_1008_POLICY_VIOLATION, reason) from None
 

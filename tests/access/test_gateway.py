@@ -16,7 +16,7 @@ import openai
 import pytest
 from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import WebSocketDenialResponse
 
 from groupqwen import log
 from groupqwen.api import auth
@@ -197,11 +197,12 @@ def test_a_websocket_upgrade_is_checked_by_the_same_function(
             (bearer(admin), "Missing scope: chat"),
         ):
             with (
-                pytest.raises(WebSocketDisconnect) as closed,
+                pytest.raises(WebSocketDenialResponse) as refused,
                 client.websocket_connect("/v1/echo", headers=headers),
             ):
                 pass
-            assert closed.value.code == 1008 and reason in closed.value.reason
+            assert refused.value.status_code in (401, 403)
+            assert reason in refused.value.json()["error"]["message"]
 
 
 def test_a_tenants_admin_reads_its_own_tenants_metrics_only(tmp_path: Path) -> None:
