@@ -196,6 +196,14 @@ async def authorize(connection: HTTPConnection) -> None:
         raise WebSocketException(WS_1008_POLICY_VIOLATION, reason) from None
 
 
+async def recheck(connection: HTTPConnection, action: str) -> Principal:
+    """A long-lived connection's key looked up again (through the key cache) before it acts again: a
+    WebSocket settled at its upgrade stays open, and a key revoked, rotated or expired since then must
+    stop working on it within ``auth.key_cache_s``, as it does on HTTP."""
+    path = connection.scope["route"].path
+    return await settle(connection, RULES[(WEBSOCKET, path)], f"{WEBSOCKET} {connection.url.path} {action}")
+
+
 def principal_of(connection: HTTPConnection) -> Principal:
     """The principal ``settle`` found (in the scope itself: Starlette's ``request.state`` is a property
     and an object's ``__getattr__`` in Python, five reads a request)."""

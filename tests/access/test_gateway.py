@@ -205,6 +205,36 @@ def test_a_websocket_upgrade_is_checked_by_the_same_function(
             assert reason in refused.value.json()["error"]["message"]
 
 
+def test_a_key_revoked_or_rotated_stops_working_on_a_websocket_already_open(tmp_path: Path) -> None:
+    """Each ``chat.create`` looks the connection's key up again (through the key cache, so within
+    ``auth.key_cache_s``: 0 here), as every HTTP request does: a socket opened before the key was revoked
+    or rotated gets a 401 for the generation. It used to keep generating for as long as it stayed open."""
+    services = keyed_services(tmp_path, auth={"key_cache_s": 0})
+    revoked, rotated = new_key(services, "gone"), new_key(services, "turned")
+    app = create_app(services.settings, services)
+
+    def create(ws: Any, gid: str) -> dict[str, Any]:
+        body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+        ws.send_json({"type": "chat.create", "id": gid, "body": body})
+        while (frame := ws.receive_json())["type"] not in ("done", "error"):
+            pass
+        return dict(frame)
+
+    with TestClient(app) as client:
+        for key, change in (
+            (revoked, lambda key_id: key_store(services).revoke(key_id, now=time.time())),
+            (rotated, lambda key_id: key_store(services).rotate(key_id, now=time.time())),
+        ):
+            with client.websocket_connect("/v1/ws", headers=bearer(key)) as ws:
+                assert ws.receive_json()["type"] == "hello"
+                assert create(ws, "before")["type"] == "done"
+                change(key[3:19])
+                refused = create(ws, "after")
+                assert refused["type"] == "error" and refused["id"] == "after" and refused["status"] == 401
+                assert refused["error"]["code"] == "invalid_api_key"
+                assert f"gq-{key[3:19]}" in refused["error"]["message"]
+
+
 def test_a_tenants_admin_reads_its_own_tenants_metrics_only(tmp_path: Path) -> None:
     services = keyed_services(tmp_path)
     users = {tenant: new_key(services, f"{tenant} app", tenant=tenant) for tenant in ("acme", "rival")}
