@@ -124,9 +124,10 @@ def deny(
     return error
 
 
-async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Principal:
+async def settle(connection: HTTPConnection, rule: Rule, action: str, *, again: bool = False) -> Principal:
     """The principal of an HTTP request or a WebSocket upgrade (the same headers), allowed ``rule``; kept in
-    its scope for ``principal_of``. Raises (and audits) ``AuthenticationFailed`` or ``PermissionDenied``."""
+    its scope for ``principal_of``. Raises (and audits) ``AuthenticationFailed`` or ``PermissionDenied``;
+    ``again``: a check of a connection already let in (``recheck``), whose admin action is logged once."""
     authenticator = _authenticator(connection)
     if rule == "public" and authenticator.enabled:
         connection.scope[_PRINCIPAL] = NOBODY
@@ -158,7 +159,7 @@ async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Princip
             action,
             principal,
         )
-    if scope == "admin" and principal.key_id is not None:
+    if scope == "admin" and principal.key_id is not None and not again:
         _audit.info("admin action", action=action, **_who(principal))
     return principal
 
@@ -198,10 +199,12 @@ async def authorize(connection: HTTPConnection) -> None:
 
 async def recheck(connection: HTTPConnection, action: str) -> Principal:
     """A long-lived connection's key looked up again (through the key cache) before it acts again: a
-    WebSocket settled at its upgrade stays open, and a key revoked, rotated or expired since then must
-    stop working on it within ``auth.key_cache_s``, as it does on HTTP."""
+    WebSocket settled at its upgrade, or a stream of events, stays open, and a key revoked, rotated or
+    expired since then must stop working on it within ``auth.key_cache_s``, as it does on HTTP."""
     path = connection.scope["route"].path
-    return await settle(connection, RULES[(WEBSOCKET, path)], f"{WEBSOCKET} {connection.url.path} {action}")
+    method = WEBSOCKET if connection.scope["type"] == "websocket" else connection.scope["method"]
+    action = f"{method} {connection.url.path} {action}"
+    return await settle(connection, RULES[(method, path)], action, again=True)
 
 
 def principal_of(connection: HTTPConnection) -> Principal:

@@ -235,6 +235,34 @@ def test_a_key_revoked_or_rotated_stops_working_on_a_websocket_already_open(tmp_
                 assert f"gq-{key[3:19]}" in refused["error"]["message"]
 
 
+def test_a_revoked_key_stops_the_live_metrics_stream_it_opened(tmp_path: Path) -> None:
+    """``/v1/metrics/stream`` runs for as long as the dashboard is open: before each summary it looks its
+    key up again (within ``auth.key_cache_s``: 0 here), and a key revoked meanwhile ends the stream with
+    an ``error`` event (OpenAI's error object and the status). It used to stream on (here: to its 50
+    events, the bound that keeps this test from waiting forever on such a gateway)."""
+    services = keyed_services(tmp_path, auth={"key_cache_s": 0})
+    admin = new_key(services, "dashboard", scopes=["admin"])
+    with (
+        TestClient(create_app(services.settings, services)) as client,
+        client.stream("GET", "/v1/metrics/stream?interval=0.1&events=50", headers=bearer(admin)) as stream,
+    ):
+        assert stream.status_code == 200
+        events = stream.iter_lines()
+        assert next(line for line in events if line.startswith("event:")) == "event: summary"
+        key_store(services).revoke(admin[3:19], now=time.time())
+        names, error = [], {}
+        for line in events:
+            if line.startswith("event:"):
+                names.append(line.removeprefix("event: "))
+            elif names and names[-1] == "error" and line.startswith("data:"):
+                error = json.loads(line.removeprefix("data: "))
+                break
+        assert names[-1] == "error" and set(names[:-1]) <= {"summary", "request"}
+        assert error["status"] == 401 and error["error"]["code"] == "invalid_api_key"
+        assert "has been revoked" in error["error"]["message"]
+        assert not any(line.startswith("event:") for line in events)  # and it ended there
+
+
 def test_a_tenants_admin_reads_its_own_tenants_metrics_only(tmp_path: Path) -> None:
     services = keyed_services(tmp_path)
     users = {tenant: new_key(services, f"{tenant} app", tenant=tenant) for tenant in ("acme", "rival")}
