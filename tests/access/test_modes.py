@@ -209,3 +209,15 @@ def test_a_real_server_refuses_a_websocket_upgrade_with_the_errors_status_and_me
             assert json.loads(ws.recv(timeout=60))["type"] == "hello"
     assert key.split(".")[1] not in server.log_path.read_text()
     assert embeddings_only.split(".")[1] not in server.log_path.read_text()
+
+
+def test_a_key_created_while_auth_is_off_says_the_gateway_will_not_ask_for_it(tmp_path: Path) -> None:
+    """``keys create`` with a configuration whose ``auth`` is off (the README's commands set
+    ``GROUPQWEN_AUTH__MODE=keys``; forgetting it is easy) makes the key, and says on stderr that the
+    gateway does not ask for keys until ``auth: keys``: it used to say nothing, and a gateway started the
+    same way served everyone."""
+    off = runner.invoke(app, ["keys", "create", "--name", "a", "-c", str(fake_config(tmp_path))])
+    assert off.exit_code == 0 and off.stdout.startswith("gq-"), off.stderr
+    assert "auth is off" in off.stderr and "GROUPQWEN_AUTH__MODE=keys" in off.stderr
+    on = runner.invoke(app, ["keys", "create", "--name", "b", "-c", str(fake_config(tmp_path, auth="keys"))])
+    assert on.exit_code == 0 and "auth is off" not in on.stderr, on.stderr
