@@ -87,3 +87,24 @@ def test_regenerate_bypasses_the_cache_over_sse_too(page: Any, cached: ServedPro
     expect(footer).to_contain_text("cache bypass")  # generated anew, not read from the cache
     wait_until(lambda: by_transport(cached, "http") == over_http + 1)  # over SSE
     assert by_transport(cached, "ws") == over_ws
+
+
+def test_a_reload_mid_answer_keeps_what_had_come(page: Any, served: ServedProcess) -> None:
+    """The page reloaded while an answer streams: the text that had come stays in the conversation (its
+    draft lived only in memory, and the conversation came back as a question with no answer), marked as
+    cut off, with Regenerate to ask again."""
+    start_chat(page, served, "slow")
+    ask(page, "Count for me")
+    expect(page.locator(STREAMING)).to_contain_text("word10")
+    page.reload()
+    kept = page.locator("[data-testid=assistant-message][data-state=error]")
+    expect(kept).to_contain_text("word0 word1")
+    expect(kept.get_by_test_id("answer-error")).to_contain_text("The page was reloaded")
+    expect(page.get_by_test_id("user-message")).to_have_count(1)
+    page.reload()  # kept for good, once
+    expect(kept).to_have_count(1)
+    expect(kept).to_contain_text("word10")
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.locator(STREAMING)).to_contain_text("word3")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("[data-testid=assistant-message][data-state=stopped]")).to_have_count(1)
