@@ -4,6 +4,7 @@ import { createRoot } from "react-dom/client";
 import { createBrowserRouter, NavLink, Navigate, Outlet, RouterProvider } from "react-router";
 import "./index.css";
 import { loadMarkdown } from "./components/LazyMarkdown";
+import { keepInterrupted } from "./chat/db";
 import ChatPage from "./pages/Chat";
 import { applyTheme, useSettings } from "./settings";
 
@@ -63,6 +64,7 @@ const router = createBrowserRouter([
 const queries = new QueryClient({ defaultOptions: { queries: { retry: 1, refetchOnWindowFocus: false } } });
 
 void loadMarkdown();
+void keepInterrupted(); // answers a reload cut off, back in their conversations
 
 createRoot(document.getElementById("root") as HTMLElement).render(
   <StrictMode>

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -14,12 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from groupqwen.api import auth
 from groupqwen.api.body import json_object, read
-from groupqwen.api.errors import from_validation_error
+from groupqwen.api.errors import error_body, from_validation_error
 from groupqwen.api.openapi import SSE, Model, body, errors
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
 from groupqwen.cache import Invalidation
-from groupqwen.errors import InvalidRequest, ModelNotFound, NotFound
+from groupqwen.errors import GroupQwenError, InvalidRequest, ModelNotFound, NotFound
 from groupqwen.telemetry.metrics import CONTENT_TYPE
 from groupqwen.telemetry.records import parse_window
 from groupqwen.telemetry.service import Telemetry
@@ -120,7 +120,14 @@ async def metrics_stream(
     telemetry = _services(request).telemetry
     seconds = parse_window(window, maximum=telemetry.recent_window_s)
     telemetry.live.check_room()
-    frames = _live_frames(telemetry, seconds, interval, events, auth.metrics_tenant(request))
+    frames = _live_frames(
+        telemetry,
+        seconds,
+        interval,
+        events,
+        auth.metrics_tenant(request),
+        lambda: auth.recheck(request, "summary"),
+    )
     return StreamingResponse(
         frames,
         media_type="text/event-stream",
@@ -133,8 +140,15 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
 
 
 async def _live_frames(
-    telemetry: Telemetry, window_s: float, interval: float, events: int | None, tenant: str | None
+    telemetry: Telemetry,
+    window_s: float,
+    interval: float,
+    events: int | None,
+    tenant: str | None,
+    recheck: Callable[[], Awaitable[object]],
 ) -> AsyncIterator[bytes]:
+    """``recheck``: the key looked up again before each summary; a key revoked (or expired) since the
+    stream began ends it with an ``error`` event."""
     sent = 0
     async with telemetry.live.subscribe() as subscription:
         next_summary = time.monotonic()
@@ -146,6 +160,11 @@ async def _live_frames(
                     continue
                 yield _event("request", dataclasses.asdict(record))
             else:
+                try:
+                    await recheck()
+                except GroupQwenError as exc:
+                    yield _event("error", {"status": exc.status_code, **error_body(exc)})
+                    return
                 summary = telemetry.summary(window_s, tenant=tenant)
                 yield _event("summary", {**summary, "missed": subscription.missed})
                 next_summary = time.monotonic() + interval

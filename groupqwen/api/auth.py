@@ -37,6 +37,7 @@ from groupqwen.telemetry import timing
 Rule = Scope | Literal["public", "key", "operator"]
 _HEADERS = "groupqwen.headers"  # the scope's key for ``headers``
 _PRINCIPAL = "groupqwen.principal"  # the scope's key for the settled principal (``principal_of``)
+_DENIAL = "websocket.http.response"  # ASGI's extension: an HTTP answer to a refused WebSocket upgrade
 WEBSOCKET = "WEBSOCKET"  # RULES' method for a WebSocket route: ("WEBSOCKET", "/v1/ws")
 _audit = log.get("groupqwen.audit")
 
@@ -123,9 +124,10 @@ def deny(
     return error
 
 
-async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Principal:
+async def settle(connection: HTTPConnection, rule: Rule, action: str, *, again: bool = False) -> Principal:
     """The principal of an HTTP request or a WebSocket upgrade (the same headers), allowed ``rule``; kept in
-    its scope for ``principal_of``. Raises (and audits) ``AuthenticationFailed`` or ``PermissionDenied``."""
+    its scope for ``principal_of``. Raises (and audits) ``AuthenticationFailed`` or ``PermissionDenied``;
+    ``again``: a check of a connection already let in (``recheck``), whose admin action is logged once."""
     authenticator = _authenticator(connection)
     if rule == "public" and authenticator.enabled:
         connection.scope[_PRINCIPAL] = NOBODY
@@ -157,7 +159,7 @@ async def settle(connection: HTTPConnection, rule: Rule, action: str) -> Princip
             action,
             principal,
         )
-    if scope == "admin" and principal.key_id is not None:
+    if scope == "admin" and principal.key_id is not None and not again:
         _audit.info("admin action", action=action, **_who(principal))
     return principal
 
@@ -177,7 +179,10 @@ def is_operator(principal: Principal) -> bool:
 
 async def authorize(connection: HTTPConnection) -> None:
     """The app's dependency: every route, HTTP or WebSocket, runs after it. A WebSocket upgrade that fails
-    is closed before it is accepted with 1008 (policy violation) and the error's message as the reason."""
+    is answered as the same request over HTTP would be: the error's status, headers and JSON (the ASGI
+    denial response, which uvicorn's implementations all support). A server without that extension can
+    only refuse it: then it is closed before it is accepted with 1008 (policy violation) and the error's
+    message as the reason, which such a server turns into a bare 403."""
     path = connection.scope["route"].path
     if connection.scope["type"] != "websocket":
         method = connection.scope["method"]
@@ -186,8 +191,20 @@ async def authorize(connection: HTTPConnection) -> None:
     try:
         await settle(connection, RULES[(WEBSOCKET, path)], f"{WEBSOCKET} {connection.url.path}")
     except GroupQwenError as exc:
+        if _DENIAL in connection.scope.get("extensions", {}):
+            raise  # the app's handler answers it (api/errors.py): Starlette sends it as a denial response
         reason = exc.message.encode()[:120].decode(errors="ignore")  # a close reason holds 123 bytes
         raise WebSocketException(WS_1008_POLICY_VIOLATION, reason) from None
+
+
+async def recheck(connection: HTTPConnection, action: str) -> Principal:
+    """A long-lived connection's key looked up again (through the key cache) before it acts again: a
+    WebSocket settled at its upgrade, or a stream of events, stays open, and a key revoked, rotated or
+    expired since then must stop working on it within ``auth.key_cache_s``, as it does on HTTP."""
+    path = connection.scope["route"].path
+    method = WEBSOCKET if connection.scope["type"] == "websocket" else connection.scope["method"]
+    action = f"{method} {connection.url.path} {action}"
+    return await settle(connection, RULES[(method, path)], action, again=True)
 
 
 def principal_of(connection: HTTPConnection) -> Principal:

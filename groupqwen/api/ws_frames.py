@@ -58,14 +58,22 @@ def resumes(frame: dict[str, Any]) -> list[tuple[str, int]]:
     )
     if not isinstance(wanted, list):
         raise problem
-    out = []
+    out: list[tuple[str, int]] = []
     for item in wanted:
         if not isinstance(item, dict):
             raise problem
         after = item.get("after_seq", 0)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             raise problem
-        out.append((_string(item, "id", "resume"), after))
+        gid = _string(item, "id", "resume")
+        if any(gid == seen for seen, _ in out):  # two after_seqs: frames would come twice
+            raise InvalidRequest(
+                f"A 'resume' frame names the generation {gid!r} twice: give each id once, with the last "
+                "seq you saw of it",
+                param="generations",
+                code="invalid_frame",
+            )
+        out.append((gid, after))
     return out
 
 

@@ -43,6 +43,7 @@ async def generate(
     meta = {"request_id": generation.request_id}
     admission = UNLIMITED
     try:
+        await auth.recheck(connection, "chat.create")  # a key revoked since the upgrade: a 401 here
         chat, _ = parse_chat(body, services.settings)
         if chat.n > 1:
             raise UnsupportedParameter(

@@ -135,6 +135,12 @@ def create(
         )
         _audit.info("admin action", action="keys create", key_id=record.key_id, tenant=record.tenant)
         _show_new(record.public(now), key, as_json, "created")
+    if settings.auth.mode == "off":
+        typer.echo(
+            "note: auth is off in this configuration: a gateway started with it serves without keys; "
+            "set auth: keys (GROUPQWEN_AUTH__MODE=keys) to require them",
+            err=True,
+        )
 
 
 @keys_app.command("list")

@@ -16,7 +16,7 @@ import openai
 import pytest
 from fastapi import FastAPI, WebSocket
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import WebSocketDenialResponse
 
 from groupqwen import log
 from groupqwen.api import auth
@@ -197,11 +197,70 @@ def test_a_websocket_upgrade_is_checked_by_the_same_function(
             (bearer(admin), "Missing scope: chat"),
         ):
             with (
-                pytest.raises(WebSocketDisconnect) as closed,
+                pytest.raises(WebSocketDenialResponse) as refused,
                 client.websocket_connect("/v1/echo", headers=headers),
             ):
                 pass
-            assert closed.value.code == 1008 and reason in closed.value.reason
+            assert refused.value.status_code in (401, 403)
+            assert reason in refused.value.json()["error"]["message"]
+
+
+def test_a_key_revoked_or_rotated_stops_working_on_a_websocket_already_open(tmp_path: Path) -> None:
+    """Each ``chat.create`` looks the connection's key up again (through the key cache, so within
+    ``auth.key_cache_s``: 0 here), as every HTTP request does: a socket opened before the key was revoked
+    or rotated gets a 401 for the generation. It used to keep generating for as long as it stayed open."""
+    services = keyed_services(tmp_path, auth={"key_cache_s": 0})
+    revoked, rotated = new_key(services, "gone"), new_key(services, "turned")
+    app = create_app(services.settings, services)
+
+    def create(ws: Any, gid: str) -> dict[str, Any]:
+        body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+        ws.send_json({"type": "chat.create", "id": gid, "body": body})
+        while (frame := ws.receive_json())["type"] not in ("done", "error"):
+            pass
+        return dict(frame)
+
+    with TestClient(app) as client:
+        for key, change in (
+            (revoked, lambda key_id: key_store(services).revoke(key_id, now=time.time())),
+            (rotated, lambda key_id: key_store(services).rotate(key_id, now=time.time())),
+        ):
+            with client.websocket_connect("/v1/ws", headers=bearer(key)) as ws:
+                assert ws.receive_json()["type"] == "hello"
+                assert create(ws, "before")["type"] == "done"
+                change(key[3:19])
+                refused = create(ws, "after")
+                assert refused["type"] == "error" and refused["id"] == "after" and refused["status"] == 401
+                assert refused["error"]["code"] == "invalid_api_key"
+                assert f"gq-{key[3:19]}" in refused["error"]["message"]
+
+
+def test_a_revoked_key_stops_the_live_metrics_stream_it_opened(tmp_path: Path) -> None:
+    """``/v1/metrics/stream`` runs for as long as the dashboard is open: before each summary it looks its
+    key up again (within ``auth.key_cache_s``: 0 here), and a key revoked meanwhile ends the stream with
+    an ``error`` event (OpenAI's error object and the status). It used to stream on (here: to its 50
+    events, the bound that keeps this test from waiting forever on such a gateway)."""
+    services = keyed_services(tmp_path, auth={"key_cache_s": 0})
+    admin = new_key(services, "dashboard", scopes=["admin"])
+    with (
+        TestClient(create_app(services.settings, services)) as client,
+        client.stream("GET", "/v1/metrics/stream?interval=0.1&events=50", headers=bearer(admin)) as stream,
+    ):
+        assert stream.status_code == 200
+        events = stream.iter_lines()
+        assert next(line for line in events if line.startswith("event:")) == "event: summary"
+        key_store(services).revoke(admin[3:19], now=time.time())
+        names, error = [], {}
+        for line in events:
+            if line.startswith("event:"):
+                names.append(line.removeprefix("event: "))
+            elif names and names[-1] == "error" and line.startswith("data:"):
+                error = json.loads(line.removeprefix("data: "))
+                break
+        assert names[-1] == "error" and set(names[:-1]) <= {"summary", "request"}
+        assert error["status"] == 401 and error["error"]["code"] == "invalid_api_key"
+        assert "has been revoked" in error["error"]["message"]
+        assert not any(line.startswith("event:") for line in events)  # and it ended there
 
 
 def test_a_tenants_admin_reads_its_own_tenants_metrics_only(tmp_path: Path) -> None:

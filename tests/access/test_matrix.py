@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import WebSocketDenialResponse
 
 from groupqwen.access.principal import SCOPES
 from groupqwen.api import auth
@@ -203,7 +203,7 @@ def call(
     return client.request(method, url, json=sample.body, headers=headers)
 
 
-# WebSocket routes: allowed, the upgrade is accepted (the server's hello); refused, it is closed with 1008
+# WebSocket routes: allowed, the upgrade is accepted (the server's hello); refused, the HTTP error it would be
 WEBSOCKETS: dict[tuple[str, str], Sample] = {(auth.WEBSOCKET, "/v1/ws"): Sample("chat", "/v1/ws")}
 
 
@@ -261,7 +261,8 @@ def test_websocket_matrix(
         try:
             with client.websocket_connect(sample.url, headers=headers[column]) as ws:
                 got[column] = ws.receive_json()["type"] == "hello"
-        except WebSocketDisconnect as refused:
-            assert refused.code == 1008 and refused.reason
+        except WebSocketDenialResponse as refused:  # answered as over HTTP: the status and the error
+            assert refused.status_code == expected(sample, column)
+            assert refused.json()["error"]["code"] in ("invalid_api_key", "insufficient_permissions")
             got[column] = False
     assert got == want

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from groupqwen.access.keys import generate_key
 from groupqwen.api.app import create_app
@@ -174,3 +176,48 @@ def test_the_keys_commands(tmp_path: Path) -> None:
         failed = runner.invoke(app, [*args, "-c", config])
         assert failed.exit_code == 1 and message in failed.stderr, failed.stderr
     assert runner.invoke(app, ["keys", "generate"]).stdout.startswith("gq-")
+
+
+def test_a_real_server_refuses_a_websocket_upgrade_with_the_errors_status_and_message(tmp_path: Path) -> None:
+    """A refused ``/v1/ws`` upgrade is answered as the same request over HTTP would be (a WebSocket can
+    only be closed once accepted): the error's status, its headers and OpenAI's error JSON. It used to
+    be a bare 403 with an empty body for every refusal, a missing key included, though Starlette's test
+    client showed a close with 1008 and the message."""
+    key = generate_key()
+    with serve_process(tmp_path, auth={"mode": "keys", "bootstrap_admin_key": key}) as server:
+        config = str(tmp_path / "groupqwen.yaml")  # serve_process's: the same database
+        create = ["keys", "create", "--name", "e", "--scopes", "embeddings", "-c", config]
+        created = runner.invoke(app, create)
+        assert created.exit_code == 0, created.stderr
+        embeddings_only = created.stdout.strip()
+        url = f"ws://127.0.0.1:{server.port}/v1/ws"
+        for headers, status, message in (
+            ({}, 401, "You didn't provide an API key"),
+            ({"authorization": "Bearer sk-nope"}, 401, "it is not a GroupQwen key"),
+            ({"authorization": f"Bearer {embeddings_only}"}, 403, "Missing scope: chat"),
+        ):
+            with pytest.raises(InvalidStatus) as refused:
+                connect(url, additional_headers=headers, open_timeout=60)
+            response = refused.value.response
+            assert response.status_code == status
+            error = json.loads(response.body)["error"]
+            assert message in error["message"]
+            assert error["code"] == ("invalid_api_key" if status == 401 else "insufficient_permissions")
+            if status == 401:
+                assert response.headers["www-authenticate"].startswith("Bearer")
+        with connect(url, additional_headers={"authorization": f"Bearer {key}"}, open_timeout=60) as ws:
+            assert json.loads(ws.recv(timeout=60))["type"] == "hello"
+    assert key.split(".")[1] not in server.log_path.read_text()
+    assert embeddings_only.split(".")[1] not in server.log_path.read_text()
+
+
+def test_a_key_created_while_auth_is_off_says_the_gateway_will_not_ask_for_it(tmp_path: Path) -> None:
+    """``keys create`` with a configuration whose ``auth`` is off (the README's commands set
+    ``GROUPQWEN_AUTH__MODE=keys``; forgetting it is easy) makes the key, and says on stderr that the
+    gateway does not ask for keys until ``auth: keys``: it used to say nothing, and a gateway started the
+    same way served everyone."""
+    off = runner.invoke(app, ["keys", "create", "--name", "a", "-c", str(fake_config(tmp_path))])
+    assert off.exit_code == 0 and off.stdout.startswith("gq-"), off.stderr
+    assert "auth is off" in off.stderr and "GROUPQWEN_AUTH__MODE=keys" in off.stderr
+    on = runner.invoke(app, ["keys", "create", "--name", "b", "-c", str(fake_config(tmp_path, auth="keys"))])
+    assert on.exit_code == 0 and "auth is off" not in on.stderr, on.stderr

@@ -196,6 +196,31 @@ def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(server: Ser
     assert frames[-1]["type"] == "done"
 
 
+def test_a_resume_naming_a_generation_twice_is_refused_and_replays_nothing(server: ServedProcess) -> None:
+    """Each frame comes exactly once: a ``resume`` that names an ``id`` twice (two ``after_seq``s) is a bad
+    frame, not two replays of the same frames (it used to send the frames after the smaller ``after_seq``,
+    then those after the larger one again, interleaved)."""
+    with open_socket(server) as ws:
+        session = receive(ws)["session"]
+        send(ws, ask("g", "slow", max_tokens=60))
+        before = [receive(ws) for _ in range(5)]
+        abort(ws)
+    wait_for(lambda: websocket_gauges(server)["parked_generations"] == 1, "the generation parked")
+    with open_socket(server) as again:
+        receive(again)
+        twice = [{"id": "g", "after_seq": 2}, {"id": "g", "after_seq": 5}]
+        send(again, {"type": "resume", "session": session, "generations": twice})
+        refused = receive(again)
+        assert refused["type"] == "error" and refused["status"] == 400 and "seq" not in refused
+        assert refused["error"]["code"] == "invalid_frame" and "'g'" in refused["error"]["message"]
+        send(again, {"type": "resume", "session": session, "generations": [{"id": "g", "after_seq": 5}]})
+        assert receive(again) == {"type": "resumed", "session": session}
+        after = until_finished(again, ["g"])
+    frames = before + after
+    assert seqs(frames, "g") == list(range(1, len(frames) + 1))
+    assert text_of(frames, "g") == " ".join(SLOW_REPLY.split()[:60])
+
+
 def test_a_foreign_or_guessed_session_gets_nothing(server: ServedProcess) -> None:
     with open_socket(server, additional_headers={"Authorization": "Bearer alice"}) as ws:
         session = receive(ws)["session"]

@@ -9,15 +9,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
+from waiting import wait_until
+from websockets.sync.client import connect
 
 from deploy.deploy_tools import ROOT, TOOLS, tool
 from groupqwen.access.keys import generate_key
 from groupqwen.cli.main import app
+from groupqwen.testing import serve_process
 
 PASSWORD = "abcdef0123456789"
 
@@ -111,9 +116,9 @@ def test_deploy_script_passes_shellcheck() -> None:
 BROTLI = "/usr/lib/nginx/modules/ngx_http_brotli_filter_module.so"  # libnginx-mod-http-brotli-filter
 
 
-def test_nginx_accepts_the_proxy_configuration(tmp_path: Path) -> None:
-    """docker/nginx.conf inside an http block as the web UI's image has it (Debian's nginx with its brotli
-    module loaded), checked with ``nginx -t``."""
+def nginx_main(tmp_path: Path, site: Path) -> Path:
+    """An nginx.conf with ``site`` inside an http block as the web UI's image has it (Debian's nginx with
+    its brotli module loaded), everything it writes under ``tmp_path``."""
     mime = Path("/etc/nginx/mime.types")
     main = tmp_path / "nginx.conf"
     temp = " ".join(f"{kind}_temp_path {tmp_path / kind};" for kind in ("client_body", "proxy", "fastcgi"))
@@ -122,12 +127,57 @@ def test_nginx_accepts_the_proxy_configuration(tmp_path: Path) -> None:
         f"pid {tmp_path / 'nginx.pid'};\nerror_log stderr;\nevents {{}}\n"
         f"http {{\n  include {mime};\n  access_log off;\n  {temp}\n"
         f"  uwsgi_temp_path {tmp_path / 'uwsgi'}; scgi_temp_path {tmp_path / 'scgi'};\n"
-        f"  include {ROOT / 'docker' / 'nginx.conf'};\n}}\n",
+        f"  include {site};\n}}\n",
         encoding="utf-8",
     )
+    return main
+
+
+def test_nginx_accepts_the_proxy_configuration(tmp_path: Path) -> None:
+    """docker/nginx.conf as the web UI's image has it, checked with ``nginx -t``."""
+    main = nginx_main(tmp_path, ROOT / "docker" / "nginx.conf")
     result = run(tool("nginx"), "-t", "-p", str(tmp_path), "-c", str(main))
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+def test_a_browsers_websocket_passes_nginx_on_a_port_of_its_own(tmp_path: Path) -> None:
+    """A real nginx running docker/nginx.conf (the gateway's address and the port changed, as compose
+    publishes it on 8080 by default) in front of a real ``groupqwen serve``: the WebSocket a page served
+    there opens, with the ``Origin`` a browser sends (scheme, host and port), reaches the gateway's
+    ``hello``. nginx used to pass ``Host`` without the port (``$host``), so the gateway's same-origin check
+    refused every browser's upgrade (403) and the page fell back to SSE, without resume."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "gateway").mkdir()
+    with serve_process(tmp_path / "gateway") as gateway:
+        site = (ROOT / "docker" / "nginx.conf").read_text(encoding="utf-8")
+        site = site.replace("set $gateway http://gateway:8000;", f"set $gateway {gateway.url};")
+        site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+        assert gateway.url in site and str(port) in site
+        (tmp_path / "site.conf").write_text(site, encoding="utf-8")
+        main = nginx_main(tmp_path, tmp_path / "site.conf")
+        nginx = subprocess.Popen(
+            [tool("nginx"), "-p", str(tmp_path), "-c", str(main), "-g", "daemon off;"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            proxied = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _answers(proxied + "/nginx-health"), within_s=30)
+            with connect(f"ws://127.0.0.1:{port}/v1/ws", origin=proxied, open_timeout=60) as ws:
+                assert json.loads(ws.recv(timeout=60))["type"] == "hello"
+        finally:
+            nginx.terminate()
+            nginx.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def test_nginx_proxies_every_gateway_route_unbuffered() -> None:

@@ -245,3 +245,35 @@ def test_a_vision_answers_boxes_are_drawn_on_the_image(
     page.reload()  # kept with the answer in the browser's history
     expect(page.get_by_test_id("answer-box")).to_have_attribute("data-box", "50,25,150,75")
     screenshot(page, "chat-boxes")
+
+
+def test_images_for_a_model_that_takes_none_are_held_back_with_a_reason(
+    page: Any, served: ServedProcess, tmp_path: Path
+) -> None:
+    """The picker offers images only for a model that takes them; an image attached for one, then the
+    model changed to one that takes none, is not sent (it used to go, to the server's 400), and an image
+    pasted for such a model is not dropped without a word: the composer says why."""
+    picture = tmp_path / "dot.png"
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(picture)
+    start_chat(page, served, "seeing")
+    page.get_by_label("Image", exact=True).set_input_files(str(picture))
+    expect(page.get_by_role("button", name="Remove attachment 1")).to_be_visible()
+    page.get_by_label("Model", exact=True).select_option("fake")
+    ask(page, "What is in it?")
+    problem = page.get_by_test_id("composer-problem")
+    expect(problem).to_contain_text("fake does not take images")
+    expect(page.get_by_test_id("user-message")).to_have_count(0)  # nothing was sent
+    page.get_by_role("button", name="Remove attachment 1").click()
+    page.get_by_role("button", name="Send").click()  # the text is still there
+    expect(page.locator("[data-testid=assistant-message][data-state=done]")).to_contain_text("Hello there")
+    expect(problem).to_have_count(0)
+    # pasted: a file in the clipboard, as a screenshot pasted from the system
+    page.get_by_label("Message", exact=True).evaluate(
+        """(area) => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array([137, 80, 78, 71])], "shot.png", {type: "image/png"}));
+            area.dispatchEvent(new ClipboardEvent("paste", {clipboardData: data, bubbles: true}));
+        }"""
+    )
+    expect(problem).to_contain_text("fake does not take images")
+    expect(page.get_by_role("button", name="Remove attachment 1")).to_have_count(0)

@@ -15,7 +15,7 @@ from playwright.sync_api import WebSocketRoute, expect
 from waiting import wait_until
 
 from groupqwen.testing import ServedProcess, serve_process
-from ui.conftest import DIST, MODELS, ask, by_transport, new_chat, screenshot, start_chat
+from ui.conftest import DIST, MODELS, ask, by_transport, get_json, new_chat, screenshot, start_chat
 
 STREAMING = "[data-testid=assistant-message][data-state=streaming]"
 DONE = "[data-testid=assistant-message][data-state=done]"
@@ -87,3 +87,43 @@ def test_regenerate_bypasses_the_cache_over_sse_too(page: Any, cached: ServedPro
     expect(footer).to_contain_text("cache bypass")  # generated anew, not read from the cache
     wait_until(lambda: by_transport(cached, "http") == over_http + 1)  # over SSE
     assert by_transport(cached, "ws") == over_ws
+
+
+def test_a_reload_mid_answer_keeps_what_had_come(page: Any, served: ServedProcess) -> None:
+    """The page reloaded while an answer streams: the text that had come stays in the conversation (its
+    draft lived only in memory, and the conversation came back as a question with no answer), marked as
+    cut off, with Regenerate to ask again."""
+    start_chat(page, served, "slow")
+    ask(page, "Count for me")
+    expect(page.locator(STREAMING)).to_contain_text("word10")
+    page.reload()
+    kept = page.locator("[data-testid=assistant-message][data-state=error]")
+    expect(kept).to_contain_text("word0 word1")
+    expect(kept.get_by_test_id("answer-error")).to_contain_text("The page was reloaded")
+    expect(page.get_by_test_id("user-message")).to_have_count(1)
+    page.reload()  # kept for good, once
+    expect(kept).to_have_count(1)
+    expect(kept).to_contain_text("word10")
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.locator(STREAMING)).to_contain_text("word3")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("[data-testid=assistant-message][data-state=stopped]")).to_have_count(1)
+
+
+def test_a_reload_mid_answer_cancels_it_at_once(page: Any, served: ServedProcess) -> None:
+    """The page going away closes its socket as a client that is done (1000), so the gateway cancels the
+    answer (a 499) instead of keeping it for a resume that a reloaded page never sends: it went on
+    generating, holding its model, until it ended or the resume window passed, and the question asked
+    after the reload waited behind it."""
+
+    def counts() -> tuple[int, int]:
+        summary = get_json(served.url + "/v1/metrics?window=1h")
+        return int(summary["requests"]), int(summary["status"].get("499", 0))
+
+    start_chat(page, served, "slow")
+    ask(page, "Count for me")
+    expect(page.locator(STREAMING)).to_contain_text("word3")
+    requests, cancelled = counts()
+    page.reload()
+    wait_until(lambda: counts()[0] > requests, within_s=60)  # the answer's record: however it ended
+    assert counts()[1] == cancelled + 1  # cancelled, not finished while nobody read it

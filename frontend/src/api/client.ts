@@ -36,18 +36,37 @@ export function authHeaders(): Record<string, string> {
   return key ? { authorization: `Bearer ${key}` } : {};
 }
 
-/** The server's own message from an OpenAI-style error body, else the status line. */
+/** `message` with what the page's user does about a refused key (401): the server's own message asks for an
+ * `Authorization` header, which the page sends from the API key in Settings. */
+export function forThePage(message: string, status: number, keySet: boolean): string {
+  if (status !== 401) return message;
+  return `${message} ${keySet ? "Check the API key in Settings." : "Enter an API key in Settings."}`;
+}
+
+function keySet(): boolean {
+  return useSettings.getState().apiKey.trim() !== "";
+}
+
+/** The server's own message from an OpenAI-style error body, else the status line (a 401's says where the
+ * page's key goes). */
 export async function errorOf(response: Response): Promise<ApiError> {
   const text = await response.text().catch(() => "");
+  const status = response.status;
   try {
     const body = JSON.parse(text) as { error?: { message?: string; code?: string; param?: string } };
     if (body.error?.message) {
-      return new ApiError(body.error.message, response.status, body.error.code ?? null, body.error.param ?? null);
+      const message = forThePage(body.error.message, status, keySet());
+      return new ApiError(message, status, body.error.code ?? null, body.error.param ?? null);
     }
   } catch {
     // not JSON: fall through
   }
-  return new ApiError(text.trim() || `${response.status} ${response.statusText}`, response.status);
+  return new ApiError(forThePage(text.trim() || `${status} ${response.statusText}`, status, keySet()), status);
+}
+
+/** `errorOf` for a body already read (an XMLHttpRequest's). */
+export function errorOfBody(body: { error?: { message?: string; code?: string } }, status: number, statusText: string): ApiError {
+  return new ApiError(forThePage(body.error?.message ?? `${status} ${statusText}`, status, keySet()), status, body.error?.code ?? null);
 }
 
 export async function request(path: string, init: RequestInit = {}): Promise<Response> {

@@ -99,3 +99,23 @@ export class ChatDb extends Dexie {
 }
 
 export const db = new ChatDb();
+
+/** Where the chat leaves, on `pagehide`, what the answers streaming then had (a reload ends them): the tab's
+ * sessionStorage, written at once, where an IndexedDB write begun as the page goes may never finish. */
+export const INTERRUPTED = "groupqwen.interrupted";
+export const RELOADED = "The page was reloaded before this answer ended: Regenerate asks again";
+
+/** The answers a reload cut off (`INTERRUPTED`), kept in their conversations as they were, unless a
+ * message has taken their place by now or their question was never stored. */
+export async function keepInterrupted(storage: Pick<Storage, "getItem" | "removeItem"> = sessionStorage, into: ChatDb = db): Promise<void> {
+  const saved = storage.getItem(INTERRUPTED);
+  if (saved === null) return;
+  storage.removeItem(INTERRUPTED);
+  const answers = JSON.parse(saved) as Message[];
+  await into.transaction("rw", into.messages, async () => {
+    for (const answer of answers) {
+      const at = (seq: number) => into.messages.where("[conversationId+seq]").equals([answer.conversationId, seq]).count();
+      if ((await at(answer.seq)) === 0 && (await at(answer.seq - 1)) > 0) await into.messages.put(answer);
+    }
+  });
+}

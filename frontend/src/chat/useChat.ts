@@ -4,7 +4,7 @@ import { useCallback } from "react";
 import { create } from "zustand";
 import { ApiError } from "../api/client";
 import { chatBody, emptyDraft, fold, titleOf, type Draft } from "./answer";
-import { db, type Conversation, type Message } from "./db";
+import { db, INTERRUPTED, RELOADED, type Conversation, type Message } from "./db";
 import { picksOf } from "./picks";
 import type { ChatTransport } from "./transport";
 import { chatTransport } from "./ws";
@@ -38,6 +38,15 @@ function setStream(id: string, stream: Stream | null): void {
 /** How many messages the last answer left in each conversation: a live list shorter than that is behind.
  * Kept beside the streams, not in a component: an answer may end while its conversation is not shown. */
 const settled = new Map<string, number>();
+
+/** The answers streaming now as they would be kept if the page went (a reload), by conversation. */
+const drafts = new Map<string, () => Message>();
+let keeping = false;
+
+/** On `pagehide`: what the answers have so far, for `keepInterrupted` when the page comes back. */
+function keepDrafts(): void {
+  if (drafts.size) sessionStorage.setItem(INTERRUPTED, JSON.stringify([...drafts.values()].map((draft) => draft())));
+}
 
 /** After the frame that is being drawn now has been painted. */
 function afterPaint(then: () => void): void {
@@ -90,6 +99,21 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
       }, headers);
       const stored = store();
       show();
+      drafts.set(conv.id, () => ({
+        id: crypto.randomUUID(),
+        conversationId: conv.id,
+        seq,
+        role: "assistant",
+        content: draft.content,
+        reasoning: draft.reasoning || undefined,
+        meta: draft.meta,
+        state: "error",
+        error: RELOADED,
+      }));
+      if (!keeping) {
+        addEventListener("pagehide", keepDrafts);
+        keeping = true;
+      }
       let state: Message["state"] = "done";
       let error: string | undefined;
       try {
@@ -102,6 +126,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
         }
       } finally {
         if (frame !== null) cancelAnimationFrame(frame);
+        drafts.delete(conv.id);
       }
       const message: Message = {
         id: crypto.randomUUID(),

@@ -59,6 +59,7 @@ export class ChatSocket {
   /** During a resume, the new connection's own session: it stays when the resume is refused. */
   private freshSession: string | null = null;
   private readonly pending = new Map<string, Pending>();
+  private leaving = false; // the pagehide listener is installed
 
   constructor(private readonly url: () => string) {}
 
@@ -120,6 +121,13 @@ export class ChatSocket {
         this.resumeWindowMs = (frame.resume_window_s ?? 30) * 1000;
         this.heartbeatMs = (frame.heartbeat_s ?? 15) * 1000;
         this.socket = socket;
+        if (!this.leaving) {
+          // the page going away (a reload, a closed tab) is a client that is done: a normal close, which
+          // cancels its answers at once; a dropped one would keep them generating for a resume that a new
+          // page never sends (its session lived here), holding their models meanwhile
+          this.leaving = true;
+          addEventListener("pagehide", () => this.socket?.close(NORMAL_CLOSURE, "the page went away"));
+        }
         if (resume && this.session !== null) {
           const generations = [...this.pending].map(([id, p]) => ({ id, after_seq: p.lastSeq }));
           this.send(socket, { type: "resume", session: this.session, generations });

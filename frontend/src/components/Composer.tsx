@@ -14,19 +14,24 @@ function readDataUrl(file: File): Promise<string> {
 interface Props {
   busy: boolean;
   images: boolean; // whether the chosen route takes images
+  model: string; // the chosen model or route, named when it takes no images
   onSend: (text: string, images: string[]) => void;
   onStop: () => void;
 }
 
-export function Composer({ busy, images: acceptsImages, onSend, onStop }: Props) {
+export function Composer({ busy, images: acceptsImages, model, onSend, onStop }: Props) {
   const [text, setText] = useState("");
   const [images, setImages] = useState<string[]>([]);
   const [problem, setProblem] = useState<string | null>(null);
 
+  const noImages = `${model} does not take images: choose a model that does, or remove the image`;
   const attach = async (files: Iterable<File>) => {
-    if (!acceptsImages) return;
-    for (const file of files) {
-      if (!file.type.startsWith("image/")) continue;
+    const pictures = [...files].filter((file) => file.type.startsWith("image/"));
+    if (!acceptsImages) {
+      if (pictures.length) setProblem(noImages); // pasted or dropped: said, not dropped without a word
+      return;
+    }
+    for (const file of pictures) {
       if (file.size > MAX_IMAGE_BYTES) {
         setProblem(`${file.name} is larger than 8 MiB`);
         continue;
@@ -37,6 +42,10 @@ export function Composer({ busy, images: acceptsImages, onSend, onStop }: Props)
   };
   const submit = () => {
     if (busy || !text.trim()) return;
+    if (images.length && !acceptsImages) {
+      setProblem(noImages); // attached for another model: held back, never sent to be refused
+      return;
+    }
     onSend(text, images);
     setText("");
     setImages([]);
@@ -49,10 +58,9 @@ export function Composer({ busy, images: acceptsImages, onSend, onStop }: Props)
         e.preventDefault();
         submit();
       }}
-      onDragOver={(e: DragEvent) => acceptsImages && e.preventDefault()}
+      onDragOver={(e: DragEvent) => e.dataTransfer.types.includes("Files") && e.preventDefault()}
       onDrop={(e: DragEvent) => {
-        if (!acceptsImages) return;
-        e.preventDefault();
+        e.preventDefault(); // a file dropped here never replaces the page
         void attach(e.dataTransfer.files);
       }}
     >
@@ -61,12 +69,12 @@ export function Composer({ busy, images: acceptsImages, onSend, onStop }: Props)
           {images.map((url, i) => (
             <span key={i} className="relative">
               <img src={url} alt={`attachment ${i + 1}`} className="h-14 w-14 rounded object-cover" />
-              <button type="button" aria-label={`Remove attachment ${i + 1}`} onClick={() => setImages(images.filter((_, j) => j !== i))} className="absolute -top-1 -right-1 rounded-full bg-zinc-800 px-1 text-xs text-white">✕</button>
+              <button type="button" aria-label={`Remove attachment ${i + 1}`} onClick={() => { setImages(images.filter((_, j) => j !== i)); setProblem(null); }} className="absolute -top-1 -right-1 rounded-full bg-zinc-800 px-1 text-xs text-white">✕</button>
             </span>
           ))}
         </div>
       ) : null}
-      {problem ? <p role="alert" className="text-sm text-red-700 dark:text-red-300">{problem}</p> : null}
+      {problem ? <p role="alert" data-testid="composer-problem" className="text-sm text-red-700 dark:text-red-300">{problem}</p> : null}
       <div className="flex items-end gap-2">
         <label htmlFor="prompt" className="sr-only">Message</label>
         <textarea

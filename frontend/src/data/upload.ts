@@ -1,4 +1,4 @@
-import { ApiError, request } from "../api/client";
+import { ApiError, errorOfBody, request } from "../api/client";
 
 /** POSTs `file` as the raw body with upload progress (fetch reports none); the server's error message on
  * failure. */
@@ -18,7 +18,7 @@ export function upload<T>(url: string, file: File, headers: Record<string, strin
         // not JSON
       }
       if (xhr.status >= 200 && xhr.status < 300) resolve(body as T);
-      else reject(new ApiError(body.error?.message ?? `${xhr.status} ${xhr.statusText}`, xhr.status, body.error?.code ?? null));
+      else reject(errorOfBody(body, xhr.status, xhr.statusText));
     };
     xhr.send(file);
   });

@@ -89,7 +89,7 @@ function ConversationView({ conversation, messages, children }: { conversation: 
         {streaming ? <StreamingMessage conversationId={conversation.id} onGrow={onGrow} image={lastImage(shown)} /> : null}
         <div ref={bottom} />
       </div>
-      <Composer busy={streaming} images={takesImages(models?.data ?? [], model)} onSend={(text, images) => void send(text, images)} onStop={stop} />
+      <Composer busy={streaming} images={takesImages(models?.data ?? [], model)} model={model} onSend={(text, images) => void send(text, images)} onStop={stop} />
     </>
   );
 }

@@ -1,6 +1,6 @@
 import { useQuery } from "@tanstack/react-query";
 import { useEffect, useState } from "react";
-import { apiUrl, authHeaders, errorOf, getJson, route } from "../api/client";
+import { apiUrl, authHeaders, errorOf, errorOfBody, getJson, route } from "../api/client";
 import { sseEvents } from "../api/sse";
 import type { HealthReport, MetricsSummary } from "../api/types";
 import { mib, useModels } from "../components/ModelPicker";
@@ -31,6 +31,11 @@ function useLive(window: Window, enabled: boolean) {
         const response = await fetch(apiUrl(`${route("/v1/metrics/stream")}?window=${window}&interval=2`), { headers: authHeaders(), signal: abort.signal });
         if (!response.ok || !response.body) throw await errorOf(response);
         for await (const event of sseEvents(response.body)) {
+          if (event.event === "error") {
+            // the key was revoked (or expired) since the stream began: the gateway ended it
+            const body = JSON.parse(event.data) as { status: number; error?: { message?: string; code?: string } };
+            throw errorOfBody(body, body.status, "");
+          }
           if (event.event !== "summary") continue;
           const summary = JSON.parse(event.data) as MetricsSummary;
           setPoints((old) => [...old.slice(-(KEEP - 1)), { at: Date.now() / 1000, summary }]);
