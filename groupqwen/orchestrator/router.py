@@ -5,9 +5,11 @@ Named routes (the request's ``model``):
 - ``auto`` — the learned complexity score picks the first tier to try (the smallest whose
   ``max_complexity`` covers it); the cascade then escalates up the remaining tiers while confidence is
   below each tier's bar. A warm tier just below the pick beats a cold pick when the score is within
-  ``warm_margin`` of that tier's edge. Tiers whose context is too short, or English-only tiers for a
-  non-English prompt, are skipped. An explicit translation request goes to ``auto:translate`` when that
-  route is configured; a request with images to ``auto:vision``, else to the tiers that take images.
+  ``warm_margin`` of that tier's edge. Tiers whose context is too short (by an estimate of the prompt's
+  tokens; when it is over every tier's, the largest context's tiers are tried, their model counting), or
+  English-only tiers for a non-English prompt, are skipped. An explicit translation request goes to
+  ``auto:translate`` when that route is configured; a request with images to ``auto:vision``, else to the
+  tiers that take images.
 - ``auto:cascade`` — always start at the smallest eligible tier and escalate (at each tier's
   ``cascade_bar`` when set: a bar chosen for the cascade alone, without the classifier's skip).
 - ``auto:fast`` — the smallest eligible tier, never escalated. ``auto:best`` — the largest, alone.
@@ -27,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from groupqwen.config import AUTO_MODEL
-from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
+from groupqwen.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, UnsupportedParameter
 from groupqwen.messages import CascadeStep, ChatRequest, Decision
 from groupqwen.orchestrator.classifier import Logistic
 from groupqwen.orchestrator.features import DENSE, Features, extract, vector
@@ -161,7 +163,7 @@ class Router:
         if name == AUTO_MODEL and features.translate_to and TRANSLATE in self.policy.routes:
             reason = f"explicit translation request (into {features.translate_to})"
             return self._plain(TRANSLATE, request, models, features, reason)
-        tiers, skipped = self._eligible(features, models)
+        tiers, skipped = self._eligible(name, features, models)
         complexity, why = self._complexity(features)
         think_default = self._thinking(features)
         thinking = wants_thinking(request.messages, request.enable_thinking, think_default)
@@ -221,21 +223,38 @@ class Router:
         step = CascadeStep(model, None, thinking and models[model].thinking)
         return Route(name, (step,), thinking, reason + f" → {model}")
 
-    def _eligible(self, f: Features, models: Mapping[str, ModelView]) -> tuple[list[Tier], str]:
+    def _eligible(self, name: str, f: Features, models: Mapping[str, ModelView]) -> tuple[list[Tier], str]:
         needed = f.est_prompt_tokens + (f.max_tokens or 0)
-        tiers, notes = [], []
+        tiers, notes, short = [], [], []
         for tier in self.policy.tiers:
             view = models.get(tier.model)
             if view is None:
                 notes.append(f"{tier.model} unavailable")
-            elif view.context_length < needed:
-                notes.append(f"{tier.model} context too short")
             elif f.non_english and not tier.multilingual:
                 notes.append(f"{tier.model} is English-only")
             elif f.images and not view.vision:
                 notes.append(f"{tier.model} takes no images")
+            elif view.context_length < needed:
+                notes.append(f"{tier.model} context too short")
+                short.append((view.context_length, tier))
             else:
                 tiers.append(tier)
+        if not tiers and short:
+            # The prompt's size is an estimate (characters / 3, on the safe side): over every tier's
+            # context, the tiers with the largest one are tried, and their models count exactly (a
+            # prompt that does not fit is their 400 context_length_exceeded).
+            largest = max(context for context, _ in short)
+            widest = next(tier.model for context, tier in short if context == largest)
+            if (f.max_tokens or 0) >= largest:
+                raise ContextLengthExceeded(
+                    f"max_tokens is {f.max_tokens}, but the largest context among the tiers of "
+                    f"{name!r} is {largest} tokens ({widest}), prompt included: ask for fewer tokens.",
+                    param="max_tokens",
+                )
+            tiers = [tier for context, tier in short if context == largest]
+            kept = {f"{tier.model} context too short" for tier in tiers}
+            notes = [note for note in notes if note not in kept]
+            notes.append(f"the prompt, estimated at {f.est_prompt_tokens} tokens, left to the model to count")
         if not tiers:
             if not self.policy.tiers:
                 raise ModelNotFound("No routing tiers are configured (router.tiers).", param="model")

@@ -138,3 +138,36 @@ def test_a_long_answer_that_turns_unsure_is_aborted_early(tmp_path: Path) -> Non
         if s.name == "groupqwen_abandoned_tokens_total"
     }
     assert abandoned == {(("model", "large"), ("route", "auto:cascade")): 12.0}
+
+
+def test_auto_serves_a_prompt_its_tiers_hold_though_the_estimate_says_too_long(tmp_path: Path) -> None:
+    """The router's token estimate (characters / 3) is rough: a prompt it puts over every tier's context
+    goes to the tier with the largest one, whose model counts exactly. One that fits is answered, as the
+    named model answers it; one that does not is OpenAI's 400 ``context_length_exceeded`` (what clients
+    trim their history on), not an ``invalid_request`` about the model."""
+    backends = {
+        "small": FakeBackend("small", tokens=("Fine",), logprob=SURE, n_ctx=64),
+        "large": FakeBackend("large", tokens=("Very", " well"), logprob=SURE, n_ctx=96),
+    }
+    settings = fake_settings(
+        tmp_path,
+        {"small": {"n_ctx": 64}, "large": {"n_ctx": 96}},
+        default_model="large",
+        router={"tiers": [{"model": "small", "bar": 0.5}, {"model": "large"}], "routes": {}},
+    )
+    fits = [{"role": "user", "content": "abcdefghijkl " * 40}]  # 44 tokens to the fake, estimated 182
+    too_long = [{"role": "user", "content": "abcdefghijkl " * 100}]  # 104 tokens to the fake
+    with gateway(fake_services(settings, backends)) as http:
+        sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+        answer = sdk.chat.completions.with_raw_response.create(model="auto", messages=fits)  # type: ignore[arg-type]
+        assert answer.headers["x-groupqwen-model"] == "large"
+        assert answer.parse().choices[0].message.content == "Very well"
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as err:
+                sdk.chat.completions.create(model="auto", messages=too_long, stream=stream)  # type: ignore[arg-type]
+            assert err.value.code == "context_length_exceeded" and err.value.param == "messages"
+            assert "96" in err.value.message
+        with pytest.raises(openai.BadRequestError) as err:  # max_tokens alone is over every context
+            sdk.chat.completions.create(model="auto", messages=QUESTION, max_tokens=500)  # type: ignore[arg-type]
+        assert err.value.code == "context_length_exceeded" and err.value.param == "max_tokens"
+        assert "500" in err.value.message and "96" in err.value.message

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
+from groupqwen.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, UnsupportedParameter
 from groupqwen.messages import ChatRequest, ImagePart, Message, ResponseFormat, Sampling
 from groupqwen.orchestrator import weights
 from groupqwen.orchestrator.features import extract, size, vector
@@ -91,10 +91,26 @@ def test_context_too_short_skips_tier(router: Router) -> None:
     assert route.model == LARGE and "context too short" in route.reason
 
 
-def test_no_eligible_tier_is_a_4xx(router: Router) -> None:
-    with pytest.raises(InvalidRequest) as err:
+def test_max_tokens_over_every_context_is_context_length_exceeded(router: Router) -> None:
+    with pytest.raises(ContextLengthExceeded) as err:
         router.route(ask("Hi", sampling=Sampling(max_tokens=100_000)), WARM)
-    assert err.value.param == "model"
+    assert err.value.code == "context_length_exceeded" and err.value.param == "max_tokens"
+    assert "100000" in err.value.message and "32768" in err.value.message and LARGE in err.value.message
+
+
+def test_a_prompt_estimated_over_every_context_goes_to_the_largest(router: Router) -> None:
+    """The estimate (characters / 3) is no count: the largest context's tier gets it, and its model counts."""
+    route = router.route(ask("The cat sat on the mat. " * 5000, sampling=Sampling(max_tokens=10)), WARM)
+    assert [s.model for s in route.steps] == [LARGE]
+    assert "small context too short" in route.reason and "large context" not in route.reason
+    assert "left to the model to count" in route.reason
+
+
+def test_no_eligible_tier_is_a_4xx() -> None:
+    english_only = Router(RouterPolicy(tiers=(Tier(SMALL, multilingual=False),)))
+    with pytest.raises(InvalidRequest) as err:
+        english_only.route(ask("Wie spät ist es jetzt bitte in der Stadt Berlin?"), WARM)
+    assert err.value.param == "model" and "English-only" in err.value.message
 
 
 SEEING = "seeing"
