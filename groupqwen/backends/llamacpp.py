@@ -188,7 +188,9 @@ class LlamaCppBackend:
             return
         prompt, opens_thinking = model.prompt(request)
         self._check_context(len(prompt), max_tokens)
-        evaluated = eval_prompt(llm, prompt, cancel)
+        # A seed asks for the same answer each time: llama.cpp's logits depend on how the prompt's tokens
+        # were evaluated (a reused prefix, an earlier answer's tokens one at a time), so evaluate it all.
+        evaluated = eval_prompt(llm, prompt, cancel, reuse=request.sampling.seed is None)
         self._finish(model, request, len(prompt), evaluated, opens_thinking, emit, cancel)
 
     def _check_context(self, n_prompt: int, max_tokens: int | None) -> None:
@@ -313,12 +315,13 @@ class LlamaCppBackend:
         return Loaded(llm, self.model_id, projector)
 
 
-def eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event) -> bool:
-    """Evaluate the prompt batch by batch, reusing the cached prefix; ``False`` when cancelled.
+def eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event, *, reuse: bool = True) -> bool:
+    """Evaluate the prompt batch by batch, reusing the cached prefix (unless ``reuse`` is false: then from
+    its first token, so that the logits depend on the prompt alone); ``False`` when cancelled.
 
     Afterwards ``llm.generate(prompt, reset=True)`` finds it fully cached and samples at once.
     """
-    cached = llm.input_ids[: llm.n_tokens]
+    cached = llm.input_ids[: llm.n_tokens] if reuse else llm.input_ids[:0]
     n = min(len(cached), len(prompt))
     same = np.flatnonzero(cached[:n] != np.asarray(prompt[:n], dtype=cached.dtype))
     keep = int(same[0]) if same.size else n

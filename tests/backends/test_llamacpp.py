@@ -195,6 +195,27 @@ async def test_same_seed_same_text(backend: LlamaCppBackend) -> None:
     assert len(set(texts)) > 1  # and the seed does matter
 
 
+async def test_a_seeded_answer_does_not_depend_on_the_request_before() -> None:
+    """llama.cpp's logits for a prompt depend on how its tokens were evaluated (Qwen2.5-Coder-0.5B's
+    Q4_K_M: the last one alone, as after the same prompt, moves them by up to 0.23 from a batch): a seeded
+    request evaluates its whole prompt itself, so the same request gives the same tokens and logprobs
+    whatever came before it (on the gateway, "Say a color" with seed 1 answered "Hello! How may I" or
+    "Sorry, but as an" by turns)."""
+    b = LlamaCppBackend(_bundled("qwen2.5-coder-0.5b"), n_ctx=512, n_threads=1)
+    color = (Message("user", "Say a color"),)
+    seeded = _request(color, temperature=0.7, seed=1, max_tokens=4, logprobs=True)
+    runs = []
+    try:
+        for before in (QUESTION, color, None):  # another prompt, the same prompt unseeded, itself
+            if before is not None:
+                await _collect(b, _request(before, temperature=0.7, max_tokens=4))
+            chunks = await _collect(b, seeded)
+            runs.append((_text(chunks), [t.logprob for c in chunks for t in c.logprobs]))
+    finally:
+        await b.close()
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
 async def test_closing_the_stream_stops_the_worker(backend: LlamaCppBackend) -> None:
     stream = backend.stream(_request(max_tokens=None))
     assert isinstance(stream, AsyncIterator)
