@@ -717,3 +717,10 @@ def test_models_show_the_served_context_and_the_native_one(tmp_path: Path) -> No
         )
         assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
         assert "4096" in r.json()["error"]["message"]
+
+
+def test_stream_null_is_not_streamed(client: openai.OpenAI) -> None:
+    """The SDK types ``stream`` as ``Optional[Literal[False]]`` and sends ``None`` as JSON null, which
+    OpenAI reads as its default: a JSON answer, not a 400."""
+    completion = client.chat.completions.create(model="fake", messages=USER, stream=None)  # type: ignore[arg-type]
+    assert completion.choices[0].message.content == "Hello, world!"

@@ -158,3 +158,9 @@ def test_bad_input_is_a_400_naming_the_field(
 def test_an_unknown_model_is_a_404(http: TestClient) -> None:
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         _sdk(http).completions.create(model="nope", prompt="x")
+
+
+def test_stream_and_echo_null_are_their_defaults(http: TestClient) -> None:
+    """``stream`` and ``echo`` are ``Optional`` in the SDK's types, sent as JSON null: OpenAI's defaults."""
+    completion = _sdk(http).completions.create(model="fake", prompt="Hello", stream=None, echo=None)
+    assert completion.choices[0].text == " world! How are you"  # not echoed

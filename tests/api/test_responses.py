@@ -380,3 +380,12 @@ def test_each_response_is_one_telemetry_record(http: TestClient) -> None:
     metrics = http.get("/v1/metrics").json()
     assert metrics["requests"] == 3
     assert metrics["errors"] == 1
+
+
+def test_stream_and_store_null_are_their_defaults(http: TestClient) -> None:
+    """``stream`` and ``store`` are ``Optional`` in the SDK's types, sent as JSON null: OpenAI's defaults
+    (not streamed; stored)."""
+    sdk = _sdk(http)
+    response = sdk.responses.create(model="fake", input="Say hello", stream=None, store=None)
+    assert response.output_text == "Hello, world!" and response.store is True
+    assert sdk.responses.retrieve(response.id).output_text == "Hello, world!"

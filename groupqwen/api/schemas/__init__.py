@@ -5,10 +5,18 @@ Pydantic only here, at the edge."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 
 class Wire(BaseModel):
     """A request body: strict types; unknown fields kept (each surface says which it refuses)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
+
+
+# A flag the SDK types ``Optional[bool]`` (``stream``, ``echo``, ``store``) and sends as JSON null when
+# given ``None``: null is OpenAI's default, not a 400.
+FalseIfNull = Annotated[bool, BeforeValidator(lambda value: False if value is None else value)]
+TrueIfNull = Annotated[bool, BeforeValidator(lambda value: True if value is None else value)]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from groupqwen import log
-from groupqwen.api.schemas import Wire
+from groupqwen.api.schemas import FalseIfNull, Wire
 from groupqwen.api.schemas.images import image_of
 from groupqwen.api.schemas.tools import (
     NamedToolChoice,
@@ -79,7 +79,7 @@ class ChatCompletionRequest(Wire):
 
     model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: FalseIfNull = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field
 
 from groupqwen import log
-from groupqwen.api.schemas import Wire
+from groupqwen.api.schemas import FalseIfNull, Wire
 from groupqwen.api.schemas.chat import MAX_CHOICES, StreamOptions
 from groupqwen.api.schemas.chat_output import usage_json
 from groupqwen.errors import InvalidRequest, UnsupportedParameter
@@ -38,12 +38,12 @@ class CompletionRequest(Wire):
     max_tokens: int | None = Field(DEFAULT_MAX_TOKENS, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stream: bool = False
+    stream: FalseIfNull = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     logprobs: int | None = Field(None, ge=0, le=5)
-    echo: bool = False
+    echo: FalseIfNull = False
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
     suffix: str | None = None

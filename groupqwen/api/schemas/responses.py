@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from groupqwen import log
-from groupqwen.api.schemas import Wire
+from groupqwen.api.schemas import FalseIfNull, TrueIfNull, Wire
 from groupqwen.api.schemas.images import image_of
 from groupqwen.api.schemas.response_tools import (
     ResponsesTool,
@@ -90,8 +90,8 @@ class ResponsesRequest(Wire):
     input: str | list[InputItem] | None = None
     instructions: str | None = None
     previous_response_id: str | None = Field(None, min_length=1)
-    stream: bool = False
-    store: bool = True
+    stream: FalseIfNull = False
+    store: TrueIfNull = True
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
