@@ -30,6 +30,9 @@ class Loaded:
     llm: Any
     model_id: str
     projector: Projector | None = None
+    # the context's first tokens that were evaluated from the first token in whole batches (a multiple of
+    # the batch size): what a seeded request may reuse (``llamacpp._evaluate``)
+    whole_batches: int = 0
 
     def close(self) -> None:
         if self.projector is not None:

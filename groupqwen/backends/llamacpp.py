@@ -185,12 +185,11 @@ class LlamaCppBackend:
                 self._finish(model, request, chunks.n_tokens, evaluated, opens_thinking, emit, cancel)
             finally:
                 llm.n_tokens = 0  # no prefix of an image prompt is reused by the next request
+                model.whole_batches = 0
             return
         prompt, opens_thinking = model.prompt(request)
         self._check_context(len(prompt), max_tokens)
-        # A seed asks for the same answer each time: llama.cpp's logits depend on how the prompt's tokens
-        # were evaluated (a reused prefix, an earlier answer's tokens one at a time), so evaluate it all.
-        evaluated = eval_prompt(llm, prompt, cancel, reuse=request.sampling.seed is None)
+        evaluated = _evaluate(model, prompt, cancel, exact=request.sampling.seed is not None)
         self._finish(model, request, len(prompt), evaluated, opens_thinking, emit, cancel)
 
     def _check_context(self, n_prompt: int, max_tokens: int | None) -> None:
@@ -315,23 +314,50 @@ class LlamaCppBackend:
         return Loaded(llm, self.model_id, projector)
 
 
-def eval_prompt(llm: Any, prompt: list[int], cancel: threading.Event, *, reuse: bool = True) -> bool:
-    """Evaluate the prompt batch by batch, reusing the cached prefix (unless ``reuse`` is false: then from
-    its first token, so that the logits depend on the prompt alone); ``False`` when cancelled.
+def _evaluate(model: Loaded, prompt: list[int], cancel: threading.Event, *, exact: bool) -> bool:
+    """Evaluate the prompt into the model's context; ``False`` when cancelled.
+
+    A seed asks for the same answer each time, but llama.cpp's logits depend on how the prompt's tokens
+    were evaluated (in which batch, or one at a time as an earlier answer's were): an ``exact`` (seeded)
+    request reuses only whole batches that were evaluated from the first token (``model.whole_batches``),
+    and evaluates the rest in batches that start where an evaluation from the first token starts them,
+    so that its logits are those of the prompt evaluated alone.
+    """
+    llm = model.llm
+    start = eval_prompt(llm, prompt, cancel, whole_batches=model.whole_batches if exact else None)
+    if start is None:
+        model.whole_batches = 0
+        return False
+    n_batch = llm.n_batch
+    if exact:  # the batches reused and the ones evaluated alike start where they would from the first token
+        model.whole_batches = len(prompt) // n_batch * n_batch
+    else:  # the batches evaluated from ``start`` on do not: only the reused part's whole batches stay
+        model.whole_batches = min(model.whole_batches, start // n_batch * n_batch)
+    return True
+
+
+def eval_prompt(
+    llm: Any, prompt: list[int], cancel: threading.Event, *, whole_batches: int | None = None
+) -> int | None:
+    """Evaluate the prompt batch by batch, reusing the cached prefix; how many tokens were reused, or
+    ``None`` when cancelled. With ``whole_batches``, at most that many of the cache's first tokens are
+    reused, and only whole batches of ``llm.n_batch`` of them.
 
     Afterwards ``llm.generate(prompt, reset=True)`` finds it fully cached and samples at once.
     """
-    cached = llm.input_ids[: llm.n_tokens] if reuse else llm.input_ids[:0]
+    cached = llm.input_ids[: llm.n_tokens]
     n = min(len(cached), len(prompt))
     same = np.flatnonzero(cached[:n] != np.asarray(prompt[:n], dtype=cached.dtype))
     keep = int(same[0]) if same.size else n
     keep = min(keep, len(prompt) - 1)  # always decode at least one token: fresh logits to sample from
+    if whole_batches is not None:
+        keep = min(keep, whole_batches) // llm.n_batch * llm.n_batch
     if keep <= 0:
         llm.reset()
     else:
         llm.n_tokens = keep  # eval() drops the KV cache past n_tokens
     for start in range(keep, len(prompt), llm.n_batch):
         if cancel.is_set():
-            return False
+            return None
         llm.eval(prompt[start : start + llm.n_batch])
-    return True
+    return keep

@@ -216,6 +216,66 @@ async def test_a_seeded_answer_does_not_depend_on_the_request_before() -> None:
     assert runs[1] == runs[0] and runs[2] == runs[0]
 
 
+async def test_a_seeded_request_reuses_whole_batches_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seeded request reuses the cached prefix in whole batches evaluated from the first token (batches
+    of 16 here, to see it on short prompts), never the part an unseeded request or an answer evaluated:
+    the same answer after any history, with the shared batches not evaluated again."""
+    monkeypatch.setattr("groupqwen.backends.llamacpp.N_BATCH", 16)
+    b = LlamaCppBackend(_bundled("qwen2.5-coder-0.5b"), n_ctx=512, n_threads=1)
+    system = Message("system", "You are a helpful assistant who answers in one short sentence.")
+    color, story = (system, Message("user", "Say a color")), (system, Message("user", "Tell a story"))
+    seeded = _request(color, temperature=0.7, seed=1, max_tokens=4, logprobs=True)
+    runs, reused = [], []
+    try:
+        await b.load()
+        loaded = b._model
+        assert loaded is not None and loaded.llm.n_batch == 16
+        for before in ((), (color,), (story,), (story, color)):  # the same prompt, a shared system prompt
+            for messages in before:
+                await _collect(b, _request(messages, temperature=0.7, max_tokens=4))
+            reused.append(loaded.whole_batches)
+            chunks = await _collect(b, seeded)
+            runs.append((_text(chunks), [t.logprob for c in chunks for t in c.logprobs]))
+            assert loaded.whole_batches == chunks[-1].usage.prompt_tokens // 16 * 16  # type: ignore[union-attr]
+        story_after = await _collect(b, _request(story, temperature=0.7, seed=2, max_tokens=4))
+        assert story_after[-1].usage is not None
+        assert loaded.whole_batches == story_after[-1].usage.prompt_tokens // 16 * 16 > 0
+        chunks = await _collect(b, seeded)  # after a seeded request sharing the system prompt's batches
+        runs.append((_text(chunks), [t.logprob for c in chunks for t in c.logprobs]))
+    finally:
+        await b.close()
+    assert all(run == runs[0] for run in runs), runs
+    assert reused[0] == 0 and reused[1] > 0  # the seeded run's batches, kept by the unseeded one after it
+
+
+def test_whole_batches_reused_give_the_logits_of_the_prompt_alone() -> None:
+    """``eval_prompt`` with ``whole_batches``: after another prompt sharing the first 50 tokens, 48 of them
+    (3 batches of 16) are reused and the logits are bit for bit those of the prompt evaluated alone."""
+    import llama_cpp
+    import numpy as np
+
+    from groupqwen.backends.llamacpp import eval_prompt
+
+    spec = _bundled("qwen2.5-coder-0.5b")
+    llm = llama_cpp.Llama(model_path=str(spec.path), n_ctx=256, n_batch=16, n_threads=1, verbose=False)
+    never = threading.Event()
+
+    def logits() -> list[float]:
+        row = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return list(np.ctypeslib.as_array(row, shape=(llm.n_vocab(),)))
+
+    try:
+        words = llm.tokenize(b" ".join(b"word%d" % i for i in range(40)))
+        first, second = words[:50] + words[60:70], words[:50] + words[70:80]
+        assert eval_prompt(llm, second, never, whole_batches=0) == 0
+        alone = logits()
+        assert eval_prompt(llm, first, never, whole_batches=0) == 0
+        assert eval_prompt(llm, second, never, whole_batches=len(first) // 16 * 16) == 48
+        assert logits() == alone
+    finally:
+        llm.close()
+
+
 async def test_closing_the_stream_stops_the_worker(backend: LlamaCppBackend) -> None:
     stream = backend.stream(_request(max_tokens=None))
     assert isinstance(stream, AsyncIterator)
