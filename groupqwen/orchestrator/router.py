@@ -247,8 +247,9 @@ class Router:
             widest = next(tier.model for context, tier in short if context == largest)
             if (f.max_tokens or 0) >= largest:
                 raise ContextLengthExceeded(
-                    f"max_tokens is {f.max_tokens}, but the largest context among the tiers of "
-                    f"{name!r} is {largest} tokens ({widest}), prompt included: ask for fewer tokens.",
+                    f"The request asks for {f.max_tokens} completion tokens (max_tokens or "
+                    f"max_completion_tokens), but the largest context among the tiers of {name!r} is "
+                    f"{largest} tokens ({widest}), prompt included: ask for fewer.",
                     param="max_tokens",
                 )
             tiers = [tier for context, tier in short if context == largest]
