@@ -112,8 +112,9 @@ async def test_none_answers_in_text(qwen: LlamaCppBackend) -> None:
 
 
 async def test_the_tool_result_informs_the_answer(qwen: LlamaCppBackend) -> None:
-    """The call and its result in the history (rendered by the GGUF's template); this small model answers
-    from the result once it is asked for text (with ``auto`` it tends to call again)."""
+    """The call and its result in the history (rendered by the GGUF's template) reach the model: asked for
+    text, this small model writes the call and the result back as JSON rather than answering from it (the
+    1.5B answers: tests/api/test_tools_real.py), but the result's "31" is in it."""
     call = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
     loop = (
         *PARIS,
