@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from groupqwen.api.body import json_object, read
-from groupqwen.api.errors import from_validation_error
+from groupqwen.api.errors import fields_named, from_validation_error
 from groupqwen.api.openai import respond, traced
 from groupqwen.api.openapi import SSE, body, errors
 from groupqwen.api.schemas.chat import check_limits
@@ -47,15 +47,16 @@ async def _completions(request: Request, services: Services, trace: Trace) -> Re
     check_limits(chat, services.settings, messages="prompt", max_tokens="max_tokens")
     completion_id = f"cmpl-{secrets.token_hex(16)}"
     echo = chat.messages[0].content if body.echo else ""
-    return await respond(
-        request,
-        services,
-        trace,
-        chat,
-        stream=body.stream,
-        include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        payload=lambda answer, completions, usage: completion_json(
-            completion_id, answer.decision, completions, usage, chat.logprobs, echo
-        ),
-        frames=lambda answer: TextChunkWriter(completion_id, answer.decision.model, echo),
-    )
+    with fields_named({"messages": "prompt"}):  # a prompt over the model's context, say
+        return await respond(
+            request,
+            services,
+            trace,
+            chat,
+            stream=body.stream,
+            include_usage=bool(body.stream_options and body.stream_options.include_usage),
+            payload=lambda answer, completions, usage: completion_json(
+                completion_id, answer.decision, completions, usage, chat.logprobs, echo
+            ),
+            frames=lambda answer: TextChunkWriter(completion_id, answer.decision.model, echo),
+        )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +25,18 @@ def error_body(exc: GroupQwenError) -> dict[str, Any]:
 
 def error_response(exc: GroupQwenError) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=exc.status_code, headers=exc.headers())
+
+
+@contextmanager
+def fields_named(names: Mapping[str, str]) -> Iterator[None]:
+    """For a surface whose fields chat's request path names otherwise (``prompt``, ``input``,
+    ``max_output_tokens``): a request error raised inside names the surface's own field in ``param``."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        if exc.param is not None and exc.param in names:
+            exc.param = names[exc.param]
+        raise
 
 
 def param_path(loc: tuple[int | str, ...]) -> str:

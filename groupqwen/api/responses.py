@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from groupqwen.access.limits import estimate_tokens
 from groupqwen.api import auth
 from groupqwen.api.body import json_object, read
-from groupqwen.api.errors import from_validation_error
+from groupqwen.api.errors import fields_named, from_validation_error
 from groupqwen.api.openai import cache_control, decision_headers, finish_answer, traced
 from groupqwen.api.openapi import SSE, body, errors
 from groupqwen.api.response_events import response_events
@@ -114,7 +114,8 @@ async def _create_response(request: Request, services: Services, trace: timing.T
         context = RequestContext(tenant, ttl_s, read_cache, body.stream, max_false_hit_rate=rate)
         writer = ResponseWriter(body, new_id("resp"), chat.tools)
         watch = Disconnect(request.receive)
-        answer = await watch.watching(services.pipeline.run(chat, context))
+        with fields_named({"messages": "input", "max_tokens": "max_output_tokens"}):  # over the context, say
+            answer = await watch.watching(services.pipeline.run(chat, context))
 
         async def keep(response: dict[str, Any], completion: Completion) -> None:
             if body.store:

@@ -164,3 +164,13 @@ def test_stream_and_echo_null_are_their_defaults(http: TestClient) -> None:
     """``stream`` and ``echo`` are ``Optional`` in the SDK's types, sent as JSON null: OpenAI's defaults."""
     completion = _sdk(http).completions.create(model="fake", prompt="Hello", stream=None, echo=None)
     assert completion.choices[0].text == " world! How are you"  # not echoed
+
+
+def test_a_prompt_over_the_context_names_the_prompt(tmp_path: Path) -> None:
+    """``context_length_exceeded`` names this surface's field (``prompt``), not chat's ``messages``."""
+    tiny = FakeBackend(model_id="tiny", n_ctx=16)
+    with gateway(fake_services(fake_settings(tmp_path, ["tiny"]), tiny)) as http:
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as err:
+                _sdk(http).completions.create(model="tiny", prompt="word " * 20, stream=stream)
+            assert err.value.code == "context_length_exceeded" and err.value.param == "prompt"

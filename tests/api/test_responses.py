@@ -389,3 +389,14 @@ def test_stream_and_store_null_are_their_defaults(http: TestClient) -> None:
     response = sdk.responses.create(model="fake", input="Say hello", stream=None, store=None)
     assert response.output_text == "Hello, world!" and response.store is True
     assert sdk.responses.retrieve(response.id).output_text == "Hello, world!"
+
+
+def test_an_input_over_the_context_names_the_input(tmp_path: Path) -> None:
+    """``context_length_exceeded`` names this surface's fields (``input``, ``max_output_tokens``), not
+    chat's ``messages`` and ``max_tokens``."""
+    tiny = FakeBackend(model_id="tiny", n_ctx=16)
+    with gateway(fake_services(fake_settings(tmp_path, ["tiny"]), tiny)) as http:
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as err:
+                _sdk(http).responses.create(model="tiny", input="word " * 20, stream=stream)
+            assert err.value.code == "context_length_exceeded" and err.value.param == "input"
