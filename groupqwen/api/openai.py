@@ -32,6 +32,7 @@ from groupqwen.config import AUTO_MODEL, Settings
 from groupqwen.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from groupqwen.messages import ChatRequest, Completion, Decision, Usage
 from groupqwen.orchestrator.answer import Answer, RequestContext
+from groupqwen.orchestrator.router import FIXED_ROUTES
 from groupqwen.telemetry import timing
 from groupqwen.telemetry.timing import Trace
 
@@ -232,19 +233,28 @@ async def _respond(
     return EventStream(events, headers, watch)
 
 
-def _auto_json(services: Services) -> dict[str, Any]:
+def _route_json(services: Services, name: str, models: tuple[str, ...]) -> dict[str, Any]:
+    """A route (``auto``, ``auto:…``) as a model entry: an alias, with the models that may answer it;
+    ``resolves_to``: ``auto``'s default model (what it is when no tier is served here), a plain route's
+    one model."""
+    info: dict[str, Any] = {"status": "alias", "models": list(models)}
+    if name == AUTO_MODEL:
+        info["resolves_to"] = services.settings.default_model
+    elif name not in FIXED_ROUTES:
+        info["resolves_to"] = models[0]
     return {
-        "id": AUTO_MODEL,
+        "id": name,
         "object": "model",
         "created": services.started,
         "owned_by": "groupqwen",
-        "groupqwen": {"status": "alias", "resolves_to": services.settings.default_model},
+        "groupqwen": info,
     }
 
 
 @router.get("/v1/models", responses={200: {"model": ModelList}})
 async def list_models(request: Request) -> dict[str, Any]:
-    """The models (and ``auto``) this key may use; fine-tuned models recorded since the last look too."""
+    """The models and the routes (``auto``, ``auto:…``) this key may use; fine-tuned models recorded since
+    the last look too."""
     services = _services(request)
     services.pipeline.discover()
     pool = services.pool
@@ -254,8 +264,11 @@ async def list_models(request: Request) -> dict[str, Any]:
         for state in pool.states()
         if principal.may_use(state.spec.id) and auth.may_see(request, state.spec.owner)
     ]
-    if principal.may_use(AUTO_MODEL):
-        data.append(_auto_json(services))
+    data += [
+        _route_json(services, name, models)
+        for name, models in services.pipeline.routes()
+        if principal.may_use(name)
+    ]
     return {
         "object": "list",
         "data": data,
@@ -265,13 +278,13 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/models/{model_id:path}", responses={200: {"model": Model}, **errors(404)})
 async def get_model(request: Request, model_id: str) -> dict[str, Any]:
-    """One model as `GET /v1/models` lists it (status, backend, memory, context length), or the `auto`
-    route."""
+    """One model as `GET /v1/models` lists it (status, backend, memory, context length), or a route."""
     services = _services(request)
     auth.check_model(request, model_id)
-    if model_id == AUTO_MODEL:
-        return _auto_json(services)
     services.pipeline.discover()
+    for name, models in services.pipeline.routes():
+        if name == model_id:
+            return _route_json(services, name, models)
     for state in services.pool.states():
         if state.spec.id == model_id:
             return model_json(state, services.started)

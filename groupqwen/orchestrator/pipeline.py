@@ -47,7 +47,7 @@ from groupqwen.messages import (
 from groupqwen.modalities import vision
 from groupqwen.orchestrator.answer import Answer, Outcome, RequestContext
 from groupqwen.orchestrator.cascade import Cascade
-from groupqwen.orchestrator.router import ModelView, images_refused
+from groupqwen.orchestrator.router import FIXED_ROUTES, ModelView, images_refused
 from groupqwen.orchestrator.thinking import ThinkSplitter, wants_thinking
 from groupqwen.orchestrator.translate import passed_through, translated
 from groupqwen.orchestrator.weights import Routing
@@ -154,6 +154,22 @@ class Pipeline:
             return False
         spec = self._catalog.get(decision.model)
         return spec is None or not vision.points_at(cached.completion().content, spec)
+
+    def routes(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The routes a request may name here, ``auto`` first, each with the models that may answer it:
+        ``auto`` and the ladder's routes (``auto:cascade``, ``auto:fast``, ``auto:best``) the router's tiers
+        served here (``auto`` alone, the default model, when none is), ``auto:<name>`` its model. A route
+        none of whose models is served here is left out (a request naming it could not be answered)."""
+        if self._routing is None:
+            return [(AUTO_MODEL, (self._default_model,))]
+        served = {state.spec.id for state in self._pool.states()}
+        policy = self._routing.router.policy
+        ladder = tuple(dict.fromkeys(t.model for t in policy.tiers if t.model in served))
+        out = [(AUTO_MODEL, ladder or (self._default_model,))]
+        if ladder:
+            out += [(name, ladder) for name in FIXED_ROUTES if name != AUTO_MODEL]
+        out += [(name, (model,)) for name, model in sorted(policy.routes.items()) if model in served]
+        return out
 
     def _routed(self, request: ChatRequest) -> bool:
         auto = request.model == AUTO_MODEL or request.model.startswith("auto:")

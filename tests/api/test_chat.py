@@ -367,7 +367,7 @@ def test_list_models(tmp_path: Path) -> None:
         assert info["capabilities"] == {"thinking": False, "vision": False, "tools": False}
         assert (info["active_requests"], info["queued_requests"]) == (0, 0)
         auto = (models.data[1].model_extra or {})["groupqwen"]
-        assert auto == {"status": "alias", "resolves_to": "fake"}
+        assert auto == {"status": "alias", "models": ["fake"], "resolves_to": "fake"}
 
         sdk.chat.completions.create(model="fake", messages=USER)  # type: ignore[arg-type]
         retrieved = sdk.models.retrieve("fake")
@@ -672,7 +672,8 @@ def test_the_auto_alias_listed_by_models_list_can_be_retrieved(client: openai.Op
     for model_id in listed:  # every listed model is retrievable, as with OpenAI
         assert client.models.retrieve(model_id).id == model_id
     auto = client.models.retrieve("auto")
-    assert (auto.model_extra or {})["groupqwen"] == {"status": "alias", "resolves_to": "fake"}
+    alias = {"status": "alias", "models": ["fake"], "resolves_to": "fake"}
+    assert (auto.model_extra or {})["groupqwen"] == alias
 
 
 async def test_client_giving_up_on_a_non_streamed_request_cancels_the_backend(

@@ -171,3 +171,49 @@ def test_auto_serves_a_prompt_its_tiers_hold_though_the_estimate_says_too_long(t
             sdk.chat.completions.create(model="auto", messages=QUESTION, max_tokens=500)  # type: ignore[arg-type]
         assert err.value.code == "context_length_exceeded" and err.value.param == "max_tokens"
         assert "500" in err.value.message and "96" in err.value.message
+
+
+def test_the_routes_served_here_are_listed_and_retrieved_as_models(tmp_path: Path) -> None:
+    """Every route a request may name is a model entry (an alias with the models that may answer it), so
+    a client that checks a model with ``models.retrieve`` before using it can use ``auto:fast``."""
+    backends = {"small": FakeBackend("small"), "large": FakeBackend("large")}
+    settings = fake_settings(
+        tmp_path,
+        list(backends),
+        default_model="large",
+        router={"tiers": [{"model": "small"}, {"model": "large"}], "routes": {"auto:tiny": "small"}},
+    )
+    with gateway(fake_services(settings, backends)) as http:
+        sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0)
+        listed = {m.id: (m.model_extra or {})["groupqwen"] for m in sdk.models.list().data}
+        ladder = ["small", "large"]
+        assert listed["auto"] == {"status": "alias", "models": ladder, "resolves_to": "large"}
+        for name in ("auto:cascade", "auto:fast", "auto:best"):
+            assert listed[name] == {"status": "alias", "models": ladder}
+        assert listed["auto:tiny"] == {"status": "alias", "models": ["small"], "resolves_to": "small"}
+        assert [m for m in listed if m.startswith("auto")] == [
+            "auto",
+            "auto:cascade",
+            "auto:fast",
+            "auto:best",
+            "auto:tiny",
+        ]
+        fast = sdk.models.retrieve("auto:fast")
+        assert fast.id == "auto:fast" and (fast.model_extra or {})["groupqwen"]["models"] == ladder
+        with pytest.raises(openai.NotFoundError):
+            sdk.models.retrieve("auto:nope")
+
+
+def test_a_route_none_of_whose_models_is_served_here_is_not_listed(tmp_path: Path) -> None:
+    """The bundled models are known but not here (their GGUFs are not in this models folder): the ladder's
+    routes and a route to one of them are left out, and ``auto`` is the default model."""
+    backends = {"small": FakeBackend("small")}
+    router = {"tiers": [{"model": "qwen2.5-coder-0.5b"}], "routes": {"auto:tiny": "smollm2-135m"}}
+    settings = fake_settings(tmp_path, list(backends), router=router)
+    with gateway(fake_services(settings, backends)) as http:
+        listed = {m["id"]: m["groupqwen"] for m in http.get("/v1/models").json()["data"]}
+        assert listed == {
+            "small": listed["small"],
+            "auto": {"status": "alias", "models": ["small"], "resolves_to": "small"},
+        }
+        assert http.get("/v1/models/auto:fast").status_code == 404

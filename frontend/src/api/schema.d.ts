@@ -432,7 +432,8 @@ export interface paths {
         };
         /**
          * List Models
-         * @description The models (and ``auto``) this key may use; fine-tuned models recorded since the last look too.
+         * @description The models and the routes (``auto``, ``auto:…``) this key may use; fine-tuned models recorded since
+         *     the last look too.
          */
         get: operations["list_models_v1_models_get"];
         put?: never;
@@ -452,8 +453,7 @@ export interface paths {
         };
         /**
          * Get Model
-         * @description One model as `GET /v1/models` lists it (status, backend, memory, context length), or the `auto`
-         *     route.
+         * @description One model as `GET /v1/models` lists it (status, backend, memory, context length), or a route.
          */
         get: operations["get_model_v1_models__model_id__get"];
         put?: never;

@@ -61,6 +61,7 @@ export interface ModelInfo {
     status: "unloaded" | "loading" | "loaded" | "failed" | "alias";
     error?: string | null;
     resolves_to?: string;
+    models?: string[]; // a route's: the models that may answer it
     backend?: string;
     context_length?: number;
     capabilities?: { thinking: boolean; vision: boolean; tools: boolean };

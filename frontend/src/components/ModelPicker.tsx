@@ -18,7 +18,9 @@ export function takesImages(models: ModelInfo[], model: string): boolean {
   const entry = models.find((m) => m.id === model);
   if (!entry) return false;
   if (entry.groupqwen.status === "alias") {
-    return models.some((m) => m.groupqwen.capabilities?.vision === true); // auto sends images to auto:vision
+    const vision = (id: string) => models.some((m) => m.id === id && m.groupqwen.capabilities?.vision === true);
+    if (model === "auto") return models.some((m) => vision(m.id)); // auto sends images to auto:vision
+    return (entry.groupqwen.models ?? []).some(vision); // another route: to its models that take images
   }
   return entry.groupqwen.capabilities?.vision === true;
 }
