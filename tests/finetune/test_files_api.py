@@ -19,10 +19,11 @@ from waiting import wait_until
 
 from groupqwen.api.app import create_app
 from groupqwen.api.services import Services, build_services
+from groupqwen.cache.embedders import HashingEmbedder
 from groupqwen.catalog import finetuned_record, register_finetuned
 from groupqwen.config import Hyperparameters, Settings
 from groupqwen.telemetry.service import Telemetry
-from groupqwen.testing import fake_settings, gateway
+from groupqwen.testing import fake_services, fake_settings, gateway
 
 Serve = Callable[[FastAPI], AbstractContextManager[str]]
 
@@ -158,3 +159,19 @@ def test_a_fine_tuned_model_is_deleted(tmp_path: Path, live_server: Serve) -> No
         assert client.models.delete("ft:fake:mine:mine").deleted
         assert listed() == {"ft:smollm2-135m:routed:run"}
         assert own.exists()  # an adapter `groupqwen train` wrote where it was told is the user's
+
+
+def test_a_deleted_models_cached_answers_go(tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter.gguf"
+    adapter.write_bytes(b"GGUF")
+    settings = fake_settings(tmp_path, cache={"backend": "embedded"})
+    register_finetuned(settings.finetuned_dir, "ft:fake:mine:run", "fake", adapter)
+    with gateway(fake_services(settings, embedder=HashingEmbedder())) as http:
+        ask = {"model": "ft:fake:mine:run", "messages": [{"role": "user", "content": "Greet me."}]}
+        for model in ("fake", "ft:fake:mine:run"):
+            http.post("/v1/chat/completions", json={**ask, "model": model, "temperature": 0})
+            again = http.post("/v1/chat/completions", json={**ask, "model": model, "temperature": 0})
+            assert again.headers["x-groupqwen-cache"] == "hit"
+        assert http.get("/v1/cache/stats").json()["entries"] == 2
+        assert http.delete("/v1/models/ft:fake:mine:run").json()["deleted"] is True
+        assert http.get("/v1/cache/stats").json()["entries"] == 1  # the base model's answer stays
