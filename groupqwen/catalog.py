@@ -227,10 +227,23 @@ def finetuned_record(folder: Path, model_id: str) -> Path:
 
 def recorded_adapter(folder: Path, model_id: str) -> Path | None:
     """The adapter the model ``model_id`` is recorded with; ``None`` when it is not (readably) recorded."""
+    found = recorded(folder, model_id)
+    return found[0] if found is not None else None
+
+
+def recorded(folder: Path, model_id: str) -> tuple[Path, str] | None:
+    """The adapter and the owner (``register_finetuned``) the model ``model_id`` is recorded with; ``None``
+    when it is not (readably) recorded."""
     try:
-        return Path(json.loads(finetuned_record(folder, model_id).read_text(encoding="utf-8"))["adapter"])
+        data = json.loads(finetuned_record(folder, model_id).read_text(encoding="utf-8"))
+        return Path(data["adapter"]), str(data.get("owner", ""))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def unregister_finetuned(folder: Path, model_id: str) -> None:
+    """Remove the record of ``model_id``: no gateway serves it from its next look at ``folder`` on."""
+    finetuned_record(folder, model_id).unlink(missing_ok=True)
 
 
 def finetuned(folder: Path, specs: dict[str, ModelSpec]) -> dict[str, ModelSpec]:

@@ -20,6 +20,7 @@ that escapes is a bug and becomes a logged 500.
     ├── ModelNotFound                   404 invalid_request_error       model_not_found
     ├── NotFound                        404 invalid_request_error       not_found         (a review dataset …)
     ├── ModelBusy                       409 invalid_request_error       model_busy
+    ├── InUse                           409 invalid_request_error       in_use            (a job needs it)
     ├── ResumeExpired                   410 invalid_request_error       resume_expired    (WebSocket resume)
     ├── TooManyGenerations              429 rate_limit_error            too_many_generations (one WebSocket)
     ├── RateLimited                     429 requests | tokens           rate_limit_exceeded (Retry-After,
@@ -387,6 +388,15 @@ class ModelBusy(GroupQwenError):
     status_code = 409
     error_type = "invalid_request_error"
     code = "model_busy"
+
+
+class InUse(GroupQwenError):
+    """What a request would delete is still needed (a file a queued or running job trains on, a fine-tuned
+    model the configuration names); the message says by what."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "in_use"
 
 
 class FinetuneError(GroupQwenError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from groupqwen import log
 from groupqwen.api import auth
 from groupqwen.api.body import json_object, read
 from groupqwen.api.errors import error_body, from_validation_error
@@ -19,12 +21,16 @@ from groupqwen.api.openapi import SSE, Model, body, errors
 from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
 from groupqwen.cache import Invalidation
-from groupqwen.errors import GroupQwenError, InvalidRequest, ModelNotFound, NotFound
+from groupqwen.catalog import FT_PREFIX, recorded, unregister_finetuned
+from groupqwen.config import Settings
+from groupqwen.errors import GroupQwenError, InUse, InvalidRequest, ModelNotFound, NotFound, PermissionDenied
+from groupqwen.orchestrator.pipeline import model_not_found
 from groupqwen.telemetry.metrics import CONTENT_TYPE
 from groupqwen.telemetry.records import parse_window
 from groupqwen.telemetry.service import Telemetry
 
 router = APIRouter()
+_log = log.get(__name__)
 
 
 def _services(request: Request) -> Services:
@@ -63,6 +69,69 @@ async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
     await services.pool.unload(model_id)
     state = next(s for s in services.pool.states() if s.spec.id == model_id)
     return model_json(state, services.started)
+
+
+def _named_by_configuration(settings: Settings, model_id: str) -> str | None:
+    """Where the settings name ``model_id`` (a gateway with them would not start without it), or ``None``."""
+    if settings.default_model == model_id:
+        return "default_model"
+    for i, tier in enumerate(settings.router.tiers):
+        if tier.model == model_id:
+            return f"router.tiers.{i}.model"
+    for name, model in settings.router.routes.items():
+        if model == model_id:
+            return f"router.routes.{name}"
+    return f"models.{model_id}" if model_id in settings.models else None
+
+
+@router.delete("/v1/models/{model_id:path}", responses=errors(400, 403, 404, 409))
+async def delete_model(request: Request, model_id: str) -> dict[str, Any]:
+    """Delete a fine-tuned model (`ft:…`): its record goes, every replica stops serving it (requests in
+    flight finish), and the adapter a job made is removed from disk. A tenant deletes its own; the models
+    the gateway's own training made, only a key of the `default` tenant."""
+    services = _services(request)
+    settings = services.settings
+    if not model_id.startswith(FT_PREFIX):
+        raise InvalidRequest(
+            f"{model_id!r} is not a fine-tuned model: only fine-tuned models (ft:…) can be deleted here",
+            param="model",
+        )
+    found = await asyncio.to_thread(recorded, settings.finetuned_dir, model_id)
+    if found is None or not auth.may_see(request, found[1]):
+        raise model_not_found(model_id)
+    adapter, owner = found
+    principal = auth.principal_of(request)
+    if not owner and not auth.is_operator(principal):
+        raise auth.deny(
+            PermissionDenied(
+                f"The model {model_id!r} was made by the gateway's own training (groupqwen train, or a job "
+                "of the 'default' tenant): only a key of the 'default' tenant may delete it."
+            ),
+            f"delete model {model_id}",
+            principal,
+        )
+    auth.check_model(request, model_id)  # the key's allow-list
+    named = _named_by_configuration(settings, model_id)
+    if named is not None:
+        raise InUse(
+            f"The model {model_id!r} is named by the configuration ({named}): remove it there first",
+            param="model",
+        )
+    await asyncio.to_thread(unregister_finetuned, settings.finetuned_dir, model_id)
+    made_here = adapter.resolve().is_relative_to((settings.data_dir / "finetune" / "jobs").resolve())
+
+    def remove_adapter() -> None:  # once unloaded: a request in flight still had it
+        if made_here:
+            adapter.unlink(missing_ok=True)
+
+    services.pipeline.forget(model_id, remove_adapter)
+    if services.cache is not None:
+        try:
+            await services.cache.invalidate(Invalidation(model=model_id))
+        except GroupQwenError as exc:  # its answers expire with their TTL, and no request can reach them
+            _log.warning("cached answers of a deleted model kept", model=model_id, error=exc.message)
+    auth.audit("model deleted", f"DELETE /v1/models/{model_id}", principal, adapter_removed=made_here)
+    return {"id": model_id, "object": "model", "deleted": True}
 
 
 # -- telemetry (docs/telemetry.md) ----------------------------------------------------------------------

@@ -21,6 +21,7 @@ from groupqwen.api import (
     completions,
     errors,
     fast,
+    files,
     finetune,
     openai,
     openapi,
@@ -211,6 +212,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(review_files.router)  # before review.router: its {name:path} would take these
     app.include_router(review.router)
     app.include_router(ws.router)
+    app.include_router(files.router)
     app.include_router(finetune.router)
     auth.check_rules(app)
     app.router.default = ui.WebUI(settings.ui.dist_dir())  # what no route matches: the web UI (api/ui.py)

@@ -55,6 +55,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/models/{model_id:path}"): "key",
     ("POST", "/v1/models/{model_id:path}/load"): "operator",
     ("POST", "/v1/models/{model_id:path}/unload"): "operator",
+    ("DELETE", "/v1/models/{model_id:path}"): "finetune",  # a tenant's own ft: models (api/admin.py)
     ("GET", "/v1/metrics"): "admin",
     ("GET", "/metrics"): "operator",
     ("GET", "/v1/metrics/stream"): "admin",
@@ -71,7 +72,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/review/{name:path}/build"): "finetune",
     ("POST", "/v1/review/{name:path}/files"): "finetune",
     ("POST", "/v1/files"): "finetune",
+    ("GET", "/v1/files"): "finetune",
     ("GET", "/v1/files/{file_id}"): "finetune",
+    ("GET", "/v1/files/{file_id}/content"): "finetune",
+    ("DELETE", "/v1/files/{file_id}"): "finetune",
     ("POST", "/v1/fine_tuning/jobs"): "finetune",
     ("POST", "/v1/finetune/start"): "finetune",
     ("GET", "/v1/fine_tuning/jobs"): "finetune",
@@ -122,6 +126,11 @@ def deny(
     who = _who(principal) if principal is not None else {"key_id": key_id or "-", "tenant": "-"}
     _audit.warning("denied", action=action, status=error.status_code, code=error.code, **who)
     return error
+
+
+def audit(event: str, action: str, principal: Principal, **fields: str | bool) -> None:
+    """``event`` (something a key removed or changed for good) in the audit log, with who did it."""
+    _audit.info(event, action=action, **_who(principal), **fields)
 
 
 async def settle(connection: HTTPConnection, rule: Rule, action: str, *, again: bool = False) -> Principal:

@@ -1,6 +1,5 @@
-"""Files and fine-tuning jobs, in OpenAI's shape (docs/finetune.md, "Jobs API").
+"""Fine-tuning jobs, in OpenAI's shape (docs/finetune.md, "Jobs API"); their files are ``api/files.py``'s.
 
-``POST /v1/files`` takes a training file (purpose ``fine-tune``), checked line by line before it is kept;
 ``/v1/fine_tuning/jobs`` creates, lists, shows and cancels jobs, with their events and checkpoints;
 ``POST /v1/finetune/start`` is the same as creating a job. Jobs run one at a time in a worker process
 (``finetune.runner``). Every route here is in ``router``, so access control can map them as one.
@@ -12,14 +11,9 @@ and a job trains only on its own tenant's files; the gateway's own keys see ever
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tempfile
-import time
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from groupqwen.api import auth
@@ -28,37 +22,25 @@ from groupqwen.api.openapi import body, errors
 from groupqwen.api.services import Services
 from groupqwen.catalog import check_suffix
 from groupqwen.config import Hyperparameters
-from groupqwen.errors import FinetuneError, InvalidRequest, ModelNotFound, Overloaded, TrainingUnavailable
-from groupqwen.finetune.jobs import Job, StoredFile, job_dir, new_id
+from groupqwen.errors import InvalidRequest, ModelNotFound, Overloaded, TrainingUnavailable
+from groupqwen.finetune.jobs import Job, job_dir, new_id
 from groupqwen.finetune.runner import JobRunner
-from groupqwen.finetune.train import checkpoints, data
+from groupqwen.finetune.train import checkpoints
 
 router = APIRouter(tags=["fine-tuning"])
 _OPENAI_NAMES = {"n_epochs": "epochs", "batch_size": "batch_size"}
 
 
-def _jobs(request: Request) -> tuple[Services, JobRunner]:
+def jobs_of(request: Request) -> tuple[Services, JobRunner]:
     services: Services = request.app.state.services
     if services.jobs is None:
         raise TrainingUnavailable("fine-tuning jobs are not available on this gateway")
     return services, services.jobs
 
 
-def _owner(request: Request) -> str:
+def owner_of(request: Request) -> str:
     """The tenant a new file or job belongs to (``""``: the gateway's own)."""
     return auth.dataset_tenant(request) or ""
-
-
-def file_json(stored: StoredFile) -> dict[str, Any]:
-    return {
-        "id": stored.id,
-        "object": "file",
-        "bytes": stored.bytes,
-        "created_at": stored.created_at,
-        "filename": stored.filename,
-        "purpose": stored.purpose,
-        "status": "processed",
-    }
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -89,62 +71,6 @@ def job_json(job: Job) -> dict[str, Any]:
         "integrations": [],
         "metadata": None,
     }
-
-
-def files_folder(services: Services) -> Path:
-    """Where uploaded (and built) training files are kept."""
-    folder = services.settings.data_dir / "finetune" / "files"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-async def keep_file(request: Request, partial: Path, filename: str) -> dict[str, Any]:
-    """Check ``partial`` (a training file written in ``files_folder``) line by line and keep it as a
-    ``fine-tune`` file of the caller's tenant; a bad line is a 400 that names ``filename``."""
-    services, jobs = _jobs(request)
-    file_id = new_id("file")
-    final = files_folder(services) / f"{file_id}.jsonl"
-
-    def check_and_keep() -> int:
-        data.check(partial, "file")
-        size = partial.stat().st_size
-        os.replace(partial, final)
-        return size
-
-    try:
-        size = await asyncio.to_thread(check_and_keep)
-    except FinetuneError as exc:
-        raise InvalidRequest(exc.message.replace(str(partial), filename), param="file") from None
-    stored = StoredFile(file_id, filename, "fine-tune", size, final, int(time.time()), _owner(request))
-    await asyncio.to_thread(jobs.store.add_file, stored)
-    return file_json(stored)
-
-
-@router.post("/v1/files", responses=errors(400, 413, 503))
-async def create_file(
-    request: Request, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]
-) -> dict[str, Any]:
-    """Upload a training or validation file (JSONL chat examples, `purpose=fine-tune`); it is checked
-    before it is kept."""
-    services, _ = _jobs(request)
-    if purpose != "fine-tune":
-        raise InvalidRequest(f"purpose {purpose!r} is not served here: only 'fine-tune'", param="purpose")
-    fd, partial = tempfile.mkstemp(prefix=".upload.", dir=files_folder(services))
-    try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := await file.read(1 << 20):
-                out.write(chunk)
-        return await keep_file(request, Path(partial), file.filename or "file.jsonl")
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-
-
-@router.get("/v1/files/{file_id}", responses=errors(404, 503))
-async def retrieve_file(request: Request, file_id: str) -> dict[str, Any]:
-    """One uploaded file's record."""
-    _, jobs = _jobs(request)
-    return file_json(await asyncio.to_thread(jobs.store.file, file_id, auth.dataset_tenant(request)))
 
 
 class JobRequest(BaseModel):
@@ -189,7 +115,7 @@ def hyperparameters(services: Services, given: dict[str, Any] | None, seed: int 
 async def create_job(request: Request) -> dict[str, Any]:
     """Queue a LoRA fine-tuning job on a base model whose GGUF is on this machine; the result is served
     as `ft:<model>:<suffix>:<id>`. `/v1/finetune/start` is the same call."""
-    services, jobs = _jobs(request)
+    services, jobs = jobs_of(request)
     try:
         body = JobRequest(**json_object(await read(request)))
     except ValidationError as exc:
@@ -224,7 +150,7 @@ async def create_job(request: Request) -> dict[str, Any]:
         training_file=body.training_file,
         validation_file=body.validation_file,
         hyperparameters=hyper.model_dump(mode="json"),
-        tenant=_owner(request),
+        tenant=owner_of(request),
     )
     jobs.wake()
     return job_json(job)
@@ -234,7 +160,7 @@ async def create_job(request: Request) -> dict[str, Any]:
 async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict[str, Any]:
     """The caller's fine-tuning jobs, newest first, `limit` (1–100) at a time; `after`: those older than
     that job."""
-    _, jobs = _jobs(request)
+    _, jobs = jobs_of(request)
     limit = max(1, min(limit, 100))
     found = await asyncio.to_thread(jobs.store.jobs, after, limit + 1, auth.dataset_tenant(request))
     return {"object": "list", "data": [job_json(j) for j in found[:limit]], "has_more": len(found) > limit}
@@ -244,14 +170,14 @@ async def list_jobs(request: Request, after: str | None = None, limit: int = 20)
 async def retrieve_job(request: Request, job_id: str) -> dict[str, Any]:
     """One fine-tuning job: status, hyperparameters, trained tokens, the fine-tuned model's id once it
     succeeded."""
-    _, jobs = _jobs(request)
+    _, jobs = jobs_of(request)
     return job_json(await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request)))
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel", responses=errors(404, 503))
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     """Cancel a queued or running job; its checkpoints are kept."""
-    _, jobs = _jobs(request)
+    _, jobs = jobs_of(request)
     await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     return job_json(await jobs.cancel(job_id))
 
@@ -262,7 +188,7 @@ async def list_events(
 ) -> dict[str, Any]:
     """A job's events (progress, losses, errors), newest first, `limit` (1–1000) at a time; `after`: those
     older than that event."""
-    _, jobs = _jobs(request)
+    _, jobs = jobs_of(request)
     await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     limit = max(1, min(limit, 1000))
     before = (
@@ -288,7 +214,7 @@ async def list_events(
 async def list_checkpoints(request: Request, job_id: str) -> dict[str, Any]:
     """A job's saved checkpoints, newest first, with their step and losses; a resumed job continues from
     the last."""
-    services, jobs = _jobs(request)
+    services, jobs = jobs_of(request)
     job = await asyncio.to_thread(jobs.store.job, job_id, auth.dataset_tenant(request))
     found = await asyncio.to_thread(checkpoints.listed, job_dir(services.settings, job_id))
     items = [

@@ -45,7 +45,7 @@ _WHY = {
     403: "The API key lacks the scope, or may not use the model",
     404: "Not found (a model, a dataset)",
     408: "The request body stopped arriving",
-    409: "The model is busy",
+    409: "The model is busy, or what is to be deleted is still in use",
     413: "The request body is too large",
     429: "A rate limit is reached; Retry-After and x-ratelimit-* say when to retry",
     500: "An internal error; the request id identifies it in the logs",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from groupqwen.api.finetune import files_folder, keep_file
+from groupqwen.api.files import files_folder, keep_file
 from groupqwen.api.openapi import errors
 from groupqwen.api.review import Dataset, dataset_at, dataset_lock, storage_errors
 from groupqwen.config import Settings

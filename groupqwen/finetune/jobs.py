@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from groupqwen.config import Settings
-from groupqwen.errors import NotFound
+from groupqwen.errors import InUse, NotFound
 from groupqwen.telemetry import database
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -174,6 +174,62 @@ class JobStore:
         if row is None:
             raise NotFound(f"No file {file_id!r}: upload it with POST /v1/files", param="file_id")
         return StoredFile(**{**row, "path": Path(row["path"])})
+
+    def files(
+        self,
+        tenant: str | None = None,
+        *,
+        purpose: str | None = None,
+        after: str | None = None,
+        limit: int = 10_000,
+        ascending: bool = False,
+    ) -> list[StoredFile]:
+        """Newest first (``ascending``: oldest first), ``purpose``'s only if given; ``after``: the files
+        that come after that one in this order (a file the tenant cannot see is "not found")."""
+        table = files_table
+        keys = (table.c.created_at, table.c.id)
+        query = table.select().order_by(*(k.asc() if ascending else k.desc() for k in keys))
+        if tenant is not None:
+            query = query.where(table.c.tenant == tenant)
+        if purpose is not None:
+            query = query.where(table.c.purpose == purpose)
+        if after is not None:
+            pivot = self.file(after, tenant)
+            if ascending:
+                later = sa.or_(
+                    table.c.created_at > pivot.created_at,
+                    sa.and_(table.c.created_at == pivot.created_at, table.c.id > pivot.id),
+                )
+            else:
+                later = sa.or_(
+                    table.c.created_at < pivot.created_at,
+                    sa.and_(table.c.created_at == pivot.created_at, table.c.id < pivot.id),
+                )
+            query = query.where(later)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.limit(limit)).mappings().all()
+        return [StoredFile(**{**row, "path": Path(row["path"])}) for row in rows]
+
+    def delete_file(self, file_id: str, tenant: str | None = None) -> StoredFile:
+        """Forget the file ``file_id`` (its bytes on disk are the caller's to remove), unless a queued or
+        running job trains on it: then ``InUse`` naming the job, and nothing changes."""
+        uses = sa.or_(jobs_table.c.training_file == file_id, jobs_table.c.validation_file == file_id)
+        needed_by = (
+            sa.select(jobs_table.c.id, jobs_table.c.status)
+            .where(uses, jobs_table.c.status.not_in(FINAL))
+            .order_by(jobs_table.c.created_at)
+        )
+        stored = self.file(file_id, tenant)
+        with self.engine.begin() as conn:
+            job = conn.execute(needed_by).first()
+            if job is not None:
+                raise InUse(
+                    f"The file {file_id!r} is used by the fine-tuning job {job.id!r} ({job.status}): delete "
+                    "it once the job has finished, or cancel the job first",
+                    param="file_id",
+                )
+            conn.execute(files_table.delete().where(files_table.c.id == file_id))
+        return stored
 
     # -- jobs
     def create(self, **values: Any) -> Job:

@@ -81,7 +81,7 @@ class Pipeline:
         routing: Routing | None,
         overlap: Callable[[ModelSpec], bool],
         images: ImagesConfig,
-        discover: Callable[[], list[ModelSpec]] = list,
+        discover: Callable[[], tuple[list[ModelSpec], list[str]]] = lambda: ([], []),
     ) -> None:
         self._images = images
         self._catalog = dict(catalog)
@@ -96,11 +96,21 @@ class Pipeline:
 
     def discover(self) -> None:
         """Serve from now on the models that appeared (a fine-tuned model that just finished): the pool and
-        the catalog; a model already served is kept as it is."""
-        for spec in self._discover():
+        the catalog; a model already served is kept as it is. Those that went (deleted, here or by another
+        replica) are forgotten."""
+        appeared, gone = self._discover()
+        for spec in appeared:
             if spec.id not in self._pool:
                 self._pool.add(spec)
                 self._catalog[spec.id] = spec
+        for model_id in gone:
+            self.forget(model_id)
+
+    def forget(self, model_id: str, then: Callable[[], None] = lambda: None) -> None:
+        """Serve ``model_id`` no more (a deleted fine-tuned model): requests already given it finish, then
+        it is unloaded and ``then`` is called (``Pool.remove``)."""
+        self._catalog.pop(model_id, None)
+        self._pool.remove(model_id, then)
 
     def owner(self, model_id: str) -> str:
         """The tenant whose fine-tuned model ``model_id`` is (``ModelSpec.owner``); ``""`` for every other

@@ -77,12 +77,15 @@ def memory_need(spec: ModelSpec, settings: Settings) -> int:
 
 class FinetunedWatch:
     """The fine-tuned models recorded in ``settings.finetuned_dir`` since the last look, as the pool serves
-    them: a run of ``groupqwen train`` or a job's worker writes one record there (whole, by a rename) while
-    the gateway runs. A look lists the folder once; only when its names changed are the records read."""
+    them, and those whose record went since (``DELETE /v1/models/{id}`` here or on another replica): a run
+    of ``groupqwen train`` or a job's worker writes one record there (whole, by a rename) while the gateway
+    runs. A look lists the folder once; only when its names changed are the records read. The models
+    recorded when it is made are those the gateway started with."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._seen: frozenset[str] = frozenset()
+        self._recorded = set(finetuned(settings.finetuned_dir, settings.catalog()))
 
     def _names(self) -> frozenset[str]:
         try:
@@ -90,10 +93,12 @@ class FinetunedWatch:
         except OSError:  # no run has recorded a model yet
             return frozenset()
 
-    def __call__(self) -> list[ModelSpec]:
+    def __call__(self) -> tuple[list[ModelSpec], list[str]]:
+        """(the models recorded now, the ids no longer recorded)."""
         names = self._names()
         if names == self._seen:
-            return []
+            return [], []
         self._seen = names
         specs = finetuned(self._settings.finetuned_dir, self._settings.catalog())
-        return [served(spec, self._settings) for spec in specs.values()]
+        gone, self._recorded = sorted(self._recorded - set(specs)), set(specs)
+        return [served(spec, self._settings) for spec in specs.values()], gone

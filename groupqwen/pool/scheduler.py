@@ -48,6 +48,7 @@ class _Entry:
         self.estimated: int | None = None
         self.measured: int | None = None
         self.expiry: asyncio.Task[None] | None = None
+        self.leaving: Callable[[], None] | None = None  # removed (``Pool.remove``): called once unloaded
 
     def state(self) -> ModelState:
         replicas = self.backend.replicas() if self.backend is not None else ()
@@ -89,6 +90,7 @@ class Pool:
         self._measure = measure
         self._clock = clock
         self._placement = asyncio.Lock()  # one load or eviction decision at a time
+        self._leaving: set[_Entry] = set()  # removed, still serving the requests that had them
 
     def add(self, spec: ModelSpec) -> None:
         """Serve ``spec`` too (a model that appeared while the gateway runs); an id already here is kept."""
@@ -97,9 +99,35 @@ class Pool:
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._entries
 
+    def remove(self, model_id: str, then: Callable[[], None] = lambda: None) -> None:
+        """Stop serving ``model_id`` (a deleted fine-tuned model): from now on it is not here (a lease is
+        ``ModelNotFound``, ``states`` omits it); the requests that hold or wait for one of its slots finish,
+        then it is unloaded and ``then`` is called (at once for a model not served here)."""
+        entry = self._entries.pop(model_id, None)
+        if entry is None:
+            then()
+            return
+        entry.leaving = then
+        self._leaving.add(entry)
+        if not entry.busy:
+            self._schedule_leave(entry)
+
+    def _schedule_leave(self, entry: _Entry) -> None:
+        self._cancel_expiry(entry)
+        entry.expiry = asyncio.get_running_loop().create_task(self._leave(entry))
+
+    async def _leave(self, entry: _Entry) -> None:
+        async with entry.load_lock, self._placement:
+            await self._unload(entry)
+        self._leaving.discard(entry)
+        then, entry.leaving = entry.leaving, None
+        if then is not None:
+            then()
+
     @property
     def used(self) -> int:
-        return sum(e.resident_bytes for e in self._entries.values() if e.backend is not None)
+        entries = (*self._entries.values(), *self._leaving)
+        return sum(e.resident_bytes for e in entries if e.backend is not None)
 
     def states(self) -> list[ModelState]:
         return [e.state() for e in self._entries.values()]
@@ -148,7 +176,10 @@ class Pool:
         entry.last_used, entry.last_used_mono = self._clock.time(), self._clock.monotonic()
         entry.slots.release()
         if not entry.busy:
-            self._schedule_expiry(entry)
+            if entry.leaving is not None:
+                self._schedule_leave(entry)
+            else:
+                self._schedule_expiry(entry)
 
     async def load(self, model_id: str) -> ModelState:
         """Load a model now (idempotent); it then idles out after its keep_alive like any other."""
@@ -224,6 +255,10 @@ class Pool:
         loaded = [e for e in self._entries.values() if e.backend is not None and e is not entry]
         resident = [
             Resident(e.spec.id, e.resident_bytes, e.last_used_mono, e.spec.pinned, e.busy) for e in loaded
+        ] + [  # removed models that still serve their last requests: resident, never chosen
+            Resident(e.spec.id, e.resident_bytes, e.last_used_mono, True, True)
+            for e in self._leaving
+            if e.backend is not None
         ]
         free = self.budget - sum(r.bytes for r in resident)
         chosen = to_evict(need, free, resident)
@@ -288,7 +323,7 @@ class Pool:
         return [e.spec.id for e in self._entries.values() if await self._unload_if_expired(e)]
 
     async def close(self) -> None:
-        for entry in self._entries.values():
+        for entry in (*self._entries.values(), *self._leaving):
             self._cancel_expiry(entry)
             with suppress(Exception):
                 await self._unload(entry)

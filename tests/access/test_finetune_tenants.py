@@ -135,3 +135,68 @@ def test_a_tenants_fine_tuned_model_is_its_own(tmp_path: Path) -> None:
         assert client.get("/v1/models/ft:fake:mine:ftjob-1", headers=headers["rival"]).status_code == 404
         stream = {"model": "ft:fake:mine:ftjob-1", "input": "hi"}
         assert client.post("/v1/responses", json=stream, headers=headers["rival"]).status_code == 404
+
+
+def test_a_tenant_lists_reads_and_deletes_only_its_own(tmp_path: Path) -> None:
+    """Files: another tenant's are not listed and are a 404 to read or delete. Fine-tuned models: a tenant
+    deletes its own; another tenant's is a 404 (as a model that does not exist); one the gateway's own
+    training made is the default tenant's keys' to delete (403 to a tenant's key, which may use it)."""
+    services = keyed_services(tmp_path, ("fake",))
+    keys = key_store(services)
+    now = time.time()
+    headers = {
+        name: {"authorization": f"Bearer {keys.create(name, now=now, tenant=tenant, scopes=['finetune'])[1]}"}
+        for name, tenant in (("acme", "acme"), ("rival", "rival"), ("operator", "default"))
+    }
+    adapter = tmp_path / "adapter.gguf"
+    adapter.write_bytes(b"GGUF")
+    registry = services.settings.finetuned_dir
+    register_finetuned(registry, "ft:fake:mine:ftjob-1", "fake", adapter, owner="acme")
+    register_finetuned(registry, "ft:fake:theirs:ftjob-2", "fake", adapter, owner="rival")
+    register_finetuned(registry, "ft:fake:shared:run", "fake", adapter)
+
+    with gateway(services) as client:
+        upload = {"data": {"purpose": "fine-tune"}, "files": {"file": ("t.jsonl", ROW)}}
+        ids = {}
+        for who in ("acme", "rival"):
+            r = client.post("/v1/files", **upload, headers=headers[who])  # type: ignore[arg-type]
+            assert r.status_code == 200, r.text
+            ids[who] = r.json()["id"]
+
+        def files(who: str) -> list[str]:
+            r = client.get("/v1/files", headers=headers[who])
+            assert r.status_code == 200, r.text
+            return sorted(f["id"] for f in r.json()["data"])
+
+        assert files("acme") == [ids["acme"]] and files("rival") == [ids["rival"]]
+        assert files("operator") == sorted(ids.values())
+        theirs = ids["acme"]
+        assert client.get(f"/v1/files/{theirs}/content", headers=headers["rival"]).status_code == 404
+        assert client.get(f"/v1/files?after={theirs}", headers=headers["rival"]).status_code == 404
+        r = client.delete(f"/v1/files/{theirs}", headers=headers["rival"])
+        assert (
+            r.status_code == 404
+            and r.json()["error"]["message"] == f"No file {theirs!r}: upload it with POST /v1/files"
+        )
+        assert client.get(f"/v1/files/{theirs}/content", headers=headers["acme"]).text == ROW
+        assert client.delete(f"/v1/files/{theirs}", headers=headers["acme"]).json()["deleted"] is True
+        assert client.delete(f"/v1/files/{ids['rival']}", headers=headers["operator"]).status_code == 200
+
+        def delete(model: str, who: str) -> Any:
+            return client.delete(f"/v1/models/{model}", headers=headers[who])
+
+        unknown = delete("ft:fake:none:ftjob-9", "rival")
+        hidden = delete("ft:fake:mine:ftjob-1", "rival")
+        assert hidden.status_code == unknown.status_code == 404
+        assert hidden.json()["error"]["code"] == "model_not_found"
+        shared = delete("ft:fake:shared:run", "acme")
+        assert shared.status_code == 403 and "'default' tenant" in shared.json()["error"]["message"]
+        assert delete("ft:fake:mine:ftjob-1", "acme").json() == {
+            "id": "ft:fake:mine:ftjob-1",
+            "object": "model",
+            "deleted": True,
+        }
+        assert delete("ft:fake:theirs:ftjob-2", "operator").status_code == 200
+        assert delete("ft:fake:shared:run", "operator").status_code == 200
+        r = client.get("/v1/models", headers=headers["operator"])
+        assert not [m["id"] for m in r.json()["data"] if m["id"].startswith("ft:")]

@@ -74,6 +74,8 @@ ROUTES: dict[tuple[str, str], Sample] = {
     ("GET", "/v1/models/{model_id:path}"): Sample("key", "/v1/models/fake"),
     ("POST", "/v1/models/{model_id:path}/load"): Sample("operator", "/v1/models/fake/load"),
     ("POST", "/v1/models/{model_id:path}/unload"): Sample("operator", "/v1/models/fake/unload"),
+    # a base model is not deleted (400): the rule let the key in
+    ("DELETE", "/v1/models/{model_id:path}"): Sample("finetune", "/v1/models/fake", allowed=400),
     ("GET", "/v1/metrics"): Sample("admin", "/v1/metrics"),
     ("GET", "/metrics"): Sample("operator", "/metrics"),
     ("GET", "/v1/metrics/stream"): Sample("admin", "/v1/metrics/stream?events=1"),
@@ -97,7 +99,10 @@ ROUTES: dict[tuple[str, str], Sample] = {
     # fine-tuning: a body that is refused (400) or an id that does not exist (404) shows the rule let it in;
     # acme's file and job (made in matrix_app) are not found by another tenant
     ("POST", "/v1/files"): Sample("finetune", "/v1/files", {"purpose": "fine-tune"}, allowed=400),
+    ("GET", "/v1/files"): Sample("finetune", "/v1/files"),
     ("GET", "/v1/files/{file_id}"): Sample("finetune", "/v1/files/{file}", tenant_data=True),
+    ("GET", "/v1/files/{file_id}/content"): Sample("finetune", "/v1/files/{file}/content", tenant_data=True),
+    ("DELETE", "/v1/files/{file_id}"): Sample("finetune", "/v1/files/file-none", allowed=404),
     ("POST", "/v1/fine_tuning/jobs"): Sample("finetune", "/v1/fine_tuning/jobs", FT_JOB, allowed=404),
     ("POST", "/v1/finetune/start"): Sample("finetune", "/v1/finetune/start", FT_JOB, allowed=404),
     ("GET", "/v1/fine_tuning/jobs"): Sample("finetune", "/v1/fine_tuning/jobs"),

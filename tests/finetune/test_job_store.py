@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from servers import PostgresServer
 
-from groupqwen.errors import NotFound
+from groupqwen.errors import InUse, NotFound
 from groupqwen.finetune import jobs
 from groupqwen.finetune.jobs import JobStore, StoredFile
 from groupqwen.telemetry import database
@@ -117,3 +117,50 @@ def test_a_job_cancelled_before_its_worker_starts_is_not_started(url: str) -> No
     assert store.start("ftjob-stop") is False
     assert (store.job("ftjob-go").status, store.job("ftjob-stop").status) == ("running", "cancelled")
     store.close()
+
+
+def test_files_are_listed_in_order_and_kept_while_a_job_needs_them(url: str, tmp_path: Path) -> None:
+    """Newest first or oldest first, with ties in creation time broken by id, ``after`` continuing either
+    order, ``purpose`` and tenant filters; a file a queued or running job names (training or validation) is
+    not deleted, and the refusal names the job."""
+    store = JobStore(url)
+    try:
+        made = [
+            ("file-a", 10, "acme"),
+            ("file-c", 20, "acme"),
+            ("file-b", 20, "acme"),
+            ("file-r", 30, "rival"),
+        ]
+        for file_id, created, tenant in made:
+            store.add_file(
+                StoredFile(file_id, "t.jsonl", "fine-tune", 1, tmp_path / file_id, created, tenant)
+            )
+
+        def ids(**kw: object) -> list[str]:
+            return [f.id for f in store.files(**kw)]  # type: ignore[arg-type]
+
+        assert ids() == ["file-r", "file-c", "file-b", "file-a"]
+        assert ids(ascending=True) == ["file-a", "file-b", "file-c", "file-r"]
+        assert ids(tenant="acme", after="file-c") == ["file-b", "file-a"]
+        assert ids(tenant="acme", after="file-b", ascending=True) == ["file-c"]
+        assert ids(tenant="acme", limit=2) == ["file-c", "file-b"]
+        assert ids(purpose="batch") == []
+        with pytest.raises(NotFound):
+            store.files("acme", after="file-r")  # another tenant's file is no place in a list
+
+        store.create(
+            id="ftjob-1", model="m", suffix="s", training_file="file-a", validation_file="file-b",
+            hyperparameters=HYPER, tenant="acme",
+        )  # fmt: skip
+        store.update("ftjob-1", status="running")
+        for file_id in ("file-a", "file-b"):
+            with pytest.raises(InUse, match="'ftjob-1' \\(running\\)"):
+                store.delete_file(file_id, "acme")
+        with pytest.raises(NotFound):
+            store.delete_file("file-c", "rival")
+        assert store.delete_file("file-c", "acme").id == "file-c"
+        store.update("ftjob-1", status="failed")
+        assert store.delete_file("file-a").id == "file-a"  # the gateway's own keys: any tenant's
+        assert ids() == ["file-r", "file-b"]
+    finally:
+        store.close()

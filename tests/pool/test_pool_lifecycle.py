@@ -10,7 +10,7 @@ from waiting import until
 
 from groupqwen.backends.fake import FakeBackend
 from groupqwen.catalog import ModelSpec
-from groupqwen.errors import InsufficientMemory, ModelBusy
+from groupqwen.errors import InsufficientMemory, ModelBusy, ModelNotFound
 from groupqwen.pool.budget import MiB
 from groupqwen.pool.scheduler import Pool
 from groupqwen.testing import FakeClock
@@ -226,3 +226,40 @@ async def test_requests_for_a_loaded_model_do_not_wait_for_another_models_load()
     await asyncio.wait_for(_use(pool, "fast"), timeout=30)  # would hang: the slow load waits for release
     release.set()
     await slow
+
+
+async def test_a_removed_model_finishes_its_requests_then_unloads() -> None:
+    """``remove`` (a deleted fine-tuned model): at once no new lease and no listing; the request holding a
+    slot and the one waiting for it finish; then it is unloaded and ``then`` runs. Its memory counts until
+    then, and a load that needs it cannot evict it."""
+    h = Harness([_spec("a", max_parallel=1), _spec("b")], {"a": 60, "b": 60}, budget_mib=100)
+    gone: list[str] = []
+    release = asyncio.Event()
+    holding = asyncio.Event()
+
+    async def hold() -> None:
+        async with h.pool.lease("a"):
+            holding.set()
+            await release.wait()
+
+    first = asyncio.create_task(hold())
+    await holding.wait()
+    second = asyncio.create_task(_use(h.pool, "a"))  # waits for the slot
+    await until(lambda: any(s.queued == 1 for s in h.pool.states() if s.spec.id == "a"))
+    h.pool.remove("a", lambda: gone.append("a"))
+    assert "a" not in h.pool and [s.spec.id for s in h.pool.states()] == ["b"]
+    with pytest.raises(ModelNotFound):
+        await _use(h.pool, "a")
+    assert h.pool.used == 60 * MiB  # still resident: b cannot evict it
+    with pytest.raises(InsufficientMemory):
+        await _use(h.pool, "b")
+    assert gone == [] and h.closed == []
+    release.set()
+    await first
+    await second
+    await until(lambda: gone == ["a"])
+    assert h.closed == ["a"] and h.pool.used == 0
+    await h.use("b")
+
+    h.pool.remove("nothing", lambda: gone.append("nothing"))  # not served here: at once
+    assert gone == ["a", "nothing"]
