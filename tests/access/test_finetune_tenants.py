@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from groupqwen.api.services import Services
 from groupqwen.catalog import register_finetuned
 from groupqwen.config import Hyperparameters
 from groupqwen.testing import gateway
@@ -90,19 +91,26 @@ def test_files_and_jobs_are_the_tenants_own(tmp_path: Path) -> None:
         assert get("/v1/fine_tuning/jobs?after=ftjob-acme", "acme") == 200
 
 
-def test_a_tenants_fine_tuned_model_is_its_own(tmp_path: Path) -> None:
-    """A model trained on a tenant's data is listed to and answers that tenant's keys and the gateway's own;
-    to another tenant it does not exist (404, the message of an unknown model), named or listed. A model
-    the gateway's own training made (no owner) is anyone's."""
+def three_tenants(tmp_path: Path, scope: str) -> tuple[Services, dict[str, dict[str, str]]]:
+    """A keyed gateway's services and the headers of three keys holding ``scope``: tenants ``acme`` and
+    ``rival``, and ``operator`` of the default tenant; an adapter file at ``tmp_path / "adapter.gguf"``."""
     services = keyed_services(tmp_path, ("fake",))
     keys = key_store(services)
     now = time.time()
     headers = {
-        name: {"authorization": f"Bearer {keys.create(name, now=now, tenant=tenant, scopes=['chat'])[1]}"}
+        name: {"authorization": f"Bearer {keys.create(name, now=now, tenant=tenant, scopes=[scope])[1]}"}
         for name, tenant in (("acme", "acme"), ("rival", "rival"), ("operator", "default"))
     }
+    (tmp_path / "adapter.gguf").write_bytes(b"GGUF")
+    return services, headers
+
+
+def test_a_tenants_fine_tuned_model_is_its_own(tmp_path: Path) -> None:
+    """A model trained on a tenant's data is listed to and answers that tenant's keys and the gateway's own;
+    to another tenant it does not exist (404, the message of an unknown model), named or listed. A model
+    the gateway's own training made (no owner) is anyone's."""
+    services, headers = three_tenants(tmp_path, "chat")
     adapter = tmp_path / "adapter.gguf"
-    adapter.write_bytes(b"GGUF")
     registry = services.settings.finetuned_dir
     register_finetuned(registry, "ft:fake:mine:ftjob-1", "fake", adapter, owner="acme")
     register_finetuned(registry, "ft:fake:shared:run", "fake", adapter)  # as `groupqwen train` does
@@ -141,15 +149,8 @@ def test_a_tenant_lists_reads_and_deletes_only_its_own(tmp_path: Path) -> None:
     """Files: another tenant's are not listed and are a 404 to read or delete. Fine-tuned models: a tenant
     deletes its own; another tenant's is a 404 (as a model that does not exist); one the gateway's own
     training made is the default tenant's keys' to delete (403 to a tenant's key, which may use it)."""
-    services = keyed_services(tmp_path, ("fake",))
-    keys = key_store(services)
-    now = time.time()
-    headers = {
-        name: {"authorization": f"Bearer {keys.create(name, now=now, tenant=tenant, scopes=['finetune'])[1]}"}
-        for name, tenant in (("acme", "acme"), ("rival", "rival"), ("operator", "default"))
-    }
+    services, headers = three_tenants(tmp_path, "finetune")
     adapter = tmp_path / "adapter.gguf"
-    adapter.write_bytes(b"GGUF")
     registry = services.settings.finetuned_dir
     register_finetuned(registry, "ft:fake:mine:ftjob-1", "fake", adapter, owner="acme")
     register_finetuned(registry, "ft:fake:theirs:ftjob-2", "fake", adapter, owner="rival")

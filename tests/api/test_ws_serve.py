@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -178,13 +179,22 @@ def test_browsers_from_other_origins_are_refused(server: ServedProcess) -> None:
             assert receive(ws)["type"] == "hello"
 
 
-def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(server: ServedProcess) -> None:
-    with open_socket(server) as ws:
+def dropped(
+    server: ServedProcess, frames: int, max_tokens: int, **headers: str
+) -> tuple[str, list[dict[str, Any]]]:
+    """A slow generation ``g`` asked, its first ``frames`` frames read, then the connection dropped and the
+    generation parked: the session's token and the frames read."""
+    with open_socket(server, additional_headers=headers) as ws:
         session = receive(ws)["session"]
-        send(ws, ask("g", "slow", max_tokens=120))
-        before = [receive(ws) for _ in range(10)]
+        send(ws, ask("g", "slow", max_tokens=max_tokens))
+        before = [receive(ws) for _ in range(frames)]
         abort(ws)
     wait_for(lambda: websocket_gauges(server)["parked_generations"] == 1, "the generation parked")
+    return session, before
+
+
+def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(server: ServedProcess) -> None:
+    session, before = dropped(server, frames=10, max_tokens=120)
     with open_socket(server) as again:
         assert receive(again)["type"] == "hello"
         send(again, {"type": "resume", "session": session, "generations": [{"id": "g", "after_seq": 10}]})
@@ -200,12 +210,7 @@ def test_a_resume_naming_a_generation_twice_is_refused_and_replays_nothing(serve
     """Each frame comes exactly once: a ``resume`` that names an ``id`` twice (two ``after_seq``s) is a bad
     frame, not two replays of the same frames (it used to send the frames after the smaller ``after_seq``,
     then those after the larger one again, interleaved)."""
-    with open_socket(server) as ws:
-        session = receive(ws)["session"]
-        send(ws, ask("g", "slow", max_tokens=60))
-        before = [receive(ws) for _ in range(5)]
-        abort(ws)
-    wait_for(lambda: websocket_gauges(server)["parked_generations"] == 1, "the generation parked")
+    session, before = dropped(server, frames=5, max_tokens=60)
     with open_socket(server) as again:
         receive(again)
         twice = [{"id": "g", "after_seq": 2}, {"id": "g", "after_seq": 5}]
@@ -222,12 +227,7 @@ def test_a_resume_naming_a_generation_twice_is_refused_and_replays_nothing(serve
 
 
 def test_a_foreign_or_guessed_session_gets_nothing(server: ServedProcess) -> None:
-    with open_socket(server, additional_headers={"Authorization": "Bearer alice"}) as ws:
-        session = receive(ws)["session"]
-        send(ws, ask("mine", "slow", max_tokens=400))
-        receive(ws)
-        abort(ws)
-    wait_for(lambda: websocket_gauges(server)["parked_generations"] == 1, "the generation parked")
+    session, _ = dropped(server, frames=1, max_tokens=400, Authorization="Bearer alice")
     tries = [
         ({"Authorization": "Bearer mallory"}, session),
         ({}, session),
@@ -236,7 +236,7 @@ def test_a_foreign_or_guessed_session_gets_nothing(server: ServedProcess) -> Non
     for headers, token in tries:
         with open_socket(server, additional_headers=headers) as other:
             receive(other)
-            send(other, {"type": "resume", "session": token, "generations": [{"id": "mine", "after_seq": 0}]})
+            send(other, {"type": "resume", "session": token, "generations": [{"id": "g", "after_seq": 0}]})
             refusal = receive(other)
             assert refusal["type"] == "error" and refusal["error"]["code"] == "resume_expired"
             assert refusal["status"] == 410 and "seq" not in refusal
@@ -244,10 +244,10 @@ def test_a_foreign_or_guessed_session_gets_nothing(server: ServedProcess) -> Non
             assert receive(other) == {"type": "pong"}  # and nothing of the generation came
     with open_socket(server, additional_headers={"Authorization": "Bearer alice"}) as owner:
         receive(owner)
-        send(owner, {"type": "resume", "session": session, "generations": [{"id": "mine", "after_seq": 1}]})
+        send(owner, {"type": "resume", "session": session, "generations": [{"id": "g", "after_seq": 1}]})
         assert receive(owner)["type"] == "resumed"
-        send(owner, {"type": "cancel", "id": "mine"})
-        assert until_finished(owner, ["mine"])[-1]["type"] in ("cancelled", "done")
+        send(owner, {"type": "cancel", "id": "g"})
+        assert until_finished(owner, ["g"])[-1]["type"] in ("cancelled", "done")
 
 
 def test_telemetry_records_each_generation_and_counts_sockets(server: ServedProcess) -> None:

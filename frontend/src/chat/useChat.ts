@@ -99,7 +99,8 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
       }, headers);
       const stored = store();
       show();
-      drafts.set(conv.id, () => ({
+      // the answer as it stands: kept when the stream ends, or (marked cut off) when the page goes away
+      const answer = (state: Message["state"], error: string | undefined): Message => ({
         id: crypto.randomUUID(),
         conversationId: conv.id,
         seq,
@@ -107,9 +108,10 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
         content: draft.content,
         reasoning: draft.reasoning || undefined,
         meta: draft.meta,
-        state: "error",
-        error: RELOADED,
-      }));
+        state,
+        error,
+      });
+      drafts.set(conv.id, () => answer("error", RELOADED));
       if (!keeping) {
         addEventListener("pagehide", keepDrafts);
         keeping = true;
@@ -128,17 +130,7 @@ export function useChat(conversation: Conversation | undefined, live?: Message[]
         if (frame !== null) cancelAnimationFrame(frame);
         drafts.delete(conv.id);
       }
-      const message: Message = {
-        id: crypto.randomUUID(),
-        conversationId: conv.id,
-        seq,
-        role: "assistant",
-        content: draft.content,
-        reasoning: draft.reasoning || undefined,
-        meta: draft.meta,
-        state,
-        error,
-      };
+      const message = answer(state, error);
       try {
         await stored;
         await db.messages.put(message);
