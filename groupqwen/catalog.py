@@ -225,12 +225,6 @@ def finetuned_record(folder: Path, model_id: str) -> Path:
     return folder / f"{model_id.replace(':', '_')}.json"
 
 
-def recorded_adapter(folder: Path, model_id: str) -> Path | None:
-    """The adapter the model ``model_id`` is recorded with; ``None`` when it is not (readably) recorded."""
-    found = recorded(folder, model_id)
-    return found[0] if found is not None else None
-
-
 def recorded(folder: Path, model_id: str) -> tuple[Path, str] | None:
     """The adapter and the owner (``register_finetuned``) the model ``model_id`` is recorded with; ``None``
     when it is not (readably) recorded."""

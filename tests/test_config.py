@@ -184,6 +184,23 @@ def test_every_bad_field_is_reported() -> None:
     assert set(_fields(error)) == {"models.foo.path", "default_model"}
 
 
+def test_every_model_the_configuration_names_must_be_known() -> None:
+    """default_model, each tier's and each route's model, in that order, each naming its place; a route
+    for images must point at a model that takes them."""
+    error = _bad(
+        default_model="nope",
+        router={"tiers": [{"model": "smollm2-135m"}, {"model": "gone"}], "routes": {"auto:x": "missing"}},
+    )
+    assert error.errors == [
+        ("default_model", "unknown model 'nope'"),
+        ("router.tiers.1.model", "unknown model 'gone'"),
+        ("router.routes.auto:x", "unknown model 'missing'"),
+    ]
+    error = _bad(router={"routes": {"auto:vision": "smollm2-135m"}})
+    assert _fields(error) == ["router.routes.auto:vision"]
+    assert "'smollm2-135m' does not take images" in error.message
+
+
 @pytest.mark.parametrize(
     ("text", "field"),
     [

@@ -22,8 +22,8 @@ from groupqwen.api.schemas.models import model_json
 from groupqwen.api.services import Services
 from groupqwen.cache import Invalidation
 from groupqwen.catalog import FT_PREFIX, recorded, unregister_finetuned
-from groupqwen.config import Settings
 from groupqwen.errors import GroupQwenError, InUse, InvalidRequest, ModelNotFound, NotFound, PermissionDenied
+from groupqwen.finetune.jobs import jobs_dir
 from groupqwen.orchestrator.pipeline import model_not_found
 from groupqwen.telemetry.metrics import CONTENT_TYPE
 from groupqwen.telemetry.records import parse_window
@@ -71,19 +71,6 @@ async def unload_model(request: Request, model_id: str) -> dict[str, Any]:
     return model_json(state, services.started)
 
 
-def _named_by_configuration(settings: Settings, model_id: str) -> str | None:
-    """Where the settings name ``model_id`` (a gateway with them would not start without it), or ``None``."""
-    if settings.default_model == model_id:
-        return "default_model"
-    for i, tier in enumerate(settings.router.tiers):
-        if tier.model == model_id:
-            return f"router.tiers.{i}.model"
-    for name, model in settings.router.routes.items():
-        if model == model_id:
-            return f"router.routes.{name}"
-    return f"models.{model_id}" if model_id in settings.models else None
-
-
 @router.delete("/v1/models/{model_id:path}", responses=errors(400, 403, 404, 409))
 async def delete_model(request: Request, model_id: str) -> dict[str, Any]:
     """Delete a fine-tuned model (`ft:…`): its record goes, every replica stops serving it (requests in
@@ -111,14 +98,14 @@ async def delete_model(request: Request, model_id: str) -> dict[str, Any]:
             principal,
         )
     auth.check_model(request, model_id)  # the key's allow-list
-    named = _named_by_configuration(settings, model_id)
+    named = next((where for where, model in settings.model_references() if model == model_id), None)
     if named is not None:
         raise InUse(
             f"The model {model_id!r} is named by the configuration ({named}): remove it there first",
             param="model",
         )
     await asyncio.to_thread(unregister_finetuned, settings.finetuned_dir, model_id)
-    made_here = adapter.resolve().is_relative_to((settings.data_dir / "finetune" / "jobs").resolve())
+    made_here = adapter.resolve().is_relative_to(jobs_dir(settings).resolve())
 
     def remove_adapter() -> None:  # once unloaded: a request in flight still had it
         if made_here:

@@ -217,7 +217,7 @@ def train_command(
     gpu: bool,
     overrides: dict[str, Any],
 ) -> None:
-    from groupqwen.catalog import finetuned_id, finetuned_record, recorded_adapter
+    from groupqwen.catalog import finetuned_id, finetuned_record, recorded
     from groupqwen.finetune.train import base, checkpoints, convert, trainer
     from groupqwen.finetune.train.events import JsonlLog
 
@@ -230,7 +230,8 @@ def train_command(
             f"{model!r} is not a base model with its GGUF here; one of: {', '.join(served)}"
         )
     model_id = finetuned_id(model, suffix, out.resolve().name)
-    taken = recorded_adapter(settings.finetuned_dir, model_id)
+    found = recorded(settings.finetuned_dir, model_id)  # (adapter, owner) of a model of that name
+    taken = found[0] if found is not None else None
     if taken is not None and taken.is_file() and taken.resolve() != (out / "adapter.gguf").resolve():
         raise FinetuneError(
             f"{model_id} is already the model of another run (its adapter: {taken}): give another --suffix "

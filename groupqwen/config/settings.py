@@ -275,17 +275,12 @@ class Settings(BaseSettings):
         for model_id, cfg in self.models.items():
             if model_id not in known and cfg.path is None and cfg.backend == "llamacpp":
                 errors.append(f"models.{model_id}.path: a model not in the catalog needs a GGUF path")
-        if self.default_model not in known and self.default_model not in self.models:
-            errors.append(f"default_model: unknown model {self.default_model!r}")
-        for i, tier in enumerate(self.router.tiers):
-            if tier.model not in known and tier.model not in self.models:
-                errors.append(f"router.tiers.{i}.model: unknown model {tier.model!r}")
-        for name, model in self.router.routes.items():
+        for where, model in self.model_references():
             if model not in known and model not in self.models:
-                errors.append(f"router.routes.{name}: unknown model {model!r}")
-            elif name == "auto:vision" and not self.catalog()[model].vision:
+                errors.append(f"{where}: unknown model {model!r}")
+            elif where == "router.routes.auto:vision" and not self.catalog()[model].vision:
                 errors.append(
-                    f"router.routes.{name}: {model!r} does not take images: point it at a model that does "
+                    f"{where}: {model!r} does not take images: point it at a model that does "
                     f"(a Qwen3-VL model such as qwen3-vl-8b), or set models.{model}.vision: true if it does"
                 )
         if errors:
@@ -334,6 +329,17 @@ class Settings(BaseSettings):
             k: s for k, s in self.catalog().items() if s.path is not None or s.urls or s.backend == "fake"
         }
 
+    def model_references(self) -> list[tuple[str, str]]:
+        """Where the configuration names a model, and which: ``default_model``, each router tier's and
+        route's, then each of ``models:``'s (``("models.<id>", id)``); a gateway whose configuration names
+        a model it does not know refuses to start."""
+        return [
+            ("default_model", self.default_model),
+            *((f"router.tiers.{i}.model", tier.model) for i, tier in enumerate(self.router.tiers)),
+            *((f"router.routes.{name}", model) for name, model in self.router.routes.items()),
+            *((f"models.{model_id}", model_id) for model_id in self.models),
+        ]
+
     def served_models(self) -> dict[str, ModelSpec]:
         """The models this gateway serves: ``available()``; with ``server.workers`` above 1 less the
         in-process (llama.cpp) ones the configuration does not name (in ``models:``, ``default_model``, the
@@ -342,8 +348,7 @@ class Settings(BaseSettings):
         available = self.available()
         if self.server.workers == 1:
             return available
-        routed = [self.default_model, *(t.model for t in self.router.tiers), *self.router.routes.values()]
-        named = {*self.models, *routed}
+        named = {model for _, model in self.model_references()}
         return {k: s for k, s in available.items() if s.backend != "llamacpp" or k in named}
 
 

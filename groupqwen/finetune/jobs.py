@@ -106,9 +106,14 @@ class StoredFile:
     tenant: str = ""
 
 
+def jobs_dir(settings: Settings) -> Path:
+    """Where the jobs' run folders are."""
+    return settings.data_dir / "finetune" / "jobs"
+
+
 def job_dir(settings: Settings, job_id: str) -> Path:
     """A job's run folder: checkpoints, the adapter, the worker's output."""
-    return settings.data_dir / "finetune" / "jobs" / job_id
+    return jobs_dir(settings) / job_id
 
 
 def new_id(prefix: str) -> str:
