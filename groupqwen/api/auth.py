@@ -169,7 +169,7 @@ async def settle(connection: HTTPConnection, rule: Rule, action: str, *, again: 
             principal,
         )
     if scope == "admin" and principal.key_id is not None and not again:
-        _audit.info("admin action", action=action, **_who(principal))
+        audit("admin action", action, principal)
     return principal
 
 

@@ -199,10 +199,8 @@ async def build_files(
     with storage_errors(), tempfile.TemporaryDirectory(dir=files_folder(services)) as folder:
         async with dataset_lock(request, dataset):
             out = await asyncio.to_thread(_build, dataset, config, keep_pending, Path(folder))
-        validation = out / "validation.jsonl"
-        sizes = await asyncio.to_thread(
-            lambda: ((out / "train.jsonl").stat().st_size, validation.stat().st_size)
-        )
+        train, validation = out / "train.jsonl", out / "validation.jsonl"
+        sizes = await asyncio.to_thread(lambda: (train.stat().st_size, validation.stat().st_size))
         if sizes[1] and not sizes[0]:  # a few conversations, and the split's hash sent all to validation
             raise InvalidRequest(
                 "The split left no training conversation: it put every one in validation; lower "
@@ -210,10 +208,8 @@ async def build_files(
                 param="val_fraction",
             )
         kept: dict[str, Any] = {"object": "review.files", "name": dataset.name}
-        kept["training_file"] = await keep_file(request, out / "train.jsonl", f"{dataset.name}-train.jsonl")
+        kept["training_file"] = await keep_file(request, train, f"{dataset.name}-train.jsonl")
         kept["validation_file"] = (
-            await keep_file(request, validation, f"{dataset.name}-validation.jsonl")
-            if await asyncio.to_thread(lambda: validation.stat().st_size > 0)
-            else None
+            await keep_file(request, validation, f"{dataset.name}-validation.jsonl") if sizes[1] else None
         )
     return kept

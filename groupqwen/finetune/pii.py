@@ -108,15 +108,16 @@ _STREET = (
     r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Place|Pl|Terrace|Way|"
     r"Square|Sq|Parkway|Pkwy|Highway|Hwy)"
 )
+_DE_TOWN = r"(?:,\s+\d{5}\s+[A-ZÄÖÜ][a-zäöüß]+)?"  # a German address's ", 60311 Frankfurt"
 _ADDRESS = re.compile(
     rf"\b\d{{1,5}}[A-Za-z]?\s+(?:[A-Z][a-z]+\.?\s+){{1,3}}{_STREET}\b\.?(?:\s+[NS]?[EW]\b|\s+[NS]\b)?"
     r"(?:,?\s+(?:Apt|Apartment|Suite|Unit|Flat)\.?\s*#?\w+)?"
     r"(?:,\s+[A-Z][a-z]+(?:\s[A-Z][a-z]+)?(?:,\s+[A-Z]{2})?\s+\d{5}(?:-\d{4})?)?"
     r"|\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|platz|gasse|allee|ring|damm)\s+\d{1,4}[a-z]?\b"
-    r"(?:,\s+\d{5}\s+[A-ZÄÖÜ][a-zäöüß]+)?"
+    rf"{_DE_TOWN}"
     # the name in words of their own: Berliner Straße 12, Am Alten Markt 3 is not taken (no street word)
     r"|\b[A-ZÄÖÜ][a-zäöüß]+\s+(?:Straße|Strasse|Str\.|Weg|Platz|Gasse|Allee|Ring|Damm)\s+\d{1,4}[a-z]?\b"
-    r"(?:,\s+\d{5}\s+[A-ZÄÖÜ][a-zäöüß]+)?"
+    rf"{_DE_TOWN}"
 )  # a US street may end with its quarter (1600 Pennsylvania Avenue NW, Washington, DC 20500)
 
 _PRIORITY = ["USER_EMAIL", "API_KEY", "EMAIL", "IBAN", "CREDIT_CARD", "USER_PHONE", "IP_ADDRESS", "PHONE"]

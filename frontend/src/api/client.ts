@@ -47,26 +47,27 @@ function keySet(): boolean {
   return useSettings.getState().apiKey.trim() !== "";
 }
 
+/** An OpenAI-style error body. */
+type ErrorBody = { error?: { message?: string; code?: string; param?: string } };
+
 /** The server's own message from an OpenAI-style error body, else the status line (a 401's says where the
  * page's key goes). */
 export async function errorOf(response: Response): Promise<ApiError> {
   const text = await response.text().catch(() => "");
   const status = response.status;
   try {
-    const body = JSON.parse(text) as { error?: { message?: string; code?: string; param?: string } };
-    if (body.error?.message) {
-      const message = forThePage(body.error.message, status, keySet());
-      return new ApiError(message, status, body.error.code ?? null, body.error.param ?? null);
-    }
+    const body = JSON.parse(text) as ErrorBody;
+    if (body.error?.message) return errorOfBody(body, status, response.statusText);
   } catch {
     // not JSON: fall through
   }
   return new ApiError(forThePage(text.trim() || `${status} ${response.statusText}`, status, keySet()), status);
 }
 
-/** `errorOf` for a body already read (an XMLHttpRequest's). */
-export function errorOfBody(body: { error?: { message?: string; code?: string } }, status: number, statusText: string): ApiError {
-  return new ApiError(forThePage(body.error?.message ?? `${status} ${statusText}`, status, keySet()), status, body.error?.code ?? null);
+/** `errorOf` for a body already read (an XMLHttpRequest's, an event's). */
+export function errorOfBody(body: ErrorBody, status: number, statusText: string): ApiError {
+  const message = forThePage(body.error?.message ?? `${status} ${statusText}`, status, keySet());
+  return new ApiError(message, status, body.error?.code ?? null, body.error?.param ?? null);
 }
 
 export async function request(path: string, init: RequestInit = {}): Promise<Response> {
